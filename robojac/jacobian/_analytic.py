@@ -1,0 +1,66 @@
+"""Closed-form Jacobians where they pay: SE3 acting on points, SE3 between residuals.
+
+All in the left-perturbation, ``[rho, phi]`` convention of the rest of robojac, on plain
+tensors in pypose's layout (LieTensors are accepted too), with any leading batch dims.  Each
+is tested against autodiff through :func:`robojac.jacobian.modjac` and central differences
+on the manifold.
+"""
+
+from __future__ import annotations
+
+import pypose as pp
+import torch
+from torch import Tensor
+
+from ..lie import _ops as ops
+from ..lie import skew
+
+__all__ = ["se3_act_jacobian", "SE3BetweenResidual", "se3_between"]
+
+
+def _raw(x):
+    return x.as_subclass(Tensor) if isinstance(x, pp.LieTensor) else x
+
+
+def se3_act_jacobian(T: Tensor, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(q, dq/dT, dq/dp)`` for ``q = T * p``: shapes ``(..., 3)``, ``(..., 3, 6)``, ``(..., 3, 3)``.
+
+    ``dq/dT = [I, -[q]x]`` (left tangent of ``T``), ``dq/dp = R``.  ``T`` and ``p`` broadcast.
+    """
+    T = _raw(T)
+    if T.shape[-1] != 7 or p.shape[-1] != 3:
+        raise ValueError(f"se3_act_jacobian: expected T (..., 7) and p (..., 3), got {tuple(T.shape)} and {tuple(p.shape)}")
+    q = ops.se3_act(T, p)
+    eye = torch.eye(3, dtype=q.dtype, device=q.device).expand(q.shape[:-1] + (3, 3))
+    J_T = torch.cat((eye, -skew(q)), dim=-1)
+    R = ops.quat_to_matrix(T[..., 3:])
+    return q, J_T, R.expand(q.shape[:-1] + (3, 3))
+
+
+def se3_between(Ti: Tensor, Tj: Tensor, Z: Tensor) -> Tensor:
+    """``Log(Z^-1 Ti^-1 Tj)``, shape ``(..., 6)``: the error of a relative-pose measurement ``Z``."""
+    Ti, Tj, Z = _raw(Ti), _raw(Tj), _raw(Z)
+    return ops.se3_log(ops.se3_compose(ops.se3_inverse(Z), ops.se3_compose(ops.se3_inverse(Ti), Tj)))
+
+
+class SE3BetweenResidual:
+    """The pose-graph edge residual ``r = L Log(Z^-1 Ti^-1 Tj)`` with ``Omega = L^T L``.
+
+    Call it as a residual function ``(Ti, Tj, Z[, L]) -> (..., 6)``; its
+    :meth:`value_and_jacobians` gives the two ``(..., 6, 6)`` blocks in closed form:
+    ``dr/dTj = L Jr^-1(e) Ad(Tj^-1)`` and ``dr/dTi = -dr/dTj`` (``e`` the unwhitened error),
+    which :func:`~robojac.jacobian.block_sparse_jacobian` uses instead of autodiff.
+    """
+
+    def __call__(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
+        e = se3_between(Ti, Tj, Z)
+        return e if sqrt_info is None else (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
+
+    def value_and_jacobians(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
+        Tj_raw = _raw(Tj)
+        e = se3_between(Ti, Tj_raw, Z)
+        Jj = ops.se3_right_jacobian_inverse(e) @ ops.se3_adjoint(ops.se3_inverse(Tj_raw))
+        if sqrt_info is not None:
+            e = (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
+            Jj = sqrt_info @ Jj
+        return e, (-Jj, Jj)

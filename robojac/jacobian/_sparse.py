@@ -1,0 +1,264 @@
+"""Block-sparse Jacobians of residual models whose factors each touch a few variables.
+
+A residual model (a pose graph, a bundle adjustment, ICP over many poses) is ``F`` factors;
+factor ``f`` reads the ``K`` variables ``index[f]`` and returns ``r`` numbers.  Its Jacobian is
+``F * K`` dense ``(r, t)`` blocks (``t`` the variables' tangent dimension), which this module
+computes (analytically where the residual offers it, else by forward-mode autodiff over all
+factors at once) and assembles into a sparse matrix.  The sparsity pattern depends only on
+``index``: :class:`BlockSparsePattern` computes it once and maps every block entry straight to
+its CSR slot, so each later assembly is one ``index_add_``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pypose as pp
+import torch
+from torch import Tensor
+
+from ..lie import GroupSpec, group_spec, raw_autograd, retract_first_order
+
+__all__ = ["BlockSparsePattern", "BlockSparseJacobian", "block_sparse_jacobian"]
+
+
+def _csr_map(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
+    """CSR structure of entries (rows, cols) and each entry's slot (duplicates share one)."""
+    keys = rows.astype(np.int64) * num_cols + cols.astype(np.int64)
+    uniq, slot = np.unique(keys, return_inverse=True)
+    u_rows = uniq // num_cols
+    crow = np.zeros(num_rows + 1, dtype=np.int64)
+    np.add.at(crow, u_rows + 1, 1)
+    return np.cumsum(crow), (uniq % num_cols).astype(np.int64), slot.astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class BlockSparsePattern:
+    """Where the blocks of a factor graph's Jacobian (and of ``J^T J``) sit; reusable.
+
+    ``index``: ``(F, K)`` variable of each block; ``num_variables`` ``N``; ``residual_dim``
+    ``r``; ``tangent_dim`` ``t``.  The Jacobian is ``(F * r, N * t)``.
+    """
+
+    index: Tensor
+    num_variables: int
+    residual_dim: int
+    tangent_dim: int
+
+    def __post_init__(self):
+        idx = self.index
+        if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"index: expected an integer tensor (factors, variables per factor), got "
+                             f"{getattr(idx, 'dtype', type(idx).__name__)} {tuple(getattr(idx, 'shape', ()))}")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_variables):
+            raise ValueError(f"index: entries must lie in [0, {self.num_variables}), got [{int(idx.min())}, {int(idx.max())}]")
+
+    @classmethod
+    def from_index(cls, index: Tensor, num_variables: int, residual_dim: int, tangent_dim: int) -> BlockSparsePattern:
+        return cls(index.long(), int(num_variables), int(residual_dim), int(tangent_dim))
+
+    @property
+    def num_factors(self) -> int:
+        return self.index.shape[0]
+
+    @property
+    def arity(self) -> int:
+        return self.index.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_factors * self.residual_dim, self.num_variables * self.tangent_dim)
+
+    @cached_property
+    def _jacobian_csr(self):
+        F, K, r, t = self.num_factors, self.arity, self.residual_dim, self.tangent_dim
+        idx = self.index.cpu().numpy()
+        rows = (np.arange(F)[:, None, None, None] * r + np.arange(r)[None, None, :, None])
+        cols = (idx[:, :, None, None] * t + np.arange(t)[None, None, None, :])
+        rows, cols = np.broadcast_arrays(rows, cols)  # (F, K, r, t)
+        return self._to_device(_csr_map(rows.ravel(), cols.ravel(), F * r, self.num_variables * t))
+
+    @cached_property
+    def _hessian_csr(self):
+        F, K, t = self.num_factors, self.arity, self.tangent_dim
+        idx = self.index.cpu().numpy()
+        rows = idx[:, :, None, None, None] * t + np.arange(t)[None, None, None, :, None]
+        cols = idx[:, None, :, None, None] * t + np.arange(t)[None, None, None, None, :]
+        rows, cols = np.broadcast_arrays(rows, cols)  # (F, K, K, t, t)
+        n = self.num_variables * t
+        return self._to_device(_csr_map(rows.ravel(), cols.ravel(), n, n))
+
+    def _to_device(self, arrays):
+        dev = self.index.device
+        return tuple(torch.from_numpy(a).to(dev) for a in arrays)
+
+    def jacobian_csr(self, blocks: Tensor) -> Tensor:
+        """Torch sparse CSR ``(F * r, N * t)`` from blocks ``(F, K, r, t)``."""
+        crow, col, slot = self._jacobian_csr
+        values = blocks.new_zeros(col.shape[0]).index_add_(0, slot, blocks.reshape(-1))
+        return torch.sparse_csr_tensor(crow, col, values, self.shape)
+
+    def hessian_csr(self, products: Tensor) -> Tensor:
+        """Torch sparse CSR ``(N * t, N * t)`` from per-factor products ``(F, K, K, t, t)``."""
+        crow, col, slot = self._hessian_csr
+        values = products.new_zeros(col.shape[0]).index_add_(0, slot, products.reshape(-1))
+        n = self.num_variables * self.tangent_dim
+        return torch.sparse_csr_tensor(crow, col, values, (n, n))
+
+
+@dataclass(frozen=True)
+class BlockSparseJacobian:
+    """A factor graph's Jacobian as blocks ``(F, K, r, t)`` plus their :class:`BlockSparsePattern`.
+
+    Rows ``f * r + a`` (factor ``f``, residual entry ``a``), columns ``i * t + c`` (variable
+    ``i``, tangent entry ``c``).  Products with vectors never build the matrix.
+    """
+
+    blocks: Tensor
+    pattern: BlockSparsePattern
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pattern.shape
+
+    def to_sparse_csr(self) -> Tensor:
+        return self.pattern.jacobian_csr(self.blocks)
+
+    def to_dense(self) -> Tensor:
+        return self.to_sparse_csr().to_dense()
+
+    def to_scipy(self):
+        """A ``scipy.sparse.csr_matrix`` (CPU float64 copy) of the Jacobian."""
+        import scipy.sparse as sp
+
+        J = self.to_sparse_csr()
+        data = J.values().detach().cpu().double().numpy()
+        return sp.csr_matrix((data, J.col_indices().cpu().numpy(), J.crow_indices().cpu().numpy()), shape=self.shape)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``J v`` for ``v`` of shape ``(N, t)`` or ``(N * t,)``; returns ``(F, r)``."""
+        N, t = self.pattern.num_variables, self.pattern.tangent_dim
+        v = _as_blocks(v, (N, t), "v")
+        gathered = v[self.pattern.index]  # (F, K, t)
+        return (self.blocks @ gathered.unsqueeze(-1)).squeeze(-1).sum(1)
+
+    def rmatvec(self, u: Tensor) -> Tensor:
+        """``J^T u`` for ``u`` of shape ``(F, r)`` or ``(F * r,)``; returns ``(N, t)``."""
+        F, r = self.pattern.num_factors, self.pattern.residual_dim
+        u = _as_blocks(u, (F, r), "u")
+        contrib = (self.blocks.transpose(-1, -2) @ u[:, None, :, None]).squeeze(-1)  # (F, K, t)
+        out = u.new_zeros(self.pattern.num_variables, self.pattern.tangent_dim)
+        return out.index_add_(0, self.pattern.index.reshape(-1), contrib.reshape(-1, self.pattern.tangent_dim))
+
+    def normal_equations(self, residual: Tensor | None = None, weights: Tensor | None = None):
+        """``(H, g)``: ``H = J^T W J`` as a sparse CSR ``(N t, N t)`` and ``g = J^T W r`` ``(N, t)``.
+
+        ``weights`` ``(F,)`` scale each factor (robust-kernel weights); ``g`` is ``None``
+        without a ``residual``.
+        """
+        A = self.blocks
+        if weights is not None:
+            if weights.shape != (self.pattern.num_factors,):
+                raise ValueError(f"weights: expected shape ({self.pattern.num_factors},), got {tuple(weights.shape)}")
+            A_w = A * weights[:, None, None, None]
+        else:
+            A_w = A
+        products = torch.einsum("fkra,flrb->fklab", A_w, A)
+        H = self.pattern.hessian_csr(products)
+        g = None
+        if residual is not None:
+            r = residual if weights is None else residual * weights[:, None]
+            g = self.rmatvec(r)
+        return H, g
+
+
+def _as_blocks(x: Tensor, shape: tuple[int, int], name: str) -> Tensor:
+    if x.shape == shape:
+        return x
+    if x.shape == (shape[0] * shape[1],):
+        return x.view(shape)
+    raise ValueError(f"{name}: expected shape {shape} or ({shape[0] * shape[1]},), got {tuple(x.shape)}")
+
+
+def block_sparse_jacobian(
+    residual,
+    variables: Tensor,
+    index: Tensor,
+    *,
+    data: tuple = (),
+    pattern: BlockSparsePattern | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, BlockSparseJacobian]:
+    """Residuals ``(F, r)`` and the block-sparse Jacobian of a factor graph, in one call.
+
+    ``residual(X_1, ..., X_K, *data)`` evaluates all ``F`` factors at once, ``X_k`` being
+    ``variables[index[:, k]]`` (LieTensors of the variables' group, or plain tensors) and each
+    ``data`` tensor having leading dim ``F``.  If ``residual`` has a
+    ``value_and_jacobians(X_1, ..., X_K, *data)`` method (the analytic residuals in
+    :mod:`robojac.jacobian`), it is used; otherwise the blocks come from ``K * t``
+    forward-mode passes over all factors (``chunk_size`` of them at once).  Variables of a
+    Lie group get tangent columns.  Pass the ``pattern`` of an earlier call with the same
+    ``index`` to skip recomputing it.
+    """
+    if not isinstance(variables, Tensor):
+        raise TypeError(f"variables: expected a tensor or LieTensor (N, dim), got {type(variables).__name__}")
+    if variables.dim() != 2:
+        raise ValueError(f"variables: expected shape (N, dim), got {tuple(variables.shape)}")
+    if not isinstance(index, Tensor) or index.dim() != 2:
+        raise ValueError(f"index: expected an integer tensor (factors, variables per factor), got {getattr(index, 'shape', index)!r}")
+    spec = group_spec(variables.ltype) if isinstance(variables, pp.LieTensor) else None
+    t = spec.tangent_dim if spec else variables.shape[-1]
+    index = index.long()
+    N = variables.shape[0]
+    if index.numel() and (index.min() < 0 or index.max() >= N):
+        raise ValueError(f"index: entries must lie in [0, {N}), got [{int(index.min())}, {int(index.max())}]")
+    for i, d in enumerate(data):
+        if not isinstance(d, Tensor) or d.shape[:1] != index.shape[:1]:
+            raise ValueError(f"data[{i}]: expected a tensor with leading dim {index.shape[0]} (one per factor), got "
+                             f"{tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__}")
+    raw = variables.as_subclass(Tensor) if isinstance(variables, pp.LieTensor) else variables
+    gathered = [raw[index[:, k]] for k in range(index.shape[1])]
+    if hasattr(residual, "value_and_jacobians"):
+        args = [pp.LieTensor(g, ltype=variables.ltype) if spec else g for g in gathered]
+        value, jacs = residual.value_and_jacobians(*args, *data)
+        blocks = torch.stack(tuple(jacs), dim=1)
+    else:
+        value, blocks = _autodiff_blocks(residual, gathered, spec, variables, data, chunk_size)
+    if value.dim() != 2 or value.shape[0] != index.shape[0]:
+        raise ValueError(f"residual: expected an output of shape ({index.shape[0]}, r), got {tuple(value.shape)}")
+    if pattern is None:
+        pattern = BlockSparsePattern.from_index(index, variables.shape[0], value.shape[1], t)
+    elif pattern.index.shape != index.shape or pattern.residual_dim != value.shape[1] or pattern.tangent_dim != t:
+        raise ValueError("pattern: does not match this index, residual size or tangent size; build a new one")
+    return value, BlockSparseJacobian(blocks, pattern)
+
+
+def _autodiff_blocks(residual, gathered, spec: GroupSpec | None, variables, data, chunk_size):
+    K = len(gathered)
+    t = spec.tangent_dim if spec else gathered[0].shape[-1]
+    if spec is not None:
+        prims = tuple(g.new_zeros(g.shape[:-1] + (t,)) for g in gathered)
+    else:
+        prims = tuple(gathered)
+
+    def func(*vs):
+        args = []
+        for g, v in zip(gathered, vs):
+            args.append(pp.LieTensor(retract_first_order(g, v, spec), ltype=variables.ltype) if spec else v)
+        out = residual(*args, *data)
+        return out.as_subclass(Tensor) if isinstance(out, pp.LieTensor) else out
+
+    def push(e):
+        e = e.view(K, t)
+        tangents = tuple(e[k].expand_as(p) for k, p in enumerate(prims))
+        return torch.func.jvp(func, prims, tangents)[1]
+
+    with torch.enable_grad(), raw_autograd():
+        value = func(*prims).detach()
+        eye = torch.eye(K * t, dtype=prims[0].dtype, device=prims[0].device)
+        cols = torch.vmap(push, chunk_size=chunk_size)(eye)  # (K t, F, r)
+    F, r = value.shape
+    blocks = cols.view(K, t, F, r).permute(2, 0, 3, 1)  # (F, K, r, t)
+    return value, blocks.contiguous()

@@ -1,0 +1,96 @@
+"""Conversions at the edges: quaternion orders, 4x4 matrices, and checked SE3 inputs.
+
+Inside robojac every pose is pypose's ``[tx, ty, tz, qx, qy, qz, qw]``; these helpers are the
+only places another order or representation comes in or goes out.
+"""
+
+from __future__ import annotations
+
+import pypose as pp
+import torch
+from torch import Tensor
+
+from ._ops import matrix_to_se3, se3_to_matrix
+
+__all__ = [
+    "xyzw_to_wxyz",
+    "wxyz_to_xyzw",
+    "matrix_to_SE3",
+    "SE3_to_matrix",
+    "as_SE3",
+    "tolerance",
+]
+
+
+def xyzw_to_wxyz(q: Tensor) -> Tensor:
+    """Quaternions ``[x, y, z, w]`` (pypose, scipy) to ``[w, x, y, z]`` (jaxlie, Eigen ctor)."""
+    return torch.cat((q[..., 3:], q[..., :3]), dim=-1)
+
+
+def wxyz_to_xyzw(q: Tensor) -> Tensor:
+    """Quaternions ``[w, x, y, z]`` to pypose's ``[x, y, z, w]``."""
+    return torch.cat((q[..., 1:], q[..., :1]), dim=-1)
+
+
+def matrix_to_SE3(T: Tensor) -> pp.LieTensor:
+    """SE3 LieTensor ``(..., 7)`` from homogeneous matrices ``(..., 4, 4)`` (or ``(..., 3, 4)``)."""
+    return pp.SE3(matrix_to_se3(T))
+
+
+def SE3_to_matrix(X: Tensor) -> Tensor:
+    """Homogeneous ``(..., 4, 4)`` matrices of poses given as SE3 LieTensors or ``(..., 7)``."""
+    return se3_to_matrix(X.tensor() if isinstance(X, pp.LieTensor) else X)
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """A closeness tolerance for geometry in ``dtype`` (jaxlie's per-dtype idea)."""
+    return {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-4)
+
+
+def as_SE3(value, *, name: str = "pose", unit_tol: float | None = None) -> pp.LieTensor:
+    """Check and convert a pose argument: an SE3 LieTensor, ``(..., 7)`` or ``(..., 4, 4)``.
+
+    Raises ``ValueError`` naming ``name`` for a wrong shape, non-finite numbers, a quaternion
+    that is not of unit length (beyond ``unit_tol``, default per dtype), or a 4x4 matrix that is
+    not a rigid transform.  Never returns a silent identity.
+    """
+    if isinstance(value, pp.LieTensor):
+        if value.ltype is not pp.SE3_type:
+            raise ValueError(f"{name}: expected an SE3 LieTensor, got ltype {value.ltype}")
+        X = value.tensor()
+    elif isinstance(value, Tensor):
+        X = value
+    else:
+        raise TypeError(f"{name}: expected a tensor or SE3 LieTensor, got {type(value).__name__}")
+    if not X.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {X.dtype}")
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    tol = tolerance(X.dtype) * 1e3 if unit_tol is None else unit_tol
+    if X.dim() >= 2 and X.shape[-2:] in ((4, 4), (3, 4)):
+        R = X[..., :3, :3]
+        eye = torch.eye(3, dtype=X.dtype, device=X.device)
+        err = (R.transpose(-1, -2) @ R - eye).abs().amax() if R.numel() else X.new_zeros(())
+        if err > tol or (R.numel() and (torch.linalg.det(R) <= 0).any()):
+            raise ValueError(
+                f"{name}: the 3x3 block is not a rotation (|R^T R - I| = {float(err):.2e}, "
+                f"tolerance {tol:.0e}, or det <= 0): not a rigid transform"
+            )
+        if X.shape[-2] == 4:
+            last = X[..., 3, :]
+            want = torch.tensor([0, 0, 0, 1], dtype=X.dtype, device=X.device)
+            if (last - want).abs().amax() > tol:
+                raise ValueError(f"{name}: the last row of a 4x4 transform must be [0, 0, 0, 1]")
+        return pp.SE3(matrix_to_se3(X))
+    if X.shape[-1:] != (7,):
+        raise ValueError(
+            f"{name}: expected an SE3 pose of shape (..., 7) [tx, ty, tz, qx, qy, qz, qw] "
+            f"or a (..., 4, 4) matrix, got shape {tuple(X.shape)}"
+        )
+    norm = X[..., 3:].norm(dim=-1)
+    if X.numel() and (norm - 1).abs().amax() > tol:
+        raise ValueError(
+            f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| in "
+            f"[{float(norm.min()):.6g}, {float(norm.max()):.6g}], tolerance {tol:.0e})"
+        )
+    return pp.SE3(X)

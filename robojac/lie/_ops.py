@@ -1,0 +1,252 @@
+"""Plain-tensor SO3/SE3 operations in pypose's layout, for the analytic fast paths.
+
+Poses are tensors ``(..., 7)`` holding ``[tx, ty, tz, qx, qy, qz, qw]`` and tangents
+``(..., 6)`` holding ``[rho, phi]`` (pypose's order); no LieTensor dispatch, any number of
+leading batch dims, and every small-angle branch written so that values *and* gradients stay
+finite at zero angle (the "double where" pattern).  Results agree with pypose's operations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._tangent import skew
+
+__all__ = [
+    "quat_mul",
+    "quat_conj",
+    "quat_rotate",
+    "quat_to_matrix",
+    "matrix_to_quat",
+    "so3_exp",
+    "so3_log",
+    "so3_left_jacobian",
+    "so3_left_jacobian_inverse",
+    "se3_exp",
+    "se3_log",
+    "se3_compose",
+    "se3_inverse",
+    "se3_act",
+    "se3_to_matrix",
+    "matrix_to_se3",
+    "se3_adjoint",
+    "se3_left_jacobian_inverse",
+    "se3_right_jacobian_inverse",
+    "small_angle",
+]
+
+
+def small_angle(dtype: torch.dtype) -> float:
+    """Below this angle (radians) the series forms are used: error below the dtype's eps."""
+    return 1e-3 if dtype == torch.float64 else 2e-2
+
+
+def quat_mul(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product of ``[x, y, z, w]`` quaternions."""
+    av, aw = a[..., :3], a[..., 3:]
+    bv, bw = b[..., :3], b[..., 3:]
+    v = aw * bv + bw * av + torch.linalg.cross(av, bv, dim=-1)
+    w = aw * bw - (av * bv).sum(-1, keepdim=True)
+    return torch.cat((v, w), dim=-1)
+
+
+def quat_conj(q: Tensor) -> Tensor:
+    return torch.cat((-q[..., :3], q[..., 3:]), dim=-1)
+
+
+def quat_rotate(q: Tensor, p: Tensor) -> Tensor:
+    """Rotate points ``p (..., 3)`` by unit quaternions ``q (..., 4)``."""
+    v, w = q[..., :3], q[..., 3:]
+    uv = 2.0 * torch.linalg.cross(v, p, dim=-1)
+    return p + w * uv + torch.linalg.cross(v, uv, dim=-1)
+
+
+def quat_to_matrix(q: Tensor) -> Tensor:
+    """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``[x, y, z, w]``."""
+    x, y, z, w = q.unbind(-1)
+    xx, yy, zz = x * x, y * y, z * z
+    xy, xz, yz, wx, wy, wz = x * y, x * z, y * z, w * x, w * y, w * z
+    return torch.stack(
+        (
+            1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy),
+            2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx),
+            2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy),
+        ),
+        dim=-1,
+    ).unflatten(-1, (3, 3))
+
+
+def matrix_to_quat(R: Tensor) -> Tensor:
+    """Unit quaternions ``[x, y, z, w]`` (w >= 0) of rotation matrices ``(..., 3, 3)``.
+
+    Uses the best-conditioned of the four square-root branches for each matrix.
+    """
+    m = R
+    t0 = 1 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    t1 = 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2]
+    t2 = 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2]
+    t3 = 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]
+    cands = torch.stack(
+        (
+            torch.stack((m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1], t0), -1),
+            torch.stack((t1, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] - m[..., 1, 2]), -1),
+            torch.stack((m[..., 0, 1] + m[..., 1, 0], t2, m[..., 1, 2] + m[..., 2, 1], m[..., 0, 2] - m[..., 2, 0]), -1),
+            torch.stack((m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], t3, m[..., 1, 0] - m[..., 0, 1]), -1),
+        ),
+        dim=-2,
+    )
+    ts = torch.stack((t0, t1, t2, t3), dim=-1)
+    best = ts.argmax(-1, keepdim=True)
+    q = torch.take_along_dim(cands, best[..., None], dim=-2).squeeze(-2)
+    t = torch.take_along_dim(ts, best, dim=-1)
+    q = q * (0.5 / torch.sqrt(t.clamp_min(torch.finfo(R.dtype).tiny)))
+    return q * torch.where(q[..., 3:] < 0, -1.0, 1.0).to(q.dtype)
+
+
+def so3_exp(phi: Tensor) -> Tensor:
+    """Quaternion ``[x, y, z, w]`` of the rotation vector ``phi (..., 3)``."""
+    theta2 = (phi * phi).sum(-1, keepdim=True)
+    small = theta2 < small_angle(phi.dtype) ** 2
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
+    half = 0.5 * theta
+    imag = torch.where(small, 0.5 - theta2 / 48.0 + theta2 * theta2 / 3840.0, torch.sin(half) / theta)
+    real = torch.where(small, 1.0 - theta2 / 8.0 + theta2 * theta2 / 384.0, torch.cos(half))
+    return torch.cat((phi * imag, real), dim=-1)
+
+
+def so3_log(q: Tensor) -> Tensor:
+    """Rotation vector of unit quaternions (the same value as pypose's ``SO3.Log``)."""
+    v, w = q[..., :3], q[..., 3:]
+    sign = torch.where(w < 0, -1.0, 1.0).to(q.dtype)
+    v, w = v * sign, w * sign
+    n2 = (v * v).sum(-1, keepdim=True)
+    small = n2 < small_angle(q.dtype) ** 2
+    n = torch.sqrt(torch.where(small, torch.ones_like(n2), n2))
+    w_s = torch.where(small, w, torch.ones_like(w))
+    # 2 atan(n / w) / n, and its series 2/w - 2 n^2 / (3 w^3) for tiny n (then w ~ 1)
+    factor = torch.where(small, 2.0 / w_s - (2.0 / 3.0) * n2 / w_s**3, 2.0 * torch.atan2(n, w) / n)
+    return factor * v
+
+
+def _so3_coeffs(theta2: Tensor, dtype: torch.dtype):
+    """(1 - cos t)/t^2 and (t - sin t)/t^3 with series below the small angle."""
+    small = theta2 < small_angle(dtype) ** 2
+    t2 = torch.where(small, torch.ones_like(theta2), theta2)
+    t = torch.sqrt(t2)
+    a = torch.where(small, 0.5 - theta2 / 24.0 + theta2 * theta2 / 720.0, (1 - torch.cos(t)) / t2)
+    b = torch.where(small, 1.0 / 6.0 - theta2 / 120.0 + theta2 * theta2 / 5040.0, (t - torch.sin(t)) / (t2 * t))
+    return a, b
+
+
+def so3_left_jacobian(phi: Tensor) -> Tensor:
+    """``Jl(phi) = I + a [phi]x + b [phi]x^2``, shape ``(..., 3, 3)``."""
+    K = skew(phi)
+    theta2 = (phi * phi).sum(-1)[..., None, None]
+    a, b = _so3_coeffs(theta2, phi.dtype)
+    eye = torch.eye(3, dtype=phi.dtype, device=phi.device)
+    return eye + a * K + b * (K @ K)
+
+
+def so3_left_jacobian_inverse(phi: Tensor) -> Tensor:
+    """``Jl(phi)^-1 = I - [phi]x / 2 + c [phi]x^2``, ``c = 1/t^2 - (1 + cos t) / (2 t sin t)``."""
+    K = skew(phi)
+    theta2 = (phi * phi).sum(-1)[..., None, None]
+    small = theta2 < small_angle(phi.dtype) ** 2
+    t2 = torch.where(small, torch.ones_like(theta2), theta2)
+    t = torch.sqrt(t2)
+    c = torch.where(
+        small,
+        1.0 / 12.0 + theta2 / 720.0 + theta2 * theta2 / 30240.0,
+        1.0 / t2 - (1 + torch.cos(t)) / (2 * t * torch.sin(t)),
+    )
+    eye = torch.eye(3, dtype=phi.dtype, device=phi.device)
+    return eye - 0.5 * K + c * (K @ K)
+
+
+def _se3_Q(rho: Tensor, phi: Tensor) -> Tensor:
+    """The upper-right block of the SE3 left Jacobian (Barfoot's Q)."""
+    P, R = skew(phi), skew(rho)
+    theta2 = (phi * phi).sum(-1)[..., None, None]
+    small = theta2 < small_angle(phi.dtype) ** 2
+    t2 = torch.where(small, torch.ones_like(theta2), theta2)
+    t = torch.sqrt(t2)
+    s, c = torch.sin(t), torch.cos(t)
+    c1 = torch.where(small, 1.0 / 6.0 - theta2 / 120.0, (t - s) / (t2 * t))
+    c2 = torch.where(small, 1.0 / 24.0 - theta2 / 720.0, (t2 + 2 * c - 2) / (2 * t2 * t2))
+    c3 = torch.where(small, 1.0 / 120.0 - theta2 / 2520.0, (2 * t - 3 * s + t * c) / (2 * t2 * t2 * t))
+    PR, RP = P @ R, R @ P
+    PRP = PR @ P
+    return (
+        0.5 * R
+        + c1 * (PR + RP + PRP)
+        + c2 * (P @ PR + RP @ P - 3 * PRP)
+        + c3 * (PRP @ P + P @ PRP)
+    )
+
+
+def se3_exp(xi: Tensor) -> Tensor:
+    """Pose ``(..., 7)`` of the twist ``xi = [rho, phi]``: ``t = Jl(phi) rho``."""
+    rho, phi = xi[..., :3], xi[..., 3:]
+    t = (so3_left_jacobian(phi) @ rho.unsqueeze(-1)).squeeze(-1)
+    return torch.cat((t, so3_exp(phi)), dim=-1)
+
+
+def se3_log(X: Tensor) -> Tensor:
+    """Twist ``[rho, phi]`` of poses ``(..., 7)`` (the same value as pypose's ``SE3.Log``)."""
+    phi = so3_log(X[..., 3:])
+    rho = (so3_left_jacobian_inverse(phi) @ X[..., :3].unsqueeze(-1)).squeeze(-1)
+    return torch.cat((rho, phi), dim=-1)
+
+
+def se3_compose(X: Tensor, Y: Tensor) -> Tensor:
+    """``X * Y`` for poses ``(..., 7)``."""
+    t = X[..., :3] + quat_rotate(X[..., 3:], Y[..., :3])
+    return torch.cat((t, quat_mul(X[..., 3:], Y[..., 3:])), dim=-1)
+
+
+def se3_inverse(X: Tensor) -> Tensor:
+    qi = quat_conj(X[..., 3:])
+    return torch.cat((-quat_rotate(qi, X[..., :3]), qi), dim=-1)
+
+
+def se3_act(X: Tensor, p: Tensor) -> Tensor:
+    """``X * p`` for poses ``(..., 7)`` and points ``(..., 3)``."""
+    return X[..., :3] + quat_rotate(X[..., 3:], p)
+
+
+def se3_to_matrix(X: Tensor) -> Tensor:
+    """Homogeneous matrices ``(..., 4, 4)`` of poses ``(..., 7)``."""
+    R = quat_to_matrix(X[..., 3:])
+    top = torch.cat((R, X[..., :3].unsqueeze(-1)), dim=-1)
+    bottom = X.new_zeros(X.shape[:-1] + (1, 4))
+    bottom[..., 0, 3] = 1
+    return torch.cat((top, bottom), dim=-2)
+
+
+def matrix_to_se3(T: Tensor) -> Tensor:
+    """Poses ``(..., 7)`` of homogeneous ``(..., 4, 4)`` or ``(..., 3, 4)`` matrices."""
+    return torch.cat((T[..., :3, 3], matrix_to_quat(T[..., :3, :3])), dim=-1)
+
+
+def se3_adjoint(X: Tensor) -> Tensor:
+    """``Ad(X) = [[R, [t]x R], [0, R]]``, shape ``(..., 6, 6)``, for ``[rho, phi]`` twists."""
+    R = quat_to_matrix(X[..., 3:])
+    top = torch.cat((R, skew(X[..., :3]) @ R), dim=-1)
+    bottom = torch.cat((torch.zeros_like(R), R), dim=-1)
+    return torch.cat((top, bottom), dim=-2)
+
+
+def se3_left_jacobian_inverse(xi: Tensor) -> Tensor:
+    """Exact ``Jl(xi)^-1`` of se3, shape ``(..., 6, 6)``."""
+    rho, phi = xi[..., :3], xi[..., 3:]
+    Ji = so3_left_jacobian_inverse(phi)
+    Q = _se3_Q(rho, phi)
+    top = torch.cat((Ji, -Ji @ Q @ Ji), dim=-1)
+    bottom = torch.cat((torch.zeros_like(Ji), Ji), dim=-1)
+    return torch.cat((top, bottom), dim=-2)
+
+
+def se3_right_jacobian_inverse(xi: Tensor) -> Tensor:
+    """``Jr(xi)^-1 = Jl(-xi)^-1``: ``Log(Exp(xi) Exp(e)) = xi + Jr^-1 e + O(e^2)``."""
+    return se3_left_jacobian_inverse(-xi)

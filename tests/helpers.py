@@ -1,0 +1,67 @@
+"""Shared test helpers: batch shapes, manifold finite differences, closeness with tolerance."""
+
+from __future__ import annotations
+
+import pypose as pp
+import torch
+
+# jaxlie's harness idea: every group test over several leading batch shapes
+BATCH_SHAPES = [(), (1,), (3,), (3, 1, 2)]
+
+GROUPS = {
+    "SO3": (pp.SO3_type, pp.so3_type, 3),
+    "SE3": (pp.SE3_type, pp.se3_type, 6),
+    "RxSO3": (pp.RxSO3_type, pp.rxso3_type, 4),
+    "Sim3": (pp.Sim3_type, pp.sim3_type, 7),
+}
+
+
+def random_group(name: str, shape=(), dtype=torch.float64, device="cpu", sigma=1.0) -> pp.LieTensor:
+    fn = {"SO3": pp.randn_SO3, "SE3": pp.randn_SE3, "RxSO3": pp.randn_RxSO3, "Sim3": pp.randn_Sim3}[name]
+    return fn(*shape, sigma=sigma, dtype=dtype, device=device)
+
+
+def left_perturb(X: pp.LieTensor, d: torch.Tensor) -> pp.LieTensor:
+    """``Exp(d) * X`` with pypose's own operations (values only)."""
+    _, alg, _ = GROUPS[_name(X)]
+    return pp.LieTensor(d, ltype=alg).Exp() * X
+
+
+def _name(X) -> str:
+    for name, (lt, _, _) in GROUPS.items():
+        if X.ltype is lt:
+            return name
+    raise ValueError(X.ltype)
+
+
+def manifold_fd(f, X: pp.LieTensor, eps: float = 1e-6) -> torch.Tensor:
+    """Central differences of ``f(Exp(d) X)`` in every tangent direction of every element.
+
+    Returns ``f(X).shape + X.lshape + (dof,)`` (the layout of robojac's tangent Jacobians).
+    """
+    dof = GROUPS[_name(X)][2]
+    out = f(X)
+    J = torch.zeros(out.shape + X.shape[:-1] + (dof,), dtype=out.dtype)
+    flat = J.view(out.shape + (-1,))
+    for n in range(X.shape[:-1].numel() * dof if X.dim() > 1 else dof):
+        d = torch.zeros(X.shape[:-1].numel() * dof, dtype=X.dtype)
+        d[n] = eps
+        d = d.view(X.shape[:-1] + (dof,))
+        flat[..., n] = (f(left_perturb(X, d)) - f(left_perturb(X, -d))) / (2 * eps)
+    return J
+
+
+def euclid_fd(f, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Central differences of ``f`` at ``x``: ``f(x).shape + x.shape``."""
+    out = f(x)
+    J = torch.zeros(out.shape + (x.numel(),), dtype=out.dtype)
+    for n in range(x.numel()):
+        d = torch.zeros(x.numel(), dtype=x.dtype)
+        d[n] = eps
+        d = d.view(x.shape)
+        J[..., n] = (f(x + d) - f(x - d)) / (2 * eps)
+    return J.view(out.shape + x.shape)
+
+
+def max_err(a, b) -> float:
+    return float((a - b).abs().max()) if a.numel() else 0.0

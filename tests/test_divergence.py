@@ -1,0 +1,74 @@
+"""robojac.jacobian.batch_jacobian and divergence: against per-sample autograd."""
+
+import pytest
+import torch
+from torch import nn
+
+from robojac.jacobian import batch_jacobian, divergence
+
+from helpers import max_err
+
+
+def _net():
+    return nn.Sequential(nn.Flatten(1), nn.Linear(24, 32), nn.Tanh(), nn.Linear(32, 24), nn.Unflatten(1, (2, 3, 4))).double()
+
+
+def _reference(net, x):
+    return torch.stack([torch.autograd.functional.jacobian(lambda z: net(z[None])[0], xi) for xi in x])
+
+
+@pytest.mark.parametrize("strategy", ["forward-mode", "reverse-mode"])
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_batch_jacobian_of_a_k_d1_d2_d3_function(strategy, chunk_size):
+    net = _net()
+    x = torch.randn(7, 2, 3, 4, dtype=torch.float64)
+    J = batch_jacobian(net, x, strategy=strategy, chunk_size=chunk_size)
+    assert J.shape == (7, 2, 3, 4, 2, 3, 4)
+    assert max_err(J, _reference(net, x)) < 1e-14
+
+
+def test_batch_jacobian_of_a_shape_changing_function():
+    W = torch.randn(5, 3, dtype=torch.float64)
+    f = lambda x: torch.tanh(x @ W.T)  # noqa: E731  (k, 3) -> (k, 5)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for s in ("forward-mode", "reverse-mode"):
+        J = batch_jacobian(f, x, strategy=s)
+        ref = torch.stack([torch.autograd.functional.jacobian(lambda z: f(z[None])[0], xi) for xi in x])
+        assert J.shape == (4, 5, 3) and max_err(J, ref) < 1e-14
+
+
+def test_exact_divergence_is_the_trace(dtype):
+    net = _net().to(dtype)
+    x = torch.randn(7, 2, 3, 4, dtype=dtype)
+    ref = _reference(net, x).reshape(7, 24, 24).diagonal(dim1=-2, dim2=-1).sum(-1)
+    for cs in (None, 7):
+        assert max_err(divergence(net, x, chunk_size=cs), ref) < (1e-12 if dtype == torch.float64 else 1e-4)
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+def test_hutchinson_estimate_is_unbiased_with_shrinking_error(distribution):
+    net = _net()
+    x = torch.randn(7, 2, 3, 4, dtype=torch.float64)
+    exact = divergence(net, x)
+    g = torch.Generator().manual_seed(0)
+    errs = []
+    for n in (50, 5000):
+        est = torch.stack([divergence(net, x, method="hutchinson", num_samples=n, generator=g, distribution=distribution) for _ in range(8)])
+        errs.append(float((est - exact).pow(2).mean().sqrt()))
+    # variance falls as 1/n: 100x more probes, about 10x less error (allow a wide band)
+    assert errs[1] < errs[0] / 4
+    assert errs[1] < 0.1 * float(exact.abs().mean()) + 0.02
+
+
+def test_divergence_bad_input():
+    f = lambda x: x  # noqa: E731
+    with pytest.raises(ValueError, match="method: expected 'exact' or 'hutchinson'"):
+        divergence(f, torch.randn(2, 3), method="approx")
+    with pytest.raises(ValueError, match="needs an output shaped like x"):
+        divergence(lambda x: x[:, :2], torch.randn(2, 3))
+    with pytest.raises(ValueError, match="leading batch dimension"):
+        divergence(f, torch.tensor(1.0))
+    with pytest.raises(ValueError, match="same leading batch size"):
+        batch_jacobian(lambda x: x.sum(0), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="num_samples: expected a positive int"):
+        divergence(f, torch.randn(2, 3), method="hutchinson", num_samples=0)

@@ -1,0 +1,192 @@
+"""robojac.lie: tangent maps, plain-tensor ops and conversions against pypose and differences."""
+
+import threading
+
+import pypose as pp
+import pytest
+import torch
+
+from robojac import lie
+from robojac.lie import _ops as ops
+
+from helpers import BATCH_SHAPES, GROUPS, left_perturb, max_err, random_group
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+@pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
+def test_tangent_maps_invert_each_other(group, shape, dtype):
+    X = random_group(group, shape, dtype)
+    P = lie.tangent_from_raw(X, group)
+    M = lie.raw_from_tangent(X, group)
+    dof = GROUPS[group][2]
+    assert M.shape == X.shape[:-1] + (X.shape[-1], dof)
+    eye = torch.eye(dof, dtype=dtype).expand(P.shape[:-2] + (dof, dof))
+    assert max_err(P @ M, eye) < lie.tolerance(dtype) * 10
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_raw_from_tangent_is_derivative_of_left_perturbation(group):
+    X = random_group(group, (4,))
+    M = lie.raw_from_tangent(X, group)
+    dof = GROUPS[group][2]
+    eps = 1e-6
+    for k in range(dof):
+        d = torch.zeros(4, dof, dtype=torch.float64)
+        d[:, k] = eps
+        fd = (left_perturb(X, d).tensor() - left_perturb(X, -d).tensor()) / (2 * eps)
+        assert max_err(fd, M[..., k]) < 1e-8
+
+
+@pytest.mark.parametrize("group", ["SO3", "SE3", "Sim3", "RxSO3"])
+def test_tangent_from_raw_ignores_quaternion_length(group):
+    X = random_group(group, (5,))
+    raw = X.tensor()
+    radial = torch.zeros_like(raw)
+    q0 = {"SO3": 0, "SE3": 3, "Sim3": 3, "RxSO3": 0}[group]
+    radial[..., q0 : q0 + 4] = raw[..., q0 : q0 + 4]  # d/ds of s * q: leaves the manifold
+    P = lie.tangent_from_raw(X, group)
+    assert max_err(P @ radial.unsqueeze(-1), torch.zeros(1)) < 1e-12
+
+
+@pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
+def test_plain_ops_match_pypose(shape, dtype):
+    X = pp.randn_SE3(*shape, sigma=2.0, dtype=dtype)
+    Y = pp.randn_SE3(*shape, dtype=dtype)
+    x = pp.randn_se3(*shape, sigma=2.0, dtype=dtype)
+    p = torch.randn(shape + (3,), dtype=dtype)
+    tol = lie.tolerance(dtype) * 100
+    assert max_err(ops.se3_exp(x.tensor()), x.Exp().tensor()) < tol
+    assert max_err(ops.se3_log(X.tensor()), X.Log().tensor()) < tol
+    assert max_err(ops.se3_compose(X.tensor(), Y.tensor()), (X * Y).tensor()) < tol
+    assert max_err(ops.se3_inverse(X.tensor()), X.Inv().tensor()) < tol
+    assert max_err(ops.se3_act(X.tensor(), p), X.Act(p)) < tol
+    assert max_err(ops.se3_to_matrix(X.tensor()), X.matrix()) < tol
+    assert max_err((ops.se3_adjoint(X.tensor()) @ x.tensor().unsqueeze(-1)).squeeze(-1), X.Adj(x).tensor()) < tol * 10
+
+
+def test_log_takes_either_quaternion_sign():
+    X = pp.randn_SE3(50, sigma=2.0, dtype=torch.float64)
+    flipped = torch.cat((X.tensor()[:, :3], -X.tensor()[:, 3:]), -1)
+    assert max_err(ops.se3_log(flipped), X.Log().tensor()) < 1e-12
+
+
+def test_matrix_to_quat_round_trip_including_half_turns():
+    phis = torch.tensor(
+        [[torch.pi, 0, 0], [0, torch.pi - 1e-9, 0], [0, 0, 0], [2.2, -2.2, 0.1], [0, 1e-12, 0]], dtype=torch.float64
+    )
+    R = pp.so3(phis).Exp().matrix()
+    q = ops.matrix_to_quat(R)
+    assert (q[:, 3] >= 0).all()
+    assert max_err(ops.quat_to_matrix(q), R) < 1e-12
+    T = pp.randn_SE3(20, dtype=torch.float64)
+    assert max_err(lie.SE3_to_matrix(lie.matrix_to_SE3(T.matrix())), T.matrix()) < 1e-12
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-12, 1e-5, 0.999e-3, 1.001e-3, 0.3, 3.0])
+def test_small_angle_branches_have_correct_finite_gradients(angle):
+    axis = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
+    phi = (axis / axis.norm() * angle).requires_grad_()
+    # Log(Exp(phi)) = phi, so its Jacobian is the identity, through both branches
+    J = torch.autograd.functional.jacobian(lambda v: ops.so3_log(ops.so3_exp(v)), phi)
+    assert max_err(J, torch.eye(3, dtype=torch.float64)) < 1e-9
+    xi = torch.cat((torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64), phi.detach()))
+    # Jl^-1 against differences of Log(Exp(e) Exp(xi))
+    eps, cols = 1e-6, []
+    for k in range(6):
+        e = torch.zeros(6, dtype=torch.float64)
+        e[k] = eps
+        plus = ops.se3_log(ops.se3_compose(ops.se3_exp(e), ops.se3_exp(xi)))
+        minus = ops.se3_log(ops.se3_compose(ops.se3_exp(-e), ops.se3_exp(xi)))
+        cols.append((plus - minus) / (2 * eps))
+    assert max_err(torch.stack(cols, -1), ops.se3_left_jacobian_inverse(xi)) < 1e-8
+    grads = torch.autograd.functional.jacobian(ops.se3_left_jacobian_inverse, xi)
+    assert torch.isfinite(grads).all()
+
+
+def test_right_jacobian_inverse_against_differences():
+    X = pp.randn_SE3(10, sigma=2.0, dtype=torch.float64).tensor()
+    xi = ops.se3_log(X)
+    eps, cols = 1e-6, []
+    for k in range(6):
+        d = torch.zeros(10, 6, dtype=torch.float64)
+        d[:, k] = eps
+        plus = ops.se3_log(ops.se3_compose(X, ops.se3_exp(d)))
+        minus = ops.se3_log(ops.se3_compose(X, ops.se3_exp(-d)))
+        cols.append((plus - minus) / (2 * eps))
+    assert max_err(torch.stack(cols, -1), ops.se3_right_jacobian_inverse(xi)) < 1e-8
+
+
+def test_sim3_left_jacobian_against_differences():
+    x = torch.randn(7, dtype=torch.float64) * 0.7
+    eps, cols = 1e-6, []
+    X = pp.sim3(x).Exp()
+    for k in range(7):
+        e = torch.zeros(7, dtype=torch.float64)
+        e[k] = eps
+        plus = (pp.sim3(x + e).Exp() * X.Inv()).Log().tensor()
+        minus = (pp.sim3(x - e).Exp() * X.Inv()).Log().tensor()
+        cols.append((plus - minus) / (2 * eps))
+    assert max_err(torch.stack(cols, -1), lie.sim3_left_jacobian(x)) < 1e-8
+
+
+def test_quaternion_order_helpers():
+    q = torch.tensor([0.1, 0.2, 0.3, 0.9])
+    assert torch.equal(lie.xyzw_to_wxyz(q), torch.tensor([0.9, 0.1, 0.2, 0.3]))
+    assert torch.equal(lie.wxyz_to_xyzw(lie.xyzw_to_wxyz(q)), q)
+
+
+def test_as_SE3_accepts_poses_and_matrices():
+    X = pp.randn_SE3(2, 3, dtype=torch.float64)
+    assert max_err(lie.as_SE3(X).tensor(), X.tensor()) == 0
+    assert max_err(lie.as_SE3(X.tensor()).tensor(), X.tensor()) == 0
+    back = lie.as_SE3(X.matrix())
+    assert max_err(back.matrix(), X.matrix()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.zeros(3, 6), r"shape \(\.\.\., 7\)"),
+        (torch.tensor([0.0, 0, 0, 0, 0, 0, 2.0]), "unit length"),
+        (torch.tensor([float("nan"), 0, 0, 0, 0, 0, 1.0]), "NaN"),
+        (torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0])), "not a rigid transform"),
+        (2 * torch.eye(4), "not a rigid transform"),
+        ("pose", "expected a tensor"),
+    ],
+)
+def test_as_SE3_refuses_bad_input(bad, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        lie.as_SE3(bad, name="target")
+
+
+def test_raw_autograd_leaves_pypose_unchanged_outside():
+    X = pp.randn_SE3(dtype=torch.float64).requires_grad_()
+    p = torch.randn(3, dtype=torch.float64)
+    (g_before,) = torch.autograd.grad(X.Act(p).sum(), X)
+    with lie.raw_autograd():
+        assert lie.raw_autograd_enabled()
+        (g_raw,) = torch.autograd.grad(X.Act(p).sum(), X)
+    assert not lie.raw_autograd_enabled()
+    (g_after,) = torch.autograd.grad(X.Act(p).sum(), X)
+    assert torch.equal(g_before, g_after)
+    assert g_before[..., 6] == 0  # pypose's padded tangent form
+    # the raw-mode gradient is the true derivative of the stored numbers: check by differences
+    eps = 1e-6
+    fd = torch.stack([
+        (pp.SE3(X.detach().tensor() + eps * e).Act(p).sum() - pp.SE3(X.detach().tensor() - eps * e).Act(p).sum()) / (2 * eps)
+        for e in torch.eye(7, dtype=torch.float64)[:3]
+    ])
+    assert max_err(g_raw[:3], fd) < 1e-8
+
+
+def test_raw_autograd_is_per_thread():
+    seen = []
+
+    def other():
+        seen.append(lie.raw_autograd_enabled())
+
+    with lie.raw_autograd():
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert seen == [False]

@@ -1,0 +1,218 @@
+"""robojac.jacobian.modjac: pypose/torch parity for tensors, tangent columns for Lie groups."""
+
+import pypose as pp
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from robojac.jacobian import modjac
+
+from helpers import BATCH_SHAPES, GROUPS, euclid_fd, manifold_fd, max_err, random_group
+
+STRATEGIES = [dict(), dict(vectorize=True), dict(vectorize=True, strategy="forward-mode")]
+
+
+def _torch_reference(model, x):
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = tuple(dict(model.named_parameters())[n] for n in names)
+    return torch.autograd.functional.jacobian(lambda *ps: functional_call(model, dict(zip(names, ps)), (x,)), params)
+
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(3, 5), nn.Tanh())
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x, scale):
+        h = self.body(x)
+        return self.head(h) * scale, h.sum(-1)
+
+
+@pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
+def test_plain_parameters_match_torch_and_pypose(kw):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    ours = modjac(model, x, **kw)
+    ref = _torch_reference(model, x)
+    assert isinstance(ours, tuple) and len(ours) == 4
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and max_err(a, b) < 1e-14
+    theirs = pp.optim.functional.modjac(model, x, **kw)
+    for a, b in zip(ours, theirs):
+        assert max_err(a, b) < 1e-14
+    flat = modjac(model, x, flatten=True, **kw)
+    assert flat.shape == (10, sum(p.numel() for p in model.parameters()))
+    if not kw.get("strategy"):  # pypose's own flatten returns a list in forward mode
+        assert max_err(flat, pp.optim.functional.modjac(model, x, flatten=True, **kw)) < 1e-14
+
+
+def test_several_outputs_and_inputs_nest_like_pypose():
+    model = TwoHeads().double()
+    x, s = torch.randn(4, 3, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    ours = modjac(model, (x, s))
+    theirs = pp.optim.functional.modjac(model, (x, s))
+    assert len(ours) == 2 and all(len(row) == 4 for row in ours)
+    for row_a, row_b in zip(ours, theirs):
+        for a, b in zip(row_a, row_b):
+            assert a.shape == b.shape and max_err(a, b) < 1e-14
+    flat = modjac(model, (x, s), flatten=True)
+    assert max_err(flat, pp.optim.functional.modjac(model, (x, s), flatten=True)) < 1e-14
+
+
+class Transform(nn.Module):
+    """A pose acting on points, through pypose's operations only."""
+
+    def __init__(self, X):
+        super().__init__()
+        self.X = pp.Parameter(X)
+
+    def forward(self, p):
+        return self.X.unsqueeze(-2).Act(p)
+
+
+class RawReader(nn.Module):
+    """Mixes pypose operations with raw reads of the stored numbers (pypose gets these wrong)."""
+
+    def __init__(self, X, Y):
+        super().__init__()
+        self.X = pp.Parameter(X)
+        self.register_buffer("Y", Y.tensor())
+
+    def forward(self, p):
+        X = self.X
+        Y = pp.LieTensor(self.Y, ltype=X.ltype)
+        a = (Y * X * Y).Log().tensor()
+        b = X.tensor()[..., :3] * 2.0
+        c = X.Inv().Act(p)
+        return torch.cat((a, b, c), dim=-1)
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+@pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
+@pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
+def test_lie_parameters_get_tangent_columns(group, shape, kw):
+    X = random_group(group, shape)
+    Y = random_group(group, shape)
+    p = torch.randn(shape + (3,), dtype=torch.float64)
+    model = RawReader(X.clone(), Y)
+    (J,) = modjac(model, p, **kw)
+    dof = GROUPS[group][2]
+    out = model(p)
+    assert J.shape == out.shape + X.shape[:-1] + (dof,)
+    ref = manifold_fd(lambda Z: RawReader(Z, Y)(p), X)
+    assert max_err(J, ref) < 1e-7
+
+
+@pytest.mark.parametrize("group", ["SO3", "SE3"])
+def test_equals_pypose_meaningful_columns_when_model_uses_pypose_operations(group):
+    X = random_group(group, (2,))
+    model = Transform(X.clone())
+    p = torch.randn(2, 4, 3, dtype=torch.float64)
+    (ours,) = modjac(model, p)
+    (theirs,) = pp.optim.functional.modjac(model, p)
+    dof = GROUPS[group][2]
+    assert theirs.shape[-1] == dof + 1 and ours.shape[-1] == dof
+    assert max_err(theirs[..., dof], torch.zeros(1)) == 0  # pypose's always-zero column
+    assert max_err(ours, theirs[..., :dof]) < 1e-12
+
+
+def test_translation_slice_is_right_where_pypose_is_not():
+    X = pp.randn_SE3(dtype=torch.float64)
+
+    class Slice(nn.Module):
+        def __init__(self, X):
+            super().__init__()
+            self.X = pp.Parameter(X)
+
+        def forward(self):
+            return self.X.translation()
+
+    (ours,) = modjac(Slice(X.clone()))
+    ref = manifold_fd(lambda Z: Z.translation(), X)  # [I, -[t]x]
+    assert max_err(ours, ref) < 1e-8
+    (theirs,) = pp.optim.functional.modjac(Slice(X.clone()))
+    assert max_err(theirs[..., :6], ref) > 0.1  # the bug robojac exists to fix
+
+
+def test_frozen_parameters_and_wrt_choose_columns():
+    model = TwoHeads().double()
+    model.body[0].weight.requires_grad_(False)
+    x, s = torch.randn(4, 3, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    J = modjac(model, (x, s))
+    assert len(J[0]) == 3  # the frozen weight has no columns
+    J = modjac(model, (x, s), wrt=["head.bias", model.body[0].weight])
+    assert len(J[0]) == 2 and J[0][0].shape == (4, 2, 2) and J[0][1].shape == (4, 2, 5, 3)
+    ref = euclid_fd(lambda b: functional_call(model, {"head.bias": b}, (x, s))[0], model.head.bias.detach())
+    assert max_err(J[0][0], ref) < 1e-8
+
+
+def test_lie_algebra_parameters_keep_their_coordinates():
+    class Twist(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = pp.Parameter(pp.randn_se3(2, dtype=torch.float64))
+
+        def forward(self, p):
+            return self.x.Exp().Act(p)
+
+    model = Twist()
+    p = torch.randn(2, 3, dtype=torch.float64)
+    (J,) = modjac(model, p, vectorize=True, strategy="forward-mode")
+    ref = euclid_fd(lambda v: pp.se3(v).Exp().Act(p), model.x.detach().tensor())
+    assert J.shape == (2, 3, 2, 6) and max_err(J, ref) < 1e-8
+
+
+def test_float32_agrees_with_float64():
+    X = pp.randn_SE3(3, dtype=torch.float64)
+    p = torch.randn(3, 5, 3, dtype=torch.float64)
+    (J64,) = modjac(Transform(X.clone()), p)
+    (J32,) = modjac(Transform(X.float().clone()), p.float())
+    assert J32.dtype == torch.float32 and max_err(J32.double(), J64) < 1e-4
+
+
+def test_create_graph_makes_the_jacobian_differentiable():
+    X = pp.randn_SE3(dtype=torch.float64)
+    p = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    (J,) = modjac(Transform(X.clone()), p, create_graph=True)
+    (g,) = torch.autograd.grad((J**2).sum(), p)
+    ref = euclid_fd(lambda q: (modjac(Transform(X.clone()), q)[0] ** 2).sum(), p.detach())
+    assert max_err(g, ref) < 1e-7
+
+
+def test_bad_input_is_refused_with_what_was_expected():
+    model = nn.Linear(2, 2)
+    x = torch.randn(2)
+    with pytest.raises(TypeError, match="nn.Module"):
+        modjac(lambda x: x, x)
+    with pytest.raises(ValueError, match="has no parameters"):
+        modjac(nn.ReLU(), x)
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameter that requires grad"):
+        modjac(frozen, x)
+    with pytest.raises(ValueError, match=r"'bogus' names no parameter.*\['bias', 'weight'\]"):
+        modjac(model, x, wrt=["bogus"])
+    with pytest.raises(ValueError, match="wrt: names nothing"):
+        modjac(model, x, wrt=[])
+    with pytest.raises(TypeError, match=r"input\[1\]: expected a Tensor"):
+        modjac(model, (x, "two"))
+    with pytest.raises(TypeError, match="input: expected None"):
+        modjac(model, 3.0)
+    with pytest.raises(ValueError, match=r"strategy: expected one of \('reverse-mode', 'forward-mode'\)"):
+        modjac(model, x, strategy="sideways")
+    with pytest.raises(ValueError, match="requires vectorize=True"):
+        modjac(model, x, strategy="forward-mode")
+    with pytest.raises(FloatingPointError, match="NaN"):
+        modjac(model, torch.tensor([float("nan"), 1.0]))
+
+
+@pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
+def test_jacobian_holds_no_graph_unless_asked(kw):
+    model = nn.Sequential(nn.Linear(3, 2), nn.Tanh())  # a Jacobian that depends on the weights
+    assert not any(j.requires_grad for j in modjac(model, torch.randn(3), **kw))
+    if kw.get("strategy") == "forward-mode":
+        with pytest.raises(ValueError, match='create_graph=True needs strategy="reverse-mode"'):
+            modjac(model, torch.randn(3), create_graph=True, **kw)
+    else:
+        assert all(j.requires_grad for j in modjac(model, torch.randn(3), create_graph=True, **kw))
