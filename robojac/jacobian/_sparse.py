@@ -11,6 +11,7 @@ its CSR slot, so each later assembly is one ``index_add_``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,6 +23,12 @@ from torch import Tensor
 from ..lie import GroupSpec, group_spec, raw_autograd, retract_first_order
 
 __all__ = ["BlockSparsePattern", "BlockSparseJacobian", "block_sparse_jacobian"]
+
+
+def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
+    with warnings.catch_warnings():  # torch notes that sparse CSR is "in beta"; it works here
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)  # valid by construction
 
 
 def _csr_map(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
@@ -98,14 +105,14 @@ class BlockSparsePattern:
         """Torch sparse CSR ``(F * r, N * t)`` from blocks ``(F, K, r, t)``."""
         crow, col, slot = self._jacobian_csr
         values = blocks.new_zeros(col.shape[0]).index_add_(0, slot, blocks.reshape(-1))
-        return torch.sparse_csr_tensor(crow, col, values, self.shape)
+        return _csr_tensor(crow, col, values, self.shape)
 
     def hessian_csr(self, products: Tensor) -> Tensor:
         """Torch sparse CSR ``(N * t, N * t)`` from per-factor products ``(F, K, K, t, t)``."""
         crow, col, slot = self._hessian_csr
         values = products.new_zeros(col.shape[0]).index_add_(0, slot, products.reshape(-1))
         n = self.num_variables * self.tangent_dim
-        return torch.sparse_csr_tensor(crow, col, values, (n, n))
+        return _csr_tensor(crow, col, values, (n, n))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torch import Tensor
 from ._ops import matrix_to_se3, se3_to_matrix
 
 __all__ = [
+    "wrap_lie",
     "xyzw_to_wxyz",
     "wxyz_to_xyzw",
     "matrix_to_SE3",
@@ -20,6 +21,14 @@ __all__ = [
     "as_SE3",
     "tolerance",
 ]
+
+
+def wrap_lie(t: Tensor, ltype=pp.SE3_type) -> pp.LieTensor:
+    """View ``t`` as a LieTensor of ``ltype`` without copying or re-checking (a hot-path helper;
+    the caller guarantees the layout, as pypose's own operations do when they wrap results)."""
+    lt = Tensor.as_subclass(t, pp.LieTensor)
+    lt.ltype = ltype
+    return lt
 
 
 def xyzw_to_wxyz(q: Tensor) -> Tensor:

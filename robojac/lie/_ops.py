@@ -34,6 +34,8 @@ __all__ = [
     "se3_left_jacobian_inverse",
     "se3_right_jacobian_inverse",
     "small_angle",
+    "quat_product_matrix",
+    "quat_rotation_form",
 ]
 
 
@@ -250,3 +252,33 @@ def se3_left_jacobian_inverse(xi: Tensor) -> Tensor:
 def se3_right_jacobian_inverse(xi: Tensor) -> Tensor:
     """``Jr(xi)^-1 = Jl(-xi)^-1``: ``Log(Exp(xi) Exp(e)) = xi + Jr^-1 e + O(e^2)``."""
     return se3_left_jacobian_inverse(-xi)
+
+
+def quat_product_matrix(Q: Tensor) -> Tensor:
+    """``(..., 4, 4)`` matrix ``A`` with ``A @ p = p (x) Q`` for quaternions ``p`` (column vectors).
+
+    Makes "compose every parent with a constant" one matmul over a batch laid out ``(4, B)``.
+    """
+    x, y, z, w = Q.unbind(-1)
+    return torch.stack(
+        (w, z, -y, x,
+         -z, w, x, y,
+         y, -x, w, z,
+         -x, -y, -z, w),
+        dim=-1,
+    ).unflatten(-1, (4, 4))
+
+
+def quat_rotation_form(v: Tensor) -> Tensor:
+    """``(..., 3, 16)`` matrix ``W`` with ``W @ vec(q q^T) = R(q) v`` for unit quaternions ``q``.
+
+    ``R(q) v`` is a quadratic form in ``q``; with the monomials ``q_i q_j`` of a batch laid out
+    ``(16, B)``, rotating a constant vector by every quaternion is one matmul.
+    """
+    a, b, c = v.unbind(-1)
+    o = torch.zeros_like(a)
+    # symmetric coefficient matrices C_k (4 x 4, index order x, y, z, w), flattened row-major
+    C0 = (a, b, c, o,  b, -a, o, c,  c, o, -a, -b,  o, c, -b, a)
+    C1 = (-b, a, o, -c,  a, b, c, o,  o, c, -b, a,  -c, o, a, b)
+    C2 = (-c, o, a, b,  o, -c, b, -a,  a, b, c, o,  b, -a, o, c)
+    return torch.stack((torch.stack(C0, -1), torch.stack(C1, -1), torch.stack(C2, -1)), dim=-2)

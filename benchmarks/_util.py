@@ -1,0 +1,86 @@
+"""Timing helpers shared by the benchmarks: medians, peers under a time limit, tables."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def median_time(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2, budget_s: float = 20.0) -> float:
+    """Median wall time of ``fn()`` in seconds (fewer repeats if it is slow)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeat:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s and len(times) >= 3:
+            break
+    return statistics.median(times)
+
+
+def interleaved_medians(fns: list[Callable[[], object]], *, repeat: int = 51, warmup: int = 3) -> list[float]:
+    """Median times of several functions called in turn (a fair ratio: same cache and load)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def _child(conn, target, args):
+    try:
+        conn.send(("ok", target(*args)))
+    except Exception as e:  # report the peer's failure (out of memory, unsupported) as text
+        msg = str(e).splitlines()[0]
+        conn.send(("error", "out of memory" if "allocate memory" in msg else f"{type(e).__name__}: {msg[:100]}"))
+
+
+def run_with_timeout(target: Callable, args: tuple = (), timeout_s: float = 120.0):
+    """Run ``target(*args)`` in a child process; ``("ok", value)``, ``("error", msg)`` or ``("timeout", limit)``."""
+    ctx = mp.get_context("spawn")  # fork after torch has started its thread pool can hang
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, target, args))
+    proc.start()
+    if parent.poll(timeout_s):
+        result = parent.recv()
+        proc.join()
+        return result
+    proc.kill()
+    proc.join()
+    return ("timeout", timeout_s)
+
+
+def describe_machine() -> str:
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+
+
+def fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} us"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.2f} s"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (printed, and pasteable into the README)."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])

@@ -1,0 +1,24 @@
+"""Kinematic chains and trees: joints, URDF and DH builders, batched FK and Jacobians."""
+
+from ._chain import Chain
+from ._dh import DHRow, chain_from_dh
+from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy, rpy_to_quat
+from ._transform import PoseTransform
+from ._tree import KinematicTreeError
+from ._urdf import UrdfError, parse_urdf
+
+__all__ = [
+    "Chain",
+    "DHRow",
+    "Joint",
+    "JointLimits",
+    "JointType",
+    "KinematicTreeError",
+    "Mimic",
+    "PoseTransform",
+    "UrdfError",
+    "chain_from_dh",
+    "origin_from_xyz_rpy",
+    "parse_urdf",
+    "rpy_to_quat",
+]

@@ -1,0 +1,372 @@
+"""``Chain``: a kinematic tree as an ``nn.Module``, with batched FK and geometric Jacobians."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Literal
+
+import pypose as pp
+import torch
+from torch import Tensor, nn
+
+from ._fk import Plan, compile_program, jacobian_from, plan_jacobian, run_autograd, transpose_into
+from ..lie import wrap_lie
+from ._joint import Joint
+from ._tree import TreeLayout, layout, path_joints
+
+__all__ = ["Chain"]
+
+Reference = Literal["world", "local"]
+
+
+class Chain(nn.Module):
+    """A kinematic tree of links (frames) connected by joints.
+
+    Build it from joints in code (``Chain(joints)``), from a URDF (:meth:`from_urdf`) or a DH
+    table (:meth:`from_dh`).  The actuated joints (movable, not mimic) are the entries of a
+    configuration ``q`` of shape ``(..., dof)`` in the order :attr:`joint_names` gives.  All
+    poses are in the root frame, as pypose SE3 ``[t, qx, qy, qz, qw]``.  Constants are buffers,
+    so ``.to(device)`` works; computations follow the device and dtype of ``q``.
+    """
+
+    def __init__(self, joints: Sequence[Joint], *, links: Sequence[str] | None = None, root: str | None = None,
+                 name: str = "chain", _sources: Sequence[Joint] = (), _joint_lines: dict[str, str] | None = None):
+        super().__init__()
+        if not joints and links is None:
+            raise ValueError("joints: expected at least one joint (or links= for a chain of a single frame)")
+        self.name = name
+        self.tree: TreeLayout = layout(list(joints), links, root, _joint_lines, _sources)
+        self._joints = tuple(joints)
+        self._sources = tuple(_sources)
+        self._program = compile_program(self.tree)
+        for key, value in self._program.constants.items():
+            self.register_buffer(key, value, persistent=False)
+        act = self.tree.actuated
+        self.register_buffer("lower", torch.tensor([j.limits.lower for j in act], dtype=torch.float64), persistent=False)
+        self.register_buffer("upper", torch.tensor([j.limits.upper for j in act], dtype=torch.float64), persistent=False)
+        self.register_buffer("velocity", torch.tensor([j.limits.velocity for j in act], dtype=torch.float64), persistent=False)
+        self._cache: dict = {}
+        self._plans = threading.local()
+        self._paths: dict[int, list[int]] = {}
+
+    # ---- description -------------------------------------------------------------------
+    @property
+    def dof(self) -> int:
+        """Number of actuated joints (the length of ``q``)."""
+        return len(self.tree.actuated)
+
+    @property
+    def joint_names(self) -> list[str]:
+        """Actuated joint names in the order of ``q`` (mimic joints are driven, not listed)."""
+        return [j.name for j in self.tree.actuated]
+
+    @property
+    def joints(self) -> tuple[Joint, ...]:
+        return self._joints
+
+    @property
+    def frame_names(self) -> list[str]:
+        """Every frame (link), parents before children; the first is the root."""
+        return list(self.tree.frames)
+
+    @property
+    def root(self) -> str:
+        return self.tree.root
+
+    @property
+    def tip(self) -> str:
+        """The end frame of a serial chain (a branched tree has no single tip: name a frame)."""
+        leaves = self.tree.leaves()
+        if len(leaves) != 1:
+            raise ValueError(f"this chain is branched; pass frame= one of its leaf frames {leaves}")
+        return leaves[0]
+
+    @property
+    def joint_limits(self) -> tuple[Tensor, Tensor]:
+        """``(lower, upper)`` position limits of the actuated joints (``+-inf`` if continuous)."""
+        return self.lower, self.upper
+
+    @property
+    def velocity_limits(self) -> Tensor:
+        """Velocity limits of the actuated joints (``inf`` where the description has none)."""
+        return self.velocity
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, dof={self.dof}, frames={len(self.tree.frames)}, root={self.root!r}"
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def from_urdf(cls, source, *, root: str | None = None, tip: str | None = None) -> Chain:
+        """Parse a URDF file path or XML string (kinematics only); ``root``/``tip`` pick a serial sub-chain."""
+        from ._urdf import chain_from_urdf
+
+        return chain_from_urdf(source, root=root, tip=tip)
+
+    @classmethod
+    def from_dh(cls, rows, convention: str = "standard", *, name: str = "dh_arm", tool=None) -> Chain:
+        """A serial arm from a Denavit-Hartenberg table (see :func:`robojac.kinematics.chain_from_dh`)."""
+        from ._dh import chain_from_dh
+
+        return chain_from_dh(rows, convention, name=name, tool=tool)
+
+    def subchain(self, root: str | None = None, tip: str | None = None) -> Chain:
+        """The serial chain from ``root`` (default: this root) to ``tip`` as a new :class:`Chain`.
+
+        Mimic joints on the path whose source lies off it keep following that source, which
+        becomes a degree of freedom of the sub-chain.
+        """
+        root = self.root if root is None else root
+        if tip is None:
+            raise ValueError(f"tip: name the end frame; frames: {self.frame_names}")
+        for what, f in (("root", root), ("tip", tip)):
+            if f not in self.tree.frames:
+                raise ValueError(f"{what} {f!r} does not exist; frames: {self.frame_names}")
+        joints = path_joints(self.tree, root, tip)
+        sources = [j for j in self._joints + self._sources if j.type.movable]
+        links = None if joints else [root]
+        return Chain(joints, links=links, root=root, name=f"{self.name}:{root}->{tip}", _sources=sources)
+
+    # ---- configuration helpers ---------------------------------------------------------
+    def _consts(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
+        key = (dtype, device, self.RQ.device, self.RQ.dtype)
+        C = self._cache.get(key)
+        if C is None:
+            C = {k: getattr(self, k).to(device=device, dtype=dtype) for k in self._program.constants}
+            self._cache = {key: C}
+        return C
+
+    def _apply(self, fn, recurse=True):
+        self.clear_cache()
+        return super()._apply(fn, recurse)
+
+    def clear_cache(self) -> None:
+        """Free the cached constants and workspaces (kept per thread for the last batch sizes)."""
+        self._cache = {}
+        self._plans = threading.local()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"], state["_plans"] = {}, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._plans = threading.local()
+
+    def check_configuration(self, q: Tensor, name: str = "q") -> Tensor:
+        """Refuse a ``q`` of the wrong type, last dimension or with non-finite values."""
+        if not isinstance(q, Tensor):
+            raise TypeError(f"{name}: expected a tensor of shape (..., {self.dof}), got {type(q).__name__}")
+        if not q.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {q.dtype}")
+        if q.dim() == 0 or q.shape[-1] != self.dof:
+            raise ValueError(
+                f"{name}: expected shape (..., {self.dof}) for the {self.dof} actuated joints {self.joint_names}, "
+                f"got {tuple(q.shape)}"
+            )
+        if not torch.isfinite(q).all():
+            raise ValueError(f"{name}: contains NaN or infinite joint values")
+        return q
+
+    def joint_values(self, q: Tensor) -> Tensor:
+        """Values of every movable joint (mimic relations applied), ``(..., n_movable)``."""
+        self.check_configuration(q)
+        C = self._consts(q.dtype, q.device)
+        return q @ C["theta_map"].T + C["theta_offset"].squeeze(-1)
+
+    def random_configuration(self, *batch: int, generator: torch.Generator | None = None,
+                             dtype: torch.dtype = torch.float64, device=None) -> Tensor:
+        """Uniform samples inside the limits (``[-pi, pi]`` for continuous joints), ``(*batch, dof)``."""
+        lo, hi = self.lower.clone(), self.upper.clone()
+        lo[~torch.isfinite(lo)], hi[~torch.isfinite(hi)] = -math.pi, math.pi
+        u = torch.rand(*batch, self.dof, generator=generator, dtype=torch.float64)
+        return (lo + u * (hi - lo)).to(dtype=dtype, device=device if device is not None else self.lower.device)
+
+    def clamp(self, q: Tensor) -> Tensor:
+        """``q`` clamped into the position limits."""
+        return torch.maximum(torch.minimum(q, self.upper.to(q)), self.lower.to(q))
+
+    def within_limits(self, q: Tensor, tol: float = 0.0) -> Tensor:
+        """Whether each configuration lies inside the limits (``(...)`` bools)."""
+        return ((q >= self.lower.to(q) - tol) & (q <= self.upper.to(q) + tol)).all(-1)
+
+    # ---- kinematics --------------------------------------------------------------------
+    _MAX_PLANS = 2
+
+    def _plan(self, C: dict[str, Tensor], B: int, frames: tuple[int, ...], jac: tuple[int, ...]) -> Plan:
+        plans = getattr(self._plans, "od", None)
+        if plans is None:
+            plans = self._plans.od = OrderedDict()
+        key = (B, C["RQ"].dtype, C["RQ"].device, frames, jac, id(C))
+        plan = plans.get(key)
+        if plan is None:
+            plan = Plan(self._program, C, B, list(frames), list(jac))
+            plans[key] = plan
+            while len(plans) > self._MAX_PLANS:
+                plans.popitem(last=False)
+        else:
+            plans.move_to_end(key)
+        return plan
+
+    def _path(self, f: int) -> list[int]:
+        if f not in self._paths:
+            self._paths[f] = self.tree.path(self.tree.frames[f])
+        return self._paths[f]
+
+    def _frame_index(self, frame: str | None) -> int:
+        if frame is None:
+            frame = self.tip
+        if frame not in self.tree.frames:
+            raise ValueError(f"frame {frame!r} does not exist; frames: {self.frame_names}")
+        return self.tree.frames.index(frame)
+
+    def _evaluate(self, q: Tensor, frames: list[int], jac: list[int]) -> _Evaluation:
+        """Poses of ``frames`` (and joint axes for the Jacobians of ``jac``) for ``q``."""
+        self.check_configuration(q)
+        batch = q.shape[:-1]
+        q2 = q.reshape(-1, self.dof)
+        C = self._consts(q.dtype, q.device)
+        needed = sorted({g for f in frames + jac for g in self._path(f)})
+        if _plain(q):
+            plan = self._plan(C, q2.shape[0], tuple(needed), tuple(jac))
+            plan.run(q2)
+            return _Evaluation(batch, plan.soa.__getitem__, lambda g: plan.Z[:, self._program.slot[g]], plan.soa, plan)
+        poses, axes = run_autograd(self._program, C, q2, needed, jac)
+        return _Evaluation(batch, poses.__getitem__, axes.__getitem__, None, None)
+
+    def forward_kinematics_tensor(self, q: Tensor, frames: Sequence[str] | None = None) -> Tensor:
+        """Poses ``(..., F, 7)`` of ``frames`` (default every frame, in :attr:`frame_names` order)."""
+        idx = list(range(len(self.tree.frames))) if frames is None else [self._frame_index(f) for f in frames]
+        ev = self._evaluate(q, idx, [])
+        src = ev.stack(idx)  # (F, 7, B)
+        B = src.shape[-1]
+        out = torch.empty(B, len(idx), 7, dtype=src.dtype, device=src.device)
+        if ev.plan is not None:
+            transpose_into(out.view(B, -1), src.view(-1, B))
+        else:
+            out = src.permute(2, 0, 1)  # keeps the autograd graph
+        return out.reshape(ev.batch + (len(idx), 7))
+
+    def forward_kinematics(self, q: Tensor, frame: str | None = None):
+        """Poses in the root frame: ``{name: SE3 (..., 7)}`` of every frame, or one ``frame``'s.
+
+        ``q`` has shape ``(..., dof)``; the result has the same leading shape, device and dtype.
+        """
+        if frame is not None:
+            return wrap_lie(self.forward_kinematics_tensor(q, [frame])[..., 0, :])
+        idx = list(range(len(self.tree.frames)))
+        ev = self._evaluate(q, idx, [])
+        src = ev.stack(idx)  # (F, 7, B)
+        if ev.plan is not None:
+            out = torch.empty(src.shape[0], src.shape[2], 7, dtype=src.dtype, device=src.device)
+            if src.shape[2] <= 4096:
+                out.copy_(src.transpose(1, 2))
+            else:
+                for f in idx:
+                    transpose_into(out[f], src[f])
+        else:
+            out = src.transpose(1, 2)
+        shape = ev.batch + (7,)
+        return {name: wrap_lie(out[f].reshape(shape)) for f, name in enumerate(self.tree.frames)}
+
+    def forward(self, q: Tensor) -> Tensor:
+        """The tip pose ``(..., 7)`` of a serial chain (see :meth:`forward_kinematics`)."""
+        return self.forward_kinematics_tensor(q, [self.tip])[..., 0, :]
+
+    def jacobian(self, q: Tensor, frame: str | None = None, *, reference: Reference = "world",
+                 method: Literal["analytic", "autodiff"] = "analytic") -> Tensor:
+        """Geometric Jacobian ``(..., 6, dof)`` of ``frame`` (default: the tip).
+
+        Rows ``[v; w]``: the linear velocity of the frame's origin and the angular velocity,
+        expressed in the root frame (``reference="world"``, Pinocchio's LOCAL_WORLD_ALIGNED) or
+        in the frame itself (``"local"``, Pinocchio's LOCAL).  ``method="autodiff"`` computes it
+        through :mod:`robojac.jacobian` from the forward kinematics instead of in closed form.
+        """
+        if reference not in ("world", "local"):
+            raise ValueError(f"reference: expected 'world' or 'local', got {reference!r}")
+        if method not in ("analytic", "autodiff"):
+            raise ValueError(f"method: expected 'analytic' or 'autodiff', got {method!r}")
+        f = self._frame_index(frame)
+        if method == "autodiff":
+            return self._autodiff_jacobian(q, f, reference)
+        return self.pose_and_jacobian(q, self.tree.frames[f], reference=reference)[1]
+
+    def pose_and_jacobian(self, q: Tensor, frame: str | None = None, *,
+                          reference: Reference = "world") -> tuple[Tensor, Tensor]:
+        """``(pose (..., 7), jacobian (..., 6, dof))`` of ``frame`` from one pass (what IK needs)."""
+        f = self._frame_index(frame)
+        ev = self._evaluate(q, [f], [f])
+        P = ev.pose(f)
+        if ev.plan is not None:
+            J = plan_jacobian(ev.plan, f, reference == "local")
+            pose = transpose_into(torch.empty(P.shape[1], 7, dtype=P.dtype, device=P.device), P)
+        else:
+            local = P[3:] if reference == "local" else None
+            J = jacobian_from(self._program, self._consts(q.dtype, q.device), f, self._path(f),
+                              lambda g: ev.pose(g)[:3], ev.axis, local)
+            pose = P.T
+        return pose.reshape(ev.batch + (7,)), J.reshape(ev.batch + (6, self.dof))
+
+    def _autodiff_jacobian(self, q: Tensor, f: int, reference: Reference) -> Tensor:
+        from ..jacobian import batch_jacobian
+        from ..lie import quat_to_matrix, skew, tangent_from_raw
+
+        self.check_configuration(q)
+        batch = q.shape[:-1]
+        q2 = q.reshape(-1, self.dof)
+        name = self.tree.frames[f]
+        pose_fn = lambda x: self.forward_kinematics_tensor(x, [name])[:, 0]  # noqa: E731
+        X = pose_fn(q2)
+        raw = batch_jacobian(pose_fn, q2)  # (B, 7, dof): stored numbers per joint
+        xi = tangent_from_raw(X, "SE3") @ raw  # left-tangent [rho; phi] per joint
+        rho, phi = xi[:, :3], xi[:, 3:]
+        v = rho - skew(X[:, :3]) @ phi  # velocity of the origin: rho + phi x t
+        J = torch.cat((v, phi), dim=1)
+        if reference == "local":
+            Rt = quat_to_matrix(X[:, 3:]).transpose(-1, -2)
+            J = torch.cat((Rt @ J[:, :3], Rt @ J[:, 3:]), dim=1)
+        return J.reshape(batch + (6, self.dof))
+
+    def manipulability(self, q: Tensor, frame: str | None = None, *,
+                       rows: Literal["all", "linear", "angular"] | Sequence[int] = "all") -> Tensor:
+        """Yoshikawa's measure ``sqrt(det(J J^T))`` of the chosen Jacobian rows, shape ``(...)``.
+
+        ``rows`` is ``"all"``, ``"linear"``, ``"angular"`` or row indices (``(0, 1)`` for the
+        xy velocity of a planar arm, whose ``vz`` row is identically zero).
+        """
+        named = {"all": [0, 1, 2, 3, 4, 5], "linear": [0, 1, 2], "angular": [3, 4, 5]}
+        if isinstance(rows, str):
+            if rows not in named:
+                raise ValueError(f"rows: expected one of {list(named)} or row indices, got {rows!r}")
+            idx = named[rows]
+        else:
+            idx = [int(r) for r in rows]
+            if not idx or any(r < 0 or r > 5 for r in idx):
+                raise ValueError(f"rows: expected indices in 0..5, got {list(rows)}")
+        J = self.jacobian(q, frame)[..., idx, :]
+        JJt = J @ J.transpose(-1, -2)
+        return torch.sqrt(torch.clamp(torch.linalg.det(JJt), min=0.0))
+
+class _Evaluation:
+    """Results of one kinematics pass: ``pose(f)`` is ``(7, B)``, ``axis(g)`` is ``(3, B)``."""
+
+    def __init__(self, batch, pose, axis, soa, plan):
+        self.batch, self.pose, self.axis, self._soa, self.plan = batch, pose, axis, soa, plan
+
+    def stack(self, idx: list[int]) -> Tensor:
+        """``(len(idx), 7, B)``; a view of the workspace when it already holds exactly those."""
+        if self._soa is not None and idx == list(range(self._soa.shape[0])):
+            return self._soa
+        return torch.stack([self.pose(f) for f in idx])
+
+
+def _plain(q: Tensor) -> bool:
+    """True when no autograd or functorch transform watches ``q`` (the workspace path is safe)."""
+    if q.requires_grad and torch.is_grad_enabled():
+        return False
+    if torch._C._functorch.is_functorch_wrapped_tensor(q):
+        return False
+    return torch.autograd.forward_ad.unpack_dual(q).tangent is None

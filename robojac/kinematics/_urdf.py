@@ -1,0 +1,163 @@
+"""A kinematics-only URDF reader: links, joints, origins, axes, limits, mimic relations.
+
+Visual, collision, inertial, transmission and gazebo elements are ignored, so meshes that are
+not on disk do not matter.  Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from xml.etree import ElementTree as ET
+from xml.parsers import expat
+
+from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy
+from ._tree import KinematicTreeError
+
+__all__ = ["UrdfError", "chain_from_urdf", "parse_urdf"]
+
+_TYPES = {t.value: t for t in JointType}
+log = logging.getLogger(__name__)
+
+
+class UrdfError(ValueError):
+    """A URDF that cannot be read as a kinematic tree; the message starts with ``file:line``."""
+
+
+def _read(source) -> tuple[str, str]:
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and not source.lstrip().startswith("<")):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"URDF file not found: {path}")
+        with open(path, encoding="utf-8") as fh:
+            return fh.read(), path
+    if isinstance(source, bytes):
+        return source.decode("utf-8"), "<urdf string>"
+    if isinstance(source, str):
+        return source, "<urdf string>"
+    raise TypeError(f"source: expected a URDF path or XML string, got {type(source).__name__}")
+
+
+def _parse_xml(text: str, name: str):
+    """ElementTree elements plus the line each starts on (expat feeds a TreeBuilder)."""
+    builder = ET.TreeBuilder()
+    lines: dict[ET.Element, int] = {}
+    parser = expat.ParserCreate()
+
+    def start(tag, attrs):
+        lines[builder.start(tag, attrs)] = parser.CurrentLineNumber
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    try:
+        parser.Parse(text, True)
+    except expat.ExpatError as e:
+        raise UrdfError(f"{name}:{e.lineno}: not well-formed XML ({expat.errors.messages[e.code]})") from None
+    return builder.close(), lines
+
+
+def _floats(el, attr: str, n: int, default, where: str) -> tuple[float, ...]:
+    raw = el.get(attr) if el is not None else None
+    if raw is None:
+        return default
+    try:
+        vals = tuple(float(v) for v in raw.split())
+    except ValueError:
+        raise UrdfError(f"{where}: {attr}={raw!r} is not {n} numbers") from None
+    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+        raise UrdfError(f"{where}: {attr}={raw!r} must be {n} finite numbers")
+    return vals
+
+
+def _float(el, attr: str, default: float, where: str) -> float:
+    raw = el.get(attr)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise UrdfError(f"{where}: {attr}={raw!r} is not a number") from None
+
+
+def parse_urdf(source):
+    """``(robot name, link names, joints, {joint: "file:line"})`` of a URDF path or string."""
+    text, name = _read(source)
+    root, lines = _parse_xml(text, name)
+    if root.tag != "robot":
+        raise UrdfError(f"{name}:{lines[root]}: the root element is <{root.tag}>, expected <robot>")
+    links = []
+    for el in root.findall("link"):
+        link = el.get("name")
+        if not link:
+            raise UrdfError(f"{name}:{lines[el]}: <link> has no name")
+        if link in links:
+            raise UrdfError(f"{name}:{lines[el]}: link {link!r} is defined twice")
+        links.append(link)
+    joints, where_of = [], {}
+    for el in root.findall("joint"):
+        where = f"{name}:{lines[el]}"
+        jname = el.get("name")
+        if not jname:
+            raise UrdfError(f"{where}: <joint> has no name")
+        jtype = el.get("type")
+        if jtype not in _TYPES:
+            raise UrdfError(
+                f"{where}: joint {jname!r} has type {jtype!r}; supported: {sorted(_TYPES)} "
+                "(floating and planar joints are not kinematic-chain joints here)"
+            )
+        parent, child = el.find("parent"), el.find("child")
+        if parent is None or not parent.get("link") or child is None or not child.get("link"):
+            raise UrdfError(f"{where}: joint {jname!r} needs <parent link=...> and <child link=...>")
+        origin = el.find("origin")
+        owhere = f"{name}:{lines[origin]}" if origin is not None else where
+        xyz = _floats(origin, "xyz", 3, (0.0, 0.0, 0.0), owhere)
+        rpy = _floats(origin, "rpy", 3, (0.0, 0.0, 0.0), owhere)
+        axis_el = el.find("axis")
+        axis = _floats(axis_el, "xyz", 3, (1.0, 0.0, 0.0), f"{name}:{lines[axis_el]}" if axis_el is not None else where)
+        limits = JointLimits()
+        lim = el.find("limit")
+        if lim is not None:
+            lw = f"{name}:{lines[lim]}"
+            lower, upper = _float(lim, "lower", 0.0, lw), _float(lim, "upper", 0.0, lw)
+            if _TYPES[jtype] is JointType.CONTINUOUS:
+                lower, upper = -math.inf, math.inf
+            elif lower > upper:
+                raise UrdfError(f"{lw}: joint {jname!r} has lower limit {lower} above upper limit {upper}")
+            limits = JointLimits(lower, upper, _float(lim, "velocity", math.inf, lw), _float(lim, "effort", math.inf, lw))
+        elif _TYPES[jtype] in (JointType.REVOLUTE, JointType.PRISMATIC):
+            raise UrdfError(f"{where}: {jtype} joint {jname!r} needs a <limit> element (URDF requires it)")
+        mimic = None
+        mim = el.find("mimic")
+        if mim is not None:
+            mw = f"{name}:{lines[mim]}"
+            if not mim.get("joint"):
+                raise UrdfError(f"{mw}: <mimic> in joint {jname!r} has no joint attribute")
+            mimic = Mimic(mim.get("joint"), _float(mim, "multiplier", 1.0, mw), _float(mim, "offset", 0.0, mw))
+            if _TYPES[jtype] is JointType.FIXED:  # a fixed joint never moves: the tag has no effect
+                log.info("%s: ignoring <mimic> of fixed joint %r", mw, jname)
+                mimic = None
+        try:
+            joints.append(
+                Joint(jname, _TYPES[jtype], parent.get("link"), child.get("link"), origin_from_xyz_rpy(xyz, rpy), axis, limits, mimic)
+            )
+        except ValueError as e:
+            raise UrdfError(f"{where}: {e}") from None
+        where_of[jname] = where
+    return root.get("name", "robot"), links, joints, where_of
+
+
+def chain_from_urdf(source, *, root: str | None = None, tip: str | None = None):
+    from ._chain import Chain
+
+    robot, links, joints, where_of = parse_urdf(source)
+    try:
+        chain = Chain(joints, links=links, name=robot, _joint_lines=where_of)
+    except KinematicTreeError as e:
+        raise UrdfError(str(e)) from None
+    if root is None and tip is None:
+        return chain
+    if tip is None:
+        raise ValueError(f"tip: give the end frame with root={root!r}; frames: {chain.frame_names}")
+    return chain.subchain(root, tip)

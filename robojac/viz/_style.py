@@ -1,0 +1,25 @@
+"""Shared look: colours, new axes, equal 3D aspect."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PALETTE = ("#3b5b92", "#e07a5f", "#3d9970", "#9b5de5", "#f2cc8f", "#81b29a")
+
+
+def new_axes(view: str = "2d", figsize=(5, 5)):
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=figsize)
+    return fig.add_subplot(projection="3d" if view == "3d" else None)
+
+
+def equal_3d(ax, pts) -> None:
+    """Equal scale on all three axes around the points ``(N, 3)``."""
+    pts = np.asarray(pts, dtype=float).reshape(-1, 3)
+    center = (pts.max(0) + pts.min(0)) / 2
+    half = max(float((pts.max(0) - pts.min(0)).max()) / 2, 1e-3) * 1.1
+    ax.set_xlim(center[0] - half, center[0] + half)
+    ax.set_ylim(center[1] - half, center[1] + half)
+    ax.set_zlim(center[2] - half, center[2] + half)
+    ax.set_box_aspect((1, 1, 1))

@@ -1,0 +1,311 @@
+"""robojac.kinematics: FK and Jacobians against Pinocchio, differences, DH by hand, errors."""
+
+import math
+import pathlib
+
+import numpy as np
+import pypose as pp
+import pytest
+import torch
+
+from robojac.jacobian import modjac
+from robojac.kinematics import Chain, DHRow, Joint, JointType, KinematicTreeError, Mimic, PoseTransform, UrdfError
+from robojac.models import planar_arm, sample_arm
+
+from helpers import max_err
+
+ROBOTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots"
+URDFS = ["panda.urdf", "kuka_iiwa14.urdf", "ur5.urdf", "simple_humanoid.urdf", "talos_reduced.urdf"]
+
+
+def _robot(name):
+    path = ROBOTS / name
+    if not path.exists():
+        pytest.skip(f"{path} not found (the shared data folder beside the project)")
+    return path
+
+
+def _pin_configuration(pin, model, chain, q):
+    """Pinocchio's q for ours, with the mimic relation applied (Pinocchio treats them as free)."""
+    vals = dict(zip(chain.joint_names, q.tolist()))
+    for m, (src, mult, off) in chain.tree.mimic.items():
+        vals[m] = mult * vals[src] + off
+    qp = pin.neutral(model)
+    for name, v in vals.items():
+        j = model.joints[model.getJointId(name)]
+        if j.nq == 2:  # continuous joints are (cos, sin) in Pinocchio
+            qp[j.idx_q : j.idx_q + 2] = [math.cos(v), math.sin(v)]
+        else:
+            qp[j.idx_q] = v
+    return qp
+
+
+@pytest.mark.parametrize("urdf", URDFS)
+def test_every_frame_and_jacobian_matches_pinocchio(urdf):
+    pin = pytest.importorskip("pinocchio")
+    path = _robot(urdf)
+    model = pin.buildModelFromUrdf(str(path))
+    data = model.createData()
+    chain = Chain.from_urdf(path)
+    q = chain.random_configuration(12, generator=torch.Generator().manual_seed(1))
+    poses = chain.forward_kinematics(q)
+    worst_pose = worst_jac = 0.0
+    for b in range(q.shape[0]):
+        qp = _pin_configuration(pin, model, chain, q[b])
+        pin.framesForwardKinematics(model, data, qp)
+        pin.computeJointJacobians(model, data, qp)
+        for frame in chain.frame_names[1:]:
+            fid = model.getFrameId(frame)
+            worst_pose = max(worst_pose, np.abs(poses[frame][b].matrix().numpy() - data.oMf[fid].homogeneous).max())
+            Jp = pin.getFrameJacobian(model, data, fid, pin.LOCAL_WORLD_ALIGNED)
+            ref = np.zeros((6, chain.dof))
+            for k, name in enumerate(chain.joint_names):
+                ref[:, k] += Jp[:, model.joints[model.getJointId(name)].idx_v]
+            for m, (src, mult, _) in chain.tree.mimic.items():
+                ref[:, chain.joint_names.index(src)] += mult * Jp[:, model.joints[model.getJointId(m)].idx_v]
+            worst_jac = max(worst_jac, np.abs(chain.jacobian(q[b], frame).numpy() - ref).max())
+            Jl = pin.getFrameJacobian(model, data, fid, pin.LOCAL)
+            ref_l = np.zeros((6, chain.dof))
+            for k, name in enumerate(chain.joint_names):
+                ref_l[:, k] += Jl[:, model.joints[model.getJointId(name)].idx_v]
+            for m, (src, mult, _) in chain.tree.mimic.items():
+                ref_l[:, chain.joint_names.index(src)] += mult * Jl[:, model.joints[model.getJointId(m)].idx_v]
+            worst_jac = max(worst_jac, np.abs(chain.jacobian(q[b], frame, reference="local").numpy() - ref_l).max())
+    assert worst_pose < 1e-10 and worst_jac < 1e-10
+
+
+@pytest.mark.parametrize("reference", ["world", "local"])
+@pytest.mark.parametrize("frame", ["panda_hand", "panda_rightfinger", "panda_link4"])
+def test_analytic_jacobian_equals_the_jacobian_core(reference, frame):
+    chain = Chain.from_urdf(_robot("panda.urdf"))
+    q = chain.random_configuration(2, 3)
+    a = chain.jacobian(q, frame, reference=reference)
+    b = chain.jacobian(q, frame, reference=reference, method="autodiff")
+    assert a.shape == (2, 3, 6, chain.dof) and max_err(a, b) < 1e-12
+
+
+def test_jacobian_against_finite_differences_of_fk():
+    chain = Chain.from_urdf(_robot("ur5.urdf"))
+    q = chain.random_configuration(generator=torch.Generator().manual_seed(3))
+    J = chain.jacobian(q, "tool0")
+    eps = 1e-6
+    cols = []
+    for k in range(chain.dof):
+        e = torch.zeros(chain.dof, dtype=torch.float64)
+        e[k] = eps
+        Xp, Xm = chain.forward_kinematics(q + e, "tool0"), chain.forward_kinematics(q - e, "tool0")
+        v = (Xp.translation() - Xm.translation()) / (2 * eps)
+        w = (Xp.rotation() * Xm.rotation().Inv()).Log().tensor() / (2 * eps)
+        cols.append(torch.cat((v, w)))
+    assert max_err(J, torch.stack(cols, -1)) < 1e-8
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 4)], ids=str)
+def test_batch_shapes_dtypes_and_autograd_agree(shape, dtype):
+    chain = sample_arm()
+    q = chain.random_configuration(*shape, dtype=torch.float64)
+    X64 = chain.forward_kinematics_tensor(q)
+    J64 = chain.jacobian(q)
+    assert X64.shape == shape + (len(chain.frame_names), 7) and J64.shape == shape + (6, 7)
+    X = chain.forward_kinematics_tensor(q.to(dtype))
+    J = chain.jacobian(q.to(dtype))
+    assert X.dtype == dtype and J.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert max_err(X.double(), X64) < tol and max_err(J.double(), J64) < tol
+    # the autograd path (no workspace) gives the same values and real gradients
+    qg = q.clone().requires_grad_()
+    Xg = chain.forward_kinematics_tensor(qg)
+    Jg = chain.jacobian(qg)
+    assert max_err(Xg.detach(), X64) < 1e-12 and max_err(Jg.detach(), J64) < 1e-12
+    (g,) = torch.autograd.grad(Xg[..., -1, :3].sum(), qg)
+    assert max_err(g, J64[..., :3, :].sum(-2)) < 1e-12  # d(sum of tip position)/dq = sum of v rows
+
+
+def test_dict_output_and_single_frame():
+    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+    q = chain.random_configuration(5)
+    poses = chain.forward_kinematics(q)
+    assert list(poses) == chain.frame_names
+    assert all(isinstance(p, pp.LieTensor) and p.ltype is pp.SE3_type and p.shape == (5, 7) for p in poses.values())
+    one = chain.forward_kinematics(q, frame="panda_link5")
+    assert max_err(one.tensor(), poses["panda_link5"].tensor()) == 0
+    assert max_err(chain(q), poses["panda_hand"].tensor()) == 0
+    pose, J = chain.pose_and_jacobian(q)
+    assert max_err(pose, poses["panda_hand"].tensor()) == 0 and max_err(J, chain.jacobian(q)) == 0
+
+
+def test_module_moves_with_to_and_reports_limits():
+    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+    assert chain.dof == 7 and chain.joint_names[0] == "panda_joint1"
+    lower, upper = chain.joint_limits
+    assert lower[3] == pytest.approx(-3.0718) and upper[5] == pytest.approx(3.7525)
+    assert chain.velocity_limits[0] == pytest.approx(2.175)
+    q = chain.random_configuration(1000, generator=torch.Generator().manual_seed(0))
+    assert chain.within_limits(q).all()
+    assert not chain.within_limits(q + 10).any()
+    assert chain.within_limits(chain.clamp(q + 10)).all()
+    chain32 = chain.to(torch.float32)
+    assert chain32.lower.dtype == torch.float32
+    assert chain32.forward_kinematics(q[:2].float(), "panda_hand").dtype == torch.float32
+
+
+def test_mimic_joints_follow_their_source_with_multiplier_and_offset():
+    joints = [
+        Joint.revolute("a", "base", "l1", axis=(0, 0, 1)),
+        Joint.revolute("b", "l1", "l2", origin=torch.tensor([1.0, 0, 0, 0, 0, 0, 1]), axis=(0, 0, 1),
+                       mimic=Mimic("a", multiplier=-2.0, offset=0.3)),
+        Joint.prismatic("c", "l2", "l3", origin=torch.tensor([0.5, 0, 0, 0, 0, 0, 1]), axis=(1, 0, 0)),
+        Joint.prismatic("d", "l3", "tip", axis=(0, 1, 0), mimic=Mimic("c", multiplier=0.5)),
+    ]
+    chain = Chain(joints)
+    assert chain.joint_names == ["a", "c"] and chain.dof == 2
+    free = Chain([Joint(j.name, j.type, j.parent, j.child, j.origin, j.axis, j.limits) for j in joints])
+    q = torch.tensor([[0.4, 0.2], [-1.0, 0.7]], dtype=torch.float64)
+    q_free = torch.stack((q[:, 0], -2 * q[:, 0] + 0.3, q[:, 1], 0.5 * q[:, 1]), -1)
+    assert max_err(chain.forward_kinematics_tensor(q), free.forward_kinematics_tensor(q_free)) < 1e-14
+    Jf = free.jacobian(q_free, "tip")
+    expected = torch.stack((Jf[..., 0] - 2 * Jf[..., 1], Jf[..., 2] + 0.5 * Jf[..., 3]), -1)
+    assert max_err(chain.jacobian(q, "tip"), expected) < 1e-14
+    assert max_err(chain.jacobian(q, "tip", method="autodiff"), expected) < 1e-12
+    assert max_err(chain.joint_values(q), q_free) < 1e-15
+
+
+def test_subchain_between_frames_of_a_branched_tree():
+    tree = Chain.from_urdf(_robot("simple_humanoid.urdf"))
+    with pytest.raises(ValueError, match="this chain is branched; pass frame="):
+        _ = tree.tip
+    arm = tree.subchain(tip="LARM_LINK6")
+    assert arm.tip == "LARM_LINK6" and arm.dof < tree.dof
+    q_tree = tree.random_configuration(4)
+    idx = [tree.joint_names.index(n) for n in arm.joint_names]
+    a = arm.forward_kinematics(q_tree[:, idx], "LARM_LINK6").tensor()
+    b = tree.forward_kinematics(q_tree, "LARM_LINK6").tensor()
+    assert max_err(a, b) < 1e-14
+    J_tree = tree.jacobian(q_tree, "LARM_LINK6")
+    assert max_err(arm.jacobian(q_tree[:, idx]), J_tree[..., idx]) < 1e-14
+    assert max_err(J_tree[..., [k for k in range(tree.dof) if k not in idx]], torch.zeros(1)) == 0
+
+
+def test_subchain_keeps_an_off_path_mimic_source():
+    panda = Chain.from_urdf(_robot("panda.urdf"))
+    finger = panda.subchain(tip="panda_rightfinger")  # finger_joint2 mimics finger_joint1, off this path
+    assert finger.joint_names[-1] == "panda_finger_joint1"
+    q = panda.random_configuration(3)
+    assert max_err(finger.forward_kinematics(q, "panda_rightfinger").tensor(),
+                   panda.forward_kinematics(q, "panda_rightfinger").tensor()) < 1e-14
+
+
+def _dh_matrix(a, alpha, d, theta, modified):
+    def rz(t):
+        return np.array([[math.cos(t), -math.sin(t), 0, 0], [math.sin(t), math.cos(t), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+
+    def rx(t):
+        return np.array([[1, 0, 0, 0], [0, math.cos(t), -math.sin(t), 0], [0, math.sin(t), math.cos(t), 0], [0, 0, 0, 1]])
+
+    def tr(x, y, z):
+        m = np.eye(4)
+        m[:3, 3] = (x, y, z)
+        return m
+
+    if modified:
+        return rx(alpha) @ tr(a, 0, 0) @ rz(theta) @ tr(0, 0, d)
+    return rz(theta) @ tr(0, 0, d) @ tr(a, 0, 0) @ rx(alpha)
+
+
+@pytest.mark.parametrize("convention", ["standard", "modified"])
+def test_dh_tables_against_the_matrix_product(convention):
+    rows = [DHRow(0.1, 0.3, 0.2, 0.1), DHRow(0.4, -1.2, 0.0), DHRow(0.0, 0.7, 0.3, joint="prismatic", lower=-1, upper=1),
+            (0.25, math.pi / 2, 0.05)]
+    chain = Chain.from_dh(rows, convention)
+    q = torch.tensor([0.3, -0.8, 0.15, 1.1], dtype=torch.float64)
+    T = np.eye(4)
+    for r, v in zip(rows, q.tolist()):
+        r = r if isinstance(r, DHRow) else DHRow(*r)
+        theta = r.theta + (v if r.joint == "revolute" else 0.0)
+        d = r.d + (v if r.joint == "prismatic" else 0.0)
+        T = T @ _dh_matrix(r.a, r.alpha, d, theta, convention == "modified")
+    assert np.abs(chain.forward_kinematics(q, "link4").matrix().numpy() - T).max() < 1e-12
+
+
+def test_sample_arm_is_the_panda_flange():
+    urdf = Chain.from_urdf(_robot("panda.urdf"), tip="panda_link8")
+    arm = sample_arm()
+    q = urdf.random_configuration(50)
+    a, b = arm.forward_kinematics(q, "tool"), urdf.forward_kinematics(q, "panda_link8")
+    assert max_err(a.matrix(), b.matrix()) < 1e-8  # the URDF writes pi/2 to 16 digits
+    assert torch.equal(arm.lower, urdf.lower) and torch.equal(arm.upper, urdf.upper)
+
+
+def test_planar_arm_closed_form():
+    arm = planar_arm((1.0, 0.8, 0.5))
+    q = torch.tensor([[0.3, -0.4, 1.2], [2.0, 0.5, -2.5]], dtype=torch.float64)
+    c = torch.cumsum(q, -1)
+    L = torch.tensor([1.0, 0.8, 0.5], dtype=torch.float64)
+    x = (L * torch.cos(c)).sum(-1)
+    y = (L * torch.sin(c)).sum(-1)
+    tool = arm.forward_kinematics(q, "tool")
+    assert max_err(tool.translation(), torch.stack((x, y, torch.zeros_like(x)), -1)) < 1e-14
+    assert max_err(tool.rotation().Log().tensor()[:, 2], c[:, -1]) < 1e-14
+    two = planar_arm((1.0, 0.5))
+    m = two.manipulability(torch.tensor([[0.2, 0.0], [0.2, 1.0]], dtype=torch.float64), rows=(0, 1))
+    assert max_err(m, torch.tensor([0.0, 0.5 * math.sin(1.0)], dtype=torch.float64)) < 1e-12
+
+
+def test_pose_transform_gets_six_columns():
+    T = pp.randn_SE3(dtype=torch.float64)
+    model = PoseTransform(T)
+    p = torch.randn(5, 3, dtype=torch.float64)
+    assert max_err(model(p), T.Act(p)) < 1e-14
+    (J,) = modjac(model, p)
+    assert J.shape == (5, 3, 6)
+    with pytest.raises(ValueError, match="not a rigid transform"):
+        PoseTransform(2 * torch.eye(4))
+
+
+URDF_HEAD = '<?xml version="1.0"?>\n<robot name="r">\n  <link name="a"/>\n  <link name="b"/>\n'
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ('  <joint name="j" type="revolute">\n    <parent link="a"/>\n    <child link="c"/>\n    <limit lower="0" upper="1"/>\n  </joint>\n',
+         r":5: joint 'j': child link 'c' is not defined"),
+        ('  <joint name="j" type="floating">\n    <parent link="a"/>\n    <child link="b"/>\n  </joint>\n',
+         r":5: joint 'j' has type 'floating'; supported:"),
+        ('  <joint name="j" type="fixed">\n    <parent link="a"/>\n    <child link="b"/>\n  </joint>\n'
+         '  <joint name="k" type="fixed">\n    <parent link="b"/>\n    <child link="a"/>\n  </joint>\n',
+         "cycle"),
+        ('  <joint name="j" type="fixed">\n    <parent link="a"/>\n    <child link="b"/>\n    <origin xyz="0 0"/>\n  </joint>\n',
+         r":8: xyz='0 0' must be 3 finite numbers"),
+        ('  <joint name="j" type="fixed">\n    <parent link="a"/>\n    <child link="b">\n  </joint>\n', r":8: not well-formed XML"),
+        ('  <joint name="j" type="revolute">\n    <parent link="a"/>\n    <child link="b"/>\n  </joint>\n',
+         r":5: revolute joint 'j' needs a <limit> element"),
+    ],
+)
+def test_bad_urdf_names_the_line(body, match):
+    with pytest.raises(UrdfError, match=match):
+        Chain.from_urdf(URDF_HEAD + body + "</robot>\n")
+
+
+def test_bad_tree_and_bad_configuration():
+    with pytest.raises(KinematicTreeError, match="link 'b' has two parent joints"):
+        Chain([Joint.fixed("j1", "a", "b"), Joint.fixed("j2", "c", "b")])
+    with pytest.raises(KinematicTreeError, match=r"several root links \(disconnected parts\)"):
+        Chain([Joint.fixed("j1", "a", "b"), Joint.fixed("j2", "c", "d")])
+    with pytest.raises(KinematicTreeError, match="mimics 'x', which is not a joint"):
+        Chain([Joint.revolute("j1", "a", "b", mimic=Mimic("x"))])
+    arm = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+    with pytest.raises(ValueError, match=r"root 'nowhere' does not exist; frames: \['panda_link0'"):
+        Chain.from_urdf(_robot("panda.urdf"), root="nowhere", tip="panda_hand")
+    with pytest.raises(ValueError, match="root 'panda_hand' is not an ancestor of tip 'panda_link3'"):
+        Chain.from_urdf(_robot("panda.urdf"), root="panda_hand", tip="panda_link3")
+    with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 7\) for the 7 actuated joints \['panda_joint1'"):
+        arm.forward_kinematics(torch.zeros(3, 6))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        arm.jacobian(torch.full((7,), float("nan")))
+    with pytest.raises(TypeError, match="floating-point"):
+        arm.forward_kinematics(torch.zeros(7, dtype=torch.long))
+    with pytest.raises(ValueError, match="frame 'hand' does not exist"):
+        arm.jacobian(torch.zeros(7), "hand")
+    with pytest.raises(ValueError, match="reference: expected 'world' or 'local'"):
+        arm.jacobian(torch.zeros(7), reference="body")
