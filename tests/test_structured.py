@@ -200,3 +200,24 @@ def test_se3_between_blocks_against_differences():
     fd_i = manifold_fd(lambda X: se3_between(X, Tj, Z), Ti).reshape(8, 6, 8, 6)[torch.arange(8), :, torch.arange(8)]
     fd_j = manifold_fd(lambda X: se3_between(Ti, X, Z), Tj).reshape(8, 6, 8, 6)[torch.arange(8), :, torch.arange(8)]
     assert max_err(Ji, fd_i) < 1e-7 and max_err(Jj, fd_j) < 1e-7
+
+
+def test_constant_variables_get_no_columns():
+    X, idx, Z, L = _graph(N=12, E=30)
+    _, J = block_sparse_jacobian(SE3BetweenResidual(), X, idx, data=(Z.tensor(), L))
+    held = torch.tensor([0, 5])  # hold poses 0 and 5 constant; renumber the rest
+    free = torch.tensor([k for k in range(12) if k not in held.tolist()])
+    new = torch.full((12,), -1, dtype=torch.long)
+    new[free] = torch.arange(len(free))
+    P = BlockSparsePattern.from_index(new[idx], len(free), 6, 6)
+    from robojac.jacobian import BlockSparseJacobian
+
+    Jc = BlockSparseJacobian(J.blocks, P)
+    cols = (free[:, None] * 6 + torch.arange(6)).reshape(-1)
+    D = J.to_dense()[:, cols]
+    assert max_err(Jc.to_dense(), D) < 1e-14
+    H, _ = Jc.normal_equations()
+    assert max_err(H.to_dense(), D.T @ D) < 1e-10
+    v, u = torch.randn(len(free), 6, dtype=torch.float64), torch.randn(30, 6, dtype=torch.float64)
+    assert max_err(Jc.matvec(v).reshape(-1), D @ v.reshape(-1)) < 1e-12
+    assert max_err(Jc.rmatvec(u).reshape(-1), D.T @ u.reshape(-1)) < 1e-12

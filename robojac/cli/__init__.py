@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _demo
+from . import _demo, _pgo
 
-_COMMANDS = {"demo": _demo}
+_COMMANDS = {"demo": _demo, "pgo": _pgo}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,15 @@ class SE3BetweenResidual:
     def value_and_jacobians(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
         Tj_raw = _raw(Tj)
         e = se3_between(Ti, Tj_raw, Z)
-        Jj = ops.se3_right_jacobian_inverse(e) @ ops.se3_adjoint(ops.se3_inverse(Tj_raw))
+        # Jr^-1 = [[A, B], [0, A]] and Ad(Tj^-1) = [[R, S], [0, R]]: three 3x3 products
+        Jr = ops.se3_right_jacobian_inverse(e)
+        A, B = Jr[..., :3, :3], Jr[..., :3, 3:]
+        inv = ops.se3_inverse(Tj_raw)
+        R = ops.quat_to_matrix(inv[..., 3:])
+        S = ops.mm3(skew(inv[..., :3]), R)
+        AR = ops.mm3(A, R)
+        top = torch.cat((AR, ops.mm3(A, S) + ops.mm3(B, R)), dim=-1)
+        Jj = torch.cat((top, torch.cat((torch.zeros_like(AR), AR), dim=-1)), dim=-2)
         if sqrt_info is not None:
             e = (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
             Jj = sqrt_info @ Jj

@@ -32,21 +32,29 @@ def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
 
 
 def _csr_map(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
-    """CSR structure of entries (rows, cols) and each entry's slot (duplicates share one)."""
-    keys = rows.astype(np.int64) * num_cols + cols.astype(np.int64)
-    uniq, slot = np.unique(keys, return_inverse=True)
+    """CSR structure of entries (rows, cols) and each entry's slot (duplicates share one).
+
+    Entries with a negative row or column (a variable held constant) get the slot ``nnz``,
+    one past the end: values written there are dropped.
+    """
+    keep = (rows >= 0) & (cols >= 0)
+    keys = rows[keep].astype(np.int64) * num_cols + cols[keep].astype(np.int64)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    slot = np.full(rows.shape, len(uniq), dtype=np.int64)
+    slot[keep] = inverse
     u_rows = uniq // num_cols
     crow = np.zeros(num_rows + 1, dtype=np.int64)
     np.add.at(crow, u_rows + 1, 1)
-    return np.cumsum(crow), (uniq % num_cols).astype(np.int64), slot.astype(np.int64)
+    return np.cumsum(crow), (uniq % num_cols).astype(np.int64), slot
 
 
 @dataclass(frozen=True, eq=False)
 class BlockSparsePattern:
     """Where the blocks of a factor graph's Jacobian (and of ``J^T J``) sit; reusable.
 
-    ``index``: ``(F, K)`` variable of each block; ``num_variables`` ``N``; ``residual_dim``
-    ``r``; ``tangent_dim`` ``t``.  The Jacobian is ``(F * r, N * t)``.
+    ``index``: ``(F, K)`` variable of each block, ``-1`` for a variable held constant (its
+    block gets no columns); ``num_variables`` ``N``; ``residual_dim`` ``r``; ``tangent_dim``
+    ``t``.  The Jacobian is ``(F * r, N * t)``.
     """
 
     index: Tensor
@@ -59,8 +67,9 @@ class BlockSparsePattern:
         if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"index: expected an integer tensor (factors, variables per factor), got "
                              f"{getattr(idx, 'dtype', type(idx).__name__)} {tuple(getattr(idx, 'shape', ()))}")
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_variables):
-            raise ValueError(f"index: entries must lie in [0, {self.num_variables}), got [{int(idx.min())}, {int(idx.max())}]")
+        if idx.numel() and (idx.min() < -1 or idx.max() >= self.num_variables):
+            raise ValueError(f"index: entries must lie in [0, {self.num_variables}) (or be -1 for a constant), "
+                             f"got [{int(idx.min())}, {int(idx.max())}]")
 
     @classmethod
     def from_index(cls, index: Tensor, num_variables: int, residual_dim: int, tangent_dim: int) -> BlockSparsePattern:
@@ -83,19 +92,35 @@ class BlockSparsePattern:
         F, K, r, t = self.num_factors, self.arity, self.residual_dim, self.tangent_dim
         idx = self.index.cpu().numpy()
         rows = (np.arange(F)[:, None, None, None] * r + np.arange(r)[None, None, :, None])
-        cols = (idx[:, :, None, None] * t + np.arange(t)[None, None, None, :])
+        cols = np.where(idx[:, :, None, None] >= 0, idx[:, :, None, None] * t + np.arange(t)[None, None, None, :], -1)
         rows, cols = np.broadcast_arrays(rows, cols)  # (F, K, r, t)
         return self._to_device(_csr_map(rows.ravel(), cols.ravel(), F * r, self.num_variables * t))
 
     @cached_property
     def _hessian_csr(self):
-        F, K, t = self.num_factors, self.arity, self.tangent_dim
+        """CSR of ``J^T J`` built at block level: unique ``(i, j)`` variable pairs, then each
+        ``t x t`` block laid out arithmetically (``t^2`` times fewer keys to sort)."""
+        F, K, t, N = self.num_factors, self.arity, self.tangent_dim, self.num_variables
         idx = self.index.cpu().numpy()
-        rows = idx[:, :, None, None, None] * t + np.arange(t)[None, None, None, :, None]
-        cols = idx[:, None, :, None, None] * t + np.arange(t)[None, None, None, None, :]
-        rows, cols = np.broadcast_arrays(rows, cols)  # (F, K, K, t, t)
-        n = self.num_variables * t
-        return self._to_device(_csr_map(rows.ravel(), cols.ravel(), n, n))
+        bi = np.broadcast_to(idx[:, :, None], (F, K, K)).reshape(-1)
+        bj = np.broadcast_to(idx[:, None, :], (F, K, K)).reshape(-1)
+        keep = (bi >= 0) & (bj >= 0)
+        uniq, inv = np.unique(bi[keep] * N + bj[keep], return_inverse=True)
+        ui, uj = uniq // N, uniq % N
+        nb = np.bincount(ui, minlength=N)  # blocks per block row
+        first = np.concatenate(([0], np.cumsum(nb)))[:-1]  # index of each block row's first block
+        pos = np.arange(len(uniq)) - first[ui]  # position of a block within its block row
+        rowbase = np.concatenate(([0], np.cumsum(nb * t * t)))[:-1]  # entries before each block row
+        a = np.arange(t)[None, :, None]
+        b = np.arange(t)[None, None, :]
+        table = rowbase[ui][:, None, None] + a * (nb[ui][:, None, None] * t) + pos[:, None, None] * t + b  # (U, t, t)
+        nnz = int(nb.sum()) * t * t
+        col = np.empty(nnz, dtype=np.int64)
+        col[table.reshape(-1)] = np.broadcast_to(uj[:, None, None] * t + b, table.shape).reshape(-1)
+        crow = np.concatenate(([0], np.cumsum(np.repeat(nb * t, t))))
+        slot = np.full((F * K * K, t, t), nnz, dtype=np.int64)
+        slot[keep] = table[inv]
+        return self._to_device((crow, col, slot.reshape(-1)))
 
     def _to_device(self, arrays):
         dev = self.index.device
@@ -104,13 +129,13 @@ class BlockSparsePattern:
     def jacobian_csr(self, blocks: Tensor) -> Tensor:
         """Torch sparse CSR ``(F * r, N * t)`` from blocks ``(F, K, r, t)``."""
         crow, col, slot = self._jacobian_csr
-        values = blocks.new_zeros(col.shape[0]).index_add_(0, slot, blocks.reshape(-1))
+        values = blocks.new_zeros(col.shape[0] + 1).index_add_(0, slot, blocks.reshape(-1))[:-1]
         return _csr_tensor(crow, col, values, self.shape)
 
     def hessian_csr(self, products: Tensor) -> Tensor:
         """Torch sparse CSR ``(N * t, N * t)`` from per-factor products ``(F, K, K, t, t)``."""
         crow, col, slot = self._hessian_csr
-        values = products.new_zeros(col.shape[0]).index_add_(0, slot, products.reshape(-1))
+        values = products.new_zeros(col.shape[0] + 1).index_add_(0, slot, products.reshape(-1))[:-1]
         n = self.num_variables * self.tangent_dim
         return _csr_tensor(crow, col, values, (n, n))
 
@@ -148,7 +173,8 @@ class BlockSparseJacobian:
         """``J v`` for ``v`` of shape ``(N, t)`` or ``(N * t,)``; returns ``(F, r)``."""
         N, t = self.pattern.num_variables, self.pattern.tangent_dim
         v = _as_blocks(v, (N, t), "v")
-        gathered = v[self.pattern.index]  # (F, K, t)
+        idx = self.pattern.index
+        gathered = v[idx.clamp_min(0)] * (idx >= 0).unsqueeze(-1).to(v.dtype)  # (F, K, t)
         return (self.blocks @ gathered.unsqueeze(-1)).squeeze(-1).sum(1)
 
     def rmatvec(self, u: Tensor) -> Tensor:
@@ -156,8 +182,10 @@ class BlockSparseJacobian:
         F, r = self.pattern.num_factors, self.pattern.residual_dim
         u = _as_blocks(u, (F, r), "u")
         contrib = (self.blocks.transpose(-1, -2) @ u[:, None, :, None]).squeeze(-1)  # (F, K, t)
-        out = u.new_zeros(self.pattern.num_variables, self.pattern.tangent_dim)
-        return out.index_add_(0, self.pattern.index.reshape(-1), contrib.reshape(-1, self.pattern.tangent_dim))
+        idx = self.pattern.index.reshape(-1)
+        out = u.new_zeros(self.pattern.num_variables + 1, self.pattern.tangent_dim)
+        target = torch.where(idx >= 0, idx, self.pattern.num_variables)  # constants: a dropped row
+        return out.index_add_(0, target, contrib.reshape(-1, self.pattern.tangent_dim))[:-1]
 
     def normal_equations(self, residual: Tensor | None = None, weights: Tensor | None = None):
         """``(H, g)``: ``H = J^T W J`` as a sparse CSR ``(N t, N t)`` and ``g = J^T W r`` ``(N, t)``.

@@ -34,9 +34,16 @@ __all__ = [
     "se3_left_jacobian_inverse",
     "se3_right_jacobian_inverse",
     "small_angle",
+    "mm3",
     "quat_product_matrix",
     "quat_rotation_form",
 ]
+
+
+def mm3(A: Tensor, B: Tensor) -> Tensor:
+    """``A @ B`` for batches of 3x3 matrices (a named seam: a batched matmul measured fastest
+    on the CPU against broadcast-and-sum and per-row forms)."""
+    return A @ B
 
 
 def small_angle(dtype: torch.dtype) -> float:
@@ -163,7 +170,7 @@ def so3_left_jacobian_inverse(phi: Tensor) -> Tensor:
         1.0 / t2 - (1 + torch.cos(t)) / (2 * t * torch.sin(t)),
     )
     eye = torch.eye(3, dtype=phi.dtype, device=phi.device)
-    return eye - 0.5 * K + c * (K @ K)
+    return eye - 0.5 * K + c * mm3(K, K)
 
 
 def _se3_Q(rho: Tensor, phi: Tensor) -> Tensor:
@@ -177,13 +184,13 @@ def _se3_Q(rho: Tensor, phi: Tensor) -> Tensor:
     c1 = torch.where(small, 1.0 / 6.0 - theta2 / 120.0, (t - s) / (t2 * t))
     c2 = torch.where(small, 1.0 / 24.0 - theta2 / 720.0, (t2 + 2 * c - 2) / (2 * t2 * t2))
     c3 = torch.where(small, 1.0 / 120.0 - theta2 / 2520.0, (2 * t - 3 * s + t * c) / (2 * t2 * t2 * t))
-    PR, RP = P @ R, R @ P
-    PRP = PR @ P
+    PR, RP = mm3(P, R), mm3(R, P)
+    PRP = mm3(PR, P)
     return (
         0.5 * R
         + c1 * (PR + RP + PRP)
-        + c2 * (P @ PR + RP @ P - 3 * PRP)
-        + c3 * (PRP @ P + P @ PRP)
+        + c2 * (mm3(P, PR) + mm3(RP, P) - 3 * PRP)
+        + c3 * (mm3(PRP, P) + mm3(P, PRP))
     )
 
 
@@ -234,7 +241,7 @@ def matrix_to_se3(T: Tensor) -> Tensor:
 def se3_adjoint(X: Tensor) -> Tensor:
     """``Ad(X) = [[R, [t]x R], [0, R]]``, shape ``(..., 6, 6)``, for ``[rho, phi]`` twists."""
     R = quat_to_matrix(X[..., 3:])
-    top = torch.cat((R, skew(X[..., :3]) @ R), dim=-1)
+    top = torch.cat((R, mm3(skew(X[..., :3]), R)), dim=-1)
     bottom = torch.cat((torch.zeros_like(R), R), dim=-1)
     return torch.cat((top, bottom), dim=-2)
 
@@ -244,7 +251,7 @@ def se3_left_jacobian_inverse(xi: Tensor) -> Tensor:
     rho, phi = xi[..., :3], xi[..., 3:]
     Ji = so3_left_jacobian_inverse(phi)
     Q = _se3_Q(rho, phi)
-    top = torch.cat((Ji, -Ji @ Q @ Ji), dim=-1)
+    top = torch.cat((Ji, -mm3(mm3(Ji, Q), Ji)), dim=-1)
     bottom = torch.cat((torch.zeros_like(Ji), Ji), dim=-1)
     return torch.cat((top, bottom), dim=-2)
 

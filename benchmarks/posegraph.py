@@ -1,0 +1,148 @@
+"""Pose-graph optimization: robojac vs GTSAM on the standard benchmark graphs, in one run.
+
+Both sides start from a chordal initialization and the wall time includes it: in 3D each side
+its own (GTSAM: ``InitializePose3``); in 2D GTSAM's LAGO refuses these files' non-diagonal
+noise models, so GTSAM starts from robojac's chordal estimate and is charged robojac's
+initialization time.  GTSAM runs Gauss-Newton and Levenberg-Marquardt
+stopping at a relative decrease of 1e-6; robojac runs its GN and LM.  Every final cost is
+evaluated independently by GTSAM's ``graph.error()`` on the returned poses and compared with
+the reference optimum in ``gtsam_optima.json``.  Medians over --repeat runs.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/posegraph.py [--graphs intel sphere2500 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _util import describe_machine, table  # noqa: E402
+
+from robojac.posegraph import PGOConfig, optimize, read_g2o  # noqa: E402
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "posegraph"
+
+
+def gtsam_run(path: pathlib.Path, dim: int, method: str, graph2d=None):
+    import gtsam
+
+    graph, initial = gtsam.readG2o(str(path), dim == 3)
+    t0 = time.perf_counter()
+    if dim == 3:
+        g = gtsam.NonlinearFactorGraph(graph)
+        first = initial.keys()[0]
+        g.add(gtsam.PriorFactorPose3(first, gtsam.Pose3(), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)))
+        init = gtsam.InitializePose3.initialize(g)
+    else:
+        from robojac.posegraph import initialize
+
+        g = gtsam.NonlinearFactorGraph(graph)
+        first = initial.keys()[0]
+        g.add(gtsam.PriorFactorPose2(first, initial.atPose2(first), gtsam.noiseModel.Isotropic.Sigma(3, 1e-6)))
+        S = initialize(graph2d, "chordal").numpy()  # robojac's chordal estimate, timed here
+        init = gtsam.Values()
+        for k, x in zip(graph2d.vertex_ids.tolist(), S):
+            init.insert(k, gtsam.Pose2(x[0], x[1], x[2]))
+    t_init = time.perf_counter() - t0
+    if method == "gn":
+        params = gtsam.GaussNewtonParams()
+        params.setRelativeErrorTol(1e-6)
+        opt = gtsam.GaussNewtonOptimizer(g, init, params)
+    else:
+        params = gtsam.LevenbergMarquardtParams()
+        params.setRelativeErrorTol(1e-6)
+        opt = gtsam.LevenbergMarquardtOptimizer(g, init, params)
+    t1 = time.perf_counter()
+    try:
+        result = opt.optimize()
+        cost = graph.error(result)
+    except RuntimeError as e:  # e.g. an indeterminant (singular) linear system
+        text = str(e).strip().splitlines()
+        return None, f"fails ({text[0][:50] if text else type(e).__name__ + ': singular system'})"
+    t2 = time.perf_counter()
+    return (t2 - t0, t_init, t2 - t1, cost, opt.iterations()), None
+
+
+def gtsam_cost_of(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torch.Tensor) -> float:
+    """GTSAM's own evaluation of ``0.5 sum r^T Omega r`` at robojac's poses (an independent check)."""
+    import gtsam
+
+    graph, _ = gtsam.readG2o(str(path), dim == 3)
+    values = gtsam.Values()
+    P = poses.detach().double().cpu().numpy()
+    for k, x in zip(ids.tolist(), P):
+        if dim == 3:
+            values.insert(k, gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3]))
+        else:
+            yaw = 2 * np.arctan2(x[5], x[6])
+            values.insert(k, gtsam.Pose2(x[0], x[1], yaw))
+    return graph.error(values)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    optima = json.loads((DATA / "gtsam_optima.json").read_text())
+    ap.add_argument("--graphs", nargs="+", default=list(optima))
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    print(f"# Pose-graph optimization, robojac vs GTSAM; {describe_machine()}", flush=True)
+    rows = []
+    for name in args.graphs:
+        path = DATA / f"{name}.g2o"
+        ref = optima[name]["gtsam_optimum_cost"]
+        graph = read_g2o(path)
+        ours = {}
+        for method in ("gn", "lm"):
+            times, result = [], None
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                result = optimize(graph, PGOConfig(method=method, init="chordal"))
+                times.append(time.perf_counter() - t0)
+            check = gtsam_cost_of(path, graph.dim, result.poses, result.vertex_ids)
+            ours[method] = (statistics.median(times), result, check)
+        theirs = {}
+        for method in ("gn", "lm"):
+            runs = [gtsam_run(path, graph.dim, method, graph) for _ in range(args.repeat)]
+            if runs[0][0] is None:
+                theirs[method] = (None, runs[0][1])
+            else:
+                theirs[method] = (statistics.median(r[0][0] for r in runs), runs[0][0])
+        # GTSAM's fastest configuration that reaches the optimum (relative 1e-6)
+        ok = [(v[0], m) for m, v in theirs.items() if v[0] is not None and abs(v[1][3] - ref) <= 1e-6 * ref]
+        best_t, best_m = min(ok) if ok else (None, None)
+        our_ok = [(v[0], m) for m, v in ours.items() if abs(v[2] - ref) <= 1e-6 * ref]
+        our_t, our_m = min(our_ok) if our_ok else (None, None)
+
+        def g_cell(m):
+            t, info = theirs[m]
+            if t is None:
+                return info
+            return f"{t:.3f} s ({info[1]:.3f} init), {info[4]} it, cost {info[3]:.8g}"
+
+        def o_cell(m):
+            t, r, check = ours[m]
+            return f"{t:.3f} s ({r.init_seconds:.3f} init), {r.iterations} it, cost {check:.8g}"
+
+        if best_t and our_t:
+            ratio = f"{best_t / our_t:.2f}x ({our_m} vs {best_m})"
+        elif our_t:
+            ratio = "GTSAM does not reach it"
+        else:
+            ratio = "-"
+        rows.append([name, f"{graph.num_poses}/{graph.num_edges}", o_cell("gn"), o_cell("lm"), g_cell("gn"), g_cell("lm"),
+                     f"{ref:.8g}", ratio])
+        print(" | ".join(rows[-1]), flush=True)
+    print()
+    print(table(["graph", "poses/edges", "robojac GN", "robojac LM", "GTSAM GN", "GTSAM LM", "optimum", "speed-up (best vs best)"], rows))
+
+
+if __name__ == "__main__":
+    main()

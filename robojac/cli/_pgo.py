@@ -1,0 +1,88 @@
+"""``robojac pgo``: optimize a g2o pose graph, write the result, draw it."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pgo", help="optimize a g2o pose graph (2D or 3D)",
+                       description="Read a g2o pose graph, optimize it (sparse LM/GN), write the optimized graph.")
+    p.add_argument("input", type=pathlib.Path, help="g2o file (VERTEX_SE2/EDGE_SE2 or VERTEX_SE3:QUAT/EDGE_SE3:QUAT)")
+    p.add_argument("-o", "--output", type=pathlib.Path, help="write the optimized graph here (g2o)")
+    p.add_argument("--init", choices=("chordal", "odometry", "file"), default="chordal")
+    p.add_argument("--method", choices=("lm", "gn"), default="lm")
+    p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none")
+    p.add_argument("--kernel-scale", type=float, default=1.0, help="robust kernel scale, in whitened residual units")
+    p.add_argument("--max-iterations", type=int, default=100)
+    p.add_argument("--tum", type=pathlib.Path, help="also write the optimized poses as a TUM trajectory (time = vertex id)")
+    p.add_argument("--kitti", type=pathlib.Path, help="also write the optimized poses as a KITTI pose file")
+    p.add_argument("--plot", type=pathlib.Path, help="draw the graph before and after, and the cost per iteration")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def run(args) -> int:
+    from ..optim import RobustKernel
+    from ..posegraph import PGOConfig, optimize, read_g2o, write_g2o
+
+    t0 = time.perf_counter()
+    graph = read_g2o(args.input)
+    print(f"read {args.input}: {graph.dim}D, {graph.num_poses} poses, {graph.num_edges} edges "
+          f"({time.perf_counter() - t0:.2f} s); initial cost {float(graph.cost().detach()):.9g}")
+
+    def progress(rec):
+        if not args.quiet:
+            flag = "" if rec.accepted else "  (rejected)"
+            print(f"  iter {rec.iteration:3d}  cost {rec.cost:.10g}  lambda {rec.lam:.1e}  |step| {rec.step_norm:.2e}  "
+                  f"{rec.seconds:.3f} s{flag}", flush=True)
+
+    config = PGOConfig(method=args.method, init=args.init, kernel=RobustKernel(args.kernel, args.kernel_scale),
+                       max_iterations=args.max_iterations, callback=progress)
+    result = optimize(graph, config)
+    print(f"{args.init} initialization {result.init_seconds:.3f} s: cost {result.initial_cost:.10g}")
+    print(f"final cost {result.cost:.10g} after {result.iterations} iterations ({result.reason}), "
+          f"{result.init_seconds + result.solve_seconds:.3f} s")
+    if args.output:
+        write_g2o(graph, args.output, result.poses)
+        print(f"wrote {args.output}")
+    if args.tum or args.kitti:
+        import torch
+
+        from ..trajectory import Trajectory, write_kitti, write_tum
+
+        traj = Trajectory(result.poses, result.vertex_ids.to(torch.float64))
+        if args.tum:
+            write_tum(traj, args.tum)
+            print(f"wrote {args.tum}")
+        if args.kitti:
+            write_kitti(traj, args.kitti)
+            print(f"wrote {args.kitti}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .. import viz
+
+        fig = plt.figure(figsize=(16, 5.5))
+        view = "3d" if graph.dim == 3 else None
+        before = graph.poses.detach()
+        ax1 = fig.add_subplot(1, 3, 1, projection=view)
+        ax2 = fig.add_subplot(1, 3, 2, projection=view)
+        import torch
+
+        with torch.no_grad():
+            vmax = float(max(graph.chi2(before).max(), graph.chi2(result.poses).max()))
+        viz.plot_pose_graph(graph, before, ax1, vmax=vmax, colorbar=False,
+                            title=f"before ({args.input.name}), cost {float(graph.cost().detach()):.6g}")
+        viz.plot_pose_graph(graph, result.poses, ax2, vmax=vmax, title=f"after, cost {result.cost:.6g}")
+        viz.plot_cost_history({f"{args.method.upper()} from {args.init}": result}, fig.add_subplot(1, 3, 3))
+        fig.tight_layout()
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=110)
+        plt.close(fig)
+        print(f"wrote {args.plot}")
+    return 0 if result.converged else 1
+

@@ -1,0 +1,181 @@
+"""``PoseGraph``: poses, relative-pose measurements with information matrices, and the cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pypose as pp
+import torch
+from torch import Tensor, nn
+
+from ..jacobian import SE3BetweenResidual, se3_between
+from ..lie import _ops as ops
+from ..lie import wrap_lie
+from ..optim import RobustKernel
+from ._se2 import se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
+
+__all__ = ["PoseGraph", "SE2BetweenResidual", "PoseGraphError"]
+
+
+class PoseGraphError(ValueError):
+    """A pose graph that cannot be optimized as given (says which edge, vertex or component)."""
+
+
+class SE2BetweenResidual:
+    """The planar edge residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on ``[x, y, theta]`` poses (3-dof)."""
+
+    def __call__(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
+        e = se2_log(se2_compose(se2_inverse(Z), se2_compose(se2_inverse(Xi), Xj)))
+        return e if sqrt_info is None else (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
+
+    def value_and_jacobians(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
+        e = se2_log(se2_compose(se2_inverse(Z), se2_compose(se2_inverse(Xi), Xj)))
+        Jj = se2_right_jacobian_inverse(e) @ se2_adjoint(se2_inverse(Xj))
+        if sqrt_info is not None:
+            e = (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
+            Jj = sqrt_info @ Jj
+        return e, (-Jj, Jj)
+
+
+class PoseGraph(nn.Module):
+    """A pose graph: ``N`` poses, ``E`` edges ``(i, j)`` measuring ``Z_ij ~ T_i^-1 T_j``.
+
+    * ``poses``: an SE3 ``pp.Parameter`` ``(N, 7)`` in ascending :attr:`vertex_ids` order (2D
+      graphs hold planar poses: ``z = 0``, rotation about ``z``).
+    * ``information``: ``(E, d, d)`` in robojac's tangent order -- ``[rho, phi]`` for 3D
+      (``d = 6``), ``[x, y, theta]`` for 2D (``d = 3``).
+    * edge residual ``r = L Log(Z^-1 T_i^-1 T_j)`` with ``Omega = L^T L`` (the planar 3-dof log
+      for 2D graphs); :meth:`cost` is ``0.5 * sum r^T Omega r``, GTSAM's ``graph.error()``.
+    """
+
+    def __init__(self, poses, edges: Tensor, measurements, information: Tensor, *, vertex_ids: Tensor | None = None,
+                 dim: int = 3, fixed: Tensor | None = None, name: str = "pose graph",
+                 edge_lines: list[int] | None = None):
+        super().__init__()
+        if dim not in (2, 3):
+            raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
+        X = poses.as_subclass(Tensor) if isinstance(poses, pp.LieTensor) else torch.as_tensor(poses)
+        Z = measurements.as_subclass(Tensor) if isinstance(measurements, pp.LieTensor) else torch.as_tensor(measurements)
+        edges = torch.as_tensor(edges, dtype=torch.long)
+        N, E, d = X.shape[0], edges.shape[0], (3 if dim == 2 else 6)
+        self.name, self.dim = name, dim
+        self._edge_lines = edge_lines
+        if X.shape != (N, 7) or not X.is_floating_point():
+            raise PoseGraphError(f"poses: expected a float tensor (N, 7) [t, qx, qy, qz, qw], got {tuple(X.shape)}")
+        if edges.shape != (E, 2) or Z.shape != (E, 7) or tuple(information.shape) != (E, d, d):
+            raise PoseGraphError(
+                f"edges (E, 2), measurements (E, 7), information (E, {d}, {d}) expected; got {tuple(edges.shape)}, "
+                f"{tuple(Z.shape)}, {tuple(information.shape)}"
+            )
+        if not torch.isfinite(X).all():
+            bad = int(torch.nonzero(~torch.isfinite(X).all(-1))[0])
+            raise PoseGraphError(f"poses: vertex {self._vid(vertex_ids, bad)} has NaN or infinite values")
+        for what, T in (("measurement", Z), ("information", information)):
+            ok = torch.isfinite(T.reshape(E, -1)).all(-1)
+            if not ok.all():
+                raise PoseGraphError(f"{self._edge_name(int(torch.nonzero(~ok)[0]), edges, vertex_ids)}: {what} has NaN or infinite values")
+        if E and (edges.min() < 0 or edges.max() >= N):
+            bad = int(torch.nonzero((edges < 0).any(-1) | (edges >= N).any(-1))[0])
+            raise PoseGraphError(f"edge {bad}: endpoint index out of range [0, {N})")
+        info = information.to(X.dtype)
+        info = 0.5 * (info + info.mT)
+        L, status = torch.linalg.cholesky_ex(info)
+        if (status != 0).any():
+            bad = int(torch.nonzero(status)[0])
+            raise PoseGraphError(f"{self._edge_name(bad, edges, vertex_ids)}: information matrix is not positive definite")
+        ids = torch.arange(N) if vertex_ids is None else torch.as_tensor(vertex_ids, dtype=torch.long)
+        self.poses = pp.Parameter(pp.SE3(X.clone()))
+        self.register_buffer("edges", edges)
+        self.register_buffer("measurements", Z.to(X.dtype))
+        self.register_buffer("information", info)
+        self.register_buffer("sqrt_information", L.mT.contiguous())  # upper: Omega = L^T L
+        self.register_buffer("vertex_ids", ids)
+        self.register_buffer("fixed", torch.zeros(N, dtype=torch.bool) if fixed is None else torch.as_tensor(fixed, dtype=torch.bool))
+
+    # ---- description -----------------------------------------------------------------
+    @property
+    def num_poses(self) -> int:
+        return self.poses.shape[0]
+
+    @property
+    def num_edges(self) -> int:
+        return self.edges.shape[0]
+
+    @property
+    def tangent_dim(self) -> int:
+        return 3 if self.dim == 2 else 6
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, dim={self.dim}, poses={self.num_poses}, edges={self.num_edges}, fixed={int(self.fixed.sum())}"
+
+    @staticmethod
+    def _vid(ids, k: int):
+        return k if ids is None else int(torch.as_tensor(ids)[k])
+
+    def _edge_name(self, k: int, edges=None, ids=None) -> str:
+        edges = self.edges if edges is None else edges
+        ids = getattr(self, "vertex_ids", None) if ids is None else ids
+        i, j = (int(v) for v in edges[k])
+        where = f" (line {self._edge_lines[k]})" if self._edge_lines else ""
+        return f"edge {k} {self._vid(ids, i)}->{self._vid(ids, j)}{where}"
+
+    # ---- states and residuals ------------------------------------------------------------
+    def state(self, poses: Tensor | None = None) -> Tensor:
+        """The optimization state: ``(N, 3)`` ``[x, y, theta]`` for 2D, ``(N, 7)`` poses for 3D."""
+        X = (self.poses if poses is None else poses)
+        X = X.as_subclass(Tensor) if isinstance(X, pp.LieTensor) else X
+        return se3_to_se2(X) if self.dim == 2 else X
+
+    def poses_from_state(self, state: Tensor) -> pp.LieTensor:
+        return wrap_lie(se2_to_se3(state) if self.dim == 2 else state)
+
+    def measurement_state(self) -> Tensor:
+        return se3_to_se2(self.measurements) if self.dim == 2 else self.measurements
+
+    def residual_function(self):
+        return SE2BetweenResidual() if self.dim == 2 else SE3BetweenResidual()
+
+    def errors(self, poses: Tensor | None = None) -> Tensor:
+        """Unwhitened edge errors ``Log(Z^-1 T_i^-1 T_j)``, ``(E, d)``."""
+        S = self.state(poses)
+        Xi, Xj = S[self.edges[:, 0]], S[self.edges[:, 1]]
+        if self.dim == 2:
+            return SE2BetweenResidual()(Xi, Xj, self.measurement_state())
+        return se3_between(Xi, Xj, self.measurements)
+
+    def residuals(self, poses: Tensor | None = None) -> Tensor:
+        """Whitened residuals ``L e``, ``(E, d)``."""
+        return (self.sqrt_information @ self.errors(poses).unsqueeze(-1)).squeeze(-1)
+
+    def forward(self) -> Tensor:
+        return self.residuals()
+
+    def chi2(self, poses: Tensor | None = None) -> Tensor:
+        """Per-edge ``e^T Omega e``, ``(E,)``."""
+        return self.residuals(poses).square().sum(-1)
+
+    def cost(self, poses: Tensor | None = None, kernel: RobustKernel | None = None) -> Tensor:
+        """``0.5 * sum rho(e^T Omega e)`` (plain least squares without a kernel: GTSAM's error)."""
+        s = self.chi2(poses)
+        return 0.5 * (s if kernel is None else kernel.rho(s)).sum()
+
+    # ---- structure -----------------------------------------------------------------------
+    def components(self) -> list[np.ndarray]:
+        """Connected components as arrays of vertex ids (largest first)."""
+        import scipy.sparse as sp
+        from scipy.sparse.csgraph import connected_components
+
+        N = self.num_poses
+        e = self.edges.cpu().numpy()
+        A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(N, N))
+        n, labels = connected_components(A, directed=False)
+        ids = self.vertex_ids.cpu().numpy()
+        comps = [ids[labels == k] for k in range(n)]
+        return sorted(comps, key=len, reverse=True)
+
+    def check_connected(self) -> None:
+        comps = self.components()
+        if len(comps) > 1:
+            desc = ", ".join(f"{len(c)} poses (ids {c[:3].tolist()}{'...' if len(c) > 3 else ''})" for c in comps[:5])
+            more = f" and {len(comps) - 5} more" if len(comps) > 5 else ""
+            raise PoseGraphError(f"{self.name} is not connected: {len(comps)} components: {desc}{more}; "
+                                 "each needs its own anchor, so optimize them separately")

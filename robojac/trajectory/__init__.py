@@ -1,0 +1,17 @@
+"""Trajectories: TUM and KITTI files (byte-compatible with ``evo``), alignment, ATE and RPE.
+
+* TUM: one line per pose, ``timestamp tx ty tz qx qy qz qw``.
+* KITTI: one line per pose, the 12 numbers of the top 3x4 of ``T_world_pose`` row by row.
+
+Both are written as evo writes them (``numpy.savetxt`` with a space delimiter and numpy's
+default ``%.18e``), so ``evo_ape``/``evo_rpe`` read our files and we read theirs.  Error
+metrics follow evo's vocabulary: :class:`PoseRelation` and :class:`StatisticsType`.
+"""
+
+from ._io import Trajectory, TrajectoryError, associate, read_kitti, read_tum, write_kitti, write_tum
+from ._metrics import ErrorResult, PoseRelation, StatisticsType, align_umeyama, ate, rpe
+
+__all__ = [
+    "ErrorResult", "PoseRelation", "StatisticsType", "Trajectory", "TrajectoryError",
+    "align_umeyama", "associate", "ate", "read_kitti", "read_tum", "rpe", "write_kitti", "write_tum",
+]

@@ -1,0 +1,156 @@
+"""TUM and KITTI trajectory files (as evo writes them) and timestamp association."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import pypose as pp
+import torch
+from torch import Tensor
+
+from ..lie import _ops as ops
+from ..lie import as_SE3
+
+__all__ = ["Trajectory", "TrajectoryError", "read_tum", "write_tum", "read_kitti", "write_kitti", "associate"]
+
+
+class TrajectoryError(ValueError):
+    """A trajectory file or argument that cannot be used (names the file and line)."""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Poses ``T_world_pose`` ``(N, 7)`` (float64, pypose order) and optional timestamps ``(N,)``."""
+
+    poses: Tensor
+    timestamps: Tensor | None = None
+
+    def __post_init__(self):
+        P = as_SE3(self.poses, name="poses").tensor().double()
+        if P.dim() != 2:
+            raise TrajectoryError(f"poses: expected shape (N, 7), got {tuple(P.shape)}")
+        object.__setattr__(self, "poses", P)
+        if self.timestamps is not None:
+            ts = torch.as_tensor(self.timestamps, dtype=torch.float64).reshape(-1)
+            if ts.shape[0] != P.shape[0]:
+                raise TrajectoryError(f"timestamps: expected {P.shape[0]} values (one per pose), got {ts.shape[0]}")
+            object.__setattr__(self, "timestamps", ts)
+
+    def __len__(self) -> int:
+        return self.poses.shape[0]
+
+    @property
+    def positions(self) -> Tensor:
+        return self.poses[:, :3]
+
+    def se3(self) -> pp.LieTensor:
+        return pp.SE3(self.poses)
+
+    def matrices(self) -> Tensor:
+        return ops.se3_to_matrix(self.poses)
+
+
+def _read_matrix(path, columns: int, what: str) -> np.ndarray:
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            tokens = text.replace(",", " ").split()
+            if len(tokens) != columns:
+                raise TrajectoryError(f"{path}:{lineno}: a {what} line needs {columns} numbers, got {len(tokens)}")
+            try:
+                rows.append([float(t) for t in tokens])
+            except ValueError:
+                bad = next(t for t in tokens if not _is_float(t))
+                raise TrajectoryError(f"{path}:{lineno}: {bad!r} is not a number") from None
+    if not rows:
+        raise TrajectoryError(f"{path}: no poses found")
+    mat = np.array(rows)
+    if not np.isfinite(mat).all():
+        line = int(np.nonzero(~np.isfinite(mat).all(1))[0][0])
+        raise TrajectoryError(f"{path}: pose {line} has NaN or infinite values")
+    return mat
+
+
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
+
+
+def _save(path, mat: np.ndarray) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savetxt(tmp, mat, delimiter=" ")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_tum(path) -> Trajectory:
+    """A TUM trajectory file (``timestamp tx ty tz qx qy qz qw`` per line, ``#`` comments)."""
+    mat = _read_matrix(path, 8, "TUM")
+    q = mat[:, 4:]
+    norms = np.linalg.norm(q, axis=1)
+    if (np.abs(norms - 1) > 1e-3).any():
+        k = int(np.argmax(np.abs(norms - 1)))
+        raise TrajectoryError(f"{path}: pose {k} has a quaternion of length {norms[k]:.6g}, not a rotation")
+    poses = np.concatenate((mat[:, 1:4], q / norms[:, None]), 1)
+    return Trajectory(torch.from_numpy(poses), torch.from_numpy(mat[:, 0]))
+
+
+def write_tum(traj: Trajectory, path) -> pathlib.Path:
+    """Write ``traj`` as evo does (timestamps required; atomic)."""
+    if traj.timestamps is None:
+        raise TrajectoryError("write_tum: the trajectory has no timestamps (TUM files need them); use write_kitti")
+    mat = np.column_stack((traj.timestamps.numpy(), traj.poses.numpy()))
+    return _save(path, mat)
+
+
+def read_kitti(path) -> Trajectory:
+    """A KITTI pose file (12 numbers per line: the top 3x4 of each matrix, row-major)."""
+    mat = _read_matrix(path, 12, "KITTI")
+    T = mat.reshape(-1, 3, 4)
+    R = T[:, :, :3]
+    err = np.abs(R @ np.transpose(R, (0, 2, 1)) - np.eye(3)).max(axis=(1, 2))
+    if (err > 1e-3).any():
+        k = int(np.argmax(err))
+        raise TrajectoryError(f"{path}: pose {k} is not a rigid transform (|R R^T - I| = {err[k]:.2e})")
+    return Trajectory(ops.matrix_to_se3(torch.from_numpy(T)))
+
+
+def write_kitti(traj: Trajectory, path) -> pathlib.Path:
+    """Write ``traj`` as evo does (12 numbers per line; atomic)."""
+    mat = traj.matrices().numpy()[:, :3, :].reshape(-1, 12)
+    return _save(path, mat)
+
+
+def associate(reference: Trajectory, estimate: Trajectory, max_difference: float = 0.01) -> tuple[Trajectory, Trajectory]:
+    """Pairs of poses whose timestamps differ by at most ``max_difference`` seconds (evo's rule)."""
+    if reference.timestamps is None or estimate.timestamps is None:
+        raise TrajectoryError("associate: both trajectories need timestamps")
+    tr, te = reference.timestamps.numpy(), estimate.timestamps.numpy()
+    idx = np.searchsorted(tr, te).clip(1, len(tr) - 1)
+    nearest = np.where(np.abs(tr[idx - 1] - te) <= np.abs(tr[idx] - te), idx - 1, idx)
+    ok = np.abs(tr[nearest] - te) <= max_difference
+    if not ok.any():
+        raise TrajectoryError(f"associate: no timestamps match within {max_difference} s")
+    r, e = nearest[ok], np.nonzero(ok)[0]
+    return (Trajectory(reference.poses[r], reference.timestamps[r]), Trajectory(estimate.poses[e], estimate.timestamps[e]))

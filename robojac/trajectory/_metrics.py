@@ -1,0 +1,130 @@
+"""Trajectory alignment and error metrics (ATE, RPE) in evo's vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from ..lie import _ops as ops
+from ._io import Trajectory, TrajectoryError
+
+__all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "rpe"]
+
+
+def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -> tuple[Tensor, Tensor, float]:
+    """``(R, t, s)`` minimizing ``sum |target_i - (s R source_i + t)|^2`` (Umeyama 1991)."""
+    x, y = source.double(), target.double()
+    if x.shape != y.shape or x.dim() != 2 or x.shape[1] != 3 or x.shape[0] < 3:
+        raise TrajectoryError(f"align: expected two (N >= 3, 3) point sets, got {tuple(x.shape)} and {tuple(y.shape)}")
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    cov = yc.T @ xc / x.shape[0]
+    U, D, Vt = torch.linalg.svd(cov)
+    S = torch.eye(3, dtype=x.dtype)
+    if torch.det(U) * torch.det(Vt) < 0:
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    s = float((D * S.diagonal()).sum() / xc.square().sum(1).mean()) if with_scale else 1.0
+    t = my - s * R @ mx
+    return R, t, s
+
+
+class PoseRelation(str, Enum):
+    """Which part of the pose error a metric measures (evo's names)."""
+
+    TRANSLATION_PART = "translation_part"
+    ROTATION_ANGLE_RAD = "rotation_angle_rad"
+    ROTATION_ANGLE_DEG = "rotation_angle_deg"
+    FULL_TRANSFORMATION = "full_transformation"
+
+
+class StatisticsType(str, Enum):
+    RMSE = "rmse"
+    MEAN = "mean"
+    MEDIAN = "median"
+    STD = "std"
+    MIN = "min"
+    MAX = "max"
+    SSE = "sse"
+
+
+@dataclass(frozen=True)
+class ErrorResult:
+    """Per-pose (or per-pair) ``errors`` and their statistics; the alignment used, if any."""
+
+    errors: Tensor
+    stats: dict = field(default_factory=dict)
+    relation: PoseRelation = PoseRelation.TRANSLATION_PART
+    alignment: Tensor | None = None  # 4x4 applied to the estimate (scale folded into the rotation)
+    scale: float = 1.0
+
+    def __getitem__(self, key) -> float:
+        return self.stats[StatisticsType(key)]
+
+
+def _stats(err: Tensor) -> dict:
+    e = err.double()
+    return {
+        StatisticsType.RMSE: float(e.square().mean().sqrt()),
+        StatisticsType.MEAN: float(e.mean()),
+        StatisticsType.MEDIAN: float(e.median()),
+        StatisticsType.STD: float(e.std(unbiased=False)),
+        StatisticsType.MIN: float(e.min()),
+        StatisticsType.MAX: float(e.max()),
+        StatisticsType.SSE: float(e.square().sum()),
+    }
+
+
+def _relation_error(E: Tensor, relation: PoseRelation) -> Tensor:
+    """Errors of relative poses ``E (M, 7)`` (identity = no error)."""
+    relation = PoseRelation(relation)
+    if relation is PoseRelation.TRANSLATION_PART:
+        return E[:, :3].norm(dim=1)
+    angle = ops.so3_log(E[:, 3:]).norm(dim=1)
+    if relation is PoseRelation.ROTATION_ANGLE_RAD:
+        return angle
+    if relation is PoseRelation.ROTATION_ANGLE_DEG:
+        return torch.rad2deg(angle)
+    M = ops.se3_to_matrix(E) - torch.eye(4, dtype=E.dtype)
+    return M.flatten(1).norm(dim=1)  # evo: Frobenius norm of E - I
+
+
+def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation = PoseRelation.TRANSLATION_PART,
+        align: bool = True, correct_scale: bool = False) -> ErrorResult:
+    """Absolute trajectory error: the estimate aligned to the reference (Umeyama, optionally
+    with scale), then ``E_i = P_ref,i^-1 P_est,i`` per pose (evo's APE)."""
+    if len(reference) != len(estimate):
+        raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
+    P = estimate.poses
+    A = None
+    s = 1.0
+    if align or correct_scale:
+        R, t, s = align_umeyama(estimate.positions, reference.positions, with_scale=correct_scale)
+        A = torch.eye(4, dtype=torch.float64)
+        A[:3, :3], A[:3, 3] = s * R, t
+        q = ops.matrix_to_quat(R).expand(len(P), 4)
+        P = torch.cat(((s * (R @ P[:, :3].T)).T + t, ops.quat_mul(q, P[:, 3:])), 1)
+    E = ops.se3_compose(ops.se3_inverse(reference.poses), P)
+    err = _relation_error(E, relation)
+    return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
+
+
+def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
+        relation: PoseRelation = PoseRelation.TRANSLATION_PART, all_pairs: bool = False) -> ErrorResult:
+    """Relative pose error over ``delta`` poses: ``E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j)``, ``j = i + delta``
+    (consecutive windows, or every ``i`` with ``all_pairs``), as evo's RPE."""
+    if len(reference) != len(estimate):
+        raise TrajectoryError(f"rpe: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
+    if delta < 1 or delta >= len(reference):
+        raise TrajectoryError(f"rpe: delta must be in [1, {len(reference) - 1}], got {delta}")
+    n = len(reference)
+    i = torch.arange(0, n - delta, 1 if all_pairs else delta)
+    j = i + delta
+    Q, P = reference.poses, estimate.poses
+    dQ = ops.se3_compose(ops.se3_inverse(Q[i]), Q[j])
+    dP = ops.se3_compose(ops.se3_inverse(P[i]), P[j])
+    err = _relation_error(ops.se3_compose(ops.se3_inverse(dQ), dP), relation)
+    return ErrorResult(err, _stats(err), PoseRelation(relation))

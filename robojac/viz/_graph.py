@@ -1,0 +1,124 @@
+"""Pictures of pose graphs and trajectories: the graph (edges coloured by residual), before
+and after optimization, the cost per iteration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ._style import PALETTE, equal_3d, new_axes
+
+__all__ = ["plot_pose_graph", "plot_graph_before_after", "plot_cost_history", "plot_trajectories"]
+
+
+def _np(x) -> np.ndarray:
+    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x)
+    return x.detach().double().cpu().numpy()
+
+
+def _edge_segments(P: np.ndarray, edges: np.ndarray, dims: int) -> np.ndarray:
+    return np.stack((P[edges[:, 0], :dims], P[edges[:, 1], :dims]), axis=1)
+
+
+def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_residual: bool = True,
+                    cmap: str = "RdYlGn_r", vmax: float | None = None, title: str | None = None, colorbar: bool = True):
+    """Draw ``graph`` at ``poses`` (default its own): the odometry chain as a line, the other
+    edges as thin segments coloured by their chi^2 = e^T Omega e (log scale).  Returns ``ax``."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import LogNorm
+
+    if view == "auto":
+        view = "2d" if graph.dim == 2 else "3d"
+    ax = ax if ax is not None else new_axes(view, figsize=(6, 5.5))
+    X = graph.poses if poses is None else poses
+    P = _np(X)[:, :3]
+    e = graph.edges.cpu().numpy()
+    dims = 2 if view == "2d" else 3
+    odo = np.abs(e[:, 0] - e[:, 1]) == 1
+    if color_by_residual:
+        with torch.no_grad():
+            chi2 = graph.chi2(torch.as_tensor(_np(X))).cpu().numpy()
+        top = vmax or float(chi2.max()) + 1e-12
+        low = max(float(np.percentile(chi2, 5)), top * 1e-6)  # six decades, green (good) to red (bad)
+        chi2 = np.clip(chi2, low, None)
+        norm = LogNorm(vmin=low, vmax=top)
+    segs_loop = _edge_segments(P, e[~odo], dims)
+    segs_odo = _edge_segments(P, e[odo], dims)
+    if dims == 2:
+        coll_cls = LineCollection
+    else:
+        from mpl_toolkits.mplot3d.art3d import Line3DCollection as coll_cls
+    kw = dict(linewidths=0.6, alpha=0.8)
+    if color_by_residual:
+        loops = coll_cls(segs_loop, cmap=cmap, norm=norm, **kw)
+        loops.set_array(chi2[~odo])
+        odo_c = coll_cls(segs_odo, cmap=cmap, norm=norm, linewidths=1.2)
+        odo_c.set_array(chi2[odo])
+    else:
+        loops = coll_cls(segs_loop, colors=PALETTE[1], **kw)
+        odo_c = coll_cls(segs_odo, colors=PALETTE[0], linewidths=1.2)
+    for c in (loops, odo_c):
+        ax.add_collection(c) if dims == 2 else ax.add_collection3d(c)
+    if color_by_residual and colorbar:
+        ax.figure.colorbar(odo_c, ax=ax, fraction=0.046, pad=0.04, label="edge chi^2 = e^T Omega e")
+    if dims == 2:
+        ax.set_xlim(P[:, 0].min() - 1, P[:, 0].max() + 1)
+        ax.set_ylim(P[:, 1].min() - 1, P[:, 1].max() + 1)
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        equal_3d(ax, P)
+    ax.set_title(title or f"{graph.name}: {graph.num_poses} poses, {graph.num_edges} edges", fontsize=10)
+    return ax
+
+
+def plot_graph_before_after(graph, before, after, *, costs: tuple[float, float] | None = None, fig=None):
+    """Two panels, the same colour scale: the graph at ``before`` and at ``after``.  Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    view = "2d" if graph.dim == 2 else "3d"
+    fig = fig or plt.figure(figsize=(12, 5.5))
+    with torch.no_grad():
+        vmax = float(max(graph.chi2(torch.as_tensor(_np(before))).max(), graph.chi2(torch.as_tensor(_np(after))).max()))
+    for k, (poses, label) in enumerate(((before, "before"), (after, "after"))):
+        ax = fig.add_subplot(1, 2, k + 1, projection="3d" if view == "3d" else None)
+        cost = "" if costs is None else f", cost {costs[k]:.6g}"
+        plot_pose_graph(graph, poses, ax, vmax=vmax, title=f"{graph.name} {label}{cost}", colorbar=k == 1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cost_history(results: Mapping[str, object] | Sequence[object], ax=None, *, optimum: float | None = None):
+    """Cost per iteration of one or more optimization results (log scale).  Returns ``ax``."""
+    import matplotlib.pyplot as plt
+
+    ax = ax if ax is not None else plt.figure(figsize=(5.5, 4)).add_subplot()
+    items = results.items() if isinstance(results, Mapping) else ((f"run {k}", r) for k, r in enumerate(results))
+    for k, (label, r) in enumerate(items):
+        costs = [r.initial_cost] + [h.cost for h in r.history]
+        ax.semilogy(range(len(costs)), costs, "o-", ms=4, color=PALETTE[k % len(PALETTE)], label=label)
+    if optimum is not None:
+        ax.axhline(optimum, color="black", ls="--", lw=1, label=f"reference optimum {optimum:.6g}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cost 0.5 sum e^T Omega e")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_trajectories(trajectories: Mapping[str, object], ax=None, *, view: str = "2d"):
+    """Positions of several :class:`~robojac.trajectory.Trajectory` (or ``(N, 7)`` poses)."""
+    ax = ax if ax is not None else new_axes(view)
+    dims = 2 if view == "2d" else 3
+    allp = []
+    for k, (label, t) in enumerate(trajectories.items()):
+        P = _np(getattr(t, "poses", t))[:, :3]
+        allp.append(P)
+        ax.plot(*P[:, :dims].T, color=PALETTE[k % len(PALETTE)], lw=1.5, label=label)
+    ax.legend(fontsize=8)
+    if dims == 2:
+        ax.set_aspect("equal", adjustable="datalim")
+    else:
+        equal_3d(ax, np.concatenate(allp))
+    return ax

@@ -1,0 +1,119 @@
+"""robojac.trajectory: evo-compatible files, alignment, ATE and RPE against known answers."""
+
+import io
+import math
+
+import numpy as np
+import pypose as pp
+import pytest
+import torch
+
+from robojac.trajectory import (
+    PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, read_kitti, read_tum, rpe, write_kitti, write_tum,
+)
+
+from helpers import max_err
+
+
+def _traj(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g) * torch.tensor([3, 3, 1, 0.5, 0.5, 2.0], dtype=torch.float64)).Exp()
+    return Trajectory(X.tensor(), torch.arange(n, dtype=torch.float64) * 0.1 + 1000.0)
+
+
+def _evo_bytes(mat):  # what evo's file_interface writes: numpy.savetxt, space delimiter, default format
+    buf = io.BytesIO()
+    np.savetxt(buf, mat, delimiter=" ")
+    return buf.getvalue()
+
+
+def test_tum_file_is_byte_compatible_and_round_trips(tmp_path):
+    t = _traj()
+    path = write_tum(t, tmp_path / "est.tum")
+    P = t.poses.numpy()
+    assert path.read_bytes() == _evo_bytes(np.column_stack((t.timestamps.numpy(), P[:, :3], P[:, 3:])))
+    back = read_tum(path)
+    assert max_err(back.poses, t.poses) < 1e-15 and max_err(back.timestamps, t.timestamps) == 0
+
+
+def test_kitti_file_is_byte_compatible_and_round_trips(tmp_path):
+    t = _traj()
+    path = write_kitti(t, tmp_path / "est.txt")
+    flat = np.stack([m[:3, :].reshape(-1) for m in t.matrices().numpy()])  # the same numbers, evo's layout
+    assert path.read_bytes() == _evo_bytes(flat)
+    back = read_kitti(path)
+    assert back.timestamps is None and max_err(back.matrices(), t.matrices()) < 1e-14
+
+
+def test_reading_tolerates_comments_and_refuses_bad_lines(tmp_path):
+    p = tmp_path / "a.tum"
+    p.write_text("# timestamp tx ty tz qx qy qz qw\n1.0 0 0 0 0 0 0 1\n\n2.0 1 0 0 0 0 0 1\n")
+    assert len(read_tum(p)) == 2
+    p.write_text("1.0 0 0 0 0 0 0 1\n2.0 1 0 0 0 0 1\n")
+    with pytest.raises(TrajectoryError, match=r"a.tum:2: a TUM line needs 8 numbers, got 7"):
+        read_tum(p)
+    p.write_text("1.0 0 0 0 0 0 0 1\n2.0 1 0 x 0 0 0 1\n")
+    with pytest.raises(TrajectoryError, match=r":2: 'x' is not a number"):
+        read_tum(p)
+    p.write_text("1.0 0 0 0 0 0 0 2\n")
+    with pytest.raises(TrajectoryError, match="quaternion of length 2"):
+        read_tum(p)
+    q = tmp_path / "k.txt"
+    q.write_text("2 0 0 0 0 1 0 0 0 0 1 0\n")
+    with pytest.raises(TrajectoryError, match="not a rigid transform"):
+        read_kitti(q)
+    with pytest.raises(TrajectoryError, match="no timestamps"):
+        write_tum(Trajectory(_traj().poses), tmp_path / "x.tum")
+    with pytest.raises(FileNotFoundError):
+        read_tum(tmp_path / "missing.tum")
+
+
+def test_umeyama_recovers_a_similarity():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 3, dtype=torch.float64, generator=g)
+    R = pp.randn_SO3(dtype=torch.float64).matrix()
+    t = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    y = 2.5 * x @ R.T + t
+    R2, t2, s2 = align_umeyama(x, y, with_scale=True)
+    assert max_err(R2, R) < 1e-12 and max_err(t2, t) < 1e-12 and s2 == pytest.approx(2.5, rel=1e-12)
+    R3, t3, s3 = align_umeyama(x, x @ R.T + t)
+    assert s3 == 1.0 and max_err(R3, R) < 1e-12
+
+
+def test_ate_after_alignment_and_without():
+    ref = _traj()
+    G = pp.randn_SE3(dtype=torch.float64)
+    moved = Trajectory((G * ref.se3()).tensor(), ref.timestamps)
+    assert ate(ref, moved)["rmse"] < 1e-12  # a rigid motion of the whole trajectory is aligned away
+    off = Trajectory(ref.poses + torch.tensor([0.3, 0, 0, 0, 0, 0, 0], dtype=torch.float64), ref.timestamps)
+    res = ate(ref, off, align=False)
+    assert res["rmse"] == pytest.approx(0.3, rel=1e-12) and res["max"] == pytest.approx(0.3, rel=1e-12)
+    rot = ate(ref, moved, align=False, relation=PoseRelation.ROTATION_ANGLE_DEG)
+    angle = math.degrees(float(G.rotation().Log().tensor().norm()))
+    assert rot["max"] > 0 and rot["min"] <= angle + 1e-9
+
+
+def test_rpe_measures_drift_per_window():
+    n = 30
+    steps = torch.zeros(n, 7, dtype=torch.float64)
+    steps[:, 0] = torch.arange(n, dtype=torch.float64)
+    steps[:, 6] = 1
+    ref = Trajectory(steps)
+    drift = steps.clone()
+    drift[:, 0] = torch.arange(n, dtype=torch.float64) * 1.01  # 1 cm too far per metre
+    est = Trajectory(drift)
+    for delta in (1, 5):
+        res = rpe(ref, est, delta=delta)
+        assert res["mean"] == pytest.approx(0.01 * delta, rel=1e-9) and res["std"] < 1e-12
+    assert len(rpe(ref, est, delta=5).errors) == 5 and len(rpe(ref, est, delta=5, all_pairs=True).errors) == 25
+    with pytest.raises(TrajectoryError, match="delta must be in"):
+        rpe(ref, est, delta=0)
+
+
+def test_associate_matches_timestamps():
+    ref = _traj(20)
+    est = Trajectory(ref.poses[::2], ref.timestamps[::2] + 0.004)
+    r, e = associate(ref, est, max_difference=0.01)
+    assert len(r) == 10 and max_err(r.poses, e.poses) == 0
+    with pytest.raises(TrajectoryError, match="no timestamps match"):
+        associate(ref, Trajectory(est.poses, est.timestamps + 5))
