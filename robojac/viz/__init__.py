@@ -1,13 +1,16 @@
-"""Pictures (matplotlib): arms and trajectories, Jacobian heatmaps, pose graphs.
+"""Pictures (matplotlib): arms and trajectories, Jacobian heatmaps, pose graphs,
+point-cloud registrations.
 
 Every function takes an optional ``ax`` (or ``fig``) and returns it, so pictures compose.
 Nothing here is imported by the rest of the library.
 """
 
 from ._arm import animate_arm, plot_arm, plot_end_effector_path, plot_jacobian_heatmap, plot_trajectory_strip
+from ._cloud import plot_registration, plot_registration_before_after
 from ._graph import plot_cost_history, plot_graph_before_after, plot_pose_graph, plot_trajectories
 
 __all__ = [
     "animate_arm", "plot_arm", "plot_cost_history", "plot_end_effector_path", "plot_graph_before_after",
-    "plot_jacobian_heatmap", "plot_pose_graph", "plot_trajectories", "plot_trajectory_strip",
+    "plot_jacobian_heatmap", "plot_pose_graph", "plot_registration", "plot_registration_before_after",
+    "plot_trajectories", "plot_trajectory_strip",
 ]

@@ -1,0 +1,17 @@
+"""Point-cloud registration: point-to-point, point-to-plane and generalized ICP, batched.
+
+``align(source, target, init=..., config=ICPConfig(...))`` returns a :class:`RegistrationResult`
+with ``T_target_source`` (``target ~ T * source``).  Nearest neighbours use a KD-tree on the
+CPU and chunked brute force on a GPU; a target can be prepared once (:func:`prepare`) and reused.
+"""
+
+from ._align import ICPConfig, PreparedCloud, RegistrationResult, align, prepare
+from ._cloud import (
+    as_points, estimate_covariances, normals_from_covariances, read_point_cloud, read_stanford_conf, voxel_downsample,
+)
+from ._neighbors import NearestNeighbors
+
+__all__ = [
+    "ICPConfig", "NearestNeighbors", "PreparedCloud", "RegistrationResult", "align", "as_points",
+    "estimate_covariances", "normals_from_covariances", "prepare", "read_point_cloud", "read_stanford_conf", "voxel_downsample",
+]

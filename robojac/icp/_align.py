@@ -1,0 +1,413 @@
+"""``align``: batched ICP (point-to-point, point-to-plane, generalized ICP) on SE3."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pypose as pp
+import torch
+from torch import Tensor
+
+from ..lie import _ops as ops
+from ..lie import as_SE3, skew, wrap_lie
+from ..optim import RobustKernel
+from . import _soa as soa
+from ._cloud import as_points, voxel_downsample
+from ._neighbors import NearestNeighbors
+
+__all__ = ["ICPConfig", "RegistrationResult", "PreparedCloud", "prepare", "align"]
+
+Method = Literal["point_to_point", "point_to_plane", "gicp"]
+METHODS = ("point_to_point", "point_to_plane", "gicp")
+
+
+@dataclass(frozen=True)
+class ICPConfig:
+    """Options of :func:`align`.
+
+    * ``method``: ``"point_to_point"`` (closed-form SVD step), ``"point_to_plane"`` or ``"gicp"``
+      (plane-to-plane: both clouds' local covariances), the last two Gauss-Newton on SE3.
+    * ``voxel_size``: downsampling inside ``align`` (0: none); ``levels`` multiply it, coarse to
+      fine (``(4, 2, 1)`` runs three stages), each stage starting where the last ended.
+    * ``max_correspondence_distance``: pairs farther apart are ignored (scaled with the level);
+      ``None`` uses 10 voxels, or 10 % of the target's extent without downsampling.
+    * ``kernel``: a :class:`~robojac.optim.RobustKernel` on the residual (Mahalanobis for GICP).
+    * ``restarts``: also try this many rotations of the initial guess (up to ``restart_angle``,
+      about the source's centroid) in the same batch, and keep the one that fits best after the
+      first level: for initial errors beyond a local method's basin.
+    * stopping per pair: a step below ``rotation_tolerance`` (rad) and
+      ``translation_tolerance``, or ``max_iterations`` per level.
+    """
+
+    method: Method = "gicp"
+    voxel_size: float = 0.0
+    max_correspondence_distance: float | None = None
+    kernel: RobustKernel = field(default_factory=RobustKernel)
+    levels: tuple[float, ...] = (1.0,)
+    max_iterations: int = 30
+    rotation_tolerance: float = 1e-4
+    translation_tolerance: float = 1e-5
+    num_neighbors: int = 10
+    restarts: int = 0
+    restart_angle: float = math.pi / 2
+    neighbors_backend: str = "auto"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"ICPConfig.method: expected one of {METHODS}, got {self.method!r}")
+        if isinstance(self.kernel, str):
+            object.__setattr__(self, "kernel", RobustKernel(self.kernel))
+        if self.voxel_size < 0 or (self.max_correspondence_distance is not None and self.max_correspondence_distance <= 0):
+            raise ValueError("ICPConfig: voxel_size must be >= 0 and max_correspondence_distance > 0")
+        if not self.levels or any(v <= 0 for v in self.levels):
+            raise ValueError(f"ICPConfig.levels: expected positive multiples of the voxel size, got {self.levels}")
+        if self.num_neighbors < 5:
+            raise ValueError(f"ICPConfig.num_neighbors: expected at least 5, got {self.num_neighbors}")
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """``T_target_source`` (SE3, batch shape of the input) maps source points into the target frame."""
+
+    T_target_source: pp.LieTensor
+    converged: Tensor
+    iterations: Tensor
+    num_inliers: Tensor
+    fitness: Tensor  # inliers / source points (after downsampling)
+    rmse: Tensor  # of the inlier distances
+
+    def matrix(self) -> Tensor:
+        return self.T_target_source.matrix()
+
+
+@dataclass(eq=False)
+class PreparedCloud:
+    """A cloud with what ICP needs from it: downsampled points, a neighbour index, and (on
+    demand) normals and covariances.  Prepare a target once and align many sources to it."""
+
+    points: Tensor
+    index: NearestNeighbors
+    num_neighbors: int = 10
+    _cov: Tensor | None = None  # (3, 3, N)
+    _normals: Tensor | None = None  # (3, N)
+
+    @property
+    def points_t(self) -> Tensor:
+        return self.points.T.contiguous()
+
+    def covariances_soa(self) -> Tensor:
+        if self._cov is None:
+            k = min(self.num_neighbors, self.points.shape[0])
+            _, nb = self.index.query(self.points, k=k)
+            self._cov = soa.covariances(self.points_t, nb.reshape(self.points.shape[0], k))
+        return self._cov
+
+    def normals_soa(self) -> Tensor:
+        if self._normals is None:
+            self._normals = soa.normals(self.covariances_soa())
+        return self._normals
+
+    @property
+    def covariances(self) -> Tensor:
+        """Neighbourhood covariances ``(N, 3, 3)``."""
+        return self.covariances_soa().permute(2, 0, 1)
+
+    @property
+    def normals(self) -> Tensor:
+        """Unit normals ``(N, 3)`` (sign arbitrary)."""
+        return self.normals_soa().T
+
+
+def prepare(cloud, voxel_size: float = 0.0, *, num_neighbors: int = 20, backend: str = "auto", name: str = "cloud") -> PreparedCloud:
+    """Downsample ``cloud`` and build its neighbour index (reusable across :func:`align` calls)."""
+    pts = as_points(cloud, name)
+    pts = voxel_downsample(pts, voxel_size)
+    return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors)
+
+
+def _pairs(source, target):
+    """Lists of per-pair clouds and the batch shape: single pair, (B, N, 3) tensors, or lists."""
+    def listify(x, name):
+        if isinstance(x, (list, tuple)):
+            return list(x), True
+        if isinstance(x, Tensor) and x.dim() == 3:
+            return list(x.unbind(0)), True
+        return [x], False
+
+    srcs, sb = listify(source, "source")
+    tgts, tb = listify(target, "target")
+    if len(tgts) == 1 and len(srcs) > 1:
+        tgts = tgts * len(srcs)
+    if len(srcs) != len(tgts):
+        raise ValueError(f"source and target: batch sizes differ ({len(srcs)} sources, {len(tgts)} targets)")
+    return srcs, tgts, ((len(srcs),) if (sb or tb) else ())
+
+
+def _restart_rotations(n: int, max_angle: float, dtype) -> Tensor:
+    """``n`` rotation vectors spread over directions (Fibonacci sphere) and angles up to ``max_angle``."""
+    k = torch.arange(n, dtype=dtype)
+    golden = math.pi * (3 - math.sqrt(5))
+    z = 1 - 2 * (k + 0.5) / n
+    r = torch.sqrt(1 - z * z)
+    axes = torch.stack((r * torch.cos(golden * k), r * torch.sin(golden * k), z), -1)
+    angles = max_angle * torch.sqrt((k + 1) / n)
+    return axes * angles[:, None]
+
+
+def align(source, target, *, init=None, config: ICPConfig | None = None) -> RegistrationResult:
+    """Register ``source`` to ``target``: ``T_target_source`` with ``target ~ T * source``.
+
+    ``source``/``target``: ``(N, 3)`` tensors (or arrays, Open3D clouds), a batch ``(B, N, 3)``,
+    or lists of clouds of different sizes (ragged batches); ``target`` may also be a
+    :class:`PreparedCloud` (or a list of them) to reuse its index.  ``init``: an SE3 pose
+    (LieTensor, ``(..., 7)`` or ``(..., 4, 4)``) per pair or shared.  All pairs run together.
+    A pair without correspondences within the distance ends with ``converged=False`` and its
+    initial pose, never a silent identity.
+    """
+    cfg = config or ICPConfig()
+    srcs, tgts, batch = _pairs(source, target)
+    B = len(srcs)
+    src0 = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
+    dtype, device = src0[0].dtype, src0[0].device
+    tgt0 = []
+    for b, t in enumerate(tgts):
+        tgt0.append(t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target", dtype=dtype))
+    if init is None:
+        T = ops.se3_exp(torch.zeros(B, 6, dtype=dtype, device=device))
+    else:
+        T = as_SE3(init, name="init").tensor().to(dtype=dtype, device=device).reshape(-1, 7)
+        if T.shape[0] == 1:
+            T = T.expand(B, 7).clone()
+        if T.shape[0] != B:
+            raise ValueError(f"init: expected {B} poses (one per pair) or one shared pose, got {T.shape[0]}")
+    H = cfg.restarts + 1
+    if cfg.restarts:
+        rot = _restart_rotations(cfg.restarts, cfg.restart_angle, dtype).to(device)
+        rot = torch.cat((torch.zeros(1, 3, dtype=dtype, device=device), rot))  # hypothesis 0: the init itself
+        c = torch.stack([s.mean(0) for s in src0])  # rotate about each source's centroid
+        Rq = ops.so3_exp(rot)  # (H, 4)
+        T_h = []
+        for b in range(B):
+            about = torch.cat((c[b] - ops.quat_rotate(Rq, c[b].expand(H, 3)), Rq), -1)  # p -> R (p - c) + c
+            T_h.append(ops.se3_compose(T[b].expand(H, 7), about))
+        T = torch.stack(T_h).reshape(B * H, 7)
+    iters = torch.zeros(B * H, dtype=torch.long, device=device)
+    converged = torch.zeros(B * H, dtype=torch.bool, device=device)
+    for level_no, factor in enumerate(cfg.levels):
+        v = cfg.voxel_size * factor
+        S = [voxel_downsample(s, v) for s in src0]
+        Tg = [t if isinstance(t, PreparedCloud) and level_no == len(cfg.levels) - 1 and v == 0 else
+              prepare(t.points if isinstance(t, PreparedCloud) else t, v, num_neighbors=cfg.num_neighbors,
+                      backend=cfg.neighbors_backend) for t in tgt0]
+        dist = _max_distance(cfg, factor, Tg)
+        T, it, conv = _iterate(cfg, S, Tg, T, dist, H)
+        iters, converged = iters + it, conv
+        if cfg.restarts and level_no == 0:  # keep each pair's best hypothesis
+            fit, rm = _fitness(S, Tg, T, dist, H)
+            score = fit - 1e-9 * rm
+            best = score.view(B, H).argmax(1)
+            sel = torch.arange(B, device=device) * H + best
+            T, iters, converged, H = T[sel], iters[sel], converged[sel], 1
+    fit, rmse, inl = _fitness(S, Tg, T, dist, 1, counts=True)
+    converged = converged & (inl >= 3)
+    shape = batch
+    return RegistrationResult(wrap_lie(T.reshape(shape + (7,))), converged.reshape(shape), iters.reshape(shape),
+                              inl.reshape(shape), fit.reshape(shape), rmse.reshape(shape))
+
+
+def _max_distance(cfg: ICPConfig, factor: float, targets) -> list[float]:
+    if cfg.max_correspondence_distance is not None:
+        return [cfg.max_correspondence_distance * factor] * len(targets)
+    if cfg.voxel_size > 0:
+        return [10.0 * cfg.voxel_size * factor] * len(targets)
+    return [0.1 * float((t.points.max(0).values - t.points.min(0).values).norm()) for t in targets]
+
+
+def _pad(clouds: list[Tensor]) -> tuple[Tensor, Tensor]:
+    n = max(c.shape[0] for c in clouds)
+    out = clouds[0].new_zeros(len(clouds), n, 3)
+    mask = torch.zeros(len(clouds), n, dtype=torch.bool, device=clouds[0].device)
+    for b, c in enumerate(clouds):
+        out[b, : c.shape[0]] = c
+        mask[b, : c.shape[0]] = True
+    return out, mask
+
+
+class _StackedIndex:
+    """One KD-tree over several clouds, each shifted far along x so that their points never
+    mix: one query answers every pair of a batch (instead of a Python loop over pairs)."""
+
+    def __init__(self, clouds: list[Tensor], spacing: float):
+        self.starts = torch.tensor([0] + [c.shape[0] for c in clouds], device=clouds[0].device).cumsum(0)
+        self.shift = spacing
+        pts = torch.cat([c + torch.tensor([k * spacing, 0.0, 0.0], dtype=c.dtype, device=c.device) for k, c in enumerate(clouds)])
+        self.index = NearestNeighbors(pts, backend="kdtree")
+
+    def query(self, q: Tensor, which: Tensor, k: int = 1):
+        """``q (Q, 3)`` belonging to clouds ``which (Q,)``: distances and indices local to each cloud."""
+        off = torch.zeros_like(q)
+        off[:, 0] = which.to(q.dtype) * self.shift
+        d, i = self.index.query(q + off, k=k)
+        base = self.starts[which]
+        return d, i - (base if k == 1 else base[:, None])
+
+
+def _spacing(clouds: list[Tensor], margin: float) -> float:
+    ext = max(float(c.abs().max()) for c in clouds)
+    return 4.0 * ext + 10.0 * margin + 1.0
+
+
+def _correspondences(q: Tensor, mask: Tensor, targets, H: int, stacked: _StackedIndex | None = None):
+    """For each row of ``q (B*H, N, 3)``: squared distance and index of the nearest target point."""
+    d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
+    idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
+    if stacked is not None:
+        rows = torch.arange(q.shape[0], device=q.device).unsqueeze(1).expand(q.shape[:2])
+        dd, ii = stacked.query(q[mask], (rows[mask] // H))
+        d2[mask], idx[mask] = dd, ii
+        return d2, idx
+    for r in range(q.shape[0]):
+        t = targets[r // H]
+        n = int(mask[r].sum())
+        dd, ii = t.index.query(q[r, :n])
+        d2[r, :n], idx[r, :n] = dd, ii
+    return d2, idx
+
+
+class _Concat:
+    """Per-target arrays (last dim = points) concatenated, for one gather across all rows."""
+
+    def __init__(self, arrays: list[Tensor], H: int):
+        sizes = torch.tensor([a.shape[-1] for a in arrays], device=arrays[0].device)
+        starts = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))
+        self.cat = torch.cat(arrays, dim=-1)
+        self.row_start = starts.repeat_interleave(H)  # (R,)
+
+    def gather(self, j: Tensor) -> Tensor:
+        """Row ``r`` takes ``arrays[r // H][..., j[r]]``: shape ``(R, ..., N)``."""
+        g = self.cat[..., j + self.row_start[:, None]]  # (..., R, N)
+        return g.movedim(-2, 0)
+
+
+def _stack_for(Tg: list[PreparedCloud], dist: list[float], cfg: ICPConfig) -> _StackedIndex | None:
+    distinct = {id(t) for t in Tg}
+    if len(distinct) < 2 or Tg[0].points.device.type != "cpu" or cfg.neighbors_backend == "brute":
+        return None
+    return _StackedIndex([t.points for t in Tg], _spacing([t.points for t in Tg], max(dist)))
+
+
+def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor, dist: list[float], H: int):
+    src, mask = _pad([s for s in S for _ in range(H)])
+    stacked = _stack_for(Tg, dist, cfg)
+    srcT = src.transpose(1, 2).contiguous()  # (R, 3, N)
+    R_ = T.shape[0]
+    dt, dev = T.dtype, T.device
+    dmax2 = torch.tensor([d * d for d in dist for _ in range(H)], dtype=dt, device=dev)[:, None]
+    tgt_pts = _Concat([t.points_t.to(dt) for t in Tg], H)
+    if cfg.method != "point_to_point":
+        _ensure_covariances(Tg)
+    if cfg.method == "gicp":
+        covs = [soa.plane_covariances(soa.normals(c)) for c in _source_covs(S, cfg.num_neighbors)]
+        N = src.shape[1]
+        src_cov = torch.eye(3, dtype=dt, device=dev).view(1, 3, 3, 1).repeat(R_, 1, 1, N)
+        for r in range(R_):
+            c = covs[r // H]
+            src_cov[r, :, :, : c.shape[-1]] = c
+        tgt_cov = _Concat([soa.plane_covariances(t.normals_soa()) for t in Tg], H)
+    elif cfg.method == "point_to_plane":
+        tgt_nrm = _Concat([t.normals_soa() for t in Tg], H)
+    active = torch.ones(R_, dtype=torch.bool, device=dev)
+    iters = torch.zeros(R_, dtype=torch.long, device=dev)
+    eye6 = torch.eye(6, dtype=dt, device=dev)
+    for _ in range(cfg.max_iterations):
+        if not active.any():
+            break
+        Rm = ops.quat_to_matrix(T[:, 3:])
+        q = soa.transform(Rm, T[:, :3], srcT)  # (R, 3, N)
+        d2, j = _correspondences(q.transpose(1, 2), mask, Tg, H, stacked)
+        valid = mask & (d2 <= dmax2) & active[:, None]
+        p = tgt_pts.gather(j)  # (R, 3, N)
+        if cfg.method == "point_to_point":
+            w = valid.to(dt) * (cfg.kernel.weight(d2) if cfg.kernel.name != "none" else 1.0)
+            delta = _umeyama_step(q, p, w)
+        else:
+            if cfg.method == "point_to_plane":
+                n = tgt_nrm.gather(j)
+                res = (n * (q - p)).sum(1)  # (R, N)
+                w = valid.to(dt) * (cfg.kernel.weight(res * res) if cfg.kernel.name != "none" else 1.0)
+                Hm, g = soa.plane_system(q, n, res, w)
+            else:
+                C = tgt_cov.gather(j) + soa.rotate_cov(Rm, src_cov)
+                M = soa.inv_sym3(C)
+                res = q - p
+                s_ = (res * soa.matvec(M, res)).sum(1)
+                w = valid.to(dt) * (cfg.kernel.weight(s_) if cfg.kernel.name != "none" else 1.0)
+                Hm, g = soa.gicp_system(q, res, M, w)
+            lam = 1e-9 * Hm.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)
+            delta = -torch.linalg.solve(Hm + lam[:, None, None] * eye6, g.unsqueeze(-1)).squeeze(-1)
+        has = valid.sum(1) >= 3
+        delta = torch.where((active & has)[:, None], delta, torch.zeros_like(delta))
+        T = ops.se3_compose(ops.se3_exp(delta), T)
+        iters = iters + active.long()
+        small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
+        active = active & ~small & has
+    return T, iters, ~active
+
+
+def _ensure_covariances(Tg: list[PreparedCloud]) -> None:
+    """Fill in the covariances of targets that lack them (one stacked query for many)."""
+    todo = list({id(t): t for t in Tg if t._cov is None}.values())
+    if len(todo) > 1:
+        for t, c in zip(todo, _source_covs([t.points for t in todo], todo[0].num_neighbors)):
+            t._cov = c
+
+
+def _source_covs(clouds: list[Tensor], k: int) -> list[Tensor]:
+    """Neighbourhood covariances ``(3, 3, N)`` of each source cloud (one stacked query for many)."""
+    kk = min([k] + [c.shape[0] for c in clouds])
+    if len(clouds) > 1 and clouds[0].device.type == "cpu":
+        st = _StackedIndex(clouds, _spacing(clouds, 0.0))
+        which = torch.cat([torch.full((c.shape[0],), b, dtype=torch.long) for b, c in enumerate(clouds)])
+        _, nb = st.query(torch.cat(clouds), which, k=kk)
+        out, start = [], 0
+        for c in clouds:
+            out.append(soa.covariances(c.T.contiguous(), nb[start : start + c.shape[0]]))
+            start += c.shape[0]
+        return out
+    out = []
+    for c in clouds:
+        _, nb = NearestNeighbors(c).query(c, k=kk)
+        out.append(soa.covariances(c.T.contiguous(), nb.reshape(c.shape[0], kk)))
+    return out
+
+
+def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
+    """The twist of the weighted rigid alignment of ``q`` onto ``p`` (``(R, 3, N)``), as a left update."""
+    ws = w.sum(-1, keepdim=True).clamp_min(1e-12)
+    mq = (q * w.unsqueeze(1)).sum(-1) / ws
+    mp = (p * w.unsqueeze(1)).sum(-1) / ws
+    Cm = ((p - mp.unsqueeze(-1)) * w.unsqueeze(1)) @ (q - mq.unsqueeze(-1)).transpose(1, 2)  # (R, 3, 3)
+    U, _, Vt = torch.linalg.svd(Cm)
+    D = torch.ones_like(mq)
+    D[:, 2] = torch.sign(torch.det(U @ Vt))
+    R = (U * D[:, None, :]) @ Vt
+    t = mp - (R @ mq.unsqueeze(-1)).squeeze(-1)
+    return ops.se3_log(torch.cat((t, ops.matrix_to_quat(R)), -1))
+
+
+def _fitness(S, Tg, T: Tensor, dist: list[float], H: int, counts: bool = False, cfg: ICPConfig | None = None):
+    src, mask = _pad([s for s in S for _ in range(H)])
+    q = ops.se3_act(T[:, None, :], src)
+    d2, _ = _correspondences(q, mask, Tg, H, _stack_for(Tg, dist, cfg or ICPConfig()))
+    dmax2 = torch.tensor([d * d for d in dist for _ in range(H)], dtype=T.dtype, device=T.device)[:, None]
+    inl = mask & (d2 <= dmax2)
+    n_in = inl.sum(1)
+    fit = n_in.to(T.dtype) / mask.sum(1).to(T.dtype)
+    rmse = torch.sqrt((d2 * inl).sum(1) / n_in.clamp_min(1).to(T.dtype))
+    rmse = torch.where(n_in > 0, rmse, torch.full_like(rmse, float("inf")))
+    if counts:
+        return fit, rmse, n_in
+    return fit, rmse
+

@@ -1,0 +1,156 @@
+"""robojac.icp: known transforms recovered, real scans against their registration, batches, errors."""
+
+import math
+import pathlib
+
+import numpy as np
+import pypose as pp
+import pytest
+import torch
+
+from robojac.icp import ICPConfig, NearestNeighbors, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample
+from robojac.lie import _ops as ops
+from robojac.optim import RobustKernel
+
+from helpers import max_err
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "pointclouds"
+
+
+def _bunny():
+    if not (DATA / "bunny" / "bun.conf").exists():
+        pytest.skip("the shared point-cloud data is not beside the project")
+    conf = read_stanford_conf(DATA / "bunny" / "bun.conf")
+    T_gt = torch.linalg.inv(conf["bun000.ply"]) @ conf["bun045.ply"]
+    return read_point_cloud(DATA / "bunny" / "bun045.ply"), read_point_cloud(DATA / "bunny" / "bun000.ply"), T_gt
+
+
+def _surface(n=1500, seed=0):
+    """A bumpy, asymmetric surface patch plus a wall: well-constrained in all six directions."""
+    g = torch.Generator().manual_seed(seed)
+    u, v = torch.rand(n, dtype=torch.float64, generator=g) * 2 - 1, torch.rand(n, dtype=torch.float64, generator=g) * 2 - 1
+    z = 0.3 * torch.sin(2.5 * u) * torch.cos(1.7 * v) + 0.1 * u * v
+    floor = torch.stack((u, v, z), -1)
+    a, b = torch.rand(n // 3, dtype=torch.float64, generator=g) * 2 - 1, torch.rand(n // 3, dtype=torch.float64, generator=g)
+    wall = torch.stack((a, torch.full_like(a, 1.0) + 0.05 * torch.sin(3 * a), b), -1)
+    return torch.cat((floor, wall))
+
+
+def _err(T, T_gt):
+    E = torch.linalg.inv(T_gt) @ T
+    return math.degrees(float(ops.so3_log(ops.matrix_to_quat(E[:3, :3])).norm())), float(E[:3, 3].norm())
+
+
+@pytest.mark.parametrize("method", ["point_to_point", "point_to_plane", "gicp"])
+@pytest.mark.parametrize("kernel", ["none", "huber", "cauchy", "geman_mcclure", "tukey"])
+def test_known_transforms_are_recovered(method, kernel):
+    target = _surface()
+    T = pp.se3(torch.tensor([0.05, -0.03, 0.02, 0.06, -0.04, 0.08], dtype=torch.float64)).Exp()
+    source = T.Inv().Act(target)  # target = T * source, point for point
+    cfg = ICPConfig(method=method, kernel=RobustKernel(kernel, 0.1), max_correspondence_distance=0.5, max_iterations=100,
+                    rotation_tolerance=1e-10, translation_tolerance=1e-10)
+    r = align(source, target, config=cfg)
+    deg, dist = _err(r.matrix(), T.matrix())
+    assert deg < 1e-6 and dist < 1e-7, (method, kernel, deg, dist)
+    assert bool(r.converged) and float(r.fitness) == 1.0 and float(r.rmse) < 1e-7
+
+
+@pytest.mark.parametrize("method, deg_max, mm_max", [("gicp", 0.2, 0.5), ("point_to_plane", 0.6, 2.0)])
+def test_bunny_pair_against_the_stanford_registration(method, deg_max, mm_max):
+    src, tgt, T_gt = _bunny()
+    r = align(src, tgt, config=ICPConfig(method=method, voxel_size=0.003, max_iterations=60))
+    deg, dist = _err(r.matrix(), T_gt)
+    assert deg < deg_max and dist * 1000 < mm_max, (deg, dist)
+
+
+def test_stanford_conf_convention_puts_the_scans_together():
+    src, tgt, T_gt = _bunny()
+    moved = ops.se3_act(ops.matrix_to_se3(T_gt).reshape(1, 7), voxel_downsample(src, 0.002))
+    d, _ = NearestNeighbors(tgt).query(moved)
+    assert float(d.sqrt().median()) < 1e-3
+
+
+def test_restarts_reach_the_answer_from_far_away():
+    src, tgt, T_gt = _bunny()
+    angle = math.radians(80)
+    R = ops.se3_to_matrix(torch.tensor([0, 0, 0, math.sin(angle / 2), 0, 0, math.cos(angle / 2)], dtype=torch.float64))
+    init = T_gt @ R
+    plain = align(src, tgt, init=init, config=ICPConfig(voxel_size=0.003, max_correspondence_distance=0.02))
+    wide = align(src, tgt, init=init, config=ICPConfig(voxel_size=0.003, levels=(4, 1), max_correspondence_distance=0.02, restarts=8))
+    assert _err(plain.matrix(), T_gt)[0] > 10
+    assert _err(wide.matrix(), T_gt)[0] < 0.3
+
+
+def test_batched_equals_one_by_one_with_ragged_pairs():
+    target = _surface(1200)
+    g = torch.Generator().manual_seed(2)
+    sources, targets, truths = [], [], []
+    for k in range(5):
+        T = pp.se3(0.05 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        n = 600 + 100 * k
+        sources.append(T.Inv().Act(target[:n] + 0.001 * torch.randn(n, 3, dtype=torch.float64, generator=g)))
+        targets.append(target)
+        truths.append(T)
+    cfg = ICPConfig(method="gicp", max_correspondence_distance=0.5)
+    batch = align(sources, targets, config=cfg)
+    assert batch.T_target_source.shape == (5, 7) and batch.converged.shape == (5,)
+    for k in range(5):
+        one = align(sources[k], targets[k], config=cfg)
+        assert max_err(batch.T_target_source.tensor()[k], one.T_target_source.tensor()) < 1e-9
+        assert int(batch.iterations[k]) == int(one.iterations)
+        assert _err(one.matrix(), truths[k].matrix())[0] < 0.2
+
+
+def test_a_prepared_target_is_reused():
+    target = _surface()
+    T = pp.se3(torch.tensor([0.02, 0.01, 0.0, 0.03, 0.0, 0.05], dtype=torch.float64)).Exp()
+    source = T.Inv().Act(target)
+    prepared = prepare(target)
+    a = align(source, prepared, config=ICPConfig(max_correspondence_distance=0.5))
+    b = align(source, target, config=ICPConfig(max_correspondence_distance=0.5))
+    assert max_err(a.T_target_source.tensor(), b.T_target_source.tensor()) < 1e-12
+    assert prepared._cov is not None  # built once, kept for the next call
+
+
+def test_neighbour_backends_agree_and_downsampling_averages():
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(2000, 3, dtype=torch.float64, generator=g)
+    q = torch.rand(500, 3, dtype=torch.float64, generator=g)
+    d1, i1 = NearestNeighbors(pts, backend="kdtree").query(q, k=3)
+    d2, i2 = NearestNeighbors(pts, backend="brute", chunk=64).query(q, k=3)
+    assert torch.equal(i1, i2) and max_err(d1, d2) < 1e-12
+    one_voxel = torch.tensor([[0.1, 0.1, 0.1], [0.3, 0.2, 0.1], [0.2, 0.3, 0.4]], dtype=torch.float64)
+    assert max_err(voxel_downsample(one_voxel, 1.0), one_voxel.mean(0, keepdim=True)) < 1e-15
+
+
+def test_bad_input_is_refused_and_no_overlap_is_not_success():
+    pts = _surface(300)
+    with pytest.raises(ValueError, match="source: the point cloud is empty"):
+        align(torch.zeros(0, 3), pts)
+    bad = pts.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="target: 1 points have NaN or infinite coordinates"):
+        align(pts, bad)
+    with pytest.raises(ValueError, match=r"expected shape \(N, 3\)"):
+        align(torch.zeros(10, 2), pts)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        align([pts, pts], [pts, pts, pts])
+    with pytest.raises(ValueError, match="not a rigid transform"):
+        align(pts, pts, init=2 * torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"ICPConfig.method: expected one of"):
+        ICPConfig(method="ndt")
+    far = ops.se3_to_matrix(torch.tensor([100.0, 0, 0, 0, 0, 0, 1], dtype=torch.float64))
+    r = align(pts, pts, init=far, config=ICPConfig(max_correspondence_distance=0.1))
+    assert not bool(r.converged) and int(r.num_inliers) == 0
+    assert max_err(r.matrix(), far) == 0  # the initial pose, reported as not converged: no silent identity
+
+
+@pytest.mark.cuda
+def test_gpu_path_matches_cpu():
+    target = _surface()
+    T = pp.se3(torch.tensor([0.05, -0.03, 0.02, 0.06, -0.04, 0.08], dtype=torch.float64)).Exp()
+    source = T.Inv().Act(target)
+    cpu = align(source, target, config=ICPConfig(max_correspondence_distance=0.5))
+    gpu = align(source.cuda(), target.cuda(), config=ICPConfig(max_correspondence_distance=0.5))
+    assert gpu.T_target_source.device.type == "cuda"
+    assert max_err(gpu.T_target_source.tensor().cpu(), cpu.T_target_source.tensor()) < 1e-6
