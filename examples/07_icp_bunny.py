@@ -47,7 +47,7 @@ def main(data: pathlib.Path, out: pathlib.Path) -> None:
     fig = viz.plot_registration_before_after(src, tgt, torch.eye(4, dtype=torch.float64), results["gicp"].T_target_source,
                                              titles=("bun045 over bun000 (identity)", "after GICP"), vertical_axis="y",
                                              view=(15, -70))
-    fig.savefig(out / "bunny_before_after.png", dpi=110)
+    fig.savefig(out / "bunny_before_after.png", dpi=110, bbox_inches="tight")
 
     # a wide initial error: restarts in one batch
     angle = math.radians(80)

@@ -42,7 +42,7 @@ def planar_arm(link_lengths: Sequence[float] = (1.0, 1.0), *, limits: tuple[floa
         joints.append(Joint.revolute(f"joint{i}", parent, f"link{i}", origin=origin, axis=(0, 0, 1),
                                      lower=limits[0], upper=limits[1]))
         parent, offset = f"link{i}", length
-    joints.append(Joint.fixed("tool_joint", parent, "tool", origin=torch.tensor([offset, 0, 0, 0, 0, 0, 1.0])))
+    joints.append(Joint.fixed("tool_joint", parent, "tool", origin=torch.tensor([offset, 0, 0, 0, 0, 0, 1.0], dtype=torch.float64)))
     return Chain(joints, name=name or f"planar{len(lengths)}")
 
 

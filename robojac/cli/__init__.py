@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _demo, _icp, _pgo
+from . import _demo, _icp, _ik, _pgo
 
-_COMMANDS = {"demo": _demo, "pgo": _pgo, "icp": _icp}
+_COMMANDS = {"demo": _demo, "ik": _ik, "pgo": _pgo, "icp": _icp}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -180,21 +180,31 @@ class Chain(nn.Module):
     def random_configuration(self, *batch: int, generator: torch.Generator | None = None,
                              dtype: torch.dtype = torch.float64, device=None) -> Tensor:
         """Uniform samples inside the limits (``[-pi, pi]`` for continuous joints), ``(*batch, dof)``."""
-        lo, hi = self.lower.clone(), self.upper.clone()
-        lo[~torch.isfinite(lo)], hi[~torch.isfinite(hi)] = -math.pi, math.pi
+        lo, hi = self.lower.cpu().double(), self.upper.cpu().double()  # the generator draws on the CPU
+        lo, hi = lo.nan_to_num(neginf=-math.pi), hi.nan_to_num(posinf=math.pi)
         u = torch.rand(*batch, self.dof, generator=generator, dtype=torch.float64)
         return (lo + u * (hi - lo)).to(dtype=dtype, device=device if device is not None else self.lower.device)
 
+    def limits_for(self, dtype: torch.dtype, device=None) -> tuple[Tensor, Tensor]:
+        """``(lower, upper)`` in ``dtype``, rounded inwards: a value clamped into them in a lower
+        precision is still inside the float64 limits."""
+        device = device if device is not None else self.lower.device
+        lo, hi = self.lower.to(device=device, dtype=dtype), self.upper.to(device=device, dtype=dtype)
+        lo = torch.where(lo.double() < self.lower.to(device), torch.nextafter(lo, torch.full_like(lo, math.inf)), lo)
+        hi = torch.where(hi.double() > self.upper.to(device), torch.nextafter(hi, torch.full_like(hi, -math.inf)), hi)
+        return lo, hi
+
     def clamp(self, q: Tensor) -> Tensor:
-        """``q`` clamped into the position limits."""
-        return torch.maximum(torch.minimum(q, self.upper.to(q)), self.lower.to(q))
+        """``q`` clamped into the position limits (rounded inwards in ``q``'s dtype)."""
+        lo, hi = self.limits_for(q.dtype, q.device)
+        return torch.maximum(torch.minimum(q, hi), lo)
 
     def within_limits(self, q: Tensor, tol: float = 0.0) -> Tensor:
         """Whether each configuration lies inside the limits (``(...)`` bools)."""
         return ((q >= self.lower.to(q) - tol) & (q <= self.upper.to(q) + tol)).all(-1)
 
     # ---- kinematics --------------------------------------------------------------------
-    _MAX_PLANS = 2
+    _MAX_PLANS = 8
 
     def _plan(self, C: dict[str, Tensor], B: int, frames: tuple[int, ...], jac: tuple[int, ...]) -> Plan:
         plans = getattr(self._plans, "od", None)

@@ -57,5 +57,5 @@ def plot_registration_before_after(source, target, T_init, T_result, *, titles=(
     for k, (T, title) in enumerate(((T_init, titles[0]), (T_result, titles[1]))):
         ax = fig.add_subplot(1, 2, k + 1, projection="3d")
         plot_registration(source, target, T, ax, title=title, view=view, vertical_axis=vertical_axis)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=0.92, wspace=0.0)  # 3D axes: tight_layout clips titles
     return fig

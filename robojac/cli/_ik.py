@@ -1,0 +1,108 @@
+"""``robojac ik``: joint values placing a robot's frame at target poses or positions."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ik", help="inverse kinematics of a URDF robot for one target or a file of targets",
+                       description="Solve inverse kinematics: prints (or writes) joint values placing --tip at each "
+                                   "target, with its position and rotation errors.")
+    p.add_argument("urdf", type=pathlib.Path, help="robot description (URDF)")
+    p.add_argument("--tip", required=True, help="frame to place (e.g. panda_hand)")
+    p.add_argument("--root", help="base frame the targets are in (default: the URDF's root)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--target", type=float, nargs="+", metavar="V", help="x y z [qx qy qz qw]")
+    g.add_argument("--targets", type=pathlib.Path, help="text file, one target per line: x y z [qx qy qz qw]")
+    p.add_argument("--q0", type=float, nargs="+", help="initial joint values (first attempt)")
+    p.add_argument("--position-tolerance", type=float, default=1e-4, help="metres (default 1e-4)")
+    p.add_argument("--orientation-tolerance", type=float, default=1e-3, help="radians (default 1e-3)")
+    p.add_argument("--chunk", type=int, default=4096, help="targets solved per batch (progress is per batch)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="for large target files")
+    p.add_argument("--out", type=pathlib.Path, help="write joint values here: one line per target, then "
+                                                    "converged, pos_err, rot_err")
+    p.add_argument("--plot", type=pathlib.Path, help="draw the arm at the solution (first target)")
+
+
+def _progress(done: int, total: int, t0: float) -> None:
+    width = 30
+    k = int(width * done / total)
+    rate = done / max(time.perf_counter() - t0, 1e-9)
+    sys.stderr.write(f"\r[{'#' * k}{'.' * (width - k)}] {done}/{total} targets, {rate:,.0f}/s")
+    sys.stderr.flush()
+
+
+def run(args) -> int:
+    import numpy as np
+    import pypose as pp
+    import torch
+
+    from ..ik import IKConfig, read_targets, solve
+    from ..kinematics import Chain
+
+    chain = Chain.from_urdf(args.urdf, root=args.root, tip=args.tip)
+    if args.target is not None:
+        if len(args.target) not in (3, 7):
+            raise ValueError(f"--target: expected 3 numbers (x y z) or 7 (x y z qx qy qz qw), got {len(args.target)}")
+        targets = torch.tensor([args.target], dtype=torch.float64)
+    else:
+        targets = read_targets(args.targets)
+    dtype = torch.float64 if args.target is not None else getattr(torch, args.dtype)
+    targets = targets.to(dtype)
+    q0 = None if args.q0 is None else torch.tensor(args.q0, dtype=dtype)
+    config = IKConfig(frame=args.tip, position_tolerance=args.position_tolerance,
+                      orientation_tolerance=args.orientation_tolerance)
+    if args.chunk < 1:
+        raise ValueError(f"--chunk: expected at least 1, got {args.chunk}")
+    N = targets.shape[0]
+    print(f"{chain.name}: {chain.dof} joints {chain.joint_names}; {N} target(s) for {args.tip!r} "
+          f"({'position' if targets.shape[1] == 3 else 'pose'})")
+    results, t0 = [], time.perf_counter()
+    show = N > args.chunk
+    for s in range(0, N, args.chunk):
+        T = targets[s : s + args.chunk]
+        results.append(solve(chain, pp.SE3(T) if T.shape[1] == 7 else T, q0=q0, config=config))
+        if show:
+            _progress(min(s + args.chunk, N), N, t0)
+    if show:
+        sys.stderr.write("\n")
+    elapsed = time.perf_counter() - t0
+    q = torch.cat([r.q for r in results]).double()
+    ok = torch.cat([r.converged for r in results])
+    pe = torch.cat([r.pos_err for r in results]).double()
+    re = torch.cat([r.rot_err for r in results]).double()
+    if N == 1:
+        print("q =", np.array2string(q[0].numpy(), precision=6, suppress_small=True))
+        print(f"converged={bool(ok[0])}, position error {float(pe[0]) * 1e3:.4f} mm, "
+              f"rotation error {float(re[0]):.2e} rad, {elapsed * 1e3:.1f} ms")
+    else:
+        print(f"solved {int(ok.sum())}/{N} ({float(ok.double().mean()) * 100:.2f}%) in {elapsed:.2f} s "
+              f"({N / elapsed:,.0f} targets/s); median position error {float(pe.median()) * 1e3:.4f} mm")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        table = np.concatenate((q.numpy(), ok.double().numpy()[:, None], pe.numpy()[:, None], re.numpy()[:, None]), 1)
+        header = " ".join(chain.joint_names) + " converged pos_err_m rot_err_rad"
+        np.savetxt(args.out, table, fmt="%.9g", header=header)
+        print(f"wrote {args.out}")
+    if args.plot:
+        _plot(chain, q[0], targets[0].double(), args)
+    return 0 if bool(ok.all()) else 1
+
+
+def _plot(chain, q, target, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import viz
+
+    ax = viz.plot_arm(chain, q, frame=args.tip, target=target.numpy())
+    ax.set_title(f"{chain.name}: IK for {args.tip}")
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    ax.figure.savefig(args.plot, dpi=110)
+    plt.close(ax.figure)
+    print(f"wrote {args.plot}")

@@ -1,0 +1,10 @@
+"""Inverse kinematics: ``solve(chain, target)`` (batched damped least squares with restarts and
+joint limits, a numpy engine for latency and a torch engine for throughput) and closed-form
+solvers for planar 2- and 3-link arms."""
+
+from ._io import read_targets
+from ._planar import planar_2link_ik, planar_3link_ik
+from ._solve import IKConfig, IKResult, solve
+from ._targets import pose_errors
+
+__all__ = ["IKConfig", "IKResult", "planar_2link_ik", "planar_3link_ik", "pose_errors", "read_targets", "solve"]

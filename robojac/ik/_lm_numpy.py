@@ -1,0 +1,80 @@
+"""The IK iteration in numpy float64, for small batches on the CPU (one target and its restarts).
+
+Same algorithm as :mod:`._lm_torch` (see :func:`robojac.ik.solve` for the step rule).  A single
+target is latency-bound: numpy's per-call cost is a fraction of torch's on arrays this small,
+and every problem is stepped each iteration (masked, not gathered), which keeps the number of
+calls per iteration near forty.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._path import SerialPath, rotation_error
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem
+
+__all__ = ["lm_numpy", "frame_errors"]
+
+
+def frame_errors(path: SerialPath, q: np.ndarray, Rt: np.ndarray, pt: np.ndarray, position_only: bool,
+                 jacobian: bool = True):
+    """``(Jt (P, dof, 6|3), error (P, 6|3), position error, rotation error)`` of ``q``."""
+    R, p, Jt = path.evaluate(q, jacobian)
+    dp = pt - p
+    pe = np.sqrt((dp * dp).sum(-1))
+    if position_only:
+        return (None if Jt is None else Jt[..., :3]), dp, pe, np.zeros_like(pe)
+    dr, re = rotation_error(Rt, R)
+    return Jt, np.concatenate((dp, dr), -1), pe, re
+
+
+def _wrap_into(q, lo, hi, turn):
+    """Rotational joints outside their limits come back by a full turn when that lands inside."""
+    return q - turn * ((q > hi) & (q - turn >= lo)) + turn * ((q < lo) & (q + turn <= hi))
+
+
+def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb: Problem):
+    """Damped least squares for ``P`` problems (``q (P, dof)``, targets ``Rt (P, 3, 3)``, ``pt (P, 3)``)
+    in groups of ``pb.group`` restarts of one target; returns ``(q, pos_err, rot_err, solved, iterations)``."""
+    P, dof = q.shape
+    lo, hi, turn = pb.lower, pb.upper, pb.turn
+    w2 = pb.weights2[: 3 if pb.position_only else 6]
+    eye = np.eye(dof)
+    Jt, e, pe, re = frame_errors(path, q, Rt, pt, pb.position_only)
+    cost = (w2 * e * e).sum(-1)
+    lam = np.full(P, pb.lambda_initial)
+    ptol, rtol = pb.position_tolerance, pb.orientation_tolerance
+    solved = (pe < ptol) & (re < rtol)
+    iters = np.zeros(P, dtype=np.int64)
+    rest = pb.rest_pose
+    for _ in range(pb.max_iterations):
+        active = ~solved & (lam < LAMBDA_MAX)
+        if pb.group > 1:
+            active &= ~np.repeat(solved.reshape(-1, pb.group).any(1), pb.group)
+        if not active.any():
+            break
+        JW = Jt * w2
+        A = JW @ Jt.transpose(0, 2, 1)
+        b = (JW @ e[..., None])[..., 0]
+        Ad = A + (lam[:, None] * np.einsum("nii->ni", A) + 1e-12)[:, :, None] * eye
+        dq = np.linalg.solve(Ad, b[..., None])[..., 0]
+        if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
+            d = rest - q
+            dq += pb.nullspace_gain * (d - np.linalg.solve(Ad, A @ d[..., None])[..., 0])
+        qn = _wrap_into(q + dq, lo, hi, turn)
+        viol = (qn < lo) | (qn > hi)
+        if viol.any():  # freeze the joints that would leave their range, re-solve for the others
+            keep = ~viol
+            A2 = Ad * (keep[:, :, None] & keep[:, None, :]) + viol[:, :, None] * eye
+            frozen = _wrap_into(q + np.linalg.solve(A2, (b * keep)[..., None])[..., 0], lo, hi, turn)
+            qn = np.where(viol.any(1, keepdims=True), frozen, qn)
+        qn = np.minimum(np.maximum(qn, lo), hi)
+        Jn, en, pen, ren = frame_errors(path, qn, Rt, pt, pb.position_only)
+        cn = (w2 * en * en).sum(-1)
+        better = active & (cn < cost)
+        q[better], Jt[better], e[better], cost[better] = qn[better], Jn[better], en[better], cn[better]
+        pe[better], re[better] = pen[better], ren[better]
+        lam = np.where(better, np.maximum(lam * LAMBDA_DOWN, LAMBDA_MIN), np.where(active, lam * LAMBDA_UP, lam))
+        iters += active
+        solved = (pe < ptol) & (re < rtol)
+    return q, pe, re, solved, iters

@@ -1,0 +1,166 @@
+"""The root-to-frame path of a chain, compiled for small-batch IK on the CPU (numpy, float64).
+
+A single IK target is latency-bound: a handful of restarts, a dozen iterations, each a forward
+kinematics, a Jacobian and a 7x7 solve.  torch spends several microseconds per op on tensors
+that small (the batched chain evaluation is ~60 ops), so this evaluator does the same
+mathematics in about 15 numpy calls, vectorised over the problems *and* the joints:
+
+* each joint frame is turned so that its axis is ``z`` (``C_i Q_i`` before the motion,
+  ``Q_i^T`` folded into what follows), so joint ``i``'s local transform is ``C_i Motion_z(theta)``:
+  ``[Rc + sin(theta) Rc K + (1 - cos(theta)) Rc K^2 | tc]`` for a rotation (Rodrigues,
+  ``K = [z]x``), ``[Rc | tc + theta Rc z]`` for a translation.  Both are
+  ``[1, sin, 1 - cos, theta] @ B_i`` with a constant ``(4, 12)`` basis ``B_i``: one matmul builds
+  every local transform of every problem.
+* the poses of the joint frames are the running product of those transforms (fixed joints
+  folded into the constants ``C_i``); joint ``i``'s axis in the root frame is the third column
+  of its rotation, and its Jacobian column is ``[z_i x (p_tip - p_i); z_i]`` (``[z_i; 0]`` when
+  prismatic), the cross product one matmul with the Levi-Civita tensor.
+* mimic joints: ``theta = M q + o`` and the columns fold through ``M``.
+
+The torch engine (:mod:`._lm_torch`) serves large batches and other devices; both are
+checked against :meth:`Chain.pose_and_jacobian`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kinematics import Chain
+from ..kinematics._joint import JointType
+
+__all__ = ["SerialPath"]
+
+
+def _matrix(pose) -> np.ndarray:
+    t = np.asarray(pose[:3], dtype=np.float64)
+    x, y, z, w = (float(v) for v in pose[3:])
+    T = np.eye(4)
+    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    T[:3, 3] = t
+    return T
+
+
+def _skew(a: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+
+
+def _z_to(a: np.ndarray) -> np.ndarray:
+    """A rotation ``Q`` with ``Q e_z = a`` (unit ``a``)."""
+    c = float(a[2])
+    if c < -1.0 + 1e-12:
+        return np.diag([1.0, -1.0, -1.0])
+    K = _skew(np.array([-a[1], a[0], 0.0]))  # [e_z x a]x
+    return np.eye(3) + K + K @ K / (1.0 + c)
+
+
+_LEVI_CIVITA = np.zeros((9, 3))  # cross(z, d)_k = sum_ij eps_kij z_i d_j, (z d^T).flat @ this
+for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+    _LEVI_CIVITA[3 * _i + _j, _k] = 1.0
+    _LEVI_CIVITA[3 * _j + _i, _k] = -1.0
+
+_VEE_TRACE = np.zeros((9, 4))  # R.flat @ this = [vee(R - R^T) / 2, trace(R)]
+for _r, (_a, _b) in enumerate(((7, 5), (2, 6), (3, 1))):
+    _VEE_TRACE[_a, _r], _VEE_TRACE[_b, _r] = 0.5, -0.5
+_VEE_TRACE[[0, 4, 8], 3] = 1.0
+
+
+class SerialPath:
+    """The movable joints between ``chain``'s root and ``frame``, as numpy float64 constants."""
+
+    def __init__(self, chain: Chain, frame: str):
+        tree = chain.tree
+        index = {j.name: k for k, j in enumerate(tree.actuated)}
+        C = np.eye(4)
+        segments = []
+        for g in tree.path(frame)[1:]:
+            j = tree.joint_of[g]
+            C = C @ _matrix(j.origin.tolist())
+            if j.type is JointType.FIXED:
+                continue
+            src, mult, off = (j.name, 1.0, 0.0) if j.mimic is None else tree.mimic[j.name]
+            Q = np.eye(4)
+            Q[:3, :3] = _z_to(np.asarray(j.axis, dtype=np.float64))
+            segments.append((C @ Q, j.type.rotational, index[src], mult, off))
+            C = Q.T
+        if not segments:
+            raise ValueError(f"frame {frame!r}: no joint moves it (it is fixed to the root {tree.root!r})")
+        n, dof = len(segments), chain.dof
+        self.n, self.dof, self.frame = n, dof, frame
+        basis = np.zeros((n, 4, 3, 4))
+        self.rotational = np.zeros(n, dtype=bool)
+        M, o = np.zeros((n, dof)), np.zeros(n)
+        K = _skew(np.array([0.0, 0.0, 1.0]))
+        for i, (Ci, rot, src, mult, off) in enumerate(segments):
+            Rc, tc = Ci[:3, :3], Ci[:3, 3]
+            basis[i, 0, :, :3], basis[i, 0, :, 3] = Rc, tc
+            if rot:
+                basis[i, 1, :, :3], basis[i, 2, :, :3] = Rc @ K, Rc @ K @ K
+            else:
+                basis[i, 3, :, 3] = Rc[:, 2]
+            self.rotational[i] = rot
+            M[i, src], o[i] = mult, off
+        self.basis = basis.reshape(n, 4, 12)  # local transform of joint i: [1, sin, 1 - cos, theta] @ basis[i]
+        self.tool = C
+        self.all_rotational = bool(self.rotational.all())
+        self.identity = n == dof and np.array_equal(M, np.eye(dof)) and not o.any()
+        self.Mt, self.o = M.T.copy(), o
+
+    def evaluate(self, q: np.ndarray, jacobian: bool = True):
+        """``(R (P, 3, 3), p (P, 3), Jt (P, dof, 6) or None)`` of the frame for ``q (P, dof)``;
+        ``Jt`` is the transposed geometric Jacobian (rows per joint, ``[v, w]``, root frame).
+
+        Arrays are joint-major inside (``(n, P, ...)``), so every product is one large matrix
+        product or a batch of ``n`` of them, never ``P`` tiny ones."""
+        P, n = q.shape[0], self.n
+        theta = (q if self.identity else q @ self.Mt + self.o).T  # (n, P)
+        coef = np.empty((n, P, 4))
+        coef[..., 0] = 1.0
+        np.sin(theta, out=coef[..., 1])
+        np.cos(theta, out=coef[..., 2])
+        np.subtract(1.0, coef[..., 2], out=coef[..., 2])
+        coef[..., 3] = theta
+        G = np.empty((n + 1, P, 4, 4))
+        G[:n, :, :3] = np.matmul(coef, self.basis).reshape(n, P, 3, 4)
+        G[:n, :, 3] = (0.0, 0.0, 0.0, 1.0)
+        G[n] = self.tool
+        for i in range(1, n + 1):  # running product: the joint frames in the root frame
+            np.matmul(G[i - 1], G[i], out=G[i])
+        R, p = G[n, :, :3, :3], G[n, :, :3, 3]
+        if not jacobian:
+            return R, p, None
+        z = G[:n, :, :3, 2]  # (n, P, 3) joint axes
+        d = p - G[:n, :, :3, 3]
+        J = np.empty((n, P, 6))
+        J[..., :3] = ((z[..., :, None] * d[..., None, :]).reshape(n * P, 9) @ _LEVI_CIVITA).reshape(n, P, 3)
+        J[..., 3:] = z
+        if not self.all_rotational:
+            prismatic = ~self.rotational
+            J[prismatic, :, :3] = z[prismatic]
+            J[prismatic, :, 3:] = 0.0
+        if not self.identity:
+            J = np.matmul(self.Mt, J.reshape(n, P * 6)).reshape(self.dof, P, 6)
+        return R, p, np.ascontiguousarray(J.transpose(1, 0, 2))
+
+
+def rotation_error(R_target: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Log(R* R^T) (P, 3), its angle (P,))``, exact up to an angle of pi."""
+    E = R_target @ R.transpose(0, 2, 1)
+    vt = E.reshape(-1, 9) @ _VEE_TRACE
+    v = vt[:, :3]  # sin(angle) * axis
+    s = np.sqrt((v * v).sum(-1))
+    angle = np.arctan2(s, 0.5 * (vt[:, 3] - 1.0))
+    near_pi = s < 1e-7
+    if near_pi.any():  # sin(angle) ~ 0: the axis from the symmetric part (or zero rotation)
+        idx = np.nonzero(near_pi)[0]
+        for i in idx:
+            if angle[i] < 1.0:
+                continue
+            S = 0.5 * (E[i] + E[i].T) + np.eye(3)
+            k = int(np.argmax(np.diag(S)))
+            axis = S[:, k] / np.linalg.norm(S[:, k])
+            v[i] = axis * s[i] if s[i] > 0 else axis
+            s[i] = 1.0 if s[i] == 0 else s[i]
+    scale = np.divide(angle, s, out=np.ones_like(s), where=s > 1e-300)
+    return v * scale[:, None], angle

@@ -1,0 +1,271 @@
+"""``solve``: batched inverse kinematics by damped least squares with joint limits and restarts."""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..kinematics import Chain
+from ._lm_numpy import frame_errors, lm_numpy
+from ._lm_torch import lm_torch
+from ._path import SerialPath
+from ._step import Problem
+from ._targets import parse_targets, pose_errors
+
+__all__ = ["IKConfig", "IKResult", "solve"]
+
+Engine = Literal["auto", "numpy", "torch"]
+_NUMPY_CHUNK = 4096  # problems per numpy engine call (larger rounds run in chunks)
+_NUMPY_MAX_ROUND = 4096  # under "auto" on the CPU, rounds with more problems than this run on torch
+
+
+@dataclass(frozen=True)
+class IKConfig:
+    """Options of :func:`solve`.
+
+    * ``frame``: the frame to place (default: the chain's tip).
+    * Attempts: each attempt runs at most ``max_iterations`` damped least-squares steps from
+      one start (uniform inside the limits; the first attempt of a target starts at ``q0`` when
+      given).  Targets still unsolved get a fresh round of attempts, up to ``rounds`` rounds.
+      A round gives each unsolved target ``ceil(fill / unsolved)`` restarts (at most
+      ``restarts``), run together; a target's restarts stop as soon as one solves it.  A lone
+      target thus tries many starts at once, while a large batch runs one start per target.
+      A target is given up on when ``patience`` of its rounds ended within 5% of its best error
+      so far without solving it: restarts that keep returning to the same error are finding the
+      closest pose of an unreachable target, not a hard reachable one.
+    * ``position_weight``/``orientation_weight``: the error is ``[w_p (p* - p); w_o Log(R* R^T)]``.
+    * ``position_tolerance`` (m) and ``orientation_tolerance`` (rad): a problem is solved, and
+      stops, when both errors are below them (inside the joint limits, always).
+    * ``lambda_initial``: starting Levenberg-Marquardt damping (adapted per problem).
+    * ``rest_pose`` and ``nullspace_gain``: a secondary objective pulling toward ``rest_pose``
+      inside the null space of the task (redundant arms).
+    * ``engine``: ``"numpy"`` (float64 on the CPU), ``"torch"`` (the targets' dtype and device:
+      the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 4096 problems and numpy
+      for smaller ones (a lone target, the last hard targets of a batch), torch elsewhere.  Both
+      run the same algorithm (the tests check they take the same steps).
+    * ``seed``: for the random starts (reproducible by default; ``None`` draws a fresh one).
+    """
+
+    frame: str | None = None
+    max_iterations: int = 15
+    restarts: int = 16
+    fill: int = 32
+    rounds: int = 40
+    patience: int = 8
+    position_weight: float = 1.0
+    orientation_weight: float = 0.35
+    position_tolerance: float = 1e-4
+    orientation_tolerance: float = 1e-3
+    lambda_initial: float = 0.1
+    rest_pose: Tensor | None = None
+    nullspace_gain: float = 0.0
+    engine: Engine = "auto"
+    seed: int | None = 0
+
+    def __post_init__(self):
+        for name in ("max_iterations", "restarts", "fill", "rounds", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IKConfig.{name}: expected at least 1, got {getattr(self, name)}")
+        for name in ("position_weight", "orientation_weight", "position_tolerance", "orientation_tolerance",
+                     "lambda_initial"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"IKConfig.{name}: expected a positive number, got {getattr(self, name)}")
+        if self.engine not in ("auto", "numpy", "torch"):
+            raise ValueError(f"IKConfig.engine: expected 'auto', 'numpy' or 'torch', got {self.engine!r}")
+
+
+@dataclass(frozen=True)
+class IKResult:
+    """Joint values ``q (..., dof)`` for each target (the target's batch shape, dtype and device).
+
+    ``pos_err`` (m) and ``rot_err`` (rad): the errors of the returned ``q`` (recomputed in
+    float64 after rounding to the target's dtype); ``converged``: both below the tolerances and
+    ``q`` inside the joint limits; ``iterations``: the steps spent on the returned solution
+    (over all its rounds).
+    """
+
+    q: Tensor
+    converged: Tensor
+    pos_err: Tensor
+    rot_err: Tensor
+    iterations: Tensor
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # chain -> what solve derived from it
+
+
+def _compiled(chain: Chain, key, build):
+    """What ``solve`` derives from a chain (its numpy path, limits in a dtype), built once per chain."""
+    store = _COMPILED.setdefault(chain, {})
+    if key not in store:
+        store[key] = build()
+    return store[key]
+
+
+def _limits(chain: Chain, dtype, device, numpy: bool):
+    def build():
+        lo, hi = chain.limits_for(dtype, device)
+        rotational = torch.tensor([j.type.rotational for j in chain.tree.actuated])
+        turn = torch.where(rotational, 2 * math.pi, 0.0).to(dtype=dtype, device=device)
+        return tuple(a.cpu().numpy() for a in (lo, hi, turn)) if numpy else (lo, hi, turn)
+
+    return _compiled(chain, ("limits", dtype, str(device), numpy), build)
+
+
+def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(R* (B, 3, 3), p* (B, 3))`` in float64 for the numpy engine."""
+    T64 = flat.detach().to("cpu", torch.float64).numpy()
+    if position_only:
+        return np.zeros((T64.shape[0], 3, 3)), T64[:, :3]
+    x, y, z, w = T64[:, 3], T64[:, 4], T64[:, 5], T64[:, 6]
+    R = np.stack((1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+                  2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+                  2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)), -1)
+    return R.reshape(-1, 3, 3), T64[:, :3]
+
+
+def _problem(chain: Chain, cfg: IKConfig, position_only: bool, dtype, device, numpy: bool, group: int) -> Problem:
+    lo, hi, turn = _limits(chain, dtype, device, numpy)
+    w2 = [cfg.position_weight**2] * 3 + [cfg.orientation_weight**2] * 3
+    rest = None
+    if cfg.rest_pose is not None and cfg.nullspace_gain != 0:
+        rest = torch.as_tensor(cfg.rest_pose).to(dtype=dtype, device=device)
+    if numpy:
+        w2, rest = np.array(w2), None if rest is None else rest.cpu().numpy()
+    else:
+        w2 = torch.tensor(w2, dtype=dtype, device=device)
+    return Problem(lo, hi, turn, w2, position_only, cfg.position_tolerance, cfg.orientation_tolerance,
+                   cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain)
+
+
+def _starts(chain: Chain, n: int, gen: torch.Generator, dtype, device) -> Tensor:
+    """``n`` uniform samples inside the limits (``[-pi, pi]`` for continuous joints)."""
+    def build():
+        lo, hi = chain.limits_for(torch.float64, "cpu")
+        return lo.nan_to_num(neginf=-math.pi), hi.nan_to_num(posinf=math.pi)
+
+    lo, hi = _compiled(chain, "sampling box", build)
+    u = torch.rand(n, chain.dof, generator=gen, dtype=torch.float64)
+    return (lo + u * (hi - lo)).to(dtype=dtype, device=device)
+
+
+def _check(chain, cfg, target, q0):
+    if not isinstance(chain, Chain):
+        raise TypeError(f"chain: expected a robojac Chain, got {type(chain).__name__}")
+    frame = cfg.frame or chain.tip
+    chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
+    flat, batch, position_only = parse_targets(target)
+    if cfg.engine == "numpy" and flat.device.type != "cpu":
+        raise ValueError(f"IKConfig.engine: 'numpy' runs on the CPU; the targets are on {flat.device} "
+                         f"(use 'torch' or 'auto')")
+    B = flat.shape[0]
+    if q0 is not None:
+        q0 = chain.check_configuration(torch.as_tensor(q0, dtype=flat.dtype, device=flat.device), "q0")
+        if q0.dim() == 1:
+            q0 = q0.expand(batch + (chain.dof,))
+        elif tuple(q0.shape[:-1]) != batch:
+            raise ValueError(f"q0: expected shape ({chain.dof},) or {batch + (chain.dof,)} (one per target), "
+                             f"got {tuple(q0.shape)}")
+        q0 = chain.clamp(q0.reshape(B, chain.dof))
+    if cfg.rest_pose is not None and tuple(torch.as_tensor(cfg.rest_pose).shape) != (chain.dof,):
+        raise ValueError(f"IKConfig.rest_pose: expected shape ({chain.dof},), got {tuple(torch.as_tensor(cfg.rest_pose).shape)}")
+    return frame, flat, batch, position_only, q0
+
+
+def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | None = None) -> IKResult:
+    """Joint values placing ``config.frame`` (default the tip) at ``target``.
+
+    ``target``: SE3 poses (LieTensor ``(..., 7)`` in pypose order, or ``(..., 4, 4)``), or
+    positions ``(..., 3)`` for position-only IK, in the chain's root frame; float32 or float64,
+    any device, any batch shape.  ``q0`` (``(..., dof)`` or ``(dof,)``) starts each target's
+    first attempt.
+
+    Each step solves ``(J^T W J + lambda diag(J^T W J)) dq = J^T W e`` (Levenberg-Marquardt,
+    ``lambda`` per problem: /3 after a step that lowers the cost, x3 and retry after one that
+    does not).  Joint limits are kept by the step itself: a revolute joint that would leave its
+    range comes back by a full turn when that lands inside; joints still outside are frozen and
+    the step re-solved for the others; what remains is clamped.  Unreachable targets come back
+    with ``converged=False`` and their smallest errors (never an exception or NaN).
+    """
+    cfg = config or IKConfig()
+    frame, flat, batch, position_only, q0 = _check(chain, cfg, target, q0)
+    dt, dev = flat.dtype, flat.device
+    B, dof = flat.shape[0], chain.dof
+    numpy_ok = dev.type == "cpu" and cfg.engine != "torch"
+    path = _compiled(chain, ("path", frame), lambda: SerialPath(chain, frame)) if numpy_ok else None
+    T, np_targets = flat.detach(), None
+    gen = torch.Generator()
+    gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
+    best_q = torch.zeros(B, dof, dtype=torch.float64, device=dev)
+    best_score = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    iters = torch.zeros(B, dtype=torch.long, device=dev)
+    stalled = torch.zeros(B, dtype=torch.long, device=dev)
+    for rnd in range(cfg.rounds):
+        todo = torch.nonzero(~done).squeeze(1)
+        n = todo.numel()
+        if n == 0:
+            break
+        R = min(cfg.restarts, max(1, -(-cfg.fill // n)))
+        # torch for a large first round (float32 at full width), numpy for the few: a lone target's
+        # starts, the last hard targets of a batch
+        use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
+        work_dt = torch.float64 if use_numpy else dt
+        q_init = _starts(chain, n * R, gen, work_dt, dev).view(n, R, dof)
+        if rnd == 0 and q0 is not None:
+            q_init[:, 0] = q0.to(work_dt)[todo]
+        q_init = q_init.reshape(n * R, dof)
+        pb = _problem(chain, cfg, position_only, work_dt, dev, use_numpy, group=R)
+        if use_numpy:
+            if np_targets is None:
+                np_targets = _numpy_targets(flat, position_only)
+            sel, qi = todo.numpy().repeat(R), q_init.numpy()
+            step = R * max(1, _NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
+            outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]],
+                             qi[c : c + step], pb) for c in range(0, n * R, step)]
+            q, pe, re, ok, it = (torch.from_numpy(np.concatenate(a)) for a in zip(*outs))
+        else:
+            q, pe, re, ok, it = lm_torch(chain, frame, T[todo].repeat_interleave(R, 0), q_init, pb)
+        score = (pe.double() / cfg.position_tolerance).square() + (re.double() / cfg.orientation_tolerance).square()
+        score = torch.where(ok, score - 1e30, score).view(n, R)  # a solved start beats any unsolved one
+        k = score.argmin(1, keepdim=True)
+        pick = torch.arange(n, device=dev) * R + k.squeeze(1)
+        cand = score.gather(1, k).squeeze(1)
+        better = cand < best_score[todo]
+        prev = best_score[todo]
+        stalled[todo] += (torch.isfinite(prev) & ((cand - prev).abs() <= 0.05 * prev)).long()
+        chosen = todo[better]
+        best_q[chosen], best_score[chosen] = q[pick][better].double(), cand[better]
+        iters[todo] += it.view(n, R).gather(1, k).squeeze(1)
+        done[todo] = ok.view(n, R).any(1) | (stalled[todo] >= cfg.patience)
+    q = _returned(chain, best_q, dt)
+    if np_targets is not None:  # measure the returned q in float64 on the same path
+        _, _, pe, re = frame_errors(path, q.double().numpy(), *np_targets, position_only, jacobian=False)
+        pe, re = torch.from_numpy(pe), torch.from_numpy(re)
+    else:
+        X = chain.forward_kinematics(q.double(), frame).tensor()
+        _, pe, re = pose_errors(X, flat.double(), position_only)
+    return _result(chain, flat, batch, q, pe, re, iters, cfg)
+
+
+def _returned(chain: Chain, q: Tensor, dtype) -> Tensor:
+    """``q`` rounded to ``dtype`` and kept inside the limits (continuous joints wrapped into ``[-pi, pi)``)."""
+    lo, _, _ = _limits(chain, torch.float64, q.device, False)
+    cont = _compiled(chain, ("continuous", str(q.device)), lambda: (torch.isinf(lo), bool(torch.isinf(lo).any())))
+    if cont[1]:
+        q = torch.where(cont[0], torch.remainder(q + math.pi, 2 * math.pi) - math.pi, q)
+    lo, hi, _ = _limits(chain, dtype, q.device, False)
+    return torch.maximum(torch.minimum(q.to(dtype), hi), lo)
+
+
+def _result(chain, flat, batch, q, pe, re, iters, cfg) -> IKResult:
+    ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
+    dev = flat.device
+    return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(flat.dtype).reshape(batch),
+                    re.to(flat.dtype).reshape(batch), iters.to(dev).reshape(batch))

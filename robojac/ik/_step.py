@@ -1,0 +1,38 @@
+"""What both IK engines share: the per-problem constants and the damping schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX"]
+
+LAMBDA_DOWN = 1.0 / 3.0  # damping factor after an accepted step
+LAMBDA_UP = 3.0  # after a rejected one
+LAMBDA_MIN = 1e-9
+LAMBDA_MAX = 1e8  # a problem whose damping climbs this high has stalled and stops
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The constants of one IK attempt, as arrays of the engine's kind (numpy or torch).
+
+    ``lower``/``upper``: joint limits (``dof,``), rounded inwards for the engine's dtype;
+    ``turn``: ``2 pi`` for rotational joints, ``0`` for prismatic ones (a revolute joint that
+    leaves its range comes back by a full turn when that lands inside); ``weights2``: the
+    squared error weights ``(6,)``; ``group``: restarts per target (consecutive problems; a
+    group stops when one of them is solved).
+    """
+
+    lower: Any
+    upper: Any
+    turn: Any
+    weights2: Any
+    position_only: bool
+    position_tolerance: float
+    orientation_tolerance: float
+    lambda_initial: float
+    max_iterations: int
+    group: int = 1
+    rest_pose: Any = None
+    nullspace_gain: float = 0.0

@@ -1,0 +1,241 @@
+"""robojac.ik: the benchmark protocol at small size, closed forms, limits, unreachable targets."""
+
+import math
+import pathlib
+
+import numpy as np
+import pypose as pp
+import pytest
+import torch
+
+from robojac import ik
+from robojac.kinematics import Chain
+from robojac.models import planar_arm, sample_arm
+
+from helpers import max_err
+
+ROBOTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots"
+ARMS = [("panda.urdf", "panda_hand"), ("kuka_iiwa14.urdf", "lbr_iiwa_link_7"), ("ur5.urdf", "ee_link")]
+
+
+def _chain(name, tip):
+    path = ROBOTS / name
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return Chain.from_urdf(path, tip=tip)
+
+
+def _independent_errors(name, tip, q, target):
+    """Position and rotation errors of ``q`` recomputed by Pinocchio in float64."""
+    pin = pytest.importorskip("pinocchio")
+    model = pin.buildModelFromUrdf(str(ROBOTS / name))
+    data = model.createData()
+    fid = model.getFrameId(tip)
+    T = target.matrix().double().numpy()
+    pos, rot = [], []
+    for qi, Ti in zip(q.double().numpy(), T):
+        qp = pin.neutral(model)
+        qp[: len(qi)] = qi
+        pin.framesForwardKinematics(model, data, qp)
+        M = data.oMf[fid]
+        pos.append(np.linalg.norm(M.translation - Ti[:3, 3]))
+        rot.append(np.linalg.norm(pin.log3(Ti[:3, :3].T @ M.rotation)))
+    return np.array(pos), np.array(rot)
+
+
+@pytest.mark.parametrize("name, tip", ARMS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_protocol_targets_are_reached_inside_the_limits(name, tip, dtype):
+    chain = _chain(name, tip)
+    q_true = chain.random_configuration(60, generator=torch.Generator().manual_seed(7), dtype=dtype)
+    target = chain.forward_kinematics(q_true, tip)
+    result = ik.solve(chain, target)
+    assert result.q.dtype == dtype and result.q.shape == (60, chain.dof)
+    assert bool(chain.within_limits(result.q.double()).all())  # float64 limits, after float32 rounding
+    pos, rot = _independent_errors(name, tip, result.q, target)
+    success = (pos < 1e-3) & (rot < 1e-2)
+    assert success.mean() >= 59 / 60, f"{name}: {success.mean():.3f}"
+    assert np.array_equal(success, result.converged.numpy()) or success.mean() >= result.converged.float().mean().item()
+
+
+@pytest.mark.parametrize("links", [(1.0, 0.7), (1.0, 0.8, 0.5)])
+def test_planar_arms_against_their_closed_form(links):
+    arm = planar_arm(links)
+    q = arm.random_configuration(50, generator=torch.Generator().manual_seed(0))
+    X = arm.forward_kinematics(q, "tool")
+    if len(links) == 2:
+        q_cf, ok = ik.planar_2link_ik(*links, X.translation())
+    else:
+        q_cf, ok = ik.planar_3link_ik(*links, X.translation(), q.sum(-1))
+    Y = arm.forward_kinematics(q_cf, "tool")
+    assert bool(ok.all()) and max_err(Y.translation(), X.translation()) < 1e-12
+    if len(links) == 3:  # the 3-link closed form also sets the tool angle; two links cannot
+        assert float((Y.rotation().Inv() * X.rotation()).Log().norm(dim=-1).max()) < 1e-12
+    it = ik.solve(arm, X.translation())  # position-only, the iterative way, default tolerances
+    assert bool(it.converged.all())
+    assert max_err(arm.forward_kinematics(it.q, "tool").translation(), X.translation()) < 2e-4
+    if len(links) == 2:  # two solutions: a tightly converged iterative one is one of the elbows
+        it = ik.solve(arm, X.translation(), config=ik.IKConfig(position_tolerance=1e-10))
+        assert bool(it.converged.all())
+        up, _ = ik.planar_2link_ik(*links, X.translation(), elbow="up")
+        down, _ = ik.planar_2link_ik(*links, X.translation(), elbow="down")
+        wrap = lambda a: torch.atan2(torch.sin(a), torch.cos(a))  # noqa: E731
+        d = torch.minimum(wrap(it.q - up).abs().amax(-1), wrap(it.q - down).abs().amax(-1))
+        assert float(d.max()) < 1e-3
+
+
+def test_unreachable_targets_fail_gracefully_in_a_mixed_batch():
+    arm = sample_arm()
+    q = arm.random_configuration(4, generator=torch.Generator().manual_seed(3))
+    X = arm.forward_kinematics(q, "tool").tensor()
+    far = X[:2].clone()
+    far[:, 0] += 5.0  # 5 m out of reach
+    result = ik.solve(arm, pp.SE3(torch.cat((X, far))))
+    assert result.converged.tolist() == [True] * 4 + [False] * 2
+    assert bool(torch.isfinite(result.q).all()) and bool(torch.isfinite(result.pos_err).all())
+    assert float(result.pos_err[4:].min()) > 4.0
+    assert bool(arm.within_limits(result.q).all())
+
+
+def test_limits_hold_for_targets_at_the_edge():
+    arm = sample_arm()
+    lo, hi = arm.joint_limits
+    q = torch.stack((lo + 1e-4, hi - 1e-4, (lo + hi) / 2)).double()
+    target = arm.forward_kinematics(q, "tool")
+    result = ik.solve(arm, target)
+    assert bool(result.converged.all()) and bool(arm.within_limits(result.q).all())
+
+
+def test_q0_seeds_and_the_null_space_pulls_toward_a_rest_pose():
+    arm = planar_arm((1.0, 0.8, 0.5))
+    target = torch.tensor([1.2, 0.9, 0.0], dtype=torch.float64)  # position only: one redundant degree
+    rest = torch.tensor([0.2, 0.2, 0.2], dtype=torch.float64)
+    free = ik.solve(arm, target, q0=torch.tensor([1.5, -1.0, -1.0], dtype=torch.float64))
+    pulled = ik.solve(arm, target, q0=torch.tensor([1.5, -1.0, -1.0], dtype=torch.float64),
+                      config=ik.IKConfig(rest_pose=rest, nullspace_gain=0.5, restarts=1))
+    assert bool(free.converged) and bool(pulled.converged)
+    assert float((pulled.q - rest).norm()) < float((free.q - rest).norm())
+
+
+def test_another_frame_and_mimic_joints():
+    panda = _chain("panda.urdf", "panda_hand")
+    full = Chain.from_urdf(ROBOTS / "panda.urdf")
+    q = full.random_configuration(3, generator=torch.Generator().manual_seed(5))
+    target = full.forward_kinematics(q, "panda_rightfinger")  # driven through the finger mimic joint
+    result = ik.solve(full, target, config=ik.IKConfig(frame="panda_rightfinger"))
+    assert bool(result.converged.all())
+    mid = panda.forward_kinematics(panda.random_configuration(3), "panda_link5")
+    assert bool(ik.solve(panda, mid, config=ik.IKConfig(frame="panda_link5")).converged.all())
+
+
+def test_bad_targets_are_refused():
+    arm = sample_arm()
+    with pytest.raises(ValueError, match=r"target: expected an SE3 pose \(\.\.\., 7\)"):
+        ik.solve(arm, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="unit length"):
+        ik.solve(arm, torch.tensor([0.3, 0, 0.5, 0, 0, 0, 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        ik.solve(arm, torch.tensor([float("nan"), 0.0, 0.5]))
+    with pytest.raises(ValueError, match="frame 'hand' does not exist"):
+        ik.solve(arm, torch.tensor([0.3, 0.0, 0.5]), config=ik.IKConfig(frame="hand"))
+    with pytest.raises(ValueError, match="IKConfig.restarts: expected at least 1"):
+        ik.IKConfig(restarts=0)
+    with pytest.raises(ValueError, match=r"q0: expected shape \(\.\.\., 7\)"):
+        ik.solve(arm, torch.tensor([0.3, 0.0, 0.5]), q0=torch.zeros(6))
+
+
+@pytest.mark.parametrize("urdf", ["panda.urdf", "kuka_iiwa14.urdf", "ur5.urdf", "simple_humanoid.urdf", "talos_reduced.urdf"])
+def test_numpy_path_matches_the_chain_on_every_leaf(urdf):
+    from robojac.ik._path import SerialPath
+
+    if not (ROBOTS / urdf).exists():
+        pytest.skip(f"{urdf} not found")
+    chain = Chain.from_urdf(ROBOTS / urdf)
+    q = chain.random_configuration(5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for leaf in chain.tree.leaves():
+        try:
+            path = SerialPath(chain, leaf)
+        except ValueError:  # a frame fixed to the root: nothing to solve for
+            continue
+        R, p, Jt = path.evaluate(q.numpy().copy())
+        X, J = chain.pose_and_jacobian(q, leaf)
+        assert np.abs(p - X[:, :3].numpy()).max() < 1e-12
+        assert np.abs(R - pp.SE3(X).rotation().matrix().numpy()).max() < 1e-12
+        assert np.abs(Jt.transpose(0, 2, 1) - J.numpy()).max() < 1e-12, leaf
+
+
+def test_rotation_error_is_the_log_including_half_turns():
+    from robojac.ik._path import rotation_error
+
+    gen = torch.Generator().manual_seed(4)
+    axis = torch.nn.functional.normalize(torch.randn(6, 3, generator=gen, dtype=torch.float64), dim=-1)
+    angle = torch.tensor([0.0, 1e-9, 0.3, 2.0, math.pi - 1e-9, math.pi], dtype=torch.float64)
+    w = axis * angle[:, None]
+    A = pp.so3(torch.randn(6, 3, generator=gen, dtype=torch.float64)).Exp()
+    R_target = (pp.so3(w).Exp() * A).matrix().numpy()  # R* = Exp(w) A, so Log(R* A^T) = w
+    v, theta = rotation_error(R_target, A.matrix().numpy())
+    assert np.abs(theta - angle.numpy()).max() < 1e-7
+    ok = angle.numpy() < math.pi - 1e-6  # at pi the axis sign is a free choice
+    assert np.abs(v[ok] - w.numpy()[ok]).max() < 1e-7
+    assert np.abs(np.abs(v[~ok]) - np.abs(w.numpy()[~ok])).max() < 1e-6
+
+
+@pytest.mark.parametrize("name, tip", ARMS[:2])
+def test_numpy_and_torch_engines_take_the_same_steps(name, tip):
+    chain = _chain(name, tip)
+    gen = torch.Generator().manual_seed(11)
+    target = chain.forward_kinematics(chain.random_configuration(8, generator=gen, dtype=torch.float64), tip)
+    q0 = chain.random_configuration(8, generator=gen, dtype=torch.float64)
+    one = dict(restarts=1, fill=1, rounds=1, max_iterations=6, position_tolerance=1e-12, orientation_tolerance=1e-12)
+    a = ik.solve(chain, target, q0=q0, config=ik.IKConfig(engine="numpy", **one))
+    b = ik.solve(chain, target, q0=q0, config=ik.IKConfig(engine="torch", **one))
+    assert max_err(a.q, b.q) < 1e-8 and torch.equal(a.iterations, b.iterations)
+    assert float(a.pos_err.max()) > 0  # six steps from a random start: still moving, not a fixed point
+    rest = dict(one, rest_pose=chain.random_configuration(generator=gen), nullspace_gain=0.2)
+    a = ik.solve(chain, target, q0=q0, config=ik.IKConfig(engine="numpy", **rest))
+    b = ik.solve(chain, target, q0=q0, config=ik.IKConfig(engine="torch", **rest))
+    assert max_err(a.q, b.q) < 1e-8
+
+
+@pytest.mark.cuda
+def test_targets_on_the_gpu_are_solved_there():
+    chain = _chain("panda.urdf", "panda_hand").to("cuda")
+    q = chain.random_configuration(256, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    target = chain.forward_kinematics(q, "panda_hand")
+    result = ik.solve(chain, target)
+    assert result.q.device.type == "cuda" and result.q.dtype == torch.float32
+    assert float(result.converged.float().mean()) >= 0.99
+    with pytest.raises(ValueError, match="IKConfig.engine: 'numpy' runs on the CPU"):
+        ik.solve(chain, target, config=ik.IKConfig(engine="numpy"))
+
+
+def test_targets_file_and_cli(tmp_path, capsys):
+    from robojac.cli import main
+
+    arm_urdf = ROBOTS / "ur5.urdf"
+    if not arm_urdf.exists():
+        pytest.skip(f"{arm_urdf} not found")
+    chain = Chain.from_urdf(arm_urdf, tip="ee_link")
+    X = chain.forward_kinematics(chain.random_configuration(3, generator=torch.Generator().manual_seed(8)), "ee_link")
+    rows = X.tensor().numpy()
+    good = tmp_path / "targets.txt"
+    good.write_text("# x y z qx qy qz qw\n" + "\n".join(", ".join(f"{v:.12f}" for v in r) for r in rows) + "\n\n")
+    assert ik.read_targets(good).shape == (3, 7)
+    out = tmp_path / "q.txt"
+    assert main(["ik", str(arm_urdf), "--tip", "ee_link", "--targets", str(good), "--out", str(out)]) == 0
+    table = np.loadtxt(out)
+    assert table.shape == (3, chain.dof + 3) and (table[:, chain.dof] == 1).all() and (table[:, chain.dof + 1] < 1e-4).all()
+    assert main(["ik", str(arm_urdf), "--tip", "ee_link", "--target", *map(str, rows[0][:3])]) == 0
+    assert "converged=True" in capsys.readouterr().out
+
+    for body, match in [("0.1 0.2 0.3\n0.1 0.2\n", r"targets.txt:2: expected 3 numbers"),
+                        ("0.1 0.2 0.3\n0.1 0.2 0.3 0 0 0 1\n", r"targets.txt:2: expected 3 numbers like the lines before"),
+                        ("# header\n0.1 0.2 0.3 0 0 0 2\n", r"targets.txt:2: quaternion .* norm 2"),
+                        ("0.1 zero 0.3\n", r"targets.txt:1: expected numbers"),
+                        ("# nothing\n", "no targets")]:
+        bad = tmp_path / "targets.txt"
+        bad.write_text(body)
+        with pytest.raises(ValueError, match=match):
+            ik.read_targets(bad)
+    assert main(["ik", str(arm_urdf), "--tip", "ee_link", "--targets", str(bad)]) == 2
+    assert "robojac ik: error" in capsys.readouterr().err
