@@ -56,10 +56,10 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
     P, dof = q.shape
     dt, dev = q.dtype, q.device
     lo, hi, turn = pb.lower, pb.upper, pb.turn
-    rows = 3 if pb.position_only else 6
-    w2 = pb.weights2[:rows]
+    rows_e = 3 if pb.position_only else 6
+    w2 = pb.weights2[:rows_e]
     X, J = chain.pose_and_jacobian(q, frame)
-    J = J[:, :rows].contiguous()
+    J = J[:, :rows_e].contiguous()
     e, pe, re = pose_errors(X, T, pb.position_only)
     cost = (w2 * e * e).sum(-1)
     lam = torch.full((P,), pb.lambda_initial, dtype=dt, device=dev)
@@ -74,9 +74,13 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
         n = idx.numel()
         if n == 0:
             break
-        pad = _bucket(n, P)
-        idx_p = torch.cat((idx, idx[:1].expand(pad - n))) if pad > n else idx
-        qa, Ja, ea, la = q[idx_p], J[idx_p], e[idx_p], lam[idx_p]
+        full = 2 * n > P  # most still running: step all, keep the active ones' results (no gather/scatter)
+        if full:
+            idx_p, qa, Ja, ea, la, Ta = None, q, J, e, lam, T
+        else:
+            pad = _bucket(n, P)
+            idx_p = torch.cat((idx, idx[:1].expand(pad - n))) if pad > n else idx
+            qa, Ja, ea, la, Ta = q[idx_p], J[idx_p], e[idx_p], lam[idx_p], T[idx_p]
         A, b = _normal_equations(Ja, ea, w2)
         Ad = A.clone()
         Ad.diagonal(dim1=0, dim2=1).mul_(1.0 + la[:, None]).add_(1e-12)
@@ -89,16 +93,26 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
             dq = x[..., 0] + pb.nullspace_gain * (d - x[..., 1])
         qn = _wrap_into(qa + dq, lo, hi, turn)
         viol = (qn < lo) | (qn > hi)
-        if bool(viol.any()):  # freeze the joints that would leave their range, re-solve for the others
-            keep = (~viol).T.to(dt)
-            A2 = Ad * keep.unsqueeze(1) * keep.unsqueeze(0)
-            A2.diagonal(dim1=0, dim2=1).add_(viol.to(dt))
-            qn = torch.where(viol.any(1, keepdim=True), _wrap_into(qa + _solve(A2, b * keep), lo, hi, turn), qn)
+        rows = torch.nonzero(viol.any(1)).squeeze(1)
+        if rows.numel():  # freeze the joints that would leave their range, re-solve for the others
+            keep = (~viol[rows]).T.to(dt)
+            A2 = Ad[:, :, rows] * keep.unsqueeze(1) * keep.unsqueeze(0)
+            A2.diagonal(dim1=0, dim2=1).add_(viol[rows].to(dt))
+            qn[rows] = _wrap_into(qa[rows] + _solve(A2, b[:, rows] * keep), lo, hi, turn)
         qn = torch.maximum(torch.minimum(qn, hi), lo)
         Xn, Jn = chain.pose_and_jacobian(qn, frame)
-        en, pen, ren = pose_errors(Xn, T[idx_p], pb.position_only)
+        en, pen, ren = pose_errors(Xn, Ta, pb.position_only)
         cn = (w2 * en * en).sum(-1)
-        qn, Jn, en, pen, ren, cn = qn[:n], Jn[:n, :rows], en[:n], pen[:n], ren[:n], cn[:n]
+        if full:
+            better = (cn < cost) & active
+            q, J, e = torch.where(better[:, None], qn, q), torch.where(better[:, None, None], Jn[:, :rows_e], J), \
+                torch.where(better[:, None], en, e)
+            pe, re, cost = torch.where(better, pen, pe), torch.where(better, ren, re), torch.where(better, cn, cost)
+            lam = torch.where(better, (lam * LAMBDA_DOWN).clamp_min(LAMBDA_MIN), torch.where(active, lam * LAMBDA_UP, lam))
+            iters += active
+            solved = solved | (better & (pen < pb.position_tolerance) & (ren < pb.orientation_tolerance))
+            continue
+        qn, Jn, en, pen, ren, cn = qn[:n], Jn[:n, :rows_e], en[:n], pen[:n], ren[:n], cn[:n]
         better = cn < cost[idx]
         q[idx] = torch.where(better[:, None], qn, q[idx])
         J[idx] = torch.where(better[:, None, None], Jn, J[idx])
