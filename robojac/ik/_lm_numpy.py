@@ -2,8 +2,8 @@
 
 Same algorithm as :mod:`._lm_torch` (see :func:`robojac.ik.solve` for the step rule).  A single
 target is latency-bound: numpy's per-call cost is a fraction of torch's on arrays this small,
-and every problem is stepped each iteration (masked, not gathered), which keeps the number of
-calls per iteration near forty.
+and every problem is stepped each iteration (masked, not gathered), so the number of calls per
+step (about a hundred) does not grow with the number of problems.
 """
 
 from __future__ import annotations
