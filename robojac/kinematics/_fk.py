@@ -95,6 +95,19 @@ def compile_program(tree: TreeLayout) -> Program:
     return Program(tuple(kind), tuple(slot), tuple(tree.parent), tuple(tuple(c) for c in children), constants, identity)
 
 
+def axis_frames(prog: Program, jac_frames) -> set[int]:
+    """The movable frames on the paths from the root to ``jac_frames``: whose joint axes the
+    Jacobians of those frames need."""
+    need = set()
+    for f in jac_frames:
+        g = f
+        while g > 0:
+            if prog.kind[g] in (REVOLUTE, PRISMATIC):
+                need.add(g)
+            g = prog.parent[g]
+    return need
+
+
 class Plan:
     """Buffers and views for one batch size, dtype and device; reused while they match.
 
@@ -120,13 +133,7 @@ class Plan:
         self.Z = torch.zeros(3, max(n, 1), B, dtype=dt, device=dev)  # joint axes in the root frame
         self.C = C
         wanted = set(frames)
-        needs_axis = set()
-        for f in jac_frames:
-            g = f
-            while g > 0:
-                if prog.kind[g] in (REVOLUTE, PRISMATIC):
-                    needs_axis.add(g)
-                g = prog.parent[g]
+        needs_axis = axis_frames(prog, jac_frames)
         self.axis_frames = needs_axis
         self.jac = {}
         for f in jac_frames:  # per Jacobian frame: its columns and a (6, n, B) buffer
@@ -249,13 +256,7 @@ def run_autograd(prog: Program, C: dict[str, Tensor], q: Tensor, frames: list[in
     qs, ts = {0: one[3:].expand(4, B)}, {0: one[:3].expand(3, B)}
     axes = {}
     wanted = set(frames)
-    need_axis = set()
-    for f in jac_frames:
-        g = f
-        while g > 0:
-            if prog.kind[g] in (REVOLUTE, PRISMATIC):
-                need_axis.add(g)
-            g = prog.parent[g]
+    need_axis = axis_frames(prog, jac_frames)
     for p in sorted({prog.parent[f] for f in wanted if f > 0} | (need_axis & wanted)):
         qp = qs[p]
         m = (qp.unsqueeze(1) * qp.unsqueeze(0)).reshape(16, B)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import torch
 
+from .._files import write_text_atomic
 from ._graph import PoseGraph
 from ._se2 import se2_to_se3, se3_to_se2
 
@@ -210,18 +209,5 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     fixed = [str(v) for v, f in zip(ids, graph.fixed.cpu().tolist()) if f]
     if fixed:
         lines.append("FIX " + " ".join(fixed))
-    text = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 

@@ -133,7 +133,6 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
     states ``(N, 3|7)`` (only the held ones are read; at least one must be held: the gauge).
     """
     e = edges.cpu().numpy()
-    E = len(e)
     info = information.detach().double().cpu().numpy()
     held = held.cpu().numpy().astype(bool)
     if not held.any():
@@ -157,12 +156,7 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
         ci, si = np.cos(theta[e[:, 0]]), np.sin(theta[e[:, 0]])
         tij = Zd[:, :2].numpy()
         rhs = np.stack((ci * tij[:, 0] - si * tij[:, 1], si * tij[:, 0] + ci * tij[:, 1]), -1).reshape(-1)
-        eye = np.broadcast_to(np.eye(2), (E, 2, 2))
-        At = _edge_system(e, free, eye, 2)
-        w_t = np.repeat(np.maximum(np.trace(info[:, :2, :2], axis1=1, axis2=2) / 2, 1e-12), 2)
-        t = V[:, :2].numpy().copy()
-        rhs = rhs + _held_rhs(e, held, eye, t, 2)
-        t[free] = _solve_normal(At, w_t, rhs[:, None]).reshape(-1, 2)
+        t = _translations(e, free, held, info[:, :2, :2], V[:, :2].numpy(), rhs)
         out = np.concatenate((t, theta[:, None]), 1)
         out[held] = V.numpy()[held]  # held poses come back bit-identical
         return torch.from_numpy(out).to(Z)
@@ -182,16 +176,25 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
     # translations: t_j - t_i = R_i t_ij
     tij = Zd[:, :3].numpy()
     rhs = np.einsum("eab,eb->ea", R[e[:, 0]], tij).reshape(-1)
-    eye = np.broadcast_to(np.eye(3), (E, 3, 3))
-    At = _edge_system(e, free, eye, 3)
-    w_t = np.repeat(np.maximum(np.trace(info[:, :3, :3], axis1=1, axis2=2) / 3, 1e-12), 3)
-    t = V[:, :3].numpy().copy()
-    rhs = rhs + _held_rhs(e, held, eye, t, 3)
-    t[free] = _solve_normal(At, w_t, rhs[:, None]).reshape(-1, 3)
+    t = _translations(e, free, held, info[:, :3, :3], V[:, :3].numpy(), rhs)
     q = ops.matrix_to_quat(torch.from_numpy(R))
     out = torch.cat((torch.from_numpy(t), q), 1)
     out[torch.from_numpy(held)] = V[torch.from_numpy(held)]  # held poses come back bit-identical
     return out.to(Z)
+
+
+def _translations(e: np.ndarray, free: np.ndarray, held: np.ndarray, info_t: np.ndarray, t0: np.ndarray,
+                  rhs: np.ndarray) -> np.ndarray:
+    """Translations ``(N, d)`` with ``t_j - t_i = rhs`` per edge (``rhs (E d,)``, the rotated
+    measured translations) by least squares weighted with each edge's mean translation
+    information ``info_t (E, d, d)``; held poses keep ``t0``."""
+    E, d = len(e), t0.shape[1]
+    eye = np.broadcast_to(np.eye(d), (E, d, d))
+    A = _edge_system(e, free, eye, d)
+    w = np.repeat(np.maximum(np.trace(info_t, axis1=1, axis2=2) / d, 1e-12), d)
+    t = t0.copy()
+    t[free] = _solve_normal(A, w, (rhs + _held_rhs(e, held, eye, t, d))[:, None]).reshape(-1, d)
+    return t
 
 
 def _held_rhs(edges: np.ndarray, held: np.ndarray, B: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import io
 import pathlib
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +11,7 @@ import pypose as pp
 import torch
 from torch import Tensor
 
+from .._files import write_text_atomic
 from ..lie import _ops as ops
 from ..lie import as_SE3
 
@@ -90,18 +90,9 @@ def _is_float(t: str) -> bool:
 
 
 def _save(path, mat: np.ndarray) -> pathlib.Path:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savetxt(tmp, mat, delimiter=" ")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    buf = io.StringIO()
+    np.savetxt(buf, mat, delimiter=" ")  # what evo writes, byte for byte
+    return write_text_atomic(path, buf.getvalue())
 
 
 def read_tum(path) -> Trajectory:
