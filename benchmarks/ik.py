@@ -52,7 +52,7 @@ class Checker:
         if self.pin is None:
             X = self.chain.forward_kinematics(q, self.tip).matrix().numpy()
             pos = np.linalg.norm(X[:, :3, 3] - T[:, :3, 3], axis=-1)
-            rot = np.array([np.linalg.norm(_log3(a[:3, :3].T @ b[:3, :3])) for a, b in zip(T, X)])
+            rot = np.array([_angle(a[:3, :3].T @ b[:3, :3]) for a, b in zip(T, X)])
         else:
             pos, rot = np.empty(len(q)), np.empty(len(q))
             for i, qi in enumerate(q.numpy()):
@@ -65,9 +65,9 @@ class Checker:
         return (pos < 1e-3) & (rot < 1e-2) & inside
 
 
-def _log3(R: np.ndarray) -> np.ndarray:
-    angle = np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))
-    return np.array([angle])
+def _angle(R: np.ndarray) -> float:
+    """Rotation angle of a rotation matrix."""
+    return float(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
 
 
 def _pk_solver(urdf: pathlib.Path, tip: str, dtype):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._path import SerialPath, rotation_error
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, wrap_into
 
 __all__ = ["lm_numpy", "frame_errors"]
 
@@ -26,11 +26,6 @@ def frame_errors(path: SerialPath, q: np.ndarray, Rt: np.ndarray, pt: np.ndarray
         return (None if Jt is None else Jt[..., :3]), dp, pe, np.zeros_like(pe)
     dr, re = rotation_error(Rt, R)
     return Jt, np.concatenate((dp, dr), -1), pe, re
-
-
-def _wrap_into(q, lo, hi, turn):
-    """Rotational joints outside their limits come back by a full turn when that lands inside."""
-    return q - turn * ((q > hi) & (q - turn >= lo)) + turn * ((q < lo) & (q + turn <= hi))
 
 
 def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb: Problem):
@@ -61,12 +56,12 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q
             dq += pb.nullspace_gain * (d - np.linalg.solve(Ad, A @ d[..., None])[..., 0])
-        qn = _wrap_into(q + dq, lo, hi, turn)
+        qn = wrap_into(q + dq, lo, hi, turn)
         viol = (qn < lo) | (qn > hi)
         if viol.any():  # freeze the joints that would leave their range, re-solve for the others
             keep = ~viol
             A2 = Ad * (keep[:, :, None] & keep[:, None, :]) + viol[:, :, None] * eye
-            frozen = _wrap_into(q + np.linalg.solve(A2, (b * keep)[..., None])[..., 0], lo, hi, turn)
+            frozen = wrap_into(q + np.linalg.solve(A2, (b * keep)[..., None])[..., 0], lo, hi, turn)
             qn = np.where(viol.any(1, keepdims=True), frozen, qn)
         qn = np.minimum(np.maximum(qn, lo), hi)
         Jn, en, pen, ren = frame_errors(path, qn, Rt, pt, pb.position_only)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..kinematics import Chain
 from ..optim import spd_solve_soa
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, wrap_into
 from ._targets import pose_errors
 
 __all__ = ["lm_torch"]
@@ -42,12 +42,6 @@ def _solve(A: Tensor, b: Tensor) -> Tensor:
     x = x.movedim(-1, 0)
     good = ok & torch.isfinite(x).flatten(1).all(1)
     return torch.where(good.view((-1,) + (1,) * (x.dim() - 1)), x, torch.zeros_like(x))
-
-
-def _wrap_into(q: Tensor, lo: Tensor, hi: Tensor, turn: Tensor) -> Tensor:
-    up = (q > hi) & (q - turn >= lo)
-    down = (q < lo) & (q + turn <= hi)
-    return q - turn * up + turn * down
 
 
 def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
@@ -91,14 +85,14 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
             A_d = (A * d.T.unsqueeze(0)).sum(1)  # (dof, n): A d
             x = _solve(Ad, torch.stack((b, A_d), 1))
             dq = x[..., 0] + pb.nullspace_gain * (d - x[..., 1])
-        qn = _wrap_into(qa + dq, lo, hi, turn)
+        qn = wrap_into(qa + dq, lo, hi, turn)
         viol = (qn < lo) | (qn > hi)
         rows = torch.nonzero(viol.any(1)).squeeze(1)
         if rows.numel():  # freeze the joints that would leave their range, re-solve for the others
             keep = (~viol[rows]).T.to(dt)
             A2 = Ad[:, :, rows] * keep.unsqueeze(1) * keep.unsqueeze(0)
             A2.diagonal(dim1=0, dim2=1).add_(viol[rows].to(dt))
-            qn[rows] = _wrap_into(qa[rows] + _solve(A2, b[:, rows] * keep), lo, hi, turn)
+            qn[rows] = wrap_into(qa[rows] + _solve(A2, b[:, rows] * keep), lo, hi, turn)
         qn = torch.maximum(torch.minimum(qn, hi), lo)
         Xn, Jn = chain.pose_and_jacobian(qn, frame)
         en, pen, ren = pose_errors(Xn, Ta, pb.position_only)

@@ -28,17 +28,22 @@ import numpy as np
 from ..kinematics import Chain
 from ..kinematics._joint import JointType
 
-__all__ = ["SerialPath"]
+__all__ = ["SerialPath", "quat_to_matrix_np", "rotation_error"]
+
+
+def quat_to_matrix_np(quat: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``(..., 4)`` in pypose's ``[qx, qy, qz, qw]``."""
+    x, y, z, w = (quat[..., k] for k in range(4))
+    R = np.stack((1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+                  2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+                  2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)), -1)
+    return R.reshape(quat.shape[:-1] + (3, 3))
 
 
 def _matrix(pose) -> np.ndarray:
-    t = np.asarray(pose[:3], dtype=np.float64)
-    x, y, z, w = (float(v) for v in pose[3:])
+    pose = np.asarray(pose, dtype=np.float64)
     T = np.eye(4)
-    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
-    T[:3, 3] = t
+    T[:3, :3], T[:3, 3] = quat_to_matrix_np(pose[3:]), pose[:3]
     return T
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from ..kinematics import Chain
 from ._lm_numpy import frame_errors, lm_numpy
 from ._lm_torch import lm_torch
-from ._path import SerialPath
+from ._path import SerialPath, quat_to_matrix_np
 from ._step import Problem
 from ._targets import parse_targets, pose_errors
 
@@ -121,13 +121,8 @@ def _limits(chain: Chain, dtype, device, numpy: bool):
 def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(R* (B, 3, 3), p* (B, 3))`` in float64 for the numpy engine."""
     T64 = flat.detach().to("cpu", torch.float64).numpy()
-    if position_only:
-        return np.zeros((T64.shape[0], 3, 3)), T64[:, :3]
-    x, y, z, w = T64[:, 3], T64[:, 4], T64[:, 5], T64[:, 6]
-    R = np.stack((1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-                  2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-                  2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)), -1)
-    return R.reshape(-1, 3, 3), T64[:, :3]
+    R = np.zeros((T64.shape[0], 3, 3)) if position_only else quat_to_matrix_np(T64[:, 3:])
+    return R, T64[:, :3]
 
 
 def _problem(chain: Chain, cfg: IKConfig, position_only: bool, dtype, device, numpy: bool, group: int) -> Problem:
@@ -142,17 +137,6 @@ def _problem(chain: Chain, cfg: IKConfig, position_only: bool, dtype, device, nu
         w2 = torch.tensor(w2, dtype=dtype, device=device)
     return Problem(lo, hi, turn, w2, position_only, cfg.position_tolerance, cfg.orientation_tolerance,
                    cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain)
-
-
-def _starts(chain: Chain, n: int, gen: torch.Generator, dtype, device) -> Tensor:
-    """``n`` uniform samples inside the limits (``[-pi, pi]`` for continuous joints)."""
-    def build():
-        lo, hi = chain.limits_for(torch.float64, "cpu")
-        return lo.nan_to_num(neginf=-math.pi), hi.nan_to_num(posinf=math.pi)
-
-    lo, hi = _compiled(chain, "sampling box", build)
-    u = torch.rand(n, chain.dof, generator=gen, dtype=torch.float64)
-    return (lo + u * (hi - lo)).to(dtype=dtype, device=device)
 
 
 def _check(chain, cfg, target, q0):
@@ -217,7 +201,7 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
         # starts, the last hard targets of a batch
         use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
         work_dt = torch.float64 if use_numpy else dt
-        q_init = _starts(chain, n * R, gen, work_dt, dev).view(n, R, dof)
+        q_init = chain.random_configuration(n, R, generator=gen, dtype=work_dt, device=dev)
         if rnd == 0 and q0 is not None:
             q_init[:, 0] = q0.to(work_dt)[todo]
         q_init = q_init.reshape(n * R, dof)
@@ -257,11 +241,10 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
 def _returned(chain: Chain, q: Tensor, dtype) -> Tensor:
     """``q`` rounded to ``dtype`` and kept inside the limits (continuous joints wrapped into ``[-pi, pi)``)."""
     lo, _, _ = _limits(chain, torch.float64, q.device, False)
-    cont = _compiled(chain, ("continuous", str(q.device)), lambda: (torch.isinf(lo), bool(torch.isinf(lo).any())))
-    if cont[1]:
-        q = torch.where(cont[0], torch.remainder(q + math.pi, 2 * math.pi) - math.pi, q)
-    lo, hi, _ = _limits(chain, dtype, q.device, False)
-    return torch.maximum(torch.minimum(q.to(dtype), hi), lo)
+    continuous = torch.isinf(lo)
+    if bool(continuous.any()):
+        q = torch.where(continuous, torch.remainder(q + math.pi, 2 * math.pi) - math.pi, q)
+    return chain.clamp(q.to(dtype))
 
 
 def _result(chain, flat, batch, q, pe, re, iters, cfg) -> IKResult:

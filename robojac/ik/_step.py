@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX"]
+__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "wrap_into"]
 
 LAMBDA_DOWN = 1.0 / 3.0  # damping factor after an accepted step
 LAMBDA_UP = 3.0  # after a rejected one
@@ -36,3 +36,9 @@ class Problem:
     group: int = 1
     rest_pose: Any = None
     nullspace_gain: float = 0.0
+
+
+def wrap_into(q, lo, hi, turn):
+    """Joints outside their limits come back by a full turn (``turn``: ``2 pi`` for rotational
+    joints, ``0`` otherwise) when that lands inside; numpy arrays or torch tensors alike."""
+    return q - turn * ((q > hi) & (q - turn >= lo)) + turn * ((q < lo) & (q + turn <= hi))
