@@ -123,6 +123,71 @@ def test_neighbour_backends_agree_and_downsampling_averages():
     assert max_err(voxel_downsample(one_voxel, 1.0), one_voxel.mean(0, keepdim=True)) < 1e-15
 
 
+def test_gicp_system_from_moments_equals_the_dense_sum():
+    """The moment-sum Gauss-Newton system against ``sum w J^T M J`` built point by point."""
+    from robojac.icp import _soa as soa
+    from robojac.lie import skew
+
+    g = torch.Generator().manual_seed(3)
+    R_, N = 2, 50
+    q = torch.randn(R_, 3, N, dtype=torch.float64, generator=g)
+    r = torch.randn(R_, 3, N, dtype=torch.float64, generator=g)
+    A = torch.randn(R_, N, 3, 3, dtype=torch.float64, generator=g)
+    M = A @ A.transpose(-1, -2) + 0.1 * torch.eye(3, dtype=torch.float64)  # SPD per point
+    w = torch.rand(R_, N, dtype=torch.float64, generator=g)
+    M6 = torch.stack([M[..., a, b] for a, b in soa.SYM6], dim=1)  # (R, 6, N)
+    Mr = soa.sym6_matvec(M6, r)
+    assert max_err(Mr, (M @ r.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)) < 1e-12
+    H, gv = soa.gicp_system(q, Mr, M6, w)
+    J = torch.cat((torch.eye(3, dtype=torch.float64).expand(R_, N, 3, 3), -skew(q.transpose(1, 2))), -1)  # (R, N, 3, 6)
+    JtM = J.transpose(-1, -2) @ M * w[..., None, None]
+    assert max_err(H, (JtM @ J).sum(1)) < 1e-10
+    assert max_err(gv, (JtM @ r.transpose(1, 2).unsqueeze(-1)).squeeze(-1).sum(1)) < 1e-10
+
+
+def test_symmetric_six_entry_algebra():
+    from robojac.icp import _soa as soa
+
+    g = torch.Generator().manual_seed(4)
+    A = torch.randn(7, 3, 3, dtype=torch.float64, generator=g)
+    C = A @ A.transpose(-1, -2) + 0.5 * torch.eye(3, dtype=torch.float64)  # (7 points, 3, 3)
+    six = lambda X: torch.stack([X[..., a, b] for a, b in soa.SYM6], dim=-1).T.unsqueeze(0)  # (1, 6, 7)
+    assert max_err(soa.sym6_inverse(six(C)), six(torch.linalg.inv(C))) < 1e-12
+    Rm = ops.quat_to_matrix(pp.randn_SO3(1, dtype=torch.float64).tensor())  # (1, 3, 3)
+    assert max_err(soa.sym6_rotation(Rm) @ six(C), six(Rm @ C @ Rm.transpose(-1, -2))) < 1e-12
+    n = torch.nn.functional.normalize(torch.randn(1, 3, 7, dtype=torch.float64, generator=g), dim=1)
+    nn_t = n[0].T  # (7, 3)
+    dense = torch.eye(3, dtype=torch.float64) - (1 - 1e-3) * nn_t[:, :, None] * nn_t[:, None, :]
+    assert max_err(soa.sym6_plane_covariances(n), six(dense)) < 1e-15
+
+
+def test_open3d_covariances_equal_our_neighbourhood_covariances():
+    from robojac.icp import estimate_covariances
+    from robojac.icp._cloud import knn_covariances
+
+    pts = _surface(800)
+    _, nb = NearestNeighbors(pts, backend="brute").query(pts, k=10)
+    ours = estimate_covariances(pts, nb)  # (N, 3, 3)
+    o3d_path = knn_covariances(pts, 10).permute(2, 0, 1)
+    assert max_err(o3d_path, ours) < 1e-12 * float(ours.abs().max())
+    assert knn_covariances(pts.float(), 10).dtype == torch.float32
+
+
+def test_thread_count_is_scoped_and_checked():
+    from robojac._threads import threads_for, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert threads_for(1000, torch.device("cpu")) == 1 and threads_for(10**7, torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="ICPConfig.num_threads: expected a positive thread count"):
+        ICPConfig(num_threads=0)
+    pts = _surface(300)
+    align(pts, pts, config=ICPConfig(max_correspondence_distance=0.1, num_threads=1))
+    assert torch.get_num_threads() == before
+
+
 def test_bad_input_is_refused_and_no_overlap_is_not_success():
     pts = _surface(300)
     with pytest.raises(ValueError, match="source: the point cloud is empty"):

@@ -128,6 +128,24 @@ def test_another_frame_and_mimic_joints():
     assert bool(ik.solve(panda, mid, config=ik.IKConfig(frame="panda_link5")).converged.all())
 
 
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_joints_off_the_frame_path_do_not_stall_float32(engine):
+    """The full Panda has a finger joint that does not move the hand: its Jacobian column is zero.
+    In float32 the torch engine's damped system was singular there and no target moved."""
+    full = Chain.from_urdf(ROBOTS / "panda.urdf") if (ROBOTS / "panda.urdf").exists() else pytest.skip("no panda")
+    gen = torch.Generator().manual_seed(9)
+    target = full.forward_kinematics(full.random_configuration(40, generator=gen), "panda_hand").to(torch.float32)
+    q0 = full.random_configuration(40, generator=gen, dtype=torch.float32)
+    r = ik.solve(full, target, q0=q0, config=ik.IKConfig(frame="panda_hand", engine=engine))
+    assert bool(r.converged.all()), r.pos_err.max()
+    finger = [j.name for j in full.tree.actuated].index("panda_finger_joint1")
+    one = ik.IKConfig(frame="panda_hand", engine=engine, rounds=1, restarts=1, fill=1, max_iterations=5)
+    r = ik.solve(full, target, q0=q0, config=one)
+    assert float(r.pos_err.max()) < float(ik.solve(full, target, q0=q0, config=ik.IKConfig(
+        frame="panda_hand", engine=engine, rounds=1, restarts=1, fill=1, max_iterations=1)).pos_err.max())
+    assert torch.equal(r.q[:, finger], q0[:, finger])  # the idle joint's step is exactly zero
+
+
 def test_bad_targets_are_refused():
     arm = sample_arm()
     with pytest.raises(ValueError, match=r"target: expected an SE3 pose \(\.\.\., 7\)"):

@@ -12,9 +12,10 @@ from torch import Tensor
 
 from ..lie import _ops as ops
 from ..lie import as_SE3, skew, wrap_lie
+from .._threads import threads_for, torch_threads
 from ..optim import RobustKernel
 from . import _soa as soa
-from ._cloud import as_points, voxel_downsample
+from ._cloud import as_points, knn_covariances, voxel_downsample
 from ._neighbors import NearestNeighbors
 
 __all__ = ["ICPConfig", "RegistrationResult", "PreparedCloud", "prepare", "align"]
@@ -39,6 +40,9 @@ class ICPConfig:
       first level: for initial errors beyond a local method's basin.
     * stopping per pair: a step below ``rotation_tolerance`` (rad) and
       ``translation_tolerance``, or ``max_iterations`` per level.
+    * ``num_threads``: torch CPU threads inside ``align`` (restored after); ``None`` uses one
+      thread for problems under ~55k points (where waking a second thread costs more than it
+      saves) and torch's setting above.
     """
 
     method: Method = "gicp"
@@ -53,6 +57,7 @@ class ICPConfig:
     restarts: int = 0
     restart_angle: float = math.pi / 2
     neighbors_backend: str = "auto"
+    num_threads: int | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -63,6 +68,8 @@ class ICPConfig:
             raise ValueError("ICPConfig: voxel_size must be >= 0 and max_correspondence_distance > 0")
         if not self.levels or any(v <= 0 for v in self.levels):
             raise ValueError(f"ICPConfig.levels: expected positive multiples of the voxel size, got {self.levels}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"ICPConfig.num_threads: expected a positive thread count or None, got {self.num_threads}")
         if self.num_neighbors < 5:
             raise ValueError(f"ICPConfig.num_neighbors: expected at least 5, got {self.num_neighbors}")
 
@@ -99,9 +106,7 @@ class PreparedCloud:
 
     def covariances_soa(self) -> Tensor:
         if self._cov is None:
-            k = min(self.num_neighbors, self.points.shape[0])
-            _, nb = self.index.query(self.points, k=k)
-            self._cov = soa.covariances(self.points_t, nb.reshape(self.points.shape[0], k))
+            self._cov = knn_covariances(self.points, self.num_neighbors)
         return self._cov
 
     def normals_soa(self) -> Tensor:
@@ -193,6 +198,13 @@ def align(source, target, *, init=None, config: ICPConfig | None = None) -> Regi
             about = torch.cat((c[b] - ops.quat_rotate(Rq, c[b].expand(H, 3)), Rq), -1)  # p -> R (p - c) + c
             T_h.append(ops.se3_compose(T[b].expand(H, 7), about))
         T = torch.stack(T_h).reshape(B * H, 7)
+    elements = 9 * H * sum(s.shape[0] for s in src0)  # the largest per-point arrays: 3x3 per point
+    with torch_threads(threads_for(elements, device, cfg.num_threads)):
+        return _run_levels(cfg, src0, tgt0, T, H, batch)
+
+
+def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: int, batch: tuple) -> RegistrationResult:
+    B, device = len(src0), T.device
     iters = torch.zeros(B * H, dtype=torch.long, device=device)
     converged = torch.zeros(B * H, dtype=torch.bool, device=device)
     for level_no, factor in enumerate(cfg.levels):
@@ -202,15 +214,16 @@ def align(source, target, *, init=None, config: ICPConfig | None = None) -> Regi
               prepare(t.points if isinstance(t, PreparedCloud) else t, v, num_neighbors=cfg.num_neighbors,
                       backend=cfg.neighbors_backend) for t in tgt0]
         dist = _max_distance(cfg, factor, Tg)
-        T, it, conv = _iterate(cfg, S, Tg, T, dist, H)
+        stacked = _stack_for(Tg, dist, cfg)
+        T, it, conv = _iterate(cfg, S, Tg, T, dist, H, stacked)
         iters, converged = iters + it, conv
         if cfg.restarts and level_no == 0:  # keep each pair's best hypothesis
-            fit, rm = _fitness(S, Tg, T, dist, H)
+            fit, rm = _fitness(S, Tg, T, dist, H, stacked)
             score = fit - 1e-9 * rm
             best = score.view(B, H).argmax(1)
             sel = torch.arange(B, device=device) * H + best
             T, iters, converged, H = T[sel], iters[sel], converged[sel], 1
-    fit, rmse, inl = _fitness(S, Tg, T, dist, 1, counts=True)
+    fit, rmse, inl = _fitness(S, Tg, T, dist, 1, stacked, counts=True)
     converged = converged & (inl >= 3)
     shape = batch
     return RegistrationResult(wrap_lie(T.reshape(shape + (7,))), converged.reshape(shape), iters.reshape(shape),
@@ -240,16 +253,20 @@ class _StackedIndex:
     mix: one query answers every pair of a batch (instead of a Python loop over pairs)."""
 
     def __init__(self, clouds: list[Tensor], spacing: float):
-        self.starts = torch.tensor([0] + [c.shape[0] for c in clouds], device=clouds[0].device).cumsum(0)
+        self.sizes = [c.shape[0] for c in clouds]
+        self.starts = torch.tensor([0] + self.sizes, device=clouds[0].device).cumsum(0)
         self.shift = spacing
         pts = torch.cat([c + torch.tensor([k * spacing, 0.0, 0.0], dtype=c.dtype, device=c.device) for k, c in enumerate(clouds)])
         self.index = NearestNeighbors(pts, backend="kdtree")
 
-    def query(self, q: Tensor, which: Tensor, k: int = 1):
-        """``q (Q, 3)`` belonging to clouds ``which (Q,)``: distances and indices local to each cloud."""
+    def query(self, q: Tensor, which: Tensor, k: int = 1, *, local: bool = True):
+        """``q (Q, 3)`` belonging to clouds ``which (Q,)``: distances and indices local to each
+        cloud (``local=False``: indices into the concatenation of all clouds)."""
         off = torch.zeros_like(q)
         off[:, 0] = which.to(q.dtype) * self.shift
         d, i = self.index.query(q + off, k=k)
+        if not local:
+            return d, i
         base = self.starts[which]
         return d, i - (base if k == 1 else base[:, None])
 
@@ -259,17 +276,24 @@ def _spacing(clouds: list[Tensor], margin: float) -> float:
     return 4.0 * ext + 10.0 * margin + 1.0
 
 
-def _correspondences(q: Tensor, mask: Tensor, targets, H: int, stacked: _StackedIndex | None = None):
-    """For each row of ``q (B*H, N, 3)``: squared distance and index of the nearest target point."""
+def _correspondences(q: Tensor, mask: Tensor, targets, H: int, stacked: _StackedIndex | None = None,
+                     rows: Tensor | None = None):
+    """For each row of ``q (R, N, 3)`` (rows ``rows`` of the batch, all by default): squared
+    distance and index of the nearest target point."""
     d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
     idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
+    if rows is None:
+        rows = torch.arange(q.shape[0], device=q.device)
+    if q.shape[0] == 1 and stacked is None and bool(mask.all()):  # one unpadded row: no masking
+        dd, ii = targets[int(rows[0]) // H].index.query(q[0])
+        return dd.unsqueeze(0), ii.unsqueeze(0)
     if stacked is not None:
-        rows = torch.arange(q.shape[0], device=q.device).unsqueeze(1).expand(q.shape[:2])
-        dd, ii = stacked.query(q[mask], (rows[mask] // H))
+        which = (rows // H).unsqueeze(1).expand(q.shape[:2])
+        dd, ii = stacked.query(q[mask], which[mask])
         d2[mask], idx[mask] = dd, ii
         return d2, idx
-    for r in range(q.shape[0]):
-        t = targets[r // H]
+    for r, row in enumerate(rows.tolist()):
+        t = targets[row // H]
         n = int(mask[r].sum())
         dd, ii = t.index.query(q[r, :n])
         d2[r, :n], idx[r, :n] = dd, ii
@@ -279,15 +303,19 @@ def _correspondences(q: Tensor, mask: Tensor, targets, H: int, stacked: _Stacked
 class _Concat:
     """Per-target arrays (last dim = points) concatenated, for one gather across all rows."""
 
-    def __init__(self, arrays: list[Tensor], H: int):
+    def __init__(self, arrays: list[Tensor], H: int, transform=None):
         sizes = torch.tensor([a.shape[-1] for a in arrays], device=arrays[0].device)
         starts = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))
         self.cat = torch.cat(arrays, dim=-1)
+        if transform is not None:  # a per-point function, applied once to the concatenation
+            self.cat = transform(self.cat)
         self.row_start = starts.repeat_interleave(H)  # (R,)
 
-    def gather(self, j: Tensor) -> Tensor:
-        """Row ``r`` takes ``arrays[r // H][..., j[r]]``: shape ``(R, ..., N)``."""
-        g = self.cat[..., j + self.row_start[:, None]]  # (..., R, N)
+    def gather(self, j: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Row ``r`` takes ``arrays[r // H][..., j[r]]``: shape ``(R, ..., N)`` (only ``rows``, if given)."""
+        start = self.row_start if rows is None else self.row_start[rows]
+        flat = (j + start[:, None]).reshape(-1)
+        g = self.cat.index_select(-1, flat).unflatten(-1, j.shape)  # (..., R, N)
         return g.movedim(-2, 0)
 
 
@@ -298,9 +326,9 @@ def _stack_for(Tg: list[PreparedCloud], dist: list[float], cfg: ICPConfig) -> _S
     return _StackedIndex([t.points for t in Tg], _spacing([t.points for t in Tg], max(dist)))
 
 
-def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor, dist: list[float], H: int):
+def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor, dist: list[float], H: int,
+             stacked: _StackedIndex | None):
     src, mask = _pad([s for s in S for _ in range(H)])
-    stacked = _stack_for(Tg, dist, cfg)
     srcT = src.transpose(1, 2).contiguous()  # (R, 3, N)
     R_ = T.shape[0]
     dt, dev = T.dtype, T.device
@@ -309,78 +337,79 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
     if cfg.method != "point_to_point":
         _ensure_covariances(Tg)
     if cfg.method == "gicp":
-        covs = [soa.plane_covariances(soa.normals(c)) for c in _source_covs(S, cfg.num_neighbors)]
-        N = src.shape[1]
-        src_cov = torch.eye(3, dtype=dt, device=dev).view(1, 3, 3, 1).repeat(R_, 1, 1, N)
+        covs = _plane_covariances(S, cfg.num_neighbors)
+        src_cov = soa.sym6_identity(R_, src.shape[1], dtype=dt, device=dev)  # padding: any SPD matrix
         for r in range(R_):
             c = covs[r // H]
-            src_cov[r, :, :, : c.shape[-1]] = c
-        tgt_cov = _Concat([soa.plane_covariances(t.normals_soa()) for t in Tg], H)
+            src_cov[r, :, : c.shape[-1]] = c
+        tgt_cov = _Concat([t.normals_soa() for t in Tg], H, soa.sym6_plane_covariances)
     elif cfg.method == "point_to_plane":
         tgt_nrm = _Concat([t.normals_soa() for t in Tg], H)
     active = torch.ones(R_, dtype=torch.bool, device=dev)
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
+    R_all, t_all = ops.quat_to_matrix(T[:, 3:]), T[:, :3].clone()  # the pose as R, t while iterating
     eye6 = torch.eye(6, dtype=dt, device=dev)
     for _ in range(cfg.max_iterations):
-        if not active.any():
+        a = active.nonzero().squeeze(1)  # step only the running pairs
+        if a.numel() == 0:
             break
-        Rm = ops.quat_to_matrix(T[:, 3:])
-        q = soa.transform(Rm, T[:, :3], srcT)  # (R, 3, N)
-        d2, j = _correspondences(q.transpose(1, 2), mask, Tg, H, stacked)
-        valid = mask & (d2 <= dmax2) & active[:, None]
-        p = tgt_pts.gather(j)  # (R, 3, N)
+        whole = a.numel() == R_
+        pick = (lambda x: x) if whole else (lambda x: x[a])
+        rows = None if whole else a
+        Rm, tv, mk = pick(R_all), pick(t_all), pick(mask)
+        q = soa.transform(Rm, tv, pick(srcT))  # (A, 3, N)
+        d2, j = _correspondences(q.transpose(1, 2), mk, Tg, H, stacked, rows)
+        valid = mk & (d2 <= pick(dmax2))
+        p = tgt_pts.gather(j, rows)  # (A, 3, N)
         if cfg.method == "point_to_point":
             w = valid.to(dt) * (cfg.kernel.weight(d2) if cfg.kernel.name != "none" else 1.0)
             delta = _umeyama_step(q, p, w)
         else:
             if cfg.method == "point_to_plane":
-                n = tgt_nrm.gather(j)
+                n = tgt_nrm.gather(j, rows)
                 res = (n * (q - p)).sum(1)  # (R, N)
                 w = valid.to(dt) * (cfg.kernel.weight(res * res) if cfg.kernel.name != "none" else 1.0)
                 Hm, g = soa.plane_system(q, n, res, w)
             else:
-                C = tgt_cov.gather(j) + soa.rotate_cov(Rm, src_cov)
-                M = soa.inv_sym3(C)
+                C = tgt_cov.gather(j, rows) + soa.sym6_rotation(Rm) @ pick(src_cov)  # (A, 6, N)
+                M = soa.sym6_inverse(C)
                 res = q - p
-                s_ = (res * soa.matvec(M, res)).sum(1)
+                Mr = soa.sym6_matvec(M, res)
+                s_ = (res * Mr).sum(1)
                 w = valid.to(dt) * (cfg.kernel.weight(s_) if cfg.kernel.name != "none" else 1.0)
-                Hm, g = soa.gicp_system(q, res, M, w)
+                Hm, g = soa.gicp_system(q, Mr, M, w)
             lam = 1e-9 * Hm.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)
             delta = -torch.linalg.solve(Hm + lam[:, None, None] * eye6, g.unsqueeze(-1)).squeeze(-1)
         has = valid.sum(1) >= 3
-        delta = torch.where((active & has)[:, None], delta, torch.zeros_like(delta))
-        T = ops.se3_compose(ops.se3_exp(delta), T)
-        iters = iters + active.long()
+        delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
+        dR, dt_ = ops.se3_exp_matrix(delta)  # left update: T <- Exp(delta) T
+        R_all[a] = dR @ Rm
+        t_all[a] = (dR @ tv.unsqueeze(-1)).squeeze(-1) + dt_
+        iters[a] += 1
         small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
-        active = active & ~small & has
-    return T, iters, ~active
+        active[a] = ~small & has
+    return torch.cat((t_all, ops.matrix_to_quat(R_all)), -1), iters, ~active
 
 
 def _ensure_covariances(Tg: list[PreparedCloud]) -> None:
-    """Fill in the covariances of targets that lack them (one stacked query for many)."""
+    """Fill in the covariances and normals of targets that lack them; the normals of a batch's
+    targets in one pass."""
     todo = list({id(t): t for t in Tg if t._cov is None}.values())
-    if len(todo) > 1:
-        for t, c in zip(todo, _source_covs([t.points for t in todo], todo[0].num_neighbors)):
-            t._cov = c
+    if len(todo) < 2:
+        return  # a lone target computes its own on demand
+    C = torch.cat([knn_covariances(t.points, t.num_neighbors) for t in todo], dim=-1)
+    n = soa.normals(C)
+    sizes = [t.points.shape[0] for t in todo]
+    for t, c, nn in zip(todo, C.split(sizes, dim=-1), n.split(sizes, dim=-1)):
+        t._cov, t._normals = c, nn
 
 
-def _source_covs(clouds: list[Tensor], k: int) -> list[Tensor]:
-    """Neighbourhood covariances ``(3, 3, N)`` of each source cloud (one stacked query for many)."""
-    kk = min([k] + [c.shape[0] for c in clouds])
-    if len(clouds) > 1 and clouds[0].device.type == "cpu":
-        st = _StackedIndex(clouds, _spacing(clouds, 0.0))
-        which = torch.cat([torch.full((c.shape[0],), b, dtype=torch.long) for b, c in enumerate(clouds)])
-        _, nb = st.query(torch.cat(clouds), which, k=kk)
-        out, start = [], 0
-        for c in clouds:
-            out.append(soa.covariances(c.T.contiguous(), nb[start : start + c.shape[0]]))
-            start += c.shape[0]
-        return out
-    out = []
-    for c in clouds:
-        _, nb = NearestNeighbors(c).query(c, k=kk)
-        out.append(soa.covariances(c.T.contiguous(), nb.reshape(c.shape[0], kk)))
-    return out
+def _plane_covariances(clouds: list[Tensor], k: int) -> list[Tensor]:
+    """GICP's regularized covariances ``(6, N)`` (distinct entries) of each source cloud, the
+    normals of all clouds in one pass."""
+    C = torch.cat([knn_covariances(c, k) for c in clouds], dim=-1)
+    C = soa.sym6_plane_covariances(soa.normals(C))
+    return list(C.split([c.shape[0] for c in clouds], dim=-1))
 
 
 def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
@@ -397,10 +426,10 @@ def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
     return ops.se3_log(torch.cat((t, ops.matrix_to_quat(R)), -1))
 
 
-def _fitness(S, Tg, T: Tensor, dist: list[float], H: int, counts: bool = False, cfg: ICPConfig | None = None):
+def _fitness(S, Tg, T: Tensor, dist: list[float], H: int, stacked: _StackedIndex | None, counts: bool = False):
     src, mask = _pad([s for s in S for _ in range(H)])
     q = ops.se3_act(T[:, None, :], src)
-    d2, _ = _correspondences(q, mask, Tg, H, _stack_for(Tg, dist, cfg or ICPConfig()))
+    d2, _ = _correspondences(q, mask, Tg, H, stacked)
     dmax2 = torch.tensor([d * d for d in dist for _ in range(H)], dtype=T.dtype, device=T.device)[:, None]
     inl = mask & (d2 <= dmax2)
     n_in = inl.sum(1)

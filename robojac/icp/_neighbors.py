@@ -27,21 +27,28 @@ class NearestNeighbors:
         self.points = points
         self.backend = ("kdtree" if points.device.type == "cpu" else "brute") if backend == "auto" else backend
         self.chunk = chunk
-        if self.backend == "kdtree":
+        self._tree = None  # built on the first query: a batch answered by a stacked index never needs it
+        if self.backend == "brute":
+            self._sq = (points * points).sum(-1)
+
+    def _kdtree(self):
+        if self._tree is None:
             import open3d as o3d
 
-            self._o3d = o3d
-            self._tree = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(points.detach().cpu().double().numpy()))
-            if not self._tree.knn_index():
+            tree = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(self.points.detach().cpu().double().numpy()))
+            if not tree.knn_index():
                 raise RuntimeError("Open3D could not build a KD-tree index for these points")
-        else:
-            self._sq = (points * points).sum(-1)
+            self._tree = tree
+        return self._tree
 
     def query(self, queries: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
         """``(squared distances, indices)`` of the ``k`` nearest points, each ``(Q,)`` or ``(Q, k)``."""
         if self.backend == "kdtree":
-            q = self._o3d.core.Tensor(np.ascontiguousarray(queries.detach().cpu().double().numpy()))
-            i, d = self._tree.knn_search(q, k)
+            import open3d as o3d
+
+            tree = self._kdtree()
+            q = o3d.core.Tensor(np.ascontiguousarray(queries.detach().cpu().double().numpy()))
+            i, d = tree.knn_search(q, k)
             d = torch.from_numpy(d.numpy()).to(device=queries.device, dtype=queries.dtype)  # squared
             i = torch.from_numpy(i.numpy().astype(np.int64)).to(queries.device)
             return (d[:, 0], i[:, 0]) if k == 1 else (d, i)

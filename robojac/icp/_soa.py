@@ -8,6 +8,8 @@ left-perturbation Jacobian ``d(T p)/d xi = [I, -[q]x]`` (``q = T p``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -24,54 +26,117 @@ def transform(R: Tensor, t: Tensor, P: Tensor) -> Tensor:
     return R @ P + t.unsqueeze(-1)
 
 
-def rotate_cov(R: Tensor, C: Tensor) -> Tensor:
-    """``R C_n R^T`` for every point: ``R (R, 3, 3)``, ``C (R, 3, 3, N)``."""
-    Rr, N = R.shape[0], C.shape[-1]
-    X = (R @ C.reshape(Rr, 3, 3 * N)).reshape(Rr, 3, 3, N)  # R C
-    Y = (R @ X.transpose(1, 2).reshape(Rr, 3, 3 * N)).reshape(Rr, 3, 3, N)  # R (R C)^T = R C^T R^T
-    return Y.transpose(1, 2)
+# Symmetric 3x3 matrices are stored as their 6 distinct entries ``[xx, xy, xz, yy, yz, zz]``
+# along the second-to-last axis: ``(..., 6, N)``.
+SYM6 = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+_SYM_I = [0, 0, 0, 1, 1, 2]
+_SYM_J = [0, 1, 2, 1, 2, 2]
+FULL9 = [0, 1, 2, 1, 3, 4, 2, 4, 5]  # row-major 3x3 entry -> its slot among the 6
+_DIAG = [0, 3, 5]
 
 
-def inv_sym3(C: Tensor) -> Tensor:
-    """Inverses of symmetric 3x3 matrices ``(..., 3, 3, N)`` (adjugate over determinant)."""
-    a, b, c = C[..., 0, 0, :], C[..., 0, 1, :], C[..., 0, 2, :]
-    d, e, f = C[..., 1, 1, :], C[..., 1, 2, :], C[..., 2, 2, :]
-    A = d * f - e * e
-    Bc = c * e - b * f
-    Cc = b * e - c * d
-    D = a * f - c * c
-    E = b * c - a * e
-    F = a * d - b * b
-    det = a * A + b * Bc + c * Cc
-    inv = 1.0 / det
-    rows = (torch.stack((A, Bc, Cc), -2), torch.stack((Bc, D, E), -2), torch.stack((Cc, E, F), -2))
-    return torch.stack(rows, -3) * inv.unsqueeze(-2).unsqueeze(-2)
+_INDEX: dict = {}
 
 
-def matvec(M: Tensor, v: Tensor) -> Tensor:
-    """``M_n v_n`` for ``M (..., 3, 3, N)``, ``v (..., 3, N)``."""
-    return (M * v.unsqueeze(-3)).sum(-2)
+def _rows(x: Tensor, idx: list[int]) -> Tensor:
+    """``x[..., idx, :]`` through ``index_select`` (several times faster than advanced indexing)."""
+    key = (tuple(idx), x.device)
+    t = _INDEX.get(key)
+    if t is None:
+        t = _INDEX[key] = torch.tensor(idx, device=x.device)
+    return x.index_select(-2, t)
 
 
-def gicp_system(q: Tensor, r: Tensor, M: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """``H = sum w J^T M J`` ``(R, 6, 6)`` and ``g = sum w J^T M r`` ``(R, 6)`` with ``J = [I, -[q]x]``."""
-    Mw = M * w.unsqueeze(-2).unsqueeze(-2)
-    # K = M [q]x, column c = M (q x e_c)
-    q0, q1, q2 = (c.unsqueeze(-2) for c in q.unbind(-2))  # each (R, 1, N)
-    m0, m1, m2 = Mw[..., :, 0, :], Mw[..., :, 1, :], Mw[..., :, 2, :]  # columns of M, each (R, 3, N)
-    K = torch.stack((m1 * q2 - m2 * q1, m2 * q0 - m0 * q2, m0 * q1 - m1 * q0), dim=-2)  # (R, 3, 3, N): [a, c]
-    H11 = Mw.sum(-1)
-    H12 = -K.sum(-1)
-    # [q]x^T K = -[q]x K: column c = -(q x K[:, c])
-    QK = torch.stack([-cross(q, K[..., :, c, :]) for c in range(3)], dim=-2)  # [a, c] = -(q x K_c)_a
-    H21 = H12.transpose(-1, -2)  # H is symmetric
-    H22 = QK.sum(-1)  # sum [q]x^T M [q]x = sum -[q]x K
-    top = torch.cat((H11, H12), -1)
-    bottom = torch.cat((H21, H22), -1)
-    Hm = torch.cat((top, bottom), -2)
-    Mr = matvec(Mw, r)
-    g = torch.cat((Mr.sum(-1), cross(q, Mr).sum(-1)), -1)
-    return Hm, g
+def sym6_identity(*shape, dtype=None, device=None) -> Tensor:
+    """Identity matrices in the 6-entry layout: ``(*shape[:-1], 6, shape[-1])``."""
+    out = torch.zeros(*shape[:-1], 6, shape[-1], dtype=dtype, device=device)
+    out[..., _DIAG, :] = 1.0
+    return out
+
+
+def sym6_plane_covariances(n: Tensor, eps: float = 1e-3) -> Tensor:
+    """GICP's regularized covariances ``I - (1 - eps) n n^T`` of unit normals ``n (..., 3, N)``."""
+    out = -(1 - eps) * _rows(n, _SYM_I) * _rows(n, _SYM_J)
+    out[..., _DIAG, :] += 1.0
+    return out
+
+
+def sym6_rotation(R: Tensor) -> Tensor:
+    """``K (..., 6, 6)`` with ``sym6(R C R^T) = K @ sym6(C)`` for any symmetric ``C``."""
+    RR = R[..., _SYM_I, :, None] * R[..., _SYM_J, None, :]  # (..., 6, 3, 3): R[a, c] R[b, d]
+    fold = torch.zeros(9, 6, dtype=R.dtype, device=R.device)
+    fold[torch.arange(9), FULL9] = 1.0  # sum the (c, d) and (d, c) terms into one slot
+    return RR.flatten(-2) @ fold
+
+
+_COF_A = [3, 2, 1, 0, 1, 0]
+_COF_B = [5, 4, 4, 5, 2, 3]
+_COF_C = [4, 1, 2, 2, 0, 1]
+_COF_D = [4, 5, 3, 2, 4, 1]
+
+
+def sym6_inverse(C: Tensor) -> Tensor:
+    """Inverses of symmetric 3x3 matrices ``(..., 6, N)`` (adjugate over determinant)."""
+    cof = _rows(C, _COF_A) * _rows(C, _COF_B) - _rows(C, _COF_C) * _rows(C, _COF_D)
+    det = (C[..., :3, :] * cof[..., :3, :]).sum(-2, keepdim=True)
+    return cof / det
+
+
+def sym6_matvec(M: Tensor, v: Tensor) -> Tensor:
+    """``M_n v_n`` for ``M (..., 6, N)``, ``v (..., 3, N)``."""
+    M9 = _rows(M, FULL9).unflatten(-2, (3, 3))
+    return (M9 * v.unsqueeze(-3)).sum(-2)
+
+
+def monomials(q: Tensor) -> Tensor:
+    """``[1, q0, q1, q2, q0q0, q0q1, q0q2, q1q1, q1q2, q2q2]`` per point: ``(..., 10, N)``."""
+    return torch.cat((torch.ones_like(q[..., :1, :]), q, _rows(q, _SYM_I) * _rows(q, _SYM_J)), dim=-2)
+
+
+@functools.lru_cache(maxsize=None)
+def _gicp_maps(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Constant maps from moment sums to the Gauss-Newton system of ``J = [I, -[q]x]``.
+
+    ``J(q) = J0 + sum_c q_c J_c`` is affine in ``q``, so ``J^T M J`` is bilinear in the 6 entries
+    of ``M`` and the 10 monomials of ``q``; ``J^T v`` bilinear in ``v`` and ``[1, q]``.  Returns
+    ``A (36, 60)`` and ``B (6, 12)`` with ``vec H = A vec(sum w M6 m^T)`` and ``g = B vec(sum v [1, q]^T)``.
+    """
+    J0 = torch.zeros(3, 6, dtype=torch.float64)
+    J0[:, :3] = torch.eye(3, dtype=torch.float64)
+    Jc = []
+    for c in range(3):
+        e = torch.zeros(3, dtype=torch.float64)
+        e[c] = 1.0
+        S = torch.zeros(3, 3, dtype=torch.float64)  # [e]x
+        S[0, 1], S[0, 2], S[1, 0], S[1, 2], S[2, 0], S[2, 1] = -e[2], e[1], e[2], -e[0], -e[1], e[0]
+        J = torch.zeros(3, 6, dtype=torch.float64)
+        J[:, 3:] = -S
+        Jc.append(J)
+    A = torch.zeros(6, 6, 6, 10, dtype=torch.float64)
+    for m, (a, b) in enumerate(SYM6):
+        E = torch.zeros(3, 3, dtype=torch.float64)
+        E[a, b] = E[b, a] = 1.0
+        A[:, :, m, 0] = J0.T @ E @ J0
+        for c in range(3):
+            A[:, :, m, 1 + c] = J0.T @ E @ Jc[c] + Jc[c].T @ E @ J0
+        for k, (c, d) in enumerate(SYM6):
+            A[:, :, m, 4 + k] = Jc[c].T @ E @ Jc[c] if c == d else Jc[c].T @ E @ Jc[d] + Jc[d].T @ E @ Jc[c]
+    B = torch.stack([J0.T] + [J.T for J in Jc], dim=-1)  # (6, 3, 4)
+    return A.reshape(36, 60).to(dtype=dtype, device=device), B.reshape(6, 12).to(dtype=dtype, device=device)
+
+
+def gicp_system(q: Tensor, Mr: Tensor, M: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """``H = sum w J^T M J`` ``(R, 6, 6)`` and ``g = sum w J^T M r`` ``(R, 6)`` with ``J = [I, -[q]x]``,
+    from ``q (R, 3, N)``, ``Mr = M r (R, 3, N)``, ``M (R, 6, N)`` and weights ``w (R, N)``: two
+    batched matrix products of moment sums and two constant maps."""
+    A, B = _gicp_maps(q.dtype, q.device)
+    G = monomials(q)  # (R, 10, N)
+    wt = w.unsqueeze(-2)
+    S = (M * wt) @ G.transpose(-1, -2)  # (R, 6, 10)
+    V = (Mr * wt) @ G[..., :4, :].transpose(-1, -2)  # (R, 3, 4)
+    H = (S.flatten(-2) @ A.T).unflatten(-1, (6, 6))
+    g = V.flatten(-2) @ B.T
+    return H, g
 
 
 def plane_system(q: Tensor, n: Tensor, r: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,9 +180,3 @@ def normals(C: Tensor) -> Tensor:
     fallback = torch.zeros_like(n)
     fallback[2] = 1.0  # an isotropic neighbourhood has no preferred normal
     return torch.where(nn > 1e-30, n / nn.clamp_min(1e-300), fallback)
-
-
-def plane_covariances(n: Tensor, eps: float = 1e-3) -> Tensor:
-    """GICP's regularized covariances ``I - (1 - eps) n n^T`` as ``(3, 3, N)``."""
-    eye = torch.eye(3, dtype=n.dtype, device=n.device).unsqueeze(-1)
-    return eye - (1 - eps) * n.unsqueeze(1) * n.unsqueeze(0)

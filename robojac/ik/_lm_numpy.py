@@ -42,6 +42,7 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
     solved = (pe < ptol) & (re < rtol)
     iters = np.zeros(P, dtype=np.int64)
     rest = pb.rest_pose
+    idle = 1e-12 if pb.idle is None else pb.idle + 1e-12
     for _ in range(pb.max_iterations):
         active = ~solved & (lam < LAMBDA_MAX)
         if pb.group > 1:
@@ -51,7 +52,7 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
         JW = Jt * w2
         A = JW @ Jt.transpose(0, 2, 1)
         b = (JW @ e[..., None])[..., 0]
-        Ad = A + (lam[:, None] * np.einsum("nii->ni", A) + 1e-12)[:, :, None] * eye
+        Ad = A + (lam[:, None] * np.einsum("nii->ni", A) + idle)[:, :, None] * eye
         dq = np.linalg.solve(Ad, b[..., None])[..., 0]
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q

@@ -77,7 +77,7 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
             qa, Ja, ea, la, Ta = q[idx_p], J[idx_p], e[idx_p], lam[idx_p], T[idx_p]
         A, b = _normal_equations(Ja, ea, w2)
         Ad = A.clone()
-        Ad.diagonal(dim1=0, dim2=1).mul_(1.0 + la[:, None]).add_(1e-12)
+        Ad.diagonal(dim1=0, dim2=1).mul_(1.0 + la[:, None]).add_(1e-12 if pb.idle is None else pb.idle + 1e-12)
         if rest is None:
             dq = _solve(Ad, b)
         else:  # pull toward the rest pose inside the (damped) null space of the task

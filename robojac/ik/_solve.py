@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
+from ..kinematics._joint import JointType
 from ._lm_numpy import frame_errors, lm_numpy
 from ._lm_torch import lm_torch
 from ._path import SerialPath, quat_to_matrix_np
@@ -22,7 +24,7 @@ __all__ = ["IKConfig", "IKResult", "solve"]
 
 Engine = Literal["auto", "numpy", "torch"]
 _NUMPY_CHUNK = 4096  # problems per numpy engine call (larger rounds run in chunks)
-_NUMPY_MAX_ROUND = 4096  # under "auto" on the CPU, rounds with more problems than this run on torch
+_NUMPY_MAX_ROUND = 512  # under "auto" on the CPU, rounds with more problems than this run on torch
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,15 @@ class IKConfig:
     * ``rest_pose`` and ``nullspace_gain``: a secondary objective pulling toward ``rest_pose``
       inside the null space of the task (redundant arms).
     * ``engine``: ``"numpy"`` (float64 on the CPU), ``"torch"`` (the targets' dtype and device:
-      the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 4096 problems and numpy
+      the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 512 problems and numpy
       for smaller ones (a lone target, the last hard targets of a batch), torch elsewhere.  Both
       run the same algorithm (the tests check they take the same steps).
     * ``seed``: for the random starts (reproducible by default; ``None`` draws a fresh one).
+    * ``num_threads``: torch CPU threads inside ``solve`` (restored after); ``None`` uses one
+      thread when the first round has fewer than 500k joint values (70,000 targets of a 7-joint
+      arm; 10,000 targets run twice as fast on one thread as on two here, with
+      ``OMP_WAIT_POLICY=PASSIVE``: waking the second thread costs more per op than it saves)
+      and torch's setting above.
     """
 
     frame: str | None = None
@@ -67,6 +74,7 @@ class IKConfig:
     nullspace_gain: float = 0.0
     engine: Engine = "auto"
     seed: int | None = 0
+    num_threads: int | None = None
 
     def __post_init__(self):
         for name in ("max_iterations", "restarts", "fill", "rounds", "patience"):
@@ -76,6 +84,8 @@ class IKConfig:
                      "lambda_initial"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"IKConfig.{name}: expected a positive number, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"IKConfig.num_threads: expected a positive thread count or None, got {self.num_threads}")
         if self.engine not in ("auto", "numpy", "torch"):
             raise ValueError(f"IKConfig.engine: expected 'auto', 'numpy' or 'torch', got {self.engine!r}")
 
@@ -125,7 +135,28 @@ def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.nd
     return R, T64[:, :3]
 
 
-def _problem(chain: Chain, cfg: IKConfig, position_only: bool, dtype, device, numpy: bool, group: int) -> Problem:
+def _idle(chain: Chain, frame: str, dtype, device, numpy: bool):
+    """``1`` for the joints that do not move ``frame`` (off its path, mimic sources included),
+    ``0`` for the others; ``None`` when every joint moves it.  Their Jacobian columns are zero,
+    so their rows of the damped system get a unit diagonal: their step is zero, not a singular
+    solve (a zero pivot that float32 cannot tell from round-off)."""
+    def build():
+        tree = chain.tree
+        moving = set()
+        for g in tree.path(frame)[1:]:
+            j = tree.joint_of[g]
+            if j.type is not JointType.FIXED:
+                moving.add(j.name if j.mimic is None else tree.mimic[j.name][0])
+        idle = [0.0 if j.name in moving else 1.0 for j in tree.actuated]
+        if not any(idle):
+            return None
+        return np.array(idle) if numpy else torch.tensor(idle, dtype=dtype, device=device)
+
+    return _compiled(chain, ("idle", frame, dtype, str(device), numpy), build)
+
+
+def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
+             group: int) -> Problem:
     lo, hi, turn = _limits(chain, dtype, device, numpy)
     w2 = [cfg.position_weight**2] * 3 + [cfg.orientation_weight**2] * 3
     rest = None
@@ -136,7 +167,8 @@ def _problem(chain: Chain, cfg: IKConfig, position_only: bool, dtype, device, nu
     else:
         w2 = torch.tensor(w2, dtype=dtype, device=device)
     return Problem(lo, hi, turn, w2, position_only, cfg.position_tolerance, cfg.orientation_tolerance,
-                   cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain)
+                   cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain,
+                   _idle(chain, frame, dtype, device, numpy))
 
 
 def _check(chain, cfg, target, q0):
@@ -179,6 +211,14 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     """
     cfg = config or IKConfig()
     frame, flat, batch, position_only, q0 = _check(chain, cfg, target, q0)
+    B = flat.shape[0]
+    first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
+    with torch_threads(threads_for(first_round * chain.dof, flat.device, cfg.num_threads)):
+        return _solve_in_rounds(chain, cfg, frame, flat, batch, position_only, q0)
+
+
+def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
+                     q0: Tensor | None) -> IKResult:
     dt, dev = flat.dtype, flat.device
     B, dof = flat.shape[0], chain.dof
     numpy_ok = dev.type == "cpu" and cfg.engine != "torch"
@@ -205,7 +245,7 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
         if rnd == 0 and q0 is not None:
             q_init[:, 0] = q0.to(work_dt)[todo]
         q_init = q_init.reshape(n * R, dof)
-        pb = _problem(chain, cfg, position_only, work_dt, dev, use_numpy, group=R)
+        pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R)
         if use_numpy:
             if np_targets is None:
                 np_targets = _numpy_targets(flat, position_only)

@@ -21,7 +21,7 @@ class Problem:
     ``turn``: ``2 pi`` for rotational joints, ``0`` for prismatic ones (a revolute joint that
     leaves its range comes back by a full turn when that lands inside); ``weights2``: the
     squared error weights ``(6,)``; ``group``: restarts per target (consecutive problems; a
-    group stops when one of them is solved).
+    group stops when one of them is solved); ``idle``: joints off the frame's path.
     """
 
     lower: Any
@@ -36,6 +36,7 @@ class Problem:
     group: int = 1
     rest_pose: Any = None
     nullspace_gain: float = 0.0
+    idle: Any = None  # (dof,): 1 for joints that do not move the frame (unit diagonal), or None
 
 
 def wrap_into(q, lo, hi, turn):
