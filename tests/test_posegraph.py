@@ -227,6 +227,28 @@ def test_multifrontal_cholesky_solves_real_systems(name):
     assert max_err(C.solve(-g.reshape(-1)), x / 2) < 1e-8
 
 
+def test_sparse_ldl_refactors_supernodally_on_heavy_fill(monkeypatch):
+    import robojac.optim._linear as linear
+    from robojac.posegraph._solve import _Problem, _held, initialize
+
+    graph = read_g2o(_data("smallGrid3D"))
+    prob = _Problem(graph, _held(graph), "ldl")
+    r, J = prob.linearize(initialize(graph))
+    H, g = J.normal_equations(r)
+    b = -g.reshape(-1)
+    light = linear.SparseLDL(H)
+    monkeypatch.setattr(linear, "SUPERNODAL_FLOPS", 0.0)  # this small grid counts as heavy fill
+    heavy = linear.SparseLDL(H)
+    assert light._perm is None and heavy._perm is not None and heavy.flops == light.flops > 0
+    H2 = torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values() * 2, H.shape)
+    light.refactor(H2)
+    heavy.refactor(H2)
+    assert heavy._lu is not None  # SuperLU on the AMD ordering, QDLDL untouched
+    x = heavy.solve(b)
+    assert max_err(H2 @ x, b) < 1e-9 * float(b.abs().max())
+    assert max_err(x, light.solve(b)) < 1e-8
+
+
 @pytest.mark.cuda
 def test_posegraph_on_the_gpu():
     graph = read_g2o(_data("intel")).to("cuda")

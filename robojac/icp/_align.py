@@ -106,12 +106,12 @@ class PreparedCloud:
 
     def covariances_soa(self) -> Tensor:
         if self._cov is None:
-            self._cov = knn_covariances(self.points, self.num_neighbors)
+            self._cov, self._normals = knn_covariances(self.points, self.num_neighbors, with_normals=True)
         return self._cov
 
     def normals_soa(self) -> Tensor:
         if self._normals is None:
-            self._normals = soa.normals(self.covariances_soa())
+            self.covariances_soa()
         return self._normals
 
     @property
@@ -334,8 +334,6 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
     dt, dev = T.dtype, T.device
     dmax2 = torch.tensor([d * d for d in dist for _ in range(H)], dtype=dt, device=dev)[:, None]
     tgt_pts = _Concat([t.points_t.to(dt) for t in Tg], H)
-    if cfg.method != "point_to_point":
-        _ensure_covariances(Tg)
     if cfg.method == "gicp":
         covs = _plane_covariances(S, cfg.num_neighbors)
         src_cov = soa.sym6_identity(R_, src.shape[1], dtype=dt, device=dev)  # padding: any SPD matrix
@@ -391,24 +389,11 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
     return torch.cat((t_all, ops.matrix_to_quat(R_all)), -1), iters, ~active
 
 
-def _ensure_covariances(Tg: list[PreparedCloud]) -> None:
-    """Fill in the covariances and normals of targets that lack them; the normals of a batch's
-    targets in one pass."""
-    todo = list({id(t): t for t in Tg if t._cov is None}.values())
-    if len(todo) < 2:
-        return  # a lone target computes its own on demand
-    C = torch.cat([knn_covariances(t.points, t.num_neighbors) for t in todo], dim=-1)
-    n = soa.normals(C)
-    sizes = [t.points.shape[0] for t in todo]
-    for t, c, nn in zip(todo, C.split(sizes, dim=-1), n.split(sizes, dim=-1)):
-        t._cov, t._normals = c, nn
-
-
 def _plane_covariances(clouds: list[Tensor], k: int) -> list[Tensor]:
     """GICP's regularized covariances ``(6, N)`` (distinct entries) of each source cloud, the
-    normals of all clouds in one pass."""
-    C = torch.cat([knn_covariances(c, k) for c in clouds], dim=-1)
-    C = soa.sym6_plane_covariances(soa.normals(C))
+    plane covariances of all clouds in one pass."""
+    n = torch.cat([knn_covariances(c, k, with_normals=True)[1] for c in clouds], dim=-1)
+    C = soa.sym6_plane_covariances(n)
     return list(C.split([c.shape[0] for c in clouds], dim=-1))
 
 

@@ -2,7 +2,9 @@
 
 * :class:`SparseLDL` -- a sparse LDL^T factorization on the CPU (QDLDL with an AMD fill-reducing
   ordering).  The ordering and symbolic analysis are done once; each later iteration with the
-  same sparsity pattern only refactors numerically.
+  same sparsity pattern only refactors numerically.  When the factor turns out dense (heavy
+  fill: many flops per column), later refactorizations go to SuperLU, whose supernodes run
+  dense kernels, on the same AMD ordering.
 * :func:`conjugate_gradient` -- block-Jacobi preconditioned CG in torch (CPU or GPU): the GPU path.
 """
 
@@ -16,10 +18,21 @@ from torch import Tensor
 __all__ = ["SparseLDL", "conjugate_gradient", "block_jacobi_preconditioner"]
 
 
+SUPERNODAL_FLOPS = 5e7  # sum of squared column counts of L above which SuperLU refactors faster
+
+
 class SparseLDL:
     """Factor a symmetric positive definite CSR matrix (torch or scipy); refactor with new values.
 
     ``SparseLDL(H)`` orders and factors; ``refactor(values)`` reuses the pattern; ``solve(b)``.
+
+    QDLDL factors column by column with scalar operations: fast for light fill (2D graphs,
+    trajectories with local loops) and slow when the factor is dense, where a supernodal
+    factorization runs dense kernels.  After the first factorization the work it needs is
+    known (``flops``: the sum of squared column counts of ``L``); above
+    :data:`SUPERNODAL_FLOPS` later refactorizations use SuperLU (``scipy.sparse.linalg.splu``,
+    no pivoting, the same AMD ordering).  On sphere2500's Gauss-Newton system (15k unknowns,
+    1.5M nonzeros in ``L``) that is 2x faster than QDLDL; on parking-garage (0.4M) QDLDL stays.
     """
 
     def __init__(self, H):
@@ -35,6 +48,17 @@ class SparseLDL:
         self._col = col[keep]
         self.n = n
         self._solver = qdldl.Solver(self._matrix(values), upper=True)
+        L, _, perm = self._solver.factors()
+        counts = np.diff(L.indptr).astype(np.float64) + 1.0
+        self.flops = float((counts * counts).sum())
+        self._lu, self._perm, self._full = None, None, None
+        if self.flops > SUPERNODAL_FLOPS:
+            self._perm = np.asarray(perm, dtype=np.int64)
+            # the permuted full matrix P H P^T as CSC: its values are H's values in a fixed order
+            where = sp.csr_matrix((np.arange(1, len(col) + 1, dtype=np.float64), col, crow), shape=(n, n))
+            A = where[self._perm][:, self._perm].tocsc()
+            A.sort_indices()
+            self._full = (A.indptr, A.indices, A.data.astype(np.int64) - 1)
 
     def _matrix(self, values: np.ndarray):
         return sp.csc_matrix((np.ascontiguousarray(values[self._keep], dtype=np.float64), self._col, self._crow),
@@ -43,10 +67,25 @@ class SparseLDL:
     def refactor(self, H) -> None:
         """Numeric refactorization for new values on the same sparsity pattern."""
         _, _, values, _ = _csr_parts(H)
+        if self._full is not None:
+            from scipy.sparse.linalg import splu
+
+            indptr, indices, src = self._full
+            A = sp.csc_matrix((np.asarray(values, dtype=np.float64)[src], indices, indptr), shape=(self.n, self.n))
+            try:
+                self._lu = splu(A, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+                return
+            except RuntimeError:  # an exactly singular pivot: let QDLDL report it as before
+                self._lu = None
         self._solver.update(self._matrix(values), upper=True)
 
     def solve(self, b: Tensor) -> Tensor:
-        x = self._solver.solve(np.ascontiguousarray(b.detach().cpu().double().numpy()))
+        rhs = np.ascontiguousarray(b.detach().cpu().double().numpy())
+        if self._lu is not None:
+            x = np.empty_like(rhs)
+            x[self._perm] = self._lu.solve(rhs[self._perm])
+        else:
+            x = self._solver.solve(rhs)
         return torch.from_numpy(np.asarray(x)).to(device=b.device, dtype=b.dtype)
 
 
