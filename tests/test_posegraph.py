@@ -247,6 +247,9 @@ def test_sparse_ldl_refactors_supernodally_on_heavy_fill(monkeypatch):
     x = heavy.solve(b)
     assert max_err(H2 @ x, b) < 1e-9 * float(b.abs().max())
     assert max_err(x, light.solve(b)) < 1e-8
+    blocked = linear.SparseLDL(H2, graph.tangent_dim)  # ordering and estimate from the 6x6 blocks:
+    assert blocked._lu is not None and blocked._solver is None  # SuperLU from the first factorization
+    assert max_err(blocked.solve(b), x) < 1e-8
 
 
 @pytest.mark.cuda

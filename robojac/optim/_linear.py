@@ -2,9 +2,8 @@
 
 * :class:`SparseLDL` -- a sparse LDL^T factorization on the CPU (QDLDL with an AMD fill-reducing
   ordering).  The ordering and symbolic analysis are done once; each later iteration with the
-  same sparsity pattern only refactors numerically.  When the factor turns out dense (heavy
-  fill: many flops per column), later refactorizations go to SuperLU, whose supernodes run
-  dense kernels, on the same AMD ordering.
+  same sparsity pattern only refactors numerically.  When the factor is dense (heavy fill: many
+  flops per column), SuperLU, whose supernodes run dense kernels, factors instead.
 * :func:`conjugate_gradient` -- block-Jacobi preconditioned CG in torch (CPU or GPU): the GPU path.
 """
 
@@ -18,26 +17,29 @@ from torch import Tensor
 __all__ = ["SparseLDL", "conjugate_gradient", "block_jacobi_preconditioner"]
 
 
-SUPERNODAL_FLOPS = 5e7  # sum of squared column counts of L above which SuperLU refactors faster
+SUPERNODAL_FLOPS = 5e7  # sum of squared column counts of L above which SuperLU factors faster
 
 
 class SparseLDL:
     """Factor a symmetric positive definite CSR matrix (torch or scipy); refactor with new values.
 
-    ``SparseLDL(H)`` orders and factors; ``refactor(values)`` reuses the pattern; ``solve(b)``.
+    ``SparseLDL(H, block)`` orders and factors; ``refactor(H)`` reuses the pattern; ``solve(b)``.
 
     QDLDL factors column by column with scalar operations: fast for light fill (2D graphs,
     trajectories with local loops) and slow when the factor is dense, where a supernodal
-    factorization runs dense kernels.  After the first factorization the work it needs is
-    known (``flops``: the sum of squared column counts of ``L``); above
-    :data:`SUPERNODAL_FLOPS` later refactorizations use SuperLU (``scipy.sparse.linalg.splu``,
-    no pivoting, the same AMD ordering).  On sphere2500's Gauss-Newton system (15k unknowns,
-    1.5M nonzeros in ``L``) that is 2x faster than QDLDL; on parking-garage (0.4M) QDLDL stays.
+    factorization runs dense kernels.  The work a factor needs (``flops``: the sum of squared
+    column counts of ``L``) decides: above :data:`SUPERNODAL_FLOPS`, SuperLU
+    (``scipy.sparse.linalg.splu``, no pivoting, an AMD ordering) factors instead.  With
+    ``block > 1`` (``block x block`` blocks, as in a pose graph's normal equations) the
+    ordering and the fill estimate come from the block pattern before any numeric work (QDLDL
+    on a small SPD matrix with that pattern); otherwise from QDLDL's first factor, and only
+    later refactorizations switch.  On sphere2500's Gauss-Newton system (15k unknowns, 1.5M
+    nonzeros in ``L``) SuperLU is 2x faster than QDLDL; on parking-garage (0.4M) QDLDL stays.
     """
 
-    def __init__(self, H):
+    def __init__(self, H, block: int = 1):
         try:
-            import qdldl
+            import qdldl  # noqa: F401
         except ImportError as e:  # pragma: no cover - a core dependency
             raise ImportError("SparseLDL needs the package 'qdldl' (pip install qdldl)") from e
         crow, col, values, n = _csr_parts(H)
@@ -47,37 +49,59 @@ class SparseLDL:
         self._crow = np.concatenate(([0], np.cumsum(np.bincount(rows[keep], minlength=n)))).astype(np.int64)
         self._col = col[keep]
         self.n = n
-        self._solver = qdldl.Solver(self._matrix(values), upper=True)
-        L, _, perm = self._solver.factors()
-        counts = np.diff(L.indptr).astype(np.float64) + 1.0
-        self.flops = float((counts * counts).sum())
-        self._lu, self._perm, self._full = None, None, None
-        if self.flops > SUPERNODAL_FLOPS:
-            self._perm = np.asarray(perm, dtype=np.int64)
-            # the permuted full matrix P H P^T as CSC: its values are H's values in a fixed order
-            where = sp.csr_matrix((np.arange(1, len(col) + 1, dtype=np.float64), col, crow), shape=(n, n))
-            A = where[self._perm][:, self._perm].tocsc()
-            A.sort_indices()
-            self._full = (A.indptr, A.indices, A.data.astype(np.int64) - 1)
+        self._solver, self._lu, self._perm, self._full = None, None, None, None
+        if block > 1 and n % block == 0:
+            perm, self.flops = _block_ordering(rows, col, n, block)
+            if self.flops > SUPERNODAL_FLOPS:
+                self._supernodal(perm, crow, col)
+                if self._factor_lu(values):
+                    return
+        self._factor_qdldl(values)
+        if block == 1 or self._full is None:
+            L, _, perm = self._solver.factors()
+            counts = np.diff(L.indptr).astype(np.float64) + 1.0
+            self.flops = float((counts * counts).sum())
+            if self.flops > SUPERNODAL_FLOPS and self._full is None:
+                self._supernodal(np.asarray(perm, dtype=np.int64), crow, col)
 
-    def _matrix(self, values: np.ndarray):
-        return sp.csc_matrix((np.ascontiguousarray(values[self._keep], dtype=np.float64), self._col, self._crow),
-                             shape=(self.n, self.n))
+    def _supernodal(self, perm: np.ndarray, crow: np.ndarray, col: np.ndarray) -> None:
+        """Prepare SuperLU refactorizations on the ordering ``perm``: the permuted full matrix
+        ``P H P^T`` as CSC, whose values are ``H``'s in a fixed order."""
+        n = self.n
+        self._perm = perm
+        where = sp.csr_matrix((np.arange(1, len(col) + 1, dtype=np.float64), col, crow), shape=(n, n))
+        A = where[perm][:, perm].tocsc()
+        A.sort_indices()
+        self._full = (A.indptr, A.indices, A.data.astype(np.int64) - 1)
+
+    def _factor_lu(self, values: np.ndarray) -> bool:
+        from scipy.sparse.linalg import splu
+
+        indptr, indices, src = self._full
+        A = sp.csc_matrix((np.asarray(values, dtype=np.float64)[src], indices, indptr), shape=(self.n, self.n))
+        try:
+            self._lu = splu(A, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+            return True
+        except RuntimeError:  # an exactly singular pivot: let QDLDL report it as it always has
+            self._lu = None
+            return False
+
+    def _factor_qdldl(self, values: np.ndarray) -> None:
+        import qdldl
+
+        M = sp.csc_matrix((np.ascontiguousarray(values[self._keep], dtype=np.float64), self._col, self._crow),
+                          shape=(self.n, self.n))
+        if self._solver is None:
+            self._solver = qdldl.Solver(M, upper=True)
+        else:
+            self._solver.update(M, upper=True)
 
     def refactor(self, H) -> None:
         """Numeric refactorization for new values on the same sparsity pattern."""
         _, _, values, _ = _csr_parts(H)
-        if self._full is not None:
-            from scipy.sparse.linalg import splu
-
-            indptr, indices, src = self._full
-            A = sp.csc_matrix((np.asarray(values, dtype=np.float64)[src], indices, indptr), shape=(self.n, self.n))
-            try:
-                self._lu = splu(A, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
-                return
-            except RuntimeError:  # an exactly singular pivot: let QDLDL report it as before
-                self._lu = None
-        self._solver.update(self._matrix(values), upper=True)
+        if self._full is not None and self._factor_lu(values):
+            return
+        self._factor_qdldl(values)
 
     def solve(self, b: Tensor) -> Tensor:
         rhs = np.ascontiguousarray(b.detach().cpu().double().numpy())
@@ -87,6 +111,28 @@ class SparseLDL:
         else:
             x = self._solver.solve(rhs)
         return torch.from_numpy(np.asarray(x)).to(device=b.device, dtype=b.dtype)
+
+
+def _block_ordering(rows: np.ndarray, col: np.ndarray, n: int, block: int) -> tuple[np.ndarray, float]:
+    """A fill-reducing ordering of the ``block x block`` pattern (AMD, through QDLDL on a
+    diagonally dominant matrix of that pattern) expanded to scalars, and the flops estimate of
+    the scalar factor it gives: each block column of ``c`` blocks is ``block`` scalar columns of
+    about ``block * c`` entries."""
+    import qdldl
+
+    nb = n // block
+    # each block is read off its first entry (blocks stored dense, as block Jacobians' normal
+    # equations are; a block stored without it only makes the ordering worse, never wrong)
+    corner = np.nonzero((rows % block == 0) & (col % block == 0))[0]
+    br, bc = rows[corner] // block, col[corner] // block
+    deg = np.bincount(br, minlength=nb).astype(np.float64)  # blocks per block row, diagonal included
+    upper = br <= bc
+    vals = np.where(br == bc, deg[br] + 1.0, -1.0)[upper]
+    L, _, P = qdldl.Solver(sp.csc_matrix((vals, (br[upper], bc[upper])), shape=(nb, nb)), upper=True).factors()
+    c = np.diff(L.indptr).astype(np.float64) + 1.0
+    flops = float(block * ((block * c) ** 2).sum())
+    perm = (np.asarray(P, dtype=np.int64)[:, None] * block + np.arange(block)).reshape(-1)
+    return perm, flops
 
 
 def _csr_parts(H):

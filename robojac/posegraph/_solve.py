@@ -181,7 +181,7 @@ class _Problem:
             x, _ = conjugate_gradient(H, b, block=self.t, tol=1e-12)
             return x.view(-1, self.t)
         if self.ldl is None:
-            self.ldl = MultifrontalCholesky(H, self.t) if self.solver == "multifrontal" else SparseLDL(H)
+            self.ldl = MultifrontalCholesky(H, self.t) if self.solver == "multifrontal" else SparseLDL(H, self.t)
         else:
             self.ldl.refactor(H)
         return self.ldl.solve(b).view(-1, self.t)
