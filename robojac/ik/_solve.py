@@ -219,6 +219,9 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
 
 def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
                      q0: Tensor | None) -> IKResult:
+    """The rounds of attempts.  Their bookkeeping (best start per target, stalls, give-ups) is
+    O(targets) work per round and runs in numpy on the host whatever the device: a lone
+    target's solve is latency-bound, and torch spends several microseconds per op on it."""
     dt, dev = flat.dtype, flat.device
     B, dof = flat.shape[0], chain.dof
     numpy_ok = dev.type == "cpu" and cfg.engine != "torch"
@@ -226,56 +229,59 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     T, np_targets = flat.detach(), None
     gen = torch.Generator()
     gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
-    best_q = torch.zeros(B, dof, dtype=torch.float64, device=dev)
-    best_score = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
-    iters = torch.zeros(B, dtype=torch.long, device=dev)
-    stalled = torch.zeros(B, dtype=torch.long, device=dev)
+    q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
+    best_q = np.zeros((B, dof))
+    best_score = np.full(B, math.inf)
+    done = np.zeros(B, dtype=bool)
+    iters = np.zeros(B, dtype=np.int64)
+    stalled = np.zeros(B, dtype=np.int64)
     for rnd in range(cfg.rounds):
-        todo = torch.nonzero(~done).squeeze(1)
-        n = todo.numel()
+        todo = np.nonzero(~done)[0]
+        n = todo.size
         if n == 0:
             break
         R = min(cfg.restarts, max(1, -(-cfg.fill // n)))
-        # torch for a large first round (float32 at full width), numpy for the few: a lone target's
+        # torch for large rounds (float32 at full width), numpy for the few: a lone target's
         # starts, the last hard targets of a batch
         use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
         work_dt = torch.float64 if use_numpy else dt
         q_init = chain.random_configuration(n, R, generator=gen, dtype=work_dt, device=dev)
         if rnd == 0 and q0 is not None:
-            q_init[:, 0] = q0.to(work_dt)[todo]
+            q_init[:, 0] = q0.to(work_dt)[torch.from_numpy(todo).to(dev)]
         q_init = q_init.reshape(n * R, dof)
         pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R)
         if use_numpy:
             if np_targets is None:
                 np_targets = _numpy_targets(flat, position_only)
-            sel, qi = todo.numpy().repeat(R), q_init.numpy()
+            sel, qi = todo.repeat(R), q_init.numpy()
             step = R * max(1, _NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
             outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]],
                              qi[c : c + step], pb) for c in range(0, n * R, step)]
-            q, pe, re, ok, it = (torch.from_numpy(np.concatenate(a)) for a in zip(*outs))
+            q, pe, re, ok, it = (np.concatenate(a) for a in zip(*outs))
         else:
-            q, pe, re, ok, it = lm_torch(chain, frame, T[todo].repeat_interleave(R, 0), q_init, pb)
-        score = (pe.double() / cfg.position_tolerance).square() + (re.double() / cfg.orientation_tolerance).square()
-        score = torch.where(ok, score - 1e30, score).view(n, R)  # a solved start beats any unsolved one
-        k = score.argmin(1, keepdim=True)
-        pick = torch.arange(n, device=dev) * R + k.squeeze(1)
-        cand = score.gather(1, k).squeeze(1)
-        better = cand < best_score[todo]
+            rows = torch.from_numpy(todo).to(dev)
+            out = lm_torch(chain, frame, T[rows].repeat_interleave(R, 0), q_init, pb)
+            q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
+        score = (pe.astype(np.float64) / cfg.position_tolerance) ** 2 + (re.astype(np.float64) / cfg.orientation_tolerance) ** 2
+        score = np.where(ok, score - 1e30, score).reshape(n, R)  # a solved start beats any unsolved one
+        k = score.argmin(1)
+        first = np.arange(n)
+        cand = score[first, k]
         prev = best_score[todo]
-        stalled[todo] += (torch.isfinite(prev) & ((cand - prev).abs() <= 0.05 * prev)).long()
+        better = cand < prev
+        stalled[todo] += np.isfinite(prev) & (np.abs(cand - prev) <= 0.05 * prev)
         chosen = todo[better]
-        best_q[chosen], best_score[chosen] = q[pick][better].double(), cand[better]
-        iters[todo] += it.view(n, R).gather(1, k).squeeze(1)
-        done[todo] = ok.view(n, R).any(1) | (stalled[todo] >= cfg.patience)
-    q = _returned(chain, best_q, dt)
+        best_q[chosen], best_score[chosen] = q[first * R + k][better], cand[better]
+        iters[todo] += it.reshape(n, R)[first, k]
+        done[todo] = ok.reshape(n, R).any(1) | (stalled[todo] >= cfg.patience)
+    q = _returned(chain, torch.from_numpy(best_q).to(dev), dt)
     if np_targets is not None:  # measure the returned q in float64 on the same path
         _, _, pe, re = frame_errors(path, q.double().numpy(), *np_targets, position_only, jacobian=False)
         pe, re = torch.from_numpy(pe), torch.from_numpy(re)
     else:
         X = chain.forward_kinematics(q.double(), frame).tensor()
         _, pe, re = pose_errors(X, flat.double(), position_only)
-    return _result(chain, flat, batch, q, pe, re, iters, cfg)
+    return _result(chain, flat, batch, q, pe, re, torch.from_numpy(iters), cfg)
 
 
 def _returned(chain: Chain, q: Tensor, dtype) -> Tensor:
