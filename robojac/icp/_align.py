@@ -86,7 +86,8 @@ class RegistrationResult:
     rmse: Tensor  # of the inlier distances
 
     def matrix(self) -> Tensor:
-        return self.T_target_source.matrix()
+        """``T_target_source`` as ``(..., 4, 4)`` matrices."""
+        return ops.se3_to_matrix(self.T_target_source.tensor())
 
 
 @dataclass(eq=False)
