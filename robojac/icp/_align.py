@@ -127,7 +127,8 @@ class PreparedCloud:
 
 
 def prepare(cloud, voxel_size: float = 0.0, *, num_neighbors: int = 20, backend: str = "auto", name: str = "cloud") -> PreparedCloud:
-    """Downsample ``cloud`` and build its neighbour index (reusable across :func:`align` calls)."""
+    """Downsample ``cloud`` and give it a neighbour index (built on first use, then reused across
+    :func:`align` calls, as are its covariances and normals)."""
     pts = as_points(cloud, name)
     pts = voxel_downsample(pts, voxel_size)
     return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors)

@@ -15,7 +15,8 @@ __all__ = ["NearestNeighbors"]
 
 
 class NearestNeighbors:
-    """An index over ``points (M, 3)`` answering ``k``-nearest queries; build it once, reuse it.
+    """An index over ``points (M, 3)`` answering ``k``-nearest queries; keep it, reuse it (the
+    KD-tree is built on the first query).
 
     ``backend="auto"`` uses Open3D's KD-tree for CPU tensors (about twice as fast as scipy's
     cKDTree here) and chunked brute force for GPU tensors; ``"kdtree"``/``"brute"`` force one.
