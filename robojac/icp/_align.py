@@ -255,20 +255,16 @@ class _StackedIndex:
     mix: one query answers every pair of a batch (instead of a Python loop over pairs)."""
 
     def __init__(self, clouds: list[Tensor], spacing: float):
-        self.sizes = [c.shape[0] for c in clouds]
-        self.starts = torch.tensor([0] + self.sizes, device=clouds[0].device).cumsum(0)
+        self.starts = torch.tensor([0] + [c.shape[0] for c in clouds], device=clouds[0].device).cumsum(0)
         self.shift = spacing
         pts = torch.cat([c + torch.tensor([k * spacing, 0.0, 0.0], dtype=c.dtype, device=c.device) for k, c in enumerate(clouds)])
         self.index = NearestNeighbors(pts, backend="kdtree")
 
-    def query(self, q: Tensor, which: Tensor, k: int = 1, *, local: bool = True):
-        """``q (Q, 3)`` belonging to clouds ``which (Q,)``: distances and indices local to each
-        cloud (``local=False``: indices into the concatenation of all clouds)."""
+    def query(self, q: Tensor, which: Tensor, k: int = 1):
+        """``q (Q, 3)`` belonging to clouds ``which (Q,)``: distances and indices local to each cloud."""
         off = torch.zeros_like(q)
         off[:, 0] = which.to(q.dtype) * self.shift
         d, i = self.index.query(q + off, k=k)
-        if not local:
-            return d, i
         base = self.starts[which]
         return d, i - (base if k == 1 else base[:, None])
 
