@@ -1,9 +1,11 @@
-"""ICP arithmetic in structure-of-arrays layout: points ``(R, 3, N)``, matrices ``(R, 3, 3, N)``.
+"""ICP arithmetic in structure-of-arrays layout: points ``(R, 3, N)``, matrices ``(R, 3, 3, N)``,
+symmetric matrices as their 6 distinct entries ``(R, 6, N)``.
 
 Per-point 3x3 algebra on ``(N, 3, 3)`` tensors runs at a fraction of the machine's speed (tiny
 inner dimensions); laid out with the points last, every step is a handful of contiguous row
 operations.  These are the Gauss-Newton pieces of point-to-plane and generalized ICP with the
-left-perturbation Jacobian ``d(T p)/d xi = [I, -[q]x]`` (``q = T p``).
+left-perturbation Jacobian ``d(T p)/d xi = [I, -[q]x]`` (``q = T p``); GICP's system is
+assembled from moment sums (:func:`gicp_system`).
 """
 
 from __future__ import annotations
