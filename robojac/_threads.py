@@ -19,7 +19,10 @@ PARALLEL_ELEMENTS = 500_000  # below this, one thread beats two in a loop of ele
 
 @contextlib.contextmanager
 def torch_threads(n: int | None):
-    """Run the block with ``n`` torch CPU threads (``None``: leave the setting alone), then restore."""
+    """Run the block with ``n`` torch CPU threads (``None``: leave the setting alone), then restore.
+
+    Under OpenMP the count belongs to the calling thread, so concurrent calls from several
+    Python threads each set and restore their own."""
     prev = torch.get_num_threads()
     if n is None or n == prev:
         yield

@@ -179,7 +179,23 @@ def test_thread_count_is_scoped_and_checked():
     before = torch.get_num_threads()
     with torch_threads(1):
         assert torch.get_num_threads() == 1
+        with torch_threads(None):
+            assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+    import threading
+
+    seen = []
+
+    def worker():  # torch's count is per calling thread (OpenMP): a block restores its own thread's
+        start = torch.get_num_threads()
+        with torch_threads(1):
+            seen.append(torch.get_num_threads())
+        seen.append(torch.get_num_threads() == start)
+    w = threading.Thread(target=worker)
+    w.start()
+    w.join()
+    assert seen == [1, True] and torch.get_num_threads() == before
     assert threads_for(1000, torch.device("cpu")) == 1 and threads_for(10**7, torch.device("cpu")) is None
     with pytest.raises(ValueError, match="ICPConfig.num_threads: expected a positive thread count"):
         ICPConfig(num_threads=0)
