@@ -123,6 +123,8 @@ def test_block_sparse_equals_dense_modjac(residual):
     W = w.repeat_interleave(6)
     assert max_err(H.to_dense(), D.T @ (W[:, None] * D)) < 1e-10
     assert max_err(g.reshape(-1), D.T @ (W * r.reshape(-1))) < 1e-10
+    H2, g2 = J.normal_equations(r, w, opposite=True)  # between factors: the two blocks are opposite
+    assert max_err(H2.to_dense(), D.T @ (W[:, None] * D)) < 1e-10 and max_err(g2, g) < 1e-12
 
 
 def test_pattern_is_reused_and_checked():

@@ -187,11 +187,14 @@ class BlockSparseJacobian:
         target = torch.where(idx >= 0, idx, self.pattern.num_variables)  # constants: a dropped row
         return out.index_add_(0, target, contrib.reshape(-1, self.pattern.tangent_dim))[:-1]
 
-    def normal_equations(self, residual: Tensor | None = None, weights: Tensor | None = None):
+    def normal_equations(self, residual: Tensor | None = None, weights: Tensor | None = None, *,
+                         opposite: bool = False):
         """``(H, g)``: ``H = J^T W J`` as a sparse CSR ``(N t, N t)`` and ``g = J^T W r`` ``(N, t)``.
 
         ``weights`` ``(F,)`` scale each factor (robust-kernel weights); ``g`` is ``None``
-        without a ``residual``.
+        without a ``residual``.  ``opposite=True`` promises two blocks per factor with
+        ``J_1 = -J_2`` (a between factor ``Log(Z^-1 X_1^-1 X_2)`` under left perturbations):
+        the four ``t x t`` products are then ``+-J_2^T W J_2``, one product per factor instead of four.
         """
         A = self.blocks
         if weights is not None:
@@ -200,7 +203,13 @@ class BlockSparseJacobian:
             A_w = A * weights[:, None, None, None]
         else:
             A_w = A
-        products = torch.einsum("fkra,flrb->fklab", A_w, A)
+        if opposite:
+            if A.shape[1] != 2:
+                raise ValueError(f"opposite: expected factors of two blocks, got {A.shape[1]}")
+            P = A_w[:, 1].transpose(-1, -2) @ A[:, 1]  # (F, t, t)
+            products = torch.stack((P, -P, -P, P), 1).unflatten(1, (2, 2))
+        else:
+            products = torch.einsum("fkra,flrb->fklab", A_w, A)
         H = self.pattern.hessian_csr(products)
         g = None
         if residual is not None:

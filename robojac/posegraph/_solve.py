@@ -236,7 +236,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                 break
             it += 1
             w = kernel.weight(r.square().sum(-1)) if kernel.name != "none" else None
-            H, g = J.normal_equations(r, w)
+            H, g = J.normal_equations(r, w, opposite=True)  # between factors: J_i = -J_j
             accepted, step = False, 0.0
             for _ in range(12 if config.method == "lm" else 1):
                 try:
