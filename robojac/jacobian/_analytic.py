@@ -53,12 +53,23 @@ class SE3BetweenResidual:
     """
 
     def __call__(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
-        e = se3_between(Ti, Tj, Z)
-        return e if sqrt_info is None else (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
+        return _whiten(se3_between(Ti, Tj, Z), sqrt_info)
 
     def value_and_jacobians(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
+        e = se3_between(Ti, Tj, Z)
+        return _whiten(e, sqrt_info), self.jacobians_at(e, Tj, sqrt_info)
+
+    @staticmethod
+    def error(Ti: Tensor, Tj: Tensor, Z: Tensor) -> Tensor:
+        """The unwhitened error ``e = Log(Z^-1 Ti^-1 Tj)``, from which :meth:`jacobians_at` continues."""
+        return se3_between(Ti, Tj, Z)
+
+    @staticmethod
+    def jacobians_at(e: Tensor, Tj: Tensor, sqrt_info: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(dr/dTi, dr/dTj)`` at the unwhitened error ``e`` of :meth:`error` (the residual's
+        value is not recomputed: a solver can take the cost first and the Jacobian only if it
+        needs it)."""
         Tj_raw = _raw(Tj)
-        e = se3_between(Ti, Tj_raw, Z)
         # Jr^-1 = [[A, B], [0, A]] and Ad(Tj^-1) = [[R, S], [0, R]]: three 3x3 products
         Jr = ops.se3_right_jacobian_inverse(e)
         A, B = Jr[..., :3, :3], Jr[..., :3, 3:]
@@ -69,6 +80,9 @@ class SE3BetweenResidual:
         top = torch.cat((AR, ops.mm3(A, S) + ops.mm3(B, R)), dim=-1)
         Jj = torch.cat((top, torch.cat((torch.zeros_like(AR), AR), dim=-1)), dim=-2)
         if sqrt_info is not None:
-            e = (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
             Jj = sqrt_info @ Jj
-        return e, (-Jj, Jj)
+        return -Jj, Jj
+
+
+def _whiten(e: Tensor, sqrt_info: Tensor | None) -> Tensor:
+    return e if sqrt_info is None else (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)

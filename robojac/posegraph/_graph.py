@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..jacobian import SE3BetweenResidual, se3_between
+from ..jacobian._analytic import _whiten
 from ..lie import _ops as ops
 from ..lie import wrap_lie
 from ..optim import RobustKernel
@@ -24,16 +25,25 @@ class SE2BetweenResidual:
     """The planar edge residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on ``[x, y, theta]`` poses (3-dof)."""
 
     def __call__(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
-        e = se2_log(se2_compose(se2_inverse(Z), se2_compose(se2_inverse(Xi), Xj)))
-        return e if sqrt_info is None else (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
+        return _whiten(self.error(Xi, Xj, Z), sqrt_info)
 
     def value_and_jacobians(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
-        e = se2_log(se2_compose(se2_inverse(Z), se2_compose(se2_inverse(Xi), Xj)))
+        e = self.error(Xi, Xj, Z)
+        return _whiten(e, sqrt_info), self.jacobians_at(e, Xj, sqrt_info)
+
+    @staticmethod
+    def error(Xi: Tensor, Xj: Tensor, Z: Tensor) -> Tensor:
+        """The unwhitened error ``e = Log(Z^-1 Xi^-1 Xj)``, from which :meth:`jacobians_at` continues."""
+        return se2_log(se2_compose(se2_inverse(Z), se2_compose(se2_inverse(Xi), Xj)))
+
+    @staticmethod
+    def jacobians_at(e: Tensor, Xj: Tensor, sqrt_info: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(dr/dXi, dr/dXj)`` at the unwhitened error ``e`` of :meth:`error`."""
         Jj = se2_right_jacobian_inverse(e) @ se2_adjoint(se2_inverse(Xj))
         if sqrt_info is not None:
-            e = (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)
             Jj = sqrt_info @ Jj
-        return e, (-Jj, Jj)
+        return -Jj, Jj
+
 
 
 class PoseGraph(nn.Module):

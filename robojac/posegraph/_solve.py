@@ -141,6 +141,22 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
     raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
 
 
+class _Linearization:
+    """Residuals ``r`` at a state and, on first use, the Jacobian ``J`` there: the state a
+    converged run ends on, or a rejected LM trial, never needs its Jacobian."""
+
+    def __init__(self, prob: _Problem, e: Tensor, Xj: Tensor, r: Tensor):
+        self.prob, self.e, self.Xj, self.r = prob, e, Xj, r
+        self._J: BlockSparseJacobian | None = None
+
+    @property
+    def J(self) -> BlockSparseJacobian:
+        if self._J is None:
+            Ji, Jj = self.prob.residual.jacobians_at(self.e, self.Xj, self.prob.L)
+            self._J = BlockSparseJacobian(torch.stack((Ji, Jj), 1), self.prob.pattern)
+        return self._J
+
+
 class _Problem:
     """The linearization machinery for one graph: pattern, damping slots, linear solver."""
 
@@ -162,14 +178,14 @@ class _Problem:
         self.ldl = None
 
     def linearize(self, S: Tensor):
-        Xi, Xj = S[self.graph.edges[:, 0]], S[self.graph.edges[:, 1]]
-        r, (Ji, Jj) = self.residual.value_and_jacobians(Xi, Xj, self.Z, self.L)
-        return r, BlockSparseJacobian(torch.stack((Ji, Jj), 1), self.pattern)
+        lin = self.evaluate(S)
+        return lin.r, lin.J
 
-    def cost(self, S: Tensor, kernel: RobustKernel) -> float:
-        Xi, Xj = S[self.graph.edges[:, 0]], S[self.graph.edges[:, 1]]
-        s = self.residual(Xi, Xj, self.Z, self.L).square().sum(-1)
-        return 0.5 * float(kernel.rho(s).sum())
+    def evaluate(self, S: Tensor) -> _Linearization:
+        """The whitened residuals at ``S``; the Jacobian follows only if asked for."""
+        Xj = S[self.graph.edges[:, 1]]
+        e = self.residual.error(S[self.graph.edges[:, 0]], Xj, self.Z)
+        return _Linearization(self, e, Xj, (self.L @ e.unsqueeze(-1)).squeeze(-1))
 
     def solve(self, H: Tensor, g: Tensor, lam: float) -> Tensor:
         vals = H.values()
@@ -222,21 +238,23 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
     prob = _Problem(graph, held, solver)
     kernel = config.kernel
     t1 = time.perf_counter()
-    cost = prob.cost(S, kernel)
+    with torch.no_grad():
+        lin = prob.evaluate(S)  # residuals (and, when a step needs it, the Jacobian) at S
+    cost = 0.5 * float(kernel.rho(lin.r.square().sum(-1)).sum())
     initial_cost = cost
     lam = config.lambda_initial if config.method == "lm" else 0.0
     history, reason, converged, it = [], "max_iterations", False, 0
     if not math.isfinite(cost):
         raise PoseGraphError(f"{graph.name}: the initial cost is not finite ({cost}); check the measurements")
     with torch.no_grad():
-        r, J = prob.linearize(S)  # each linearization also gives the cost at its point
         while it < config.max_iterations:
             if cost <= config.absolute_tolerance:
                 reason, converged = "absolute_tolerance", True
                 break
             it += 1
+            r = lin.r
             w = kernel.weight(r.square().sum(-1)) if kernel.name != "none" else None
-            H, g = J.normal_equations(r, w, opposite=True)  # between factors: J_i = -J_j
+            H, g = lin.J.normal_equations(r, w, opposite=True)  # between factors: J_i = -J_j
             accepted, step = False, 0.0
             for _ in range(12 if config.method == "lm" else 1):
                 try:
@@ -249,8 +267,8 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                     lam = max(lam * 10, 1e-6)
                     continue
                 S_new = prob.retract(S, delta)
-                r_new, J_new = prob.linearize(S_new)
-                new_cost = 0.5 * float(kernel.rho(r_new.square().sum(-1)).sum())
+                lin_new = prob.evaluate(S_new)
+                new_cost = 0.5 * float(kernel.rho(lin_new.r.square().sum(-1)).sum())
                 step = float(delta.norm())
                 if config.method == "gn" or new_cost < cost:
                     accepted = math.isfinite(new_cost)
@@ -265,7 +283,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                 converged = config.method == "lm"  # LM: no damping reduces the cost any more
                 break
             decrease = cost - new_cost
-            S, r, J, prev, cost = S_new, r_new, J_new, cost, new_cost
+            S, lin, prev, cost = S_new, lin_new, cost, new_cost
             if config.method == "lm":
                 lam = max(lam / 10, 1e-12)
             if abs(decrease) <= config.relative_tolerance * max(prev, 1e-300):
