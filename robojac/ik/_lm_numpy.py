@@ -35,6 +35,7 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
     lo, hi, turn = pb.lower, pb.upper, pb.turn
     w2 = pb.weights2[: 3 if pb.position_only else 6]
     eye = np.eye(dof)
+    diag = np.arange(dof)
     Jt, e, pe, re = frame_errors(path, q, Rt, pt, pb.position_only)
     cost = (w2 * e * e).sum(-1)
     lam = np.full(P, pb.lambda_initial)
@@ -52,7 +53,8 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
         JW = Jt * w2
         A = JW @ Jt.transpose(0, 2, 1)
         b = (JW @ e[..., None])[..., 0]
-        Ad = A + (lam[:, None] * np.einsum("nii->ni", A) + idle)[:, :, None] * eye
+        Ad = A.copy()
+        Ad[:, diag, diag] += lam[:, None] * A[:, diag, diag] + idle
         dq = np.linalg.solve(Ad, b[..., None])[..., 0]
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q
@@ -68,8 +70,13 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
         Jn, en, pen, ren = frame_errors(path, qn, Rt, pt, pb.position_only)
         cn = (w2 * en * en).sum(-1)
         better = active & (cn < cost)
-        q[better], Jt[better], e[better], cost[better] = qn[better], Jn[better], en[better], cn[better]
-        pe[better], re[better] = pen[better], ren[better]
+        b1, b2 = better[:, None], better[:, None, None]
+        np.copyto(q, qn, where=b1)
+        np.copyto(Jt, Jn, where=b2)
+        np.copyto(e, en, where=b1)
+        np.copyto(cost, cn, where=better)
+        np.copyto(pe, pen, where=better)
+        np.copyto(re, ren, where=better)
         lam = np.where(better, np.maximum(lam * LAMBDA_DOWN, LAMBDA_MIN), np.where(active, lam * LAMBDA_UP, lam))
         iters += active
         solved = (pe < ptol) & (re < rtol)
