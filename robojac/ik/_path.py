@@ -111,6 +111,7 @@ class SerialPath:
         self.all_rotational = bool(self.rotational.all())
         self.identity = n == dof and np.array_equal(M, np.eye(dof)) and not o.any()
         self.Mt, self.o = M.T.copy(), o
+        self.drives = (M != 0).any(0)  # (dof,): the actuated joints that move the frame
 
     def evaluate(self, q: np.ndarray, jacobian: bool = True):
         """``(R (P, 3, 3), p (P, 3), Jt (P, dof, 6) or None)`` of the frame for ``q (P, dof)``;

@@ -13,7 +13,6 @@ from torch import Tensor
 
 from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
-from ..kinematics._joint import JointType
 from ._lm_numpy import frame_errors, lm_numpy
 from ._lm_torch import lm_torch
 from ._path import SerialPath, quat_to_matrix_np
@@ -136,23 +135,21 @@ def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.nd
 
 
 def _idle(chain: Chain, frame: str, dtype, device, numpy: bool):
-    """``1`` for the joints that do not move ``frame`` (off its path, mimic sources included),
-    ``0`` for the others; ``None`` when every joint moves it.  Their Jacobian columns are zero,
-    so their rows of the damped system get a unit diagonal: their step is zero, not a singular
-    solve (a zero pivot that float32 cannot tell from round-off)."""
+    """``1`` for the joints that do not move ``frame`` (off its path; mimic sources count as on
+    it), ``0`` for the others; ``None`` when every joint moves it.  Their Jacobian columns are
+    zero, so their rows of the damped system get a unit diagonal: their step is zero, not a
+    singular solve (a zero pivot that float32 cannot tell from round-off)."""
     def build():
-        tree = chain.tree
-        moving = set()
-        for g in tree.path(frame)[1:]:
-            j = tree.joint_of[g]
-            if j.type is not JointType.FIXED:
-                moving.add(j.name if j.mimic is None else tree.mimic[j.name][0])
-        idle = [0.0 if j.name in moving else 1.0 for j in tree.actuated]
-        if not any(idle):
+        idle = (~_path(chain, frame).drives).astype(np.float64)
+        if not idle.any():
             return None
-        return np.array(idle) if numpy else torch.tensor(idle, dtype=dtype, device=device)
+        return idle if numpy else torch.tensor(idle, dtype=dtype, device=device)
 
     return _compiled(chain, ("idle", frame, dtype, str(device), numpy), build)
+
+
+def _path(chain: Chain, frame: str) -> SerialPath:
+    return _compiled(chain, ("path", frame), lambda: SerialPath(chain, frame))
 
 
 def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
@@ -225,7 +222,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     dt, dev = flat.dtype, flat.device
     B, dof = flat.shape[0], chain.dof
     numpy_ok = dev.type == "cpu" and cfg.engine != "torch"
-    path = _compiled(chain, ("path", frame), lambda: SerialPath(chain, frame)) if numpy_ok else None
+    path = _path(chain, frame) if numpy_ok else None
     T, np_targets = flat.detach(), None
     gen = torch.Generator()
     gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
