@@ -343,7 +343,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
         tgt_nrm = _Concat([t.normals_soa() for t in Tg], H)
     active = torch.ones(R_, dtype=torch.bool, device=dev)
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
-    R_all, t_all = ops.quat_to_matrix(T[:, 3:]), T[:, :3].clone()  # the pose as R, t while iterating
+    T = T.clone()  # stepped in place below; the caller's init stays as given
     eye6 = torch.eye(6, dtype=dt, device=dev)
     for _ in range(cfg.max_iterations):
         a = active.nonzero().squeeze(1)  # step only the running pairs
@@ -352,8 +352,9 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
         whole = a.numel() == R_
         pick = (lambda x: x) if whole else (lambda x: x[a])
         rows = None if whole else a
-        Rm, tv, mk = pick(R_all), pick(t_all), pick(mask)
-        q = soa.transform(Rm, tv, pick(srcT))  # (A, 3, N)
+        Ta, mk = pick(T), pick(mask)
+        Rm = ops.quat_to_matrix(Ta[:, 3:])
+        q = soa.transform(Rm, Ta[:, :3], pick(srcT))  # (A, 3, N)
         d2, j = _correspondences(q.transpose(1, 2), mk, Tg, H, stacked, rows)
         valid = mk & (d2 <= pick(dmax2))
         p = tgt_pts.gather(j, rows)  # (A, 3, N)
@@ -378,13 +379,11 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
             delta = -torch.linalg.solve(Hm + lam[:, None, None] * eye6, g.unsqueeze(-1)).squeeze(-1)
         has = valid.sum(1) >= 3
         delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
-        dR, dt_ = ops.se3_exp_matrix(delta)  # left update: T <- Exp(delta) T
-        R_all[a] = dR @ Rm
-        t_all[a] = (dR @ tv.unsqueeze(-1)).squeeze(-1) + dt_
+        T[a] = ops.se3_compose(ops.se3_exp(delta), Ta)  # left update
         iters[a] += 1
         small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
         active[a] = ~small & has
-    return torch.cat((t_all, ops.matrix_to_quat(R_all)), -1), iters, ~active
+    return T, iters, ~active
 
 
 def _plane_covariances(clouds: list[Tensor], k: int) -> list[Tensor]:

@@ -201,23 +201,6 @@ def se3_exp(xi: Tensor) -> Tensor:
     return torch.cat((t, so3_exp(phi)), dim=-1)
 
 
-def se3_exp_matrix(xi: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotation ``(..., 3, 3)`` and translation ``(..., 3)`` of ``Exp(xi)``, ``xi = [rho, phi]``:
-    Rodrigues' formula, ``t = Jl(phi) rho`` (fewer operations than the quaternion form)."""
-    rho, phi = xi[..., :3], xi[..., 3:]
-    K = skew(phi)
-    K2 = K @ K
-    theta2 = (phi * phi).sum(-1)[..., None, None]
-    a, b = _so3_coeffs(theta2, phi.dtype)
-    small = theta2 < small_angle(phi.dtype) ** 2
-    t = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
-    sinc = torch.where(small, 1.0 - theta2 / 6.0 + theta2 * theta2 / 120.0, torch.sin(t) / t)
-    eye = torch.eye(3, dtype=xi.dtype, device=xi.device)
-    R = eye + sinc * K + a * K2
-    V = eye + a * K + b * K2
-    return R, (V @ rho.unsqueeze(-1)).squeeze(-1)
-
-
 def se3_log(X: Tensor) -> Tensor:
     """Twist ``[rho, phi]`` of poses ``(..., 7)`` (the same value as pypose's ``SE3.Log``)."""
     phi = so3_log(X[..., 3:])
