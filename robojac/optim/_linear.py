@@ -50,19 +50,20 @@ class SparseLDL:
         self._col = col[keep]
         self.n = n
         self._solver, self._lu, self._perm, self._full = None, None, None, None
-        if block > 1 and n % block == 0:
+        if block > 1 and n % block == 0:  # decide before any numeric work
             perm, self.flops = _block_ordering(rows, col, n, block)
             if self.flops > SUPERNODAL_FLOPS:
                 self._supernodal(perm, crow, col)
                 if self._factor_lu(values):
                     return
-        self._factor_qdldl(values)
-        if block == 1 or self._full is None:
-            L, _, perm = self._solver.factors()
-            counts = np.diff(L.indptr).astype(np.float64) + 1.0
-            self.flops = float((counts * counts).sum())
-            if self.flops > SUPERNODAL_FLOPS and self._full is None:
-                self._supernodal(np.asarray(perm, dtype=np.int64), crow, col)
+            self._factor_qdldl(values)
+            return
+        self._factor_qdldl(values)  # decide from QDLDL's factor, for the refactorizations
+        L, _, perm = self._solver.factors()
+        counts = np.diff(L.indptr).astype(np.float64) + 1.0
+        self.flops = float((counts * counts).sum())
+        if self.flops > SUPERNODAL_FLOPS:
+            self._supernodal(np.asarray(perm, dtype=np.int64), crow, col)
 
     def _supernodal(self, perm: np.ndarray, crow: np.ndarray, col: np.ndarray) -> None:
         """Prepare SuperLU refactorizations on the ordering ``perm``: the permuted full matrix

@@ -17,6 +17,7 @@ from torch import Tensor
 from ..jacobian import BlockSparseJacobian, BlockSparsePattern
 from ..lie import _ops as ops
 from .._threads import threads_for, torch_threads
+from ..jacobian._analytic import _whiten
 from ..optim import MultifrontalCholesky, RobustKernel, SparseLDL, conjugate_gradient
 from ._graph import PoseGraph, PoseGraphError
 from ._init import chordal_state, spanning_tree_state
@@ -185,7 +186,7 @@ class _Problem:
         """The whitened residuals at ``S``; the Jacobian follows only if asked for."""
         Xj = S[self.graph.edges[:, 1]]
         e = self.residual.error(S[self.graph.edges[:, 0]], Xj, self.Z)
-        return _Linearization(self, e, Xj, (self.L @ e.unsqueeze(-1)).squeeze(-1))
+        return _Linearization(self, e, Xj, _whiten(e, self.L))
 
     def solve(self, H: Tensor, g: Tensor, lam: float) -> Tensor:
         vals = H.values()
