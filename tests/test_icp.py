@@ -162,7 +162,7 @@ def test_symmetric_six_entry_algebra():
 
 
 def test_open3d_covariances_equal_our_neighbourhood_covariances():
-    from robojac.icp import estimate_covariances
+    from robojac.icp import estimate_covariances, normals_from_covariances
     from robojac.icp._cloud import knn_covariances
 
     pts = _surface(800)
@@ -171,6 +171,9 @@ def test_open3d_covariances_equal_our_neighbourhood_covariances():
     o3d_path = knn_covariances(pts, 10).permute(2, 0, 1)
     assert max_err(o3d_path, ours) < 1e-12 * float(ours.abs().max())
     assert knn_covariances(pts.float(), 10).dtype == torch.float32
+    C, n = knn_covariances(pts, 10, with_normals=True)  # Open3D's normals from those covariances
+    ours_n = normals_from_covariances(C.permute(2, 0, 1))
+    assert float((ours_n * n.T).sum(-1).abs().min()) > 1 - 1e-9  # the same axes, sign arbitrary
 
 
 def test_thread_count_is_scoped_and_checked():

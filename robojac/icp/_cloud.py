@@ -74,8 +74,8 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False):
 
     On the CPU Open3D's estimator does the search and the sums in C++ (the same numbers as a
     KD-tree query plus :func:`estimate_covariances`, to 1e-11, and 1.7x faster), and its normal
-    estimator reuses those covariances (0.04 ms for 3k points; the same normals as
-    :func:`normals_from_covariances` to 1e-15); on other devices a chunked brute-force query and torch.
+    estimator reuses those covariances (no second neighbour search; the same normals as
+    :func:`normals_from_covariances` up to sign); on other devices a chunked brute-force query and torch.
     """
     k = min(k, points.shape[0])
     if points.device.type == "cpu":
