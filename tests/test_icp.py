@@ -101,6 +101,31 @@ def test_batched_equals_one_by_one_with_ragged_pairs():
         assert _err(one.matrix(), truths[k].matrix())[0] < 0.2
 
 
+def test_batch_of_distinct_targets_equals_one_by_one_even_far_off():
+    """Distinct targets share one stacked KD-tree; a source that starts far off (in another
+    pair's slot of that tree) must find no correspondences, exactly as when aligned alone, and
+    ragged pairs' statistics must be finite."""
+    g = torch.Generator().manual_seed(5)
+    sources, targets, inits = [], [], []
+    for k in range(4):
+        tgt = _surface(500 + 100 * k, seed=k)
+        T = pp.se3(0.03 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        sources.append(T.Inv().Act(tgt[: 400 + 50 * k]))
+        targets.append(tgt)
+        inits.append(torch.eye(4, dtype=torch.float64))
+    inits[2] = inits[2].clone()
+    inits[2][0, 3] = -9.0  # lands in pair 1's slot of the stacked tree
+    cfg = ICPConfig(method="point_to_point", max_correspondence_distance=0.3)
+    batch = align(sources, targets, init=torch.stack(inits), config=cfg)
+    assert not bool(batch.converged[2]) and int(batch.num_inliers[2]) == 0
+    for k in range(4):
+        one = align(sources[k], targets[k], init=inits[k], config=cfg)
+        assert max_err(batch.T_target_source.tensor()[k], one.T_target_source.tensor()) < 1e-9
+        assert bool(batch.converged[k]) == bool(one.converged) and int(batch.num_inliers[k]) == int(one.num_inliers)
+        assert torch.allclose(batch.rmse[k], one.rmse) and torch.allclose(batch.fitness[k], one.fitness)
+    assert torch.isfinite(batch.rmse[[0, 1, 3]]).all()
+
+
 def test_a_prepared_target_is_reused():
     target = _surface()
     T = pp.se3(torch.tensor([0.02, 0.01, 0.0, 0.03, 0.0, 0.05], dtype=torch.float64)).Exp()

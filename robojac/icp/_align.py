@@ -265,8 +265,15 @@ class _StackedIndex:
         off = torch.zeros_like(q)
         off[:, 0] = which.to(q.dtype) * self.shift
         d, i = self.index.query(q + off, k=k)
-        base = self.starts[which]
-        return d, i - (base if k == 1 else base[:, None])
+        base, size = self.starts[which], (self.starts[1:] - self.starts[:-1])[which]
+        if k > 1:
+            base, size = base[:, None], size[:, None]
+        i = i - base
+        # a point that strayed into another cloud's slot found that cloud's points: it has no
+        # correspondence in its own (the slots are spaced so that its own nearest point would
+        # be farther than any correspondence distance), as when aligned alone
+        foreign = (i < 0) | (i >= size)
+        return d.masked_fill(foreign, float("inf")), i.masked_fill(foreign, 0)
 
 
 def _spacing(clouds: list[Tensor], margin: float) -> float:
@@ -416,7 +423,7 @@ def _fitness(S, Tg, T: Tensor, dist: list[float], H: int, stacked: _StackedIndex
     inl = mask & (d2 <= dmax2)
     n_in = inl.sum(1)
     fit = n_in.to(T.dtype) / mask.sum(1).to(T.dtype)
-    rmse = torch.sqrt((d2 * inl).sum(1) / n_in.clamp_min(1).to(T.dtype))
+    rmse = torch.sqrt(torch.where(inl, d2, 0.0).sum(1) / n_in.clamp_min(1).to(T.dtype))  # padding's d2 is inf
     rmse = torch.where(n_in > 0, rmse, torch.full_like(rmse, float("inf")))
     if counts:
         return fit, rmse, n_in
