@@ -209,6 +209,59 @@ def test_linear_solvers_agree(solver):
     assert max_err(a.poses.tensor(), b.poses.tensor()) < 1e-7
 
 
+def test_gauss_newton_confirms_convergence_through_the_last_factorization(monkeypatch):
+    """The step that confirms convergence reuses the previous factorization (one factorization
+    fewer than iterations) and ends at the optimum a tightly converged LM run reaches."""
+    import robojac.optim._linear as linear
+
+    X, E, Z, info = _synthetic(3, noise=0.05, seed=3)
+    graph = PoseGraph(X.tensor(), E, Z, info)
+    factorizations = []
+    init, refactor = linear.SparseLDL.__init__, linear.SparseLDL.refactor
+
+    def counted_init(self, H, block=1):
+        factorizations.extend([1] if block > 1 else [])  # block 1: the chordal initialization's systems
+        init(self, H, block)
+
+    def counted_refactor(self, H):
+        factorizations.append(1)
+        refactor(self, H)
+
+    monkeypatch.setattr(linear.SparseLDL, "__init__", counted_init)
+    monkeypatch.setattr(linear.SparseLDL, "refactor", counted_refactor)
+    gn = optimize(graph, PGOConfig(method="gn"))
+    assert gn.converged and gn.iterations >= 2
+    assert len(factorizations) == gn.iterations - 1
+    lm = optimize(graph, PGOConfig(method="lm", relative_tolerance=1e-15, step_tolerance=0.0))
+    assert gn.cost == pytest.approx(lm.cost, rel=1e-9)
+
+
+def test_an_old_factorization_that_overshoots_is_not_taken_for_convergence():
+    """Factor half the system: the step is twice Gauss-Newton's and, on a nearly quadratic cost,
+    changes it by almost nothing, which alone would read as convergence; the decrease the old
+    model predicts gives it away."""
+    from robojac.optim import SparseLDL
+    from robojac.posegraph._solve import _Problem, _chord_step, _held
+
+    X, E, Z, info = _synthetic(3, noise=0.02, seed=4)
+    graph = PoseGraph(X.tensor(), E, Z, info)
+    prob = _Problem(graph, _held(graph), "ldl")
+    S = graph.state().detach()
+    lin = prob.evaluate(S)
+    cost = 0.5 * float(lin.r.square().sum())
+    H, g = lin.J.normal_equations(lin.r, opposite=True)
+    right = SparseLDL(H, graph.tangent_dim)
+    promised = -0.5 * float((g.reshape(-1) * right.solve(-g.reshape(-1))).sum())  # Gauss-Newton's model decrease
+    half = torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values() * 0.5, H.shape, check_invariants=False)
+    prob.ldl = SparseLDL(half, graph.tangent_dim)
+    long = prob.ldl.solve(-g.reshape(-1)).view_as(g)  # twice the Gauss-Newton step
+    change = abs(cost - 0.5 * float(prob.evaluate(prob.retract(S, long)).r.square().sum()))
+    assert change < 0.05 * promised  # the trap: hardly any change for a step this long
+    assert _chord_step(prob, lin, lin.r, None, S, RobustKernel(), cost, tolerance=10 * change) is None
+    prob.ldl = right  # the system's own factorization: within a tolerance above its promise, the step is taken
+    assert _chord_step(prob, lin, lin.r, None, S, RobustKernel(), cost, tolerance=2 * promised) is not None
+
+
 @pytest.mark.parametrize("name", ["smallGrid3D", "intel"])
 def test_multifrontal_cholesky_solves_real_systems(name):
     from robojac.optim import MultifrontalCholesky, SparseLDL

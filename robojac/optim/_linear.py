@@ -51,7 +51,7 @@ class SparseLDL:
         self.n = n
         self._solver, self._lu, self._perm, self._full = None, None, None, None
         if block > 1 and n % block == 0:  # decide before any numeric work
-            perm, self.flops = _block_ordering(rows, col, n, block)
+            perm, self.flops = _block_ordering(crow, col, n, block)
             if self.flops > SUPERNODAL_FLOPS:
                 self._supernodal(perm, crow, col)
                 if self._factor_lu(values):
@@ -114,7 +114,7 @@ class SparseLDL:
         return torch.from_numpy(np.asarray(x)).to(device=b.device, dtype=b.dtype)
 
 
-def _block_ordering(rows: np.ndarray, col: np.ndarray, n: int, block: int) -> tuple[np.ndarray, float]:
+def _block_ordering(crow: np.ndarray, col: np.ndarray, n: int, block: int) -> tuple[np.ndarray, float]:
     """A fill-reducing ordering of the ``block x block`` pattern (AMD, through QDLDL on a
     diagonally dominant matrix of that pattern) expanded to scalars, and the flops estimate of
     the scalar factor it gives: each block column of ``c`` blocks is ``block`` scalar columns of
@@ -124,8 +124,11 @@ def _block_ordering(rows: np.ndarray, col: np.ndarray, n: int, block: int) -> tu
     nb = n // block
     # each block is read off its first entry (blocks stored dense, as block Jacobians' normal
     # equations are; a block stored without it only makes the ordering worse, never wrong)
-    corner = np.nonzero((rows % block == 0) & (col % block == 0))[0]
-    br, bc = rows[corner] // block, col[corner] // block
+    lo, hi = crow[0:n:block], crow[1 : n + 1 : block]  # the first row of each block row
+    counts = hi - lo
+    entries = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+    first = col[entries] % block == 0
+    br, bc = np.repeat(np.arange(nb), counts)[first], col[entries][first] // block
     deg = np.bincount(br, minlength=nb).astype(np.float64)  # blocks per block row, diagonal included
     upper = br <= bc
     vals = np.where(br == bc, deg[br] + 1.0, -1.0)[upper]
