@@ -262,14 +262,15 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                 if out is not None:
                     S_new, lin_new, new_cost, step = out
                     decrease = cost - new_cost
-                    if decrease > 0 or abs(decrease) <= config.relative_tolerance * max(cost, 1e-300):
+                    small = abs(decrease) <= config.relative_tolerance * max(cost, 1e-300)
+                    if decrease > 0 or small:
                         if decrease > 0:
-                            S, lin, prev, cost = S_new, lin_new, cost, new_cost
+                            S, lin, cost = S_new, lin_new, new_cost
                         rec = IterationRecord(it, cost, lam, step, decrease > 0, time.perf_counter() - t1)
                         history.append(rec)
                         if config.callback is not None:
                             config.callback(rec)
-                        if abs(decrease) <= config.relative_tolerance * max(prev if decrease > 0 else cost, 1e-300):
+                        if small:
                             reason, converged = "relative_tolerance", True
                             break
                         continue  # the old model understated this step: the next one refactors
