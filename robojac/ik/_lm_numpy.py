@@ -35,7 +35,6 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
     lo, hi, turn = pb.lower, pb.upper, pb.turn
     w2 = pb.weights2[: 3 if pb.position_only else 6]
     eye = np.eye(dof)
-    diag = np.arange(dof)
     Jt, e, pe, re = frame_errors(path, q, Rt, pt, pb.position_only)
     cost = (w2 * e * e).sum(-1)
     lam = np.full(P, pb.lambda_initial)
@@ -54,19 +53,20 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
         A = JW @ Jt.transpose(0, 2, 1)
         b = (JW @ e[..., None])[..., 0]
         Ad = A.copy()
-        Ad[:, diag, diag] += lam[:, None] * A[:, diag, diag] + idle
+        Ad.reshape(P, dof * dof)[:, :: dof + 1] += lam[:, None] * A.reshape(P, dof * dof)[:, :: dof + 1] + idle
         dq = np.linalg.solve(Ad, b[..., None])[..., 0]
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q
             dq += pb.nullspace_gain * (d - np.linalg.solve(Ad, A @ d[..., None])[..., 0])
-        qn = wrap_into(q + dq, lo, hi, turn)
-        viol = (qn < lo) | (qn > hi)
-        if viol.any():  # freeze the joints that would leave their range, re-solve for the others
-            keep = ~viol
-            A2 = Ad * (keep[:, :, None] & keep[:, None, :]) + viol[:, :, None] * eye
-            frozen = wrap_into(q + np.linalg.solve(A2, (b * keep)[..., None])[..., 0], lo, hi, turn)
-            qn = np.where(viol.any(1, keepdims=True), frozen, qn)
-        qn = np.minimum(np.maximum(qn, lo), hi)
+        qn = q + dq
+        if ((qn < lo) | (qn > hi)).any():  # (inside the limits, all that follows leaves qn as it is)
+            qn = wrap_into(qn, lo, hi, turn)
+            viol = (qn < lo) | (qn > hi)
+            if viol.any():  # freeze the joints that would leave their range, re-solve for the others
+                keep = ~viol
+                A2 = Ad * (keep[:, :, None] & keep[:, None, :]) + viol[:, :, None] * eye
+                frozen = wrap_into(q + np.linalg.solve(A2, (b * keep)[..., None])[..., 0], lo, hi, turn)
+                qn = np.minimum(np.maximum(np.where(viol.any(1, keepdims=True), frozen, qn), lo), hi)
         Jn, en, pen, ren = frame_errors(path, qn, Rt, pt, pb.position_only)
         cn = (w2 * en * en).sum(-1)
         better = active & (cn < cost)

@@ -23,7 +23,7 @@ __all__ = ["IKConfig", "IKResult", "solve"]
 
 Engine = Literal["auto", "numpy", "torch"]
 _NUMPY_CHUNK = 4096  # problems per numpy engine call (larger rounds run in chunks)
-_NUMPY_MAX_ROUND = 512  # under "auto" on the CPU, rounds with more problems than this run on torch
+_NUMPY_MAX_ROUND = 1024  # under "auto" on the CPU, rounds with more problems than this run on torch
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class IKConfig:
     * ``rest_pose`` and ``nullspace_gain``: a secondary objective pulling toward ``rest_pose``
       inside the null space of the task (redundant arms).
     * ``engine``: ``"numpy"`` (float64 on the CPU), ``"torch"`` (the targets' dtype and device:
-      the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 512 problems and numpy
+      the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 1024 problems and numpy
       for smaller ones (a lone target, the last hard targets of a batch), torch elsewhere.  Both
       run the same algorithm (the tests check they take the same steps).
     * ``seed``: for the random starts (reproducible by default; ``None`` draws a fresh one).
@@ -61,7 +61,7 @@ class IKConfig:
     frame: str | None = None
     max_iterations: int = 15
     restarts: int = 16
-    fill: int = 32
+    fill: int = 128
     rounds: int = 40
     patience: int = 8
     position_weight: float = 1.0
