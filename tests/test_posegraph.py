@@ -415,6 +415,21 @@ def test_bad_files_name_the_line(tmp_path, text, match):
         read_g2o(p)
 
 
+@pytest.mark.parametrize("name", ["tinyGrid3D", "smallGrid3D", "intel", "kitti_00"])
+def test_column_reader_equals_the_line_reader(name):
+    """Well-formed files are read a column at a time; the line-by-line reader (the one that
+    names errors) must read them to the same numbers."""
+    from robojac.posegraph import _g2o
+
+    path = _data(name)
+    lines = path.read_text().split("\n")
+    fast, slow = _g2o._parse_columns(lines), _g2o._parse_lines(path, lines)
+    assert fast is not None and fast.dim == slow.dim and fast.fixed == slow.fixed
+    for field in ("vertex_ids", "vertex_lines", "vertices", "edge_ids", "edge_lines", "measurements", "information"):
+        assert np.array_equal(getattr(fast, field), getattr(slow, field)), field
+    assert fast.measurements.size and (len(fast.vertex_ids) > 0) == (name != "kitti_00")  # kitti_00: edges only
+
+
 def test_nearly_unit_quaternions_are_normalized_with_a_warning(tmp_path, caplog):
     p = tmp_path / "g.g2o"
     p.write_text(G2O_3D.replace("0 0 0 1\nVERTEX", "0 0 0 1.001\nVERTEX", 1) + EDGE_3D)
