@@ -148,7 +148,7 @@ def _parse_columns(lines: list[str]) -> _Parsed | None:
             return None
         n_ids = 1 if tag.startswith("VERTEX") else 2
         try:
-            ids = np.array([r[1 : 1 + n_ids] for r in rows], dtype=np.int64)
+            ids = np.array([int(v) for r in rows for v in r[1 : 1 + n_ids]], dtype=np.int64).reshape(len(rows), n_ids)
             vals = np.array([float(v) for r in rows for v in r[1 + n_ids :]]).reshape(len(rows), count - n_ids)
         except ValueError:
             return None
