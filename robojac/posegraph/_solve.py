@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -172,11 +173,16 @@ class _Problem:
         self.residual = graph.residual_function()
         self.Z = graph.measurement_state().detach()
         self.L = graph.sqrt_information.detach()
-        crow, col, _ = self.pattern._hessian_csr
-        rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow[1:] - crow[:-1])
-        self.diag_slots = torch.nonzero(rows == col).squeeze(1)
         self.solver = solver
         self.ldl = None
+
+    @cached_property
+    def diag_slots(self) -> Tensor:
+        """Where ``H``'s diagonal sits among its CSR values (Levenberg-Marquardt's damping; a
+        Gauss-Newton run never asks)."""
+        crow, col, _ = self.pattern._hessian_csr
+        rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow[1:] - crow[:-1])
+        return torch.nonzero(rows == col).squeeze(1)
 
     def linearize(self, S: Tensor):
         lin = self.evaluate(S)
