@@ -118,9 +118,12 @@ class BlockSparsePattern:
         col = np.empty(nnz, dtype=np.int64)
         col[table.reshape(-1)] = np.broadcast_to(uj[:, None, None] * t + b, table.shape).reshape(-1)
         crow = np.concatenate(([0], np.cumsum(np.repeat(nb * t, t))))
-        slot = np.full((F * K * K, t, t), nnz, dtype=np.int64)
-        slot[keep] = table[inv]
-        return self._to_device((crow, col, slot.reshape(-1)))
+        # each factor's (k, l) block: its place in the table, or a sentinel block of out-of-range
+        # slots (a constant's products, dropped): one gather, no fill and scatter
+        which = np.full(F * K * K, len(uniq), dtype=np.int64)
+        which[keep] = inv
+        table = np.concatenate((table, np.full((1, t, t), nnz, dtype=np.int64)))
+        return self._to_device((crow, col, table[which].reshape(-1)))
 
     def _to_device(self, arrays):
         dev = self.index.device
