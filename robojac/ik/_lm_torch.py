@@ -106,16 +106,14 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
             iters += active
             solved = solved | (better & (pen < pb.position_tolerance) & (ren < pb.orientation_tolerance))
             continue
-        qn, Jn, en, pen, ren, cn = qn[:n], Jn[:n, :rows_e], en[:n], pen[:n], ren[:n], cn[:n]
+        cn = cn[:n]
         better = cn < cost[idx]
-        q[idx] = torch.where(better[:, None], qn, q[idx])
-        J[idx] = torch.where(better[:, None, None], Jn, J[idx])
-        e[idx] = torch.where(better[:, None], en, e[idx])
-        pe[idx] = torch.where(better, pen, pe[idx])
-        re[idx] = torch.where(better, ren, re[idx])
-        cost[idx] = torch.where(better, cn, cost[idx])
+        took = better.nonzero().squeeze(1)  # accepted steps: write only those back
+        acc = idx[took]
+        q[acc], J[acc], e[acc] = qn[took], Jn[took, :rows_e], en[took]
+        pe[acc], re[acc], cost[acc] = pen[took], ren[took], cn[took]
         la = la[:n]
         lam[idx] = torch.where(better, (la * LAMBDA_DOWN).clamp_min(LAMBDA_MIN), la * LAMBDA_UP)
         iters[idx] += 1
-        solved[idx] = solved[idx] | (better & (pen < pb.position_tolerance) & (ren < pb.orientation_tolerance))
+        solved[acc] = (pen[took] < pb.position_tolerance) & (ren[took] < pb.orientation_tolerance)
     return q, pe, re, solved, iters
