@@ -146,6 +146,30 @@ def test_joints_off_the_frame_path_do_not_stall_float32(engine):
     assert torch.equal(r.q[:, finger], q0[:, finger])  # the idle joint's step is exactly zero
 
 
+def test_one_arm_of_a_humanoid_moves_only_its_own_joints():
+    """TALOS: the left arm's frame is moved by 9 of the robot's 32 joints; both engines step those
+    9 alone (the systems are 9 x 9), leave the other 23 at their starting values, and agree."""
+    if not (ROBOTS / "talos_reduced.urdf").exists():
+        pytest.skip("no TALOS")
+    talos = Chain.from_urdf(ROBOTS / "talos_reduced.urdf")
+    frame = "arm_left_7_link"
+    gen = torch.Generator().manual_seed(4)
+    target = talos.forward_kinematics(talos.random_configuration(6, generator=gen), frame)
+    q0 = talos.random_configuration(6, generator=gen)
+    from robojac.ik._solve import _path
+
+    moves = torch.from_numpy(_path(talos, frame).drives)
+    assert int(moves.sum()) == 9 and talos.dof == 32
+    out = {}
+    for engine in ("numpy", "torch"):
+        cfg = ik.IKConfig(frame=frame, engine=engine, rounds=1, restarts=1, fill=1, max_iterations=6)
+        out[engine] = ik.solve(talos, target, q0=q0, config=cfg)
+        assert torch.equal(out[engine].q[:, ~moves], q0[:, ~moves])
+    assert max_err(out["numpy"].q, out["torch"].q) < 1e-9
+    solved = ik.solve(talos, target, config=ik.IKConfig(frame=frame))
+    assert bool(solved.converged.all()) and float(solved.pos_err.max()) < 1e-4
+
+
 def test_bad_targets_are_refused():
     arm = sample_arm()
     with pytest.raises(ValueError, match=r"target: expected an SE3 pose \(\.\.\., 7\)"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._path import SerialPath, rotation_error
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, wrap_into
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, on_joints, wrap_into
 
 __all__ = ["lm_numpy", "frame_errors"]
 
@@ -30,19 +30,40 @@ def frame_errors(path: SerialPath, q: np.ndarray, Rt: np.ndarray, pt: np.ndarray
 
 def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb: Problem):
     """Damped least squares for ``P`` problems (``q (P, dof)``, targets ``Rt (P, 3, 3)``, ``pt (P, 3)``)
-    in groups of ``pb.group`` restarts of one target; returns ``(q, pos_err, rot_err, solved, iterations)``."""
+    in groups of ``pb.group`` restarts of one target; returns ``(q, pos_err, rot_err, solved, iterations)``.
+    Joints that do not move the frame (``pb.idle``) keep their starting values."""
+    if pb.idle is None:
+        return _lm(path, Rt, pt, q, pb, None)
+    drive = np.nonzero(pb.idle == 0)[0]
+    qr, pe, re, solved, iters = _lm(path, Rt, pt, q, on_joints(pb, drive), drive)
+    out = q.copy()
+    out[:, drive] = qr
+    return out, pe, re, solved, iters
+
+
+def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb: Problem, drive: np.ndarray | None):
+    """:func:`lm_numpy` over the joints ``drive`` of ``q_full`` (all when ``None``); returns their values."""
+
+    def errors(qr: np.ndarray):
+        if drive is None:
+            return frame_errors(path, qr, Rt, pt, pb.position_only)
+        qf = q_full.copy()
+        qf[:, drive] = qr
+        Jt, e, pe, re = frame_errors(path, qf, Rt, pt, pb.position_only)
+        return Jt[:, drive], e, pe, re
+
+    q = q_full if drive is None else q_full[:, drive]
     P, dof = q.shape
     lo, hi, turn = pb.lower, pb.upper, pb.turn
     w2 = pb.weights2[: 3 if pb.position_only else 6]
     eye = np.eye(dof)
-    Jt, e, pe, re = frame_errors(path, q, Rt, pt, pb.position_only)
+    Jt, e, pe, re = errors(q)
     cost = (w2 * e * e).sum(-1)
     lam = np.full(P, pb.lambda_initial)
     ptol, rtol = pb.position_tolerance, pb.orientation_tolerance
     solved = (pe < ptol) & (re < rtol)
     iters = np.zeros(P, dtype=np.int64)
     rest = pb.rest_pose
-    idle = 1e-12 if pb.idle is None else pb.idle + 1e-12
     for _ in range(pb.max_iterations):
         active = ~solved & (lam < LAMBDA_MAX)
         if pb.group > 1:
@@ -53,7 +74,7 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
         A = JW @ Jt.transpose(0, 2, 1)
         b = (JW @ e[..., None])[..., 0]
         Ad = A.copy()
-        Ad.reshape(P, dof * dof)[:, :: dof + 1] += lam[:, None] * A.reshape(P, dof * dof)[:, :: dof + 1] + idle
+        Ad.reshape(P, dof * dof)[:, :: dof + 1] += lam[:, None] * A.reshape(P, dof * dof)[:, :: dof + 1] + 1e-12
         dq = np.linalg.solve(Ad, b[..., None])[..., 0]
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q
@@ -67,7 +88,7 @@ def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb
                 A2 = Ad * (keep[:, :, None] & keep[:, None, :]) + viol[:, :, None] * eye
                 frozen = wrap_into(q + np.linalg.solve(A2, (b * keep)[..., None])[..., 0], lo, hi, turn)
                 qn = np.minimum(np.maximum(np.where(viol.any(1, keepdims=True), frozen, qn), lo), hi)
-        Jn, en, pen, ren = frame_errors(path, qn, Rt, pt, pb.position_only)
+        Jn, en, pen, ren = errors(qn)
         cn = (w2 * en * en).sum(-1)
         better = active & (cn < cost)
         b1, b2 = better[:, None], better[:, None, None]

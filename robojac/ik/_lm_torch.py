@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..kinematics import Chain
 from ..optim import spd_solve_soa
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, wrap_into
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, on_joints, wrap_into
 from ._targets import pose_errors
 
 __all__ = ["lm_torch"]
@@ -46,14 +46,34 @@ def _solve(A: Tensor, b: Tensor) -> Tensor:
 
 def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
     """Damped least squares for problems ``(P,)`` (targets ``T (P, 7|3)``, starts ``q (P, dof)``)
-    in groups of ``pb.group`` restarts; returns ``(q, pos_err, rot_err, solved, iterations)``."""
+    in groups of ``pb.group`` restarts; returns ``(q, pos_err, rot_err, solved, iterations)``.
+
+    Joints that do not move the frame (``pb.idle``: the Panda's fingers when the frame is the
+    hand, the other limbs of a humanoid) keep their starting values and stay out of the linear
+    algebra: TALOS's left arm solves 9 x 9 systems instead of 32 x 32 (3.6x the targets per second)."""
+    if pb.idle is None:
+        return _lm(chain, frame, T, q, pb, None)
+    drive = torch.nonzero(pb.idle == 0).squeeze(1)
+    qr, pe, re, solved, iters = _lm(chain, frame, T, q, on_joints(pb, drive), drive)
+    return q.index_copy(1, drive, qr), pe, re, solved, iters
+
+
+def _lm(chain: Chain, frame: str, T: Tensor, q_full: Tensor, pb: Problem, drive: Tensor | None):
+    """:func:`lm_torch` over the joints ``drive`` of ``q_full`` (all when ``None``); returns their values."""
+    rows_e = 3 if pb.position_only else 6
+
+    def evaluate(qr: Tensor, rows: Tensor | None):
+        qf = qr if drive is None else (q_full if rows is None else q_full[rows]).index_copy(1, drive, qr)
+        X, J = chain.pose_and_jacobian(qf, frame)
+        J = J[:, :rows_e]
+        return X, (J if drive is None else J.index_select(2, drive)).contiguous()
+
+    q = q_full if drive is None else q_full.index_select(1, drive)
     P, dof = q.shape
     dt, dev = q.dtype, q.device
     lo, hi, turn = pb.lower, pb.upper, pb.turn
-    rows_e = 3 if pb.position_only else 6
     w2 = pb.weights2[:rows_e]
-    X, J = chain.pose_and_jacobian(q, frame)
-    J = J[:, :rows_e].contiguous()
+    X, J = evaluate(q, None)
     e, pe, re = pose_errors(X, T, pb.position_only)
     cost = (w2 * e * e).sum(-1)
     lam = torch.full((P,), pb.lambda_initial, dtype=dt, device=dev)
@@ -77,7 +97,7 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
             qa, Ja, ea, la, Ta = q[idx_p], J[idx_p], e[idx_p], lam[idx_p], T[idx_p]
         A, b = _normal_equations(Ja, ea, w2)
         Ad = A.clone()
-        Ad.diagonal(dim1=0, dim2=1).mul_(1.0 + la[:, None]).add_(1e-12 if pb.idle is None else pb.idle + 1e-12)
+        Ad.diagonal(dim1=0, dim2=1).mul_(1.0 + la[:, None]).add_(1e-12)
         if rest is None:
             dq = _solve(Ad, b)
         else:  # pull toward the rest pose inside the (damped) null space of the task
@@ -94,7 +114,7 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
             A2.diagonal(dim1=0, dim2=1).add_(viol[rows].to(dt))
             qn[rows] = wrap_into(qa[rows] + _solve(A2, b[:, rows] * keep), lo, hi, turn)
         qn = torch.maximum(torch.minimum(qn, hi), lo)
-        Xn, Jn = chain.pose_and_jacobian(qn, frame)
+        Xn, Jn = evaluate(qn, idx_p)
         en, pen, ren = pose_errors(Xn, Ta, pb.position_only)
         cn = (w2 * en * en).sum(-1)
         if full:

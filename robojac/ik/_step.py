@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "wrap_into"]
+__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "wrap_into", "on_joints"]
 
 LAMBDA_DOWN = 1.0 / 3.0  # damping factor after an accepted step
 LAMBDA_UP = 3.0  # after a rejected one
@@ -36,10 +36,17 @@ class Problem:
     group: int = 1
     rest_pose: Any = None
     nullspace_gain: float = 0.0
-    idle: Any = None  # (dof,): 1 for joints that do not move the frame (unit diagonal), or None
+    idle: Any = None  # (dof,): 1 for joints that do not move the frame (left out of the steps), or None
 
 
 def wrap_into(q, lo, hi, turn):
     """Joints outside their limits come back by a full turn (``turn``: ``2 pi`` for rotational
     joints, ``0`` otherwise) when that lands inside; numpy arrays or torch tensors alike."""
     return q - turn * ((q > hi) & (q - turn >= lo)) + turn * ((q < lo) & (q + turn <= hi))
+
+
+def on_joints(pb: Problem, drive) -> Problem:
+    """``pb`` restricted to the joints ``drive`` (indices, numpy or torch): both engines step only
+    the joints that move the frame, the others keep their starting values."""
+    return replace(pb, lower=pb.lower[drive], upper=pb.upper[drive], turn=pb.turn[drive], idle=None,
+                   rest_pose=None if pb.rest_pose is None else pb.rest_pose[drive])
