@@ -126,9 +126,12 @@ def _parse_columns(lines: list[str]) -> _Parsed | None:
         if not tokens or tokens[0].startswith("#"):
             continue
         if tokens[0] == "FIX":
-            if len(tokens) < 2 or not all(t.lstrip("+-").isdigit() for t in tokens[1:]):
+            if len(tokens) < 2:
                 return None
-            fixed.update(int(t) for t in tokens[1:])
+            try:
+                fixed.update([int(t) for t in tokens[1:]])
+            except ValueError:
+                return None
             continue
         group = groups.get(tokens[0])
         if group is None:
