@@ -31,13 +31,12 @@ def frame_errors(path: SerialPath, q: np.ndarray, Rt: np.ndarray, pt: np.ndarray
 def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb: Problem):
     """Damped least squares for ``P`` problems (``q (P, dof)``, targets ``Rt (P, 3, 3)``, ``pt (P, 3)``)
     in groups of ``pb.group`` restarts of one target; returns ``(q, pos_err, rot_err, solved, iterations)``.
-    Joints that do not move the frame (``pb.idle``) keep their starting values."""
-    if pb.idle is None:
+    Joints off the frame's path (not in ``pb.drive``) keep their starting values."""
+    if pb.drive is None:
         return _lm(path, Rt, pt, q, pb, None)
-    drive = np.nonzero(pb.idle == 0)[0]
-    qr, pe, re, solved, iters = _lm(path, Rt, pt, q, on_joints(pb, drive), drive)
+    qr, pe, re, solved, iters = _lm(path, Rt, pt, q, on_joints(pb, pb.drive), pb.drive)
     out = q.copy()
-    out[:, drive] = qr
+    out[:, pb.drive] = qr
     return out, pe, re, solved, iters
 
 

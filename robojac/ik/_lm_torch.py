@@ -48,14 +48,13 @@ def lm_torch(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
     """Damped least squares for problems ``(P,)`` (targets ``T (P, 7|3)``, starts ``q (P, dof)``)
     in groups of ``pb.group`` restarts; returns ``(q, pos_err, rot_err, solved, iterations)``.
 
-    Joints that do not move the frame (``pb.idle``: the Panda's fingers when the frame is the
+    Joints off the frame's path (not in ``pb.drive``: the Panda's fingers when the frame is the
     hand, the other limbs of a humanoid) keep their starting values and stay out of the linear
     algebra: TALOS's left arm solves 9 x 9 systems instead of 32 x 32 (3.6x the targets per second)."""
-    if pb.idle is None:
+    if pb.drive is None:
         return _lm(chain, frame, T, q, pb, None)
-    drive = torch.nonzero(pb.idle == 0).squeeze(1)
-    qr, pe, re, solved, iters = _lm(chain, frame, T, q, on_joints(pb, drive), drive)
-    return q.index_copy(1, drive, qr), pe, re, solved, iters
+    qr, pe, re, solved, iters = _lm(chain, frame, T, q, on_joints(pb, pb.drive), pb.drive)
+    return q.index_copy(1, pb.drive, qr), pe, re, solved, iters
 
 
 def _lm(chain: Chain, frame: str, T: Tensor, q_full: Tensor, pb: Problem, drive: Tensor | None):
@@ -119,7 +118,7 @@ def _lm(chain: Chain, frame: str, T: Tensor, q_full: Tensor, pb: Problem, drive:
         cn = (w2 * en * en).sum(-1)
         if full:
             better = (cn < cost) & active
-            q, J, e = torch.where(better[:, None], qn, q), torch.where(better[:, None, None], Jn[:, :rows_e], J), \
+            q, J, e = torch.where(better[:, None], qn, q), torch.where(better[:, None, None], Jn, J), \
                 torch.where(better[:, None], en, e)
             pe, re, cost = torch.where(better, pen, pe), torch.where(better, ren, re), torch.where(better, cn, cost)
             lam = torch.where(better, (lam * LAMBDA_DOWN).clamp_min(LAMBDA_MIN), torch.where(active, lam * LAMBDA_UP, lam))
@@ -130,7 +129,7 @@ def _lm(chain: Chain, frame: str, T: Tensor, q_full: Tensor, pb: Problem, drive:
         better = cn < cost[idx]
         took = better.nonzero().squeeze(1)  # accepted steps: write only those back
         acc = idx[took]
-        q[acc], J[acc], e[acc] = qn[took], Jn[took, :rows_e], en[took]
+        q[acc], J[acc], e[acc] = qn[took], Jn[took], en[took]
         pe[acc], re[acc], cost[acc] = pen[took], ren[took], cn[took]
         la = la[:n]
         lam[idx] = torch.where(better, (la * LAMBDA_DOWN).clamp_min(LAMBDA_MIN), la * LAMBDA_UP)

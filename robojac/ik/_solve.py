@@ -134,19 +134,20 @@ def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.nd
     return R, T64[:, :3]
 
 
-def _idle(chain: Chain, frame: str, dtype, device, numpy: bool):
-    """``1`` for the joints that do not move ``frame`` (off its path; mimic sources count as on
-    it), ``0`` for the others; ``None`` when every joint moves it.  Their Jacobian columns are
-    zero: both engines leave them out of the steps (they keep their starting values), which
-    avoids a singular solve (a zero pivot that float32 cannot tell from round-off) and shrinks
-    the systems (a humanoid's one arm: 9 of TALOS's 32 joints)."""
+def _drive(chain: Chain, frame: str, device, numpy: bool):
+    """Indices of the joints that move ``frame`` (on its path; mimic sources count), or ``None``
+    when every joint does.  The others have zero Jacobian columns: both engines leave them out
+    of the steps (they keep their starting values), which avoids a singular solve (a zero pivot
+    that float32 cannot tell from round-off) and shrinks the systems (a humanoid's one arm: 9 of
+    TALOS's 32 joints)."""
     def build():
-        idle = (~_path(chain, frame).drives).astype(np.float64)
-        if not idle.any():
+        moves = _path(chain, frame).drives
+        if moves.all():
             return None
-        return idle if numpy else torch.tensor(idle, dtype=dtype, device=device)
+        drive = np.nonzero(moves)[0]
+        return drive if numpy else torch.from_numpy(drive).to(device)
 
-    return _compiled(chain, ("idle", frame, dtype, str(device), numpy), build)
+    return _compiled(chain, ("drive", frame, str(device), numpy), build)
 
 
 def _path(chain: Chain, frame: str) -> SerialPath:
@@ -166,7 +167,7 @@ def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype
         w2 = torch.tensor(w2, dtype=dtype, device=device)
     return Problem(lo, hi, turn, w2, position_only, cfg.position_tolerance, cfg.orientation_tolerance,
                    cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain,
-                   _idle(chain, frame, dtype, device, numpy))
+                   _drive(chain, frame, device, numpy))
 
 
 def _check(chain, cfg, target, q0):

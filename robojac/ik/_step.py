@@ -21,7 +21,7 @@ class Problem:
     ``turn``: ``2 pi`` for rotational joints, ``0`` for prismatic ones (a revolute joint that
     leaves its range comes back by a full turn when that lands inside); ``weights2``: the
     squared error weights ``(6,)``; ``group``: restarts per target (consecutive problems; a
-    group stops when one of them is solved); ``idle``: joints off the frame's path.
+    group stops when one of them is solved); ``drive``: the joints on the frame's path.
     """
 
     lower: Any
@@ -36,7 +36,7 @@ class Problem:
     group: int = 1
     rest_pose: Any = None
     nullspace_gain: float = 0.0
-    idle: Any = None  # (dof,): 1 for joints that do not move the frame (left out of the steps), or None
+    drive: Any = None  # indices of the joints that move the frame (the others are left out), or None: all
 
 
 def wrap_into(q, lo, hi, turn):
@@ -48,5 +48,5 @@ def wrap_into(q, lo, hi, turn):
 def on_joints(pb: Problem, drive) -> Problem:
     """``pb`` restricted to the joints ``drive`` (indices, numpy or torch): both engines step only
     the joints that move the frame, the others keep their starting values."""
-    return replace(pb, lower=pb.lower[drive], upper=pb.upper[drive], turn=pb.turn[drive], idle=None,
+    return replace(pb, lower=pb.lower[drive], upper=pb.upper[drive], turn=pb.turn[drive], drive=None,
                    rest_pose=None if pb.rest_pose is None else pb.rest_pose[drive])
