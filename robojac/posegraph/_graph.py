@@ -45,7 +45,6 @@ class SE2BetweenResidual:
         return -Jj, Jj
 
 
-
 class PoseGraph(nn.Module):
     """A pose graph: ``N`` poses, ``E`` edges ``(i, j)`` measuring ``Z_ij ~ T_i^-1 T_j``.
 

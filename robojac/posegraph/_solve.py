@@ -151,6 +151,10 @@ class _Linearization:
         self.prob, self.e, self.Xj, self.r = prob, e, Xj, r
         self._J: BlockSparseJacobian | None = None
 
+    def cost(self, kernel: RobustKernel) -> float:
+        """The robust cost ``0.5 sum rho(|r|^2)`` at this state."""
+        return 0.5 * float(kernel.rho(self.r.square().sum(-1)).sum())
+
     @property
     def J(self) -> BlockSparseJacobian:
         if self._J is None:
@@ -247,10 +251,16 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
     t1 = time.perf_counter()
     with torch.no_grad():
         lin = prob.evaluate(S)  # residuals (and, when a step needs it, the Jacobian) at S
-    cost = 0.5 * float(kernel.rho(lin.r.square().sum(-1)).sum())
+    cost = lin.cost(kernel)
     initial_cost = cost
     lam = config.lambda_initial if config.method == "lm" else 0.0
     history, reason, converged, it = [], "max_iterations", False, 0
+
+    def report(rec: IterationRecord) -> None:
+        history.append(rec)
+        if config.callback is not None:
+            config.callback(rec)
+
     if not math.isfinite(cost):
         raise PoseGraphError(f"{graph.name}: the initial cost is not finite ({cost}); check the measurements")
     chord = False  # Gauss-Newton: the last factorization may serve the next step
@@ -272,10 +282,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                     if decrease > 0 or small:
                         if decrease > 0:
                             S, lin, cost = S_new, lin_new, new_cost
-                        rec = IterationRecord(it, cost, lam, step, decrease > 0, time.perf_counter() - t1)
-                        history.append(rec)
-                        if config.callback is not None:
-                            config.callback(rec)
+                        report(IterationRecord(it, cost, lam, step, decrease > 0, time.perf_counter() - t1))
                         if small:
                             reason, converged = "relative_tolerance", True
                             break
@@ -295,16 +302,13 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                     continue
                 S_new = prob.retract(S, delta)
                 lin_new = prob.evaluate(S_new)
-                new_cost = 0.5 * float(kernel.rho(lin_new.r.square().sum(-1)).sum())
+                new_cost = lin_new.cost(kernel)
                 step = float(delta.norm())
                 if config.method == "gn" or new_cost < cost:
                     accepted = math.isfinite(new_cost)
                     break
                 lam = max(lam * 10, 1e-9)
-            rec = IterationRecord(it, new_cost if accepted else cost, lam, step, accepted, time.perf_counter() - t1)
-            history.append(rec)
-            if config.callback is not None:
-                config.callback(rec)
+            report(IterationRecord(it, new_cost if accepted else cost, lam, step, accepted, time.perf_counter() - t1))
             if not accepted:
                 reason = "singular_system" if config.method == "gn" else "no_decrease"
                 converged = config.method == "lm"  # LM: no damping reduces the cost any more
@@ -346,7 +350,7 @@ def _chord_step(prob: _Problem, lin: _Linearization, r: Tensor, w: Tensor | None
         return None
     S_new = prob.retract(S, delta)
     lin_new = prob.evaluate(S_new)
-    new_cost = 0.5 * float(kernel.rho(lin_new.r.square().sum(-1)).sum())
+    new_cost = lin_new.cost(kernel)
     if not math.isfinite(new_cost):
         return None
     return S_new, lin_new, new_cost, float(delta.norm())
