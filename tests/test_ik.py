@@ -156,10 +156,13 @@ def test_one_arm_of_a_humanoid_moves_only_its_own_joints():
     gen = torch.Generator().manual_seed(4)
     target = talos.forward_kinematics(talos.random_configuration(6, generator=gen), frame)
     q0 = talos.random_configuration(6, generator=gen)
-    from robojac.ik._solve import _path
+    from robojac.ik._solve import _path, _problem
 
     moves = torch.from_numpy(_path(talos, frame).drives)
     assert int(moves.sum()) == 9 and talos.dof == 32
+    for numpy in (True, False):  # what each engine is handed: the 9 joints on the path
+        pb = _problem(talos, ik.IKConfig(frame=frame), frame, False, torch.float64, torch.device("cpu"), numpy, 1)
+        assert torch.equal(torch.as_tensor(pb.drive), moves.nonzero().squeeze(1))
     out = {}
     for engine in ("numpy", "torch"):
         cfg = ik.IKConfig(frame=frame, engine=engine, rounds=1, restarts=1, fill=1, max_iterations=6)
