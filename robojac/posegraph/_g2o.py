@@ -252,8 +252,9 @@ def _graph(path: pathlib.Path, f: _Parsed, dtype) -> PoseGraph:
         k = int(np.nonzero(missing.any(1))[0][0])
         (i, j), v = f.edge_ids[k], f.edge_ids[k][missing[k]][0]
         raise G2OError(f"{path}:{f.edge_lines[k]}: edge {i}->{j} refers to vertex {v}, which the file does not define")
+    known = set(ids.tolist())
     for v in f.fixed:
-        if v not in set(ids.tolist()):
+        if v not in known:
             raise G2OError(f"{path}: FIX names vertex {v}, which is not in the graph")
     E = torch.from_numpy(pos)
     meas = torch.from_numpy(f.measurements).to(dtype)
