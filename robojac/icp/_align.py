@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..lie import _ops as ops
-from ..lie import as_SE3, skew, wrap_lie
+from ..lie import se3_tensor, skew, wrap_lie
 from .._threads import threads_for, torch_threads
 from ..optim import RobustKernel
 from . import _soa as soa
@@ -184,7 +184,7 @@ def align(source, target, *, init=None, config: ICPConfig | None = None) -> Regi
     if init is None:
         T = ops.se3_exp(torch.zeros(B, 6, dtype=dtype, device=device))
     else:
-        T = as_SE3(init, name="init").tensor().to(dtype=dtype, device=device).reshape(-1, 7)
+        T = se3_tensor(init, name="init").to(dtype=dtype, device=device).reshape(-1, 7)
         if T.shape[0] == 1:
             T = T.expand(B, 7).clone()
         if T.shape[0] != B:

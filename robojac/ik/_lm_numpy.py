@@ -51,48 +51,52 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         Jt, e, pe, re = frame_errors(path, qf, Rt, pt, pb.position_only)
         return Jt[:, drive], e, pe, re
 
-    q = q_full if drive is None else q_full[:, drive]
+    q = (q_full if drive is None else q_full[:, drive]).copy()
     P, dof = q.shape
     lo, hi, turn = pb.lower, pb.upper, pb.turn
     w2 = pb.weights2[: 3 if pb.position_only else 6]
     eye = np.eye(dof)
     Jt, e, pe, re = errors(q)
-    cost = (w2 * e * e).sum(-1)
+    cost = (e * e) @ w2
     lam = np.full(P, pb.lambda_initial)
     ptol, rtol = pb.position_tolerance, pb.orientation_tolerance
     solved = (pe < ptol) & (re < rtol)
     iters = np.zeros(P, dtype=np.int64)
-    rest = pb.rest_pose
+    rest, g = pb.rest_pose, pb.group
     for _ in range(pb.max_iterations):
-        active = ~solved & (lam < LAMBDA_MAX)
-        if pb.group > 1:
-            active &= ~np.repeat(solved.reshape(-1, pb.group).any(1), pb.group)
+        # a problem runs until it or one of its group's restarts is solved, or its damping stalls
+        if g == P:  # one target's restarts (every call counts here: a lone target is latency-bound)
+            if solved.any():
+                break
+            active = lam < LAMBDA_MAX
+        else:
+            active = ~(np.repeat(solved.reshape(-1, g).any(1), g) if g > 1 else solved) & (lam < LAMBDA_MAX)
         if not active.any():
             break
         JW = Jt * w2
         A = JW @ Jt.transpose(0, 2, 1)
-        b = (JW @ e[..., None])[..., 0]
-        Ad = A.copy()
-        Ad.reshape(P, dof * dof)[:, :: dof + 1] += lam[:, None] * A.reshape(P, dof * dof)[:, :: dof + 1] + 1e-12
-        dq = np.linalg.solve(Ad, b[..., None])[..., 0]
+        b = JW @ e[..., None]  # (P, dof, 1)
+        Ad = A + (lam[:, None, None] * A + 1e-12) * eye
+        dq = np.linalg.solve(Ad, b)[..., 0]
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q
             dq += pb.nullspace_gain * (d - np.linalg.solve(Ad, A @ d[..., None])[..., 0])
         qn = q + dq
-        if ((qn < lo) | (qn > hi)).any():  # (inside the limits, all that follows leaves qn as it is)
-            qn = wrap_into(qn, lo, hi, turn)
+        over, under = qn > hi, qn < lo
+        if (over | under).any():  # (inside the limits, all that follows leaves qn as it is)
+            qn = qn - turn * (over & (qn - turn >= lo)) + turn * (under & (qn + turn <= hi))  # wrap_into
             viol = (qn < lo) | (qn > hi)
             if viol.any():  # freeze the joints that would leave their range, re-solve for the others
                 keep = ~viol
-                A2 = Ad * (keep[:, :, None] & keep[:, None, :]) + viol[:, :, None] * eye
-                frozen = wrap_into(q + np.linalg.solve(A2, (b * keep)[..., None])[..., 0], lo, hi, turn)
+                A2 = np.where(keep[:, :, None] & keep[:, None, :], Ad, eye)
+                frozen = wrap_into(q + np.linalg.solve(A2, b * keep[:, :, None])[..., 0], lo, hi, turn)
                 qn = np.minimum(np.maximum(np.where(viol.any(1, keepdims=True), frozen, qn), lo), hi)
         Jn, en, pen, ren = errors(qn)
-        cn = (w2 * en * en).sum(-1)
+        cn = (en * en) @ w2
         better = active & (cn < cost)
-        b1, b2 = better[:, None], better[:, None, None]
+        b1 = better[:, None]
         np.copyto(q, qn, where=b1)
-        np.copyto(Jt, Jn, where=b2)
+        np.copyto(Jt, Jn, where=better[:, None, None])
         np.copyto(e, en, where=b1)
         np.copyto(cost, cn, where=better)
         np.copyto(pe, pen, where=better)

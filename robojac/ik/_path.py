@@ -31,12 +31,23 @@ from ..kinematics._joint import JointType
 __all__ = ["SerialPath", "quat_to_matrix_np", "rotation_error"]
 
 
+_QUAT_PRODUCTS = np.zeros((16, 9))  # R.flat = (q q^T).flat @ this + I.flat, q = [x, y, z, w] of unit length
+_QUAT_TERMS = (  # entry of R: ((a, b), c) for each term c q_a q_b
+    (((1, 1), -2), ((2, 2), -2)), (((0, 1), 2), ((2, 3), -2)), (((0, 2), 2), ((1, 3), 2)),
+    (((0, 1), 2), ((2, 3), 2)), (((0, 0), -2), ((2, 2), -2)), (((1, 2), 2), ((0, 3), -2)),
+    (((0, 2), 2), ((1, 3), -2)), (((1, 2), 2), ((0, 3), 2)), (((0, 0), -2), ((1, 1), -2)),
+)
+for _r, _terms in enumerate(_QUAT_TERMS):
+    for (_a, _b), _c in _terms:
+        _QUAT_PRODUCTS[4 * _a + _b, _r] = _c
+_EYE_FLAT = np.eye(3).reshape(9)
+
+
 def quat_to_matrix_np(quat: np.ndarray) -> np.ndarray:
-    """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``(..., 4)`` in pypose's ``[qx, qy, qz, qw]``."""
-    x, y, z, w = (quat[..., k] for k in range(4))
-    R = np.stack((1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-                  2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-                  2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)), -1)
+    """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``(..., 4)`` in pypose's ``[qx, qy, qz, qw]``
+    (three calls: one outer product, one matrix product with the constant map above)."""
+    q = quat.reshape(-1, 4)
+    R = (q[:, :, None] * q[:, None, :]).reshape(-1, 16) @ _QUAT_PRODUCTS + _EYE_FLAT
     return R.reshape(quat.shape[:-1] + (3, 3))
 
 
@@ -131,8 +142,10 @@ class SerialPath:
         G[:n, :, :3] = np.matmul(coef, self.basis).reshape(n, P, 3, 4)
         G[:n, :, 3] = (0.0, 0.0, 0.0, 1.0)
         G[n] = self.tool
-        for i in range(1, n + 1):  # running product: the joint frames in the root frame
-            np.matmul(G[i - 1], G[i], out=G[i])
+        step = 1
+        while step <= n:  # running product (a log-depth scan): the joint frames in the root frame
+            G[step:] = np.matmul(G[:-step], G[step:])
+            step *= 2
         R, p = G[n, :, :3, :3], G[n, :, :3, 3]
         if not jacobian:
             return R, p, None
@@ -159,14 +172,11 @@ def rotation_error(R_target: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.
     angle = np.arctan2(s, 0.5 * (vt[:, 3] - 1.0))
     near_pi = s < 1e-7
     if near_pi.any():  # sin(angle) ~ 0: the axis from the symmetric part (or zero rotation)
-        idx = np.nonzero(near_pi)[0]
-        for i in idx:
-            if angle[i] < 1.0:
-                continue
+        for i in np.nonzero(near_pi & (angle >= 1.0))[0]:
             S = 0.5 * (E[i] + E[i].T) + np.eye(3)
             k = int(np.argmax(np.diag(S)))
             axis = S[:, k] / np.linalg.norm(S[:, k])
             v[i] = axis * s[i] if s[i] > 0 else axis
             s[i] = 1.0 if s[i] == 0 else s[i]
-    scale = np.divide(angle, s, out=np.ones_like(s), where=s > 1e-300)
-    return v * scale[:, None], angle
+    # angle / s -> 1 as s -> 0 below a half turn; where s == 0 there, v == 0 and any scale does
+    return v * (angle / np.maximum(s, 1e-300))[:, None], angle

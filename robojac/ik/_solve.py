@@ -23,7 +23,8 @@ __all__ = ["IKConfig", "IKResult", "solve"]
 
 Engine = Literal["auto", "numpy", "torch"]
 _NUMPY_CHUNK = 4096  # problems per numpy engine call (larger rounds run in chunks)
-_NUMPY_MAX_ROUND = 1024  # under "auto" on the CPU, rounds with more problems than this run on torch
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_NUMPY_MAX_ROUND = 512  # under "auto" on the CPU, rounds with more problems than this run on torch
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,13 @@ class IKConfig:
       A target is given up on when ``patience`` of its rounds ended within 5% of its best error
       so far without solving it: restarts that keep returning to the same error are finding the
       closest pose of an unreachable target, not a hard reachable one.
+    * ``candidates``: random configurations drawn for each random start; the one whose frame
+      lands closest to the target (the weighted pose error below) starts the attempt.  One
+      forward kinematics per candidate buys fewer steps and more first attempts that succeed:
+      with 4, 10,000 Panda targets take 14.7 steps each instead of 17.6, and 71% instead of
+      65% are solved by their first attempt (577 -> 481 ms here).  Rounds of fewer than ``fill`` problems (a few targets' restarts) draw one:
+      they are latency-bound, and the extra kinematics costs more than the steps it saves.
+      1 turns it off.
     * ``position_weight``/``orientation_weight``: the error is ``[w_p (p* - p); w_o Log(R* R^T)]``.
     * ``position_tolerance`` (m) and ``orientation_tolerance`` (rad): a problem is solved, and
       stops, when both errors are below them (inside the joint limits, always).
@@ -47,7 +55,7 @@ class IKConfig:
     * ``rest_pose`` and ``nullspace_gain``: a secondary objective pulling toward ``rest_pose``
       inside the null space of the task (redundant arms).
     * ``engine``: ``"numpy"`` (float64 on the CPU), ``"torch"`` (the targets' dtype and device:
-      the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 1024 problems and numpy
+      the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 512 problems and numpy
       for smaller ones (a lone target, the last hard targets of a batch), torch elsewhere.  Both
       run the same algorithm (the tests check they take the same steps).
     * ``seed``: for the random starts (reproducible by default; ``None`` draws a fresh one).
@@ -64,6 +72,7 @@ class IKConfig:
     fill: int = 128
     rounds: int = 40
     patience: int = 8
+    candidates: int = 4
     position_weight: float = 1.0
     orientation_weight: float = 0.35
     position_tolerance: float = 1e-4
@@ -76,7 +85,7 @@ class IKConfig:
     num_threads: int | None = None
 
     def __post_init__(self):
-        for name in ("max_iterations", "restarts", "fill", "rounds", "patience"):
+        for name in ("max_iterations", "restarts", "fill", "rounds", "patience", "candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"IKConfig.{name}: expected at least 1, got {getattr(self, name)}")
         for name in ("position_weight", "orientation_weight", "position_tolerance", "orientation_tolerance",
@@ -106,6 +115,7 @@ class IKResult:
     iterations: Tensor
 
 
+_DEFAULT = IKConfig()
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # chain -> what solve derived from it
 
 
@@ -208,7 +218,7 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     the step re-solved for the others; what remains is clamped.  Unreachable targets come back
     with ``converged=False`` and their smallest errors (never an exception or NaN).
     """
-    cfg = config or IKConfig()
+    cfg = config or _DEFAULT
     frame, flat, batch, position_only, q0 = _check(chain, cfg, target, q0)
     B = flat.shape[0]
     first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
@@ -225,10 +235,10 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     B, dof = flat.shape[0], chain.dof
     numpy_ok = dev.type == "cpu" and cfg.engine != "torch"
     path = _path(chain, frame) if numpy_ok else None
-    T, np_targets = flat.detach(), None
+    T = flat.detach()
+    np_targets = _numpy_targets(flat, position_only) if numpy_ok else None
     gen = torch.Generator()
     gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
-    q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
     best_q = np.zeros((B, dof))
     best_score = np.full(B, math.inf)
     done = np.zeros(B, dtype=bool)
@@ -244,22 +254,25 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         # starts, the last hard targets of a batch
         use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
         work_dt = torch.float64 if use_numpy else dt
-        q_init = chain.random_configuration(n, R, generator=gen, dtype=work_dt, device=dev)
-        if rnd == 0 and q0 is not None:
-            q_init[:, 0] = q0.to(work_dt)[torch.from_numpy(todo).to(dev)]
-        q_init = q_init.reshape(n * R, dof)
         pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R)
         if use_numpy:
-            if np_targets is None:
-                np_targets = _numpy_targets(flat, position_only)
-            sel, qi = todo.repeat(R), q_init.numpy()
+            sel = todo.repeat(R)
+            qi = _starts(chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
+            if rnd == 0 and q0 is not None:
+                qi[::R] = q0.detach().to("cpu", torch.float64).numpy()[todo]
             step = R * max(1, _NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
             outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]],
                              qi[c : c + step], pb) for c in range(0, n * R, step)]
-            q, pe, re, ok, it = (np.concatenate(a) for a in zip(*outs))
+            q, pe, re, ok, it = (np.concatenate(a) for a in zip(*outs)) if len(outs) > 1 else outs[0]
         else:
             rows = torch.from_numpy(todo).to(dev)
-            out = lm_torch(chain, frame, T[rows].repeat_interleave(R, 0), q_init, pb)
+            Tr = T[rows].repeat_interleave(R, 0)
+            q_init = torch.from_numpy(_starts(chain, cfg, gen, n, R, lambda q: _distance_torch(chain, frame, q, Tr, cfg,
+                                                                                          position_only, work_dt))
+                                      ).to(dtype=work_dt, device=dev)
+            if rnd == 0 and q0 is not None:
+                q_init[::R] = q0.to(work_dt)[rows]
+            out = lm_torch(chain, frame, Tr, q_init, pb)
             q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
         score = (pe.astype(np.float64) / cfg.position_tolerance) ** 2 + (re.astype(np.float64) / cfg.orientation_tolerance) ** 2
         score = np.where(ok, score - 1e30, score).reshape(n, R)  # a solved start beats any unsolved one
@@ -273,14 +286,60 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         best_q[chosen], best_score[chosen] = q[first * R + k][better], cand[better]
         iters[todo] += it.reshape(n, R)[first, k]
         done[todo] = ok.reshape(n, R).any(1) | (stalled[todo] >= cfg.patience)
-    q = _returned(chain, torch.from_numpy(best_q).to(dev), dt)
-    if np_targets is not None:  # measure the returned q in float64 on the same path
-        _, _, pe, re = frame_errors(path, q.double().numpy(), *np_targets, position_only, jacobian=False)
-        pe, re = torch.from_numpy(pe), torch.from_numpy(re)
+    if numpy_ok and dt in _NUMPY_DTYPES:  # the returned q and its errors, in numpy
+        q = _returned_np(chain, best_q, dt)
+        q64 = q.astype(np.float64)
+        _, _, pe, re = frame_errors(path, q64, *np_targets, position_only, jacobian=False)
+        lo, hi, _ = _limits(chain, torch.float64, dev, True)
+        ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & ((q64 >= lo) & (q64 <= hi)).all(-1)
+        q, ok, pe, re = (torch.from_numpy(a) for a in (q, ok, pe.astype(q.dtype), re.astype(q.dtype)))
     else:
+        q = _returned(chain, torch.from_numpy(best_q).to(dev), dt)
         X = chain.forward_kinematics(q.double(), frame).tensor()
         _, pe, re = pose_errors(X, flat.double(), position_only)
-    return _result(chain, flat, batch, q, pe, re, torch.from_numpy(iters), cfg)
+        ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
+        pe, re = pe.to(dt), re.to(dt)
+    return IKResult(q.reshape(batch + (dof,)), ok.reshape(batch), pe.reshape(batch), re.reshape(batch),
+                    torch.from_numpy(iters).to(dev).reshape(batch))
+
+
+def _sampling(chain: Chain) -> tuple[np.ndarray, np.ndarray]:
+    """``(lower, upper - lower)`` in float64 for uniform starts (``[-pi, pi]`` for continuous joints)."""
+    def build():
+        lo, hi = chain.lower.cpu().double(), chain.upper.cpu().double()
+        lo, hi = lo.nan_to_num(neginf=-math.pi).numpy(), hi.nan_to_num(posinf=math.pi).numpy()
+        return lo, hi - lo
+
+    return _compiled(chain, "sampling", build)
+
+
+def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, distance) -> np.ndarray:
+    """``(n R, dof)`` random starts in float64, ``R`` per target: of ``cfg.candidates`` uniform
+    draws each, the one ``distance`` (candidates ``(n R K, dof)`` -> ``(n R K,)``) puts closest."""
+    K = cfg.candidates if n * R >= cfg.fill else 1
+    lo, span = _sampling(chain)
+    q = lo + torch.rand(n * R * K, chain.dof, generator=gen, dtype=torch.float64).numpy() * span
+    if K == 1:
+        return q
+    k = distance(q).reshape(n * R, K).argmin(1)
+    return q.reshape(n * R, K, chain.dof)[np.arange(n * R), k]
+
+
+def _distance_np(path: SerialPath, q: np.ndarray, targets, sel: np.ndarray, cfg: IKConfig,
+                 position_only: bool) -> np.ndarray:
+    """Weighted squared pose errors of candidates ``q`` (``len(q) / len(sel)`` per problem) to the targets ``sel``."""
+    sel = sel.repeat(len(q) // len(sel))
+    _, _, pe, re = frame_errors(path, q, targets[0][sel], targets[1][sel], position_only, jacobian=False)
+    return pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2
+
+
+def _distance_torch(chain: Chain, frame: str, q: np.ndarray, T: Tensor, cfg: IKConfig, position_only: bool,
+                    dtype) -> np.ndarray:
+    """:func:`_distance_np` by the chain's own kinematics (the torch engine's rounds)."""
+    K = len(q) // len(T)
+    X = chain.forward_kinematics(torch.from_numpy(q).to(dtype=dtype, device=T.device), frame).tensor()
+    _, pe, re = pose_errors(X, T.repeat_interleave(K, 0), position_only)
+    return (pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2).cpu().numpy()
 
 
 def _returned(chain: Chain, q: Tensor, dtype) -> Tensor:
@@ -292,8 +351,11 @@ def _returned(chain: Chain, q: Tensor, dtype) -> Tensor:
     return chain.clamp(q.to(dtype))
 
 
-def _result(chain, flat, batch, q, pe, re, iters, cfg) -> IKResult:
-    ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
-    dev = flat.device
-    return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(flat.dtype).reshape(batch),
-                    re.to(flat.dtype).reshape(batch), iters.to(dev).reshape(batch))
+def _returned_np(chain: Chain, q: np.ndarray, dtype) -> np.ndarray:
+    """:func:`_returned` in numpy (a lone target's result is latency-bound)."""
+    lo, _, _ = _limits(chain, torch.float64, "cpu", True)
+    continuous = np.isinf(lo)
+    if continuous.any():
+        q = np.where(continuous, np.remainder(q + math.pi, 2 * math.pi) - math.pi, q)
+    lo, hi, _ = _limits(chain, dtype, "cpu", True)
+    return np.minimum(np.maximum(q.astype(_NUMPY_DTYPES[dtype]), lo), hi)

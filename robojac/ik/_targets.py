@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..lie import _ops as ops
-from ..lie import as_SE3
+from ..lie import se3_tensor
 
 __all__ = ["parse_targets", "pose_errors"]
 
@@ -17,7 +17,7 @@ def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
     if isinstance(target, pp.LieTensor) or (isinstance(target, Tensor) and target.shape[-1:] == (7,)) or (
         isinstance(target, Tensor) and target.dim() >= 2 and target.shape[-2:] == (4, 4)
     ):
-        X = as_SE3(target, name="target").tensor()
+        X = se3_tensor(target, name="target")
         return X.reshape(-1, 7), tuple(X.shape[:-1]), False
     if isinstance(target, Tensor) and target.shape[-1:] == (3,):
         if not target.is_floating_point():

@@ -4,7 +4,16 @@ Conventions used everywhere in robojac: poses are ``[tx, ty, tz, qx, qy, qz, qw]
 order), perturbations are on the left, ``X' = Exp(d) * X``, and tangents are ``[rho, phi]``.
 """
 
-from ._convert import SE3_to_matrix, as_SE3, matrix_to_SE3, tolerance, wrap_lie, wxyz_to_xyzw, xyzw_to_wxyz
+from ._convert import (
+    SE3_to_matrix,
+    as_SE3,
+    matrix_to_SE3,
+    se3_tensor,
+    tolerance,
+    wrap_lie,
+    wxyz_to_xyzw,
+    xyzw_to_wxyz,
+)
 from ._ops import (
     matrix_to_quat,
     matrix_to_se3,
@@ -54,6 +63,7 @@ __all__ = [
     "se3_left_jacobian_inverse",
     "se3_log",
     "se3_right_jacobian_inverse",
+    "se3_tensor",
     "se3_to_matrix",
     "sim3_left_jacobian",
     "skew",

@@ -63,6 +63,12 @@ def as_SE3(value, *, name: str = "pose", unit_tol: float | None = None) -> pp.Li
     that is not of unit length (beyond ``unit_tol``, default per dtype), or a 4x4 matrix that is
     not a rigid transform.  Never returns a silent identity.
     """
+    return pp.SE3(se3_tensor(value, name=name, unit_tol=unit_tol))
+
+
+def se3_tensor(value, *, name: str = "pose", unit_tol: float | None = None) -> Tensor:
+    """:func:`as_SE3` as a plain ``(..., 7)`` tensor (no LieTensor wrapping: a lone pose's check
+    is latency-bound, and every op on a LieTensor passes through pypose's dispatch)."""
     if isinstance(value, pp.LieTensor):
         if value.ltype is not pp.SE3_type:
             raise ValueError(f"{name}: expected an SE3 LieTensor, got ltype {value.ltype}")
@@ -90,7 +96,7 @@ def as_SE3(value, *, name: str = "pose", unit_tol: float | None = None) -> pp.Li
             want = torch.tensor([0, 0, 0, 1], dtype=X.dtype, device=X.device)
             if (last - want).abs().amax() > tol:
                 raise ValueError(f"{name}: the last row of a 4x4 transform must be [0, 0, 0, 1]")
-        return pp.SE3(matrix_to_se3(X))
+        return matrix_to_se3(X)
     if X.shape[-1:] != (7,):
         raise ValueError(
             f"{name}: expected an SE3 pose of shape (..., 7) [tx, ty, tz, qx, qy, qz, qw] "
@@ -102,4 +108,4 @@ def as_SE3(value, *, name: str = "pose", unit_tol: float | None = None) -> pp.Li
             f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| in "
             f"[{float(norm.min()):.6g}, {float(norm.max()):.6g}], tolerance {tol:.0e})"
         )
-    return pp.SE3(X)
+    return X

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .._files import write_text_atomic
 from ..lie import _ops as ops
-from ..lie import as_SE3
+from ..lie import se3_tensor
 
 __all__ = ["Trajectory", "TrajectoryError", "read_tum", "write_tum", "read_kitti", "write_kitti", "associate"]
 
@@ -30,7 +30,7 @@ class Trajectory:
     timestamps: Tensor | None = None
 
     def __post_init__(self):
-        P = as_SE3(self.poses, name="poses").tensor().double()
+        P = se3_tensor(self.poses, name="poses").double()
         if P.dim() != 2:
             raise TrajectoryError(f"poses: expected shape (N, 7), got {tuple(P.shape)}")
         object.__setattr__(self, "poses", P)
