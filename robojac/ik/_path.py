@@ -14,7 +14,7 @@ mathematics in about 15 numpy calls, vectorised over the problems *and* the join
 * the poses of the joint frames are the running product of those transforms (fixed joints
   folded into the constants ``C_i``); joint ``i``'s axis in the root frame is the third column
   of its rotation, and its Jacobian column is ``[z_i x (p_tip - p_i); z_i]`` (``[z_i; 0]`` when
-  prismatic), the cross product one matmul with the Levi-Civita tensor.
+  prismatic).
 * mimic joints: ``theta = M q + o`` and the columns fold through ``M``.
 
 The torch engine (:mod:`._lm_torch`) serves large batches and other devices; both are
@@ -70,11 +70,6 @@ def _z_to(a: np.ndarray) -> np.ndarray:
     K = _skew(np.array([-a[1], a[0], 0.0]))  # [e_z x a]x
     return np.eye(3) + K + K @ K / (1.0 + c)
 
-
-_LEVI_CIVITA = np.zeros((9, 3))  # cross(z, d)_k = sum_ij eps_kij z_i d_j, (z d^T).flat @ this
-for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
-    _LEVI_CIVITA[3 * _i + _j, _k] = 1.0
-    _LEVI_CIVITA[3 * _j + _i, _k] = -1.0
 
 _VEE_TRACE = np.zeros((9, 4))  # R.flat @ this = [vee(R - R^T) / 2, trace(R)]
 for _r, (_a, _b) in enumerate(((7, 5), (2, 6), (3, 1))):
@@ -142,17 +137,18 @@ class SerialPath:
         G[:n, :, :3] = np.matmul(coef, self.basis).reshape(n, P, 3, 4)
         G[:n, :, 3] = (0.0, 0.0, 0.0, 1.0)
         G[n] = self.tool
-        step = 1
-        while step <= n:  # running product (a log-depth scan): the joint frames in the root frame
-            G[step:] = np.matmul(G[:-step], G[step:])
-            step *= 2
+        for i in range(1, n + 1):  # running product: the joint frames in the root frame (a
+            np.matmul(G[i - 1], G[i], out=G[i])  # log-depth scan saves 3 us at 16 problems, costs 3x at 256)
         R, p = G[n, :, :3, :3], G[n, :, :3, 3]
         if not jacobian:
             return R, p, None
         z = G[:n, :, :3, 2]  # (n, P, 3) joint axes
         d = p - G[:n, :, :3, 3]
         J = np.empty((n, P, 6))
-        J[..., :3] = ((z[..., :, None] * d[..., None, :]).reshape(n * P, 9) @ _LEVI_CIVITA).reshape(n, P, 3)
+        for k in range(3):  # z x d, a component at a time (2.5x faster than one product with
+            # the Levi-Civita tensor at 256 problems)
+            a, b = (k + 1) % 3, (k + 2) % 3
+            J[..., k] = z[..., a] * d[..., b] - z[..., b] * d[..., a]
         J[..., 3:] = z
         if not self.all_rotational:
             prismatic = ~self.rotational
