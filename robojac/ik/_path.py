@@ -3,7 +3,7 @@
 A single IK target is latency-bound: a handful of restarts, a dozen iterations, each a forward
 kinematics, a Jacobian and a 7x7 solve.  torch spends several microseconds per op on tensors
 that small (the batched chain evaluation is ~60 ops), so this evaluator does the same
-mathematics in about 15 numpy calls, vectorised over the problems *and* the joints:
+mathematics in about 25 numpy calls, vectorised over the problems *and* the joints:
 
 * each joint frame is turned so that its axis is ``z`` (``C_i Q_i`` before the motion,
   ``Q_i^T`` folded into what follows), so joint ``i``'s local transform is ``C_i Motion_z(theta)``:

@@ -45,9 +45,9 @@ class IKConfig:
       lands closest to the target (the weighted pose error below) starts the attempt.  One
       forward kinematics per candidate buys fewer steps and more first attempts that succeed:
       with 4, 10,000 Panda targets take 14.7 steps each instead of 17.6, and 71% instead of
-      65% are solved by their first attempt (577 -> 481 ms here).  Rounds of fewer than ``fill`` problems (a few targets' restarts) draw one:
-      they are latency-bound, and the extra kinematics costs more than the steps it saves.
-      1 turns it off.
+      65% are solved by their first attempt (577 -> 481 ms here).  Rounds of fewer than
+      ``fill`` problems (a few targets' restarts) draw one: they are latency-bound, and the
+      extra kinematics costs more than the steps it saves.  1 turns it off.
     * ``position_weight``/``orientation_weight``: the error is ``[w_p (p* - p); w_o Log(R* R^T)]``.
     * ``position_tolerance`` (m) and ``orientation_tolerance`` (rad): a problem is solved, and
       stops, when both errors are below them (inside the joint limits, always).
