@@ -149,6 +149,24 @@ def test_module_moves_with_to_and_reports_limits():
     assert chain32.forward_kinematics(q[:2].float(), "panda_hand").dtype == torch.float32
 
 
+def test_derived_limits_follow_edits_and_moves():
+    """``limits_for`` and the sampling bounds are memoised: an in-place edit of the limits, or
+    new buffers (``.to()``), must be seen at once, never the stale values."""
+    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+    lo32, _ = chain.limits_for(torch.float32)
+    assert chain.limits_for(torch.float32)[0] is lo32  # memoised
+    gen = torch.Generator().manual_seed(0)
+    chain.random_configuration(10, generator=gen)
+    with torch.no_grad():
+        chain.lower[0] = -0.5
+    assert float(chain.limits_for(torch.float32)[0][0]) == -0.5
+    assert float(chain.random_configuration(2000, generator=gen)[:, 0].min()) >= -0.5
+    assert float(chain.clamp(torch.full((7,), -3.0))[0]) == -0.5
+    chain.upper = torch.zeros(7, dtype=torch.float64)  # a replaced buffer
+    assert float(chain.limits_for(torch.float64)[1].abs().max()) == 0.0
+    assert float(chain.random_configuration(100, generator=gen).max()) <= 0.0
+
+
 def test_mimic_joints_follow_their_source_with_multiplier_and_offset():
     joints = [
         Joint.revolute("a", "base", "l1", axis=(0, 0, 1)),

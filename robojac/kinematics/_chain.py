@@ -180,19 +180,38 @@ class Chain(nn.Module):
     def random_configuration(self, *batch: int, generator: torch.Generator | None = None,
                              dtype: torch.dtype = torch.float64, device=None) -> Tensor:
         """Uniform samples inside the limits (``[-pi, pi]`` for continuous joints), ``(*batch, dof)``."""
-        lo, hi = self.lower.cpu().double(), self.upper.cpu().double()  # the generator draws on the CPU
-        lo, hi = lo.nan_to_num(neginf=-math.pi), hi.nan_to_num(posinf=math.pi)
+        def build():  # the generator draws on the CPU
+            lo, hi = self.lower.cpu().double(), self.upper.cpu().double()
+            lo, hi = lo.nan_to_num(neginf=-math.pi), hi.nan_to_num(posinf=math.pi)
+            return lo, hi - lo
+
+        lo, span = self._from_limits(("sampling",), build)
         u = torch.rand(*batch, self.dof, generator=generator, dtype=torch.float64)
-        return (lo + u * (hi - lo)).to(dtype=dtype, device=device if device is not None else self.lower.device)
+        return (lo + u * span).to(dtype=dtype, device=device if device is not None else self.lower.device)
 
     def limits_for(self, dtype: torch.dtype, device=None) -> tuple[Tensor, Tensor]:
         """``(lower, upper)`` in ``dtype``, rounded inwards: a value clamped into them in a lower
         precision is still inside the float64 limits."""
-        device = device if device is not None else self.lower.device
-        lo, hi = self.lower.to(device=device, dtype=dtype), self.upper.to(device=device, dtype=dtype)
-        lo = torch.where(lo.double() < self.lower.to(device), torch.nextafter(lo, torch.full_like(lo, math.inf)), lo)
-        hi = torch.where(hi.double() > self.upper.to(device), torch.nextafter(hi, torch.full_like(hi, -math.inf)), hi)
-        return lo, hi
+        device = torch.device(device if device is not None else self.lower.device)
+
+        def build():
+            lo, hi = self.lower.to(device=device, dtype=dtype), self.upper.to(device=device, dtype=dtype)
+            lo = torch.where(lo.double() < self.lower.to(device), torch.nextafter(lo, torch.full_like(lo, math.inf)), lo)
+            hi = torch.where(hi.double() > self.upper.to(device), torch.nextafter(hi, torch.full_like(hi, -math.inf)), hi)
+            return lo, hi
+
+        return self._from_limits(("limits", dtype, device), build)
+
+    def _from_limits(self, key, build):
+        """``build()``, memoised until the limit buffers change (replaced, as by ``.to()``, or
+        edited in place): a lone IK target clamps and draws starts in microseconds, and the
+        rounded limits alone are eight torch ops."""
+        memo = self.__dict__.setdefault("_limit_memo", {})
+        stamp = (self.lower._version, self.upper._version)
+        hit = memo.get(key)
+        if hit is None or hit[0] is not self.lower or hit[1] is not self.upper or hit[2] != stamp:
+            hit = memo[key] = (self.lower, self.upper, stamp, build())
+        return hit[3]
 
     def clamp(self, q: Tensor) -> Tensor:
         """``q`` clamped into the position limits (rounded inwards in ``q``'s dtype)."""
