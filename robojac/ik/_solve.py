@@ -23,7 +23,6 @@ __all__ = ["IKConfig", "IKResult", "solve"]
 
 Engine = Literal["auto", "numpy", "torch"]
 _NUMPY_CHUNK = 4096  # problems per numpy engine call (larger rounds run in chunks)
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _NUMPY_MAX_ROUND = 512  # under "auto" on the CPU, rounds with more problems than this run on torch
 
 
@@ -290,39 +289,26 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         best_q[chosen], best_score[chosen] = q[first * R + k][better], cand[better]
         iters[todo] += it.reshape(n, R)[first, k]
         done[todo] = ok.reshape(n, R).any(1) | (stalled[todo] >= cfg.patience)
-    if numpy_ok and dt in _NUMPY_DTYPES:  # the returned q and its errors, in numpy
-        q = _returned_np(chain, best_q, dt)
-        q64 = q.astype(np.float64)
+    q = _returned(chain, best_q, dt, dev)
+    if numpy_ok:  # measure the returned q in float64 on the same path
+        q64 = q.double().numpy()
         _, _, pe, re = frame_errors(path, q64, *np_targets, position_only, jacobian=False)
         lo, hi, _ = _limits(chain, torch.float64, dev, True)
         ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & ((q64 >= lo) & (q64 <= hi)).all(-1)
-        q, ok, pe, re = (torch.from_numpy(a) for a in (q, ok, pe.astype(q.dtype), re.astype(q.dtype)))
+        ok, pe, re = (torch.from_numpy(a) for a in (ok, pe, re))
     else:
-        q = _returned(chain, torch.from_numpy(best_q).to(dev), dt)
         X = chain.forward_kinematics(q.double(), frame).tensor()
         _, pe, re = pose_errors(X, flat.double(), position_only)
         ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
-        pe, re = pe.to(dt), re.to(dt)
-    return IKResult(q.reshape(batch + (dof,)), ok.reshape(batch), pe.reshape(batch), re.reshape(batch),
+    return IKResult(q.reshape(batch + (dof,)), ok.reshape(batch), pe.to(dt).reshape(batch), re.to(dt).reshape(batch),
                     torch.from_numpy(iters).to(dev).reshape(batch))
-
-
-def _sampling(chain: Chain) -> tuple[np.ndarray, np.ndarray]:
-    """``(lower, upper - lower)`` in float64 for uniform starts (``[-pi, pi]`` for continuous joints)."""
-    def build():
-        lo, hi = chain.lower.cpu().double(), chain.upper.cpu().double()
-        lo, hi = lo.nan_to_num(neginf=-math.pi).numpy(), hi.nan_to_num(posinf=math.pi).numpy()
-        return lo, hi - lo
-
-    return _compiled(chain, "sampling", build)
 
 
 def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, distance) -> np.ndarray:
     """``(n R, dof)`` random starts in float64, ``R`` per target: of ``cfg.candidates`` uniform
     draws each, the one ``distance`` (candidates ``(n R K, dof)`` -> ``(n R K,)``) puts closest."""
     K = cfg.candidates if n * R >= cfg.fill else 1
-    lo, span = _sampling(chain)
-    q = lo + torch.rand(n * R * K, chain.dof, generator=gen, dtype=torch.float64).numpy() * span
+    q = chain.random_configuration(n * R * K, generator=gen, dtype=torch.float64, device="cpu").numpy()
     if K == 1:
         return q
     k = distance(q).reshape(n * R, K).argmin(1)
@@ -334,7 +320,7 @@ def _distance_np(path: SerialPath, q: np.ndarray, targets, sel: np.ndarray, cfg:
     """Weighted squared pose errors of candidates ``q`` (``len(q) / len(sel)`` per problem) to the targets ``sel``."""
     sel = sel.repeat(len(q) // len(sel))
     _, _, pe, re = frame_errors(path, q, targets[0][sel], targets[1][sel], position_only, jacobian=False)
-    return pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2
+    return _closeness(pe, re, cfg)
 
 
 def _distance_torch(chain: Chain, frame: str, q: np.ndarray, T: Tensor, cfg: IKConfig, position_only: bool,
@@ -343,23 +329,19 @@ def _distance_torch(chain: Chain, frame: str, q: np.ndarray, T: Tensor, cfg: IKC
     K = len(q) // len(T)
     X = chain.forward_kinematics(torch.from_numpy(q).to(dtype=dtype, device=T.device), frame).tensor()
     _, pe, re = pose_errors(X, T.repeat_interleave(K, 0), position_only)
-    return (pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2).cpu().numpy()
+    return _closeness(pe, re, cfg).cpu().numpy()
 
 
-def _returned(chain: Chain, q: Tensor, dtype) -> Tensor:
-    """``q`` rounded to ``dtype`` and kept inside the limits (continuous joints wrapped into ``[-pi, pi)``)."""
-    lo, _, _ = _limits(chain, torch.float64, q.device, False)
-    continuous = torch.isinf(lo)
-    if bool(continuous.any()):
-        q = torch.where(continuous, torch.remainder(q + math.pi, 2 * math.pi) - math.pi, q)
-    return chain.clamp(q.to(dtype))
+def _closeness(pe, re, cfg: IKConfig):
+    """The solver's weighted squared error (over ``w_p^2``) from position and rotation errors (numpy or torch)."""
+    return pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2
 
 
-def _returned_np(chain: Chain, q: np.ndarray, dtype) -> np.ndarray:
-    """:func:`_returned` in numpy (a lone target's result is latency-bound)."""
+def _returned(chain: Chain, q: np.ndarray, dtype, device) -> Tensor:
+    """``q`` (float64, on the host) rounded to ``dtype`` on ``device`` and kept inside the limits
+    (continuous joints wrapped into ``[-pi, pi)``)."""
     lo, _, _ = _limits(chain, torch.float64, "cpu", True)
     continuous = np.isinf(lo)
     if continuous.any():
         q = np.where(continuous, np.remainder(q + math.pi, 2 * math.pi) - math.pi, q)
-    lo, hi, _ = _limits(chain, dtype, "cpu", True)
-    return np.minimum(np.maximum(q.astype(_NUMPY_DTYPES[dtype]), lo), hi)
+    return chain.clamp(torch.from_numpy(q).to(device=device, dtype=dtype))
