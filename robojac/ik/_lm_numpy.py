@@ -65,12 +65,7 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
     rest, g = pb.rest_pose, pb.group
     for _ in range(pb.max_iterations):
         # a problem runs until it or one of its group's restarts is solved, or its damping stalls
-        if g == P:  # one target's restarts (every call counts here: a lone target is latency-bound)
-            if solved.any():
-                break
-            active = lam < LAMBDA_MAX
-        else:
-            active = ~(np.repeat(solved.reshape(-1, g).any(1), g) if g > 1 else solved) & (lam < LAMBDA_MAX)
+        active = (~solved.reshape(-1, g).any(1, keepdims=True) & (lam < LAMBDA_MAX).reshape(-1, g)).reshape(P)
         if not active.any():
             break
         JW = Jt * w2
@@ -81,16 +76,13 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q
             dq += pb.nullspace_gain * (d - np.linalg.solve(Ad, A @ d[..., None])[..., 0])
-        qn = q + dq
-        over, under = qn > hi, qn < lo
-        if (over | under).any():  # (inside the limits, all that follows leaves qn as it is)
-            qn = qn - turn * (over & (qn - turn >= lo)) + turn * (under & (qn + turn <= hi))  # wrap_into
-            viol = (qn < lo) | (qn > hi)
-            if viol.any():  # freeze the joints that would leave their range, re-solve for the others
-                keep = ~viol
-                A2 = np.where(keep[:, :, None] & keep[:, None, :], Ad, eye)
-                frozen = wrap_into(q + np.linalg.solve(A2, b * keep[:, :, None])[..., 0], lo, hi, turn)
-                qn = np.minimum(np.maximum(np.where(viol.any(1, keepdims=True), frozen, qn), lo), hi)
+        qn = wrap_into(q + dq, lo, hi, turn)
+        viol = (qn < lo) | (qn > hi)
+        if viol.any():  # freeze the joints that would leave their range, re-solve for the others
+            keep = ~viol
+            A2 = np.where(keep[:, :, None] & keep[:, None, :], Ad, eye)
+            frozen = wrap_into(q + np.linalg.solve(A2, b * keep[:, :, None])[..., 0], lo, hi, turn)
+            qn = np.minimum(np.maximum(np.where(viol.any(1, keepdims=True), frozen, qn), lo), hi)
         Jn, en, pen, ren = errors(qn)
         cn = (en * en) @ w2
         better = active & (cn < cost)
