@@ -141,6 +141,8 @@ def test_as_SE3_accepts_poses_and_matrices():
     assert max_err(lie.as_SE3(X.tensor()).tensor(), X.tensor()) == 0
     back = lie.as_SE3(X.matrix())
     assert max_err(back.matrix(), X.matrix()) < 1e-12
+    tracked = X.tensor().clone().requires_grad_()  # checked on a detached view, the graph kept
+    assert lie.as_SE3(tracked).requires_grad
 
 
 @pytest.mark.parametrize(
@@ -151,6 +153,8 @@ def test_as_SE3_accepts_poses_and_matrices():
         (torch.tensor([float("nan"), 0, 0, 0, 0, 0, 1.0]), "NaN"),
         (torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0])), "not a rigid transform"),
         (2 * torch.eye(4), "not a rigid transform"),
+        (torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0.5, 0, 0, 1]]), "last row"),
+        (torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0], dtype=torch.float16)).expand(2, 4, 4), "not a rigid"),
         ("pose", "expected a tensor"),
     ],
 )

@@ -6,6 +6,9 @@ only places another order or representation comes in or goes out.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pypose as pp
 import torch
 from torch import Tensor
@@ -79,33 +82,41 @@ def se3_tensor(value, *, name: str = "pose", unit_tol: float | None = None) -> T
         raise TypeError(f"{name}: expected a tensor or SE3 LieTensor, got {type(value).__name__}")
     if not X.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {X.dtype}")
-    if not torch.isfinite(X).all():
+    # the checks run in numpy on the CPU (a few microseconds for a lone pose, where each torch
+    # op costs several) and in torch elsewhere; the same expressions serve both
+    if X.dtype in (torch.float32, torch.float64):
+        A = X.detach().numpy() if X.device.type == "cpu" else X.detach()
+    else:  # half precisions: checked in float32 (torch has no half determinant on the CPU)
+        A = X.detach().float()
+    xp = np if isinstance(A, np.ndarray) else torch
+    if not xp.isfinite(A).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
     tol = tolerance(X.dtype) * 1e3 if unit_tol is None else unit_tol
-    if X.dim() >= 2 and X.shape[-2:] in ((4, 4), (3, 4)):
-        R = X[..., :3, :3]
-        eye = torch.eye(3, dtype=X.dtype, device=X.device)
-        err = (R.transpose(-1, -2) @ R - eye).abs().amax() if R.numel() else X.new_zeros(())
-        if err > tol or (R.numel() and (torch.linalg.det(R) <= 0).any()):
+    empty = math.prod(A.shape) == 0
+    if A.ndim >= 2 and A.shape[-2:] in ((4, 4), (3, 4)):
+        R = A[..., :3, :3]
+        G = R.swapaxes(-1, -2) @ R
+        G[..., [0, 1, 2], [0, 1, 2]] -= 1
+        err = 0.0 if empty else float(abs(G).max())
+        if err > tol or (not empty and (xp.linalg.det(R) <= 0).any()):
             raise ValueError(
-                f"{name}: the 3x3 block is not a rotation (|R^T R - I| = {float(err):.2e}, "
+                f"{name}: the 3x3 block is not a rotation (|R^T R - I| = {err:.2e}, "
                 f"tolerance {tol:.0e}, or det <= 0): not a rigid transform"
             )
-        if X.shape[-2] == 4:
-            last = X[..., 3, :]
-            want = torch.tensor([0, 0, 0, 1], dtype=X.dtype, device=X.device)
-            if (last - want).abs().amax() > tol:
-                raise ValueError(f"{name}: the last row of a 4x4 transform must be [0, 0, 0, 1]")
+        if A.shape[-2] == 4 and not empty and max(float(abs(A[..., 3, :3]).max()), float(abs(A[..., 3, 3] - 1).max())) > tol:
+            raise ValueError(f"{name}: the last row of a 4x4 transform must be [0, 0, 0, 1]")
         return matrix_to_se3(X)
     if X.shape[-1:] != (7,):
         raise ValueError(
             f"{name}: expected an SE3 pose of shape (..., 7) [tx, ty, tz, qx, qy, qz, qw] "
             f"or a (..., 4, 4) matrix, got shape {tuple(X.shape)}"
         )
-    norm = X[..., 3:].norm(dim=-1)
-    if X.numel() and (norm - 1).abs().amax() > tol:
-        raise ValueError(
-            f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| in "
-            f"[{float(norm.min()):.6g}, {float(norm.max()):.6g}], tolerance {tol:.0e})"
-        )
+    if not empty:
+        q = A[..., 3:]
+        norm = xp.sqrt((q * q).sum(-1))
+        if float(abs(norm - 1).max()) > tol:
+            raise ValueError(
+                f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| in "
+                f"[{float(norm.min()):.6g}, {float(norm.max()):.6g}], tolerance {tol:.0e})"
+            )
     return X
