@@ -277,10 +277,67 @@ def test_each_start_is_the_closest_of_its_candidates():
 def test_candidates_solve_more_targets_at_the_first_attempt(name, tip):
     chain = _chain(name, tip)
     target = chain.forward_kinematics(chain.random_configuration(1000, generator=torch.Generator().manual_seed(9)), tip)
-    one = dict(rounds=1, restarts=1, fill=1)
+    one = dict(rounds=1, restarts=1, fill=1, start_table=0)  # random starts (the table replaces them in round 1)
     first = [float(ik.solve(chain, target, config=ik.IKConfig(candidates=k, **one)).converged.float().mean())
              for k in (1, 4)]  # (Panda 66 -> 70%, iiwa14 87 -> 93% here)
     assert first[1] > first[0] + 0.02, first
+
+
+@pytest.mark.parametrize("queries", [3, 200])  # a scan of the table, a KD-tree search
+def test_table_starts_are_the_nearest_entries(queries):
+    """Against an independent ranking: the chain's own float64 kinematics (not the table's numpy
+    path) and the distance written out, ``|dp|^2 + c^2 |R* - R|_F^2``."""
+    from robojac.ik._solve import _table
+    from robojac.ik._table import rotation_scale
+
+    chain = _chain(*ARMS[0])
+    tip = ARMS[0][1]
+    table = _table(chain, tip, 512)
+    M = chain.forward_kinematics(torch.from_numpy(table.q), tip).matrix().numpy()
+    target = chain.forward_kinematics(chain.random_configuration(queries, generator=torch.Generator().manual_seed(4)),
+                                      tip).matrix().numpy()
+    c = rotation_scale(1.0, 0.35, False)
+    d = ((target[:, None, :3, 3] - M[None, :, :3, 3]) ** 2).sum(-1) + c * c * (
+        (target[:, None, :3, :3] - M[None, :, :3, :3]) ** 2).sum((-1, -2))
+    idx = table.nearest(target[:, :3, :3], target[:, :3, 3], 5, c)
+    assert idx.shape == (queries, 5)
+    assert np.allclose(np.take_along_axis(d, idx, 1), np.sort(d, 1)[:, :5], rtol=1e-4, atol=1e-7)
+    # position-only IK ranks by position alone
+    idx = table.nearest(np.zeros_like(target[:, :3, :3]), target[:, :3, 3], 1, 0.0)
+    dp = ((target[:, None, :3, 3] - M[None, :, :3, 3]) ** 2).sum(-1)
+    assert np.allclose(np.take_along_axis(dp, idx, 1)[:, 0], dp.min(1), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, tip", ARMS[:2])
+def test_the_start_table_solves_more_targets_at_the_first_attempt(name, tip):
+    chain = _chain(name, tip)
+    target = chain.forward_kinematics(chain.random_configuration(1000, generator=torch.Generator().manual_seed(9)), tip)
+    one = dict(rounds=1, restarts=1, fill=1)
+    first = [float(ik.solve(chain, target, config=ik.IKConfig(start_table=m, **one)).converged.float().mean())
+             for m in (0, 4096)]  # (Panda 70 -> 83%, iiwa14 93 -> 96% here)
+    assert first[1] > first[0] + 0.02, first
+
+
+def test_solve_follows_limits_edited_after_a_solve():
+    """The start table and the engines' limits are rebuilt when the chain's limits change: targets
+    reachable inside the new, narrower limits are all solved inside them (an engine still on the
+    old limits finds solutions outside, which the final clamp then spoils)."""
+    from robojac.ik._solve import _table
+
+    chain = _chain(*ARMS[0])
+    tip = ARMS[0][1]
+    gen = torch.Generator().manual_seed(6)
+    ik.solve(chain, chain.forward_kinematics(chain.random_configuration(64, generator=gen), tip))
+    with torch.no_grad():
+        chain.upper[3] = -1.5  # the Panda's elbow: [-3.07, -0.07] -> [-3.07, -1.5]
+        chain.lower[0], chain.upper[0] = 0.0, 1.0
+        chain.lower[2], chain.upper[2] = -0.5, 0.5
+    q_table = _table(chain, tip, ik.IKConfig().start_table).q
+    assert (q_table[:, 3] <= -1.5).all() and (q_table[:, 0] >= 0).all()
+    target = chain.forward_kinematics(chain.random_configuration(200, generator=gen), tip)
+    res = ik.solve(chain, target)
+    assert chain.within_limits(res.q).all()
+    assert bool(res.converged.all()), int((~res.converged).sum())
 
 
 @pytest.mark.parametrize("name, tip", ARMS[:2])

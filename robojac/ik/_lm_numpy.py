@@ -17,9 +17,10 @@ __all__ = ["lm_numpy", "frame_errors"]
 
 
 def frame_errors(path: SerialPath, q: np.ndarray, Rt: np.ndarray, pt: np.ndarray, position_only: bool,
-                 jacobian: bool = True):
-    """``(Jt (P, dof, 6|3), error (P, 6|3), position error, rotation error)`` of ``q``."""
-    R, p, Jt = path.evaluate(q, jacobian)
+                 jacobian: bool = True, evaluated=None):
+    """``(Jt (P, dof, 6|3), error (P, 6|3), position error, rotation error)`` of ``q``
+    (``evaluated``: ``path.evaluate(q)`` when the caller has it already)."""
+    R, p, Jt = path.evaluate(q, jacobian) if evaluated is None else evaluated
     dp = pt - p
     pe = np.sqrt((dp * dp).sum(-1))
     if position_only:
@@ -28,27 +29,29 @@ def frame_errors(path: SerialPath, q: np.ndarray, Rt: np.ndarray, pt: np.ndarray
     return Jt, np.concatenate((dp, dr), -1), pe, re
 
 
-def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb: Problem):
+def lm_numpy(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q: np.ndarray, pb: Problem, evaluated=None):
     """Damped least squares for ``P`` problems (``q (P, dof)``, targets ``Rt (P, 3, 3)``, ``pt (P, 3)``)
     in groups of ``pb.group`` restarts of one target; returns ``(q, pos_err, rot_err, solved, iterations)``.
-    Joints off the frame's path (not in ``pb.drive``) keep their starting values."""
+    Joints off the frame's path (not in ``pb.drive``) keep their starting values.  ``evaluated``:
+    ``path.evaluate(q)`` when known (starts from the start table)."""
     if pb.drive is None:
-        return _lm(path, Rt, pt, q, pb, None)
-    qr, pe, re, solved, iters = _lm(path, Rt, pt, q, on_joints(pb, pb.drive), pb.drive)
+        return _lm(path, Rt, pt, q, pb, None, evaluated)
+    qr, pe, re, solved, iters = _lm(path, Rt, pt, q, on_joints(pb, pb.drive), pb.drive, evaluated)
     out = q.copy()
     out[:, pb.drive] = qr
     return out, pe, re, solved, iters
 
 
-def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb: Problem, drive: np.ndarray | None):
+def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb: Problem, drive: np.ndarray | None,
+        evaluated=None):
     """:func:`lm_numpy` over the joints ``drive`` of ``q_full`` (all when ``None``); returns their values."""
 
-    def errors(qr: np.ndarray):
+    def errors(qr: np.ndarray, evaluated=None):
         if drive is None:
-            return frame_errors(path, qr, Rt, pt, pb.position_only)
+            return frame_errors(path, qr, Rt, pt, pb.position_only, evaluated=evaluated)
         qf = q_full.copy()
         qf[:, drive] = qr
-        Jt, e, pe, re = frame_errors(path, qf, Rt, pt, pb.position_only)
+        Jt, e, pe, re = frame_errors(path, qf, Rt, pt, pb.position_only, evaluated=evaluated)
         return Jt[:, drive], e, pe, re
 
     q = (q_full if drive is None else q_full[:, drive]).copy()
@@ -56,7 +59,7 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
     lo, hi, turn = pb.lower, pb.upper, pb.turn
     w2 = pb.weights2[: 3 if pb.position_only else 6]
     eye = np.eye(dof)
-    Jt, e, pe, re = errors(q)
+    Jt, e, pe, re = errors(q, evaluated)
     cost = (e * e) @ w2
     lam = np.full(P, pb.lambda_initial)
     ptol, rtol = pb.position_tolerance, pb.orientation_tolerance

@@ -17,6 +17,7 @@ from ._lm_numpy import frame_errors, lm_numpy
 from ._lm_torch import lm_torch
 from ._path import SerialPath, quat_to_matrix_np
 from ._step import Problem
+from ._table import StartTable, rotation_scale
 from ._targets import parse_targets, pose_errors
 
 __all__ = ["IKConfig", "IKResult", "solve"]
@@ -67,16 +68,17 @@ class IKConfig:
 
     frame: str | None = None
     max_iterations: int = 15
-    restarts: int = 16
+    restarts: int = 8
     fill: int = 128
     rounds: int = 40
     patience: int = 8
     candidates: int = 4
+    start_table: int = 4096
     position_weight: float = 1.0
     orientation_weight: float = 0.35
     position_tolerance: float = 1e-4
     orientation_tolerance: float = 1e-3
-    lambda_initial: float = 0.1
+    lambda_initial: float = 0.01
     rest_pose: Tensor | None = None
     nullspace_gain: float = 0.0
     engine: Engine = "auto"
@@ -91,6 +93,8 @@ class IKConfig:
                      "lambda_initial"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"IKConfig.{name}: expected a positive number, got {getattr(self, name)}")
+        if self.start_table < 0:
+            raise ValueError(f"IKConfig.start_table: expected a table size of 0 (off) or more, got {self.start_table}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"IKConfig.num_threads: expected a positive thread count or None, got {self.num_threads}")
         if self.engine not in ("auto", "numpy", "torch"):
@@ -127,18 +131,24 @@ def _compiled(chain: Chain, key, build):
 
 
 def _limits(chain: Chain, dtype, device, numpy: bool):
+    """``(lower, upper, turn)`` for an engine, rebuilt when the chain's limits are edited."""
     def build():
         lo, hi = chain.limits_for(dtype, device)
         rotational = torch.tensor([j.type.rotational for j in chain.tree.actuated])
         turn = torch.where(rotational, 2 * math.pi, 0.0).to(dtype=dtype, device=device)
         return tuple(a.cpu().numpy() for a in (lo, hi, turn)) if numpy else (lo, hi, turn)
 
-    return _compiled(chain, ("limits", dtype, str(device), numpy), build)
+    return chain._from_limits(("ik", dtype, str(device), numpy), build)
+
+
+def _table(chain: Chain, frame: str, size: int) -> StartTable:
+    """The start table of ``frame`` (built on the first solve, rebuilt when the limits change)."""
+    return chain._from_limits(("ik_table", frame, size), lambda: StartTable(chain, _path(chain, frame), size))
 
 
 def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(R* (B, 3, 3), p* (B, 3))`` in float64 for the numpy engine."""
-    T64 = flat.detach().to("cpu", torch.float64).numpy()
+    T64 = flat.detach().cpu().numpy().astype(np.float64)
     R = np.zeros((T64.shape[0], 3, 3)) if position_only else quat_to_matrix_np(T64[:, 3:])
     return R, T64[:, :3]
 
@@ -163,8 +173,8 @@ def _path(chain: Chain, frame: str) -> SerialPath:
     return _compiled(chain, ("path", frame), lambda: SerialPath(chain, frame))
 
 
-def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
-             group: int) -> Problem:
+def _build_problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
+                   group: int) -> Problem:
     lo, hi, turn = _limits(chain, dtype, device, numpy)
     w2 = [cfg.position_weight**2] * 3 + [cfg.orientation_weight**2] * 3
     rest = None
@@ -181,6 +191,19 @@ def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype
     return Problem(lo, hi, turn, w2, position_only, aim * cfg.position_tolerance, aim * cfg.orientation_tolerance,
                    cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain,
                    _drive(chain, frame, device, numpy))
+
+
+def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
+             group: int) -> Problem:
+    """The attempt's constants, built once per chain and settings (a lone target's solve is
+    latency-bound) and again when the limits change; a rest pose is not memoised."""
+    args = (chain, cfg, frame, position_only, dtype, device, numpy, group)
+    if cfg.rest_pose is not None and cfg.nullspace_gain != 0:
+        return _build_problem(*args)
+    key = ("ik_problem", frame, position_only, dtype, str(device), numpy, group, cfg.position_weight,
+           cfg.orientation_weight, cfg.position_tolerance, cfg.orientation_tolerance, cfg.lambda_initial,
+           cfg.max_iterations, cfg.nullspace_gain)
+    return chain._from_limits(key, lambda: _build_problem(*args))
 
 
 def _check(chain, cfg, target, q0):
@@ -239,11 +262,13 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     numpy_ok = dev.type == "cpu" and cfg.engine != "torch"
     path = _path(chain, frame) if numpy_ok else None
     T = flat.detach()
-    np_targets = _numpy_targets(flat, position_only) if numpy_ok else None
+    np_targets = _numpy_targets(flat, position_only) if numpy_ok or cfg.start_table else None
     gen = torch.Generator()
     gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
     best_q = np.zeros((B, dof))
     best_score = np.full(B, math.inf)
+    best_pe, best_re = np.zeros(B), np.zeros(B)
+    measured = True  # every round ran the float64 numpy engine: its errors are the float64 re-check's
     done = np.zeros(B, dtype=bool)
     iters = np.zeros(B, dtype=np.int64)
     stalled = np.zeros(B, dtype=np.int64)
@@ -257,22 +282,29 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         # starts, the last hard targets of a batch
         use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
         work_dt = torch.float64 if use_numpy else dt
+        measured &= use_numpy
         pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R)
+        near, near_eval = _table_starts(chain, cfg, frame, gen, np_targets, todo, R, position_only) \
+            if rnd == 0 and cfg.start_table else (None, None)
         if use_numpy:
             sel = todo.repeat(R)
-            qi = _starts(chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
+            qi = near if near is not None else _starts(
+                chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
             if rnd == 0 and q0 is not None:
                 qi[::R] = q0.detach().to("cpu", torch.float64).numpy()[todo]
+                near_eval = None
             step = R * max(1, _NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
             outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]],
-                             qi[c : c + step], pb) for c in range(0, n * R, step)]
+                             qi[c : c + step], pb, None if near_eval is None else tuple(a[c : c + step] for a in near_eval))
+                    for c in range(0, n * R, step)]
             q, pe, re, ok, it = (np.concatenate(a) for a in zip(*outs)) if len(outs) > 1 else outs[0]
         else:
             rows = torch.from_numpy(todo).to(dev)
             Tr = T[rows].repeat_interleave(R, 0)
-            q_init = torch.from_numpy(_starts(chain, cfg, gen, n, R, lambda q: _distance_torch(chain, frame, q, Tr, cfg,
-                                                                                          position_only, work_dt))
-                                      ).to(dtype=work_dt, device=dev)
+            if near is None:
+                near = _starts(chain, cfg, gen, n, R,
+                               lambda q: _distance_torch(chain, frame, q, Tr, cfg, position_only, work_dt))
+            q_init = torch.from_numpy(near).to(dtype=work_dt, device=dev)
             if rnd == 0 and q0 is not None:
                 q_init[::R] = q0.to(work_dt)[rows]
             out = lm_torch(chain, frame, Tr, q_init, pb)
@@ -286,13 +318,17 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         better = cand < prev
         stalled[todo] += np.isfinite(prev) & (np.abs(cand - prev) <= 0.05 * prev)
         chosen = todo[better]
-        best_q[chosen], best_score[chosen] = q[first * R + k][better], cand[better]
+        pick = (first * R + k)[better]
+        best_q[chosen], best_score[chosen], best_pe[chosen], best_re[chosen] = q[pick], cand[better], pe[pick], re[pick]
         iters[todo] += it.reshape(n, R)[first, k]
         done[todo] = ok.reshape(n, R).any(1) | (stalled[todo] >= cfg.patience)
     q = _returned(chain, best_q, dt, dev)
     if numpy_ok:  # measure the returned q in float64 on the same path
         q64 = q.double().numpy()
-        _, _, pe, re = frame_errors(path, q64, *np_targets, position_only, jacobian=False)
+        if measured and np.array_equal(q64, best_q):  # nothing rounded, wrapped or clamped since
+            pe, re = best_pe, best_re
+        else:
+            _, _, pe, re = frame_errors(path, q64, *np_targets, position_only, jacobian=False)
         lo, hi, _ = _limits(chain, torch.float64, dev, True)
         ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & ((q64 >= lo) & (q64 <= hi)).all(-1)
         ok, pe, re = (torch.from_numpy(a) for a in (ok, pe, re))
@@ -313,6 +349,21 @@ def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, d
         return q
     k = distance(q).reshape(n * R, K).argmin(1)
     return q.reshape(n * R, K, chain.dof)[np.arange(n * R), k]
+
+
+def _table_starts(chain: Chain, cfg: IKConfig, frame: str, gen: torch.Generator, targets, todo: np.ndarray,
+                  R: int, position_only: bool):
+    """``((n R, dof) starts, their path evaluation or None)`` of the targets ``todo``: their ``R``
+    nearest entries of the start table, closest first (uniform draws after the table's size)."""
+    table = _table(chain, frame, cfg.start_table)
+    n, k = todo.size, min(R, len(table.q))
+    c = rotation_scale(cfg.position_weight, cfg.orientation_weight, position_only)
+    idx = table.nearest(targets[0][todo], targets[1][todo], k, c).reshape(n * k)
+    if k == R:
+        return table.q[idx], table.evaluated(idx)
+    q = np.concatenate((table.q[idx].reshape(n, k, -1),
+                        chain.random_configuration(n, R - k, generator=gen, dtype=torch.float64, device="cpu").numpy()), 1)
+    return q.reshape(n * R, chain.dof), None
 
 
 def _distance_np(path: SerialPath, q: np.ndarray, targets, sel: np.ndarray, cfg: IKConfig,
