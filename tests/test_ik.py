@@ -340,6 +340,20 @@ def test_solve_follows_limits_edited_after_a_solve():
     assert bool(res.converged.all()), int((~res.converged).sum())
 
 
+def test_a_chain_pickles_and_copies_after_a_solve():
+    """What a solve memoises on the chain (start tables with their KD-trees) is left behind."""
+    import copy
+    import pickle
+
+    chain = _chain(*ARMS[2])
+    target = chain.forward_kinematics(chain.random_configuration(100, generator=torch.Generator().manual_seed(8)),
+                                      ARMS[2][1])
+    first = ik.solve(chain, target)  # 100 targets: the KD-tree is built
+    for other in (pickle.loads(pickle.dumps(chain)), copy.deepcopy(chain)):
+        again = ik.solve(other, target)
+        assert torch.equal(again.q, first.q) and bool(again.converged.all())
+
+
 @pytest.mark.parametrize("name, tip", ARMS[:2])
 def test_numpy_and_torch_engines_take_the_same_steps(name, tip):
     chain = _chain(name, tip)

@@ -34,8 +34,8 @@ class IKConfig:
     * ``frame``: the frame to place (default: the chain's tip).
     * Attempts: each attempt runs at most ``max_iterations`` damped least-squares steps from
       one start (the first round's from the start table below, later rounds' uniform inside the
-      limits; the first attempt of a target starts at ``q0`` when given).  Targets still unsolved get a fresh round of attempts, up to ``rounds`` rounds.
-      A round gives each unsolved target ``ceil(fill / unsolved)`` restarts (at most
+      limits; the first attempt of a target starts at ``q0`` when given).  Targets still
+      unsolved get a fresh round of attempts, up to ``rounds`` rounds.  A round gives each unsolved target ``ceil(fill / unsolved)`` restarts (at most
       ``restarts``), run together; a target's restarts stop as soon as one solves it.  A lone
       target thus tries many starts at once, while a large batch runs one start per target.
       A target is given up on when ``patience`` of its rounds ended within 5% of its best error

@@ -40,7 +40,7 @@ class StartTable:
         self.p, self.R = np.ascontiguousarray(p), R.reshape(size, 9)
         self.poses = np.ascontiguousarray(np.concatenate((self.p, self.R), 1).T)  # (12, M): [p; R] per column
         self.p_sq = (self.p * self.p).sum(-1)
-        self._trees: dict[float, tuple] = {}
+        self._trees: dict[float, o3d.core.nns.NearestNeighborSearch] = {}
 
     def nearest(self, R_target: np.ndarray, p_target: np.ndarray, k: int, rotation_scale: float) -> np.ndarray:
         """``(B, k)`` indices of the table entries nearest to each target (``R_target (B, 3, 3)``,

@@ -150,6 +150,7 @@ class Chain(nn.Module):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cache"], state["_plans"] = {}, None
+        state.pop("_limit_memo", None)  # derived from the limits (IK start tables hold KD-trees): rebuilt on use
         return state
 
     def __setstate__(self, state):
