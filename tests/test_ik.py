@@ -308,6 +308,23 @@ def test_table_starts_are_the_nearest_entries(queries):
     assert np.allclose(np.take_along_axis(dp, idx, 1)[:, 0], dp.min(1), rtol=1e-4, atol=1e-7)
 
 
+def test_a_table_smaller_than_the_restarts_fills_them_with_random_starts():
+    from robojac.ik._solve import _numpy_targets, _table, _table_starts
+
+    chain = _chain(*ARMS[0])
+    tip = ARMS[0][1]
+    target = chain.forward_kinematics(chain.random_configuration(2, generator=torch.Generator().manual_seed(3)), tip)
+    cfg = ik.IKConfig(start_table=3)
+    q, evaluated = _table_starts(chain, cfg, tip, torch.Generator().manual_seed(0),
+                                 _numpy_targets(target.tensor(), False), np.arange(2), 8, False, evaluated=True)
+    assert q.shape == (16, chain.dof) and evaluated is None
+    table_rows = {tuple(r) for r in _table(chain, tip, 3).q}
+    from_table = np.array([tuple(r) in table_rows for r in q]).reshape(2, 8)
+    assert from_table[:, :3].all() and not from_table[:, 3:].any()
+    assert chain.within_limits(torch.from_numpy(q)).all()
+    assert bool(ik.solve(chain, target, config=cfg).converged.all())
+
+
 @pytest.mark.parametrize("name, tip", ARMS[:2])
 def test_the_start_table_solves_more_targets_at_the_first_attempt(name, tip):
     chain = _chain(name, tip)

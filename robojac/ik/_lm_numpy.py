@@ -46,12 +46,12 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         evaluated=None):
     """:func:`lm_numpy` over the joints ``drive`` of ``q_full`` (all when ``None``); returns their values."""
 
-    def errors(qr: np.ndarray, evaluated=None):
+    def errors(qr: np.ndarray, known=None):  # known: the path's evaluation of qr, when given
         if drive is None:
-            return frame_errors(path, qr, Rt, pt, pb.position_only, evaluated=evaluated)
+            return frame_errors(path, qr, Rt, pt, pb.position_only, evaluated=known)
         qf = q_full.copy()
         qf[:, drive] = qr
-        Jt, e, pe, re = frame_errors(path, qf, Rt, pt, pb.position_only, evaluated=evaluated)
+        Jt, e, pe, re = frame_errors(path, qf, Rt, pt, pb.position_only, evaluated=known)
         return Jt[:, drive], e, pe, re
 
     q = (q_full if drive is None else q_full[:, drive]).copy()

@@ -290,7 +290,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         work_dt = torch.float64 if use_numpy else dt
         measured &= use_numpy
         pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R)
-        near, near_eval = _table_starts(chain, cfg, frame, gen, np_targets, todo, R, position_only) \
+        near, near_eval = _table_starts(chain, cfg, frame, gen, np_targets, todo, R, position_only,
+                                        evaluated=use_numpy and (q0 is None)) \
             if rnd == 0 and cfg.start_table else (None, None)
         if use_numpy:
             sel = todo.repeat(R)
@@ -298,7 +299,6 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
                 chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
             if rnd == 0 and q0 is not None:
                 qi[::R] = q0.detach().to("cpu", torch.float64).numpy()[todo]
-                near_eval = None
             step = R * max(1, _NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
             outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]],
                              qi[c : c + step], pb, None if near_eval is None else tuple(a[c : c + step] for a in near_eval))
@@ -358,15 +358,16 @@ def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, d
 
 
 def _table_starts(chain: Chain, cfg: IKConfig, frame: str, gen: torch.Generator, targets, todo: np.ndarray,
-                  R: int, position_only: bool):
+                  R: int, position_only: bool, evaluated: bool):
     """``((n R, dof) starts, their path evaluation or None)`` of the targets ``todo``: their ``R``
-    nearest entries of the start table, closest first (uniform draws after the table's size)."""
+    nearest entries of the start table, closest first (uniform draws after the table's size).
+    The evaluation (for the numpy engine's first step) only when ``evaluated``."""
     table = _table(chain, frame, cfg.start_table)
     n, k = todo.size, min(R, len(table.q))
     c = rotation_scale(cfg.position_weight, cfg.orientation_weight, position_only)
     idx = table.nearest(targets[0][todo], targets[1][todo], k, c).reshape(n * k)
     if k == R:
-        return table.q[idx], table.evaluated(idx)
+        return table.q[idx], table.evaluated(idx) if evaluated else None
     q = np.concatenate((table.q[idx].reshape(n, k, -1),
                         chain.random_configuration(n, R - k, generator=gen, dtype=torch.float64, device="cpu").numpy()), 1)
     return q.reshape(n * R, chain.dof), None
