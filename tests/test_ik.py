@@ -106,6 +106,26 @@ def test_limits_hold_for_targets_at_the_edge():
     assert bool(result.converged.all()) and bool(arm.within_limits(result.q).all())
 
 
+def test_returned_joint_values_are_rounded_inwards_and_wrapped():
+    """A float64 solution at a limit comes back inside the float64 limits after rounding to the
+    target's dtype, continuous joints wrapped into [-pi, pi); the host's numpy path gives what
+    the chain's own clamp gives."""
+    from robojac.ik._solve import _returned
+
+    chain = _chain(*ARMS[0])
+    with torch.no_grad():
+        chain.lower[6], chain.upper[6] = -math.inf, math.inf  # a continuous joint
+    lo, hi = chain.lower.double().numpy(), chain.upper.double().numpy()
+    q = np.stack((np.where(np.isinf(lo), 3.5, lo), np.where(np.isinf(hi), -7.0, hi)))
+    assert (np.float32(lo[:6]) < lo[:6]).any()  # float32 rounds some of these limits outwards
+    wrapped = q.copy()
+    wrapped[:, 6] = (3.5 - 2 * math.pi, -7.0 + 2 * math.pi)
+    for dtype in (torch.float32, torch.float64):
+        out = _returned(chain, q, dtype, "cpu")
+        assert out.dtype == dtype and bool(chain.within_limits(out.double()).all())
+        assert torch.equal(out, chain.clamp(torch.from_numpy(wrapped).to(dtype)))
+
+
 def test_q0_seeds_and_the_null_space_pulls_toward_a_rest_pose():
     arm = planar_arm((1.0, 0.8, 0.5))
     target = torch.tensor([1.2, 0.9, 0.0], dtype=torch.float64)  # position only: one redundant degree

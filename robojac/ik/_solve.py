@@ -337,7 +337,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             _, _, pe, re = frame_errors(path, q64, *np_targets, position_only, jacobian=False)
         lo, hi, _ = _limits(chain, torch.float64, dev, True)
         ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & ((q64 >= lo) & (q64 <= hi)).all(-1)
-        ok, pe, re = (torch.from_numpy(a) for a in (ok, pe, re))
+        np_dt = np.float32 if dt == torch.float32 else np.float64  # others (half precisions) by .to() below
+        ok, pe, re = torch.from_numpy(ok), torch.from_numpy(pe.astype(np_dt)), torch.from_numpy(re.astype(np_dt))
     else:
         X = chain.forward_kinematics(q.double(), frame).tensor()
         _, pe, re = pose_errors(X, flat.double(), position_only)
@@ -398,8 +399,11 @@ def _closeness(pe, re, cfg: IKConfig):
 def _returned(chain: Chain, q: np.ndarray, dtype, device) -> Tensor:
     """``q`` (float64, on the host) rounded to ``dtype`` on ``device`` and kept inside the limits
     (continuous joints wrapped into ``[-pi, pi)``)."""
-    lo, _, _ = _limits(chain, torch.float64, "cpu", True)
+    on_host = torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64)
+    lo, hi, _ = _limits(chain, dtype if on_host else torch.float64, "cpu", True)
     continuous = np.isinf(lo)
     if continuous.any():
         q = np.where(continuous, np.remainder(q + math.pi, 2 * math.pi) - math.pi, q)
+    if on_host:  # the same rounding and clamp in numpy (a lone target's solve is latency-bound)
+        return torch.from_numpy(np.minimum(np.maximum(q.astype(lo.dtype), lo), hi))
     return chain.clamp(torch.from_numpy(q).to(device=device, dtype=dtype))

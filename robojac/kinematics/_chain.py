@@ -208,10 +208,10 @@ class Chain(nn.Module):
         edited in place): a lone IK target clamps and draws starts in microseconds, and the
         rounded limits alone are eight torch ops."""
         memo = self.__dict__.setdefault("_limit_memo", {})
-        stamp = (self.lower._version, self.upper._version)
+        lower, upper = self._buffers["lower"], self._buffers["upper"]  # not through Module.__getattr__ (~1 us each)
         hit = memo.get(key)
-        if hit is None or hit[0] is not self.lower or hit[1] is not self.upper or hit[2] != stamp:
-            hit = memo[key] = (self.lower, self.upper, stamp, build())
+        if hit is None or hit[0] is not lower or hit[1] is not upper or hit[2] != (lower._version, upper._version):
+            hit = memo[key] = (lower, upper, (lower._version, upper._version), build())
         return hit[3]
 
     def clamp(self, q: Tensor) -> Tensor:

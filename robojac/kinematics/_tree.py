@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from ._joint import Joint, Mimic
 
@@ -48,8 +49,12 @@ class TreeLayout:
         return out[::-1]
 
     def leaves(self) -> list[str]:
+        return list(self._leaves)
+
+    @cached_property
+    def _leaves(self) -> tuple[str, ...]:  # asked on every IK solve that names no frame
         has_child = set(p for p in self.parent if p >= 0)
-        return [f for i, f in enumerate(self.frames) if i not in has_child]
+        return tuple(f for i, f in enumerate(self.frames) if i not in has_child)
 
 
 def layout(joints: Sequence[Joint], links: Sequence[str] | None = None, root: str | None = None,
