@@ -82,6 +82,18 @@ def test_matrix_to_quat_round_trip_including_half_turns():
     assert max_err(lie.SE3_to_matrix(lie.matrix_to_SE3(T.matrix())), T.matrix()) < 1e-12
 
 
+def test_matrix_to_quat_matches_pypose_on_every_branch():
+    """Each of the four square-root branches (the largest of w^2, x^2, y^2, z^2) is taken, and the
+    quaternion equals pypose's up to its sign."""
+    X = pp.randn_SO3(2000, sigma=3.0, dtype=torch.float64)
+    q_ref = X.tensor()
+    q = ops.matrix_to_quat(X.matrix())
+    branch = torch.stack((q_ref[:, 3], q_ref[:, 0], q_ref[:, 1], q_ref[:, 2]), -1).abs().argmax(-1)
+    assert set(branch.tolist()) == {0, 1, 2, 3}
+    sign = torch.where((q * q_ref).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(q.dtype)
+    assert max_err(q, sign * q_ref) < 1e-12
+
+
 @pytest.mark.parametrize("angle", [0.0, 1e-12, 1e-5, 0.999e-3, 1.001e-3, 0.3, 3.0])
 def test_small_angle_branches_have_correct_finite_gradients(angle):
     axis = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
