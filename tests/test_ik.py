@@ -126,6 +126,20 @@ def test_returned_joint_values_are_rounded_inwards_and_wrapped():
         assert torch.equal(out, chain.clamp(torch.from_numpy(wrapped).to(dtype)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_precision_targets_come_back_in_their_dtype(dtype):
+    """Targets in a half precision (numpy has no bfloat16) are solved on the float64 engine and
+    come back in their dtype, inside the limits, with the errors of the returned q."""
+    arm = sample_arm()
+    target = arm.forward_kinematics(arm.random_configuration(4, generator=torch.Generator().manual_seed(3)), "tool")
+    result = ik.solve(arm, target.tensor().to(dtype))
+    assert result.q.dtype == dtype and result.pos_err.dtype == dtype
+    assert bool(arm.within_limits(result.q.double()).all())
+    X = arm.forward_kinematics(result.q.double(), "tool").tensor()
+    pos = (X[:, :3] - target.tensor().to(dtype).double()[:, :3]).norm(dim=-1)
+    assert max_err(result.pos_err.double(), pos) <= torch.finfo(dtype).eps * float(pos.max())  # one rounding
+
+
 def test_q0_seeds_and_the_null_space_pulls_toward_a_rest_pose():
     arm = planar_arm((1.0, 0.8, 0.5))
     target = torch.tensor([1.2, 0.9, 0.0], dtype=torch.float64)  # position only: one redundant degree

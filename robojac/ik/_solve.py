@@ -35,8 +35,8 @@ class IKConfig:
     * Attempts: each attempt runs at most ``max_iterations`` damped least-squares steps from
       one start (the first round's from the start table below, later rounds' uniform inside the
       limits; the first attempt of a target starts at ``q0`` when given).  Targets still
-      unsolved get a fresh round of attempts, up to ``rounds`` rounds.  A round gives each unsolved target ``ceil(fill / unsolved)`` restarts (at most
-      ``restarts``), run together; a target's restarts stop as soon as one solves it.  A lone
+      unsolved get a fresh round of attempts, up to ``rounds`` rounds.  A round gives each
+      unsolved target ``ceil(fill / unsolved)`` restarts (at most ``restarts``), run together; a target's restarts stop as soon as one solves it.  A lone
       target thus tries many starts at once, while a large batch runs one start per target.
       A target is given up on when ``patience`` of its rounds ended within 5% of its best error
       so far without solving it: restarts that keep returning to the same error are finding the
@@ -154,7 +154,9 @@ def _table(chain: Chain, frame: str, size: int) -> StartTable:
 
 def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(R* (B, 3, 3), p* (B, 3))`` in float64 for the numpy engine."""
-    T64 = flat.detach().cpu().numpy().astype(np.float64)
+    host = flat.detach().cpu()
+    # numpy has no bfloat16: half precisions widen in torch, float32/64 in numpy (fewer torch ops)
+    T64 = (host if host.dtype in (torch.float32, torch.float64) else host.double()).numpy().astype(np.float64)
     R = np.zeros((T64.shape[0], 3, 3)) if position_only else quat_to_matrix_np(T64[:, 3:])
     return R, T64[:, :3]
 
