@@ -64,4 +64,4 @@ def euclid_fd(f, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def max_err(a, b) -> float:
-    return float((a - b).abs().max()) if a.numel() else 0.0
+    return float((a - b).detach().abs().max()) if a.numel() else 0.0

@@ -54,10 +54,10 @@ def test_hutchinson_estimate_is_unbiased_with_shrinking_error(distribution):
     errs = []
     for n in (50, 5000):
         est = torch.stack([divergence(net, x, method="hutchinson", num_samples=n, generator=g, distribution=distribution) for _ in range(8)])
-        errs.append(float((est - exact).pow(2).mean().sqrt()))
+        errs.append(float((est - exact).detach().pow(2).mean().sqrt()))
     # variance falls as 1/n: 100x more probes, about 10x less error (allow a wide band)
     assert errs[1] < errs[0] / 4
-    assert errs[1] < 0.1 * float(exact.abs().mean()) + 0.02
+    assert errs[1] < 0.1 * float(exact.detach().abs().mean()) + 0.02
 
 
 def test_divergence_bad_input():

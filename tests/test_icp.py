@@ -101,10 +101,12 @@ def test_batched_equals_one_by_one_with_ragged_pairs():
         assert _err(one.matrix(), truths[k].matrix())[0] < 0.2
 
 
-def test_batch_of_distinct_targets_equals_one_by_one_even_far_off():
-    """Distinct targets share one stacked KD-tree; a source that starts far off (in another
-    pair's slot of that tree) must find no correspondences, exactly as when aligned alone, and
-    ragged pairs' statistics must be finite."""
+@pytest.mark.parametrize("backend", ["auto", "brute"])
+def test_batch_of_distinct_targets_equals_one_by_one_even_far_off(backend):
+    """Distinct targets share one stacked KD-tree (CPU) or one padded brute-force search (the
+    GPU's path, forced here on the CPU); a source that starts far off (in another pair's slot of
+    the stacked tree) must find no correspondences, exactly as when aligned alone, and ragged
+    pairs' statistics must be finite."""
     g = torch.Generator().manual_seed(5)
     sources, targets, inits = [], [], []
     for k in range(4):
@@ -115,15 +117,76 @@ def test_batch_of_distinct_targets_equals_one_by_one_even_far_off():
         inits.append(torch.eye(4, dtype=torch.float64))
     inits[2] = inits[2].clone()
     inits[2][0, 3] = -9.0  # lands in pair 1's slot of the stacked tree
-    cfg = ICPConfig(method="point_to_point", max_correspondence_distance=0.3)
+    cfg = ICPConfig(method="point_to_point", max_correspondence_distance=0.3, neighbors_backend=backend)
     batch = align(sources, targets, init=torch.stack(inits), config=cfg)
     assert not bool(batch.converged[2]) and int(batch.num_inliers[2]) == 0
     for k in range(4):
-        one = align(sources[k], targets[k], init=inits[k], config=cfg)
+        one = align(sources[k], targets[k], init=inits[k], config=ICPConfig(method="point_to_point", max_correspondence_distance=0.3))
         assert max_err(batch.T_target_source.tensor()[k], one.T_target_source.tensor()) < 1e-9
         assert bool(batch.converged[k]) == bool(one.converged) and int(batch.num_inliers[k]) == int(one.num_inliers)
         assert torch.allclose(batch.rmse[k], one.rmse) and torch.allclose(batch.fitness[k], one.fitness)
     assert torch.isfinite(batch.rmse[[0, 1, 3]]).all()
+
+
+def test_gicp_batch_on_the_padded_brute_force_path_equals_the_kdtree_path():
+    """The GPU's batched path (padded brute-force neighbours, batched covariances), run on the
+    CPU: the same poses, iterations and inlier counts as the CPU's KD-tree path, for GICP and
+    point-to-plane over ragged pairs, with restarts."""
+    from robojac.icp._cloud import knn_covariances_many
+
+    g = torch.Generator().manual_seed(7)
+    sources, targets = [], []
+    for k in range(3):
+        tgt = _surface(400 + 150 * k, seed=10 + k)
+        T = pp.se3(0.04 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        sources.append(T.Inv().Act(tgt[: 300 + 80 * k]) + 0.002 * torch.randn(300 + 80 * k, 3, dtype=torch.float64, generator=g))
+        targets.append(tgt)
+    for method in ("gicp", "point_to_plane"):
+        for restarts in (0, 2):
+            cfg = dict(method=method, max_correspondence_distance=0.3, restarts=restarts)
+            kd = align(sources, targets, config=ICPConfig(**cfg))
+            brute = align(sources, targets, config=ICPConfig(**cfg, neighbors_backend="brute"))
+            assert max_err(brute.T_target_source.tensor(), kd.T_target_source.tensor()) < 1e-9
+            assert torch.equal(brute.iterations, kd.iterations) and torch.equal(brute.num_inliers, kd.num_inliers)
+            assert max_err(brute.rmse, kd.rmse) < 1e-12
+    # batched covariances and normals against Open3D's, ragged, a cloud below k among them
+    clouds = [targets[0], targets[1], targets[2][:7], sources[2]]
+    ref = knn_covariances_many(clouds, 10, with_normals=True, batched=False)
+    got = knn_covariances_many(clouds, 10, with_normals=True, batched=True)
+    for (C1, n1), (C2, n2) in zip(ref, got):
+        assert C1.shape == C2.shape and max_err(C1, C2) < 1e-12 * float(C1.abs().max())
+        assert float((n1 * n2).sum(0).abs().min()) > 1 - 1e-9  # the same axes, sign arbitrary
+
+
+def test_padded_neighbours_are_exact_far_from_the_origin():
+    """Many ragged clouds searched at once equal a KD-tree per cloud, in float32 too, with the
+    clouds 10 km from the origin (the naive |q|^2 - 2 q.p + |p|^2 would lose every digit)."""
+    from robojac.icp import PaddedNeighbors
+
+    g = torch.Generator().manual_seed(3)
+    clouds = [torch.rand(n, 3, dtype=torch.float64, generator=g) + 1e4 for n in (50, 120, 80)]
+    qs = [c[:40] + 0.01 * torch.randn(40, 3, dtype=torch.float64, generator=g) for c in clouds]
+    which = torch.tensor([2, 0, 1])
+    q = torch.stack([qs[int(w)] for w in which])
+    for dt in (torch.float64, torch.float32):
+        d, i = PaddedNeighbors([c.to(dt) for c in clouds], budget=2000).query(q.to(dt), which, k=3)
+        for r, w in enumerate(which.tolist()):  # the reference: a KD-tree on the same (rounded) numbers
+            dr, ir = NearestNeighbors(clouds[w].to(dt).double(), backend="kdtree").query(qs[w].to(dt).double(), k=3)
+            assert torch.equal(i[r], ir)
+            assert max_err(d[r].double(), dr) < (1e-12 if dt == torch.float64 else 1e-6 * float(dr.max()))
+
+
+def test_a_target_shared_by_many_pairs_is_prepared_once(monkeypatch):
+    from robojac.icp import _align
+
+    calls = []
+    real = _align.prepare
+    monkeypatch.setattr(_align, "prepare", lambda *a, **k: calls.append(1) or real(*a, **k))
+    target = _surface(600)
+    sources = [pp.se3(torch.tensor([0.01 * k, 0, 0, 0, 0, 0.02], dtype=torch.float64)).Exp().Inv().Act(target[:400])
+               for k in range(4)]
+    r = align(sources, target, config=ICPConfig(max_correspondence_distance=0.3))
+    assert len(calls) == 1 and bool(r.converged.all())
 
 
 def test_a_prepared_target_is_reused():

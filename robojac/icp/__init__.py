@@ -2,16 +2,17 @@
 
 ``align(source, target, init=..., config=ICPConfig(...))`` returns a :class:`RegistrationResult`
 with ``T_target_source`` (``target ~ T * source``).  Nearest neighbours use a KD-tree on the
-CPU and chunked brute force on a GPU; a target can be prepared once (:func:`prepare`) and reused.
+CPU and chunked brute force on a GPU (one padded search for a batch of targets,
+:class:`PaddedNeighbors`); a target can be prepared once (:func:`prepare`) and reused.
 """
 
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align, prepare
 from ._cloud import (
     as_points, estimate_covariances, normals_from_covariances, read_point_cloud, read_stanford_conf, voxel_downsample,
 )
-from ._neighbors import NearestNeighbors
+from ._neighbors import NearestNeighbors, PaddedNeighbors
 
 __all__ = [
-    "ICPConfig", "NearestNeighbors", "PreparedCloud", "RegistrationResult", "align", "as_points",
+    "ICPConfig", "NearestNeighbors", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align", "as_points",
     "estimate_covariances", "normals_from_covariances", "prepare", "read_point_cloud", "read_stanford_conf", "voxel_downsample",
 ]

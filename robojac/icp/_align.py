@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -15,8 +16,8 @@ from ..lie import se3_tensor, skew, wrap_lie
 from .._threads import threads_for, torch_threads
 from ..optim import RobustKernel
 from . import _soa as soa
-from ._cloud import as_points, knn_covariances, voxel_downsample
-from ._neighbors import NearestNeighbors
+from ._cloud import as_points, knn_covariances, knn_covariances_many, voxel_downsample
+from ._neighbors import NearestNeighbors, PaddedNeighbors
 
 __all__ = ["ICPConfig", "RegistrationResult", "PreparedCloud", "prepare", "align"]
 
@@ -126,9 +127,10 @@ class PreparedCloud:
         return self.normals_soa().T
 
 
-def prepare(cloud, voxel_size: float = 0.0, *, num_neighbors: int = 20, backend: str = "auto", name: str = "cloud") -> PreparedCloud:
+def prepare(cloud, voxel_size: float = 0.0, *, num_neighbors: int = 10, backend: str = "auto", name: str = "cloud") -> PreparedCloud:
     """Downsample ``cloud`` and give it a neighbour index (built on first use, then reused across
-    :func:`align` calls, as are its covariances and normals)."""
+    :func:`align` calls, as are its covariances and normals, from ``num_neighbors`` neighbours:
+    keep it equal to :attr:`ICPConfig.num_neighbors`, whose default it shares)."""
     pts = as_points(cloud, name)
     pts = voxel_downsample(pts, voxel_size)
     return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors)
@@ -178,9 +180,11 @@ def align(source, target, *, init=None, config: ICPConfig | None = None) -> Regi
     B = len(srcs)
     src0 = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
     dtype, device = src0[0].dtype, src0[0].device
-    tgt0 = []
-    for b, t in enumerate(tgts):
-        tgt0.append(t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target", dtype=dtype))
+    tgt0, seen = [], {}
+    for b, t in enumerate(tgts):  # a target given for several pairs is checked and prepared once
+        if id(t) not in seen:
+            seen[id(t)] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target", dtype=dtype)
+        tgt0.append(seen[id(t)])
     if init is None:
         T = ops.se3_exp(torch.zeros(B, 6, dtype=dtype, device=device))
     else:
@@ -212,20 +216,25 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
     for level_no, factor in enumerate(cfg.levels):
         v = cfg.voxel_size * factor
         S = [voxel_downsample(s, v) for s in src0]
-        Tg = [t if isinstance(t, PreparedCloud) and level_no == len(cfg.levels) - 1 and v == 0 else
-              prepare(t.points if isinstance(t, PreparedCloud) else t, v, num_neighbors=cfg.num_neighbors,
-                      backend=cfg.neighbors_backend) for t in tgt0]
+        prepared: dict[int, PreparedCloud] = {}
+        for t in tgt0:
+            if id(t) not in prepared:
+                reuse = isinstance(t, PreparedCloud) and level_no == len(cfg.levels) - 1 and v == 0
+                prepared[id(t)] = t if reuse else prepare(t.points if isinstance(t, PreparedCloud) else t, v,
+                                                          num_neighbors=cfg.num_neighbors, backend=cfg.neighbors_backend)
+        Tg = [prepared[id(t)] for t in tgt0]
         dist = _max_distance(cfg, factor, Tg)
-        stacked = _stack_for(Tg, dist, cfg)
-        T, it, conv = _iterate(cfg, S, Tg, T, dist, H, stacked)
+        targets = _TargetSet(Tg, H, dist, cfg)
+        T, it, conv = _iterate(cfg, S, targets, T)
         iters, converged = iters + it, conv
         if cfg.restarts and level_no == 0:  # keep each pair's best hypothesis
-            fit, rm = _fitness(S, Tg, T, dist, H, stacked)
+            fit, rm = _fitness(S, targets, T)
             score = fit - 1e-9 * rm
             best = score.view(B, H).argmax(1)
             sel = torch.arange(B, device=device) * H + best
             T, iters, converged, H = T[sel], iters[sel], converged[sel], 1
-    fit, rmse, inl = _fitness(S, Tg, T, dist, 1, stacked, counts=True)
+            targets = targets.with_hypotheses(1)
+    fit, rmse, inl = _fitness(S, targets, T, counts=True)
     converged = converged & (inl >= 3)
     shape = batch
     return RegistrationResult(wrap_lie(T.reshape(shape + (7,))), converged.reshape(shape), iters.reshape(shape),
@@ -281,73 +290,114 @@ def _spacing(clouds: list[Tensor], margin: float) -> float:
     return 4.0 * ext + 10.0 * margin + 1.0
 
 
-def _correspondences(q: Tensor, mask: Tensor, targets, H: int, stacked: _StackedIndex | None = None,
-                     rows: Tensor | None = None):
-    """For each row of ``q (R, N, 3)`` (rows ``rows`` of the batch, all by default): squared
-    distance and index of the nearest target point."""
-    d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
-    idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
-    if rows is None:
-        rows = torch.arange(q.shape[0], device=q.device)
-    if q.shape[0] == 1 and stacked is None and bool(mask.all()):  # one unpadded row: no masking
-        dd, ii = targets[int(rows[0]) // H].index.query(q[0])
-        return dd.unsqueeze(0), ii.unsqueeze(0)
-    if stacked is not None:
-        which = (rows // H).unsqueeze(1).expand(q.shape[:2])
-        dd, ii = stacked.query(q[mask], which[mask])
-        d2[mask], idx[mask] = dd, ii
-        return d2, idx
-    for r, row in enumerate(rows.tolist()):
-        t = targets[row // H]
-        n = int(mask[r].sum())
-        dd, ii = t.index.query(q[r, :n])
-        d2[r, :n], idx[r, :n] = dd, ii
-    return d2, idx
-
-
 class _Concat:
-    """Per-target arrays (last dim = points) concatenated, for one gather across all rows."""
+    """Per-target arrays (last dim = points) concatenated, for one gather across all rows;
+    row ``r`` of the batch reads array ``slot[r]``."""
 
-    def __init__(self, arrays: list[Tensor], H: int, transform=None):
+    def __init__(self, arrays: list[Tensor], slot: Tensor, transform=None):
         sizes = torch.tensor([a.shape[-1] for a in arrays], device=arrays[0].device)
         starts = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))
         self.cat = torch.cat(arrays, dim=-1)
         if transform is not None:  # a per-point function, applied once to the concatenation
             self.cat = transform(self.cat)
-        self.row_start = starts.repeat_interleave(H)  # (R,)
+        self.row_start = starts[slot]  # (R,): where row r's array starts
 
     def gather(self, j: Tensor, rows: Tensor | None = None) -> Tensor:
-        """Row ``r`` takes ``arrays[r // H][..., j[r]]``: shape ``(R, ..., N)`` (only ``rows``, if given)."""
+        """Row ``r`` takes ``arrays[slot[r]][..., j[r]]``: shape ``(R, ..., N)`` (only ``rows``, if given)."""
         start = self.row_start if rows is None else self.row_start[rows]
         flat = (j + start[:, None]).reshape(-1)
         g = self.cat.index_select(-1, flat).unflatten(-1, j.shape)  # (..., R, N)
         return g.movedim(-2, 0)
 
 
-def _stack_for(Tg: list[PreparedCloud], dist: list[float], cfg: ICPConfig) -> _StackedIndex | None:
-    distinct = {id(t) for t in Tg}
-    if len(distinct) < 2 or Tg[0].points.device.type != "cpu" or cfg.neighbors_backend == "brute":
-        return None
-    return _StackedIndex([t.points for t in Tg], _spacing([t.points for t in Tg], max(dist)))
+class _TargetSet:
+    """The distinct targets of a batch and one search over all of them.
+
+    Row ``r`` of the batch (pair ``r // H``, hypothesis ``r % H``) aligns to target ``slot[r]``.
+    One distinct target: its own index answers every row in one query.  Several, on the CPU:
+    one stacked KD-tree.  Several on a GPU (or with ``neighbors_backend="brute"``): one padded
+    brute-force search, a batched matmul per chunk of rows.  Never a Python loop over pairs.
+    """
+
+    def __init__(self, Tg: list[PreparedCloud], H: int, dist: list[float], cfg: ICPConfig):
+        order: dict[int, int] = {}
+        self.clouds: list[PreparedCloud] = []
+        pair_slot = []
+        for t in Tg:
+            if id(t) not in order:
+                order[id(t)] = len(self.clouds)
+                self.clouds.append(t)
+            pair_slot.append(order[id(t)])
+        device, dt = Tg[0].points.device, Tg[0].points.dtype
+        self.pair_slot = torch.tensor(pair_slot, device=device)
+        self.pair_dmax2 = torch.tensor([d * d for d in dist], dtype=dt, device=device)[:, None]
+        self._set_hypotheses(H)
+        pts = [t.points for t in self.clouds]
+        if len(self.clouds) == 1:
+            self.index = None
+        elif device.type == "cpu" and cfg.neighbors_backend != "brute":
+            self.index = _StackedIndex(pts, _spacing(pts, max(dist)))
+        else:
+            self.index = PaddedNeighbors(pts)
+
+    def _set_hypotheses(self, H: int) -> None:
+        self.H = H
+        self.slot = self.pair_slot.repeat_interleave(H)  # (R,): each row's target
+        self.dmax2 = self.pair_dmax2.repeat_interleave(H, 0)  # (R, 1): each row's squared distance limit
+
+    def with_hypotheses(self, H: int) -> "_TargetSet":
+        """The same targets and index for ``H`` hypotheses per pair."""
+        out = copy.copy(self)
+        out._set_hypotheses(H)
+        return out
+
+    def concat(self, arrays: list[Tensor], transform=None) -> _Concat:
+        """Per-distinct-target arrays, gathered by row."""
+        return _Concat(arrays, self.slot, transform)
+
+    def nearest(self, q: Tensor, mask: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Squared distance and index of the nearest target point to each ``q (A, N, 3)`` of rows
+        ``rows`` of the batch (all by default); padding (``~mask``) gets an infinite distance."""
+        if self.index is None:
+            index = self.clouds[0].index
+            if bool(mask.all()):  # no padding: one query over every row
+                d2, idx = index.query(q.reshape(-1, 3))
+                return d2.view(q.shape[:2]), idx.view(q.shape[:2])
+            d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
+            idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
+            d2[mask], idx[mask] = index.query(q[mask])
+            return d2, idx
+        slot = self.slot if rows is None else self.slot[rows]
+        if isinstance(self.index, PaddedNeighbors):
+            d2, idx = self.index.query(q, slot)
+            return d2.masked_fill(~mask, float("inf")), idx.masked_fill(~mask, 0)
+        d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
+        idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
+        which = slot.unsqueeze(1).expand(q.shape[:2])
+        d2[mask], idx[mask] = self.index.query(q[mask], which[mask])
+        return d2, idx
 
 
-def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor, dist: list[float], H: int,
-             stacked: _StackedIndex | None):
+def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
+    H = targets.H
     src, mask = _pad([s for s in S for _ in range(H)])
     srcT = src.transpose(1, 2).contiguous()  # (R, 3, N)
     R_ = T.shape[0]
     dt, dev = T.dtype, T.device
-    dmax2 = torch.tensor([d * d for d in dist for _ in range(H)], dtype=dt, device=dev)[:, None]
-    tgt_pts = _Concat([t.points_t.to(dt) for t in Tg], H)
+    dmax2 = targets.dmax2.to(dt)
+    tgt_pts = targets.concat([t.points_t.to(dt) for t in targets.clouds])
+    batched = dev.type != "cpu" or cfg.neighbors_backend == "brute"  # neighbourhoods of all clouds in one search
+    if cfg.method != "point_to_point":
+        _prime_normals(targets.clouds, batched)
     if cfg.method == "gicp":
-        covs = _plane_covariances(S, cfg.num_neighbors)
+        covs = _plane_covariances(S, cfg.num_neighbors, batched)
         src_cov = soa.sym6_identity(R_, src.shape[1], dtype=dt, device=dev)  # padding: any SPD matrix
         for r in range(R_):
             c = covs[r // H]
             src_cov[r, :, : c.shape[-1]] = c
-        tgt_cov = _Concat([t.normals_soa() for t in Tg], H, soa.sym6_plane_covariances)
+        tgt_cov = targets.concat([t.normals_soa() for t in targets.clouds], soa.sym6_plane_covariances)
     elif cfg.method == "point_to_plane":
-        tgt_nrm = _Concat([t.normals_soa() for t in Tg], H)
+        tgt_nrm = targets.concat([t.normals_soa() for t in targets.clouds])
     active = torch.ones(R_, dtype=torch.bool, device=dev)
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
     T = T.clone()  # stepped in place below; the caller's init stays as given
@@ -362,7 +412,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
         Ta, mk = pick(T), pick(mask)
         Rm = ops.quat_to_matrix(Ta[:, 3:])
         q = soa.transform(Rm, Ta[:, :3], pick(srcT))  # (A, 3, N)
-        d2, j = _correspondences(q.transpose(1, 2), mk, Tg, H, stacked, rows)
+        d2, j = targets.nearest(q.transpose(1, 2), mk, rows)
         valid = mk & (d2 <= pick(dmax2))
         p = tgt_pts.gather(j, rows)  # (A, 3, N)
         if cfg.method == "point_to_point":
@@ -393,12 +443,22 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], Tg: list[PreparedCloud], T: Tensor
     return T, iters, ~active
 
 
-def _plane_covariances(clouds: list[Tensor], k: int) -> list[Tensor]:
+def _plane_covariances(clouds: list[Tensor], k: int, batched: bool) -> list[Tensor]:
     """GICP's regularized covariances ``(6, N)`` (distinct entries) of each source cloud, the
     plane covariances of all clouds in one pass."""
-    n = torch.cat([knn_covariances(c, k, with_normals=True)[1] for c in clouds], dim=-1)
+    n = torch.cat([n for _, n in knn_covariances_many(clouds, k, with_normals=True, batched=batched)], dim=-1)
     C = soa.sym6_plane_covariances(n)
     return list(C.split([c.shape[0] for c in clouds], dim=-1))
+
+
+def _prime_normals(clouds: list[PreparedCloud], batched: bool) -> None:
+    """Covariances and normals of the prepared targets that lack them, all in one pass (one
+    brute-force search if ``batched``); each target keeps its own neighbour count."""
+    todo = [t for t in clouds if t._normals is None]
+    for kk in sorted({t.num_neighbors for t in todo}):
+        group = [t for t in todo if t.num_neighbors == kk]
+        for t, (C, n) in zip(group, knn_covariances_many([t.points for t in group], kk, with_normals=True, batched=batched)):
+            t._cov, t._normals = C, n
 
 
 def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
@@ -415,12 +475,11 @@ def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
     return ops.se3_log(torch.cat((t, ops.matrix_to_quat(R)), -1))
 
 
-def _fitness(S, Tg, T: Tensor, dist: list[float], H: int, stacked: _StackedIndex | None, counts: bool = False):
-    src, mask = _pad([s for s in S for _ in range(H)])
+def _fitness(S, targets: _TargetSet, T: Tensor, counts: bool = False):
+    src, mask = _pad([s for s in S for _ in range(targets.H)])
     q = ops.se3_act(T[:, None, :], src)
-    d2, _ = _correspondences(q, mask, Tg, H, stacked)
-    dmax2 = torch.tensor([d * d for d in dist for _ in range(H)], dtype=T.dtype, device=T.device)[:, None]
-    inl = mask & (d2 <= dmax2)
+    d2, _ = targets.nearest(q, mask)
+    inl = mask & (d2 <= targets.dmax2.to(T.dtype))
     n_in = inl.sum(1)
     fit = n_in.to(T.dtype) / mask.sum(1).to(T.dtype)
     rmse = torch.sqrt(torch.where(inl, d2, 0.0).sum(1) / n_in.clamp_min(1).to(T.dtype))  # padding's d2 is inf
@@ -428,4 +487,3 @@ def _fitness(S, Tg, T: Tensor, dist: list[float], H: int, stacked: _StackedIndex
     if counts:
         return fit, rmse, n_in
     return fit, rmse
-

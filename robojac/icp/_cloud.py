@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
-           "normals_from_covariances"]
+           "knn_covariances_many", "normals_from_covariances"]
 
 
 def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor:
@@ -95,6 +95,42 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False):
     _, nb = NearestNeighbors(points).query(points, k=k)
     C = covariances(points.T.contiguous(), nb.reshape(points.shape[0], k))
     return (C, normals(C)) if with_normals else C
+
+
+def knn_covariances_many(clouds: list[Tensor], k: int, *, with_normals: bool = False,
+                         batched: bool | None = None) -> list:
+    """:func:`knn_covariances` of each cloud of a list.
+
+    ``batched`` (default: off the CPU) pads the clouds and finds every cloud's neighbours in one
+    brute-force search (:class:`~robojac.icp.PaddedNeighbors`), then sums them in one pass: on a GPU
+    a few dozen kernels for the whole list instead of a few dozen per cloud.  On the CPU each
+    cloud goes through Open3D's estimator (faster there than any brute force)."""
+    if batched is None:
+        batched = clouds[0].device.type != "cpu"
+    small = [c.shape[0] < k for c in clouds]
+    if not batched or len(clouds) - sum(small) < 2:
+        return [knn_covariances(c, k, with_normals=with_normals) for c in clouds]
+    from ._neighbors import PaddedNeighbors
+    from ._soa import covariances, normals
+
+    big = [c for c, s in zip(clouds, small) if not s]
+    index = PaddedNeighbors(big)
+    P = index.points  # (C, M, 3), each cloud about its centre (covariances do not see the shift)
+    C_, M = P.shape[:2]
+    which = torch.arange(C_, device=P.device)
+    _, nb = index.query(P + index.center[:, None, :], which, k)  # (C, M, k); padding rows are dropped below
+    nb = nb + (which * M)[:, None, None]
+    cov = covariances(P.reshape(-1, 3).T.contiguous(), nb.reshape(-1, k))  # (3, 3, C * M)
+    nrm = normals(cov) if with_normals else None
+    out, b = [], 0
+    for c, s in zip(clouds, small):
+        if s:
+            out.append(knn_covariances(c, k, with_normals=with_normals))
+            continue
+        part = slice(b * M, b * M + c.shape[0])
+        out.append((cov[..., part], nrm[:, part]) if with_normals else cov[..., part])
+        b += 1
+    return out
 
 
 def normals_from_covariances(cov: Tensor) -> Tensor:

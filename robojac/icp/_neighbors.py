@@ -1,8 +1,11 @@
 """Nearest-neighbour search: Open3D's KD-tree on the CPU, chunked brute force on a GPU.
 
-The GPU path never builds an ``N x M x 3`` tensor (pypose's ICP does): it computes squared
-distances ``|q|^2 - 2 q.p + |p|^2`` for a chunk of queries at a time with one matmul and keeps
-only the running minimum.
+The brute-force paths never build an ``N x M x 3`` tensor (pypose's ICP does): they compute
+squared distances ``|q|^2 - 2 q.p + |p|^2`` for a chunk of queries at a time with one matmul,
+about the cloud's centre (so that the cancellation loses digits of the cloud's size, not of its
+distance from the origin), keep the ``k`` smallest, and recompute the chosen neighbours'
+distances exactly.  :class:`PaddedNeighbors` does this for many small clouds in one batched
+matmul per chunk: a batch of ICP pairs on a GPU without a Python loop over pairs.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["NearestNeighbors"]
+__all__ = ["NearestNeighbors", "PaddedNeighbors"]
 
 
 class NearestNeighbors:
@@ -30,7 +33,9 @@ class NearestNeighbors:
         self.chunk = chunk
         self._tree = None  # built on the first query: a batch answered by a stacked index never needs it
         if self.backend == "brute":
-            self._sq = (points * points).sum(-1)
+            self._center = points.mean(0)
+            self._centered = points - self._center
+            self._sq = (self._centered * self._centered).sum(-1)
 
     def _kdtree(self):
         if self._tree is None:
@@ -54,12 +59,63 @@ class NearestNeighbors:
             i = torch.from_numpy(i.numpy().astype(np.int64)).to(queries.device)
             return (d[:, 0], i[:, 0]) if k == 1 else (d, i)
         ds, idx = [], []
-        P = self.points.to(queries.dtype)
+        P = self._centered.to(queries.dtype)
+        sq = self._sq.to(queries.dtype)
         for s in range(0, queries.shape[0], self.chunk):
-            q = queries[s : s + self.chunk]
-            d2 = (q * q).sum(-1, keepdim=True) - 2 * q @ P.T + self._sq.to(q.dtype)
-            vals, ind = torch.topk(d2, k, dim=1, largest=False)
-            ds.append(vals.clamp_min(0))
+            q = queries[s : s + self.chunk] - self._center.to(queries.dtype)
+            d2 = torch.addmm(sq, q, P.T, alpha=-2.0) + (q * q).sum(-1, keepdim=True)
+            ind = torch.topk(d2, k, dim=1, largest=False).indices
+            ds.append(_exact_sq(q, P, ind))
             idx.append(ind)
         d, i = torch.cat(ds), torch.cat(idx)
         return (d[:, 0], i[:, 0]) if k == 1 else (d, i)
+
+
+def _exact_sq(q: Tensor, P: Tensor, ind: Tensor) -> Tensor:
+    """``|q_i - P[ind_ij]|^2`` for ``q (..., Q, 3)``, ``P (..., M, 3)``, ``ind (..., Q, k)``."""
+    lead = ind.shape[:-2]
+    flat = ind.reshape(*lead, -1, 1).expand(*lead, ind.shape[-2] * ind.shape[-1], 3)
+    diff = q.unsqueeze(-2) - torch.gather(P, -2, flat).reshape(*ind.shape, 3)
+    return (diff * diff).sum(-1)
+
+
+class PaddedNeighbors:
+    """Brute-force ``k``-nearest search in many clouds at once, for batches on a GPU.
+
+    The clouds are padded to ``(C, M, 3)`` (padding sits at infinite distance).  A query
+    ``(R, N, 3)`` with ``which (R,)`` searches cloud ``which[r]`` for row ``r``: each chunk of rows
+    is one batched matmul of ``rows x N x M`` distances, at most ``budget`` entries.  Clouds must
+    hold at least ``k`` points for ``k``-nearest queries (fewer leave infinite distances).
+    """
+
+    def __init__(self, clouds: list[Tensor], *, budget: int = 1 << 25):
+        self.sizes = [c.shape[0] for c in clouds]
+        M, ref = max(self.sizes), clouds[0]
+        self.budget = budget
+        self.center = torch.stack([c.mean(0) for c in clouds])  # (C, 3)
+        self.points = ref.new_zeros(len(clouds), M, 3)
+        self.sq = torch.full((len(clouds), M), float("inf"), dtype=ref.dtype, device=ref.device)
+        for b, c in enumerate(clouds):
+            cc = c - self.center[b]
+            self.points[b, : c.shape[0]] = cc
+            self.sq[b, : c.shape[0]] = (cc * cc).sum(-1)
+
+    def query(self, q: Tensor, which: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+        """``(squared distances, indices)``, each ``(R, N)`` (or ``(R, N, k)``), of the nearest
+        points of cloud ``which[r]`` to each ``q[r, n]``; indices are local to that cloud."""
+        R, N, M = q.shape[0], q.shape[1], self.points.shape[1]
+        step = max(1, self.budget // max(1, N * M))
+        ds, idx = [], []
+        for s in range(0, R, step):
+            w = which[s : s + step]
+            P, sq = self.points.index_select(0, w).to(q.dtype), self.sq.index_select(0, w).to(q.dtype)
+            qq = q[s : s + step] - self.center.index_select(0, w).to(q.dtype).unsqueeze(1)
+            d2 = torch.baddbmm(sq.unsqueeze(1), qq, P.transpose(1, 2), alpha=-2.0)
+            d2 = d2 + (qq * qq).sum(-1, keepdim=True)
+            ind = d2.argmin(-1, keepdim=True) if k == 1 else torch.topk(d2, k, dim=-1, largest=False).indices
+            d = _exact_sq(qq, P, ind)
+            d = torch.where(torch.gather(sq, 1, ind.flatten(1)).view_as(d).isinf(), float("inf"), d)  # padding
+            ds.append(d)
+            idx.append(ind)
+        d, i = torch.cat(ds), torch.cat(idx)
+        return (d[..., 0], i[..., 0]) if k == 1 else (d, i)
