@@ -101,6 +101,44 @@ def test_batched_equals_one_by_one_with_ragged_pairs():
         assert _err(one.matrix(), truths[k].matrix())[0] < 0.2
 
 
+def test_padded_batches_with_lengths_equal_lists():
+    """A padded (B, N, 3) batch with per-row lengths is the same ragged batch as a list; the
+    padding (NaN here) is never read; numpy batches are accepted too."""
+    g = torch.Generator().manual_seed(4)
+    sources, targets = [], []
+    for k in range(3):
+        tgt = _surface(300 + 100 * k, seed=30 + k)
+        T = pp.se3(0.03 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        sources.append(T.Inv().Act(tgt[: 250 + 50 * k]))
+        targets.append(tgt)
+
+    def padded(clouds):
+        out = torch.full((len(clouds), max(len(c) for c in clouds), 3), float("nan"), dtype=torch.float64)
+        for b, c in enumerate(clouds):
+            out[b, : len(c)] = c
+        return out, torch.tensor([len(c) for c in clouds])
+
+    (S, ns), (T, nt) = padded(sources), padded(targets)
+    cfg = ICPConfig(max_correspondence_distance=0.3)
+    ref = align(sources, targets, config=cfg)
+    for got in (align(S, T, source_lengths=ns, target_lengths=nt, config=cfg),
+                align(S.numpy(), targets, source_lengths=ns.tolist(), config=cfg)):
+        assert max_err(got.T_target_source.tensor(), ref.T_target_source.tensor()) < 1e-12
+        assert torch.equal(got.num_inliers, ref.num_inliers) and bool(got.converged.all())
+    with pytest.raises(ValueError, match=r"source_lengths: expected 3 integer point counts"):
+        align(S, targets, source_lengths=[250, 300], config=cfg)
+    with pytest.raises(ValueError, match=r"source_lengths: expected 3 integer point counts"):
+        align(S, targets, source_lengths=ns.double(), config=cfg)
+    with pytest.raises(ValueError, match=rf"target_lengths: row 1 has 999 points; expected 1 to {T.shape[1]} "):
+        align(S, T, source_lengths=ns, target_lengths=[300, 999, 500], config=cfg)
+    with pytest.raises(ValueError, match=r"target_lengths: only for a padded \(B, N, 3\) target"):
+        align(S, targets, source_lengths=ns, target_lengths=nt, config=cfg)
+    with pytest.raises(ValueError, match=r"source\[0\]: 100 points have NaN"):  # padding read as points
+        align(S, T, target_lengths=nt, config=cfg)
+    with pytest.raises(ValueError, match=r"source\[1\]: the point cloud is empty"):
+        align(S, T, source_lengths=[250, 0, 350], target_lengths=nt, config=cfg)
+
+
 @pytest.mark.parametrize("backend", ["auto", "brute"])
 def test_batch_of_distinct_targets_equals_one_by_one_even_far_off(backend):
     """Distinct targets share one stacked KD-tree (CPU) or one padded brute-force search (the
@@ -326,3 +364,20 @@ def test_gpu_path_matches_cpu():
     gpu = align(source.cuda(), target.cuda(), config=ICPConfig(max_correspondence_distance=0.5))
     assert gpu.T_target_source.device.type == "cuda"
     assert max_err(gpu.T_target_source.tensor().cpu(), cpu.T_target_source.tensor()) < 1e-6
+
+
+@pytest.mark.cuda
+def test_gpu_batch_of_distinct_targets_matches_cpu():
+    g = torch.Generator().manual_seed(11)
+    sources, targets = [], []
+    for k in range(6):
+        tgt = _surface(500 + 60 * k, seed=20 + k)
+        T = pp.se3(0.04 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        sources.append(T.Inv().Act(tgt[: 350 + 40 * k]))
+        targets.append(tgt)
+    cfg = ICPConfig(method="gicp", max_correspondence_distance=0.3, restarts=2)
+    cpu = align(sources, targets, config=cfg)
+    gpu = align([s.cuda() for s in sources], [t.cuda() for t in targets], config=cfg)
+    assert gpu.T_target_source.device.type == "cuda"
+    assert max_err(gpu.T_target_source.tensor().cpu(), cpu.T_target_source.tensor()) < 1e-6
+    assert torch.equal(gpu.num_inliers.cpu(), cpu.num_inliers)

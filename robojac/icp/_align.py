@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pypose as pp
 import torch
 from torch import Tensor
@@ -136,22 +137,44 @@ def prepare(cloud, voxel_size: float = 0.0, *, num_neighbors: int = 10, backend:
     return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors)
 
 
-def _pairs(source, target):
-    """Lists of per-pair clouds and the batch shape: single pair, (B, N, 3) tensors, or lists."""
-    def listify(x, name):
+def _pairs(source, target, source_lengths=None, target_lengths=None):
+    """Lists of per-pair clouds and the batch shape: single pair, (B, N, 3) tensors or arrays
+    (padded, with lengths, or not), or lists."""
+    def listify(x, name, lengths):
+        if isinstance(x, np.ndarray) and x.ndim == 3:
+            x = torch.from_numpy(x)
+        padded = isinstance(x, Tensor) and x.dim() == 3
+        if lengths is not None:
+            if not padded:
+                raise ValueError(f"{name}_lengths: only for a padded (B, N, 3) {name}, got {name} as "
+                                 f"{type(x).__name__}{tuple(x.shape) if hasattr(x, 'shape') else ''}")
+            return [x[b, :n] for b, n in enumerate(_lengths(lengths, x.shape[0], x.shape[1], f"{name}_lengths"))], True
         if isinstance(x, (list, tuple)):
             return list(x), True
-        if isinstance(x, Tensor) and x.dim() == 3:
+        if padded:
             return list(x.unbind(0)), True
         return [x], False
 
-    srcs, sb = listify(source, "source")
-    tgts, tb = listify(target, "target")
+    srcs, sb = listify(source, "source", source_lengths)
+    tgts, tb = listify(target, "target", target_lengths)
     if len(tgts) == 1 and len(srcs) > 1:
         tgts = tgts * len(srcs)
     if len(srcs) != len(tgts):
         raise ValueError(f"source and target: batch sizes differ ({len(srcs)} sources, {len(tgts)} targets)")
     return srcs, tgts, ((len(srcs),) if (sb or tb) else ())
+
+
+def _lengths(lengths, B: int, N: int, name: str) -> list[int]:
+    """Checked per-row point counts of a padded ``(B, N, 3)`` batch."""
+    t = torch.as_tensor(lengths)
+    if t.shape != (B,) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name}: expected {B} integer point counts (one per row of the padded batch), "
+                         f"got {t.dtype} of shape {tuple(t.shape)}")
+    out = t.tolist()
+    bad = [b for b, n in enumerate(out) if not 0 <= n <= N]
+    if bad:
+        raise ValueError(f"{name}: row {bad[0]} has {out[bad[0]]} points; expected 1 to {N} (the padded size)")
+    return out
 
 
 def _restart_rotations(n: int, max_angle: float, dtype) -> Tensor:
@@ -165,18 +188,20 @@ def _restart_rotations(n: int, max_angle: float, dtype) -> Tensor:
     return axes * angles[:, None]
 
 
-def align(source, target, *, init=None, config: ICPConfig | None = None) -> RegistrationResult:
+def align(source, target, *, init=None, config: ICPConfig | None = None, source_lengths=None,
+          target_lengths=None) -> RegistrationResult:
     """Register ``source`` to ``target``: ``T_target_source`` with ``target ~ T * source``.
 
     ``source``/``target``: ``(N, 3)`` tensors (or arrays, Open3D clouds), a batch ``(B, N, 3)``,
-    or lists of clouds of different sizes (ragged batches); ``target`` may also be a
-    :class:`PreparedCloud` (or a list of them) to reuse its index.  ``init``: an SE3 pose
-    (LieTensor, ``(..., 7)`` or ``(..., 4, 4)``) per pair or shared.  All pairs run together.
-    A pair without correspondences within the distance ends with ``converged=False`` and its
-    initial pose, never a silent identity.
+    or ragged batches: lists of clouds of different sizes, or a padded ``(B, N, 3)`` batch with
+    ``source_lengths``/``target_lengths`` ``(B,)`` (row ``b`` holds ``lengths[b]`` points; the
+    padding is never read).  ``target`` may also be a :class:`PreparedCloud` (or a list of them)
+    to reuse its index.  ``init``: an SE3 pose (LieTensor, ``(..., 7)`` or ``(..., 4, 4)``) per
+    pair or shared.  All pairs run together.  A pair without correspondences within the distance
+    ends with ``converged=False`` and its initial pose, never a silent identity.
     """
     cfg = config or ICPConfig()
-    srcs, tgts, batch = _pairs(source, target)
+    srcs, tgts, batch = _pairs(source, target, source_lengths, target_lengths)
     B = len(srcs)
     src0 = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
     dtype, device = src0[0].dtype, src0[0].device
