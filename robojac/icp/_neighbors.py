@@ -23,14 +23,15 @@ class NearestNeighbors:
 
     ``backend="auto"`` uses Open3D's KD-tree for CPU tensors (about twice as fast as scipy's
     cKDTree here) and chunked brute force for GPU tensors; ``"kdtree"``/``"brute"`` force one.
+    ``chunk``: brute-force queries per matmul (default: at most 32M distances at a time).
     """
 
-    def __init__(self, points: Tensor, *, backend: str = "auto", chunk: int = 4096):
+    def __init__(self, points: Tensor, *, backend: str = "auto", chunk: int | None = None):
         if backend not in ("auto", "kdtree", "brute"):
             raise ValueError(f"backend: expected 'auto', 'kdtree' or 'brute', got {backend!r}")
         self.points = points
         self.backend = ("kdtree" if points.device.type == "cpu" else "brute") if backend == "auto" else backend
-        self.chunk = chunk
+        self.chunk = chunk or max(1, min(4096, (1 << 25) // max(1, points.shape[0])))  # <= 32M distances at a time
         self._tree = None  # built on the first query: a batch answered by a stacked index never needs it
         if self.backend == "brute":
             self._center = points.mean(0)
@@ -104,18 +105,24 @@ class PaddedNeighbors:
         """``(squared distances, indices)``, each ``(R, N)`` (or ``(R, N, k)``), of the nearest
         points of cloud ``which[r]`` to each ``q[r, n]``; indices are local to that cloud."""
         R, N, M = q.shape[0], q.shape[1], self.points.shape[1]
-        step = max(1, self.budget // max(1, N * M))
+        cols = max(1, min(N, self.budget // M))  # queries of a row per chunk (long rows are split)
+        step = max(1, self.budget // (cols * M))  # rows per chunk
         ds, idx = [], []
         for s in range(0, R, step):
             w = which[s : s + step]
             P, sq = self.points.index_select(0, w).to(q.dtype), self.sq.index_select(0, w).to(q.dtype)
-            qq = q[s : s + step] - self.center.index_select(0, w).to(q.dtype).unsqueeze(1)
-            d2 = torch.baddbmm(sq.unsqueeze(1), qq, P.transpose(1, 2), alpha=-2.0)
-            d2 = d2 + (qq * qq).sum(-1, keepdim=True)
-            ind = d2.argmin(-1, keepdim=True) if k == 1 else torch.topk(d2, k, dim=-1, largest=False).indices
-            d = _exact_sq(qq, P, ind)
-            d = torch.where(torch.gather(sq, 1, ind.flatten(1)).view_as(d).isinf(), float("inf"), d)  # padding
-            ds.append(d)
-            idx.append(ind)
+            qw = q[s : s + step] - self.center.index_select(0, w).to(q.dtype).unsqueeze(1)
+            dr, ir = [], []
+            for c in range(0, N, cols):
+                qq = qw[:, c : c + cols]
+                d2 = torch.baddbmm(sq.unsqueeze(1), qq, P.transpose(1, 2), alpha=-2.0)
+                d2 = d2 + (qq * qq).sum(-1, keepdim=True)
+                ind = d2.argmin(-1, keepdim=True) if k == 1 else torch.topk(d2, k, dim=-1, largest=False).indices
+                d = _exact_sq(qq, P, ind)
+                pad = torch.gather(sq, 1, ind.flatten(1)).view_as(d).isinf()
+                dr.append(torch.where(pad, float("inf"), d))
+                ir.append(ind)
+            ds.append(torch.cat(dr, 1))
+            idx.append(torch.cat(ir, 1))
         d, i = torch.cat(ds), torch.cat(idx)
         return (d[..., 0], i[..., 0]) if k == 1 else (d, i)
