@@ -381,3 +381,22 @@ def test_gpu_batch_of_distinct_targets_matches_cpu():
     assert gpu.T_target_source.device.type == "cuda"
     assert max_err(gpu.T_target_source.tensor().cpu(), cpu.T_target_source.tensor()) < 1e-6
     assert torch.equal(gpu.num_inliers.cpu(), cpu.num_inliers)
+
+
+def test_icp_command_registers_the_bunny_and_reports_bad_input(tmp_path, capsys):
+    from robojac.cli import main
+
+    _, _, T_gt = _bunny()
+    src, tgt = DATA / "bunny" / "bun045.ply", DATA / "bunny" / "bun000.ply"
+    out, pic = tmp_path / "T.txt", tmp_path / "aligned.png"
+    assert main(["icp", str(src), str(tgt), "--voxel", "0.003", "--out", str(out), "--plot", str(pic), "--up", "y"]) == 0
+    deg, m = _err(torch.from_numpy(np.loadtxt(out)), T_gt)
+    assert deg < 0.5 and m < 0.002 and pic.stat().st_size > 10_000
+    assert "converged=True" in capsys.readouterr().out
+    bad = tmp_path / "init.txt"
+    bad.write_text("1 0 0\n0 1 0\n")
+    assert main(["icp", str(src), str(tgt), "--init", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "expected 16 numbers" in err
+    assert main(["icp", str(tmp_path / "missing.ply"), str(tgt)]) == 2
+    assert "not found" in capsys.readouterr().err

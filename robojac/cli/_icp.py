@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--restarts", type=int, default=0, help="also try this many rotated initial guesses")
     p.add_argument("--out", type=pathlib.Path, help="write the 4x4 result here")
     p.add_argument("--plot", type=pathlib.Path, help="draw the clouds before and after")
+    p.add_argument("--up", choices=("x", "y", "z"), default="z",
+                   help="the clouds' upward axis in the picture (the Stanford scans: y)")
 
 
 def run(args) -> int:
@@ -49,8 +51,13 @@ def run(args) -> int:
     print("T_target_source =")
     print(np.array2string(T, precision=6, suppress_small=True))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        np.savetxt(args.out, T)
+        import io
+
+        from .._files import write_text_atomic
+
+        buf = io.StringIO()
+        np.savetxt(buf, T)
+        write_text_atomic(args.out, buf.getvalue())
         print(f"wrote {args.out}")
     if args.plot:
         import matplotlib
@@ -62,7 +69,8 @@ def run(args) -> int:
 
         T0 = torch.eye(4, dtype=torch.float64) if init is None else init
         fig = viz.plot_registration_before_after(source, target, T0, result.T_target_source,
-                                                 titles=("initial guess", f"{args.method}, fitness {float(result.fitness):.2f}"))
+                                                 titles=("initial guess", f"{args.method}, fitness {float(result.fitness):.2f}"),
+                                                 vertical_axis=args.up)
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=110)
         plt.close(fig)
