@@ -36,6 +36,20 @@ def _surface(n=1500, seed=0):
     return torch.cat((floor, wall))
 
 
+def _distinct_pairs(count: int, seed: int, n_target, n_source, scale: float, noise: float = 0.0):
+    """``count`` ragged pairs with distinct targets (surfaces of ``n_target(k)`` points) and sources
+    (their first ``n_source(k)`` points, moved by a random pose of size ``scale``, plus noise)."""
+    g = torch.Generator().manual_seed(seed)
+    sources, targets = [], []
+    for k in range(count):
+        tgt = _surface(n_target(k), seed=seed * 10 + k)
+        T = pp.se3(scale * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        n = n_source(k)
+        sources.append(T.Inv().Act(tgt[:n]) + noise * torch.randn(n, 3, dtype=torch.float64, generator=g))
+        targets.append(tgt)
+    return sources, targets
+
+
 def _err(T, T_gt):
     E = torch.linalg.inv(T_gt) @ T
     return math.degrees(float(ops.so3_log(ops.matrix_to_quat(E[:3, :3])).norm())), float(E[:3, 3].norm())
@@ -104,13 +118,7 @@ def test_batched_equals_one_by_one_with_ragged_pairs():
 def test_padded_batches_with_lengths_equal_lists():
     """A padded (B, N, 3) batch with per-row lengths is the same ragged batch as a list; the
     padding (NaN here) is never read; numpy batches are accepted too."""
-    g = torch.Generator().manual_seed(4)
-    sources, targets = [], []
-    for k in range(3):
-        tgt = _surface(300 + 100 * k, seed=30 + k)
-        T = pp.se3(0.03 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
-        sources.append(T.Inv().Act(tgt[: 250 + 50 * k]))
-        targets.append(tgt)
+    sources, targets = _distinct_pairs(3, 4, lambda k: 300 + 100 * k, lambda k: 250 + 50 * k, 0.03)
 
     def padded(clouds):
         out = torch.full((len(clouds), max(len(c) for c in clouds), 3), float("nan"), dtype=torch.float64)
@@ -145,14 +153,8 @@ def test_batch_of_distinct_targets_equals_one_by_one_even_far_off(backend):
     GPU's path, forced here on the CPU); a source that starts far off (in another pair's slot of
     the stacked tree) must find no correspondences, exactly as when aligned alone, and ragged
     pairs' statistics must be finite."""
-    g = torch.Generator().manual_seed(5)
-    sources, targets, inits = [], [], []
-    for k in range(4):
-        tgt = _surface(500 + 100 * k, seed=k)
-        T = pp.se3(0.03 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
-        sources.append(T.Inv().Act(tgt[: 400 + 50 * k]))
-        targets.append(tgt)
-        inits.append(torch.eye(4, dtype=torch.float64))
+    sources, targets = _distinct_pairs(4, 5, lambda k: 500 + 100 * k, lambda k: 400 + 50 * k, 0.03)
+    inits = [torch.eye(4, dtype=torch.float64) for _ in range(4)]
     inits[2] = inits[2].clone()
     inits[2][0, 3] = -9.0  # lands in pair 1's slot of the stacked tree
     cfg = ICPConfig(method="point_to_point", max_correspondence_distance=0.3, neighbors_backend=backend)
@@ -172,13 +174,7 @@ def test_gicp_batch_on_the_padded_brute_force_path_equals_the_kdtree_path():
     point-to-plane over ragged pairs, with restarts."""
     from robojac.icp._cloud import knn_covariances_many
 
-    g = torch.Generator().manual_seed(7)
-    sources, targets = [], []
-    for k in range(3):
-        tgt = _surface(400 + 150 * k, seed=10 + k)
-        T = pp.se3(0.04 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
-        sources.append(T.Inv().Act(tgt[: 300 + 80 * k]) + 0.002 * torch.randn(300 + 80 * k, 3, dtype=torch.float64, generator=g))
-        targets.append(tgt)
+    sources, targets = _distinct_pairs(3, 7, lambda k: 400 + 150 * k, lambda k: 300 + 80 * k, 0.04, noise=0.002)
     for method in ("gicp", "point_to_plane"):
         for restarts in (0, 2):
             cfg = dict(method=method, max_correspondence_distance=0.3, restarts=restarts)
@@ -368,13 +364,7 @@ def test_gpu_path_matches_cpu():
 
 @pytest.mark.cuda
 def test_gpu_batch_of_distinct_targets_matches_cpu():
-    g = torch.Generator().manual_seed(11)
-    sources, targets = [], []
-    for k in range(6):
-        tgt = _surface(500 + 60 * k, seed=20 + k)
-        T = pp.se3(0.04 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
-        sources.append(T.Inv().Act(tgt[: 350 + 40 * k]))
-        targets.append(tgt)
+    sources, targets = _distinct_pairs(6, 11, lambda k: 500 + 60 * k, lambda k: 350 + 40 * k, 0.04)
     cfg = ICPConfig(method="gicp", max_correspondence_distance=0.3, restarts=2)
     cpu = align(sources, targets, config=cfg)
     gpu = align([s.cuda() for s in sources], [t.cuda() for t in targets], config=cfg)
