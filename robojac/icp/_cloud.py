@@ -118,7 +118,7 @@ def knn_covariances_many(clouds: list[Tensor], k: int, *, with_normals: bool = F
     P = index.points  # (C, M, 3), each cloud about its centre (covariances do not see the shift)
     C_, M = P.shape[:2]
     which = torch.arange(C_, device=P.device)
-    _, nb = index.query(P + index.center[:, None, :], which, k)  # (C, M, k); padding rows are dropped below
+    _, nb = index.query(P, which, k, centered=True)  # (C, M, k); padding rows are dropped below
     nb = nb + (which * M)[:, None, None]
     cov = covariances(P.reshape(-1, 3).T.contiguous(), nb.reshape(-1, k))  # (3, 3, C * M)
     nrm = normals(cov) if with_normals else None

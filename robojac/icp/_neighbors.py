@@ -101,9 +101,10 @@ class PaddedNeighbors:
             self.points[b, : c.shape[0]] = cc
             self.sq[b, : c.shape[0]] = (cc * cc).sum(-1)
 
-    def query(self, q: Tensor, which: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+    def query(self, q: Tensor, which: Tensor, k: int = 1, *, centered: bool = False) -> tuple[Tensor, Tensor]:
         """``(squared distances, indices)``, each ``(R, N)`` (or ``(R, N, k)``), of the nearest
-        points of cloud ``which[r]`` to each ``q[r, n]``; indices are local to that cloud."""
+        points of cloud ``which[r]`` to each ``q[r, n]``; indices are local to that cloud.
+        ``centered``: ``q`` is already about each cloud's centre (as :attr:`points` are)."""
         R, N, M = q.shape[0], q.shape[1], self.points.shape[1]
         cols = max(1, min(N, self.budget // M))  # queries of a row per chunk (long rows are split)
         step = max(1, self.budget // (cols * M))  # rows per chunk
@@ -111,7 +112,9 @@ class PaddedNeighbors:
         for s in range(0, R, step):
             w = which[s : s + step]
             P, sq = self.points.index_select(0, w).to(q.dtype), self.sq.index_select(0, w).to(q.dtype)
-            qw = q[s : s + step] - self.center.index_select(0, w).to(q.dtype).unsqueeze(1)
+            qw = q[s : s + step]
+            if not centered:
+                qw = qw - self.center.index_select(0, w).to(q.dtype).unsqueeze(1)
             dr, ir = [], []
             for c in range(0, N, cols):
                 qq = qw[:, c : c + cols]
