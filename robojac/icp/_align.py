@@ -383,23 +383,19 @@ class _TargetSet:
     def nearest(self, q: Tensor, mask: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Squared distance and index of the nearest target point to each ``q (A, N, 3)`` of rows
         ``rows`` of the batch (all by default); padding (``~mask``) gets an infinite distance."""
-        if self.index is None:
-            index = self.clouds[0].index
-            if bool(mask.all()):  # no padding: one query over every row
-                d2, idx = index.query(q.reshape(-1, 3))
-                return d2.view(q.shape[:2]), idx.view(q.shape[:2])
-            d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
-            idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
-            d2[mask], idx[mask] = index.query(q[mask])
-            return d2, idx
         slot = self.slot if rows is None else self.slot[rows]
         if isinstance(self.index, PaddedNeighbors):
             d2, idx = self.index.query(q, slot)
             return d2.masked_fill(~mask, float("inf")), idx.masked_fill(~mask, 0)
+        if self.index is None and bool(mask.all()):  # one target, no padding: one query over every row
+            d2, idx = self.clouds[0].index.query(q.reshape(-1, 3))
+            return d2.view(q.shape[:2]), idx.view(q.shape[:2])
         d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
         idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
-        which = slot.unsqueeze(1).expand(q.shape[:2])
-        d2[mask], idx[mask] = self.index.query(q[mask], which[mask])
+        if self.index is None:
+            d2[mask], idx[mask] = self.clouds[0].index.query(q[mask])
+        else:
+            d2[mask], idx[mask] = self.index.query(q[mask], slot.unsqueeze(1).expand(q.shape[:2])[mask])
         return d2, idx
 
 

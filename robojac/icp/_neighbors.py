@@ -16,6 +16,8 @@ from torch import Tensor
 
 __all__ = ["NearestNeighbors", "PaddedNeighbors"]
 
+_BUDGET = 1 << 25  # brute-force distances per matmul (128 MB in float32)
+
 
 class NearestNeighbors:
     """An index over ``points (M, 3)`` answering ``k``-nearest queries; keep it, reuse it (the
@@ -23,7 +25,7 @@ class NearestNeighbors:
 
     ``backend="auto"`` uses Open3D's KD-tree for CPU tensors (about twice as fast as scipy's
     cKDTree here) and chunked brute force for GPU tensors; ``"kdtree"``/``"brute"`` force one.
-    ``chunk``: brute-force queries per matmul (default: at most 32M distances at a time).
+    ``chunk``: brute-force queries per matmul (default: as many as keep it to 32M distances).
     """
 
     def __init__(self, points: Tensor, *, backend: str = "auto", chunk: int | None = None):
@@ -31,12 +33,10 @@ class NearestNeighbors:
             raise ValueError(f"backend: expected 'auto', 'kdtree' or 'brute', got {backend!r}")
         self.points = points
         self.backend = ("kdtree" if points.device.type == "cpu" else "brute") if backend == "auto" else backend
-        self.chunk = chunk or max(1, min(4096, (1 << 25) // max(1, points.shape[0])))  # <= 32M distances at a time
         self._tree = None  # built on the first query: a batch answered by a stacked index never needs it
+        self._brute = None  # brute force: the padded search over this one cloud
         if self.backend == "brute":
-            self._center = points.mean(0)
-            self._centered = points - self._center
-            self._sq = (self._centered * self._centered).sum(-1)
+            self._brute = PaddedNeighbors([points], budget=chunk * points.shape[0] if chunk else _BUDGET)
 
     def _kdtree(self):
         if self._tree is None:
@@ -59,17 +59,9 @@ class NearestNeighbors:
             d = torch.from_numpy(d.numpy()).to(device=queries.device, dtype=queries.dtype)  # squared
             i = torch.from_numpy(i.numpy().astype(np.int64)).to(queries.device)
             return (d[:, 0], i[:, 0]) if k == 1 else (d, i)
-        ds, idx = [], []
-        P = self._centered.to(queries.dtype)
-        sq = self._sq.to(queries.dtype)
-        for s in range(0, queries.shape[0], self.chunk):
-            q = queries[s : s + self.chunk] - self._center.to(queries.dtype)
-            d2 = torch.addmm(sq, q, P.T, alpha=-2.0) + (q * q).sum(-1, keepdim=True)
-            ind = torch.topk(d2, k, dim=1, largest=False).indices
-            ds.append(_exact_sq(q, P, ind))
-            idx.append(ind)
-        d, i = torch.cat(ds), torch.cat(idx)
-        return (d[:, 0], i[:, 0]) if k == 1 else (d, i)
+        one = torch.zeros(1, dtype=torch.long, device=queries.device)
+        d, i = self._brute.query(queries.unsqueeze(0), one, k)
+        return d[0], i[0]
 
 
 def _exact_sq(q: Tensor, P: Tensor, ind: Tensor) -> Tensor:
@@ -89,7 +81,7 @@ class PaddedNeighbors:
     hold at least ``k`` points for ``k``-nearest queries (fewer leave infinite distances).
     """
 
-    def __init__(self, clouds: list[Tensor], *, budget: int = 1 << 25):
+    def __init__(self, clouds: list[Tensor], *, budget: int = _BUDGET):
         self.sizes = [c.shape[0] for c in clouds]
         M, ref = max(self.sizes), clouds[0]
         self.budget = budget
