@@ -36,8 +36,9 @@ class IKConfig:
       one start (the first round's from the start table below, later rounds' uniform inside the
       limits; the first attempt of a target starts at ``q0`` when given).  Targets still
       unsolved get a fresh round of attempts, up to ``rounds`` rounds.  A round gives each
-      unsolved target ``ceil(fill / unsolved)`` restarts (at most ``restarts``), run together; a target's restarts stop as soon as one solves it.  A lone
-      target thus tries many starts at once, while a large batch runs one start per target.
+      unsolved target ``ceil(fill / unsolved)`` restarts (at most ``restarts``), run together;
+      a target's restarts stop as soon as one solves it.  A lone target thus tries many starts
+      at once, while a large batch runs one start per target.
       A target is given up on when ``patience`` of its rounds ended within 5% of its best error
       so far without solving it: restarts that keep returning to the same error are finding the
       closest pose of an unreachable target, not a hard reachable one.
@@ -302,8 +303,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             if rnd == 0 and q0 is not None:
                 qi[::R] = q0.detach().to("cpu", torch.float64).numpy()[todo]
             step = R * max(1, _NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
-            outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]],
-                             qi[c : c + step], pb, None if near_eval is None else tuple(a[c : c + step] for a in near_eval))
+            outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]], qi[c : c + step],
+                             pb, None if near_eval is None else tuple(a[c : c + step] for a in near_eval))
                     for c in range(0, n * R, step)]
             q, pe, re, ok, it = (np.concatenate(a) for a in zip(*outs)) if len(outs) > 1 else outs[0]
         else:
@@ -317,7 +318,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
                 q_init[::R] = q0.to(work_dt)[rows]
             out = lm_torch(chain, frame, Tr, q_init, pb)
             q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
-        score = (pe.astype(np.float64) / cfg.position_tolerance) ** 2 + (re.astype(np.float64) / cfg.orientation_tolerance) ** 2
+        pe64, re64 = pe.astype(np.float64), re.astype(np.float64)
+        score = (pe64 / cfg.position_tolerance) ** 2 + (re64 / cfg.orientation_tolerance) ** 2
         score = np.where(ok, score - 1e30, score).reshape(n, R)  # a solved start beats any unsolved one
         k = score.argmin(1)
         first = np.arange(n)
@@ -371,8 +373,8 @@ def _table_starts(chain: Chain, cfg: IKConfig, frame: str, gen: torch.Generator,
     idx = table.nearest(targets[0][todo], targets[1][todo], k, c).reshape(n * k)
     if k == R:
         return table.q[idx], table.evaluated(idx) if evaluated else None
-    q = np.concatenate((table.q[idx].reshape(n, k, -1),
-                        chain.random_configuration(n, R - k, generator=gen, dtype=torch.float64, device="cpu").numpy()), 1)
+    drawn = chain.random_configuration(n, R - k, generator=gen, dtype=torch.float64, device="cpu").numpy()
+    q = np.concatenate((table.q[idx].reshape(n, k, -1), drawn), 1)
     return q.reshape(n * R, chain.dof), None
 
 

@@ -51,7 +51,10 @@ class StartTable:
             # |p_j|^2 - 2 p*.p_j - 2 c^2 R*:R_j (the targets' own norms and |R_j|^2 = 3 are constant per row)
             query = np.concatenate((p_target, (rotation_scale * rotation_scale) * R_target.reshape(B, 9)), 1)
             score = self.p_sq - 2.0 * (query @ self.poses)
-            part = np.argpartition(score, k - 1, axis=1)[:, :k] if k < score.shape[1] else np.arange(k)[None].repeat(B, 0)
+            if k < score.shape[1]:
+                part = np.argpartition(score, k - 1, axis=1)[:, :k]
+            else:
+                part = np.arange(k)[None].repeat(B, 0)
             rows = np.arange(B)[:, None]
             return part[rows, np.argsort(score[rows, part], 1)]
         tree = self._tree(rotation_scale)
