@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import atexit
+import gzip
 import multiprocessing as mp
 import os
+import pathlib
+import shutil
+import tempfile
 import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+
+def plain_copy(path) -> pathlib.Path:
+    """``path`` itself, or for a ``.gz`` file an uncompressed copy in a temporary folder removed
+    at exit (for peers that read only plain files)."""
+    path = pathlib.Path(path)
+    if path.suffix != ".gz":
+        return path
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="robojac_bench_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    out = folder / path.stem
+    out.write_bytes(gzip.decompress(path.read_bytes()))
+    return out
 
 
 def median_time(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 2, budget_s: float = 20.0) -> float:

@@ -29,10 +29,11 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, table  # noqa: E402
 
+from robojac import data  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf  # noqa: E402
 from robojac.lie import _ops as ops  # noqa: E402
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "pointclouds"
+DATA = data.path("pointclouds")
 
 
 def err(T: np.ndarray, T_ref: np.ndarray) -> tuple[float, float]:
@@ -105,10 +106,10 @@ def main() -> None:
     conf = read_stanford_conf(DATA / "bunny" / "bun.conf")
     T_bun = (torch.linalg.inv(conf["bun000.ply"]) @ conf["bun045.ply"]).numpy()
     cases = {
-        "bunny 045->000 (3 mm)": (read_point_cloud(DATA / "bunny" / "bun045.ply").numpy(),
-                                  read_point_cloud(DATA / "bunny" / "bun000.ply").numpy(), 0.003, 0.05, T_bun),
-        "LiDAR pair (0.25 m)": (read_point_cloud(DATA / "lidar_small_gicp" / "source.ply").numpy(),
-                                read_point_cloud(DATA / "lidar_small_gicp" / "target.ply").numpy(), 0.25, 1.0,
+        "bunny 045->000 (3 mm)": (read_point_cloud(DATA / "bunny" / "bun045.ply.gz").numpy(),
+                                  read_point_cloud(DATA / "bunny" / "bun000.ply.gz").numpy(), 0.003, 0.05, T_bun),
+        "LiDAR pair (0.25 m)": (read_point_cloud(DATA / "lidar_small_gicp" / "source.ply.gz").numpy(),
+                                read_point_cloud(DATA / "lidar_small_gicp" / "target.ply.gz").numpy(), 0.25, 1.0,
                                 np.loadtxt(DATA / "lidar_small_gicp" / "T_target_source.txt")),
     }
     rows = []

@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, fmt_time, table  # noqa: E402
 
-from robojac import ik  # noqa: E402
+from robojac import data, ik  # noqa: E402
 from robojac.kinematics import Chain  # noqa: E402
 
-ROBOTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots"
+ROBOTS = data.path("robots")
 # the protocol's success thresholds, which are also pytorch_kinematics' default tolerances
 PROTOCOL = ik.IKConfig(position_tolerance=1e-3, orientation_tolerance=1e-2)
 ARMS = [("panda.urdf", "panda_hand"), ("kuka_iiwa14.urdf", "lbr_iiwa_link_7"), ("ur5.urdf", "ee_link")]

@@ -18,9 +18,10 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, fmt_time, median_time, table  # noqa: E402
 
+from robojac import data  # noqa: E402
 from robojac.kinematics import Chain  # noqa: E402
 
-DEFAULT_URDF = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots" / "panda.urdf"
+DEFAULT_URDF = data.path("robots/panda.urdf")
 
 
 def _pk_chain(urdf: pathlib.Path, tip: str, dtype):

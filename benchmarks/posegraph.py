@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, table  # noqa: E402
+from _util import describe_machine, plain_copy, table  # noqa: E402
 
+from robojac import data  # noqa: E402
 from robojac.posegraph import PGOConfig, optimize, read_g2o  # noqa: E402
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "posegraph"
 
 
 def gtsam_run(path: pathlib.Path, dim: int, method: str, graph2d=None):
@@ -89,16 +89,16 @@ def gtsam_cost_of(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torch.
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    optima = json.loads((DATA / "gtsam_optima.json").read_text())
+    optima = json.loads(data.path("posegraph/gtsam_optima.json").read_text())
     ap.add_argument("--graphs", nargs="+", default=list(optima))
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     print(f"# Pose-graph optimization, robojac vs GTSAM; {describe_machine()}", flush=True)
     rows = []
     for name in args.graphs:
-        path = DATA / f"{name}.g2o"
+        graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
+        path = plain_copy(data.path(f"posegraph/{name}.g2o"))  # GTSAM reads no .gz
         ref = optima[name]["gtsam_optimum_cost"]
-        graph = read_g2o(path)
         ours = {}
         for method in ("gn", "lm"):
             times, result = [], None

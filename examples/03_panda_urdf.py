@@ -1,6 +1,6 @@
 """The Franka Panda from its URDF: batched FK and Jacobians, checked two ways, and pictures.
 
-    python examples/03_panda_urdf.py --urdf ../shared/data/robots/panda.urdf --out out/panda
+    python examples/03_panda_urdf.py --out out/panda [--urdf path/to/panda.urdf]
 """
 
 import argparse
@@ -13,10 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from robojac import viz  # noqa: E402
+from robojac import data, viz  # noqa: E402
 from robojac.kinematics import Chain  # noqa: E402
 
-DEFAULT_URDF = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots" / "panda.urdf"
 
 
 def main(urdf: pathlib.Path, out: pathlib.Path) -> None:
@@ -64,7 +63,7 @@ def main(urdf: pathlib.Path, out: pathlib.Path) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--urdf", type=pathlib.Path, default=DEFAULT_URDF)
+    p.add_argument("--urdf", type=pathlib.Path, default=data.path("robots/panda.urdf"))
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/panda"))
     a = p.parse_args()
     main(a.urdf, a.out)

@@ -11,16 +11,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robojac import viz  # noqa: E402
+from robojac import data, viz  # noqa: E402
 from robojac.posegraph import PGOConfig, optimize, read_g2o, write_g2o  # noqa: E402
 from robojac.trajectory import Trajectory, ate, write_tum  # noqa: E402
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "posegraph"
 
-
-def main(data: pathlib.Path, out: pathlib.Path) -> None:
+def main(intel_file: pathlib.Path, mit_file: pathlib.Path, out: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    intel = read_g2o(data / "intel.g2o")
+    intel = read_g2o(intel_file)
     print(intel)
     result = optimize(intel, PGOConfig(method="gn"))
     print(f"  intel: cost {float(intel.cost().detach()):.6g} (file) -> {result.cost:.10g} in {result.iterations} GN "
@@ -34,7 +32,7 @@ def main(data: pathlib.Path, out: pathlib.Path) -> None:
     print(f"  the file's estimate vs the optimum: ATE rmse {err['rmse']:.3f} m (max {err['max']:.3f} m)")
 
     # MIT: the file's estimate leads LM into a worse minimum; a chordal start does not
-    mit = read_g2o(data / "MIT.g2o")
+    mit = read_g2o(mit_file)
     runs = {init: optimize(mit, PGOConfig(init=init)) for init in ("file", "odometry", "chordal")}
     for init, r in runs.items():
         print(f"  MIT from {init:8s}: cost {r.cost:10.4f} after {r.iterations:3d} LM iterations")
@@ -51,7 +49,8 @@ def main(data: pathlib.Path, out: pathlib.Path) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=pathlib.Path, default=DATA)
+    p.add_argument("--intel", type=pathlib.Path, default=data.path("posegraph/intel.g2o"))
+    p.add_argument("--mit", type=pathlib.Path, default=data.path("posegraph/MIT.g2o"))
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/pgo2d"))
     a = p.parse_args()
-    main(a.data, a.out)
+    main(a.intel, a.mit, a.out)

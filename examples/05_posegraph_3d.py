@@ -12,16 +12,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robojac import viz  # noqa: E402
+from robojac import data, viz  # noqa: E402
 from robojac.posegraph import PGOConfig, optimize, read_g2o  # noqa: E402
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "posegraph"
 
-
-def main(data: pathlib.Path, name: str, out: pathlib.Path) -> None:
+def main(path: pathlib.Path, out: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    graph = read_g2o(data / f"{name}.g2o")
-    optimum = json.loads((data / "gtsam_optima.json").read_text()).get(name, {}).get("gtsam_optimum_cost")
+    graph = read_g2o(path)
+    name = path.name.split(".")[0]
+    optimum = json.loads(data.path("posegraph/gtsam_optima.json").read_text()).get(name, {}).get("gtsam_optimum_cost")
     print(graph)
     runs = {}
     for method in ("gn", "lm"):
@@ -43,8 +42,8 @@ def main(data: pathlib.Path, name: str, out: pathlib.Path) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=pathlib.Path, default=DATA)
-    p.add_argument("--graph", default="parking-garage")
+    p.add_argument("--graph", type=pathlib.Path, default=data.path("posegraph/parking-garage.g2o"),
+                   help="a 3D g2o file (default: the parking garage shipped in data/)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/pgo3d"))
     a = p.parse_args()
-    main(a.data, a.graph, a.out)
+    main(a.graph, a.out)

@@ -20,15 +20,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from robojac import data  # noqa: E402
 from robojac.optim import RobustKernel  # noqa: E402
 from robojac.posegraph import PGOConfig, optimize, read_g2o  # noqa: E402
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "posegraph"
 
-
-def main(data: pathlib.Path, out: pathlib.Path, iterations: int) -> None:
+def main(path: pathlib.Path, out: pathlib.Path, iterations: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    graph = read_g2o(data / "sphere_bignoise_vertex3.g2o")
+    graph = read_g2o(path)
     print(graph)
     plain = optimize(graph, PGOConfig(method="gn", max_iterations=iterations))
     with torch.no_grad():
@@ -73,8 +72,8 @@ def main(data: pathlib.Path, out: pathlib.Path, iterations: int) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=pathlib.Path, default=DATA)
+    p.add_argument("--graph", type=pathlib.Path, default=data.path("posegraph/sphere_bignoise_vertex3.g2o"))
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/kernels"))
     a = p.parse_args()
-    main(a.data, a.out, a.iterations)
+    main(a.graph, a.out, a.iterations)

@@ -15,11 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from robojac import viz  # noqa: E402
+from robojac import data, viz  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf  # noqa: E402
 from robojac.lie import _ops as ops  # noqa: E402
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "pointclouds"
 
 
 def pose_error(T, T_gt) -> tuple[float, float]:
@@ -29,12 +28,12 @@ def pose_error(T, T_gt) -> tuple[float, float]:
     return math.degrees(angle), float(E[:3, 3].norm()) * 1000
 
 
-def main(data: pathlib.Path, out: pathlib.Path) -> None:
+def main(folder: pathlib.Path, out: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    bunny = data / "bunny"
+    bunny = folder / "bunny"
     poses = read_stanford_conf(bunny / "bun.conf")
     T_gt = torch.linalg.inv(poses["bun000.ply"]) @ poses["bun045.ply"]  # T_000_045
-    src, tgt = read_point_cloud(bunny / "bun045.ply"), read_point_cloud(bunny / "bun000.ply")
+    src, tgt = read_point_cloud(bunny / "bun045.ply.gz"), read_point_cloud(bunny / "bun000.ply.gz")
     print(f"bunny: {len(src)} -> {len(tgt)} points; ground truth {pose_error(T_gt, torch.eye(4, dtype=torch.float64))[0]:.1f} deg apart")
     results = {}
     for method in ("point_to_point", "point_to_plane", "gicp"):
@@ -57,8 +56,8 @@ def main(data: pathlib.Path, out: pathlib.Path) -> None:
     print(f"  from 80 deg off: plain GICP {pose_error(plain.matrix(), T_gt)[0]:.2f} deg; "
           f"with 8 restarts {pose_error(wide.matrix(), T_gt)[0]:.3f} deg")
 
-    lidar = data / "lidar_small_gicp"
-    ls, lt = read_point_cloud(lidar / "source.ply"), read_point_cloud(lidar / "target.ply")
+    lidar = folder / "lidar_small_gicp"
+    ls, lt = read_point_cloud(lidar / "source.ply.gz"), read_point_cloud(lidar / "target.ply.gz")
     T_ref = torch.from_numpy(np.loadtxt(lidar / "T_target_source.txt"))
     t0 = time.perf_counter()
     r = align(ls, lt, config=ICPConfig(method="gicp", voxel_size=0.25))
@@ -75,7 +74,8 @@ def main(data: pathlib.Path, out: pathlib.Path) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=pathlib.Path, default=DATA)
+    p.add_argument("--data", type=pathlib.Path, default=data.path("pointclouds"),
+                   help="a folder laid out as data/pointclouds (bunny/, lidar_small_gicp/)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/icp"))
     a = p.parse_args()
     main(a.data, a.out)

@@ -5,7 +5,7 @@ The Panda's hand traces a tilted circle while pointing down; each waypoint is so
 many configurations that reach the same pose.  The planar 3-link arm does the same along a
 figure eight, position only.
 
-    python examples/09_ik_target_path.py --out out/ik_path [--robots ../shared/data/robots]
+    python examples/09_ik_target_path.py --out out/ik_path [--urdf path/to/panda.urdf]
 """
 
 import argparse
@@ -19,11 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pypose as pp  # noqa: E402
 import torch  # noqa: E402
 
-from robojac import ik, viz  # noqa: E402
+from robojac import data, ik, viz  # noqa: E402
 from robojac.kinematics import Chain  # noqa: E402
 from robojac.models import planar_arm  # noqa: E402
 
-ROBOTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots"
 
 
 def track(chain, targets, q0, config):
@@ -47,7 +46,7 @@ def report(name, qs, results):
           f"{sum(int(r.iterations) for r in results) / len(results):.1f} iterations per waypoint on average")
 
 
-def main(out: pathlib.Path, robots: pathlib.Path) -> None:
+def main(out: pathlib.Path, urdf: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     dt = torch.float64
 
@@ -64,11 +63,6 @@ def main(out: pathlib.Path, robots: pathlib.Path) -> None:
     viz.animate_arm(arm, qs[::2], out / "planar_eight.gif", targets=eight[::2], fps=12)
 
     # Panda: a tilted circle with the hand pointing down
-    urdf = robots / "panda.urdf"
-    if not urdf.exists():
-        print(f"{urdf} not found: skipping the Panda path (pass --robots)")
-        plt.close("all")
-        return
     panda = Chain.from_urdf(urdf, tip="panda_hand")
     t = torch.linspace(0, 2 * math.pi, 41, dtype=dt)
     centre = torch.tensor([0.45, 0.0, 0.35], dtype=dt)
@@ -88,6 +82,6 @@ def main(out: pathlib.Path, robots: pathlib.Path) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/ik_path"))
-    p.add_argument("--robots", type=pathlib.Path, default=ROBOTS)
+    p.add_argument("--urdf", type=pathlib.Path, default=data.path("robots/panda.urdf"), help="the Panda's URDF")
     a = p.parse_args()
-    main(a.out, a.robots)
+    main(a.out, a.urdf)

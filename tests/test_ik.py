@@ -9,26 +9,27 @@ import pytest
 import torch
 
 from robojac import ik
+from robojac.data import path as data_path
 from robojac.kinematics import Chain
 from robojac.models import planar_arm, sample_arm
 
 from helpers import max_err
 
-ROBOTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots"
 ARMS = [("panda.urdf", "panda_hand"), ("kuka_iiwa14.urdf", "lbr_iiwa_link_7"), ("ur5.urdf", "ee_link")]
 
 
+def _urdf(name):
+    return data_path(f"robots/{name}")
+
+
 def _chain(name, tip):
-    path = ROBOTS / name
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return Chain.from_urdf(path, tip=tip)
+    return Chain.from_urdf(_urdf(name), tip=tip)
 
 
 def _independent_errors(name, tip, q, target):
     """Position and rotation errors of ``q`` recomputed by Pinocchio in float64."""
     pin = pytest.importorskip("pinocchio")
-    model = pin.buildModelFromUrdf(str(ROBOTS / name))
+    model = pin.buildModelFromUrdf(str(_urdf(name)))
     data = model.createData()
     fid = model.getFrameId(tip)
     T = target.matrix().double().numpy()
@@ -153,7 +154,7 @@ def test_q0_seeds_and_the_null_space_pulls_toward_a_rest_pose():
 
 def test_another_frame_and_mimic_joints():
     panda = _chain("panda.urdf", "panda_hand")
-    full = Chain.from_urdf(ROBOTS / "panda.urdf")
+    full = Chain.from_urdf(_urdf("panda.urdf"))
     q = full.random_configuration(3, generator=torch.Generator().manual_seed(5))
     target = full.forward_kinematics(q, "panda_rightfinger")  # driven through the finger mimic joint
     result = ik.solve(full, target, config=ik.IKConfig(frame="panda_rightfinger"))
@@ -166,7 +167,7 @@ def test_another_frame_and_mimic_joints():
 def test_joints_off_the_frame_path_do_not_stall_float32(engine):
     """The full Panda has a finger joint that does not move the hand: its Jacobian column is zero.
     In float32 the torch engine's damped system was singular there and no target moved."""
-    full = Chain.from_urdf(ROBOTS / "panda.urdf") if (ROBOTS / "panda.urdf").exists() else pytest.skip("no panda")
+    full = Chain.from_urdf(_urdf("panda.urdf"))
     gen = torch.Generator().manual_seed(9)
     target = full.forward_kinematics(full.random_configuration(40, generator=gen), "panda_hand").to(torch.float32)
     q0 = full.random_configuration(40, generator=gen, dtype=torch.float32)
@@ -183,9 +184,7 @@ def test_joints_off_the_frame_path_do_not_stall_float32(engine):
 def test_one_arm_of_a_humanoid_moves_only_its_own_joints():
     """TALOS: the left arm's frame is moved by 9 of the robot's 32 joints; both engines step those
     9 alone (the systems are 9 x 9), leave the other 23 at their starting values, and agree."""
-    if not (ROBOTS / "talos_reduced.urdf").exists():
-        pytest.skip("no TALOS")
-    talos = Chain.from_urdf(ROBOTS / "talos_reduced.urdf")
+    talos = Chain.from_urdf(_urdf("talos_reduced.urdf"))
     frame = "arm_left_7_link"
     gen = torch.Generator().manual_seed(4)
     target = talos.forward_kinematics(talos.random_configuration(6, generator=gen), frame)
@@ -227,9 +226,7 @@ def test_bad_targets_are_refused():
 def test_numpy_path_matches_the_chain_on_every_leaf(urdf):
     from robojac.ik._path import SerialPath
 
-    if not (ROBOTS / urdf).exists():
-        pytest.skip(f"{urdf} not found")
-    chain = Chain.from_urdf(ROBOTS / urdf)
+    chain = Chain.from_urdf(_urdf(urdf))
     q = chain.random_configuration(5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for leaf in chain.tree.leaves():
         try:
@@ -437,9 +434,7 @@ def test_targets_on_the_gpu_are_solved_there():
 def test_targets_file_and_cli(tmp_path, capsys):
     from robojac.cli import main
 
-    arm_urdf = ROBOTS / "ur5.urdf"
-    if not arm_urdf.exists():
-        pytest.skip(f"{arm_urdf} not found")
+    arm_urdf = _urdf("ur5.urdf")
     chain = Chain.from_urdf(arm_urdf, tip="ee_link")
     X = chain.forward_kinematics(chain.random_configuration(3, generator=torch.Generator().manual_seed(8)), "ee_link")
     rows = X.tensor().numpy()

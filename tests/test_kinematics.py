@@ -8,21 +8,18 @@ import pypose as pp
 import pytest
 import torch
 
+from robojac.data import path as data_path
 from robojac.jacobian import modjac
 from robojac.kinematics import Chain, DHRow, Joint, JointType, KinematicTreeError, Mimic, PoseTransform, UrdfError
 from robojac.models import planar_arm, sample_arm
 
 from helpers import max_err
 
-ROBOTS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "robots"
 URDFS = ["panda.urdf", "kuka_iiwa14.urdf", "ur5.urdf", "simple_humanoid.urdf", "talos_reduced.urdf"]
 
 
 def _robot(name):
-    path = ROBOTS / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared data folder beside the project)")
-    return path
+    return data_path(f"robots/{name}")
 
 
 def _pin_configuration(pin, model, chain, q):
