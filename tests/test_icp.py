@@ -1,5 +1,6 @@
 """robojac.icp: known transforms recovered, real scans against their registration, batches, errors."""
 
+import gzip
 import math
 import pathlib
 
@@ -8,21 +9,18 @@ import pypose as pp
 import pytest
 import torch
 
-from robojac.icp import ICPConfig, NearestNeighbors, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample
+from robojac.data import path as data_path
+from robojac.icp import ICPConfig, PLYError, NearestNeighbors, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample
 from robojac.lie import _ops as ops
 from robojac.optim import RobustKernel
 
 from helpers import max_err
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "pointclouds"
-
-
 def _bunny():
-    if not (DATA / "bunny" / "bun.conf").exists():
-        pytest.skip("the shared point-cloud data is not beside the project")
-    conf = read_stanford_conf(DATA / "bunny" / "bun.conf")
+    conf = read_stanford_conf(data_path("pointclouds/bunny/bun.conf"))
     T_gt = torch.linalg.inv(conf["bun000.ply"]) @ conf["bun045.ply"]
-    return read_point_cloud(DATA / "bunny" / "bun045.ply"), read_point_cloud(DATA / "bunny" / "bun000.ply"), T_gt
+    return (read_point_cloud(data_path("pointclouds/bunny/bun045.ply")),
+            read_point_cloud(data_path("pointclouds/bunny/bun000.ply")), T_gt)
 
 
 def _surface(n=1500, seed=0):
@@ -377,7 +375,7 @@ def test_icp_command_registers_the_bunny_and_reports_bad_input(tmp_path, capsys)
     from robojac.cli import main
 
     _, _, T_gt = _bunny()
-    src, tgt = DATA / "bunny" / "bun045.ply", DATA / "bunny" / "bun000.ply"
+    src, tgt = data_path("pointclouds/bunny/bun045.ply"), data_path("pointclouds/bunny/bun000.ply")
     out, pic = tmp_path / "T.txt", tmp_path / "aligned.png"
     assert main(["icp", str(src), str(tgt), "--voxel", "0.003", "--out", str(out), "--plot", str(pic), "--up", "y"]) == 0
     deg, m = _err(torch.from_numpy(np.loadtxt(out)), T_gt)
@@ -390,3 +388,80 @@ def test_icp_command_registers_the_bunny_and_reports_bad_input(tmp_path, capsys)
     assert "--init" in err and "expected 16 numbers" in err
     assert main(["icp", str(tmp_path / "missing.ply"), str(tgt)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# ---- PLY files: read as Open3D reads them, and refused when they do not match their header ----
+def _plain(tmp_path, name):
+    """An uncompressed copy of a shipped ``.ply.gz`` (what Open3D, the reference, can read)."""
+    out = tmp_path / pathlib.Path(name).name
+    out.write_bytes(gzip.decompress(data_path(name + ".gz").read_bytes()))
+    return out
+
+
+@pytest.mark.parametrize("name", ["pointclouds/bunny/bun000.ply", "pointclouds/lidar_small_gicp/source.ply"])
+def test_ply_files_read_as_open3d_reads_them(tmp_path, name):
+    import open3d as o3d
+
+    plain = _plain(tmp_path, name)
+    ref = np.asarray(o3d.io.read_point_cloud(str(plain)).points)
+    assert np.array_equal(read_point_cloud(plain).numpy(), ref)
+    assert np.array_equal(read_point_cloud(data_path(name)).numpy(), ref)  # the .gz, read directly
+    assert read_point_cloud(plain, dtype=torch.float32).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name, cut", [("pointclouds/bunny/bun000.ply", 0.5), ("pointclouds/bunny/bun000.ply", 0.97),
+                                       ("pointclouds/lidar_small_gicp/source.ply", 0.6)])
+def test_truncated_ply_files_are_refused_naming_the_file(tmp_path, name, cut):
+    plain = _plain(tmp_path, name)
+    raw = plain.read_bytes()
+    short = tmp_path / "short.ply"
+    short.write_bytes(raw[: int(len(raw) * cut)])
+    with pytest.raises(PLYError, match=r"short\.ply: truncated"):
+        read_point_cloud(short)
+
+
+def _tiny_binary_ply(faces: bool) -> bytes:
+    head = "ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty double x\nproperty double y\n" \
+           "property double z\nproperty uchar red\n"
+    if faces:
+        head += "element face 1\nproperty list uchar int vertex_indices\n"
+    body = b"".join(np.array([k, 2 * k, 3 * k], "<f8").tobytes() + bytes([k]) for k in range(3))
+    if faces:
+        body += bytes([3]) + np.array([0, 1, 2], "<i4").tobytes()
+    return (head + "end_header\n").encode() + body
+
+
+def test_ply_with_other_properties_and_faces(tmp_path):
+    p = tmp_path / "t.ply"
+    p.write_bytes(_tiny_binary_ply(faces=True))
+    assert read_point_cloud(p).tolist() == [[0, 0, 0], [1, 2, 3], [2, 4, 6]]
+    p.write_bytes(_tiny_binary_ply(faces=True)[:-4])
+    with pytest.raises(PLYError, match="truncated inside element 'face'"):
+        read_point_cloud(p)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+     "1 2 3\n4 oops 6\n", r"bad\.ply:9: expected 3 numbers for a vertex, got '4 oops 6'"),
+    ("ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+     "1 2 3\n4 5 6\n7 8 9\n", r"bad\.ply:10: 1 more data lines than the header declares \(2\)"),
+    ("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n1 2\n",
+     r"bad\.ply:3: the vertex element has no z property"),
+    ("ply\nformat binary_middle_endian 1.0\nend_header\n", r"bad\.ply:2: unknown format"),
+    ("solid\n", r"bad\.ply: not a PLY file"),
+])
+def test_corrupt_ply_files_say_where(tmp_path, text, match):
+    p = tmp_path / "bad.ply"
+    p.write_text(text)
+    with pytest.raises(PLYError, match=match):
+        read_point_cloud(p)
+
+
+def test_icp_command_refuses_a_truncated_file(tmp_path, capsys):
+    from robojac.cli import main
+
+    plain = _plain(tmp_path, "pointclouds/bunny/bun045.ply")
+    short = tmp_path / "short.ply"
+    short.write_bytes(plain.read_bytes()[:300_000])
+    assert main(["icp", str(short), str(data_path("pointclouds/bunny/bun000.ply"))]) == 2
+    assert "short.ply: truncated" in capsys.readouterr().err

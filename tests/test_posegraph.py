@@ -1,5 +1,6 @@
 """robojac.posegraph: reference optima, independent cost evaluation, exact recovery, files, errors."""
 
+import gzip
 import json
 import math
 import pathlib
@@ -10,20 +11,15 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from robojac.data import path as data_path
 from robojac.optim import RobustKernel
 from robojac.posegraph import G2OError, PGOConfig, PoseGraph, PoseGraphError, SE2BetweenResidual, optimize, read_g2o, write_g2o
 from robojac.posegraph._se2 import se2_compose, se2_exp, se2_log
 
 from helpers import max_err
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "posegraph"
-
-
 def _data(name):
-    path = DATA / f"{name}.g2o"
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared data folder beside the project)")
-    return path
+    return data_path(f"posegraph/{name}.g2o")
 
 
 # ---- an evaluation of the cost that shares no code with robojac ----------------------------
@@ -82,7 +78,7 @@ def independent_cost(graph: PoseGraph, poses) -> float:
     return 0.5 * float(np.einsum("ea,eab,eb->", r, info, r))
 
 
-OPTIMA = json.loads((DATA / "gtsam_optima.json").read_text()) if (DATA / "gtsam_optima.json").exists() else {}
+OPTIMA = json.loads(data_path("posegraph/gtsam_optima.json").read_text())
 
 
 @pytest.mark.parametrize("name", ["tinyGrid3D", "smallGrid3D", "parking-garage", "sphere2500", "MIT", "intel",
@@ -364,7 +360,7 @@ def test_g2o_write_read_round_trip(name, tmp_path):
     assert max_err(back.measurements, graph.measurements) < 1e-12
     assert max_err(back.information, graph.information) < 1e-9
     assert float(back.cost().detach()) == pytest.approx(float(graph.cost().detach()), rel=1e-10)
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
@@ -378,7 +374,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr("os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_g2o(graph, target)
-    assert target.read_text() == "previous content\n" and not list(tmp_path.glob(".*.tmp"))
+    assert target.read_text() == "previous content\n" and not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_files_without_vertices_get_an_odometry_estimate():
@@ -398,7 +394,7 @@ EDGE_3D = "EDGE_SE3:QUAT 0 1 1 0 0 0 0 0 1 " + " ".join(["1 0 0 0 0 0", "1 0 0 0
     "text, match",
     [
         (G2O_3D + EDGE_3D.replace("0 1 1", "0 7 1", 1), r":3: edge 0->7 refers to vertex 7, which the file does not define"),
-        (G2O_3D + EDGE_3D.replace(" 1 0 0 0 0 0 1 0 0", " -1 0 0 0 0 0 1 0 0", 1), r"\(line 3\): information matrix is not positive definite"),
+        (G2O_3D + EDGE_3D.replace(" 1 0 0 0 0 0 1 0 0", " -1 0 0 0 0 0 1 0 0", 1), r"1 of 1 information matrices are not positive definite \(the first: edge 0->1 at .*:3\)"),
         (G2O_3D.replace("0 0 0 1\nVERTEX", "0 0 0 3\nVERTEX", 1) + EDGE_3D, r":1: quaternion .* has length 3; refused"),
         (G2O_3D + EDGE_3D.replace("0 1 1 0", "0 1 nan 0", 1), r":3: EDGE_SE3:QUAT: value 1 'nan' is not finite"),
         (G2O_3D + EDGE_3D.replace("0 1 1 0", "0 1 x 0", 1), r":3: EDGE_SE3:QUAT: value 1 'x' is not a number"),
@@ -415,6 +411,53 @@ def test_bad_files_name_the_line(tmp_path, text, match):
         read_g2o(p)
 
 
+def _with_indefinite_information(tmp_path, every=3):
+    """smallGrid3D with the sign of the x-information flipped on every ``every``-th edge (as in
+    cubicle.g2o, whose information matrices are a third indefinite)."""
+    lines = gzip.decompress(_data("smallGrid3D").read_bytes()).decode().split("\n")
+    flipped, k = [], 0
+    for n, line in enumerate(lines):
+        tok = line.split()
+        if tok and tok[0] == "EDGE_SE3:QUAT":
+            if k % every == 0:
+                tok[10] = repr(-float(tok[10]))
+                lines[n] = " ".join(tok)
+                flipped.append(k)
+            k += 1
+    path = tmp_path / "indefinite.g2o"
+    path.write_text("\n".join(lines))
+    return path, flipped
+
+
+def test_indefinite_information_is_refused_with_a_count_and_a_remedy(tmp_path):
+    path, flipped = _with_indefinite_information(tmp_path)
+    with pytest.raises(G2OError, match=rf"{len(flipped)} of 297 information matrices are not positive definite "
+                                       rf"\(the first: edge \d+->\d+ at .*indefinite.g2o:\d+\); "
+                                       r"read_g2o\(path, information='nearest_pd'\)"):
+        read_g2o(path)
+    with pytest.raises(ValueError, match="information: expected one of"):
+        read_g2o(path, information="clip")
+
+
+def test_nearest_pd_repairs_only_the_indefinite_matrices(tmp_path, caplog):
+    path, flipped = _with_indefinite_information(tmp_path)
+    original = read_g2o(_data("smallGrid3D"))
+    graph = read_g2o(path, information="nearest_pd")
+    assert f"replaced {len(flipped)} of 297 information matrices" in caplog.text
+    info, ref = graph.information.numpy(), original.information.numpy()
+    kept = np.setdiff1d(np.arange(297), flipped)
+    assert np.array_equal(info[kept], ref[kept])
+    w = np.linalg.eigvalsh(info[flipped])
+    assert (w > 0).all()
+    # the file's matrices are diagonal: the nearest positive definite one clips the negative entry
+    for k in flipped[:5]:
+        expected = ref[k].copy()
+        expected[0, 0] = 1e-6 * np.abs(np.diag(ref[k])).max()
+        assert np.allclose(info[k], expected, rtol=1e-12, atol=1e-12 * np.abs(ref[k]).max())
+    result = optimize(graph, PGOConfig(method="gn"))
+    assert result.converged and np.isfinite(result.cost)
+
+
 @pytest.mark.parametrize("name", ["tinyGrid3D", "smallGrid3D", "intel", "kitti_00"])
 def test_column_reader_equals_the_line_reader(name):
     """Well-formed files are read a column at a time; the line-by-line reader (the one that
@@ -422,7 +465,7 @@ def test_column_reader_equals_the_line_reader(name):
     from robojac.posegraph import _g2o
 
     path = _data(name)
-    lines = path.read_text().split("\n")
+    lines = gzip.decompress(path.read_bytes()).decode().split("\n")
     fast, slow = _g2o._parse_columns(lines), _g2o._parse_lines(path, lines)
     assert fast is not None and fast.dim == slow.dim and fast.fixed == slow.fixed
     for field in ("vertex_ids", "vertex_lines", "vertices", "edge_ids", "edge_lines", "measurements", "information"):

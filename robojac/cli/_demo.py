@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import time
 
+from .._files import save_figure_atomic
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="a short tour: tangent-space Jacobians, batched kinematics, pictures")
@@ -86,14 +88,15 @@ def run(args) -> int:
     home = torch.tensor([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], dtype=torch.float64)
     ax = viz.plot_arm(arm, home)
     ax.set_title("7-DoF sample arm (Panda kinematics) at home")
-    ax.figure.savefig(out / "arm7.png", dpi=110)
+    save_figure_atomic(ax.figure, out / "arm7.png", dpi=110)
     ax = viz.plot_jacobian_heatmap(arm.jacobian(home), col_labels=arm.joint_names, title="Which joint moves the tool how")
     ax.figure.tight_layout()
-    ax.figure.savefig(out / "jacobian7.png", dpi=110)
+    save_figure_atomic(ax.figure, out / "jacobian7.png", dpi=110)
     planar = planar_arm((1.0, 0.8, 0.5))
     s = torch.linspace(0, 1, 30, dtype=torch.float64)[:, None]
     qs = torch.tensor([-0.3, 1.2, -0.8]) + s * torch.tensor([1.5, -1.0, 1.4])
-    viz.plot_trajectory_strip(planar, qs, num_frames=5, title="3-link planar arm").savefig(out / "planar_strip.png", dpi=90)
+    strip = viz.plot_trajectory_strip(planar, qs, num_frames=5, title="3-link planar arm")
+    save_figure_atomic(strip, out / "planar_strip.png", dpi=90)
     viz.animate_arm(planar, qs, out / "planar.gif", fps=10)
 
     _section("4. Inverse kinematics of the 7-DoF arm")
@@ -112,7 +115,7 @@ def run(args) -> int:
           f"error {float(one.pos_err) * 1e3:.4f} mm / {float(one.rot_err):.1e} rad")
     ax = viz.plot_arm(arm, one.q, target=targets.tensor()[0])
     ax.set_title("IK: the arm placing its tool on a target pose")
-    ax.figure.savefig(out / "ik7.png", dpi=110)
+    save_figure_atomic(ax.figure, out / "ik7.png", dpi=110)
     plt.close("all")
     print(f"\npictures written to {out.resolve()}/")
     return 0

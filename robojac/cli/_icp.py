@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import time
 
+from .._files import save_figure_atomic, write_text_atomic
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("icp", help="register SOURCE to TARGET (PLY/PCD/XYZ) and print T_target_source",
@@ -53,8 +55,6 @@ def run(args) -> int:
     if args.out:
         import io
 
-        from .._files import write_text_atomic
-
         buf = io.StringIO()
         np.savetxt(buf, T)
         write_text_atomic(args.out, buf.getvalue())
@@ -71,8 +71,7 @@ def run(args) -> int:
         fig = viz.plot_registration_before_after(source, target, T0, result.T_target_source,
                                                  titles=("initial guess", f"{args.method}, fitness {float(result.fitness):.2f}"),
                                                  vertical_axis=args.up)
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.plot, dpi=110)
+        save_figure_atomic(fig, args.plot, dpi=110)
         plt.close(fig)
         print(f"wrote {args.plot}")
     return 0 if bool(result.converged) else 1

@@ -6,6 +6,8 @@ import pathlib
 import sys
 import time
 
+from .._files import atomic_path, save_figure_atomic
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ik", help="inverse kinematics of a URDF robot for one target or a file of targets",
@@ -82,10 +84,10 @@ def run(args) -> int:
         print(f"solved {int(ok.sum())}/{N} ({float(ok.double().mean()) * 100:.2f}%) in {elapsed:.2f} s "
               f"({N / elapsed:,.0f} targets/s); median position error {float(pe.median()) * 1e3:.4f} mm")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         table = np.concatenate((q.numpy(), ok.double().numpy()[:, None], pe.numpy()[:, None], re.numpy()[:, None]), 1)
         header = " ".join(chain.joint_names) + " converged pos_err_m rot_err_rad"
-        np.savetxt(args.out, table, fmt="%.9g", header=header)
+        with atomic_path(args.out) as tmp:
+            np.savetxt(tmp, table, fmt="%.9g", header=header)
         print(f"wrote {args.out}")
     if args.plot:
         _plot(chain, q[0], targets[0].double(), args)
@@ -102,7 +104,6 @@ def _plot(chain, q, target, args) -> None:
 
     ax = viz.plot_arm(chain, q, frame=args.tip, target=target.numpy())
     ax.set_title(f"{chain.name}: IK for {args.tip}")
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    ax.figure.savefig(args.plot, dpi=110)
+    save_figure_atomic(ax.figure, args.plot, dpi=110)
     plt.close(ax.figure)
     print(f"wrote {args.plot}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import time
 
+from .._files import save_figure_atomic
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("pgo", help="optimize a g2o pose graph (2D or 3D)",
@@ -12,6 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("input", type=pathlib.Path, help="g2o file (VERTEX_SE2/EDGE_SE2 or VERTEX_SE3:QUAT/EDGE_SE3:QUAT)")
     p.add_argument("-o", "--output", type=pathlib.Path, help="write the optimized graph here (g2o)")
     p.add_argument("--init", choices=("chordal", "odometry", "file"), default="chordal")
+    p.add_argument("--information", choices=("refuse", "nearest_pd"), default="refuse",
+                   help="information matrices that are not positive definite: refuse the file (default), or replace "
+                        "each by the nearest positive definite matrix, with a warning")
     p.add_argument("--method", choices=("lm", "gn"), default="lm")
     p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none")
     p.add_argument("--kernel-scale", type=float, default=1.0, help="robust kernel scale, in whitened residual units")
@@ -27,7 +32,7 @@ def run(args) -> int:
     from ..posegraph import PGOConfig, optimize, read_g2o, write_g2o
 
     t0 = time.perf_counter()
-    graph = read_g2o(args.input)
+    graph = read_g2o(args.input, information=args.information)
     print(f"read {args.input}: {graph.dim}D, {graph.num_poses} poses, {graph.num_edges} edges "
           f"({time.perf_counter() - t0:.2f} s); initial cost {float(graph.cost().detach()):.9g}")
 
@@ -80,8 +85,7 @@ def run(args) -> int:
         viz.plot_pose_graph(graph, result.poses, ax2, vmax=vmax, title=f"after, cost {result.cost:.6g}")
         viz.plot_cost_history({f"{args.method.upper()} from {args.init}": result}, fig.add_subplot(1, 3, 3))
         fig.tight_layout()
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.plot, dpi=110)
+        save_figure_atomic(fig, args.plot, dpi=110)
         plt.close(fig)
         print(f"wrote {args.plot}")
     return 0 if result.converged else 1

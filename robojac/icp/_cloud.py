@@ -8,7 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
+from .._files import read_text
+from ._ply import PLYError, read_ply
+
+__all__ = ["PLYError", "as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
            "knn_covariances_many", "normals_from_covariances"]
 
 
@@ -33,12 +36,26 @@ def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor
 
 
 def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
-    """Points ``(N, 3)`` of a PLY/PCD/XYZ file (through Open3D)."""
+    """Points ``(N, 3)`` of a PLY (``.ply`` or ``.ply.gz``), PCD or XYZ file.
+
+    PLY files are read by robojac and checked against their header: a truncated or corrupt file
+    raises :class:`PLYError` naming the file, instead of coming back padded with zeros.  Other
+    formats go through Open3D; a file it cannot read raises ``ValueError``.
+    """
+    path = pathlib.Path(path)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating-point torch dtype, got {dtype!r}")
+    name = path.name.lower()
+    if name.endswith((".ply", ".ply.gz")):
+        return torch.from_numpy(read_ply(path)).to(dtype)
+    if name.endswith(".gz"):
+        raise ValueError(f"{path}: only PLY files can be read gzip-compressed (.ply.gz); decompress it first")
     import open3d as o3d
 
-    path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"point cloud file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: expected a point cloud file, got a folder")
     pcd = o3d.io.read_point_cloud(str(path))
     pts = np.asarray(pcd.points)
     if len(pts) == 0:
@@ -152,7 +169,7 @@ def read_stanford_conf(path) -> dict[str, Tensor]:
 
     path = pathlib.Path(path)
     out = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path, "Stanford .conf file").splitlines(), start=1):
         tok = line.split()
         if not tok or tok[0] != "bmesh":
             continue

@@ -8,6 +8,8 @@ import pathlib
 import torch
 from torch import Tensor
 
+from .._files import read_text
+
 __all__ = ["read_targets"]
 
 
@@ -19,10 +21,8 @@ def read_targets(path) -> Tensor:
     then normalised).  A line that breaks this raises a ``ValueError`` naming the file and line.
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"targets file not found: {path}")
     rows, width = [], None
-    for no, raw in enumerate(path.read_text().splitlines(), 1):
+    for no, raw in enumerate(read_text(path, "targets file").splitlines(), 1):
         line = raw.split("#", 1)[0].replace(",", " ").strip()
         if not line:
             continue

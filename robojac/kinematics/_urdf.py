@@ -12,6 +12,7 @@ import os
 from xml.etree import ElementTree as ET
 from xml.parsers import expat
 
+from .._files import read_text
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy
 from ._tree import KinematicTreeError
 
@@ -28,10 +29,7 @@ class UrdfError(ValueError):
 def _read(source) -> tuple[str, str]:
     if isinstance(source, os.PathLike) or (isinstance(source, str) and not source.lstrip().startswith("<")):
         path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"URDF file not found: {path}")
-        with open(path, encoding="utf-8") as fh:
-            return fh.read(), path
+        return read_text(path, "URDF file"), path
     if isinstance(source, bytes):
         return source.decode("utf-8"), "<urdf string>"
     if isinstance(source, str):

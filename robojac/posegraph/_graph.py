@@ -90,7 +90,11 @@ class PoseGraph(nn.Module):
         L, status = torch.linalg.cholesky_ex(info)
         if (status != 0).any():
             bad = int(torch.nonzero(status)[0])
-            raise PoseGraphError(f"{self._edge_name(bad, edges, vertex_ids)}: information matrix is not positive definite")
+            raise PoseGraphError(
+                f"{int((status != 0).sum())} of {E} information matrices are not positive definite (the first: "
+                f"{self._edge_name(bad, edges, vertex_ids)}); a g2o file can be read with "
+                "read_g2o(path, information='nearest_pd') to replace them by the nearest positive definite ones"
+            )
         ids = torch.arange(N) if vertex_ids is None else torch.as_tensor(vertex_ids, dtype=torch.long)
         self.poses = pp.Parameter(pp.SE3(X.clone()))
         self.register_buffer("edges", edges)

@@ -11,7 +11,7 @@ import pypose as pp
 import torch
 from torch import Tensor
 
-from .._files import write_text_atomic
+from .._files import read_text, write_text_atomic
 from ..lie import _ops as ops
 from ..lie import se3_tensor
 
@@ -56,22 +56,19 @@ class Trajectory:
 
 def _read_matrix(path, columns: int, what: str) -> np.ndarray:
     path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {path}")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            tokens = text.replace(",", " ").split()
-            if len(tokens) != columns:
-                raise TrajectoryError(f"{path}:{lineno}: a {what} line needs {columns} numbers, got {len(tokens)}")
-            try:
-                rows.append([float(t) for t in tokens])
-            except ValueError:
-                bad = next(t for t in tokens if not _is_float(t))
-                raise TrajectoryError(f"{path}:{lineno}: {bad!r} is not a number") from None
+    for lineno, line in enumerate(read_text(path, f"{what} file").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        tokens = text.replace(",", " ").split()
+        if len(tokens) != columns:
+            raise TrajectoryError(f"{path}:{lineno}: a {what} line needs {columns} numbers, got {len(tokens)}")
+        try:
+            rows.append([float(t) for t in tokens])
+        except ValueError:
+            bad = next(t for t in tokens if not _is_float(t))
+            raise TrajectoryError(f"{path}:{lineno}: {bad!r} is not a number") from None
     if not rows:
         raise TrajectoryError(f"{path}: no poses found")
     mat = np.array(rows)

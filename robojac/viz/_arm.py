@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._files import atomic_path
+
 from ._style import PALETTE, equal_3d, new_axes
 
 __all__ = ["plot_arm", "plot_trajectory_strip", "animate_arm", "plot_end_effector_path", "plot_jacobian_heatmap"]
@@ -185,7 +187,8 @@ def animate_arm(chain, qs, path, *, fps: int = 15, view: str = "auto", targets=N
         ax.set_title(title or f"{chain.name}  step {i + 1}/{len(qs)}", fontsize=9)
 
     anim = FuncAnimation(fig, draw, frames=len(qs))
-    anim.save(str(path), writer=PillowWriter(fps=fps))
+    with atomic_path(path) as tmp:
+        anim.save(str(tmp), writer=PillowWriter(fps=fps))
     plt.close(fig)
     return str(path)
 
