@@ -41,10 +41,10 @@ def manifold_fd(f, X: pp.LieTensor, eps: float = 1e-6) -> torch.Tensor:
     """
     dof = GROUPS[_name(X)][2]
     out = f(X)
-    J = torch.zeros(out.shape + X.shape[:-1] + (dof,), dtype=out.dtype)
+    J = torch.zeros(out.shape + X.shape[:-1] + (dof,), dtype=out.dtype, device=out.device)
     flat = J.view(out.shape + (-1,))
     for n in range(X.shape[:-1].numel() * dof if X.dim() > 1 else dof):
-        d = torch.zeros(X.shape[:-1].numel() * dof, dtype=X.dtype)
+        d = torch.zeros(X.shape[:-1].numel() * dof, dtype=X.dtype, device=X.device)
         d[n] = eps
         d = d.view(X.shape[:-1] + (dof,))
         flat[..., n] = (f(left_perturb(X, d)) - f(left_perturb(X, -d))) / (2 * eps)
@@ -54,9 +54,9 @@ def manifold_fd(f, X: pp.LieTensor, eps: float = 1e-6) -> torch.Tensor:
 def euclid_fd(f, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Central differences of ``f`` at ``x``: ``f(x).shape + x.shape``."""
     out = f(x)
-    J = torch.zeros(out.shape + (x.numel(),), dtype=out.dtype)
+    J = torch.zeros(out.shape + (x.numel(),), dtype=out.dtype, device=out.device)
     for n in range(x.numel()):
-        d = torch.zeros(x.numel(), dtype=x.dtype)
+        d = torch.zeros(x.numel(), dtype=x.dtype, device=x.device)
         d[n] = eps
         d = d.view(x.shape)
         J[..., n] = (f(x + d) - f(x - d)) / (2 * eps)
@@ -64,4 +64,9 @@ def euclid_fd(f, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def max_err(a, b) -> float:
+    """The largest absolute difference; both on one device (a test that mixes devices fails here)."""
+    a = a.as_subclass(torch.Tensor) if hasattr(a, "ltype") else a
+    b = b.as_subclass(torch.Tensor) if hasattr(b, "ltype") else torch.as_tensor(b, device=a.device)
+    if a.device != b.device:
+        raise AssertionError(f"compared tensors on {a.device} and {b.device}")
     return float((a - b).detach().abs().max()) if a.numel() else 0.0

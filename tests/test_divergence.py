@@ -9,8 +9,10 @@ from robojac.jacobian import batch_jacobian, divergence
 from helpers import max_err
 
 
-def _net():
-    return nn.Sequential(nn.Flatten(1), nn.Linear(24, 32), nn.Tanh(), nn.Linear(32, 24), nn.Unflatten(1, (2, 3, 4))).double()
+def _net(device):
+    with device:  # the layers' parameters are created there
+        return nn.Sequential(nn.Flatten(1), nn.Linear(24, 32), nn.Tanh(), nn.Linear(32, 24),
+                             nn.Unflatten(1, (2, 3, 4))).double()
 
 
 def _reference(net, x):
@@ -19,38 +21,38 @@ def _reference(net, x):
 
 @pytest.mark.parametrize("strategy", ["forward-mode", "reverse-mode"])
 @pytest.mark.parametrize("chunk_size", [None, 5])
-def test_batch_jacobian_of_a_k_d1_d2_d3_function(strategy, chunk_size):
-    net = _net()
-    x = torch.randn(7, 2, 3, 4, dtype=torch.float64)
+def test_batch_jacobian_of_a_k_d1_d2_d3_function(strategy, chunk_size, device):
+    net = _net(device)
+    x = torch.randn(7, 2, 3, 4, dtype=torch.float64, device=device)
     J = batch_jacobian(net, x, strategy=strategy, chunk_size=chunk_size)
     assert J.shape == (7, 2, 3, 4, 2, 3, 4)
     assert max_err(J, _reference(net, x)) < 1e-14
 
 
-def test_batch_jacobian_of_a_shape_changing_function():
-    W = torch.randn(5, 3, dtype=torch.float64)
+def test_batch_jacobian_of_a_shape_changing_function(device):
+    W = torch.randn(5, 3, dtype=torch.float64, device=device)
     f = lambda x: torch.tanh(x @ W.T)  # noqa: E731  (k, 3) -> (k, 5)
-    x = torch.randn(4, 3, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64, device=device)
     for s in ("forward-mode", "reverse-mode"):
         J = batch_jacobian(f, x, strategy=s)
         ref = torch.stack([torch.autograd.functional.jacobian(lambda z: f(z[None])[0], xi) for xi in x])
         assert J.shape == (4, 5, 3) and max_err(J, ref) < 1e-14
 
 
-def test_exact_divergence_is_the_trace(dtype):
-    net = _net().to(dtype)
-    x = torch.randn(7, 2, 3, 4, dtype=dtype)
+def test_exact_divergence_is_the_trace(dtype, device):
+    net = _net(device).to(dtype)
+    x = torch.randn(7, 2, 3, 4, dtype=dtype, device=device)
     ref = _reference(net, x).reshape(7, 24, 24).diagonal(dim1=-2, dim2=-1).sum(-1)
     for cs in (None, 7):
         assert max_err(divergence(net, x, chunk_size=cs), ref) < (1e-12 if dtype == torch.float64 else 1e-4)
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
-def test_hutchinson_estimate_is_unbiased_with_shrinking_error(distribution):
-    net = _net()
-    x = torch.randn(7, 2, 3, 4, dtype=torch.float64)
+def test_hutchinson_estimate_is_unbiased_with_shrinking_error(distribution, device):
+    net = _net(device)
+    x = torch.randn(7, 2, 3, 4, dtype=torch.float64, device=device)
     exact = divergence(net, x)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device).manual_seed(0)
     errs = []
     for n in (50, 5000):
         est = torch.stack([divergence(net, x, method="hutchinson", num_samples=n, generator=g, distribution=distribution) for _ in range(8)])
@@ -60,15 +62,15 @@ def test_hutchinson_estimate_is_unbiased_with_shrinking_error(distribution):
     assert errs[1] < 0.1 * float(exact.detach().abs().mean()) + 0.02
 
 
-def test_divergence_bad_input():
+def test_divergence_bad_input(device):
     f = lambda x: x  # noqa: E731
     with pytest.raises(ValueError, match="method: expected 'exact' or 'hutchinson'"):
-        divergence(f, torch.randn(2, 3), method="approx")
+        divergence(f, torch.randn(2, 3, device=device), method="approx")
     with pytest.raises(ValueError, match="needs an output shaped like x"):
-        divergence(lambda x: x[:, :2], torch.randn(2, 3))
+        divergence(lambda x: x[:, :2], torch.randn(2, 3, device=device))
     with pytest.raises(ValueError, match="leading batch dimension"):
-        divergence(f, torch.tensor(1.0))
+        divergence(f, torch.tensor(1.0, device=device))
     with pytest.raises(ValueError, match="same leading batch size"):
-        batch_jacobian(lambda x: x.sum(0), torch.randn(2, 3))
+        batch_jacobian(lambda x: x.sum(0), torch.randn(2, 3, device=device))
     with pytest.raises(ValueError, match="num_samples: expected a positive int"):
-        divergence(f, torch.randn(2, 3), method="hutchinson", num_samples=0)
+        divergence(f, torch.randn(2, 3, device=device), method="hutchinson", num_samples=0)

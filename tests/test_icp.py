@@ -16,35 +16,47 @@ from robojac.optim import RobustKernel
 
 from helpers import max_err
 
-def _bunny():
+CPU = torch.device("cpu")
+
+
+def _bunny(device=CPU):
     conf = read_stanford_conf(data_path("pointclouds/bunny/bun.conf"))
     T_gt = torch.linalg.inv(conf["bun000.ply"]) @ conf["bun045.ply"]
-    return (read_point_cloud(data_path("pointclouds/bunny/bun045.ply")),
-            read_point_cloud(data_path("pointclouds/bunny/bun000.ply")), T_gt)
+    return (read_point_cloud(data_path("pointclouds/bunny/bun045.ply")).to(device),
+            read_point_cloud(data_path("pointclouds/bunny/bun000.ply")).to(device), T_gt.to(device))
 
 
-def _surface(n=1500, seed=0):
+def _rand(*shape, g):
+    """Seeded draws on the CPU (the same numbers whatever the test's device)."""
+    return torch.rand(*shape, dtype=torch.float64, generator=g, device=CPU)
+
+
+def _randn(*shape, g):
+    return torch.randn(*shape, dtype=torch.float64, generator=g, device=CPU)
+
+
+def _surface(n=1500, seed=0, device=CPU):
     """A bumpy, asymmetric surface patch plus a wall: well-constrained in all six directions."""
     g = torch.Generator().manual_seed(seed)
-    u, v = torch.rand(n, dtype=torch.float64, generator=g) * 2 - 1, torch.rand(n, dtype=torch.float64, generator=g) * 2 - 1
+    u, v = _rand(n, g=g) * 2 - 1, _rand(n, g=g) * 2 - 1
     z = 0.3 * torch.sin(2.5 * u) * torch.cos(1.7 * v) + 0.1 * u * v
     floor = torch.stack((u, v, z), -1)
-    a, b = torch.rand(n // 3, dtype=torch.float64, generator=g) * 2 - 1, torch.rand(n // 3, dtype=torch.float64, generator=g)
+    a, b = _rand(n // 3, g=g) * 2 - 1, _rand(n // 3, g=g)
     wall = torch.stack((a, torch.full_like(a, 1.0) + 0.05 * torch.sin(3 * a), b), -1)
-    return torch.cat((floor, wall))
+    return torch.cat((floor, wall)).to(device)
 
 
-def _distinct_pairs(count: int, seed: int, n_target, n_source, scale: float, noise: float = 0.0):
+def _distinct_pairs(count: int, seed: int, n_target, n_source, scale: float, noise: float = 0.0, device=CPU):
     """``count`` ragged pairs with distinct targets (surfaces of ``n_target(k)`` points) and sources
     (their first ``n_source(k)`` points, moved by a random pose of size ``scale``, plus noise)."""
     g = torch.Generator().manual_seed(seed)
     sources, targets = [], []
     for k in range(count):
         tgt = _surface(n_target(k), seed=seed * 10 + k)
-        T = pp.se3(scale * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        T = pp.se3(scale * _randn(6, g=g)).Exp()
         n = n_source(k)
-        sources.append(T.Inv().Act(tgt[:n]) + noise * torch.randn(n, 3, dtype=torch.float64, generator=g))
-        targets.append(tgt)
+        sources.append((T.Inv().Act(tgt[:n]) + noise * _randn(n, 3, g=g)).to(device))
+        targets.append(tgt.to(device))
     return sources, targets
 
 
@@ -55,9 +67,9 @@ def _err(T, T_gt):
 
 @pytest.mark.parametrize("method", ["point_to_point", "point_to_plane", "gicp"])
 @pytest.mark.parametrize("kernel", ["none", "huber", "cauchy", "geman_mcclure", "tukey"])
-def test_known_transforms_are_recovered(method, kernel):
-    target = _surface()
-    T = pp.se3(torch.tensor([0.05, -0.03, 0.02, 0.06, -0.04, 0.08], dtype=torch.float64)).Exp()
+def test_known_transforms_are_recovered(method, kernel, device):
+    target = _surface(device=device)
+    T = pp.se3(torch.tensor([0.05, -0.03, 0.02, 0.06, -0.04, 0.08], dtype=torch.float64, device=device)).Exp()
     source = T.Inv().Act(target)  # target = T * source, point for point
     cfg = ICPConfig(method=method, kernel=RobustKernel(kernel, 0.1), max_correspondence_distance=0.5, max_iterations=100,
                     rotation_tolerance=1e-10, translation_tolerance=1e-10)
@@ -68,24 +80,25 @@ def test_known_transforms_are_recovered(method, kernel):
 
 
 @pytest.mark.parametrize("method, deg_max, mm_max", [("gicp", 0.2, 0.5), ("point_to_plane", 0.6, 2.0)])
-def test_bunny_pair_against_the_stanford_registration(method, deg_max, mm_max):
-    src, tgt, T_gt = _bunny()
+def test_bunny_pair_against_the_stanford_registration(method, deg_max, mm_max, device):
+    src, tgt, T_gt = _bunny(device)
     r = align(src, tgt, config=ICPConfig(method=method, voxel_size=0.003, max_iterations=60))
     deg, dist = _err(r.matrix(), T_gt)
     assert deg < deg_max and dist * 1000 < mm_max, (deg, dist)
 
 
-def test_stanford_conf_convention_puts_the_scans_together():
-    src, tgt, T_gt = _bunny()
+def test_stanford_conf_convention_puts_the_scans_together(device):
+    src, tgt, T_gt = _bunny(device)
     moved = ops.se3_act(ops.matrix_to_se3(T_gt).reshape(1, 7), voxel_downsample(src, 0.002))
     d, _ = NearestNeighbors(tgt).query(moved)
     assert float(d.sqrt().median()) < 1e-3
 
 
-def test_restarts_reach_the_answer_from_far_away():
-    src, tgt, T_gt = _bunny()
+def test_restarts_reach_the_answer_from_far_away(device):
+    src, tgt, T_gt = _bunny(device)
     angle = math.radians(80)
-    R = ops.se3_to_matrix(torch.tensor([0, 0, 0, math.sin(angle / 2), 0, 0, math.cos(angle / 2)], dtype=torch.float64))
+    R = ops.se3_to_matrix(torch.tensor([0, 0, 0, math.sin(angle / 2), 0, 0, math.cos(angle / 2)], dtype=torch.float64,
+                                       device=device))
     init = T_gt @ R
     plain = align(src, tgt, init=init, config=ICPConfig(voxel_size=0.003, max_correspondence_distance=0.02))
     wide = align(src, tgt, init=init, config=ICPConfig(voxel_size=0.003, levels=(4, 1), max_correspondence_distance=0.02, restarts=8))
@@ -93,16 +106,16 @@ def test_restarts_reach_the_answer_from_far_away():
     assert _err(wide.matrix(), T_gt)[0] < 0.3
 
 
-def test_batched_equals_one_by_one_with_ragged_pairs():
+def test_batched_equals_one_by_one_with_ragged_pairs(device):
     target = _surface(1200)
     g = torch.Generator().manual_seed(2)
     sources, targets, truths = [], [], []
     for k in range(5):
-        T = pp.se3(0.05 * torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+        T = pp.se3(0.05 * _randn(6, g=g)).Exp()
         n = 600 + 100 * k
-        sources.append(T.Inv().Act(target[:n] + 0.001 * torch.randn(n, 3, dtype=torch.float64, generator=g)))
-        targets.append(target)
-        truths.append(T)
+        sources.append(T.Inv().Act(target[:n] + 0.001 * _randn(n, 3, g=g)).to(device))
+        targets.append(target.to(device))
+        truths.append(T.to(device))
     cfg = ICPConfig(method="gicp", max_correspondence_distance=0.5)
     batch = align(sources, targets, config=cfg)
     assert batch.T_target_source.shape == (5, 7) and batch.converged.shape == (5,)
@@ -113,22 +126,22 @@ def test_batched_equals_one_by_one_with_ragged_pairs():
         assert _err(one.matrix(), truths[k].matrix())[0] < 0.2
 
 
-def test_padded_batches_with_lengths_equal_lists():
+def test_padded_batches_with_lengths_equal_lists(device):
     """A padded (B, N, 3) batch with per-row lengths is the same ragged batch as a list; the
     padding (NaN here) is never read; numpy batches are accepted too."""
-    sources, targets = _distinct_pairs(3, 4, lambda k: 300 + 100 * k, lambda k: 250 + 50 * k, 0.03)
+    sources, targets = _distinct_pairs(3, 4, lambda k: 300 + 100 * k, lambda k: 250 + 50 * k, 0.03, device=device)
 
     def padded(clouds):
-        out = torch.full((len(clouds), max(len(c) for c in clouds), 3), float("nan"), dtype=torch.float64)
+        out = torch.full((len(clouds), max(len(c) for c in clouds), 3), float("nan"), dtype=torch.float64, device=device)
         for b, c in enumerate(clouds):
             out[b, : len(c)] = c
-        return out, torch.tensor([len(c) for c in clouds])
+        return out, torch.tensor([len(c) for c in clouds], device=device)
 
     (S, ns), (T, nt) = padded(sources), padded(targets)
     cfg = ICPConfig(max_correspondence_distance=0.3)
     ref = align(sources, targets, config=cfg)
     for got in (align(S, T, source_lengths=ns, target_lengths=nt, config=cfg),
-                align(S.numpy(), targets, source_lengths=ns.tolist(), config=cfg)):
+                align(S.cpu().numpy(), targets, source_lengths=ns.tolist(), config=cfg)):
         assert max_err(got.T_target_source.tensor(), ref.T_target_source.tensor()) < 1e-12
         assert torch.equal(got.num_inliers, ref.num_inliers) and bool(got.converged.all())
     with pytest.raises(ValueError, match=r"source_lengths: expected 3 integer point counts"):
@@ -146,13 +159,13 @@ def test_padded_batches_with_lengths_equal_lists():
 
 
 @pytest.mark.parametrize("backend", ["auto", "brute"])
-def test_batch_of_distinct_targets_equals_one_by_one_even_far_off(backend):
+def test_batch_of_distinct_targets_equals_one_by_one_even_far_off(backend, device):
     """Distinct targets share one stacked KD-tree (CPU) or one padded brute-force search (the
     GPU's path, forced here on the CPU); a source that starts far off (in another pair's slot of
     the stacked tree) must find no correspondences, exactly as when aligned alone, and ragged
     pairs' statistics must be finite."""
-    sources, targets = _distinct_pairs(4, 5, lambda k: 500 + 100 * k, lambda k: 400 + 50 * k, 0.03)
-    inits = [torch.eye(4, dtype=torch.float64) for _ in range(4)]
+    sources, targets = _distinct_pairs(4, 5, lambda k: 500 + 100 * k, lambda k: 400 + 50 * k, 0.03, device=device)
+    inits = [torch.eye(4, dtype=torch.float64, device=device) for _ in range(4)]
     inits[2] = inits[2].clone()
     inits[2][0, 3] = -9.0  # lands in pair 1's slot of the stacked tree
     cfg = ICPConfig(method="point_to_point", max_correspondence_distance=0.3, neighbors_backend=backend)
@@ -166,6 +179,7 @@ def test_batch_of_distinct_targets_equals_one_by_one_even_far_off(backend):
     assert torch.isfinite(batch.rmse[[0, 1, 3]]).all()
 
 
+@pytest.mark.open3d
 def test_gicp_batch_on_the_padded_brute_force_path_equals_the_kdtree_path():
     """The GPU's batched path (padded brute-force neighbours, batched covariances), run on the
     CPU: the same poses, iterations and inlier counts as the CPU's KD-tree path, for GICP and
@@ -190,6 +204,7 @@ def test_gicp_batch_on_the_padded_brute_force_path_equals_the_kdtree_path():
         assert float((n1 * n2).sum(0).abs().min()) > 1 - 1e-9  # the same axes, sign arbitrary
 
 
+@pytest.mark.open3d
 def test_padded_neighbours_are_exact_far_from_the_origin():
     """Many ragged clouds searched at once equal a KD-tree per cloud, in float32 too, with the
     clouds 10 km from the origin (the naive |q|^2 - 2 q.p + |p|^2 would lose every digit)."""
@@ -208,22 +223,23 @@ def test_padded_neighbours_are_exact_far_from_the_origin():
             assert max_err(d[r].double(), dr) < (1e-12 if dt == torch.float64 else 1e-6 * float(dr.max()))
 
 
-def test_a_target_shared_by_many_pairs_is_prepared_once(monkeypatch):
+def test_a_target_shared_by_many_pairs_is_prepared_once(monkeypatch, device):
     from robojac.icp import _align
 
     calls = []
     real = _align.prepare
     monkeypatch.setattr(_align, "prepare", lambda *a, **k: calls.append(1) or real(*a, **k))
-    target = _surface(600)
-    sources = [pp.se3(torch.tensor([0.01 * k, 0, 0, 0, 0, 0.02], dtype=torch.float64)).Exp().Inv().Act(target[:400])
+    target = _surface(600, device=device)
+    sources = [pp.se3(torch.tensor([0.01 * k, 0, 0, 0, 0, 0.02], dtype=torch.float64, device=device)).Exp().Inv()
+               .Act(target[:400])
                for k in range(4)]
     r = align(sources, target, config=ICPConfig(max_correspondence_distance=0.3))
     assert len(calls) == 1 and bool(r.converged.all())
 
 
-def test_a_prepared_target_is_reused():
-    target = _surface()
-    T = pp.se3(torch.tensor([0.02, 0.01, 0.0, 0.03, 0.0, 0.05], dtype=torch.float64)).Exp()
+def test_a_prepared_target_is_reused(device):
+    target = _surface(device=device)
+    T = pp.se3(torch.tensor([0.02, 0.01, 0.0, 0.03, 0.0, 0.05], dtype=torch.float64, device=device)).Exp()
     source = T.Inv().Act(target)
     prepared = prepare(target)
     a = align(source, prepared, config=ICPConfig(max_correspondence_distance=0.5))
@@ -232,6 +248,7 @@ def test_a_prepared_target_is_reused():
     assert prepared._cov is not None  # built once, kept for the next call
 
 
+@pytest.mark.open3d
 def test_neighbour_backends_agree_and_downsampling_averages():
     g = torch.Generator().manual_seed(0)
     pts = torch.rand(2000, 3, dtype=torch.float64, generator=g)
@@ -243,44 +260,44 @@ def test_neighbour_backends_agree_and_downsampling_averages():
     assert max_err(voxel_downsample(one_voxel, 1.0), one_voxel.mean(0, keepdim=True)) < 1e-15
 
 
-def test_gicp_system_from_moments_equals_the_dense_sum():
+def test_gicp_system_from_moments_equals_the_dense_sum(device):
     """The moment-sum Gauss-Newton system against ``sum w J^T M J`` built point by point."""
     from robojac.icp import _soa as soa
     from robojac.lie import skew
 
     g = torch.Generator().manual_seed(3)
     R_, N = 2, 50
-    q = torch.randn(R_, 3, N, dtype=torch.float64, generator=g)
-    r = torch.randn(R_, 3, N, dtype=torch.float64, generator=g)
-    A = torch.randn(R_, N, 3, 3, dtype=torch.float64, generator=g)
-    M = A @ A.transpose(-1, -2) + 0.1 * torch.eye(3, dtype=torch.float64)  # SPD per point
-    w = torch.rand(R_, N, dtype=torch.float64, generator=g)
+    q, r = _randn(R_, 3, N, g=g).to(device), _randn(R_, 3, N, g=g).to(device)
+    A = _randn(R_, N, 3, 3, g=g).to(device)
+    M = A @ A.transpose(-1, -2) + 0.1 * torch.eye(3, dtype=torch.float64, device=device)  # SPD per point
+    w = _rand(R_, N, g=g).to(device)
     M6 = torch.stack([M[..., a, b] for a, b in soa.SYM6], dim=1)  # (R, 6, N)
     Mr = soa.sym6_matvec(M6, r)
     assert max_err(Mr, (M @ r.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)) < 1e-12
     H, gv = soa.gicp_system(q, Mr, M6, w)
-    J = torch.cat((torch.eye(3, dtype=torch.float64).expand(R_, N, 3, 3), -skew(q.transpose(1, 2))), -1)  # (R, N, 3, 6)
+    J = torch.cat((torch.eye(3, dtype=torch.float64, device=device).expand(R_, N, 3, 3), -skew(q.transpose(1, 2))), -1)  # (R, N, 3, 6)
     JtM = J.transpose(-1, -2) @ M * w[..., None, None]
     assert max_err(H, (JtM @ J).sum(1)) < 1e-10
     assert max_err(gv, (JtM @ r.transpose(1, 2).unsqueeze(-1)).squeeze(-1).sum(1)) < 1e-10
 
 
-def test_symmetric_six_entry_algebra():
+def test_symmetric_six_entry_algebra(device):
     from robojac.icp import _soa as soa
 
     g = torch.Generator().manual_seed(4)
-    A = torch.randn(7, 3, 3, dtype=torch.float64, generator=g)
-    C = A @ A.transpose(-1, -2) + 0.5 * torch.eye(3, dtype=torch.float64)  # (7 points, 3, 3)
+    A = _randn(7, 3, 3, g=g).to(device)
+    C = A @ A.transpose(-1, -2) + 0.5 * torch.eye(3, dtype=torch.float64, device=device)  # (7 points, 3, 3)
     six = lambda X: torch.stack([X[..., a, b] for a, b in soa.SYM6], dim=-1).T.unsqueeze(0)  # (1, 6, 7)
     assert max_err(soa.sym6_inverse(six(C)), six(torch.linalg.inv(C))) < 1e-12
-    Rm = ops.quat_to_matrix(pp.randn_SO3(1, dtype=torch.float64).tensor())  # (1, 3, 3)
+    Rm = ops.quat_to_matrix(pp.randn_SO3(1, dtype=torch.float64, device=device).tensor())  # (1, 3, 3)
     assert max_err(soa.sym6_rotation(Rm) @ six(C), six(Rm @ C @ Rm.transpose(-1, -2))) < 1e-12
-    n = torch.nn.functional.normalize(torch.randn(1, 3, 7, dtype=torch.float64, generator=g), dim=1)
+    n = torch.nn.functional.normalize(_randn(1, 3, 7, g=g).to(device), dim=1)
     nn_t = n[0].T  # (7, 3)
-    dense = torch.eye(3, dtype=torch.float64) - (1 - 1e-3) * nn_t[:, :, None] * nn_t[:, None, :]
+    dense = torch.eye(3, dtype=torch.float64, device=device) - (1 - 1e-3) * nn_t[:, :, None] * nn_t[:, None, :]
     assert max_err(soa.sym6_plane_covariances(n), six(dense)) < 1e-15
 
 
+@pytest.mark.open3d
 def test_open3d_covariances_equal_our_neighbourhood_covariances():
     from robojac.icp import estimate_covariances, normals_from_covariances
     from robojac.icp._cloud import knn_covariances
@@ -296,6 +313,7 @@ def test_open3d_covariances_equal_our_neighbourhood_covariances():
     assert float((ours_n * n.T).sum(-1).abs().min()) > 1 - 1e-9  # the same axes, sign arbitrary
 
 
+@pytest.mark.open3d
 def test_thread_count_is_scoped_and_checked():
     from robojac._threads import threads_for, torch_threads
 
@@ -327,23 +345,23 @@ def test_thread_count_is_scoped_and_checked():
     assert torch.get_num_threads() == before
 
 
-def test_bad_input_is_refused_and_no_overlap_is_not_success():
-    pts = _surface(300)
+def test_bad_input_is_refused_and_no_overlap_is_not_success(device):
+    pts = _surface(300, device=device)
     with pytest.raises(ValueError, match="source: the point cloud is empty"):
-        align(torch.zeros(0, 3), pts)
+        align(torch.zeros(0, 3, device=device), pts)
     bad = pts.clone()
     bad[3, 1] = float("nan")
     with pytest.raises(ValueError, match="target: 1 points have NaN or infinite coordinates"):
         align(pts, bad)
     with pytest.raises(ValueError, match=r"expected shape \(N, 3\)"):
-        align(torch.zeros(10, 2), pts)
+        align(torch.zeros(10, 2, device=device), pts)
     with pytest.raises(ValueError, match="batch sizes differ"):
         align([pts, pts], [pts, pts, pts])
     with pytest.raises(ValueError, match="not a rigid transform"):
-        align(pts, pts, init=2 * torch.eye(4, dtype=torch.float64))
+        align(pts, pts, init=2 * torch.eye(4, dtype=torch.float64, device=device))
     with pytest.raises(ValueError, match=r"ICPConfig.method: expected one of"):
         ICPConfig(method="ndt")
-    far = ops.se3_to_matrix(torch.tensor([100.0, 0, 0, 0, 0, 0, 1], dtype=torch.float64))
+    far = ops.se3_to_matrix(torch.tensor([100.0, 0, 0, 0, 0, 0, 1], dtype=torch.float64, device=device))
     r = align(pts, pts, init=far, config=ICPConfig(max_correspondence_distance=0.1))
     assert not bool(r.converged) and int(r.num_inliers) == 0
     assert max_err(r.matrix(), far) == 0  # the initial pose, reported as not converged: no silent identity
@@ -371,6 +389,7 @@ def test_gpu_batch_of_distinct_targets_matches_cpu():
     assert torch.equal(gpu.num_inliers.cpu(), cpu.num_inliers)
 
 
+@pytest.mark.open3d
 def test_icp_command_registers_the_bunny_and_reports_bad_input(tmp_path, capsys):
     from robojac.cli import main
 
@@ -398,6 +417,7 @@ def _plain(tmp_path, name):
     return out
 
 
+@pytest.mark.open3d
 @pytest.mark.parametrize("name", ["pointclouds/bunny/bun000.ply", "pointclouds/lidar_small_gicp/source.ply"])
 def test_ply_files_read_as_open3d_reads_them(tmp_path, name):
     import open3d as o3d
@@ -457,6 +477,7 @@ def test_corrupt_ply_files_say_where(tmp_path, text, match):
         read_point_cloud(p)
 
 
+@pytest.mark.open3d
 def test_icp_command_refuses_a_truncated_file(tmp_path, capsys):
     from robojac.cli import main
 

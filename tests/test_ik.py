@@ -46,8 +46,8 @@ def _independent_errors(name, tip, q, target):
 
 @pytest.mark.parametrize("name, tip", ARMS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_protocol_targets_are_reached_inside_the_limits(name, tip, dtype):
-    chain = _chain(name, tip)
+def test_protocol_targets_are_reached_inside_the_limits(name, tip, dtype, device):
+    chain = _chain(name, tip).to(device)
     q_true = chain.random_configuration(60, generator=torch.Generator().manual_seed(7), dtype=dtype)
     target = chain.forward_kinematics(q_true, tip)
     result = ik.solve(chain, target)
@@ -56,12 +56,12 @@ def test_protocol_targets_are_reached_inside_the_limits(name, tip, dtype):
     pos, rot = _independent_errors(name, tip, result.q, target)
     success = (pos < 1e-3) & (rot < 1e-2)
     assert success.mean() >= 59 / 60, f"{name}: {success.mean():.3f}"
-    assert np.array_equal(success, result.converged.numpy()) or success.mean() >= result.converged.float().mean().item()
+    assert np.array_equal(success, result.converged.cpu().numpy()) or success.mean() >= result.converged.float().mean().item()
 
 
 @pytest.mark.parametrize("links", [(1.0, 0.7), (1.0, 0.8, 0.5)])
-def test_planar_arms_against_their_closed_form(links):
-    arm = planar_arm(links)
+def test_planar_arms_against_their_closed_form(links, device):
+    arm = planar_arm(links).to(device)
     q = arm.random_configuration(50, generator=torch.Generator().manual_seed(0))
     X = arm.forward_kinematics(q, "tool")
     if len(links) == 2:
@@ -85,8 +85,8 @@ def test_planar_arms_against_their_closed_form(links):
         assert float(d.max()) < 1e-3
 
 
-def test_unreachable_targets_fail_gracefully_in_a_mixed_batch():
-    arm = sample_arm()
+def test_unreachable_targets_fail_gracefully_in_a_mixed_batch(device):
+    arm = sample_arm().to(device)
     q = arm.random_configuration(4, generator=torch.Generator().manual_seed(3))
     X = arm.forward_kinematics(q, "tool").tensor()
     far = X[:2].clone()
@@ -98,8 +98,8 @@ def test_unreachable_targets_fail_gracefully_in_a_mixed_batch():
     assert bool(arm.within_limits(result.q).all())
 
 
-def test_limits_hold_for_targets_at_the_edge():
-    arm = sample_arm()
+def test_limits_hold_for_targets_at_the_edge(device):
+    arm = sample_arm().to(device)
     lo, hi = arm.joint_limits
     q = torch.stack((lo + 1e-4, hi - 1e-4, (lo + hi) / 2)).double()
     target = arm.forward_kinematics(q, "tool")
@@ -128,10 +128,10 @@ def test_returned_joint_values_are_rounded_inwards_and_wrapped():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
-def test_half_precision_targets_come_back_in_their_dtype(dtype):
+def test_half_precision_targets_come_back_in_their_dtype(dtype, device):
     """Targets in a half precision (numpy has no bfloat16) are solved on the float64 engine and
     come back in their dtype, inside the limits, with the errors of the returned q."""
-    arm = sample_arm()
+    arm = sample_arm().to(device)
     target = arm.forward_kinematics(arm.random_configuration(4, generator=torch.Generator().manual_seed(3)), "tool")
     result = ik.solve(arm, target.tensor().to(dtype))
     assert result.q.dtype == dtype and result.pos_err.dtype == dtype
@@ -141,20 +141,20 @@ def test_half_precision_targets_come_back_in_their_dtype(dtype):
     assert max_err(result.pos_err.double(), pos) <= torch.finfo(dtype).eps * float(pos.max())  # one rounding
 
 
-def test_q0_seeds_and_the_null_space_pulls_toward_a_rest_pose():
-    arm = planar_arm((1.0, 0.8, 0.5))
-    target = torch.tensor([1.2, 0.9, 0.0], dtype=torch.float64)  # position only: one redundant degree
-    rest = torch.tensor([0.2, 0.2, 0.2], dtype=torch.float64)
-    free = ik.solve(arm, target, q0=torch.tensor([1.5, -1.0, -1.0], dtype=torch.float64))
-    pulled = ik.solve(arm, target, q0=torch.tensor([1.5, -1.0, -1.0], dtype=torch.float64),
+def test_q0_seeds_and_the_null_space_pulls_toward_a_rest_pose(device):
+    arm = planar_arm((1.0, 0.8, 0.5)).to(device)
+    target = torch.tensor([1.2, 0.9, 0.0], dtype=torch.float64, device=device)  # position only: one redundant degree
+    rest = torch.tensor([0.2, 0.2, 0.2], dtype=torch.float64, device=device)
+    free = ik.solve(arm, target, q0=torch.tensor([1.5, -1.0, -1.0], dtype=torch.float64, device=device))
+    pulled = ik.solve(arm, target, q0=torch.tensor([1.5, -1.0, -1.0], dtype=torch.float64, device=device),
                       config=ik.IKConfig(rest_pose=rest, nullspace_gain=0.5, restarts=1))
     assert bool(free.converged) and bool(pulled.converged)
     assert float((pulled.q - rest).norm()) < float((free.q - rest).norm())
 
 
-def test_another_frame_and_mimic_joints():
-    panda = _chain("panda.urdf", "panda_hand")
-    full = Chain.from_urdf(_urdf("panda.urdf"))
+def test_another_frame_and_mimic_joints(device):
+    panda = _chain("panda.urdf", "panda_hand").to(device)
+    full = Chain.from_urdf(_urdf("panda.urdf")).to(device)
     q = full.random_configuration(3, generator=torch.Generator().manual_seed(5))
     target = full.forward_kinematics(q, "panda_rightfinger")  # driven through the finger mimic joint
     result = ik.solve(full, target, config=ik.IKConfig(frame="panda_rightfinger"))
@@ -164,10 +164,10 @@ def test_another_frame_and_mimic_joints():
 
 
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
-def test_joints_off_the_frame_path_do_not_stall_float32(engine):
+def test_joints_off_the_frame_path_do_not_stall_float32(engine, device):
     """The full Panda has a finger joint that does not move the hand: its Jacobian column is zero.
     In float32 the torch engine's damped system was singular there and no target moved."""
-    full = Chain.from_urdf(_urdf("panda.urdf"))
+    full = Chain.from_urdf(_urdf("panda.urdf")).to(device)
     gen = torch.Generator().manual_seed(9)
     target = full.forward_kinematics(full.random_configuration(40, generator=gen), "panda_hand").to(torch.float32)
     q0 = full.random_configuration(40, generator=gen, dtype=torch.float32)
@@ -181,10 +181,10 @@ def test_joints_off_the_frame_path_do_not_stall_float32(engine):
     assert torch.equal(r.q[:, finger], q0[:, finger])  # the finger is off the path: it keeps its start
 
 
-def test_one_arm_of_a_humanoid_moves_only_its_own_joints():
+def test_one_arm_of_a_humanoid_moves_only_its_own_joints(device):
     """TALOS: the left arm's frame is moved by 9 of the robot's 32 joints; both engines step those
     9 alone (the systems are 9 x 9), leave the other 23 at their starting values, and agree."""
-    talos = Chain.from_urdf(_urdf("talos_reduced.urdf"))
+    talos = Chain.from_urdf(_urdf("talos_reduced.urdf")).to(device)
     frame = "arm_left_7_link"
     gen = torch.Generator().manual_seed(4)
     target = talos.forward_kinematics(talos.random_configuration(6, generator=gen), frame)
@@ -195,7 +195,7 @@ def test_one_arm_of_a_humanoid_moves_only_its_own_joints():
     assert int(moves.sum()) == 9 and talos.dof == 32
     for numpy in (True, False):  # what each engine is handed: the 9 joints on the path
         pb = _problem(talos, ik.IKConfig(frame=frame), frame, False, torch.float64, torch.device("cpu"), numpy, 1)
-        assert torch.equal(torch.as_tensor(pb.drive), moves.nonzero().squeeze(1))
+        assert torch.equal(torch.as_tensor(pb.drive, device="cpu"), moves.nonzero().squeeze(1))
     out = {}
     for engine in ("numpy", "torch"):
         cfg = ik.IKConfig(frame=frame, engine=engine, rounds=1, restarts=1, fill=1, max_iterations=6)
@@ -206,20 +206,20 @@ def test_one_arm_of_a_humanoid_moves_only_its_own_joints():
     assert bool(solved.converged.all()) and float(solved.pos_err.max()) < 1e-4
 
 
-def test_bad_targets_are_refused():
-    arm = sample_arm()
+def test_bad_targets_are_refused(device):
+    arm = sample_arm().to(device)
     with pytest.raises(ValueError, match=r"target: expected an SE3 pose \(\.\.\., 7\)"):
-        ik.solve(arm, torch.zeros(2, 5))
+        ik.solve(arm, torch.zeros(2, 5, device=device))
     with pytest.raises(ValueError, match="unit length"):
-        ik.solve(arm, torch.tensor([0.3, 0, 0.5, 0, 0, 0, 2.0], dtype=torch.float64))
+        ik.solve(arm, torch.tensor([0.3, 0, 0.5, 0, 0, 0, 2.0], dtype=torch.float64, device=device))
     with pytest.raises(ValueError, match="NaN"):
-        ik.solve(arm, torch.tensor([float("nan"), 0.0, 0.5]))
+        ik.solve(arm, torch.tensor([float("nan"), 0.0, 0.5], device=device))
     with pytest.raises(ValueError, match="frame 'hand' does not exist"):
-        ik.solve(arm, torch.tensor([0.3, 0.0, 0.5]), config=ik.IKConfig(frame="hand"))
+        ik.solve(arm, torch.tensor([0.3, 0.0, 0.5], device=device), config=ik.IKConfig(frame="hand"))
     with pytest.raises(ValueError, match="IKConfig.restarts: expected at least 1"):
         ik.IKConfig(restarts=0)
     with pytest.raises(ValueError, match=r"q0: expected shape \(\.\.\., 7\)"):
-        ik.solve(arm, torch.tensor([0.3, 0.0, 0.5]), q0=torch.zeros(6))
+        ik.solve(arm, torch.tensor([0.3, 0.0, 0.5], device=device), q0=torch.zeros(6, device=device))
 
 
 @pytest.mark.parametrize("urdf", ["panda.urdf", "kuka_iiwa14.urdf", "ur5.urdf", "simple_humanoid.urdf", "talos_reduced.urdf"])
@@ -257,10 +257,10 @@ def test_rotation_error_is_the_log_including_half_turns():
 
 
 @pytest.mark.parametrize("name, tip", ARMS[1:])
-def test_float32_solutions_pass_the_float64_recheck(name, tip):
+def test_float32_solutions_pass_the_float64_recheck(name, tip, device):
     """The float32 engine's own errors carry round-off: attempts that stopped just under a
     tolerance by them came back ``converged=False`` at 1.0001e-4 m (1 or 2 of 10,000)."""
-    chain = _chain(name, tip)
+    chain = _chain(name, tip).to(device)
     target = chain.forward_kinematics(chain.random_configuration(10000, generator=torch.Generator().manual_seed(2026)),
                                       tip).float()
     for seed in range(3):
@@ -277,10 +277,10 @@ def test_quaternions_to_matrices_in_numpy_match_pypose():
     assert quat_to_matrix_np(X.tensor().numpy()[0]).shape == (3, 3)
 
 
-def test_each_start_is_the_closest_of_its_candidates():
+def test_each_start_is_the_closest_of_its_candidates(device):
     from robojac.ik._solve import _distance_np, _numpy_targets, _path, _starts
 
-    chain = _chain(*ARMS[0])
+    chain = _chain(*ARMS[0]).to(device)
     target = chain.forward_kinematics(chain.random_configuration(40, generator=torch.Generator().manual_seed(5)),
                                       ARMS[0][1])
     flat = target.tensor().reshape(-1, 7)
@@ -305,8 +305,8 @@ def test_each_start_is_the_closest_of_its_candidates():
 
 
 @pytest.mark.parametrize("name, tip", ARMS[:2])
-def test_candidates_solve_more_targets_at_the_first_attempt(name, tip):
-    chain = _chain(name, tip)
+def test_candidates_solve_more_targets_at_the_first_attempt(name, tip, device):
+    chain = _chain(name, tip).to(device)
     target = chain.forward_kinematics(chain.random_configuration(1000, generator=torch.Generator().manual_seed(9)), tip)
     one = dict(rounds=1, restarts=1, fill=1, start_table=0)  # random starts (the table replaces them in round 1)
     first = [float(ik.solve(chain, target, config=ik.IKConfig(candidates=k, **one)).converged.float().mean())
@@ -339,10 +339,10 @@ def test_table_starts_are_the_nearest_entries(queries):
     assert np.allclose(np.take_along_axis(dp, idx, 1)[:, 0], dp.min(1), rtol=1e-4, atol=1e-7)
 
 
-def test_a_table_smaller_than_the_restarts_fills_them_with_random_starts():
+def test_a_table_smaller_than_the_restarts_fills_them_with_random_starts(device):
     from robojac.ik._solve import _numpy_targets, _table, _table_starts
 
-    chain = _chain(*ARMS[0])
+    chain = _chain(*ARMS[0]).to(device)
     tip = ARMS[0][1]
     target = chain.forward_kinematics(chain.random_configuration(2, generator=torch.Generator().manual_seed(3)), tip)
     cfg = ik.IKConfig(start_table=3)
@@ -357,8 +357,8 @@ def test_a_table_smaller_than_the_restarts_fills_them_with_random_starts():
 
 
 @pytest.mark.parametrize("name, tip", ARMS[:2])
-def test_the_start_table_solves_more_targets_at_the_first_attempt(name, tip):
-    chain = _chain(name, tip)
+def test_the_start_table_solves_more_targets_at_the_first_attempt(name, tip, device):
+    chain = _chain(name, tip).to(device)
     target = chain.forward_kinematics(chain.random_configuration(1000, generator=torch.Generator().manual_seed(9)), tip)
     one = dict(rounds=1, restarts=1, fill=1)
     first = [float(ik.solve(chain, target, config=ik.IKConfig(start_table=m, **one)).converged.float().mean())
@@ -366,13 +366,13 @@ def test_the_start_table_solves_more_targets_at_the_first_attempt(name, tip):
     assert first[1] > first[0] + 0.02, first
 
 
-def test_solve_follows_limits_edited_after_a_solve():
+def test_solve_follows_limits_edited_after_a_solve(device):
     """The start table and the engines' limits are rebuilt when the chain's limits change: targets
     reachable inside the new, narrower limits are all solved inside them (an engine still on the
     old limits finds solutions outside, which the final clamp then spoils)."""
     from robojac.ik._solve import _table
 
-    chain = _chain(*ARMS[0])
+    chain = _chain(*ARMS[0]).to(device)
     tip = ARMS[0][1]
     gen = torch.Generator().manual_seed(6)
     ik.solve(chain, chain.forward_kinematics(chain.random_configuration(64, generator=gen), tip))
@@ -388,12 +388,12 @@ def test_solve_follows_limits_edited_after_a_solve():
     assert bool(res.converged.all()), int((~res.converged).sum())
 
 
-def test_a_chain_pickles_and_copies_after_a_solve():
+def test_a_chain_pickles_and_copies_after_a_solve(device):
     """What a solve memoises on the chain (start tables with their KD-trees) is left behind."""
     import copy
     import pickle
 
-    chain = _chain(*ARMS[2])
+    chain = _chain(*ARMS[2]).to(device)
     target = chain.forward_kinematics(chain.random_configuration(100, generator=torch.Generator().manual_seed(8)),
                                       ARMS[2][1])
     first = ik.solve(chain, target)  # 100 targets: the KD-tree is built

@@ -38,12 +38,12 @@ def _pin_configuration(pin, model, chain, q):
 
 
 @pytest.mark.parametrize("urdf", URDFS)
-def test_every_frame_and_jacobian_matches_pinocchio(urdf):
+def test_every_frame_and_jacobian_matches_pinocchio(urdf, device):
     pin = pytest.importorskip("pinocchio")
     path = _robot(urdf)
     model = pin.buildModelFromUrdf(str(path))
     data = model.createData()
-    chain = Chain.from_urdf(path)
+    chain = Chain.from_urdf(path).to(device)
     q = chain.random_configuration(12, generator=torch.Generator().manual_seed(1))
     poses = chain.forward_kinematics(q)
     worst_pose = worst_jac = 0.0
@@ -53,42 +53,42 @@ def test_every_frame_and_jacobian_matches_pinocchio(urdf):
         pin.computeJointJacobians(model, data, qp)
         for frame in chain.frame_names[1:]:
             fid = model.getFrameId(frame)
-            worst_pose = max(worst_pose, np.abs(poses[frame][b].matrix().numpy() - data.oMf[fid].homogeneous).max())
+            worst_pose = max(worst_pose, np.abs(poses[frame][b].matrix().cpu().numpy() - data.oMf[fid].homogeneous).max())
             Jp = pin.getFrameJacobian(model, data, fid, pin.LOCAL_WORLD_ALIGNED)
             ref = np.zeros((6, chain.dof))
             for k, name in enumerate(chain.joint_names):
                 ref[:, k] += Jp[:, model.joints[model.getJointId(name)].idx_v]
             for m, (src, mult, _) in chain.tree.mimic.items():
                 ref[:, chain.joint_names.index(src)] += mult * Jp[:, model.joints[model.getJointId(m)].idx_v]
-            worst_jac = max(worst_jac, np.abs(chain.jacobian(q[b], frame).numpy() - ref).max())
+            worst_jac = max(worst_jac, np.abs(chain.jacobian(q[b], frame).cpu().numpy() - ref).max())
             Jl = pin.getFrameJacobian(model, data, fid, pin.LOCAL)
             ref_l = np.zeros((6, chain.dof))
             for k, name in enumerate(chain.joint_names):
                 ref_l[:, k] += Jl[:, model.joints[model.getJointId(name)].idx_v]
             for m, (src, mult, _) in chain.tree.mimic.items():
                 ref_l[:, chain.joint_names.index(src)] += mult * Jl[:, model.joints[model.getJointId(m)].idx_v]
-            worst_jac = max(worst_jac, np.abs(chain.jacobian(q[b], frame, reference="local").numpy() - ref_l).max())
+            worst_jac = max(worst_jac, np.abs(chain.jacobian(q[b], frame, reference="local").cpu().numpy() - ref_l).max())
     assert worst_pose < 1e-10 and worst_jac < 1e-10
 
 
 @pytest.mark.parametrize("reference", ["world", "local"])
 @pytest.mark.parametrize("frame", ["panda_hand", "panda_rightfinger", "panda_link4"])
-def test_analytic_jacobian_equals_the_jacobian_core(reference, frame):
-    chain = Chain.from_urdf(_robot("panda.urdf"))
+def test_analytic_jacobian_equals_the_jacobian_core(reference, frame, device):
+    chain = Chain.from_urdf(_robot("panda.urdf")).to(device)
     q = chain.random_configuration(2, 3)
     a = chain.jacobian(q, frame, reference=reference)
     b = chain.jacobian(q, frame, reference=reference, method="autodiff")
     assert a.shape == (2, 3, 6, chain.dof) and max_err(a, b) < 1e-12
 
 
-def test_jacobian_against_finite_differences_of_fk():
-    chain = Chain.from_urdf(_robot("ur5.urdf"))
+def test_jacobian_against_finite_differences_of_fk(device):
+    chain = Chain.from_urdf(_robot("ur5.urdf")).to(device)
     q = chain.random_configuration(generator=torch.Generator().manual_seed(3))
     J = chain.jacobian(q, "tool0")
     eps = 1e-6
     cols = []
     for k in range(chain.dof):
-        e = torch.zeros(chain.dof, dtype=torch.float64)
+        e = torch.zeros(chain.dof, dtype=torch.float64, device=device)
         e[k] = eps
         Xp, Xm = chain.forward_kinematics(q + e, "tool0"), chain.forward_kinematics(q - e, "tool0")
         v = (Xp.translation() - Xm.translation()) / (2 * eps)
@@ -98,8 +98,8 @@ def test_jacobian_against_finite_differences_of_fk():
 
 
 @pytest.mark.parametrize("shape", [(), (3,), (2, 4)], ids=str)
-def test_batch_shapes_dtypes_and_autograd_agree(shape, dtype):
-    chain = sample_arm()
+def test_batch_shapes_dtypes_and_autograd_agree(shape, dtype, device):
+    chain = sample_arm().to(device)
     q = chain.random_configuration(*shape, dtype=torch.float64)
     X64 = chain.forward_kinematics_tensor(q)
     J64 = chain.jacobian(q)
@@ -118,8 +118,8 @@ def test_batch_shapes_dtypes_and_autograd_agree(shape, dtype):
     assert max_err(g, J64[..., :3, :].sum(-2)) < 1e-12  # d(sum of tip position)/dq = sum of v rows
 
 
-def test_dict_output_and_single_frame():
-    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+def test_dict_output_and_single_frame(device):
+    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand").to(device)
     q = chain.random_configuration(5)
     poses = chain.forward_kinematics(q)
     assert list(poses) == chain.frame_names
@@ -131,8 +131,8 @@ def test_dict_output_and_single_frame():
     assert max_err(pose, poses["panda_hand"].tensor()) == 0 and max_err(J, chain.jacobian(q)) == 0
 
 
-def test_module_moves_with_to_and_reports_limits():
-    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+def test_module_moves_with_to_and_reports_limits(device):
+    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand").to(device)
     assert chain.dof == 7 and chain.joint_names[0] == "panda_joint1"
     lower, upper = chain.joint_limits
     assert lower[3] == pytest.approx(-3.0718) and upper[5] == pytest.approx(3.7525)
@@ -146,10 +146,10 @@ def test_module_moves_with_to_and_reports_limits():
     assert chain32.forward_kinematics(q[:2].float(), "panda_hand").dtype == torch.float32
 
 
-def test_derived_limits_follow_edits_and_moves():
+def test_derived_limits_follow_edits_and_moves(device):
     """``limits_for`` and the sampling bounds are memoised: an in-place edit of the limits, or
     new buffers (``.to()``), must be seen at once, never the stale values."""
-    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+    chain = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand").to(device)
     lo32, _ = chain.limits_for(torch.float32)
     assert chain.limits_for(torch.float32)[0] is lo32  # memoised
     gen = torch.Generator().manual_seed(0)
@@ -158,24 +158,24 @@ def test_derived_limits_follow_edits_and_moves():
         chain.lower[0] = -0.5
     assert float(chain.limits_for(torch.float32)[0][0]) == -0.5
     assert float(chain.random_configuration(2000, generator=gen)[:, 0].min()) >= -0.5
-    assert float(chain.clamp(torch.full((7,), -3.0))[0]) == -0.5
-    chain.upper = torch.zeros(7, dtype=torch.float64)  # a replaced buffer
+    assert float(chain.clamp(torch.full((7,), -3.0, device=device))[0]) == -0.5
+    chain.upper = torch.zeros(7, dtype=torch.float64, device=device)  # a replaced buffer
     assert float(chain.limits_for(torch.float64)[1].abs().max()) == 0.0
     assert float(chain.random_configuration(100, generator=gen).max()) <= 0.0
 
 
-def test_mimic_joints_follow_their_source_with_multiplier_and_offset():
+def test_mimic_joints_follow_their_source_with_multiplier_and_offset(device):
     joints = [
         Joint.revolute("a", "base", "l1", axis=(0, 0, 1)),
-        Joint.revolute("b", "l1", "l2", origin=torch.tensor([1.0, 0, 0, 0, 0, 0, 1]), axis=(0, 0, 1),
+        Joint.revolute("b", "l1", "l2", origin=[1.0, 0, 0, 0, 0, 0, 1], axis=(0, 0, 1),
                        mimic=Mimic("a", multiplier=-2.0, offset=0.3)),
-        Joint.prismatic("c", "l2", "l3", origin=torch.tensor([0.5, 0, 0, 0, 0, 0, 1]), axis=(1, 0, 0)),
+        Joint.prismatic("c", "l2", "l3", origin=[0.5, 0, 0, 0, 0, 0, 1], axis=(1, 0, 0)),
         Joint.prismatic("d", "l3", "tip", axis=(0, 1, 0), mimic=Mimic("c", multiplier=0.5)),
     ]
-    chain = Chain(joints)
+    chain = Chain(joints).to(device)
     assert chain.joint_names == ["a", "c"] and chain.dof == 2
-    free = Chain([Joint(j.name, j.type, j.parent, j.child, j.origin, j.axis, j.limits) for j in joints])
-    q = torch.tensor([[0.4, 0.2], [-1.0, 0.7]], dtype=torch.float64)
+    free = Chain([Joint(j.name, j.type, j.parent, j.child, j.origin, j.axis, j.limits) for j in joints]).to(device)
+    q = torch.tensor([[0.4, 0.2], [-1.0, 0.7]], dtype=torch.float64, device=device)
     q_free = torch.stack((q[:, 0], -2 * q[:, 0] + 0.3, q[:, 1], 0.5 * q[:, 1]), -1)
     assert max_err(chain.forward_kinematics_tensor(q), free.forward_kinematics_tensor(q_free)) < 1e-14
     Jf = free.jacobian(q_free, "tip")
@@ -185,8 +185,8 @@ def test_mimic_joints_follow_their_source_with_multiplier_and_offset():
     assert max_err(chain.joint_values(q), q_free) < 1e-15
 
 
-def test_subchain_between_frames_of_a_branched_tree():
-    tree = Chain.from_urdf(_robot("simple_humanoid.urdf"))
+def test_subchain_between_frames_of_a_branched_tree(device):
+    tree = Chain.from_urdf(_robot("simple_humanoid.urdf")).to(device)
     with pytest.raises(ValueError, match="this chain is branched; pass frame="):
         _ = tree.tip
     arm = tree.subchain(tip="LARM_LINK6")
@@ -198,11 +198,11 @@ def test_subchain_between_frames_of_a_branched_tree():
     assert max_err(a, b) < 1e-14
     J_tree = tree.jacobian(q_tree, "LARM_LINK6")
     assert max_err(arm.jacobian(q_tree[:, idx]), J_tree[..., idx]) < 1e-14
-    assert max_err(J_tree[..., [k for k in range(tree.dof) if k not in idx]], torch.zeros(1)) == 0
+    assert max_err(J_tree[..., [k for k in range(tree.dof) if k not in idx]], torch.zeros(1, device=device)) == 0
 
 
-def test_subchain_keeps_an_off_path_mimic_source():
-    panda = Chain.from_urdf(_robot("panda.urdf"))
+def test_subchain_keeps_an_off_path_mimic_source(device):
+    panda = Chain.from_urdf(_robot("panda.urdf")).to(device)
     finger = panda.subchain(tip="panda_rightfinger")  # finger_joint2 mimics finger_joint1, off this path
     assert finger.joint_names[-1] == "panda_finger_joint1"
     q = panda.random_configuration(3)
@@ -228,53 +228,53 @@ def _dh_matrix(a, alpha, d, theta, modified):
 
 
 @pytest.mark.parametrize("convention", ["standard", "modified"])
-def test_dh_tables_against_the_matrix_product(convention):
+def test_dh_tables_against_the_matrix_product(convention, device):
     rows = [DHRow(0.1, 0.3, 0.2, 0.1), DHRow(0.4, -1.2, 0.0), DHRow(0.0, 0.7, 0.3, joint="prismatic", lower=-1, upper=1),
             (0.25, math.pi / 2, 0.05)]
-    chain = Chain.from_dh(rows, convention)
-    q = torch.tensor([0.3, -0.8, 0.15, 1.1], dtype=torch.float64)
+    chain = Chain.from_dh(rows, convention).to(device)
+    q = torch.tensor([0.3, -0.8, 0.15, 1.1], dtype=torch.float64, device=device)
     T = np.eye(4)
     for r, v in zip(rows, q.tolist()):
         r = r if isinstance(r, DHRow) else DHRow(*r)
         theta = r.theta + (v if r.joint == "revolute" else 0.0)
         d = r.d + (v if r.joint == "prismatic" else 0.0)
         T = T @ _dh_matrix(r.a, r.alpha, d, theta, convention == "modified")
-    assert np.abs(chain.forward_kinematics(q, "link4").matrix().numpy() - T).max() < 1e-12
+    assert np.abs(chain.forward_kinematics(q, "link4").matrix().cpu().numpy() - T).max() < 1e-12
 
 
-def test_sample_arm_is_the_panda_flange():
-    urdf = Chain.from_urdf(_robot("panda.urdf"), tip="panda_link8")
-    arm = sample_arm()
+def test_sample_arm_is_the_panda_flange(device):
+    urdf = Chain.from_urdf(_robot("panda.urdf"), tip="panda_link8").to(device)
+    arm = sample_arm().to(device)
     q = urdf.random_configuration(50)
     a, b = arm.forward_kinematics(q, "tool"), urdf.forward_kinematics(q, "panda_link8")
     assert max_err(a.matrix(), b.matrix()) < 1e-8  # the URDF writes pi/2 to 16 digits
     assert torch.equal(arm.lower, urdf.lower) and torch.equal(arm.upper, urdf.upper)
 
 
-def test_planar_arm_closed_form():
-    arm = planar_arm((1.0, 0.8, 0.5))
-    q = torch.tensor([[0.3, -0.4, 1.2], [2.0, 0.5, -2.5]], dtype=torch.float64)
+def test_planar_arm_closed_form(device):
+    arm = planar_arm((1.0, 0.8, 0.5)).to(device)
+    q = torch.tensor([[0.3, -0.4, 1.2], [2.0, 0.5, -2.5]], dtype=torch.float64, device=device)
     c = torch.cumsum(q, -1)
-    L = torch.tensor([1.0, 0.8, 0.5], dtype=torch.float64)
+    L = torch.tensor([1.0, 0.8, 0.5], dtype=torch.float64, device=device)
     x = (L * torch.cos(c)).sum(-1)
     y = (L * torch.sin(c)).sum(-1)
     tool = arm.forward_kinematics(q, "tool")
     assert max_err(tool.translation(), torch.stack((x, y, torch.zeros_like(x)), -1)) < 1e-14
     assert max_err(tool.rotation().Log().tensor()[:, 2], c[:, -1]) < 1e-14
-    two = planar_arm((1.0, 0.5))
-    m = two.manipulability(torch.tensor([[0.2, 0.0], [0.2, 1.0]], dtype=torch.float64), rows=(0, 1))
-    assert max_err(m, torch.tensor([0.0, 0.5 * math.sin(1.0)], dtype=torch.float64)) < 1e-12
+    two = planar_arm((1.0, 0.5)).to(device)
+    m = two.manipulability(torch.tensor([[0.2, 0.0], [0.2, 1.0]], dtype=torch.float64, device=device), rows=(0, 1))
+    assert max_err(m, torch.tensor([0.0, 0.5 * math.sin(1.0)], dtype=torch.float64, device=device)) < 1e-12
 
 
-def test_pose_transform_gets_six_columns():
-    T = pp.randn_SE3(dtype=torch.float64)
+def test_pose_transform_gets_six_columns(device):
+    T = pp.randn_SE3(dtype=torch.float64, device=device)
     model = PoseTransform(T)
-    p = torch.randn(5, 3, dtype=torch.float64)
+    p = torch.randn(5, 3, dtype=torch.float64, device=device)
     assert max_err(model(p), T.Act(p)) < 1e-14
     (J,) = modjac(model, p)
     assert J.shape == (5, 3, 6)
     with pytest.raises(ValueError, match="not a rigid transform"):
-        PoseTransform(2 * torch.eye(4))
+        PoseTransform(2 * torch.eye(4, device=device))
 
 
 URDF_HEAD = '<?xml version="1.0"?>\n<robot name="r">\n  <link name="a"/>\n  <link name="b"/>\n'
@@ -297,30 +297,30 @@ URDF_HEAD = '<?xml version="1.0"?>\n<robot name="r">\n  <link name="a"/>\n  <lin
          r":5: revolute joint 'j' needs a <limit> element"),
     ],
 )
-def test_bad_urdf_names_the_line(body, match):
+def test_bad_urdf_names_the_line(body, match, device):
     with pytest.raises(UrdfError, match=match):
-        Chain.from_urdf(URDF_HEAD + body + "</robot>\n")
+        Chain.from_urdf(URDF_HEAD + body + "</robot>\n").to(device)
 
 
-def test_bad_tree_and_bad_configuration():
+def test_bad_tree_and_bad_configuration(device):
     with pytest.raises(KinematicTreeError, match="link 'b' has two parent joints"):
         Chain([Joint.fixed("j1", "a", "b"), Joint.fixed("j2", "c", "b")])
     with pytest.raises(KinematicTreeError, match=r"several root links \(disconnected parts\)"):
         Chain([Joint.fixed("j1", "a", "b"), Joint.fixed("j2", "c", "d")])
     with pytest.raises(KinematicTreeError, match="mimics 'x', which is not a joint"):
         Chain([Joint.revolute("j1", "a", "b", mimic=Mimic("x"))])
-    arm = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand")
+    arm = Chain.from_urdf(_robot("panda.urdf"), tip="panda_hand").to(device)
     with pytest.raises(ValueError, match=r"root 'nowhere' does not exist; frames: \['panda_link0'"):
-        Chain.from_urdf(_robot("panda.urdf"), root="nowhere", tip="panda_hand")
+        Chain.from_urdf(_robot("panda.urdf"), root="nowhere", tip="panda_hand").to(device)
     with pytest.raises(ValueError, match="root 'panda_hand' is not an ancestor of tip 'panda_link3'"):
-        Chain.from_urdf(_robot("panda.urdf"), root="panda_hand", tip="panda_link3")
+        Chain.from_urdf(_robot("panda.urdf"), root="panda_hand", tip="panda_link3").to(device)
     with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 7\) for the 7 actuated joints \['panda_joint1'"):
-        arm.forward_kinematics(torch.zeros(3, 6))
+        arm.forward_kinematics(torch.zeros(3, 6, device=device))
     with pytest.raises(ValueError, match="NaN or infinite"):
-        arm.jacobian(torch.full((7,), float("nan")))
+        arm.jacobian(torch.full((7,), float("nan"), device=device))
     with pytest.raises(TypeError, match="floating-point"):
-        arm.forward_kinematics(torch.zeros(7, dtype=torch.long))
+        arm.forward_kinematics(torch.zeros(7, dtype=torch.long, device=device))
     with pytest.raises(ValueError, match="frame 'hand' does not exist"):
-        arm.jacobian(torch.zeros(7), "hand")
+        arm.jacobian(torch.zeros(7, device=device), "hand")
     with pytest.raises(ValueError, match="reference: expected 'world' or 'local'"):
-        arm.jacobian(torch.zeros(7), reference="body")
+        arm.jacobian(torch.zeros(7, device=device), reference="body")

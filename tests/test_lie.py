@@ -14,46 +14,46 @@ from helpers import BATCH_SHAPES, GROUPS, left_perturb, max_err, random_group
 
 @pytest.mark.parametrize("group", list(GROUPS))
 @pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
-def test_tangent_maps_invert_each_other(group, shape, dtype):
-    X = random_group(group, shape, dtype)
+def test_tangent_maps_invert_each_other(group, shape, dtype, device):
+    X = random_group(group, shape, dtype, device=device)
     P = lie.tangent_from_raw(X, group)
     M = lie.raw_from_tangent(X, group)
     dof = GROUPS[group][2]
     assert M.shape == X.shape[:-1] + (X.shape[-1], dof)
-    eye = torch.eye(dof, dtype=dtype).expand(P.shape[:-2] + (dof, dof))
+    eye = torch.eye(dof, dtype=dtype, device=device).expand(P.shape[:-2] + (dof, dof))
     assert max_err(P @ M, eye) < lie.tolerance(dtype) * 10
 
 
 @pytest.mark.parametrize("group", list(GROUPS))
-def test_raw_from_tangent_is_derivative_of_left_perturbation(group):
-    X = random_group(group, (4,))
+def test_raw_from_tangent_is_derivative_of_left_perturbation(group, device):
+    X = random_group(group, (4,), device=device)
     M = lie.raw_from_tangent(X, group)
     dof = GROUPS[group][2]
     eps = 1e-6
     for k in range(dof):
-        d = torch.zeros(4, dof, dtype=torch.float64)
+        d = torch.zeros(4, dof, dtype=torch.float64, device=device)
         d[:, k] = eps
         fd = (left_perturb(X, d).tensor() - left_perturb(X, -d).tensor()) / (2 * eps)
         assert max_err(fd, M[..., k]) < 1e-8
 
 
 @pytest.mark.parametrize("group", ["SO3", "SE3", "Sim3", "RxSO3"])
-def test_tangent_from_raw_ignores_quaternion_length(group):
-    X = random_group(group, (5,))
+def test_tangent_from_raw_ignores_quaternion_length(group, device):
+    X = random_group(group, (5,), device=device)
     raw = X.tensor()
     radial = torch.zeros_like(raw)
     q0 = {"SO3": 0, "SE3": 3, "Sim3": 3, "RxSO3": 0}[group]
     radial[..., q0 : q0 + 4] = raw[..., q0 : q0 + 4]  # d/ds of s * q: leaves the manifold
     P = lie.tangent_from_raw(X, group)
-    assert max_err(P @ radial.unsqueeze(-1), torch.zeros(1)) < 1e-12
+    assert max_err(P @ radial.unsqueeze(-1), torch.zeros(1, device=device)) < 1e-12
 
 
 @pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
-def test_plain_ops_match_pypose(shape, dtype):
-    X = pp.randn_SE3(*shape, sigma=2.0, dtype=dtype)
-    Y = pp.randn_SE3(*shape, dtype=dtype)
-    x = pp.randn_se3(*shape, sigma=2.0, dtype=dtype)
-    p = torch.randn(shape + (3,), dtype=dtype)
+def test_plain_ops_match_pypose(shape, dtype, device):
+    X = pp.randn_SE3(*shape, sigma=2.0, dtype=dtype, device=device)
+    Y = pp.randn_SE3(*shape, dtype=dtype, device=device)
+    x = pp.randn_se3(*shape, sigma=2.0, dtype=dtype, device=device)
+    p = torch.randn(shape + (3,), dtype=dtype, device=device)
     tol = lie.tolerance(dtype) * 100
     assert max_err(ops.se3_exp(x.tensor()), x.Exp().tensor()) < tol
     assert max_err(ops.se3_log(X.tensor()), X.Log().tensor()) < tol
@@ -64,28 +64,28 @@ def test_plain_ops_match_pypose(shape, dtype):
     assert max_err((ops.se3_adjoint(X.tensor()) @ x.tensor().unsqueeze(-1)).squeeze(-1), X.Adj(x).tensor()) < tol * 10
 
 
-def test_log_takes_either_quaternion_sign():
-    X = pp.randn_SE3(50, sigma=2.0, dtype=torch.float64)
+def test_log_takes_either_quaternion_sign(device):
+    X = pp.randn_SE3(50, sigma=2.0, dtype=torch.float64, device=device)
     flipped = torch.cat((X.tensor()[:, :3], -X.tensor()[:, 3:]), -1)
     assert max_err(ops.se3_log(flipped), X.Log().tensor()) < 1e-12
 
 
-def test_matrix_to_quat_round_trip_including_half_turns():
+def test_matrix_to_quat_round_trip_including_half_turns(device):
     phis = torch.tensor(
         [[torch.pi, 0, 0], [0, torch.pi - 1e-9, 0], [0, 0, 0], [2.2, -2.2, 0.1], [0, 1e-12, 0]], dtype=torch.float64
-    )
+    , device=device)
     R = pp.so3(phis).Exp().matrix()
     q = ops.matrix_to_quat(R)
     assert (q[:, 3] >= 0).all()
     assert max_err(ops.quat_to_matrix(q), R) < 1e-12
-    T = pp.randn_SE3(20, dtype=torch.float64)
+    T = pp.randn_SE3(20, dtype=torch.float64, device=device)
     assert max_err(lie.SE3_to_matrix(lie.matrix_to_SE3(T.matrix())), T.matrix()) < 1e-12
 
 
-def test_matrix_to_quat_matches_pypose_on_every_branch():
+def test_matrix_to_quat_matches_pypose_on_every_branch(device):
     """Each of the four square-root branches (the largest of w^2, x^2, y^2, z^2) is taken, and the
     quaternion equals pypose's up to its sign."""
-    X = pp.randn_SO3(2000, sigma=3.0, dtype=torch.float64)
+    X = pp.randn_SO3(2000, sigma=3.0, dtype=torch.float64, device=device)
     q_ref = X.tensor()
     q = ops.matrix_to_quat(X.matrix())
     branch = torch.stack((q_ref[:, 3], q_ref[:, 0], q_ref[:, 1], q_ref[:, 2]), -1).abs().argmax(-1)
@@ -95,17 +95,17 @@ def test_matrix_to_quat_matches_pypose_on_every_branch():
 
 
 @pytest.mark.parametrize("angle", [0.0, 1e-12, 1e-5, 0.999e-3, 1.001e-3, 0.3, 3.0])
-def test_small_angle_branches_have_correct_finite_gradients(angle):
-    axis = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
+def test_small_angle_branches_have_correct_finite_gradients(angle, device):
+    axis = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64, device=device)
     phi = (axis / axis.norm() * angle).requires_grad_()
     # Log(Exp(phi)) = phi, so its Jacobian is the identity, through both branches
     J = torch.autograd.functional.jacobian(lambda v: ops.so3_log(ops.so3_exp(v)), phi)
-    assert max_err(J, torch.eye(3, dtype=torch.float64)) < 1e-9
-    xi = torch.cat((torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64), phi.detach()))
+    assert max_err(J, torch.eye(3, dtype=torch.float64, device=device)) < 1e-9
+    xi = torch.cat((torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64, device=device), phi.detach()))
     # Jl^-1 against differences of Log(Exp(e) Exp(xi))
     eps, cols = 1e-6, []
     for k in range(6):
-        e = torch.zeros(6, dtype=torch.float64)
+        e = torch.zeros(6, dtype=torch.float64, device=device)
         e[k] = eps
         plus = ops.se3_log(ops.se3_compose(ops.se3_exp(e), ops.se3_exp(xi)))
         minus = ops.se3_log(ops.se3_compose(ops.se3_exp(-e), ops.se3_exp(xi)))
@@ -115,12 +115,12 @@ def test_small_angle_branches_have_correct_finite_gradients(angle):
     assert torch.isfinite(grads).all()
 
 
-def test_right_jacobian_inverse_against_differences():
-    X = pp.randn_SE3(10, sigma=2.0, dtype=torch.float64).tensor()
+def test_right_jacobian_inverse_against_differences(device):
+    X = pp.randn_SE3(10, sigma=2.0, dtype=torch.float64, device=device).tensor()
     xi = ops.se3_log(X)
     eps, cols = 1e-6, []
     for k in range(6):
-        d = torch.zeros(10, 6, dtype=torch.float64)
+        d = torch.zeros(10, 6, dtype=torch.float64, device=device)
         d[:, k] = eps
         plus = ops.se3_log(ops.se3_compose(X, ops.se3_exp(d)))
         minus = ops.se3_log(ops.se3_compose(X, ops.se3_exp(-d)))
@@ -128,12 +128,12 @@ def test_right_jacobian_inverse_against_differences():
     assert max_err(torch.stack(cols, -1), ops.se3_right_jacobian_inverse(xi)) < 1e-8
 
 
-def test_sim3_left_jacobian_against_differences():
-    x = torch.randn(7, dtype=torch.float64) * 0.7
+def test_sim3_left_jacobian_against_differences(device):
+    x = torch.randn(7, dtype=torch.float64, device=device) * 0.7
     eps, cols = 1e-6, []
     X = pp.sim3(x).Exp()
     for k in range(7):
-        e = torch.zeros(7, dtype=torch.float64)
+        e = torch.zeros(7, dtype=torch.float64, device=device)
         e[k] = eps
         plus = (pp.sim3(x + e).Exp() * X.Inv()).Log().tensor()
         minus = (pp.sim3(x - e).Exp() * X.Inv()).Log().tensor()
@@ -141,14 +141,14 @@ def test_sim3_left_jacobian_against_differences():
     assert max_err(torch.stack(cols, -1), lie.sim3_left_jacobian(x)) < 1e-8
 
 
-def test_quaternion_order_helpers():
-    q = torch.tensor([0.1, 0.2, 0.3, 0.9])
-    assert torch.equal(lie.xyzw_to_wxyz(q), torch.tensor([0.9, 0.1, 0.2, 0.3]))
+def test_quaternion_order_helpers(device):
+    q = torch.tensor([0.1, 0.2, 0.3, 0.9], device=device)
+    assert torch.equal(lie.xyzw_to_wxyz(q), torch.tensor([0.9, 0.1, 0.2, 0.3], device=device))
     assert torch.equal(lie.wxyz_to_xyzw(lie.xyzw_to_wxyz(q)), q)
 
 
-def test_as_SE3_accepts_poses_and_matrices():
-    X = pp.randn_SE3(2, 3, dtype=torch.float64)
+def test_as_SE3_accepts_poses_and_matrices(device):
+    X = pp.randn_SE3(2, 3, dtype=torch.float64, device=device)
     assert max_err(lie.as_SE3(X).tensor(), X.tensor()) == 0
     assert max_err(lie.as_SE3(X.tensor()).tensor(), X.tensor()) == 0
     back = lie.as_SE3(X.matrix())
@@ -170,14 +170,14 @@ def test_as_SE3_accepts_poses_and_matrices():
         ("pose", "expected a tensor"),
     ],
 )
-def test_as_SE3_refuses_bad_input(bad, match):
+def test_as_SE3_refuses_bad_input(bad, match, device):
     with pytest.raises((ValueError, TypeError), match=match):
         lie.as_SE3(bad, name="target")
 
 
-def test_raw_autograd_leaves_pypose_unchanged_outside():
-    X = pp.randn_SE3(dtype=torch.float64).requires_grad_()
-    p = torch.randn(3, dtype=torch.float64)
+def test_raw_autograd_leaves_pypose_unchanged_outside(device):
+    X = pp.randn_SE3(dtype=torch.float64, device=device).requires_grad_()
+    p = torch.randn(3, dtype=torch.float64, device=device)
     (g_before,) = torch.autograd.grad(X.Act(p).sum(), X)
     with lie.raw_autograd():
         assert lie.raw_autograd_enabled()
@@ -190,12 +190,12 @@ def test_raw_autograd_leaves_pypose_unchanged_outside():
     eps = 1e-6
     fd = torch.stack([
         (pp.SE3(X.detach().tensor() + eps * e).Act(p).sum() - pp.SE3(X.detach().tensor() - eps * e).Act(p).sum()) / (2 * eps)
-        for e in torch.eye(7, dtype=torch.float64)[:3]
+        for e in torch.eye(7, dtype=torch.float64, device=device)[:3]
     ])
     assert max_err(g_raw[:3], fd) < 1e-8
 
 
-def test_raw_autograd_is_per_thread():
+def test_raw_autograd_is_per_thread(device):
     seen = []
 
     def other():

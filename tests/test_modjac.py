@@ -31,9 +31,9 @@ class TwoHeads(nn.Module):
 
 
 @pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
-def test_plain_parameters_match_torch_and_pypose(kw):
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-    x = torch.randn(5, 3, dtype=torch.float64)
+def test_plain_parameters_match_torch_and_pypose(kw, device):
+    model = nn.Sequential(nn.Linear(3, 4, device=device), nn.Tanh(), nn.Linear(4, 2, device=device)).double()
+    x = torch.randn(5, 3, dtype=torch.float64, device=device)
     ours = modjac(model, x, **kw)
     ref = _torch_reference(model, x)
     assert isinstance(ours, tuple) and len(ours) == 4
@@ -48,9 +48,10 @@ def test_plain_parameters_match_torch_and_pypose(kw):
         assert max_err(flat, pp.optim.functional.modjac(model, x, flatten=True, **kw)) < 1e-14
 
 
-def test_several_outputs_and_inputs_nest_like_pypose():
-    model = TwoHeads().double()
-    x, s = torch.randn(4, 3, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+def test_several_outputs_and_inputs_nest_like_pypose(device):
+    with device:
+        model = TwoHeads().double()
+    x, s = torch.randn(4, 3, dtype=torch.float64, device=device), torch.tensor(2.0, dtype=torch.float64, device=device)
     ours = modjac(model, (x, s))
     theirs = pp.optim.functional.modjac(model, (x, s))
     assert len(ours) == 2 and all(len(row) == 4 for row in ours)
@@ -92,10 +93,10 @@ class RawReader(nn.Module):
 @pytest.mark.parametrize("group", list(GROUPS))
 @pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
 @pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
-def test_lie_parameters_get_tangent_columns(group, shape, kw):
-    X = random_group(group, shape)
-    Y = random_group(group, shape)
-    p = torch.randn(shape + (3,), dtype=torch.float64)
+def test_lie_parameters_get_tangent_columns(group, shape, kw, device):
+    X = random_group(group, shape, device=device)
+    Y = random_group(group, shape, device=device)
+    p = torch.randn(shape + (3,), dtype=torch.float64, device=device)
     model = RawReader(X.clone(), Y)
     (J,) = modjac(model, p, **kw)
     dof = GROUPS[group][2]
@@ -106,20 +107,20 @@ def test_lie_parameters_get_tangent_columns(group, shape, kw):
 
 
 @pytest.mark.parametrize("group", ["SO3", "SE3"])
-def test_equals_pypose_meaningful_columns_when_model_uses_pypose_operations(group):
-    X = random_group(group, (2,))
+def test_equals_pypose_meaningful_columns_when_model_uses_pypose_operations(group, device):
+    X = random_group(group, (2,), device=device)
     model = Transform(X.clone())
-    p = torch.randn(2, 4, 3, dtype=torch.float64)
+    p = torch.randn(2, 4, 3, dtype=torch.float64, device=device)
     (ours,) = modjac(model, p)
     (theirs,) = pp.optim.functional.modjac(model, p)
     dof = GROUPS[group][2]
     assert theirs.shape[-1] == dof + 1 and ours.shape[-1] == dof
-    assert max_err(theirs[..., dof], torch.zeros(1)) == 0  # pypose's always-zero column
+    assert max_err(theirs[..., dof], torch.zeros(1, device=device)) == 0  # pypose's always-zero column
     assert max_err(ours, theirs[..., :dof]) < 1e-12
 
 
-def test_translation_slice_is_right_where_pypose_is_not():
-    X = pp.randn_SE3(dtype=torch.float64)
+def test_translation_slice_is_right_where_pypose_is_not(device):
+    X = pp.randn_SE3(dtype=torch.float64, device=device)
 
     class Slice(nn.Module):
         def __init__(self, X):
@@ -136,10 +137,11 @@ def test_translation_slice_is_right_where_pypose_is_not():
     assert max_err(theirs[..., :6], ref) > 0.1  # the bug robojac exists to fix
 
 
-def test_frozen_parameters_and_wrt_choose_columns():
-    model = TwoHeads().double()
+def test_frozen_parameters_and_wrt_choose_columns(device):
+    with device:
+        model = TwoHeads().double()
     model.body[0].weight.requires_grad_(False)
-    x, s = torch.randn(4, 3, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    x, s = torch.randn(4, 3, dtype=torch.float64, device=device), torch.tensor(1.0, dtype=torch.float64, device=device)
     J = modjac(model, (x, s))
     assert len(J[0]) == 3  # the frozen weight has no columns
     J = modjac(model, (x, s), wrt=["head.bias", model.body[0].weight])
@@ -148,47 +150,47 @@ def test_frozen_parameters_and_wrt_choose_columns():
     assert max_err(J[0][0], ref) < 1e-8
 
 
-def test_lie_algebra_parameters_keep_their_coordinates():
+def test_lie_algebra_parameters_keep_their_coordinates(device):
     class Twist(nn.Module):
         def __init__(self):
             super().__init__()
-            self.x = pp.Parameter(pp.randn_se3(2, dtype=torch.float64))
+            self.x = pp.Parameter(pp.randn_se3(2, dtype=torch.float64, device=device))
 
         def forward(self, p):
             return self.x.Exp().Act(p)
 
     model = Twist()
-    p = torch.randn(2, 3, dtype=torch.float64)
+    p = torch.randn(2, 3, dtype=torch.float64, device=device)
     (J,) = modjac(model, p, vectorize=True, strategy="forward-mode")
     ref = euclid_fd(lambda v: pp.se3(v).Exp().Act(p), model.x.detach().tensor())
     assert J.shape == (2, 3, 2, 6) and max_err(J, ref) < 1e-8
 
 
-def test_float32_agrees_with_float64():
-    X = pp.randn_SE3(3, dtype=torch.float64)
-    p = torch.randn(3, 5, 3, dtype=torch.float64)
+def test_float32_agrees_with_float64(device):
+    X = pp.randn_SE3(3, dtype=torch.float64, device=device)
+    p = torch.randn(3, 5, 3, dtype=torch.float64, device=device)
     (J64,) = modjac(Transform(X.clone()), p)
     (J32,) = modjac(Transform(X.float().clone()), p.float())
     assert J32.dtype == torch.float32 and max_err(J32.double(), J64) < 1e-4
 
 
-def test_create_graph_makes_the_jacobian_differentiable():
-    X = pp.randn_SE3(dtype=torch.float64)
-    p = torch.randn(3, dtype=torch.float64, requires_grad=True)
+def test_create_graph_makes_the_jacobian_differentiable(device):
+    X = pp.randn_SE3(dtype=torch.float64, device=device)
+    p = torch.randn(3, dtype=torch.float64, requires_grad=True, device=device)
     (J,) = modjac(Transform(X.clone()), p, create_graph=True)
     (g,) = torch.autograd.grad((J**2).sum(), p)
     ref = euclid_fd(lambda q: (modjac(Transform(X.clone()), q)[0] ** 2).sum(), p.detach())
     assert max_err(g, ref) < 1e-7
 
 
-def test_bad_input_is_refused_with_what_was_expected():
-    model = nn.Linear(2, 2)
-    x = torch.randn(2)
+def test_bad_input_is_refused_with_what_was_expected(device):
+    model = nn.Linear(2, 2, device=device)
+    x = torch.randn(2, device=device)
     with pytest.raises(TypeError, match="nn.Module"):
         modjac(lambda x: x, x)
     with pytest.raises(ValueError, match="has no parameters"):
         modjac(nn.ReLU(), x)
-    frozen = nn.Linear(2, 2).requires_grad_(False)
+    frozen = nn.Linear(2, 2, device=device).requires_grad_(False)
     with pytest.raises(ValueError, match="no parameter that requires grad"):
         modjac(frozen, x)
     with pytest.raises(ValueError, match=r"'bogus' names no parameter.*\['bias', 'weight'\]"):
@@ -204,15 +206,15 @@ def test_bad_input_is_refused_with_what_was_expected():
     with pytest.raises(ValueError, match="requires vectorize=True"):
         modjac(model, x, strategy="forward-mode")
     with pytest.raises(FloatingPointError, match="NaN"):
-        modjac(model, torch.tensor([float("nan"), 1.0]))
+        modjac(model, torch.tensor([float("nan"), 1.0], device=device))
 
 
 @pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
-def test_jacobian_holds_no_graph_unless_asked(kw):
-    model = nn.Sequential(nn.Linear(3, 2), nn.Tanh())  # a Jacobian that depends on the weights
-    assert not any(j.requires_grad for j in modjac(model, torch.randn(3), **kw))
+def test_jacobian_holds_no_graph_unless_asked(kw, device):
+    model = nn.Sequential(nn.Linear(3, 2, device=device), nn.Tanh())  # a Jacobian that depends on the weights
+    assert not any(j.requires_grad for j in modjac(model, torch.randn(3, device=device), **kw))
     if kw.get("strategy") == "forward-mode":
         with pytest.raises(ValueError, match='create_graph=True needs strategy="reverse-mode"'):
-            modjac(model, torch.randn(3), create_graph=True, **kw)
+            modjac(model, torch.randn(3, device=device), create_graph=True, **kw)
     else:
-        assert all(j.requires_grad for j in modjac(model, torch.randn(3), create_graph=True, **kw))
+        assert all(j.requires_grad for j in modjac(model, torch.randn(3, device=device), create_graph=True, **kw))

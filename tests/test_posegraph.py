@@ -18,6 +18,8 @@ from robojac.posegraph._se2 import se2_compose, se2_exp, se2_log
 
 from helpers import max_err
 
+CPU = torch.device("cpu")
+
 def _data(name):
     return data_path(f"posegraph/{name}.g2o")
 
@@ -49,10 +51,10 @@ def _matrices(P):
 
 
 def independent_cost(graph: PoseGraph, poses) -> float:
-    P = poses.as_subclass(torch.Tensor).detach().numpy() if hasattr(poses, "ltype") else np.asarray(poses)
-    e = graph.edges.numpy()
-    info = graph.information.numpy()
-    Z = graph.measurements.numpy()
+    P = poses.as_subclass(torch.Tensor).detach().cpu().numpy() if hasattr(poses, "ltype") else np.asarray(poses)
+    e = graph.edges.cpu().numpy()
+    info = graph.information.cpu().numpy()
+    Z = graph.measurements.cpu().numpy()
     if graph.dim == 2:
         yaw = lambda Q: 2 * np.arctan2(Q[:, 5], Q[:, 6])  # noqa: E731
         x, z = np.stack((P[:, 0], P[:, 1], yaw(P)), 1), np.stack((Z[:, 0], Z[:, 1], yaw(Z)), 1)
@@ -83,16 +85,16 @@ OPTIMA = json.loads(data_path("posegraph/gtsam_optima.json").read_text())
 
 @pytest.mark.parametrize("name", ["tinyGrid3D", "smallGrid3D", "parking-garage", "sphere2500", "MIT", "intel",
                                   "manhattan", "kitti_00", "ais2klinik"])
-def test_initial_cost_matches_an_independent_evaluation(name):
-    graph = read_g2o(_data(name))
+def test_initial_cost_matches_an_independent_evaluation(name, device):
+    graph = read_g2o(_data(name)).to(device)
     ours = float(graph.cost().detach())
     ref = independent_cost(graph, graph.poses)
     assert ours == pytest.approx(ref, rel=1e-9)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMA))
-def test_reaches_the_reference_optimum_from_chordal(name):
-    graph = read_g2o(_data(name))
+def test_reaches_the_reference_optimum_from_chordal(name, device):
+    graph = read_g2o(_data(name)).to(device)
     result = optimize(graph, PGOConfig(method="gn"))
     ref = OPTIMA[name]["gtsam_optimum_cost"]
     assert result.converged
@@ -100,49 +102,58 @@ def test_reaches_the_reference_optimum_from_chordal(name):
     assert result.cost >= ref * (1 - 1e-5)  # ais2klinik: robojac lands 8e-7 below GTSAM's value
     assert independent_cost(graph, result.poses) == pytest.approx(result.cost, rel=1e-9)
     assert result.poses.shape == (graph.num_poses, 7) and result.poses.ltype is pp.SE3_type
+    assert result.poses.device == device
 
 
-def test_chordal_start_escapes_the_minimum_the_file_estimate_is_stuck_in():
-    graph = read_g2o(_data("MIT"))
+def test_chordal_start_escapes_the_minimum_the_file_estimate_is_stuck_in(device):
+    graph = read_g2o(_data("MIT")).to(device)
     from_file = optimize(graph, PGOConfig(init="file"))
     from_chordal = optimize(graph, PGOConfig(init="chordal"))
     assert from_file.cost > 300 and from_chordal.cost < 21  # GTSAM: 385 vs 20.6
 
 
-def _synthetic(dim, N=40, loops=((0, 13), (5, 21), (10, 30), (2, 38)), noise=0.0, seed=0):
+def _synthetic(dim, N=40, loops=((0, 13), (5, 21), (10, 30), (2, 38)), noise=0.0, seed=0, device=CPU):
+    """A chain of poses with loop closures: (true poses, edges, measurements, information) on
+    ``device`` (drawn on the CPU: the same graph on every device)."""
+    X, E, Z, info = _synthetic_cpu(dim, N, loops, noise, seed)
+    return X.to(device), E.to(device), Z.to(device), info.to(device)
+
+
+def _synthetic_cpu(dim, N, loops, noise, seed):
     g = torch.Generator().manual_seed(seed)
+    kw = dict(dtype=torch.float64, device=CPU)
     if dim == 3:
-        X = [pp.identity_SE3(dtype=torch.float64)]
+        X = [pp.identity_SE3(**kw)]
         for _ in range(N - 1):
-            step = torch.tensor([1.0, 0, 0.05, 0, 0.02, 0.15], dtype=torch.float64) + 0.05 * torch.randn(6, generator=g, dtype=torch.float64)
+            step = torch.tensor([1.0, 0, 0.05, 0, 0.02, 0.15], **kw) + 0.05 * torch.randn(6, generator=g, **kw)
             X.append(X[-1] * pp.se3(step).Exp())
         X = pp.SE3(torch.stack([x.tensor() for x in X]))
-        E = torch.tensor([(k, k + 1) for k in range(N - 1)] + list(loops))
+        E = torch.tensor([(k, k + 1) for k in range(N - 1)] + list(loops), device=CPU)
         Z = X[E[:, 0]].Inv() * X[E[:, 1]]
         if noise:
-            Z = pp.se3(noise * torch.randn(len(E), 6, generator=g, dtype=torch.float64)).Exp() * Z
-        info = torch.eye(6, dtype=torch.float64).expand(len(E), 6, 6) * 100
+            Z = pp.se3(noise * torch.randn(len(E), 6, generator=g, **kw)).Exp() * Z
+        info = torch.eye(6, **kw).expand(len(E), 6, 6) * 100
         return X, E, Z.tensor(), info
-    S = [torch.zeros(3, dtype=torch.float64)]
+    S = [torch.zeros(3, **kw)]
     for _ in range(N - 1):
-        S.append(se2_compose(S[-1], torch.tensor([1.0, 0.1, 0.2], dtype=torch.float64) + 0.05 * torch.randn(3, generator=g, dtype=torch.float64)))
+        S.append(se2_compose(S[-1], torch.tensor([1.0, 0.1, 0.2], **kw) + 0.05 * torch.randn(3, generator=g, **kw)))
     S = torch.stack(S)
-    E = torch.tensor([(k, k + 1) for k in range(N - 1)] + list(loops))
+    E = torch.tensor([(k, k + 1) for k in range(N - 1)] + list(loops), device=CPU)
     from robojac.posegraph._se2 import se2_inverse, se2_to_se3
 
     Zs = se2_compose(se2_inverse(S[E[:, 0]]), S[E[:, 1]])
-    info = torch.tensor([[100.0, 5, 1], [5, 80, 2], [1, 2, 300]], dtype=torch.float64).expand(len(E), 3, 3)
+    info = torch.tensor([[100.0, 5, 1], [5, 80, 2], [1, 2, 300]], **kw).expand(len(E), 3, 3)
     return pp.SE3(se2_to_se3(S)), E, se2_to_se3(Zs), info
 
 
 @pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("method", ["gn", "lm"])
 @pytest.mark.parametrize("init", ["file", "odometry", "chordal"])
-def test_noise_free_graphs_are_recovered_exactly(dim, method, init):
-    X, E, Z, info = _synthetic(dim)
+def test_noise_free_graphs_are_recovered_exactly(dim, method, init, device):
+    X, E, Z, info = _synthetic(dim, device=device)
     start = pp.SE3(X.tensor().clone())
-    perturb = torch.zeros(len(X), 6, dtype=torch.float64)
-    perturb[1:] = 0.2 * torch.randn(len(X) - 1, 6, dtype=torch.float64)
+    perturb = torch.zeros(len(X), 6, dtype=torch.float64, device=device)
+    perturb[1:] = 0.2 * torch.randn(len(X) - 1, 6, dtype=torch.float64, device=device)
     if dim == 2:
         perturb[:, 2:5] = 0  # stay planar
     start = pp.se3(perturb).Exp() * start
@@ -155,10 +166,10 @@ def test_noise_free_graphs_are_recovered_exactly(dim, method, init):
     assert max_err(result.poses.matrix(), X.matrix()) < 1e-8
 
 
-def test_fix_lines_hold_their_poses():
-    X, E, Z, info = _synthetic(3)
-    Zn = (pp.se3(0.05 * torch.randn(len(E), 6, dtype=torch.float64)).Exp() * pp.SE3(Z)).tensor()
-    fixed = torch.zeros(len(X), dtype=torch.bool)
+def test_fix_lines_hold_their_poses(device):
+    X, E, Z, info = _synthetic(3, device=device)
+    Zn = (pp.se3(0.05 * torch.randn(len(E), 6, dtype=torch.float64, device=device)).Exp() * pp.SE3(Z)).tensor()
+    fixed = torch.zeros(len(X), dtype=torch.bool, device=device)
     fixed[[0, 20]] = True
     graph = PoseGraph(X.tensor(), E, Zn, info, fixed=fixed)
     result = optimize(graph)
@@ -166,11 +177,11 @@ def test_fix_lines_hold_their_poses():
     assert max_err(result.poses.tensor()[5], X.tensor()[5]) > 1e-4  # the others moved
 
 
-def test_robust_kernels_reject_outlier_loop_closures():
-    X, E, Z, info = _synthetic(3, loops=tuple((k, k + 7) for k in range(0, 32, 3)))
+def test_robust_kernels_reject_outlier_loop_closures(device):
+    X, E, Z, info = _synthetic(3, loops=tuple((k, k + 7) for k in range(0, 32, 3)), device=device)
     Z = Z.clone()
     g = torch.Generator().manual_seed(3)
-    Z[[41, 44, 47]] = pp.se3(2.0 * torch.randn(3, 6, dtype=torch.float64, generator=g)).Exp().tensor()
+    Z[[41, 44, 47]] = pp.se3(2.0 * torch.randn(3, 6, dtype=torch.float64, generator=g, device=CPU)).Exp().tensor().to(device)
     graph = PoseGraph(X.tensor(), E, Z, info)
     err = {}
     for kernel in ("none", "huber", "cauchy", "geman_mcclure", "dcs", "tukey"):
@@ -183,8 +194,8 @@ def test_robust_kernels_reject_outlier_loop_closures():
     assert err["cauchy"] < err["none"] / 10, err
 
 
-def test_kernel_weights_are_derivatives_of_rho():
-    s = torch.linspace(0.01, 30, 200, dtype=torch.float64)
+def test_kernel_weights_are_derivatives_of_rho(device):
+    s = torch.linspace(0.01, 30, 200, dtype=torch.float64, device=device)
     for name in ("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"):
         k = RobustKernel(name, 2.0)
         eps = 1e-6
@@ -259,19 +270,22 @@ def test_an_old_factorization_that_overshoots_is_not_taken_for_convergence():
 
 
 @pytest.mark.parametrize("name", ["smallGrid3D", "intel"])
-def test_multifrontal_cholesky_solves_real_systems(name):
+def test_multifrontal_cholesky_solves_real_systems(name, device):
     from robojac.optim import MultifrontalCholesky, SparseLDL
     from robojac.posegraph._solve import _Problem, _held, initialize
 
     graph = read_g2o(_data(name))
     prob = _Problem(graph, _held(graph), "ldl")
     r, J = prob.linearize(initialize(graph))
-    H, g = J.normal_equations(r)
+    H_cpu, g_cpu = J.normal_equations(r)
+    H, g = H_cpu.to(device), g_cpu.to(device)  # the multifrontal solver runs where the system is
     C = MultifrontalCholesky(H, graph.tangent_dim)
     x = C.solve(-g.reshape(-1))
+    assert x.device == device
     assert max_err(H @ x, -g.reshape(-1)) < 1e-8 * float(g.abs().max())
-    assert max_err(x, SparseLDL(H).solve(-g.reshape(-1))) < 1e-8
-    H2 = torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values() * 2, H.shape, check_invariants=True)
+    assert max_err(x.cpu(), SparseLDL(H_cpu).solve(-g_cpu.reshape(-1))) < 1e-8
+    H2 = torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values() * 2, H.shape, device=device,
+                                 check_invariants=True)
     C.refactor(H2)
     assert max_err(C.solve(-g.reshape(-1)), x / 2) < 1e-8
 
@@ -318,11 +332,12 @@ def _se2_fd(f, x, eps=1e-6):
     return torch.stack(cols, -1)
 
 
-def test_se2_residual_jacobians_against_differences():
-    g = torch.Generator().manual_seed(0)
-    Xi, Xj, Z = (torch.randn(20, 3, dtype=torch.float64, generator=g) * torch.tensor([3, 3, 2.0], dtype=torch.float64) for _ in range(3))
-    A = torch.randn(20, 3, 3, dtype=torch.float64, generator=g)
-    L = torch.linalg.cholesky(A @ A.mT + 3 * torch.eye(3, dtype=torch.float64)).mT
+def test_se2_residual_jacobians_against_differences(device):
+    g = torch.Generator(device).manual_seed(0)
+    kw = dict(dtype=torch.float64, device=device)
+    Xi, Xj, Z = (torch.randn(20, 3, generator=g, **kw) * torch.tensor([3, 3, 2.0], **kw) for _ in range(3))
+    A = torch.randn(20, 3, 3, generator=g, **kw)
+    L = torch.linalg.cholesky(A @ A.mT + 3 * torch.eye(3, **kw)).mT
     res = SE2BetweenResidual()
     r, (Ji, Jj) = res.value_and_jacobians(Xi, Xj, Z, L)
     assert max_err(r, res(Xi, Xj, Z, L)) == 0
@@ -336,24 +351,25 @@ def test_se2_residual_jacobians_against_differences():
     assert max_err(Jj, _se2_fd(lambda x: res(Xi, x, Z0), Xj0)) < 1e-7
 
 
-def test_se2_log_exp_round_trip_and_the_matrix_log():
+def test_se2_log_exp_round_trip_and_the_matrix_log(device):
     from scipy.linalg import logm
 
-    xi = torch.tensor([[0.3, -1.2, 0.0], [1.0, 2.0, 1e-9], [0.5, 0.1, 2.5], [-2.0, 0.3, -3.0]], dtype=torch.float64)
+    xi = torch.tensor([[0.3, -1.2, 0.0], [1.0, 2.0, 1e-9], [0.5, 0.1, 2.5], [-2.0, 0.3, -3.0]], dtype=torch.float64,
+                      device=device)
     assert max_err(se2_log(se2_exp(xi)), xi) < 1e-12
     for x in se2_exp(xi):
         c, s = math.cos(float(x[2])), math.sin(float(x[2]))
         M = np.array([[c, -s, float(x[0])], [s, c, float(x[1])], [0, 0, 1]])
         Lm = logm(M).real
-        assert np.abs(se2_log(x).numpy() - np.array([Lm[0, 2], Lm[1, 2], Lm[1, 0]])).max() < 1e-9
+        assert np.abs(se2_log(x).cpu().numpy() - np.array([Lm[0, 2], Lm[1, 2], Lm[1, 0]])).max() < 1e-9
 
 
 @pytest.mark.parametrize("name", ["smallGrid3D", "intel", "kitti_05"])
-def test_g2o_write_read_round_trip(name, tmp_path):
-    graph = read_g2o(_data(name))
+def test_g2o_write_read_round_trip(name, tmp_path, device):
+    graph = read_g2o(_data(name)).to(device)
     graph.fixed[[0, 3]] = True
     out = write_g2o(graph, tmp_path / "out.g2o")
-    back = read_g2o(out)
+    back = read_g2o(out).to(device)
     assert torch.equal(back.vertex_ids, graph.vertex_ids) and torch.equal(back.edges, graph.edges)
     assert torch.equal(back.fixed, graph.fixed)
     assert max_err(back.poses.tensor(), graph.poses.tensor()) < 1e-12
@@ -481,9 +497,9 @@ def test_nearly_unit_quaternions_are_normalized_with_a_warning(tmp_path, caplog)
     assert "normalized 1 quaternions" in caplog.text
 
 
-def test_disconnected_graphs_name_their_components():
-    X, E, Z, info = _synthetic(3, N=10, loops=())
-    keep = torch.ones(len(E), dtype=torch.bool)
+def test_disconnected_graphs_name_their_components(device):
+    X, E, Z, info = _synthetic(3, N=10, loops=(), device=device)
+    keep = torch.ones(len(E), dtype=torch.bool, device=device)
     keep[4] = False  # cut the chain between poses 4 and 5
     graph = PoseGraph(X.tensor(), E[keep], Z[keep], info[keep])
     with pytest.raises(PoseGraphError, match=r"not connected: 2 components: 5 poses \(ids \[0, 1, 2\]\.\.\.\), 5 poses \(ids \[5, 6, 7\]"):

@@ -22,11 +22,11 @@ from helpers import BATCH_SHAPES, euclid_fd, manifold_fd, max_err
 class BatchedTransform(nn.Module):
     """B independent problems: pose b acts on points (b, M, 3); w is shared."""
 
-    def __init__(self, B):
+    def __init__(self, B, device):
         super().__init__()
-        self.T = pp.Parameter(pp.randn_SE3(B, dtype=torch.float64))
-        self.w = nn.Parameter(torch.randn(3, dtype=torch.float64))
-        self.a = nn.Parameter(torch.randn(B, 2, dtype=torch.float64))
+        self.T = pp.Parameter(pp.randn_SE3(B, dtype=torch.float64, device=device))
+        self.w = nn.Parameter(torch.randn(3, dtype=torch.float64, device=device))
+        self.a = nn.Parameter(torch.randn(B, 2, dtype=torch.float64, device=device))
 
     def forward(self, p):
         y = self.T.unsqueeze(-2).Act(p) * self.w + self.T.translation().unsqueeze(-2)
@@ -44,10 +44,10 @@ def _dense_blocks(model, p, B, M):
 
 
 @pytest.mark.parametrize("chunk_size", [None, 4])
-def test_per_sample_blocks_equal_the_dense_diagonal(chunk_size):
+def test_per_sample_blocks_equal_the_dense_diagonal(chunk_size, device):
     B, M = 4, 5
-    model = BatchedTransform(B)
-    p = torch.randn(B, M, 3, dtype=torch.float64)
+    model = BatchedTransform(B, device)
+    p = torch.randn(B, M, 3, dtype=torch.float64, device=device)
     r = per_sample_modjac(model, p, shared=["w"], chunk_size=chunk_size)
     assert r.jacobian.shape == (B, M * 3 + 1, 11)
     assert [c.name for c in r.columns] == ["T", "w", "a"]
@@ -56,35 +56,36 @@ def test_per_sample_blocks_equal_the_dense_diagonal(chunk_size):
     assert max_err(r.value[0], model(p)[0]) == 0
 
 
-def test_per_sample_reverse_mode_equals_forward_mode():
-    model = BatchedTransform(6)
-    p = torch.randn(6, 3, 3, dtype=torch.float64)
+def test_per_sample_reverse_mode_equals_forward_mode(device):
+    model = BatchedTransform(6, device)
+    p = torch.randn(6, 3, 3, dtype=torch.float64, device=device)
     fwd = per_sample_modjac(model, p, wrt=["T", "a"])
     rev = per_sample_modjac(model, p, wrt=["T", "a"], strategy="reverse-mode", chunk_size=2)
     assert max_err(fwd.jacobian, rev.jacobian) < 1e-13
 
 
-def test_per_sample_refuses_what_it_cannot_do():
-    model = BatchedTransform(4)
-    p = torch.randn(4, 2, 3, dtype=torch.float64)
+def test_per_sample_refuses_what_it_cannot_do(device):
+    model = BatchedTransform(4, device)
+    p = torch.randn(4, 2, 3, dtype=torch.float64, device=device)
     with pytest.raises(ValueError, match="'w': a per-sample parameter needs leading dim 4"):
         per_sample_modjac(model, p)
-    coincident = BatchedTransform(3)  # w has shape (3,) = (B,): only its coupling gives it away
+    coincident = BatchedTransform(3, device)  # w has shape (3,) = (B,): only its coupling gives it away
     with pytest.raises(ValueError, match="'w': changing its sample 0 changes other samples"):
-        per_sample_modjac(coincident, torch.randn(3, 2, 3, dtype=torch.float64))
+        per_sample_modjac(coincident, torch.randn(3, 2, 3, dtype=torch.float64, device=device))
     with pytest.raises(ValueError, match="cannot give shared-parameter columns"):
         per_sample_modjac(model, p, shared=["w"], strategy="reverse-mode")
     with pytest.raises(ValueError, match="shared: 'v' is not among"):
         per_sample_modjac(model, p, shared=["v"])
 
 
-def _graph(N=30, E=70, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = pp.SE3(pp.randn_SE3(N, dtype=torch.float64).tensor())
-    idx = torch.stack([torch.randint(0, N, (E,), generator=g), torch.randint(0, N, (E,), generator=g)], 1)
-    Z = pp.randn_SE3(E, dtype=torch.float64)
-    A = torch.randn(E, 6, 6, dtype=torch.float64, generator=g)
-    L = torch.linalg.cholesky(A @ A.mT + 6 * torch.eye(6, dtype=torch.float64)).mT
+def _graph(device, N=30, E=70, seed=0):
+    g = torch.Generator(device).manual_seed(seed)
+    X = pp.SE3(pp.randn_SE3(N, dtype=torch.float64, device=device).tensor())
+    idx = torch.stack([torch.randint(0, N, (E,), generator=g, device=device),
+                       torch.randint(0, N, (E,), generator=g, device=device)], 1)
+    Z = pp.randn_SE3(E, dtype=torch.float64, device=device)
+    A = torch.randn(E, 6, 6, dtype=torch.float64, generator=g, device=device)
+    L = torch.linalg.cholesky(A @ A.mT + 6 * torch.eye(6, dtype=torch.float64, device=device)).mT
     return X, idx, Z, L
 
 
@@ -106,19 +107,19 @@ def _autodiff_between(Ti, Tj, Z, L):
 
 
 @pytest.mark.parametrize("residual", ["analytic", "autodiff"])
-def test_block_sparse_equals_dense_modjac(residual):
-    X, idx, Z, L = _graph()
+def test_block_sparse_equals_dense_modjac(residual, device):
+    X, idx, Z, L = _graph(device)
     fn = SE3BetweenResidual() if residual == "analytic" else _autodiff_between
     r, J = block_sparse_jacobian(fn, X, idx, data=(Z.tensor(), L), chunk_size=5)
     D = modjac(PoseGraphModel(X, idx, Z, L), flatten=True)
     assert J.shape == D.shape == (70 * 6, 30 * 6)
     assert max_err(J.to_dense(), D) < 1e-12
     assert max_err(r, PoseGraphModel(X, idx, Z, L)()) < 1e-12
-    assert abs(J.to_scipy().toarray() - D.numpy()).max() < 1e-12
-    v, u = torch.randn(30, 6, dtype=torch.float64), torch.randn(70, 6, dtype=torch.float64)
+    assert abs(J.to_scipy().toarray() - D.cpu().numpy()).max() < 1e-12
+    v, u = torch.randn(30, 6, dtype=torch.float64, device=device), torch.randn(70, 6, dtype=torch.float64, device=device)
     assert max_err(J.matvec(v).reshape(-1), D @ v.reshape(-1)) < 1e-12
     assert max_err(J.rmatvec(u).reshape(-1), D.T @ u.reshape(-1)) < 1e-12
-    w = torch.rand(70, dtype=torch.float64)
+    w = torch.rand(70, dtype=torch.float64, device=device)
     H, g = J.normal_equations(r, w)
     W = w.repeat_interleave(6)
     assert max_err(H.to_dense(), D.T @ (W[:, None] * D)) < 1e-10
@@ -127,11 +128,11 @@ def test_block_sparse_equals_dense_modjac(residual):
     assert max_err(H2.to_dense(), D.T @ (W[:, None] * D)) < 1e-10 and max_err(g2, g) < 1e-12
 
 
-def test_pattern_is_reused_and_checked():
-    X, idx, Z, L = _graph()
+def test_pattern_is_reused_and_checked(device):
+    X, idx, Z, L = _graph(device)
     res = SE3BetweenResidual()
     _, J1 = block_sparse_jacobian(res, X, idx, data=(Z.tensor(), L))
-    X2 = pp.randn_SE3(30, dtype=torch.float64)
+    X2 = pp.randn_SE3(30, dtype=torch.float64, device=device)
     r2, J2 = block_sparse_jacobian(res, X2, idx, data=(Z.tensor(), L), pattern=J1.pattern)
     assert J2.pattern is J1.pattern
     _, J3 = block_sparse_jacobian(res, X2, idx, data=(Z.tensor(), L))
@@ -140,25 +141,25 @@ def test_pattern_is_reused_and_checked():
         block_sparse_jacobian(res, X2, idx[:10], data=(Z.tensor()[:10], L[:10]), pattern=J1.pattern)
 
 
-def test_duplicate_variables_in_a_factor_are_summed():
-    X, _, Z, L = _graph(N=5, E=3)
-    idx = torch.tensor([[0, 0], [1, 2], [3, 3]])
+def test_duplicate_variables_in_a_factor_are_summed(device):
+    X, _, Z, L = _graph(device, N=5, E=3)
+    idx = torch.tensor([[0, 0], [1, 2], [3, 3]], device=device)
     _, J = block_sparse_jacobian(SE3BetweenResidual(), X, idx, data=(Z.tensor(), L))
     D = modjac(PoseGraphModel(X, idx, Z, L), flatten=True)
     assert max_err(J.to_dense(), D) < 1e-12
 
 
-def test_euclidean_variables_get_plain_columns():
-    pts = torch.randn(10, 3, dtype=torch.float64)
-    idx = torch.tensor([[0, 1], [2, 3], [4, 9], [9, 0]])
+def test_euclidean_variables_get_plain_columns(device):
+    pts = torch.randn(10, 3, dtype=torch.float64, device=device)
+    idx = torch.tensor([[0, 1], [2, 3], [4, 9], [9, 0]], device=device)
     fn = lambda a, b: torch.stack(((a - b).norm(dim=-1), (a * b).sum(-1)), -1)  # noqa: E731
     r, J = block_sparse_jacobian(fn, pts, idx)
     dense = euclid_fd(lambda P: fn(P[idx[:, 0]], P[idx[:, 1]]), pts).reshape(8, 30)
     assert max_err(J.to_dense(), dense) < 1e-8
 
 
-def test_block_sparse_bad_input():
-    X, idx, Z, L = _graph()
+def test_block_sparse_bad_input(device):
+    X, idx, Z, L = _graph(device)
     res = SE3BetweenResidual()
     with pytest.raises(ValueError, match=r"data\[0\]: expected a tensor with leading dim 70"):
         block_sparse_jacobian(res, X, idx, data=(Z.tensor()[:5], L))
@@ -168,22 +169,22 @@ def test_block_sparse_bad_input():
         block_sparse_jacobian(res, X.tensor()[None], idx, data=(Z.tensor(), L))
     _, J = block_sparse_jacobian(res, X, idx, data=(Z.tensor(), L))
     with pytest.raises(ValueError, match=r"v: expected shape \(30, 6\) or \(180,\)"):
-        J.matvec(torch.randn(7))
+        J.matvec(torch.randn(7, device=device))
 
 
 @pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
-def test_se3_act_jacobian_against_autodiff_and_differences(shape):
-    T = pp.randn_SE3(*shape, dtype=torch.float64)
-    p = torch.randn(shape + (3,), dtype=torch.float64)
+def test_se3_act_jacobian_against_autodiff_and_differences(shape, device):
+    T = pp.randn_SE3(*shape, dtype=torch.float64, device=device)
+    p = torch.randn(shape + (3,), dtype=torch.float64, device=device)
     q, J_T, J_p = se3_act_jacobian(T, p)
     assert max_err(q, T.Act(p)) < 1e-14
     fd = manifold_fd(lambda X: X.Act(p), T)
     n = T.shape[:-1].numel()
-    diag_fd = fd.reshape(n, 3, n, 6)[torch.arange(n), :, torch.arange(n)] if shape else fd
+    diag_fd = fd.reshape(n, 3, n, 6)[torch.arange(n, device=device), :, torch.arange(n, device=device)] if shape else fd
     assert max_err(J_T.reshape(-1, 3, 6), diag_fd.reshape(-1, 3, 6)) < 1e-8
     (J_auto,) = modjac(_ActModel(T), p)
-    assert max_err(J_T.reshape(-1, 3, 6), J_auto.reshape(n, 3, n, 6)[torch.arange(n), :, torch.arange(n)]) < 1e-12
-    assert max_err(J_p, torch.autograd.functional.jacobian(lambda x: T.Act(x), p).reshape(n, 3, n, 3)[torch.arange(n), :, torch.arange(n)].reshape(J_p.shape)) < 1e-12
+    assert max_err(J_T.reshape(-1, 3, 6), J_auto.reshape(n, 3, n, 6)[torch.arange(n, device=device), :, torch.arange(n, device=device)]) < 1e-12
+    assert max_err(J_p, torch.autograd.functional.jacobian(lambda x: T.Act(x), p).reshape(n, 3, n, 3)[torch.arange(n, device=device), :, torch.arange(n, device=device)].reshape(J_p.shape)) < 1e-12
 
 
 class _ActModel(nn.Module):
@@ -195,31 +196,31 @@ class _ActModel(nn.Module):
         return self.T.Act(p)
 
 
-def test_se3_between_blocks_against_differences():
-    Ti, Tj, Z = (pp.randn_SE3(8, sigma=1.5, dtype=torch.float64) for _ in range(3))
+def test_se3_between_blocks_against_differences(device):
+    Ti, Tj, Z = (pp.randn_SE3(8, sigma=1.5, dtype=torch.float64, device=device) for _ in range(3))
     e, (Ji, Jj) = SE3BetweenResidual().value_and_jacobians(Ti, Tj, Z)
     assert max_err(e, (Z.Inv() * Ti.Inv() * Tj).Log().tensor()) < 1e-12
-    fd_i = manifold_fd(lambda X: se3_between(X, Tj, Z), Ti).reshape(8, 6, 8, 6)[torch.arange(8), :, torch.arange(8)]
-    fd_j = manifold_fd(lambda X: se3_between(Ti, X, Z), Tj).reshape(8, 6, 8, 6)[torch.arange(8), :, torch.arange(8)]
+    fd_i = manifold_fd(lambda X: se3_between(X, Tj, Z), Ti).reshape(8, 6, 8, 6)[torch.arange(8, device=device), :, torch.arange(8, device=device)]
+    fd_j = manifold_fd(lambda X: se3_between(Ti, X, Z), Tj).reshape(8, 6, 8, 6)[torch.arange(8, device=device), :, torch.arange(8, device=device)]
     assert max_err(Ji, fd_i) < 1e-7 and max_err(Jj, fd_j) < 1e-7
 
 
-def test_constant_variables_get_no_columns():
-    X, idx, Z, L = _graph(N=12, E=30)
+def test_constant_variables_get_no_columns(device):
+    X, idx, Z, L = _graph(device, N=12, E=30)
     _, J = block_sparse_jacobian(SE3BetweenResidual(), X, idx, data=(Z.tensor(), L))
-    held = torch.tensor([0, 5])  # hold poses 0 and 5 constant; renumber the rest
-    free = torch.tensor([k for k in range(12) if k not in held.tolist()])
-    new = torch.full((12,), -1, dtype=torch.long)
-    new[free] = torch.arange(len(free))
+    held = torch.tensor([0, 5], device=device)  # hold poses 0 and 5 constant; renumber the rest
+    free = torch.tensor([k for k in range(12) if k not in held.tolist()], device=device)
+    new = torch.full((12,), -1, dtype=torch.long, device=device)
+    new[free] = torch.arange(len(free), device=device)
     P = BlockSparsePattern.from_index(new[idx], len(free), 6, 6)
     from robojac.jacobian import BlockSparseJacobian
 
     Jc = BlockSparseJacobian(J.blocks, P)
-    cols = (free[:, None] * 6 + torch.arange(6)).reshape(-1)
+    cols = (free[:, None] * 6 + torch.arange(6, device=device)).reshape(-1)
     D = J.to_dense()[:, cols]
     assert max_err(Jc.to_dense(), D) < 1e-14
     H, _ = Jc.normal_equations()
     assert max_err(H.to_dense(), D.T @ D) < 1e-10
-    v, u = torch.randn(len(free), 6, dtype=torch.float64), torch.randn(30, 6, dtype=torch.float64)
+    v, u = torch.randn(len(free), 6, dtype=torch.float64, device=device), torch.randn(30, 6, dtype=torch.float64, device=device)
     assert max_err(Jc.matvec(v).reshape(-1), D @ v.reshape(-1)) < 1e-12
     assert max_err(Jc.rmatvec(u).reshape(-1), D.T @ u.reshape(-1)) < 1e-12

@@ -15,10 +15,10 @@ from robojac.trajectory import (
 from helpers import max_err
 
 
-def _traj(n=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g) * torch.tensor([3, 3, 1, 0.5, 0.5, 2.0], dtype=torch.float64)).Exp()
-    return Trajectory(X.tensor(), torch.arange(n, dtype=torch.float64) * 0.1 + 1000.0)
+def _traj(device, n=40, seed=0):
+    g = torch.Generator(device).manual_seed(seed)
+    X = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g, device=device) * torch.tensor([3, 3, 1, 0.5, 0.5, 2.0], dtype=torch.float64, device=device)).Exp()
+    return Trajectory(X.tensor(), torch.arange(n, dtype=torch.float64, device=device) * 0.1 + 1000.0)
 
 
 def _evo_bytes(mat):  # what evo's file_interface writes: numpy.savetxt, space delimiter, default format
@@ -27,22 +27,22 @@ def _evo_bytes(mat):  # what evo's file_interface writes: numpy.savetxt, space d
     return buf.getvalue()
 
 
-def test_tum_file_is_byte_compatible_and_round_trips(tmp_path):
-    t = _traj()
+def test_tum_file_is_byte_compatible_and_round_trips(tmp_path, device):
+    t = _traj(device)
     path = write_tum(t, tmp_path / "est.tum")
-    P = t.poses.numpy()
-    assert path.read_bytes() == _evo_bytes(np.column_stack((t.timestamps.numpy(), P[:, :3], P[:, 3:])))
+    P = t.poses.cpu().numpy()
+    assert path.read_bytes() == _evo_bytes(np.column_stack((t.timestamps.cpu().numpy(), P[:, :3], P[:, 3:])))
     back = read_tum(path)
-    assert max_err(back.poses, t.poses) < 1e-15 and max_err(back.timestamps, t.timestamps) == 0
+    assert max_err(back.poses, t.poses.cpu()) < 1e-15 and max_err(back.timestamps, t.timestamps.cpu()) == 0
 
 
-def test_kitti_file_is_byte_compatible_and_round_trips(tmp_path):
-    t = _traj()
+def test_kitti_file_is_byte_compatible_and_round_trips(tmp_path, device):
+    t = _traj(device)
     path = write_kitti(t, tmp_path / "est.txt")
-    flat = np.stack([m[:3, :].reshape(-1) for m in t.matrices().numpy()])  # the same numbers, evo's layout
+    flat = np.stack([m[:3, :].reshape(-1) for m in t.matrices().cpu().numpy()])  # the same numbers, evo's layout
     assert path.read_bytes() == _evo_bytes(flat)
     back = read_kitti(path)
-    assert back.timestamps is None and max_err(back.matrices(), t.matrices()) < 1e-14
+    assert back.timestamps is None and max_err(back.matrices(), t.matrices().cpu()) < 1e-14
 
 
 def test_reading_tolerates_comments_and_refuses_bad_lines(tmp_path):
@@ -63,16 +63,16 @@ def test_reading_tolerates_comments_and_refuses_bad_lines(tmp_path):
     with pytest.raises(TrajectoryError, match="not a rigid transform"):
         read_kitti(q)
     with pytest.raises(TrajectoryError, match="no timestamps"):
-        write_tum(Trajectory(_traj().poses), tmp_path / "x.tum")
+        write_tum(Trajectory(_traj(torch.device("cpu")).poses), tmp_path / "x.tum")
     with pytest.raises(FileNotFoundError):
         read_tum(tmp_path / "missing.tum")
 
 
-def test_umeyama_recovers_a_similarity():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(50, 3, dtype=torch.float64, generator=g)
-    R = pp.randn_SO3(dtype=torch.float64).matrix()
-    t = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+def test_umeyama_recovers_a_similarity(device):
+    g = torch.Generator(device).manual_seed(1)
+    x = torch.randn(50, 3, dtype=torch.float64, generator=g, device=device)
+    R = pp.randn_SO3(dtype=torch.float64, device=device).matrix()
+    t = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, device=device)
     y = 2.5 * x @ R.T + t
     R2, t2, s2 = align_umeyama(x, y, with_scale=True)
     assert max_err(R2, R) < 1e-12 and max_err(t2, t) < 1e-12 and s2 == pytest.approx(2.5, rel=1e-12)
@@ -80,12 +80,12 @@ def test_umeyama_recovers_a_similarity():
     assert s3 == 1.0 and max_err(R3, R) < 1e-12
 
 
-def test_ate_after_alignment_and_without():
-    ref = _traj()
-    G = pp.randn_SE3(dtype=torch.float64)
+def test_ate_after_alignment_and_without(device):
+    ref = _traj(device)
+    G = pp.randn_SE3(dtype=torch.float64, device=device)
     moved = Trajectory((G * ref.se3()).tensor(), ref.timestamps)
     assert ate(ref, moved)["rmse"] < 1e-12  # a rigid motion of the whole trajectory is aligned away
-    off = Trajectory(ref.poses + torch.tensor([0.3, 0, 0, 0, 0, 0, 0], dtype=torch.float64), ref.timestamps)
+    off = Trajectory(ref.poses + torch.tensor([0.3, 0, 0, 0, 0, 0, 0], dtype=torch.float64, device=device), ref.timestamps)
     res = ate(ref, off, align=False)
     assert res["rmse"] == pytest.approx(0.3, rel=1e-12) and res["max"] == pytest.approx(0.3, rel=1e-12)
     rot = ate(ref, moved, align=False, relation=PoseRelation.ROTATION_ANGLE_DEG)
@@ -93,14 +93,14 @@ def test_ate_after_alignment_and_without():
     assert rot["max"] > 0 and rot["min"] <= angle + 1e-9
 
 
-def test_rpe_measures_drift_per_window():
+def test_rpe_measures_drift_per_window(device):
     n = 30
-    steps = torch.zeros(n, 7, dtype=torch.float64)
-    steps[:, 0] = torch.arange(n, dtype=torch.float64)
+    steps = torch.zeros(n, 7, dtype=torch.float64, device=device)
+    steps[:, 0] = torch.arange(n, dtype=torch.float64, device=device)
     steps[:, 6] = 1
     ref = Trajectory(steps)
     drift = steps.clone()
-    drift[:, 0] = torch.arange(n, dtype=torch.float64) * 1.01  # 1 cm too far per metre
+    drift[:, 0] = torch.arange(n, dtype=torch.float64, device=device) * 1.01  # 1 cm too far per metre
     est = Trajectory(drift)
     for delta in (1, 5):
         res = rpe(ref, est, delta=delta)
@@ -110,8 +110,8 @@ def test_rpe_measures_drift_per_window():
         rpe(ref, est, delta=0)
 
 
-def test_associate_matches_timestamps():
-    ref = _traj(20)
+def test_associate_matches_timestamps(device):
+    ref = _traj(device, 20)
     est = Trajectory(ref.poses[::2], ref.timestamps[::2] + 0.004)
     r, e = associate(ref, est, max_difference=0.01)
     assert len(r) == 10 and max_err(r.poses, e.poses) == 0

@@ -166,7 +166,7 @@ def _pairs(source, target, source_lengths=None, target_lengths=None):
 
 def _lengths(lengths, B: int, N: int, name: str) -> list[int]:
     """Checked per-row point counts of a padded ``(B, N, 3)`` batch."""
-    t = torch.as_tensor(lengths)
+    t = torch.as_tensor(lengths, device="cpu") if not isinstance(lengths, Tensor) else lengths
     if t.shape != (B,) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name}: expected {B} integer point counts (one per row of the padded batch), "
                          f"got {t.dtype} of shape {tuple(t.shape)}")
@@ -179,7 +179,7 @@ def _lengths(lengths, B: int, N: int, name: str) -> list[int]:
 
 def _restart_rotations(n: int, max_angle: float, dtype) -> Tensor:
     """``n`` rotation vectors spread over directions (Fibonacci sphere) and angles up to ``max_angle``."""
-    k = torch.arange(n, dtype=dtype)
+    k = torch.arange(n, dtype=dtype, device="cpu")
     golden = math.pi * (3 - math.sqrt(5))
     z = 1 - 2 * (k + 0.5) / n
     r = torch.sqrt(1 - z * z)

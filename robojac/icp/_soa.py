@@ -67,7 +67,7 @@ def sym6_rotation(R: Tensor) -> Tensor:
     """``K (..., 6, 6)`` with ``sym6(R C R^T) = K @ sym6(C)`` for any symmetric ``C``."""
     RR = R[..., _SYM_I, :, None] * R[..., _SYM_J, None, :]  # (..., 6, 3, 3): R[a, c] R[b, d]
     fold = torch.zeros(9, 6, dtype=R.dtype, device=R.device)
-    fold[torch.arange(9), FULL9] = 1.0  # sum the (c, d) and (d, c) terms into one slot
+    fold[torch.arange(9, device=R.device), FULL9] = 1.0  # sum the (c, d) and (d, c) terms into one slot
     return RR.flatten(-2) @ fold
 
 
@@ -103,20 +103,20 @@ def _gicp_maps(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor
     of ``M`` and the 10 monomials of ``q``; ``J^T v`` bilinear in ``v`` and ``[1, q]``.  Returns
     ``A (36, 60)`` and ``B (6, 12)`` with ``vec H = A vec(sum w M6 m^T)`` and ``g = B vec(sum v [1, q]^T)``.
     """
-    J0 = torch.zeros(3, 6, dtype=torch.float64)
-    J0[:, :3] = torch.eye(3, dtype=torch.float64)
+    J0 = torch.zeros(3, 6, dtype=torch.float64, device="cpu")
+    J0[:, :3] = torch.eye(3, dtype=torch.float64, device="cpu")
     Jc = []
     for c in range(3):
-        e = torch.zeros(3, dtype=torch.float64)
+        e = torch.zeros(3, dtype=torch.float64, device="cpu")
         e[c] = 1.0
-        S = torch.zeros(3, 3, dtype=torch.float64)  # [e]x
+        S = torch.zeros(3, 3, dtype=torch.float64, device="cpu")  # [e]x
         S[0, 1], S[0, 2], S[1, 0], S[1, 2], S[2, 0], S[2, 1] = -e[2], e[1], e[2], -e[0], -e[1], e[0]
-        J = torch.zeros(3, 6, dtype=torch.float64)
+        J = torch.zeros(3, 6, dtype=torch.float64, device="cpu")
         J[:, 3:] = -S
         Jc.append(J)
-    A = torch.zeros(6, 6, 6, 10, dtype=torch.float64)
+    A = torch.zeros(6, 6, 6, 10, dtype=torch.float64, device="cpu")
     for m, (a, b) in enumerate(SYM6):
-        E = torch.zeros(3, 3, dtype=torch.float64)
+        E = torch.zeros(3, 3, dtype=torch.float64, device="cpu")
         E[a, b] = E[b, a] = 1.0
         A[:, :, m, 0] = J0.T @ E @ J0
         for c in range(3):

@@ -45,4 +45,4 @@ def read_targets(path) -> Tensor:
         rows.append(vals)
     if not rows:
         raise ValueError(f"{path}: no targets (expected lines of 3 or 7 numbers)")
-    return torch.tensor(rows, dtype=torch.float64)
+    return torch.tensor(rows, dtype=torch.float64, device="cpu")

@@ -141,7 +141,7 @@ def _limits(chain: Chain, dtype, device, numpy: bool):
     """``(lower, upper, turn)`` for an engine, rebuilt when the chain's limits are edited."""
     def build():
         lo, hi = chain.limits_for(dtype, device)
-        rotational = torch.tensor([j.type.rotational for j in chain.tree.actuated])
+        rotational = torch.tensor([j.type.rotational for j in chain.tree.actuated], device=lo.device)
         turn = torch.where(rotational, 2 * math.pi, 0.0).to(dtype=dtype, device=device)
         return tuple(a.cpu().numpy() for a in (lo, hi, turn)) if numpy else (lo, hi, turn)
 
@@ -188,7 +188,7 @@ def _build_problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool,
     w2 = [cfg.position_weight**2] * 3 + [cfg.orientation_weight**2] * 3
     rest = None
     if cfg.rest_pose is not None and cfg.nullspace_gain != 0:
-        rest = torch.as_tensor(cfg.rest_pose).to(dtype=dtype, device=device)
+        rest = torch.as_tensor(cfg.rest_pose, dtype=dtype, device=device)
     if numpy:
         w2, rest = np.array(w2), None if rest is None else rest.cpu().numpy()
     else:
@@ -233,8 +233,8 @@ def _check(chain, cfg, target, q0):
             raise ValueError(f"q0: expected shape ({chain.dof},) or {batch + (chain.dof,)} (one per target), "
                              f"got {tuple(q0.shape)}")
         q0 = chain.clamp(q0.reshape(B, chain.dof))
-    if cfg.rest_pose is not None and tuple(torch.as_tensor(cfg.rest_pose).shape) != (chain.dof,):
-        raise ValueError(f"IKConfig.rest_pose: expected shape ({chain.dof},), got {tuple(torch.as_tensor(cfg.rest_pose).shape)}")
+    if cfg.rest_pose is not None and tuple(np.shape(cfg.rest_pose)) != (chain.dof,):
+        raise ValueError(f"IKConfig.rest_pose: expected shape ({chain.dof},), got {tuple(np.shape(cfg.rest_pose))}")
     return frame, flat, batch, position_only, q0
 
 

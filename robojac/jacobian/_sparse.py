@@ -28,7 +28,8 @@ __all__ = ["BlockSparsePattern", "BlockSparseJacobian", "block_sparse_jacobian"]
 def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
     with warnings.catch_warnings():  # torch notes that sparse CSR is "in beta"; it works here
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)  # valid by construction
+        return torch.sparse_csr_tensor(crow, col, values, shape, device=values.device,
+                                       check_invariants=False)  # valid by construction
 
 
 def _csr_map(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):

@@ -45,9 +45,9 @@ class Chain(nn.Module):
         for key, value in self._program.constants.items():
             self.register_buffer(key, value, persistent=False)
         act = self.tree.actuated
-        self.register_buffer("lower", torch.tensor([j.limits.lower for j in act], dtype=torch.float64), persistent=False)
-        self.register_buffer("upper", torch.tensor([j.limits.upper for j in act], dtype=torch.float64), persistent=False)
-        self.register_buffer("velocity", torch.tensor([j.limits.velocity for j in act], dtype=torch.float64), persistent=False)
+        self.register_buffer("lower", torch.tensor([j.limits.lower for j in act], dtype=torch.float64, device="cpu"), persistent=False)
+        self.register_buffer("upper", torch.tensor([j.limits.upper for j in act], dtype=torch.float64, device="cpu"), persistent=False)
+        self.register_buffer("velocity", torch.tensor([j.limits.velocity for j in act], dtype=torch.float64, device="cpu"), persistent=False)
         self._cache: dict = {}
         self._plans = threading.local()
         self._paths: dict[int, list[int]] = {}
@@ -187,7 +187,7 @@ class Chain(nn.Module):
             return lo, hi - lo
 
         lo, span = self._from_limits(("sampling",), build)
-        u = torch.rand(*batch, self.dof, generator=generator, dtype=torch.float64)
+        u = torch.rand(*batch, self.dof, generator=generator, dtype=torch.float64, device="cpu")
         return (lo + u * span).to(dtype=dtype, device=device if device is not None else self.lower.device)
 
     def limits_for(self, dtype: torch.dtype, device=None) -> tuple[Tensor, Tensor]:

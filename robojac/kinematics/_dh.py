@@ -36,10 +36,10 @@ class DHRow:
 
 
 def _pose(rot_axis: int | None, angle: float, trans) -> torch.Tensor:
-    phi = torch.zeros(3, dtype=torch.float64)
+    phi = torch.zeros(3, dtype=torch.float64, device="cpu")
     if rot_axis is not None:
         phi[rot_axis] = angle
-    return torch.cat((torch.tensor(trans, dtype=torch.float64), ops.so3_exp(phi)))
+    return torch.cat((torch.tensor(trans, dtype=torch.float64, device="cpu"), ops.so3_exp(phi)))
 
 
 def _compose(*poses) -> torch.Tensor:
@@ -98,5 +98,5 @@ def chain_from_dh(rows: Sequence, convention: str = "standard", *, name: str = "
             post = _compose(_pose(None, 0.0, (r.a, 0.0, 0.0)), _pose(0, r.alpha, (0.0, 0.0, 0.0)))
             joints.append(Joint(f"link{i}_offset", JointType.FIXED, f"axis{i}", child, post))
     if tool is not None:
-        joints.append(Joint("tool_joint", JointType.FIXED, f"link{len(table)}", "tool", torch.as_tensor(tool, dtype=torch.float64)))
+        joints.append(Joint("tool_joint", JointType.FIXED, f"link{len(table)}", "tool", torch.as_tensor(tool, dtype=torch.float64, device="cpu")))
     return Chain(joints, name=name)

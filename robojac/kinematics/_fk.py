@@ -54,9 +54,9 @@ class Program:
 def compile_program(tree: TreeLayout) -> Program:
     F = len(tree.frames)
     kind, slot = [ROOT], [-1]
-    RQ = torch.zeros(F, 8, 4, dtype=torch.float64)
-    WT = torch.zeros(F, 3, 16, dtype=torch.float64)
-    WZ = torch.zeros(F, 3, 16, dtype=torch.float64)
+    RQ = torch.zeros(F, 8, 4, dtype=torch.float64, device="cpu")
+    WT = torch.zeros(F, 3, 16, dtype=torch.float64, device="cpu")
+    WZ = torch.zeros(F, 3, 16, dtype=torch.float64, device="cpu")
     index = {j.name: k for k, j in enumerate(tree.actuated)}
     rows = []  # (actuated index, multiplier, offset) per theta row
     for f in range(1, F):
@@ -68,7 +68,7 @@ def compile_program(tree: TreeLayout) -> Program:
             kind.append(FIXED)
             slot.append(-1)
             continue
-        a = torch.tensor(j.axis, dtype=torch.float64)
+        a = torch.tensor(j.axis, dtype=torch.float64, device="cpu")
         WZ[f] = ops.quat_rotation_form(a)
         if j.type.rotational:
             kind.append(REVOLUTE)
@@ -82,15 +82,15 @@ def compile_program(tree: TreeLayout) -> Program:
             src, mult, off = tree.mimic[j.name]
             rows.append((index[src], mult, off))
     dof = len(tree.actuated)
-    theta_map = torch.zeros(len(rows), dof, dtype=torch.float64)
-    theta_offset = torch.zeros(len(rows), 1, dtype=torch.float64)
+    theta_map = torch.zeros(len(rows), dof, dtype=torch.float64, device="cpu")
+    theta_offset = torch.zeros(len(rows), 1, dtype=torch.float64, device="cpu")
     for r, (k, mult, off) in enumerate(rows):
         theta_map[r, k] = mult
         theta_offset[r, 0] = off
     children = [[] for _ in range(F)]
     for f in range(1, F):
         children[tree.parent[f]].append(f)
-    identity = len(rows) == dof and bool((theta_map == torch.eye(dof, dtype=torch.float64)).all()) and not theta_offset.any()
+    identity = len(rows) == dof and bool((theta_map == torch.eye(dof, dtype=torch.float64, device="cpu")).all()) and not theta_offset.any()
     constants = dict(RQ=RQ, WT=WT, WZ=WZ, theta_map=theta_map, theta_offset=theta_offset)
     return Program(tuple(kind), tuple(slot), tuple(tree.parent), tuple(tuple(c) for c in children), constants, identity)
 

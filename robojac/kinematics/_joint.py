@@ -57,19 +57,19 @@ class Mimic:
 def rpy_to_quat(rpy) -> Tensor:
     """URDF roll-pitch-yaw (fixed axes X, then Y, then Z) to a ``[x, y, z, w]`` quaternion."""
     r, p, y = (float(v) for v in rpy)
-    qx = ops.so3_exp(torch.tensor([r, 0.0, 0.0], dtype=torch.float64))
-    qy = ops.so3_exp(torch.tensor([0.0, p, 0.0], dtype=torch.float64))
-    qz = ops.so3_exp(torch.tensor([0.0, 0.0, y], dtype=torch.float64))
+    qx = ops.so3_exp(torch.tensor([r, 0.0, 0.0], dtype=torch.float64, device="cpu"))
+    qy = ops.so3_exp(torch.tensor([0.0, p, 0.0], dtype=torch.float64, device="cpu"))
+    qz = ops.so3_exp(torch.tensor([0.0, 0.0, y], dtype=torch.float64, device="cpu"))
     return ops.quat_mul(qz, ops.quat_mul(qy, qx))
 
 
 def origin_from_xyz_rpy(xyz=(0.0, 0.0, 0.0), rpy=(0.0, 0.0, 0.0)) -> Tensor:
     """A pose ``[t, q]`` (float64) from a URDF ``<origin xyz rpy>``."""
-    return torch.cat((torch.tensor([float(v) for v in xyz], dtype=torch.float64), rpy_to_quat(rpy)))
+    return torch.cat((torch.tensor([float(v) for v in xyz], dtype=torch.float64, device="cpu"), rpy_to_quat(rpy)))
 
 
 def _identity() -> Tensor:
-    return torch.tensor([0.0, 0, 0, 0, 0, 0, 1], dtype=torch.float64)
+    return torch.tensor([0.0, 0, 0, 0, 0, 0, 1], dtype=torch.float64, device="cpu")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Joint:
 
     def __post_init__(self):
         object.__setattr__(self, "type", JointType(self.type))
-        origin = torch.as_tensor(self.origin, dtype=torch.float64).reshape(-1)
+        origin = torch.as_tensor(self.origin, dtype=torch.float64, device="cpu").reshape(-1)
         if origin.shape != (7,) or not torch.isfinite(origin).all():
             raise ValueError(f"joint {self.name!r}: origin must be 7 finite numbers [t, qx, qy, qz, qw], got {origin.tolist()}")
         norm = origin[3:].norm()
@@ -101,7 +101,7 @@ class Joint:
             raise ValueError(f"joint {self.name!r}: origin quaternion must have unit length, got |q| = {float(norm):.6g}")
         object.__setattr__(self, "origin", torch.cat((origin[:3], origin[3:] / norm)))
         if self.type.movable:
-            a = torch.tensor([float(v) for v in self.axis], dtype=torch.float64)
+            a = torch.tensor([float(v) for v in self.axis], dtype=torch.float64, device="cpu")
             n = float(a.norm())
             if a.shape != (3,) or not math.isfinite(n) or n < 1e-9:
                 raise ValueError(f"joint {self.name!r}: axis must be a non-zero 3-vector, got {list(self.axis)}")

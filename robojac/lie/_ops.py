@@ -90,8 +90,8 @@ def _quat_branch_maps(dtype: torch.dtype, device: torch.device) -> tuple[Tensor,
     each branch's ``t_b`` sits: a few ops per call instead of ~50 indexing and arithmetic ops
     (each costs microseconds on the small batches of IK and ICP; 3.4x faster on one matrix,
     1.2x on 2,000)."""
-    m2q = torch.zeros(9, 16, dtype=torch.float64)
-    const = torch.zeros(16, dtype=torch.float64)
+    m2q = torch.zeros(9, 16, dtype=torch.float64, device=device)
+    const = torch.zeros(16, dtype=torch.float64, device=device)
     for b, row in enumerate(_M2Q_ROWS):
         for k, terms in enumerate(row):
             for i, sign in terms:

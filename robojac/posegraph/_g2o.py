@@ -332,7 +332,7 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     """
     path = pathlib.Path(path)
     X = graph.poses if poses is None else poses
-    X = X.as_subclass(torch.Tensor) if hasattr(X, "ltype") else torch.as_tensor(X)
+    X = X.as_subclass(torch.Tensor) if hasattr(X, "ltype") else torch.as_tensor(X, device="cpu")
     if X.shape != (graph.num_poses, 7):
         raise ValueError(f"poses: expected ({graph.num_poses}, 7), got {tuple(X.shape)}")
     X = X.detach().double().cpu()

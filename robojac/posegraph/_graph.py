@@ -62,9 +62,12 @@ class PoseGraph(nn.Module):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
-        X = poses.as_subclass(Tensor) if isinstance(poses, pp.LieTensor) else torch.as_tensor(poses)
-        Z = measurements.as_subclass(Tensor) if isinstance(measurements, pp.LieTensor) else torch.as_tensor(measurements)
-        edges = torch.as_tensor(edges, dtype=torch.long)
+        X = poses.as_subclass(Tensor) if isinstance(poses, pp.LieTensor) else torch.as_tensor(poses, device="cpu")
+        device = X.device  # every buffer follows the poses
+        Z = measurements.as_subclass(Tensor) if isinstance(measurements, pp.LieTensor) else measurements
+        Z = torch.as_tensor(Z, device=device)
+        edges = torch.as_tensor(edges, dtype=torch.long, device=device)
+        information = torch.as_tensor(information, device=device)
         N, E, d = X.shape[0], edges.shape[0], (3 if dim == 2 else 6)
         self.name, self.dim = name, dim
         self._edge_lines = edge_lines
@@ -95,14 +98,16 @@ class PoseGraph(nn.Module):
                 f"{self._edge_name(bad, edges, vertex_ids)}); a g2o file can be read with "
                 "read_g2o(path, information='nearest_pd') to replace them by the nearest positive definite ones"
             )
-        ids = torch.arange(N) if vertex_ids is None else torch.as_tensor(vertex_ids, dtype=torch.long)
+        ids = torch.arange(N, device=device) if vertex_ids is None else torch.as_tensor(vertex_ids, dtype=torch.long,
+                                                                                        device=device)
         self.poses = pp.Parameter(pp.SE3(X.clone()))
         self.register_buffer("edges", edges)
         self.register_buffer("measurements", Z.to(X.dtype))
         self.register_buffer("information", info)
         self.register_buffer("sqrt_information", L.mT.contiguous())  # upper: Omega = L^T L
         self.register_buffer("vertex_ids", ids)
-        self.register_buffer("fixed", torch.zeros(N, dtype=torch.bool) if fixed is None else torch.as_tensor(fixed, dtype=torch.bool))
+        self.register_buffer("fixed", torch.zeros(N, dtype=torch.bool, device=device) if fixed is None
+                             else torch.as_tensor(fixed, dtype=torch.bool, device=device))
 
     # ---- description -----------------------------------------------------------------
     @property
@@ -122,7 +127,7 @@ class PoseGraph(nn.Module):
 
     @staticmethod
     def _vid(ids, k: int):
-        return k if ids is None else int(torch.as_tensor(ids)[k])
+        return k if ids is None else int(ids[k])
 
     def _edge_name(self, k: int, edges=None, ids=None) -> str:
         edges = self.edges if edges is None else edges

@@ -75,7 +75,7 @@ def spanning_tree_state(N: int, edges: Tensor, Z: Tensor, dim: int, root: int = 
     depth = np.zeros(N, dtype=np.int64)
     for node, par in zip(order[1:], parent):
         depth[node] = depth[par] + 1
-    X = torch.zeros(N, 7, dtype=torch.float64)
+    X = torch.zeros(N, 7, dtype=torch.float64, device="cpu")
     X[:, 6] = 1.0
     nodes = order[1:]
     rel = Zd[np.abs(code) - 1]

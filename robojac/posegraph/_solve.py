@@ -357,5 +357,6 @@ def _chord_step(prob: _Problem, lin: _Linearization, r: Tensor, w: Tensor | None
 
 
 def _copy_csr(H: Tensor) -> Tensor:
-    return torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values().clone(), H.shape, check_invariants=False)
+    return torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values().clone(), H.shape, device=H.device,
+                                   check_invariants=False)
 

@@ -35,7 +35,7 @@ class Trajectory:
             raise TrajectoryError(f"poses: expected shape (N, 7), got {tuple(P.shape)}")
         object.__setattr__(self, "poses", P)
         if self.timestamps is not None:
-            ts = torch.as_tensor(self.timestamps, dtype=torch.float64).reshape(-1)
+            ts = torch.as_tensor(self.timestamps, dtype=torch.float64, device=P.device).reshape(-1)
             if ts.shape[0] != P.shape[0]:
                 raise TrajectoryError(f"timestamps: expected {P.shape[0]} values (one per pose), got {ts.shape[0]}")
             object.__setattr__(self, "timestamps", ts)
@@ -108,7 +108,7 @@ def write_tum(traj: Trajectory, path) -> pathlib.Path:
     """Write ``traj`` as evo does (timestamps required; atomic)."""
     if traj.timestamps is None:
         raise TrajectoryError("write_tum: the trajectory has no timestamps (TUM files need them); use write_kitti")
-    mat = np.column_stack((traj.timestamps.numpy(), traj.poses.numpy()))
+    mat = np.column_stack((traj.timestamps.cpu().numpy(), traj.poses.cpu().numpy()))
     return _save(path, mat)
 
 
@@ -126,7 +126,7 @@ def read_kitti(path) -> Trajectory:
 
 def write_kitti(traj: Trajectory, path) -> pathlib.Path:
     """Write ``traj`` as evo does (12 numbers per line; atomic)."""
-    mat = traj.matrices().numpy()[:, :3, :].reshape(-1, 12)
+    mat = traj.matrices().cpu().numpy()[:, :3, :].reshape(-1, 12)
     return _save(path, mat)
 
 
@@ -134,11 +134,12 @@ def associate(reference: Trajectory, estimate: Trajectory, max_difference: float
     """Pairs of poses whose timestamps differ by at most ``max_difference`` seconds (evo's rule)."""
     if reference.timestamps is None or estimate.timestamps is None:
         raise TrajectoryError("associate: both trajectories need timestamps")
-    tr, te = reference.timestamps.numpy(), estimate.timestamps.numpy()
+    tr, te = reference.timestamps.cpu().numpy(), estimate.timestamps.cpu().numpy()
     idx = np.searchsorted(tr, te).clip(1, len(tr) - 1)
     nearest = np.where(np.abs(tr[idx - 1] - te) <= np.abs(tr[idx] - te), idx - 1, idx)
     ok = np.abs(tr[nearest] - te) <= max_difference
     if not ok.any():
         raise TrajectoryError(f"associate: no timestamps match within {max_difference} s")
-    r, e = nearest[ok], np.nonzero(ok)[0]
+    r = torch.from_numpy(nearest[ok]).to(reference.poses.device)
+    e = torch.from_numpy(np.nonzero(ok)[0]).to(estimate.poses.device)
     return (Trajectory(reference.poses[r], reference.timestamps[r]), Trajectory(estimate.poses[e], estimate.timestamps[e]))

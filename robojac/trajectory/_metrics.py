@@ -23,7 +23,7 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     xc, yc = x - mx, y - my
     cov = yc.T @ xc / x.shape[0]
     U, D, Vt = torch.linalg.svd(cov)
-    S = torch.eye(3, dtype=x.dtype)
+    S = torch.eye(3, dtype=x.dtype, device=x.device)
     if torch.det(U) * torch.det(Vt) < 0:
         S[2, 2] = -1
     R = U @ S @ Vt
@@ -88,7 +88,7 @@ def _relation_error(E: Tensor, relation: PoseRelation) -> Tensor:
         return angle
     if relation is PoseRelation.ROTATION_ANGLE_DEG:
         return torch.rad2deg(angle)
-    M = ops.se3_to_matrix(E) - torch.eye(4, dtype=E.dtype)
+    M = ops.se3_to_matrix(E) - torch.eye(4, dtype=E.dtype, device=E.device)
     return M.flatten(1).norm(dim=1)  # evo: Frobenius norm of E - I
 
 
@@ -103,7 +103,7 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     s = 1.0
     if align or correct_scale:
         R, t, s = align_umeyama(estimate.positions, reference.positions, with_scale=correct_scale)
-        A = torch.eye(4, dtype=torch.float64)
+        A = torch.eye(4, dtype=torch.float64, device=P.device)
         A[:3, :3], A[:3, 3] = s * R, t
         q = ops.matrix_to_quat(R).expand(len(P), 4)
         P = torch.cat(((s * (R @ P[:, :3].T)).T + t, ops.quat_mul(q, P[:, 3:])), 1)
@@ -121,7 +121,7 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
     if delta < 1 or delta >= len(reference):
         raise TrajectoryError(f"rpe: delta must be in [1, {len(reference) - 1}], got {delta}")
     n = len(reference)
-    i = torch.arange(0, n - delta, 1 if all_pairs else delta)
+    i = torch.arange(0, n - delta, 1 if all_pairs else delta, device=reference.poses.device)
     j = i + delta
     Q, P = reference.poses, estimate.poses
     dQ = ops.se3_compose(ops.se3_inverse(Q[i]), Q[j])

@@ -83,7 +83,7 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
                 end = X[:3] + length * R[:, k]
                 ax.plot(*np.stack((X[:dims], end[:dims])).T, color=c, lw=2, alpha=alpha)
     if target is not None:
-        t = np.asarray(torch.as_tensor(target).detach().cpu(), dtype=float).reshape(-1)
+        t = np.asarray(torch.as_tensor(target, device="cpu").detach(), dtype=float).reshape(-1)
         ax.scatter(*t[:dims], marker="*", s=220, color="#ff7f0e", edgecolors="black", zorder=4, label="target")
     if view == "2d":
         ax.set_aspect("equal", adjustable="box")
@@ -99,7 +99,7 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
 
 def plot_end_effector_path(chain, qs, ax=None, *, frame: str | None = None, view: str = "auto", cmap: str = "viridis"):
     """The path of ``frame`` over configurations ``qs`` (``(T, dof)``), coloured by time."""
-    qs = torch.as_tensor(qs, dtype=torch.float64)
+    qs = torch.as_tensor(qs, dtype=torch.float64, device="cpu")  # pictures: host values
     if view == "auto":
         view = "2d" if _is_planar(chain, qs[0]) else "3d"
     ax = ax if ax is not None else new_axes(view)
@@ -128,7 +128,7 @@ def plot_trajectory_strip(chain, qs, *, num_frames: int = 6, view: str = "auto",
     """
     import matplotlib.pyplot as plt
 
-    qs = torch.as_tensor(qs, dtype=torch.float64)
+    qs = torch.as_tensor(qs, dtype=torch.float64, device="cpu")  # pictures: host values
     T = qs.shape[0]
     num_frames = max(1, min(num_frames, T))
     steps = np.linspace(0, T - 1, num_frames).round().astype(int)
@@ -144,7 +144,7 @@ def plot_trajectory_strip(chain, qs, *, num_frames: int = 6, view: str = "auto",
             plot_arm(chain, qs[g], ax, view=view, alpha=0.15, show_frame_axes=False)
         if s > 0:
             plot_end_effector_path(chain, qs[: s + 1], ax, view=view)
-        tgt = None if targets is None else torch.as_tensor(targets)[s]
+        tgt = None if targets is None else torch.as_tensor(targets, device="cpu")[s]
         plot_arm(chain, qs[s], ax, view=view, target=tgt)
         ax.set_title(f"step {s}", fontsize=9)
         if view == "2d":
@@ -164,7 +164,7 @@ def animate_arm(chain, qs, path, *, fps: int = 15, view: str = "auto", targets=N
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    qs = torch.as_tensor(qs, dtype=torch.float64)
+    qs = torch.as_tensor(qs, dtype=torch.float64, device="cpu")  # pictures: host values
     if view == "auto":
         view = "2d" if _is_planar(chain, qs[0]) else "3d"
     fig = plt.figure(figsize=(4.5, 4.5))
@@ -177,7 +177,7 @@ def animate_arm(chain, qs, path, *, fps: int = 15, view: str = "auto", targets=N
         ax.cla()
         if trail and i > 0:
             plot_end_effector_path(chain, qs[: i + 1], ax, view=view)
-        tgt = None if targets is None else torch.as_tensor(targets)[i]
+        tgt = None if targets is None else torch.as_tensor(targets, device="cpu")[i]
         plot_arm(chain, qs[i], ax, view=view, target=tgt)
         if view == "2d":
             ax.set_xlim(lo[0] - pad, hi[0] + pad)
@@ -202,7 +202,7 @@ def plot_jacobian_heatmap(J, ax=None, *, row_labels: Sequence[str] | None = None
     """
     import matplotlib.pyplot as plt
 
-    J = np.asarray(torch.as_tensor(J).detach().cpu(), dtype=float)
+    J = np.asarray(torch.as_tensor(J, device="cpu").detach(), dtype=float)
     if J.ndim != 2:
         raise ValueError(f"J: expected a 2-D (outputs, inputs) matrix, got shape {J.shape}")
     ax = ax if ax is not None else plt.figure(figsize=(1.0 + 0.7 * J.shape[1], 1.0 + 0.45 * J.shape[0])).add_subplot()

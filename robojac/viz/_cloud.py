@@ -11,7 +11,7 @@ __all__ = ["plot_registration", "plot_registration_before_after"]
 
 
 def _np(x, max_points: int, seed: int = 0) -> np.ndarray:
-    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x)
+    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
     x = x.detach().double().cpu()
     if x.shape[0] > max_points:
         g = torch.Generator().manual_seed(seed)
@@ -27,9 +27,9 @@ def plot_registration(source, target, T_target_source=None, ax=None, *, title: s
     from ..lie import _ops as ops
 
     ax = ax if ax is not None else plt.figure(figsize=(5.5, 5.5)).add_subplot(projection="3d")
-    src = torch.as_tensor(_np(source, max_points, 1))
+    src = torch.from_numpy(_np(source, max_points, 1))
     if T_target_source is not None:
-        T = T_target_source.as_subclass(torch.Tensor) if hasattr(T_target_source, "ltype") else torch.as_tensor(T_target_source)
+        T = T_target_source.as_subclass(torch.Tensor) if hasattr(T_target_source, "ltype") else torch.as_tensor(T_target_source, device="cpu")
         T = T.double()
         if T.shape[-2:] == (4, 4):
             T = ops.matrix_to_se3(T)

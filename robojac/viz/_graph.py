@@ -14,8 +14,13 @@ __all__ = ["plot_pose_graph", "plot_graph_before_after", "plot_cost_history", "p
 
 
 def _np(x) -> np.ndarray:
-    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x)
+    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
     return x.detach().double().cpu().numpy()
+
+
+def _on_graph(graph, poses) -> torch.Tensor:
+    """``poses`` as a float64 tensor on the graph's device, for its residuals."""
+    return torch.from_numpy(_np(poses)).to(graph.edges.device)
 
 
 def _edge_segments(P: np.ndarray, edges: np.ndarray, dims: int) -> np.ndarray:
@@ -39,7 +44,7 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
     odo = np.abs(e[:, 0] - e[:, 1]) == 1
     if color_by_residual:
         with torch.no_grad():
-            chi2 = graph.chi2(torch.as_tensor(_np(X))).cpu().numpy()
+            chi2 = graph.chi2(_on_graph(graph, X)).cpu().numpy()
         top = vmax or float(chi2.max()) + 1e-12
         low = max(float(np.percentile(chi2, 5)), top * 1e-6)  # six decades, green (good) to red (bad)
         chi2 = np.clip(chi2, low, None)
@@ -80,7 +85,7 @@ def plot_graph_before_after(graph, before, after, *, costs: tuple[float, float] 
     view = "2d" if graph.dim == 2 else "3d"
     fig = fig or plt.figure(figsize=(12, 5.5))
     with torch.no_grad():
-        vmax = float(max(graph.chi2(torch.as_tensor(_np(before))).max(), graph.chi2(torch.as_tensor(_np(after))).max()))
+        vmax = float(max(graph.chi2(_on_graph(graph, before)).max(), graph.chi2(_on_graph(graph, after)).max()))
     for k, (poses, label) in enumerate(((before, "before"), (after, "after"))):
         ax = fig.add_subplot(1, 2, k + 1, projection="3d" if view == "3d" else None)
         cost = "" if costs is None else f", cost {costs[k]:.6g}"

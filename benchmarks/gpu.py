@@ -1,0 +1,138 @@
+"""robojac's GPU modes, timed on the GPU against the same calls on this machine's CPU.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
+
+Four cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+forward kinematics of the Panda at batch 1,000,000; IK of 10,000 Panda targets (the torch engine);
+100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
+the batched multifrontal Cholesky.  Needs no peer and no Open3D (the CPU references use the same
+brute-force paths).  Prints one table; ``scripts/gpu_check.sh`` runs it after the CUDA suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _util import describe_machine, table  # noqa: E402
+
+import robojac  # noqa: E402
+from robojac import data, ik  # noqa: E402
+from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf, voxel_downsample  # noqa: E402
+from robojac.posegraph import PGOConfig, optimize, read_g2o  # noqa: E402
+
+
+def timed(fn, device, repeat=5):
+    """Median wall time of ``fn()`` (synchronized on a GPU) after one warm-up; returns (seconds, last result)."""
+    out = fn()
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def fk(device, n):
+    panda = robojac.Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
+    q = panda.random_configuration(n, generator=torch.Generator().manual_seed(0)).float()
+    gpu_chain, q_gpu = panda.to(device), q.to(device)
+    t_gpu, X = timed(lambda: gpu_chain.forward_kinematics(q_gpu, frame="panda_hand"), device)
+    t_cpu, X_cpu = timed(lambda: panda.cpu().forward_kinematics(q, frame="panda_hand"), torch.device("cpu"), repeat=3)
+    err = float((X.tensor().cpu() - X_cpu.tensor())[:, :3].abs().max())
+    return [f"FK, Panda hand, batch {n:,} (float32)", f"{t_cpu * 1e3:.1f} ms", f"{t_gpu * 1e3:.2f} ms",
+            f"{t_cpu / t_gpu:.1f}x", f"{n / t_gpu / 1e6:.1f} M configs/s on the GPU; max position difference from the CPU {err:.1e} m"]
+
+
+def ik_batch(device, n):
+    panda = robojac.Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
+    q = panda.random_configuration(n, generator=torch.Generator().manual_seed(2026))
+    targets = panda.forward_kinematics(q, frame="panda_hand").float()
+    cfg = ik.IKConfig(engine="torch")
+    gpu_chain, t_gpu_targets = panda.to(device), targets.to(device)
+    t_gpu, res = timed(lambda: ik.solve(gpu_chain, t_gpu_targets, config=cfg), device, repeat=3)
+    t_cpu, res_cpu = timed(lambda: ik.solve(panda.cpu(), targets, config=cfg), torch.device("cpu"), repeat=1)
+    # independent re-check in float64 on the CPU: FK of the returned q against the target
+    X = panda.cpu().forward_kinematics(res.q.cpu().double(), frame="panda_hand")
+    pos = (X.translation() - targets.double().translation()).norm(dim=-1)
+    ok = int(((pos < cfg.position_tolerance * 1.001) & res.converged.cpu()).sum())
+    return [f"IK, {n:,} Panda targets (float32, torch engine)", f"{t_cpu * 1e3:.0f} ms ({n / t_cpu:,.0f}/s)",
+            f"{t_gpu * 1e3:.0f} ms ({n / t_gpu:,.0f}/s)", f"{t_cpu / t_gpu:.1f}x",
+            f"{int(res.converged.sum())}/{n} solved on the GPU ({int(res_cpu.converged.sum())} on the CPU); "
+            f"{ok} re-checked in float64"]
+
+
+def icp_batch(device, pairs):
+    conf = read_stanford_conf(data.path("pointclouds/bunny/bun.conf"))
+    T_gt = torch.linalg.inv(conf["bun000.ply"]) @ conf["bun045.ply"]
+    src = voxel_downsample(read_point_cloud(data.path("pointclouds/bunny/bun045.ply")), 0.003)
+    tgt = voxel_downsample(read_point_cloud(data.path("pointclouds/bunny/bun000.ply")), 0.003)
+    g = torch.Generator().manual_seed(1)
+    S = [src[torch.randperm(len(src), generator=g)[:800]] for _ in range(pairs)]
+    T = [tgt[torch.randperm(len(tgt), generator=g)[:800]] for _ in range(pairs)]
+    cfg = ICPConfig(method="gicp", max_correspondence_distance=0.02, rotation_tolerance=math.radians(0.1),
+                    translation_tolerance=1e-3, neighbors_backend="brute")
+    S_gpu, T_gpu = [s.to(device) for s in S], [t.to(device) for t in T]
+    t_gpu, res = timed(lambda: align(S_gpu, T_gpu, init=T_gt.to(device), config=cfg), device)
+    t_cpu, ref = timed(lambda: align(S, T, init=T_gt, config=cfg), torch.device("cpu"), repeat=1)
+    E = torch.linalg.inv(ref.matrix()) @ res.matrix().cpu()
+    angle = torch.acos(((E[:, 0, 0] + E[:, 1, 1] + E[:, 2, 2] - 1) / 2).clamp(-1, 1)).max()
+    return [f"ICP, {pairs} GICP pairs of 800 points, one call", f"{t_cpu * 1e3:.0f} ms", f"{t_gpu * 1e3:.0f} ms",
+            f"{t_cpu / t_gpu:.1f}x", f"{int(res.converged.sum())}/{pairs} converged; "
+            f"{math.degrees(float(angle)):.1e} deg from the CPU's answers (brute force on both)"]
+
+
+def pgo(device, name):
+    optimum = json.loads(data.path("posegraph/gtsam_optima.json").read_text())[name]["gtsam_optimum_cost"]
+    graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
+    cfg = PGOConfig(method="gn", linear_solver="multifrontal")
+    on_gpu = read_g2o(data.path(f"posegraph/{name}.g2o")).to(device)
+    t_gpu, res = timed(lambda: optimize(on_gpu, cfg), device, repeat=3)
+    t_cpu, res_cpu = timed(lambda: optimize(graph, PGOConfig(method="gn")), torch.device("cpu"), repeat=3)
+    return [f"PGO {name}, GN, multifrontal", f"{t_cpu:.3f} s (LDL^T)", f"{t_gpu:.3f} s", f"{t_cpu / t_gpu:.2f}x",
+            f"cost {res.cost:.8g} (GTSAM {optimum:.8g}, rel. {abs(res.cost - optimum) / optimum:.0e}); "
+            f"converged={res.converged}"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu.py: CUDA is not available on this machine")
+    gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (as the device)"
+    print(f"# robojac GPU modes on {gpu_name}; {describe_machine()}", flush=True)
+    cases = [
+        lambda: fk(device, 10_000 if args.quick else 1_000_000),
+        lambda: ik_batch(device, 500 if args.quick else 10_000),
+        lambda: icp_batch(device, 10 if args.quick else 100),
+        lambda: pgo(device, "intel" if args.quick else "sphere2500"),
+        lambda: pgo(device, "manhattan" if args.quick else "parking-garage"),
+    ]
+    rows = []
+    for case in cases:
+        try:
+            rows.append(case())
+        except Exception as exc:  # noqa: BLE001 -- one failing case must not hide the others' figures
+            rows.append([getattr(case, "__name__", "case"), "-", "-", "-", f"FAILED: {type(exc).__name__}: {exc}"[:200]])
+        print(" | ".join(rows[-1]), flush=True)
+    print()
+    print(table(["case", "CPU (this machine)", f"{device.type}", "speed-up", "check"], rows))
+
+
+if __name__ == "__main__":
+    main()
