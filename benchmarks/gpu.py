@@ -53,7 +53,8 @@ def fk(device, n):
     t_cpu, X_cpu = timed(lambda: panda.cpu().forward_kinematics(q, frame="panda_hand"), torch.device("cpu"), repeat=3)
     err = float((X.tensor().cpu() - X_cpu.tensor())[:, :3].abs().max())
     return [f"FK, Panda hand, batch {n:,} (float32)", f"{t_cpu * 1e3:.1f} ms", f"{t_gpu * 1e3:.2f} ms",
-            f"{t_cpu / t_gpu:.1f}x", f"{n / t_gpu / 1e6:.1f} M configs/s on the GPU; max position difference from the CPU {err:.1e} m"]
+            f"{t_cpu / t_gpu:.1f}x",
+            f"{n / t_gpu / 1e6:.1f} M configs/s on the GPU; max position difference from the CPU {err:.1e} m"]
 
 
 def ik_batch(device, n):
@@ -128,7 +129,8 @@ def main() -> None:
         try:
             rows.append(case())
         except Exception as exc:  # noqa: BLE001 -- one failing case must not hide the others' figures
-            rows.append([getattr(case, "__name__", "case"), "-", "-", "-", f"FAILED: {type(exc).__name__}: {exc}"[:200]])
+            failure = f"FAILED: {type(exc).__name__}: {exc}"[:200]
+            rows.append([getattr(case, "__name__", "case"), "-", "-", "-", failure])
         print(" | ".join(rows[-1]), flush=True)
     print()
     print(table(["case", "CPU (this machine)", f"{device.type}", "speed-up", "check"], rows))

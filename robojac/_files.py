@@ -71,7 +71,8 @@ def atomic_path(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; expected a file name to write")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)  # keeps the format suffix
+    # the suffix stays last: writers that pick the format from the name (matplotlib, Pillow) still can
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield pathlib.Path(tmp)

@@ -59,7 +59,8 @@ def path(name: str) -> pathlib.Path:
         raise TypeError(f"name: expected a relative file name such as 'robots/panda.urdf', got {type(name).__name__}")
     rel = pathlib.PurePosixPath(os.fspath(name).replace(os.sep, "/"))
     if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"name: expected a name relative to the data folder, such as 'robots/panda.urdf', got {name!r}")
+        raise ValueError(f"name: expected a name relative to the data folder, such as 'robots/panda.urdf', "
+                         f"got {name!r}")
     base = root()
     for candidate in (base / rel, base / f"{rel}.gz"):
         if candidate.exists():

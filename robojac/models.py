@@ -42,10 +42,12 @@ def planar_arm(link_lengths: Sequence[float] = (1.0, 1.0), *, limits: tuple[floa
         joints.append(Joint.revolute(f"joint{i}", parent, f"link{i}", origin=origin, axis=(0, 0, 1),
                                      lower=limits[0], upper=limits[1]))
         parent, offset = f"link{i}", length
-    joints.append(Joint.fixed("tool_joint", parent, "tool", origin=torch.tensor([offset, 0, 0, 0, 0, 0, 1.0], dtype=torch.float64, device="cpu")))
+    joints.append(Joint.fixed("tool_joint", parent, "tool",
+                              origin=torch.tensor([offset, 0, 0, 0, 0, 0, 1.0], dtype=torch.float64, device="cpu")))
     return Chain(joints, name=name or f"planar{len(lengths)}")
 
 
 def sample_arm() -> Chain:
     """A 7-DoF arm: the Franka Panda's published modified-DH kinematics, base ``link0`` to ``flange``."""
-    return Chain.from_dh(PANDA_DH, "modified", name="sample_arm", tool=torch.tensor([0, 0, 0.107, 0, 0, 0, 1.0], device="cpu"))
+    return Chain.from_dh(PANDA_DH, "modified", name="sample_arm",
+                         tool=torch.tensor([0, 0, 0.107, 0, 0, 0, 1.0], device="cpu"))

@@ -47,5 +47,6 @@ def main(out: pathlib.Path) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1] / "docs" / "pictures" / "front.png")
+    default = pathlib.Path(__file__).resolve().parents[1] / "docs" / "pictures" / "front.png"
+    p.add_argument("--out", type=pathlib.Path, default=default)
     main(p.parse_args().out)

@@ -81,7 +81,8 @@ def test_a_wheel_carries_the_data(tmp_path):
             "c = robojac.Chain.from_urdf(robojac.data.path('robots/panda.urdf'), tip='panda_hand'); print(c.dof)")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ROBOJAC_DATA")}
     env["PYTHONPATH"] = str(site)
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True,
+                         text=True)
     where, dof = out.stdout.split()
     assert pathlib.Path(where).is_relative_to(site / "robojac" / "_data") and dof == "7"
 

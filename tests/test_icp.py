@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from robojac.data import path as data_path
-from robojac.icp import ICPConfig, PLYError, NearestNeighbors, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample
+from robojac.icp import (
+    ICPConfig, NearestNeighbors, PLYError, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample,
+)
 from robojac.lie import _ops as ops
 from robojac.optim import RobustKernel
 
@@ -80,7 +82,8 @@ def test_known_transforms_are_recovered(method, kernel, device):
 
 
 @pytest.mark.parametrize("method, deg_max, mm_max", [("gicp", 0.2, 0.5), ("point_to_plane", 0.6, 2.0)])
-def test_bunny_pair_against_the_stanford_registration(method, deg_max, mm_max, device):
+def test_bunny_pair_against_the_stanford_registration(method, deg_max, mm_max,
+                                                      device):
     src, tgt, T_gt = _bunny(device)
     r = align(src, tgt, config=ICPConfig(method=method, voxel_size=0.003, max_iterations=60))
     deg, dist = _err(r.matrix(), T_gt)
@@ -132,7 +135,8 @@ def test_padded_batches_with_lengths_equal_lists(device):
     sources, targets = _distinct_pairs(3, 4, lambda k: 300 + 100 * k, lambda k: 250 + 50 * k, 0.03, device=device)
 
     def padded(clouds):
-        out = torch.full((len(clouds), max(len(c) for c in clouds), 3), float("nan"), dtype=torch.float64, device=device)
+        out = torch.full((len(clouds), max(len(c) for c in clouds), 3), float("nan"), dtype=torch.float64,
+                         device=device)
         for b, c in enumerate(clouds):
             out[b, : len(c)] = c
         return out, torch.tensor([len(c) for c in clouds], device=device)
@@ -275,7 +279,8 @@ def test_gicp_system_from_moments_equals_the_dense_sum(device):
     Mr = soa.sym6_matvec(M6, r)
     assert max_err(Mr, (M @ r.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)) < 1e-12
     H, gv = soa.gicp_system(q, Mr, M6, w)
-    J = torch.cat((torch.eye(3, dtype=torch.float64, device=device).expand(R_, N, 3, 3), -skew(q.transpose(1, 2))), -1)  # (R, N, 3, 6)
+    eye = torch.eye(3, dtype=torch.float64, device=device).expand(R_, N, 3, 3)
+    J = torch.cat((eye, -skew(q.transpose(1, 2))), -1)  # (R, N, 3, 6)
     JtM = J.transpose(-1, -2) @ M * w[..., None, None]
     assert max_err(H, (JtM @ J).sum(1)) < 1e-10
     assert max_err(gv, (JtM @ r.transpose(1, 2).unsqueeze(-1)).squeeze(-1).sum(1)) < 1e-10

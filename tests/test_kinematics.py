@@ -1,7 +1,6 @@
 """robojac.kinematics: FK and Jacobians against Pinocchio, differences, DH by hand, errors."""
 
 import math
-import pathlib
 
 import numpy as np
 import pypose as pp
@@ -10,7 +9,7 @@ import torch
 
 from robojac.data import path as data_path
 from robojac.jacobian import modjac
-from robojac.kinematics import Chain, DHRow, Joint, JointType, KinematicTreeError, Mimic, PoseTransform, UrdfError
+from robojac.kinematics import Chain, DHRow, Joint, KinematicTreeError, Mimic, PoseTransform, UrdfError
 from robojac.models import planar_arm, sample_arm
 
 from helpers import max_err
@@ -53,7 +52,8 @@ def test_every_frame_and_jacobian_matches_pinocchio(urdf, device):
         pin.computeJointJacobians(model, data, qp)
         for frame in chain.frame_names[1:]:
             fid = model.getFrameId(frame)
-            worst_pose = max(worst_pose, np.abs(poses[frame][b].matrix().cpu().numpy() - data.oMf[fid].homogeneous).max())
+            ours = poses[frame][b].matrix().cpu().numpy()
+            worst_pose = max(worst_pose, np.abs(ours - data.oMf[fid].homogeneous).max())
             Jp = pin.getFrameJacobian(model, data, fid, pin.LOCAL_WORLD_ALIGNED)
             ref = np.zeros((6, chain.dof))
             for k, name in enumerate(chain.joint_names):
@@ -67,7 +67,8 @@ def test_every_frame_and_jacobian_matches_pinocchio(urdf, device):
                 ref_l[:, k] += Jl[:, model.joints[model.getJointId(name)].idx_v]
             for m, (src, mult, _) in chain.tree.mimic.items():
                 ref_l[:, chain.joint_names.index(src)] += mult * Jl[:, model.joints[model.getJointId(m)].idx_v]
-            worst_jac = max(worst_jac, np.abs(chain.jacobian(q[b], frame, reference="local").cpu().numpy() - ref_l).max())
+            J_local = chain.jacobian(q[b], frame, reference="local").cpu().numpy()
+            worst_jac = max(worst_jac, np.abs(J_local - ref_l).max())
     assert worst_pose < 1e-10 and worst_jac < 1e-10
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from robojac.trajectory import (
-    PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, read_kitti, read_tum, rpe, write_kitti, write_tum,
+    PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, read_kitti, read_tum, rpe, write_kitti,
+    write_tum,
 )
 
 from helpers import max_err
@@ -17,8 +18,9 @@ from helpers import max_err
 
 def _traj(device, n=40, seed=0):
     g = torch.Generator(device).manual_seed(seed)
-    X = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g, device=device) * torch.tensor([3, 3, 1, 0.5, 0.5, 2.0], dtype=torch.float64, device=device)).Exp()
-    return Trajectory(X.tensor(), torch.arange(n, dtype=torch.float64, device=device) * 0.1 + 1000.0)
+    kw = dict(dtype=torch.float64, device=device)
+    X = pp.se3(torch.randn(n, 6, generator=g, **kw) * torch.tensor([3, 3, 1, 0.5, 0.5, 2.0], **kw)).Exp()
+    return Trajectory(X.tensor(), torch.arange(n, **kw) * 0.1 + 1000.0)
 
 
 def _evo_bytes(mat):  # what evo's file_interface writes: numpy.savetxt, space delimiter, default format
@@ -85,7 +87,8 @@ def test_ate_after_alignment_and_without(device):
     G = pp.randn_SE3(dtype=torch.float64, device=device)
     moved = Trajectory((G * ref.se3()).tensor(), ref.timestamps)
     assert ate(ref, moved)["rmse"] < 1e-12  # a rigid motion of the whole trajectory is aligned away
-    off = Trajectory(ref.poses + torch.tensor([0.3, 0, 0, 0, 0, 0, 0], dtype=torch.float64, device=device), ref.timestamps)
+    shift = torch.tensor([0.3, 0, 0, 0, 0, 0, 0], dtype=torch.float64, device=device)
+    off = Trajectory(ref.poses + shift, ref.timestamps)
     res = ate(ref, off, align=False)
     assert res["rmse"] == pytest.approx(0.3, rel=1e-12) and res["max"] == pytest.approx(0.3, rel=1e-12)
     rot = ate(ref, moved, align=False, relation=PoseRelation.ROTATION_ANGLE_DEG)

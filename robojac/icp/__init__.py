@@ -8,11 +8,13 @@ CPU and chunked brute force on a GPU (one padded search for a batch of targets,
 
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align, prepare
 from ._cloud import (
-    PLYError, as_points, estimate_covariances, normals_from_covariances, read_point_cloud, read_stanford_conf, voxel_downsample,
+    PLYError, as_points, estimate_covariances, normals_from_covariances, read_point_cloud, read_stanford_conf,
+    voxel_downsample,
 )
 from ._neighbors import NearestNeighbors, PaddedNeighbors
 
 __all__ = [
-    "ICPConfig", "PLYError", "NearestNeighbors", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align", "as_points",
+    "ICPConfig", "PLYError", "NearestNeighbors", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align",
+    "as_points",
     "estimate_covariances", "normals_from_covariances", "prepare", "read_point_cloud", "read_stanford_conf", "voxel_downsample",
 ]

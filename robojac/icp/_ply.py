@@ -107,12 +107,14 @@ def _ascii(path, body: bytes, elements, header_lines: int) -> np.ndarray:
                         except ValueError:
                             bad = True
                     if bad:
-                        raise PLYError(f"{path}:{header_lines + at + k + 1}: expected {len(props)} numbers for a vertex, "
-                                       f"got {line.strip()[:80]!r}")
+                        where = f"{path}:{header_lines + at + k + 1}"
+                        got = line.strip()[:80]
+                        raise PLYError(f"{where}: expected {len(props)} numbers for a vertex, got {got!r}")
             points = values.reshape(count, len(props))[:, cols]
         at += count
     if len(lines) > at:
-        raise PLYError(f"{path}:{header_lines + at + 1}: {len(lines) - at} more data lines than the header declares ({expected})")
+        raise PLYError(f"{path}:{header_lines + at + 1}: {len(lines) - at} more data lines than the header declares "
+                       f"({expected})")
     return points
 
 
@@ -124,8 +126,8 @@ def _binary(path, body: bytes, elements, order: str) -> np.ndarray:
             size = dtype.itemsize * count
             if at + size > len(body):
                 raise PLYError(
-                    f"{path}: truncated: element '{name}' (header line {lineno}) needs {size} bytes from byte {at} of the "
-                    f"data, the file has {len(body) - at}"
+                    f"{path}: truncated: element '{name}' (header line {lineno}) needs {size} bytes from byte {at} "
+                    f"of the data, the file has {len(body) - at}"
                 )
             if name == "vertex":
                 rec = np.frombuffer(body, dtype=dtype, count=count, offset=at)

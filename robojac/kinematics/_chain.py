@@ -45,9 +45,10 @@ class Chain(nn.Module):
         for key, value in self._program.constants.items():
             self.register_buffer(key, value, persistent=False)
         act = self.tree.actuated
-        self.register_buffer("lower", torch.tensor([j.limits.lower for j in act], dtype=torch.float64, device="cpu"), persistent=False)
-        self.register_buffer("upper", torch.tensor([j.limits.upper for j in act], dtype=torch.float64, device="cpu"), persistent=False)
-        self.register_buffer("velocity", torch.tensor([j.limits.velocity for j in act], dtype=torch.float64, device="cpu"), persistent=False)
+        on_cpu = dict(dtype=torch.float64, device="cpu")  # built on the CPU; .to() moves it
+        self.register_buffer("lower", torch.tensor([j.limits.lower for j in act], **on_cpu), persistent=False)
+        self.register_buffer("upper", torch.tensor([j.limits.upper for j in act], **on_cpu), persistent=False)
+        self.register_buffer("velocity", torch.tensor([j.limits.velocity for j in act], **on_cpu), persistent=False)
         self._cache: dict = {}
         self._plans = threading.local()
         self._paths: dict[int, list[int]] = {}

@@ -98,5 +98,6 @@ def chain_from_dh(rows: Sequence, convention: str = "standard", *, name: str = "
             post = _compose(_pose(None, 0.0, (r.a, 0.0, 0.0)), _pose(0, r.alpha, (0.0, 0.0, 0.0)))
             joints.append(Joint(f"link{i}_offset", JointType.FIXED, f"axis{i}", child, post))
     if tool is not None:
-        joints.append(Joint("tool_joint", JointType.FIXED, f"link{len(table)}", "tool", torch.as_tensor(tool, dtype=torch.float64, device="cpu")))
+        joints.append(Joint("tool_joint", JointType.FIXED, f"link{len(table)}", "tool",
+                            torch.as_tensor(tool, dtype=torch.float64, device="cpu")))
     return Chain(joints, name=name)

@@ -90,7 +90,8 @@ def compile_program(tree: TreeLayout) -> Program:
     children = [[] for _ in range(F)]
     for f in range(1, F):
         children[tree.parent[f]].append(f)
-    identity = len(rows) == dof and bool((theta_map == torch.eye(dof, dtype=torch.float64, device="cpu")).all()) and not theta_offset.any()
+    identity = (len(rows) == dof and bool((theta_map == torch.eye(dof, dtype=torch.float64, device="cpu")).all())
+                and not theta_offset.any())
     constants = dict(RQ=RQ, WT=WT, WZ=WZ, theta_map=theta_map, theta_offset=theta_offset)
     return Program(tuple(kind), tuple(slot), tuple(tree.parent), tuple(tuple(c) for c in children), constants, identity)
 
