@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._path import SerialPath, rotation_error
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, on_joints, wrap_into
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, RIDGE, Problem, on_joints, wrap_into
+
+_EPS, _TINY = np.finfo(np.float64).eps, np.finfo(np.float64).tiny
 
 __all__ = ["lm_numpy", "frame_errors"]
 
@@ -74,7 +76,8 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         JW = Jt * w2
         A = JW @ Jt.transpose(0, 2, 1)
         b = JW @ e[..., None]  # (P, dof, 1)
-        Ad = A + (lam[:, None, None] * A + 1e-12) * eye
+        ridge = (RIDGE * _EPS) * np.diagonal(A, axis1=1, axis2=2).max(1) + _TINY
+        Ad = A + (lam[:, None, None] * A + ridge[:, None, None]) * eye
         dq = np.linalg.solve(Ad, b)[..., 0]
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..kinematics import Chain
 from ..optim import spd_solve_soa
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, on_joints, wrap_into
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, RIDGE, Problem, on_joints, wrap_into
 from ._targets import pose_errors
 
 __all__ = ["lm_torch"]
@@ -96,7 +96,9 @@ def _lm(chain: Chain, frame: str, T: Tensor, q_full: Tensor, pb: Problem, drive:
             qa, Ja, ea, la, Ta = q[idx_p], J[idx_p], e[idx_p], lam[idx_p], T[idx_p]
         A, b = _normal_equations(Ja, ea, w2)
         Ad = A.clone()
-        Ad.diagonal(dim1=0, dim2=1).mul_(1.0 + la[:, None]).add_(1e-12)
+        diag = Ad.diagonal(dim1=0, dim2=1)  # (n, dof), a view of Ad
+        ridge = (RIDGE * torch.finfo(dt).eps) * diag.amax(1, keepdim=True) + torch.finfo(dt).tiny
+        diag.mul_(1.0 + la[:, None]).add_(ridge)
         if rest is None:
             dq = _solve(Ad, b)
         else:  # pull toward the rest pose inside the (damped) null space of the task
