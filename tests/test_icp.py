@@ -8,6 +8,7 @@ import numpy as np
 import pypose as pp
 import pytest
 import torch
+from torch import Tensor
 
 from robojac.data import path as data_path
 from robojac.icp import (
@@ -491,3 +492,70 @@ def test_icp_command_refuses_a_truncated_file(tmp_path, capsys):
     short.write_bytes(plain.read_bytes()[:300_000])
     assert main(["icp", str(short), str(data_path("pointclouds/bunny/bun000.ply"))]) == 2
     assert "short.ply: truncated" in capsys.readouterr().err
+
+
+# ---- far from the origin: map and UTM coordinates ----------------------------------------------
+def _offset_truth(T: pp.LieTensor, o: Tensor) -> pp.LieTensor:
+    """The same motion seen with both clouds shifted by ``o``: ``Tr(o) T Tr(-o)``."""
+    shift = lambda v: pp.SE3(torch.cat((v, torch.tensor([0, 0, 0, 1.0], dtype=v.dtype, device=v.device))))  # noqa: E731
+    return shift(o) * T * shift(-o)
+
+
+@pytest.mark.parametrize("method", ["point_to_point", "point_to_plane", "gicp"])
+@pytest.mark.parametrize("offset", [100.0, 1000.0, 5e6])
+def test_clouds_far_from_the_origin_align_as_at_the_origin(method, offset, device):
+    """An exact copy of the bunny moved by a known pose, both clouds ``offset`` metres away: the
+    linearization is about the target's centre, so the answer is as exact as at the origin (the
+    old code came back 0.13 rad off at 100 m, converged=False, and said converged=True at 1 km
+    in float32)."""
+    tgt = voxel_downsample(_bunny()[1], 0.004)
+    T = pp.se3(torch.tensor([0.01, -0.02, 0.015, 0.05, -0.03, 0.08], dtype=torch.float64)).Exp()
+    src = T.Inv().Act(tgt)
+    o = torch.tensor([offset, -offset, 0.5 * offset], dtype=torch.float64)
+    cfg = ICPConfig(method=method, max_correspondence_distance=0.05, rotation_tolerance=1e-10,
+                    translation_tolerance=1e-10, max_iterations=60)
+    r = align((src + o).to(device), (tgt + o).to(device), config=cfg)
+    E = _offset_truth(T, o).Inv() * pp.SE3(r.T_target_source.tensor().cpu())
+    assert bool(r.converged)
+    assert float(E.rotation().Log().norm()) < 1e-9 and float(E.translation().norm()) < 1e-9 * max(offset, 1.0)
+
+
+def test_float32_far_off_is_as_good_as_its_inputs(device):
+    """In float32 at 1 km the points themselves are rounded to ~6e-5 m: the answer equals the
+    float64 answer on the same rounded numbers, and is right to their precision."""
+    tgt = voxel_downsample(_bunny()[1], 0.004)
+    T = pp.se3(torch.tensor([0.01, -0.02, 0.015, 0.05, -0.03, 0.08], dtype=torch.float64)).Exp()
+    o = torch.tensor([1000.0, -1000.0, 500.0], dtype=torch.float64)
+    src32, tgt32 = (T.Inv().Act(tgt) + o).float(), (tgt + o).float()
+    cfg = ICPConfig(method="gicp", max_correspondence_distance=0.05)
+    r32 = align(src32.to(device), tgt32.to(device), config=cfg)
+    r64 = align(src32.double().to(device), tgt32.double().to(device), config=cfg)
+    E = pp.SE3(r64.T_target_source.tensor().cpu()).Inv() * pp.SE3(r32.T_target_source.tensor().cpu().double())
+    assert bool(r32.converged) and float(E.rotation().Log().norm()) < 2e-6
+    truth = _offset_truth(T, o).Inv() * pp.SE3(r32.T_target_source.tensor().cpu().double())
+    assert float(truth.rotation().Log().norm()) < 1e-4  # the rounding's own limit: ~2e-5 rad here
+
+
+@pytest.mark.parametrize("offset", [[1000.0, 1000.0, 0.0], [3e5, 5e6, 100.0]])
+def test_the_lidar_pair_far_off_lands_on_its_own_answer(offset, device):
+    src = read_point_cloud(data_path("pointclouds/lidar_small_gicp/source.ply")).to(device)
+    tgt = read_point_cloud(data_path("pointclouds/lidar_small_gicp/target.ply")).to(device)
+    cfg = ICPConfig(method="gicp", voxel_size=0.25)
+    at_origin = align(src, tgt, config=cfg).T_target_source.tensor().cpu()
+    o = torch.tensor(offset, dtype=torch.float64)
+    far = align(src + o.to(device), tgt + o.to(device), config=cfg).T_target_source.tensor().cpu()
+    E = _offset_truth(pp.SE3(at_origin), o).Inv() * pp.SE3(far)  # covariances and steps about the centres
+    lever = float(o.norm())  # a rotation difference of 1e-12 moves the far points by 1e-12 * |o|
+    assert float(E.rotation().Log().norm()) < 1e-9 and float(E.translation().norm()) < 1e-6 + 1e-11 * lever
+
+
+def test_voxel_keys_never_merge_distant_points(device):
+    """A voxel of 1 um over 10,000 km: a packed key would overflow int64 and merge points 1 m
+    apart; the keys are then compared whole."""
+    p = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0, 1e7, 0], [0, 0, 1e7], [1.0, 0, 0]], dtype=torch.float64, device=device)
+    out = voxel_downsample(p, 1e-6)
+    assert out.shape == (4, 3)
+    with pytest.raises(ValueError, match="voxel_size: expected a finite size >= 0"):
+        voxel_downsample(p, float("nan"))
+    with pytest.raises(ValueError, match="too small for coordinates this large"):
+        voxel_downsample(p * 1e9, 1e-9)

@@ -294,11 +294,13 @@ class _StackedIndex:
         pts = torch.cat([c + torch.tensor([k * spacing, 0.0, 0.0], dtype=c.dtype, device=c.device) for k, c in enumerate(clouds)])
         self.index = NearestNeighbors(pts, backend="kdtree")
 
-    def query(self, q: Tensor, which: Tensor, k: int = 1):
-        """``q (Q, 3)`` belonging to clouds ``which (Q,)``: distances and indices local to each cloud."""
-        off = torch.zeros_like(q)
-        off[:, 0] = which.to(q.dtype) * self.shift
-        d, i = self.index.query(q + off, k=k)
+    def query(self, q: Tensor, which: Tensor, k: int = 1, *, centers: Tensor | None = None):
+        """``q (Q, 3)`` belonging to clouds ``which (Q,)``: distances and indices local to each cloud.
+        ``centers (C, 3)``: the queries are about their cloud's centre (added back in float64)."""
+        q64 = q.double() if centers is None else q.double() + centers.double()[which]
+        q64[:, 0] += which.double() * self.shift
+        d, i = self.index.query(q64, k=k)
+        d = d.to(q.dtype)
         base, size = self.starts[which], (self.starts[1:] - self.starts[:-1])[which]
         if k > 1:
             base, size = base[:, None], size[:, None]
@@ -358,6 +360,9 @@ class _TargetSet:
         self.pair_dmax2 = torch.tensor([d * d for d in dist], dtype=dt, device=device)[:, None]
         self._set_hypotheses(H)
         pts = [t.points for t in self.clouds]
+        # every search and residual is about each target's centre (its indexes' own): far from the
+        # origin (map or UTM coordinates) the linearization and float32 keep their digits
+        self.center = torch.stack([t.index.center for t in self.clouds])  # (C, 3)
         if len(self.clouds) == 1:
             self.index = None
         elif device.type == "cpu" and cfg.neighbors_backend != "brute":
@@ -380,33 +385,60 @@ class _TargetSet:
         """Per-distinct-target arrays, gathered by row."""
         return _Concat(arrays, self.slot, transform)
 
+    def row_centers(self, rows: Tensor | None = None) -> Tensor:
+        """``(R, 3)``: the centre of each row's target."""
+        return self.center[self.slot if rows is None else self.slot[rows]]
+
     def nearest(self, q: Tensor, mask: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Squared distance and index of the nearest target point to each ``q (A, N, 3)`` of rows
-        ``rows`` of the batch (all by default); padding (``~mask``) gets an infinite distance."""
+        ``rows`` of the batch (all by default), ``q`` about each row's target centre; padding
+        (``~mask``) gets an infinite distance."""
         slot = self.slot if rows is None else self.slot[rows]
         if isinstance(self.index, PaddedNeighbors):
-            d2, idx = self.index.query(q, slot)
+            d2, idx = self.index.query(q, slot, centered=True)
             return d2.masked_fill(~mask, float("inf")), idx.masked_fill(~mask, 0)
         if self.index is None and bool(mask.all()):  # one target, no padding: one query over every row
-            d2, idx = self.clouds[0].index.query(q.reshape(-1, 3))
+            d2, idx = self.clouds[0].index.query(q.reshape(-1, 3), centered=True)
             return d2.view(q.shape[:2]), idx.view(q.shape[:2])
         d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
         idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
         if self.index is None:
-            d2[mask], idx[mask] = self.clouds[0].index.query(q[mask])
+            d2[mask], idx[mask] = self.clouds[0].index.query(q[mask], centered=True)
         else:
-            d2[mask], idx[mask] = self.index.query(q[mask], slot.unsqueeze(1).expand(q.shape[:2])[mask])
+            d2[mask], idx[mask] = self.index.query(q[mask], slot.unsqueeze(1).expand(q.shape[:2])[mask],
+                                                   centers=self.center)
         return d2, idx
 
 
+def _centred_sources(S: list[Tensor], H: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(points (R, N, 3), mask (R, N), centres (R, 3))``: each row's source about its own centre."""
+    centres = torch.stack([s.mean(0) for s in S for _ in range(H)])
+    src, mask = _pad([s - s.mean(0) for s in S for _ in range(H)])
+    return src, mask, centres
+
+
+def _shift_pose(T: Tensor, before: Tensor, after: Tensor) -> Tensor:
+    """``Tr(after) T Tr(before)`` for poses ``T (R, 7)`` and translations ``(R, 3)``: how a pose
+    moves between the original coordinates and the centred ones.  Computed in float64: the
+    centres may be kilometres from the origin."""
+    T64 = T.double()
+    t = ops.quat_rotate(T64[:, 3:], before.double()) + T64[:, :3] + after.double()
+    return torch.cat((t, T64[:, 3:]), -1).to(T.dtype)
+
+
 def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
+    """Steps every row's pose until it converges; works about each row's source and target
+    centres (``T' = Tr(-c_target) T Tr(c_source)``), so the left update linearizes about the
+    target's centre, not the origin of its coordinates."""
     H = targets.H
-    src, mask = _pad([s for s in S for _ in range(H)])
+    src, mask, s_ctr = _centred_sources(S, H)
+    t_ctr = targets.row_centers()
+    T = _shift_pose(T, s_ctr, -t_ctr)
     srcT = src.transpose(1, 2).contiguous()  # (R, 3, N)
     R_ = T.shape[0]
     dt, dev = T.dtype, T.device
     dmax2 = targets.dmax2.to(dt)
-    tgt_pts = targets.concat([t.points_t.to(dt) for t in targets.clouds])
+    tgt_pts = targets.concat([(t.points - c).T.contiguous().to(dt) for t, c in zip(targets.clouds, targets.center)])
     batched = dev.type != "cpu" or cfg.neighbors_backend == "brute"  # neighbourhoods of all clouds in one search
     if cfg.method != "point_to_point":
         _prime_normals(targets.clouds, batched)
@@ -461,7 +493,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
         iters[a] += 1
         small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
         active[a] = ~small & has
-    return T, iters, ~active
+    return _shift_pose(T, -s_ctr, t_ctr), iters, ~active
 
 
 def _plane_covariances(clouds: list[Tensor], k: int, batched: bool) -> list[Tensor]:
@@ -497,8 +529,8 @@ def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
 
 
 def _fitness(S, targets: _TargetSet, T: Tensor, counts: bool = False):
-    src, mask = _pad([s for s in S for _ in range(targets.H)])
-    q = ops.se3_act(T[:, None, :], src)
+    src, mask, s_ctr = _centred_sources(S, targets.H)
+    q = ops.se3_act(_shift_pose(T, s_ctr, -targets.row_centers())[:, None, :], src)  # about each target's centre
     d2, _ = targets.nearest(q, mask)
     inl = mask & (d2 <= targets.dmax2.to(T.dtype))
     n_in = inl.sum(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import numpy as np
@@ -64,14 +65,30 @@ def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
 
 
 def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
-    """The centroid of the points in each occupied voxel of edge ``voxel_size`` (any device)."""
-    if voxel_size <= 0:
+    """The centroid of the points in each occupied voxel of edge ``voxel_size`` (any device).
+
+    ``0`` keeps the points as they are.  Voxel keys are packed into one integer when the
+    cloud's extent in voxels allows it; beyond 2^62 voxels (a tiny voxel over a huge extent,
+    where a packed key would overflow and merge distant points) the rows of keys are compared
+    whole instead: slower, never wrong.
+    """
+    voxel_size = float(voxel_size)
+    if not math.isfinite(voxel_size) or voxel_size < 0:
+        raise ValueError(f"voxel_size: expected a finite size >= 0 (0: no downsampling), got {voxel_size}")
+    if voxel_size == 0 or points.shape[0] == 0:
         return points
-    keys = torch.floor(points / voxel_size).long()
+    keys = torch.floor(points / voxel_size)  # the grid is anchored at the origin
+    if not torch.isfinite(keys).all() or float(keys.abs().max()) >= 2.0**62:
+        raise ValueError(f"voxel_size: {voxel_size} is too small for coordinates this large (over 2^62 voxels "
+                         "from the origin)")
+    keys = keys.long()
     keys = keys - keys.min(0).values
     span = keys.max(0).values + 1
-    flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
-    uniq, inverse = torch.unique(flat, return_inverse=True)
+    if float(span.double().prod()) < 2.0**62:
+        flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
+        uniq, inverse = torch.unique(flat, return_inverse=True)
+    else:
+        uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
     sums = points.new_zeros(len(uniq), 3).index_add_(0, inverse, points)
     counts = torch.bincount(inverse, minlength=len(uniq)).to(points.dtype)
     return sums / counts[:, None]
@@ -95,6 +112,7 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False):
     :func:`normals_from_covariances` up to sign); on other devices a chunked brute-force query and torch.
     """
     k = min(k, points.shape[0])
+    points = points - points.mean(0)  # covariances do not see a shift; far from the origin they lose digits without it
     if points.device.type == "cpu":
         import open3d as o3d
 

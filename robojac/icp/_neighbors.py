@@ -32,6 +32,7 @@ class NearestNeighbors:
         if backend not in ("auto", "kdtree", "brute"):
             raise ValueError(f"backend: expected 'auto', 'kdtree' or 'brute', got {backend!r}")
         self.points = points
+        self.center = points.mean(0)  # queries may come about it (``centered=True``), as ICP's do
         self.backend = ("kdtree" if points.device.type == "cpu" else "brute") if backend == "auto" else backend
         self._tree = None  # built on the first query: a batch answered by a stacked index never needs it
         self._brute = None  # brute force: the padded search over this one cloud
@@ -48,19 +49,24 @@ class NearestNeighbors:
             self._tree = tree
         return self._tree
 
-    def query(self, queries: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
-        """``(squared distances, indices)`` of the ``k`` nearest points, each ``(Q,)`` or ``(Q, k)``."""
+    def query(self, queries: Tensor, k: int = 1, *, centered: bool = False) -> tuple[Tensor, Tensor]:
+        """``(squared distances, indices)`` of the ``k`` nearest points, each ``(Q,)`` or ``(Q, k)``.
+        ``centered``: the queries are about :attr:`center` (far from the origin they keep their
+        digits; the KD-tree adds the centre back in float64)."""
         if self.backend == "kdtree":
             import open3d as o3d
 
             tree = self._kdtree()
-            q = o3d.core.Tensor(np.ascontiguousarray(queries.detach().cpu().double().numpy()))
+            q = queries.detach().cpu().double()
+            if centered:
+                q = q + self.center.detach().cpu().double()
+            q = o3d.core.Tensor(np.ascontiguousarray(q.numpy()))
             i, d = tree.knn_search(q, k)
             d = torch.from_numpy(d.numpy()).to(device=queries.device, dtype=queries.dtype)  # squared
             i = torch.from_numpy(i.numpy().astype(np.int64)).to(queries.device)
             return (d[:, 0], i[:, 0]) if k == 1 else (d, i)
         one = torch.zeros(1, dtype=torch.long, device=queries.device)
-        d, i = self._brute.query(queries.unsqueeze(0), one, k)
+        d, i = self._brute.query(queries.unsqueeze(0), one, k, centered=centered)
         return d[0], i[0]
 
 
