@@ -135,9 +135,13 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
                 from ._se2 import se2_inverse
 
                 offset = se2_compose(S[root], se2_inverse(T[root]))
-                return se2_compose(offset.expand_as(T), T)
-            offset = ops.se3_compose(S[root], ops.se3_inverse(T[root]))
-            return ops.se3_compose(offset.expand_as(T), T)
+                T = se2_compose(offset.expand_as(T), T)
+            else:
+                offset = ops.se3_compose(S[root], ops.se3_inverse(T[root]))
+                T = ops.se3_compose(offset.expand_as(T), T)
+            # every held (FIXed) pose keeps its value, not only the tree's root: the solver holds
+            # them where the initialization leaves them
+            return torch.where(held[:, None], S, T)
         if init == "chordal":
             return chordal_state(graph.num_poses, graph.edges, Zs, graph.information, graph.dim, held, S)
     raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
