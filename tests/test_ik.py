@@ -212,6 +212,8 @@ def test_bad_targets_are_refused(device):
         ik.solve(arm, torch.zeros(2, 5, device=device))
     with pytest.raises(ValueError, match="unit length"):
         ik.solve(arm, torch.tensor([0.3, 0, 0.5, 0, 0, 0, 2.0], dtype=torch.float64, device=device))
+    with pytest.raises(ValueError, match="target: quaternion .* tolerance 1e-05 for torch.float32"):
+        ik.solve(arm, torch.tensor([0.3, 0, 0.5, 0, 0, 0, 1.1], dtype=torch.float32, device=device))  # 10% off
     with pytest.raises(ValueError, match="NaN"):
         ik.solve(arm, torch.tensor([float("nan"), 0.0, 0.5], device=device))
     with pytest.raises(ValueError, match="frame 'hand' does not exist"):

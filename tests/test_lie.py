@@ -1,5 +1,6 @@
 """robojac.lie: tangent maps, plain-tensor ops and conversions against pypose and differences."""
 
+import math
 import threading
 
 import pypose as pp
@@ -206,3 +207,30 @@ def test_raw_autograd_is_per_thread(device):
         t.start()
         t.join()
     assert seen == [False]
+
+
+@pytest.mark.parametrize("form", ["quaternion", "matrix"])
+def test_pose_arguments_are_normalized_within_rounding_and_refused_beyond(form, dtype, device):
+    """One rule in every dtype: a rotation off by what rounding can do is normalized, one off by
+    more is refused (float32 once took a quaternion 10% off unit length as it was, and IK then
+    reported 7e-4 rad for a 0.033 rad error)."""
+    X = pp.randn_SE3(5, dtype=torch.float64, device=device)
+    tol = lie.unit_tolerance(dtype)
+    for scale, ok in ((1 + 0.4 * tol, True), (1.1, False), (1 + 3 * tol, False)):
+        if form == "quaternion":
+            arg = X.tensor().clone()
+            arg[:, 3:] *= scale
+        else:
+            arg = X.matrix().clone()
+            arg[:, :3, :3] *= math.sqrt(scale)  # R^T R - I = scale - 1
+        arg = arg.to(dtype)
+        if not ok:
+            with pytest.raises(ValueError, match=rf"target: .*tolerance {tol:.0e}"):
+                lie.se3_tensor(arg, name="target")
+            continue
+        out = lie.se3_tensor(arg, name="target")
+        assert out.dtype == dtype and out.device == device
+        assert max_err(out[:, 3:].double().norm(dim=-1), torch.ones(5, dtype=torch.float64, device=device)) < 4 * torch.finfo(dtype).eps
+        q_ref = X.tensor()[:, 3:] * torch.where(X.tensor()[:, 6:] < 0, -1.0, 1.0)  # the matrix path picks w >= 0
+        q_out = out[:, 3:].double() * torch.where(out[:, 6:] < 0, -1.0, 1.0)
+        assert max_err(q_out, q_ref) < 10 * tol

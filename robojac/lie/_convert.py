@@ -16,6 +16,7 @@ from torch import Tensor
 from ._ops import matrix_to_se3, se3_to_matrix
 
 __all__ = [
+    "unit_tolerance",
     "wrap_lie",
     "xyzw_to_wxyz",
     "wxyz_to_xyzw",
@@ -59,12 +60,26 @@ def tolerance(dtype: torch.dtype) -> float:
     return {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-4)
 
 
+# How far a pose argument's rotation may be from a rotation and still be taken for one: what
+# rounding a true rotation to the dtype (and a few operations on it) can do, and no more.
+_UNIT_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def unit_tolerance(dtype: torch.dtype) -> float:
+    """How far ``|q|`` may be from 1 (or ``R^T R`` from ``I``) in a pose argument of ``dtype``:
+    ``1e-6`` in float64, ``1e-5`` in float32, ``4e-3`` in float16, ``3e-2`` in bfloat16 -- what
+    rounding a true rotation to that dtype can do.  Within it the rotation is normalized; beyond
+    it the argument is refused (:func:`se3_tensor`)."""
+    return _UNIT_TOLERANCE.get(dtype, 1e-5)
+
+
 def as_SE3(value, *, name: str = "pose", unit_tol: float | None = None) -> pp.LieTensor:
     """Check and convert a pose argument: an SE3 LieTensor, ``(..., 7)`` or ``(..., 4, 4)``.
 
     Raises ``ValueError`` naming ``name`` for a wrong shape, non-finite numbers, a quaternion
-    that is not of unit length (beyond ``unit_tol``, default per dtype), or a 4x4 matrix that is
-    not a rigid transform.  Never returns a silent identity.
+    that is not of unit length or a 4x4 matrix that is not a rigid transform (beyond ``unit_tol``,
+    default :func:`unit_tolerance` of the dtype).  Within it, the rotation is normalized: the
+    same rule in every dtype.  Never returns a silent identity.
     """
     return pp.SE3(se3_tensor(value, name=name, unit_tol=unit_tol))
 
@@ -91,7 +106,7 @@ def se3_tensor(value, *, name: str = "pose", unit_tol: float | None = None) -> T
     xp = np if isinstance(A, np.ndarray) else torch
     if not xp.isfinite(A).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
-    tol = tolerance(X.dtype) * 1e3 if unit_tol is None else unit_tol
+    tol = unit_tolerance(X.dtype) if unit_tol is None else unit_tol
     empty = math.prod(A.shape) == 0
     if A.ndim >= 2 and A.shape[-2:] in ((4, 4), (3, 4)):
         R = A[..., :3, :3]
@@ -105,18 +120,23 @@ def se3_tensor(value, *, name: str = "pose", unit_tol: float | None = None) -> T
             )
         if A.shape[-2] == 4 and not empty and max(float(abs(A[..., 3, :3]).max()), float(abs(A[..., 3, 3] - 1).max())) > tol:
             raise ValueError(f"{name}: the last row of a 4x4 transform must be [0, 0, 0, 1]")
-        return matrix_to_se3(X)
+        X = matrix_to_se3(X)  # within the tolerance: the nearest rotation's quaternion, normalized
+        return torch.cat((X[..., :3], X[..., 3:] / X[..., 3:].norm(dim=-1, keepdim=True)), -1)
     if X.shape[-1:] != (7,):
         raise ValueError(
             f"{name}: expected an SE3 pose of shape (..., 7) [tx, ty, tz, qx, qy, qz, qw] "
             f"or a (..., 4, 4) matrix, got shape {tuple(X.shape)}"
         )
-    if not empty:
-        q = A[..., 3:]
-        norm = xp.sqrt((q * q).sum(-1))
-        if float(abs(norm - 1).max()) > tol:
-            raise ValueError(
-                f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| in "
-                f"[{float(norm.min()):.6g}, {float(norm.max()):.6g}], tolerance {tol:.0e})"
-            )
-    return X
+    if empty:
+        return X
+    q = A[..., 3:]
+    norm = xp.sqrt((q * q).sum(-1))
+    off = float(abs(norm - 1).max())
+    if off > tol:
+        raise ValueError(
+            f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| in "
+            f"[{float(norm.min()):.6g}, {float(norm.max()):.6g}], tolerance {tol:.0e} for {X.dtype})"
+        )
+    if off == 0.0:
+        return X
+    return torch.cat((X[..., :3], X[..., 3:] / X[..., 3:].norm(dim=-1, keepdim=True)), -1)  # within it: normalized
