@@ -344,7 +344,7 @@ def test_thread_count_is_scoped_and_checked():
     w.join()
     assert seen == [1, True] and torch.get_num_threads() == before
     assert threads_for(1000, torch.device("cpu")) == 1 and threads_for(10**7, torch.device("cpu")) is None
-    with pytest.raises(ValueError, match="ICPConfig.num_threads: expected a positive thread count"):
+    with pytest.raises(ValueError, match="ICPConfig.num_threads: expected an integer >= 1"):
         ICPConfig(num_threads=0)
     pts = _surface(300)
     align(pts, pts, config=ICPConfig(max_correspondence_distance=0.1, num_threads=1))

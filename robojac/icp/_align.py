@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..lie import _ops as ops
 from ..lie import se3_tensor, skew, wrap_lie
+from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..optim import RobustKernel
 from . import _soa as soa
@@ -62,18 +63,28 @@ class ICPConfig:
     num_threads: int | None = None
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"ICPConfig.method: expected one of {METHODS}, got {self.method!r}")
+        owner = "ICPConfig"
+        check_choice(owner, "method", self.method, METHODS)
         if isinstance(self.kernel, str):
             object.__setattr__(self, "kernel", RobustKernel(self.kernel))
-        if self.voxel_size < 0 or (self.max_correspondence_distance is not None and self.max_correspondence_distance <= 0):
-            raise ValueError("ICPConfig: voxel_size must be >= 0 and max_correspondence_distance > 0")
-        if not self.levels or any(v <= 0 for v in self.levels):
-            raise ValueError(f"ICPConfig.levels: expected positive multiples of the voxel size, got {self.levels}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"ICPConfig.num_threads: expected a positive thread count or None, got {self.num_threads}")
-        if self.num_neighbors < 5:
-            raise ValueError(f"ICPConfig.num_neighbors: expected at least 5, got {self.num_neighbors}")
+        if not isinstance(self.kernel, RobustKernel):
+            raise ValueError(f"ICPConfig.kernel: expected a RobustKernel or kernel name, got {self.kernel!r}")
+        check_real(owner, "voxel_size", self.voxel_size)
+        check_real(owner, "max_correspondence_distance", self.max_correspondence_distance, positive=True, optional=True)
+        levels = tuple(self.levels) if isinstance(self.levels, (tuple, list)) else ()
+        if not levels:
+            raise ValueError(f"ICPConfig.levels: expected positive multiples of the voxel size, got {self.levels!r}")
+        for v in levels:
+            check_real(owner, "levels", v, positive=True)
+        object.__setattr__(self, "levels", levels)
+        check_int(owner, "max_iterations", self.max_iterations, minimum=1)
+        check_real(owner, "rotation_tolerance", self.rotation_tolerance)
+        check_real(owner, "translation_tolerance", self.translation_tolerance)
+        check_int(owner, "num_neighbors", self.num_neighbors, minimum=5)
+        check_int(owner, "restarts", self.restarts, minimum=0)
+        check_real(owner, "restart_angle", self.restart_angle, positive=True, maximum=math.pi)
+        check_choice(owner, "neighbors_backend", self.neighbors_backend, ("auto", "kdtree", "brute"))
+        check_int(owner, "num_threads", self.num_threads, minimum=1, optional=True)
 
 
 @dataclass(frozen=True)

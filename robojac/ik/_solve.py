@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
 from ._lm_numpy import frame_errors, lm_numpy
@@ -93,19 +94,19 @@ class IKConfig:
     num_threads: int | None = None
 
     def __post_init__(self):
+        owner = "IKConfig"
+        if self.frame is not None and not isinstance(self.frame, str):
+            raise ValueError(f"IKConfig.frame: expected a frame name or None, got {self.frame!r}")
         for name in ("max_iterations", "restarts", "fill", "rounds", "patience", "candidates"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"IKConfig.{name}: expected at least 1, got {getattr(self, name)}")
+            check_int(owner, name, getattr(self, name), minimum=1)
+        check_int(owner, "start_table", self.start_table, minimum=0)
         for name in ("position_weight", "orientation_weight", "position_tolerance", "orientation_tolerance",
                      "lambda_initial"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"IKConfig.{name}: expected a positive number, got {getattr(self, name)}")
-        if self.start_table < 0:
-            raise ValueError(f"IKConfig.start_table: expected a table size of 0 (off) or more, got {self.start_table}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"IKConfig.num_threads: expected a positive thread count or None, got {self.num_threads}")
-        if self.engine not in ("auto", "numpy", "torch"):
-            raise ValueError(f"IKConfig.engine: expected 'auto', 'numpy' or 'torch', got {self.engine!r}")
+            check_real(owner, name, getattr(self, name), positive=True)
+        check_real(owner, "nullspace_gain", self.nullspace_gain)
+        check_choice(owner, "engine", self.engine, ("auto", "numpy", "torch"))
+        check_int(owner, "seed", self.seed, minimum=0, optional=True)
+        check_int(owner, "num_threads", self.num_threads, minimum=1, optional=True)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .._config import check_real
+
 __all__ = ["RobustKernel", "KERNELS"]
 
 KERNELS = ("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs")
@@ -37,8 +39,7 @@ class RobustKernel:
     def __post_init__(self):
         if self.name not in KERNELS:
             raise ValueError(f"kernel: expected one of {KERNELS}, got {self.name!r}")
-        if not (self.scale > 0):
-            raise ValueError(f"kernel scale: expected a positive number, got {self.scale!r}")
+        check_real("RobustKernel", "scale", self.scale, positive=True)
 
     def rho(self, s: Tensor) -> Tensor:
         k2 = self.scale**2

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..jacobian import BlockSparseJacobian, BlockSparsePattern
 from ..lie import _ops as ops
+from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..jacobian._analytic import _whiten
 from ..optim import MultifrontalCholesky, RobustKernel, SparseLDL, conjugate_gradient
@@ -70,19 +71,23 @@ class PGOConfig:
     num_threads: int | None = None
 
     def __post_init__(self):
+        owner = "PGOConfig"
         checks = {"method": ("lm", "gn"), "init": ("file", "odometry", "chordal"),
                   "linear_solver": ("auto", "ldl", "multifrontal", "cg")}
         for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"PGOConfig.{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+            check_choice(owner, name, getattr(self, name), allowed)
         if isinstance(self.kernel, str):
             object.__setattr__(self, "kernel", RobustKernel(self.kernel))
         if not isinstance(self.kernel, RobustKernel):
             raise ValueError(f"PGOConfig.kernel: expected a RobustKernel or kernel name, got {self.kernel!r}")
-        if self.max_iterations < 0:
-            raise ValueError(f"PGOConfig.max_iterations: expected >= 0, got {self.max_iterations}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"PGOConfig.num_threads: expected a positive thread count or None, got {self.num_threads}")
+        check_int(owner, "max_iterations", self.max_iterations, minimum=0)
+        for name in ("relative_tolerance", "absolute_tolerance", "step_tolerance"):
+            check_real(owner, name, getattr(self, name))
+        check_real(owner, "lambda_initial", self.lambda_initial, positive=True)
+        check_real(owner, "cg_tolerance", self.cg_tolerance, positive=True)
+        if self.callback is not None and not callable(self.callback):
+            raise ValueError(f"PGOConfig.callback: expected a callable or None, got {self.callback!r}")
+        check_int(owner, "num_threads", self.num_threads, minimum=1, optional=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,47 @@
+"""Field checks for the config dataclasses: every field, by name, with what was expected.
+
+A config that cannot describe a run (an infinite damping, a NaN tolerance, 2.5 iterations, a
+negative restart count) is refused where it is built, never turned into a run that takes no step
+and reports ``converged=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+
+__all__ = ["check_choice", "check_int", "check_real"]
+
+
+def check_int(owner: str, name: str, value, *, minimum: int, optional: bool = False) -> None:
+    """``value`` is an integer (not a bool or a float) of at least ``minimum`` (or ``None``)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        none = " or None" if optional else ""
+        raise ValueError(f"{owner}.{name}: expected an integer >= {minimum}{none}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{owner}.{name}: expected an integer >= {minimum}, got {value}")
+
+
+def check_real(owner: str, name: str, value, *, positive: bool = False, optional: bool = False,
+               maximum: float | None = None) -> None:
+    """``value`` is a finite real number, ``> 0`` when ``positive`` else ``>= 0`` (and at most
+    ``maximum``), or ``None`` when ``optional``."""
+    if optional and value is None:
+        return
+    bound = "> 0" if positive else ">= 0"
+    if maximum is not None:
+        bound += f" and <= {maximum:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}.{name}: expected a finite number {bound}, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or (v <= 0 if positive else v < 0) or (maximum is not None and v > maximum):
+        raise ValueError(f"{owner}.{name}: expected a finite number {bound}, got {value!r}")
+
+
+def check_choice(owner: str, name: str, value, allowed: Iterable) -> None:
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{owner}.{name}: expected one of {allowed}, got {value!r}")
