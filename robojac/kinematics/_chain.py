@@ -135,7 +135,8 @@ class Chain(nn.Module):
         key = (dtype, device, self.RQ.device, self.RQ.dtype)
         C = self._cache.get(key)
         if C is None:
-            C = {k: getattr(self, k).to(device=device, dtype=dtype) for k in self._program.constants}
+            C = {k: getattr(self, k).to(device=device, dtype=dtype if getattr(self, k).is_floating_point() else None)
+                 for k in self._program.constants}
             self._cache = {key: C}
         return C
 
@@ -147,6 +148,7 @@ class Chain(nn.Module):
         """Free the cached constants and workspaces (kept per thread for the last batch sizes)."""
         self._cache = {}
         self._plans = threading.local()
+        self._paths = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -177,7 +179,7 @@ class Chain(nn.Module):
         """Values of every movable joint (mimic relations applied), ``(..., n_movable)``."""
         self.check_configuration(q)
         C = self._consts(q.dtype, q.device)
-        return q @ C["theta_map"].T + C["theta_offset"].squeeze(-1)
+        return q[..., C["theta_src"]] * C["theta_mult"][:, 0] + C["theta_offset"][:, 0]
 
     def random_configuration(self, *batch: int, generator: torch.Generator | None = None,
                              dtype: torch.dtype = torch.float64, device=None) -> Tensor:
@@ -226,6 +228,9 @@ class Chain(nn.Module):
 
     # ---- kinematics --------------------------------------------------------------------
     _MAX_PLANS = 8
+    #: Bytes of forward-kinematics workspaces a chain keeps per thread for reuse (least recently
+    #: used dropped first); a workspace larger than this is used for its call and not kept.
+    workspace_budget: int = 256 << 20
 
     def _plan(self, C: dict[str, Tensor], B: int, frames: tuple[int, ...], jac: tuple[int, ...]) -> Plan:
         plans = getattr(self._plans, "od", None)
@@ -235,17 +240,35 @@ class Chain(nn.Module):
         plan = plans.get(key)
         if plan is None:
             plan = Plan(self._program, C, B, list(frames), list(jac))
+            if plan.nbytes > self.workspace_budget:
+                return plan  # too big to keep: this call's alone
             plans[key] = plan
-            while len(plans) > self._MAX_PLANS:
+            while len(plans) > self._MAX_PLANS or sum(p.nbytes for p in plans.values()) > self.workspace_budget:
                 plans.popitem(last=False)
         else:
             plans.move_to_end(key)
         return plan
 
+    def workspace_bytes(self) -> int:
+        """Bytes held by this thread's cached forward-kinematics workspaces (at most
+        :attr:`workspace_budget`; :meth:`clear_cache` frees them)."""
+        plans = getattr(self._plans, "od", None)
+        return 0 if plans is None else sum(p.nbytes for p in plans.values())
+
     def _path(self, f: int) -> list[int]:
         if f not in self._paths:
             self._paths[f] = self.tree.path(self.tree.frames[f])
         return self._paths[f]
+
+    def _with_ancestors(self, frames: list[int]) -> list[int]:
+        """``frames`` and every frame above them, sorted: a walk up from each that stops where an
+        earlier one passed (linear in the tree, where a path per frame was quadratic)."""
+        parent, seen = self._program.parent, set()
+        for f in frames:
+            while f >= 0 and f not in seen:
+                seen.add(f)
+                f = parent[f]
+        return sorted(seen)
 
     def _frame_index(self, frame: str | None) -> int:
         if frame is None:
@@ -260,7 +283,7 @@ class Chain(nn.Module):
         batch = q.shape[:-1]
         q2 = q.reshape(-1, self.dof)
         C = self._consts(q.dtype, q.device)
-        needed = sorted({g for f in frames + jac for g in self._path(f)})
+        needed = self._with_ancestors(frames + jac)
         if _plain(q):
             plan = self._plan(C, q2.shape[0], tuple(needed), tuple(jac))
             plan.run(q2)

@@ -45,6 +45,7 @@ class Program:
     children: tuple[tuple[int, ...], ...]
     constants: dict[str, Tensor]
     identity_map: bool  # theta == q (no mimic joints): Jacobian columns need no mapping
+    dof: int = 0  # actuated joints (the columns of q)
 
     @property
     def num_frames(self) -> int:
@@ -54,46 +55,50 @@ class Program:
 def compile_program(tree: TreeLayout) -> Program:
     F = len(tree.frames)
     kind, slot = [ROOT], [-1]
-    RQ = torch.zeros(F, 8, 4, dtype=torch.float64, device="cpu")
-    WT = torch.zeros(F, 3, 16, dtype=torch.float64, device="cpu")
-    WZ = torch.zeros(F, 3, 16, dtype=torch.float64, device="cpu")
     index = {j.name: k for k, j in enumerate(tree.actuated)}
     rows = []  # (actuated index, multiplier, offset) per theta row
     for f in range(1, F):
         j = tree.joint_of[f]
-        q_o, t_o = j.origin[3:], j.origin[:3]
-        RQ[f, :4] = ops.quat_product_matrix(q_o)
-        WT[f] = ops.quat_rotation_form(t_o)
         if j.type is JointType.FIXED:
             kind.append(FIXED)
             slot.append(-1)
             continue
-        a = torch.tensor(j.axis, dtype=torch.float64, device="cpu")
-        WZ[f] = ops.quat_rotation_form(a)
-        if j.type.rotational:
-            kind.append(REVOLUTE)
-            RQ[f, 4:] = ops.quat_product_matrix(ops.quat_mul(q_o, torch.cat((a, a.new_zeros(1)))))
-        else:
-            kind.append(PRISMATIC)
+        kind.append(REVOLUTE if j.type.rotational else PRISMATIC)
         slot.append(len(rows))
         if j.mimic is None:
             rows.append((index[j.name], 1.0, 0.0))
         else:
             src, mult, off = tree.mimic[j.name]
             rows.append((index[src], mult, off))
+    # the constants of every frame at once (a loop of small ops per joint took seconds at 10,000 joints)
+    on_cpu = dict(dtype=torch.float64, device="cpu")
+    RQ = torch.zeros(F, 8, 4, **on_cpu)
+    WT = torch.zeros(F, 3, 16, **on_cpu)
+    WZ = torch.zeros(F, 3, 16, **on_cpu)
+    if F > 1:
+        origins = torch.stack([tree.joint_of[f].origin for f in range(1, F)])  # (F - 1, 7)
+        axes = torch.tensor([tree.joint_of[f].axis for f in range(1, F)], **on_cpu)
+        RQ[1:, :4] = ops.quat_product_matrix(origins[:, 3:])
+        WT[1:] = ops.quat_rotation_form(origins[:, :3])
+        moving = torch.tensor([k != FIXED for k in kind[1:]], device="cpu")
+        WZ[1:][moving] = ops.quat_rotation_form(axes[moving])
+        turning = torch.tensor([k == REVOLUTE for k in kind[1:]], device="cpu")
+        pure = torch.cat((axes[turning], axes.new_zeros(int(turning.sum()), 1)), -1)  # the axis as a quaternion
+        RQ[1:, 4:][turning] = ops.quat_product_matrix(ops.quat_mul(origins[turning, 3:], pure))
     dof = len(tree.actuated)
-    theta_map = torch.zeros(len(rows), dof, dtype=torch.float64, device="cpu")
-    theta_offset = torch.zeros(len(rows), 1, dtype=torch.float64, device="cpu")
-    for r, (k, mult, off) in enumerate(rows):
-        theta_map[r, k] = mult
-        theta_offset[r, 0] = off
+    # theta[r] = mult[r] q[src[r]] + offset[r]: one row per movable joint (a mimic joint reads its
+    # source); kept as index, factor and offset, linear in the joints (a dense rows x dof map was
+    # 800 MB for a 10,000-joint chain)
+    theta_src = torch.tensor([k for k, _, _ in rows], dtype=torch.long, device="cpu")
+    theta_mult = torch.tensor([[m] for _, m, _ in rows], dtype=torch.float64, device="cpu").reshape(-1, 1)
+    theta_offset = torch.tensor([[o] for _, _, o in rows], dtype=torch.float64, device="cpu").reshape(-1, 1)
     children = [[] for _ in range(F)]
     for f in range(1, F):
         children[tree.parent[f]].append(f)
-    identity = (len(rows) == dof and bool((theta_map == torch.eye(dof, dtype=torch.float64, device="cpu")).all())
-                and not theta_offset.any())
-    constants = dict(RQ=RQ, WT=WT, WZ=WZ, theta_map=theta_map, theta_offset=theta_offset)
-    return Program(tuple(kind), tuple(slot), tuple(tree.parent), tuple(tuple(c) for c in children), constants, identity)
+    identity = [k for k, _, _ in rows] == list(range(dof)) and all(m == 1.0 and o == 0.0 for _, m, o in rows)
+    constants = dict(RQ=RQ, WT=WT, WZ=WZ, theta_src=theta_src, theta_mult=theta_mult, theta_offset=theta_offset)
+    return Program(tuple(kind), tuple(slot), tuple(tree.parent), tuple(tuple(c) for c in children), constants, identity,
+                   dof)
 
 
 def axis_frames(prog: Program, jac_frames) -> set[int]:
@@ -117,10 +122,10 @@ class Plan:
     """
 
     def __init__(self, prog: Program, C: dict[str, Tensor], B: int, frames: list[int], jac_frames: list[int]):
-        self.prog, self.B = prog, B
+        self.prog, self.B, self.dof = prog, B, prog.dof
         dt, dev = C["RQ"].dtype, C["RQ"].device
         F = prog.num_frames
-        n = C["theta_map"].shape[0]
+        n = C["theta_src"].shape[0]
         self.soa = torch.zeros(F, 7, B, dtype=dt, device=dev)
         self.soa[0, 6] = 1.0
         self.P = torch.empty(8, B, dtype=dt, device=dev)
@@ -166,11 +171,21 @@ class Plan:
                              self.theta[k] if k >= 0 else None))
             axis = (C["WZ"][p], self.Z[:, prog.slot[p]]) if p in needs_axis else None
             self.steps.append((self.soa[p, 3:], self.soa[p, :3], kids, axis))
+        buffers = [self.soa, self.P, self.m, self.theta, self.half, self.cos, self.sin, self.tmp3, self.Z]
+        buffers += [t for v in self.jac.values() for t in (v[3], v[5])]
+        seen = {}
+        for t in buffers:  # views share storage: count each storage once
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        self.nbytes = sum(seen.values())
 
     def run(self, q: Tensor) -> None:
         """Fill ``soa`` (and the joint axes) for configurations ``q`` of shape ``(B, dof)``."""
         C = self.C
-        torch.addmm(C["theta_offset"], C["theta_map"], q.T, out=self.theta)
+        if self.prog.identity_map:
+            self.theta.copy_(q.T)
+        else:
+            torch.index_select(q.T, 0, C["theta_src"], out=self.theta)
+            torch.addcmul(C["theta_offset"], self.theta, C["theta_mult"], out=self.theta)
         torch.mul(self.theta, 0.5, out=self.half)
         torch.cos(self.half, out=self.cos)
         torch.sin(self.half, out=self.sin)
@@ -206,7 +221,7 @@ def plan_jacobian(plan: Plan, f: int, local: bool) -> Tensor:
     """``(B, 6, dof)`` Jacobian of frame ``f`` from a plan that has run (columns ``[v; w]``)."""
     prog, C = plan.prog, plan.C
     cols, slots, prism, Jn, direct, d = plan.jac[f]
-    dof = C["theta_map"].shape[1]
+    dof = plan.dof
     B, n = plan.B, len(cols)
     if not cols:
         return Jn.new_zeros(B, 6, dof)
@@ -240,7 +255,20 @@ def plan_jacobian(plan: Plan, f: int, local: bool) -> Tensor:
         J = torch.cat((Rt @ J[:, :3], Rt @ J[:, 3:]), dim=1)
     if prog.identity_map and n == dof and slots == list(range(dof)):
         return J
-    return J @ C["theta_map"][slots]
+    return fold_columns(C, J, torch.tensor(slots, device=J.device), dof)
+
+
+def theta_of(C: dict[str, Tensor], q: Tensor) -> Tensor:
+    """Every movable joint's value ``(n, B)`` for configurations ``q (B, dof)`` (mimic relations applied)."""
+    return q.T.index_select(0, C["theta_src"]) * C["theta_mult"] + C["theta_offset"]
+
+
+def fold_columns(C: dict[str, Tensor], J: Tensor, rows: Tensor, dof: int) -> Tensor:
+    """``(..., dof)`` Jacobian columns of the actuated joints from ``J (..., n)``, whose column ``i``
+    belongs to theta row ``rows[i]``: a mimic joint's column, times its factor, is added to its
+    source's (the chain rule through ``theta = mult q[src] + offset``)."""
+    out = J.new_zeros(J.shape[:-1] + (dof,))
+    return out.index_add_(-1, C["theta_src"][rows], J * C["theta_mult"][rows, 0])
 
 
 def run_autograd(prog: Program, C: dict[str, Tensor], q: Tensor, frames: list[int], jac_frames: list[int]):
@@ -249,7 +277,7 @@ def run_autograd(prog: Program, C: dict[str, Tensor], q: Tensor, frames: list[in
     ``poses[f]`` is ``(7, B)``; ``axes[f]`` the ``(3, B)`` root-frame axis of movable frame ``f``.
     """
     B = q.shape[0]
-    theta = torch.addmm(C["theta_offset"], C["theta_map"], q.T)
+    theta = theta_of(C, q)
     half = 0.5 * theta
     cos, sin = torch.cos(half), torch.sin(half)
     one = C["RQ"].new_zeros(7, 1)
@@ -287,7 +315,7 @@ def run_autograd(prog: Program, C: dict[str, Tensor], q: Tensor, frames: list[in
 def jacobian_from(prog: Program, C: dict[str, Tensor], f: int, path: list[int], pos, axis, local_quat) -> Tensor:
     """``(B, 6, dof)`` Jacobian of frame ``f`` from joint positions/axes (``(3, B)`` each)."""
     cols = [g for g in path if prog.kind[g] in (REVOLUTE, PRISMATIC)]
-    dof = C["theta_map"].shape[1]
+    dof = prog.dof
     B = pos(f).shape[-1]
     if not cols:
         return C["RQ"].new_zeros(B, 6, dof)
@@ -306,7 +334,7 @@ def jacobian_from(prog: Program, C: dict[str, Tensor], f: int, path: list[int], 
         J = Jj.permute(2, 1, 0)
     else:
         rows = torch.tensor([prog.slot[g] for g in cols], device=Z.device)
-        J = torch.einsum("nk,nrb->brk", C["theta_map"].index_select(0, rows), Jj)
+        J = fold_columns(C, Jj.permute(2, 1, 0), rows, dof)
     if local_quat is not None:
         Rt = ops.quat_to_matrix(local_quat.T).transpose(-1, -2)  # (B, 3, 3)
         J = torch.cat((Rt @ J[:, :3], Rt @ J[:, 3:]), dim=1)

@@ -56,11 +56,11 @@ class Mimic:
 
 def rpy_to_quat(rpy) -> Tensor:
     """URDF roll-pitch-yaw (fixed axes X, then Y, then Z) to a ``[x, y, z, w]`` quaternion."""
-    r, p, y = (float(v) for v in rpy)
-    qx = ops.so3_exp(torch.tensor([r, 0.0, 0.0], dtype=torch.float64, device="cpu"))
-    qy = ops.so3_exp(torch.tensor([0.0, p, 0.0], dtype=torch.float64, device="cpu"))
-    qz = ops.so3_exp(torch.tensor([0.0, 0.0, y], dtype=torch.float64, device="cpu"))
-    return ops.quat_mul(qz, ops.quat_mul(qy, qx))
+    r, p, y = (0.5 * float(v) for v in rpy)
+    cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
+    # q_z(y) * q_y(p) * q_x(r), multiplied out (scalar math: a URDF has one per joint)
+    return torch.tensor([sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy,
+                         cr * cp * cy + sr * sp * sy], dtype=torch.float64, device="cpu")
 
 
 def origin_from_xyz_rpy(xyz=(0.0, 0.0, 0.0), rpy=(0.0, 0.0, 0.0)) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -66,7 +68,7 @@ def layout(joints: Sequence[Joint], links: Sequence[str] | None = None, root: st
     actuated, after the tree's own).
     """
     names = [j.name for j in joints]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, c in collections.Counter(names).items() if c > 1)
     if dupes:
         raise KinematicTreeError(f"{_where(joint_lines, dupes[0])}joint name {dupes[0]!r} is used twice")
     link_set = set(links) if links is not None else set()

@@ -42,6 +42,7 @@ def _parse_xml(text: str, name: str):
     builder = ET.TreeBuilder()
     lines: dict[ET.Element, int] = {}
     parser = expat.ParserCreate()
+    parser.buffer_text = True  # one data callback per text run, not per line
 
     def start(tag, attrs):
         lines[builder.start(tag, attrs)] = parser.CurrentLineNumber
@@ -56,6 +57,16 @@ def _parse_xml(text: str, name: str):
     return builder.close(), lines
 
 
+_ABSURD = 1e6  # no robot description holds a length, angle, limit or mimic factor this large
+
+
+def _checked(v: float, attr: str, raw: str, where: str, allow_inf: bool) -> float:
+    if math.isnan(v) or (math.isinf(v) and not allow_inf) or (math.isfinite(v) and abs(v) > _ABSURD):
+        allowed = "finite numbers" if not allow_inf else "numbers (or inf)"
+        raise UrdfError(f"{where}: {attr}={raw!r}: expected {allowed} of magnitude at most {_ABSURD:g}")
+    return v
+
+
 def _floats(el, attr: str, n: int, default, where: str) -> tuple[float, ...]:
     raw = el.get(attr) if el is not None else None
     if raw is None:
@@ -64,19 +75,21 @@ def _floats(el, attr: str, n: int, default, where: str) -> tuple[float, ...]:
         vals = tuple(float(v) for v in raw.split())
     except ValueError:
         raise UrdfError(f"{where}: {attr}={raw!r} is not {n} numbers") from None
-    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+    if len(vals) != n:
         raise UrdfError(f"{where}: {attr}={raw!r} must be {n} finite numbers")
-    return vals
+    return tuple(_checked(v, attr, raw, where, False) for v in vals)
 
 
-def _float(el, attr: str, default: float, where: str) -> float:
+def _float(el, attr: str, default: float, where: str, *, allow_inf: bool = False) -> float:
+    """A number attribute: NaN and absurd magnitudes are refused, infinity only where allowed."""
     raw = el.get(attr)
     if raw is None:
         return default
     try:
-        return float(raw)
+        v = float(raw)
     except ValueError:
         raise UrdfError(f"{where}: {attr}={raw!r} is not a number") from None
+    return _checked(v, attr, raw, where, allow_inf)
 
 
 def parse_urdf(source):
@@ -85,14 +98,15 @@ def parse_urdf(source):
     root, lines = _parse_xml(text, name)
     if root.tag != "robot":
         raise UrdfError(f"{name}:{lines[root]}: the root element is <{root.tag}>, expected <robot>")
-    links = []
+    links, known = [], set()
     for el in root.findall("link"):
         link = el.get("name")
         if not link:
             raise UrdfError(f"{name}:{lines[el]}: <link> has no name")
-        if link in links:
+        if link in known:
             raise UrdfError(f"{name}:{lines[el]}: link {link!r} is defined twice")
         links.append(link)
+        known.add(link)
     joints, where_of = [], {}
     for el in root.findall("joint"):
         where = f"{name}:{lines[el]}"
@@ -123,7 +137,8 @@ def parse_urdf(source):
                 lower, upper = -math.inf, math.inf
             elif lower > upper:
                 raise UrdfError(f"{lw}: joint {jname!r} has lower limit {lower} above upper limit {upper}")
-            limits = JointLimits(lower, upper, _float(lim, "velocity", math.inf, lw), _float(lim, "effort", math.inf, lw))
+            limits = JointLimits(lower, upper, _float(lim, "velocity", math.inf, lw, allow_inf=True),
+                                 _float(lim, "effort", math.inf, lw, allow_inf=True))
         elif _TYPES[jtype] in (JointType.REVOLUTE, JointType.PRISMATIC):
             raise UrdfError(f"{where}: {jtype} joint {jname!r} needs a <limit> element (URDF requires it)")
         mimic = None

@@ -336,6 +336,11 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     if X.shape != (graph.num_poses, 7):
         raise ValueError(f"poses: expected ({graph.num_poses}, 7), got {tuple(X.shape)}")
     X = X.detach().double().cpu()
+    bad = (~torch.isfinite(X).all(-1)).nonzero()
+    if len(bad):
+        k = int(bad[0])
+        raise ValueError(f"poses: vertex {int(graph.vertex_ids[k])} has NaN or infinite values ({len(bad)} poses "
+                         f"in all); nothing was written to {path}")
     ids = graph.vertex_ids.cpu().tolist()
     lines = []
     if graph.dim == 2:
