@@ -214,6 +214,10 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
     cfg = config or ICPConfig()
     srcs, tgts, batch = _pairs(source, target, source_lengths, target_lengths)
     B = len(srcs)
+    if B == 0:  # an empty batch: an empty answer, in the batch's dtype and device where it has them
+        ref = source if isinstance(source, Tensor) else torch.zeros(0, dtype=torch.float64)
+        z = ref.new_zeros(0)
+        return RegistrationResult(wrap_lie(ref.new_zeros(0, 7)), z.bool(), z.long(), z.long(), z, z)
     src0 = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
     dtype, device = src0[0].dtype, src0[0].device
     tgt0, seen = [], {}

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._files import read_text
+from ..lie import require_values
 from ._ply import PLYError, read_ply
 
 __all__ = ["PLYError", "as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
@@ -24,6 +25,7 @@ def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor
         cloud = torch.from_numpy(np.ascontiguousarray(cloud))
     if not isinstance(cloud, Tensor):
         raise TypeError(f"{name}: expected an (N, 3) tensor, array or Open3D point cloud, got {type(cloud).__name__}")
+    require_values(cloud, name)
     if cloud.dim() != 2 or cloud.shape[-1] != 3:
         raise ValueError(f"{name}: expected shape (N, 3), got {tuple(cloud.shape)}")
     if cloud.shape[0] == 0:

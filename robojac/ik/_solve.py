@@ -257,6 +257,8 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     cfg = config or _DEFAULT
     frame, flat, batch, position_only, q0 = _check(chain, cfg, target, q0)
     B = flat.shape[0]
+    if B == 0 or not chain.moving_joints(frame):  # nothing to solve for, or nothing to solve with
+        return _without_steps(chain, cfg, frame, flat, batch, position_only, q0)
     first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
     with torch_threads(threads_for(first_round * chain.dof, flat.device, cfg.num_threads)):
         return _solve_in_rounds(chain, cfg, frame, flat, batch, position_only, q0)
@@ -350,6 +352,24 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
     return IKResult(q.reshape(batch + (dof,)), ok.reshape(batch), pe.to(dt).reshape(batch), re.to(dt).reshape(batch),
                     torch.from_numpy(iters).to(dev).reshape(batch))
+
+
+def _without_steps(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
+                   q0: Tensor | None) -> IKResult:
+    """The answer when no step can change anything: an empty batch, or a frame no joint moves
+    (a chain of fixed joints, a frame fixed to the root).  ``q`` is ``q0`` (or the middle of the
+    limits); ``converged`` says whether the frame is already at the target."""
+    dt, dev, B = flat.dtype, flat.device, flat.shape[0]
+    if q0 is None:
+        lo, hi = chain.limits_for(torch.float64, dev)
+        mid = torch.where(torch.isfinite(lo) & torch.isfinite(hi), 0.5 * (lo + hi), torch.zeros_like(lo))
+        q0 = chain.clamp(mid.expand(B, chain.dof))
+    q = q0.to(dt)
+    X = chain.forward_kinematics(q.double(), frame).tensor()
+    _, pe, re = pose_errors(X, flat.double(), position_only)
+    ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
+    return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch),
+                    re.to(dt).reshape(batch), torch.zeros(B, dtype=torch.long, device=dev).reshape(batch))
 
 
 def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, distance) -> np.ndarray:

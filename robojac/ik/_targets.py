@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..lie import _ops as ops
-from ..lie import se3_tensor
+from ..lie import require_values, se3_tensor
 
 __all__ = ["parse_targets", "pose_errors"]
 
@@ -22,6 +22,7 @@ def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
     if isinstance(target, Tensor) and target.shape[-1:] == (3,):
         if not target.is_floating_point():
             raise TypeError(f"target: expected a floating-point tensor, got dtype {target.dtype}")
+        require_values(target, "target")
         if not torch.isfinite(target).all():
             raise ValueError("target: contains NaN or infinite values")
         return target.reshape(-1, 3), tuple(target.shape[:-1]), True

@@ -52,6 +52,7 @@ class Chain(nn.Module):
         self._cache: dict = {}
         self._plans = threading.local()
         self._paths: dict[int, list[int]] = {}
+        self._moving: dict[int, list[str]] = {}
 
     # ---- description -------------------------------------------------------------------
     @property
@@ -171,7 +172,7 @@ class Chain(nn.Module):
                 f"{name}: expected shape (..., {self.dof}) for the {self.dof} actuated joints {self.joint_names}, "
                 f"got {tuple(q.shape)}"
             )
-        if not torch.isfinite(q).all():
+        if _has_values(q) and not torch.isfinite(q).all():
             raise ValueError(f"{name}: contains NaN or infinite joint values")
         return q
 
@@ -260,6 +261,21 @@ class Chain(nn.Module):
             self._paths[f] = self.tree.path(self.tree.frames[f])
         return self._paths[f]
 
+    def moving_joints(self, frame: str | None = None) -> list[str]:
+        """The actuated joints that move ``frame`` (default: the tip), in :attr:`joint_names`
+        order: those on its path from the root, and the sources of mimic joints there.  Empty for
+        a frame fixed to the root (or a chain of no joints)."""
+        f = self._frame_index(frame)
+        found = self._moving.get(f)
+        if found is None:  # the tree never changes: once per frame
+            moving = set()
+            for g in self.tree.path(self.tree.frames[f])[1:]:
+                j = self.tree.joint_of[g]
+                if j.type.movable:
+                    moving.add(self.tree.mimic[j.name][0] if j.name in self.tree.mimic else j.name)
+            found = self._moving[f] = [n for n in self.joint_names if n in moving]
+        return list(found)
+
     def _with_ancestors(self, frames: list[int]) -> list[int]:
         """``frames`` and every frame above them, sorted: a walk up from each that stops where an
         earlier one passed (linear in the tree, where a path per frame was quadratic)."""
@@ -281,7 +297,7 @@ class Chain(nn.Module):
         """Poses of ``frames`` (and joint axes for the Jacobians of ``jac``) for ``q``."""
         self.check_configuration(q)
         batch = q.shape[:-1]
-        q2 = q.reshape(-1, self.dof)
+        q2 = q.reshape(batch.numel(), self.dof)  # explicit: -1 is ambiguous for an empty batch or 0 joints
         C = self._consts(q.dtype, q.device)
         needed = self._with_ancestors(frames + jac)
         if _plain(q):
@@ -299,7 +315,7 @@ class Chain(nn.Module):
         B = src.shape[-1]
         out = torch.empty(B, len(idx), 7, dtype=src.dtype, device=src.device)
         if ev.plan is not None:
-            transpose_into(out.view(B, -1), src.view(-1, B))
+            transpose_into(out.view(B, len(idx) * 7), src.view(len(idx) * 7, B))
         else:
             out = src.permute(2, 0, 1)  # keeps the autograd graph
         return out.reshape(ev.batch + (len(idx), 7))
@@ -370,7 +386,7 @@ class Chain(nn.Module):
 
         self.check_configuration(q)
         batch = q.shape[:-1]
-        q2 = q.reshape(-1, self.dof)
+        q2 = q.reshape(batch.numel(), self.dof)  # explicit: -1 is ambiguous for an empty batch or 0 joints
         name = self.tree.frames[f]
         pose_fn = lambda x: self.forward_kinematics_tensor(x, [name])[:, 0]  # noqa: E731
         X = pose_fn(q2)
@@ -415,6 +431,12 @@ class _Evaluation:
         if self._soa is not None and idx == list(range(self._soa.shape[0])):
             return self._soa
         return torch.stack([self.pose(f) for f in idx])
+
+
+def _has_values(q: Tensor) -> bool:
+    """Whether ``q``'s values can be read: not a ``meta`` tensor (shapes only) and not a tensor
+    batched by ``torch.vmap`` (whose values cannot steer Python).  Value checks skip the others."""
+    return q.device.type != "meta" and not torch._C._functorch.is_functorch_wrapped_tensor(q)
 
 
 def _plain(q: Tensor) -> bool:

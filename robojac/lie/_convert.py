@@ -16,6 +16,7 @@ from torch import Tensor
 from ._ops import matrix_to_se3, se3_to_matrix
 
 __all__ = [
+    "require_values",
     "unit_tolerance",
     "wrap_lie",
     "xyzw_to_wxyz",
@@ -65,6 +66,13 @@ def tolerance(dtype: torch.dtype) -> float:
 _UNIT_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
+def require_values(x: Tensor, name: str) -> None:
+    """Refuse a ``meta`` tensor (a shape without values) where a computation needs values."""
+    if x.device.type == "meta":
+        raise ValueError(f"{name}: a meta tensor holds no values; this computation needs them (forward "
+                         f"kinematics alone runs on meta tensors, for shapes)")
+
+
 def unit_tolerance(dtype: torch.dtype) -> float:
     """How far ``|q|`` may be from 1 (or ``R^T R`` from ``I``) in a pose argument of ``dtype``:
     ``1e-6`` in float64, ``1e-5`` in float32, ``4e-3`` in float16, ``3e-2`` in bfloat16 -- what
@@ -97,6 +105,7 @@ def se3_tensor(value, *, name: str = "pose", unit_tol: float | None = None) -> T
         raise TypeError(f"{name}: expected a tensor or SE3 LieTensor, got {type(value).__name__}")
     if not X.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {X.dtype}")
+    require_values(X, name)
     # the checks run in numpy on the CPU (a few microseconds for a lone pose, where each torch
     # op costs several) and in torch elsewhere; the same expressions serve both
     if X.dtype in (torch.float32, torch.float64):

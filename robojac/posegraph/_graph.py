@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..jacobian import SE3BetweenResidual, se3_between
 from ..jacobian._analytic import _whiten
 from ..lie import _ops as ops
-from ..lie import wrap_lie
+from ..lie import require_values, wrap_lie
 from ..optim import RobustKernel
 from ._se2 import se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
@@ -64,6 +64,7 @@ class PoseGraph(nn.Module):
             raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
         X = poses.as_subclass(Tensor) if isinstance(poses, pp.LieTensor) else torch.as_tensor(poses, device="cpu")
         device = X.device  # every buffer follows the poses
+        require_values(X, "poses")
         Z = measurements.as_subclass(Tensor) if isinstance(measurements, pp.LieTensor) else measurements
         Z = torch.as_tensor(Z, device=device)
         edges = torch.as_tensor(edges, dtype=torch.long, device=device)

@@ -1,0 +1,437 @@
+"""The public surface under bad input, edge cases and faults (docs/reliability.md).
+
+Property tests (hypothesis, derandomized so CI sees the same examples) draw batch shapes (empty
+ones too), dtypes, non-contiguous inputs, NaN/inf, far offsets and bad config values.  Every call
+either raises a ``ValueError`` (or ``TypeError``) naming the argument, or returns finite results
+of the right shape; where a result says ``converged``, an independent re-check agrees.  Fault
+tests interrupt writes with a file-size limit and signals, and check exit codes and file modes.
+"""
+
+import gzip
+import math
+import os
+import pathlib
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pypose as pp
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from robojac import ik
+from robojac.data import path as data_path
+from robojac.icp import ICPConfig, align, read_point_cloud
+from robojac.kinematics import Chain, Joint
+from robojac.models import planar_arm, sample_arm
+from robojac.optim import RobustKernel
+from robojac.posegraph import PGOConfig, PoseGraph, optimize, read_g2o
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROPERTY = settings(max_examples=25, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+shapes = st.lists(st.integers(0, 3), min_size=0, max_size=2).map(tuple)
+dtypes = st.sampled_from([torch.float32, torch.float64])
+corruptions = st.sampled_from(["none", "none", "noncontiguous", "nan", "inf"])
+
+
+def _corrupt(x: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "noncontiguous":  # the same values through a strided view
+        return torch.stack((x, x), -1)[..., 0]
+    if how in ("nan", "inf") and x.numel():
+        x = x.clone()
+        x.view(-1)[x.numel() // 2] = float(how)
+    return x
+
+
+def _finite(*tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+# ---- forward kinematics -------------------------------------------------------------------------
+@PROPERTY
+@given(shape=shapes, dtype=dtypes, how=corruptions)
+def test_fk_is_finite_shaped_or_refuses_q(shape, dtype, how, device):
+    arm = sample_arm().to(device)
+    q = arm.random_configuration(*shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    bad = _corrupt(q, how)
+    if how in ("nan", "inf") and q.numel():
+        with pytest.raises(ValueError, match="q: contains NaN or infinite"):
+            arm.forward_kinematics(bad, frame="tool")
+        return
+    X = arm.forward_kinematics(bad, frame="tool")
+    assert X.shape == shape + (7,) and X.dtype == dtype and X.device == device and _finite(X.tensor())
+    assert torch.equal(X.tensor(), arm.forward_kinematics(q.contiguous(), frame="tool").tensor())
+    J = arm.jacobian(bad)
+    assert J.shape == shape + (6, 7) and _finite(J)
+
+
+def test_fk_on_meta_tensors_and_under_vmap(device):
+    """Shapes without values (meta) and torch.vmap both run: the value checks step aside."""
+    arm = sample_arm()
+    X = arm.forward_kinematics(torch.zeros(4, 3, 7, device="meta"), frame="tool")
+    assert X.shape == (4, 3, 7) and X.device.type == "meta"
+    arm = arm.to(device)
+    q = arm.random_configuration(5, generator=torch.Generator().manual_seed(2))
+    mapped = torch.vmap(lambda x: arm.forward_kinematics_tensor(x, ["tool"]))(q)
+    assert torch.allclose(mapped, arm.forward_kinematics_tensor(q, ["tool"]), atol=1e-12)
+    Jv = torch.vmap(lambda x: arm.jacobian(x))(q)
+    assert torch.allclose(Jv, arm.jacobian(q), atol=1e-12)
+
+
+def test_chains_of_no_joints_and_frames_no_joint_moves(device):
+    fixed = Chain([Joint.fixed("f", "a", "b", origin=[0.1, 0, 0, 0, 0, 0, 1])]).to(device)
+    q = torch.zeros(3, 0, dtype=torch.float64, device=device)
+    assert fixed.dof == 0 and fixed.moving_joints("b") == []
+    assert fixed.forward_kinematics(q)["b"].shape == (3, 7) and fixed.jacobian(q, "b").shape == (3, 6, 0)
+    at = torch.tensor([[0.1, 0.0, 0.0], [0.5, 0.0, 0.0]], dtype=torch.float64, device=device)
+    r = ik.solve(fixed, at)
+    assert r.q.shape == (2, 0) and r.converged.tolist() == [True, False] and float(r.pos_err[1]) == pytest.approx(0.4)
+    panda = Chain.from_urdf(data_path("robots/panda.urdf")).to(device)
+    base = panda.forward_kinematics(panda.random_configuration(2), frame="panda_link0")  # fixed to the root
+    r = ik.solve(panda, base, config=ik.IKConfig(frame="panda_link0"))
+    assert bool(r.converged.all()) and r.q.shape == (2, panda.dof) and int(r.iterations.sum()) == 0
+
+
+# ---- inverse kinematics -------------------------------------------------------------------------
+@PROPERTY
+@given(shape=shapes, dtype=dtypes, how=corruptions, position_only=st.booleans(), far=st.booleans())
+def test_ik_answers_are_finite_and_converged_means_reached(shape, dtype, how, position_only, far, device):
+    arm = sample_arm().to(device)
+    q = arm.random_configuration(*shape, generator=torch.Generator().manual_seed(3))
+    target = arm.forward_kinematics(q, frame="tool").tensor()
+    if far:  # 10 m away: out of reach
+        target = target + torch.tensor([10.0, 0, 0, 0, 0, 0, 0], dtype=torch.float64, device=device)
+    target = target[..., :3] if position_only else target
+    bad = _corrupt(target.to(dtype), how)
+    cfg = ik.IKConfig(rounds=4, patience=2)
+    if how in ("nan", "inf") and target.numel():
+        with pytest.raises(ValueError, match="target: contains NaN or infinite"):
+            ik.solve(arm, bad, config=cfg)
+        return
+    r = ik.solve(arm, bad, config=cfg)
+    assert r.q.shape == shape + (7,) and r.converged.shape == shape and r.q.dtype == dtype and r.q.device == device
+    assert _finite(r.q, r.pos_err, r.rot_err)
+    # the independent re-check: forward kinematics of the returned q, in float64
+    X = arm.forward_kinematics(r.q.double(), frame="tool").tensor()
+    pe = (X[..., :3] - target[..., :3]).norm(dim=-1)
+    ok = (pe < cfg.position_tolerance) & arm.within_limits(r.q.double())
+    if not position_only:
+        dq = (pp.SO3(target[..., 3:]) * pp.SO3(X[..., 3:]).Inv()).Log().norm(dim=-1)
+        ok &= dq < cfg.orientation_tolerance
+    assert torch.equal(r.converged, ok)
+    if far:
+        assert not bool(r.converged.any())
+
+
+# ---- point-cloud alignment ----------------------------------------------------------------------
+def _patch(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, 2, dtype=torch.float64, generator=g, device="cpu") * 2 - 1
+    z = 0.3 * torch.sin(2.5 * u[:, :1]) * torch.cos(1.7 * u[:, 1:]) + 0.1 * u[:, :1] * u[:, 1:]
+    return torch.cat((u, z), -1)
+
+
+@PROPERTY
+@given(pairs=st.sampled_from([None, 0, 1, 3]), n=st.sampled_from([0, 2, 60, 200]), dtype=dtypes, how=corruptions,
+       offset=st.sampled_from([0.0, 1e3, 1e6]), method=st.sampled_from(["point_to_point", "point_to_plane", "gicp"]))
+def test_icp_answers_are_finite_and_converged_means_aligned(pairs, n, dtype, how, offset, method, device):
+    count = 1 if pairs is None else pairs
+    T = pp.se3(torch.tensor([0.02, -0.01, 0.01, 0.03, 0.02, -0.04], dtype=torch.float64)).Exp()
+    tgts = [_patch(n, k) + offset for k in range(count)]
+    srcs = [T.Inv().Act(t - offset) + offset for t in tgts]
+    if pairs is None:
+        src, tgt = srcs[0], tgts[0]
+    else:
+        src = torch.stack(srcs) if count else torch.zeros(0, n, 3, dtype=torch.float64)
+        tgt = torch.stack(tgts) if count else torch.zeros(0, n, 3, dtype=torch.float64)
+    src, tgt = _corrupt(src.to(dtype).to(device), how), tgt.to(dtype).to(device)
+    cfg = ICPConfig(method=method, max_correspondence_distance=0.2)
+    expect_error = count and (n == 0 or (how in ("nan", "inf")))
+    if expect_error:
+        with pytest.raises(ValueError, match=r"source(\[\d\])?: (the point cloud is empty|\d+ points have NaN)"):
+            align(src, tgt, config=cfg)
+        return
+    r = align(src, tgt, config=cfg)
+    batch = () if pairs is None else (count,)
+    assert r.T_target_source.shape == batch + (7,) and r.converged.shape == batch and _finite(r.T_target_source.tensor())
+    if count == 0:
+        return
+    # the independent re-check of a converged pair: its moved source lies on its target
+    M = r.matrix().double().cpu().reshape(-1, 4, 4)
+    S, G = src.double().cpu().reshape(-1, n, 3), tgt.double().cpu().reshape(-1, n, 3)
+    for k in range(len(M)):
+        if bool(r.converged.reshape(-1)[k]):
+            moved = S[k] @ M[k, :3, :3].T + M[k, :3, 3]
+            nearest = torch.cdist(moved - offset, G[k] - offset).min(1).values
+            assert float(nearest.median()) <= cfg.max_correspondence_distance
+
+
+# ---- pose graphs --------------------------------------------------------------------------------
+def _small_graph(N, dim, noise, seed):
+    g = torch.Generator().manual_seed(seed)
+    steps = pp.se3(torch.cat((torch.ones(N - 1, 1, dtype=torch.float64),
+                              0.1 * torch.randn(N - 1, 5, dtype=torch.float64, generator=g)), -1))
+    if dim == 2:
+        steps = pp.se3(steps.tensor() * torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64))
+    X = [pp.identity_SE3(dtype=torch.float64)]
+    for s in steps.Exp():
+        X.append(X[-1] * s)
+    X = pp.SE3(torch.stack([x.tensor() for x in X]))
+    E = torch.tensor([(k, k + 1) for k in range(N - 1)] + [(0, N - 1)])
+    Z = X[E[:, 0]].Inv() * X[E[:, 1]]
+    d = 3 if dim == 2 else 6
+    xi = noise * torch.randn(len(E), 6, dtype=torch.float64, generator=g)
+    if dim == 2:
+        xi = xi * torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64)
+    Z = pp.se3(xi).Exp() * Z
+    info = torch.eye(d, dtype=torch.float64).expand(len(E), d, d) * 50
+    return X.tensor(), E, Z.tensor(), info
+
+
+@PROPERTY
+@given(N=st.integers(2, 8), dim=st.sampled_from([2, 3]), noise=st.sampled_from([0.0, 0.05, 0.3]),
+       how=st.sampled_from(["none", "nan", "inf"]), kernel=st.sampled_from(["none", "cauchy"]))
+def test_pose_graphs_end_finite_and_converged_means_a_minimum(N, dim, noise, how, kernel, device):
+    from test_posegraph import independent_cost
+
+    X, E, Z, info = _small_graph(N, dim, noise, seed=N)
+    if dim == 2:  # planar poses: the graph holds them as SE3 with z = 0
+        pass
+    Zc = _corrupt(Z, how)
+    if how != "none":
+        with pytest.raises(ValueError, match=r"measurement has NaN or infinite"):
+            PoseGraph(X, E, Zc, info, dim=dim)
+        return
+    graph = PoseGraph(X.to(device), E, Zc.to(device), info.to(device), dim=dim)
+    r = optimize(graph, PGOConfig(kernel=RobustKernel(kernel, 2.0), init="odometry"))
+    assert r.poses.shape == (N, 7) and _finite(r.poses.tensor()) and math.isfinite(r.cost)
+    if r.converged and kernel == "none":  # the independent re-check: no small move lowers the cost
+        cost = independent_cost(graph, r.poses.tensor().cpu())
+        assert cost == pytest.approx(r.cost, rel=1e-9, abs=1e-12)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(4):
+            xi = 1e-4 * torch.randn(N, 6, dtype=torch.float64, generator=g)
+            xi[0] = 0  # the gauge
+            if dim == 2:
+                xi *= torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64)
+            moved = (pp.se3(xi).Exp() * pp.SE3(r.poses.tensor().cpu())).tensor()
+            assert independent_cost(graph, moved) >= cost - 1e-9 * max(cost, 1.0)
+
+
+# ---- files that do not parse ----------------------------------------------------------------------
+_G2O = gzip.decompress(data_path("posegraph/tinyGrid3D.g2o").read_bytes()).decode()
+
+
+@PROPERTY
+@given(data=st.data())
+def test_mutated_g2o_files_parse_or_name_file_and_line(data, tmp_path):
+    lines = _G2O.strip().split("\n")
+    k = data.draw(st.integers(0, len(lines) - 1))
+    tokens = lines[k].split()
+    t = data.draw(st.integers(0, len(tokens)))
+    what = data.draw(st.sampled_from(["nan", "inf", "x", "1e999", "", "-1", "2.5", "drop", "truncate"]))
+    if what == "drop":
+        lines.pop(k)
+    elif what == "truncate":
+        lines = lines[:k]
+    elif t < len(tokens):
+        tokens[t] = what
+        lines[k] = " ".join(tokens)
+    p = tmp_path / "mutated.g2o"
+    p.write_text("\n".join(lines) + "\n")
+    try:
+        graph = read_g2o(p)
+    except ValueError as e:
+        assert str(e).startswith(str(p)), e  # the file (and, for a line's fault, the line) first
+        return
+    assert _finite(graph.poses.tensor(), graph.measurements, graph.information)
+
+
+_PLY = gzip.decompress(data_path("pointclouds/lidar_small_gicp/source.ply").read_bytes())
+
+
+@PROPERTY
+@given(cut=st.integers(0, 2000), flip=st.integers(0, 400), ascii_=st.booleans())
+def test_damaged_ply_files_are_refused_naming_the_file(cut, flip, ascii_, tmp_path):
+    if ascii_:
+        text = "ply\nformat ascii 1.0\nelement vertex 50\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+        raw = (text + "".join(f"{k} {k * 0.5} {-k}\n" for k in range(50))).encode()
+    else:
+        raw = _PLY[: 300 + 16 * 200]  # a header and the first 200 points
+        raw = raw.replace(b"element vertex 69792", b"element vertex 200")
+    damaged = bytearray(raw[: max(0, len(raw) - cut)])
+    if flip < len(damaged) and flip < 200:  # a byte of the header
+        damaged[flip] = ord("#")
+    p = tmp_path / "damaged.ply"
+    p.write_bytes(bytes(damaged))
+    try:
+        pts = read_point_cloud(p)
+    except ValueError as e:
+        assert str(e).startswith(str(p)), e
+        return
+    assert pts.shape == ((50 if ascii_ else 200), 3)
+
+
+# ---- configs --------------------------------------------------------------------------------------
+_BAD = [float("nan"), float("inf"), -1, -1.5, 2.5, True, "3", None]
+_FIELDS = {
+    ik.IKConfig: ["max_iterations", "restarts", "fill", "rounds", "patience", "candidates", "start_table",
+                  "position_weight", "orientation_weight", "position_tolerance", "orientation_tolerance",
+                  "lambda_initial", "nullspace_gain", "seed", "num_threads"],
+    ICPConfig: ["voxel_size", "max_correspondence_distance", "max_iterations", "rotation_tolerance",
+                "translation_tolerance", "num_neighbors", "restarts", "restart_angle", "num_threads"],
+    PGOConfig: ["max_iterations", "relative_tolerance", "absolute_tolerance", "step_tolerance", "lambda_initial",
+                "cg_tolerance", "num_threads"],
+}
+
+
+@pytest.mark.parametrize("cls", list(_FIELDS), ids=lambda c: c.__name__)
+def test_every_config_field_refuses_values_that_cannot_run(cls):
+    for field in _FIELDS[cls]:
+        default = getattr(cls(), field)
+        for bad in _BAD:
+            if bad is None and (default is None or field in ("seed", "num_threads", "max_correspondence_distance")):
+                continue  # None is the documented "automatic"
+            if bad == -1 and field in ():
+                continue
+            accepted = True
+            try:
+                cfg = cls(**{field: bad})
+            except ValueError as e:
+                accepted = False
+                assert f"{cls.__name__}.{field}:" in str(e), (field, bad, e)
+            if accepted:  # only a value that describes a run gets through
+                v = getattr(cfg, field)
+                assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0, (field, bad)
+                assert not (isinstance(default, int) and not isinstance(v, int)), (field, bad)
+    with pytest.raises(ValueError, match="RobustKernel.scale"):
+        RobustKernel("huber", float("inf"))
+
+
+def test_read_g2o_refuses_dtypes_the_solver_cannot_run():
+    for dt in (torch.int64, torch.float16, torch.bfloat16, torch.bool):
+        with pytest.raises(ValueError, match="dtype: expected torch.float32 or torch.float64"):
+            read_g2o(data_path("posegraph/tinyGrid3D.g2o"), dtype=dt)
+    assert read_g2o(data_path("posegraph/tinyGrid3D.g2o"), dtype=torch.float32).poses.dtype == torch.float32
+
+
+def test_meta_tensors_are_refused_where_values_are_needed():
+    arm = sample_arm()
+    for call, name in ((lambda: ik.solve(arm, torch.zeros(2, 7, device="meta")), "target"),
+                       (lambda: align(torch.zeros(5, 3, device="meta"), torch.zeros(5, 3)), "source")):
+        with pytest.raises(ValueError, match=rf"{name}: a meta tensor holds no values"):
+            call()
+
+
+def test_empty_batches_give_empty_answers(device):
+    arm = planar_arm((1.0, 0.8)).to(device)
+    r = ik.solve(arm, torch.zeros(0, 4, 3, dtype=torch.float64, device=device))
+    assert r.q.shape == (0, 4, 2) and r.converged.shape == (0, 4) and r.q.device == device
+    a = align(torch.zeros(0, 10, 3, device=device), torch.zeros(0, 10, 3, device=device))
+    assert a.T_target_source.shape == (0, 7) and a.converged.shape == (0,)
+    assert arm.forward_kinematics(torch.zeros(0, 2, device=device), frame="tool").shape == (0, 7)
+
+
+# ---- faults: exit codes, signals, size limits, modes ------------------------------------------------
+def _cli(args, tmp_path, prelude="", limit_bytes=None):
+    """Run ``robojac ARGS`` in a fresh process (``prelude``: Python run first, e.g. a fault)."""
+    code = textwrap.dedent(prelude) + "\nimport sys\nfrom robojac.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    def limit():
+        if limit_bytes is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit)
+
+
+def _old(path: pathlib.Path, mode=0o644) -> bytes:
+    path.write_bytes(b"the previous content\n")
+    path.chmod(mode)
+    return path.read_bytes()
+
+
+def _leftovers(folder: pathlib.Path) -> list:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_write_over_the_file_size_limit_keeps_the_old_file(tmp_path):
+    out = tmp_path / "out.g2o"
+    before = _old(out)
+    res = _cli(["pgo", str(data_path("posegraph/intel.g2o")), "-o", str(out), "-q"], tmp_path, limit_bytes=50_000)
+    assert res.returncode == 3, res.stderr
+    assert "File too large" in res.stderr and "Traceback" not in res.stderr
+    assert out.read_bytes() == before and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_during_a_write_leaves_no_half_file(tmp_path, signum):
+    out = tmp_path / "out.g2o"
+    before = _old(out)
+    prelude = f"""
+        import os, signal
+        real = os.fsync
+        def stopped(fd):  # the signal arrives in the middle of the write
+            os.kill(os.getpid(), {int(signum)})
+            return real(fd)
+        os.fsync = stopped
+    """
+    res = _cli(["pgo", str(data_path("posegraph/tinyGrid3D.g2o")), "-o", str(out), "-q"], tmp_path, prelude)
+    assert res.returncode == 128 + signum, res.stderr
+    assert out.read_bytes() == before and _leftovers(tmp_path) == []
+
+
+def test_exit_codes_for_folders_permissions_and_the_unexpected(tmp_path, capsys, monkeypatch):
+    from robojac.cli import main
+
+    assert main(["pgo", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "expected a g2o file, got a folder" in err and err.count("\n") == 1
+    (tmp_path / "bad.g2o").write_bytes(b"VERTEX_SE3:QUAT 0 0 0 0 0 0 0 1\n\xff\xfe\n")
+    assert main(["pgo", str(tmp_path / "bad.g2o")]) == 2
+    assert "bad.g2o:2: byte 0xff is not UTF-8" in capsys.readouterr().err
+    target = tmp_path / "ro" / "out.g2o"
+    target.parent.mkdir()
+    if os.geteuid() != 0:  # a real read-only folder
+        target.parent.chmod(0o500)
+    else:  # root writes anywhere: the refusal is simulated where the rename happens
+        def refused(*a, **k):
+            raise PermissionError(13, "Permission denied", str(target))
+        monkeypatch.setattr(os, "replace", refused)
+    try:
+        assert main(["pgo", str(data_path("posegraph/tinyGrid3D.g2o")), "-o", str(target), "-q"]) == 3
+    finally:
+        target.parent.chmod(0o700)
+    assert "Permission denied" in capsys.readouterr().err and not target.exists()
+    assert _leftovers(target.parent) == []
+    monkeypatch.undo()
+    import robojac.posegraph
+
+    monkeypatch.setattr(robojac.posegraph, "optimize", lambda *a, **k: 1 / 0)
+    assert main(["pgo", str(data_path("posegraph/tinyGrid3D.g2o")), "-q"]) == 4
+    assert "failed: ZeroDivisionError" in capsys.readouterr().err
+
+
+def test_written_files_keep_the_replaced_mode_and_follow_the_umask(tmp_path):
+    from robojac.cli import main
+
+    old = tmp_path / "old.g2o"
+    _old(old, 0o640)
+    graph = str(data_path("posegraph/tinyGrid3D.g2o"))
+    assert main(["pgo", graph, "-o", str(old), "-q"]) == 0
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_bytes().startswith(b"VERTEX")
+    mask = os.umask(0o027)
+    try:
+        assert main(["pgo", graph, "-o", str(tmp_path / "new.g2o"), "--plot", str(tmp_path / "noext"), "-q"]) == 0
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "new.g2o").stat().st_mode) == 0o640
+    assert (tmp_path / "noext").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the name given, a PNG inside
+    assert _leftovers(tmp_path) == []
