@@ -377,6 +377,7 @@ def test_a_signal_during_a_write_leaves_no_half_file(tmp_path, signum):
     before = _old(out)
     prelude = f"""
         import os, signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
         real = os.fsync
         def stopped(fd):  # the signal arrives in the middle of the write
             os.kill(os.getpid(), {int(signum)})
