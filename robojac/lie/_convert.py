@@ -146,6 +146,6 @@ def se3_tensor(value, *, name: str = "pose", unit_tol: float | None = None) -> T
             f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| in "
             f"[{float(norm.min()):.6g}, {float(norm.max()):.6g}], tolerance {tol:.0e} for {X.dtype})"
         )
-    if off == 0.0:
+    if off <= 4 * torch.finfo(X.dtype).eps:  # as unit as the dtype can hold: nothing to normalize
         return X
     return torch.cat((X[..., :3], X[..., 3:] / X[..., 3:].norm(dim=-1, keepdim=True)), -1)  # within it: normalized
