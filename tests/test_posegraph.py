@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 from robojac.data import path as data_path
 from robojac.optim import RobustKernel
 from robojac.posegraph import G2OError, PGOConfig, PoseGraph, PoseGraphError, SE2BetweenResidual, optimize, read_g2o, write_g2o
-from robojac.posegraph._se2 import se2_compose, se2_exp, se2_log
+from robojac.lie import se2_compose, se2_exp, se2_log
 
 from helpers import max_err
 
@@ -138,7 +138,7 @@ def _synthetic_cpu(dim, N, loops, noise, seed):
         S.append(se2_compose(S[-1], torch.tensor([1.0, 0.1, 0.2], **kw) + 0.05 * torch.randn(3, generator=g, **kw)))
     S = torch.stack(S)
     E = torch.tensor([(k, k + 1) for k in range(N - 1)] + list(loops), device=CPU)
-    from robojac.posegraph._se2 import se2_inverse, se2_to_se3
+    from robojac.lie import se2_inverse, se2_to_se3
 
     Zs = se2_compose(se2_inverse(S[E[:, 0]]), S[E[:, 1]])
     info = torch.tensor([[100.0, 5, 1], [5, 80, 2], [1, 2, 300]], **kw).expand(len(E), 3, 3)

@@ -37,6 +37,17 @@ from ._ops import (
     so3_left_jacobian_inverse,
     so3_log,
 )
+from ._se2 import (
+    se2_adjoint,
+    se2_compose,
+    se2_exp,
+    se2_inverse,
+    se2_log,
+    se2_right_jacobian_inverse,
+    se2_to_se3,
+    se3_to_se2,
+    wrap_angle,
+)
 from ._raw_autograd import raw_autograd, raw_autograd_enabled, sim3_left_jacobian
 from ._tangent import GroupSpec, group_spec, is_lie_group, raw_from_tangent, retract_first_order, skew, tangent_from_raw
 
@@ -56,7 +67,15 @@ __all__ = [
     "raw_autograd",
     "raw_autograd_enabled",
     "raw_from_tangent",
+    "require_values",
     "retract_first_order",
+    "se2_adjoint",
+    "se2_compose",
+    "se2_exp",
+    "se2_inverse",
+    "se2_log",
+    "se2_right_jacobian_inverse",
+    "se2_to_se3",
     "se3_act",
     "se3_adjoint",
     "se3_compose",
@@ -67,6 +86,7 @@ __all__ = [
     "se3_right_jacobian_inverse",
     "se3_tensor",
     "se3_to_matrix",
+    "se3_to_se2",
     "sim3_left_jacobian",
     "skew",
     "so3_exp",
@@ -75,8 +95,8 @@ __all__ = [
     "so3_log",
     "tangent_from_raw",
     "tolerance",
-    "require_values",
     "unit_tolerance",
+    "wrap_angle",
     "wrap_lie",
     "wxyz_to_xyzw",
     "xyzw_to_wxyz",

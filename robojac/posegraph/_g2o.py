@@ -18,7 +18,7 @@ import torch
 
 from .._files import read_text, write_text_atomic
 from ._graph import PoseGraph
-from ._se2 import se2_to_se3, se3_to_se2
+from ..lie import se2_to_se3, se3_to_se2
 
 __all__ = ["G2OError", "read_g2o", "write_g2o"]
 

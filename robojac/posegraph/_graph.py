@@ -12,7 +12,7 @@ from ..jacobian._analytic import _whiten
 from ..lie import _ops as ops
 from ..lie import require_values, wrap_lie
 from ..optim import RobustKernel
-from ._se2 import se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
+from ..lie import se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
 __all__ = ["PoseGraph", "SE2BetweenResidual", "PoseGraphError"]
 

@@ -23,7 +23,7 @@ from ..jacobian._analytic import _whiten
 from ..optim import MultifrontalCholesky, RobustKernel, SparseLDL, conjugate_gradient
 from ._graph import PoseGraph, PoseGraphError
 from ._init import chordal_state, spanning_tree_state
-from ._se2 import se2_compose, se2_exp
+from ..lie import se2_compose, se2_exp
 
 __all__ = ["PGOConfig", "PGOResult", "IterationRecord", "optimize", "initialize"]
 
@@ -137,7 +137,7 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
             T = spanning_tree_state(graph.num_poses, graph.edges, Zs, graph.dim, root)
             # move the tree so that the root keeps its current pose
             if graph.dim == 2:
-                from ._se2 import se2_inverse
+                from ..lie import se2_inverse
 
                 offset = se2_compose(S[root], se2_inverse(T[root]))
                 T = se2_compose(offset.expand_as(T), T)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..lie import _ops as ops
+from . import _ops as ops
 
 __all__ = [
     "se2_compose", "se2_inverse", "se2_exp", "se2_log", "se2_adjoint", "se2_right_jacobian_inverse",
