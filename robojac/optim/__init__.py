@@ -1,10 +1,23 @@
-"""Least-squares building blocks shared by the solvers: robust kernels and sparse linear solvers
-(LDL^T on the CPU, a batched multifrontal Cholesky on any torch device, preconditioned CG)."""
+"""Least squares: the solver engine and its building blocks.
 
+* :func:`solve` with :class:`SolverConfig` (:class:`TrustRegionConfig`, :class:`TerminationConfig`)
+  -> :class:`SolveResult`: Gauss-Newton / Levenberg-Marquardt over :class:`Variable` s (R^n, SO3,
+  SE3, SE2) and :class:`Factor` s, batched over many problems, differentiable (implicit or
+  unrolled); Jacobians from :mod:`robojac.jacobian`.
+* robust kernels (:class:`RobustKernel`), sparse linear solvers (LDL^T on the CPU, a batched
+  multifrontal Cholesky on any torch device, preconditioned CG), many small SPD systems
+  structure-of-arrays.
+"""
+
+from ._engine import History, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig, damped, solve
 from ._kernels import KERNELS, RobustKernel
 from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
+from ._problem import Factor, Linearization, Problem
 from ._small import cholesky_soa, cholesky_solve_soa, spd_solve_soa
+from ._variables import Group, Variable, group
 
-__all__ = ["KERNELS", "MultifrontalCholesky", "RobustKernel", "SparseLDL", "block_jacobi_preconditioner", "cholesky_soa",
-           "cholesky_solve_soa", "conjugate_gradient", "spd_solve_soa"]
+__all__ = ["Factor", "Group", "History", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
+           "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
+           "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
+           "group", "solve", "spd_solve_soa"]

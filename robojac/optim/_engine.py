@@ -1,0 +1,328 @@
+"""The solver engine: Gauss-Newton / Levenberg-Marquardt on many problems at once.
+
+Each problem keeps its own damping, stopping and convergence.  One damping rule (Marquardt's
+diagonal with a ridge relative to the system and its precision), one stopping rule, robust
+kernels applied in one place (IRLS, in :class:`~robojac.optim.Linearization`), one retraction
+per group.  The answer can be differentiated: ``backward="implicit"`` (the default) applies the
+implicit function theorem at the solution, ``"unroll"`` differentiates through the iterations,
+``"none"`` detaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .._config import check_choice, check_int, check_real
+from ._problem import Factor, Linearization, Problem
+from ._variables import Variable
+
+__all__ = ["History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig", "damped", "solve"]
+
+RIDGE = 100.0  # the damping's floor: RIDGE * eps(dtype) * max diag(H), see damped()
+
+
+def damped(H: Tensor, lam: Tensor) -> Tensor:
+    """``H + lam diag(H) + RIDGE eps |diag H|_max I`` for ``H (B, n, n)``, ``lam (B,)``.
+
+    Marquardt's scaling, with a floor relative to the system and its precision: a direction the
+    residuals do not see (a zero column: a joint that does not move the task) stays regular in
+    float32 as in float64, and no other step moves by more than ~1e-5 (float32) or ~2e-14
+    (float64) relative.  The one damping rule of every solver on the engine."""
+    d = H.diagonal(dim1=-2, dim2=-1)
+    eps = torch.finfo(H.dtype).eps
+    ridge = RIDGE * eps * d.amax(-1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny)
+    return H + torch.diag_embed(lam[:, None] * d + ridge)
+
+
+@dataclass(frozen=True)
+class TrustRegionConfig:
+    """The damping (Levenberg-Marquardt's ``lambda``), per problem.
+
+    * ``method``: ``"lm"`` (Levenberg-Marquardt) or ``"gn"`` (Gauss-Newton: no damping, every
+      step taken).
+    * ``lambda_initial``: the first damping.
+    * ``factor_down`` / ``factor_up``: ``lambda`` is divided by the first after a step that lowers
+      the cost and multiplied by the second after one that does not (the step is then retried).
+    * ``lambda_min`` / ``lambda_max``: bounds; a problem whose damping would pass ``lambda_max``
+      can take no step that lowers its cost and stops (``reason="damping_limit"``).
+    """
+
+    method: Literal["lm", "gn"] = "lm"
+    lambda_initial: float = 1e-3
+    factor_down: float = 10.0
+    factor_up: float = 10.0
+    lambda_min: float = 1e-12
+    lambda_max: float = 1e10
+
+    def __post_init__(self):
+        check_choice("TrustRegionConfig", "method", self.method, ("lm", "gn"))
+        for name in ("lambda_initial", "lambda_min", "lambda_max"):
+            check_real("TrustRegionConfig", name, getattr(self, name), positive=True)
+        for name in ("factor_down", "factor_up"):
+            check_real("TrustRegionConfig", name, getattr(self, name), positive=True)
+            if getattr(self, name) <= 1:
+                raise ValueError(f"TrustRegionConfig.{name}: expected a factor above 1, got {getattr(self, name)}")
+        if not self.lambda_min <= self.lambda_initial <= self.lambda_max:
+            raise ValueError(f"TrustRegionConfig: expected lambda_min <= lambda_initial <= lambda_max, got "
+                             f"{self.lambda_min}, {self.lambda_initial}, {self.lambda_max}")
+
+
+@dataclass(frozen=True)
+class TerminationConfig:
+    """When a problem stops; the first test it passes is its ``reason``.
+
+    * ``max_iterations``: steps tried (accepted or not); reaching it is not convergence.
+    * ``absolute_tolerance``: the cost is at most this (``"absolute_tolerance"``).
+    * ``relative_tolerance``: the Gauss-Newton model promises, or an accepted step achieved, a
+      decrease of at most this fraction of the cost (``"relative_tolerance"``).  It is never taken
+      below ``4 eps`` of the dtype: a float32 problem converges where float32 stops improving.
+    * ``step_tolerance``: an accepted step's norm is at most this (``"step_tolerance"``).
+    * ``gradient_tolerance``: the largest entry of ``J^T r`` is at most this (``"gradient_tolerance"``).
+    """
+
+    max_iterations: int = 100
+    absolute_tolerance: float = 0.0
+    relative_tolerance: float = 1e-12
+    step_tolerance: float = 1e-14
+    gradient_tolerance: float = 1e-12
+
+    def __post_init__(self):
+        check_int("TerminationConfig", "max_iterations", self.max_iterations, minimum=1)
+        for name in ("absolute_tolerance", "relative_tolerance", "step_tolerance", "gradient_tolerance"):
+            check_real("TerminationConfig", name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Options of :func:`solve`.
+
+    * ``trust_region``: the damping (:class:`TrustRegionConfig`).
+    * ``termination``: when each problem stops (:class:`TerminationConfig`).
+    * ``backward``: how the answer is differentiated with respect to factor data that require
+      grad: ``"implicit"`` (the implicit function theorem at the solution: one extra solve with
+      the exact Hessian, memory linear in the problem), ``"unroll"`` (through the iterations) or
+      ``"none"`` (the answer is detached).
+    """
+
+    trust_region: TrustRegionConfig = field(default_factory=TrustRegionConfig)
+    termination: TerminationConfig = field(default_factory=TerminationConfig)
+    backward: Literal["implicit", "unroll", "none"] = "implicit"
+
+    def __post_init__(self):
+        if not isinstance(self.trust_region, TrustRegionConfig):
+            raise ValueError(f"SolverConfig.trust_region: expected a TrustRegionConfig, got {self.trust_region!r}")
+        if not isinstance(self.termination, TerminationConfig):
+            raise ValueError(f"SolverConfig.termination: expected a TerminationConfig, got {self.termination!r}")
+        check_choice("SolverConfig", "backward", self.backward, ("implicit", "unroll", "none"))
+
+
+@dataclass(frozen=True)
+class History:
+    """Per iteration ``(T, B)``: the cost after it, the damping used, whether the step was taken."""
+
+    cost: Tensor
+    damping: Tensor
+    accepted: Tensor
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """The engine's answer, one entry per problem.
+
+    ``values``: each variable's values ``(B, N, raw)``, in the order the problem lists them;
+    ``converged`` ``(B,)``: a termination test passed (never for ``"max_iterations"``,
+    ``"damping_limit"``, ``"singular_system"`` or ``"non_finite"``); ``iterations``, ``cost``
+    (``0.5 sum rho(|r|^2)``), ``reason`` (the test that stopped it), ``history``.
+    """
+
+    values: tuple[Tensor, ...]
+    converged: Tensor
+    iterations: Tensor
+    cost: Tensor
+    reason: tuple[str, ...]
+    history: History
+
+
+_CONVERGED = ("absolute_tolerance", "relative_tolerance", "step_tolerance", "gradient_tolerance")
+
+
+def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: SolverConfig | None = None) -> SolveResult:
+    """Minimize ``0.5 sum_factors rho(|r|^2)`` over ``variables`` for every problem of the batch.
+
+    Each problem steps, damps and stops on its own.  A problem whose residuals turn NaN, or
+    whose system cannot be solved at any damping, ends with ``converged=False`` and its reason,
+    its values those of its last finite state.  Gradients reach the answer from factor data that
+    require grad (see :class:`SolverConfig`); a problem that did not converge passes none (its
+    gradient is zero: there is no solution to differentiate).
+    """
+    cfg = config or SolverConfig()
+    problem = Problem(variables, factors)
+    thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
+    if cfg.backward == "unroll" and thetas:
+        return _run(problem, cfg, differentiable=True)
+    with torch.no_grad():
+        result = _run(problem, cfg, differentiable=False)
+    if cfg.backward == "implicit" and thetas and torch.is_grad_enabled():
+        values = _Implicit.apply(_Context(problem, result), *thetas)
+        result = SolveResult(tuple(values), result.converged, result.iterations, result.cost, result.reason,
+                             result.history)
+    return result
+
+
+def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResult:
+    tr, term = cfg.trust_region, cfg.termination
+    values = tuple(v.value if differentiable else v.value.detach() for v in problem.variables)
+    B = problem.batch
+    lin = Linearization(problem, values)
+    cost = lin.cost()
+    ref = cost
+    dev, dt = ref.device, ref.dtype
+    lam = torch.full((B,), tr.lambda_initial if tr.method == "lm" else 0.0, dtype=dt, device=dev)
+    running = torch.isfinite(cost)
+    reason = ["running" if bool(ok) else "non_finite" for ok in running.tolist()]
+    iters = torch.zeros(B, dtype=torch.long, device=dev)
+    hist_cost, hist_lam, hist_ok = [], [], []
+    for _ in range(term.max_iterations):
+        if not bool(running.any()):
+            break
+        small = running & (cost <= term.absolute_tolerance)
+        _stop(reason, running, small, "absolute_tolerance")
+        if not bool(running.any()):
+            break
+        H, g = lin.normal_equations()
+        flat = g.abs().amax(-1)
+        _stop(reason, running, running & (flat <= term.gradient_tolerance), "gradient_tolerance")
+        if not bool(running.any()):
+            break
+        rtol = max(term.relative_tolerance, 4 * torch.finfo(dt).eps)
+        A = damped(H, lam)
+        L, info = torch.linalg.cholesky_ex(A)
+        solvable = info == 0
+        step = torch.cholesky_solve(-g[..., None], torch.where(solvable[:, None, None], L, torch.eye(
+            problem.size, dtype=dt, device=dev).expand_as(L)))[..., 0]
+        step = torch.where((running & solvable)[:, None], step, torch.zeros_like(step))
+        # what the undamped Gauss-Newton model promises for this step
+        promised = -((g * step).sum(-1) + 0.5 * (step[:, None, :] @ H @ step[:, :, None])[:, 0, 0])
+        trial = problem.retract(values, step)
+        trial_lin = Linearization(problem, trial)
+        trial_cost = trial_lin.cost()
+        iters = iters + running.long()
+        finite = torch.isfinite(trial_cost) & torch.isfinite(step).all(-1)
+        if tr.method == "gn":
+            take = running & solvable & finite
+        else:
+            take = running & solvable & finite & (trial_cost < cost)
+        hist_cost.append(torch.where(take, trial_cost, cost).detach())
+        hist_lam.append(lam.detach().clone())
+        hist_ok.append(take.clone())
+        decrease = cost - trial_cost
+        step_norm = step.norm(dim=-1)
+        # move the problems that took their step
+        values = tuple(torch.where(take[:, None, None], t, v) for t, v in zip(trial, values))
+        new_cost = torch.where(take, trial_cost, cost)
+        lin = _merge(problem, lin, trial_lin, take)
+        if tr.method == "gn":
+            _stop(reason, running, running & ~solvable, "singular_system")
+            _stop(reason, running, running & ~finite, "non_finite")
+        else:
+            lam = torch.where(take, (lam / tr.factor_down).clamp_min(tr.lambda_min),
+                              torch.where(running, lam * tr.factor_up, lam))
+        scale = rtol * cost.abs().clamp_min(torch.finfo(dt).tiny)
+        rel = (take & (decrease.abs() <= scale)) | (solvable & (promised <= scale))
+        _stop(reason, running, running & rel, "relative_tolerance")
+        _stop(reason, running, running & take & (step_norm <= term.step_tolerance), "step_tolerance")
+        if tr.method == "lm":  # after the convergence tests: a step too small to matter is not a stall
+            _stop(reason, running, running & ~solvable & (lam > tr.lambda_max), "singular_system")
+            _stop(reason, running, running & ~take & (lam > tr.lambda_max), "damping_limit")
+        cost = new_cost
+    for b in range(B):
+        if reason[b] == "running":
+            reason[b] = "max_iterations"
+    converged = torch.tensor([r in _CONVERGED for r in reason], dtype=torch.bool, device=dev)
+    T = len(hist_cost)
+    history = History(torch.stack(hist_cost) if T else cost.new_zeros(0, B),
+                      torch.stack(hist_lam) if T else cost.new_zeros(0, B),
+                      torch.stack(hist_ok) if T else torch.zeros(0, B, dtype=torch.bool, device=dev))
+    return SolveResult(values, converged, iters, cost, tuple(reason), history)
+
+
+def _stop(reason: list, running: Tensor, which: Tensor, why: str) -> None:
+    """Record ``why`` for the problems ``which`` that are still running, and stop them (in place)."""
+    for b in torch.nonzero(which & running).flatten().tolist():
+        reason[b] = why
+    running &= ~which
+
+
+def _merge(problem: Problem, old: Linearization, new: Linearization, take: Tensor) -> Linearization:
+    """The linearization at each problem's current values: the trial's where it was taken."""
+    if bool(take.all()):
+        return new
+    values = tuple(torch.where(take[:, None, None], t, v) for t, v in zip(new.values, old.values))
+    merged = Linearization.__new__(Linearization)
+    merged.problem, merged.values = problem, values
+    merged.residuals = [torch.where(take[:, None, None], rn, ro) for rn, ro in zip(new.residuals, old.residuals)]
+    return merged
+
+
+# ---- the implicit backward ---------------------------------------------------------------------
+class _Context:
+    def __init__(self, problem: Problem, result: SolveResult):
+        self.problem, self.result = problem, result
+
+
+def _cost_at(problem: Problem, values: tuple[Tensor, ...], delta: Tensor) -> Tensor:
+    """``(B,)`` cost at ``Exp(delta) X`` (the data as the factors hold them: with their graph)."""
+    return Linearization(problem, problem.retract(values, delta)).cost()
+
+
+class _Implicit(torch.autograd.Function):
+    """The answer as a function of the factor data, differentiated by the implicit function
+    theorem: at a minimum ``grad_d c(X*, theta) = 0``, so ``dX*/dtheta = -H^-1 d(grad_d c)/dtheta``
+    with ``H`` the cost's exact Hessian in the tangent space (Gauss-Newton's ``J^T W J`` plus the
+    residuals' second-order terms)."""
+
+    @staticmethod
+    def forward(ctx, context: _Context, *thetas):
+        ctx.context = context
+        ctx.save_for_backward(*thetas)
+        return tuple(v.detach().clone() for v in context.result.values)
+
+    @staticmethod
+    def backward(ctx, *grad_values):
+        problem, result = ctx.context.problem, ctx.context.result
+        thetas = ctx.saved_tensors
+        values = tuple(v.detach() for v in result.values)
+        B, n = problem.batch, problem.size
+        with torch.enable_grad():
+            delta = values[0].new_zeros(B, n, requires_grad=True)
+            # the upstream gradient in tangent coordinates: d(values)/d(delta) at delta = 0
+            moved = problem.retract(values, delta)
+            seed = sum((m * g).sum() for m, g in zip(moved, grad_values) if g is not None)
+            if not isinstance(seed, Tensor):
+                return (None,) + (None,) * len(thetas)
+            gbar = torch.autograd.grad(seed, delta, allow_unused=True)[0]
+            if gbar is None:
+                return (None,) + (None,) * len(thetas)
+            gbar = gbar.masked_fill(problem.held, 0.0)
+            # grad_d c with the data live, and the exact Hessian by n Hessian-vector products
+            grad = torch.autograd.grad(_cost_at(problem, values, delta).sum(), delta, create_graph=True)[0]
+            cols = []
+            for i in range(n):
+                (col,) = torch.autograd.grad(grad[:, i].sum(), delta, retain_graph=True)
+                cols.append(col)
+            H = torch.stack(cols, -1).detach()
+            held = problem.held
+            H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
+            H = H + torch.diag_embed(held.to(H.dtype))
+            lam, info = torch.linalg.solve_ex(H, gbar.detach())
+            ok = (info == 0) & result.converged & torch.isfinite(lam).all(-1)
+            lam = torch.where(ok[:, None], lam, torch.zeros_like(lam))  # no solution, no gradient
+            s = (grad * lam).sum()
+            grads = torch.autograd.grad(s, thetas, allow_unused=True)
+        return (None,) + tuple(None if g is None else -g for g in grads)
+

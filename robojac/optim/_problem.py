@@ -1,0 +1,204 @@
+"""A least-squares problem: variables, factors, and their linearization from the Jacobian core.
+
+A :class:`Factor` is a residual function of some variables (and data), evaluated for every
+factor of every problem at once.  Its Jacobian blocks come from :mod:`robojac.jacobian`: a
+residual with a ``value_and_jacobians`` method (a closed form) is used as it is; any other is
+differentiated per factor, in the tangent space of its variables, by
+:func:`robojac.jacobian.batch_jacobian` (forward mode through the retraction).  A user's new
+factor therefore needs no Jacobian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..jacobian import batch_jacobian
+from ._kernels import RobustKernel
+from ._variables import Variable
+
+__all__ = ["Factor", "Linearization", "Problem"]
+
+
+class Factor:
+    """``F`` residuals ``residual(X_1, ..., X_K, *data) -> (B, F, m)`` per problem.
+
+    * ``variables``: the :class:`Variable` each of the ``K`` slots reads from.
+    * ``index (F, K)``: which of that variable's ``N`` entries factor ``f`` reads in slot ``k``
+      (the same in every problem); ``X_k`` arrives as ``(B, F, raw_k)``.
+    * ``data``: tensors with leading ``(B, F)`` (or ``(F,)``, shared by the problems), passed on
+      after the variables.  Data that require grad receive gradients through the answer.
+    * ``kernel``: a robust kernel on each factor's squared residual norm (IRLS).
+
+    A residual object with ``value_and_jacobians(*X, *data) -> (r, (J_1, ..., J_K))``, blocks
+    ``(B, F, m, t_k)`` in left-tangent coordinates, is used as is (the closed form).
+    """
+
+    def __init__(self, residual: Callable, variables: Sequence[Variable], index=None, *, data: Sequence[Tensor] = (),
+                 kernel: RobustKernel | None = None, name: str = "factor"):
+        if not callable(residual):
+            raise TypeError(f"{name}.residual: expected a callable, got {type(residual).__name__}")
+        variables = tuple(variables)
+        if not variables or not all(isinstance(v, Variable) for v in variables):
+            raise TypeError(f"{name}.variables: expected one or more Variable objects")
+        device = variables[0].value.device
+        if index is None:
+            index = torch.zeros(1, len(variables), dtype=torch.long, device=device)
+        index = torch.as_tensor(index, dtype=torch.long, device=device)
+        if index.dim() == 1:
+            index = index[:, None]
+        if index.dim() != 2 or index.shape[1] != len(variables):
+            raise ValueError(f"{name}.index: expected shape (F, {len(variables)}), got {tuple(index.shape)}")
+        for k, v in enumerate(variables):
+            if index.numel() and (int(index[:, k].min()) < 0 or int(index[:, k].max()) >= v.count):
+                raise ValueError(f"{name}.index: slot {k} reads {v.name} entries outside [0, {v.count})")
+        B = variables[0].batch
+        if any(v.batch != B for v in variables):
+            raise ValueError(f"{name}.variables: expected the same number of problems B in every variable")
+        F = index.shape[0]
+        out = []
+        for i, d in enumerate(data):
+            d = torch.as_tensor(d, device=variables[0].value.device)
+            if d.dim() >= 2 and d.shape[:2] == (B, F):
+                out.append(d)
+            elif d.dim() >= 1 and d.shape[0] == F:
+                out.append(d.expand((B,) + tuple(d.shape)))
+            else:
+                raise ValueError(f"{name}.data[{i}]: expected leading dims ({B}, {F}) or ({F},), got {tuple(d.shape)}")
+        self.residual, self.variables, self.index, self.data = residual, variables, index, tuple(out)
+        self.kernel = kernel if kernel is not None else RobustKernel()
+        self.name = name
+
+    @property
+    def count(self) -> int:
+        return self.index.shape[0]
+
+
+class Linearization:
+    """Residuals at a point and, when asked, the normal equations ``(H (B, n, n), g (B, n))``."""
+
+    def __init__(self, problem: Problem, values: tuple[Tensor, ...]):
+        self.problem, self.values = problem, values
+        self.residuals = [problem.residual_of(f, values) for f in problem.factors]
+
+    def cost(self) -> Tensor:
+        """``(B,)``: ``0.5 sum rho(|r|^2)`` per problem."""
+        total = self.residuals[0].new_zeros(self.problem.batch) if self.residuals else None
+        for f, r in zip(self.problem.factors, self.residuals):
+            s = r.square().sum(-1)  # (B, F)
+            total = total + 0.5 * (f.kernel.rho(s) if f.kernel.name != "none" else s).sum(-1)
+        return total
+
+    def normal_equations(self) -> tuple[Tensor, Tensor]:
+        pb = self.problem
+        B, n = pb.batch, pb.size
+        ref = self.residuals[0]
+        H = ref.new_zeros(B, n * n)
+        g = ref.new_zeros(B, n)
+        for f, r in zip(pb.factors, self.residuals):
+            blocks = pb.jacobian_of(f, self.values)  # K x (B, F, m, t_k), zero where fixed
+            w = f.kernel.weight(r.square().sum(-1)) if f.kernel.name != "none" else None
+            wr = r if w is None else w[..., None] * r
+            for k, Jk in enumerate(blocks):
+                rows = pb.rows(f, k)  # (F, t_k)
+                g.index_add_(1, rows.reshape(-1), (Jk.transpose(-1, -2) @ wr[..., None])[..., 0].reshape(B, -1))
+                for l_, Jl in enumerate(blocks):
+                    WJl = Jl if w is None else w[..., None, None] * Jl
+                    A = Jk.transpose(-1, -2) @ WJl  # (B, F, t_k, t_l)
+                    at = rows[:, :, None] * n + pb.rows(f, l_)[:, None, :]
+                    H.index_add_(1, at.reshape(-1), A.reshape(B, -1))
+        H = H.view(B, n, n)
+        held = pb.held  # fixed entries: identity rows, no gradient (their step is zero)
+        H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
+        H = H + torch.diag_embed(held.to(H.dtype))
+        return H, g.masked_fill(held, 0.0)
+
+
+class Problem:
+    """Variables and factors, laid out for the engine: each problem's tangent vector stacks
+    every variable's entries in order (``size`` numbers), fixed ones included (their step is
+    held at zero)."""
+
+    def __init__(self, variables: Sequence[Variable], factors: Sequence[Factor]):
+        self.variables = tuple(variables)
+        self.factors = tuple(factors)
+        if not self.variables:
+            raise ValueError("variables: expected at least one Variable")
+        if not self.factors:
+            raise ValueError("factors: expected at least one Factor")
+        known = {id(v) for v in self.variables}
+        for f in self.factors:
+            missing = [v.name for v in f.variables if id(v) not in known]
+            if missing:
+                raise ValueError(f"{f.name}: reads {missing}, which are not among the problem's variables")
+        self.batch = self.variables[0].batch
+        if any(v.batch != self.batch for v in self.variables):
+            raise ValueError("variables: expected the same number of problems B in every variable")
+        self.offset, n = {}, 0
+        for v in self.variables:
+            self.offset[id(v)] = n
+            n += v.count * v.group.tangent_dim
+        self.size = n
+        self.held = torch.cat([v.fixed.repeat_interleave(v.group.tangent_dim, dim=1) for v in self.variables], 1)
+        self._rows: dict = {}
+
+    def rows(self, f: Factor, k: int) -> Tensor:
+        """``(F, t_k)``: the tangent coordinates slot ``k`` of factor ``f`` steps."""
+        key = (id(f), k)
+        if key not in self._rows:
+            v = f.variables[k]
+            t = v.group.tangent_dim
+            base = self.offset[id(v)] + f.index[:, k] * t
+            self._rows[key] = base[:, None] + torch.arange(t, device=base.device)
+        return self._rows[key]
+
+    def gather(self, f: Factor, values: tuple[Tensor, ...]) -> list[Tensor]:
+        at = {id(v): x for v, x in zip(self.variables, values)}
+        return [at[id(v)][:, f.index[:, k]] for k, v in enumerate(f.variables)]
+
+    def residual_of(self, f: Factor, values: tuple[Tensor, ...]) -> Tensor:
+        X = self.gather(f, values)
+        r = f.residual.value_and_jacobians(*X, *f.data)[0] if hasattr(f.residual, "value_and_jacobians") \
+            else f.residual(*X, *f.data)
+        B, F = self.batch, f.count
+        if not isinstance(r, Tensor) or r.dim() != 3 or r.shape[:2] != (B, F):
+            shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
+            raise ValueError(f"{f.name}: the residual must have shape ({B}, {F}, m), got {shape}")
+        return r
+
+    def jacobian_of(self, f: Factor, values: tuple[Tensor, ...]) -> list[Tensor]:
+        """Per slot, ``(B, F, m, t_k)`` blocks in left-tangent coordinates, zero for fixed entries."""
+        X = self.gather(f, values)
+        B, F = self.batch, f.count
+        if hasattr(f.residual, "value_and_jacobians"):
+            blocks = list(f.residual.value_and_jacobians(*X, *f.data)[1])
+        else:
+            blocks = []
+            flat_data = [d.reshape((B * F,) + tuple(d.shape[2:])) for d in f.data]
+            flat_X = [x.reshape(B * F, -1) for x in X]
+            for k, v in enumerate(f.variables):
+                def per_factor(d, k=k, v=v):  # factor (b, f)'s residual at Exp(d) X_k, the rest held
+                    args = list(flat_X)
+                    args[k] = v.group.retract(flat_X[k], d)
+                    r = f.residual(*(a.reshape(B, F, -1) for a in args),
+                                   *(x.reshape((B, F) + tuple(x.shape[1:])) for x in flat_data))
+                    return r.reshape(B * F, -1)
+
+                zero = flat_X[k].new_zeros(B * F, v.group.tangent_dim)
+                blocks.append(batch_jacobian(per_factor, zero).reshape(B, F, -1, v.group.tangent_dim))
+        out = []
+        for k, (v, J) in enumerate(zip(f.variables, blocks)):
+            held = v.fixed[:, f.index[:, k]]  # (B, F)
+            out.append(J.masked_fill(held[:, :, None, None], 0.0) if bool(held.any()) else J)
+        return out
+
+    def retract(self, values: tuple[Tensor, ...], step: Tensor) -> tuple[Tensor, ...]:
+        """Every variable moved by its part of ``step (B, size)`` (left retraction)."""
+        out = []
+        for v, x in zip(self.variables, values):
+            t, o = v.group.tangent_dim, self.offset[id(v)]
+            d = step[:, o : o + v.count * t].reshape(self.batch, v.count, t)
+            out.append(v.group.retract(x, d))
+        return tuple(out)

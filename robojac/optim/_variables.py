@@ -1,0 +1,100 @@
+"""What the engine optimizes: Euclidean vectors and Lie groups, each with one retraction.
+
+A group stores ``raw_dim`` numbers and steps in a ``tangent_dim`` tangent space, on the left:
+``X' = Exp(d) * X`` (robojac's convention everywhere; ``x + d`` for vectors).  The retraction is
+written once here and used by every problem on the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import lie
+
+__all__ = ["Group", "group", "Variable"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A variable kind: ``name``, stored size ``raw_dim``, tangent size ``tangent_dim``, and the
+    left retraction ``retract(X, d) = Exp(d) * X``."""
+
+    name: str
+    raw_dim: int
+    tangent_dim: int
+    retract: Callable[[Tensor, Tensor], Tensor]
+
+
+def _se3(X: Tensor, d: Tensor) -> Tensor:
+    return lie.se3_compose(lie.se3_exp(d), X)
+
+
+def _so3(X: Tensor, d: Tensor) -> Tensor:
+    return lie.quat_mul(lie.so3_exp(d), X)
+
+
+def _se2(X: Tensor, d: Tensor) -> Tensor:
+    return lie.se2_compose(lie.se2_exp(d), X)
+
+
+def _rn(X: Tensor, d: Tensor) -> Tensor:
+    return X + d
+
+
+_GROUPS = {"SE3": Group("SE3", 7, 6, _se3), "SO3": Group("SO3", 4, 3, _so3), "SE2": Group("SE2", 3, 3, _se2)}
+
+
+def group(kind: str, dim: int | None = None) -> Group:
+    """``"SE3"`` (``[t, qx, qy, qz, qw]``), ``"SO3"`` (``[qx, qy, qz, qw]``), ``"SE2"``
+    (``[x, y, theta]``) or ``"Rn"`` with ``dim`` numbers."""
+    if kind == "Rn":
+        if not isinstance(dim, int) or dim < 0:
+            raise ValueError(f"dim: expected the vector size (an int >= 0) for 'Rn', got {dim!r}")
+        return Group(f"R{dim}", dim, dim, _rn)
+    if kind not in _GROUPS:
+        raise ValueError(f"kind: expected one of {('Rn',) + tuple(_GROUPS)}, got {kind!r}")
+    return _GROUPS[kind]
+
+
+class Variable:
+    """Values of one kind for ``B`` problems: ``value (B, N, raw)`` holds each problem's ``N``
+    variables (``B = 1`` for one large problem).  ``fixed (N,)`` or ``(B, N)`` holds some at their
+    values (a gauge, a FIXed pose).  ``name`` appears in error messages.
+
+    The value may be a pypose LieTensor or require grad: the solver reads it as the starting
+    point (gradients reach the answer through the problem's data, never through the start)."""
+
+    def __init__(self, kind: str, value: Tensor, *, dim: int | None = None, fixed: Tensor | None = None,
+                 name: str = "variable"):
+        value = value.tensor() if hasattr(value, "ltype") else value
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor (B, N, raw), got {type(value).__name__}")
+        if kind == "Rn" and dim is None:
+            dim = value.shape[-1]
+        self.group = group(kind, dim)
+        if value.dim() != 3 or value.shape[-1] != self.group.raw_dim:
+            raise ValueError(f"{name}: expected shape (B, N, {self.group.raw_dim}) for {self.group.name} values, "
+                             f"got {tuple(value.shape)}")
+        lie.require_values(value, name)
+        if not torch.isfinite(value.detach()).all():
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        B, N = value.shape[:2]
+        held = torch.zeros(B, N, dtype=torch.bool, device=value.device)
+        if fixed is not None:
+            fixed = torch.as_tensor(fixed, dtype=torch.bool, device=value.device)
+            if fixed.shape not in ((N,), (B, N)):
+                raise ValueError(f"{name}.fixed: expected shape ({N},) or ({B}, {N}), got {tuple(fixed.shape)}")
+            held = held | fixed
+        self.value, self.fixed, self.name = value, held, name
+
+    @property
+    def batch(self) -> int:
+        return self.value.shape[0]
+
+    @property
+    def count(self) -> int:
+        return self.value.shape[1]

@@ -1,0 +1,192 @@
+"""robojac.optim's engine: user factors without Jacobians, batches that stop on their own,
+failures that say so, and gradients through the answer checked against finite differences."""
+
+import pypose as pp
+import pytest
+import torch
+
+from robojac import lie, optim
+
+from helpers import max_err
+
+
+def point_to_point(X, p, q):
+    """``X (B, 1, 7)`` moves points ``p (B, 1, M, 3)`` onto ``q``: residual ``(B, 1, 3M)``."""
+    return (lie.se3_act(X[:, :, None, :], p) - q).flatten(2)
+
+
+class ClosedPointToPoint:
+    """The same residual with its closed-form Jacobian ``[I, -[q]x]`` (left perturbation)."""
+
+    def __call__(self, X, p, q):
+        return point_to_point(X, p, q)
+
+    def value_and_jacobians(self, X, p, q):
+        moved = lie.se3_act(X[:, :, None, :], p)  # (B, 1, M, 3)
+        eye = torch.eye(3, dtype=X.dtype, device=X.device).expand(moved.shape + (3,))
+        J = torch.cat((eye, -lie.skew(moved)), -1)  # (B, 1, M, 3, 6)
+        return (moved - q).flatten(2), (J.flatten(2, 3),)
+
+
+def _pairs(B, M, noise, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(dtype=torch.float64, device="cpu")
+    T = pp.se3(0.3 * torch.randn(B, 6, generator=g, **kw)).Exp()
+    p = torch.randn(B, M, 3, generator=g, **kw)
+    q = T.unsqueeze(1).Act(p) + noise * torch.randn(B, M, 3, generator=g, **kw)
+    return T.to(device), p.to(device), q.to(device)
+
+
+def _pose_problem(p, q, residual=point_to_point):
+    B = p.shape[0]
+    X = optim.Variable("SE3", pp.identity_SE3(B, 1, dtype=p.dtype, device=p.device).tensor(), name="T_q_p")
+    return X, optim.Factor(residual, [X], data=(p[:, None], q[:, None]), name="points")
+
+
+def test_a_factor_without_a_jacobian_solves_a_batch(device):
+    T, p, q = _pairs(4, 25, 0.0, device)
+    X, f = _pose_problem(p, q)
+    r = optim.solve([X], [f])
+    assert r.converged.all() and r.values[0].shape == (4, 1, 7) and r.values[0].device == device
+    assert max_err((pp.SE3(r.values[0][:, 0]).Inv() * T).Log().tensor(), torch.zeros(4, 6, dtype=torch.float64,
+                                                                                         device=device)) < 1e-10
+    assert set(r.reason) <= {"gradient_tolerance", "relative_tolerance", "absolute_tolerance"}
+    assert r.history.cost.shape == (int(r.iterations.max()), 4)
+
+
+def test_closed_forms_and_autodiff_take_the_same_steps(device):
+    _, p, q = _pairs(3, 30, 0.01, device)
+    X1, f1 = _pose_problem(p, q)
+    X2, f2 = _pose_problem(p, q, ClosedPointToPoint())
+    pb1, pb2 = optim.Problem([X1], [f1]), optim.Problem([X2], [f2])
+    lin1, lin2 = optim.Linearization(pb1, (X1.value,)), optim.Linearization(pb2, (X2.value,))
+    (H1, g1), (H2, g2) = lin1.normal_equations(), lin2.normal_equations()
+    assert max_err(H1, H2) < 1e-10 and max_err(g1, g2) < 1e-10
+    a, b = optim.solve([X1], [f1]), optim.solve([X2], [f2])
+    assert torch.equal(a.iterations, b.iterations) and max_err(a.values[0], b.values[0]) < 1e-12
+
+
+def test_a_point_to_line_factor_with_lie_variables(device):
+    """A new factor with SE3 variables: points measured on known lines (a laser tracker's rays);
+    no Jacobian is written anywhere."""
+    T, p, _ = _pairs(2, 40, 0.0, device, seed=3)
+    g = torch.Generator().manual_seed(4)
+    d = torch.nn.functional.normalize(torch.randn(2, 40, 3, dtype=torch.float64, generator=g, device="cpu"), dim=-1)
+    d = d.to(device)
+    on_line = T.unsqueeze(1).Act(p) + 0.7 * d  # a point of each line, not the point itself
+
+    def point_to_line(X, p, a, d):  # distance of X p from the line through a along d
+        v = lie.se3_act(X[:, :, None, :], p) - a
+        return (v - (v * d).sum(-1, keepdim=True) * d).flatten(2)
+
+    X = optim.Variable("SE3", pp.identity_SE3(2, 1, dtype=torch.float64, device=device).tensor())
+    f = optim.Factor(point_to_line, [X], data=(p[:, None], on_line[:, None], d[:, None]))
+    r = optim.solve([X], [f], optim.SolverConfig(termination=optim.TerminationConfig(max_iterations=200)))
+    assert r.converged.all()
+    assert float((pp.SE3(r.values[0][:, 0]).Inv() * T).Log().norm(dim=-1).max()) < 1e-8
+
+
+def test_problems_stop_on_their_own_and_failures_say_why(device):
+    _, p, q = _pairs(3, 20, 0.01, device)
+    q = q.clone()
+    q[1, 5, 0] = float("nan")  # problem 1's residual is NaN from the start
+    X, f = _pose_problem(p, q)
+    r = optim.solve([X], [f])
+    assert r.converged.tolist() == [True, False, True] and r.reason[1] == "non_finite"
+    assert torch.isfinite(r.values[0]).all()  # its values: the last finite state (the start)
+    few = optim.solve([X], [optim.Factor(point_to_point, [X], data=(p[:, None], q[:, None]))],
+                      optim.SolverConfig(termination=optim.TerminationConfig(max_iterations=1)))
+    assert few.reason[0] == "max_iterations" and not bool(few.converged[0])
+
+
+def test_fixed_variables_keep_their_values(device):
+    B = 2
+    kw = dict(dtype=torch.float64, device=device)
+    target = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]], **kw).expand(B, 3, 2)
+    x = optim.Variable("Rn", torch.zeros(B, 3, 2, **kw), fixed=[False, True, False])
+    f = optim.Factor(lambda X, t: X - t, [x], index=[0, 1, 2], data=(target[0],))
+    r = optim.solve([x], [f])
+    assert r.converged.all() and torch.equal(r.values[0][:, 1], torch.zeros(B, 2, **kw))
+    assert max_err(r.values[0][:, [0, 2]], target[:, [0, 2]]) < 1e-9  # the held entry keeps a cost of 12.5
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_implicit_gradients_equal_central_differences(noise, device):
+    """d(answer)/d(data) by the implicit function theorem, against re-solving at data +- h
+    (float64, from the solution): relative error < 1e-5, with and without residuals at the optimum."""
+    T, p, q = _pairs(2, 12, noise, device, seed=5)
+    q = q.clone().requires_grad_()
+    X, f = _pose_problem(p, q)
+    r = optim.solve([X], [f])
+    w = torch.randn(2, 1, 7, dtype=torch.float64, device=device)
+    (r.values[0] * w).sum().backward()
+    got = q.grad.clone()
+
+    def answer(qq):
+        Xs, fs = _pose_problem(p, qq.detach())
+        out = optim.solve([Xs], [fs], optim.SolverConfig(backward="none"))
+        assert out.converged.all()
+        return (out.values[0] * w).sum()
+
+    h, ref = 1e-6, torch.zeros_like(got)
+    for b, m, c in [(0, 0, 0), (0, 3, 2), (1, 7, 1), (1, 11, 0), (0, 5, 1)]:
+        e = torch.zeros_like(q)
+        e[b, m, c] = h
+        ref[b, m, c] = (answer(q + e) - answer(q - e)) / (2 * h)
+        assert abs(float(got[b, m, c] - ref[b, m, c])) <= 1e-5 * max(abs(float(ref[b, m, c])), 1e-3)
+
+
+def test_gradcheck_through_the_solver():
+    """torch.autograd.gradcheck on a small nonlinear problem (a rotation fitted to vectors)."""
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(1, 6, 3, dtype=torch.float64, generator=g)
+    R = pp.randn_SO3(1, dtype=torch.float64)
+    b0 = R.unsqueeze(1).Act(a) + 0.05 * torch.randn(1, 6, 3, dtype=torch.float64, generator=g)
+
+    def rotate(Q, a, b):
+        return (lie.quat_rotate(Q[:, :, None, :], a) - b).flatten(2)
+
+    def answer(b):
+        Q = optim.Variable("SO3", pp.identity_SO3(1, 1, dtype=torch.float64).tensor())
+        out = optim.solve([Q], [optim.Factor(rotate, [Q], data=(a[:, None], b[:, None]))])
+        return out.values[0]
+
+    assert torch.autograd.gradcheck(answer, (b0.clone().requires_grad_(),), eps=1e-6, atol=1e-6)
+
+
+def test_unrolled_and_implicit_gradients_agree_at_convergence(device):
+    _, p, q = _pairs(1, 15, 0.02, device, seed=7)
+    grads = {}
+    for mode in ("implicit", "unroll"):
+        qq = q.clone().requires_grad_()
+        X, f = _pose_problem(p, qq)
+        r = optim.solve([X], [f], optim.SolverConfig(backward=mode))
+        r.values[0][..., :3].sum().backward()
+        grads[mode] = qq.grad
+    assert max_err(grads["implicit"], grads["unroll"]) < 1e-6 * float(grads["implicit"].abs().max())
+
+
+def test_an_unconverged_problem_passes_no_gradient(device):
+    _, p, q = _pairs(2, 10, 0.02, device)
+    q = q.clone().requires_grad_()
+    X, f = _pose_problem(p, q)
+    r = optim.solve([X], [f], optim.SolverConfig(termination=optim.TerminationConfig(max_iterations=1)))
+    assert not bool(r.converged.any())
+    r.values[0].sum().backward()
+    assert torch.equal(q.grad, torch.zeros_like(q))
+
+
+def test_no_grad_costs_nothing_extra_and_bad_configs_are_refused(device):
+    _, p, q = _pairs(1, 10, 0.0, device)
+    X, f = _pose_problem(p, q)
+    assert not optim.solve([X], [f]).values[0].requires_grad
+    for build, match in ((lambda: optim.TrustRegionConfig(lambda_initial=float("inf")), "lambda_initial"),
+                         (lambda: optim.TrustRegionConfig(factor_up=1.0), "factor_up: expected a factor above 1"),
+                         (lambda: optim.TerminationConfig(max_iterations=2.5), "max_iterations"),
+                         (lambda: optim.TerminationConfig(gradient_tolerance=-1), "gradient_tolerance"),
+                         (lambda: optim.SolverConfig(backward="adjoint"), "backward"),
+                         (lambda: optim.Variable("SE4", torch.zeros(1, 1, 7)), "kind: expected one of"),
+                         (lambda: optim.Variable("SE3", torch.zeros(1, 7)), r"expected shape \(B, N, 7\)"),
+                         (lambda: optim.Factor(point_to_point, [X], index=[[3]]), "outside")):
+        with pytest.raises(ValueError, match=match):
+            build()
