@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .kinematics import Chain, Joint
-from .kinematics._dh import DHRow
+from .kinematics import Chain, DHRow, Joint
 
 __all__ = ["planar_arm", "sample_arm", "PANDA_DH"]
 

@@ -12,7 +12,7 @@ import pypose as pp
 import torch
 from torch import Tensor
 
-from ..lie import _ops as ops
+from .. import lie
 from ..lie import se3_tensor, skew, wrap_lie
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
@@ -100,7 +100,7 @@ class RegistrationResult:
 
     def matrix(self) -> Tensor:
         """``T_target_source`` as ``(..., 4, 4)`` matrices."""
-        return ops.se3_to_matrix(self.T_target_source.tensor())
+        return lie.se3_to_matrix(self.T_target_source.tensor())
 
 
 @dataclass(eq=False)
@@ -226,7 +226,7 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
             seen[id(t)] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target", dtype=dtype)
         tgt0.append(seen[id(t)])
     if init is None:
-        T = ops.se3_exp(torch.zeros(B, 6, dtype=dtype, device=device))
+        T = lie.se3_exp(torch.zeros(B, 6, dtype=dtype, device=device))
     else:
         T = se3_tensor(init, name="init").to(dtype=dtype, device=device).reshape(-1, 7)
         if T.shape[0] == 1:
@@ -238,11 +238,11 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
         rot = _restart_rotations(cfg.restarts, cfg.restart_angle, dtype).to(device)
         rot = torch.cat((torch.zeros(1, 3, dtype=dtype, device=device), rot))  # hypothesis 0: the init itself
         c = torch.stack([s.mean(0) for s in src0])  # rotate about each source's centroid
-        Rq = ops.so3_exp(rot)  # (H, 4)
+        Rq = lie.so3_exp(rot)  # (H, 4)
         T_h = []
         for b in range(B):
-            about = torch.cat((c[b] - ops.quat_rotate(Rq, c[b].expand(H, 3)), Rq), -1)  # p -> R (p - c) + c
-            T_h.append(ops.se3_compose(T[b].expand(H, 7), about))
+            about = torch.cat((c[b] - lie.quat_rotate(Rq, c[b].expand(H, 3)), Rq), -1)  # p -> R (p - c) + c
+            T_h.append(lie.se3_compose(T[b].expand(H, 7), about))
         T = torch.stack(T_h).reshape(B * H, 7)
     elements = 9 * H * sum(s.shape[0] for s in src0)  # the largest per-point arrays: 3x3 per point
     with torch_threads(threads_for(elements, device, cfg.num_threads)):
@@ -437,7 +437,7 @@ def _shift_pose(T: Tensor, before: Tensor, after: Tensor) -> Tensor:
     moves between the original coordinates and the centred ones.  Computed in float64: the
     centres may be kilometres from the origin."""
     T64 = T.double()
-    t = ops.quat_rotate(T64[:, 3:], before.double()) + T64[:, :3] + after.double()
+    t = lie.quat_rotate(T64[:, 3:], before.double()) + T64[:, :3] + after.double()
     return torch.cat((t, T64[:, 3:]), -1).to(T.dtype)
 
 
@@ -478,7 +478,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
         pick = (lambda x: x) if whole else (lambda x: x[a])
         rows = None if whole else a
         Ta, mk = pick(T), pick(mask)
-        Rm = ops.quat_to_matrix(Ta[:, 3:])
+        Rm = lie.quat_to_matrix(Ta[:, 3:])
         q = soa.transform(Rm, Ta[:, :3], pick(srcT))  # (A, 3, N)
         d2, j = targets.nearest(q.transpose(1, 2), mk, rows)
         valid = mk & (d2 <= pick(dmax2))
@@ -504,7 +504,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
             delta = -torch.linalg.solve(Hm + lam[:, None, None] * eye6, g.unsqueeze(-1)).squeeze(-1)
         has = valid.sum(1) >= 3
         delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
-        T[a] = ops.se3_compose(ops.se3_exp(delta), Ta)  # left update
+        T[a] = lie.se3_compose(lie.se3_exp(delta), Ta)  # left update
         iters[a] += 1
         small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
         active[a] = ~small & has
@@ -540,12 +540,12 @@ def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
     D[:, 2] = torch.sign(torch.det(U @ Vt))
     R = (U * D[:, None, :]) @ Vt
     t = mp - (R @ mq.unsqueeze(-1)).squeeze(-1)
-    return ops.se3_log(torch.cat((t, ops.matrix_to_quat(R)), -1))
+    return lie.se3_log(torch.cat((t, lie.matrix_to_quat(R)), -1))
 
 
 def _fitness(S, targets: _TargetSet, T: Tensor, counts: bool = False):
     src, mask, s_ctr = _centred_sources(S, targets.H)
-    q = ops.se3_act(_shift_pose(T, s_ctr, -targets.row_centers())[:, None, :], src)  # about each target's centre
+    q = lie.se3_act(_shift_pose(T, s_ctr, -targets.row_centers())[:, None, :], src)  # about each target's centre
     d2, _ = targets.nearest(q, mask)
     inl = mask & (d2 <= targets.dmax2.to(T.dtype))
     n_in = inl.sum(1)

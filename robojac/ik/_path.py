@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kinematics import Chain
-from ..kinematics._joint import JointType
+from ..kinematics import JointType
 
 __all__ = ["SerialPath", "quat_to_matrix_np", "rotation_error"]
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..optim import RIDGE
+
 __all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "RIDGE", "wrap_into", "on_joints"]
 
 LAMBDA_DOWN = 1.0 / 3.0  # damping factor after an accepted step
 LAMBDA_UP = 3.0  # after a rejected one
 LAMBDA_MIN = 1e-9
 LAMBDA_MAX = 1e8  # a problem whose damping climbs this high has stalled and stops
-# The damped system is (A + lambda diag(A) + RIDGE eps |diag(A)|_max I) dq = b, eps the dtype's.
-# The ridge keeps a joint that does not move the task (the Panda's joint 7 for a position-only
-# target: its axis runs through the hand) from making the system singular.  An absolute 1e-12
-# did in float64, but fell under float32's pivot threshold: position-only IK in float32 then took
-# no step at all (1 of 1,000 Panda targets solved).  Relative to the system and its precision,
-# it changes no other step by more than ~1e-5 (float32) or ~2e-14 (float64).
-RIDGE = 100.0
+# The damped system is (A + lambda diag(A) + RIDGE eps |diag(A)|_max I) dq = b: the engine's one
+# damping rule (robojac.optim.damped), in the engines' own layouts.  The ridge keeps a joint that
+# does not move the task (the Panda's joint 7 for a position-only target) from making the system
+# singular: an absolute 1e-12 fell under float32's pivot threshold and position-only IK in
+# float32 took no step at all (1 of 1,000 Panda targets solved).
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pypose as pp
 import torch
 from torch import Tensor
 
-from ..lie import _ops as ops
+from .. import lie
 from ..lie import require_values, se3_tensor
 
 __all__ = ["parse_targets", "pose_errors"]
@@ -37,5 +37,5 @@ def pose_errors(X: Tensor, target: Tensor, position_only: bool) -> tuple[Tensor,
     dp = target[:, :3] - X[:, :3]
     if position_only:
         return dp, dp.norm(dim=-1), torch.zeros_like(dp[:, 0])
-    dr = ops.so3_log(ops.quat_mul(target[:, 3:], ops.quat_conj(X[:, 3:])))
+    dr = lie.so3_log(lie.quat_mul(target[:, 3:], lie.quat_conj(X[:, 3:])))
     return torch.cat((dp, dr), -1), dp.norm(dim=-1), dr.norm(dim=-1)

@@ -14,7 +14,7 @@
 Convention: left perturbation ``X' = Exp(d) * X``, tangent ``[rho, phi]`` (pypose's).
 """
 
-from ._analytic import SE3BetweenResidual, se3_act_jacobian, se3_between
+from ._analytic import SE3BetweenResidual, se3_act_jacobian, se3_between, whiten
 from ._divergence import batch_jacobian, divergence
 from ._functional import hessian, hvp, jacobian, jvp, vhp, vjp
 from ._modjac import model_function, modjac
@@ -42,4 +42,5 @@ __all__ = [
     "se3_between",
     "vhp",
     "vjp",
+    "whiten",
 ]

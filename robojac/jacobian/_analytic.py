@@ -12,10 +12,10 @@ import pypose as pp
 import torch
 from torch import Tensor
 
-from ..lie import _ops as ops
+from .. import lie
 from ..lie import skew
 
-__all__ = ["se3_act_jacobian", "SE3BetweenResidual", "se3_between"]
+__all__ = ["se3_act_jacobian", "SE3BetweenResidual", "se3_between", "whiten"]
 
 
 def _raw(x):
@@ -30,17 +30,17 @@ def se3_act_jacobian(T: Tensor, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     T = _raw(T)
     if T.shape[-1] != 7 or p.shape[-1] != 3:
         raise ValueError(f"se3_act_jacobian: expected T (..., 7) and p (..., 3), got {tuple(T.shape)} and {tuple(p.shape)}")
-    q = ops.se3_act(T, p)
+    q = lie.se3_act(T, p)
     eye = torch.eye(3, dtype=q.dtype, device=q.device).expand(q.shape[:-1] + (3, 3))
     J_T = torch.cat((eye, -skew(q)), dim=-1)
-    R = ops.quat_to_matrix(T[..., 3:])
+    R = lie.quat_to_matrix(T[..., 3:])
     return q, J_T, R.expand(q.shape[:-1] + (3, 3))
 
 
 def se3_between(Ti: Tensor, Tj: Tensor, Z: Tensor) -> Tensor:
     """``Log(Z^-1 Ti^-1 Tj)``, shape ``(..., 6)``: the error of a relative-pose measurement ``Z``."""
     Ti, Tj, Z = _raw(Ti), _raw(Tj), _raw(Z)
-    return ops.se3_log(ops.se3_compose(ops.se3_inverse(Z), ops.se3_compose(ops.se3_inverse(Ti), Tj)))
+    return lie.se3_log(lie.se3_compose(lie.se3_inverse(Z), lie.se3_compose(lie.se3_inverse(Ti), Tj)))
 
 
 class SE3BetweenResidual:
@@ -53,11 +53,11 @@ class SE3BetweenResidual:
     """
 
     def __call__(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
-        return _whiten(se3_between(Ti, Tj, Z), sqrt_info)
+        return whiten(se3_between(Ti, Tj, Z), sqrt_info)
 
     def value_and_jacobians(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
         e = se3_between(Ti, Tj, Z)
-        return _whiten(e, sqrt_info), self.jacobians_at(e, Tj, sqrt_info)
+        return whiten(e, sqrt_info), self.jacobians_at(e, Tj, sqrt_info)
 
     @staticmethod
     def error(Ti: Tensor, Tj: Tensor, Z: Tensor) -> Tensor:
@@ -71,18 +71,19 @@ class SE3BetweenResidual:
         needs it)."""
         Tj_raw = _raw(Tj)
         # Jr^-1 = [[A, B], [0, A]] and Ad(Tj^-1) = [[R, S], [0, R]]: three 3x3 products
-        Jr = ops.se3_right_jacobian_inverse(e)
+        Jr = lie.se3_right_jacobian_inverse(e)
         A, B = Jr[..., :3, :3], Jr[..., :3, 3:]
-        inv = ops.se3_inverse(Tj_raw)
-        R = ops.quat_to_matrix(inv[..., 3:])
-        S = ops.mm3(skew(inv[..., :3]), R)
-        AR = ops.mm3(A, R)
-        top = torch.cat((AR, ops.mm3(A, S) + ops.mm3(B, R)), dim=-1)
+        inv = lie.se3_inverse(Tj_raw)
+        R = lie.quat_to_matrix(inv[..., 3:])
+        S = skew(inv[..., :3]) @ R
+        AR = (A @ R)
+        top = torch.cat((AR, (A @ S) + (B @ R)), dim=-1)
         Jj = torch.cat((top, torch.cat((torch.zeros_like(AR), AR), dim=-1)), dim=-2)
         if sqrt_info is not None:
             Jj = sqrt_info @ Jj
         return -Jj, Jj
 
 
-def _whiten(e: Tensor, sqrt_info: Tensor | None) -> Tensor:
+def whiten(e: Tensor, sqrt_info: Tensor | None) -> Tensor:
+    """``L e`` for errors ``e (..., d)`` and square-root information ``L (..., d, d)`` (``e`` without one)."""
     return e if sqrt_info is None else (sqrt_info @ e.unsqueeze(-1)).squeeze(-1)

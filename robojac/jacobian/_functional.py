@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from ..lie import GroupSpec, group_spec, raw_autograd, retract_first_order
-from ..lie import _ops as ops
+from .. import lie
 from ._params import STRATEGIES
 
 __all__ = ["jacobian", "vjp", "jvp", "hessian", "vhp", "hvp"]
@@ -80,9 +80,9 @@ class _Tangentized:
             return pp.LieTensor(v, ltype=a.ltype) if isinstance(a, pp.LieTensor) else v
         base = a.as_subclass(Tensor) if isinstance(a, pp.LieTensor) else a
         if self.exact and spec.name == "SE3":
-            raw = ops.se3_compose(ops.se3_exp(v), base)
+            raw = lie.se3_compose(lie.se3_exp(v), base)
         elif self.exact and spec.name == "SO3":
-            raw = ops.quat_mul(ops.so3_exp(v), base)
+            raw = lie.quat_mul(lie.so3_exp(v), base)
         elif self.exact:
             alg = {"RxSO3": pp.rxso3_type, "Sim3": pp.sim3_type}[spec.name]
             raw = (pp.LieTensor(v, ltype=alg).Exp() * pp.LieTensor(base, ltype=_LTYPES[spec.name])).as_subclass(Tensor)

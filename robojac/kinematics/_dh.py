@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..lie import _ops as ops
+from .. import lie
 from ._joint import Joint, JointLimits, JointType
 
 __all__ = ["DHRow", "chain_from_dh"]
@@ -39,13 +39,13 @@ def _pose(rot_axis: int | None, angle: float, trans) -> torch.Tensor:
     phi = torch.zeros(3, dtype=torch.float64, device="cpu")
     if rot_axis is not None:
         phi[rot_axis] = angle
-    return torch.cat((torch.tensor(trans, dtype=torch.float64, device="cpu"), ops.so3_exp(phi)))
+    return torch.cat((torch.tensor(trans, dtype=torch.float64, device="cpu"), lie.so3_exp(phi)))
 
 
 def _compose(*poses) -> torch.Tensor:
     out = poses[0]
     for p in poses[1:]:
-        out = ops.se3_compose(out, p)
+        out = lie.se3_compose(out, p)
     return out
 
 

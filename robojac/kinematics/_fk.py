@@ -17,7 +17,7 @@ joints map onto the actuated columns through the constant matrix ``d theta / d q
 
 Without autograd, a :class:`Plan` holds a workspace for one batch size (reused from call to
 call: fresh multi-megabyte buffers cost more in page faults than the arithmetic) and every
-view the loop needs, so a call is a flat sequence of ``out=`` ops.  With autograd the same
+view the loop needs, so a call is a flat sequence of ``out=`` lie.  With autograd the same
 loop allocates.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..lie import _ops as ops
+from .. import lie
 from ._joint import JointType
 from ._tree import TreeLayout
 
@@ -78,13 +78,13 @@ def compile_program(tree: TreeLayout) -> Program:
     if F > 1:
         origins = torch.stack([tree.joint_of[f].origin for f in range(1, F)])  # (F - 1, 7)
         axes = torch.tensor([tree.joint_of[f].axis for f in range(1, F)], **on_cpu)
-        RQ[1:, :4] = ops.quat_product_matrix(origins[:, 3:])
-        WT[1:] = ops.quat_rotation_form(origins[:, :3])
+        RQ[1:, :4] = lie.quat_product_matrix(origins[:, 3:])
+        WT[1:] = lie.quat_rotation_form(origins[:, :3])
         moving = torch.tensor([k != FIXED for k in kind[1:]], device="cpu")
-        WZ[1:][moving] = ops.quat_rotation_form(axes[moving])
+        WZ[1:][moving] = lie.quat_rotation_form(axes[moving])
         turning = torch.tensor([k == REVOLUTE for k in kind[1:]], device="cpu")
         pure = torch.cat((axes[turning], axes.new_zeros(int(turning.sum()), 1)), -1)  # the axis as a quaternion
-        RQ[1:, 4:][turning] = ops.quat_product_matrix(ops.quat_mul(origins[turning, 3:], pure))
+        RQ[1:, 4:][turning] = lie.quat_product_matrix(lie.quat_mul(origins[turning, 3:], pure))
     dof = len(tree.actuated)
     # theta[r] = mult[r] q[src[r]] + offset[r]: one row per movable joint (a mimic joint reads its
     # source); kept as index, factor and offset, linear in the joints (a dense rows x dof map was
@@ -251,7 +251,7 @@ def plan_jacobian(plan: Plan, f: int, local: bool) -> Tensor:
     J = torch.empty(B, 6, n, dtype=Jn.dtype, device=Jn.device)
     transpose_into(J.view(B, 6 * n), Jn.view(6 * n, B))
     if local:
-        Rt = ops.quat_to_matrix(plan.soa[f, 3:].T).transpose(-1, -2)  # (B, 3, 3)
+        Rt = lie.quat_to_matrix(plan.soa[f, 3:].T).transpose(-1, -2)  # (B, 3, 3)
         J = torch.cat((Rt @ J[:, :3], Rt @ J[:, 3:]), dim=1)
     if prog.identity_map and n == dof and slots == list(range(dof)):
         return J
@@ -336,6 +336,6 @@ def jacobian_from(prog: Program, C: dict[str, Tensor], f: int, path: list[int], 
         rows = torch.tensor([prog.slot[g] for g in cols], device=Z.device)
         J = fold_columns(C, Jj.permute(2, 1, 0), rows, dof)
     if local_quat is not None:
-        Rt = ops.quat_to_matrix(local_quat.T).transpose(-1, -2)  # (B, 3, 3)
+        Rt = lie.quat_to_matrix(local_quat.T).transpose(-1, -2)  # (B, 3, 3)
         J = torch.cat((Rt @ J[:, :3], Rt @ J[:, 3:]), dim=1)
     return J.contiguous()

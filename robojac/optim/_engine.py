@@ -21,7 +21,8 @@ from .._config import check_choice, check_int, check_real
 from ._problem import Factor, Linearization, Problem
 from ._variables import Variable
 
-__all__ = ["History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig", "damped", "solve"]
+__all__ = ["RIDGE", "History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig", "damped",
+           "solve"]
 
 RIDGE = 100.0  # the damping's floor: RIDGE * eps(dtype) * max diag(H), see damped()
 

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from ..jacobian import SE3BetweenResidual, se3_between
-from ..jacobian._analytic import _whiten
-from ..lie import _ops as ops
+from ..jacobian import whiten
+from .. import lie
 from ..lie import require_values, wrap_lie
 from ..optim import RobustKernel
 from ..lie import se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
@@ -25,11 +25,11 @@ class SE2BetweenResidual:
     """The planar edge residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on ``[x, y, theta]`` poses (3-dof)."""
 
     def __call__(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
-        return _whiten(self.error(Xi, Xj, Z), sqrt_info)
+        return whiten(self.error(Xi, Xj, Z), sqrt_info)
 
     def value_and_jacobians(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
         e = self.error(Xi, Xj, Z)
-        return _whiten(e, sqrt_info), self.jacobians_at(e, Xj, sqrt_info)
+        return whiten(e, sqrt_info), self.jacobians_at(e, Xj, sqrt_info)
 
     @staticmethod
     def error(Xi: Tensor, Xj: Tensor, Z: Tensor) -> Tensor:

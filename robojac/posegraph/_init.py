@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from ..lie import _ops as ops
+from .. import lie
 from ..optim import SparseLDL
 
 __all__ = ["spanning_tree_state", "chordal_state"]
@@ -80,11 +80,11 @@ def spanning_tree_state(N: int, edges: Tensor, Z: Tensor, dim: int, root: int = 
     nodes = order[1:]
     rel = Zd[np.abs(code) - 1]
     inv = torch.from_numpy(code < 0)
-    rel[inv] = ops.se3_inverse(rel[inv])
+    rel[inv] = lie.se3_inverse(rel[inv])
     for level in range(1, int(depth.max()) + 1):
         sel = depth[nodes] == level
         nd, pr = torch.from_numpy(nodes[sel]), torch.from_numpy(parent[sel])
-        X[nd] = ops.se3_compose(X[pr], rel[torch.from_numpy(np.nonzero(sel)[0])])
+        X[nd] = lie.se3_compose(X[pr], rel[torch.from_numpy(np.nonzero(sel)[0])])
     return X.to(dtype=dtype, device=device)
 
 
@@ -160,12 +160,12 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
         out = np.concatenate((t, theta[:, None]), 1)
         out[held] = V.numpy()[held]  # held poses come back bit-identical
         return torch.from_numpy(out).to(Z)
-    Rz = ops.quat_to_matrix(Zd[:, 3:]).numpy()  # (E, 3, 3)
+    Rz = lie.quat_to_matrix(Zd[:, 3:]).numpy()  # (E, 3, 3)
     # rows of R: (r_j^a)^T = R_ij^T (r_i^a)^T for a = 0, 1, 2 -- three systems, one matrix
     Bt = np.transpose(Rz, (0, 2, 1))
     A = _edge_system(e, free, Bt, 3)
     w_rot = np.repeat(np.maximum(np.trace(info[:, 3:, 3:], axis1=1, axis2=2) / 3, 1e-12), 3)
-    R = ops.quat_to_matrix(V[:, 3:]).numpy().copy()  # held rotations keep their values
+    R = lie.quat_to_matrix(V[:, 3:]).numpy().copy()  # held rotations keep their values
     rhs = np.stack([_held_rhs(e, held, Bt, R[:, a, :], 3) for a in range(3)], 1)  # (3E, 3)
     sol = _solve_normal(A, w_rot, rhs)  # (3 Nf, 3): column a = row a of every free R
     R[free] = sol.reshape(-1, 3, 3).transpose(0, 2, 1)
@@ -177,7 +177,7 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
     tij = Zd[:, :3].numpy()
     rhs = np.einsum("eab,eb->ea", R[e[:, 0]], tij).reshape(-1)
     t = _translations(e, free, held, info[:, :3, :3], V[:, :3].numpy(), rhs)
-    q = ops.matrix_to_quat(torch.from_numpy(R))
+    q = lie.matrix_to_quat(torch.from_numpy(R))
     out = torch.cat((torch.from_numpy(t), q), 1)
     out[torch.from_numpy(held)] = V[torch.from_numpy(held)]  # held poses come back bit-identical
     return out.to(Z)

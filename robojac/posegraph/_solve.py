@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from ..jacobian import BlockSparseJacobian, BlockSparsePattern
-from ..lie import _ops as ops
+from .. import lie
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
-from ..jacobian._analytic import _whiten
+from ..jacobian import whiten
 from ..optim import MultifrontalCholesky, RobustKernel, SparseLDL, conjugate_gradient
 from ._graph import PoseGraph, PoseGraphError
 from ._init import chordal_state, spanning_tree_state
@@ -142,8 +142,8 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
                 offset = se2_compose(S[root], se2_inverse(T[root]))
                 T = se2_compose(offset.expand_as(T), T)
             else:
-                offset = ops.se3_compose(S[root], ops.se3_inverse(T[root]))
-                T = ops.se3_compose(offset.expand_as(T), T)
+                offset = lie.se3_compose(S[root], lie.se3_inverse(T[root]))
+                T = lie.se3_compose(offset.expand_as(T), T)
             # every held (FIXed) pose keeps its value, not only the tree's root: the solver holds
             # them where the initialization leaves them
             return torch.where(held[:, None], S, T)
@@ -205,7 +205,7 @@ class _Problem:
         """The whitened residuals at ``S``; the Jacobian follows only if asked for."""
         Xj = S[self.graph.edges[:, 1]]
         e = self.residual.error(S[self.graph.edges[:, 0]], Xj, self.Z)
-        return _Linearization(self, e, Xj, _whiten(e, self.L))
+        return _Linearization(self, e, Xj, whiten(e, self.L))
 
     def solve(self, H: Tensor, g: Tensor, lam: float) -> Tensor:
         vals = H.values()
@@ -227,7 +227,7 @@ class _Problem:
         if self.dim == 2:
             out[self.free] = se2_compose(se2_exp(delta), S[self.free])
         else:
-            out[self.free] = ops.se3_compose(ops.se3_exp(delta), S[self.free])
+            out[self.free] = lie.se3_compose(lie.se3_exp(delta), S[self.free])
         return out
 
 

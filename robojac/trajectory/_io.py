@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .._files import read_text, write_text_atomic
-from ..lie import _ops as ops
+from .. import lie
 from ..lie import se3_tensor
 
 __all__ = ["Trajectory", "TrajectoryError", "read_tum", "write_tum", "read_kitti", "write_kitti", "associate"]
@@ -51,7 +51,7 @@ class Trajectory:
         return pp.SE3(self.poses)
 
     def matrices(self) -> Tensor:
-        return ops.se3_to_matrix(self.poses)
+        return lie.se3_to_matrix(self.poses)
 
 
 def _read_matrix(path, columns: int, what: str) -> np.ndarray:
@@ -121,7 +121,7 @@ def read_kitti(path) -> Trajectory:
     if (err > 1e-3).any():
         k = int(np.argmax(err))
         raise TrajectoryError(f"{path}: pose {k} is not a rigid transform (|R R^T - I| = {err[k]:.2e})")
-    return Trajectory(ops.matrix_to_se3(torch.from_numpy(T)))
+    return Trajectory(lie.matrix_to_se3(torch.from_numpy(T)))
 
 
 def write_kitti(traj: Trajectory, path) -> pathlib.Path:

@@ -8,7 +8,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from ..lie import _ops as ops
+from .. import lie
 from ._io import Trajectory, TrajectoryError
 
 __all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "rpe"]
@@ -83,12 +83,12 @@ def _relation_error(E: Tensor, relation: PoseRelation) -> Tensor:
     relation = PoseRelation(relation)
     if relation is PoseRelation.TRANSLATION_PART:
         return E[:, :3].norm(dim=1)
-    angle = ops.so3_log(E[:, 3:]).norm(dim=1)
+    angle = lie.so3_log(E[:, 3:]).norm(dim=1)
     if relation is PoseRelation.ROTATION_ANGLE_RAD:
         return angle
     if relation is PoseRelation.ROTATION_ANGLE_DEG:
         return torch.rad2deg(angle)
-    M = ops.se3_to_matrix(E) - torch.eye(4, dtype=E.dtype, device=E.device)
+    M = lie.se3_to_matrix(E) - torch.eye(4, dtype=E.dtype, device=E.device)
     return M.flatten(1).norm(dim=1)  # evo: Frobenius norm of E - I
 
 
@@ -105,9 +105,9 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
         R, t, s = align_umeyama(estimate.positions, reference.positions, with_scale=correct_scale)
         A = torch.eye(4, dtype=torch.float64, device=P.device)
         A[:3, :3], A[:3, 3] = s * R, t
-        q = ops.matrix_to_quat(R).expand(len(P), 4)
-        P = torch.cat(((s * (R @ P[:, :3].T)).T + t, ops.quat_mul(q, P[:, 3:])), 1)
-    E = ops.se3_compose(ops.se3_inverse(reference.poses), P)
+        q = lie.matrix_to_quat(R).expand(len(P), 4)
+        P = torch.cat(((s * (R @ P[:, :3].T)).T + t, lie.quat_mul(q, P[:, 3:])), 1)
+    E = lie.se3_compose(lie.se3_inverse(reference.poses), P)
     err = _relation_error(E, relation)
     return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
 
@@ -124,7 +124,7 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
     i = torch.arange(0, n - delta, 1 if all_pairs else delta, device=reference.poses.device)
     j = i + delta
     Q, P = reference.poses, estimate.poses
-    dQ = ops.se3_compose(ops.se3_inverse(Q[i]), Q[j])
-    dP = ops.se3_compose(ops.se3_inverse(P[i]), P[j])
-    err = _relation_error(ops.se3_compose(ops.se3_inverse(dQ), dP), relation)
+    dQ = lie.se3_compose(lie.se3_inverse(Q[i]), Q[j])
+    dP = lie.se3_compose(lie.se3_inverse(P[i]), P[j])
+    err = _relation_error(lie.se3_compose(lie.se3_inverse(dQ), dP), relation)
     return ErrorResult(err, _stats(err), PoseRelation(relation))

@@ -24,7 +24,7 @@ def plot_registration(source, target, T_target_source=None, ax=None, *, title: s
     """Target (grey) and source mapped by ``T_target_source`` (orange) in one 3D view; returns ``ax``."""
     import matplotlib.pyplot as plt
 
-    from ..lie import _ops as ops
+    from .. import lie
 
     ax = ax if ax is not None else plt.figure(figsize=(5.5, 5.5)).add_subplot(projection="3d")
     src = torch.from_numpy(_np(source, max_points, 1))
@@ -33,8 +33,8 @@ def plot_registration(source, target, T_target_source=None, ax=None, *, title: s
              else torch.as_tensor(T_target_source, device="cpu"))
         T = T.double()
         if T.shape[-2:] == (4, 4):
-            T = ops.matrix_to_se3(T)
-        src = ops.se3_act(T.reshape(1, 7), src)
+            T = lie.matrix_to_se3(T)
+        src = lie.se3_act(T.reshape(1, 7), src)
     tgt = _np(target, max_points, 2)
     s = src.numpy()
     ax.scatter(*tgt.T, s=1.5, c="#7f8c8d", alpha=0.45, label="target", depthshade=False)

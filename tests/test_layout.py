@@ -1,0 +1,72 @@
+"""The import rules of docs/design.md: packages import down the table, through public names."""
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "robojac"
+SHARED = {"_files", "_threads", "_config"}  # internals of the whole package, importing nothing of ours
+ALLOWED = {  # package -> the packages it may import
+    "lie": set(),
+    "jacobian": {"lie"},
+    "optim": {"lie", "jacobian"},
+    "kinematics": {"lie", "jacobian"},
+    "models": {"kinematics"},
+    "data": set(),
+    "__main__": {"cli"},
+    "ik": {"lie", "jacobian", "optim", "kinematics"},
+    "posegraph": {"lie", "jacobian", "optim"},
+    "trajectory": {"lie"},
+    "icp": {"lie", "jacobian", "optim", "posegraph", "trajectory"},
+    "viz": {"lie", "jacobian", "optim", "kinematics", "models", "ik", "posegraph", "trajectory", "icp"},
+    "cli": {"lie", "jacobian", "optim", "kinematics", "models", "data", "ik", "posegraph", "trajectory", "icp", "viz"},
+}
+
+
+def _imports(path: pathlib.Path):
+    """``(line, target package, imported names)`` of every relative import reaching another package."""
+    pkg = path.relative_to(ROOT).parts[0].removesuffix(".py")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            depth = node.level - (0 if path.name == "__init__.py" and path.parent != ROOT else 0)
+            inside = len(path.relative_to(ROOT).parts) - 1  # folders below robojac/
+            if depth <= inside:
+                continue  # within its own package
+            parts = (node.module or "").split(".")
+            target = parts[0] if node.module else None
+            names = [a.name for a in node.names]
+            yield node.lineno, pkg, target, parts, names
+
+
+def test_packages_import_down_the_table_through_public_names():
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for line, pkg, target, parts, names in _imports(path):
+            where = f"{path.relative_to(ROOT.parent)}:{line}"
+            if target is None:  # from .. import lie
+                targets = names
+            else:
+                targets = [target]
+                if len(parts) > 1 and parts[1].startswith("_"):
+                    bad.append(f"{where}: imports the private module {'.'.join(parts)}")
+            for t in targets:
+                if t in SHARED or t == "__version__":
+                    continue
+                if t.startswith("_") and t not in SHARED:
+                    bad.append(f"{where}: imports the private name {t}")
+                if pkg in SHARED:
+                    bad.append(f"{where}: {pkg} is shared by all and imports nothing of ours, yet imports {t}")
+                elif t not in ALLOWED.get(pkg, set()) and t != pkg:
+                    bad.append(f"{where}: {pkg} may not import {t} (allowed: {sorted(ALLOWED.get(pkg, set()))})")
+            for n in names:
+                if n.startswith("_") and target is not None and target not in SHARED:
+                    bad.append(f"{where}: imports the private name {n} from {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_nothing_below_imports_viz_or_cli():
+    for path in ROOT.rglob("*.py"):
+        pkg = path.relative_to(ROOT).parts[0]
+        if pkg in ("viz", "cli", "__main__.py"):
+            continue
+        text = path.read_text()
+        assert "import viz" not in text and "from ..viz" not in text and "from ..cli" not in text, path
