@@ -7,7 +7,7 @@ import pypose as pp
 import pytest
 import torch
 
-from robojac import ik
+from robojac import ik, lie
 from robojac.data import path as data_path
 from robojac.kinematics import Chain
 from robojac.models import planar_arm, sample_arm
@@ -477,3 +477,63 @@ def test_position_only_float32_batches_solve(name, tip, device):
     check = chain.forward_kinematics(result.q.double(), frame=tip).tensor()[:, :3]  # float64 re-check
     err = (check - P.double()).norm(dim=-1)
     assert int(result.converged.sum()) >= 599 and float(err[result.converged].max()) < 1e-4 * 1.001
+
+
+# ---- gradients through the answer ----------------------------------------------------------------
+_TIGHT = ik.IKConfig(position_tolerance=1e-13, orientation_tolerance=1e-13, max_iterations=40)
+
+
+def test_ik_answers_are_differentiable_against_central_differences(device):
+    """dq/d(left perturbation of the target) of a 6-DoF arm, against re-solving at +-h from the
+    solution (float64): relative error < 1e-5."""
+    ur5 = _chain("ur5.urdf", "ee_link").to(device)
+    q = ur5.random_configuration(2, generator=torch.Generator().manual_seed(11))
+    T = ur5.forward_kinematics(q, "ee_link")
+
+    def answer(xi):  # robojac's plain-tensor ops: pypose's own backward gives tangent, not raw, gradients
+        return ik.solve(ur5, lie.se3_compose(lie.se3_exp(xi), T.tensor()), config=_TIGHT, q0=q).q
+
+    xi = torch.zeros(2, 6, dtype=torch.float64, device=device)
+    J = torch.autograd.functional.jacobian(answer, xi.requires_grad_())  # (2, 6, 2, 6)
+    h = 1e-6
+    for k in range(6):
+        e = torch.zeros_like(xi)
+        e[:, k] = h
+        fd = (answer(xi.detach() + e) - answer(xi.detach() - e)) / (2 * h)  # (2, 6)
+        for b in range(2):
+            got = J[b, :, b, k]
+            assert float((got - fd[b]).norm()) <= 1e-5 * max(float(fd[b].norm()), 1e-3)
+
+
+def test_a_redundant_arm_follows_the_target_twist(device):
+    """7-DoF Panda: ``J(q) dq/dxi`` is the target's twist map (the damped least-norm derivative
+    moves the hand exactly as the target moves)."""
+    panda = _chain("panda.urdf", "panda_hand").to(device)
+    q = panda.random_configuration(3, generator=torch.Generator().manual_seed(12))
+    T = panda.forward_kinematics(q, "panda_hand")
+    xi = torch.zeros(3, 6, dtype=torch.float64, device=device, requires_grad=True)
+    result = ik.solve(panda, lie.se3_compose(lie.se3_exp(xi), T.tensor()), config=_TIGHT, q0=q)
+    assert result.converged.all() and result.q.requires_grad
+    dq = torch.stack([torch.autograd.grad(result.q[:, j].sum(), xi, retain_graph=True)[0] for j in range(7)], 1)
+    Jq = panda.jacobian(result.q.detach())  # (3, 6, 7): [v; w] in the root frame
+    p = T.translation()
+    expected = torch.zeros(3, 6, 6, dtype=torch.float64, device=device)  # d[v; w]/d[rho; phi], left perturbation
+    expected[:, :3, :3] = torch.eye(3, dtype=torch.float64, device=device)
+    expected[:, :3, 3:] = -lie.skew(p)
+    expected[:, 3:, 3:] = torch.eye(3, dtype=torch.float64, device=device)
+    assert max_err(Jq @ dq, expected) < 1e-5  # the damping (1e-10 of the Hessian) leaves ~1e-6
+
+
+def test_gradcheck_through_ik():
+    arm = planar_arm((1.0, 0.7))
+    target = torch.tensor([[1.2, 0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    cfg = ik.IKConfig(position_tolerance=1e-13, max_iterations=40)
+    q0 = torch.tensor([[0.3, 0.6]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: ik.solve(arm, t, config=cfg, q0=q0).q, (target,), eps=1e-6, atol=1e-6)
+
+
+def test_a_target_without_grad_costs_nothing_extra(device):
+    arm = sample_arm().to(device)
+    target = arm.forward_kinematics(arm.random_configuration(4), frame="tool")
+    r = ik.solve(arm, target)
+    assert not r.q.requires_grad and r.q.grad_fn is None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .. import optim
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
@@ -261,7 +262,38 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
         return _without_steps(chain, cfg, frame, flat, batch, position_only, q0)
     first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
     with torch_threads(threads_for(first_round * chain.dof, flat.device, cfg.num_threads)):
-        return _solve_in_rounds(chain, cfg, frame, flat, batch, position_only, q0)
+        result = _solve_in_rounds(chain, cfg, frame, flat, batch, position_only, q0)
+    if flat.requires_grad and torch.is_grad_enabled():
+        result = _with_gradients(chain, cfg, frame, flat, batch, position_only, result)
+    return result
+
+
+def _with_gradients(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
+                    result: IKResult) -> IKResult:
+    """``result`` with ``q`` differentiable with respect to the target: the implicit function
+    theorem at the solution, on the solver engine (:func:`robojac.optim.attach_gradients`), for the
+    weighted error ``[w_p (p* - p); w_o Log(R* R^T)]``.  Joints that do not move the frame get no
+    gradient; for a redundant arm the derivative is the damped least-norm one (damping 1e-10 of
+    the Hessian's largest entry in float64, 1e-5 below).  Active joint limits are not treated as
+    constraints; a target that was not reached passes zero gradient."""
+    B, dof = flat.shape[0], chain.dof
+    q = result.q.reshape(B, dof).detach()
+    moving = set(chain.moving_joints(frame))
+    drive = torch.tensor([k for k, n in enumerate(chain.joint_names) if n in moving], device=q.device)
+    var = optim.Variable("Rn", q[:, None, drive], name="q")  # the joints that move the frame; the others stay
+    w = torch.tensor([cfg.position_weight] * 3 + ([] if position_only else [cfg.orientation_weight] * 3),
+                     dtype=flat.dtype, device=flat.device)
+
+    def residual(Q, target):  # Q (B, 1, moving), target (B, 1, 7|3) -> (B, 1, 6|3)
+        full = q.to(Q.dtype).index_copy(1, drive, Q[:, 0])
+        X = chain.forward_kinematics_tensor(full, [frame])[:, 0]
+        return (pose_errors(X, target[:, 0], position_only)[0] * w)[:, None]
+
+    factor = optim.Factor(residual, [var], data=(flat[:, None],), name="target")
+    damping = 1e-10 if flat.dtype == torch.float64 else 1e-5
+    (qm,) = optim.attach_gradients([var], [factor], (q[:, None, drive],), result.converged.reshape(B),
+                                   damping=damping)
+    return replace(result, q=q.index_copy(1, drive, qm[:, 0]).reshape(batch + (dof,)))
 
 
 def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,

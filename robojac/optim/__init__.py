@@ -9,7 +9,9 @@
   structure-of-arrays.
 """
 
-from ._engine import RIDGE, History, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig, damped, solve
+from ._engine import (
+    RIDGE, History, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig, attach_gradients, damped, solve,
+)
 from ._kernels import KERNELS, RobustKernel
 from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
@@ -19,5 +21,5 @@ from ._variables import Group, Variable, group
 
 __all__ = ["RIDGE", "Factor", "Group", "History", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
            "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
-           "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
+           "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
            "group", "solve", "spd_solve_soa"]

@@ -21,8 +21,8 @@ from .._config import check_choice, check_int, check_real
 from ._problem import Factor, Linearization, Problem
 from ._variables import Variable
 
-__all__ = ["RIDGE", "History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig", "damped",
-           "solve"]
+__all__ = ["RIDGE", "History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig",
+           "attach_gradients", "damped", "solve"]
 
 RIDGE = 100.0  # the damping's floor: RIDGE * eps(dtype) * max diag(H), see damped()
 
@@ -169,10 +169,30 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     with torch.no_grad():
         result = _run(problem, cfg, differentiable=False)
     if cfg.backward == "implicit" and thetas and torch.is_grad_enabled():
-        values = _Implicit.apply(_Context(problem, result), *thetas)
+        values = _Implicit.apply(_Context(problem, result.values, result.converged, 0.0), *thetas)
         result = SolveResult(tuple(values), result.converged, result.iterations, result.cost, result.reason,
                              result.history)
     return result
+
+
+def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], values: Sequence[Tensor],
+                     converged: Tensor, *, damping: float = 0.0) -> tuple[Tensor, ...]:
+    """``values``, a minimum of the problem found by any solver, with gradients attached: the
+    implicit function theorem at that minimum, with respect to the factor data that require grad
+    (as :func:`solve` gives with ``backward="implicit"``).  This is how a solver with its own
+    loop (IK's, ICP's, the pose graphs') makes its answer differentiable.
+
+    ``damping`` adds ``damping * max(diag H)`` to the Hessian's diagonal: for a problem whose
+    minimum is not isolated (a redundant arm's self-motion) the derivative is then the damped
+    least-norm one.  Problems that did not converge get zero gradients.  Without data that
+    require grad (or with grad disabled) the values come back as they are, at no cost."""
+    problem = Problem(variables, factors)
+    thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
+    values = tuple(values)
+    if not thetas or not torch.is_grad_enabled():
+        return values
+    check_real("attach_gradients", "damping", damping)
+    return tuple(_Implicit.apply(_Context(problem, values, converged, float(damping)), *thetas))
 
 
 def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResult:
@@ -272,8 +292,8 @@ def _merge(problem: Problem, old: Linearization, new: Linearization, take: Tenso
 
 # ---- the implicit backward ---------------------------------------------------------------------
 class _Context:
-    def __init__(self, problem: Problem, result: SolveResult):
-        self.problem, self.result = problem, result
+    def __init__(self, problem: Problem, values: tuple[Tensor, ...], converged: Tensor, damping: float):
+        self.problem, self.values, self.converged, self.damping = problem, values, converged, damping
 
 
 def _cost_at(problem: Problem, values: tuple[Tensor, ...], delta: Tensor) -> Tensor:
@@ -291,13 +311,13 @@ class _Implicit(torch.autograd.Function):
     def forward(ctx, context: _Context, *thetas):
         ctx.context = context
         ctx.save_for_backward(*thetas)
-        return tuple(v.detach().clone() for v in context.result.values)
+        return tuple(v.detach().clone() for v in context.values)
 
     @staticmethod
     def backward(ctx, *grad_values):
-        problem, result = ctx.context.problem, ctx.context.result
+        problem, converged, damping = ctx.context.problem, ctx.context.converged, ctx.context.damping
         thetas = ctx.saved_tensors
-        values = tuple(v.detach() for v in result.values)
+        values = tuple(v.detach() for v in ctx.context.values)
         B, n = problem.batch, problem.size
         with torch.enable_grad():
             delta = values[0].new_zeros(B, n, requires_grad=True)
@@ -320,8 +340,10 @@ class _Implicit(torch.autograd.Function):
             held = problem.held
             H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
             H = H + torch.diag_embed(held.to(H.dtype))
+            if damping:
+                H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
             lam, info = torch.linalg.solve_ex(H, gbar.detach())
-            ok = (info == 0) & result.converged & torch.isfinite(lam).all(-1)
+            ok = (info == 0) & converged & torch.isfinite(lam).all(-1)
             lam = torch.where(ok[:, None], lam, torch.zeros_like(lam))  # no solution, no gradient
             s = (grad * lam).sum()
             grads = torch.autograd.grad(s, thetas, allow_unused=True)
