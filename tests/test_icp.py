@@ -509,9 +509,9 @@ def test_clouds_far_from_the_origin_align_as_at_the_origin(method, offset, devic
     old code came back 0.13 rad off at 100 m, converged=False, and said converged=True at 1 km
     in float32)."""
     tgt = voxel_downsample(_bunny()[1], 0.004)
-    T = pp.se3(torch.tensor([0.01, -0.02, 0.015, 0.05, -0.03, 0.08], dtype=torch.float64)).Exp()
+    T = pp.se3(torch.tensor([0.01, -0.02, 0.015, 0.05, -0.03, 0.08], dtype=torch.float64, device="cpu")).Exp()
     src = T.Inv().Act(tgt)
-    o = torch.tensor([offset, -offset, 0.5 * offset], dtype=torch.float64)
+    o = torch.tensor([offset, -offset, 0.5 * offset], dtype=torch.float64, device="cpu")
     cfg = ICPConfig(method=method, max_correspondence_distance=0.05, rotation_tolerance=1e-10,
                     translation_tolerance=1e-10, max_iterations=60)
     r = align((src + o).to(device), (tgt + o).to(device), config=cfg)
@@ -524,8 +524,8 @@ def test_float32_far_off_is_as_good_as_its_inputs(device):
     """In float32 at 1 km the points themselves are rounded to ~6e-5 m: the answer equals the
     float64 answer on the same rounded numbers, and is right to their precision."""
     tgt = voxel_downsample(_bunny()[1], 0.004)
-    T = pp.se3(torch.tensor([0.01, -0.02, 0.015, 0.05, -0.03, 0.08], dtype=torch.float64)).Exp()
-    o = torch.tensor([1000.0, -1000.0, 500.0], dtype=torch.float64)
+    T = pp.se3(torch.tensor([0.01, -0.02, 0.015, 0.05, -0.03, 0.08], dtype=torch.float64, device="cpu")).Exp()
+    o = torch.tensor([1000.0, -1000.0, 500.0], dtype=torch.float64, device="cpu")
     src32, tgt32 = (T.Inv().Act(tgt) + o).float(), (tgt + o).float()
     cfg = ICPConfig(method="gicp", max_correspondence_distance=0.05)
     r32 = align(src32.to(device), tgt32.to(device), config=cfg)
@@ -542,7 +542,7 @@ def test_the_lidar_pair_far_off_lands_on_its_own_answer(offset, device):
     tgt = read_point_cloud(data_path("pointclouds/lidar_small_gicp/target.ply")).to(device)
     cfg = ICPConfig(method="gicp", voxel_size=0.25)
     at_origin = align(src, tgt, config=cfg).T_target_source.tensor().cpu()
-    o = torch.tensor(offset, dtype=torch.float64)
+    o = torch.tensor(offset, dtype=torch.float64, device="cpu")
     far = align(src + o.to(device), tgt + o.to(device), config=cfg).T_target_source.tensor().cpu()
     E = _offset_truth(pp.SE3(at_origin), o).Inv() * pp.SE3(far)  # covariances and steps about the centres
     lever = float(o.norm())  # a rotation difference of 1e-12 moves the far points by 1e-12 * |o|

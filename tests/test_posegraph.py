@@ -526,3 +526,80 @@ def test_fixed_vertices_keep_their_poses_from_every_initialization(init, name, t
     held = graph.fixed.nonzero().squeeze(1)
     assert held.tolist() == [0, 4] and result.converged
     assert torch.equal(result.poses.tensor()[held], graph.poses.detach().tensor()[held])
+
+
+# ---- gradients through the optimum ---------------------------------------------------------------
+def _polished(X, E, Z, info, dim, start, held):
+    """The optimum re-solved from ``start`` on the engine to its gradient tolerance (the reference)."""
+    from robojac import optim
+
+    kind = "SE2" if dim == 2 else "SE3"
+    graph = PoseGraph(X, E, Z, info, dim=dim)
+    S = graph.state(start)
+    V = optim.Variable(kind, S[None].clone(), fixed=held[None])
+    f = optim.Factor(graph.residual_function(), [V, V], index=E, data=(graph.measurement_state(),
+                                                                       graph.sqrt_information))
+    exact = optim.TerminationConfig(relative_tolerance=0.0, gradient_tolerance=1e-12, max_iterations=30)
+    out = optim.solve([V], [f], optim.SolverConfig(optim.TrustRegionConfig(method="gn"), exact, backward="none"))
+    _, g = optim.Linearization(optim.Problem([V], [f]), out.values).normal_equations()
+    assert float(g.abs().max()) < 1e-9  # a minimum to rounding (a stall at the damping limit included)
+    return graph.poses_from_state(out.values[0][0]).tensor()
+
+
+@pytest.mark.parametrize("what", ["measurements", "information"])
+def test_optimized_poses_are_differentiable_against_central_differences(what, device):
+    """A 3D graph of 100 poses with loop closures (600 tangent dimensions: the sparse backward,
+    conjugate gradients on the exact Hessian preconditioned by Gauss-Newton's factorization):
+    d(poses)/d(measurements and information entries) against re-solving at +-h, relative < 1e-5."""
+    from test_reliability import _small_graph
+
+    X, E, Z, info = _small_graph(100, 3, 0.05, seed=4)
+    loops = torch.tensor([[0, 50], [10, 70], [25, 90], [40, 99]], device="cpu")
+    g = torch.Generator().manual_seed(5)
+    Zl = pp.se3(0.05 * torch.randn(4, 6, dtype=torch.float64, generator=g, device="cpu")).Exp() * (
+        pp.SE3(X[loops[:, 0]]).Inv() * pp.SE3(X[loops[:, 1]]))
+    E, Z = torch.cat((E, loops)), torch.cat((Z, Zl.tensor()))
+    info = torch.cat((info, 50 * torch.eye(6, dtype=torch.float64, device="cpu").expand(4, 6, 6)))
+    X, E, Z, info = X.to(device), E.to(device), Z.to(device), info.to(device)
+    live = (Z if what == "measurements" else info).clone().requires_grad_()
+    graph = PoseGraph(X, E, live if what == "measurements" else Z, live if what == "information" else info)
+    result = optimize(graph, PGOConfig(method="gn"))
+    assert result.converged and result.poses.requires_grad
+    w = torch.randn(100, 7, dtype=torch.float64, generator=g, device="cpu").to(device)
+    (result.poses.tensor() * w).sum().backward()
+    start, held = result.poses.tensor().detach(), torch.zeros(100, dtype=torch.bool, device=device)
+    held[0] = True
+
+    def loss(value):
+        args = (value, info) if what == "measurements" else (Z, value)
+        return float((_polished(X, E, *args, 3, start, held) * w).sum())
+
+    base = Z if what == "measurements" else info
+    entries = [(3, 0), (50, 4), (101, 2)] if what == "measurements" else [(3, 0, 0), (50, 4, 4), (101, 1, 1)]
+    for at in entries:
+        h = 1e-6 * max(1.0, abs(float(base[at])))  # relative to the entry (information entries are ~50)
+        d = torch.zeros_like(base)
+        d[at] = h
+        if what == "information":  # a symmetric perturbation keeps it an information matrix
+            d = 0.5 * (d + d.mT)
+        fd = (loss(base + d) - loss(base - d)) / (2 * h)
+        got = float(live.grad[at]) if what == "measurements" else float(live.grad[at])
+        assert abs(got - fd) <= 1e-5 * max(abs(fd), 1e-2), (at, got, fd)
+
+
+def test_gradcheck_through_a_small_2d_graph():
+    from test_reliability import _small_graph
+
+    X, E, Z, info = _small_graph(5, 2, 0.1, seed=6)
+
+    def poses(Zv):
+        graph = PoseGraph(X, E, Zv, info, dim=2)
+        return optimize(graph, PGOConfig(method="gn", relative_tolerance=1e-15)).poses.tensor()
+
+    assert torch.autograd.gradcheck(poses, (Z.clone().requires_grad_(),), eps=1e-6, atol=1e-5)
+
+
+def test_a_graph_without_grad_costs_nothing_extra(device):
+    graph = read_g2o(_data("tinyGrid3D")).to(device)
+    result = optimize(graph)
+    assert not result.poses.requires_grad

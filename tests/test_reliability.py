@@ -142,14 +142,14 @@ def _patch(n, seed):
        offset=st.sampled_from([0.0, 1e3, 1e6]), method=st.sampled_from(["point_to_point", "point_to_plane", "gicp"]))
 def test_icp_answers_are_finite_and_converged_means_aligned(pairs, n, dtype, how, offset, method, device):
     count = 1 if pairs is None else pairs
-    T = pp.se3(torch.tensor([0.02, -0.01, 0.01, 0.03, 0.02, -0.04], dtype=torch.float64)).Exp()
+    T = pp.se3(torch.tensor([0.02, -0.01, 0.01, 0.03, 0.02, -0.04], dtype=torch.float64, device="cpu")).Exp()
     tgts = [_patch(n, k) + offset for k in range(count)]
     srcs = [T.Inv().Act(t - offset) + offset for t in tgts]
     if pairs is None:
         src, tgt = srcs[0], tgts[0]
     else:
-        src = torch.stack(srcs) if count else torch.zeros(0, n, 3, dtype=torch.float64)
-        tgt = torch.stack(tgts) if count else torch.zeros(0, n, 3, dtype=torch.float64)
+        src = torch.stack(srcs) if count else torch.zeros(0, n, 3, dtype=torch.float64, device="cpu")
+        tgt = torch.stack(tgts) if count else torch.zeros(0, n, 3, dtype=torch.float64, device="cpu")
     src, tgt = _corrupt(src.to(dtype).to(device), how), tgt.to(dtype).to(device)
     cfg = ICPConfig(method=method, max_correspondence_distance=0.2)
     expect_error = count and (n == 0 or (how in ("nan", "inf")))
@@ -174,23 +174,24 @@ def test_icp_answers_are_finite_and_converged_means_aligned(pairs, n, dtype, how
 
 # ---- pose graphs --------------------------------------------------------------------------------
 def _small_graph(N, dim, noise, seed):
+    """A chain of ``N`` poses closed by one loop, measurements with ``noise``: on the CPU."""
     g = torch.Generator().manual_seed(seed)
-    steps = pp.se3(torch.cat((torch.ones(N - 1, 1, dtype=torch.float64),
-                              0.1 * torch.randn(N - 1, 5, dtype=torch.float64, generator=g)), -1))
+    kw = dict(dtype=torch.float64, device="cpu")
+    steps = pp.se3(torch.cat((torch.ones(N - 1, 1, **kw), 0.1 * torch.randn(N - 1, 5, generator=g, **kw)), -1))
     if dim == 2:
-        steps = pp.se3(steps.tensor() * torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64))
-    X = [pp.identity_SE3(dtype=torch.float64)]
+        steps = pp.se3(steps.tensor() * torch.tensor([1, 1, 0, 0, 0, 1], **kw))
+    X = [pp.identity_SE3(**kw)]
     for s in steps.Exp():
         X.append(X[-1] * s)
     X = pp.SE3(torch.stack([x.tensor() for x in X]))
-    E = torch.tensor([(k, k + 1) for k in range(N - 1)] + [(0, N - 1)])
+    E = torch.tensor([(k, k + 1) for k in range(N - 1)] + [(0, N - 1)], device="cpu")
     Z = X[E[:, 0]].Inv() * X[E[:, 1]]
     d = 3 if dim == 2 else 6
-    xi = noise * torch.randn(len(E), 6, dtype=torch.float64, generator=g)
+    xi = noise * torch.randn(len(E), 6, generator=g, **kw)
     if dim == 2:
-        xi = xi * torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64)
+        xi = xi * torch.tensor([1, 1, 0, 0, 0, 1], **kw)
     Z = pp.se3(xi).Exp() * Z
-    info = torch.eye(d, dtype=torch.float64).expand(len(E), d, d) * 50
+    info = torch.eye(d, **kw).expand(len(E), d, d) * 50
     return X.tensor(), E, Z.tensor(), info
 
 
@@ -216,10 +217,10 @@ def test_pose_graphs_end_finite_and_converged_means_a_minimum(N, dim, noise, how
         assert cost == pytest.approx(r.cost, rel=1e-9, abs=1e-12)
         g = torch.Generator().manual_seed(0)
         for _ in range(4):
-            xi = 1e-4 * torch.randn(N, 6, dtype=torch.float64, generator=g)
+            xi = 1e-4 * torch.randn(N, 6, dtype=torch.float64, generator=g, device="cpu")
             xi[0] = 0  # the gauge
             if dim == 2:
-                xi *= torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64)
+                xi *= torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64, device="cpu")
             moved = (pp.se3(xi).Exp() * pp.SE3(r.poses.tensor().cpu())).tensor()
             assert independent_cost(graph, moved) >= cost - 1e-9 * max(cost, 1.0)
 

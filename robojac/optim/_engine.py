@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 
 from .._config import check_choice, check_int, check_real
-from ._problem import Factor, Linearization, Problem
+from ._linear import SparseLDL
+from ._multifrontal import MultifrontalCholesky
+from ._problem import Factor, Linearization, Problem, sparse_gauss_newton
 from ._variables import Variable
 
 __all__ = ["RIDGE", "History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig",
@@ -82,6 +84,8 @@ class TerminationConfig:
     * ``relative_tolerance``: the Gauss-Newton model promises, or an accepted step achieved, a
       decrease of at most this fraction of the cost (``"relative_tolerance"``).  It is never taken
       below ``4 eps`` of the dtype: a float32 problem converges where float32 stops improving.
+      A cost test stops where the cost stops resolving progress, about ``sqrt(eps)`` of the
+      values; ``0`` turns it off, leaving the gradient and step tests (values to ``eps``).
     * ``step_tolerance``: an accepted step's norm is at most this (``"step_tolerance"``).
     * ``gradient_tolerance``: the largest entry of ``J^T r`` is at most this (``"gradient_tolerance"``).
     """
@@ -220,7 +224,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
         _stop(reason, running, running & (flat <= term.gradient_tolerance), "gradient_tolerance")
         if not bool(running.any()):
             break
-        rtol = max(term.relative_tolerance, 4 * torch.finfo(dt).eps)
+        rtol = max(term.relative_tolerance, 4 * torch.finfo(dt).eps) if term.relative_tolerance > 0 else 0.0
         A = damped(H, lam)
         L, info = torch.linalg.cholesky_ex(A)
         solvable = info == 0
@@ -254,7 +258,8 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
             lam = torch.where(take, (lam / tr.factor_down).clamp_min(tr.lambda_min),
                               torch.where(running, lam * tr.factor_up, lam))
         scale = rtol * cost.abs().clamp_min(torch.finfo(dt).tiny)
-        rel = (take & (decrease.abs() <= scale)) | (solvable & (promised <= scale))
+        rel = ((take & (decrease.abs() <= scale)) | (solvable & (promised <= scale))) if rtol > 0 else \
+            torch.zeros_like(take)
         _stop(reason, running, running & rel, "relative_tolerance")
         _stop(reason, running, running & take & (step_norm <= term.step_tolerance), "step_tolerance")
         if tr.method == "lm":  # after the convergence tests: a step too small to matter is not a stall
@@ -296,9 +301,52 @@ class _Context:
         self.problem, self.values, self.converged, self.damping = problem, values, converged, damping
 
 
+DENSE_MAX = 256  # tangent size up to which the implicit backward forms the exact Hessian densely
+
+
 def _cost_at(problem: Problem, values: tuple[Tensor, ...], delta: Tensor) -> Tensor:
-    """``(B,)`` cost at ``Exp(delta) X`` (the data as the factors hold them: with their graph)."""
-    return Linearization(problem, problem.retract(values, delta)).cost()
+    """``(B,)`` cost at ``Exp(delta) X``, fixed entries held (the data as the factors hold them:
+    with their graph)."""
+    return Linearization(problem, problem.retract(values, delta.masked_fill(problem.held, 0.0))).cost()
+
+
+def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], delta: Tensor, grad: Tensor, rhs: Tensor,
+                  damping: float) -> Tensor:
+    """``H^-1 rhs`` for one large problem: conjugate gradients on the exact Hessian's products
+    (one double-backward each), preconditioned by the Gauss-Newton factorization, which near a
+    minimum is nearly the exact Hessian (a few iterations)."""
+    held = problem.held[0]
+    with torch.no_grad():
+        H_gn = sparse_gauss_newton(Linearization(problem, values))
+    factor = SparseLDL(H_gn) if H_gn.device.type == "cpu" else MultifrontalCholesky(H_gn, 1)
+    scale = damping * float(H_gn.values().abs().max()) if damping else 0.0
+
+    def apply(v):  # the exact Hessian times v (fixed entries: identity)
+        (hv,) = torch.autograd.grad(grad, delta, grad_outputs=v[None], retain_graph=True)
+        hv = hv[0].masked_fill(held, 0.0)
+        return hv + torch.where(held, v, torch.zeros_like(v)) + scale * v
+
+    b = rhs[0]
+    x = torch.zeros_like(b)
+    r = b.clone()
+    z = factor.solve(r).to(b.dtype)
+    p = z.clone()
+    rz = torch.dot(r, z)
+    bnorm = float(b.norm())
+    if bnorm == 0:
+        return rhs.new_zeros(rhs.shape)
+    for _ in range(200):
+        Ap = apply(p)
+        alpha = rz / torch.dot(p, Ap)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        if float(r.norm()) <= 1e-13 * bnorm:
+            break
+        z = factor.solve(r).to(b.dtype)
+        rz_new = torch.dot(r, z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return x[None]
 
 
 class _Implicit(torch.autograd.Function):
@@ -332,17 +380,21 @@ class _Implicit(torch.autograd.Function):
             gbar = gbar.masked_fill(problem.held, 0.0)
             # grad_d c with the data live, and the exact Hessian by n Hessian-vector products
             grad = torch.autograd.grad(_cost_at(problem, values, delta).sum(), delta, create_graph=True)[0]
-            cols = []
-            for i in range(n):
-                (col,) = torch.autograd.grad(grad[:, i].sum(), delta, retain_graph=True)
-                cols.append(col)
-            H = torch.stack(cols, -1).detach()
             held = problem.held
-            H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
-            H = H + torch.diag_embed(held.to(H.dtype))
-            if damping:
-                H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
-            lam, info = torch.linalg.solve_ex(H, gbar.detach())
+            if B == 1 and n > DENSE_MAX:  # one large problem: never the dense Hessian
+                lam = _solve_sparse(problem, values, delta, grad, gbar.detach(), damping).detach()
+                info = torch.zeros(1, dtype=torch.int32, device=lam.device)
+            else:
+                cols = []
+                for i in range(n):
+                    (col,) = torch.autograd.grad(grad[:, i].sum(), delta, retain_graph=True)
+                    cols.append(col)
+                H = torch.stack(cols, -1).detach()
+                H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
+                H = H + torch.diag_embed(held.to(H.dtype))
+                if damping:
+                    H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
+                lam, info = torch.linalg.solve_ex(H, gbar.detach())
             ok = (info == 0) & converged & torch.isfinite(lam).all(-1)
             lam = torch.where(ok[:, None], lam, torch.zeros_like(lam))  # no solution, no gradient
             s = (grad * lam).sum()

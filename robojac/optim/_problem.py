@@ -19,7 +19,7 @@ from ..jacobian import batch_jacobian
 from ._kernels import RobustKernel
 from ._variables import Variable
 
-__all__ = ["Factor", "Linearization", "Problem"]
+__all__ = ["Factor", "Linearization", "Problem", "sparse_gauss_newton"]
 
 
 class Factor:
@@ -114,6 +114,35 @@ class Linearization:
         H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
         H = H + torch.diag_embed(held.to(H.dtype))
         return H, g.masked_fill(held, 0.0)
+
+
+def sparse_gauss_newton(lin: Linearization) -> Tensor:
+    """``J^T W J`` of one problem (``B = 1``) as a sparse CSR ``(n, n)``; fixed entries get an
+    identity row and column (the preconditioner of the implicit backward on one large problem)."""
+    pb = lin.problem
+    n = pb.size
+    rows_all, cols_all, vals_all = [], [], []
+    for f, r in zip(pb.factors, lin.residuals):
+        blocks = pb.jacobian_of(f, lin.values)
+        w = f.kernel.weight(r.square().sum(-1)) if f.kernel.name != "none" else None
+        for k, Jk in enumerate(blocks):
+            rk = pb.rows(f, k)
+            for l_, Jl in enumerate(blocks):
+                WJl = Jl if w is None else w[..., None, None] * Jl
+                A = (Jk.transpose(-1, -2) @ WJl)[0]  # (F, t_k, t_l)
+                rl = pb.rows(f, l_)
+                rows_all.append(rk[:, :, None].expand(A.shape).reshape(-1))
+                cols_all.append(rl[:, None, :].expand(A.shape).reshape(-1))
+                vals_all.append(A.reshape(-1))
+    held = pb.held[0]
+    rows, cols, vals = torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all)
+    keep = ~(held[rows] | held[cols])
+    eye = torch.nonzero(held).flatten()
+    rows = torch.cat((rows[keep], eye))
+    cols = torch.cat((cols[keep], eye))
+    vals = torch.cat((vals[keep], vals.new_ones(len(eye))))
+    H = torch.sparse_coo_tensor(torch.stack((rows, cols)), vals, (n, n), check_invariants=False).coalesce()
+    return H.to_sparse_csr()
 
 
 class Problem:
