@@ -180,7 +180,7 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
 
 
 def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], values: Sequence[Tensor],
-                     converged: Tensor, *, damping: float = 0.0) -> tuple[Tensor, ...]:
+                     converged: Tensor, *, damping: float = 0.0, preconditioner=None) -> tuple[Tensor, ...]:
     """``values``, a minimum of the problem found by any solver, with gradients attached: the
     implicit function theorem at that minimum, with respect to the factor data that require grad
     (as :func:`solve` gives with ``backward="implicit"``).  This is how a solver with its own
@@ -189,14 +189,20 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
     ``damping`` adds ``damping * max(diag H)`` to the Hessian's diagonal: for a problem whose
     minimum is not isolated (a redundant arm's self-motion) the derivative is then the damped
     least-norm one.  Problems that did not converge get zero gradients.  Without data that
-    require grad (or with grad disabled) the values come back as they are, at no cost."""
+    require grad (or with grad disabled) the values come back as they are, at no cost.
+
+    ``preconditioner``: for one large problem, a function applying the inverse of the
+    Gauss-Newton Hessian at the answer (the solver's last factorization), reused instead of
+    factoring again: the backward is then conjugate gradients on the exact Hessian's products."""
     problem = Problem(variables, factors)
     thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
     values = tuple(values)
     if not thetas or not torch.is_grad_enabled():
         return values
     check_real("attach_gradients", "damping", damping)
-    return tuple(_Implicit.apply(_Context(problem, values, converged, float(damping)), *thetas))
+    context = _Context(problem, values, converged, float(damping))
+    context.preconditioner = preconditioner
+    return tuple(_Implicit.apply(context, *thetas))
 
 
 def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResult:
@@ -299,6 +305,7 @@ def _merge(problem: Problem, old: Linearization, new: Linearization, take: Tenso
 class _Context:
     def __init__(self, problem: Problem, values: tuple[Tensor, ...], converged: Tensor, damping: float):
         self.problem, self.values, self.converged, self.damping = problem, values, converged, damping
+        self.preconditioner = None
 
 
 DENSE_MAX = 256  # tangent size up to which the implicit backward forms the exact Hessian densely
@@ -311,15 +318,19 @@ def _cost_at(problem: Problem, values: tuple[Tensor, ...], delta: Tensor) -> Ten
 
 
 def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], delta: Tensor, grad: Tensor, rhs: Tensor,
-                  damping: float) -> Tensor:
+                  damping: float, preconditioner=None) -> Tensor:
     """``H^-1 rhs`` for one large problem: conjugate gradients on the exact Hessian's products
     (one double-backward each), preconditioned by the Gauss-Newton factorization, which near a
     minimum is nearly the exact Hessian (a few iterations)."""
     held = problem.held[0]
-    with torch.no_grad():
-        H_gn = sparse_gauss_newton(Linearization(problem, values))
-    factor = SparseLDL(H_gn) if H_gn.device.type == "cpu" else MultifrontalCholesky(H_gn, 1)
-    scale = damping * float(H_gn.values().abs().max()) if damping else 0.0
+    if preconditioner is None:
+        with torch.no_grad():
+            H_gn = sparse_gauss_newton(Linearization(problem, values))
+        factor = SparseLDL(H_gn) if H_gn.device.type == "cpu" else MultifrontalCholesky(H_gn, 1)
+        preconditioner = factor.solve
+        scale = damping * float(H_gn.values().abs().max()) if damping else 0.0
+    else:
+        scale = 0.0
 
     def apply(v):  # the exact Hessian times v (fixed entries: identity)
         (hv,) = torch.autograd.grad(grad, delta, grad_outputs=v[None], retain_graph=True)
@@ -329,7 +340,7 @@ def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], delta: Tensor, g
     b = rhs[0]
     x = torch.zeros_like(b)
     r = b.clone()
-    z = factor.solve(r).to(b.dtype)
+    z = preconditioner(r).to(b.dtype)
     p = z.clone()
     rz = torch.dot(r, z)
     bnorm = float(b.norm())
@@ -342,7 +353,7 @@ def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], delta: Tensor, g
         r = r - alpha * Ap
         if float(r.norm()) <= 1e-13 * bnorm:
             break
-        z = factor.solve(r).to(b.dtype)
+        z = preconditioner(r).to(b.dtype)
         rz_new = torch.dot(r, z)
         p = z + (rz_new / rz) * p
         rz = rz_new
@@ -382,7 +393,8 @@ class _Implicit(torch.autograd.Function):
             grad = torch.autograd.grad(_cost_at(problem, values, delta).sum(), delta, create_graph=True)[0]
             held = problem.held
             if B == 1 and n > DENSE_MAX:  # one large problem: never the dense Hessian
-                lam = _solve_sparse(problem, values, delta, grad, gbar.detach(), damping).detach()
+                lam = _solve_sparse(problem, values, delta, grad, gbar.detach(), damping,
+                                    ctx.context.preconditioner).detach()
                 info = torch.zeros(1, dtype=torch.int32, device=lam.device)
             else:
                 cols = []

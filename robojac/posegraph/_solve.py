@@ -340,7 +340,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
     if live:  # gradients are as exact as the optimum: polish it past what the cost can resolve first
         with torch.no_grad():
             S = _polish(prob, S, kernel)
-        poses = graph.poses_from_state(_with_gradients(graph, S, held, kernel, converged))
+        poses = graph.poses_from_state(_with_gradients(graph, S, held, kernel, converged, prob))
     return PGOResult(poses, graph.vertex_ids.clone(), cost, initial_cost, it, converged,
                      reason, tuple(history), init_seconds, solve_seconds)
 
@@ -366,7 +366,8 @@ def _polish(prob: _Problem, S: Tensor, kernel: RobustKernel, steps: int = 2) -> 
     return S
 
 
-def _with_gradients(graph: PoseGraph, S: Tensor, held: Tensor, kernel: RobustKernel, converged: bool) -> Tensor:
+def _with_gradients(graph: PoseGraph, S: Tensor, held: Tensor, kernel: RobustKernel, converged: bool,
+                    prob: _Problem) -> Tensor:
     """The optimized state, differentiable with respect to the graph's measurements and
     information (square roots): the implicit function theorem at the optimum, on the solver
     engine (:func:`robojac.optim.attach_gradients`; one large sparse problem: conjugate gradients
@@ -377,7 +378,15 @@ def _with_gradients(graph: PoseGraph, S: Tensor, held: Tensor, kernel: RobustKer
     edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges,
                          data=(graph.measurement_state(), graph.sqrt_information), kernel=kernel, name="edges")
     done = torch.tensor([converged], device=S.device)
-    (out,) = optim.attach_gradients([X], [edges], (S.detach()[None],), done)
+    free = (~held).repeat_interleave(graph.tangent_dim)
+
+    def precondition(r: Tensor) -> Tensor:  # the last Gauss-Newton factorization (free poses only)
+        out = r.clone()
+        out[free] = prob.ldl.solve(r[free])
+        return out
+
+    (out,) = optim.attach_gradients([X], [edges], (S.detach()[None],), done,
+                                    preconditioner=precondition if prob.ldl is not None else None)
     return out[0]
 
 
