@@ -1,0 +1,84 @@
+"""The cost of gradients through solver answers: forward without grad, forward with grad (what
+attaching the implicit backward adds), and the backward, medians after a warm-up.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/gradients.py [--repeat 3]
+
+Cases: pose-graph optimization of sphere2500 (gradients to the measurements) and IK of 10,000
+Panda targets in float32 (gradients to the targets).  The goal (#17): a backward of at most
+0.5x the forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _util import describe_machine, table  # noqa: E402
+
+import robojac  # noqa: E402
+from robojac import data, ik  # noqa: E402
+from robojac.posegraph import PGOConfig, PoseGraph, optimize, read_g2o  # noqa: E402
+
+
+def timed(run, repeat):
+    run(True)  # warm-up (torch imports parts of autograd on the first double backward)
+    plain = statistics.median(run(False)[0] for _ in range(repeat))
+    both = [run(True) for _ in range(repeat)]
+    return plain, statistics.median(b[0] for b in both), statistics.median(b[1] for b in both)
+
+
+def pgo_case(repeat):
+    g = read_g2o(data.path("posegraph/sphere2500.g2o"))
+
+    def run(grad):
+        Z = g.measurements.clone().requires_grad_(grad)
+        G = PoseGraph(g.poses.detach().tensor(), g.edges, Z, g.information, vertex_ids=g.vertex_ids, dim=3)
+        t0 = time.perf_counter()
+        r = optimize(G, PGOConfig(method="gn"))
+        t1 = time.perf_counter()
+        if grad:
+            r.poses.tensor().sum().backward()
+        return t1 - t0, time.perf_counter() - t1
+
+    return ["PGO sphere2500 (d poses / d measurements)", *timed(run, repeat)]
+
+
+def ik_case(repeat):
+    panda = robojac.Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
+    q = panda.random_configuration(10000, generator=torch.Generator().manual_seed(0))
+    X = panda.forward_kinematics(q, "panda_hand").tensor().float()
+
+    def run(grad):
+        T = X.clone().requires_grad_(grad)
+        t0 = time.perf_counter()
+        r = ik.solve(panda, T)
+        t1 = time.perf_counter()
+        if grad:
+            r.q.sum().backward()
+        return t1 - t0, time.perf_counter() - t1
+
+    return ["IK, 10,000 Panda targets, float32 (d q / d targets)", *timed(run, repeat)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    print(f"# Gradients through answers; {describe_machine()}", flush=True)
+    rows = []
+    for case in (pgo_case, ik_case):
+        name, plain, fwd, bwd = case(args.repeat)
+        rows.append([name, f"{plain:.3f} s", f"{fwd:.3f} s", f"{bwd:.3f} s", f"{bwd / plain:.2f}x"])
+        print(" | ".join(rows[-1]), flush=True)
+    print()
+    print(table(["case", "forward (no grad)", "forward (grad)", "backward", "backward / forward"], rows))
+
+
+if __name__ == "__main__":
+    main()
