@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -218,13 +219,19 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
         ref = source if isinstance(source, Tensor) else torch.zeros(0, dtype=torch.float64)
         z = ref.new_zeros(0)
         return RegistrationResult(wrap_lie(ref.new_zeros(0, 7)), z.bool(), z.long(), z.long(), z, z)
-    src0 = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
-    dtype, device = src0[0].dtype, src0[0].device
-    tgt0, seen = [], {}
+    src_live = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
+    dtype, device = src_live[0].dtype, src_live[0].device
+    tgt_live, seen = [], {}
     for b, t in enumerate(tgts):  # a target given for several pairs is checked and prepared once
         if id(t) not in seen:
-            seen[id(t)] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target", dtype=dtype)
-        tgt0.append(seen[id(t)])
+            seen[id(t)] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target",
+                                                                              dtype=dtype)
+        tgt_live.append(seen[id(t)])
+    # the iterations never see the points' graph: gradients come from the answer, not the steps
+    live = torch.is_grad_enabled() and any(isinstance(c, Tensor) and c.requires_grad for c in src_live + tgt_live)
+    src0 = [s.detach() for s in src_live]
+    detached = {}  # one detached copy per distinct target: a target shared by pairs is prepared once
+    tgt0 = [t if isinstance(t, PreparedCloud) else detached.setdefault(id(t), t.detach()) for t in tgt_live]
     if init is None:
         T = lie.se3_exp(torch.zeros(B, 6, dtype=dtype, device=device))
     else:
@@ -246,7 +253,25 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
         T = torch.stack(T_h).reshape(B * H, 7)
     elements = 9 * H * sum(s.shape[0] for s in src0)  # the largest per-point arrays: 3x3 per point
     with torch_threads(threads_for(elements, device, cfg.num_threads)):
-        return _run_levels(cfg, src0, tgt0, T, H, batch)
+        result = _run_levels(cfg, src0, tgt0, T, H, batch)
+    if live:
+        result = _differentiable(cfg, src_live, tgt_live, result, batch)
+    return result
+
+
+def _differentiable(cfg: ICPConfig, sources: list[Tensor], targets: list, result: RegistrationResult,
+                    batch: tuple) -> RegistrationResult:
+    """``result`` with ``T_target_source`` differentiable with respect to the points that
+    require grad (see :mod:`._gradients`)."""
+    from ._gradients import with_point_gradients
+
+    pts = [t.points if isinstance(t, PreparedCloud) else t for t in targets]
+    last = cfg.levels[-1]
+    dmax = _max_distance(cfg, last, [PreparedCloud(voxel_downsample(p.detach(), cfg.voxel_size * last), None)
+                                     for p in pts])
+    T = result.T_target_source.tensor().reshape(-1, 7)
+    T = with_point_gradients(cfg, sources, pts, T, result.converged.reshape(-1), dmax)
+    return dataclasses.replace(result, T_target_source=wrap_lie(T.reshape(batch + (7,))))
 
 
 def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: int, batch: tuple) -> RegistrationResult:

@@ -79,7 +79,7 @@ def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
         raise ValueError(f"voxel_size: expected a finite size >= 0 (0: no downsampling), got {voxel_size}")
     if voxel_size == 0 or points.shape[0] == 0:
         return points
-    keys = torch.floor(points / voxel_size)  # the grid is anchored at the origin
+    keys = torch.floor(points.detach() / voxel_size)  # the grid is anchored at the origin
     if not torch.isfinite(keys).all() or float(keys.abs().max()) >= 2.0**62:
         raise ValueError(f"voxel_size: {voxel_size} is too small for coordinates this large (over 2^62 voxels "
                          "from the origin)")

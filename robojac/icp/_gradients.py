@@ -1,0 +1,155 @@
+"""Gradients of an alignment with respect to the points: the implicit function theorem at the
+converged pose, on the solver engine.
+
+At the answer the correspondences (and the neighbourhoods behind normals and covariances) are
+fixed; the cost is then a smooth function of the pose and of the points, including through the
+voxel centroids and the neighbourhood normals and covariances, which are recomputed here in
+torch from the same indices.  The pose is first polished to that cost's minimum (a few
+Gauss-Newton steps of six unknowns), then :func:`robojac.optim.attach_gradients` differentiates
+it: ``T_target_source`` moves with every source and target point that requires grad.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import lie, optim
+from ._cloud import voxel_downsample
+from ._neighbors import NearestNeighbors
+
+__all__ = ["with_point_gradients"]
+
+_PLANE_EPS = 1e-3  # GICP's plane covariances I - (1 - eps) n n^T, as in the forward
+
+
+def _normals(points: Tensor, k: int) -> Tensor:
+    """Unit normals ``(N, 3)`` of each point's ``k`` nearest neighbours (itself included): the
+    smallest-eigenvalue eigenvector of their covariance, differentiable in the points."""
+    with torch.no_grad():
+        _, nb = NearestNeighbors(points.detach(), backend="brute").query(points.detach(), k=min(k, points.shape[0]))
+    near = points[nb] - points[nb].mean(1, keepdim=True)  # (N, k, 3)
+    cov = near.transpose(1, 2) @ near / nb.shape[1]
+    return torch.linalg.eigh(cov)[1][..., 0]
+
+
+def _plane_cov(n: Tensor) -> Tensor:
+    eye = torch.eye(3, dtype=n.dtype, device=n.device)
+    return eye - (1 - _PLANE_EPS) * n[..., :, None] * n[..., None, :]
+
+
+def _residual(method: str):
+    def point_to_point(T, s, t):  # T (1, M, 7); s, t (1, M, 3) -> (1, M, 3)
+        return lie.se3_act(T, s) - t
+
+    def point_to_plane(T, s, t, n):
+        return ((lie.se3_act(T, s) - t) * n).sum(-1, keepdim=True)
+
+    def gicp(T, s, t, C_t, C_s):
+        R = lie.quat_to_matrix(T[..., 3:])
+        C = C_t + R @ C_s @ R.transpose(-1, -2)
+        L = torch.linalg.cholesky(C)
+        d = (lie.se3_act(T, s) - t)[..., None]
+        return torch.linalg.solve_triangular(L, d, upper=False)[..., 0]  # |r|^2 = d^T C^-1 d
+
+    return {"point_to_point": point_to_point, "point_to_plane": point_to_plane, "gicp": gicp}[method]
+
+
+def _gicp_gradient_of_frozen(T: Tensor, eps: Tensor, delta: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor,
+                             kernel) -> Tensor:
+    """GICP's step equations at ``Exp(eps) T``: ``g = sum J^T M r`` with ``M = (C_t + R C_s R^T)^-1``
+    taken at that pose but held while differentiating in ``delta`` (what GICP solves: its
+    answer is where this vanishes, not the minimum of the Mahalanobis cost)."""
+    at = lie.se3_compose(lie.se3_exp(eps), T)
+    R = lie.quat_to_matrix(at[3:])
+    L = torch.linalg.cholesky(C_t + R @ C_s @ R.transpose(-1, -2))
+    d = lie.se3_act(lie.se3_compose(lie.se3_exp(delta), at)[None], s) - t
+    r = torch.linalg.solve_triangular(L, d[..., None], upper=False)[..., 0]
+    sq = r.square().sum(-1)
+    cost = 0.5 * (kernel.rho(sq) if kernel.name != "none" else sq).sum()
+    return torch.autograd.grad(cost, delta, create_graph=True)[0]
+
+
+class _GICPFixedPoint(torch.autograd.Function):
+    """The GICP answer as a function of the points: ``g(T, theta) = 0`` differentiated implicitly,
+    ``dT/dtheta = -(dg/dT)^-1 dg/dtheta`` (``dg/dT`` is not symmetric: the covariances turn with
+    the pose)."""
+
+    @staticmethod
+    def forward(ctx, T, kernel, s, t, C_t, C_s):
+        ctx.kernel = kernel
+        ctx.save_for_backward(T, s, t, C_t, C_s)
+        return T.clone()
+
+    @staticmethod
+    def backward(ctx, grad_T):
+        T, s, t, C_t, C_s = ctx.saved_tensors
+        with torch.enable_grad():
+            eps = T.new_zeros(6, requires_grad=True)
+            delta = T.new_zeros(6, requires_grad=True)
+            live = [x.detach().requires_grad_(x.requires_grad) for x in (s, t, C_t, C_s)]
+            g = _gicp_gradient_of_frozen(T.detach(), eps, delta, *live, ctx.kernel)
+            A = torch.stack([torch.autograd.grad(g[i], eps, retain_graph=True)[0] for i in range(6)])  # dg/deps
+            moved = lie.se3_compose(lie.se3_exp(eps), T.detach())
+            (gbar,) = torch.autograd.grad((moved * grad_T).sum(), eps, retain_graph=True)
+            lam = torch.linalg.solve(A.T, gbar)
+            wants = [x for x in live if x.requires_grad]
+            grads = iter(torch.autograd.grad((g * lam).sum(), wants, allow_unused=True)) if wants else iter(())
+        out = [None if not x.requires_grad else -next(grads) for x in live]
+        return (None, None, *out)
+
+
+def _gicp_polished(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel, steps: int = 4) -> Tensor:
+    """GICP's own steps (covariances held at each pose) from ``T``, to its fixed point."""
+    for _ in range(steps):
+        with torch.enable_grad():
+            eps = T.new_zeros(6, requires_grad=True)
+            delta = T.new_zeros(6, requires_grad=True)
+            g = _gicp_gradient_of_frozen(T, eps, delta, s, t, C_t, C_s, kernel)
+            H = torch.stack([torch.autograd.grad(g[i], delta, retain_graph=True)[0] for i in range(6)])
+        step = -torch.linalg.solve(H.detach(), g.detach())
+        T = lie.se3_compose(lie.se3_exp(step), T)
+        if float(step.norm()) < 1e-15:
+            break
+    return T
+
+
+def with_point_gradients(cfg, sources: list[Tensor], targets: list[Tensor], T: Tensor, converged: Tensor,
+                         dmax: list[float]) -> Tensor:
+    """``T (B, 7)`` differentiable with respect to the points of ``sources`` and ``targets`` (which
+    may require grad), each pair polished at its converged correspondences; pairs that did not
+    converge keep their pose and pass zero gradient."""
+    v = cfg.voxel_size * cfg.levels[-1]
+    out = []
+    for b, (src, tgt) in enumerate(zip(sources, targets)):
+        S, G = voxel_downsample(src, v), voxel_downsample(tgt, v)  # centroids: differentiable in the points
+        pose = T[b].detach()
+        with torch.no_grad():
+            d2, j = NearestNeighbors(G.detach(), backend="brute").query(lie.se3_act(pose[None], S.detach()))
+        keep = torch.nonzero(d2 <= dmax[b] ** 2).squeeze(1)
+        if keep.numel() < 3 or not bool(converged[b]):
+            out.append(pose)
+            continue
+        j = j[keep]
+        data = [S[keep][None], G[j][None]]
+        if cfg.method == "point_to_plane":
+            data.append(_normals(G, cfg.num_neighbors)[j][None])
+        elif cfg.method == "gicp":
+            data = [S[keep], G[j], _plane_cov(_normals(G, cfg.num_neighbors))[j],
+                    _plane_cov(_normals(S, cfg.num_neighbors))[keep]]
+        if cfg.method == "gicp":  # a fixed point, not a minimum: its own implicit derivative
+            polished = _gicp_polished(pose, *(x.detach() for x in data), cfg.kernel)
+            out.append(_GICPFixedPoint.apply(polished, cfg.kernel, *data))
+            continue
+        index = torch.zeros(keep.numel(), 1, dtype=torch.long, device=pose.device)
+        X = optim.Variable("SE3", pose[None, None], name=f"T_target_source[{b}]")
+        factor = optim.Factor(_residual(cfg.method), [X], index, data=[d.detach() for d in data],
+                              kernel=cfg.kernel, name="correspondences")
+        polish = optim.SolverConfig(optim.TrustRegionConfig(method="gn"),
+                                    optim.TerminationConfig(max_iterations=5, relative_tolerance=0.0), backward="none")
+        polished = optim.solve([X], [factor], polish).values[0]
+        X = optim.Variable("SE3", polished, name=f"T_target_source[{b}]")
+        live = optim.Factor(_residual(cfg.method), [X], index, data=data, kernel=cfg.kernel, name="correspondences")
+        (attached,) = optim.attach_gradients([X], [live], (polished,), converged[b : b + 1])
+        out.append(attached[0, 0])
+    return torch.stack(out)
