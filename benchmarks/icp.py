@@ -31,7 +31,6 @@ from _util import describe_machine, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf  # noqa: E402
-from robojac.lie import _ops as ops  # noqa: E402
 
 DATA = data.path("pointclouds")
 

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pypose as pp
 import pytest
 import torch

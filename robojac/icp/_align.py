@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import lie
-from ..lie import se3_tensor, skew, wrap_lie
+from ..lie import se3_tensor, wrap_lie
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..optim import RobustKernel

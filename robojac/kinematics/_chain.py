@@ -8,7 +8,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
 
-import pypose as pp
 import torch
 from torch import Tensor, nn
 

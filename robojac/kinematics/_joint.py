@@ -9,7 +9,6 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from .. import lie
 
 __all__ = ["JointType", "JointLimits", "Mimic", "Joint", "origin_from_xyz_rpy", "rpy_to_quat"]
 

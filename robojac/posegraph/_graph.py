@@ -9,7 +9,6 @@ from torch import Tensor, nn
 
 from ..jacobian import SE3BetweenResidual, se3_between
 from ..jacobian import whiten
-from .. import lie
 from ..lie import require_values, wrap_lie
 from ..optim import RobustKernel
 from ..lie import se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
