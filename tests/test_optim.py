@@ -190,3 +190,57 @@ def test_no_grad_costs_nothing_extra_and_bad_configs_are_refused(device):
                          (lambda: optim.Factor(point_to_point, [X], index=[[3]]), "outside")):
         with pytest.raises(ValueError, match=match):
             build()
+
+
+@pytest.mark.parametrize("kind", ["SE3", "SO3", "SE2", "Rn"])
+def test_each_groups_tangent_map_is_its_retractions_derivative(kind, device):
+    """Automatic Jacobians push tangents through ``tangent_map``; it must equal the derivative of
+    ``retract(X, d)`` at ``d = 0`` (reverse mode through Exp, which it replaces)."""
+    g = torch.Generator().manual_seed(3)
+    raw = torch.randn(6, {"SE3": 7, "SO3": 4, "SE2": 3, "Rn": 5}[kind], dtype=torch.float64, generator=g)
+    if kind in ("SE3", "SO3"):
+        raw[:, -4:] = raw[:, -4:] / raw[:, -4:].norm(dim=-1, keepdim=True)
+    X = raw.to(device)
+    G = optim.group(kind, 5 if kind == "Rn" else None)
+    zero = X.new_zeros(6, G.tangent_dim)
+    J = torch.func.vmap(torch.func.jacrev(G.retract, argnums=1))(X, zero)
+    assert J.shape == (6, G.raw_dim, G.tangent_dim)
+    assert max_err(G.tangent_map(X), J) < 1e-12
+
+
+class _Scaled(torch.autograd.Function):
+    """``2 x`` with a backward that reads a number (``.item()``): vmap cannot batch it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (2.0 if float(g.abs().sum().item()) >= 0 else 0.0)
+
+
+def test_the_dense_backward_takes_products_one_at_a_time_when_vmap_cannot(device):
+    """A residual whose derivative vmap cannot batch: the implicit gradient still comes, equal to
+    the one of the same residual written with plain ops."""
+    _, p, q = _pairs(2, 12, 0.05, device, seed=4)
+
+    class Plain(ClosedPointToPoint):
+        def value_and_jacobians(self, X, p, q):
+            r, (J,) = super().value_and_jacobians(X, p, q)
+            return 2 * r, (2 * J,)
+
+    class Opaque(Plain):  # the same numbers, the value through the opaque op
+        def value_and_jacobians(self, X, p, q):
+            r, (J,) = super().value_and_jacobians(X, p, q)
+            return _Scaled.apply(r / 2), (J,)
+
+    grads = []
+    for residual in (Plain(), Opaque()):
+        qq = q.clone().requires_grad_()
+        X = optim.Variable("SE3", pp.identity_SE3(2, 1, dtype=p.dtype, device=p.device).tensor(), name="T_q_p")
+        r = optim.solve([X], [optim.Factor(residual, [X], data=(p[:, None], qq[:, None]))])
+        assert bool(r.converged.all())
+        r.values[0].sum().backward()
+        grads.append(qq.grad)
+    assert float(grads[0].abs().max()) > 1e-3 and max_err(grads[1], grads[0]) < 1e-9

@@ -208,9 +208,11 @@ class Problem:
             flat_data = [d.reshape((B * F,) + tuple(d.shape[2:])) for d in f.data]
             flat_X = [x.reshape(B * F, -1) for x in X]
             for k, v in enumerate(f.variables):
-                def per_factor(d, k=k, v=v):  # factor (b, f)'s residual at Exp(d) X_k, the rest held
+                A = v.group.tangent_map(flat_X[k])  # (B F, raw, t): the retraction's derivative at 0
+
+                def per_factor(d, k=k, A=A):  # factor (b, f)'s residual at X_k + A d, the rest held
                     args = list(flat_X)
-                    args[k] = v.group.retract(flat_X[k], d)
+                    args[k] = flat_X[k] + (A @ d.unsqueeze(-1)).squeeze(-1)
                     r = f.residual(*(a.reshape(B, F, -1) for a in args),
                                    *(x.reshape((B, F) + tuple(x.shape[1:])) for x in flat_data))
                     return r.reshape(B * F, -1)
