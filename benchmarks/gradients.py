@@ -3,8 +3,9 @@ attaching the implicit backward adds), and the backward, medians after a warm-up
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gradients.py [--repeat 3]
 
-Cases: pose-graph optimization of sphere2500 (gradients to the measurements) and IK of 10,000
-Panda targets in float32 (gradients to the targets).  The goal (#17): a backward of at most
+Cases: pose-graph optimization of sphere2500 (gradients to the measurements), IK of 10,000
+Panda targets in float32 (gradients to the targets) and GICP of the bunny pair, 3 mm voxels
+(gradients to the source points).  The goal (#17): a backward of at most
 0.5x the forward.
 """
 
@@ -23,6 +24,7 @@ from _util import describe_machine, table  # noqa: E402
 
 import robojac  # noqa: E402
 from robojac import data, ik  # noqa: E402
+from robojac.icp import ICPConfig, align, read_point_cloud, voxel_downsample  # noqa: E402
 from robojac.posegraph import PGOConfig, PoseGraph, optimize, read_g2o  # noqa: E402
 
 
@@ -66,13 +68,31 @@ def ik_case(repeat):
     return ["IK, 10,000 Panda targets, float32 (d q / d targets)", *timed(run, repeat)]
 
 
+def icp_case(repeat):
+    folder = data.path("pointclouds/bunny")
+    src = voxel_downsample(read_point_cloud(folder / "bun045.ply.gz"), 0.003)
+    tgt = voxel_downsample(read_point_cloud(folder / "bun000.ply.gz"), 0.003)
+    config = ICPConfig(method="gicp", max_correspondence_distance=0.05)
+
+    def run(grad):
+        S = src.clone().requires_grad_(grad)
+        t0 = time.perf_counter()
+        r = align(S, tgt, config=config)  # from the identity, as benchmarks/icp.py runs it
+        t1 = time.perf_counter()
+        if grad:
+            r.T_target_source.tensor().sum().backward()
+        return t1 - t0, time.perf_counter() - t1
+
+    return [f"GICP bunny 045->000, {len(src)}/{len(tgt)} points (d T / d source)", *timed(run, repeat)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     print(f"# Gradients through answers; {describe_machine()}", flush=True)
     rows = []
-    for case in (pgo_case, ik_case):
+    for case in (pgo_case, ik_case, icp_case):
         name, plain, fwd, bwd = case(args.repeat)
         rows.append([name, f"{plain:.3f} s", f"{fwd:.3f} s", f"{bwd:.3f} s", f"{bwd / plain:.2f}x"])
         print(" | ".join(rows[-1]), flush=True)

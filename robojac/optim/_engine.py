@@ -351,7 +351,7 @@ def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], delta: Tensor, g
         alpha = rz / torch.dot(p, Ap)
         x = x + alpha * p
         r = r - alpha * Ap
-        if float(r.norm()) <= 1e-13 * bnorm:
+        if float(r.norm()) <= 1e-10 * bnorm:
             break
         z = preconditioner(r).to(b.dtype)
         rz_new = torch.dot(r, z)
