@@ -1,7 +1,7 @@
 """robojac against Theseus (theseus-ai), side by side in one process: pose graphs (time to the
 optimum, forward + implicit backward) and a batch of small SE(3) problems.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side_theseus.py [--graphs smallGrid3D sphere2500] [--repeat 3]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side_theseus.py [--graphs tinyGrid3D smallGrid3D sphere2500] [--batch 10 1000] [--repeat 3]
 
 Theseus is not in the ``[bench]`` extra: it needs Debian's ``libsuitesparse-dev``, then
 ``pip install cython`` and ``pip install --no-build-isolation "scikit-sparse<0.5" theseus-ai``
@@ -68,9 +68,10 @@ class UpperTriangularWeight(th.CostWeight):
 
 
 def _median_runs(run, repeat):
-    """Medians of the timings (the first two fields of ``run()``) after a warm-up, and the last
-    run's output."""
-    run()
+    """Medians of the timings (the first two fields of ``run()``) after three warm-up runs, and
+    the last run's output."""
+    for _ in range(3):
+        run()
     outs = [run() for _ in range(repeat)]
     return [statistics.median(o[k] for o in outs) for k in range(2)] + [None] * (len(outs[0]) - 2), outs[-1]
 
@@ -208,8 +209,8 @@ def small_case(B: int, repeat: int) -> list[list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--graphs", nargs="+", default=["smallGrid3D", "sphere2500"])
-    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--graphs", nargs="*", default=["smallGrid3D", "sphere2500"])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1000])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     print(f"# robojac and Theseus {th.__version__}; {describe_machine()}", flush=True)
@@ -218,9 +219,10 @@ def main() -> None:
         for row in pgo_case(name, args.repeat):
             rows.append(row)
             print(" | ".join(row), flush=True)
-    for row in small_case(args.batch, args.repeat):
-        rows.append(row)
-        print(" | ".join(row), flush=True)
+    for B in args.batch:
+        for row in small_case(B, args.repeat):
+            rows.append(row)
+            print(" | ".join(row), flush=True)
     print()
     print(table(["case", "robojac", "Theseus", "Theseus / robojac", "answers (robojac / Theseus)"], rows))
 
