@@ -26,6 +26,7 @@ answers with respect to the target points.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import statistics
 import sys
@@ -40,31 +41,43 @@ from _util import describe_machine, table  # noqa: E402
 from robojac import data, lie, optim  # noqa: E402
 from robojac.posegraph import PGOConfig, PoseGraph, initialize, optimize, read_g2o  # noqa: E402
 
-try:
-    import theseus as th
-except ImportError as exc:  # pragma: no cover - a machine without Theseus
-    raise SystemExit(f"benchmarks/side_by_side_theseus.py needs theseus-ai ({exc}); see this file's docstring") from exc
+th = None  # theseus, imported by main() (``--help`` works without it)
 
 
-class UpperTriangularWeight(th.CostWeight):
-    """Multiplies errors and Jacobians by ``L`` (``Omega = L^T L``), one matrix per edge."""
+def _import_theseus():
+    global th
+    try:
+        import theseus
+    except ImportError as exc:  # a machine without Theseus
+        raise SystemExit(f"benchmarks/side_by_side_theseus.py needs theseus-ai ({exc}); see its docstring") from exc
+    th = theseus
 
-    def __init__(self, L: torch.Tensor, name: str | None = None):
-        super().__init__(name=name)
-        self.L = th.as_variable(L)
-        self.register_aux_vars(["L"])
 
-    def is_zero(self) -> torch.Tensor:
-        return (self.L.tensor == 0).flatten(1).all(1)
+@functools.cache
+def _weight_class():
+    """A Theseus cost weight multiplying errors and Jacobians by ``L`` (``Omega = L^T L``), one
+    matrix per edge (Theseus has scale and diagonal weights only).  One class for every edge, so
+    that Theseus vectorizes them together."""
 
-    def weight_error(self, error):
-        return (self.L.tensor @ error.unsqueeze(-1)).squeeze(-1)
+    class UpperTriangularWeight(th.CostWeight):
+        def __init__(self, L, name=None):
+            super().__init__(name=name)
+            self.L = th.as_variable(L)
+            self.register_aux_vars(["L"])
 
-    def weight_jacobians_and_error(self, jacobians, error):
-        return [self.L.tensor @ J for J in jacobians], self.weight_error(error)
+        def is_zero(self):
+            return (self.L.tensor == 0).flatten(1).all(1)
 
-    def _copy_impl(self, new_name=None):
-        return UpperTriangularWeight(self.L.copy(), name=new_name)
+        def weight_error(self, error):
+            return (self.L.tensor @ error.unsqueeze(-1)).squeeze(-1)
+
+        def weight_jacobians_and_error(self, jacobians, error):
+            return [self.L.tensor @ J for J in jacobians], self.weight_error(error)
+
+        def _copy_impl(self, new_name=None):
+            return UpperTriangularWeight(self.L.copy(), name=new_name)
+
+    return UpperTriangularWeight
 
 
 def _median_runs(run, repeat):
@@ -101,7 +114,7 @@ def pgo_case(name: str, repeat: int) -> list[list[str]]:
     objective = th.Objective(dtype=torch.float64)
     for k, (i, j) in enumerate(g.edges.tolist()):
         meas = th.SE3(tensor=Zm[k:k + 1].clone(), name=f"z{k}")
-        weight = UpperTriangularWeight(g.sqrt_information[k:k + 1].clone(), name=f"w{k}")
+        weight = _weight_class()(g.sqrt_information[k:k + 1].clone(), name=f"w{k}")
         objective.add(th.Between(poses[i], poses[j], meas, weight, name=f"e{k}"))
     anchor = th.SE3(tensor=X0[0:1].clone(), name="anchor")
     objective.add(th.Difference(poses[0], anchor, th.ScaleCostWeight(torch.tensor(1e6, dtype=torch.float64)),
@@ -210,9 +223,10 @@ def small_case(B: int, repeat: int) -> list[list[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--graphs", nargs="*", default=["smallGrid3D", "sphere2500"])
-    ap.add_argument("--batch", type=int, nargs="+", default=[1000])
+    ap.add_argument("--batch", type=int, nargs="*", default=[1000])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    _import_theseus()
     print(f"# robojac and Theseus {th.__version__}; {describe_machine()}", flush=True)
     rows = []
     for name in args.graphs:
