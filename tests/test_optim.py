@@ -197,7 +197,7 @@ def test_each_groups_tangent_map_is_its_retractions_derivative(kind, device):
     """Automatic Jacobians push tangents through ``tangent_map``; it must equal the derivative of
     ``retract(X, d)`` at ``d = 0`` (reverse mode through Exp, which it replaces)."""
     g = torch.Generator().manual_seed(3)
-    raw = torch.randn(6, {"SE3": 7, "SO3": 4, "SE2": 3, "Rn": 5}[kind], dtype=torch.float64, generator=g)
+    raw = torch.randn(6, {"SE3": 7, "SO3": 4, "SE2": 3, "Rn": 5}[kind], dtype=torch.float64, generator=g, device="cpu")
     if kind in ("SE3", "SO3"):
         raw[:, -4:] = raw[:, -4:] / raw[:, -4:].norm(dim=-1, keepdim=True)
     X = raw.to(device)
