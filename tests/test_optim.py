@@ -244,3 +244,10 @@ def test_the_dense_backward_takes_products_one_at_a_time_when_vmap_cannot(device
         r.values[0].sum().backward()
         grads.append(qq.grad)
     assert float(grads[0].abs().max()) > 1e-3 and max_err(grads[1], grads[0]) < 1e-9
+
+
+def test_row_weights_are_the_kernels_weights_of_each_rows_squared_norm(device):
+    r = torch.tensor([[0.0, 0.5], [3.0, 4.0]], dtype=torch.float64, device=device)
+    assert optim.RobustKernel("none").row_weights(r) is None  # no kernel: no product to take
+    w = optim.RobustKernel("cauchy", 2.0).row_weights(r)
+    assert max_err(w, 1 / (1 + torch.tensor([0.25, 25.0], dtype=torch.float64, device=device) / 4)) < 1e-15

@@ -509,13 +509,13 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
         valid = mk & (d2 <= pick(dmax2))
         p = tgt_pts.gather(j, rows)  # (A, 3, N)
         if cfg.method == "point_to_point":
-            w = valid.to(dt) * (cfg.kernel.weight(d2) if cfg.kernel.name != "none" else 1.0)
+            w = valid.to(dt) * cfg.kernel.weight(d2)  # ones without a kernel
             delta = _umeyama_step(q, p, w)
         else:
             if cfg.method == "point_to_plane":
                 n = tgt_nrm.gather(j, rows)
                 res = (n * (q - p)).sum(1)  # (R, N)
-                w = valid.to(dt) * (cfg.kernel.weight(res * res) if cfg.kernel.name != "none" else 1.0)
+                w = valid.to(dt) * cfg.kernel.weight(res * res)
                 Hm, g = soa.plane_system(q, n, res, w)
             else:
                 C = tgt_cov.gather(j, rows) + soa.sym6_rotation(Rm) @ pick(src_cov)  # (A, 6, N)
@@ -523,7 +523,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
                 res = q - p
                 Mr = soa.sym6_matvec(M, res)
                 s_ = (res * Mr).sum(1)
-                w = valid.to(dt) * (cfg.kernel.weight(s_) if cfg.kernel.name != "none" else 1.0)
+                w = valid.to(dt) * cfg.kernel.weight(s_)
                 Hm, g = soa.gicp_system(q, Mr, M, w)
             lam = 1e-9 * Hm.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)
             delta = -torch.linalg.solve(Hm + lam[:, None, None] * eye6, g.unsqueeze(-1)).squeeze(-1)

@@ -69,7 +69,7 @@ def _gicp_gradient_of_frozen(T: Tensor, eps: Tensor, delta: Tensor, s: Tensor, t
     d = lie.se3_act(lie.se3_compose(lie.se3_exp(delta), at)[None], s) - t
     r = torch.linalg.solve_triangular(L, d[..., None], upper=False)[..., 0]
     sq = r.square().sum(-1)
-    cost = 0.5 * (kernel.rho(sq) if kernel.name != "none" else sq).sum()
+    cost = 0.5 * kernel.rho(sq).sum()
     return torch.autograd.grad(cost, delta, create_graph=True)[0]
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from .._config import check_choice, check_int, check_real
 from ._linear import SparseLDL
 from ._multifrontal import MultifrontalCholesky
-from ._problem import Factor, Linearization, Problem, sparse_gauss_newton
+from ._problem import Factor, Linearization, Problem, hold_fixed, sparse_gauss_newton
 from ._variables import Variable
 
 __all__ = ["RIDGE", "History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig",
@@ -410,9 +410,7 @@ class _Implicit(torch.autograd.Function):
                                     ctx.context.preconditioner).detach()
                 info = torch.zeros(1, dtype=torch.int32, device=lam.device)
             else:
-                H = _dense_hessian(grad, delta, n)
-                H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
-                H = H + torch.diag_embed(held.to(H.dtype))
+                H = hold_fixed(_dense_hessian(grad, delta, n), held)
                 if damping:
                     H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
                 lam, info = torch.linalg.solve_ex(H, gbar.detach())

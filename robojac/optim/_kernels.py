@@ -57,6 +57,12 @@ class RobustKernel:
         # dcs: the M-estimator whose IRLS weight is the squared DCS scale min(1, 2 Phi / (Phi + s))^2
         return torch.where(s <= k2, s, 3 * k2 - 4 * k2 * k2 / (k2 + s))
 
+    def row_weights(self, r: Tensor) -> Tensor | None:
+        """IRLS weights ``w(|r|^2)`` of residual rows ``r (..., m)``, one per row, or ``None``
+        without a kernel (every row weighs 1: callers skip the product).  The one place the
+        solvers take their robust weights from."""
+        return None if self.name == "none" else self.weight(r.square().sum(-1))
+
     def weight(self, s: Tensor) -> Tensor:
         k2 = self.scale**2
         if self.name == "none":

@@ -19,7 +19,7 @@ from ..jacobian import batch_jacobian
 from ._kernels import RobustKernel
 from ._variables import Variable
 
-__all__ = ["Factor", "Linearization", "Problem", "sparse_gauss_newton"]
+__all__ = ["Factor", "Linearization", "Problem", "hold_fixed", "sparse_gauss_newton"]
 
 
 class Factor:
@@ -88,7 +88,7 @@ class Linearization:
         total = self.residuals[0].new_zeros(self.problem.batch) if self.residuals else None
         for f, r in zip(self.problem.factors, self.residuals):
             s = r.square().sum(-1)  # (B, F)
-            total = total + 0.5 * (f.kernel.rho(s) if f.kernel.name != "none" else s).sum(-1)
+            total = total + 0.5 * f.kernel.rho(s).sum(-1)
         return total
 
     def normal_equations(self) -> tuple[Tensor, Tensor]:
@@ -99,7 +99,7 @@ class Linearization:
         g = ref.new_zeros(B, n)
         for f, r in zip(pb.factors, self.residuals):
             blocks = pb.jacobian_of(f, self.values)  # K x (B, F, m, t_k), zero where fixed
-            w = f.kernel.weight(r.square().sum(-1)) if f.kernel.name != "none" else None
+            w = f.kernel.row_weights(r)
             wr = r if w is None else w[..., None] * r
             for k, Jk in enumerate(blocks):
                 rows = pb.rows(f, k)  # (F, t_k)
@@ -109,11 +109,14 @@ class Linearization:
                     A = Jk.transpose(-1, -2) @ WJl  # (B, F, t_k, t_l)
                     at = rows[:, :, None] * n + pb.rows(f, l_)[:, None, :]
                     H.index_add_(1, at.reshape(-1), A.reshape(B, -1))
-        H = H.view(B, n, n)
-        held = pb.held  # fixed entries: identity rows, no gradient (their step is zero)
-        H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
-        H = H + torch.diag_embed(held.to(H.dtype))
-        return H, g.masked_fill(held, 0.0)
+        return hold_fixed(H.view(B, n, n), pb.held), g.masked_fill(pb.held, 0.0)
+
+
+def hold_fixed(H: Tensor, held: Tensor) -> Tensor:
+    """``H (B, n, n)`` with the rows and columns of fixed entries ``held (B, n)`` replaced by the
+    identity's: their step is zero and they couple to nothing."""
+    H = torch.where(held[:, :, None] | held[:, None, :], torch.zeros((), dtype=H.dtype, device=H.device), H)
+    return H + torch.diag_embed(held.to(H.dtype))
 
 
 def sparse_gauss_newton(lin: Linearization) -> Tensor:
@@ -124,7 +127,7 @@ def sparse_gauss_newton(lin: Linearization) -> Tensor:
     rows_all, cols_all, vals_all = [], [], []
     for f, r in zip(pb.factors, lin.residuals):
         blocks = pb.jacobian_of(f, lin.values)
-        w = f.kernel.weight(r.square().sum(-1)) if f.kernel.name != "none" else None
+        w = f.kernel.row_weights(r)
         for k, Jk in enumerate(blocks):
             rk = pb.rows(f, k)
             for l_, Jl in enumerate(blocks):

@@ -280,7 +280,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                 break
             it += 1
             r = lin.r
-            w = kernel.weight(r.square().sum(-1)) if kernel.name != "none" else None
+            w = kernel.row_weights(r)
             if chord:
                 chord = False
                 out = _chord_step(prob, lin, r, w, S, kernel, cost, config.relative_tolerance * max(cost, 1e-300))
@@ -352,7 +352,7 @@ def _polish(prob: _Problem, S: Tensor, kernel: RobustKernel, steps: int = 2) -> 
     for _ in range(steps):
         lin = prob.evaluate(S)
         r = lin.r
-        w = kernel.weight(r.square().sum(-1)) if kernel.name != "none" else None
+        w = kernel.row_weights(r)
         H, g = lin.J.normal_equations(r, w, opposite=True)
         if float(g.abs().max()) <= 1e-13 * max(1.0, float(r.abs().max())):
             break
