@@ -17,8 +17,9 @@ __all__ = ["atomic_path", "read_bytes", "read_text", "save_figure_atomic", "writ
 def read_bytes(path, what: str = "file") -> bytes:
     """The bytes of ``path``; a name ending in ``.gz`` is decompressed.
 
-    A missing file raises ``FileNotFoundError``, a folder or a corrupt gzip stream ``ValueError``;
-    each message names the file and says it is the ``what`` (``"g2o file"``, ...)."""
+    A missing file raises ``FileNotFoundError``, a folder ``IsADirectoryError``, a corrupt gzip
+    stream ``ValueError``; each message names the file (and what was expected: the ``what``,
+    ``"g2o file"``, ...)."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")

@@ -267,8 +267,7 @@ def _differentiable(cfg: ICPConfig, sources: list[Tensor], targets: list, result
 
     pts = [t.points if isinstance(t, PreparedCloud) else t for t in targets]
     last = cfg.levels[-1]
-    dmax = _max_distance(cfg, last, [PreparedCloud(voxel_downsample(p.detach(), cfg.voxel_size * last), None)
-                                     for p in pts])
+    dmax = _max_distance(cfg, last, [p.detach() for p in pts])  # as the last level had it
     T = result.T_target_source.tensor().reshape(-1, 7)
     T = with_point_gradients(cfg, sources, pts, T, result.converged.reshape(-1), dmax)
     return dataclasses.replace(result, T_target_source=wrap_lie(T.reshape(batch + (7,))))
@@ -288,7 +287,7 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
                 prepared[id(t)] = t if reuse else prepare(t.points if isinstance(t, PreparedCloud) else t, v,
                                                           num_neighbors=cfg.num_neighbors, backend=cfg.neighbors_backend)
         Tg = [prepared[id(t)] for t in tgt0]
-        dist = _max_distance(cfg, factor, Tg)
+        dist = _max_distance(cfg, factor, [t.points for t in Tg])
         targets = _TargetSet(Tg, H, dist, cfg)
         T, it, conv = _iterate(cfg, S, targets, T)
         iters, converged = iters + it, conv
@@ -306,12 +305,14 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
                               inl.reshape(shape), fit.reshape(shape), rmse.reshape(shape))
 
 
-def _max_distance(cfg: ICPConfig, factor: float, targets) -> list[float]:
+def _max_distance(cfg: ICPConfig, factor: float, targets: list[Tensor]) -> list[float]:
+    """Each target's correspondence distance at a level ``factor``: the configured one, else 10
+    voxels, else (no voxels: the targets as given) 10 % of the target's extent."""
     if cfg.max_correspondence_distance is not None:
         return [cfg.max_correspondence_distance * factor] * len(targets)
     if cfg.voxel_size > 0:
         return [10.0 * cfg.voxel_size * factor] * len(targets)
-    return [0.1 * float((t.points.max(0).values - t.points.min(0).values).norm()) for t in targets]
+    return [0.1 * float((t.max(0).values - t.min(0).values).norm()) for t in targets]
 
 
 def _pad(clouds: list[Tensor]) -> tuple[Tensor, Tensor]:
