@@ -178,8 +178,11 @@ def test_an_unconverged_problem_passes_no_gradient(device):
 
 def test_no_grad_costs_nothing_extra_and_bad_configs_are_refused(device):
     _, p, q = _pairs(1, 10, 0.0, device)
-    X, f = _pose_problem(p, q)
-    assert not optim.solve([X], [f]).values[0].requires_grad
+    X, f = _pose_problem(p, q.clone().requires_grad_())
+    with torch.no_grad():  # data that require grad, with grad off: no backward attached
+        assert not optim.solve([X], [f]).values[0].requires_grad
+    detached = optim.solve([X], [f], optim.SolverConfig(backward="none")).values[0]
+    assert not detached.requires_grad and optim.solve([X], [f]).values[0].requires_grad  # "none" is what detaches
     for build, match in ((lambda: optim.TrustRegionConfig(lambda_initial=float("inf")), "lambda_initial"),
                          (lambda: optim.TrustRegionConfig(factor_up=1.0), "factor_up: expected a factor above 1"),
                          (lambda: optim.TerminationConfig(max_iterations=2.5), "max_iterations"),
