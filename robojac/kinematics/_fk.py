@@ -17,7 +17,7 @@ joints map onto the actuated columns through the constant matrix ``d theta / d q
 
 Without autograd, a :class:`Plan` holds a workspace for one batch size (reused from call to
 call: fresh multi-megabyte buffers cost more in page faults than the arithmetic) and every
-view the loop needs, so a call is a flat sequence of ``out=`` lie.  With autograd the same
+view the loop needs, so a call is a flat sequence of ``out=`` ops.  With autograd the same
 loop allocates.
 """
 
