@@ -90,7 +90,7 @@ class BlockSparsePattern:
 
     @cached_property
     def _jacobian_csr(self):
-        F, K, r, t = self.num_factors, self.arity, self.residual_dim, self.tangent_dim
+        F, r, t = self.num_factors, self.residual_dim, self.tangent_dim
         idx = self.index.cpu().numpy()
         rows = (np.arange(F)[:, None, None, None] * r + np.arange(r)[None, None, :, None])
         cols = np.where(idx[:, :, None, None] >= 0, idx[:, :, None, None] * t + np.arange(t)[None, None, None, :], -1)

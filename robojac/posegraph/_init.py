@@ -34,7 +34,6 @@ def spanning_tree_state(N: int, edges: Tensor, Z: Tensor, dim: int, root: int = 
     from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 
     e = edges.cpu().numpy()
-    E = len(e)
     gap = np.abs(e[:, 0] - e[:, 1])
     weight = np.where(gap == 1, 1.0, 1.0 + gap.astype(float))
     W = sp.coo_matrix((weight, (np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1]))), shape=(N, N)).tocsr()
