@@ -5,7 +5,7 @@ from ._dh import DHRow, chain_from_dh
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy, rpy_to_quat
 from ._transform import PoseTransform
 from ._tree import KinematicTreeError
-from ._urdf import UrdfError, parse_urdf
+from ._urdf import UrdfError, parse_urdf, quat_to_rpy, write_urdf
 
 __all__ = [
     "Chain",
@@ -20,5 +20,7 @@ __all__ = [
     "chain_from_dh",
     "origin_from_xyz_rpy",
     "parse_urdf",
+    "quat_to_rpy",
     "rpy_to_quat",
+    "write_urdf",
 ]

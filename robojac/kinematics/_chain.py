@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -11,7 +12,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ._fk import Plan, compile_program, jacobian_from, plan_jacobian, run_autograd, transpose_into
+import pypose as pp
+
+from ._fk import Plan, compile_program, jacobian_from, origin_constants, plan_jacobian, run_autograd, transpose_into
+from .. import lie
 from ..lie import wrap_lie
 from ._joint import Joint
 from ._tree import TreeLayout, layout, path_joints
@@ -38,6 +42,10 @@ class Chain(nn.Module):
             raise ValueError("joints: expected at least one joint (or links= for a chain of a single frame)")
         self.name = name
         self.tree: TreeLayout = layout(list(joints), links, root, _joint_lines, _sources)
+        self._built = dict(links=links, root=root, name=name, _sources=tuple(_sources), _joint_lines=_joint_lines)
+        self.urdf_source: tuple[str, str] | None = None  # (text, file name) of the URDF it was read from
+        self.origin_joints: tuple[str, ...] = ()  # joints whose origin is the parameter joint_origins
+        self.offset_joints: tuple[str, ...] = ()  # actuated joints whose offset is joint_offsets
         self._joints = tuple(joints)
         self._sources = tuple(_sources)
         self._program = compile_program(self.tree)
@@ -128,10 +136,113 @@ class Chain(nn.Module):
         joints = path_joints(self.tree, root, tip)
         sources = [j for j in self._joints + self._sources if j.type.movable]
         links = None if joints else [root]
-        return Chain(joints, links=links, root=root, name=f"{self.name}:{root}->{tip}", _sources=sources)
+        out = Chain(joints, links=links, root=root, name=f"{self.name}:{root}->{tip}", _sources=sources)
+        out.urdf_source = self.urdf_source
+        return out
+
+    # ---- parameters (calibration) ------------------------------------------------------
+    def with_parameters(self, origins: str | Sequence[str] | None = "all",
+                        offsets: str | Sequence[str] | None = "all") -> Chain:
+        """A copy of this chain whose joint origins and joint offsets are parameters.
+
+        * ``origins``: ``"all"`` (every joint, fixed ones included), joint names, or ``None``.
+          They become one SE3 ``pp.Parameter`` ``joint_origins (K, 7)``: ``T_parent_joint`` of
+          each joint in :attr:`origin_joints` order.
+        * ``offsets``: ``"all"`` (every actuated joint), names, or ``None``: ``joint_offsets (D,)``,
+          added to ``q`` (``q + offset``) for the joints :attr:`offset_joints` names.
+
+        :func:`robojac.jacobian.modjac` of the chain then gives 6 tangent columns per origin (a
+        left perturbation ``Exp(d) * T_parent_joint``) and one per offset: the identification
+        Jacobian of kinematic calibration.  Kinematics follow the parameters' current values (and
+        pass gradients to them); :meth:`frozen` folds them back into a plain chain.  This chain is
+        not changed.
+        """
+        names = [j.name for j in self._joints]
+        dof_names = self.joint_names
+        chosen_o = self._choose("origins", origins, names)
+        chosen_d = self._choose("offsets", offsets, dof_names)
+        if not chosen_o and not chosen_d:
+            raise ValueError("origins, offsets: expected at least one joint to parameterize, got none")
+        out = self.frozen()
+        by_name = {j.name: j for j in out._joints}
+        out.origin_joints, out.offset_joints = tuple(chosen_o), tuple(chosen_d)
+        if chosen_o:
+            frames = [out.tree.frames.index(by_name[n].child) for n in chosen_o]
+            O = torch.stack([by_name[n].origin for n in chosen_o])
+            out.joint_origins = pp.Parameter(pp.SE3(O))
+            out.register_buffer("_origin_frames", torch.tensor(frames, dtype=torch.long, device="cpu"), persistent=False)
+            out.register_buffer("_origin_axes", torch.tensor([by_name[n].axis for n in chosen_o], dtype=torch.float64,
+                                                             device="cpu"), persistent=False)
+            out.register_buffer("_origin_kinds", torch.tensor([out._program.kind[f] for f in frames], device="cpu"),
+                                persistent=False)
+        if chosen_d:
+            out.joint_offsets = nn.Parameter(torch.zeros(len(chosen_d), dtype=torch.float64, device="cpu"))
+            out.register_buffer("_offset_columns", torch.tensor([dof_names.index(n) for n in chosen_d], device="cpu"),
+                                persistent=False)
+        return out.to(self.lower.device)
+
+    @staticmethod
+    def _choose(what: str, chosen, names: list[str]) -> list[str]:
+        if chosen is None:
+            return []
+        if chosen == "all":
+            return list(names)
+        if isinstance(chosen, str):
+            chosen = [chosen]
+        chosen = list(chosen)
+        unknown = [n for n in chosen if n not in names]
+        if unknown:
+            raise ValueError(f"{what}: {unknown} name no joint that can take one; expected some of {names}")
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"{what}: names a joint twice: {chosen}")
+        return [n for n in names if n in chosen]  # the chain's order
+
+    def frozen(self) -> Chain:
+        """A plain chain (no parameters) with the current parameter values folded into the joint
+        origins: an offset ``o`` of a joint becomes ``origin * Motion(o)`` (and ``mult * o`` for the
+        joints that mimic it).  Limits, names, mimic relations and the URDF source are kept."""
+        folded = {}
+        if self.origin_joints:
+            O = self.joint_origins.detach().tensor().to(device="cpu", dtype=torch.float64)
+            O = torch.cat((O[:, :3], O[:, 3:] / O[:, 3:].norm(dim=-1, keepdim=True)), -1)
+            folded = {n: O[i] for i, n in enumerate(self.origin_joints)}
+        shift = {}
+        if self.offset_joints:
+            vals = self.joint_offsets.detach().to(device="cpu", dtype=torch.float64).tolist()
+            shift = dict(zip(self.offset_joints, vals))
+        joints = []
+        for j in self._joints + self._built["_sources"]:
+            origin = folded.get(j.name, j.origin)
+            if j.type.movable:
+                src, mult = (j.mimic.joint, j.mimic.multiplier) if j.mimic is not None else (j.name, 1.0)
+                o = mult * shift.get(src, 0.0)
+                if o != 0.0:
+                    origin = lie.se3_compose(origin, _motion(j, o))
+            joints.append(dataclasses.replace(j, origin=origin) if origin is not j.origin else j)
+        n = len(self._joints)
+        b = self._built
+        out = Chain(joints[:n], links=b["links"], root=b["root"], name=b["name"], _sources=joints[n:],
+                    _joint_lines=b["_joint_lines"])
+        out.urdf_source = self.urdf_source
+        return out.to(self.lower.device)
+
+    def to_urdf(self, path) -> None:
+        """Write the chain as a URDF file, atomically (see :func:`robojac.kinematics.write_urdf`)."""
+        from ._urdf import write_urdf
+
+        write_urdf(self, path)
 
     # ---- configuration helpers ---------------------------------------------------------
     def _consts(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
+        if self.origin_joints:  # the origins are parameters: rebuilt on every call, differentiably
+            C = {k: getattr(self, k).to(device=device, dtype=dtype if getattr(self, k).is_floating_point() else None)
+                 for k in self._program.constants}
+            O = self.joint_origins
+            O = (O.tensor() if isinstance(O, pp.LieTensor) else O).to(device=device, dtype=dtype)
+            RQ, WT = origin_constants(O, self._origin_axes.to(device=device, dtype=dtype), self._origin_kinds.to(device))
+            idx = (self._origin_frames.to(device),)
+            C["RQ"], C["WT"] = C["RQ"].index_put(idx, RQ), C["WT"].index_put(idx, WT)
+            return C
         key = (dtype, device, self.RQ.device, self.RQ.dtype)
         C = self._cache.get(key)
         if C is None:
@@ -299,7 +410,9 @@ class Chain(nn.Module):
         q2 = q.reshape(batch.numel(), self.dof)  # explicit: -1 is ambiguous for an empty batch or 0 joints
         C = self._consts(q.dtype, q.device)
         needed = self._with_ancestors(frames + jac)
-        if _plain(q):
+        if self.offset_joints:
+            q2 = q2.index_add(-1, self._offset_columns.to(q.device), self.joint_offsets.to(q.dtype).expand(q2.shape[0], -1))
+        if _plain(q) and not self.origin_joints and not self.offset_joints:
             plan = self._plan(C, q2.shape[0], tuple(needed), tuple(jac))
             plan.run(q2)
             return _Evaluation(batch, plan.soa.__getitem__, lambda g: plan.Z[:, self._program.slot[g]], plan.soa, plan)
@@ -341,8 +454,12 @@ class Chain(nn.Module):
         shape = ev.batch + (7,)
         return {name: wrap_lie(out[f].reshape(shape)) for f, name in enumerate(self.tree.frames)}
 
-    def forward(self, q: Tensor) -> Tensor:
-        """The tip pose ``(..., 7)`` of a serial chain (see :meth:`forward_kinematics`)."""
+    def forward(self, q: Tensor, frames: Sequence[str] | None = None) -> Tensor:
+        """The tip pose ``(..., 7)`` of a serial chain, or with ``frames`` the poses ``(..., F, 7)``
+        of those frames (see :meth:`forward_kinematics`).  The model that
+        :func:`torch.func.functional_call` and :func:`robojac.jacobian.modjac` run."""
+        if frames is not None:
+            return self.forward_kinematics_tensor(q, frames)
         return self.forward_kinematics_tensor(q, [self.tip])[..., 0, :]
 
     def jacobian(self, q: Tensor, frame: str | None = None, *, reference: Reference = "world",
@@ -418,6 +535,14 @@ class Chain(nn.Module):
         J = self.jacobian(q, frame)[..., idx, :]
         JJt = J @ J.transpose(-1, -2)
         return torch.sqrt(torch.clamp(torch.linalg.det(JJt), min=0.0))
+
+def _motion(j: Joint, value: float) -> Tensor:
+    """``Motion(value)`` of joint ``j`` as a pose: a rotation about, or a translation along, its axis."""
+    a = torch.tensor(j.axis, dtype=torch.float64, device="cpu")
+    if j.type.rotational:
+        return torch.cat((a.new_zeros(3), a * math.sin(value / 2), a.new_tensor([math.cos(value / 2)])))
+    return torch.cat((a * value, a.new_tensor([0.0, 0.0, 0.0, 1.0])))
+
 
 class _Evaluation:
     """Results of one kinematics pass: ``pose(f)`` is ``(7, B)``, ``axis(g)`` is ``(3, B)``."""

@@ -78,13 +78,9 @@ def compile_program(tree: TreeLayout) -> Program:
     if F > 1:
         origins = torch.stack([tree.joint_of[f].origin for f in range(1, F)])  # (F - 1, 7)
         axes = torch.tensor([tree.joint_of[f].axis for f in range(1, F)], **on_cpu)
-        RQ[1:, :4] = lie.quat_product_matrix(origins[:, 3:])
-        WT[1:] = lie.quat_rotation_form(origins[:, :3])
+        RQ[1:], WT[1:] = origin_constants(origins, axes, torch.tensor(kind[1:], device="cpu"))
         moving = torch.tensor([k != FIXED for k in kind[1:]], device="cpu")
         WZ[1:][moving] = lie.quat_rotation_form(axes[moving])
-        turning = torch.tensor([k == REVOLUTE for k in kind[1:]], device="cpu")
-        pure = torch.cat((axes[turning], axes.new_zeros(int(turning.sum()), 1)), -1)  # the axis as a quaternion
-        RQ[1:, 4:][turning] = lie.quat_product_matrix(lie.quat_mul(origins[turning, 3:], pure))
     dof = len(tree.actuated)
     # theta[r] = mult[r] q[src[r]] + offset[r]: one row per movable joint (a mimic joint reads its
     # source); kept as index, factor and offset, linear in the joints (a dense rows x dof map was
@@ -99,6 +95,18 @@ def compile_program(tree: TreeLayout) -> Program:
     constants = dict(RQ=RQ, WT=WT, WZ=WZ, theta_src=theta_src, theta_mult=theta_mult, theta_offset=theta_offset)
     return Program(tuple(kind), tuple(slot), tuple(tree.parent), tuple(tuple(c) for c in children), constants, identity,
                    dof)
+
+
+def origin_constants(origins: Tensor, axes: Tensor, kinds: Tensor) -> tuple[Tensor, Tensor]:
+    """``(RQ (K, 8, 4), WT (K, 3, 16))`` of joints with ``origins (K, 7)``, ``axes (K, 3)`` and
+    ``kinds (K,)``: the rotation matrices ``[q_origin (x); q_origin (x) [a, 0] (x)]`` (the second
+    for revolute joints only) and the rotation form of the origin's translation.  Differentiable
+    in the origins: a chain whose origins are parameters rebuilds its rows with it."""
+    top = lie.quat_product_matrix(origins[:, 3:])
+    pure = torch.cat((axes, axes.new_zeros(axes.shape[0], 1)), -1)  # the axis as a quaternion
+    bottom = lie.quat_product_matrix(lie.quat_mul(origins[:, 3:], pure))
+    bottom = torch.where((kinds == REVOLUTE)[:, None, None], bottom, torch.zeros_like(bottom))
+    return torch.cat((top, bottom), -2), lie.quat_rotation_form(origins[:, :3])
 
 
 def axis_frames(prog: Program, jac_frames) -> set[int]:

@@ -1,7 +1,9 @@
-"""A kinematics-only URDF reader: links, joints, origins, axes, limits, mimic relations.
+"""URDF in and out.
 
-Visual, collision, inertial, transmission and gazebo elements are ignored, so meshes that are
-not on disk do not matter.  Errors name the file and line.
+The reader is kinematics-only: links, joints, origins, axes, limits, mimic relations.  Visual,
+collision, inertial, transmission and gazebo elements are ignored, so meshes that are not on
+disk do not matter.  Errors name the file and line.  The writer puts a chain's joint origins
+back into the file it was read from, everything else as it was.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import os
 from xml.etree import ElementTree as ET
 from xml.parsers import expat
 
-from .._files import read_text
+import torch
+
+from .._files import read_text, write_text_atomic
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy
 from ._tree import KinematicTreeError
 
-__all__ = ["UrdfError", "chain_from_urdf", "parse_urdf"]
+__all__ = ["UrdfError", "chain_from_urdf", "parse_urdf", "quat_to_rpy", "write_urdf"]
 
 _TYPES = {t.value: t for t in JointType}
 log = logging.getLogger(__name__)
@@ -37,9 +41,10 @@ def _read(source) -> tuple[str, str]:
     raise TypeError(f"source: expected a URDF path or XML string, got {type(source).__name__}")
 
 
-def _parse_xml(text: str, name: str):
-    """ElementTree elements plus the line each starts on (expat feeds a TreeBuilder)."""
-    builder = ET.TreeBuilder()
+def _parse_xml(text: str, name: str, comments: bool = False):
+    """ElementTree elements plus the line each starts on (expat feeds a TreeBuilder); with
+    ``comments`` the comments are kept in the tree (for writing the file back)."""
+    builder = ET.TreeBuilder(insert_comments=comments, insert_pis=comments)
     lines: dict[ET.Element, int] = {}
     parser = expat.ParserCreate()
     parser.buffer_text = True  # one data callback per text run, not per line
@@ -50,6 +55,8 @@ def _parse_xml(text: str, name: str):
     parser.StartElementHandler = start
     parser.EndElementHandler = builder.end
     parser.CharacterDataHandler = builder.data
+    if comments:
+        parser.CommentHandler = builder.comment
     try:
         parser.Parse(text, True)
     except expat.ExpatError as e:
@@ -94,7 +101,10 @@ def _float(el, attr: str, default: float, where: str, *, allow_inf: bool = False
 
 def parse_urdf(source):
     """``(robot name, link names, joints, {joint: "file:line"})`` of a URDF path or string."""
-    text, name = _read(source)
+    return _parse(*_read(source))
+
+
+def _parse(text: str, name: str):
     root, lines = _parse_xml(text, name)
     if root.tag != "robot":
         raise UrdfError(f"{name}:{lines[root]}: the root element is <{root.tag}>, expected <robot>")
@@ -164,13 +174,86 @@ def parse_urdf(source):
 def chain_from_urdf(source, *, root: str | None = None, tip: str | None = None):
     from ._chain import Chain
 
-    robot, links, joints, where_of = parse_urdf(source)
+    text, name = _read(source)
+    robot, links, joints, where_of = _parse(text, name)
     try:
         chain = Chain(joints, links=links, name=robot, _joint_lines=where_of)
     except KinematicTreeError as e:
         raise UrdfError(str(e)) from None
+    chain.urdf_source = (text, name)
     if root is None and tip is None:
         return chain
     if tip is None:
         raise ValueError(f"tip: give the end frame with root={root!r}; frames: {chain.frame_names}")
     return chain.subchain(root, tip)
+
+
+def quat_to_rpy(q) -> tuple[float, float, float]:
+    """URDF roll-pitch-yaw of a ``[x, y, z, w]`` quaternion (the inverse of
+    :func:`~robojac.kinematics.rpy_to_quat`; pitch in ``[-pi/2, pi/2]``)."""
+    x, y, z, w = (float(v) for v in q)
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    x, y, z, w = x / n, y / n, z / n, w / n
+    r00, r10 = 1 - 2 * (y * y + z * z), 2 * (x * y + w * z)
+    r20, r21, r22 = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
+    return math.atan2(r21, r22), math.atan2(-r20, math.hypot(r00, r10)), math.atan2(r10, r00)
+
+
+def _numbers(values) -> str:
+    return " ".join(repr(float(v)) for v in values)  # the shortest text that reads back exactly
+
+
+def _set_origin(el, origin: torch.Tensor) -> None:
+    o = el.find("origin")
+    if o is None:
+        o = ET.Element("origin")
+        el.insert(0, o)
+        o.tail, o.text = "\n    ", None
+    o.set("xyz", _numbers(origin[:3].tolist()))
+    o.set("rpy", _numbers(quat_to_rpy(origin[3:].tolist())))
+
+
+def _fresh_urdf(chain) -> ET.Element:
+    robot = ET.Element("robot", name=chain.name)
+    for f in chain.frame_names:
+        ET.SubElement(robot, "link", name=f)
+    for j in chain.joints:
+        el = ET.SubElement(robot, "joint", name=j.name, type=j.type.value)
+        _set_origin(el, j.origin)
+        ET.SubElement(el, "parent", link=j.parent)
+        ET.SubElement(el, "child", link=j.child)
+        if j.type.movable:
+            ET.SubElement(el, "axis", xyz=_numbers(j.axis))
+        if j.type in (JointType.REVOLUTE, JointType.PRISMATIC):
+            lim = j.limits
+            ET.SubElement(el, "limit", lower=repr(lim.lower), upper=repr(lim.upper), effort=repr(lim.effort),
+                          velocity=repr(lim.velocity))
+        if j.mimic is not None:
+            ET.SubElement(el, "mimic", joint=j.mimic.joint, multiplier=repr(j.mimic.multiplier), offset=repr(j.mimic.offset))
+    ET.indent(robot)
+    return robot
+
+
+def write_urdf(chain, path) -> None:
+    """Write ``chain`` as a URDF file at ``path``, atomically.
+
+    A chain read from a URDF (or a sub-chain of one, or one derived by ``frozen()`` or
+    calibration) is written as that file with each of its joints' ``<origin>`` replaced by the
+    chain's (``xyz`` and ``rpy`` to full precision); links, visuals, collisions, inertials,
+    limits, mimic tags, other joints and comments stay as they were.  Any other chain is written
+    from its joints.  Reading the file back gives the chain's kinematics to rounding (~1e-15).
+    A chain with parameters is written with their current values (see ``Chain.frozen``)."""
+    if chain.origin_joints or chain.offset_joints:
+        chain = chain.frozen()
+    if chain.urdf_source is None:
+        root = _fresh_urdf(chain)
+    else:
+        text, name = chain.urdf_source
+        root, _ = _parse_xml(text, name, comments=True)
+        ours = {j.name: j for j in chain.joints}
+        for el in root.findall("joint"):
+            j = ours.get(el.get("name"))
+            if j is not None:
+                _set_origin(el, j.origin)
+    body = ET.tostring(root, encoding="unicode")
+    write_text_atomic(path, '<?xml version="1.0" encoding="utf-8"?>\n' + body + "\n")

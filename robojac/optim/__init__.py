@@ -17,9 +17,9 @@ from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._problem import Factor, Linearization, Problem
 from ._small import cholesky_soa, cholesky_solve_soa, spd_solve_soa
-from ._variables import Group, Variable, group
+from ._variables import Group, Variable, group, product
 
 __all__ = ["RIDGE", "Factor", "Group", "History", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
            "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
            "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
-           "group", "solve", "spd_solve_soa"]
+           "group", "product", "solve", "spd_solve_soa"]

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import lie
 
-__all__ = ["Group", "group", "Variable"]
+__all__ = ["Group", "group", "product", "Variable"]
 
 
 @dataclass(frozen=True)
@@ -87,22 +87,74 @@ def group(kind: str, dim: int | None = None) -> Group:
     return _GROUPS[kind]
 
 
+def product(*parts: tuple[str | Group, int]) -> Group:
+    """One variable made of several group elements, ``parts = ((kind, count), ...)``: its raw
+    numbers and tangent coordinates are the parts' in order, each retracted by its own group.
+    For a model whose parameters every residual reads together (a robot's joint origins and
+    offsets): one slot, one Jacobian block, one product ``J^T J``.
+    ``product(("SE3", 8), ("Rn", 7))`` stores ``8 * 7 + 7`` numbers and steps in ``8 * 6 + 7``."""
+    if not parts:
+        raise ValueError("parts: expected at least one (kind, count) pair")
+    groups = []
+    for i, part in enumerate(parts):
+        if not (isinstance(part, tuple) and len(part) == 2 and isinstance(part[1], int) and part[1] >= 0):
+            raise ValueError(f"parts[{i}]: expected (kind, count) with count an int >= 0, got {part!r}")
+        kind, count = part
+        g = kind if isinstance(kind, Group) else group(kind, 1) if kind == "Rn" else group(kind)
+        groups.append((g, count))
+    raw = [g.raw_dim * c for g, c in groups]
+    tan = [g.tangent_dim * c for g, c in groups]
+
+    def split(x: Tensor, sizes: list[int], dims: list[int]) -> list[Tensor]:
+        return [p.unflatten(-1, (c, d)) for p, (c, d) in zip(x.split(sizes, -1), zip([c for _, c in groups], dims))]
+
+    def retract(X: Tensor, d: Tensor) -> Tensor:
+        xs = split(X, raw, [g.raw_dim for g, _ in groups])
+        ds = split(d, tan, [g.tangent_dim for g, _ in groups])
+        return torch.cat([g.retract(x, e).flatten(-2) for (g, _), x, e in zip(groups, xs, ds)], -1)
+
+    def tangent_map(X: Tensor) -> Tensor:
+        xs = split(X, raw, [g.raw_dim for g, _ in groups])
+        return _block_diag([_block_diag_of(g.tangent_map(x)) for (g, _), x in zip(groups, xs)])
+
+    name = " x ".join(f"{g.name}^{c}" for g, c in groups)
+    return Group(name, sum(raw), sum(tan), retract, tangent_map)
+
+
+def _block_diag_of(M: Tensor) -> Tensor:
+    """``(..., c, r, t)`` -> ``(..., c r, c t)``: the ``c`` blocks on the diagonal."""
+    c, r, t = M.shape[-3:]
+    eye = torch.eye(c, dtype=M.dtype, device=M.device)
+    return torch.einsum("...ars,ab->...arbs", M, eye).reshape(M.shape[:-3] + (c * r, c * t))
+
+
+def _block_diag(blocks: list[Tensor]) -> Tensor:
+    """``(..., r_i, t_i)`` blocks -> ``(..., sum r, sum t)`` with them on the diagonal."""
+    out = blocks[0].new_zeros(blocks[0].shape[:-2] + (sum(b.shape[-2] for b in blocks), sum(b.shape[-1] for b in blocks)))
+    i = j = 0
+    for b in blocks:
+        out[..., i : i + b.shape[-2], j : j + b.shape[-1]] = b
+        i, j = i + b.shape[-2], j + b.shape[-1]
+    return out
+
+
 class Variable:
-    """Values of one kind for ``B`` problems: ``value (B, N, raw)`` holds each problem's ``N``
+    """Values of one kind (a name for :func:`group`, or a :class:`Group` such as a
+    :func:`product`) for ``B`` problems: ``value (B, N, raw)`` holds each problem's ``N``
     variables (``B = 1`` for one large problem).  ``fixed (N,)`` or ``(B, N)`` holds some at their
     values (a gauge, a FIXed pose).  ``name`` appears in error messages.
 
     The value may be a pypose LieTensor or require grad: the solver reads it as the starting
     point (gradients reach the answer through the problem's data, never through the start)."""
 
-    def __init__(self, kind: str, value: Tensor, *, dim: int | None = None, fixed: Tensor | None = None,
+    def __init__(self, kind: str | Group, value: Tensor, *, dim: int | None = None, fixed: Tensor | None = None,
                  name: str = "variable"):
         value = value.tensor() if hasattr(value, "ltype") else value
         if not isinstance(value, Tensor) or not value.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor (B, N, raw), got {type(value).__name__}")
         if kind == "Rn" and dim is None:
             dim = value.shape[-1]
-        self.group = group(kind, dim)
+        self.group = kind if isinstance(kind, Group) else group(kind, dim)
         if value.dim() != 3 or value.shape[-1] != self.group.raw_dim:
             raise ValueError(f"{name}: expected shape (B, N, {self.group.raw_dim}) for {self.group.name} values, "
                              f"got {tuple(value.shape)}")
