@@ -22,8 +22,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("lie", "jacobian", "optim", "kinematics", "models", "data", "ik", "icp", "posegraph", "trajectory",
-               "viz", "cli")
+_SUBMODULES = ("lie", "jacobian", "optim", "kinematics", "models", "data", "ik", "calibration", "icp", "posegraph",
+               "trajectory", "viz", "cli")
 
 # top-level name -> the subpackage that defines it
 _NAMES = {

@@ -14,11 +14,13 @@ ALLOWED = {  # package -> the packages it may import
     "data": set(),
     "__main__": {"cli"},
     "ik": {"lie", "jacobian", "optim", "kinematics"},
+    "calibration": {"lie", "jacobian", "optim", "kinematics"},
     "posegraph": {"lie", "jacobian", "optim"},
     "trajectory": {"lie"},
     "icp": {"lie", "jacobian", "optim", "posegraph", "trajectory"},
-    "viz": {"lie", "jacobian", "optim", "kinematics", "models", "ik", "posegraph", "trajectory", "icp"},
-    "cli": {"lie", "jacobian", "optim", "kinematics", "models", "data", "ik", "posegraph", "trajectory", "icp", "viz"},
+    "viz": {"lie", "jacobian", "optim", "kinematics", "models", "ik", "calibration", "posegraph", "trajectory", "icp"},
+    "cli": {"lie", "jacobian", "optim", "kinematics", "models", "data", "ik", "calibration", "posegraph", "trajectory",
+            "icp", "viz"},
 }
 
 

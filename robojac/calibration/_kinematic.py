@@ -105,8 +105,10 @@ class CalibrationResult:
       directions held.
     * ``origins`` ``(K, 7)`` and ``offsets`` ``(D,)``: the calibrated values.
     * ``singular_values`` ``(P,)``: the identifiability spectrum (column-scaled, descending);
-      ``null_space`` ``(P, P - r)``: the unidentifiable directions (scaled coordinates), held at
-      their nominal values; ``identifiable``: the base parameters (one per identifiable
+      ``scale`` ``(P,)``: the identification Jacobian's column norms (the scaled coordinates
+      are ``scale * estimate``); ``null_space`` ``(P, P - r)``: the unidentifiable directions in
+      scaled coordinates, held at their nominal values (``null_space.T @ (scale * estimate)``
+      is zero); ``identifiable``: the base parameters (one per identifiable
       direction: each the first, in chain order, not explained by those before it); ``unidentifiable``: each other parameter in
       words, as the change of base parameters it cannot be told apart from
       (``"j4.offset = 1 j4.origin.rz"``).
@@ -127,6 +129,7 @@ class CalibrationResult:
     origins: Tensor
     offsets: Tensor
     singular_values: Tensor
+    scale: Tensor
     null_space: Tensor
     identifiable: tuple[str, ...]
     unidentifiable: tuple[str, ...]
@@ -467,7 +470,7 @@ def calibrate_kinematics(chain: Chain, q: Tensor, measurements, *, frame: str | 
         chain=pchain.frozen(), converged=bool(result.converged[0]), iterations=sum(int(r.iterations[0]) for r in runs),
         cost=float(result.cost[0]), reason=result.reason[0], history=history, parameter_names=names,
         estimate=_deviation(x, x0, residual.K), std=std, origins=x[: 7 * residual.K].reshape(residual.K, 7),
-        offsets=x[7 * residual.K :], singular_values=S1, null_space=Vh[rank:].T,
+        offsets=x[7 * residual.K :], singular_values=S1, scale=c, null_space=Vh[rank:].T,
         identifiable=tuple(names[j] for j in base), unidentifiable=_dependencies(Jw, base, names),
         before=_errors(residual, x0, q, meas), after=_errors(residual, x, q, meas), weights=w, sigma0=sigma0)
 
