@@ -374,3 +374,31 @@ def test_unconverged_says_so(device):
     cfg = CalibrationConfig(solver=SolverConfig(termination=TerminationConfig(max_iterations=1)))
     res = calibrate_kinematics(c, q, measure(truth, q, g), config=cfg)
     assert not res.converged and res.reason == "max_iterations"
+
+
+# ---- command line --------------------------------------------------------------------------
+
+def test_calibrate_command(tmp_path, device, capsys):
+    from robojac.cli import main
+
+    c = robot("panda", device)
+    g = torch.Generator().manual_seed(16)
+    truth = perturbed(c, g)
+    q = c.random_configuration(40, generator=g, device=device)
+    T = measure(truth, q, g)
+    rows = [",".join(c.joint_names + ["x", "y", "z", "qx", "qy", "qz", "qw"])]
+    rows += [",".join(repr(v) for v in qi + Ti) for qi, Ti in zip(q.tolist(), T.tolist())]
+    (tmp_path / "m.csv").write_text("# a tracker's log\n" + "\n".join(rows) + "\n")
+    urdf, out = str(data.path("robots/panda.urdf")), tmp_path / "cal.urdf"
+    args = ["calibrate", urdf, "--tip", "panda_hand", "--data", str(tmp_path / "m.csv")]
+    assert main(args + ["--out", str(out), "--plot", str(tmp_path / "cal.png")]) == 0
+    said = capsys.readouterr()
+    assert "34 identifiable, 27 held at nominal" in said.out and "4/4 steps" in said.err
+    back = Chain.from_urdf(out, tip="panda_hand").to(device)
+    held_out = c.random_configuration(200, generator=g, device=device)
+    assert flange_errors(back, truth, held_out)[0] < 0.1 and (tmp_path / "cal.png").stat().st_size > 5000
+    fields = rows[4].split(",")
+    fields[2] = "nan"
+    (tmp_path / "m.csv").write_text("# a tracker's log\n" + "\n".join(rows[:4] + [",".join(fields)] + rows[5:]) + "\n")
+    assert main(args + ["-q"]) == 2
+    assert "m.csv:6: NaN or infinite value" in capsys.readouterr().err

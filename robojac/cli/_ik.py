@@ -7,6 +7,7 @@ import sys
 import time
 
 from .._files import atomic_path, save_figure_atomic
+from ._bar import progress
 
 
 def add_parser(sub) -> None:
@@ -27,14 +28,6 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=pathlib.Path, help="write joint values here: one line per target, then "
                                                     "converged, pos_err, rot_err")
     p.add_argument("--plot", type=pathlib.Path, help="draw the arm at the solution (first target)")
-
-
-def _progress(done: int, total: int, t0: float) -> None:
-    width = 30
-    k = int(width * done / total)
-    rate = done / max(time.perf_counter() - t0, 1e-9)
-    sys.stderr.write(f"\r[{'#' * k}{'.' * (width - k)}] {done}/{total} targets, {rate:,.0f}/s")
-    sys.stderr.flush()
 
 
 def run(args) -> int:
@@ -68,7 +61,7 @@ def run(args) -> int:
         T = targets[s : s + args.chunk]
         results.append(solve(chain, pp.SE3(T) if T.shape[1] == 7 else T, q0=q0, config=config))
         if show:
-            _progress(min(s + args.chunk, N), N, t0)
+            progress(min(s + args.chunk, N), N, t0, "targets")
     if show:
         sys.stderr.write("\n")
     elapsed = time.perf_counter() - t0

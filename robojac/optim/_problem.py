@@ -192,8 +192,7 @@ class Problem:
 
     def residual_of(self, f: Factor, values: tuple[Tensor, ...]) -> Tensor:
         X = self.gather(f, values)
-        r = f.residual.value_and_jacobians(*X, *f.data)[0] if hasattr(f.residual, "value_and_jacobians") \
-            else f.residual(*X, *f.data)
+        r = f.residual(*X, *f.data)  # the value alone: a closed form's Jacobians only where they are used
         B, F = self.batch, f.count
         if not isinstance(r, Tensor) or r.dim() != 3 or r.shape[:2] != (B, F):
             shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__

@@ -1,0 +1,16 @@
+"""A progress bar on standard error, for the commands' long work."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def progress(done: int, total: int, t0: float, unit: str, *, rate: bool = True) -> None:
+    """Redraw ``[#####.....] done/total unit, rate/s`` (the rate only with ``rate``); the caller
+    ends the line when finished."""
+    width = 30
+    k = int(width * done / max(total, 1))
+    per_s = f", {done / max(time.perf_counter() - t0, 1e-9):,.0f}/s" if rate else f", {time.perf_counter() - t0:.2f} s"
+    sys.stderr.write(f"\r[{'#' * k}{'.' * (width - k)}] {done}/{total} {unit}{per_s}")
+    sys.stderr.flush()
