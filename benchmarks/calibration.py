@@ -4,9 +4,10 @@ Kinematic calibration (the issue's protocol): every joint origin of the URDF per
 N(0, 1 mm) and N(0, 0.2 deg), every offset by N(0, 0.3 deg); 60 measured flange poses with
 0.05 mm / 0.005 deg noise (or positions only, or with 5% gross 2 cm outliers and a Cauchy
 kernel); accuracy on 500 held-out configurations; the median time of a whole
-``calibrate_kinematics`` call.  FIGAROH (PyPI ``figaroh``) installs here, but its calibration
-runs from its YAML configuration and CSV formats (its examples repository's templates); it is
-not run side by side yet.
+``calibrate_kinematics`` call.  FIGAROH (PyPI ``figaroh``, where it is installed) calibrates the
+same 60 poses in the same run: its ``full_params`` model, from a unified YAML configuration and
+its CSV format written here, its structural QR selection of base parameters, scipy's
+Levenberg-Marquardt; the time covers its ``initialize`` and ``solve``.
 
 Hand-eye: 30 stations, 0.1 mm / 0.05 deg noise on the camera's target poses, 20 trials;
 the median error of each method, robojac's and OpenCV's ``calibrateHandEye`` on the same data,
@@ -85,6 +86,116 @@ def kinematic(names: list[str]) -> str:
                   "identifiable", "converged", "time (median)"], rows)
 
 
+def _figaroh_run(urdf: str, tip: str, joint_names: list[str], q, poses, held, folder: pathlib.Path):
+    """FIGAROH on the same poses: ``(seconds, held-out poses (N, 4, 4))``."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    import pinocchio as pin
+    from figaroh.calibration.base_calibration import BaseCalibration
+    from figaroh.calibration.calibration_tools import calc_updated_fkm
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    model = pin.buildModelFromUrdf(urdf)
+
+    class Robot:  # what FIGAROH reads
+        pass
+
+    robot = Robot()
+    robot.model, robot.data, robot.q0 = model, model.createData(), pin.neutral(model)
+    M = lie.se3_to_matrix(poses).numpy()
+    rpy = np.array([pin.rpy.matrixToRpy(m[:3, :3]) for m in M])
+    cols = {n: q[:, j].numpy() for j, n in enumerate(joint_names)}
+    cols.update({"x1": M[:, 0, 3], "y1": M[:, 1, 3], "z1": M[:, 2, 3],
+                 "phix1": rpy[:, 0], "phiy1": rpy[:, 1], "phiz1": rpy[:, 2]})
+    header = list(cols)
+    lines = [",".join(header)] + [",".join(repr(float(cols[h][i])) for h in header) for i in range(len(q))]
+    (folder / "data.csv").write_text("\n".join(lines) + "\n")
+    (folder / "config.yaml").write_text(f"""meta: {{schema_version: "2.0"}}
+robot: {{name: {model.name}}}
+tasks:
+  calibration:
+    enabled: true
+    type: calibration
+    kinematics: {{base_frame: universe, tool_frame: {tip}}}
+    measurements:
+      markers: [{{measurable_dof: [true, true, true, true, true, true]}}]
+      poses: {{base_pose: null, tool_pose: null}}
+    parameters: {{calibration_level: full_params}}
+    data: {{source_file: {folder / "data.csv"}, number_of_samples: {len(q)}}}
+""")
+
+    class Calibration(BaseCalibration):
+        def cost_function(self, var):
+            est = calc_updated_fkm(self.model, self.data, var, self.q_measured, self.calib_config)
+            return self.apply_measurement_weighting(
+                self._compute_logmap_residuals(self.PEE_measured, est, position_frame="world"))
+
+    def run():
+        cal = Calibration(robot, str(folder / "config.yaml"))
+        # FIGAROH 1.0.2's unified configuration does not set these two; both frames are unknown
+        # here, as robojac estimates the first and last origins too
+        cal.calib_config["known_baseframe"] = False
+        cal.calib_config["known_tipframe"] = False
+        with contextlib.redirect_stdout(io.StringIO()):
+            cal.initialize()
+            result = cal.solve(enable_logging=False)
+        return cal, result
+
+    seconds = median_time(run, repeat=3, warmup=1)
+    cal, result = run()
+    qh = np.zeros((len(held), model.nq))
+    qh[:, cal.calib_config["config_idx"]] = held.numpy()
+    cfg = dict(cal.calib_config, NbSample=len(held))
+    P = calc_updated_fkm(model, cal.data, result.x, qh, cfg).reshape(6, len(held))
+    out = np.tile(np.eye(4), (len(held), 1, 1))
+    out[:, :3, 3] = P[:3].T
+    out[:, :3, :3] = [pin.rpy.rpyToMatrix(P[3:, i]) for i in range(len(held))]
+    return seconds, out
+
+
+def figaroh_side_by_side(names: list[str]) -> str:
+    try:
+        import figaroh  # noqa: F401
+    except ImportError:
+        return "FIGAROH is not installed (pip install figaroh): not compared"
+    import tempfile
+
+    rows = []
+    for name in names:
+        file, tip = ROBOTS[name]
+        urdf = str(data.path(f"robots/{file}"))
+        c = Chain.from_urdf(urdf)
+        c = c.subchain(tip=tip) if tip else c
+        tip = tip or c.tip
+        g = torch.Generator().manual_seed(20)
+        truth = perturbed(c, g)
+        q = c.random_configuration(60, generator=g)
+        held = c.random_configuration(500, generator=g)
+        T = truth(q)
+        noise = torch.randn(60, 6, generator=g, dtype=torch.float64)
+        poses = torch.cat((T[:, :3] + 5e-5 * noise[:, :3],
+                           lie.quat_mul(lie.so3_exp(math.radians(0.005) * noise[:, 3:]), T[:, 3:])), -1)
+        Tt = lie.se3_to_matrix(truth(held)).numpy()
+
+        def errors(M):
+            mm = float(np.sqrt((np.linalg.norm(M[:, :3, 3] - Tt[:, :3, 3], axis=1) ** 2).mean())) * 1e3
+            R = np.einsum("nji,njk->nik", M[:, :3, :3], Tt[:, :3, :3])
+            deg = math.degrees(float(np.arccos(np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1, 1)).max()))
+            return f"{mm:.4f} mm", f"{deg:.4f} deg"
+
+        ours = calibrate_kinematics(c, q, poses)
+        t_ours = median_time(lambda: calibrate_kinematics(c, q, poses), repeat=15)
+        with tempfile.TemporaryDirectory() as folder:
+            t_fig, M_fig = _figaroh_run(urdf, tip, c.joint_names, q, poses, held, pathlib.Path(folder))
+        rows.append([name, "robojac", *errors(lie.se3_to_matrix(ours.chain(held)).numpy()), fmt_time(t_ours), ""])
+        rows.append([name, "FIGAROH", *errors(M_fig), fmt_time(t_fig), f"{t_fig / t_ours:.1f}x robojac"])
+    return table(["robot", "library", "held-out position (RMS)", "held-out rotation (max)", "time (median)", ""], rows)
+
+
 def hand_eye_side_by_side(trials: int) -> str:
     try:
         import cv2
@@ -138,6 +249,8 @@ def main() -> None:
     print(describe_machine())
     print("\n## Kinematic calibration\n")
     print(kinematic(a.robots))
+    print("\n## Kinematic calibration beside FIGAROH (60 poses, same data, same run)\n")
+    print(figaroh_side_by_side(a.robots))
     print(f"\n## Hand-eye, 30 stations, 0.1 mm / 0.05 deg, {a.trials} trials\n")
     print(hand_eye_side_by_side(a.trials))
 
