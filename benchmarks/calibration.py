@@ -32,22 +32,22 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, fmt_time, median_time, table  # noqa: E402
 
 from robojac import data, lie  # noqa: E402
-from robojac.calibration import CalibrationConfig, calibrate_kinematics, hand_eye  # noqa: E402
+from robojac.calibration import (  # noqa: E402
+    CalibrationConfig, calibrate_kinematics, hand_eye, perturbed_chain, simulate_poses,
+)
 from robojac.kinematics import Chain  # noqa: E402
 from robojac.optim import RobustKernel  # noqa: E402
 
 ROBOTS = {"panda": ("panda.urdf", "panda_hand"), "ur5": ("ur5.urdf", "tool0"), "iiwa14": ("kuka_iiwa14.urdf", None)}
 
 
-def perturbed(chain: Chain, g: torch.Generator) -> Chain:
-    p = chain.with_parameters()
-    K = len(p.origin_joints)
-    d = torch.cat((torch.randn(K, 3, generator=g, dtype=torch.float64) * 1e-3,
-                   torch.randn(K, 3, generator=g, dtype=torch.float64) * math.radians(0.2)), -1)
-    with torch.no_grad():
-        p.joint_origins.data.copy_(lie.se3_compose(lie.se3_exp(d), p.joint_origins.tensor()))
-        p.joint_offsets.copy_(torch.randn(chain.dof, generator=g, dtype=torch.float64) * math.radians(0.3))
-    return p.frozen()
+def _scenario(c: Chain, seed: int):
+    """``(truth, q (60,), held-out q (500,), measured poses, generator)`` of the protocol."""
+    g = torch.Generator().manual_seed(seed)
+    truth = perturbed_chain(c, generator=g)
+    q = c.random_configuration(60, generator=g)
+    held = c.random_configuration(500, generator=g)
+    return truth, q, held, simulate_poses(truth, q, generator=g), g
 
 
 def kinematic(names: list[str]) -> str:
@@ -56,14 +56,7 @@ def kinematic(names: list[str]) -> str:
         file, tip = ROBOTS[name]
         c = Chain.from_urdf(data.path(f"robots/{file}"))
         c = c.subchain(tip=tip) if tip else c
-        g = torch.Generator().manual_seed(10)
-        truth = perturbed(c, g)
-        q = c.random_configuration(60, generator=g)
-        held = c.random_configuration(500, generator=g)
-        T = truth(q)
-        noise = torch.randn(60, 6, generator=g, dtype=torch.float64)
-        poses = torch.cat((T[:, :3] + 5e-5 * noise[:, :3],
-                           lie.quat_mul(lie.so3_exp(math.radians(0.005) * noise[:, 3:]), T[:, 3:])), -1)
+        truth, q, held, poses, g = _scenario(c, 10)
         outliers = poses.clone()
         outliers[torch.randperm(60, generator=g)[:3], :3] += 0.02
         cov = torch.diag(torch.tensor([5e-5] * 3 + [math.radians(0.005)] * 3, dtype=torch.float64) ** 2)
@@ -171,14 +164,7 @@ def figaroh_side_by_side(names: list[str]) -> str:
         c = Chain.from_urdf(urdf)
         c = c.subchain(tip=tip) if tip else c
         tip = tip or c.tip
-        g = torch.Generator().manual_seed(20)
-        truth = perturbed(c, g)
-        q = c.random_configuration(60, generator=g)
-        held = c.random_configuration(500, generator=g)
-        T = truth(q)
-        noise = torch.randn(60, 6, generator=g, dtype=torch.float64)
-        poses = torch.cat((T[:, :3] + 5e-5 * noise[:, :3],
-                           lie.quat_mul(lie.so3_exp(math.radians(0.005) * noise[:, 3:]), T[:, 3:])), -1)
+        truth, q, held, poses, _ = _scenario(c, 20)
         Tt = lie.se3_to_matrix(truth(held)).numpy()
 
         def errors(M):

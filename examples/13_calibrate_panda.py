@@ -22,36 +22,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from robojac import data, lie  # noqa: E402
-from robojac.calibration import CalibrationConfig, calibrate_kinematics  # noqa: E402
+from robojac import data  # noqa: E402
+from robojac.calibration import (  # noqa: E402
+    CalibrationConfig, calibrate_kinematics, perturbed_chain, simulate_poses,
+)
 from robojac.kinematics import Chain  # noqa: E402
 from robojac.optim import RobustKernel  # noqa: E402
 from robojac.viz import plot_calibration_summary  # noqa: E402
-
-
-def the_real_robot(nominal: Chain, g: torch.Generator) -> Chain:
-    """The nominal chain with every origin and offset disturbed (the truth the calibration never sees)."""
-    p = nominal.with_parameters()
-    K = len(p.origin_joints)
-    d = torch.cat((torch.randn(K, 3, generator=g, dtype=torch.float64) * 1e-3,
-                   torch.randn(K, 3, generator=g, dtype=torch.float64) * math.radians(0.2)), -1)
-    with torch.no_grad():
-        p.joint_origins.data.copy_(lie.se3_compose(lie.se3_exp(d), p.joint_origins.tensor()))
-        p.joint_offsets.copy_(torch.randn(nominal.dof, generator=g, dtype=torch.float64) * math.radians(0.3))
-    return p.frozen()
 
 
 def main(out: pathlib.Path, count: int, seed: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     nominal = Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
-    real = the_real_robot(nominal, g)
+    real = perturbed_chain(nominal, origin_mm=1.0, origin_deg=0.2, offset_deg=0.3, generator=g)  # the truth
 
     q = nominal.random_configuration(count, generator=g)
-    T = real(q)
-    noise = torch.randn(count, 6, generator=g, dtype=torch.float64)
-    measured = torch.cat((T[:, :3] + 5e-5 * noise[:, :3],
-                          lie.quat_mul(lie.so3_exp(math.radians(0.005) * noise[:, 3:]), T[:, 3:])), -1)
+    measured = simulate_poses(real, q, position_mm=0.05, rotation_deg=0.005, generator=g)
     lost = torch.tensor([7, 23, 41])
     measured[lost, :3] += 0.01 * torch.randn(3, 3, generator=g, dtype=torch.float64)  # 1 cm off: outliers
     sigma = torch.tensor([5e-5] * 3 + [math.radians(0.005)] * 3, dtype=torch.float64)

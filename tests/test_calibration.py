@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robojac import data, lie
-from robojac.calibration import CalibrationConfig, calibrate_kinematics
+from robojac.calibration import CalibrationConfig, calibrate_kinematics, perturbed_chain, simulate_poses
 from robojac.jacobian import modjac
 from robojac.kinematics import Chain, Joint, quat_to_rpy, rpy_to_quat
 from robojac.optim import Factor, Problem, RobustKernel, SolverConfig, TerminationConfig, Variable, product
@@ -24,27 +24,14 @@ def robot(name: str, device) -> Chain:
     return (c.subchain(tip=tip) if tip else c).to(device)
 
 
-def perturbed(chain: Chain, g: torch.Generator, mm=1.0, deg=0.2, offset_deg=0.3) -> Chain:
-    """The simulated truth: every origin moved by N(0, mm) and N(0, deg), offsets N(0, offset_deg)."""
-    p = chain.with_parameters()
-    K = len(p.origin_joints)
-    dev = p.joint_offsets.device
-    d = torch.cat((torch.randn(K, 3, generator=g, dtype=torch.float64, device="cpu") * mm * 1e-3,
-                   torch.randn(K, 3, generator=g, dtype=torch.float64, device="cpu") * math.radians(deg)), -1).to(dev)
-    with torch.no_grad():
-        p.joint_origins.data.copy_(lie.se3_compose(lie.se3_exp(d), p.joint_origins.tensor()))
-        p.joint_offsets.copy_(torch.randn(p.joint_offsets.shape, generator=g, dtype=torch.float64, device="cpu").to(dev)
-                              * math.radians(offset_deg))
-    return p.frozen()
+def perturbed(chain: Chain, g: torch.Generator) -> Chain:
+    """The simulated truth: every origin moved by N(0, 1 mm) and N(0, 0.2 deg), offsets N(0, 0.3 deg)."""
+    return perturbed_chain(chain, generator=g)
 
 
-def measure(truth: Chain, q, g, mm=0.05, deg=0.005):
+def measure(truth: Chain, q, g):
     """Poses with 0.05 mm position noise and 0.005 deg rotation noise."""
-    T = truth(q)
-    M = T.shape[0]
-    rot = (torch.randn(M, 3, generator=g, dtype=torch.float64, device="cpu") * math.radians(deg)).to(T.device)
-    pos = (torch.randn(M, 3, generator=g, dtype=torch.float64, device="cpu") * mm * 1e-3).to(T.device)
-    return torch.cat((T[:, :3] + pos, lie.quat_mul(lie.so3_exp(rot), T[:, 3:])), -1)
+    return simulate_poses(truth, q, generator=g)
 
 
 def flange_errors(a: Chain, b: Chain, q) -> tuple[float, float]:
@@ -56,6 +43,22 @@ def flange_errors(a: Chain, b: Chain, q) -> tuple[float, float]:
 
 
 # ---- chains with parameters ----------------------------------------------------------------
+
+def test_simulated_truth_is_what_it_says(device):
+    """perturbed_chain's origins differ from the nominal ones by the asked spread (checked
+    through the origins themselves), and simulate_poses' noise has the asked size."""
+    c = robot("panda", device)
+    g = torch.Generator().manual_seed(30)
+    truths = [perturbed_chain(c, generator=g) for _ in range(20)]
+    nominal = torch.stack([j.origin for j in c.joints])
+    d = torch.cat([lie.se3_log(lie.se3_compose(torch.stack([j.origin for j in t.joints]), lie.se3_inverse(nominal)))
+                   for t in truths])
+    # the revolute joints' origins also carry the folded offsets (0.3 deg about their axes)
+    assert 0.8e-3 < float(d[:, :3].std()) < 1.25e-3
+    q = c.random_configuration(2000, generator=g, device=device)
+    e = simulate_poses(c, q, generator=g) - c(q)
+    assert 0.045e-3 < float(e[:, :3].std()) < 0.055e-3
+
 
 def test_plain_chains_have_no_parameters(device):
     c = robot("panda", device)

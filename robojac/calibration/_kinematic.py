@@ -30,7 +30,8 @@ from .._config import check_real
 from ..kinematics import Chain
 from ..optim import Factor, History, RobustKernel, SolverConfig, TerminationConfig, Variable, product, solve
 
-__all__ = ["CalibrationConfig", "CalibrationResult", "MeasurementErrors", "calibrate_kinematics"]
+__all__ = ["CalibrationConfig", "CalibrationResult", "MeasurementErrors", "calibrate_kinematics", "perturbed_chain",
+           "simulate_poses"]
 
 
 @dataclass(frozen=True)
@@ -473,6 +474,37 @@ def calibrate_kinematics(chain: Chain, q: Tensor, measurements, *, frame: str | 
         offsets=x[7 * residual.K :], singular_values=S1, scale=c, null_space=Vh[rank:].T,
         identifiable=tuple(names[j] for j in base), unidentifiable=_dependencies(Jw, base, names),
         before=_errors(residual, x0, q, meas), after=_errors(residual, x, q, meas), weights=w, sigma0=sigma0)
+
+
+def perturbed_chain(chain: Chain, *, origin_mm: float = 1.0, origin_deg: float = 0.2, offset_deg: float = 0.3,
+                    generator: torch.Generator | None = None) -> Chain:
+    """A simulated "real" robot for calibration studies: ``chain`` with every joint origin
+    moved by N(0, ``origin_mm``) along each axis and turned by N(0, ``origin_deg``) about each
+    (a left perturbation in its parent frame), and every actuated joint's offset drawn from
+    N(0, ``offset_deg``).  Returns a new plain chain; ``chain`` is not changed."""
+    for name, v in (("origin_mm", origin_mm), ("origin_deg", origin_deg), ("offset_deg", offset_deg)):
+        check_real("perturbed_chain", name, v)
+    p = chain.with_parameters()
+    K, dev = len(p.origin_joints), p.joint_offsets.device
+    f64 = dict(generator=generator, dtype=torch.float64, device="cpu")
+    d = torch.cat((torch.randn(K, 3, **f64) * origin_mm * 1e-3, torch.randn(K, 3, **f64) * math.radians(origin_deg)), -1)
+    with torch.no_grad():
+        p.joint_origins.data.copy_(lie.se3_compose(lie.se3_exp(d.to(dev)), p.joint_origins.tensor()))
+        p.joint_offsets.copy_((torch.randn(chain.dof, **f64) * math.radians(offset_deg)).to(dev))
+    return p.frozen()
+
+
+def simulate_poses(chain: Chain, q: Tensor, *, position_mm: float = 0.05, rotation_deg: float = 0.005,
+                   frame: str | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """What a tracker measures: ``frame``'s poses ``(M, 7)`` at ``q`` with N(0, ``position_mm``)
+    added to each position coordinate and the rotation turned by N(0, ``rotation_deg``) about
+    each axis (the noise model of :func:`calibrate_kinematics`' covariance)."""
+    for name, v in (("position_mm", position_mm), ("rotation_deg", rotation_deg)):
+        check_real("simulate_poses", name, v)
+    T = chain.forward_kinematics_tensor(q, [frame or chain.tip])[..., 0, :]
+    n = torch.randn(T.shape[:-1] + (6,), generator=generator, dtype=torch.float64, device="cpu").to(T)
+    return torch.cat((T[..., :3] + position_mm * 1e-3 * n[..., :3],
+                      lie.quat_mul(lie.so3_exp(math.radians(rotation_deg) * n[..., 3:]), T[..., 3:])), -1)
 
 
 def _pick(what: str, chosen, allowed: list[str]) -> list[str]:
