@@ -1,4 +1,4 @@
-"""A progress bar on standard error, for the commands' long work."""
+"""Shared pieces of the commands: a progress bar on standard error, and the robot arguments."""
 
 from __future__ import annotations
 
@@ -14,3 +14,13 @@ def progress(done: int, total: int, t0: float, unit: str, *, rate: bool = True) 
     per_s = f", {done / max(time.perf_counter() - t0, 1e-9):,.0f}/s" if rate else f", {time.perf_counter() - t0:.2f} s"
     sys.stderr.write(f"\r[{'#' * k}{'.' * (width - k)}] {done}/{total} {unit}{per_s}")
     sys.stderr.flush()
+
+
+def robot_arguments(p, tip: str, root: str) -> None:
+    """The arguments every robot command takes: the URDF, ``--tip`` and ``--root`` (with what
+    each means for the command)."""
+    import pathlib
+
+    p.add_argument("urdf", type=pathlib.Path, help="robot description (URDF)")
+    p.add_argument("--tip", required=True, help=tip)
+    p.add_argument("--root", help=root)

@@ -9,16 +9,14 @@ import sys
 import time
 
 from .._files import read_text, save_figure_atomic
-from ._bar import progress
+from ._bar import progress, robot_arguments
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("calibrate", help="kinematic calibration of a URDF robot from measured poses or positions",
                        description="Estimate a robot's joint origins and offsets from measurements of one frame, "
                                    "report what the data identify, and write the calibrated URDF.")
-    p.add_argument("urdf", type=pathlib.Path, help="robot description (URDF)")
-    p.add_argument("--tip", required=True, help="the measured frame (e.g. panda_hand)")
-    p.add_argument("--root", help="the frame measurements are in (default: the URDF's root)")
+    robot_arguments(p, "the measured frame (e.g. panda_hand)", "the frame measurements are in (default: the URDF's root)")
     p.add_argument("--data", required=True, type=pathlib.Path,
                    help="CSV with a header: one column per joint (by name, radians or metres), then x,y,z "
                         "(positions, metres) or x,y,z,qx,qy,qz,qw (poses); an optional column 'weight'")

@@ -7,16 +7,14 @@ import sys
 import time
 
 from .._files import atomic_path, save_figure_atomic
-from ._bar import progress
+from ._bar import progress, robot_arguments
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ik", help="inverse kinematics of a URDF robot for one target or a file of targets",
                        description="Solve inverse kinematics: prints (or writes) joint values placing --tip at each "
                                    "target, with its position and rotation errors.")
-    p.add_argument("urdf", type=pathlib.Path, help="robot description (URDF)")
-    p.add_argument("--tip", required=True, help="frame to place (e.g. panda_hand)")
-    p.add_argument("--root", help="base frame the targets are in (default: the URDF's root)")
+    robot_arguments(p, "frame to place (e.g. panda_hand)", "base frame the targets are in (default: the URDF's root)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--target", type=float, nargs="+", metavar="V", help="x y z [qx qy qz qw]")
     g.add_argument("--targets", type=pathlib.Path, help="text file, one target per line: x y z [qx qy qz qw]")
