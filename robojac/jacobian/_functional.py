@@ -208,19 +208,25 @@ def _check_tangent(v, variables, name: str):
             raise ValueError(f"{name}[{i}]: expected shape {tuple(b.shape)} (tangent shape for Lie inputs), got {tuple(a.shape)}")
 
 
+def _product(torch_fn, func, inputs, v, exact: bool, check_v: bool, groups, **kwargs):
+    """One of torch.autograd.functional's products, with Lie inputs in tangent coordinates."""
+    inner, variables = _prepare(func, inputs, groups, exact=exact)
+    if check_v:
+        _check_tangent(v, variables, "v")
+    with raw_autograd():
+        return torch_fn(inner, variables, v, **kwargs)
+
+
 def vjp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
     """``(func(inputs), v^T J)`` as ``torch.autograd.functional.vjp``; tangent-shaped for Lie inputs."""
-    inner, variables = _prepare(func, inputs, groups, exact=False)
-    with raw_autograd():
-        return torch.autograd.functional.vjp(inner, variables, v, create_graph=create_graph, strict=strict)
+    return _product(torch.autograd.functional.vjp, func, inputs, v, False, False, groups, create_graph=create_graph,
+                    strict=strict)
 
 
 def jvp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
     """``(func(inputs), J v)`` as ``torch.autograd.functional.jvp``; ``v`` tangent-shaped for Lie inputs."""
-    inner, variables = _prepare(func, inputs, groups, exact=False)
-    _check_tangent(v, variables, "v")
-    with raw_autograd():
-        return torch.autograd.functional.jvp(inner, variables, v, create_graph=create_graph, strict=strict)
+    return _product(torch.autograd.functional.jvp, func, inputs, v, False, True, groups, create_graph=create_graph,
+                    strict=strict)
 
 
 def hessian(func, inputs, *, create_graph: bool = False, strict: bool = False, vectorize: bool = False,
@@ -240,15 +246,11 @@ def hessian(func, inputs, *, create_graph: bool = False, strict: bool = False, v
 
 def vhp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
     """``(func(inputs), v^T H)`` as ``torch.autograd.functional.vhp``."""
-    inner, variables = _prepare(func, inputs, groups, exact=True)
-    _check_tangent(v, variables, "v")
-    with raw_autograd():
-        return torch.autograd.functional.vhp(inner, variables, v, create_graph=create_graph, strict=strict)
+    return _product(torch.autograd.functional.vhp, func, inputs, v, True, True, groups, create_graph=create_graph,
+                    strict=strict)
 
 
 def hvp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
     """``(func(inputs), H v)`` as ``torch.autograd.functional.hvp``."""
-    inner, variables = _prepare(func, inputs, groups, exact=True)
-    _check_tangent(v, variables, "v")
-    with raw_autograd():
-        return torch.autograd.functional.hvp(inner, variables, v, create_graph=create_graph, strict=strict)
+    return _product(torch.autograd.functional.hvp, func, inputs, v, True, True, groups, create_graph=create_graph,
+                    strict=strict)

@@ -47,18 +47,16 @@ def _rn(X: Tensor, d: Tensor) -> Tensor:
     return X + d
 
 
-# d/dd Exp(d) * X at d = 0.  Automatic Jacobians push tangents through this linear map rather than
-# through Exp: the same first derivative (the directions are tangent to the group), without
-# differentiating exp's series under vmap (5x the engine's whole step for small SE3 problems).
+# d/dd Exp(d) * X at d = 0 (lie.raw_from_tangent for SO3 and SE3).  Automatic Jacobians push
+# tangents through this linear map rather than through Exp: the same first derivative (the
+# directions are tangent to the group), without differentiating exp's series under vmap (5x the
+# engine's whole step for small SE3 problems).
 def _so3_map(q: Tensor) -> Tensor:
-    return 0.5 * lie.quat_product_matrix(q)[..., :3]  # d(p (x) q) for p = [phi / 2, 1]
+    return lie.raw_from_tangent(q, "SO3")
 
 
 def _se3_map(X: Tensor) -> Tensor:
-    t, q = X[..., :3], X[..., 3:]
-    top = torch.cat((torch.eye(3, dtype=X.dtype, device=X.device).expand(t.shape + (3,)), -lie.skew(t)), -1)
-    bottom = torch.cat((q.new_zeros(q.shape + (3,)), _so3_map(q)), -1)
-    return torch.cat((top, bottom), -2)  # t' = t + rho + phi x t
+    return lie.raw_from_tangent(X, "SE3")
 
 
 def _se2_map(X: Tensor) -> Tensor:
