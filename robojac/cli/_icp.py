@@ -47,9 +47,19 @@ def run(args) -> int:
     t0 = time.perf_counter()
     result = align(source, target, init=init, config=config)
     dt = time.perf_counter() - t0
-    T = result.matrix().numpy()
     print(f"{args.method}: {int(result.iterations)} iterations, converged={bool(result.converged)}, "
           f"fitness {float(result.fitness):.3f}, rmse {float(result.rmse):.6g}, {dt * 1e3:.0f} ms")
+    T0 = torch.eye(4, dtype=torch.float64) if init is None else init
+    report(args, source, target, T0, result, args.method)
+    return 0 if bool(result.converged) else 1
+
+
+def report(args, source, target, T0, result, label: str) -> None:
+    """Print ``T_target_source``, and write it (``--out``) and the picture (``--plot``)."""
+    import numpy as np
+    import torch
+
+    T = result.matrix().numpy()
     print("T_target_source =")
     print(np.array2string(T, precision=6, suppress_small=True))
     if args.out:
@@ -67,11 +77,9 @@ def run(args) -> int:
 
         from .. import viz
 
-        T0 = torch.eye(4, dtype=torch.float64) if init is None else init
-        fig = viz.plot_registration_before_after(source, target, T0, result.T_target_source,
-                                                 titles=("initial guess", f"{args.method}, fitness {float(result.fitness):.2f}"),
+        fig = viz.plot_registration_before_after(source, target, torch.as_tensor(T0), result.T_target_source,
+                                                 titles=("as given", f"{label}, fitness {float(result.fitness):.2f}"),
                                                  vertical_axis=args.up)
         save_figure_atomic(fig, args.plot, dpi=110)
         plt.close(fig)
         print(f"wrote {args.plot}")
-    return 0 if bool(result.converged) else 1

@@ -1,7 +1,9 @@
 """Point-cloud registration: point-to-point, point-to-plane and generalized ICP, batched.
 
 ``align(source, target, init=..., config=ICPConfig(...))`` returns a :class:`RegistrationResult`
-with ``T_target_source`` (``target ~ T * source``).  Nearest neighbours use a KD-tree on the
+with ``T_target_source`` (``target ~ T * source``).  ``global_align`` needs no initial guess
+(FPFH features, a batched RANSAC in torch, then ICP); ``information_matrix`` weighs an
+alignment as a pose-graph edge.  Nearest neighbours use a KD-tree on the
 CPU and chunked brute force on a GPU (one padded search for a batch of targets,
 :class:`PaddedNeighbors`); a target can be prepared once (:func:`prepare`) and reused.
 """
@@ -11,10 +13,12 @@ from ._cloud import (
     PLYError, as_points, estimate_covariances, normals_from_covariances, read_point_cloud, read_stanford_conf,
     voxel_downsample,
 )
+from ._global import GlobalConfig, fpfh_features, global_align, information_matrix
 from ._neighbors import NearestNeighbors, PaddedNeighbors
 
 __all__ = [
-    "ICPConfig", "PLYError", "NearestNeighbors", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align",
+    "GlobalConfig", "ICPConfig", "PLYError", "NearestNeighbors", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align",
     "as_points",
-    "estimate_covariances", "normals_from_covariances", "prepare", "read_point_cloud", "read_stanford_conf", "voxel_downsample",
+    "estimate_covariances", "fpfh_features", "global_align", "information_matrix",
+    "normals_from_covariances", "prepare", "read_point_cloud", "read_stanford_conf", "voxel_downsample",
 ]
