@@ -14,11 +14,13 @@ from ._cloud import (
     voxel_downsample,
 )
 from ._global import GlobalConfig, fpfh_features, global_align, information_matrix
+from ._multiway import MultiwayConfig, MultiwayResult, multiway_registration
+from ._ply import write_ply
 from ._neighbors import NearestNeighbors, PaddedNeighbors
 
 __all__ = [
-    "GlobalConfig", "ICPConfig", "PLYError", "NearestNeighbors", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align",
+    "GlobalConfig", "ICPConfig", "MultiwayConfig", "MultiwayResult", "PLYError", "NearestNeighbors", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align",
     "as_points",
     "estimate_covariances", "fpfh_features", "global_align", "information_matrix",
-    "normals_from_covariances", "prepare", "read_point_cloud", "read_stanford_conf", "voxel_downsample",
+    "multiway_registration", "normals_from_covariances", "prepare", "read_point_cloud", "read_stanford_conf", "voxel_downsample", "write_ply",
 ]

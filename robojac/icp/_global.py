@@ -30,7 +30,7 @@ from ._align import ICPConfig, RegistrationResult, align
 from ._cloud import as_points, voxel_downsample
 from ._neighbors import NearestNeighbors
 
-__all__ = ["GlobalConfig", "fpfh_features", "global_align", "information_matrix"]
+__all__ = ["GlobalConfig", "describe", "fpfh_features", "global_align", "information_matrix", "register_described"]
 
 
 @dataclass(frozen=True)
@@ -203,21 +203,28 @@ def global_align(source, target, *, config: GlobalConfig | None = None) -> Regis
     cfg = config or GlobalConfig()
     src = as_points(source, "source")
     tgt = as_points(target, "target", dtype=src.dtype, device=src.device)
-    S, T = voxel_downsample(src.detach(), cfg.voxel_size), voxel_downsample(tgt.detach(), cfg.voxel_size)
-    need = 3
-    for name, c in (("source", S), ("target", T)):
-        if c.shape[0] < need:
-            raise ValueError(f"{name}: {c.shape[0]} points after {cfg.voxel_size} m voxels; features and RANSAC need at "
-                             f"least {need} (a smaller GlobalConfig.voxel_size, or more points)")
-    fs = fpfh_features(S, cfg.voxel_size, cfg.normal_radius, cfg.feature_radius)
-    ft = fpfh_features(T, cfg.voxel_size, cfg.normal_radius, cfg.feature_radius)
+    return register_described(src, tgt, describe(src, cfg, "source"), describe(tgt, cfg, "target"), cfg)
+
+
+def describe(points: Tensor, cfg: GlobalConfig, name: str = "points") -> tuple[Tensor, Tensor]:
+    """``(downsampled points, their FPFH descriptors)``: what global registration needs of one
+    cloud (computed once per cloud when many pairs share it, as in multiway registration)."""
+    S = voxel_downsample(points.detach(), cfg.voxel_size)
+    if S.shape[0] < 3:
+        raise ValueError(f"{name}: {S.shape[0]} points after {cfg.voxel_size} m voxels; features and RANSAC need at "
+                         f"least 3 (a smaller GlobalConfig.voxel_size, or more points)")
+    return S, fpfh_features(S, cfg.voxel_size, cfg.normal_radius, cfg.feature_radius)
+
+
+def register_described(src: Tensor, tgt: Tensor, described_src, described_tgt, cfg: GlobalConfig) -> RegistrationResult:
+    """:func:`global_align` from the clouds' :func:`describe` results."""
+    (S, fs), (T, ft) = described_src, described_tgt
     i, j = _mutual_matches(fs, ft)
     X, inliers = _ransac(S[i], T[j], cfg)
     refined = align(src, tgt, init=X, config=cfg.refinement())
     found = (inliers >= cfg.min_inliers) & (refined.fitness >= cfg.min_fitness) & refined.converged
     n = torch.full_like(refined.num_inliers, inliers)
     return RegistrationResult(refined.T_target_source, found, refined.iterations, n, refined.fitness, refined.rmse)
-
 
 
 def information_matrix(source, target, T_target_source, max_correspondence_distance: float) -> Tensor:

@@ -1,4 +1,5 @@
-"""PLY point clouds read and checked against their header (ASCII and binary, ``.ply.gz`` too).
+"""PLY point clouds read and checked against their header (ASCII and binary, ``.ply.gz`` too),
+and written (binary, atomically).
 
 Open3D's reader only warns on stderr when a file is shorter than its header says, and then hands
 back the header's point count with zero-filled rows.  This reader refuses such a file and says
@@ -11,9 +12,9 @@ import pathlib
 
 import numpy as np
 
-from .._files import read_bytes
+from .._files import atomic_path, read_bytes
 
-__all__ = ["PLYError", "read_ply"]
+__all__ = ["PLYError", "read_ply", "write_ply"]
 
 _SCALARS = {  # PLY type -> numpy type (without byte order)
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
@@ -165,3 +166,31 @@ def read_ply(path) -> np.ndarray:
     if fmt == "ascii":
         return _ascii(path, body, elements, header_lines)
     return _binary(path, body, elements, _FORMATS[fmt])
+
+
+def write_ply(path, points, colors=None) -> pathlib.Path:
+    """Write ``points (N, 3)`` (and ``colors (N, 3)``, 0-1 floats or 0-255 integers) as a binary
+    little-endian PLY of float32 ``x, y, z`` (and uchar ``red, green, blue``), atomically: an
+    interrupted write leaves the old file (or none)."""
+    P = np.asarray(points.detach().cpu() if hasattr(points, "detach") else points, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != 3 or not np.isfinite(P).all():
+        raise ValueError(f"points: expected finite (N, 3) coordinates, got shape {P.shape}")
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        C = np.asarray(colors.detach().cpu() if hasattr(colors, "detach") else colors)
+        if C.shape != P.shape:
+            raise ValueError(f"colors: expected one RGB per point {P.shape}, got {C.shape}")
+        C = np.clip(np.round(C * 255.0), 0, 255) if np.issubdtype(C.dtype, np.floating) else np.clip(C, 0, 255)
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    rows = np.empty(P.shape[0], dtype=fields)
+    for k, name in enumerate("xyz"):
+        rows[name] = P[:, k]
+    if colors is not None:
+        for k, name in enumerate(("red", "green", "blue")):
+            rows[name] = C[:, k]
+    props = "".join(f"property {'float' if t == '<f4' else 'uchar'} {n}\n" for n, t in fields)
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {P.shape[0]}\n{props}end_header\n"
+    path = pathlib.Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(header.encode("ascii") + rows.tobytes())
+    return path

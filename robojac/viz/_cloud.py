@@ -1,4 +1,5 @@
-"""Pictures of point-cloud registration: the clouds before and after alignment."""
+"""Pictures of point-cloud registration: the clouds before and after alignment, and many scans
+merged by multiway registration."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from ._style import equal_3d
 
-__all__ = ["plot_registration", "plot_registration_before_after"]
+__all__ = ["plot_multiway", "plot_registration", "plot_registration_before_after", "plot_scans"]
 
 
 def _np(x, max_points: int, seed: int = 0) -> np.ndarray:
@@ -59,4 +60,77 @@ def plot_registration_before_after(source, target, T_init, T_result, *, titles=(
         ax = fig.add_subplot(1, 2, k + 1, projection="3d")
         plot_registration(source, target, T, ax, title=title, view=view, vertical_axis=vertical_axis)
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=0.92, wspace=0.0)  # 3D axes: tight_layout clips titles
+    return fig
+
+
+def _scan_colours(n: int):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(k % cmap.N) for k in range(n)]
+
+
+def plot_scans(clouds, poses=None, ax=None, *, title: str | None = None, max_points: int = 2500,
+               view: tuple[float, float] | None = None, vertical_axis: str = "z", labels=None):
+    """Several scans, each in its own colour, placed by ``poses`` (``T_world_scan (N, 7)``; as
+    given without).  Returns ``ax``."""
+    import matplotlib.pyplot as plt
+
+    from .. import lie
+
+    ax = ax if ax is not None else plt.figure(figsize=(5.5, 5.5)).add_subplot(projection="3d")
+    colours, shown = _scan_colours(len(clouds)), []
+    for k, c in enumerate(clouds):
+        p = torch.from_numpy(_np(c, max_points, k))
+        if poses is not None:
+            P = poses[k].as_subclass(torch.Tensor) if hasattr(poses[k], "ltype") else poses[k]
+            p = lie.se3_act(P.detach().double().cpu().reshape(1, 7), p)
+        p = p.numpy()
+        shown.append(p)
+        ax.scatter(*p.T, s=1.0, color=colours[k], alpha=0.6, depthshade=False,
+                   label=(labels[k] if labels is not None else f"scan {k}"))
+    equal_3d(ax, np.concatenate(shown))
+    elev, azim = view if view is not None else (20.0, -60.0)
+    ax.view_init(elev, azim, vertical_axis=vertical_axis)
+    ax.set_axis_off()
+    ax.legend(loc="upper left", fontsize=7, markerscale=6, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_multiway(clouds, result, *, labels=None, vertical_axis: str = "z", fig=None):
+    """A multiway registration in three panels: the scans as given (their raw frames), the
+    merged model coloured by scan, and the pose graph of the scans, each drawn at its registered
+    centroid (odometry edges between consecutive scans, loop closures dashed, pruned pairs
+    red).  Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig = fig or plt.figure(figsize=(16, 5.5))
+    plot_scans(clouds, None, fig.add_subplot(1, 3, 1, projection="3d"), title="as given (raw frames)",
+               vertical_axis=vertical_axis, labels=labels)
+    plot_scans(clouds, result.poses, fig.add_subplot(1, 3, 2, projection="3d"), title="registered",
+               vertical_axis=vertical_axis, labels=labels)
+    ax = fig.add_subplot(1, 3, 3, projection="3d")
+    from .. import lie
+
+    poses = result.poses.detach().double().cpu()
+    P = np.stack([lie.se3_act(poses[k].reshape(1, 7), torch.from_numpy(_np(c, 5000, k))).mean(0).numpy()
+                  for k, c in enumerate(clouds)])
+    colours = _scan_colours(len(clouds))
+    for (i, j), kind in [(e, "kept") for e in result.kept] + [(e, "pruned") for e in result.pruned]:
+        seg = np.stack((P[i], P[j]))
+        style = dict(color="#c0392b", lw=1.5) if kind == "pruned" else \
+            dict(color="0.3", lw=1.2, ls="-" if j == i + 1 else "--")
+        ax.plot(*seg.T, **style)
+    for k, p in enumerate(P):
+        ax.scatter(*p, color=colours[k], s=40, depthshade=False)
+        ax.text(*p, f" {labels[k] if labels is not None else k}", fontsize=7)
+    equal_3d(ax, P)
+    ax.view_init(20.0, -60.0, vertical_axis=vertical_axis)
+    ax.set_xticklabels([])
+    ax.set_yticklabels([])
+    ax.set_zticklabels([])
+    ax.set_title(f"pose graph: {len(result.kept)} pairs kept, {len(result.pruned)} pruned", fontsize=10)
+    fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=0.92, wspace=0.0)
     return fig

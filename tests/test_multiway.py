@@ -1,0 +1,93 @@
+"""Multiway registration of the 10 Stanford bunny scans, against Stanford's own registration."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robojac import data, lie
+from robojac.icp import MultiwayConfig, multiway_registration, read_point_cloud, read_stanford_conf
+
+pytestmark = pytest.mark.open3d  # the pairs' features are Open3D's FPFH
+NAMES = ["bun000", "bun045", "bun090", "bun180", "bun270", "bun315", "chin", "ear_back", "top2", "top3"]
+
+
+def scans(device):
+    clouds = [read_point_cloud(data.path(f"pointclouds/bunny/{n}.ply.gz")).to(device) for n in NAMES]
+    conf = read_stanford_conf(data.path("pointclouds/bunny/bun.conf"))
+    truth = torch.stack([lie.matrix_to_se3(torch.linalg.inv(conf["bun000.ply"]) @ conf[n + ".ply"]) for n in NAMES])
+    return clouds, truth.to(device)  # T_bun000_scan
+
+
+def errors(poses, truth):
+    d = lie.se3_compose(poses, lie.se3_inverse(truth))
+    return d[:, :3].norm(dim=-1) * 1e3, torch.rad2deg(lie.so3_log(d[:, 3:]).norm(dim=-1))
+
+
+@pytest.mark.slow
+def test_ten_bunny_scans_from_their_raw_frames(device, tmp_path):
+    """No initial guess: every scan within 1 mm and 0.5 deg of bun.conf, relative to bun000."""
+    clouds, truth = scans(device)
+    seen = []
+    r = multiway_registration(clouds, progress=lambda done, total, what: seen.append((done, total)))
+    mm, deg = errors(r.poses, truth)
+    assert r.converged and mm.max() < 1.0 and deg.max() < 0.5, (mm, deg)
+    assert (r.poses[0] - lie.se3_exp(torch.zeros(6, dtype=torch.float64, device=device))).abs().max() < 1e-12
+    assert seen[-1][0] == seen[-1][1] and len(r.pairs) == 45 and len(r.kept) >= 9
+    assert r.graph is not None and r.graph.num_edges == len(r.kept)
+    # the merged model, written and read back
+    path = tmp_path / "bunny.ply"
+    r.write_merged(path, clouds, voxel_size=0.002)
+    model = read_point_cloud(path)
+    from robojac.icp import voxel_downsample
+
+    each = sum(len(voxel_downsample(lie.se3_act(r.poses[k].expand(len(c), 7), c), 0.002)) for k, c in enumerate(clouds))
+    assert len(model) == each and len(r.merged(clouds, 0.002)) < each  # the union is thinned where scans overlap
+
+
+def test_from_a_rough_initial_guess(device):
+    """Given poses off by ~2 deg and 5 mm, the pairs are refined by ICP instead: the same accuracy."""
+    clouds, truth = scans(device)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.cat((torch.randn(10, 3, generator=g, dtype=torch.float64, device="cpu") * 0.005,
+                       torch.randn(10, 3, generator=g, dtype=torch.float64, device="cpu") * math.radians(2)), -1)
+    noise[0] = 0
+    init = lie.se3_compose(lie.se3_exp(noise.to(device)), truth)
+    r = multiway_registration(clouds, init=init)
+    mm, deg = errors(r.poses, truth)
+    assert r.converged and mm.max() < 1.0 and deg.max() < 0.5, (mm, deg)
+
+
+def test_bad_input_and_disconnected_scans(device):
+    clouds, _ = scans(device)
+    with pytest.raises(ValueError, match="two or more point clouds"):
+        multiway_registration(clouds[:1])
+    with pytest.raises(ValueError, match=r"init: expected 3 poses"):
+        multiway_registration(clouds[:3], init=lie.se3_exp(torch.zeros(2, 6, dtype=torch.float64, device=device)))
+    with pytest.raises(ValueError, match="MultiwayConfig.min_fitness"):
+        MultiwayConfig(min_fitness=2.0)
+    # a scan that overlaps nothing (the LiDAR scan, far away): not joined, said so
+    lidar = read_point_cloud(data.path("pointclouds/lidar_small_gicp/source.ply.gz")).to(device)[::20] * 0.01 + 5.0
+    r = multiway_registration([clouds[0], clouds[1], lidar])
+    assert not r.converged and r.reason.startswith("disconnected")
+    assert np.isfinite(r.poses.cpu().numpy()).all()
+
+
+def test_multiway_command(tmp_path, capsys):
+    from robojac.cli import main
+
+    files = [str(data.path(f"pointclouds/bunny/{n}.ply.gz")) for n in ("bun000", "bun045", "bun315")]
+    out, merged = tmp_path / "poses.txt", tmp_path / "model.ply"
+    assert main(["multiway", *files, "--out", str(out), "--merged", str(merged), "--merged-voxel", "0.002",
+                 "--plot", str(tmp_path / "mw.png"), "--up", "y"]) == 0
+    assert "6/6 steps (done)" in capsys.readouterr().err
+    rows = [line.split() for line in out.read_text().splitlines() if not line.startswith("#")]
+    assert [r[0] for r in rows] == ["bun000.ply.gz", "bun045.ply.gz", "bun315.ply.gz"]
+    _, truth = scans("cpu")
+    poses = torch.tensor([[float(v) for v in r[1:]] for r in rows], dtype=torch.float64, device="cpu")
+    mm, deg = errors(poses, truth[[0, 1, 5]])
+    assert mm.max() < 1.0 and deg.max() < 0.5
+    assert len(read_point_cloud(merged)) > 10000 and (tmp_path / "mw.png").stat().st_size > 5000
+    assert main(["multiway", files[0], "-q"]) == 2
+    assert "two or more" in capsys.readouterr().err
