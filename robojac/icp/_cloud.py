@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._files import read_text
+from .._files import read_bytes, read_text
 from ..lie import require_values
 from ._ply import PLYError, read_ply
 
@@ -64,6 +64,45 @@ def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
     if len(pts) == 0:
         raise ValueError(f"{path}: no points could be read (is it a point cloud file Open3D supports?)")
     return torch.from_numpy(pts.copy()).to(dtype)
+
+
+def read_kitti_bin(path, *, dtype=torch.float64, reflectance: bool = False) -> Tensor:
+    """Points ``(N, 3)`` (``(N, 4)`` with ``reflectance``) of a KITTI Velodyne scan: float32
+    ``x, y, z, reflectance`` records of 16 bytes (``.bin``, or ``.bin.gz``).  A file whose size
+    is not a whole number of records is refused, naming the file and its size."""
+    path = pathlib.Path(path)
+    raw = read_bytes(path, "KITTI .bin scan")
+    if len(raw) % 16:
+        raise ValueError(f"{path}: {len(raw)} bytes is not a whole number of 16-byte KITTI records "
+                         f"(x, y, z, reflectance as float32); the file is truncated or not a KITTI scan")
+    a = np.frombuffer(raw, dtype="<f4").reshape(-1, 4)
+    if not np.isfinite(a).all():
+        bad = int(np.nonzero(~np.isfinite(a).all(1))[0][0])
+        raise ValueError(f"{path}: record {bad} is not finite")
+    t = torch.from_numpy(a.copy()).to(dtype)
+    return t if reflectance else t[:, :3].contiguous()
+
+
+def read_scans(folder, *, format: str = "auto", dtype=torch.float64) -> tuple[list[Tensor], list[pathlib.Path]]:
+    """``(clouds, files)``: every scan in ``folder``, in file-name order (KITTI's zero-padded
+    numbers sort in time).  ``format``: ``"kitti"`` (``.bin``/``.bin.gz``), ``"ply"`` (``.ply``,
+    ``.ply.gz``, ``.pcd``), or ``"auto"`` (whichever the folder holds)."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: expected a folder of scans")
+    kinds = {"kitti": (".bin", ".bin.gz"), "ply": (".ply", ".ply.gz", ".pcd")}
+    if format not in ("auto", *kinds):
+        raise ValueError(f"format: expected 'auto', 'kitti' or 'ply', got {format!r}")
+    chosen = [k for k in kinds if format in ("auto", k)]
+    files = {k: sorted(f for f in folder.iterdir() if f.name.endswith(kinds[k])) for k in chosen}
+    found = [k for k in chosen if files[k]]
+    if not found:
+        raise ValueError(f"{folder}: no scans ({', '.join(e for k in chosen for e in kinds[k])})")
+    if len(found) > 1:
+        raise ValueError(f"{folder}: holds both KITTI and PLY/PCD scans; pass format='kitti' or 'ply'")
+    paths = files[found[0]]
+    reader = read_kitti_bin if found[0] == "kitti" else read_point_cloud
+    return [reader(f, dtype=dtype) for f in paths], paths
 
 
 def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:

@@ -1,0 +1,95 @@
+"""``robojac odometry``: a folder of LiDAR scans into a trajectory (and its errors, given a reference)."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+
+from .._files import save_figure_atomic
+from ._bar import progress
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("odometry", help="LiDAR odometry of a folder of scans (KITTI .bin or PLY/PCD)",
+                       description="Register each scan to a local map of the ones before it (scan to map, "
+                                   "constant velocity, adaptive threshold) and write the trajectory.")
+    p.add_argument("scans", type=pathlib.Path, help="folder of scans, in file-name order")
+    p.add_argument("--format", choices=("auto", "kitti", "ply"), default="auto")
+    p.add_argument("--out", type=pathlib.Path, help="write the trajectory here (KITTI format, T_world_scan)")
+    p.add_argument("--reference", type=pathlib.Path, help="KITTI-format reference poses: prints ATE and RPE")
+    p.add_argument("--calib", type=pathlib.Path,
+                   help="a KITTI 'Tr:' line (velodyne -> camera): the reference is in the camera frame")
+    p.add_argument("--times", type=pathlib.Path, help="timestamps, one per scan (seconds)")
+    p.add_argument("--voxel", type=float, default=0.5, help="local map voxel (metres, default 0.5)")
+    p.add_argument("--max-range", type=float, default=100.0)
+    p.add_argument("--plot", type=pathlib.Path, help="draw the map, the trajectory's error and the error over time")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from .. import lie
+    from ..icp import OdometryConfig, lidar_odometry, read_scans
+    from ..trajectory import Trajectory, ate, read_kitti, rpe, write_kitti
+
+    t0 = time.perf_counter()
+    scans, files = read_scans(args.scans, format=args.format)
+    times = None
+    if args.times:
+        times = torch.tensor(np.loadtxt(args.times, ndmin=1), dtype=torch.float64)
+    print(f"{args.scans}: {len(scans)} scans ({files[0].name} ... {files[-1].name})")
+
+    def bar(done, total):
+        if not args.quiet:
+            progress(done, total, t0, "scans")
+
+    try:
+        result = lidar_odometry(scans, timestamps=times,
+                                config=OdometryConfig(voxel_size=args.voxel, max_range=args.max_range), progress=bar)
+    finally:
+        if not args.quiet:
+            sys.stderr.write("\n")
+    print(f"converged={result.converged}; {float(result.seconds.median()) * 1e3:.0f} ms per scan (median), "
+          f"{time.perf_counter() - t0:.1f} s in all")
+    if args.out:
+        write_kitti(result.trajectory, args.out)
+        print(f"wrote {args.out}")
+    reference = None
+    if args.reference:
+        ref = read_kitti(args.reference)
+        if len(ref) < len(scans):
+            raise ValueError(f"--reference {args.reference}: {len(ref)} poses for {len(scans)} scans")
+        M = ref.matrices()[: len(scans)]
+        if args.calib:
+            line = args.calib.read_text().split()
+            try:
+                vals = [float(v) for v in (line[1:] if line and line[0].endswith(":") else line)]
+            except ValueError:
+                raise ValueError(f"--calib {args.calib}: expected 12 numbers (a 3x4 'Tr:' matrix)") from None
+            if len(vals) != 12:
+                raise ValueError(f"--calib {args.calib}: expected 12 numbers (a 3x4 'Tr:' matrix), got {len(vals)}")
+            Tr = torch.eye(4, dtype=torch.float64)
+            Tr[:3] = torch.tensor(vals, dtype=torch.float64).reshape(3, 4)
+            M = torch.linalg.inv(Tr) @ M @ Tr
+        reference = Trajectory(lie.matrix_to_se3(M), result.trajectory.timestamps)
+        e = ate(reference, result.trajectory)
+        steps = (reference.positions[1:] - reference.positions[:-1]).norm(dim=-1)
+        drift = float((result.trajectory.positions[-1] - reference.positions[-1]).norm() / steps.sum().clamp_min(1e-12))
+        print(f"ATE RMSE {e.stats['rmse']:.4f} m; RPE RMSE {rpe(reference, result.trajectory).stats['rmse']:.4f} m per "
+              f"scan; end drift {drift * 100:.2f}% of {float(steps.sum()):.2f} m")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .. import viz
+
+        fig = viz.plot_odometry(result, reference)
+        save_figure_atomic(fig, args.plot, dpi=90)
+        plt.close(fig)
+        print(f"wrote {args.plot}")
+    return 0 if result.converged else 1

@@ -1,0 +1,85 @@
+"""Pictures of a trajectory against its reference (evo's style): the map from above with the
+path, the path coloured by its error, and the error over time."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._style import PALETTE
+
+__all__ = ["plot_trajectory_error", "plot_odometry"]
+
+
+def _np(x) -> np.ndarray:
+    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
+    return x.detach().double().cpu().numpy()
+
+
+def _errors(estimate, reference) -> np.ndarray:
+    """Per-pose position error (m) of ``estimate`` aligned to ``reference`` (evo's APE)."""
+    from ..trajectory import ate
+
+    return _np(ate(reference, estimate).errors)
+
+
+def plot_trajectory_error(estimate, reference, ax=None, *, cmap: str = "viridis", title: str | None = None):
+    """Top view (x, y) of the reference (grey, dashed) and the estimate aligned to it, coloured
+    by each pose's position error, with a colour bar.  Returns ``ax``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from ..trajectory import ate
+
+    ax = ax if ax is not None else plt.figure(figsize=(6, 5)).add_subplot()
+    result = ate(reference, estimate)
+    err = _np(result.errors)
+    A = _np(result.alignment) if result.alignment is not None else np.eye(4)
+    P = _np(estimate.poses)[:, :3] @ A[:3, :3].T + A[:3, 3]
+    R = _np(reference.poses)[:, :3]
+    ax.plot(R[:, 0], R[:, 1], "--", color="0.55", lw=1.5, label="reference")
+    segs = np.stack((P[:-1, :2], P[1:, :2]), 1)
+    lc = LineCollection(segs, cmap=cmap, linewidths=2.5)
+    lc.set_array(0.5 * (err[:-1] + err[1:]))
+    ax.add_collection(lc)
+    sc = ax.scatter(P[:, 0], P[:, 1], c=err, cmap=cmap, s=18, zorder=3, label="estimate")
+    plt.colorbar(sc, ax=ax, label="position error (m)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title or f"ATE RMSE {result.stats['rmse'] * 100:.2f} cm")
+    return ax
+
+
+def plot_odometry(result, reference=None, *, fig=None, max_points: int = 60000):
+    """LiDAR odometry in three panels: the local map from above (coloured by height) with the
+    path; the path against ``reference`` coloured by error (when given); the error over time.
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig = fig or plt.figure(figsize=(16, 5))
+    n = 3 if reference is not None else 1
+    ax = fig.add_subplot(1, n, 1)
+    M = _np(result.local_map)
+    if len(M) > max_points:
+        M = M[np.random.default_rng(0).choice(len(M), max_points, replace=False)]
+    P = _np(result.trajectory.poses)[:, :3]
+    lo, hi = np.percentile(M[:, 2], [2, 98]) if len(M) else (0, 1)
+    ax.scatter(M[:, 0], M[:, 1], c=np.clip(M[:, 2], lo, hi), cmap="terrain", s=0.3, alpha=0.7)
+    ax.plot(P[:, 0], P[:, 1], "-o", color=PALETTE[1], ms=3, lw=2, label="trajectory")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(f"local map from above ({len(result.local_map):,} points)")
+    ax.legend(loc="upper right", fontsize=8)
+    if reference is not None:
+        plot_trajectory_error(result.trajectory, reference, fig.add_subplot(1, 3, 2))
+        ax3 = fig.add_subplot(1, 3, 3)
+        err = _errors(result.trajectory, reference)
+        t = _np(result.trajectory.timestamps) if result.trajectory.timestamps is not None else np.arange(len(err))
+        ax3.plot(t, err * 100, "-o", color=PALETTE[0], ms=3)
+        ax3.set_xlabel("time (s)" if result.trajectory.timestamps is not None else "scan")
+        ax3.set_ylabel("position error (cm)")
+        ax3.set_title("error over time")
+        ax3.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,127 @@
+"""LiDAR odometry on 10 real KITTI scans, the KITTI scan reader, and the trajectory metrics
+beside evo's."""
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from robojac import data, lie
+from robojac.icp import OdometryConfig, lidar_odometry, read_kitti_bin, read_scans
+from robojac.trajectory import PoseRelation, Trajectory, ate, read_kitti, rpe
+
+FOLDER = data.path("pointclouds/kitti00")
+
+
+def reference_in_lidar_frame(name: str = "semantickitti_poses_first10.txt") -> Trajectory:
+    """KITTI's camera-frame poses brought into the Velodyne frame: ``Tr^-1 P_i Tr``."""
+    Tr = torch.eye(4, dtype=torch.float64, device="cpu")
+    Tr[:3] = torch.tensor(np.loadtxt(FOLDER / "Tr_velo_to_cam0.txt", usecols=range(1, 13)).reshape(3, 4),
+                          dtype=torch.float64, device="cpu")
+    M = read_kitti(FOLDER / name).matrices().cpu()
+    times = torch.tensor(np.loadtxt(FOLDER / "times.txt"), dtype=torch.float64, device="cpu")
+    return Trajectory(lie.matrix_to_se3(torch.linalg.inv(Tr) @ M @ Tr), times)
+
+
+def test_kitti_reader_and_folder(tmp_path, device):
+    scans, files = read_scans(FOLDER)
+    assert len(scans) == 10 and [f.name for f in files][:2] == ["000000.bin.gz", "000001.bin.gz"]
+    assert scans[0].shape == (41556, 3) and scans[0].dtype == torch.float64
+    with_r = read_kitti_bin(files[0], reflectance=True)
+    assert with_r.shape == (41556, 4) and 0 <= float(with_r[:, 3].min()) and float(with_r[:, 3].max()) <= 1
+    raw = gzip.decompress(files[0].read_bytes())
+    (tmp_path / "cut.bin").write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match=r"cut.bin: 664891 bytes is not a whole number of 16-byte KITTI records"):
+        read_kitti_bin(tmp_path / "cut.bin")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no scans"):
+        read_scans(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_odometry_on_kitti_00(device):
+    """ATE RMSE against the SemanticKITTI poses at most 5 cm, drift at most 1% of the path."""
+    scans, _ = read_scans(FOLDER)
+    ref = reference_in_lidar_frame()
+    seen = []
+    r = lidar_odometry([s.to(device) for s in scans], timestamps=ref.timestamps.to(device),
+                       progress=lambda done, total: seen.append(done))
+    assert r.converged and len(r.trajectory) == 10 and seen[-1] == 10
+    est = Trajectory(r.trajectory.poses.cpu(), r.trajectory.timestamps.cpu())
+    assert torch.equal(est.timestamps, ref.timestamps)
+    e = ate(ref, est)
+    path = (ref.positions[1:] - ref.positions[:-1]).norm(dim=-1).sum()
+    drift = float((est.positions[-1] - ref.positions[-1]).norm() / path)
+    per_step = rpe(ref, est).stats["mean"] / float((ref.positions[1:] - ref.positions[:-1]).norm(dim=-1).mean())
+    assert e.stats["rmse"] < 0.05 and drift < 0.01, (e.stats["rmse"], drift)
+    assert per_step < 0.05  # per frame: the reference's own noise (~2 cm) over 0.74 m steps
+    assert len(r.local_map) > 10000 and float(r.thresholds[2:].min()) > 0
+
+
+def test_odometry_bad_input(device):
+    scans, _ = read_scans(FOLDER)
+    with pytest.raises(ValueError, match="two or more scans"):
+        lidar_odometry(scans[:1])
+    far = [scans[0].to(device), scans[1].to(device) * 1000]
+    with pytest.raises(ValueError, match=r"scans\[1\]: 0 points between 0.0 and 100.0 m"):
+        lidar_odometry(far)
+    bad = scans[1].clone().to(device)
+    bad[3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"scans\[1\]"):
+        lidar_odometry([scans[0].to(device), bad])
+    with pytest.raises(ValueError, match="timestamps: expected 2 values"):
+        lidar_odometry([s.to(device) for s in scans[:2]], timestamps=torch.zeros(3, dtype=torch.float64, device=device))
+    with pytest.raises(ValueError, match="OdometryConfig: expected min_range < max_range"):
+        OdometryConfig(min_range=5.0, max_range=1.0)
+
+
+def test_metrics_equal_evos_on_its_test_trajectory():
+    """evo's APE and RPE (its API, in the same test) against ours to 1e-9 (relative where the
+    value is above 1: rotation angles near 140 deg differ in the 12th digit between evo's arccos
+    and our log): reference = the first
+    10 poses of evo's test trajectory KITTI_00_gt.txt, estimate = the SemanticKITTI poses."""
+    evo_sync = pytest.importorskip("evo.core.sync")
+    from evo.core import metrics
+    from evo.core.trajectory import PoseTrajectory3D
+
+    ref, est = (read_kitti(FOLDER / n) for n in ("poses_gt_first10.txt", "semantickitti_poses_first10.txt"))
+    times = np.loadtxt(FOLDER / "times.txt")
+    ref_evo = PoseTrajectory3D(poses_se3=list(ref.matrices().cpu().numpy()), timestamps=times)
+    est_evo = PoseTrajectory3D(poses_se3=list(est.matrices().cpu().numpy()), timestamps=times)
+    ref_evo, est_evo = evo_sync.associate_trajectories(ref_evo, est_evo)
+    est_evo.align(ref_evo)
+    relations = [(PoseRelation.TRANSLATION_PART, metrics.PoseRelation.translation_part),
+                 (PoseRelation.ROTATION_ANGLE_DEG, metrics.PoseRelation.rotation_angle_deg),
+                 (PoseRelation.FULL_TRANSFORMATION, metrics.PoseRelation.full_transformation)]
+    for ours_rel, evo_rel in relations:
+        ape = metrics.APE(evo_rel)
+        ape.process_data((ref_evo, est_evo))
+        mine = ate(ref, est, relation=ours_rel)
+        for stat in ("rmse", "mean", "max"):
+            theirs = ape.get_statistic(getattr(metrics.StatisticsType, stat))
+            assert abs(mine.stats[stat] - theirs) < 1e-9 * max(1.0, abs(theirs)), (ours_rel, stat)
+    for delta in (1, 3):
+        r = metrics.RPE(metrics.PoseRelation.translation_part, delta=delta, delta_unit=metrics.Unit.frames,
+                        all_pairs=False)
+        r.process_data((ref_evo, est_evo))
+        mine = rpe(ref, est, delta=delta)
+        assert abs(mine.stats["rmse"] - r.get_statistic(metrics.StatisticsType.rmse)) < 1e-9
+
+
+@pytest.mark.slow
+def test_odometry_command(tmp_path, capsys):
+    from robojac.cli import main
+
+    out = tmp_path / "traj.txt"
+    assert main(["odometry", str(FOLDER), "--out", str(out), "--reference", str(FOLDER / "semantickitti_poses_first10.txt"),
+                 "--calib", str(FOLDER / "Tr_velo_to_cam0.txt"), "--times", str(FOLDER / "times.txt"),
+                 "--plot", str(tmp_path / "o.png")]) == 0
+    said = capsys.readouterr()
+    assert "10/10 scans" in said.err and "ATE RMSE" in said.out
+    est = read_kitti(out)
+    assert len(est) == 10 and ate(reference_in_lidar_frame(), est).stats["rmse"] < 0.05
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "000000.bin").write_bytes(b"\0" * 20)
+    assert main(["odometry", str(tmp_path / "bad"), "-q"]) == 2
+    assert "000000.bin: 20 bytes" in capsys.readouterr().err
