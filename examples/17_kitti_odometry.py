@@ -1,8 +1,8 @@
 """LiDAR odometry on 10 real KITTI scans (sequence 00), against the SemanticKITTI poses.
 
 Each Velodyne scan is registered to a local map of the ones before it, with a
-constant-velocity prediction, an adaptive correspondence threshold and deskewing, the
-ingredients KISS-ICP showed matter.  The reference poses are in KITTI's camera frame and are
+constant-velocity prediction and an adaptive correspondence threshold, the ingredients
+KISS-ICP showed matter.  The reference poses are in KITTI's camera frame and are
 brought into the LiDAR's with the calibration: ``T_velo = Tr^-1 P Tr``.  (The official KITTI
 ground truth disagrees with these scans by about a metre over the clip: see data/SOURCES.md.)
 

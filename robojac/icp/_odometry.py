@@ -27,8 +27,11 @@ from .. import lie
 from .._config import check_choice, check_int, check_real
 from ..optim import RobustKernel
 from ..trajectory import Trajectory
-from ._align import ICPConfig, RegistrationResult, align
+from ._align import ICPConfig, PreparedCloud, RegistrationResult, align
 from ._cloud import as_points, voxel_downsample
+from ._neighbors import NearestNeighbors
+from ._soa import covariances
+from ._soa import normals as soa_normals
 
 __all__ = ["OdometryConfig", "OdometryResult", "lidar_odometry"]
 
@@ -50,7 +53,9 @@ class OdometryConfig:
     * ``max_iterations``: ICP iterations per scan.
     * ``deskew``: undo the motion during a sweep: each point is moved by the constant-velocity
       motion over its share of the sweep, its time taken from its azimuth (a spinning LiDAR
-      that starts and ends its sweep behind the sensor, as KITTI's Velodyne).
+      that starts and ends its sweep behind the sensor, as KITTI's Velodyne).  Off by default:
+      on KITTI 00 it moved the end drift from 0.60% to 0.48% at 0.5 m voxels but the ATE from
+      1.06 to 1.17 cm, and made 1 m voxels worse; the evidence of ten scans does not settle it.
     """
 
     min_range: float = 0.0
@@ -61,7 +66,7 @@ class OdometryConfig:
     min_motion: float = 0.1
     method: str = "gicp"
     max_iterations: int = 100
-    deskew: bool = True
+    deskew: bool = False
 
     def __post_init__(self):
         owner = "OdometryConfig"
@@ -99,27 +104,50 @@ class OdometryResult:
 
 
 class _VoxelMap:
-    """Points in the world frame, at most ``capacity`` per voxel, the first kept."""
+    """Points in the world frame, at most ``capacity`` per voxel (the first kept), with what
+    registration needs of them: a neighbour index, rebuilt as points come and go, and each
+    point's covariance and normal, computed once, when the point arrives, from its neighbours
+    in the map of that moment (a map point's neighbourhood barely changes afterwards; keeping
+    them saves recomputing ~130,000 of them per scan)."""
 
-    def __init__(self, voxel: float, capacity: int, like: Tensor):
-        self.voxel, self.capacity = voxel, capacity
+    def __init__(self, voxel: float, capacity: int, like: Tensor, num_neighbors: int):
+        self.voxel, self.capacity, self.k = voxel, capacity, num_neighbors
         self.points = like.new_zeros(0, 3)
+        self.cov = like.new_zeros(3, 3, 0)
+        self.normals = like.new_zeros(3, 0)
+        self.prepared: PreparedCloud | None = None
 
     def add(self, points: Tensor, center: Tensor, max_range: float) -> None:
+        old = self.points.shape[0]
         P = torch.cat((self.points, points))
-        keys = torch.floor(P / self.voxel).long()
-        _, group = torch.unique(keys, dim=0, return_inverse=True)
-        order = torch.argsort(group, stable=True)  # the map's old points first within each voxel
-        g = group[order]
-        start = torch.zeros_like(g)
-        new_group = torch.ones_like(g, dtype=torch.bool)
-        new_group[1:] = g[1:] != g[:-1]
-        start[new_group] = torch.nonzero(new_group).flatten()
-        start = torch.cummax(start, 0).values
+        cells = torch.floor(P / self.voxel).long()
+        cells = cells - cells.min(0).values
+        span = cells.max(0).values + 1
+        key = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]  # one integer per voxel
+        order = torch.argsort(key, stable=True)  # the map's old points first within each voxel
+        g = key[order]
+        first = torch.ones_like(g, dtype=torch.bool)
+        first[1:] = g[1:] != g[:-1]
+        start = torch.cummax(torch.where(first, torch.arange(len(g), device=g.device), 0), 0).values
         rank = torch.arange(len(g), device=g.device) - start
-        keep = order[rank < self.capacity]
-        P = P[keep.sort().values]
-        self.points = P[(P - center).norm(dim=-1) <= max_range]
+        keep = order[rank < self.capacity].sort().values
+        keep = keep[(P[keep] - center).norm(dim=-1) <= max_range]
+        is_new = keep >= old
+        self.points = P[keep]
+        index = NearestNeighbors(self.points)
+        fresh = torch.nonzero(is_new).flatten()
+        cov = self.cov.new_zeros(3, 3, len(keep))
+        nrm = self.normals.new_zeros(3, len(keep))
+        kept_old = keep[~is_new]
+        cov[:, :, ~is_new], nrm[:, ~is_new] = self.cov[:, :, kept_old], self.normals[:, kept_old]
+        if len(fresh):
+            k = min(self.k, len(keep))
+            _, nb = index.query(self.points[fresh], k=k)
+            centred = (self.points - center).T.contiguous()  # covariances do not see the shift; digits do
+            c = covariances(centred, nb.reshape(len(fresh), k))
+            cov[:, :, fresh], nrm[:, fresh] = c, soa_normals(c)
+        self.cov, self.normals = cov, nrm
+        self.prepared = PreparedCloud(self.points, index, self.k, cov, nrm)
 
 
 class _Threshold:
@@ -171,7 +199,7 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
     v = cfg.voxel_size
     world = lie.se3_exp(torch.zeros(6, dtype=dtype, device=device))
     poses, regs, thresholds, seconds = [world], [None], [0.0], []
-    vmap = _VoxelMap(v, cfg.points_per_voxel, first)
+    vmap = _VoxelMap(v, cfg.points_per_voxel, first, 10)
     threshold = _Threshold(cfg)
     motion = world
     ok = True
@@ -196,7 +224,7 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
         icp = ICPConfig(method=cfg.method, max_correspondence_distance=3 * sigma,
                         kernel=RobustKernel("geman_mcclure", sigma), max_iterations=cfg.max_iterations,
                         rotation_tolerance=1e-4, translation_tolerance=1e-4, num_neighbors=10)
-        reg = align(source, vmap.points, init=guess, config=icp)
+        reg = align(source, vmap.prepared, init=guess, config=icp)
         pose = reg.T_target_source.tensor()
         threshold.update(lie.se3_compose(lie.se3_inverse(guess), pose), lie.se3_compose(lie.se3_inverse(poses[-1]), pose))
         motion = lie.se3_compose(lie.se3_inverse(poses[-1]), pose)
