@@ -254,3 +254,54 @@ def test_row_weights_are_the_kernels_weights_of_each_rows_squared_norm(device):
     assert optim.RobustKernel("none").row_weights(r) is None  # no kernel: no product to take
     w = optim.RobustKernel("cauchy", 2.0).row_weights(r)
     assert max_err(w, 1 / (1 + torch.tensor([0.25, 25.0], dtype=torch.float64, device=device) / 4)) < 1e-15
+
+
+def test_one_large_sparse_problem_reaches_gtsams_optimum(device):
+    """parking-garage (1,661 SE3 poses, 9,966 unknowns) as one problem on the engine: the sparse
+    path (pattern once, LDL^T with the ordering kept) reaches GTSAM's optimum, as the pose-graph
+    solver does, in as many steps; the dense path would need a 9,966^2 matrix."""
+    import json
+
+    from robojac import data
+    from robojac.jacobian import SE3BetweenResidual
+    from robojac.posegraph import initialize, read_g2o
+
+    g = read_g2o(data.path("posegraph/parking-garage.g2o.gz")).to(device)
+    fixed = torch.zeros(g.num_poses, dtype=torch.bool, device=device)
+    fixed[0] = True
+    X = optim.Variable("SE3", initialize(g, "chordal")[None].clone(), fixed=fixed, name="poses")
+    edges = optim.Factor(SE3BetweenResidual(), [X, X], g.edges,
+                         data=[g.measurement_state().detach(), g.sqrt_information.detach()], name="edges")
+    cfg = optim.SolverConfig(trust_region=optim.TrustRegionConfig(lambda_initial=1e-6),
+                             termination=optim.TerminationConfig(relative_tolerance=1e-10))
+    r = optim.solve([X], [edges], cfg)
+    gtsam = json.loads(data.path("posegraph/gtsam_optima.json").read_text())["parking-garage"]["gtsam_optimum_cost"]
+    assert r.converged and int(r.iterations) <= 10
+    assert abs(float(r.cost) - gtsam) < 1e-9 * gtsam
+    with pytest.raises(ValueError, match="linear_solver: 'sparse' solves one problem"):
+        Y = optim.Variable("SE3", X.value.expand(2, -1, -1).clone(), fixed=fixed)
+        optim.solve([Y], [optim.Factor(SE3BetweenResidual(), [Y, Y], g.edges[:10],
+                                       data=[g.measurement_state()[:10].detach(), g.sqrt_information[:10].detach()])],
+                    optim.SolverConfig(linear_solver="sparse"))
+
+
+def test_sparse_and_dense_paths_take_the_same_steps(device):
+    """A problem small enough for both: the sparse path's answer and history equal the dense one's."""
+    g = torch.Generator().manual_seed(3)
+    N = 60
+    truth = lie.se3_exp(torch.randn(N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    i = torch.arange(N - 1, device=device)
+    edges = torch.cat((torch.stack((i, i + 1), 1), torch.tensor([[0, N - 1], [5, 40]], device=device)))
+    Z = lie.se3_compose(lie.se3_inverse(truth[edges[:, 0]]), truth[edges[:, 1]])
+    noise = lie.se3_exp(0.05 * torch.randn(N, 6, generator=g, dtype=torch.float64, device="cpu").to(device))
+    start = lie.se3_compose(noise, truth)
+    from robojac.jacobian import SE3BetweenResidual
+
+    out = {}
+    for solver in ("dense", "sparse"):
+        X = optim.Variable("SE3", start[None].clone(), fixed=torch.arange(N, device=device) == 0)
+        f = optim.Factor(SE3BetweenResidual(), [X, X], edges, data=[Z], kernel=optim.RobustKernel("huber", 0.1))
+        out[solver] = optim.solve([X], [f], optim.SolverConfig(linear_solver=solver))
+    a, b = out["dense"], out["sparse"]
+    assert a.reason == b.reason and int(a.iterations) == int(b.iterations)
+    assert (a.values[0] - b.values[0]).abs().max() < 1e-10 and (a.history.cost - b.history.cost).abs().max() < 1e-10

@@ -19,7 +19,7 @@ from ..jacobian import batch_jacobian
 from ._kernels import RobustKernel
 from ._variables import Variable
 
-__all__ = ["Factor", "Linearization", "Problem", "hold_fixed", "sparse_gauss_newton"]
+__all__ = ["Factor", "Linearization", "Problem", "SparseSystem", "hold_fixed", "sparse_gauss_newton"]
 
 
 class Factor:
@@ -122,30 +122,64 @@ def hold_fixed(H: Tensor, held: Tensor) -> Tensor:
 def sparse_gauss_newton(lin: Linearization) -> Tensor:
     """``J^T W J`` of one problem (``B = 1``) as a sparse CSR ``(n, n)``; fixed entries get an
     identity row and column (the preconditioner of the implicit backward on one large problem)."""
-    pb = lin.problem
-    n = pb.size
-    rows_all, cols_all, vals_all = [], [], []
-    for f, r in zip(pb.factors, lin.residuals):
-        blocks = pb.jacobian_of(f, lin.values)
-        w = f.kernel.row_weights(r)
-        for k, Jk in enumerate(blocks):
-            rk = pb.rows(f, k)
-            for l_, Jl in enumerate(blocks):
-                WJl = Jl if w is None else w[..., None, None] * Jl
-                A = (Jk.transpose(-1, -2) @ WJl)[0]  # (F, t_k, t_l)
-                rl = pb.rows(f, l_)
-                rows_all.append(rk[:, :, None].expand(A.shape).reshape(-1))
-                cols_all.append(rl[:, None, :].expand(A.shape).reshape(-1))
-                vals_all.append(A.reshape(-1))
-    held = pb.held[0]
-    rows, cols, vals = torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all)
-    keep = ~(held[rows] | held[cols])
-    eye = torch.nonzero(held).flatten()
-    rows = torch.cat((rows[keep], eye))
-    cols = torch.cat((cols[keep], eye))
-    vals = torch.cat((vals[keep], vals.new_ones(len(eye))))
-    H = torch.sparse_coo_tensor(torch.stack((rows, cols)), vals, (n, n), check_invariants=False).coalesce()
-    return H.to_sparse_csr()
+    return SparseSystem(lin.problem).assemble(lin)[0]
+
+
+class SparseSystem:
+    """The normal equations of one large problem (``B = 1``) as a sparse CSR matrix, with the
+    pattern worked out once: the block entries every factor slot pair adds, each variable's
+    diagonal, and where each lands among the CSR values (duplicates summed by one
+    ``index_add``).  Fixed entries get an identity row and column.  What the engine's sparse
+    path factors, and the backward's preconditioner."""
+
+    def __init__(self, problem: Problem):
+        if problem.batch != 1:
+            raise ValueError(f"a sparse system is one problem (B = 1), got B = {problem.batch}")
+        self.problem = pb = problem
+        n = pb.size
+        dev = pb.held.device
+        rows, cols = [], []
+        for f in pb.factors:
+            for k in range(len(f.variables)):
+                rk = pb.rows(f, k)
+                for l_ in range(len(f.variables)):
+                    rl = pb.rows(f, l_)
+                    shape = (rk.shape[0], rk.shape[1], rl.shape[1])
+                    rows.append(rk[:, :, None].expand(shape).reshape(-1))
+                    cols.append(rl[:, None, :].expand(shape).reshape(-1))
+        diag = torch.arange(n, device=dev)
+        rows, cols = torch.cat(rows + [diag]), torch.cat(cols + [diag])
+        self.blocks = len(rows) - n  # entries from the factors; the last n are the diagonal
+        keys, self.slot = torch.unique(rows * n + cols, return_inverse=True)
+        r, c = keys // n, keys % n
+        self.crow = torch.zeros(n + 1, dtype=torch.long, device=dev)
+        self.crow[1:] = torch.cumsum(torch.bincount(r, minlength=n), 0)
+        self.col = c
+        self.diag_slots = self.slot[self.blocks :]
+        held = pb.held[0]
+        self.off = (held[r] | held[c])  # entries of fixed rows or columns: zero, their diagonal one
+        self.held_diag = self.diag_slots[held]
+        self.n = n
+
+    def assemble(self, lin: Linearization) -> tuple[Tensor, Tensor]:
+        """``(H (n, n) CSR, g (n,))`` at ``lin``'s values."""
+        pb = self.problem
+        vals = []
+        g = lin.residuals[0].new_zeros(self.n)
+        for f, r in zip(pb.factors, lin.residuals):
+            blocks = pb.jacobian_of(f, lin.values)
+            w = f.kernel.row_weights(r)
+            wr = r if w is None else w[..., None] * r
+            for k, Jk in enumerate(blocks):
+                g.index_add_(0, pb.rows(f, k).reshape(-1), (Jk.transpose(-1, -2) @ wr[..., None])[0, ..., 0].reshape(-1))
+                for l_, Jl in enumerate(blocks):
+                    WJl = Jl if w is None else w[..., None, None] * Jl
+                    vals.append((Jk.transpose(-1, -2) @ WJl)[0].reshape(-1))
+        values = g.new_zeros(len(self.col)).index_add_(0, self.slot[: self.blocks], torch.cat(vals))
+        values = values.masked_fill(self.off, 0.0)
+        values[self.held_diag] = 1.0
+        H = torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), check_invariants=False)
+        return H, g.masked_fill(pb.held[0], 0.0)
 
 
 class Problem:
