@@ -337,7 +337,7 @@ class _SparseSteps:
             if floor else 0.0
         damped_vals = vals.clone()
         damped_vals[sys_.diag_slots] = d + lam[0] * d + ridge
-        A = torch.sparse_csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape, check_invariants=False)
+        A = torch.sparse_csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape, device=vals.device, check_invariants=False)
         try:
             if self.factor is None:
                 self.factor = SparseLDL(A, self.block) if A.device.type == "cpu" else MultifrontalCholesky(A, self.block)

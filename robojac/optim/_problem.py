@@ -178,7 +178,8 @@ class SparseSystem:
         values = g.new_zeros(len(self.col)).index_add_(0, self.slot[: self.blocks], torch.cat(vals))
         values = values.masked_fill(self.off, 0.0)
         values[self.held_diag] = 1.0
-        H = torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), check_invariants=False)
+        H = torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), device=values.device,
+                                    check_invariants=False)
         return H, g.masked_fill(pb.held[0], 0.0)
 
 
