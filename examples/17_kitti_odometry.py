@@ -43,7 +43,7 @@ def main(out: pathlib.Path) -> None:
     print(f"ATE RMSE {e.stats['rmse'] * 100:.2f} cm, drift {drift * 100:.2f}% of the {float(steps.sum()):.2f} m path, "
           f"RPE {rpe(reference, result.trajectory).stats['rmse'] * 100:.2f} cm per frame")
     write_kitti(result.trajectory, out / "trajectory_kitti.txt")
-    fig = plot_odometry(result, reference)
+    fig = plot_odometry(result, reference, scans=scans)
     fig.savefig(out / "odometry.png", dpi=80)
     plt.close("all")
     print(f"  trajectory and picture in {out}/")

@@ -88,7 +88,7 @@ def run(args) -> int:
 
         from .. import viz
 
-        fig = viz.plot_odometry(result, reference)
+        fig = viz.plot_odometry(result, reference, scans=scans)
         save_figure_atomic(fig, args.plot, dpi=90)
         plt.close(fig)
         print(f"wrote {args.plot}")

@@ -52,24 +52,38 @@ def plot_trajectory_error(estimate, reference, ax=None, *, cmap: str = "viridis"
     return ax
 
 
-def plot_odometry(result, reference=None, *, fig=None, max_points: int = 60000):
-    """LiDAR odometry in three panels: the local map from above (coloured by height) with the
-    path; the path against ``reference`` coloured by error (when given); the error over time.
-    Returns the figure."""
+def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: int = 60000):
+    """LiDAR odometry in three panels: the map from above with the path (with ``scans``, every
+    scan placed by the trajectory and coloured by its time; without, the local map coloured by
+    height); the path against ``reference`` coloured by error (when given); the error over
+    time.  Returns the figure."""
     import matplotlib.pyplot as plt
 
     fig = fig or plt.figure(figsize=(16, 5))
     n = 3 if reference is not None else 1
     ax = fig.add_subplot(1, n, 1)
-    M = _np(result.local_map)
-    if len(M) > max_points:
-        M = M[np.random.default_rng(0).choice(len(M), max_points, replace=False)]
     P = _np(result.trajectory.poses)[:, :3]
-    lo, hi = np.percentile(M[:, 2], [2, 98]) if len(M) else (0, 1)
-    ax.scatter(M[:, 0], M[:, 1], c=np.clip(M[:, 2], lo, hi), cmap="terrain", s=0.3, alpha=0.7)
+    rng = np.random.default_rng(0)
+    if scans is not None:
+        from .. import lie
+
+        per = max(1, max_points // max(len(scans), 1))
+        poses = result.trajectory.poses.detach().double().cpu()
+        for k, scan in enumerate(scans):
+            S = torch.as_tensor(scan, device="cpu").detach().double()[:, :3]
+            S = S[torch.from_numpy(rng.choice(len(S), min(per, len(S)), replace=False))]
+            W = lie.se3_act(poses[k].reshape(1, 7), S).numpy()
+            ax.scatter(W[:, 0], W[:, 1], color=plt.get_cmap("viridis")(k / max(len(scans) - 1, 1)), s=0.3, alpha=0.6)
+        ax.set_title(f"{len(scans)} scans from above, coloured by time")
+    else:
+        M = _np(result.local_map)
+        if len(M) > max_points:
+            M = M[rng.choice(len(M), max_points, replace=False)]
+        lo, hi = np.percentile(M[:, 2], [2, 98]) if len(M) else (0, 1)
+        ax.scatter(M[:, 0], M[:, 1], c=np.clip(M[:, 2], lo, hi), cmap="terrain", s=0.3, alpha=0.7)
+        ax.set_title(f"local map from above ({len(result.local_map):,} points)")
     ax.plot(P[:, 0], P[:, 1], "-o", color=PALETTE[1], ms=3, lw=2, label="trajectory")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_title(f"local map from above ({len(result.local_map):,} points)")
     ax.legend(loc="upper right", fontsize=8)
     if reference is not None:
         plot_trajectory_error(result.trajectory, reference, fig.add_subplot(1, 3, 2))
