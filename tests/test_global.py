@@ -65,6 +65,7 @@ def test_no_overlap_is_not_a_confident_answer(device):
     far = bottom + torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64, device=device)
     r = global_align(far, top, config=GlobalConfig(voxel_size=0.003))
     assert not bool(r.converged) and (int(r.num_inliers) < 12 or float(r.fitness) < 0.25)
+    assert r.reason[0] in ("no_consistent_pose", "no_correspondences")
 
 
 def test_reproducible_and_config_errors(device):

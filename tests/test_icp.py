@@ -610,3 +610,18 @@ def test_a_batch_with_voxels_and_a_kernel_backpropagates(device):
     r.T_target_source.tensor()[:, :3].sum().backward()
     assert s.grad.shape == s.shape and torch.isfinite(s.grad).all() and float(s.grad.abs().sum()) > 0
     assert not align(src, tgt).T_target_source.requires_grad  # no grad asked, none paid for
+
+
+def test_registration_results_speak_the_engines_vocabulary(device):
+    """cost, reason and history per pair: the cost falls, the last recorded entry is the cost,
+    and each way of stopping says which it was."""
+    src, tgt, _ = _bunny(device)
+    far = src + torch.tensor([5.0, 0.0, 0.0], dtype=src.dtype, device=device)
+    r = align([src, src, far], [tgt, tgt, tgt], config=ICPConfig(method="gicp", voxel_size=0.003))
+    assert r.reason[0] == "step_tolerance" and r.reason[2] == "no_correspondences" and not bool(r.converged[2])
+    h = r.history.cost[:, 0]
+    h = h[torch.isfinite(h)]
+    assert len(h) == int(r.iterations[0]) and float(h[-1]) == float(r.cost[0]) and float(h[-1]) < float(h[0]) / 10
+    assert bool(r.history.accepted[: len(h), 0].all()) and not bool(r.history.accepted[len(h):, 0].any())
+    once = align(src, tgt, config=ICPConfig(method="point_to_plane", voxel_size=0.003, max_iterations=1))
+    assert once.reason == ("max_iterations",) and not bool(once.converged)

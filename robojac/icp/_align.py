@@ -17,7 +17,7 @@ from .. import lie
 from ..lie import se3_tensor, wrap_lie
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
-from ..optim import RobustKernel
+from ..optim import History, RobustKernel
 from . import _soa as soa
 from ._cloud import as_points, knn_covariances, knn_covariances_many, voxel_downsample
 from ._neighbors import NearestNeighbors, PaddedNeighbors
@@ -90,7 +90,18 @@ class ICPConfig:
 
 @dataclass(frozen=True)
 class RegistrationResult:
-    """``T_target_source`` (SE3, batch shape of the input) maps source points into the target frame."""
+    """``T_target_source`` (SE3, batch shape of the input) maps source points into the target frame.
+
+    The engine's vocabulary (:class:`~robojac.optim.SolveResult`), per pair: ``converged``,
+    ``iterations`` (over all levels), ``cost`` (``0.5 sum rho(r^2)`` of the method's residual:
+    distances, plane distances or GICP's Mahalanobis distances, over the correspondences within
+    the distance, at the pose the last iteration stepped from: the answer, to within its last
+    step), ``reason`` (``"step_tolerance"``, ``"max_iterations"`` or ``"no_correspondences"``;
+    ``global_align`` adds ``"no_consistent_pose"``; in the flattened batch order) and ``history``
+    (each iteration's cost at the pose it stepped from, ``(T, B)``; NaN once a pair has stopped;
+    ``damping`` zero, ``accepted`` where a step was taken).  And ``num_inliers``, ``fitness``
+    (inliers / source points after downsampling) and ``rmse`` (of the inlier distances).
+    """
 
     T_target_source: pp.LieTensor
     converged: Tensor
@@ -98,6 +109,9 @@ class RegistrationResult:
     num_inliers: Tensor
     fitness: Tensor  # inliers / source points (after downsampling)
     rmse: Tensor  # of the inlier distances
+    cost: Tensor | None = None
+    reason: tuple[str, ...] = ()
+    history: History | None = None
 
     def matrix(self) -> Tensor:
         """``T_target_source`` as ``(..., 4, 4)`` matrices."""
@@ -218,7 +232,8 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
     if B == 0:  # an empty batch: an empty answer, in the batch's dtype and device where it has them
         ref = source if isinstance(source, Tensor) else torch.zeros(0, dtype=torch.float64)
         z = ref.new_zeros(0)
-        return RegistrationResult(wrap_lie(ref.new_zeros(0, 7)), z.bool(), z.long(), z.long(), z, z)
+        return RegistrationResult(wrap_lie(ref.new_zeros(0, 7)), z.bool(), z.long(), z.long(), z, z, z, (),
+                                  History(ref.new_zeros(0, 0), ref.new_zeros(0, 0), torch.zeros(0, 0, dtype=torch.bool)))
     src_live = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
     dtype, device = src_live[0].dtype, src_live[0].device
     tgt_live, seen = [], {}
@@ -277,6 +292,7 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
     B, device = len(src0), T.device
     iters = torch.zeros(B * H, dtype=torch.long, device=device)
     converged = torch.zeros(B * H, dtype=torch.bool, device=device)
+    histories: list[Tensor] = []
     for level_no, factor in enumerate(cfg.levels):
         v = cfg.voxel_size * factor
         S = [voxel_downsample(s, v) for s in src0]
@@ -289,20 +305,38 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
         Tg = [prepared[id(t)] for t in tgt0]
         dist = _max_distance(cfg, factor, [t.points for t in Tg])
         targets = _TargetSet(Tg, H, dist, cfg)
-        T, it, conv = _iterate(cfg, S, targets, T)
+        T, it, conv, hist = _iterate(cfg, S, targets, T)
         iters, converged = iters + it, conv
+        histories.append(hist)
         if cfg.restarts and level_no == 0:  # keep each pair's best hypothesis
             fit, rm = _fitness(S, targets, T)
             score = fit - 1e-9 * rm
             best = score.view(B, H).argmax(1)
             sel = torch.arange(B, device=device) * H + best
             T, iters, converged, H = T[sel], iters[sel], converged[sel], 1
+            histories = [h[:, sel] for h in histories]
             targets = targets.with_hypotheses(1)
     fit, rmse, inl = _fitness(S, targets, T, counts=True)
     converged = converged & (inl >= 3)
+    hist = torch.cat(histories) if histories else T.new_zeros(0, B)
+    last = _last_finite(hist)
+    reason = tuple("step_tolerance" if c else "no_correspondences" if n < 3 else "max_iterations"
+                   for c, n in zip(converged.tolist(), inl.tolist()))
+    history = History(hist, torch.zeros_like(hist), torch.isfinite(hist))
     shape = batch
     return RegistrationResult(wrap_lie(T.reshape(shape + (7,))), converged.reshape(shape), iters.reshape(shape),
-                              inl.reshape(shape), fit.reshape(shape), rmse.reshape(shape))
+                              inl.reshape(shape), fit.reshape(shape), rmse.reshape(shape), last.reshape(shape), reason,
+                              history)
+
+
+def _last_finite(hist: Tensor) -> Tensor:
+    """Each column's last finite entry (its cost where it stopped); NaN for a column without any."""
+    finite = torch.isfinite(hist)
+    if hist.shape[0] == 0:
+        return hist.new_full((hist.shape[1],), math.nan)
+    idx = torch.where(finite, torch.arange(hist.shape[0], device=hist.device)[:, None], -1).amax(0)
+    out = hist.gather(0, idx.clamp_min(0)[None])[0]
+    return torch.where(idx >= 0, out, torch.full_like(out, math.nan))
 
 
 def _max_distance(cfg: ICPConfig, factor: float, targets: list[Tensor]) -> list[float]:
@@ -494,6 +528,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
         tgt_nrm = targets.concat([t.normals_soa() for t in targets.clouds])
     active = torch.ones(R_, dtype=torch.bool, device=dev)
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
+    costs = []  # (rows, cost) of each iteration: the cost where the step was taken
     T = T.clone()  # stepped in place below; the caller's init stays as given
     eye6 = torch.eye(6, dtype=dt, device=dev)
     for _ in range(cfg.max_iterations):
@@ -512,11 +547,13 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
         if cfg.method == "point_to_point":
             w = valid.to(dt) * cfg.kernel.weight(d2)  # ones without a kernel
             delta = _umeyama_step(q, p, w)
+            s2 = d2
         else:
             if cfg.method == "point_to_plane":
                 n = tgt_nrm.gather(j, rows)
                 res = (n * (q - p)).sum(1)  # (R, N)
-                w = valid.to(dt) * cfg.kernel.weight(res * res)
+                s2 = res * res
+                w = valid.to(dt) * cfg.kernel.weight(s2)
                 Hm, g = soa.plane_system(q, n, res, w)
             else:
                 C = tgt_cov.gather(j, rows) + soa.sym6_rotation(Rm) @ pick(src_cov)  # (A, 6, N)
@@ -524,17 +561,22 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
                 res = q - p
                 Mr = soa.sym6_matvec(M, res)
                 s_ = (res * Mr).sum(1)
+                s2 = s_
                 w = valid.to(dt) * cfg.kernel.weight(s_)
                 Hm, g = soa.gicp_system(q, Mr, M, w)
             lam = 1e-9 * Hm.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)
             delta = -torch.linalg.solve(Hm + lam[:, None, None] * eye6, g.unsqueeze(-1)).squeeze(-1)
         has = valid.sum(1) >= 3
+        costs.append((a, 0.5 * torch.where(valid, cfg.kernel.rho(s2), torch.zeros_like(s2)).sum(1)))
         delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
         T[a] = lie.se3_compose(lie.se3_exp(delta), Ta)  # left update
         iters[a] += 1
         small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
         active[a] = ~small & has
-    return _shift_pose(T, -s_ctr, t_ctr), iters, ~active
+    history = T.new_full((len(costs), R_), math.nan)
+    for i, (rows_i, c) in enumerate(costs):
+        history[i, rows_i] = c
+    return _shift_pose(T, -s_ctr, t_ctr), iters, ~active, history
 
 
 def _plane_covariances(clouds: list[Tensor], k: int, batched: bool) -> list[Tensor]:

@@ -17,6 +17,7 @@ never a confident wrong pose.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -224,7 +225,8 @@ def register_described(src: Tensor, tgt: Tensor, described_src, described_tgt, c
     refined = align(src, tgt, init=X, config=cfg.refinement())
     found = (inliers >= cfg.min_inliers) & (refined.fitness >= cfg.min_fitness) & refined.converged
     n = torch.full_like(refined.num_inliers, inliers)
-    return RegistrationResult(refined.T_target_source, found, refined.iterations, n, refined.fitness, refined.rmse)
+    reason = tuple(r if bool(ok) else "no_consistent_pose" for r, ok in zip(refined.reason, found.reshape(-1).tolist()))
+    return dataclasses.replace(refined, converged=found, num_inliers=n, reason=reason)
 
 
 def information_matrix(source, target, T_target_source, max_correspondence_distance: float) -> Tensor:
