@@ -4,7 +4,8 @@ The 3D pose graphs written as engine factors (``SE3BetweenResidual``, one SE3 va
 the first pose fixed) and solved by ``robojac.optim.solve`` (its sparse path: the pattern worked
 out once, LDL^T with the ordering kept), beside ``robojac.posegraph.optimize`` on the same graph
 from the same chordal start, in the same run: the cost reached (GTSAM's optimum beside them),
-the steps taken and the time (median of 5, after a warm-up).  The step toward PGO running on
+the steps taken and the time (medians of 15 calls taken in turn, after a warm-up: the same
+cache and load for both).  The step toward PGO running on
 the engine.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/engine_sparse.py
@@ -19,7 +20,7 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, fmt_time, median_time, table  # noqa: E402
+from _util import describe_machine, fmt_time, interleaved_medians, table  # noqa: E402
 
 from robojac import data, optim  # noqa: E402
 from robojac.jacobian import SE3BetweenResidual  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
             return optimize(g, PGOConfig(relative_tolerance=1e-10))
 
         r, p = engine(), pgo()
-        t_e, t_p = median_time(engine, repeat=5, warmup=1), median_time(pgo, repeat=5, warmup=1)
+        t_e, t_p = interleaved_medians([engine, pgo], repeat=15, warmup=2)
         gtsam = optima.get(name, {}).get("gtsam_optimum_cost")
         rows.append([name, f"{6 * g.num_poses:,}", f"{float(r.cost):.10g} ({int(r.iterations)} steps)",
                      f"{p.cost:.10g} ({p.iterations} steps)", "-" if gtsam is None else f"{gtsam:.10g}",

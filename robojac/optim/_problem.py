@@ -77,11 +77,27 @@ class Factor:
 
 
 class Linearization:
-    """Residuals at a point and, when asked, the normal equations ``(H (B, n, n), g (B, n))``."""
+    """Residuals at a point and, when asked, the normal equations ``(H (B, n, n), g (B, n))``.
 
-    def __init__(self, problem: Problem, values: tuple[Tensor, ...]):
+    With ``closed_forms``, a factor with a closed form gives its Jacobian blocks together with
+    its residuals (``blocks[i]``; ``None`` for the others): the engine asks for them at each
+    trial point, which it mostly accepts, rather than evaluate the residual a second time."""
+
+    def __init__(self, problem: Problem, values: tuple[Tensor, ...], *, closed_forms: bool = False):
         self.problem, self.values = problem, values
-        self.residuals = [problem.residual_of(f, values) for f in problem.factors]
+        self.residuals, self.blocks = [], []
+        for f in problem.factors:
+            if closed_forms and hasattr(f.residual, "value_and_jacobians"):
+                r, J = problem.value_and_jacobians_of(f, values)
+            else:
+                r, J = problem.residual_of(f, values), None
+            self.residuals.append(r)
+            self.blocks.append(J)
+
+    def jacobians(self, i: int) -> list[Tensor]:
+        """Factor ``i``'s blocks at this point (held entries zero): cached or computed now."""
+        J = self.blocks[i]
+        return J if J is not None else self.problem.jacobian_of(self.problem.factors[i], self.values)
 
     def cost(self) -> Tensor:
         """``(B,)``: ``0.5 sum rho(|r|^2)`` per problem."""
@@ -97,8 +113,8 @@ class Linearization:
         ref = self.residuals[0]
         H = ref.new_zeros(B, n * n)
         g = ref.new_zeros(B, n)
-        for f, r in zip(pb.factors, self.residuals):
-            blocks = pb.jacobian_of(f, self.values)  # K x (B, F, m, t_k), zero where fixed
+        for i, (f, r) in enumerate(zip(pb.factors, self.residuals)):
+            blocks = self.jacobians(i)  # K x (B, F, m, t_k), zero where fixed
             w = f.kernel.row_weights(r)
             wr = r if w is None else w[..., None] * r
             for k, Jk in enumerate(blocks):
@@ -157,7 +173,7 @@ class SparseSystem:
         self.col = c
         self.diag_slots = self.slot[self.blocks :]
         held = pb.held[0]
-        self.off = (held[r] | held[c])  # entries of fixed rows or columns: zero, their diagonal one
+        self.off_slots = torch.nonzero(held[r] | held[c]).flatten()  # fixed rows and columns: zero, diagonal one
         self.held_diag = self.diag_slots[held]
         self.n = n
 
@@ -166,17 +182,26 @@ class SparseSystem:
         pb = self.problem
         vals = []
         g = lin.residuals[0].new_zeros(self.n)
-        for f, r in zip(pb.factors, lin.residuals):
-            blocks = pb.jacobian_of(f, lin.values)
+        for i, (f, r) in enumerate(zip(pb.factors, lin.residuals)):
+            blocks = lin.jacobians(i)
             w = f.kernel.row_weights(r)
             wr = r if w is None else w[..., None] * r
+            products = {}
             for k, Jk in enumerate(blocks):
                 g.index_add_(0, pb.rows(f, k).reshape(-1), (Jk.transpose(-1, -2) @ wr[..., None])[0, ..., 0].reshape(-1))
                 for l_, Jl in enumerate(blocks):
+                    if l_ < k:  # H is symmetric: block (k, l) is block (l, k) transposed
+                        vals.append(products[(l_, k)].transpose(-1, -2).reshape(-1))
+                        continue
                     WJl = Jl if w is None else w[..., None, None] * Jl
-                    vals.append((Jk.transpose(-1, -2) @ WJl)[0].reshape(-1))
-        values = g.new_zeros(len(self.col)).index_add_(0, self.slot[: self.blocks], torch.cat(vals))
-        values = values.masked_fill(self.off, 0.0)
+                    products[(k, l_)] = (Jk.transpose(-1, -2) @ WJl)[0]
+                    vals.append(products[(k, l_)].reshape(-1))
+        values = g.new_zeros(len(self.col))
+        at = 0
+        for v in vals:  # each slot pair's products straight into place (no concatenated copy)
+            values.index_add_(0, self.slot[at : at + v.numel()], v)
+            at += v.numel()
+        values[self.off_slots] = 0.0
         values[self.held_diag] = 1.0
         H = torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), device=values.device,
                                     check_invariants=False)
@@ -234,6 +259,15 @@ class Problem:
             raise ValueError(f"{f.name}: the residual must have shape ({B}, {F}, m), got {shape}")
         return r
 
+    def value_and_jacobians_of(self, f: Factor, values: tuple[Tensor, ...]) -> tuple[Tensor, list[Tensor]]:
+        """A closed form's residuals and blocks at once (held entries zero)."""
+        r, blocks = f.residual.value_and_jacobians(*self.gather(f, values), *f.data)
+        B, F = self.batch, f.count
+        if not isinstance(r, Tensor) or r.dim() != 3 or r.shape[:2] != (B, F):
+            shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
+            raise ValueError(f"{f.name}: the residual must have shape ({B}, {F}, m), got {shape}")
+        return r, self._held_zero(f, list(blocks))
+
     def jacobian_of(self, f: Factor, values: tuple[Tensor, ...]) -> list[Tensor]:
         """Per slot, ``(B, F, m, t_k)`` blocks in left-tangent coordinates, zero for fixed entries."""
         X = self.gather(f, values)
@@ -256,6 +290,10 @@ class Problem:
 
                 zero = flat_X[k].new_zeros(B * F, v.group.tangent_dim)
                 blocks.append(batch_jacobian(per_factor, zero).reshape(B, F, -1, v.group.tangent_dim))
+        return self._held_zero(f, blocks)
+
+    @staticmethod
+    def _held_zero(f: Factor, blocks: list[Tensor]) -> list[Tensor]:
         out = []
         for k, (v, J) in enumerate(zip(f.variables, blocks)):
             held = v.fixed[:, f.index[:, k]]  # (B, F)
