@@ -204,8 +204,9 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
                               f"disconnected: {reached} overlaps enough to join every scan to scan 0 "
                               f"(min_fitness {cfg.min_fitness})")
     poses, kept, pruned, result, graph = start, list(good), [], None, None
-    for round_ in range(cfg.refine_rounds + 1):
-        if round_ > 0:  # re-register the kept pairs from the optimized poses
+    rounds, round_ = cfg.refine_rounds, 0
+    while True:
+        if round_ > 0 and round_ <= cfg.refine_rounds:  # re-register the kept pairs from the optimized poses
             for e in kept:
                 i, j = e
                 pairs[e] = align(pts[j], pts[i], init=lie.se3_compose(lie.se3_inverse(poses[i]), poses[j]), config=icfg)
@@ -215,7 +216,7 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
                           info, fixed=torch.arange(N, device=device) == 0, name="multiway")
         result = optimize(graph, PGOConfig(init="file", kernel=cfg.kernel if round_ == 0 else RobustKernel()))
         poses = result.poses.tensor()
-        say(len(pair_list) + 1 + round_, total, "pose graph")
+        say(min(len(pair_list) + 1 + round_, total - 1), total, "pose graph")
         if round_ == 0:
             with torch.no_grad():
                 chi2 = graph.chi2(poses)
@@ -223,5 +224,9 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
             still = [e for e in kept if e not in bad]
             if bad and _spanning_tree(N, still, [1.0] * len(still), Z) is not None:
                 pruned, kept = bad, still
+                rounds = max(rounds, 1)  # the graph the answer comes from holds only the kept pairs
+        if round_ >= rounds:
+            break
+        round_ += 1
     say(total, total, "done")
     return MultiwayResult(poses, graph, pairs, tuple(kept), tuple(pruned), bool(result.converged), result.reason)
