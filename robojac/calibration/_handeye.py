@@ -234,14 +234,40 @@ def _check_motion(A: Tensor, name: str) -> None:
                          "about at least two non-parallel axes between stations")
 
 
-def _finish(method, A, B, X, Z, converged, iterations, cost, reason, history, kernel, cfg, batch) -> HandEyeResult:
+def _finish(method, A, B, X, Z, converged, iterations, cost, reason, history, cfg, batch) -> HandEyeResult:
+    """The result at ``X``, ``Z``: each station's errors and robust weight (and, for a closed
+    form, ``cost=None``: its cost, from the same residuals)."""
     r = _Station(cfg.sigma_position, cfg.sigma_rotation)(X[:, None].expand_as(A), Z[:, None].expand_as(A), A, B)
-    w = kernel.row_weights(r)
-    w = torch.ones_like(r[..., 0]) if w is None else w
+    s2 = r.square().sum(-1)
+    w = cfg.kernel.row_weights(r)
+    w = torch.ones_like(s2) if w is None else w
+    cost = 0.5 * cfg.kernel.rho(s2).sum(-1) if cost is None else cost
     pe, re = r[..., :3].norm(dim=-1) * cfg.sigma_position, r[..., 3:].norm(dim=-1) * cfg.sigma_rotation
     shape = lambda t: t.reshape(batch + t.shape[1:])  # noqa: E731
     return HandEyeResult(shape(X), shape(Z), method, shape(converged), shape(iterations), shape(cost), reason, history,
                          shape(pe), shape(re), shape(w))
+
+
+def _solve(A: Tensor, B: Tensor, method: str, config: HandEyeConfig | None, names: tuple[str, str],
+           owner: str) -> HandEyeResult:
+    """Both public forms once their stations are read (``names``: the caller's argument names)."""
+    cfg = config or HandEyeConfig()
+    check_choice(owner, "method", method, METHODS)
+    if A.shape != B.shape:
+        raise ValueError(f"{names[0]}, {names[1]}: expected one pose of each per station, got {tuple(A.shape)} and "
+                         f"{tuple(B.shape)}")
+    batch = A.shape[:-2]
+    A, B = A.reshape(-1, *A.shape[-2:]), B.to(A.dtype).reshape(-1, *B.shape[-2:])
+    _check_motion(A, names[0])
+    X = _closed_form(cfg.start if method == "refined" else method, A, B)
+    Z = _z_from(A, X, B)
+    if method != "refined":
+        Bt, dev = A.shape[0], A.device
+        return _finish(method, A, B, X, Z, torch.ones(Bt, dtype=torch.bool, device=dev),
+                       torch.zeros(Bt, dtype=torch.long, device=dev), None, ("closed_form",) * Bt, None, cfg, batch)
+    res = _refine(A, B, X, Z, cfg)
+    return _finish(method, A, B, res.values[0][:, 0], res.values[1][:, 0], res.converged, res.iterations, res.cost,
+                   res.reason, res.history, cfg, batch)
 
 
 def robot_world_hand_eye(A, B, *, method: Literal["tsai", "park", "daniilidis", "refined"] = "refined",
@@ -260,28 +286,7 @@ def robot_world_hand_eye(A, B, *, method: Literal["tsai", "park", "daniilidis", 
     Raises ``ValueError`` for mismatched station counts, fewer than 3 stations, non-finite or
     non-rigid poses (named), or motions that all turn about one axis.
     """
-    cfg = config or HandEyeConfig()
-    check_choice("robot_world_hand_eye", "method", method, METHODS)
-    A, B = _stations(A, "A"), _stations(B, "B")
-    if A.shape != B.shape:
-        raise ValueError(f"A, B: expected one pose of each per station, got {tuple(A.shape)} and {tuple(B.shape)}")
-    batch = A.shape[:-2]
-    dev = A.device
-    A, B = A.reshape(-1, *A.shape[-2:]), B.to(A.dtype).reshape(-1, *B.shape[-2:])
-    _check_motion(A, "A")
-    Bt = A.shape[0]
-    X = _closed_form(cfg.start if method == "refined" else method, A, B)
-    Z = _z_from(A, X, B)
-    if method != "refined":
-        zero = torch.zeros(Bt, dtype=torch.long, device=dev)
-        r = _Station(cfg.sigma_position, cfg.sigma_rotation)(X[:, None].expand_as(A), Z[:, None].expand_as(A), A, B)
-        cost = 0.5 * cfg.kernel.rho(r.square().sum(-1)).sum(-1)
-        return _finish(method, A, B, X, Z, torch.ones(Bt, dtype=torch.bool, device=dev), zero, cost,
-                       ("closed_form",) * Bt, None, cfg.kernel, cfg, batch)
-    res = _refine(A, B, X, Z, cfg)
-    X, Z = res.values[0][:, 0], res.values[1][:, 0]
-    return _finish(method, A, B, X, Z, res.converged, res.iterations, res.cost, res.reason, res.history, cfg.kernel, cfg,
-                   batch)
+    return _solve(_stations(A, "A"), _stations(B, "B"), method, config, ("A", "B"), "robot_world_hand_eye")
 
 
 def hand_eye(T_base_gripper, T_camera_target, *, setup: Literal["eye_in_hand", "eye_to_hand"] = "eye_in_hand",
@@ -301,12 +306,5 @@ def hand_eye(T_base_gripper, T_camera_target, *, setup: Literal["eye_in_hand", "
     A = _stations(T_base_gripper, "T_base_gripper")
     if setup == "eye_to_hand":
         A = lie.se3_inverse(A)
-    B = _stations(T_camera_target, "T_camera_target")
-    if A.shape != B.shape:
-        raise ValueError(f"T_base_gripper, T_camera_target: expected one pose of each per station, got "
-                         f"{tuple(A.shape)} and {tuple(B.shape)}")
-    try:
-        return robot_world_hand_eye(A, B, method=method, config=config)
-    except ValueError as e:  # name the arguments as the caller wrote them
-        raise ValueError(str(e).replace("A: ", "T_base_gripper: ", 1).replace("A, B: ", "", 1)) from None
-
+    names = ("T_base_gripper", "T_camera_target")
+    return _solve(A, _stations(T_camera_target, names[1]), method, config, names, "hand_eye")
