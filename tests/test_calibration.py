@@ -223,7 +223,7 @@ def test_closed_form_equals_the_automatic_jacobian(device):
         pb = Problem([var], [closed, auto])
         Jc, Ja = pb.jacobian_of(closed, (var.value,))[0], pb.jacobian_of(auto, (var.value,))[0]
         assert (Jc - Ja).abs().max() < 1e-12 * Ja.abs().max()
-    hold = _Hold(len(p.origin_joints), c.dof)
+    hold = _Hold(len(p.origin_joints))
     Nt = torch.randn(1, 4, g.tangent_dim, generator=gen, dtype=torch.float64, device="cpu").to(device)
     var = Variable(g, x[None, None].clone())
     a, b = Factor(hold, [var], data=[Nt, x0[None]]), Factor(lambda *z: hold(*z), [var], data=[Nt, x0[None]])

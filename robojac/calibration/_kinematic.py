@@ -227,33 +227,23 @@ class _Hold:
     """The prior ``N^T (c * delta)`` that holds unidentifiable directions at their nominal
     values: ``delta`` is each origin's ``Log(X X_nom^-1)`` and each offset's change."""
 
-    def __init__(self, K: int, D: int):
-        self.K, self.D = K, D
+    def __init__(self, K: int):
+        self.K = K  # origins; the offsets follow them in the variable
 
     def __call__(self, X: Tensor, Nt: Tensor, X_nom: Tensor) -> Tensor:
         return self.value_and_jacobians(X, Nt, X_nom)[0]
 
     def value_and_jacobians(self, X: Tensor, Nt: Tensor, X_nom: Tensor):
-        K, D = self.K, self.D
-        x, x0 = X[:, 0], X_nom[:, 0]  # (B, raw)
-        B = x.shape[0]
-        parts, blocks = [], []
-        if K:
-            O, O0 = x[:, : 7 * K].reshape(B, K, 7), x0[:, : 7 * K].reshape(B, K, 7)
-            d = lie.se3_log(lie.se3_compose(O, lie.se3_inverse(O0)))  # (B, K, 6)
-            parts.append(d.reshape(B, 6 * K))
-            Ji = lie.se3_left_jacobian_inverse(d)  # d Log(Exp(e) Y) / d e
-            blk = x.new_zeros(B, 6 * K, 6 * K)
-            for k in range(K):
-                blk[:, 6 * k : 6 * k + 6, 6 * k : 6 * k + 6] = Ji[:, k]
-            blocks.append(blk)
-        if D:
-            parts.append(x[:, 7 * K :] - x0[:, 7 * K :])
-            blocks.append(torch.eye(D, dtype=x.dtype, device=x.device).expand(B, D, D))
-        delta = torch.cat(parts, -1)
-        Jd = torch.stack([torch.block_diag(*[b[i] for b in blocks]) for i in range(B)])
-        Ntb = Nt[:, 0]
-        return (Ntb @ delta[..., None])[..., 0][:, None], ((Ntb @ Jd)[:, None],)
+        K = self.K
+        x, x0, N = X[:, 0], X_nom[:, 0], Nt[:, 0]  # (B, raw), (B, raw), (B, n0, P)
+        B, n0 = x.shape[0], N.shape[1]
+        O, O0 = x[:, : 7 * K].reshape(B, K, 7), x0[:, : 7 * K].reshape(B, K, 7)
+        d = lie.se3_log(lie.se3_compose(O, lie.se3_inverse(O0)))  # (B, K, 6)
+        delta = torch.cat((d.reshape(B, 6 * K), x[:, 7 * K :] - x0[:, 7 * K :]), -1)
+        # d delta / d (left step): Jl^-1 of each origin's deviation, the identity for the offsets
+        No = torch.einsum("bnki,bkij->bnkj", N[..., : 6 * K].reshape(B, n0, K, 6), lie.se3_left_jacobian_inverse(d))
+        J = torch.cat((No.reshape(B, n0, 6 * K), N[..., 6 * K :]), -1)
+        return (N @ delta[..., None])[..., 0][:, None], (J[:, None],)
 
 
 def _names(pchain: Chain) -> tuple[str, ...]:
@@ -265,8 +255,7 @@ def _base_parameters(J: Tensor, rank: int) -> list[int]:
     """The first ``rank`` columns of ``J``, in order, that are independent of those before them
     (scaled to unit norm; two Gram-Schmidt passes): the base parameters, so that each other
     parameter is described in terms of the ones before it in the chain."""
-    c = J.norm(dim=0)
-    A = J / c.clamp_min(1e-8 * float(c.max()) if c.numel() and float(c.max()) > 0 else 1.0)
+    A = J / _column_norms(J)
     residual = []
     Q = A.new_zeros(A.shape[0], 0)
     for j in range(A.shape[1]):
@@ -336,13 +325,19 @@ def _whitening(covariance, weight, M: int, m: int, like: Tensor) -> Tensor:
     return (evecs * evals.clamp_min(0).sqrt()[..., None, :]).transpose(-1, -2)
 
 
+def _column_norms(J: Tensor) -> Tensor:
+    """``J``'s column norms, floored at ``1e-8`` of the largest: the scale of each parameter
+    (a column that is zero to rounding keeps a scale that leaves it near zero)."""
+    c = J.norm(dim=0)
+    return c.clamp_min(1e-8 * float(c.max()) if c.numel() and float(c.max()) > 0 else 1.0)
+
+
 def _scaled_svd(J: Tensor, tol: float):
     """``(c, S, Vh, r)`` of ``J (rows, P)``: column norms ``c``, the singular values ``S`` and
     right vectors ``Vh`` of ``J / c``, and its numerical rank.  A column that is zero to
     rounding (a tool frame turned about the measured point) is not scaled up: its norm is
-    floored at ``1e-8`` of the largest, so its noise stays noise and not a direction."""
-    c = J.norm(dim=0)
-    c = c.clamp_min(1e-8 * float(c.max()) if c.numel() and float(c.max()) > 0 else 1.0)
+    floored (:func:`_column_norms`), so its noise stays noise and not a direction."""
+    c = _column_norms(J)
     _, S, Vh = torch.linalg.svd(J / c, full_matrices=True)
     S = torch.cat((S, S.new_zeros(J.shape[1] - S.shape[0])))
     r = int((S > tol * S[0]).sum())
@@ -445,7 +440,7 @@ def calibrate_kinematics(chain: Chain, q: Tensor, measurements, *, frame: str | 
         N = Vh[rank:].T  # (P, P - r) in scaled coordinates
         if N.shape[1]:
             Nt = math.sqrt(cfg.null_space_weight) * S[0] * N.T * c  # (P - r, P)
-            factors.append(Factor(_Hold(residual.K, residual.D), [var], data=[Nt[None], x0[None]], name="hold"))
+            factors.append(Factor(_Hold(residual.K), [var], data=[Nt[None], x0[None]], name="hold"))
         runs.append(solve([var], factors, first if round_ == 0 else cfg.solver))
         x = runs[-1].values[0][0, 0]
         Jw, w, c1, S1, Vh1, rank1 = identify(x)
