@@ -599,6 +599,13 @@ def _prime_normals(clouds: list[PreparedCloud], batched: bool) -> None:
 
 def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
     """The twist of the weighted rigid alignment of ``q`` onto ``p`` (``(R, 3, N)``), as a left update."""
+    return lie.se3_log(rigid_fit(q, p, w))
+
+
+def rigid_fit(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
+    """Poses ``(R, 7)`` of the weighted rigid alignments ``p ~ T q`` of point sets ``q, p``
+    ``(R, 3, N)`` with weights ``w (R, N)`` (Kabsch/Umeyama, batched SVD): ICP's point-to-point
+    step and global registration's hypotheses."""
     ws = w.sum(-1, keepdim=True).clamp_min(1e-12)
     mq = (q * w.unsqueeze(1)).sum(-1) / ws
     mp = (p * w.unsqueeze(1)).sum(-1) / ws
@@ -608,7 +615,7 @@ def _umeyama_step(q: Tensor, p: Tensor, w: Tensor) -> Tensor:
     D[:, 2] = torch.sign(torch.det(U @ Vt))
     R = (U * D[:, None, :]) @ Vt
     t = mp - (R @ mq.unsqueeze(-1)).squeeze(-1)
-    return lie.se3_log(torch.cat((t, lie.matrix_to_quat(R)), -1))
+    return torch.cat((t, lie.matrix_to_quat(R)), -1)
 
 
 def _fitness(S, targets: _TargetSet, T: Tensor, counts: bool = False):

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_int, check_real
-from ._align import ICPConfig, RegistrationResult, align
+from ._align import ICPConfig, RegistrationResult, align, rigid_fit
 from ._cloud import as_points, voxel_downsample
 from ._neighbors import NearestNeighbors
 
@@ -130,19 +130,9 @@ def _mutual_matches(fs: Tensor, ft: Tensor, chunk: int = 2048) -> tuple[Tensor, 
     return src, s2t[src]
 
 
-def _kabsch(P: Tensor, Q: Tensor, w: Tensor | None = None) -> Tensor:
-    """Poses ``(H, 7)`` with ``Q ~ R P + t`` for point sets ``P, Q (H, K, 3)`` (weights ``w (H, K)``)."""
-    w = torch.ones(P.shape[:2], dtype=P.dtype, device=P.device) if w is None else w
-    ws = w.sum(1, keepdim=True).clamp_min(torch.finfo(P.dtype).tiny)
-    cp = (w[..., None] * P).sum(1) / ws
-    cq = (w[..., None] * Q).sum(1) / ws
-    C = ((Q - cq[:, None]) * w[..., None]).transpose(1, 2) @ (P - cp[:, None])  # (H, 3, 3)
-    U, _, Vh = torch.linalg.svd(C)
-    d = torch.det(U @ Vh)
-    D = torch.diag_embed(torch.stack((torch.ones_like(d), torch.ones_like(d), d), -1))
-    R = U @ D @ Vh
-    t = cq - (R @ cp[..., None])[..., 0]
-    return torch.cat((t, lie.matrix_to_quat(R)), -1)
+def _kabsch(P: Tensor, Q: Tensor) -> Tensor:
+    """Poses ``(H, 7)`` with ``Q ~ R P + t`` for point sets ``P, Q (H, K, 3)``: ICP's rigid fit."""
+    return rigid_fit(P.transpose(1, 2), Q.transpose(1, 2), torch.ones(P.shape[:2], dtype=P.dtype, device=P.device))
 
 
 def _ransac(ps: Tensor, pt: Tensor, cfg: GlobalConfig) -> tuple[Tensor, int]:
