@@ -40,8 +40,8 @@ class MultiwayConfig:
     """Options of :func:`multiway_registration`.
 
     * ``voxel_size``: the pairwise registration's voxel (features, RANSAC; ICP at half of it).
-    * ``max_correspondence_distance``: of the pairwise ICP refinement and the information
-      matrices, in voxels.
+    * ``max_correspondence_distance``: of the information matrices, in voxels; the pairwise
+      ICP refinement (at half the voxel) uses half of it.
     * ``min_fitness``: a pair is kept when at least this share of its source points lies within
       that distance of the target after registration (its overlap).
     * ``kernel``: the pose graph's robust kernel, on each edge's whitened residual.
@@ -103,12 +103,18 @@ class MultiwayResult:
     converged: bool
     reason: str
 
+    def _placed(self, clouds: Sequence, voxel_size: float) -> list[Tensor]:
+        """Each cloud in the world frame, thinned to ``voxel_size`` on its own (0: as it is)."""
+        out = []
+        for k, c in enumerate(clouds):
+            p = lie.se3_act(self.poses[k].expand(len(c), 7), as_points(c, f"clouds[{k}]").to(self.poses))
+            out.append(voxel_downsample(p, voxel_size) if voxel_size > 0 else p)
+        return out
+
     def merged(self, clouds: Sequence, voxel_size: float = 0.0) -> Tensor:
-        """Every cloud moved into the world frame and stacked ``(M, 3)`` (voxel-downsampled
-        when ``voxel_size`` > 0)."""
-        pts = [lie.se3_act(self.poses[k].expand(len(c), 7), as_points(c, f"clouds[{k}]").to(self.poses))
-               for k, c in enumerate(clouds)]
-        out = torch.cat(pts)
+        """Every cloud moved into the world frame and stacked ``(M, 3)`` (the union
+        voxel-downsampled when ``voxel_size`` > 0)."""
+        out = torch.cat(self._placed(clouds, 0.0))
         return voxel_downsample(out, voxel_size) if voxel_size > 0 else out
 
     def write_merged(self, path, clouds: Sequence, voxel_size: float = 0.0, *, colors: bool = True):
@@ -117,14 +123,10 @@ class MultiwayResult:
         colour), unlike :meth:`merged`, which thins the union."""
         import numpy as np
 
-        pts, cols = [], []
         palette = np.array([[59, 91, 146], [224, 122, 95], [61, 153, 112], [155, 93, 229], [242, 204, 143],
                             [129, 178, 154], [214, 39, 40], [23, 190, 207], [140, 86, 75], [127, 127, 127]])
-        for k, c in enumerate(clouds):
-            p = lie.se3_act(self.poses[k].expand(len(c), 7), as_points(c, f"clouds[{k}]").to(self.poses))
-            p = voxel_downsample(p, voxel_size) if voxel_size > 0 else p
-            pts.append(p)
-            cols.append(np.repeat(palette[k % len(palette)][None], len(p), 0))
+        pts = self._placed(clouds, voxel_size)
+        cols = [np.repeat(palette[k % len(palette)][None], len(p), 0) for k, p in enumerate(pts)]
         return write_ply(path, torch.cat(pts), np.concatenate(cols).astype(np.uint8) if colors else None)
 
 
@@ -139,10 +141,9 @@ def _edge_information(src: Tensor, tgt: Tensor, T_ij: Tensor, distance: float) -
 def _spanning_tree(N: int, edges: list[tuple[int, int]], weights: list[float], Z: dict) -> Tensor | None:
     """Poses from scan 0 along the maximum spanning tree of the pairs (Prim's); ``None`` if a
     scan cannot be reached."""
-    poses: dict[int, Tensor] = {0: lie.se3_exp(torch.zeros(6, dtype=torch.float64, device=Z[edges[0]].device))} \
-        if edges else {}
     if not edges:
         return None
+    poses: dict[int, Tensor] = {0: lie.se3_exp(Z[edges[0]].new_zeros(6))}
     while len(poses) < N:
         best, pick = -math.inf, None
         for (i, j), w in zip(edges, weights):
