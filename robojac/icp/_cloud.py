@@ -108,17 +108,27 @@ def read_scans(folder, *, format: str = "auto", dtype=torch.float64) -> tuple[li
 def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
     """The centroid of the points in each occupied voxel of edge ``voxel_size`` (any device).
 
-    ``0`` keeps the points as they are.  Voxel keys are packed into one integer when the
-    cloud's extent in voxels allows it; beyond 2^62 voxels (a tiny voxel over a huge extent,
-    where a packed key would overflow and merge distant points) the rows of keys are compared
-    whole instead: slower, never wrong.
+    ``0`` keeps the points as they are.  Voxels are found by :func:`voxel_ids`.
     """
     voxel_size = float(voxel_size)
     if not math.isfinite(voxel_size) or voxel_size < 0:
         raise ValueError(f"voxel_size: expected a finite size >= 0 (0: no downsampling), got {voxel_size}")
     if voxel_size == 0 or points.shape[0] == 0:
         return points
-    keys = torch.floor(points.detach() / voxel_size)  # the grid is anchored at the origin
+    inverse = voxel_ids(points, voxel_size)
+    n = int(inverse.max()) + 1
+    sums = points.new_zeros(n, 3).index_add_(0, inverse, points)
+    counts = torch.bincount(inverse, minlength=n).to(points.dtype)
+    return sums / counts[:, None]
+
+
+def voxel_ids(points: Tensor, voxel_size: float) -> Tensor:
+    """``(N,)`` the index of each point's voxel (edge ``voxel_size``, the grid anchored at the
+    origin) among the occupied ones, numbered in the order of their keys.  The keys are packed
+    into one integer when the cloud's extent in voxels allows it; beyond 2^62 voxels (a tiny
+    voxel over a huge extent, where a packed key would overflow and merge distant points) the
+    rows of keys are compared whole instead: slower, never wrong."""
+    keys = torch.floor(points.detach() / voxel_size)
     if not torch.isfinite(keys).all() or float(keys.abs().max()) >= 2.0**62:
         raise ValueError(f"voxel_size: {voxel_size} is too small for coordinates this large (over 2^62 voxels "
                          "from the origin)")
@@ -127,12 +137,8 @@ def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
     span = keys.max(0).values + 1
     if float(span.double().prod()) < 2.0**62:
         flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
-        uniq, inverse = torch.unique(flat, return_inverse=True)
-    else:
-        uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
-    sums = points.new_zeros(len(uniq), 3).index_add_(0, inverse, points)
-    counts = torch.bincount(inverse, minlength=len(uniq)).to(points.dtype)
-    return sums / counts[:, None]
+        return torch.unique(flat, return_inverse=True)[1]
+    return torch.unique(keys, dim=0, return_inverse=True)[1]
 
 
 def estimate_covariances(points: Tensor, neighbors: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from .._config import check_choice, check_int, check_real
 from ..optim import RobustKernel
 from ..trajectory import Trajectory
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align
-from ._cloud import as_points, voxel_downsample
+from ._cloud import as_points, voxel_downsample, voxel_ids
 from ._neighbors import NearestNeighbors
 from ._soa import covariances
 from ._soa import normals as soa_normals
@@ -120,12 +120,9 @@ class _VoxelMap:
     def add(self, points: Tensor, center: Tensor, max_range: float) -> None:
         old = self.points.shape[0]
         P = torch.cat((self.points, points))
-        cells = torch.floor(P / self.voxel).long()
-        cells = cells - cells.min(0).values
-        span = cells.max(0).values + 1
-        key = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]  # one integer per voxel
-        order = torch.argsort(key, stable=True)  # the map's old points first within each voxel
-        g = key[order]
+        voxel = voxel_ids(P, self.voxel)
+        order = torch.argsort(voxel, stable=True)  # the map's old points first within each voxel
+        g = voxel[order]
         first = torch.ones_like(g, dtype=torch.bool)
         first[1:] = g[1:] != g[:-1]
         start = torch.cummax(torch.where(first, torch.arange(len(g), device=g.device), 0), 0).values
