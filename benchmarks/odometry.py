@@ -25,16 +25,14 @@ from _util import describe_machine, fmt_time, table  # noqa: E402
 
 from robojac import data, lie  # noqa: E402
 from robojac.icp import OdometryConfig, lidar_odometry, read_scans  # noqa: E402
-from robojac.trajectory import Trajectory, ate, read_kitti, rpe  # noqa: E402
+from robojac.trajectory import Trajectory, ate, end_drift, read_kitti, rpe  # noqa: E402
 
 FOLDER = data.path("pointclouds/kitti00")
 
 
 def reference(times: torch.Tensor) -> Trajectory:
-    Tr = torch.eye(4, dtype=torch.float64)
-    Tr[:3] = torch.tensor(np.loadtxt(FOLDER / "Tr_velo_to_cam0.txt", usecols=range(1, 13)).reshape(3, 4))
-    M = read_kitti(FOLDER / "semantickitti_poses_first10.txt").matrices()
-    return Trajectory(lie.matrix_to_se3(torch.linalg.inv(Tr) @ M @ Tr), times)
+    poses = read_kitti(FOLDER / "semantickitti_poses_first10.txt", calibration=FOLDER / "Tr_velo_to_cam0.txt")
+    return Trajectory(poses.poses, times)
 
 
 def kiss_icp(scans: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:
@@ -58,11 +56,10 @@ def main() -> None:
     scans, _ = read_scans(FOLDER)
     times = torch.tensor(np.loadtxt(FOLDER / "times.txt"), dtype=torch.float64)
     ref = reference(times)
-    steps = (ref.positions[1:] - ref.positions[:-1]).norm(dim=-1)
 
     def row(name, traj, seconds):
         e = ate(ref, traj)
-        drift = float((traj.positions[-1] - ref.positions[-1]).norm() / steps.sum())
+        drift = end_drift(ref, traj)
         return [name, f"{e.stats['rmse'] * 100:.2f} cm", f"{rpe(ref, traj).stats['rmse'] * 100:.2f} cm",
                 f"{drift * 100:.2f}%", fmt_time(statistics.median(seconds[1:]))]
 

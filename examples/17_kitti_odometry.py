@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from robojac import data, lie  # noqa: E402
+from robojac import data  # noqa: E402
 from robojac.icp import lidar_odometry, read_scans  # noqa: E402
-from robojac.trajectory import Trajectory, ate, read_kitti, rpe, write_kitti  # noqa: E402
+from robojac.trajectory import Trajectory, ate, end_drift, path_length, read_kitti, rpe, write_kitti  # noqa: E402
 from robojac.viz import plot_odometry  # noqa: E402
 
 
@@ -30,17 +30,14 @@ def main(out: pathlib.Path) -> None:
     folder = data.path("pointclouds/kitti00")
     scans, files = read_scans(folder)
     times = torch.tensor(np.loadtxt(folder / "times.txt"), dtype=torch.float64)
-    Tr = torch.eye(4, dtype=torch.float64)
-    Tr[:3] = torch.tensor(np.loadtxt(folder / "Tr_velo_to_cam0.txt", usecols=range(1, 13)).reshape(3, 4))
-    camera = read_kitti(folder / "semantickitti_poses_first10.txt").matrices()
-    reference = Trajectory(lie.matrix_to_se3(torch.linalg.inv(Tr) @ camera @ Tr), times)
+    lidar = read_kitti(folder / "semantickitti_poses_first10.txt", calibration=folder / "Tr_velo_to_cam0.txt")
+    reference = Trajectory(lidar.poses, times)
     print(f"{len(scans)} KITTI scans of {len(scans[0]):,}-{max(len(s) for s in scans):,} points ({files[0].name} ...)")
     result = lidar_odometry(scans, timestamps=times)
     e = ate(reference, result.trajectory)
-    steps = (reference.positions[1:] - reference.positions[:-1]).norm(dim=-1)
-    drift = float((result.trajectory.positions[-1] - reference.positions[-1]).norm() / steps.sum())
+    drift = end_drift(reference, result.trajectory)
     print(f"converged={result.converged}; {float(result.seconds.median()) * 1e3:.0f} ms per scan (median)")
-    print(f"ATE RMSE {e.stats['rmse'] * 100:.2f} cm, drift {drift * 100:.2f}% of the {float(steps.sum()):.2f} m path, "
+    print(f"ATE RMSE {e.stats['rmse'] * 100:.2f} cm, drift {drift * 100:.2f}% of the {path_length(reference):.2f} m path, "
           f"RPE {rpe(reference, result.trajectory).stats['rmse'] * 100:.2f} cm per frame")
     write_kitti(result.trajectory, out / "trajectory_kitti.txt")
     fig = plot_odometry(result, reference, scans=scans)

@@ -7,21 +7,38 @@ import numpy as np
 import pytest
 import torch
 
-from robojac import data, lie
+from robojac import data
 from robojac.icp import OdometryConfig, lidar_odometry, read_kitti_bin, read_scans
-from robojac.trajectory import PoseRelation, Trajectory, ate, read_kitti, rpe
+from robojac.trajectory import PoseRelation, Trajectory, ate, end_drift, read_kitti, rpe
 
 FOLDER = data.path("pointclouds/kitti00")
 
 
 def reference_in_lidar_frame(name: str = "semantickitti_poses_first10.txt") -> Trajectory:
-    """KITTI's camera-frame poses brought into the Velodyne frame: ``Tr^-1 P_i Tr``."""
-    Tr = torch.eye(4, dtype=torch.float64, device="cpu")
-    Tr[:3] = torch.tensor(np.loadtxt(FOLDER / "Tr_velo_to_cam0.txt", usecols=range(1, 13)).reshape(3, 4),
-                          dtype=torch.float64, device="cpu")
-    M = read_kitti(FOLDER / name).matrices().cpu()
+    """KITTI's camera-frame poses brought into the Velodyne frame by ``read_kitti``'s calibration."""
     times = torch.tensor(np.loadtxt(FOLDER / "times.txt"), dtype=torch.float64, device="cpu")
-    return Trajectory(lie.matrix_to_se3(torch.linalg.inv(Tr) @ M @ Tr), times)
+    return Trajectory(read_kitti(FOLDER / name, calibration=FOLDER / "Tr_velo_to_cam0.txt").poses, times)
+
+
+def test_kitti_calibration_brings_camera_poses_into_the_lidar_frame(tmp_path):
+    """``Tr^-1 P Tr``, computed here with numpy from the files, against read_kitti's; a bad
+    calibration line says which file and line."""
+    Tr = np.eye(4)
+    Tr[:3] = np.loadtxt(FOLDER / "Tr_velo_to_cam0.txt", usecols=range(1, 13)).reshape(3, 4)
+    P = np.loadtxt(FOLDER / "semantickitti_poses_first10.txt").reshape(-1, 3, 4)
+    P = np.concatenate((P, np.tile([[[0.0, 0, 0, 1]]], (len(P), 1, 1))), 1)
+    expected = np.linalg.inv(Tr) @ P @ Tr
+    got = reference_in_lidar_frame().matrices().cpu().numpy()
+    # to the files' digits: KITTI's Tr and poses are orthonormal to ~1e-7, and a pose's rotation
+    # is projected onto SO(3); without the calibration the poses differ by metres
+    assert np.abs(got - expected).max() < 2e-6
+    assert np.abs(read_kitti(FOLDER / "semantickitti_poses_first10.txt").matrices().cpu().numpy() - expected).max() > 0.1
+    (tmp_path / "calib.txt").write_text("P0: 1 2 3\nTr: 1 0 0\n")
+    with pytest.raises(ValueError, match=r"calib.txt:2: expected 'Tr:' and 12 numbers"):
+        read_kitti(FOLDER / "semantickitti_poses_first10.txt", calibration=tmp_path / "calib.txt")
+    (tmp_path / "calib.txt").write_text("P0: 1 2 3\n")
+    with pytest.raises(ValueError, match=r"calib.txt: no 'Tr:' line"):
+        read_kitti(FOLDER / "semantickitti_poses_first10.txt", calibration=tmp_path / "calib.txt")
 
 
 def test_kitti_reader_and_folder(tmp_path, device):
@@ -51,8 +68,7 @@ def test_odometry_on_kitti_00(device):
     est = Trajectory(r.trajectory.poses.cpu(), r.trajectory.timestamps.cpu())
     assert torch.equal(est.timestamps, ref.timestamps)
     e = ate(ref, est)
-    path = (ref.positions[1:] - ref.positions[:-1]).norm(dim=-1).sum()
-    drift = float((est.positions[-1] - ref.positions[-1]).norm() / path)
+    drift = end_drift(ref, est)
     per_step = rpe(ref, est).stats["mean"] / float((ref.positions[1:] - ref.positions[:-1]).norm(dim=-1).mean())
     assert e.stats["rmse"] < 0.05 and drift < 0.01, (e.stats["rmse"], drift)
     assert per_step < 0.05  # per frame: the reference's own noise (~2 cm) over 0.74 m steps

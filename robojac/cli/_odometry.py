@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=pathlib.Path, help="write the trajectory here (KITTI format, T_world_scan)")
     p.add_argument("--reference", type=pathlib.Path, help="KITTI-format reference poses: prints ATE and RPE")
     p.add_argument("--calib", type=pathlib.Path,
-                   help="a KITTI 'Tr:' line (velodyne -> camera): the reference is in the camera frame")
+                   help="KITTI calibration with a 'Tr:' line (velodyne -> camera): the reference is in the camera frame")
     p.add_argument("--times", type=pathlib.Path, help="timestamps, one per scan (seconds)")
     p.add_argument("--voxel", type=float, default=0.5, help="local map voxel (metres, default 0.5)")
     p.add_argument("--max-range", type=float, default=100.0)
@@ -31,9 +31,8 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from .. import lie
     from ..icp import OdometryConfig, lidar_odometry, read_scans
-    from ..trajectory import Trajectory, ate, read_kitti, rpe, write_kitti
+    from ..trajectory import Trajectory, ate, end_drift, path_length, read_kitti, rpe, write_kitti
 
     t0 = time.perf_counter()
     scans, files = read_scans(args.scans, format=args.format)
@@ -59,27 +58,13 @@ def run(args) -> int:
         print(f"wrote {args.out}")
     reference = None
     if args.reference:
-        ref = read_kitti(args.reference)
+        ref = read_kitti(args.reference, calibration=args.calib)
         if len(ref) < len(scans):
             raise ValueError(f"--reference {args.reference}: {len(ref)} poses for {len(scans)} scans")
-        M = ref.matrices()[: len(scans)]
-        if args.calib:
-            line = args.calib.read_text().split()
-            try:
-                vals = [float(v) for v in (line[1:] if line and line[0].endswith(":") else line)]
-            except ValueError:
-                raise ValueError(f"--calib {args.calib}: expected 12 numbers (a 3x4 'Tr:' matrix)") from None
-            if len(vals) != 12:
-                raise ValueError(f"--calib {args.calib}: expected 12 numbers (a 3x4 'Tr:' matrix), got {len(vals)}")
-            Tr = torch.eye(4, dtype=torch.float64)
-            Tr[:3] = torch.tensor(vals, dtype=torch.float64).reshape(3, 4)
-            M = torch.linalg.inv(Tr) @ M @ Tr
-        reference = Trajectory(lie.matrix_to_se3(M), result.trajectory.timestamps)
+        reference = Trajectory(ref.poses[: len(scans)], result.trajectory.timestamps)
         e = ate(reference, result.trajectory)
-        steps = (reference.positions[1:] - reference.positions[:-1]).norm(dim=-1)
-        drift = float((result.trajectory.positions[-1] - reference.positions[-1]).norm() / steps.sum().clamp_min(1e-12))
         print(f"ATE RMSE {e.stats['rmse']:.4f} m; RPE RMSE {rpe(reference, result.trajectory).stats['rmse']:.4f} m per "
-              f"scan; end drift {drift * 100:.2f}% of {float(steps.sum()):.2f} m")
+              f"scan; end drift {end_drift(reference, result.trajectory) * 100:.2f}% of {path_length(reference):.2f} m")
     if args.plot:
         import matplotlib
 

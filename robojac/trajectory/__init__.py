@@ -9,9 +9,10 @@ metrics follow evo's vocabulary: :class:`PoseRelation` and :class:`StatisticsTyp
 """
 
 from ._io import Trajectory, TrajectoryError, associate, read_kitti, read_tum, write_kitti, write_tum
-from ._metrics import ErrorResult, PoseRelation, StatisticsType, align_umeyama, ate, rpe
+from ._metrics import ErrorResult, PoseRelation, StatisticsType, align_umeyama, ate, end_drift, path_length, rpe
 
 __all__ = [
     "ErrorResult", "PoseRelation", "StatisticsType", "Trajectory", "TrajectoryError",
-    "align_umeyama", "associate", "ate", "read_kitti", "read_tum", "rpe", "write_kitti", "write_tum",
+    "align_umeyama", "associate", "ate", "end_drift", "path_length", "read_kitti", "read_tum", "rpe", "write_kitti",
+    "write_tum",
 ]

@@ -112,16 +112,44 @@ def write_tum(traj: Trajectory, path) -> pathlib.Path:
     return _save(path, mat)
 
 
-def read_kitti(path) -> Trajectory:
-    """A KITTI pose file (12 numbers per line: the top 3x4 of each matrix, row-major)."""
-    mat = _read_matrix(path, 12, "KITTI")
-    T = mat.reshape(-1, 3, 4)
+def read_kitti(path, *, calibration=None) -> Trajectory:
+    """A KITTI pose file (12 numbers per line: the top 3x4 of each matrix, row-major).
+
+    KITTI's odometry poses are of camera 0.  ``calibration`` (a file whose line ``Tr: ...``
+    holds the 3x4 Velodyne-to-camera transform, as KITTI's ``calib.txt``) brings them into the
+    LiDAR's frame: ``Tr^-1 P Tr``."""
+    T = _rigid(path, _read_matrix(path, 12, "KITTI").reshape(-1, 3, 4))
+    if calibration is not None:
+        Tr = _read_tr(calibration)
+        T = np.linalg.inv(Tr) @ T @ Tr
+    return Trajectory(lie.matrix_to_se3(torch.from_numpy(T)))
+
+
+def _rigid(path, T: np.ndarray) -> np.ndarray:
+    """``(N, 4, 4)`` from ``(N, 3, 4)`` rows, refusing one that is not a rigid transform."""
     R = T[:, :, :3]
     err = np.abs(R @ np.transpose(R, (0, 2, 1)) - np.eye(3)).max(axis=(1, 2))
     if (err > 1e-3).any():
         k = int(np.argmax(err))
         raise TrajectoryError(f"{path}: pose {k} is not a rigid transform (|R R^T - I| = {err[k]:.2e})")
-    return Trajectory(lie.matrix_to_se3(torch.from_numpy(T)))
+    out = np.tile(np.eye(4), (len(T), 1, 1))
+    out[:, :3] = T
+    return out
+
+
+def _read_tr(path) -> np.ndarray:
+    """The 4x4 ``Tr`` (Velodyne -> camera 0) of a KITTI calibration file: its ``Tr:`` line (or
+    a file of just 12 numbers)."""
+    path = pathlib.Path(path)
+    for lineno, line in enumerate(read_text(path, "KITTI calibration file").splitlines(), start=1):
+        tokens = line.split()
+        if not tokens or (tokens[0].endswith(":") and tokens[0] != "Tr:"):
+            continue
+        values = tokens[1:] if tokens[0] == "Tr:" else tokens
+        if len(values) != 12 or not all(_is_float(v) for v in values):
+            raise TrajectoryError(f"{path}:{lineno}: expected 'Tr:' and 12 numbers (a 3x4 matrix), got {line.strip()!r}")
+        return _rigid(f"{path}:{lineno}", np.array([float(v) for v in values]).reshape(1, 3, 4))[0]
+    raise TrajectoryError(f"{path}: no 'Tr:' line (the Velodyne-to-camera transform of KITTI's calib.txt)")
 
 
 def write_kitti(traj: Trajectory, path) -> pathlib.Path:

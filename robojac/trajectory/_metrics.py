@@ -11,7 +11,7 @@ from torch import Tensor
 from .. import lie
 from ._io import Trajectory, TrajectoryError
 
-__all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "rpe"]
+__all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "end_drift", "path_length", "rpe"]
 
 
 def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -> tuple[Tensor, Tensor, float]:
@@ -128,3 +128,21 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
     dP = lie.se3_compose(lie.se3_inverse(P[i]), P[j])
     err = _relation_error(lie.se3_compose(lie.se3_inverse(dQ), dP), relation)
     return ErrorResult(err, _stats(err), PoseRelation(relation))
+
+
+def path_length(trajectory: Trajectory) -> float:
+    """The distance travelled: the sum of the steps between consecutive positions (m)."""
+    P = trajectory.positions
+    return float((P[1:] - P[:-1]).norm(dim=-1).sum())
+
+
+def end_drift(reference: Trajectory, estimate: Trajectory) -> float:
+    """How far the estimate's last position lies from the reference's, as a share of the
+    reference's path length (odometry's drift; both trajectories start at the same pose, as an
+    odometry's first scan defines its world, and are not aligned)."""
+    if len(reference) != len(estimate):
+        raise TrajectoryError(f"end_drift: {len(reference)} reference poses but {len(estimate)} estimated")
+    length = path_length(reference)
+    if length <= 0:
+        raise TrajectoryError("end_drift: the reference does not move (path length 0)")
+    return float((estimate.positions[-1] - reference.positions[-1]).norm()) / length
