@@ -108,6 +108,7 @@ def test_offset_is_an_origin_turned_about_its_axis(device):
     shifted = q.clone()
     shifted[:, 1] += 0.3
     assert (p(q) - c(shifted)).abs().max() < 1e-14
+    assert (p.joint_values(q) - c.joint_values(shifted)).abs().max() < 1e-15  # the joints see q + offset
     f = p.frozen()
     assert list(f.parameters()) == [] and (f(q) - c(shifted)).abs().max() < 1e-14
 

@@ -234,22 +234,26 @@ class Chain(nn.Module):
 
     # ---- configuration helpers ---------------------------------------------------------
     def _consts(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
-        if self.origin_joints:  # the origins are parameters: rebuilt on every call, differentiably
-            C = {k: getattr(self, k).to(device=device, dtype=dtype if getattr(self, k).is_floating_point() else None)
-                 for k in self._program.constants}
-            O = self.joint_origins
-            O = (O.tensor() if isinstance(O, pp.LieTensor) else O).to(device=device, dtype=dtype)
-            RQ, WT = origin_constants(O, self._origin_axes.to(device=device, dtype=dtype), self._origin_kinds.to(device))
-            idx = (self._origin_frames.to(device),)
-            C["RQ"], C["WT"] = C["RQ"].index_put(idx, RQ), C["WT"].index_put(idx, WT)
-            return C
         key = (dtype, device, self.RQ.device, self.RQ.dtype)
         C = self._cache.get(key)
         if C is None:
             C = {k: getattr(self, k).to(device=device, dtype=dtype if getattr(self, k).is_floating_point() else None)
                  for k in self._program.constants}
             self._cache = {key: C}
+        if self.origin_joints:  # the origins are parameters: their rows rebuilt on every call, differentiably
+            O = self.joint_origins
+            O = (O.tensor() if isinstance(O, pp.LieTensor) else O).to(device=device, dtype=dtype)
+            RQ, WT = origin_constants(O, self._origin_axes.to(device=device, dtype=dtype), self._origin_kinds.to(device))
+            idx = (self._origin_frames.to(device),)
+            C = dict(C, RQ=C["RQ"].index_put(idx, RQ), WT=C["WT"].index_put(idx, WT))
         return C
+
+    def _offset(self, q: Tensor) -> Tensor:
+        """``q + offset`` for a chain whose joint offsets are parameters (``q`` itself otherwise)."""
+        if not self.offset_joints:
+            return q
+        return q.index_add(-1, self._offset_columns.to(q.device),
+                           self.joint_offsets.to(q.dtype).expand(q.shape[:-1] + (len(self.offset_joints),)))
 
     def _apply(self, fn, recurse=True):
         self.clear_cache()
@@ -287,10 +291,10 @@ class Chain(nn.Module):
         return q
 
     def joint_values(self, q: Tensor) -> Tensor:
-        """Values of every movable joint (mimic relations applied), ``(..., n_movable)``."""
+        """Values of every movable joint (offsets and mimic relations applied), ``(..., n_movable)``."""
         self.check_configuration(q)
         C = self._consts(q.dtype, q.device)
-        return q[..., C["theta_src"]] * C["theta_mult"][:, 0] + C["theta_offset"][:, 0]
+        return self._offset(q)[..., C["theta_src"]] * C["theta_mult"][:, 0] + C["theta_offset"][:, 0]
 
     def random_configuration(self, *batch: int, generator: torch.Generator | None = None,
                              dtype: torch.dtype = torch.float64, device=None) -> Tensor:
@@ -410,8 +414,7 @@ class Chain(nn.Module):
         q2 = q.reshape(batch.numel(), self.dof)  # explicit: -1 is ambiguous for an empty batch or 0 joints
         C = self._consts(q.dtype, q.device)
         needed = self._with_ancestors(frames + jac)
-        if self.offset_joints:
-            q2 = q2.index_add(-1, self._offset_columns.to(q.device), self.joint_offsets.to(q.dtype).expand(q2.shape[0], -1))
+        q2 = self._offset(q2)
         if _plain(q) and not self.origin_joints and not self.offset_joints:
             plan = self._plan(C, q2.shape[0], tuple(needed), tuple(jac))
             plan.run(q2)
