@@ -7,13 +7,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._style import PALETTE
+from ._style import PALETTE, as_numpy
 
 __all__ = ["plot_calibration_errors", "plot_identifiability", "plot_calibration_summary", "plot_hand_eye_methods"]
-
-
-def _np(x) -> np.ndarray:
-    return x.detach().double().cpu().numpy()
 
 
 def plot_calibration_errors(result, ax=None, *, title: str | None = "Error per measurement"):
@@ -23,8 +19,8 @@ def plot_calibration_errors(result, ax=None, *, title: str | None = "Error per m
     import matplotlib.pyplot as plt
 
     ax = ax if ax is not None else plt.figure(figsize=(8, 3.2)).add_subplot()
-    before, after = _np(result.before.position) * 1e3, _np(result.after.position) * 1e3
-    out = _np(result.weights) < 0.1
+    before, after = as_numpy(result.before.position) * 1e3, as_numpy(result.after.position) * 1e3
+    out = as_numpy(result.weights) < 0.1
     kept = "" if not out.any() else " of the kept"
     i = np.arange(len(before))
     ax.bar(i, before, color=PALETTE[1], alpha=0.45, width=0.85,
@@ -53,7 +49,7 @@ def plot_identifiability(result, ax=None, *, tolerance: float | None = 1e-6,
     import matplotlib.pyplot as plt
 
     ax = ax if ax is not None else plt.figure(figsize=(6, 3.2)).add_subplot()
-    s = _np(result.singular_values)
+    s = as_numpy(result.singular_values)
     s = s / s[0]
     floor = 1e-17
     r = len(result.identifiable)

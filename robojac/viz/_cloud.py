@@ -6,18 +6,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._style import equal_3d
+from ._style import as_numpy, equal_3d
 
 __all__ = ["plot_multiway", "plot_registration", "plot_registration_before_after", "plot_scans"]
 
 
 def _np(x, max_points: int, seed: int = 0) -> np.ndarray:
-    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
-    x = x.detach().double().cpu()
+    """``x`` as numpy, at most ``max_points`` rows (a seeded random subset)."""
+    x = as_numpy(x)
     if x.shape[0] > max_points:
-        g = torch.Generator().manual_seed(seed)
-        x = x[torch.randperm(x.shape[0], generator=g)[:max_points]]
-    return x.numpy()
+        x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points].numpy()]
+    return x
 
 
 def plot_registration(source, target, T_target_source=None, ax=None, *, title: str | None = None,

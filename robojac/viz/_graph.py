@@ -8,19 +8,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ._style import PALETTE, equal_3d, new_axes
+from ._style import PALETTE, as_numpy, equal_3d, new_axes
 
 __all__ = ["plot_pose_graph", "plot_graph_before_after", "plot_cost_history", "plot_trajectories"]
 
 
-def _np(x) -> np.ndarray:
-    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
-    return x.detach().double().cpu().numpy()
-
-
 def _on_graph(graph, poses) -> torch.Tensor:
     """``poses`` as a float64 tensor on the graph's device, for its residuals."""
-    return torch.from_numpy(_np(poses)).to(graph.edges.device)
+    return torch.from_numpy(as_numpy(poses)).to(graph.edges.device)
 
 
 def _edge_segments(P: np.ndarray, edges: np.ndarray, dims: int) -> np.ndarray:
@@ -38,7 +33,7 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
         view = "2d" if graph.dim == 2 else "3d"
     ax = ax if ax is not None else new_axes(view, figsize=(6, 5.5))
     X = graph.poses if poses is None else poses
-    P = _np(X)[:, :3]
+    P = as_numpy(X)[:, :3]
     e = graph.edges.cpu().numpy()
     dims = 2 if view == "2d" else 3
     odo = np.abs(e[:, 0] - e[:, 1]) == 1
@@ -118,7 +113,7 @@ def plot_trajectories(trajectories: Mapping[str, object], ax=None, *, view: str 
     dims = 2 if view == "2d" else 3
     allp = []
     for k, (label, t) in enumerate(trajectories.items()):
-        P = _np(getattr(t, "poses", t))[:, :3]
+        P = as_numpy(getattr(t, "poses", t))[:, :3]
         allp.append(P)
         ax.plot(*P[:, :dims].T, color=PALETTE[k % len(PALETTE)], lw=1.5, label=label)
     ax.legend(fontsize=8)

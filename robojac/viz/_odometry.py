@@ -6,21 +6,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._style import PALETTE
+from ._style import PALETTE, as_numpy
 
 __all__ = ["plot_trajectory_error", "plot_odometry"]
-
-
-def _np(x) -> np.ndarray:
-    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
-    return x.detach().double().cpu().numpy()
 
 
 def _errors(estimate, reference) -> np.ndarray:
     """Per-pose position error (m) of ``estimate`` aligned to ``reference`` (evo's APE)."""
     from ..trajectory import ate
 
-    return _np(ate(reference, estimate).errors)
+    return as_numpy(ate(reference, estimate).errors)
 
 
 def plot_trajectory_error(estimate, reference, ax=None, *, cmap: str = "viridis", title: str | None = None):
@@ -33,10 +28,10 @@ def plot_trajectory_error(estimate, reference, ax=None, *, cmap: str = "viridis"
 
     ax = ax if ax is not None else plt.figure(figsize=(6, 5)).add_subplot()
     result = ate(reference, estimate)
-    err = _np(result.errors)
-    A = _np(result.alignment) if result.alignment is not None else np.eye(4)
-    P = _np(estimate.poses)[:, :3] @ A[:3, :3].T + A[:3, 3]
-    R = _np(reference.poses)[:, :3]
+    err = as_numpy(result.errors)
+    A = as_numpy(result.alignment) if result.alignment is not None else np.eye(4)
+    P = as_numpy(estimate.poses)[:, :3] @ A[:3, :3].T + A[:3, 3]
+    R = as_numpy(reference.poses)[:, :3]
     ax.plot(R[:, 0], R[:, 1], "--", color="0.55", lw=1.5, label="reference")
     segs = np.stack((P[:-1, :2], P[1:, :2]), 1)
     lc = LineCollection(segs, cmap=cmap, linewidths=2.5)
@@ -62,7 +57,7 @@ def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: i
     fig = fig or plt.figure(figsize=(16, 5))
     n = 3 if reference is not None else 1
     ax = fig.add_subplot(1, n, 1)
-    P = _np(result.trajectory.poses)[:, :3]
+    P = as_numpy(result.trajectory.poses)[:, :3]
     rng = np.random.default_rng(0)
     if scans is not None:
         from .. import lie
@@ -76,7 +71,7 @@ def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: i
             ax.scatter(W[:, 0], W[:, 1], color=plt.get_cmap("viridis")(k / max(len(scans) - 1, 1)), s=0.3, alpha=0.6)
         ax.set_title(f"{len(scans)} scans from above, coloured by time")
     else:
-        M = _np(result.local_map)
+        M = as_numpy(result.local_map)
         if len(M) > max_points:
             M = M[rng.choice(len(M), max_points, replace=False)]
         lo, hi = np.percentile(M[:, 2], [2, 98]) if len(M) else (0, 1)
@@ -89,7 +84,7 @@ def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: i
         plot_trajectory_error(result.trajectory, reference, fig.add_subplot(1, 3, 2))
         ax3 = fig.add_subplot(1, 3, 3)
         err = _errors(result.trajectory, reference)
-        t = _np(result.trajectory.timestamps) if result.trajectory.timestamps is not None else np.arange(len(err))
+        t = as_numpy(result.trajectory.timestamps) if result.trajectory.timestamps is not None else np.arange(len(err))
         ax3.plot(t, err * 100, "-o", color=PALETTE[0], ms=3)
         ax3.set_xlabel("time (s)" if result.trajectory.timestamps is not None else "scan")
         ax3.set_ylabel("position error (cm)")

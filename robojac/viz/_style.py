@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 PALETTE = ("#3b5b92", "#e07a5f", "#3d9970", "#9b5de5", "#f2cc8f", "#81b29a")
 
@@ -23,3 +24,9 @@ def equal_3d(ax, pts) -> None:
     ax.set_ylim(center[1] - half, center[1] + half)
     ax.set_zlim(center[2] - half, center[2] + half)
     ax.set_box_aspect((1, 1, 1))
+
+
+def as_numpy(x) -> np.ndarray:
+    """A tensor, LieTensor or array as a float64 numpy array on the host (detached)."""
+    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
+    return x.detach().double().cpu().numpy()
