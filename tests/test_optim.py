@@ -305,3 +305,35 @@ def test_sparse_and_dense_paths_take_the_same_steps(device):
     a, b = out["dense"], out["sparse"]
     assert a.reason == b.reason and int(a.iterations) == int(b.iterations)
     assert (a.values[0] - b.values[0]).abs().max() < 1e-10 and (a.history.cost - b.history.cost).abs().max() < 1e-10
+
+
+def test_sparse_system_equals_the_dense_normal_equations(device):
+    """The sparse system's layout (worked out on blocks of mixed tangent sizes) and its one-product
+    path for opposite blocks give the dense normal equations exactly: SE3 poses with a between
+    factor (a held pose on either side of some edges, so the opposite path must undo the zeroed
+    block) and an R^2 variable coupled to the poses by a user factor."""
+    from robojac.jacobian import SE3BetweenResidual
+    from robojac.optim._problem import Linearization, SparseSystem
+
+    g = torch.Generator().manual_seed(5)
+    N = 7
+    poses = lie.se3_exp(torch.randn(1, N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    edges = torch.tensor([[0, 1], [1, 2], [3, 2], [2, 3], [4, 6], [6, 5], [0, 6]], device=device)
+    Z = lie.se3_exp(0.1 * torch.randn(len(edges), 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    L = torch.linalg.cholesky(torch.eye(6, dtype=torch.float64) + 0.1 * torch.ones(6, 6, dtype=torch.float64)).to(device)
+    X = optim.Variable("SE3", poses, fixed=torch.tensor([False, False, True, False, False, False, False], device=device))
+    R = optim.Variable("Rn", torch.randn(1, 4, 2, generator=g, dtype=torch.float64, device="cpu").to(device))
+    between = optim.Factor(SE3BetweenResidual(), [X, X], edges, data=[Z, L.expand(len(edges), 6, 6)],
+                           kernel=optim.RobustKernel("cauchy", 0.5))
+    user = optim.Factor(lambda x, r: torch.cat((x[..., :2] * r, r.square()), -1), [X, R],
+                        torch.tensor([[0, 1], [5, 1], [2, 3], [6, 0]], device=device))
+    pb = optim.Problem([X, R], [between, user])
+    lin = Linearization(pb, (X.value, R.value), closed_forms=True)
+    H_dense, g_dense = lin.normal_equations()
+    H, grad = SparseSystem(pb).assemble(lin)
+    crow, col = H.crow_indices(), H.col_indices()
+    row_end = torch.zeros(len(col), dtype=torch.bool, device=col.device)
+    row_end[crow[1:] - 1] = True  # no row is empty: every entry has its diagonal block
+    assert H.shape == (pb.size, pb.size) and bool((col[1:] > col[:-1])[~row_end[:-1]].all())  # sorted rows (LDL^T needs them)
+    assert max_err(H.to_dense(), H_dense[0]) < 1e-12 * float(H_dense.abs().max())
+    assert max_err(grad, g_dense[0]) < 1e-12 * float(g_dense.abs().max())

@@ -8,7 +8,8 @@
   their trace, exact or Hutchinson.
 * :func:`per_sample_modjac` -- ``(B, m, n)`` blocks for batches of independent problems.
 * :func:`block_sparse_jacobian`, :class:`BlockSparseJacobian`, :class:`BlockSparsePattern` --
-  factor-graph Jacobians assembled into sparse matrices with a reusable pattern.
+  factor-graph Jacobians assembled into sparse matrices with a reusable pattern;
+  :class:`BlockLayout` -- the CSR layout of ``J^T J`` over entries of mixed tangent sizes.
 * :func:`se3_act_jacobian`, :class:`SE3BetweenResidual` -- closed-form fast paths.
 
 Convention: left perturbation ``X' = Exp(d) * X``, tangent ``[rho, phi]`` (pypose's).
@@ -20,9 +21,10 @@ from ._functional import hessian, hvp, jacobian, jvp, vhp, vjp
 from ._modjac import model_function, modjac
 from ._params import ColumnBlock
 from ._persample import PerSampleJacobian, per_sample_modjac
-from ._sparse import BlockSparseJacobian, BlockSparsePattern, block_sparse_jacobian
+from ._sparse import BlockLayout, BlockSparseJacobian, BlockSparsePattern, block_sparse_jacobian
 
 __all__ = [
+    "BlockLayout",
     "BlockSparseJacobian",
     "BlockSparsePattern",
     "ColumnBlock",

@@ -50,14 +50,22 @@ class SE3BetweenResidual:
     :meth:`value_and_jacobians` gives the two ``(..., 6, 6)`` blocks in closed form:
     ``dr/dTj = L Jr^-1(e) Ad(Tj^-1)`` and ``dr/dTi = -dr/dTj`` (``e`` the unwhitened error),
     which :func:`~robojac.jacobian.block_sparse_jacobian` uses instead of autodiff.
+    ``opposite_jacobians`` says so to the solver engine (one product per edge, not four).
     """
+
+    opposite_jacobians = True
 
     def __call__(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
         return whiten(se3_between(Ti, Tj, Z), sqrt_info)
 
     def value_and_jacobians(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
+        r, later = self.linearize(Ti, Tj, Z, sqrt_info)
+        return r, later()
+
+    def linearize(self, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
+        """``(r, later)``: the residual now, its blocks from ``later()`` (computed only if used)."""
         e = se3_between(Ti, Tj, Z)
-        return whiten(e, sqrt_info), self.jacobians_at(e, Tj, sqrt_info)
+        return whiten(e, sqrt_info), lambda: self.jacobians_at(e, Tj, sqrt_info)
 
     @staticmethod
     def error(Ti: Tensor, Tj: Tensor, Z: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..lie import GroupSpec, group_spec, raw_autograd, retract_first_order
 
-__all__ = ["BlockSparsePattern", "BlockSparseJacobian", "block_sparse_jacobian"]
+__all__ = ["BlockLayout", "BlockSparsePattern", "BlockSparseJacobian", "block_sparse_jacobian"]
 
 
 def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
@@ -47,6 +47,60 @@ def _csr_map(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
     crow = np.zeros(num_rows + 1, dtype=np.int64)
     np.add.at(crow, u_rows + 1, 1)
     return np.cumsum(crow), (uniq % num_cols).astype(np.int64), slot
+
+
+class BlockLayout:
+    """The CSR layout of a symmetric block matrix (a ``J^T J``) whose blocks pair variable
+    entries of any tangent sizes, worked out on blocks and only then expanded to numbers (a
+    unique over the ~``t^2`` times more numbers cost a pose graph's solve 10%).
+
+    ``rows``/``cols`` ``(P,)``: the entries of each block product, duplicates summed; ``dims``
+    ``(E,)``: each entry's tangent size (its coordinates follow the previous entries').  Gives
+    ``crow``/``col`` and, through :meth:`slots`, where each product's numbers land among the
+    values.  Every entry's diagonal block should be among the pairs (:attr:`diagonal` needs it).
+    """
+
+    def __init__(self, rows: Tensor, cols: Tensor, dims: Tensor):
+        dev, E = dims.device, dims.numel()
+        self.dims, self.num_entries = dims, E
+        self.offsets = torch.cumsum(dims, 0) - dims  # each entry's first coordinate
+        keys, self.which = torch.unique(rows * E + cols, return_inverse=True)  # by block row, then column
+        self.I, self.J = keys // E, keys % E
+        self.width = torch.zeros(E, dtype=torch.long, device=dev).index_add_(0, self.I, dims[self.J])
+        row_start = torch.cumsum(dims * self.width, 0) - dims * self.width  # block row I's first value
+        col_in_row = torch.cumsum(dims[self.J], 0) - dims[self.J]
+        count = torch.bincount(self.I, minlength=E)
+        first = torch.cumsum(count, 0) - count  # block row I's first block
+        self.block_at = row_start[self.I] + col_in_row - col_in_row[first[self.I]]  # each block's (0, 0)
+        n = int(dims.sum())
+        self.crow = torch.zeros(n + 1, dtype=torch.long, device=dev)
+        self.crow[1:] = torch.cumsum(torch.repeat_interleave(self.width, dims), 0)
+        self.col = torch.empty(int(self.crow[-1]), dtype=torch.long, device=dev)
+        top = int(dims.max()) + 1 if E else 1
+        shapes = torch.unique(dims[self.I] * top + dims[self.J]).tolist()  # (rows, cols) of the blocks
+        for dr, dc in ((k // top, k % top) for k in shapes):
+            sel = torch.nonzero((dims[self.I] == dr) & (dims[self.J] == dc)).flatten()
+            at = self._table(sel, dr, dc)
+            c = torch.arange(dc, device=dev)
+            self.col[at.reshape(-1)] = (self.offsets[self.J[sel]][:, None, None] + c).expand_as(at).reshape(-1)
+
+    def _table(self, blocks: Tensor, dr: int, dc: int) -> Tensor:
+        """``(len(blocks), dr, dc)``: the value slot of every number of these blocks."""
+        a = torch.arange(dr, device=blocks.device)[None, :, None]
+        c = torch.arange(dc, device=blocks.device)[None, None, :]
+        return self.block_at[blocks][:, None, None] + a * self.width[self.I[blocks]][:, None, None] + c
+
+    def slots(self, start: int, count: int, dr: int, dc: int) -> Tensor:
+        """``(count, dr, dc)``: where the products of pairs ``start .. start + count`` land."""
+        return self._table(self.which[start : start + count], dr, dc)
+
+    def diagonal(self, start: int) -> Tensor:
+        """``(n,)``: every diagonal number's value slot, in coordinate order, given that pairs
+        ``start ..`` are the entries' diagonal blocks in entry order."""
+        dims = self.dims
+        a = torch.arange(int(dims.sum()), device=dims.device) - torch.repeat_interleave(self.offsets, dims)
+        at = self.block_at[self.which[start : start + self.num_entries]]
+        return torch.repeat_interleave(at, dims) + a * (torch.repeat_interleave(self.width, dims) + 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,32 +153,18 @@ class BlockSparsePattern:
 
     @cached_property
     def _hessian_csr(self):
-        """CSR of ``J^T J`` built at block level: unique ``(i, j)`` variable pairs, then each
-        ``t x t`` block laid out arithmetically (``t^2`` times fewer keys to sort)."""
+        """CSR of ``J^T J``: the :class:`BlockLayout` of the factors' variable pairs, and each
+        factor's ``(k, l)`` block's slots (a constant's: a slot past the end, dropped)."""
         F, K, t, N = self.num_factors, self.arity, self.tangent_dim, self.num_variables
-        idx = self.index.cpu().numpy()
-        bi = np.broadcast_to(idx[:, :, None], (F, K, K)).reshape(-1)
-        bj = np.broadcast_to(idx[:, None, :], (F, K, K)).reshape(-1)
+        idx = self.index.long()
+        bi = idx[:, :, None].expand(F, K, K).reshape(-1)
+        bj = idx[:, None, :].expand(F, K, K).reshape(-1)
         keep = (bi >= 0) & (bj >= 0)
-        uniq, inv = np.unique(bi[keep] * N + bj[keep], return_inverse=True)
-        ui, uj = uniq // N, uniq % N
-        nb = np.bincount(ui, minlength=N)  # blocks per block row
-        first = np.concatenate(([0], np.cumsum(nb)))[:-1]  # index of each block row's first block
-        pos = np.arange(len(uniq)) - first[ui]  # position of a block within its block row
-        rowbase = np.concatenate(([0], np.cumsum(nb * t * t)))[:-1]  # entries before each block row
-        a = np.arange(t)[None, :, None]
-        b = np.arange(t)[None, None, :]
-        table = rowbase[ui][:, None, None] + a * (nb[ui][:, None, None] * t) + pos[:, None, None] * t + b  # (U, t, t)
-        nnz = int(nb.sum()) * t * t
-        col = np.empty(nnz, dtype=np.int64)
-        col[table.reshape(-1)] = np.broadcast_to(uj[:, None, None] * t + b, table.shape).reshape(-1)
-        crow = np.concatenate(([0], np.cumsum(np.repeat(nb * t, t))))
-        # each factor's (k, l) block: its place in the table, or a sentinel block of out-of-range
-        # slots (a constant's products, dropped): one gather, no fill and scatter
-        which = np.full(F * K * K, len(uniq), dtype=np.int64)
-        which[keep] = inv
-        table = np.concatenate((table, np.full((1, t, t), nnz, dtype=np.int64)))
-        return self._to_device((crow, col, table[which].reshape(-1)))
+        layout = BlockLayout(bi[keep], bj[keep], torch.full((N,), t, dtype=torch.long, device=idx.device))
+        nnz = layout.col.numel()
+        table = torch.full((F * K * K, t, t), nnz, dtype=torch.long, device=idx.device)
+        table[keep] = layout.slots(0, int(keep.sum()), t, t)
+        return layout.crow, layout.col, table.reshape(-1)
 
     def _to_device(self, arrays):
         dev = self.index.device

@@ -238,6 +238,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
     if use_sparse and B != 1:
         raise ValueError(f"SolverConfig.linear_solver: 'sparse' solves one problem (B = 1), got B = {B}")
     sparse = _SparseSteps(problem) if use_sparse else None
+    moved = True
     for _ in range(term.max_iterations):
         if not bool(running.any()):
             break
@@ -245,21 +246,23 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
         _stop(reason, running, small, "absolute_tolerance")
         if not bool(running.any()):
             break
-        if sparse is not None:
-            H, g = sparse.system.assemble(lin)
-            g = g[None]
-        else:
-            H, g = lin.normal_equations()
+        if moved:  # after a step rejected everywhere the system is the one already assembled
+            if sparse is not None:
+                H, g = sparse.system.assemble(lin)
+                g = g[None]
+            else:
+                H, g = lin.normal_equations()
         flat = g.abs().amax(-1)
         _stop(reason, running, running & (flat <= term.gradient_tolerance), "gradient_tolerance")
         if not bool(running.any()):
             break
         rtol = max(term.relative_tolerance, 4 * torch.finfo(dt).eps) if term.relative_tolerance > 0 else 0.0
         if sparse is not None:
-            step, solvable = sparse.step(H, g[0], lam)
+            step, solvable, added = sparse.step(H, g[0], lam)
             step = torch.where((running & solvable)[:, None], step[None], torch.zeros_like(g))
-            Hs = (H @ step[0][:, None])[:, 0]
-            promised = -((g * step).sum(-1) + 0.5 * (step[0] * Hs).sum()[None])
+            # (H + diag(added)) step = -g, so step^T H step = -g^T step - added^T step^2: no product with H
+            gs = (g * step).sum(-1)
+            promised = -0.5 * gs + 0.5 * (added * step[0].square()).sum()[None]
         else:
             L, info = torch.linalg.cholesky_ex(damped(H, lam, floor=False))
             if bool((info != 0).any()):  # the floor, only where the system needs it to factor
@@ -290,6 +293,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
         values = tuple(torch.where(take[:, None, None], t, v) for t, v in zip(trial, values))
         new_cost = torch.where(take, trial_cost, cost)
         lin = _merge(problem, lin, trial_lin, take)
+        moved = bool(take.any())
         if tr.method == "gn":
             _stop(reason, running, running & ~solvable, "singular_system")
             _stop(reason, running, running & ~finite, "non_finite")
@@ -326,23 +330,25 @@ class _SparseSteps:
         self.block = dims.pop() if len(dims) == 1 else 1
         self.factor = None
 
-    def step(self, H: Tensor, g: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
-        """``(step (n,), solvable (1,))`` with ``(H + lam diag H) step = -g``, the floor of
-        :func:`damped` added only if that does not factor to a finite step."""
+    def step(self, H: Tensor, g: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(step (n,), solvable (1,), added (n,))`` with ``(H + diag(added)) step = -g``,
+        ``added = lam diag H`` plus the floor of :func:`damped` only if that does not factor to
+        a finite step."""
         for floor in (False, True):
-            x = self._solve(H, g, lam, floor)
+            x, added = self._solve(H, g, lam, floor)
             if x is not None:
-                return x, torch.tensor([True], device=g.device)
-        return torch.zeros_like(g), torch.tensor([False], device=g.device)
+                return x, torch.tensor([True], device=g.device), added
+        return torch.zeros_like(g), torch.tensor([False], device=g.device), added
 
-    def _solve(self, H: Tensor, g: Tensor, lam: Tensor, floor: bool) -> Tensor | None:
+    def _solve(self, H: Tensor, g: Tensor, lam: Tensor, floor: bool) -> tuple[Tensor | None, Tensor]:
         sys_ = self.system
         vals = H.values()
         d = vals[sys_.diag_slots]
         ridge = RIDGE * torch.finfo(vals.dtype).eps * d.abs().max().clamp_min(torch.finfo(vals.dtype).tiny) \
             if floor else 0.0
+        added = lam[0] * d + ridge
         damped_vals = vals.clone()
-        damped_vals[sys_.diag_slots] = d + lam[0] * d + ridge
+        damped_vals[sys_.diag_slots] = d + added
         A = torch.sparse_csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape, device=vals.device, check_invariants=False)
         try:
             if self.factor is None:
@@ -352,13 +358,16 @@ class _SparseSteps:
             x = self.factor.solve(-g)
         except (ValueError, RuntimeError, ArithmeticError, ZeroDivisionError):
             self.factor = None
-            return None
-        return x if bool(torch.isfinite(x).all()) else None
+            return None, added
+        return (x if bool(torch.isfinite(x).all()) else None), added
 
 
 def _stop(reason: list, running: Tensor, which: Tensor, why: str) -> None:
     """Record ``why`` for the problems ``which`` that are still running, and stop them (in place)."""
-    for b in torch.nonzero(which & running).flatten().tolist():
+    hit = which & running
+    if not bool(hit.any()):
+        return
+    for b in torch.nonzero(hit).flatten().tolist():
         reason[b] = why
     running &= ~which
 
@@ -371,7 +380,7 @@ def _merge(problem: Problem, old: Linearization, new: Linearization, take: Tenso
     merged = Linearization.__new__(Linearization)
     merged.problem, merged.values = problem, values
     merged.residuals = [torch.where(take[:, None, None], rn, ro) for rn, ro in zip(new.residuals, old.residuals)]
-    merged.blocks = [None if bn is None or bo is None else
+    merged.blocks = [None if bn is None or bo is None or callable(bn) or callable(bo) else
                      [torch.where(take[:, None, None, None], a, b) for a, b in zip(bn, bo)]
                      for bn, bo in zip(new.blocks, old.blocks)]
     return merged

@@ -21,14 +21,22 @@ class PoseGraphError(ValueError):
 
 
 class SE2BetweenResidual:
-    """The planar edge residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on ``[x, y, theta]`` poses (3-dof)."""
+    """The planar edge residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on ``[x, y, theta]`` poses (3-dof);
+    its blocks are opposite (``dr/dXi = -dr/dXj``, ``opposite_jacobians``)."""
+
+    opposite_jacobians = True
 
     def __call__(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
         return whiten(self.error(Xi, Xj, Z), sqrt_info)
 
     def value_and_jacobians(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
+        r, later = self.linearize(Xi, Xj, Z, sqrt_info)
+        return r, later()
+
+    def linearize(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
+        """``(r, later)``: the residual now, its blocks from ``later()`` (computed only if used)."""
         e = self.error(Xi, Xj, Z)
-        return whiten(e, sqrt_info), self.jacobians_at(e, Xj, sqrt_info)
+        return whiten(e, sqrt_info), lambda: self.jacobians_at(e, Xj, sqrt_info)
 
     @staticmethod
     def error(Xi: Tensor, Xj: Tensor, Z: Tensor) -> Tensor:
