@@ -243,41 +243,64 @@ def test_gauss_newton_confirms_convergence_through_the_last_factorization(monkey
     assert gn.cost == pytest.approx(lm.cost, rel=1e-9)
 
 
+def _engine_problem(graph, S):
+    """``graph`` as one problem on the solver engine from the state ``S`` (pose 0 held), and its
+    sparse system."""
+    from robojac import optim
+    from robojac.optim._problem import SparseSystem
+
+    fixed = torch.zeros(1, graph.num_poses, dtype=torch.bool, device=S.device)
+    fixed[0, 0] = True
+    X = optim.Variable("SE2" if graph.dim == 2 else "SE3", S[None], fixed=fixed)
+    f = optim.Factor(graph.residual_function(), [X, X], graph.edges,
+                     data=[graph.measurement_state().detach(), graph.sqrt_information.detach()])
+    pb = optim.Problem([X], [f])
+    return pb, SparseSystem(pb)
+
+
+def _system(graph):
+    """The engine's sparse normal equations ``(H, g)`` of ``graph`` at its chordal start."""
+    from robojac.optim import Linearization
+    from robojac.posegraph import initialize
+
+    pb, system = _engine_problem(graph, initialize(graph))
+    return system.assemble(Linearization(pb, tuple(v.value for v in pb.variables)))
+
+
 def test_an_old_factorization_that_overshoots_is_not_taken_for_convergence():
     """Factor half the system: the step is twice Gauss-Newton's and, on a nearly quadratic cost,
     changes it by almost nothing, which alone would read as convergence; the decrease the old
-    model predicts gives it away."""
-    from robojac.optim import SparseLDL
-    from robojac.posegraph._solve import _Problem, _chord_step, _held
+    model predicts gives it away (the engine's chord step)."""
+    from robojac import optim
+    from robojac.optim import Linearization, SparseLDL
+    from robojac.optim._engine import _SparseSteps
 
     X, E, Z, info = _synthetic(3, noise=0.02, seed=4)
     graph = PoseGraph(X.tensor(), E, Z, info)
-    prob = _Problem(graph, _held(graph), "ldl")
-    S = graph.state().detach()
-    lin = prob.evaluate(S)
-    cost = 0.5 * float(lin.r.square().sum())
-    H, g = lin.J.normal_equations(lin.r, opposite=True)
+    pb, _ = _engine_problem(graph, graph.state().detach())
+    steps = _SparseSteps(pb, optim.SolverConfig())
+    values = tuple(v.value for v in pb.variables)
+    lin = Linearization(pb, values, closed_forms=True)
+    cost = lin.cost()
+    H, g = steps.system.assemble(lin)
     right = SparseLDL(H, graph.tangent_dim)
-    promised = -0.5 * float((g.reshape(-1) * right.solve(-g.reshape(-1))).sum())  # Gauss-Newton's model decrease
+    promised = -0.5 * float((g * right.solve(-g)).sum())  # Gauss-Newton's model decrease
     half = torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values() * 0.5, H.shape, check_invariants=False)
-    prob.ldl = SparseLDL(half, graph.tangent_dim)
-    long = prob.ldl.solve(-g.reshape(-1)).view_as(g)  # twice the Gauss-Newton step
-    change = abs(cost - 0.5 * float(prob.evaluate(prob.retract(S, long)).r.square().sum()))
+    steps.factor = SparseLDL(half, graph.tangent_dim)
+    long = steps.factor.solve(-g)  # twice the Gauss-Newton step
+    change = abs(float(cost) - float(Linearization(pb, pb.retract(values, long[None])).cost()))
     assert change < 0.05 * promised  # the trap: hardly any change for a step this long
-    assert _chord_step(prob, lin, lin.r, None, S, RobustKernel(), cost, tolerance=10 * change) is None
-    prob.ldl = right  # the system's own factorization: within a tolerance above its promise, the step is taken
-    assert _chord_step(prob, lin, lin.r, None, S, RobustKernel(), cost, tolerance=2 * promised) is not None
+    assert steps.chord(lin, values, cost, rtol=10 * change / float(cost)) is None
+    steps.factor = right  # the system's own factorization: within a tolerance above its promise, the step is taken
+    assert steps.chord(lin, values, cost, rtol=2 * promised / float(cost)) is not None
 
 
 @pytest.mark.parametrize("name", ["smallGrid3D", "intel"])
 def test_multifrontal_cholesky_solves_real_systems(name, device):
     from robojac.optim import MultifrontalCholesky, SparseLDL
-    from robojac.posegraph._solve import _Problem, _held, initialize
 
     graph = read_g2o(_data(name))
-    prob = _Problem(graph, _held(graph), "ldl")
-    r, J = prob.linearize(initialize(graph))
-    H_cpu, g_cpu = J.normal_equations(r)
+    H_cpu, g_cpu = _system(graph)
     H, g = H_cpu.to(device), g_cpu.to(device)  # the multifrontal solver runs where the system is
     C = MultifrontalCholesky(H, graph.tangent_dim)
     x = C.solve(-g.reshape(-1))
@@ -292,12 +315,9 @@ def test_multifrontal_cholesky_solves_real_systems(name, device):
 
 def test_sparse_ldl_refactors_supernodally_on_heavy_fill(monkeypatch):
     import robojac.optim._linear as linear
-    from robojac.posegraph._solve import _Problem, _held, initialize
 
     graph = read_g2o(_data("smallGrid3D"))
-    prob = _Problem(graph, _held(graph), "ldl")
-    r, J = prob.linearize(initialize(graph))
-    H, g = J.normal_equations(r)
+    H, g = _system(graph)
     b = -g.reshape(-1)
     light = linear.SparseLDL(H)
     monkeypatch.setattr(linear, "SUPERNODAL_FLOPS", 0.0)  # this small grid counts as heavy fill

@@ -39,7 +39,7 @@ def run(args) -> int:
     def progress(rec):
         if not args.quiet:
             flag = "" if rec.accepted else "  (rejected)"
-            print(f"  iter {rec.iteration:3d}  cost {rec.cost:.10g}  lambda {rec.lam:.1e}  |step| {rec.step_norm:.2e}  "
+            print(f"  iter {rec.iteration:3d}  cost {rec.cost:.10g}  lambda {rec.damping:.1e}  |step| {rec.step_norm:.2e}  "
                   f"{rec.seconds:.3f} s{flag}", flush=True)
 
     config = PGOConfig(method=args.method, init=args.init, kernel=RobustKernel(args.kernel, args.kernel_scale),

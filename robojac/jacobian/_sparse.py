@@ -76,10 +76,7 @@ class BlockLayout:
         self.crow = torch.zeros(n + 1, dtype=torch.long, device=dev)
         self.crow[1:] = torch.cumsum(torch.repeat_interleave(self.width, dims), 0)
         self.col = torch.empty(int(self.crow[-1]), dtype=torch.long, device=dev)
-        top = int(dims.max()) + 1 if E else 1
-        shapes = torch.unique(dims[self.I] * top + dims[self.J]).tolist()  # (rows, cols) of the blocks
-        for dr, dc in ((k // top, k % top) for k in shapes):
-            sel = torch.nonzero((dims[self.I] == dr) & (dims[self.J] == dc)).flatten()
+        for sel, dr, dc in self._by_shape(torch.arange(len(keys), device=dev)):
             at = self._table(sel, dr, dc)
             c = torch.arange(dc, device=dev)
             self.col[at.reshape(-1)] = (self.offsets[self.J[sel]][:, None, None] + c).expand_as(at).reshape(-1)
@@ -89,6 +86,20 @@ class BlockLayout:
         a = torch.arange(dr, device=blocks.device)[None, :, None]
         c = torch.arange(dc, device=blocks.device)[None, None, :]
         return self.block_at[blocks][:, None, None] + a * self.width[self.I[blocks]][:, None, None] + c
+
+    def block_slots(self, blocks: Tensor) -> Tensor:
+        """``(k,)``: the value slots of every number of the blocks ``blocks`` (indices among the
+        unique blocks, e.g. ``nonzero(mask[I] | mask[J])``)."""
+        return torch.cat([self.col.new_zeros(0)] + [self._table(sel, dr, dc).reshape(-1)
+                                                    for sel, dr, dc in self._by_shape(blocks)])
+
+    def _by_shape(self, blocks: Tensor):
+        """``(blocks of one shape, rows, cols)`` for each block shape among ``blocks``."""
+        dims = self.dims
+        top = int(dims.max()) + 1 if dims.numel() else 1
+        key = dims[self.I[blocks]] * top + dims[self.J[blocks]]
+        for k in torch.unique(key).tolist():
+            yield blocks[key == k], k // top, k % top
 
     def slots(self, start: int, count: int, dr: int, dc: int) -> Tensor:
         """``(count, dr, dc)``: where the products of pairs ``start .. start + count`` land."""

@@ -10,7 +10,7 @@
 """
 
 from ._engine import (
-    RIDGE, History, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig, attach_gradients, damped, solve,
+    RIDGE, History, IterationRecord, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig, attach_gradients, damped, solve,
 )
 from ._kernels import KERNELS, RobustKernel
 from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
@@ -19,7 +19,7 @@ from ._problem import Factor, Linearization, Problem
 from ._small import cholesky_soa, cholesky_solve_soa, spd_solve_soa
 from ._variables import Group, Variable, group, product
 
-__all__ = ["RIDGE", "Factor", "Group", "History", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
+__all__ = ["RIDGE", "Factor", "Group", "History", "IterationRecord", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
            "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
            "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
            "group", "product", "solve", "spd_solve_soa"]

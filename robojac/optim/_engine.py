@@ -10,7 +10,9 @@ implicit function theorem at the solution, ``"unroll"`` differentiates through t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,13 +21,13 @@ from torch import Tensor
 
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
-from ._linear import SparseLDL
+from ._linear import SparseLDL, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._problem import Factor, Linearization, Problem, SparseSystem, hold_fixed, sparse_gauss_newton
 from ._variables import Variable
 
-__all__ = ["RIDGE", "History", "SolveResult", "SolverConfig", "TerminationConfig", "TrustRegionConfig",
-           "attach_gradients", "damped", "solve"]
+__all__ = ["RIDGE", "History", "IterationRecord", "SolveResult", "SolverConfig", "TerminationConfig",
+           "TrustRegionConfig", "attach_gradients", "damped", "solve"]
 
 RIDGE = 100.0  # the damping's floor: RIDGE * eps(dtype) * max diag(H), see damped()
 
@@ -119,14 +121,25 @@ class SolverConfig:
     * ``linear_solver``: ``"dense"`` (batched Cholesky of each problem's ``(n, n)`` system),
       ``"sparse"`` (one problem, ``B = 1``: its system assembled sparse once per step, the
       pattern worked out once, and factored by :class:`SparseLDL` on the CPU or
-      :class:`MultifrontalCholesky` elsewhere, the ordering kept across steps) or ``"auto"``:
-      sparse for one problem of more than 256 unknowns, dense otherwise.
+      :class:`MultifrontalCholesky` elsewhere, the ordering kept across steps), one of those
+      two by name (``"ldl"``, ``"multifrontal"``), ``"cg"`` (the sparse system solved by
+      block-Jacobi preconditioned conjugate gradients, no factorization) or ``"auto"``: sparse
+      for one problem of more than 256 unknowns, dense otherwise.
+    * ``cg_tolerance``: ``"cg"`` stops at a residual of this fraction of the right-hand side's.
+    * ``num_threads``: torch CPU threads during the solve (restored after); ``None`` picks one
+      thread for systems of under ~500k block entries (see :mod:`robojac._threads`), torch's
+      setting above.
+    * ``callback``: called after every iteration with an :class:`IterationRecord` (a progress
+      line, a plot); ``None`` keeps the solve quiet.
     """
 
     trust_region: TrustRegionConfig = field(default_factory=TrustRegionConfig)
     termination: TerminationConfig = field(default_factory=TerminationConfig)
     backward: Literal["implicit", "unroll", "none"] = "implicit"
-    linear_solver: Literal["auto", "dense", "sparse"] = "auto"
+    linear_solver: Literal["auto", "dense", "sparse", "ldl", "multifrontal", "cg"] = "auto"
+    cg_tolerance: float = 1e-12
+    num_threads: int | None = None
+    callback: Callable[[IterationRecord], None] | None = None
 
     def __post_init__(self):
         if not isinstance(self.trust_region, TrustRegionConfig):
@@ -134,7 +147,28 @@ class SolverConfig:
         if not isinstance(self.termination, TerminationConfig):
             raise ValueError(f"SolverConfig.termination: expected a TerminationConfig, got {self.termination!r}")
         check_choice("SolverConfig", "backward", self.backward, ("implicit", "unroll", "none"))
-        check_choice("SolverConfig", "linear_solver", self.linear_solver, ("auto", "dense", "sparse"))
+        check_choice("SolverConfig", "linear_solver", self.linear_solver, _SOLVERS)
+        check_real("SolverConfig", "cg_tolerance", self.cg_tolerance, positive=True)
+        check_int("SolverConfig", "num_threads", self.num_threads, minimum=1, optional=True)
+        if self.callback is not None and not callable(self.callback):
+            raise ValueError(f"SolverConfig.callback: expected a callable or None, got {self.callback!r}")
+
+
+_SOLVERS = ("auto", "dense", "sparse", "ldl", "multifrontal", "cg")
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One iteration, as :class:`SolverConfig`'s ``callback`` sees it: per problem ``(B,)`` the
+    ``cost`` after it, the ``damping`` its step was solved with, the ``step_norm`` and whether
+    the step was ``accepted``; ``seconds`` since the solve began."""
+
+    iteration: int
+    cost: Tensor
+    damping: Tensor
+    step_norm: Tensor
+    accepted: Tensor
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -153,7 +187,8 @@ class SolveResult:
     ``values``: each variable's values ``(B, N, raw)``, in the order the problem lists them;
     ``converged`` ``(B,)``: a termination test passed (never for ``"max_iterations"``,
     ``"damping_limit"``, ``"singular_system"`` or ``"non_finite"``); ``iterations``, ``cost``
-    (``0.5 sum rho(|r|^2)``), ``reason`` (the test that stopped it), ``history``.
+    (``0.5 sum rho(|r|^2)``), ``reason`` (the test that stopped it), ``history``,
+    ``initial_cost`` (the cost at the given values).
     """
 
     values: tuple[Tensor, ...]
@@ -162,6 +197,7 @@ class SolveResult:
     cost: Tensor
     reason: tuple[str, ...]
     history: History
+    initial_cost: Tensor | None = None
 
 
 _CONVERGED = ("absolute_tolerance", "relative_tolerance", "step_tolerance", "gradient_tolerance")
@@ -183,15 +219,20 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     # robojac._threads); measured on the 3D pose graphs, this count splits them where one thread
     # starts to lose (smallGrid3D 1.42x -> 1.08x of the pose-graph loop, parking-garage kept on two)
     entries = sum(problem.batch * f.count * sum(v.group.tangent_dim for v in f.variables) ** 2 for f in problem.factors)
-    with torch_threads(threads_for(entries, problem.held.device)):
+    with torch_threads(threads_for(entries, problem.held.device, cfg.num_threads)):
         if cfg.backward == "unroll" and thetas:
-            return _run(problem, cfg, differentiable=True)
+            return _run(problem, cfg, differentiable=True)[0]
         with torch.no_grad():
-            result = _run(problem, cfg, differentiable=False)
+            result, sparse = _run(problem, cfg, differentiable=False)
     if cfg.backward == "implicit" and thetas and torch.is_grad_enabled():
-        values = _Implicit.apply(_Context(problem, result.values, result.converged, 0.0), *thetas)
+        with torch.no_grad(), torch_threads(threads_for(entries, problem.held.device, cfg.num_threads)):
+            polished = _polish(problem, result.values, result.converged, sparse)
+        context = _Context(problem, polished, result.converged, 0.0)
+        if sparse is not None and sparse.factor is not None:  # the last factorization preconditions the backward
+            context.preconditioner = sparse.factor.solve
+        values = _Implicit.apply(context, *thetas)
         result = SolveResult(tuple(values), result.converged, result.iterations, result.cost, result.reason,
-                             result.history)
+                             result.history, result.initial_cost)
     return result
 
 
@@ -221,8 +262,9 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
     return tuple(_Implicit.apply(context, *thetas))
 
 
-def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResult:
+def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> tuple[SolveResult, _SparseSteps | None]:
     tr, term = cfg.trust_region, cfg.termination
+    start = time.perf_counter()
     values = tuple(v.value if differentiable else v.value.detach() for v in problem.variables)
     B = problem.batch
     lin = Linearization(problem, values, closed_forms=True)
@@ -234,18 +276,46 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
     reason = ["running" if bool(ok) else "non_finite" for ok in running.tolist()]
     iters = torch.zeros(B, dtype=torch.long, device=dev)
     hist_cost, hist_lam, hist_ok = [], [], []
-    use_sparse = cfg.linear_solver == "sparse" or (cfg.linear_solver == "auto" and B == 1 and problem.size > DENSE_MAX)
+    use_sparse = cfg.linear_solver not in ("auto", "dense") or (
+        cfg.linear_solver == "auto" and B == 1 and problem.size > DENSE_MAX)
     if use_sparse and B != 1:
-        raise ValueError(f"SolverConfig.linear_solver: 'sparse' solves one problem (B = 1), got B = {B}")
-    sparse = _SparseSteps(problem) if use_sparse else None
-    moved = True
-    for _ in range(term.max_iterations):
+        raise ValueError(f"SolverConfig.linear_solver: {cfg.linear_solver!r} solves one problem (B = 1), got B = {B}")
+    sparse = _SparseSteps(problem, cfg) if use_sparse else None
+    moved, chord = True, False
+    rtol = max(term.relative_tolerance, 4 * torch.finfo(dt).eps) if term.relative_tolerance > 0 else 0.0
+
+    def record(it: int, cost: Tensor, lam: Tensor, step_norm: Tensor, take: Tensor) -> None:
+        hist_cost.append(cost.detach())
+        hist_lam.append(lam.detach().clone())
+        hist_ok.append(take.clone())
+        if cfg.callback is not None:
+            cfg.callback(IterationRecord(it, cost.detach(), lam.detach().clone(), step_norm.detach(), take.clone(),
+                                         time.perf_counter() - start))
+
+    for it in range(1, term.max_iterations + 1):
         if not bool(running.any()):
             break
         small = running & (cost <= term.absolute_tolerance)
         _stop(reason, running, small, "absolute_tolerance")
         if not bool(running.any()):
             break
+        if chord:  # Gauss-Newton, one large problem: the last factorization may confirm convergence
+            chord = False
+            out = sparse.chord(lin, values, cost, rtol)
+            if out is not None:
+                trial, trial_lin, trial_cost, step_norm = out
+                decrease = cost - trial_cost
+                take = decrease > 0
+                small = decrease.abs() <= rtol * cost.abs()
+                if bool((take | small).all()):
+                    iters = iters + 1
+                    new_cost = torch.where(take, trial_cost, cost)
+                    record(it, new_cost, lam, step_norm, take)
+                    if bool(take.all()):
+                        values, lin, cost, moved = trial, trial_lin, trial_cost, True
+                    _stop(reason, running, small, "relative_tolerance")
+                    continue  # not converged: the model understated this step, the next one refactors
+            # the old factorization no longer fits: a full step from the same point
         if moved:  # after a step rejected everywhere the system is the one already assembled
             if sparse is not None:
                 H, g = sparse.system.assemble(lin)
@@ -256,7 +326,6 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
         _stop(reason, running, running & (flat <= term.gradient_tolerance), "gradient_tolerance")
         if not bool(running.any()):
             break
-        rtol = max(term.relative_tolerance, 4 * torch.finfo(dt).eps) if term.relative_tolerance > 0 else 0.0
         if sparse is not None:
             step, solvable, added = sparse.step(H, g[0], lam)
             step = torch.where((running & solvable)[:, None], step[None], torch.zeros_like(g))
@@ -284,11 +353,9 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
             take = running & solvable & finite
         else:
             take = running & solvable & finite & (trial_cost < cost)
-        hist_cost.append(torch.where(take, trial_cost, cost).detach())
-        hist_lam.append(lam.detach().clone())
-        hist_ok.append(take.clone())
         decrease = cost - trial_cost
         step_norm = step.norm(dim=-1)
+        record(it, torch.where(take, trial_cost, cost), lam, step_norm, take)
         # move the problems that took their step
         values = tuple(torch.where(take[:, None, None], t, v) for t, v in zip(trial, values))
         new_cost = torch.where(take, trial_cost, cost)
@@ -309,6 +376,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
             _stop(reason, running, running & ~solvable & (lam > tr.lambda_max), "singular_system")
             _stop(reason, running, running & ~take & (lam > tr.lambda_max), "damping_limit")
         cost = new_cost
+        chord = sparse is not None and tr.method == "gn" and sparse.factor is not None and bool(take.all())
     for b in range(B):
         if reason[b] == "running":
             reason[b] = "max_iterations"
@@ -317,18 +385,78 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> SolveResu
     history = History(torch.stack(hist_cost) if T else cost.new_zeros(0, B),
                       torch.stack(hist_lam) if T else cost.new_zeros(0, B),
                       torch.stack(hist_ok) if T else torch.zeros(0, B, dtype=torch.bool, device=dev))
-    return SolveResult(values, converged, iters, cost, tuple(reason), history)
+    return SolveResult(values, converged, iters, cost, tuple(reason), history, ref.detach()), sparse
+
+
+def _polish(problem: Problem, values: tuple[Tensor, ...], converged: Tensor, sparse: _SparseSteps | None,
+            steps: int = 2) -> tuple[Tensor, ...]:
+    """Up to ``steps`` Gauss-Newton steps from a converged answer, before its gradients are taken:
+    the cost tests stop where the cost stops resolving progress (about ``sqrt(eps)`` of the values,
+    or a pose graph's 1e-6 relative decrease), the implicit derivative wants the minimum itself,
+    and each step roughly squares the remaining error.  A problem whose gradient is already at
+    rounding level (``1e-13`` of its largest residual) takes none."""
+    B = problem.batch
+    for _ in range(steps):
+        lin = Linearization(problem, values, closed_forms=True)
+        if sparse is not None:
+            H, g = sparse.system.assemble(lin)
+            g = g[None]
+        else:
+            H, g = lin.normal_equations()
+        size = torch.stack([r.abs().flatten(1).amax(1) for r in lin.residuals]).amax(0).clamp_min(1.0)
+        todo = converged & (g.abs().amax(-1) > 1e-13 * size)
+        if not bool(todo.any()):
+            break
+        zero = g.new_zeros(B)
+        if sparse is not None:
+            step, ok, _ = sparse.step(H, g[0], zero)
+            step = step[None]
+        else:
+            L, info = torch.linalg.cholesky_ex(damped(H, zero, floor=False))
+            ok = info == 0
+            step = torch.cholesky_solve(-g[..., None], torch.where(ok[:, None, None], L, torch.eye(
+                problem.size, dtype=g.dtype, device=g.device).expand_as(L)))[..., 0]
+        ok = ok & todo & torch.isfinite(step).all(-1)
+        values = problem.retract(values, torch.where(ok[:, None], step, torch.zeros_like(step)))
+    return values
 
 
 class _SparseSteps:
     """The damped step of one large problem: its sparse system (:class:`SparseSystem`) plus
-    the one damping rule of :func:`damped`, factored with the ordering kept across steps."""
+    the one damping rule of :func:`damped`, factored with the ordering kept across steps (or
+    solved by conjugate gradients)."""
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, cfg: SolverConfig):
         self.system = SparseSystem(problem)
+        self.problem = problem
         dims = {v.group.tangent_dim for v in problem.variables}
         self.block = dims.pop() if len(dims) == 1 else 1
         self.factor = None
+        self.solver = cfg.linear_solver if cfg.linear_solver in ("ldl", "multifrontal", "cg") else (
+            "ldl" if problem.held.device.type == "cpu" else "multifrontal")
+        self.cg_tolerance = cfg.cg_tolerance
+
+    def chord(self, lin: Linearization, values: tuple[Tensor, ...], cost: Tensor, rtol: float):
+        """A Gauss-Newton step through the previous iteration's factorization (no new system,
+        no refactorization), taken only to confirm convergence: ``(values, linearization, cost,
+        step norm)`` there, or ``None`` when the old model promises a decrease above ``rtol`` of
+        the cost (``-g^T step / 2``: not converged yet, a full step follows) or the step is not
+        finite.  Near the optimum ``J^T W J`` hardly changes from one step to the next, so the
+        step that confirms convergence (the last of a Gauss-Newton run) costs one solve instead
+        of a system and a factorization.  The caller stops only when the actual decrease is
+        below the tolerance as well: an old factor that overshoots (a step twice Gauss-Newton's
+        changes a quadratic cost by nothing) is not taken for convergence."""
+        g = self.system.gradient(lin)
+        step = self.factor.solve(-g)
+        promised = -0.5 * float((g * step).sum())
+        if not math.isfinite(promised) or promised > rtol * float(cost.abs()):
+            return None
+        trial = self.problem.retract(values, step[None])
+        trial_lin = Linearization(self.problem, trial, closed_forms=True)
+        trial_cost = trial_lin.cost()
+        if not bool(torch.isfinite(trial_cost).all()):
+            return None
+        return trial, trial_lin, trial_cost, step.norm()[None]
 
     def step(self, H: Tensor, g: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(step (n,), solvable (1,), added (n,))`` with ``(H + diag(added)) step = -g``,
@@ -351,11 +479,14 @@ class _SparseSteps:
         damped_vals[sys_.diag_slots] = d + added
         A = torch.sparse_csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape, device=vals.device, check_invariants=False)
         try:
-            if self.factor is None:
-                self.factor = SparseLDL(A, self.block) if A.device.type == "cpu" else MultifrontalCholesky(A, self.block)
+            if self.solver == "cg":
+                x, _ = conjugate_gradient(A, -g, block=self.block, tol=self.cg_tolerance)
             else:
-                self.factor.refactor(A)
-            x = self.factor.solve(-g)
+                if self.factor is None:
+                    self.factor = SparseLDL(A, self.block) if self.solver == "ldl" else MultifrontalCholesky(A, self.block)
+                else:
+                    self.factor.refactor(A)
+                x = self.factor.solve(-g)
         except (ValueError, RuntimeError, ArithmeticError, ZeroDivisionError):
             self.factor = None
             return None, added

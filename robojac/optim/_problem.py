@@ -185,35 +185,27 @@ class SparseSystem:
         self.slot = torch.cat(slots) if slots else torch.zeros(0, dtype=torch.long, device=dev)
         self.diag_slots = layout.diagonal(at)
         n = pb.size
-        rows = torch.repeat_interleave(torch.arange(n, device=dev), self.crow[1:] - self.crow[:-1])
         held = pb.held[0]
-        self.off_slots = torch.nonzero(held[rows] | held[self.col]).flatten()  # fixed rows and columns: zero, diagonal one
-        self.held_diag = self.diag_slots[held]
+        fixed = torch.cat([v.fixed[0] for v in pb.variables])  # per entry
+        self.off_slots = layout.block_slots(torch.nonzero(fixed[layout.I] | fixed[layout.J]).flatten())  # fixed
+        self.held_diag = self.diag_slots[held]  # rows and columns: zero, their diagonal one
         self.n = n
 
     def assemble(self, lin: Linearization) -> tuple[Tensor, Tensor]:
         """``(H (n, n) CSR, g (n,))`` at ``lin``'s values."""
         pb = self.problem
         vals = []
-        g = lin.residuals[0].new_zeros(self.n)
         for i, (f, r) in enumerate(zip(pb.factors, lin.residuals)):
             blocks = lin.jacobians(i)
             w = f.kernel.row_weights(r)
-            wr = r if w is None else w[..., None] * r
             if _opposite(f):  # J_0 = -J_1: one product gives all four blocks
                 held = f.variables[1].fixed[:, f.index[:, 1]][0, :, None, None]
                 J = torch.where(held, -blocks[0], blocks[1])[0]  # J_1 before its held entries were zeroed
-                WJ = J if w is None else w[0, :, None, None] * J
-                P = J.transpose(-1, -2) @ WJ
-                gj = (J.transpose(-1, -2) @ wr[0, :, :, None])[..., 0]
-                g.index_add_(0, pb.rows(f, 0).reshape(-1), -gj.reshape(-1))
-                g.index_add_(0, pb.rows(f, 1).reshape(-1), gj.reshape(-1))
-                P = P.reshape(-1)
+                P = (J.transpose(-1, -2) @ (J if w is None else w[0, :, None, None] * J)).reshape(-1)
                 vals += [P, -P, -P, P]
                 continue
             products = {}
             for k, Jk in enumerate(blocks):
-                g.index_add_(0, pb.rows(f, k).reshape(-1), (Jk.transpose(-1, -2) @ wr[..., None])[0, ..., 0].reshape(-1))
                 for l_, Jl in enumerate(blocks):
                     if l_ < k:  # H is symmetric: block (k, l) is block (l, k) transposed
                         vals.append(products[(l_, k)].transpose(-1, -2).reshape(-1))
@@ -221,7 +213,7 @@ class SparseSystem:
                     WJl = Jl if w is None else w[..., None, None] * Jl
                     products[(k, l_)] = (Jk.transpose(-1, -2) @ WJl)[0]
                     vals.append(products[(k, l_)].reshape(-1))
-        values = g.new_zeros(len(self.col))
+        values = lin.residuals[0].new_zeros(len(self.col))
         at = 0
         for v in vals:  # each slot pair's products straight into place (no concatenated copy)
             values.index_add_(0, self.slot[at : at + v.numel()], v)
@@ -230,7 +222,22 @@ class SparseSystem:
         values[self.held_diag] = 1.0
         H = torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), device=values.device,
                                     check_invariants=False)
-        return H, g.masked_fill(pb.held[0], 0.0)
+        return H, self.gradient(lin)
+
+    def gradient(self, lin: Linearization) -> Tensor:
+        """``g = J^T W r`` ``(n,)`` at ``lin``'s values, zero for fixed entries (kept with ``lin``:
+        a Gauss-Newton chord step that falls through to a full step asks twice)."""
+        if getattr(lin, "sparse_gradient", None) is not None:
+            return lin.sparse_gradient
+        pb = self.problem
+        g = lin.residuals[0].new_zeros(self.n)
+        for i, (f, r) in enumerate(zip(pb.factors, lin.residuals)):
+            w = f.kernel.row_weights(r)
+            wr = r if w is None else w[..., None] * r
+            for k, Jk in enumerate(lin.jacobians(i)):
+                g.index_add_(0, pb.rows(f, k).reshape(-1), (Jk.transpose(-1, -2) @ wr[..., None])[0, ..., 0].reshape(-1))
+        lin.sparse_gradient = g.masked_fill(pb.held[0], 0.0)
+        return lin.sparse_gradient
 
 
 class Problem:

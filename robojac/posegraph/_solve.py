@@ -1,4 +1,11 @@
-"""``optimize``: sparse Levenberg-Marquardt / Gauss-Newton for pose graphs."""
+"""``optimize``: pose-graph optimization, a driver of the solver engine.
+
+The driver initializes the poses (chordal by default), writes the graph as one problem on
+:func:`robojac.optim.solve` (an SE3 or SE2 variable, the gauge held, one between factor per
+edge), and reads the engine's answer back as a :class:`PGOResult`.  The engine does the rest:
+Gauss-Newton or Levenberg-Marquardt, the sparse system, its factorization, the stopping rule,
+and the gradients through the answer.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,19 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Literal
 
-import numpy as np
 import pypose as pp
 import torch
 from torch import Tensor
 
-from ..jacobian import BlockSparseJacobian, BlockSparsePattern
 from .. import lie, optim
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
-from ..jacobian import whiten
-from ..optim import MultifrontalCholesky, RobustKernel, SparseLDL, conjugate_gradient
+from ..lie import se2_compose
+from ..optim import RobustKernel
 from ._graph import PoseGraph, PoseGraphError
 from ._init import chordal_state, spanning_tree_state
-from ..lie import se2_compose, se2_exp
 
 __all__ = ["PGOConfig", "PGOResult", "IterationRecord", "optimize", "initialize"]
 
@@ -92,9 +95,13 @@ class PGOConfig:
 
 @dataclass(frozen=True)
 class IterationRecord:
+    """One iteration of :func:`optimize` (the engine's :class:`~robojac.optim.IterationRecord`
+    for the one problem): the cost after it, the damping its step was solved with, the step's
+    norm, whether it was accepted, and the seconds since the solve began."""
+
     iteration: int
     cost: float
-    lam: float
+    damping: float
     step_norm: float
     accepted: bool
     seconds: float
@@ -152,85 +159,6 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
     raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
 
 
-class _Linearization:
-    """Residuals ``r`` at a state and, on first use, the Jacobian ``J`` there: the state a
-    converged run ends on, or a rejected LM trial, never needs its Jacobian."""
-
-    def __init__(self, prob: _Problem, e: Tensor, Xj: Tensor, r: Tensor):
-        self.prob, self.e, self.Xj, self.r = prob, e, Xj, r
-        self._J: BlockSparseJacobian | None = None
-
-    def cost(self, kernel: RobustKernel) -> float:
-        """The robust cost ``0.5 sum rho(|r|^2)`` at this state."""
-        return 0.5 * float(kernel.rho(self.r.square().sum(-1)).sum())
-
-    @property
-    def J(self) -> BlockSparseJacobian:
-        if self._J is None:
-            Ji, Jj = self.prob.residual.jacobians_at(self.e, self.Xj, self.prob.L)
-            self._J = BlockSparseJacobian(torch.stack((Ji, Jj), 1), self.prob.pattern)
-        return self._J
-
-
-class _Problem:
-    """The linearization machinery for one graph: pattern, damping slots, linear solver."""
-
-    def __init__(self, graph: PoseGraph, held: Tensor, solver: str):
-        self.graph, self.dim, self.t = graph, graph.dim, graph.tangent_dim
-        N = graph.num_poses
-        free_index = torch.full((N,), -1, dtype=torch.long, device=held.device)
-        free = ~held
-        free_index[free] = torch.arange(int(free.sum()), device=held.device)
-        self.free = free
-        self.pattern = BlockSparsePattern.from_index(free_index[graph.edges], int(free.sum()), self.t, self.t)
-        self.residual = graph.residual_function()
-        self.Z = graph.measurement_state().detach()
-        self.L = graph.sqrt_information.detach()
-        self.solver = solver
-        self.ldl = None
-
-    @cached_property
-    def diag_slots(self) -> Tensor:
-        """Where ``H``'s diagonal sits among its CSR values (Levenberg-Marquardt's damping; a
-        Gauss-Newton run never asks)."""
-        crow, col, _ = self.pattern._hessian_csr
-        rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow[1:] - crow[:-1])
-        return torch.nonzero(rows == col).squeeze(1)
-
-    def linearize(self, S: Tensor):
-        lin = self.evaluate(S)
-        return lin.r, lin.J
-
-    def evaluate(self, S: Tensor) -> _Linearization:
-        """The whitened residuals at ``S``; the Jacobian follows only if asked for."""
-        Xj = S[self.graph.edges[:, 1]]
-        e = self.residual.error(S[self.graph.edges[:, 0]], Xj, self.Z)
-        return _Linearization(self, e, Xj, whiten(e, self.L))
-
-    def solve(self, H: Tensor, g: Tensor, lam: float) -> Tensor:
-        vals = H.values()
-        if lam > 0:  # Marquardt: H + lam diag(H)
-            d = vals[self.diag_slots]
-            vals[self.diag_slots] = d + lam * d.clamp_min(1e-12)
-        b = -g.reshape(-1)
-        if self.solver == "cg":
-            x, _ = conjugate_gradient(H, b, block=self.t, tol=1e-12)
-            return x.view(-1, self.t)
-        if self.ldl is None:
-            self.ldl = MultifrontalCholesky(H, self.t) if self.solver == "multifrontal" else SparseLDL(H, self.t)
-        else:
-            self.ldl.refactor(H)
-        return self.ldl.solve(b).view(-1, self.t)
-
-    def retract(self, S: Tensor, delta: Tensor) -> Tensor:
-        out = S.clone()
-        if self.dim == 2:
-            out[self.free] = se2_compose(se2_exp(delta), S[self.free])
-        else:
-            out[self.free] = lie.se3_compose(lie.se3_exp(delta), S[self.free])
-        return out
-
-
 def optimize(graph: PoseGraph, config: PGOConfig | None = None) -> PGOResult:
     """Minimize ``0.5 * sum rho(r^T Omega r)`` over the poses of ``graph``.
 
@@ -252,171 +180,48 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
     S = initialize(graph, config.init)
     init_seconds = time.perf_counter() - t0
     held = _held(graph).to(S.device)
-    solver = config.linear_solver
-    if solver == "auto":
-        solver = "ldl" if S.device.type == "cpu" else "multifrontal"
-    prob = _Problem(graph, held, solver)
-    kernel = config.kernel
+    live = (graph.measurements.requires_grad or graph.sqrt_information.requires_grad) and torch.is_grad_enabled()
+    X = optim.Variable("SE2" if graph.dim == 2 else "SE3", S[None], fixed=held[None], name="poses")
+    data = (graph.measurement_state(), graph.sqrt_information)
+    edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges,
+                         data=data if live else tuple(d.detach() for d in data), kernel=config.kernel, name="edges")
     t1 = time.perf_counter()
-    with torch.no_grad():
-        lin = prob.evaluate(S)  # residuals (and, when a step needs it, the Jacobian) at S
-    cost = lin.cost(kernel)
-    initial_cost = cost
-    lam = config.lambda_initial if config.method == "lm" else 0.0
-    history, reason, converged, it = [], "max_iterations", False, 0
+    history = []
 
-    def report(rec: IterationRecord) -> None:
-        history.append(rec)
+    def report(rec: optim.IterationRecord) -> None:
+        step = IterationRecord(rec.iteration, float(rec.cost[0]), float(rec.damping[0]), float(rec.step_norm[0]),
+                               bool(rec.accepted[0]), rec.seconds)
+        history.append(step)
         if config.callback is not None:
-            config.callback(rec)
+            config.callback(step)
 
+    if config.max_iterations == 0:
+        with torch.no_grad():
+            initial_cost = _finite(graph, float(optim.Linearization(optim.Problem([X], [edges]), (X.value,)).cost()))
+        poses = graph.poses_from_state(S).detach()
+        return PGOResult(poses, graph.vertex_ids.clone(), initial_cost, initial_cost, 0, False, "max_iterations",
+                         (), init_seconds, time.perf_counter() - t1)
+    solver = "sparse" if config.linear_solver == "auto" else config.linear_solver
+    cfg = optim.SolverConfig(
+        trust_region=optim.TrustRegionConfig(method=config.method, lambda_initial=config.lambda_initial),
+        termination=optim.TerminationConfig(max_iterations=config.max_iterations,
+                                            absolute_tolerance=config.absolute_tolerance,
+                                            relative_tolerance=config.relative_tolerance,
+                                            step_tolerance=config.step_tolerance, gradient_tolerance=0.0),
+        backward="implicit", linear_solver=solver, cg_tolerance=config.cg_tolerance,
+        num_threads=torch.get_num_threads(), callback=report)  # optimize() has set them
+    result = optim.solve([X], [edges], cfg)
+    solve_seconds = time.perf_counter() - t1
+    initial_cost = _finite(graph, float(result.initial_cost[0]))
+    cost, reason = float(result.cost[0]), result.reason[0]
+    log.info("%s: cost %.9g -> %.9g in %d iterations (%s)", graph.name, initial_cost, cost, int(result.iterations[0]),
+             reason)
+    return PGOResult(graph.poses_from_state(result.values[0][0]), graph.vertex_ids.clone(), cost, initial_cost,
+                     int(result.iterations[0]), bool(result.converged[0]), reason, tuple(history), init_seconds,
+                     solve_seconds)
+
+
+def _finite(graph: PoseGraph, cost: float) -> float:
     if not math.isfinite(cost):
         raise PoseGraphError(f"{graph.name}: the initial cost is not finite ({cost}); check the measurements")
-    chord = False  # Gauss-Newton: the last factorization may serve the next step
-    with torch.no_grad():
-        while it < config.max_iterations:
-            if cost <= config.absolute_tolerance:
-                reason, converged = "absolute_tolerance", True
-                break
-            it += 1
-            r = lin.r
-            w = kernel.row_weights(r)
-            if chord:
-                chord = False
-                out = _chord_step(prob, lin, r, w, S, kernel, cost, config.relative_tolerance * max(cost, 1e-300))
-                if out is not None:
-                    S_new, lin_new, new_cost, step = out
-                    decrease = cost - new_cost
-                    small = abs(decrease) <= config.relative_tolerance * max(cost, 1e-300)
-                    if decrease > 0 or small:
-                        if decrease > 0:
-                            S, lin, cost = S_new, lin_new, new_cost
-                        report(IterationRecord(it, cost, lam, step, decrease > 0, time.perf_counter() - t1))
-                        if small:
-                            reason, converged = "relative_tolerance", True
-                            break
-                        continue  # the old model understated this step: the next one refactors
-                # the old factorization no longer fits: a full step from the same point
-            H, g = lin.J.normal_equations(r, w, opposite=True)  # between factors: J_i = -J_j
-            accepted, step = False, 0.0
-            for _ in range(12 if config.method == "lm" else 1):
-                try:
-                    delta = prob.solve(H if lam == 0 else _copy_csr(H), g, lam)
-                except (RuntimeError, ValueError, np.linalg.LinAlgError, torch.linalg.LinAlgError):
-                    delta = None
-                if delta is None or not torch.isfinite(delta).all():
-                    if config.method == "gn":
-                        break
-                    lam = max(lam * 10, 1e-6)
-                    continue
-                S_new = prob.retract(S, delta)
-                lin_new = prob.evaluate(S_new)
-                new_cost = lin_new.cost(kernel)
-                step = float(delta.norm())
-                if config.method == "gn" or new_cost < cost:
-                    accepted = math.isfinite(new_cost)
-                    break
-                lam = max(lam * 10, 1e-9)
-            report(IterationRecord(it, new_cost if accepted else cost, lam, step, accepted, time.perf_counter() - t1))
-            if not accepted:
-                reason = "singular_system" if config.method == "gn" else "no_decrease"
-                converged = config.method == "lm"  # LM: no damping reduces the cost any more
-                break
-            decrease = cost - new_cost
-            S, lin, prev, cost = S_new, lin_new, cost, new_cost
-            if config.method == "lm":
-                lam = max(lam / 10, 1e-12)
-            if abs(decrease) <= config.relative_tolerance * max(prev, 1e-300):
-                reason, converged = "relative_tolerance", True
-                break
-            if step <= config.step_tolerance:
-                reason, converged = "step_tolerance", True
-                break
-            chord = config.method == "gn" and prob.ldl is not None
-    solve_seconds = time.perf_counter() - t1
-    log.info("%s: cost %.9g -> %.9g in %d iterations (%s)", graph.name, initial_cost, cost, it, reason)
-    poses = graph.poses_from_state(S).detach()
-    live = (graph.measurements.requires_grad or graph.sqrt_information.requires_grad) and torch.is_grad_enabled()
-    if live:  # gradients are as exact as the optimum: polish it past what the cost can resolve first
-        with torch.no_grad():
-            S = _polish(prob, S, kernel)
-        poses = graph.poses_from_state(_with_gradients(graph, S, held, kernel, converged, prob))
-    return PGOResult(poses, graph.vertex_ids.clone(), cost, initial_cost, it, converged,
-                     reason, tuple(history), init_seconds, solve_seconds)
-
-
-def _polish(prob: _Problem, S: Tensor, kernel: RobustKernel, steps: int = 2) -> Tensor:
-    """Up to ``steps`` Gauss-Newton steps from a converged ``S``: the cost stops resolving progress
-    near ~1e-9 of the poses, the gradient does not, and the implicit derivative is taken at the
-    optimum (each step roughly squares the remaining error)."""
-    for _ in range(steps):
-        lin = prob.evaluate(S)
-        r = lin.r
-        w = kernel.row_weights(r)
-        H, g = lin.J.normal_equations(r, w, opposite=True)
-        if float(g.abs().max()) <= 1e-13 * max(1.0, float(r.abs().max())):
-            break
-        try:
-            delta = prob.solve(H, g, 0.0)
-        except (RuntimeError, ValueError, np.linalg.LinAlgError, torch.linalg.LinAlgError):
-            break
-        if not torch.isfinite(delta).all():
-            break
-        S = prob.retract(S, delta)
-    return S
-
-
-def _with_gradients(graph: PoseGraph, S: Tensor, held: Tensor, kernel: RobustKernel, converged: bool,
-                    prob: _Problem) -> Tensor:
-    """The optimized state, differentiable with respect to the graph's measurements and
-    information (square roots): the implicit function theorem at the optimum, on the solver
-    engine (:func:`robojac.optim.attach_gradients`; one large sparse problem: conjugate gradients
-    on the exact Hessian, preconditioned by the Gauss-Newton factorization).  FIXed poses (and
-    the gauge) get no gradient; an optimization that did not converge passes zero gradient."""
-    kind = "SE2" if graph.dim == 2 else "SE3"
-    X = optim.Variable(kind, S.detach()[None], fixed=held[None], name="poses")
-    edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges,
-                         data=(graph.measurement_state(), graph.sqrt_information), kernel=kernel, name="edges")
-    done = torch.tensor([converged], device=S.device)
-    free = (~held).repeat_interleave(graph.tangent_dim)
-
-    def precondition(r: Tensor) -> Tensor:  # the last Gauss-Newton factorization (free poses only)
-        out = r.clone()
-        out[free] = prob.ldl.solve(r[free])
-        return out
-
-    (out,) = optim.attach_gradients([X], [edges], (S.detach()[None],), done,
-                                    preconditioner=precondition if prob.ldl is not None else None)
-    return out[0]
-
-
-def _chord_step(prob: _Problem, lin: _Linearization, r: Tensor, w: Tensor | None, S: Tensor, kernel: RobustKernel,
-                cost: float, tolerance: float):
-    """A Gauss-Newton step through the previous iteration's factorization (no new normal
-    equations, no refactorization), taken only to confirm convergence: ``(S, linearization,
-    cost, step norm)`` there, or ``None`` when the old quadratic model promises a decrease
-    above ``tolerance`` (``-g^T delta / 2``: not converged yet, so a full step follows) or the
-    step is not finite.
-
-    Near the optimum ``J^T W J`` hardly changes from one iteration to the next and the last
-    factor solves this one's system almost exactly, so the step that confirms convergence (the
-    last of every run) costs one solve instead of new normal equations and a factorization.
-    The caller stops only when the actual decrease is below the tolerance as well.
-    """
-    g = lin.J.rmatvec(r if w is None else w[:, None] * r)
-    delta = prob.ldl.solve(-g.reshape(-1)).view(-1, prob.t)
-    predicted = -0.5 * float((g * delta).sum())
-    if not math.isfinite(predicted) or predicted > tolerance:
-        return None
-    S_new = prob.retract(S, delta)
-    lin_new = prob.evaluate(S_new)
-    new_cost = lin_new.cost(kernel)
-    if not math.isfinite(new_cost):
-        return None
-    return S_new, lin_new, new_cost, float(delta.norm())
-
-
-def _copy_csr(H: Tensor) -> Tensor:
-    return torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), H.values().clone(), H.shape, device=H.device,
-                                   check_invariants=False)
-
+    return cost
