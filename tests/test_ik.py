@@ -98,6 +98,33 @@ def test_unreachable_targets_fail_gracefully_in_a_mixed_batch(device):
     assert bool(arm.within_limits(result.q).all())
 
 
+def test_results_speak_the_engines_vocabulary(device):
+    """cost, reason and history, on a (2, 3) batch of four reachable targets and two 5 m out of
+    reach: the cost equals 0.5 |e|^2 recomputed from the returned q with numpy and scipy (the
+    weighted position and rotation-vector errors), the reachable ones stop at the tolerance, the
+    others because their rounds stopped improving, and the best cost per round never rises."""
+    from scipy.spatial.transform import Rotation
+
+    arm = sample_arm().to(device)
+    q = arm.random_configuration(4, generator=torch.Generator().manual_seed(3))
+    X = arm.forward_kinematics(q, "tool").tensor()
+    far = X[:2].clone()
+    far[:, 0] += 5.0
+    target = torch.cat((X, far)).reshape(2, 3, 7)
+    cfg = ik.IKConfig()
+    result = ik.solve(arm, pp.SE3(target), config=cfg)
+    assert result.reason == ("tolerance",) * 4 + ("no_progress",) * 2
+    assert result.cost.shape == (2, 3) and result.history.shape[1:] == (2, 3) and result.history.shape[0] >= cfg.patience
+    M = arm.forward_kinematics(result.q, "tool").matrix().reshape(6, 4, 4).double().cpu().numpy()
+    T = pp.SE3(target.reshape(6, 7)).matrix().double().cpu().numpy()
+    pe = np.linalg.norm(M[:, :3, 3] - T[:, :3, 3], axis=1)
+    re = np.linalg.norm(Rotation.from_matrix(np.einsum("nji,njk->nik", T[:, :3, :3], M[:, :3, :3])).as_rotvec(), axis=1)
+    expected = 0.5 * ((cfg.position_weight * pe) ** 2 + (cfg.orientation_weight * re) ** 2)
+    assert np.allclose(result.cost.reshape(6).cpu().numpy(), expected, rtol=1e-6, atol=1e-12)
+    h = result.history.reshape(len(result.history), 6)
+    assert bool((h[1:] <= h[:-1]).all()) and float(h[-1, 4:].min()) > 9.0
+
+
 def test_limits_hold_for_targets_at_the_edge(device):
     arm = sample_arm().to(device)
     lo, hi = arm.joint_limits

@@ -117,7 +117,15 @@ class IKResult:
     ``pos_err`` (m) and ``rot_err`` (rad): the errors of the returned ``q`` (recomputed in
     float64 after rounding to the target's dtype); ``converged``: both below the tolerances and
     ``q`` inside the joint limits; ``iterations``: the steps spent on the returned solution
-    (over all its rounds).
+    (over all its rounds).  In the solver engine's vocabulary (:class:`robojac.optim.SolveResult`):
+
+    * ``cost``: ``0.5 |e|^2`` of the returned ``q``, ``e = [w_p (p* - p); w_o Log(R* R^T)]``;
+    * ``reason`` (one per target, in the targets' flattened order): ``"tolerance"`` (converged),
+      ``"no_progress"`` (``patience`` rounds ended within 5% of the best error: the closest pose
+      of an unreachable target), ``"max_rounds"`` (the rounds ran out) or ``"no_moving_joints"``
+      (no joint moves the frame, and it is not at the target);
+    * ``history`` ``(rounds, *batch)``: the best cost after each round (a round runs a target's
+      restarts together; a target already solved keeps its cost).
     """
 
     q: Tensor
@@ -125,6 +133,9 @@ class IKResult:
     pos_err: Tensor
     rot_err: Tensor
     iterations: Tensor
+    cost: Tensor
+    reason: tuple[str, ...]
+    history: Tensor
 
 
 _DEFAULT = IKConfig()
@@ -316,6 +327,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     done = np.zeros(B, dtype=bool)
     iters = np.zeros(B, dtype=np.int64)
     stalled = np.zeros(B, dtype=np.int64)
+    history = []
     for rnd in range(cfg.rounds):
         todo = np.nonzero(~done)[0]
         n = todo.size
@@ -367,6 +379,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         best_q[chosen], best_score[chosen], best_pe[chosen], best_re[chosen] = q[pick], cand[better], pe[pick], re[pick]
         iters[todo] += it.reshape(n, R)[first, k]
         done[todo] = ok.reshape(n, R).any(1) | (stalled[todo] >= cfg.patience)
+        history.append(_cost(best_pe, best_re, cfg))
     q = _returned(chain, best_q, dt, dev)
     if numpy_ok:  # measure the returned q in float64 on the same path
         q64 = q.double().numpy()
@@ -377,13 +390,19 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         lo, hi, _ = _limits(chain, torch.float64, dev, True)
         ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & ((q64 >= lo) & (q64 <= hi)).all(-1)
         np_dt = np.float32 if dt == torch.float32 else np.float64  # others (half precisions) by .to() below
+        cost = torch.from_numpy(_cost(pe, re, cfg).astype(np_dt))  # in numpy: a lone target is latency-bound
         ok, pe, re = torch.from_numpy(ok), torch.from_numpy(pe.astype(np_dt)), torch.from_numpy(re.astype(np_dt))
+        solved = ok.numpy()
     else:
         X = chain.forward_kinematics(q.double(), frame).tensor()
         _, pe, re = pose_errors(X, flat.double(), position_only)
         ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
+        cost, solved = _cost(pe, re, cfg), ok.cpu().numpy()
+    why = np.where(solved, "tolerance", np.where(stalled >= cfg.patience, "no_progress", "max_rounds"))
+    history = torch.from_numpy(np.stack(history)).to(dtype=dt, device=dev).reshape((len(history),) + batch)
     return IKResult(q.reshape(batch + (dof,)), ok.reshape(batch), pe.to(dt).reshape(batch), re.to(dt).reshape(batch),
-                    torch.from_numpy(iters).to(dev).reshape(batch))
+                    torch.from_numpy(iters).to(dev).reshape(batch), cost.to(dt).reshape(batch), tuple(why.tolist()),
+                    history)
 
 
 def _without_steps(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
@@ -400,8 +419,15 @@ def _without_steps(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch:
     X = chain.forward_kinematics(q.double(), frame).tensor()
     _, pe, re = pose_errors(X, flat.double(), position_only)
     ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())
+    reason = tuple("tolerance" if good else "no_moving_joints" for good in ok.tolist())
     return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch),
-                    re.to(dt).reshape(batch), torch.zeros(B, dtype=torch.long, device=dev).reshape(batch))
+                    re.to(dt).reshape(batch), torch.zeros(B, dtype=torch.long, device=dev).reshape(batch),
+                    _cost(pe, re, cfg).to(dt).reshape(batch), reason, pe.new_zeros((0,) + batch, dtype=dt))
+
+
+def _cost(pe, re, cfg: IKConfig):
+    """``0.5 |e|^2`` of the weighted pose error from its position and rotation parts (numpy or torch)."""
+    return 0.5 * ((cfg.position_weight * pe) ** 2 + (cfg.orientation_weight * re) ** 2)
 
 
 def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, distance) -> np.ndarray:
