@@ -188,6 +188,10 @@ def test_no_grad_costs_nothing_extra_and_bad_configs_are_refused(device):
                          (lambda: optim.TerminationConfig(max_iterations=2.5), "max_iterations"),
                          (lambda: optim.TerminationConfig(gradient_tolerance=-1), "gradient_tolerance"),
                          (lambda: optim.SolverConfig(backward="adjoint"), "backward"),
+                         (lambda: optim.SolverConfig(linear_solver="qr"), "linear_solver"),
+                         (lambda: optim.SolverConfig(cg_tolerance=0.0), "cg_tolerance"),
+                         (lambda: optim.SolverConfig(num_threads=0), "num_threads"),
+                         (lambda: optim.SolverConfig(callback="print"), "callback: expected a callable"),
                          (lambda: optim.Variable("SE4", torch.zeros(1, 1, 7)), "kind: expected one of"),
                          (lambda: optim.Variable("SE3", torch.zeros(1, 7)), r"expected shape \(B, N, 7\)"),
                          (lambda: optim.Factor(point_to_point, [X], index=[[3]]), "outside")):
@@ -337,3 +341,49 @@ def test_sparse_system_equals_the_dense_normal_equations(device):
     assert H.shape == (pb.size, pb.size) and bool((col[1:] > col[:-1])[~row_end[:-1]].all())  # sorted rows (LDL^T needs them)
     assert max_err(H.to_dense(), H_dense[0]) < 1e-12 * float(H_dense.abs().max())
     assert max_err(grad, g_dense[0]) < 1e-12 * float(g_dense.abs().max())
+
+
+def test_callback_records_every_iteration_as_the_history_does(device):
+    """The callback's records are the history's rows (cost, damping, acceptance), one per
+    iteration, with the step norms and growing times; initial_cost is the cost at the start."""
+    _, p, q = _pairs(3, 12, 0.01, device)
+    X, f = _pose_problem(p, q)
+    records = []
+    r = optim.solve([X], [f], optim.SolverConfig(callback=records.append))
+    start = optim.Linearization(optim.Problem([X], [f]), (X.value,)).cost()
+    assert max_err(r.initial_cost, start) == 0.0 and bool((r.cost < r.initial_cost).all())
+    assert [rec.iteration for rec in records] == list(range(1, len(r.history.cost) + 1))
+    assert len(records) == int(r.iterations.max())
+    for k, rec in enumerate(records):
+        assert rec.cost.shape == rec.step_norm.shape == (3,)
+        assert max_err(rec.cost, r.history.cost[k]) == 0.0 and max_err(rec.damping, r.history.damping[k]) == 0.0
+        assert bool((rec.accepted == r.history.accepted[k]).all())
+    assert all(b.seconds >= a.seconds for a, b in zip(records, records[1:]))
+    assert float(records[0].step_norm.min()) > 0
+
+
+@pytest.mark.parametrize("solver", ["multifrontal", "cg"])
+def test_sparse_solvers_by_name_reach_the_same_answer(solver, device):
+    """One large problem through LDL^T, the multifrontal Cholesky and conjugate gradients: the
+    same optimum; Gauss-Newton's chord step confirms convergence through the last factorization."""
+    from robojac.jacobian import SE3BetweenResidual
+
+    g = torch.Generator().manual_seed(8)
+    N = 80
+    truth = lie.se3_exp(torch.randn(N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    i = torch.arange(N - 1, device=device)
+    edges = torch.cat((torch.stack((i, i + 1), 1), torch.stack((i[:-5], i[:-5] + 5), 1)))
+    noise = lie.se3_exp(0.02 * torch.randn(len(edges), 6, generator=g, dtype=torch.float64, device="cpu").to(device))
+    Z = lie.se3_compose(lie.se3_compose(lie.se3_inverse(truth[edges[:, 0]]), truth[edges[:, 1]]), noise)
+    start = lie.se3_compose(lie.se3_exp(0.1 * torch.randn(N, 6, generator=g, dtype=torch.float64, device="cpu").to(device)), truth)
+    out = {}
+    for name in ("ldl", solver):
+        X = optim.Variable("SE3", start[None].clone(), fixed=torch.arange(N, device=device) == 0)
+        f = optim.Factor(SE3BetweenResidual(), [X, X], edges, data=[Z])
+        cfg = optim.SolverConfig(trust_region=optim.TrustRegionConfig(method="gn"), linear_solver=name,
+                                 termination=optim.TerminationConfig(relative_tolerance=1e-10))
+        out[name] = optim.solve([X], [f], cfg)
+    a, b = out["ldl"], out[solver]
+    assert bool(a.converged.all()) and bool(b.converged.all())
+    assert abs(float(a.cost) - float(b.cost)) < 1e-9 * float(a.cost)
+    assert max_err(a.values[0], b.values[0]) < 1e-6

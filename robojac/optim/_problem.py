@@ -33,7 +33,11 @@ class Factor:
     * ``kernel``: a robust kernel on each factor's squared residual norm (IRLS).
 
     A residual object with ``value_and_jacobians(*X, *data) -> (r, (J_1, ..., J_K))``, blocks
-    ``(B, F, m, t_k)`` in left-tangent coordinates, is used as is (the closed form).
+    ``(B, F, m, t_k)`` in left-tangent coordinates, is used as is (the closed form).  Two optional
+    declarations make a closed form cheaper on the engine: ``linearize(*X, *data) -> (r, later)``
+    with ``later()`` giving the blocks (computed only where a step uses them), and
+    ``opposite_jacobians = True`` for two slots with ``J_1 = -J_2`` (a between factor: one
+    ``t x t`` product per factor in a sparse system).
     """
 
     def __init__(self, residual: Callable, variables: Sequence[Variable], index=None, *, data: Sequence[Tensor] = (),

@@ -1,0 +1,121 @@
+"""A/B: this working tree against an earlier revision, in alternating processes.
+
+"Nothing gets slower" is checked this way: the revision is checked out into a temporary git
+worktree, and each round runs the case once with it and once with this tree, each in a fresh
+process (the same cache, load and thread settings for both), then the medians over the rounds
+are compared.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/ab.py --against HEAD~1 --case posegraph [--rounds 3]
+
+Cases: ``posegraph`` (``posegraph.optimize``, GN and LM from the chordal start, on the
+repository's graphs: time, iterations, cost, reason) and ``ik`` (10,000 Panda targets in
+float32, and a lone target's latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+GRAPHS = ["parking-garage", "sphere2500", "intel", "manhattan", "kitti_00", "MIT", "smallGrid3D", "ais2klinik"]
+
+
+def case_posegraph(calls: int) -> dict:
+    from robojac import data
+    from robojac.posegraph import PGOConfig, optimize, read_g2o
+
+    out = {}
+    for name in GRAPHS:
+        g = read_g2o(data.path(f"posegraph/{name}.g2o.gz"))
+        for method in ("gn", "lm"):
+            optimize(g, PGOConfig(method=method))  # warm-up
+            ts = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                r = optimize(g, PGOConfig(method=method))
+                ts.append(time.perf_counter() - t0)
+            out[f"{name} {method}"] = [statistics.median(ts), f"{r.iterations} it, {r.cost:.10g}, {r.reason}"]
+    return out
+
+
+def case_ik(calls: int) -> dict:
+    import torch
+
+    from robojac import Chain, data, ik
+
+    panda = Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
+    X = panda.forward_kinematics(panda.random_configuration(10000, generator=torch.Generator().manual_seed(0)),
+                                 "panda_hand")
+    for k in range(3):
+        ik.solve(panda, X[k])
+    ts = []
+    for k in range(400):
+        t0 = time.perf_counter()
+        ik.solve(panda, X[k])
+        ts.append(time.perf_counter() - t0)
+    out = {"lone target": [statistics.median(ts), ""]}
+    Xf = X.float()
+    ik.solve(panda, Xf)
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        r = ik.solve(panda, Xf)
+        ts.append(time.perf_counter() - t0)
+    out["10,000 targets, float32"] = [statistics.median(ts), f"success {float(r.converged.float().mean()):.4f}"]
+    return out
+
+
+CASES = {"posegraph": case_posegraph, "ik": case_ik}
+
+
+def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:
+    """The case in a fresh process importing robojac from ``tree``."""
+    code = (f"import sys, json; sys.path.insert(0, {str(tree)!r}); sys.path.insert(1, {str(ROOT / 'benchmarks')!r}); "
+            f"import ab; print(json.dumps(ab.CASES[{case!r}]({calls})))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir())
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _util import describe_machine, fmt_time, table
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--against", required=True, help="the earlier revision (a commit, tag or HEAD~N)")
+    ap.add_argument("--case", choices=sorted(CASES), required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=5, help="calls per process, after a warm-up")
+    args = ap.parse_args()
+    print(describe_machine(), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = pathlib.Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(base), args.against],
+                       check=True, capture_output=True)
+        try:
+            runs = {"before": [], "after": []}
+            for k in range(args.rounds):
+                runs["before"].append(run_in(base, args.case, args.calls))
+                runs["after"].append(run_in(ROOT, args.case, args.calls))
+                print(f"round {k + 1}/{args.rounds} done", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
+    rows = []
+    for key in runs["after"][0]:
+        b = statistics.median(r[key][0] for r in runs["before"])
+        a = statistics.median(r[key][0] for r in runs["after"])
+        rows.append([key, fmt_time(b), runs["before"][0][key][1], fmt_time(a), runs["after"][0][key][1], f"{a / b:.2f}x"])
+    print()
+    print(table(["case", f"before ({args.against})", "answer before", "after (this tree)", "answer after",
+                 "after / before"], rows))
+
+
+if __name__ == "__main__":
+    main()
