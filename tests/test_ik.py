@@ -564,3 +564,26 @@ def test_a_target_without_grad_costs_nothing_extra(device):
     target = arm.forward_kinematics(arm.random_configuration(4), frame="tool")
     r = ik.solve(arm, target)
     assert not r.q.requires_grad and r.q.grad_fn is None
+
+
+@pytest.mark.parametrize("position_only", [False, True])
+def test_the_target_factor_jacobian_equals_automatic_differentiation(position_only, device):
+    """The implicit backward's Gauss-Newton Hessian comes from the target factor's closed-form
+    Jacobian (the chain's geometric one and Jr^-1 of the rotation error); away from the solution
+    (errors of ~1 rad) it equals forward-mode differentiation of the factor's own residual."""
+    from robojac.ik._solve import _TargetResidual
+    from robojac.jacobian import batch_jacobian
+
+    panda = _chain("panda.urdf", "panda_hand").to(device)
+    g = torch.Generator().manual_seed(21)
+    q = panda.random_configuration(5, generator=g)
+    target = panda.forward_kinematics(panda.random_configuration(5, generator=g), "panda_hand").tensor()
+    if position_only:
+        target = target[:, :3]
+    drive = torch.arange(7, device=device)  # the arm's joints; the fingers stay
+    w = torch.tensor([1.0] * 3 + ([] if position_only else [0.35] * 3), dtype=torch.float64, device=device)
+    f = _TargetResidual(panda, "panda_hand", q, drive, w, position_only)
+    r, (J,) = f.value_and_jacobians(q[:, None, :7], target[:, None])
+    auto = batch_jacobian(lambda Q: f(Q[:, None], target[:, None])[:, 0], q[:, :7].clone())
+    assert max_err(r[:, 0], f(q[:, None, :7], target[:, None])[:, 0]) < 1e-14
+    assert max_err(J[:, 0], auto) < 1e-10

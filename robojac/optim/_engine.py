@@ -237,7 +237,8 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
 
 
 def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], values: Sequence[Tensor],
-                     converged: Tensor, *, damping: float = 0.0, preconditioner=None) -> tuple[Tensor, ...]:
+                     converged: Tensor, *, damping: float = 0.0, preconditioner=None,
+                     hessian: Literal["exact", "gauss_newton"] = "exact") -> tuple[Tensor, ...]:
     """``values``, a minimum of the problem found by any solver, with gradients attached: the
     implicit function theorem at that minimum, with respect to the factor data that require grad
     (as :func:`solve` gives with ``backward="implicit"``).  This is how a solver with its own
@@ -250,15 +251,23 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
 
     ``preconditioner``: for one large problem, a function applying the inverse of the
     Gauss-Newton Hessian at the answer (the solver's last factorization), reused instead of
-    factoring again: the backward is then conjugate gradients on the exact Hessian's products."""
+    factoring again: the backward is then conjugate gradients on the exact Hessian's products.
+
+    ``hessian="gauss_newton"`` takes ``J^T W J`` for the Hessian, dropping the residuals'
+    second-order terms: exact where the residuals vanish at the answer (a problem that converges
+    only when its residual is at its tolerance, as IK's reached targets do, whose answer is itself
+    that far from the exact zero), and one Jacobian instead of ``n`` Hessian-vector products
+    (dense problems only)."""
     problem = Problem(variables, factors)
     thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
     values = tuple(values)
     if not thetas or not torch.is_grad_enabled():
         return values
     check_real("attach_gradients", "damping", damping)
+    check_choice("attach_gradients", "hessian", hessian, ("exact", "gauss_newton"))
     context = _Context(problem, values, converged, float(damping))
     context.preconditioner = preconditioner
+    context.gauss_newton = hessian == "gauss_newton"
     return tuple(_Implicit.apply(context, *thetas))
 
 
@@ -531,6 +540,7 @@ class _Context:
     def __init__(self, problem: Problem, values: tuple[Tensor, ...], converged: Tensor, damping: float):
         self.problem, self.values, self.converged, self.damping = problem, values, converged, damping
         self.preconditioner = None
+        self.gauss_newton = False  # the Hessian of the backward: the exact one, or J^T W J
 
 
 DENSE_MAX = 256  # tangent size up to which the implicit backward forms the exact Hessian densely
@@ -640,7 +650,11 @@ class _Implicit(torch.autograd.Function):
                                     ctx.context.preconditioner).detach()
                 info = torch.zeros(1, dtype=torch.int32, device=lam.device)
             else:
-                H = hold_fixed(_dense_hessian(grad, delta, n), held)
+                if ctx.context.gauss_newton:
+                    with torch.no_grad():
+                        H = Linearization(problem, values).normal_equations()[0]
+                else:
+                    H = hold_fixed(_dense_hessian(grad, delta, n), held)
                 if damping:
                     H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
                 lam, info = torch.linalg.solve_ex(H, gbar.detach())
