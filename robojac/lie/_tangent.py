@@ -98,61 +98,56 @@ def _so3_P(q: Tensor) -> Tensor:
     return (2.0 / (q * q).sum(-1))[..., None, None] * P
 
 
+def _blocks(X: Tensor, rows) -> Tensor:
+    """A ``(..., R, C)`` matrix from rows of blocks ``(..., r, c)``; an ``(r, c)`` tuple is a zero block."""
+    zero = lambda shape: X.new_zeros(X.shape[:-1] + shape)  # noqa: E731
+    return torch.cat([torch.cat([zero(b) if isinstance(b, tuple) else b for b in row], -1) for row in rows], -2)
+
+
+def _group_of(X: Tensor, group: str | GroupSpec) -> tuple[Tensor, GroupSpec]:
+    g = group if isinstance(group, GroupSpec) else group_spec(group)
+    X = X.tensor() if isinstance(X, pp.LieTensor) else X
+    _check_last(X, g)
+    return X, g
+
+
 def raw_from_tangent(X: Tensor, group: str | GroupSpec) -> Tensor:
     """``M(X)``: stored-number change per unit left-tangent step, shape ``(..., raw, dof)``.
 
     ``X`` holds stored numbers (a plain tensor or a LieTensor) with last dimension
     ``group.raw_dim``.
     """
-    g = group if isinstance(group, GroupSpec) else group_spec(group)
-    X = X.tensor() if isinstance(X, pp.LieTensor) else X
-    _check_last(X, g)
+    X, g = _group_of(X, group)
     if g.name == "SO3":
         return _so3_M(X)
-    if g.name == "SE3":
+    if g.name == "SE3":  # t' = t + rho + phi x t, q' = Exp(phi) q
         t, q = X[..., :3], X[..., 3:]
-        top = torch.cat((_eye(3, t), -skew(t)), dim=-1)
-        bottom = torch.cat((X.new_zeros(X.shape[:-1] + (4, 3)), _so3_M(q)), dim=-1)
-        return torch.cat((top, bottom), dim=-2)
+        return _blocks(X, [[_eye(3, t), -skew(t)], [(4, 3), _so3_M(q)]])
     if g.name == "RxSO3":
         q, s = X[..., :4], X[..., 4:]
-        top = torch.cat((_so3_M(q), X.new_zeros(X.shape[:-1] + (4, 1))), dim=-1)
-        bottom = torch.cat((X.new_zeros(X.shape[:-1] + (1, 3)), s.unsqueeze(-1)), dim=-1)
-        return torch.cat((top, bottom), dim=-2)
+        return _blocks(X, [[_so3_M(q), (4, 1)], [(1, 3), s.unsqueeze(-1)]])
     # Sim3: t' = t + rho + phi x t + sigma t, q' = Exp(phi) q, s' = s (1 + sigma)
     t, q, s = X[..., :3], X[..., 3:7], X[..., 7:]
-    top = torch.cat((_eye(3, t), -skew(t), t.unsqueeze(-1)), dim=-1)
-    mid = torch.cat((X.new_zeros(X.shape[:-1] + (4, 3)), _so3_M(q), X.new_zeros(X.shape[:-1] + (4, 1))), dim=-1)
-    bottom = torch.cat((X.new_zeros(X.shape[:-1] + (1, 6)), s.unsqueeze(-1)), dim=-1)
-    return torch.cat((top, mid, bottom), dim=-2)
+    return _blocks(X, [[_eye(3, t), -skew(t), t.unsqueeze(-1)], [(4, 3), _so3_M(q), (4, 1)], [(1, 6), s.unsqueeze(-1)]])
 
 
 def tangent_from_raw(X: Tensor, group: str | GroupSpec) -> Tensor:
     """``P(X)``: left-tangent change per stored-number change, shape ``(..., dof, raw)``."""
-    g = group if isinstance(group, GroupSpec) else group_spec(group)
-    X = X.tensor() if isinstance(X, pp.LieTensor) else X
-    _check_last(X, g)
+    X, g = _group_of(X, group)
     if g.name == "SO3":
         return _so3_P(X)
-    if g.name == "SE3":
+    if g.name == "SE3":  # phi = P_q dq, rho = dt + [t]x phi
         t, q = X[..., :3], X[..., 3:]
         Pq = _so3_P(q)
-        top = torch.cat((_eye(3, t), skew(t) @ Pq), dim=-1)
-        bottom = torch.cat((X.new_zeros(X.shape[:-1] + (3, 3)), Pq), dim=-1)
-        return torch.cat((top, bottom), dim=-2)
+        return _blocks(X, [[_eye(3, t), skew(t) @ Pq], [(3, 3), Pq]])
     if g.name == "RxSO3":
         q, s = X[..., :4], X[..., 4:]
-        top = torch.cat((_so3_P(q), X.new_zeros(X.shape[:-1] + (3, 1))), dim=-1)
-        bottom = torch.cat((X.new_zeros(X.shape[:-1] + (1, 4)), (1.0 / s).unsqueeze(-1)), dim=-1)
-        return torch.cat((top, bottom), dim=-2)
+        return _blocks(X, [[_so3_P(q), (3, 1)], [(1, 4), (1.0 / s).unsqueeze(-1)]])
     # Sim3: sigma = ds / s, phi = P_q dq, rho = dt + [t]x phi - t sigma
     t, q, s = X[..., :3], X[..., 3:7], X[..., 7:]
     Pq = _so3_P(q)
     inv_s = (1.0 / s).unsqueeze(-1)
-    top = torch.cat((_eye(3, t), skew(t) @ Pq, -t.unsqueeze(-1) * inv_s), dim=-1)
-    mid = torch.cat((X.new_zeros(X.shape[:-1] + (3, 3)), Pq, X.new_zeros(X.shape[:-1] + (3, 1))), dim=-1)
-    bottom = torch.cat((X.new_zeros(X.shape[:-1] + (1, 7)), inv_s), dim=-1)
-    return torch.cat((top, mid, bottom), dim=-2)
+    return _blocks(X, [[_eye(3, t), skew(t) @ Pq, -t.unsqueeze(-1) * inv_s], [(3, 3), Pq, (3, 1)], [(1, 7), inv_s]])
 
 
 def retract_first_order(X: Tensor, d: Tensor, group: str | GroupSpec) -> Tensor:
