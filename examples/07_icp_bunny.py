@@ -15,16 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from robojac import data, viz  # noqa: E402
+from robojac import data, lie, viz  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf  # noqa: E402
-from robojac.lie import _ops as ops  # noqa: E402
 
 
 
 def pose_error(T, T_gt) -> tuple[float, float]:
     """(degrees, millimetres) between two 4x4 transforms."""
     E = torch.linalg.inv(T_gt) @ T
-    angle = float(ops.so3_log(ops.matrix_to_quat(E[:3, :3])).norm())
+    angle = float(lie.so3_log(lie.matrix_to_quat(E[:3, :3])).norm())
     return math.degrees(angle), float(E[:3, 3].norm()) * 1000
 
 
@@ -50,7 +49,7 @@ def main(folder: pathlib.Path, out: pathlib.Path) -> None:
 
     # a wide initial error: restarts in one batch
     angle = math.radians(80)
-    init = T_gt @ ops.se3_to_matrix(torch.tensor([0, 0, 0, math.sin(angle / 2), 0, 0, math.cos(angle / 2)], dtype=torch.float64))
+    init = T_gt @ lie.se3_to_matrix(torch.tensor([0, 0, 0, math.sin(angle / 2), 0, 0, math.cos(angle / 2)], dtype=torch.float64))
     plain = align(src, tgt, init=init, config=ICPConfig(voxel_size=0.003, max_correspondence_distance=0.02))
     wide = align(src, tgt, init=init, config=ICPConfig(voxel_size=0.003, levels=(4, 1), max_correspondence_distance=0.02, restarts=8))
     print(f"  from 80 deg off: plain GICP {pose_error(plain.matrix(), T_gt)[0]:.2f} deg; "

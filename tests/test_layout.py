@@ -72,3 +72,22 @@ def test_nothing_below_imports_viz_or_cli():
             continue
         text = path.read_text()
         assert "import viz" not in text and "from ..viz" not in text and "from ..cli" not in text, path
+
+
+def test_examples_use_public_names_only():
+    """The examples are what users copy: they import robojac through its public names only."""
+    bad = []
+    for path in sorted((ROOT.parent / "examples").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("robojac"):
+                mods = node.module.split(".")
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                mods = [p for a in node.names if a.name.startswith("robojac") for p in a.name.split(".")]
+                names = []
+            else:
+                continue
+            private = [m for m in mods + names if m.startswith("_")]
+            if private:
+                bad.append(f"{path.name}:{node.lineno}: {', '.join(private)}")
+    assert not bad, "private names in examples: " + "; ".join(bad)
