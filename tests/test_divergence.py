@@ -19,7 +19,7 @@ def _reference(net, x):
     return torch.stack([torch.autograd.functional.jacobian(lambda z: net(z[None])[0], xi) for xi in x])
 
 
-@pytest.mark.parametrize("strategy", ["forward-mode", "reverse-mode"])
+@pytest.mark.parametrize("strategy", ["forward-mode", "forward-stacked", "reverse-mode"])
 @pytest.mark.parametrize("chunk_size", [None, 5])
 def test_batch_jacobian_of_a_k_d1_d2_d3_function(strategy, chunk_size, device):
     net = _net(device)
@@ -33,7 +33,7 @@ def test_batch_jacobian_of_a_shape_changing_function(device):
     W = torch.randn(5, 3, dtype=torch.float64, device=device)
     f = lambda x: torch.tanh(x @ W.T)  # noqa: E731  (k, 3) -> (k, 5)
     x = torch.randn(4, 3, dtype=torch.float64, device=device)
-    for s in ("forward-mode", "reverse-mode"):
+    for s in ("forward-mode", "forward-stacked", "reverse-mode"):
         J = batch_jacobian(f, x, strategy=s)
         ref = torch.stack([torch.autograd.functional.jacobian(lambda z: f(z[None])[0], xi) for xi in x])
         assert J.shape == (4, 5, 3) and max_err(J, ref) < 1e-14
@@ -74,3 +74,21 @@ def test_divergence_bad_input(device):
         batch_jacobian(lambda x: x.sum(0), torch.randn(2, 3, device=device))
     with pytest.raises(ValueError, match="num_samples: expected a positive int"):
         divergence(f, torch.randn(2, 3, device=device), method="hutchinson", num_samples=0)
+
+
+def test_batch_jacobian_with_per_sample_data(device):
+    """``args`` are held per-sample data: every strategy gives the Jacobian in ``x`` alone, and the
+    stacked one refuses a function that is not sample-wise (a sum over the batch), naming why."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
+    a = torch.randn(6, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
+    idx = torch.tensor([0, 2, 1, 0, 1, 2], device=device)  # integer data are repeated, not made dual
+    f = lambda z, w, i: torch.sin(z * w) + torch.linalg.cross(z, w, dim=-1) + z.gather(1, i[:, None])  # noqa: E731
+    ref = torch.stack([torch.autograd.functional.jacobian(lambda z: f(z[None], w[None], i[None])[0], xi)
+                       for xi, w, i in zip(x, a, idx)])
+    for s in ("forward-mode", "forward-stacked", "reverse-mode"):
+        assert max_err(batch_jacobian(f, x, strategy=s, args=(a, idx)), ref) < 1e-14, s
+    with pytest.raises(ValueError, match="forward-stacked.*sample-wise"):
+        batch_jacobian(lambda z: z.sum(0, keepdim=True).expand(6, 3), x, strategy="forward-stacked")
+    with pytest.raises(ValueError, match="strategy: expected one of"):
+        batch_jacobian(f, x, strategy="central", args=(a, idx))

@@ -387,3 +387,20 @@ def test_sparse_solvers_by_name_reach_the_same_answer(solver, device):
     assert bool(a.converged.all()) and bool(b.converged.all())
     assert abs(float(a.cost) - float(b.cost)) < 1e-9 * float(a.cost)
     assert max_err(a.values[0], b.values[0]) < 1e-6
+
+
+def test_a_residual_that_closes_over_the_batch_gets_its_jacobian_too(device):
+    """The engine's automatic Jacobians repeat the rows (one dual-number pass); a residual that
+    closes over a tensor of the batch's own size cannot be repeated and takes the vmapped path:
+    both give the same Jacobian as a residual that receives the tensor as data."""
+    from robojac.optim import Linearization, Problem
+
+    _, p, q = _pairs(3, 12, 0.01, device)
+    X, f = _pose_problem(p, q)  # q as data: the stacked path
+    closed = optim.Factor(lambda T, pp_: point_to_point(T, pp_, q[:, None]), [X], data=(p[:, None],))
+    values = (lie.se3_exp(0.1 * torch.ones(3, 1, 6, dtype=torch.float64, device=device)),)
+    a = Problem([X], [f]).jacobian_of(f, values)[0]
+    b = Problem([X], [closed]).jacobian_of(closed, values)[0]
+    assert a.shape == (3, 1, 36, 6) and max_err(a, b) < 1e-14
+    H, _ = Linearization(Problem([X], [closed]), values).normal_equations()
+    assert bool(torch.isfinite(H).all())

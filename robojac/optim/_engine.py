@@ -398,18 +398,18 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> tuple[Sol
 
 
 def _polish(problem: Problem, values: tuple[Tensor, ...], converged: Tensor, sparse: _SparseSteps | None,
-            steps: int = 2) -> tuple[Tensor, ...]:
-    """Up to ``steps`` Gauss-Newton steps from a converged answer, before its gradients are taken:
-    the cost tests stop where the cost stops resolving progress (about ``sqrt(eps)`` of the values,
-    or a pose graph's 1e-6 relative decrease), the implicit derivative wants the minimum itself,
-    and each step roughly squares the remaining error.  One large problem steps through its last
-    factorization instead (chord steps, one more of them: each costs a gradient and a solve, not
-    a system and a factorization, and near the minimum each still divides the error by far more
-    than the system's change; sphere2500's polish 150 -> 25 ms).  A problem whose gradient is
-    already at rounding level (``1e-13`` of its largest residual) takes none."""
+            steps: int = 1) -> tuple[Tensor, ...]:
+    """A Gauss-Newton step from a converged answer, before its gradients are taken: the cost
+    tests stop where the cost stops resolving progress (about ``sqrt(eps)`` of the values, or a
+    pose graph's 1e-6 relative decrease), the implicit derivative wants the minimum itself, and
+    a step from a converged answer squares the remaining error.  One large problem takes up to
+    three steps through its last factorization instead (chord steps: each costs a gradient and a
+    solve, not a system and a factorization, and near the minimum each still divides the error
+    by far more than the system's change; sphere2500's polish 150 -> 25 ms).  A problem whose
+    gradient is already at rounding level (``1e-13`` of its largest residual) takes none."""
     B = problem.batch
     chord = sparse is not None and sparse.factor is not None
-    for _ in range(steps + 1 if chord else steps):
+    for _ in range(3 if chord else steps):
         lin = Linearization(problem, values, closed_forms=True)
         if chord:  # one large problem: steps through the last factorization (no new system)
             H, g = None, sparse.system.gradient(lin)[None]

@@ -317,18 +317,33 @@ class Problem:
             blocks = []
             flat_data = [d.reshape((B * F,) + tuple(d.shape[2:])) for d in f.data]
             flat_X = [x.reshape(B * F, -1) for x in X]
+            K = len(flat_X)
+            # the rows are sample-wise (factor (b, f) reads row b F + f of everything), so the
+            # stacked forward mode may repeat them; a residual that closes over a tensor of the
+            # batch's own size cannot be repeated (it raises), and gets vmap's forward mode
+            grad = torch.is_grad_enabled() and any(t.requires_grad for t in flat_X + flat_data)
             for k, v in enumerate(f.variables):
                 A = v.group.tangent_map(flat_X[k])  # (B F, raw, t): the retraction's derivative at 0
 
-                def per_factor(d, k=k, A=A):  # factor (b, f)'s residual at X_k + A d, the rest held
-                    args = list(flat_X)
-                    args[k] = flat_X[k] + (A @ d.unsqueeze(-1)).squeeze(-1)
-                    r = f.residual(*(a.reshape(B, F, -1) for a in args),
-                                   *(x.reshape((B, F) + tuple(x.shape[1:])) for x in flat_data))
-                    return r.reshape(B * F, -1)
+                def per_factor(d, A, *rest, k=k):  # factor rows' residuals at X_k + A d, the rest held
+                    n = d.shape[0] // F
+                    args = list(rest[:K])
+                    args[k] = args[k] + (A @ d.unsqueeze(-1)).squeeze(-1)
+                    r = f.residual(*(a.reshape(n, F, -1) for a in args),
+                                   *(x.reshape((n, F) + tuple(x.shape[1:])) for x in rest[K:]))
+                    return r.reshape(n * F, -1)
 
                 zero = flat_X[k].new_zeros(B * F, v.group.tangent_dim)
-                blocks.append(batch_jacobian(per_factor, zero).reshape(B, F, -1, v.group.tangent_dim))
+                args = (A, *flat_X, *flat_data)
+                J = None
+                if not grad:
+                    try:
+                        J = batch_jacobian(per_factor, zero, strategy="forward-stacked", args=args)
+                    except (RuntimeError, ValueError, IndexError):
+                        J = None
+                if J is None:
+                    J = batch_jacobian(per_factor, zero, args=args)
+                blocks.append(J.reshape(B, F, -1, v.group.tangent_dim))
         return self._held_zero(f, blocks)
 
     @staticmethod
