@@ -1,5 +1,8 @@
 """The IK iteration in torch, for large batches and any device (see :func:`robojac.ik.solve`).
 
+The same algorithm as :mod:`._lm_numpy`, which serves the latency-bound small rounds on the CPU
+(a lone Panda target: 0.67 ms there against 4.5 ms here; the measurement is written there).
+
 Each iteration works only on the problems still running, gathered into a batch padded to a
 power of two (a handful of distinct sizes, so the chain's per-size workspaces are reused as the
 set shrinks), and solves its ``dof x dof`` systems structure-of-arrays
