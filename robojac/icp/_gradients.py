@@ -48,14 +48,19 @@ def _residual(method: str):
     def point_to_plane(T, s, t, n):
         return ((lie.se3_act(T, s) - t) * n).sum(-1, keepdim=True)
 
-    def gicp(T, s, t, C_t, C_s):
-        R = lie.quat_to_matrix(T[..., 3:])
-        C = C_t + R @ C_s @ R.transpose(-1, -2)
-        L = torch.linalg.cholesky(C)
-        d = (lie.se3_act(T, s) - t)[..., None]
-        return torch.linalg.solve_triangular(L, d, upper=False)[..., 0]  # |r|^2 = d^T C^-1 d
+    return {"point_to_point": point_to_point, "point_to_plane": point_to_plane}[method]  # GICP: _GICPFixedPoint
 
-    return {"point_to_point": point_to_point, "point_to_plane": point_to_plane, "gicp": gicp}[method]
+
+def _inverse3(A: Tensor) -> Tensor:
+    """Inverses of ``A (N, 3, 3)`` by the adjugate: the columns of ``A^-1`` are cross products of
+    ``A``'s rows over the determinant.  A few elementwise operations whose double backward is
+    cheap: a Cholesky factor and triangular solves took 20 of the bunny's 32 ms backward.  GICP's
+    combined covariances are symmetric positive definite, their smallest eigenvalue at least twice
+    the plane covariances' 1e-3."""
+    a0, a1, a2 = A[:, 0], A[:, 1], A[:, 2]
+    c0, c1, c2 = torch.linalg.cross(a1, a2, dim=-1), torch.linalg.cross(a2, a0, dim=-1), torch.linalg.cross(a0, a1, dim=-1)
+    det = (a0 * c0).sum(-1)
+    return torch.stack((c0, c1, c2), -1) / det[:, None, None]
 
 
 def _gicp_gradient_of_frozen(T: Tensor, eps: Tensor, delta: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor,
@@ -65,10 +70,9 @@ def _gicp_gradient_of_frozen(T: Tensor, eps: Tensor, delta: Tensor, s: Tensor, t
     answer is where this vanishes, not the minimum of the Mahalanobis cost)."""
     at = lie.se3_compose(lie.se3_exp(eps), T)
     R = lie.quat_to_matrix(at[3:])
-    L = torch.linalg.cholesky(C_t + R @ C_s @ R.transpose(-1, -2))
+    M = _inverse3(C_t + R @ C_s @ R.transpose(-1, -2))
     d = lie.se3_act(lie.se3_compose(lie.se3_exp(delta), at)[None], s) - t
-    r = torch.linalg.solve_triangular(L, d[..., None], upper=False)[..., 0]
-    sq = r.square().sum(-1)
+    sq = (d[:, None, :] @ M @ d[:, :, None])[:, 0, 0]  # d^T (C_t + R C_s R^T)^-1 d
     cost = 0.5 * kernel.rho(sq).sum()
     return torch.autograd.grad(cost, delta, create_graph=True)[0]
 
@@ -113,7 +117,7 @@ def _gicp_polished(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, ke
     eye = torch.eye(3, dtype=T.dtype, device=T.device)
     for _ in range(steps):
         R = lie.quat_to_matrix(T[3:])
-        M = torch.linalg.inv(C_t + R @ C_s @ R.T)
+        M = _inverse3(C_t + R @ C_s @ R.T)
         p = lie.se3_act(T[None], s)
         d = p - t
         w = kernel.weight((d[:, None, :] @ M @ d[:, :, None])[:, 0, 0])
