@@ -8,8 +8,9 @@ are compared.
     OMP_WAIT_POLICY=PASSIVE python benchmarks/ab.py --against HEAD~1 --case posegraph [--rounds 3]
 
 Cases: ``posegraph`` (``posegraph.optimize``, GN and LM from the chordal start, on the
-repository's graphs: time, iterations, cost, reason) and ``ik`` (10,000 Panda targets in
-float32, and a lone target's latency).
+repository's graphs: time, iterations, cost, reason), ``ik`` (10,000 Panda targets in
+float32, and a lone target's latency) and ``calibration`` (the Panda's kinematic calibration
+from 60 poses or positions, and a refined hand-eye calibration).
 """
 
 from __future__ import annotations
@@ -72,7 +73,35 @@ def case_ik(calls: int) -> dict:
     return out
 
 
-CASES = {"posegraph": case_posegraph, "ik": case_ik}
+def case_calibration(calls: int) -> dict:
+    import torch
+
+    from robojac import Chain, data, lie
+    from robojac.calibration import calibrate_kinematics, hand_eye, perturbed_chain, simulate_poses
+
+    c = Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
+    g = torch.Generator().manual_seed(10)
+    truth = perturbed_chain(c, generator=g)
+    q = c.random_configuration(60, generator=g)
+    poses = simulate_poses(truth, q, generator=g)
+    X, Z = lie.se3_exp(0.3 * torch.randn(2, 6, generator=g, dtype=torch.float64))
+    Tg = lie.se3_exp(0.5 * torch.randn(30, 6, generator=g, dtype=torch.float64))
+    Tc = lie.se3_compose(lie.se3_inverse(lie.se3_compose(Tg, X.expand(30, 7))), Z.expand(30, 7))
+    out = {}
+    for name, run in (("Panda, 60 poses", lambda: calibrate_kinematics(c, q, poses)),
+                      ("Panda, 60 positions", lambda: calibrate_kinematics(c, q, poses[:, :3])),
+                      ("hand-eye, refined", lambda: hand_eye(Tg, Tc, method="refined"))):
+        run()
+        ts = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            r = run()
+            ts.append(time.perf_counter() - t0)
+        out[name] = [statistics.median(ts), f"converged {bool(r.converged)}"]
+    return out
+
+
+CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:
