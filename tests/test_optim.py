@@ -324,7 +324,8 @@ def test_sparse_system_equals_the_dense_normal_equations(device):
     poses = lie.se3_exp(torch.randn(1, N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
     edges = torch.tensor([[0, 1], [1, 2], [3, 2], [2, 3], [4, 6], [6, 5], [0, 6]], device=device)
     Z = lie.se3_exp(0.1 * torch.randn(len(edges), 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
-    L = torch.linalg.cholesky(torch.eye(6, dtype=torch.float64) + 0.1 * torch.ones(6, 6, dtype=torch.float64)).to(device)
+    L = torch.linalg.cholesky(torch.eye(6, dtype=torch.float64, device="cpu")
+                              + 0.1 * torch.ones(6, 6, dtype=torch.float64, device="cpu")).to(device)
     X = optim.Variable("SE3", poses, fixed=torch.tensor([False, False, True, False, False, False, False], device=device))
     R = optim.Variable("Rn", torch.randn(1, 4, 2, generator=g, dtype=torch.float64, device="cpu").to(device))
     between = optim.Factor(SE3BetweenResidual(), [X, X], edges, data=[Z, L.expand(len(edges), 6, 6)],
