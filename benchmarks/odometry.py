@@ -66,7 +66,7 @@ def main() -> None:
     rows = []
     for name, cfg in (("robojac (defaults: GICP, 0.5 m)", OdometryConfig()),
                       ("robojac (defaults, deskewed)", OdometryConfig(deskew=True)),
-                      ("robojac (KISS-ICP's settings)", OdometryConfig(method="point_to_point", voxel_size=1.0))):
+                      ("robojac (KISS-ICP's settings)", OdometryConfig(method="point_to_point", voxel_size=1.0, points_per_voxel=20))):
         lidar_odometry(scans, timestamps=times, config=cfg)  # warm-up
         r = lidar_odometry(scans, timestamps=times, config=cfg)
         rows.append(row(name, r.trajectory, r.seconds.tolist()))
