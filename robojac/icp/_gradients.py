@@ -63,18 +63,21 @@ def _inverse3(A: Tensor) -> Tensor:
     return torch.stack((c0, c1, c2), -1) / det[:, None, None]
 
 
-def _gicp_gradient_of_frozen(T: Tensor, eps: Tensor, delta: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor,
-                             kernel) -> Tensor:
-    """GICP's step equations at ``Exp(eps) T``: ``g = sum J^T M r`` with ``M = (C_t + R C_s R^T)^-1``
-    taken at that pose but held while differentiating in ``delta`` (what GICP solves: its
-    answer is where this vanishes, not the minimum of the Mahalanobis cost)."""
+def _gicp_step_equations(T: Tensor, eps: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel) -> Tensor:
+    """GICP's step equations at ``Exp(eps) T``, in closed form: ``g = sum w J^T M d`` with
+    ``d = p - t``, ``p = Exp(eps) T s``, ``M = (C_t + R C_s R^T)^-1`` taken at that pose,
+    ``w = rho'(d^T M d)`` and ``J^T v = [v; p x v]`` (``J = [I, -[p]x]``): the gradient in a left
+    perturbation with ``M`` held, which is what GICP solves (its answer is where this vanishes,
+    not the minimum of the Mahalanobis cost).  Written out, it is one level of autograd where the
+    gradient of the cost took two: the bunny's backward 1.26x -> 1.01x its forward."""
     at = lie.se3_compose(lie.se3_exp(eps), T)
     R = lie.quat_to_matrix(at[3:])
     M = _inverse3(C_t + R @ C_s @ R.transpose(-1, -2))
-    d = lie.se3_act(lie.se3_compose(lie.se3_exp(delta), at)[None], s) - t
-    sq = (d[:, None, :] @ M @ d[:, :, None])[:, 0, 0]  # d^T (C_t + R C_s R^T)^-1 d
-    cost = 0.5 * kernel.rho(sq).sum()
-    return torch.autograd.grad(cost, delta, create_graph=True)[0]
+    p = lie.se3_act(at[None], s)
+    d = p - t
+    Md = (M @ d[..., None])[..., 0]
+    wMd = kernel.weight((d * Md).sum(-1))[:, None] * Md
+    return torch.cat((wMd.sum(0), torch.linalg.cross(p, wMd, dim=-1).sum(0)))
 
 
 class _GICPFixedPoint(torch.autograd.Function):
@@ -93,9 +96,8 @@ class _GICPFixedPoint(torch.autograd.Function):
         T, s, t, C_t, C_s = ctx.saved_tensors
         with torch.enable_grad():
             eps = T.new_zeros(6, requires_grad=True)
-            delta = T.new_zeros(6, requires_grad=True)
             live = [x.detach().requires_grad_(x.requires_grad) for x in (s, t, C_t, C_s)]
-            g = _gicp_gradient_of_frozen(T.detach(), eps, delta, *live, ctx.kernel)
+            g = _gicp_step_equations(T.detach(), eps, *live, ctx.kernel)
             eye = torch.eye(6, dtype=T.dtype, device=T.device)
             (A,) = torch.autograd.grad(g, eps, grad_outputs=eye, retain_graph=True, is_grads_batched=True)  # dg/deps
             moved = lie.se3_compose(lie.se3_exp(eps), T.detach())
