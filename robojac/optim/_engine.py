@@ -367,12 +367,15 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool) -> tuple[Sol
             take = running & solvable & finite & (trial_cost < cost)
         decrease = cost - trial_cost
         step_norm = step.norm(dim=-1)
-        record(it, torch.where(take, trial_cost, cost), lam, step_norm, take)
-        # move the problems that took their step
-        values = tuple(torch.where(take[:, None, None], t, v) for t, v in zip(trial, values))
         new_cost = torch.where(take, trial_cost, cost)
-        lin = _merge(problem, lin, trial_lin, take)
-        moved = bool(take.any())
+        record(it, new_cost, lam, step_norm, take)
+        # move the problems that took their step
+        moved, every = bool(take.any()), bool(take.all())
+        if every:
+            values, lin = trial, trial_lin
+        elif moved:
+            values = tuple(torch.where(take[:, None, None], t, v) for t, v in zip(trial, values))
+            lin = _merge(problem, lin, trial_lin, take)
         if tr.method == "gn":
             _stop(reason, running, running & ~solvable, "singular_system")
             _stop(reason, running, running & ~finite, "non_finite")
