@@ -63,6 +63,8 @@ class BlockLayout:
     def __init__(self, rows: Tensor, cols: Tensor, dims: Tensor):
         dev, E = dims.device, dims.numel()
         self.dims, self.num_entries = dims, E
+        lo, hi = (int(dims.min()), int(dims.max())) if E else (0, 1)
+        self.uniform = lo if lo == hi else None
         self.offsets = torch.cumsum(dims, 0) - dims  # each entry's first coordinate
         keys, self.which = torch.unique(rows * E + cols, return_inverse=True)  # by block row, then column
         self.I, self.J = keys // E, keys % E
@@ -96,6 +98,9 @@ class BlockLayout:
     def _by_shape(self, blocks: Tensor):
         """``(blocks of one shape, rows, cols)`` for each block shape among ``blocks``."""
         dims = self.dims
+        if self.uniform is not None:  # one tangent size (a pose graph): one shape, nothing to sort
+            yield blocks, self.uniform, self.uniform
+            return
         top = int(dims.max()) + 1 if dims.numel() else 1
         key = dims[self.I[blocks]] * top + dims[self.J[blocks]]
         for k in torch.unique(key).tolist():
