@@ -623,3 +623,16 @@ def test_a_graph_without_grad_costs_nothing_extra(device):
     graph = read_g2o(_data("tinyGrid3D")).to(device)
     result = optimize(graph)
     assert not result.poses.requires_grad
+
+
+def test_no_iterations_returns_the_initialization_with_its_cost(device):
+    """``max_iterations=0`` (the engine's and the pose graph's): the chordal start comes back
+    unchanged, with its cost as both the initial and the final one, not converged."""
+    from robojac.posegraph import initialize
+
+    graph = read_g2o(_data("smallGrid3D")).to(device)
+    r = optimize(graph, PGOConfig(max_iterations=0))
+    start = graph.poses_from_state(initialize(graph, "chordal")).tensor()
+    assert r.iterations == 0 and not r.converged and r.reason == "max_iterations" and r.history == ()
+    assert max_err(r.poses.tensor(), start) == 0.0
+    assert r.cost == r.initial_cost == pytest.approx(float(graph.cost(start).detach()), rel=1e-12)

@@ -85,7 +85,8 @@ class TrustRegionConfig:
 class TerminationConfig:
     """When a problem stops; the first test it passes is its ``reason``.
 
-    * ``max_iterations``: steps tried (accepted or not); reaching it is not convergence.
+    * ``max_iterations``: steps tried (accepted or not); reaching it is not convergence (0
+      returns the given values, with their cost).
     * ``absolute_tolerance``: the cost is at most this (``"absolute_tolerance"``).
     * ``relative_tolerance``: the Gauss-Newton model promises, or an accepted step achieved, a
       decrease of at most this fraction of the cost (``"relative_tolerance"``).  It is never taken
@@ -103,7 +104,7 @@ class TerminationConfig:
     gradient_tolerance: float = 1e-12
 
     def __post_init__(self):
-        check_int("TerminationConfig", "max_iterations", self.max_iterations, minimum=1)
+        check_int("TerminationConfig", "max_iterations", self.max_iterations, minimum=0)
         for name in ("absolute_tolerance", "relative_tolerance", "step_tolerance", "gradient_tolerance"):
             check_real("TerminationConfig", name, getattr(self, name))
 
@@ -533,7 +534,7 @@ def _merge(problem: Problem, old: Linearization, new: Linearization, take: Tenso
         return new
     values = tuple(torch.where(take[:, None, None], t, v) for t, v in zip(new.values, old.values))
     merged = Linearization.__new__(Linearization)
-    merged.problem, merged.values = problem, values
+    merged.problem, merged.values, merged.sparse_gradient = problem, values, None
     merged.residuals = [torch.where(take[:, None, None], rn, ro) for rn, ro in zip(new.residuals, old.residuals)]
     merged.blocks = [None if bn is None or bo is None or callable(bn) or callable(bo) else
                      [torch.where(take[:, None, None, None], a, b) for a, b in zip(bn, bo)]

@@ -98,6 +98,7 @@ class Linearization:
 
     def __init__(self, problem: Problem, values: tuple[Tensor, ...], *, closed_forms: bool = False):
         self.problem, self.values = problem, values
+        self.sparse_gradient = None  # J^T W r of one large problem, once SparseSystem.gradient asks
         self.residuals, self.blocks = [], []
         for f in problem.factors:
             if closed_forms and hasattr(f.residual, "value_and_jacobians"):
@@ -237,7 +238,7 @@ class SparseSystem:
     def gradient(self, lin: Linearization) -> Tensor:
         """``g = J^T W r`` ``(n,)`` at ``lin``'s values, zero for fixed entries (kept with ``lin``:
         a Gauss-Newton chord step that falls through to a full step asks twice)."""
-        if getattr(lin, "sparse_gradient", None) is not None:
+        if lin.sparse_gradient is not None:
             return lin.sparse_gradient
         pb = self.problem
         g = lin.residuals[0].new_zeros(self.n)

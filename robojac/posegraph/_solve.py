@@ -195,12 +195,6 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
         if config.callback is not None:
             config.callback(step)
 
-    if config.max_iterations == 0:
-        with torch.no_grad():
-            initial_cost = _finite(graph, float(optim.Linearization(optim.Problem([X], [edges]), (X.value,)).cost()))
-        poses = graph.poses_from_state(S).detach()
-        return PGOResult(poses, graph.vertex_ids.clone(), initial_cost, initial_cost, 0, False, "max_iterations",
-                         (), init_seconds, time.perf_counter() - t1)
     solver = "sparse" if config.linear_solver == "auto" else config.linear_solver
     cfg = optim.SolverConfig(
         trust_region=optim.TrustRegionConfig(method=config.method, lambda_initial=config.lambda_initial),
