@@ -205,10 +205,11 @@ class SparseSystem:
     def assemble(self, lin: Linearization) -> tuple[Tensor, Tensor]:
         """``(H (n, n) CSR, g (n,))`` at ``lin``'s values."""
         pb = self.problem
-        vals = []
+        vals, weights = [], []
         for i, (f, r) in enumerate(zip(pb.factors, lin.residuals)):
             blocks = lin.jacobians(i)
             w = f.kernel.row_weights(r)
+            weights.append(w)
             if _opposite(f):  # J_0 = -J_1: one product gives all four blocks
                 held = f.variables[1].fixed[:, f.index[:, 1]][0, :, None, None]
                 J = torch.where(held, -blocks[0], blocks[1])[0]  # J_1 before its held entries were zeroed
@@ -233,17 +234,18 @@ class SparseSystem:
         values[self.held_diag] = 1.0
         H = torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), device=values.device,
                                     check_invariants=False)
-        return H, self.gradient(lin)
+        return H, self.gradient(lin, weights)
 
-    def gradient(self, lin: Linearization) -> Tensor:
+    def gradient(self, lin: Linearization, weights: list | None = None) -> Tensor:
         """``g = J^T W r`` ``(n,)`` at ``lin``'s values, zero for fixed entries (kept with ``lin``:
-        a Gauss-Newton chord step that falls through to a full step asks twice)."""
+        a Gauss-Newton chord step that falls through to a full step asks twice); ``weights``: the
+        factors' robust weights when the caller has them."""
         if lin.sparse_gradient is not None:
             return lin.sparse_gradient
         pb = self.problem
         g = lin.residuals[0].new_zeros(self.n)
         for i, (f, r) in enumerate(zip(pb.factors, lin.residuals)):
-            w = f.kernel.row_weights(r)
+            w = f.kernel.row_weights(r) if weights is None else weights[i]
             wr = r if w is None else w[..., None] * r
             for k, Jk in enumerate(lin.jacobians(i)):
                 g.index_add_(0, pb.rows(f, k).reshape(-1), (Jk.transpose(-1, -2) @ wr[..., None])[0, ..., 0].reshape(-1))
