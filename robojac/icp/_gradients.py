@@ -54,13 +54,25 @@ def _residual(method: str):
 def _inverse3(A: Tensor) -> Tensor:
     """Inverses of ``A (N, 3, 3)`` by the adjugate: the columns of ``A^-1`` are cross products of
     ``A``'s rows over the determinant.  A few elementwise operations whose double backward is
-    cheap: a Cholesky factor and triangular solves took 20 of the bunny's 32 ms backward.  GICP's
+    cheap: a Cholesky factor and triangular solves took about 20 of 39 ms in a profile of the
+    bunny's backward.  GICP's
     combined covariances are symmetric positive definite, their smallest eigenvalue at least twice
     the plane covariances' 1e-3."""
     a0, a1, a2 = A[:, 0], A[:, 1], A[:, 2]
     c0, c1, c2 = torch.linalg.cross(a1, a2, dim=-1), torch.linalg.cross(a2, a0, dim=-1), torch.linalg.cross(a0, a1, dim=-1)
     det = (a0 * c0).sum(-1)
     return torch.stack((c0, c1, c2), -1) / det[:, None, None]
+
+
+def _gicp_terms(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel):
+    """``(p, d, w M)`` of GICP at the pose ``T``: the moved points ``p = T s``, the differences
+    ``d = p - t``, and each one's weighted ``M = (C_t + R C_s R^T)^-1`` (``w = rho'(d^T M d)``)."""
+    R = lie.quat_to_matrix(T[3:])
+    M = _inverse3(C_t + R @ C_s @ R.transpose(-1, -2))
+    p = lie.se3_act(T[None], s)
+    d = p - t
+    w = kernel.weight((d[:, None, :] @ M @ d[:, :, None])[:, 0, 0])
+    return p, d, w[:, None, None] * M
 
 
 def _gicp_step_equations(T: Tensor, eps: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel) -> Tensor:
@@ -70,13 +82,8 @@ def _gicp_step_equations(T: Tensor, eps: Tensor, s: Tensor, t: Tensor, C_t: Tens
     perturbation with ``M`` held, which is what GICP solves (its answer is where this vanishes,
     not the minimum of the Mahalanobis cost).  Written out, it is one level of autograd where the
     gradient of the cost took two: the bunny's backward 1.26x -> 1.01x its forward."""
-    at = lie.se3_compose(lie.se3_exp(eps), T)
-    R = lie.quat_to_matrix(at[3:])
-    M = _inverse3(C_t + R @ C_s @ R.transpose(-1, -2))
-    p = lie.se3_act(at[None], s)
-    d = p - t
-    Md = (M @ d[..., None])[..., 0]
-    wMd = kernel.weight((d * Md).sum(-1))[:, None] * Md
+    p, d, WM = _gicp_terms(lie.se3_compose(lie.se3_exp(eps), T), s, t, C_t, C_s, kernel)
+    wMd = (WM @ d[..., None])[..., 0]
     return torch.cat((wMd.sum(0), torch.linalg.cross(p, wMd, dim=-1).sum(0)))
 
 
@@ -111,20 +118,16 @@ class _GICPFixedPoint(torch.autograd.Function):
 
 def _gicp_polished(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel, steps: int = 30) -> Tensor:
     """GICP's own steps (covariances held at each pose) from ``T``, to its fixed point: in closed
-    form, ``(sum w J^T M J) step = -sum w J^T M d`` with ``d = T s - t``, ``M = (C_t + R C_s R^T)^-1``
-    and ``J = [I, -[T s]x]`` (the Gauss-Newton step GICP itself takes; its fixed point is where
-    ``g`` vanishes).  Until the step is at rounding level (four steps on the bunny, each dividing
-    it by ~1000): ~0.5 ms a step, where the Newton steps by double backward it replaced took
-    ~13 ms (the bunny's forward with grad 0.059 -> 0.040 s, ``benchmarks/gradients.py``)."""
+    form, ``(sum w J^T M J) step = -g`` with the terms of :func:`_gicp_step_equations` and
+    ``J = [I, -[T s]x]`` (the Gauss-Newton step GICP itself takes; its fixed point is where ``g``
+    vanishes).  Until the step is at rounding level: four steps on the bunny, each dividing it by
+    ~1000.  The Newton steps by double backward it replaced took ~13 ms each (the bunny's forward
+    with grad 0.059 -> 0.040 s, ``benchmarks/gradients.py``)."""
     eye = torch.eye(3, dtype=T.dtype, device=T.device)
     for _ in range(steps):
-        R = lie.quat_to_matrix(T[3:])
-        M = _inverse3(C_t + R @ C_s @ R.T)
-        p = lie.se3_act(T[None], s)
-        d = p - t
-        w = kernel.weight((d[:, None, :] @ M @ d[:, :, None])[:, 0, 0])
+        p, d, WM = _gicp_terms(T, s, t, C_t, C_s, kernel)
         J = torch.cat((eye.expand(len(p), 3, 3), -lie.skew(p)), -1)  # (N, 3, 6)
-        WMJ = (w[:, None, None] * M) @ J
+        WMJ = WM @ J
         H = (J.transpose(1, 2) @ WMJ).sum(0)
         g = (WMJ.transpose(1, 2) @ d[:, :, None]).sum(0)[:, 0]
         step = -torch.linalg.solve(H, g)

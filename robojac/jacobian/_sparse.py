@@ -52,7 +52,8 @@ def _csr_map(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
 class BlockLayout:
     """The CSR layout of a symmetric block matrix (a ``J^T J``) whose blocks pair variable
     entries of any tangent sizes, worked out on blocks and only then expanded to numbers (a
-    unique over the ~``t^2`` times more numbers cost a pose graph's solve 10%).
+    unique over the ~``t^2`` times more numbers took parking-garage's setup 25 ms, this 11 ms, of a
+    ~200 ms solve).
 
     ``rows``/``cols`` ``(P,)``: the entries of each block product, duplicates summed; ``dims``
     ``(E,)``: each entry's tangent size (its coordinates follow the previous entries').  Gives

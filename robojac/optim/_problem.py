@@ -94,7 +94,8 @@ class Linearization:
     trial point, which it mostly accepts, rather than evaluate the residual a second time.  A
     closed form with ``linearize(*X, *data) -> (r, later)`` defers its blocks to ``later()``,
     called only if this point's Jacobian is used (a rejected trial never asks: MIT's pose graph,
-    a quarter of whose trials Levenberg-Marquardt rejects, ran 1.2x slower without it)."""
+    a quarter of whose trials Levenberg-Marquardt rejects, went from 1.25x the old loop's time to
+    1.17x with it, in one interleaved measurement)."""
 
     def __init__(self, problem: Problem, values: tuple[Tensor, ...], *, closed_forms: bool = False):
         self.problem, self.values = problem, values
