@@ -452,7 +452,7 @@ def _without_steps(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch:
 
 def _cost(pe, re, cfg: IKConfig):
     """``0.5 |e|^2`` of the weighted pose error from its position and rotation parts (numpy or torch)."""
-    return 0.5 * ((cfg.position_weight * pe) ** 2 + (cfg.orientation_weight * re) ** 2)
+    return 0.5 * cfg.position_weight**2 * _closeness(pe, re, cfg)
 
 
 def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, distance) -> np.ndarray:
