@@ -198,7 +198,7 @@ class SolveResult:
     cost: Tensor
     reason: tuple[str, ...]
     history: History
-    initial_cost: Tensor | None = None
+    initial_cost: Tensor
 
 
 _CONVERGED = ("absolute_tolerance", "relative_tolerance", "step_tolerance", "gradient_tolerance")
