@@ -570,14 +570,16 @@ def _grad_pair(device, n=300):
     return src.to(device), tgt.to(device)
 
 
-@pytest.mark.parametrize("method", ["point_to_point", "point_to_plane", "gicp"])
-def test_alignments_are_differentiable_against_central_differences(method, device):
+@pytest.mark.parametrize("method, kernel", [("point_to_point", "none"), ("point_to_plane", "none"), ("gicp", "none"),
+                                            ("gicp", "cauchy")])
+def test_alignments_are_differentiable_against_central_differences(method, kernel, device):
     """d T_target_source / d(source and target points) on a bunny subset, against re-aligning at
     +-h from the answer (float64): relative error < 1e-5.  GICP's answer is a fixed point (its
-    covariances turn with the pose), differentiated as one."""
+    covariances turn with the pose), differentiated as one, in closed form: with a kernel its
+    weights' slope enters both derivatives."""
     src, tgt = _grad_pair(device)
     cfg = ICPConfig(method=method, max_correspondence_distance=0.02, rotation_tolerance=1e-12,
-                    translation_tolerance=1e-12, max_iterations=100)
+                    translation_tolerance=1e-12, max_iterations=100, kernel=RobustKernel(kernel, 0.5))
     s, t = src.clone().requires_grad_(), tgt.clone().requires_grad_()
     r = align(s, t, config=cfg)
     assert bool(r.converged) and r.T_target_source.requires_grad
@@ -598,6 +600,17 @@ def test_alignments_are_differentiable_against_central_differences(method, devic
             args_m = (src - d, tgt) if which == "source" else (src, tgt - d)
             fd = (loss(*args) - loss(*args_m)) / (2 * h)
             assert abs(float(grad[i, c]) - fd) <= 1e-5 * max(abs(fd), 1e-3), (which, i, c, float(grad[i, c]), fd)
+
+
+def test_gradcheck_through_gicp():
+    """torch.autograd.gradcheck on a small GICP alignment: the closed-form implicit derivative
+    against gradcheck's own re-alignments, for the source and the target points."""
+    src, tgt = _grad_pair("cpu", 40)
+    cfg = ICPConfig(method="gicp", max_correspondence_distance=0.05, rotation_tolerance=1e-13,
+                    translation_tolerance=1e-13, max_iterations=100, kernel=RobustKernel("cauchy", 0.5))
+    start = align(src, tgt, config=cfg).T_target_source.tensor()
+    assert torch.autograd.gradcheck(lambda s, t: align(s, t, init=start, config=cfg).T_target_source.tensor(),
+                                    (src.clone().requires_grad_(), tgt.clone().requires_grad_()), eps=1e-6, atol=1e-6)
 
 
 def test_a_batch_with_voxels_and_a_kernel_backpropagates(device):

@@ -77,22 +77,27 @@ def _gicp_terms(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kerne
     return p, d, w[:, None, None] * M
 
 
-def _gicp_step_equations(T: Tensor, eps: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel) -> Tensor:
-    """GICP's step equations at ``Exp(eps) T``, in closed form: ``g = sum w J^T M d`` with
-    ``d = p - t``, ``p = Exp(eps) T s``, ``M = (C_t + R C_s R^T)^-1`` taken at that pose,
-    ``w = rho'(d^T M d)`` and ``J^T v = [v; p x v]`` (``J = [I, -[p]x]``): the gradient in a left
-    perturbation with ``M`` held, which is what GICP solves (its answer is where this vanishes,
-    not the minimum of the Mahalanobis cost).  Written out, it is one level of autograd where the
-    gradient of the cost took two: the bunny's backward 1.26x -> 1.01x its forward."""
-    p, d, WM = _gicp_terms(lie.se3_compose(lie.se3_exp(eps), T), s, t, C_t, C_s, kernel)
-    wMd = (WM @ d[..., None])[..., 0]
-    return torch.cat((wMd.sum(0), torch.linalg.cross(p, wMd, dim=-1).sum(0)))
+def _kernel_slope(kernel, sq: Tensor) -> Tensor:
+    """``w'(s)`` of the kernel's IRLS weight at ``sq`` (zero without a kernel): one elementwise
+    backward through :meth:`~robojac.optim.RobustKernel.weight`, the one place weights come from."""
+    if kernel.name == "none":
+        return torch.zeros_like(sq)
+    with torch.enable_grad():
+        x = sq.detach().requires_grad_()
+        (slope,) = torch.autograd.grad(kernel.weight(x).sum(), x, allow_unused=True, materialize_grads=True)
+    return slope
 
 
 class _GICPFixedPoint(torch.autograd.Function):
-    """The GICP answer as a function of the points: ``g(T, theta) = 0`` differentiated implicitly,
-    ``dT/dtheta = -(dg/dT)^-1 dg/dtheta`` (``dg/dT`` is not symmetric: the covariances turn with
-    the pose)."""
+    """The GICP answer as a function of the points: GICP's step equations
+    ``g(T, theta) = sum w J^T M d = 0`` (``d = T s - t``, ``M = (C_t + R C_s R^T)^-1`` at the
+    pose, ``w = rho'(d^T M d)``, ``J = [I, -[T s]x]``: where GICP stops, not the minimum of the
+    Mahalanobis cost) differentiated implicitly: ``dT/dtheta = -(dg/deps)^-1 dg/dtheta`` for a
+    left perturbation ``eps`` (``dg/deps`` is not symmetric: the covariances turn with the pose).
+
+    Both derivatives are written out per correspondence (below), with no autograd graph: the
+    bunny's backward took 17 ms when ``dg/deps`` came from six batched backward passes through
+    the step equations and ``dg/dtheta`` from one more (``benchmarks/gradients.py``)."""
 
     @staticmethod
     def forward(ctx, T, kernel, s, t, C_t, C_s):
@@ -103,24 +108,49 @@ class _GICPFixedPoint(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_T):
         T, s, t, C_t, C_s = ctx.saved_tensors
-        with torch.enable_grad():
+        kernel = ctx.kernel
+        skew = lie.skew
+        R = lie.quat_to_matrix(T[3:])
+        p = s @ R.T + T[:3]
+        d = p - t
+        Sig = R @ C_s @ R.T  # the source covariances turned into the target frame
+        M = _inverse3(C_t + Sig)
+        a = (M @ d[..., None])[..., 0]  # M d
+        sq = (d * a).sum(-1)
+        w, slope = kernel.weight(sq), _kernel_slope(kernel, sq)
+        u = w[:, None] * a  # each correspondence's term of g's translation rows
+        Sa = (Sig @ a[..., None])[..., 0]
+        # d a / d eps = M J + dM/dphi d, with dM = -M (dphi x Sig - Sig dphi x) M
+        Da = torch.cat((M, M @ (skew(Sa) - Sig @ skew(a) - skew(p))), -1)  # (N, 3, 6)
+        dsq = 2 * torch.cat((a, torch.linalg.cross(p, a, dim=-1) + torch.linalg.cross(a, Sa, dim=-1)), -1)  # (N, 6)
+        K = w[:, None, None] * Da + slope[:, None, None] * a[..., None] * dsq[:, None, :]  # d u / d eps
+        Su, Sp = skew(u), skew(p)
+        top = K.sum(0)
+        bottom = torch.cat((-Su.sum(0), (Su @ Sp).sum(0)), -1) + (Sp @ K).sum(0)  # d (p x u) / d eps
+        A = torch.cat((top, bottom))  # (6, 6): dg/deps
+        with torch.enable_grad():  # the output pose's own derivative in eps: seven numbers
             eps = T.new_zeros(6, requires_grad=True)
-            live = [x.detach().requires_grad_(x.requires_grad) for x in (s, t, C_t, C_s)]
-            g = _gicp_step_equations(T.detach(), eps, *live, ctx.kernel)
-            eye = torch.eye(6, dtype=T.dtype, device=T.device)
-            (A,) = torch.autograd.grad(g, eps, grad_outputs=eye, retain_graph=True, is_grads_batched=True)  # dg/deps
             moved = lie.se3_compose(lie.se3_exp(eps), T.detach())
-            (gbar,) = torch.autograd.grad((moved * grad_T).sum(), eps, retain_graph=True)
-            lam = torch.linalg.solve(A.T, gbar)
-            wants = [x for x in live if x.requires_grad]
-            grads = iter(torch.autograd.grad((g * lam).sum(), wants, allow_unused=True)) if wants else iter(())
-        out = [None if not x.requires_grad else -next(grads) for x in live]
-        return (None, None, *out)
+            (gbar,) = torch.autograd.grad((moved * grad_T).sum(), eps)
+        lam = torch.linalg.solve(A.T, gbar)
+        # L = lam . g = sum w c . a with c = lam_t + lam_r x p; minus its derivatives in the data
+        c = lam[:3] + torch.linalg.cross(lam[3:].expand_as(p), p, dim=-1)
+        e = (c * a).sum(-1)
+        grad_d = w[:, None] * (M @ c[..., None])[..., 0] + (2 * slope * e)[:, None] * a
+        grad_p = grad_d + torch.linalg.cross(u, lam[3:].expand_as(u), dim=-1)
+        m = (M @ c[..., None])[..., 0]
+        grad_C = -(w[:, None, None] * m[..., None] * a[:, None, :] + (slope * e)[:, None, None] * a[..., None] * a[:, None, :])
+        want = ctx.needs_input_grad
+        gs = -(grad_p @ R) if want[2] else None
+        gt = grad_d if want[3] else None
+        gCt = -grad_C if want[4] else None
+        gCs = -(R.T @ grad_C @ R) if want[5] else None
+        return None, None, gs, gt, gCt, gCs
 
 
 def _gicp_polished(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel, steps: int = 30) -> Tensor:
     """GICP's own steps (covariances held at each pose) from ``T``, to its fixed point: in closed
-    form, ``(sum w J^T M J) step = -g`` with the terms of :func:`_gicp_step_equations` and
+    form, ``(sum w J^T M J) step = -g`` with the terms of :func:`_gicp_terms` and
     ``J = [I, -[T s]x]`` (the Gauss-Newton step GICP itself takes; its fixed point is where ``g``
     vanishes).  Until the step is at rounding level: four steps on the bunny, each dividing it by
     ~1000.  The Newton steps by double backward it replaced took ~13 ms each (the bunny's forward
