@@ -17,7 +17,7 @@ from .. import lie
 from ..lie import se3_tensor, wrap_lie
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
-from ..optim import History, RobustKernel
+from ..optim import History, RobustKernel, damped
 from . import _soa as soa
 from ._cloud import as_points, knn_covariances, knn_covariances_many, voxel_downsample
 from ._neighbors import NearestNeighbors, PaddedNeighbors
@@ -530,7 +530,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
     costs = []  # (rows, cost) of each iteration: the cost where the step was taken
     T = T.clone()  # stepped in place below; the caller's init stays as given
-    eye6 = torch.eye(6, dtype=dt, device=dev)
+    no_damping = torch.zeros(R_, dtype=dt, device=dev)
     for _ in range(cfg.max_iterations):
         a = active.nonzero().squeeze(1)  # step only the running pairs
         if a.numel() == 0:
@@ -564,8 +564,9 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
                 s2 = s_
                 w = valid.to(dt) * cfg.kernel.weight(s_)
                 Hm, g = soa.gicp_system(q, Mr, M, w)
-            lam = 1e-9 * Hm.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)
-            delta = -torch.linalg.solve(Hm + lam[:, None, None] * eye6, g.unsqueeze(-1)).squeeze(-1)
+            # Gauss-Newton (ICP re-matches every step, so no step is rejected): the engine's
+            # damping rule at lambda = 0, its floor keeping a direction no correspondence sees regular
+            delta = -torch.linalg.solve(damped(Hm, no_damping[: Hm.shape[0]]), g.unsqueeze(-1)).squeeze(-1)
         has = valid.sum(1) >= 3
         costs.append((a, 0.5 * torch.where(valid, cfg.kernel.rho(s2), torch.zeros_like(s2)).sum(1)))
         delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
