@@ -625,6 +625,16 @@ def test_a_batch_with_voxels_and_a_kernel_backpropagates(device):
     assert not align(src, tgt).T_target_source.requires_grad  # no grad asked, none paid for
 
 
+def test_a_pair_that_did_not_converge_passes_zero_gradients(device):
+    """No solution, no derivative: the documented zero, not NaN and not a backward with no graph."""
+    src, tgt = _grad_pair(device)
+    s = src.clone().requires_grad_()
+    r = align(s, tgt, config=ICPConfig(method="point_to_plane", max_iterations=1))
+    assert not bool(r.converged)
+    r.T_target_source.tensor().sum().backward()
+    assert s.grad is not None and float(s.grad.abs().max()) == 0.0
+
+
 def test_registration_results_speak_the_engines_vocabulary(device):
     """cost, reason and history per pair: the cost falls, the last recorded entry is the cost,
     and each way of stopping says which it was."""

@@ -6,6 +6,12 @@ kernels applied in one place (IRLS, in :class:`~robojac.optim.Linearization`), o
 per group.  The answer can be differentiated: ``backward="implicit"`` (the default) applies the
 implicit function theorem at the solution, ``"unroll"`` differentiates through the iterations,
 ``"none"`` detaches.
+
+Two solvers keep loops of their own beside this one, each for a measured reason written next to
+it: ICP (a step from moment sums takes half the engine's, and it re-matches before every step,
+so it would pay a solve's set-up each time: ``robojac/icp/_align.py``, ``benchmarks/icp_step.py``)
+and IK's latency path (a lone target in numpy: ``robojac/ik/_lm_numpy.py``).  Both take this
+module's damping rule and speak its vocabulary; their gradients come from :func:`attach_gradients`.
 """
 
 from __future__ import annotations
