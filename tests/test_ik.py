@@ -228,7 +228,9 @@ def test_one_arm_of_a_humanoid_moves_only_its_own_joints(device):
         cfg = ik.IKConfig(frame=frame, engine=engine, rounds=1, restarts=1, fill=1, max_iterations=6)
         out[engine] = ik.solve(talos, target, q0=q0, config=cfg)
         assert torch.equal(out[engine].q[:, ~moves], q0[:, ~moves])
-    assert max_err(out["numpy"].q, out["torch"].q) < 1e-9
+    # the engine adds its damping floor (2e-14 of the diagonal) only to a system that needs it to
+    # factor, the numpy loop to every one: six steps on 9 joints carry that to ~3e-9
+    assert max_err(out["numpy"].q, out["torch"].q) < 1e-8
     solved = ik.solve(talos, target, config=ik.IKConfig(frame=frame))
     assert bool(solved.converged.all()) and float(solved.pos_err.max()) < 1e-4
 
@@ -571,7 +573,7 @@ def test_the_target_factor_jacobian_equals_automatic_differentiation(position_on
     """The implicit backward's Gauss-Newton Hessian comes from the target factor's closed-form
     Jacobian (the chain's geometric one and Jr^-1 of the rotation error); away from the solution
     (errors of ~1 rad) it equals forward-mode differentiation of the factor's own residual."""
-    from robojac.ik._solve import _TargetResidual
+    from robojac.ik._targets import TargetResidual as _TargetResidual
     from robojac.jacobian import batch_jacobian
 
     panda = _chain("panda.urdf", "panda_hand").to(device)

@@ -1,6 +1,8 @@
 """robojac.optim's engine: user factors without Jacobians, batches that stop on their own,
 failures that say so, and gradients through the answer checked against finite differences."""
 
+import math
+
 import pypose as pp
 import pytest
 import torch
@@ -405,3 +407,107 @@ def test_a_residual_that_closes_over_the_batch_gets_its_jacobian_too(device):
     assert a.shape == (3, 1, 36, 6) and max_err(a, b) < 1e-14
     H, _ = Linearization(Problem([X], [closed]), values).normal_equations()
     assert bool(torch.isfinite(H).all())
+
+
+# ---- bounds, rest values, satisfied factors, and problems that run on their own -------------------
+def _quadratic(target):
+    """``x - target`` per problem (one factor, identity Jacobian), able to run on a subset."""
+
+    class Residual:
+        def __init__(self, t):
+            self.t = t
+
+        def __call__(self, X):
+            return X - self.t[:, None]
+
+        def subset(self, rows):
+            return Residual(self.t[rows])
+
+    return Residual(target)
+
+
+def test_bounded_vectors_stop_at_their_bounds_and_come_back_by_a_period(device):
+    """The minimum of |x - t|^2 over a box is t clamped into it; a periodic coordinate whose step
+    leaves the box comes back by one period when that lands inside, never beyond a bound."""
+    t = torch.tensor([[2.0, -0.5, 0.3], [0.2, 0.1, -3.0]], dtype=torch.float64, device=device)
+    X = optim.Variable("Rn", torch.zeros(2, 1, 3, dtype=torch.float64, device=device), lower=-1.0, upper=1.0)
+    r = optim.solve([X], [optim.Factor(_quadratic(t), [X])], optim.SolverConfig(backward="none"))
+    assert max_err(r.values[0][:, 0], t.clamp(-1.0, 1.0)) < 1e-9
+    assert bool(r.converged.all())
+    # "hold" (IK's rule): a coordinate whose step would cross its bound keeps its value, the others move
+    X = optim.Variable("Rn", torch.zeros(2, 1, 3, dtype=torch.float64, device=device), lower=-1.0, upper=1.0, at_bound="hold")
+    r = optim.solve([X], [optim.Factor(_quadratic(t), [X])], optim.SolverConfig(backward="none"))
+    assert max_err(r.values[0][:, 0], torch.where(t.abs() > 1, 0.0, t)) < 1e-6  # the held ones dominate the cost
+    with pytest.raises(ValueError, match="at_bound: expected 'stop' or 'hold'"):
+        optim.Variable("Rn", torch.zeros(1, 1, 2, device=device), lower=0.0, at_bound="clamp")
+    # an angle in [-pi, pi] stepped from 3.0 toward 3.5: it lands at 3.5 - 2 pi, inside
+    a = optim.Variable("Rn", torch.full((1, 1, 1), 3.0, dtype=torch.float64, device=device), lower=-math.pi,
+                       upper=math.pi, period=2 * math.pi)
+    trig = optim.Factor(lambda x: torch.cat((torch.cos(x) - math.cos(3.5), torch.sin(x) - math.sin(3.5)), -1), [a])
+    out = optim.solve([a], [trig], optim.SolverConfig(backward="none")).values[0]
+    assert abs(float(out) - (3.5 - 2 * math.pi)) < 1e-6
+    with pytest.raises(ValueError, match="shared by the problems"):
+        optim.Variable("Rn", torch.zeros(2, 1, 3, device=device), lower=torch.zeros(2, 1, 3, device=device))
+    with pytest.raises(ValueError, match="only vector"):
+        optim.Variable("SO3", torch.tensor([[[0.0, 0.0, 0.0, 1.0]]], device=device), upper=1.0)
+    with pytest.raises(ValueError, match="lower <= upper"):
+        optim.Variable("Rn", torch.zeros(1, 1, 2, device=device), lower=1.0, upper=0.0)
+
+
+def test_a_rest_value_pulls_inside_the_null_space_only(device):
+    """x1 + x2 = 1 has a line of solutions.  From the origin, Gauss-Newton's least-norm step lands
+    on (0.5, 0.5); with a rest value (2, 0) the pull, in the damped null space of the residual,
+    moves the step along the line toward it: (0.5, 0.5) + gain ((2, 0) - (1, 1)) = (1, 0), still a
+    solution."""
+    def solve(**rest):
+        X = optim.Variable("Rn", torch.zeros(1, 1, 2, dtype=torch.float64, device=device), **rest)
+        f = optim.Factor(lambda x: x.sum(-1, keepdim=True) - 1.0, [X])
+        cfg = optim.SolverConfig(optim.TrustRegionConfig(lambda_initial=1e-12, lambda_min=1e-12), backward="none")
+        return optim.solve([X], [f], cfg).values[0][0, 0]
+
+    plain = solve()
+    pulled = solve(rest=torch.tensor([2.0, 0.0], dtype=torch.float64, device=device), rest_gain=0.5)
+    assert max_err(plain, torch.tensor([0.5, 0.5], dtype=torch.float64, device=device)) < 1e-9
+    assert max_err(pulled, torch.tensor([1.0, 0.0], dtype=torch.float64, device=device)) < 1e-9
+
+
+def test_a_satisfied_factor_stops_its_problem_and_the_rest_run_on_their_own(device):
+    """A factor that says when its task is done stops each problem there ("satisfied", converged);
+    once most have stopped, the rest run as a smaller batch (Problem.subset) and reach the same
+    values, iterations and reasons as a residual that cannot be cut."""
+    g = torch.Generator().manual_seed(3)
+    B = 64
+    t = 0.8 * torch.tanh(torch.randn(B, 3, generator=g, dtype=torch.float64)).to(device)
+    t[: B // 2] *= 1e-3  # half start within a step's reach of the tolerance
+
+    class Satisfied:
+        def __init__(self, t, cut=True):
+            self.t = t
+            if cut:
+                self.subset = lambda rows: Satisfied(self.t[rows])
+
+        def __call__(self, X):
+            return torch.sin(X) - self.t[:, None]  # a few Gauss-Newton steps to reach
+
+        def satisfied(self, r):
+            return r.square().sum((-1, -2)) < 1e-18
+
+    outs = []
+    for cut in (True, False):
+        X = optim.Variable("Rn", torch.zeros(B, 1, 3, dtype=torch.float64, device=device))
+        cfg = optim.SolverConfig(termination=optim.TerminationConfig(relative_tolerance=0.0, step_tolerance=0.0,
+                                                                     gradient_tolerance=0.0), backward="none")
+        outs.append(optim.solve([X], [optim.Factor(Satisfied(t, cut), [X])], cfg))
+    a, b = outs
+    assert set(a.reason) == {"satisfied"} and bool(a.converged.all())
+    assert max_err(a.values[0], b.values[0]) < 1e-12 and torch.equal(a.iterations, b.iterations) and a.reason == b.reason
+    assert int(a.iterations.min()) < int(a.iterations.max())  # the problems did stop at different steps
+    assert max_err(a.values[0][:, 0], torch.asin(t)) < 1e-8  # |r| < 1e-9 where each stopped
+    assert a.history.cost.shape == b.history.cost.shape
+
+
+def test_bounds_need_the_dense_solver(device):
+    X = optim.Variable("Rn", torch.zeros(1, 300, 1, dtype=torch.float64, device=device), lower=-1.0)
+    f = optim.Factor(lambda x: x - 2.0, [X], torch.arange(300, device=device))
+    with pytest.raises(ValueError, match="bounds and rest values need the dense linear solver"):
+        optim.solve([X], [f], optim.SolverConfig(linear_solver="ldl", backward="none"))

@@ -1,5 +1,5 @@
 """Inverse kinematics: ``solve(chain, target)`` (batched damped least squares with restarts and
-joint limits, a numpy engine for latency and a torch engine for throughput) and closed-form
+joint limits, on the solver engine for throughput and a numpy path for latency) and closed-form
 solvers for planar 2- and 3-link arms."""
 
 from ._io import read_targets

@@ -17,8 +17,8 @@ mathematics in about 25 numpy calls, vectorised over the problems *and* the join
   prismatic).
 * mimic joints: ``theta = M q + o`` and the columns fold through ``M``.
 
-The torch engine (:mod:`._lm_torch`) serves large batches and other devices; both are
-checked against :meth:`Chain.pose_and_jacobian`.
+The solver engine (:mod:`._lm_engine`, through :meth:`Chain.pose_and_jacobian`) serves large
+batches and other devices; this path is checked against it.
 """
 
 from __future__ import annotations

@@ -11,16 +11,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import lie, optim
+from .. import optim
 from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
 from ._lm_numpy import frame_errors, lm_numpy
-from ._lm_torch import lm_torch
+from ._lm_engine import lm_engine
 from ._path import SerialPath, quat_to_matrix_np
 from ._step import Problem
 from ._table import StartTable, rotation_scale
-from ._targets import parse_targets, pose_errors
+from ._targets import TargetResidual, parse_targets, pose_errors
 
 __all__ = ["IKConfig", "IKResult", "solve"]
 
@@ -298,38 +298,12 @@ def _with_gradients(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch
     w = torch.tensor([cfg.position_weight] * 3 + ([] if position_only else [cfg.orientation_weight] * 3),
                      dtype=flat.dtype, device=flat.device)
 
-    factor = optim.Factor(_TargetResidual(chain, frame, q, drive, w, position_only), [var], data=(flat[:, None],),
+    factor = optim.Factor(TargetResidual(chain, frame, q, drive, w, position_only), [var], data=(flat[:, None],),
                           name="target")
     damping = 1e-10 if flat.dtype == torch.float64 else 1e-5
     (qm,) = optim.attach_gradients([var], [factor], (q[:, None, drive],), result.converged.reshape(B),
                                    damping=damping, hessian="gauss_newton")
     return replace(result, q=q.index_copy(1, drive, qm[:, 0]).reshape(batch + (dof,)))
-
-
-class _TargetResidual:
-    """The weighted pose error ``[w_p (p* - p); w_o Log(R* R^T)]`` of the joints ``drive`` (the
-    others held at ``q``), as a factor of the solver engine: ``(Q (B, 1, m), target (B, 1, 7|3))
-    -> (B, 1, 6|3)``, with its Jacobian in closed form from the chain's geometric one
-    (``-w_p J_v`` and ``-w_o Jr^-1(e_r) J_w``: ``R* R^T`` moves as ``R* R^T Exp(-J_w dq)``)."""
-
-    def __init__(self, chain: Chain, frame: str, q: Tensor, drive: Tensor, w: Tensor, position_only: bool):
-        self.chain, self.frame, self.q, self.drive, self.w, self.position_only = chain, frame, q, drive, w, position_only
-
-    def _full(self, Q: Tensor) -> Tensor:
-        return self.q.to(Q.dtype).index_copy(1, self.drive, Q[:, 0])
-
-    def __call__(self, Q: Tensor, target: Tensor) -> Tensor:
-        X = self.chain.forward_kinematics_tensor(self._full(Q), [self.frame])[:, 0]
-        return (pose_errors(X, target[:, 0], self.position_only)[0] * self.w)[:, None]
-
-    def value_and_jacobians(self, Q: Tensor, target: Tensor):
-        X, J = self.chain.pose_and_jacobian(self._full(Q), self.frame)
-        e = pose_errors(X, target[:, 0], self.position_only)[0]
-        J = J.index_select(2, self.drive)  # (B, 6, m): [v; w] of the frame, world frame
-        D = -J[:, :3]
-        if not self.position_only:
-            D = torch.cat((D, -lie.so3_left_jacobian_inverse(-e[:, 3:]) @ J[:, 3:]), 1)  # Jr^-1(x) = Jl^-1(-x)
-        return (e * self.w)[:, None], ((D * self.w[:, None])[:, None],)
 
 
 def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
@@ -388,7 +362,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             q_init = torch.from_numpy(near).to(dtype=work_dt, device=dev)
             if rnd == 0 and q0 is not None:
                 q_init[::R] = q0.to(work_dt)[rows]
-            out = lm_torch(chain, frame, Tr, q_init, pb)
+            out = lm_engine(chain, frame, Tr, q_init, pb)
             q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
         pe64, re64 = pe.astype(np.float64), re.astype(np.float64)
         score = (pe64 / cfg.position_tolerance) ** 2 + (re64 / cfg.orientation_tolerance) ** 2
@@ -492,7 +466,7 @@ def _distance_np(path: SerialPath, q: np.ndarray, targets, sel: np.ndarray, cfg:
 
 def _distance_torch(chain: Chain, frame: str, q: np.ndarray, T: Tensor, cfg: IKConfig, position_only: bool,
                     dtype) -> np.ndarray:
-    """:func:`_distance_np` by the chain's own kinematics (the torch engine's rounds)."""
+    """:func:`_distance_np` by the chain's own kinematics (the rounds on the solver engine)."""
     K = len(q) // len(T)
     X = chain.forward_kinematics(torch.from_numpy(q).to(dtype=dtype, device=T.device), frame).tensor()
     _, pe, re = pose_errors(X, T.repeat_interleave(K, 0), position_only)

@@ -1,4 +1,5 @@
-"""What both IK engines share: the per-problem constants and the damping schedule."""
+"""What both IK paths share (the numpy loop and the solver engine): the per-problem constants and
+the damping schedule."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ LAMBDA_UP = 3.0  # after a rejected one
 LAMBDA_MIN = 1e-9
 LAMBDA_MAX = 1e8  # a problem whose damping climbs this high has stalled and stops
 # The damped system is (A + lambda diag(A) + RIDGE eps |diag(A)|_max I) dq = b: the engine's one
-# damping rule (robojac.optim.damped), in the engines' own layouts.  The ridge keeps a joint that
+# damping rule (robojac.optim.damped), in the numpy loop's own layout.  The ridge keeps a joint that
 # does not move the task (the Panda's joint 7 for a position-only target) from making the system
 # singular: an absolute 1e-12 fell under float32's pivot threshold and position-only IK in
 # float32 took no step at all (1 of 1,000 Panda targets solved).

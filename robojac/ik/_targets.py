@@ -1,6 +1,9 @@
-"""IK targets: what ``solve`` accepts, and the pose error both engines minimise."""
+"""IK targets: what ``solve`` accepts, the pose error the attempts minimise, and that error as a
+factor of the solver engine."""
 
 from __future__ import annotations
+
+import copy
 
 import pypose as pp
 import torch
@@ -9,7 +12,7 @@ from torch import Tensor
 from .. import lie
 from ..lie import require_values, se3_tensor
 
-__all__ = ["parse_targets", "pose_errors"]
+__all__ = ["TargetResidual", "parse_targets", "pose_errors"]
 
 
 def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
@@ -39,3 +42,71 @@ def pose_errors(X: Tensor, target: Tensor, position_only: bool) -> tuple[Tensor,
         return dp, dp.norm(dim=-1), torch.zeros_like(dp[:, 0])
     dr = lie.so3_log(lie.quat_mul(target[:, 3:], lie.quat_conj(X[:, 3:])))
     return torch.cat((dp, dr), -1), dp.norm(dim=-1), dr.norm(dim=-1)
+
+
+class TargetResidual:
+    """The weighted pose error ``[w_p (p* - p); w_o Log(R* R^T)]`` of the joints ``drive`` (the
+    others held at ``q``), as a factor of the solver engine: ``(Q (B, 1, m), target (B, 1, 7|3))
+    -> (B, 1, 6|3)``, with its Jacobian in closed form from the chain's geometric one
+    (``-w_p J_v`` and ``-w_o Jr^-1(e_r) J_w``: ``R* R^T`` moves as ``R* R^T Exp(-J_w dq)``).
+    ``exact=False`` takes ``-w_o J_w`` for the rotation rows, as damped least-squares IK steps
+    (and :mod:`._lm_numpy`): the step the attempts take; the gradients need the exact one."""
+
+    def __init__(self, chain, frame: str, q: Tensor, drive: Tensor, w: Tensor, position_only: bool,
+                 tolerances: tuple[float, float] | None = None, exact: bool = True, group: int = 1):
+        self.chain, self.frame, self.q, self.drive, self.w, self.position_only = chain, frame, q, drive, w, position_only
+        self.every = len(drive) == q.shape[1]  # every joint moves the frame: no gather, no scatter
+        self.exact = exact  # False: the rotation error's Jacobian taken as -J_w, damped least squares' step
+        if tolerances is not None:  # an attempt stops within them (the engine asks satisfied())
+            self.tolerances = tolerances
+            self.target_of = torch.arange(q.shape[0], device=q.device) // group  # each problem's target
+            self.single = group == 1
+            self.satisfied = self._done
+
+    def subset(self, rows: Tensor) -> "TargetResidual":
+        """The residual of the problems ``rows`` alone (the engine runs the last few by themselves)."""
+        out = copy.copy(self)
+        out.q = self.q[rows]
+        if hasattr(self, "target_of"):
+            out.target_of = self.target_of[rows]
+            out.satisfied = out._done
+        return out
+
+    def within(self, r: Tensor) -> Tensor:
+        """``(B,)``: the position error below its tolerance, and the orientation error below its
+        own, from the weighted residual ``r (B, 1, 6|3)``."""
+        pos_tol, ori_tol = self.tolerances
+        r2 = r[:, 0] * r[:, 0]
+        ok = r2[:, :3].sum(-1) < (pos_tol * self.w[0]) ** 2
+        if not self.position_only:
+            ok = ok & (r2[:, 3:].sum(-1) < (ori_tol * self.w[3]) ** 2)
+        return ok
+
+    def _done(self, r: Tensor) -> Tensor:
+        """``(B,)``: the attempt is done when it, or another start of its target (``group``
+        consecutive problems), is within the tolerances."""
+        ok = self.within(r)
+        if self.single:
+            return ok
+        hits = torch.zeros(int(self.target_of.max()) + 1 if len(ok) else 0, dtype=r.dtype, device=r.device)
+        return hits.index_add_(0, self.target_of, ok.to(r.dtype))[self.target_of] > 0
+
+    def _full(self, Q: Tensor) -> Tensor:
+        return Q[:, 0] if self.every else self.q.to(Q.dtype).index_copy(1, self.drive, Q[:, 0])
+
+    def __call__(self, Q: Tensor, target: Tensor) -> Tensor:
+        X = self.chain.forward_kinematics_tensor(self._full(Q), [self.frame])[:, 0]
+        return (pose_errors(X, target[:, 0], self.position_only)[0] * self.w)[:, None]
+
+    def value_and_jacobians(self, Q: Tensor, target: Tensor):
+        X, J = self.chain.pose_and_jacobian(self._full(Q), self.frame)
+        T = target[:, 0]
+        dp = T[:, :3] - X[:, :3]
+        if not self.every:
+            J = J.index_select(2, self.drive)  # (B, 6, m): [v; w] of the frame, world frame
+        if self.position_only:
+            return (dp * self.w)[:, None], ((J[:, :3] * -self.w[:, None])[:, None],)
+        er = lie.so3_log(lie.quat_mul(T[:, 3:], lie.quat_conj(X[:, 3:])))
+        Jw = J[:, 3:] if not self.exact else lie.so3_left_jacobian_inverse(-er) @ J[:, 3:]  # Jr^-1(x) = Jl^-1(-x)
+        D = torch.cat((J[:, :3], Jw), 1) * -self.w[:, None]
+        return (torch.cat((dp, er), -1) * self.w)[:, None], (D[:, None],)

@@ -7,6 +7,7 @@ written once here and used by every problem on the engine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -143,10 +144,26 @@ class Variable:
     values (a gauge, a FIXed pose).  ``name`` appears in error messages.
 
     The value may be a pypose LieTensor or require grad: the solver reads it as the starting
-    point (gradients reach the answer through the problem's data, never through the start)."""
+    point (gradients reach the answer through the problem's data, never through the start).
+
+    Vectors (``"Rn"``) may also carry, each broadcastable to ``(N, dim)`` and shared by the
+    problems (a robot's joints):
+
+    * ``lower`` / ``upper``: bounds.  A coordinate that a step would take outside stops on the
+      bound it crosses (``at_bound="stop"``) or keeps its value for that step (``"hold"``:
+      damped least-squares IK's rule, which a joint's limit suits: the arm's other joints take
+      up the motion); the others are solved again given that, and the result is clamped into
+      the box (outside the Gauss-Newton model: the engine's promise is the step's, before it).
+    * ``period``: a coordinate that leaves its bounds comes back by one period when that lands
+      inside (``2 pi`` for a revolute joint, ``0``: none).
+    * ``rest`` with ``rest_gain``: a preferred value the step pulls toward inside the damped
+      null space of the residuals, ``step += gain (d - (H + D)^-1 H d)`` with ``d = rest - x``
+      (a redundant arm's rest pose; ``H + D`` the damped system).
+    Bounded or pulled variables need the dense linear solver (many small problems)."""
 
     def __init__(self, kind: str | Group, value: Tensor, *, dim: int | None = None, fixed: Tensor | None = None,
-                 name: str = "variable"):
+                 name: str = "variable", lower=None, upper=None, period=None, rest=None, rest_gain: float = 0.0,
+                 at_bound: str = "stop"):
         value = value.tensor() if hasattr(value, "ltype") else value
         if not isinstance(value, Tensor) or not value.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor (B, N, raw), got {type(value).__name__}")
@@ -167,6 +184,69 @@ class Variable:
                 raise ValueError(f"{name}.fixed: expected shape ({N},) or ({B}, {N}), got {tuple(fixed.shape)}")
             held = held | fixed
         self.value, self.fixed, self.name = value, held, name
+        self.lower, self.upper, self.period, self.rest = (
+            self._per_coordinate(x, label, kind) for x, label in ((lower, "lower"), (upper, "upper"), (period, "period"), (rest, "rest")))
+        if self.lower is not None and self.upper is not None and bool((self.lower > self.upper).any()):
+            raise ValueError(f"{name}: expected lower <= upper in every coordinate")
+        if self.period is not None and bool((self.period < 0).any()):
+            raise ValueError(f"{name}.period: expected periods >= 0 (0: not periodic)")
+        if not isinstance(rest_gain, (int, float)) or not math.isfinite(rest_gain):
+            raise ValueError(f"{name}.rest_gain: expected a finite number, got {rest_gain!r}")
+        self.rest_gain = float(rest_gain)
+        if at_bound not in ("stop", "hold"):
+            raise ValueError(f"{name}.at_bound: expected 'stop' or 'hold', got {at_bound!r}")
+        self.at_bound = at_bound
+
+    def _per_coordinate(self, x, label: str, kind) -> Tensor | None:
+        """``x`` as a tensor broadcastable to the value, for a vector variable; ``None`` stays."""
+        if x is None:
+            return None
+        if kind != "Rn":
+            raise ValueError(f"{self.name}.{label}: only vector ('Rn') variables take {label}, this one is {self.group.name}")
+        x = torch.as_tensor(x, dtype=self.value.dtype, device=self.value.device).detach()
+        shared = tuple(self.value.shape[1:])
+        fits = x.dim() <= 2 and all(a in (1, b) for a, b in zip(reversed(x.shape), reversed(shared)))
+        if not fits:
+            raise ValueError(f"{self.name}.{label}: expected a shape broadcastable to {shared} (shared by the "
+                             f"problems), got {tuple(x.shape)}")
+        if torch.isnan(x).any() or (label in ("period", "rest") and not torch.isfinite(x).all()):
+            raise ValueError(f"{self.name}.{label}: contains NaN{'' if label in ('lower', 'upper') else ' or infinite'} values")
+        return x
+
+    @property
+    def bounded(self) -> bool:
+        return self.lower is not None or self.upper is not None
+
+    def wrap(self, x: Tensor) -> Tensor:
+        """Coordinates outside the bounds brought back by one period where that lands inside."""
+        if self.period is None or not self.bounded:
+            return x
+        lo = self.lower if self.lower is not None else torch.full_like(x, -math.inf)
+        hi = self.upper if self.upper is not None else torch.full_like(x, math.inf)
+        p = self.period
+        return x - p * ((x > hi) & (x - p >= lo)) + p * ((x < lo) & (x + p <= hi))
+
+    def outside(self, x: Tensor) -> Tensor:
+        """Where ``x`` (after :meth:`wrap`) leaves the bounds."""
+        out = torch.zeros_like(x, dtype=torch.bool)
+        if self.lower is not None:
+            out = out | (x < self.lower)
+        if self.upper is not None:
+            out = out | (x > self.upper)
+        return out
+
+    def project(self, x: Tensor) -> Tensor:
+        """``x`` wrapped, then clamped into the bounds (the arithmetic only on the problems with
+        a coordinate outside: most steps of a batch stay inside)."""
+        rows = torch.nonzero(self.outside(x).flatten(1).any(1)).flatten()
+        if rows.numel() == 0:
+            return x
+        y = self.wrap(x[rows])
+        if self.lower is not None:
+            y = torch.maximum(y, self.lower.expand_as(y))
+        if self.upper is not None:
+            y = torch.minimum(y, self.upper.expand_as(y))
+        return x.index_copy(0, rows, y)
 
     @property
     def batch(self) -> int:
