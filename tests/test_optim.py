@@ -511,3 +511,34 @@ def test_bounds_need_the_dense_solver(device):
     f = optim.Factor(lambda x: x - 2.0, [X], torch.arange(300, device=device))
     with pytest.raises(ValueError, match="bounds and rest values need the dense linear solver"):
         optim.solve([X], [f], optim.SolverConfig(linear_solver="ldl", backward="none"))
+
+
+def test_large_batches_of_small_systems_solve_as_small_ones_do(device):
+    """Past optim.soa_pays' batch size the engine's normal equations and factorizations run
+    structure-of-arrays; the answers equal those of the same problems solved in small batches
+    (batched LAPACK), step for step."""
+    B = 2 * 1024
+    assert optim.soa_pays(B, 6) and not optim.soa_pays(64, 6)
+    g = torch.Generator().manual_seed(5)
+    p = torch.randn(B, 1, 4, 3, dtype=torch.float64, generator=g).to(device)
+    truth = lie.se3_exp(0.3 * torch.randn(B, 6, dtype=torch.float64, generator=g)).to(device)
+    q = lie.se3_act(truth[:, None, None, :], p)
+    start = torch.zeros(B, 1, 7, dtype=torch.float64, device=device)
+    start[..., 6] = 1.0
+
+    class PointToPoint:  # one factor per problem, 12 rows: the structure-of-arrays path
+        def __call__(self, T, p, q):
+            return (lie.se3_act(T[:, :, None, :], p) - q).flatten(2)
+
+    cfg = optim.SolverConfig(termination=optim.TerminationConfig(max_iterations=6), backward="none")
+
+    def solve(rows):
+        X = optim.Variable("SE3", start[rows].clone())
+        return optim.solve([X], [optim.Factor(PointToPoint(), [X], data=(p[rows], q[rows]))], cfg)
+
+    whole = solve(slice(None))
+    parts = [solve(slice(k, k + 64)) for k in range(0, B, 64)]
+    values = torch.cat([r.values[0] for r in parts])
+    assert max_err(whole.values[0], values) < 1e-12
+    assert torch.equal(whole.iterations, torch.cat([r.iterations for r in parts]))
+    assert bool(whole.converged.all())

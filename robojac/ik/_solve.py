@@ -196,7 +196,7 @@ def _path(chain: Chain, frame: str) -> SerialPath:
 
 
 def _build_problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
-                   group: int) -> Problem:
+                   group: int, returned=None) -> Problem:
     lo, hi, turn = _limits(chain, dtype, device, numpy)
     w2 = [cfg.position_weight**2] * 3 + [cfg.orientation_weight**2] * 3
     rest = None
@@ -206,23 +206,25 @@ def _build_problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool,
         w2, rest = np.array(w2), None if rest is None else rest.cpu().numpy()
     else:
         w2 = torch.tensor(w2, dtype=dtype, device=device)
-    # below float64 the engine aims 1% inside the tolerances: its own errors carry round-off
-    # (~1e-7 m on a 1 m arm in float32), and an attempt that stops just under a tolerance by
-    # them could fail the float64 re-check of the returned q (1 or 2 of 10,000 targets did)
-    aim = 1.0 if dtype == torch.float64 else 0.99
+    # when the answer is returned below float64 the attempts aim 1% inside the tolerances: their
+    # own errors carry round-off (~1e-7 m on a 1 m arm in float32), and an attempt that stops
+    # just under a tolerance by them could fail the float64 re-check of the returned q (1 or 2 of
+    # 10,000 targets did); so could a float64 attempt's q rounded to float32 (1 of 30,000 did)
+    aim = 1.0 if (returned or dtype) == torch.float64 else 0.99
     return Problem(lo, hi, turn, w2, position_only, aim * cfg.position_tolerance, aim * cfg.orientation_tolerance,
                    cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain,
                    _drive(chain, frame, device, numpy))
 
 
 def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
-             group: int) -> Problem:
+             group: int, returned=None) -> Problem:
     """The attempt's constants, built once per chain and settings (a lone target's solve is
-    latency-bound) and again when the limits change; a rest pose is not memoised."""
-    args = (chain, cfg, frame, position_only, dtype, device, numpy, group)
+    latency-bound) and again when the limits change; a rest pose is not memoised.  ``returned``:
+    the dtype the answer is returned in (default: ``dtype``)."""
+    args = (chain, cfg, frame, position_only, dtype, device, numpy, group, returned)
     if cfg.rest_pose is not None and cfg.nullspace_gain != 0:
         return _build_problem(*args)
-    key = ("ik_problem", frame, position_only, dtype, str(device), numpy, group, cfg.position_weight,
+    key = ("ik_problem", frame, position_only, dtype, returned, str(device), numpy, group, cfg.position_weight,
            cfg.orientation_weight, cfg.position_tolerance, cfg.orientation_tolerance, cfg.lambda_initial,
            cfg.max_iterations, cfg.nullspace_gain)
     return chain._from_limits(key, lambda: _build_problem(*args))
@@ -338,7 +340,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
         work_dt = torch.float64 if use_numpy else dt
         measured &= use_numpy
-        pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R)
+        pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R, returned=dt)
         near, near_eval = _table_starts(chain, cfg, frame, gen, np_targets, todo, R, position_only,
                                         evaluated=use_numpy and (q0 is None)) \
             if rnd == 0 and cfg.start_table else (None, None)

@@ -16,10 +16,10 @@ from ._kernels import KERNELS, RobustKernel
 from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._problem import Factor, Linearization, Problem
-from ._small import cholesky_soa, cholesky_solve_soa, spd_solve_soa
+from ._small import cholesky_soa, cholesky_solve_soa, soa_pays, spd_solve_soa
 from ._variables import Group, Variable, group, product
 
 __all__ = ["RIDGE", "Factor", "Group", "History", "IterationRecord", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
            "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
            "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
-           "group", "product", "solve", "spd_solve_soa"]
+           "group", "product", "soa_pays", "solve", "spd_solve_soa"]

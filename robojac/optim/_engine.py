@@ -30,7 +30,7 @@ from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ._linear import SparseLDL, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
-from ._small import cholesky_soa, cholesky_solve_soa
+from ._small import cholesky_soa, cholesky_solve_soa, soa_pays
 from ._problem import Factor, Linearization, Problem, SparseSystem, hold_fixed, sparse_gauss_newton
 from ._variables import Variable
 
@@ -567,19 +567,16 @@ class _SparseSteps:
         return (x if bool(torch.isfinite(x).all()) else None), added
 
 
-SOA_MAX = 16  # systems up to this size factor structure-of-arrays (optim.cholesky_soa)
-
-
 class DenseFactor:
-    """Cholesky factors of many small SPD systems ``(B, n, n)``, and their solves.  Up to
-    :data:`SOA_MAX` unknowns structure-of-arrays (:func:`~robojac.optim.cholesky_soa`: 7x7 systems
-    of 10,000 IK problems factored and solved in ~0.3 of batched LAPACK's time), above that
-    ``torch.linalg.cholesky_ex``.  ``ok (B,)``: the system is positive definite; a solve gives
-    finite numbers everywhere, meaningless where it is not."""
+    """Cholesky factors of many small SPD systems ``(B, n, n)``, and their solves: structure-of-
+    arrays (:func:`~robojac.optim.cholesky_soa`) for large batches of small systems, where it
+    pays (:func:`~robojac.optim.soa_pays`: 10,000 float32 7x7 systems in 0.53 ms against batched
+    LAPACK's 4.0), else ``torch.linalg.cholesky_ex``.  ``ok (B,)``: the system is positive
+    definite; a solve gives finite numbers everywhere, meaningless where it is not."""
 
     def __init__(self, A: Tensor):
         B, n = A.shape[0], A.shape[-1]
-        self.soa = n <= SOA_MAX and not (torch.is_grad_enabled() and A.requires_grad)  # it works in place
+        self.soa = soa_pays(B, n) and not (torch.is_grad_enabled() and A.requires_grad)  # it works in place
         if self.soa:
             self.L, self.ok = cholesky_soa(A.permute(1, 2, 0).contiguous())  # no copy when A is stored so
         else:

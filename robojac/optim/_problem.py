@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..jacobian import BlockLayout, batch_jacobian
 from ._kernels import RobustKernel
+from ._small import SOA_MAX_SIZE, soa_pays
 from ._variables import Variable
 
 __all__ = ["Factor", "Linearization", "Problem", "SparseSystem", "hold_fixed", "sparse_gauss_newton"]
@@ -136,17 +137,18 @@ class Linearization:
         return total
 
     def normal_equations(self) -> tuple[Tensor, Tensor]:
-        """``(H (B, n, n), g (B, n))``.  Problems of one factor each (IK's target) get ``H`` stored
-        structure-of-arrays (a ``(n, n, B)`` array seen as ``(B, n, n)``), in the layout the small
-        dense factorization wants, with each block added in place."""
+        """``(H (B, n, n), g (B, n))``.  Large batches of small problems of one factor each (IK's
+        target) get ``H`` stored structure-of-arrays (a ``(n, n, B)`` array seen as ``(B, n, n)``),
+        in the layout the small dense factorization wants, each block added in place."""
         pb = self.problem
         B, n = pb.batch, pb.size
         ref = self.residuals[0]
         tracked = torch.is_grad_enabled() and (any(r.requires_grad for r in self.residuals) or any(
             J is not None and not callable(J) and any(b.requires_grad for b in J) for J in self.blocks))
-        soa = all(f.count == 1 for f in pb.factors) and not tracked
+        single = all(f.count == 1 for f in pb.factors) and not tracked  # blocks added in place
+        soa = single and soa_pays(B, n) and all(r.shape[-1] <= SOA_MAX_SIZE for r in self.residuals)
         Hs = ref.new_zeros(n, n, B) if soa else None
-        H = Hs.permute(2, 0, 1) if soa else ref.new_zeros(B, n * n)
+        H = Hs.permute(2, 0, 1) if soa else ref.new_zeros(B, n, n) if single else ref.new_zeros(B, n * n)
         g = ref.new_zeros(B, n)
         for i, (f, r) in enumerate(zip(pb.factors, self.residuals)):
             blocks = self.jacobians(i)  # K x (B, F, m, t_k), zero where fixed
@@ -154,21 +156,24 @@ class Linearization:
             wr = r if w is None else w[..., None] * r
             for k, Jk in enumerate(blocks):
                 rows = pb.rows(f, k)  # (F, t_k)
-                if soa:
+                if single:
                     r0 = int(rows[0, 0])
                     g[:, r0 : r0 + rows.shape[1]] += (Jk[:, 0] * wr[:, 0, :, None]).sum(1)
                 else:
                     g.index_add_(1, rows.reshape(-1), (Jk.transpose(-1, -2) @ wr[..., None])[..., 0].reshape(B, -1))
                 for l_, Jl in enumerate(blocks):
                     WJl = Jl if w is None else w[..., None, None] * Jl
-                    if soa:
+                    if single:
                         c0 = int(pb.rows(f, l_)[0, 0])
-                        Hs[r0 : r0 + Jk.shape[-1], c0 : c0 + Jl.shape[-1]] += _gram_soa(Jk[:, 0], WJl[:, 0])
+                        if soa:
+                            Hs[r0 : r0 + Jk.shape[-1], c0 : c0 + Jl.shape[-1]] += _gram_soa(Jk[:, 0], WJl[:, 0])
+                        else:
+                            H[:, r0 : r0 + Jk.shape[-1], c0 : c0 + Jl.shape[-1]] += Jk[:, 0].transpose(-1, -2) @ WJl[:, 0]
                         continue
                     A = Jk.transpose(-1, -2) @ WJl  # (B, F, t_k, t_l)
                     at = rows[:, :, None] * n + pb.rows(f, l_)[:, None, :]
                     H.index_add_(1, at.reshape(-1), A.reshape(B, -1))
-        return hold_fixed(H if soa else H.view(B, n, n), pb.held), g.masked_fill(pb.held, 0.0)
+        return hold_fixed(H if single else H.view(B, n, n), pb.held), g.masked_fill(pb.held, 0.0)
 
 
 def _gram_soa(Jk: Tensor, Jl: Tensor) -> Tensor:

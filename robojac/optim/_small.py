@@ -12,7 +12,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cholesky_soa", "cholesky_solve_soa", "spd_solve_soa"]
+__all__ = ["cholesky_soa", "cholesky_solve_soa", "spd_solve_soa", "soa_pays"]
+
+# Where structure-of-arrays beats batched LAPACK (measured on this 2-core machine, one thread):
+# 10,000 float32 7x7 systems factored and solved in 0.53 ms against 4.0 ms; with their normal
+# equations from 6-row Jacobians, 2,048 in 0.46 against 0.96 ms, 1,024 in 0.38 against 0.52 ms,
+# 512 about equal; below that LAPACK wins (128: 0.25 against 0.07 ms).
+SOA_MAX_SIZE = 16
+SOA_MIN_BATCH = 1024
+
+
+def soa_pays(batch: int, n: int) -> bool:
+    """Whether ``batch`` systems of ``n`` unknowns are faster structure-of-arrays than batched."""
+    return n <= SOA_MAX_SIZE and batch >= SOA_MIN_BATCH
 
 
 def cholesky_soa(A: Tensor, *, min_pivot: float = 0.0) -> tuple[Tensor, Tensor]:
