@@ -608,7 +608,10 @@ def _pulled_and_bounded(problem: Problem, values: tuple[Tensor, ...], H: Tensor,
             o = out[rows]
             dh = problem.to_bounds(values, step, rows).masked_fill(~o, 0.0)  # (R, n): onto the limit crossed
             keep = (~o).to(D.dtype).T.contiguous()  # (n, R)
-            Dr = D.permute(1, 2, 0).index_select(2, rows)  # (n, n, R)
+            Ds = D.permute(1, 2, 0)
+            n = Ds.shape[0]
+            Dr = (Ds.reshape(n * n, -1).index_select(1, rows).view(n, n, -1) if Ds.is_contiguous()  # (n, n, R)
+                  else D.index_select(0, rows).permute(1, 2, 0).contiguous())
             rhs = (-g[rows] - (Dr * dh.T[None]).sum(1).T) * keep.T + dh
             A = Dr * keep[:, None, :] * keep[None, :, :]
             A.diagonal(dim1=0, dim2=1).add_(o.to(D.dtype))
