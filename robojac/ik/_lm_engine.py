@@ -13,9 +13,10 @@ move the frame:
 
 The engine runs the problems still going as a smaller batch once they fit one (a power of two:
 the kinematics' workspaces are reused), as the loop it replaced did.  Measured against that loop
-(``benchmarks/ab.py --against fefce57 --case ik``, alternating processes, 5 rounds, 2026-12-05):
-10,000 Panda targets in float32 278 -> 293 ms (1.05x), success 100% in both; a lone target runs
-on :mod:`._lm_numpy` either way (706 -> 708 us).
+(``benchmarks/ab.py --against fefce57 --case ik --rounds 9``, alternating processes, 2026-12-05):
+10,000 Panda targets in float32 269 -> 292 ms (1.08x; 1.05-1.17x over this session's runs of
+the last versions), success 100% in both; a lone target runs on :mod:`._lm_numpy` either way
+(730 -> 696 us).
 
 :mod:`._lm_numpy` takes the same steps in numpy for the latency-bound small rounds on the CPU
 (its measured reason is written there).

@@ -107,6 +107,7 @@ class TargetResidual:
         if self.position_only:
             return (dp * self.w)[:, None], ((J[:, :3] * -self.w[:, None])[:, None],)
         er = lie.so3_log(lie.quat_mul(T[:, 3:], lie.quat_conj(X[:, 3:])))
-        Jw = J[:, 3:] if not self.exact else lie.so3_left_jacobian_inverse(-er) @ J[:, 3:]  # Jr^-1(x) = Jl^-1(-x)
-        D = torch.cat((J[:, :3], Jw), 1) * -self.w[:, None]
+        if self.exact:  # Jr^-1(x) = Jl^-1(-x)
+            J = torch.cat((J[:, :3], lie.so3_left_jacobian_inverse(-er) @ J[:, 3:]), 1)
+        D = J * -self.w[:, None]
         return (torch.cat((dp, er), -1) * self.w)[:, None], (D[:, None],)

@@ -606,13 +606,15 @@ def _pulled_and_bounded(problem: Problem, values: tuple[Tensor, ...], H: Tensor,
         rows = torch.nonzero(out.any(-1) & live).flatten()
         if rows.numel():
             o = out[rows]
-            dh = problem.to_bounds(values, step, rows).masked_fill(~o, 0.0)  # (R, n): onto the limit crossed
             keep = (~o).to(D.dtype).T.contiguous()  # (n, R)
             Ds = D.permute(1, 2, 0)
             n = Ds.shape[0]
             Dr = (Ds.reshape(n * n, -1).index_select(1, rows).view(n, n, -1) if Ds.is_contiguous()  # (n, n, R)
                   else D.index_select(0, rows).permute(1, 2, 0).contiguous())
-            rhs = (-g[rows] - (Dr * dh.T[None]).sum(1).T) * keep.T + dh
+            rhs = -g[rows] * keep.T
+            if problem.stops_at_bounds:  # onto the bound crossed; "hold" leaves those coordinates as they are
+                dh = problem.to_bounds(values, step, rows).masked_fill(~o, 0.0)  # (R, n)
+                rhs = (rhs - (Dr * dh.T[None]).sum(1).T * keep.T) + dh
             A = Dr * keep[:, None, :] * keep[None, :, :]
             A.diagonal(dim1=0, dim2=1).add_(o.to(D.dtype))
             L2 = DenseFactor(A.permute(2, 0, 1))

@@ -156,7 +156,11 @@ class Linearization:
             wr = r if w is None else w[..., None] * r
             for k, Jk in enumerate(blocks):
                 rows = pb.rows(f, k)  # (F, t_k)
-                if single:
+                if soa:  # the block once in the batch-last layout, for g and every product with it
+                    r0 = int(rows[0, 0])
+                    a = Jk[:, 0].permute(1, 2, 0).contiguous()  # (m, t, B)
+                    g[:, r0 : r0 + rows.shape[1]] += (a * wr[:, 0].T[:, None, :]).sum(0).T
+                elif single:
                     r0 = int(rows[0, 0])
                     g[:, r0 : r0 + rows.shape[1]] += (Jk[:, 0] * wr[:, 0, :, None]).sum(1)
                 else:
@@ -166,7 +170,8 @@ class Linearization:
                     if single:
                         c0 = int(pb.rows(f, l_)[0, 0])
                         if soa:
-                            Hs[r0 : r0 + Jk.shape[-1], c0 : c0 + Jl.shape[-1]] += _gram_soa(Jk[:, 0], WJl[:, 0])
+                            b = a if WJl is Jk else WJl[:, 0].permute(1, 2, 0).contiguous()
+                            Hs[r0 : r0 + Jk.shape[-1], c0 : c0 + Jl.shape[-1]] += _gram_soa(a, b)
                         else:
                             H[:, r0 : r0 + Jk.shape[-1], c0 : c0 + Jl.shape[-1]] += Jk[:, 0].transpose(-1, -2) @ WJl[:, 0]
                         continue
@@ -176,12 +181,10 @@ class Linearization:
         return hold_fixed(H if single else H.view(B, n, n), pb.held), g.masked_fill(pb.held, 0.0)
 
 
-def _gram_soa(Jk: Tensor, Jl: Tensor) -> Tensor:
-    """``Jk^T Jl`` for ``(B, m, t)`` blocks, structure-of-arrays ``(t_k, t_l, B)``: one rank-1 update
-    per residual row over the contiguous batch (10,000 IK problems' 6 x 7 blocks: 0.8 ms, where
-    the batched matmul of tiny matrices took 2.6)."""
-    a = Jk.permute(1, 2, 0).contiguous()  # (m, t, B)
-    b = a if Jl is Jk else Jl.permute(1, 2, 0).contiguous()
+def _gram_soa(a: Tensor, b: Tensor) -> Tensor:
+    """``Jk^T Jl`` structure-of-arrays ``(t_k, t_l, B)`` from blocks laid out ``(m, t, B)``: one
+    rank-1 update per residual row over the contiguous batch (10,000 IK problems' 6 x 7 blocks:
+    0.8 ms, where the batched matmul of tiny matrices took 2.6)."""
     A = a[0].unsqueeze(1) * b[0].unsqueeze(0)
     for r in range(1, a.shape[0]):
         A.addcmul_(a[r].unsqueeze(1), b[r].unsqueeze(0))
@@ -327,6 +330,7 @@ class Problem:
         self.held = torch.cat([v.fixed.repeat_interleave(v.group.tangent_dim, dim=1) for v in self.variables], 1)
         self._rows: dict = {}
         self.bounded = any(v.bounded for v in self.variables)
+        self.stops_at_bounds = any(v.bounded and v.at_bound == "stop" for v in self.variables)
         self.pulled = any(v.rest is not None and v.rest_gain != 0 for v in self.variables)
         self.satisfiable = [f for f in self.factors if hasattr(f.residual, "satisfied")]
 
