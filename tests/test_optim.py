@@ -477,7 +477,7 @@ def test_a_satisfied_factor_stops_its_problem_and_the_rest_run_on_their_own(devi
     values, iterations and reasons as a residual that cannot be cut."""
     g = torch.Generator().manual_seed(3)
     B = 64
-    t = 0.8 * torch.tanh(torch.randn(B, 3, generator=g, dtype=torch.float64)).to(device)
+    t = 0.8 * torch.tanh(torch.randn(B, 3, generator=g, dtype=torch.float64, device="cpu")).to(device)
     t[: B // 2] *= 1e-3  # half start within a step's reach of the tolerance
 
     class Satisfied:
@@ -520,8 +520,8 @@ def test_large_batches_of_small_systems_solve_as_small_ones_do(device):
     B = 2 * 1024
     assert optim.soa_pays(B, 6) and not optim.soa_pays(64, 6)
     g = torch.Generator().manual_seed(5)
-    p = torch.randn(B, 1, 4, 3, dtype=torch.float64, generator=g).to(device)
-    truth = lie.se3_exp(0.3 * torch.randn(B, 6, dtype=torch.float64, generator=g)).to(device)
+    p = torch.randn(B, 1, 4, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
+    truth = lie.se3_exp(0.3 * torch.randn(B, 6, dtype=torch.float64, generator=g, device="cpu")).to(device)
     q = lie.se3_act(truth[:, None, None, :], p)
     start = torch.zeros(B, 1, 7, dtype=torch.float64, device=device)
     start[..., 6] = 1.0
