@@ -394,9 +394,9 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             D = damped(H, lam, floor=False)
             L = DenseFactor(D)
             if not bool(L.ok.all()):  # the floor, only where the system needs it to factor
-                bad = ~L.ok
-                D = torch.where(bad[:, None, None], damped(H, lam), D)
-                L = DenseFactor(D)
+                bad = torch.nonzero(~L.ok).flatten()
+                D = D.index_copy(0, bad, damped(H[bad], lam[bad]))
+                L.patch(bad, D[bad])
             solvable = L.ok
             step = L.solve(-g)
             if problem.pulled or problem.bounded:
@@ -584,11 +584,24 @@ class DenseFactor:
             self.ok = info == 0
             self.L = torch.where(self.ok[:, None, None], L, torch.eye(n, dtype=A.dtype, device=A.device).expand(B, n, n))
 
+        self.patched = None
+
+    def patch(self, rows: Tensor, A: Tensor) -> None:
+        """Factor the systems ``rows`` again, from ``A (len(rows), n, n)`` (the few that did not
+        factor, with the damping's floor), leaving the others' factors as they are."""
+        self.patched = (rows, DenseFactor(A))
+        self.ok = self.ok.index_copy(0, rows, self.patched[1].ok)
+
     def solve(self, b: Tensor) -> Tensor:
         """``A^-1 b`` for ``b (B, n)``."""
         if self.soa:
-            return cholesky_solve_soa(self.L, b.T.contiguous()).T
-        return torch.cholesky_solve(b[..., None], self.L)[..., 0]
+            x = cholesky_solve_soa(self.L, b.T.contiguous()).T
+        else:
+            x = torch.cholesky_solve(b[..., None], self.L)[..., 0]
+        if self.patched is not None:
+            rows, other = self.patched
+            x = x.index_copy(0, rows, other.solve(b[rows]))
+        return x
 
 
 def _pulled_and_bounded(problem: Problem, values: tuple[Tensor, ...], H: Tensor, D: Tensor, L: "DenseFactor", g: Tensor,
