@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..optim import wrap_periodic
 from ._path import SerialPath, rotation_error
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, RIDGE, Problem, on_joints, wrap_into
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, RIDGE, Problem, on_joints
 
 _EPS, _TINY = np.finfo(np.float64).eps, np.finfo(np.float64).tiny
 
@@ -85,12 +86,12 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         if rest is not None:  # pull toward the rest pose inside the (damped) null space of the task
             d = rest - q
             dq += pb.nullspace_gain * (d - np.linalg.solve(Ad, A @ d[..., None])[..., 0])
-        qn = wrap_into(q + dq, lo, hi, turn)
+        qn = wrap_periodic(q + dq, lo, hi, turn)
         viol = (qn < lo) | (qn > hi)
         if viol.any():  # freeze the joints that would leave their range, re-solve for the others
             keep = ~viol
             A2 = np.where(keep[:, :, None] & keep[:, None, :], Ad, eye)
-            frozen = wrap_into(q + np.linalg.solve(A2, b * keep[:, :, None])[..., 0], lo, hi, turn)
+            frozen = wrap_periodic(q + np.linalg.solve(A2, b * keep[:, :, None])[..., 0], lo, hi, turn)
             qn = np.minimum(np.maximum(np.where(viol.any(1, keepdims=True), frozen, qn), lo), hi)
         Jn, en, pen, ren = errors(qn)
         cn = (en * en) @ w2

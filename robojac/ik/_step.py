@@ -8,7 +8,7 @@ from typing import Any
 
 from ..optim import RIDGE
 
-__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "RIDGE", "wrap_into", "on_joints"]
+__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "RIDGE", "on_joints"]
 
 LAMBDA_DOWN = 1.0 / 3.0  # damping factor after an accepted step
 LAMBDA_UP = 3.0  # after a rejected one
@@ -45,12 +45,6 @@ class Problem:
     rest_pose: Any = None
     nullspace_gain: float = 0.0
     drive: Any = None  # indices of the joints that move the frame (the others are left out), or None: all
-
-
-def wrap_into(q, lo, hi, turn):
-    """Joints outside their limits come back by a full turn (``turn``: ``2 pi`` for rotational
-    joints, ``0`` otherwise) when that lands inside; numpy arrays or torch tensors alike."""
-    return q - turn * ((q > hi) & (q - turn >= lo)) + turn * ((q < lo) & (q + turn <= hi))
 
 
 def on_joints(pb: Problem, drive) -> Problem:

@@ -17,9 +17,9 @@ from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._problem import Factor, Linearization, Problem
 from ._small import cholesky_soa, cholesky_solve_soa, soa_pays, spd_solve_soa
-from ._variables import Group, Variable, group, product
+from ._variables import Group, Variable, group, product, wrap_periodic
 
 __all__ = ["RIDGE", "Factor", "Group", "History", "IterationRecord", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
            "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
            "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
-           "group", "product", "soa_pays", "solve", "spd_solve_soa"]
+           "group", "product", "soa_pays", "solve", "spd_solve_soa", "wrap_periodic"]

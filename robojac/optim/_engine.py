@@ -608,8 +608,9 @@ def _pulled_and_bounded(problem: Problem, values: tuple[Tensor, ...], H: Tensor,
                         step: Tensor, live: Tensor) -> Tensor:
     """The dense step with the variables' rest pulls and bounds (see :class:`Variable`): the
     pull ``gain (d - D^-1 H d)`` added, then, for problems whose step would leave a bound, the
-    coordinates that would leave step onto the bound they cross and the others are solved again
-    given that (``D`` the damped system, ``L`` its factor)."""
+    coordinates that would leave step onto the bound they cross (``at_bound="stop"``) or stay
+    (``"hold"``), and the others are solved again given that (``D`` the damped system, ``L`` its
+    factor)."""
     if problem.pulled:
         d, gain = problem.rest_pull(values)
         toward = L.solve((H @ d[..., None])[..., 0])

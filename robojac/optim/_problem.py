@@ -429,17 +429,18 @@ class Problem:
         return tuple(out)
 
     def _per_coordinate(self, values: tuple[Tensor, ...], fill, part) -> Tensor:
-        """``(B, size)``: ``part(v, x)`` (shaped like ``x``) for the vectors it applies to, ``fill``
-        elsewhere."""
+        """``(R, size)`` for values of ``R`` problems: ``part(v, x)`` (shaped like ``x``) for the
+        vectors it applies to, ``fill`` elsewhere."""
+        R = values[0].shape[0]
         if len(self.variables) == 1:
             y = part(self.variables[0], values[0])
             if y is not None:
-                return y.reshape(self.batch, -1)
+                return y.reshape(R, -1)
         cols = []
         for v, x in zip(self.variables, values):
             y = part(v, x)
-            cols.append(y.reshape(self.batch, -1) if y is not None else
-                        torch.full((self.batch, v.count * v.group.tangent_dim), fill, dtype=torch.bool if isinstance(fill, bool)
+            cols.append(y.reshape(R, -1) if y is not None else
+                        torch.full((R, v.count * v.group.tangent_dim), fill, dtype=torch.bool if isinstance(fill, bool)
                                    else x.dtype, device=x.device))
         return torch.cat(cols, 1)
 
@@ -476,9 +477,7 @@ class Problem:
                 d = torch.where(y < v.lower, v.lower - x, d)
             return d
 
-        cols = [part(v, x) for v, x in zip(self.variables, sub)]
-        return torch.cat([c.reshape(len(rows), -1) if c is not None else srows.new_zeros(len(rows), v.count * v.group.tangent_dim)
-                          for c, v in zip(cols, self.variables)], 1)
+        return self._per_coordinate(sub, 0.0, part)
 
     def rest_pull(self, values: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """``(d, gain)`` ``(B, size)``: the way to each pulled vector's rest value, and its gain

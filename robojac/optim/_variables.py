@@ -16,7 +16,15 @@ from torch import Tensor
 
 from .. import lie
 
-__all__ = ["Group", "group", "product", "Variable"]
+__all__ = ["Group", "group", "product", "Variable", "wrap_periodic"]
+
+
+def wrap_periodic(x, lower, upper, period):
+    """``x`` with each coordinate outside ``[lower, upper]`` brought back by one ``period`` where
+    that lands inside (``period`` 0: never), numpy arrays or torch tensors alike: the rule of a
+    bounded periodic coordinate (a revolute joint), used by the engine's vector variables and IK's
+    numpy path."""
+    return x - period * ((x > upper) & (x - period >= lower)) + period * ((x < lower) & (x + period <= upper))
 
 
 @dataclass(frozen=True)
@@ -185,7 +193,7 @@ class Variable:
             held = held | fixed
         self.value, self.fixed, self.name = value, held, name
         self.lower, self.upper, self.period, self.rest = (
-            self._per_coordinate(x, label, kind) for x, label in ((lower, "lower"), (upper, "upper"), (period, "period"), (rest, "rest")))
+            self._shared(x, label, kind) for x, label in ((lower, "lower"), (upper, "upper"), (period, "period"), (rest, "rest")))
         if self.lower is not None and self.upper is not None and bool((self.lower > self.upper).any()):
             raise ValueError(f"{name}: expected lower <= upper in every coordinate")
         if self.period is not None and bool((self.period < 0).any()):
@@ -197,8 +205,9 @@ class Variable:
             raise ValueError(f"{name}.at_bound: expected 'stop' or 'hold', got {at_bound!r}")
         self.at_bound = at_bound
 
-    def _per_coordinate(self, x, label: str, kind) -> Tensor | None:
-        """``x`` as a tensor broadcastable to the value, for a vector variable; ``None`` stays."""
+    def _shared(self, x, label: str, kind) -> Tensor | None:
+        """``x`` as a tensor broadcastable to ``(N, dim)`` (shared by the problems), for a vector
+        variable; ``None`` stays."""
         if x is None:
             return None
         if kind != "Rn":
@@ -221,10 +230,9 @@ class Variable:
         """Coordinates outside the bounds brought back by one period where that lands inside."""
         if self.period is None or not self.bounded:
             return x
-        lo = self.lower if self.lower is not None else torch.full_like(x, -math.inf)
-        hi = self.upper if self.upper is not None else torch.full_like(x, math.inf)
-        p = self.period
-        return x - p * ((x > hi) & (x - p >= lo)) + p * ((x < lo) & (x + p <= hi))
+        lo = self.lower if self.lower is not None else -math.inf
+        hi = self.upper if self.upper is not None else math.inf
+        return wrap_periodic(x, lo, hi, self.period)
 
     def outside(self, x: Tensor) -> Tensor:
         """Where ``x`` (after :meth:`wrap`) leaves the bounds."""
