@@ -15,12 +15,14 @@ import torch
 from torch import Tensor
 
 from .. import lie, optim
+from . import _soa as soa
 from ._cloud import voxel_downsample
 from ._neighbors import NearestNeighbors
 
 __all__ = ["with_point_gradients"]
 
 _PLANE_EPS = 1e-3  # GICP's plane covariances I - (1 - eps) n n^T, as in the forward
+_SYM6_OF_9 = [3 * a + b for a, b in soa.SYM6]  # row-major 3x3 entries -> the 6 distinct ones
 
 
 def _normals(points: Tensor, k: int, backend: str, at: Tensor) -> Tensor:
@@ -72,18 +74,13 @@ def _residual(method: str):
 
 
 def _inverse3(A: Tensor) -> Tensor:
-    """Inverses of ``A (N, 3, 3)`` by the adjugate: the columns of ``A^-1`` are cross products of
-    ``A``'s rows over the determinant.  The forward's :func:`~._soa.sym6_inverse` computes the
-    same in its structure-of-arrays layout; converted to and from it here, the bunny's backward
-    took 0.036 instead of 0.018 s (its gathers' double backward), hence this one for autograd.
-    A few elementwise operations whose double backward is cheap: a Cholesky factor and triangular solves took about 20 of 39 ms in a profile of the
-    bunny's backward.  GICP's
-    combined covariances are symmetric positive definite, their smallest eigenvalue at least twice
-    the plane covariances' 1e-3."""
-    a0, a1, a2 = A[:, 0], A[:, 1], A[:, 2]
-    c0, c1, c2 = torch.linalg.cross(a1, a2, dim=-1), torch.linalg.cross(a2, a0, dim=-1), torch.linalg.cross(a0, a1, dim=-1)
-    det = (a0 * c0).sum(-1)
-    return torch.stack((c0, c1, c2), -1) / det[:, None, None]
+    """Inverses of symmetric ``A (N, 3, 3)`` (GICP's combined covariances, positive definite: their
+    smallest eigenvalue at least twice the plane covariances' 1e-3), by the forward's adjugate
+    :func:`~._soa.sym6_inverse` on their six distinct entries.  Nothing here is differentiated by
+    autograd (the backward is written out), so the layout's gathers cost nothing worth a second
+    inverse."""
+    S = A.flatten(1)[:, _SYM6_OF_9].T  # (6, N)
+    return soa.sym6_inverse(S)[soa.FULL9].T.reshape(-1, 3, 3)
 
 
 def _gicp_terms(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel):

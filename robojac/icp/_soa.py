@@ -78,9 +78,8 @@ _COF_D = [4, 5, 3, 2, 4, 1]
 
 
 def sym6_inverse(C: Tensor) -> Tensor:
-    """Inverses of symmetric 3x3 matrices ``(..., 6, N)`` (adjugate over determinant).  The
-    gradients' ``_inverse3`` computes the same on ``(N, 3, 3)`` for autograd (measured there:
-    this layout's gathers doubled the bunny's backward)."""
+    """Inverses of symmetric 3x3 matrices ``(..., 6, N)`` (adjugate over determinant); the
+    gradients' ``_inverse3`` goes through it too."""
     cof = _rows(C, _COF_A) * _rows(C, _COF_B) - _rows(C, _COF_C) * _rows(C, _COF_D)
     det = (C[..., :3, :] * cof[..., :3, :]).sum(-2, keepdim=True)
     return cof / det
