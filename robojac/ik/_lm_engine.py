@@ -3,7 +3,7 @@
 Damped least squares is :func:`robojac.optim.solve`'s Levenberg-Marquardt on the joints that
 move the frame:
 
-* the closed-form pose-error factor (:class:`._targets.TargetResidual`, with the geometric
+* the closed-form pose-error factor (:class:`._targets.AttemptResidual`, with the geometric
   Jacobian's rotation rows as damped least squares takes them), which also says when an attempt
   is done (within the tolerances, or another start of its target is: the engine's
   ``"satisfied"``);
@@ -30,7 +30,7 @@ from torch import Tensor
 from .. import optim
 from ..kinematics import Chain
 from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, on_joints
-from ._targets import TargetResidual, pose_errors
+from ._targets import AttemptResidual, pose_errors
 
 __all__ = ["lm_engine", "trust_region"]
 
@@ -51,8 +51,8 @@ def lm_engine(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
     sub = on_joints(pb, drive)
     rows = 3 if pb.position_only else 6
     w = pb.weights2[:rows].sqrt()
-    residual = TargetResidual(chain, frame, q, drive, w, pb.position_only,
-                              tolerances=(pb.position_tolerance, pb.orientation_tolerance), exact=False, group=pb.group)
+    residual = AttemptResidual(chain, frame, q, drive, w, pb.position_only,
+                               tolerances=(pb.position_tolerance, pb.orientation_tolerance), group=pb.group)
     rest = sub.rest_pose if sub.rest_pose is not None and pb.nullspace_gain != 0 else None
     joints = optim.Variable("Rn", q[:, None].index_select(2, drive), name="q", lower=sub.lower, upper=sub.upper,
                             period=sub.turn, rest=rest, rest_gain=pb.nullspace_gain if rest is not None else 0.0,

@@ -12,7 +12,7 @@ from torch import Tensor
 from .. import lie
 from ..lie import require_values, se3_tensor
 
-__all__ = ["TargetResidual", "parse_targets", "pose_errors"]
+__all__ = ["AttemptResidual", "TargetResidual", "parse_targets", "pose_errors"]
 
 
 def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
@@ -37,11 +37,18 @@ def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
 def pose_errors(X: Tensor, target: Tensor, position_only: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``(error (P, 6|3), position error (P,), rotation error (P,))`` of poses ``X (P, 7)``:
     ``[p* - p; Log(R* R^T)]``, the world-frame error the geometric Jacobian linearises."""
+    e = _pose_error(X, target, position_only)
+    if position_only:
+        return e, e.norm(dim=-1), torch.zeros_like(e[:, 0])
+    return e, e[:, :3].norm(dim=-1), e[:, 3:].norm(dim=-1)
+
+
+def _pose_error(X: Tensor, target: Tensor, position_only: bool) -> Tensor:
+    """``[p* - p; Log(R* R^T)]`` ``(P, 6|3)`` alone (:func:`pose_errors` without the norms)."""
     dp = target[:, :3] - X[:, :3]
     if position_only:
-        return dp, dp.norm(dim=-1), torch.zeros_like(dp[:, 0])
-    dr = lie.so3_log(lie.quat_mul(target[:, 3:], lie.quat_conj(X[:, 3:])))
-    return torch.cat((dp, dr), -1), dp.norm(dim=-1), dr.norm(dim=-1)
+        return dp
+    return torch.cat((dp, lie.so3_log(lie.quat_mul(target[:, 3:], lie.quat_conj(X[:, 3:])))), -1)
 
 
 class TargetResidual:
@@ -53,23 +60,51 @@ class TargetResidual:
     (and :mod:`._lm_numpy`): the step the attempts take; the gradients need the exact one."""
 
     def __init__(self, chain, frame: str, q: Tensor, drive: Tensor, w: Tensor, position_only: bool,
-                 tolerances: tuple[float, float] | None = None, exact: bool = True, group: int = 1):
+                 exact: bool = True):
         self.chain, self.frame, self.q, self.drive, self.w, self.position_only = chain, frame, q, drive, w, position_only
         self.every = len(drive) == q.shape[1]  # every joint moves the frame: no gather, no scatter
-        self.exact = exact  # False: the rotation error's Jacobian taken as -J_w, damped least squares' step
-        if tolerances is not None:  # an attempt stops within them (the engine asks satisfied())
-            self.tolerances = tolerances
-            self.target_of = torch.arange(q.shape[0], device=q.device) // group  # each problem's target
-            self.single = group == 1
-            self.satisfied = self._done
+        self.exact = exact
 
     def subset(self, rows: Tensor) -> "TargetResidual":
         """The residual of the problems ``rows`` alone (the engine runs the last few by themselves)."""
         out = copy.copy(self)
         out.q = self.q[rows]
-        if hasattr(self, "target_of"):
-            out.target_of = self.target_of[rows]
-            out.satisfied = out._done
+        return out
+
+    def _full(self, Q: Tensor) -> Tensor:
+        return Q[:, 0] if self.every else self.q.to(Q.dtype).index_copy(1, self.drive, Q[:, 0])
+
+    def __call__(self, Q: Tensor, target: Tensor) -> Tensor:
+        X = self.chain.forward_kinematics_tensor(self._full(Q), [self.frame])[:, 0]
+        return (_pose_error(X, target[:, 0], self.position_only) * self.w)[:, None]
+
+    def value_and_jacobians(self, Q: Tensor, target: Tensor):
+        X, J = self.chain.pose_and_jacobian(self._full(Q), self.frame)
+        e = _pose_error(X, target[:, 0], self.position_only)
+        if not self.every:
+            J = J.index_select(2, self.drive)  # (B, 6, m): [v; w] of the frame, world frame
+        if self.position_only:
+            J = J[:, :3]
+        elif self.exact:  # Jr^-1(x) = Jl^-1(-x)
+            J = torch.cat((J[:, :3], lie.so3_left_jacobian_inverse(-e[:, 3:]) @ J[:, 3:]), 1)
+        return (e * self.w)[:, None], ((J * -self.w[:, None])[:, None],)
+
+
+class AttemptResidual(TargetResidual):
+    """:class:`TargetResidual` as an IK attempt steps it (damped least squares' Jacobian), which
+    also says when the attempt is done (:meth:`satisfied`, asked by the engine): within the
+    tolerances, or another start of its target (``group`` consecutive problems) is."""
+
+    def __init__(self, chain, frame: str, q: Tensor, drive: Tensor, w: Tensor, position_only: bool,
+                 tolerances: tuple[float, float], group: int = 1):
+        super().__init__(chain, frame, q, drive, w, position_only, exact=False)
+        self.tolerances = tolerances
+        self.target_of = torch.arange(q.shape[0], device=q.device) // group  # each problem's target
+        self.single = group == 1
+
+    def subset(self, rows: Tensor) -> "AttemptResidual":
+        out = super().subset(rows)
+        out.target_of = self.target_of[rows]
         return out
 
     def within(self, r: Tensor) -> Tensor:
@@ -82,32 +117,10 @@ class TargetResidual:
             ok = ok & (r2[:, 3:].sum(-1) < (ori_tol * self.w[3]) ** 2)
         return ok
 
-    def _done(self, r: Tensor) -> Tensor:
-        """``(B,)``: the attempt is done when it, or another start of its target (``group``
-        consecutive problems), is within the tolerances."""
+    def satisfied(self, r: Tensor) -> Tensor:
+        """``(B,)``: the attempt, or another start of its target, is within the tolerances."""
         ok = self.within(r)
         if self.single:
             return ok
         hits = torch.zeros(int(self.target_of.max()) + 1 if len(ok) else 0, dtype=r.dtype, device=r.device)
         return hits.index_add_(0, self.target_of, ok.to(r.dtype))[self.target_of] > 0
-
-    def _full(self, Q: Tensor) -> Tensor:
-        return Q[:, 0] if self.every else self.q.to(Q.dtype).index_copy(1, self.drive, Q[:, 0])
-
-    def __call__(self, Q: Tensor, target: Tensor) -> Tensor:
-        X = self.chain.forward_kinematics_tensor(self._full(Q), [self.frame])[:, 0]
-        return (pose_errors(X, target[:, 0], self.position_only)[0] * self.w)[:, None]
-
-    def value_and_jacobians(self, Q: Tensor, target: Tensor):
-        X, J = self.chain.pose_and_jacobian(self._full(Q), self.frame)
-        T = target[:, 0]
-        dp = T[:, :3] - X[:, :3]
-        if not self.every:
-            J = J.index_select(2, self.drive)  # (B, 6, m): [v; w] of the frame, world frame
-        if self.position_only:
-            return (dp * self.w)[:, None], ((J[:, :3] * -self.w[:, None])[:, None],)
-        er = lie.so3_log(lie.quat_mul(T[:, 3:], lie.quat_conj(X[:, 3:])))
-        if self.exact:  # Jr^-1(x) = Jl^-1(-x)
-            J = torch.cat((J[:, :3], lie.so3_left_jacobian_inverse(-er) @ J[:, 3:]), 1)
-        D = J * -self.w[:, None]
-        return (torch.cat((dp, er), -1) * self.w)[:, None], (D[:, None],)
