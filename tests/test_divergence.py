@@ -19,7 +19,7 @@ def _reference(net, x):
     return torch.stack([torch.autograd.functional.jacobian(lambda z: net(z[None])[0], xi) for xi in x])
 
 
-@pytest.mark.parametrize("strategy", ["forward-mode", "forward-stacked", "reverse-mode"])
+@pytest.mark.parametrize("strategy", ["forward-mode", "forward-stacked", "reverse-mode", "reverse-stacked"])
 @pytest.mark.parametrize("chunk_size", [None, 5])
 def test_batch_jacobian_of_a_k_d1_d2_d3_function(strategy, chunk_size, device):
     net = _net(device)
@@ -33,7 +33,7 @@ def test_batch_jacobian_of_a_shape_changing_function(device):
     W = torch.randn(5, 3, dtype=torch.float64, device=device)
     f = lambda x: torch.tanh(x @ W.T)  # noqa: E731  (k, 3) -> (k, 5)
     x = torch.randn(4, 3, dtype=torch.float64, device=device)
-    for s in ("forward-mode", "forward-stacked", "reverse-mode"):
+    for s in ("forward-mode", "forward-stacked", "reverse-mode", "reverse-stacked"):
         J = batch_jacobian(f, x, strategy=s)
         ref = torch.stack([torch.autograd.functional.jacobian(lambda z: f(z[None])[0], xi) for xi in x])
         assert J.shape == (4, 5, 3) and max_err(J, ref) < 1e-14
@@ -86,9 +86,11 @@ def test_batch_jacobian_with_per_sample_data(device):
     f = lambda z, w, i: torch.sin(z * w) + torch.linalg.cross(z, w, dim=-1) + z.gather(1, i[:, None])  # noqa: E731
     ref = torch.stack([torch.autograd.functional.jacobian(lambda z: f(z[None], w[None], i[None])[0], xi)
                        for xi, w, i in zip(x, a, idx)])
-    for s in ("forward-mode", "forward-stacked", "reverse-mode"):
+    for s in ("forward-mode", "forward-stacked", "reverse-mode", "reverse-stacked"):
         assert max_err(batch_jacobian(f, x, strategy=s, args=(a, idx)), ref) < 1e-14, s
     with pytest.raises(ValueError, match="forward-stacked.*sample-wise"):
         batch_jacobian(lambda z: z.sum(0, keepdim=True).expand(6, 3), x, strategy="forward-stacked")
+    with pytest.raises(ValueError, match="reverse-stacked.*sample-wise"):
+        batch_jacobian(lambda z: z.sum(0, keepdim=True).expand(6, 3), x, strategy="reverse-stacked")
     with pytest.raises(ValueError, match="strategy: expected one of"):
         batch_jacobian(f, x, strategy="central", args=(a, idx))

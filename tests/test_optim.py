@@ -313,6 +313,41 @@ def test_sparse_and_dense_paths_take_the_same_steps(device):
     assert (a.values[0] - b.values[0]).abs().max() < 1e-10 and (a.history.cost - b.history.cost).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("kernel", ["none", "cauchy"])
+def test_closed_form_curvature_backward_equals_hessian_vector_products(kernel, device):
+    """One large problem's implicit backward from its factors' closed-form Hessians (the
+    residual's ``curvature``) gives the gradient that Hessian-vector products through the cost
+    give (the same residual without ``curvature``): 60 SE3 poses, a held pose on some edges, a
+    square-root information and a robust kernel (its second derivative enters the Hessian)."""
+    from robojac.jacobian import SE3BetweenResidual
+
+    g = torch.Generator().manual_seed(7)
+    N = 60
+    truth = lie.se3_exp(torch.randn(N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    i = torch.arange(N - 1, device=device)
+    edges = torch.cat((torch.stack((i, i + 1), 1), torch.tensor([[0, N - 1], [5, 40], [3, 0]], device=device)))
+    Z0 = lie.se3_compose(lie.se3_exp(0.1 * torch.randn(len(edges), 6, generator=g, dtype=torch.float64, device="cpu")).to(device),
+                         lie.se3_compose(lie.se3_inverse(truth[edges[:, 0]]), truth[edges[:, 1]]))
+    M = torch.randn(len(edges), 6, 6, generator=g, dtype=torch.float64, device="cpu").to(device)
+    L = torch.linalg.cholesky(M @ M.mT + 6 * torch.eye(6, dtype=torch.float64, device=device)).mT
+    w = torch.randn(N, 7, generator=g, dtype=torch.float64, device="cpu").to(device)
+
+    class Plain:  # the same residual, no curvature: Hessian-vector products through the cost
+        def __call__(self, *args):
+            return SE3BetweenResidual()(*args)
+
+    grads = []
+    for residual in (SE3BetweenResidual(), Plain()):
+        Z = Z0.clone().requires_grad_()
+        X = optim.Variable("SE3", truth[None].clone(), fixed=torch.arange(N, device=device) == 0)
+        f = optim.Factor(residual, [X, X], edges, data=[Z, L], kernel=optim.RobustKernel(kernel, 2.0))
+        out = optim.solve([X], [f], optim.SolverConfig(linear_solver="sparse"))
+        assert bool(out.converged.all())
+        (out.values[0] * w).sum().backward()
+        grads.append(Z.grad)
+    assert max_err(grads[0], grads[1]) < 1e-6 * float(grads[1].abs().max())
+
+
 def test_sparse_system_equals_the_dense_normal_equations(device):
     """The sparse system's layout (worked out on blocks of mixed tangent sizes) and its one-product
     path for opposite blocks give the dense normal equations exactly: SE3 poses with a between

@@ -209,6 +209,44 @@ def test_se3_between_blocks_against_differences(device):
     assert max_err(Ji, fd_i) < 1e-7 and max_err(Jj, fd_j) < 1e-7
 
 
+def test_se3_between_curvature_against_hessians_and_second_differences(device):
+    """``curvature(v, ...)`` = the Hessian of ``v . r(Exp(a) Ti, Exp(b) Tj)`` in ``[a, b]``: against
+    second central differences through pypose's group operations, and autograd's Hessian through
+    robojac's, at large errors and with a square-root information."""
+    from robojac import lie
+
+    g = torch.Generator().manual_seed(3)
+    F = 6
+    Ti, Tj, Z = (pp.randn_SE3(F, sigma=1.5, dtype=torch.float64, device=device) for _ in range(3))
+    M = torch.randn(F, 6, 6, dtype=torch.float64, generator=g).to(device)
+    L = torch.linalg.cholesky(M @ M.mT + torch.eye(6, dtype=torch.float64, device=device)).mT
+    v = torch.randn(F, 6, dtype=torch.float64, generator=g).to(device)
+    H = SE3BetweenResidual().curvature(v, Ti, Tj, Z, L)
+
+    def weighted(ab):  # (F, 12) -> (F,): pypose's group operations, not robojac's
+        a, b = pp.se3(ab[:, :6]).Exp(), pp.se3(ab[:, 6:]).Exp()
+        e = (Z.Inv() * (a * Ti).Inv() * (b * Tj)).Log().tensor()
+        return (v * (L @ e.unsqueeze(-1)).squeeze(-1)).sum(-1)
+
+    def by_lie(ab):  # the same through robojac.lie (pypose's Exp has no second derivative at zero)
+        a = lie.se3_compose(lie.se3_exp(ab[:, :6]), Ti.tensor())
+        b = lie.se3_compose(lie.se3_exp(ab[:, 6:]), Tj.tensor())
+        e = lie.se3_log(lie.se3_compose(lie.se3_inverse(Z.tensor()), lie.se3_compose(lie.se3_inverse(a), b)))
+        return (v * (L @ e.unsqueeze(-1)).squeeze(-1)).sum()
+
+    zero = torch.zeros(F, 12, dtype=torch.float64, device=device)
+    full = torch.autograd.functional.hessian(by_lie, zero)
+    each = torch.arange(F, device=device)
+    assert max_err(H, full[each, :, each, :]) < 1e-9 * float(H.abs().max())
+    h, fd = 1e-4, torch.zeros_like(H)
+    for i in range(12):
+        for j in range(12):
+            di, dj = torch.zeros_like(zero), torch.zeros_like(zero)
+            di[:, i], dj[:, j] = h, h
+            fd[:, i, j] = (weighted(di + dj) - weighted(di - dj) - weighted(dj - di) + weighted(-di - dj)) / (4 * h * h)
+    assert max_err(H, fd) < 1e-5 * float(H.abs().max())
+
+
 def test_constant_variables_get_no_columns(device):
     X, idx, Z, L = _graph(device, N=12, E=30)
     _, J = block_sparse_jacobian(SE3BetweenResidual(), X, idx, data=(Z.tensor(), L))

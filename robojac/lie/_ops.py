@@ -33,6 +33,7 @@ __all__ = [
     "se3_to_matrix",
     "matrix_to_se3",
     "se3_adjoint",
+    "se3_ad",
     "se3_left_jacobian_inverse",
     "se3_right_jacobian_inverse",
     "small_angle",
@@ -268,6 +269,16 @@ def se3_adjoint(X: Tensor) -> Tensor:
     R = quat_to_matrix(X[..., 3:])
     top = torch.cat((R, mm3(skew(X[..., :3]), R)), dim=-1)
     bottom = torch.cat((torch.zeros_like(R), R), dim=-1)
+    return torch.cat((top, bottom), dim=-2)
+
+
+def se3_ad(xi: Tensor) -> Tensor:
+    """The Lie algebra's adjoint ``ad(xi) = [[[phi]x, [rho]x], [0, [phi]x]]``, shape ``(..., 6, 6)``,
+    for ``[rho, phi]`` twists: ``ad(x) y`` is the bracket ``[x, y]``, the derivative of ``Ad(Exp(t x))``
+    at ``t = 0``."""
+    P, R = skew(xi[..., 3:]), skew(xi[..., :3])
+    top = torch.cat((P, R), dim=-1)
+    bottom = torch.cat((torch.zeros_like(P), P), dim=-1)
     return torch.cat((top, bottom), dim=-2)
 
 

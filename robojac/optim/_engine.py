@@ -31,7 +31,8 @@ from .._threads import threads_for, torch_threads
 from ._linear import SparseLDL, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._small import cholesky_soa, cholesky_solve_soa, soa_pays
-from ._problem import Factor, Linearization, Problem, SparseSystem, hold_fixed, sparse_gauss_newton
+from ._implicit import DENSE_MAX, Context, Implicit
+from ._problem import Factor, Linearization, Problem, SparseSystem
 from ._variables import Variable
 
 __all__ = ["RIDGE", "History", "IterationRecord", "SolveResult", "SolverConfig", "TerminationConfig",
@@ -247,10 +248,10 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     if cfg.backward == "implicit" and thetas and torch.is_grad_enabled():
         with torch.no_grad(), torch_threads(threads_for(entries, problem.held.device, cfg.num_threads)):
             polished = _polish(problem, result.values, result.converged, sparse)
-        context = _Context(problem, polished, result.converged, 0.0)
+        context = Context(problem, polished, result.converged, 0.0)
         if sparse is not None and sparse.factor is not None:  # the last factorization preconditions the backward
             context.preconditioner = sparse.factor.solve
-        values = _Implicit.apply(context, *thetas)
+        values = Implicit.apply(context, *thetas)
         result = SolveResult(tuple(values), result.converged, result.iterations, result.cost, result.reason,
                              result.history, result.initial_cost)
     return result
@@ -285,10 +286,10 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
         return values
     check_real("attach_gradients", "damping", damping)
     check_choice("attach_gradients", "hessian", hessian, ("exact", "gauss_newton"))
-    context = _Context(problem, values, converged, float(damping))
+    context = Context(problem, values, converged, float(damping))
     context.preconditioner = preconditioner
     context.gauss_newton = hessian == "gauss_newton"
-    return tuple(_Implicit.apply(context, *thetas))
+    return tuple(Implicit.apply(context, *thetas))
 
 
 def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor | None = None,
@@ -660,135 +661,3 @@ def _merge(problem: Problem, old: Linearization, new: Linearization, take: Tenso
                      [torch.where(take[:, None, None, None], a, b) for a, b in zip(bn, bo)]
                      for bn, bo in zip(new.blocks, old.blocks)]
     return merged
-
-
-# ---- the implicit backward ---------------------------------------------------------------------
-class _Context:
-    def __init__(self, problem: Problem, values: tuple[Tensor, ...], converged: Tensor, damping: float):
-        self.problem, self.values, self.converged, self.damping = problem, values, converged, damping
-        self.preconditioner = None
-        self.gauss_newton = False  # the Hessian of the backward: the exact one, or J^T W J
-
-
-DENSE_MAX = 256  # tangent size up to which the implicit backward forms the exact Hessian densely
-# the implicit backward of one large problem stops its conjugate gradients at this relative
-# residual: preconditioned by the Gauss-Newton factorization they converge fast, and each
-# iteration is a double backward (sphere2500: ~15 ms).  Measured on sphere2500's gradient to the
-# measurements: 1e-6 moved it by 2.5e-8 (relative norm) from 1e-7 and took 0.12 instead of
-# 0.15 s (1e-10: 7 iterations; 1e-5: 1.5e-6 away); the tests check 1e-5 against central differences
-BACKWARD_CG_TOLERANCE = 1e-6
-
-
-def _cost_at(problem: Problem, values: tuple[Tensor, ...], delta: Tensor) -> Tensor:
-    """``(B,)`` cost at ``Exp(delta) X``, fixed entries held (the data as the factors hold them:
-    with their graph)."""
-    return Linearization(problem, problem.retract(values, delta.masked_fill(problem.held, 0.0))).cost()
-
-
-def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], delta: Tensor, grad: Tensor, rhs: Tensor,
-                  damping: float, preconditioner=None) -> Tensor:
-    """``H^-1 rhs`` for one large problem: conjugate gradients on the exact Hessian's products
-    (one double-backward each), preconditioned by the Gauss-Newton factorization, which near a
-    minimum is nearly the exact Hessian (a few iterations)."""
-    held = problem.held[0]
-    if preconditioner is None:
-        with torch.no_grad():
-            H_gn = sparse_gauss_newton(Linearization(problem, values))
-        factor = SparseLDL(H_gn) if H_gn.device.type == "cpu" else MultifrontalCholesky(H_gn, 1)
-        preconditioner = factor.solve
-        scale = damping * float(H_gn.values().abs().max()) if damping else 0.0
-    else:
-        scale = 0.0
-
-    def apply(v):  # the exact Hessian times v (fixed entries: identity)
-        (hv,) = torch.autograd.grad(grad, delta, grad_outputs=v[None], retain_graph=True)
-        hv = hv[0].masked_fill(held, 0.0)
-        return hv + torch.where(held, v, torch.zeros_like(v)) + scale * v
-
-    b = rhs[0]
-    x = torch.zeros_like(b)
-    r = b.clone()
-    z = preconditioner(r).to(b.dtype)
-    p = z.clone()
-    rz = torch.dot(r, z)
-    bnorm = float(b.norm())
-    if bnorm == 0:
-        return rhs.new_zeros(rhs.shape)
-    for _ in range(200):
-        Ap = apply(p)
-        alpha = rz / torch.dot(p, Ap)
-        x = x + alpha * p
-        r = r - alpha * Ap
-        if float(r.norm()) <= BACKWARD_CG_TOLERANCE * bnorm:
-            break
-        z = preconditioner(r).to(b.dtype)
-        rz_new = torch.dot(r, z)
-        p = z + (rz_new / rz) * p
-        rz = rz_new
-    return x[None]
-
-
-def _dense_hessian(grad: Tensor, delta: Tensor, n: int) -> Tensor:
-    """``(B, n, n)``: every Hessian-vector product in one vmapped double backward (54 separate
-    ones took 0.12 s on a 9-pose graph, the batched one 0.02 s); a graph whose backward cannot be
-    vmapped takes them one at a time."""
-    eye = torch.eye(n, dtype=grad.dtype, device=grad.device)[:, None, :].expand(n, grad.shape[0], n)
-    try:
-        (rows,) = torch.autograd.grad(grad, delta, grad_outputs=eye, retain_graph=True, is_grads_batched=True)
-        return rows.movedim(0, -1).detach()  # H is symmetric: row i of the products is column i
-    except RuntimeError:
-        cols = [torch.autograd.grad(grad[:, i].sum(), delta, retain_graph=True)[0] for i in range(n)]
-        return torch.stack(cols, -1).detach()
-
-
-class _Implicit(torch.autograd.Function):
-    """The answer as a function of the factor data, differentiated by the implicit function
-    theorem: at a minimum ``grad_d c(X*, theta) = 0``, so ``dX*/dtheta = -H^-1 d(grad_d c)/dtheta``
-    with ``H`` the cost's exact Hessian in the tangent space (Gauss-Newton's ``J^T W J`` plus the
-    residuals' second-order terms)."""
-
-    @staticmethod
-    def forward(ctx, context: _Context, *thetas):
-        ctx.context = context
-        ctx.save_for_backward(*thetas)
-        return tuple(v.detach().clone() for v in context.values)
-
-    @staticmethod
-    def backward(ctx, *grad_values):
-        problem, converged, damping = ctx.context.problem, ctx.context.converged, ctx.context.damping
-        thetas = ctx.saved_tensors
-        values = tuple(v.detach() for v in ctx.context.values)
-        B, n = problem.batch, problem.size
-        with torch.enable_grad():
-            delta = values[0].new_zeros(B, n, requires_grad=True)
-            # the upstream gradient in tangent coordinates: d(values)/d(delta) at delta = 0
-            moved = problem.retract(values, delta)
-            seed = sum((m * g).sum() for m, g in zip(moved, grad_values) if g is not None)
-            if not isinstance(seed, Tensor):
-                return (None,) + (None,) * len(thetas)
-            gbar = torch.autograd.grad(seed, delta, allow_unused=True)[0]
-            if gbar is None:
-                return (None,) + (None,) * len(thetas)
-            gbar = gbar.masked_fill(problem.held, 0.0)
-            # grad_d c with the data live, and the exact Hessian by n Hessian-vector products
-            grad = torch.autograd.grad(_cost_at(problem, values, delta).sum(), delta, create_graph=True)[0]
-            held = problem.held
-            if B == 1 and n > DENSE_MAX:  # one large problem: never the dense Hessian
-                lam = _solve_sparse(problem, values, delta, grad, gbar.detach(), damping,
-                                    ctx.context.preconditioner).detach()
-                info = torch.zeros(1, dtype=torch.int32, device=lam.device)
-            else:
-                if ctx.context.gauss_newton:
-                    with torch.no_grad():
-                        H = Linearization(problem, values).normal_equations()[0]
-                else:
-                    H = hold_fixed(_dense_hessian(grad, delta, n), held)
-                if damping:
-                    H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
-                lam, info = torch.linalg.solve_ex(H, gbar.detach())
-            ok = (info == 0) & converged & torch.isfinite(lam).all(-1)
-            lam = torch.where(ok[:, None], lam, torch.zeros_like(lam))  # no solution, no gradient
-            s = (grad * lam).sum()
-            grads = torch.autograd.grad(s, thetas, allow_unused=True)
-        return (None,) + tuple(None if g is None else -g for g in grads)
-

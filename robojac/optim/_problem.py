@@ -44,7 +44,10 @@ class Factor:
     declarations make a closed form cheaper on the engine: ``linearize(*X, *data) -> (r, later)``
     with ``later()`` giving the blocks (computed only where a step uses them), and
     ``opposite_jacobians = True`` for two slots with ``J_1 = -J_2`` (a between factor: one
-    ``t x t`` product per factor in a sparse system).  And ``satisfied(r) -> (B,)`` bool: the
+    ``t x t`` product per factor in a sparse system), and ``curvature(v, *X, *data) -> (B, F, T, T)``,
+    ``sum_k v_k d^2 r_k`` in the stacked left tangents of the slots (the implicit backward of one
+    large problem then forms the exact Hessian per factor instead of differentiating the cost
+    twice at every product).  And ``satisfied(r) -> (B,)`` bool: the
     residuals ``r (B, F, m)`` are within the task's own tolerances, and the problem may stop
     (see :class:`~robojac.optim.TerminationConfig`).
     """
