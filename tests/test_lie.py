@@ -114,6 +114,13 @@ def test_small_angle_branches_have_correct_finite_gradients(angle, device):
     assert max_err(torch.stack(cols, -1), ops.se3_left_jacobian_inverse(xi)) < 1e-8
     grads = torch.autograd.functional.jacobian(ops.se3_left_jacobian_inverse, xi)
     assert torch.isfinite(grads).all()
+    # the matrix-free transpose product, and its derivative (what the SE3 between factor's
+    # curvature differentiates), on both branches
+    w = torch.tensor([0.7, -0.2, 1.1, -0.4, 0.9, 0.3], dtype=torch.float64, device=device)
+    assert max_err(ops.se3_left_jacobian_inverse_transpose_times(xi, w), ops.se3_left_jacobian_inverse(xi).mT @ w) < 1e-13
+    D = torch.autograd.functional.jacobian(lambda x: ops.se3_left_jacobian_inverse_transpose_times(x, w), xi)
+    D_ref = torch.autograd.functional.jacobian(lambda x: ops.se3_left_jacobian_inverse(x).mT @ w, xi)
+    assert max_err(D, D_ref) < 1e-9
 
 
 def test_right_jacobian_inverse_against_differences(device):

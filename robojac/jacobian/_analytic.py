@@ -91,8 +91,8 @@ class SE3BetweenResidual:
         shape = e.shape[:-1]
         flat_e, flat_w = e.reshape(-1, 6), w.expand(shape + (6,)).reshape(-1, 6)
 
-        def pulled(x, e, w):  # Jr^-1(e + x)^T w
-            return (lie.se3_right_jacobian_inverse(e + x).transpose(-1, -2) @ w.unsqueeze(-1)).squeeze(-1)
+        def pulled(x, e, w):  # Jr^-1(e + x)^T w = Jl^-1(-(e + x))^T w, without the 6x6 matrices
+            return lie.se3_left_jacobian_inverse_transpose_times(-(e + x), w)
 
         # stacked reverse mode: no function transforms, whose first use in a process costs ~1 s
         D = batch_jacobian(pulled, torch.zeros_like(flat_e), strategy="reverse-stacked", args=(flat_e, flat_w))
