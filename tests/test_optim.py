@@ -314,33 +314,39 @@ def test_sparse_and_dense_paths_take_the_same_steps(device):
 
 
 @pytest.mark.parametrize("kernel", ["none", "cauchy"])
-def test_closed_form_curvature_backward_equals_hessian_vector_products(kernel, device):
+@pytest.mark.parametrize("group", ["SE3", "SE2"])
+def test_closed_form_curvature_backward_equals_hessian_vector_products(group, kernel, device):
     """One large problem's implicit backward from its factors' closed-form Hessians (the
     residual's ``curvature``) gives the gradient that Hessian-vector products through the cost
-    give (the same residual without ``curvature``): 60 SE3 poses, a held pose on some edges, a
+    give (the same residual without ``curvature``): 120 poses, a held pose on some edges, a
     square-root information and a robust kernel (its second derivative enters the Hessian)."""
     from robojac.jacobian import SE3BetweenResidual
+    from robojac.posegraph import SE2BetweenResidual
 
     g = torch.Generator().manual_seed(7)
-    N = 60
-    truth = lie.se3_exp(torch.randn(N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    N, t = 120, (6 if group == "SE3" else 3)
+    if group == "SE3":
+        residual, exp, compose, inverse = SE3BetweenResidual(), lie.se3_exp, lie.se3_compose, lie.se3_inverse
+    else:
+        residual, exp, compose, inverse = SE2BetweenResidual(), lie.se2_exp, lie.se2_compose, lie.se2_inverse
+    truth = exp(torch.randn(N, t, generator=g, dtype=torch.float64, device="cpu")).to(device)
     i = torch.arange(N - 1, device=device)
     edges = torch.cat((torch.stack((i, i + 1), 1), torch.tensor([[0, N - 1], [5, 40], [3, 0]], device=device)))
-    Z0 = lie.se3_compose(lie.se3_exp(0.1 * torch.randn(len(edges), 6, generator=g, dtype=torch.float64, device="cpu")).to(device),
-                         lie.se3_compose(lie.se3_inverse(truth[edges[:, 0]]), truth[edges[:, 1]]))
-    M = torch.randn(len(edges), 6, 6, generator=g, dtype=torch.float64, device="cpu").to(device)
-    L = torch.linalg.cholesky(M @ M.mT + 6 * torch.eye(6, dtype=torch.float64, device=device)).mT
-    w = torch.randn(N, 7, generator=g, dtype=torch.float64, device="cpu").to(device)
+    Z0 = compose(exp(0.1 * torch.randn(len(edges), t, generator=g, dtype=torch.float64, device="cpu")).to(device),
+                 compose(inverse(truth[edges[:, 0]]), truth[edges[:, 1]]))
+    M = torch.randn(len(edges), t, t, generator=g, dtype=torch.float64, device="cpu").to(device)
+    L = torch.linalg.cholesky(M @ M.mT + t * torch.eye(t, dtype=torch.float64, device=device)).mT
+    w = torch.randn(N, truth.shape[-1], generator=g, dtype=torch.float64, device="cpu").to(device)
 
     class Plain:  # the same residual, no curvature: Hessian-vector products through the cost
         def __call__(self, *args):
-            return SE3BetweenResidual()(*args)
+            return residual(*args)
 
     grads = []
-    for residual in (SE3BetweenResidual(), Plain()):
+    for r in (residual, Plain()):
         Z = Z0.clone().requires_grad_()
-        X = optim.Variable("SE3", truth[None].clone(), fixed=torch.arange(N, device=device) == 0)
-        f = optim.Factor(residual, [X, X], edges, data=[Z, L], kernel=optim.RobustKernel(kernel, 2.0))
+        X = optim.Variable(group, truth[None].clone(), fixed=torch.arange(N, device=device) == 0)
+        f = optim.Factor(r, [X, X], edges, data=[Z, L], kernel=optim.RobustKernel(kernel, 2.0))
         out = optim.solve([X], [f], optim.SolverConfig(linear_solver="sparse"))
         assert bool(out.converged.all())
         (out.values[0] * w).sum().backward()

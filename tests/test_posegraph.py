@@ -607,6 +607,37 @@ def test_optimized_poses_are_differentiable_against_central_differences(what, de
         assert abs(got - fd) <= 1e-5 * max(abs(fd), 1e-2), (at, got, fd)
 
 
+def test_se2_between_curvature_against_second_differences(device):
+    """``SE2BetweenResidual.curvature(v, ...)`` = the Hessian of ``v . r(Exp(a) Xi, Exp(b) Xj)``
+    in ``[a, b]``, against second central differences, at large errors with a square-root
+    information."""
+    from robojac import lie
+    from robojac.posegraph import SE2BetweenResidual
+
+    g = torch.Generator().manual_seed(8)
+    F = 6
+    Xi, Xj, Z = (torch.randn(F, 3, dtype=torch.float64, generator=g).to(device) for _ in range(3))
+    M = torch.randn(F, 3, 3, dtype=torch.float64, generator=g).to(device)
+    L = torch.linalg.cholesky(M @ M.mT + torch.eye(3, dtype=torch.float64, device=device)).mT
+    v = torch.randn(F, 3, dtype=torch.float64, generator=g).to(device)
+    res = SE2BetweenResidual()
+    H = res.curvature(v, Xi, Xj, Z, L)
+
+    def weighted(ab):
+        a = lie.se2_compose(lie.se2_exp(ab[:, :3]), Xi)
+        b = lie.se2_compose(lie.se2_exp(ab[:, 3:]), Xj)
+        return (v * res(a, b, Z, L)).sum(-1)
+
+    zero = torch.zeros(F, 6, dtype=torch.float64, device=device)
+    h, fd = 1e-4, torch.zeros_like(H)
+    for i in range(6):
+        for j in range(6):
+            di, dj = torch.zeros_like(zero), torch.zeros_like(zero)
+            di[:, i], dj[:, j] = h, h
+            fd[:, i, j] = (weighted(di + dj) - weighted(di - dj) - weighted(dj - di) + weighted(-di - dj)) / (4 * h * h)
+    assert max_err(H, fd) < 1e-5 * float(H.abs().max())
+
+
 def test_gradcheck_through_a_small_2d_graph():
     from test_reliability import _small_graph
 

@@ -10,12 +10,13 @@
 * :func:`block_sparse_jacobian`, :class:`BlockSparseJacobian`, :class:`BlockSparsePattern` --
   factor-graph Jacobians assembled into sparse matrices with a reusable pattern;
   :class:`BlockLayout` -- the CSR layout of ``J^T J`` over entries of mixed tangent sizes.
-* :func:`se3_act_jacobian`, :class:`SE3BetweenResidual` -- closed-form fast paths.
+* :func:`se3_act_jacobian`, :class:`SE3BetweenResidual` -- closed-form fast paths;
+  :func:`between_curvature` -- a between residual's second derivatives (any Lie group).
 
 Convention: left perturbation ``X' = Exp(d) * X``, tangent ``[rho, phi]`` (pypose's).
 """
 
-from ._analytic import SE3BetweenResidual, se3_act_jacobian, se3_between, whiten
+from ._analytic import SE3BetweenResidual, between_curvature, se3_act_jacobian, se3_between, whiten
 from ._divergence import batch_jacobian, divergence
 from ._functional import hessian, hvp, jacobian, jvp, vhp, vjp
 from ._modjac import model_function, modjac
@@ -30,6 +31,7 @@ __all__ = [
     "ColumnBlock",
     "PerSampleJacobian",
     "SE3BetweenResidual",
+    "between_curvature",
     "batch_jacobian",
     "block_sparse_jacobian",
     "divergence",

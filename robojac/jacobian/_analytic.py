@@ -16,7 +16,7 @@ from .. import lie
 from ..lie import skew
 from ._divergence import batch_jacobian
 
-__all__ = ["se3_act_jacobian", "SE3BetweenResidual", "se3_between", "whiten"]
+__all__ = ["between_curvature", "se3_act_jacobian", "SE3BetweenResidual", "se3_between", "whiten"]
 
 
 def _raw(x):
@@ -73,38 +73,14 @@ class SE3BetweenResidual:
     def curvature(self, v: Tensor, Ti: Tensor, Tj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
         """``sum_k v_k d^2 r_k``, shape ``(..., 12, 12)``: the residual's second derivatives in the
         left tangents ``[a, b]`` of ``(Ti, Tj)``, weighted by ``v (..., 6)`` (the exact Hessian of a
-        cost ``0.5 |r|^2`` is ``J^T J`` plus this with ``v = r``).
-
-        With ``E = Z^-1 Ti^-1 Tj`` and ``A = Ad(Tj^-1)``, the perturbed error is
-        ``Log(E Exp(-A a) Exp(A b)) = Log(E Exp(g))``, ``g = beta - alpha - [alpha, beta] / 2 + ...``
-        (Baker-Campbell-Hausdorff, ``alpha = A a``, ``beta = A b``), and
-        ``Log(E Exp(g)) = e + K g + (1/2) g^T N g + ...`` with ``K = Jr^-1(e)``, where
-        ``w^T N`` is the derivative of ``Jr^-1(e + x)^T w`` along ``x = K g``.  So, for ``w = L^T v``
-        and ``u = K^T w``: the symmetric part of ``N`` on ``beta - alpha``, and the bracket's
-        ``-u^T [alpha, beta] / 2`` across the two.  ``N`` is a 6x6 Jacobian per edge from the
-        Jacobian core (:func:`~robojac.jacobian.batch_jacobian`, stacked reverse mode); the rest is closed
-        form.  Checked against autograd's Hessian in the tests."""
+        cost ``0.5 |r|^2`` is ``J^T J`` plus this with ``v = r``); see :func:`between_curvature`.
+        ``Jr^-1(e)^T w`` is differentiated matrix-free
+        (:func:`~robojac.lie.se3_left_jacobian_inverse_transpose_times`)."""
         Ti, Tj, Z = _raw(Ti), _raw(Tj), _raw(Z)
         e = se3_between(Ti, Tj, Z)
-        w = v if sqrt_info is None else (sqrt_info.transpose(-1, -2) @ v.unsqueeze(-1)).squeeze(-1)
-        K = lie.se3_right_jacobian_inverse(e)
-        shape = e.shape[:-1]
-        flat_e, flat_w = e.reshape(-1, 6), w.expand(shape + (6,)).reshape(-1, 6)
-
-        def pulled(x, e, w):  # Jr^-1(e + x)^T w = Jl^-1(-(e + x))^T w, without the 6x6 matrices
-            return lie.se3_left_jacobian_inverse_transpose_times(-(e + x), w)
-
-        # stacked reverse mode: no function transforms, whose first use in a process costs ~1 s
-        D = batch_jacobian(pulled, torch.zeros_like(flat_e), strategy="reverse-stacked", args=(flat_e, flat_w))
-        N = D.reshape(shape + (6, 6)) @ K
-        S = 0.5 * (N + N.transpose(-1, -2))  # on beta - alpha
-        u = (K.transpose(-1, -2) @ w.unsqueeze(-1)).squeeze(-1)
-        basis = lie.se3_ad(torch.eye(6, dtype=e.dtype, device=e.device))  # ad(e_i), (6, 6, 6)
-        C = -0.5 * torch.einsum("ikj,...k->...ij", basis, u)  # -u^T [alpha, beta] / 2 = alpha^T C beta
-        H = torch.cat((torch.cat((S, C - S), -1), torch.cat((C.transpose(-1, -2) - S, S), -1)), -2)
-        A = lie.se3_adjoint(lie.se3_inverse(Tj))
-        AA = torch.cat((torch.cat((A, torch.zeros_like(A)), -1), torch.cat((torch.zeros_like(A), A), -1)), -2)
-        return AA.transpose(-1, -2) @ H @ AA
+        return between_curvature(v, e, lie.se3_adjoint(lie.se3_inverse(Tj)), lie.se3_right_jacobian_inverse,
+                                 lie.se3_ad(torch.eye(6, dtype=e.dtype, device=e.device)), sqrt_info,
+                                 transpose_times=lambda y, w: lie.se3_left_jacobian_inverse_transpose_times(-y, w))
 
     @staticmethod
     def error(Ti: Tensor, Tj: Tensor, Z: Tensor) -> Tensor:
@@ -129,6 +105,41 @@ class SE3BetweenResidual:
         if sqrt_info is not None:
             Jj = sqrt_info @ Jj
         return -Jj, Jj
+
+
+def between_curvature(v: Tensor, e: Tensor, A: Tensor, right_jacobian_inverse, ad_basis: Tensor,
+                      sqrt_info: Tensor | None = None, *, transpose_times=None) -> Tensor:
+    """``sum_k v_k d^2 r_k`` ``(..., 2t, 2t)`` of a between residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on
+    any Lie group, in the left tangents ``[a, b]`` of ``(Xi, Xj)``, weighted by ``v (..., t)``.
+
+    With ``E = Z^-1 Xi^-1 Xj`` (error ``e = Log E``) and ``A = Ad(Xj^-1)``, the perturbed error is
+    ``Log(E Exp(-A a) Exp(A b)) = Log(E Exp(g))``, ``g = beta - alpha - [alpha, beta] / 2 + ...``
+    (Baker-Campbell-Hausdorff, ``alpha = A a``, ``beta = A b``), and
+    ``Log(E Exp(g)) = e + K g + (1/2) g^T N g + ...`` with ``K = Jr^-1(e)``, where ``w^T N`` is
+    the derivative of ``Jr^-1(e + x)^T w`` along ``x = K g``.  So, for ``w = L^T v`` and
+    ``u = K^T w``: the symmetric part of ``N`` on ``beta - alpha``, and the bracket's
+    ``-u^T [alpha, beta] / 2`` across the two.  ``N`` is a ``t x t`` Jacobian per factor from the
+    Jacobian core (:func:`~robojac.jacobian.batch_jacobian`, stacked reverse mode: no function
+    transforms, whose first use in a process costs ~1 s); the rest is closed form.
+
+    ``right_jacobian_inverse(e) -> (..., t, t)``; ``ad_basis (t, t, t)``: ``ad(e_i)`` of the
+    basis twists; ``transpose_times(y, w)``: ``Jr^-1(y)^T w`` without the matrix, if the group
+    has one.  Checked against autograd's Hessian and second differences in the tests."""
+    w = v if sqrt_info is None else (sqrt_info.transpose(-1, -2) @ v.unsqueeze(-1)).squeeze(-1)
+    K = right_jacobian_inverse(e)
+    t, shape = e.shape[-1], e.shape[:-1]
+    flat_e, flat_w = e.reshape(-1, t), w.expand(shape + (t,)).reshape(-1, t)
+    pulled = transpose_times or (lambda y, w: (right_jacobian_inverse(y).transpose(-1, -2) @ w.unsqueeze(-1)).squeeze(-1))
+    D = batch_jacobian(lambda x, e, w: pulled(e + x, w), torch.zeros_like(flat_e), strategy="reverse-stacked",
+                       args=(flat_e, flat_w))
+    N = D.reshape(shape + (t, t)) @ K
+    S = 0.5 * (N + N.transpose(-1, -2))  # on beta - alpha
+    u = (K.transpose(-1, -2) @ w.unsqueeze(-1)).squeeze(-1)
+    C = -0.5 * torch.einsum("ikj,...k->...ij", ad_basis, u)  # -u^T [alpha, beta] / 2 = alpha^T C beta
+    H = torch.cat((torch.cat((S, C - S), -1), torch.cat((C.transpose(-1, -2) - S, S), -1)), -2)
+    zero = torch.zeros_like(A)
+    AA = torch.cat((torch.cat((A, zero), -1), torch.cat((zero, A), -1)), -2)
+    return AA.transpose(-1, -2) @ H @ AA
 
 
 def whiten(e: Tensor, sqrt_info: Tensor | None) -> Tensor:

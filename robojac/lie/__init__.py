@@ -42,6 +42,7 @@ from ._ops import (
     so3_log,
 )
 from ._se2 import (
+    se2_ad,
     se2_adjoint,
     se2_compose,
     se2_exp,
@@ -75,6 +76,7 @@ __all__ = [
     "raw_from_tangent",
     "require_values",
     "retract_first_order",
+    "se2_ad",
     "se2_adjoint",
     "se2_compose",
     "se2_exp",

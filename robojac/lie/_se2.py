@@ -13,7 +13,7 @@ from torch import Tensor
 from . import _ops as ops
 
 __all__ = [
-    "se2_compose", "se2_inverse", "se2_exp", "se2_log", "se2_adjoint", "se2_right_jacobian_inverse",
+    "se2_compose", "se2_inverse", "se2_exp", "se2_log", "se2_ad", "se2_adjoint", "se2_right_jacobian_inverse",
     "se2_to_se3", "se3_to_se2", "wrap_angle",
 ]
 
@@ -78,6 +78,13 @@ def se2_adjoint(a: Tensor) -> Tensor:
     c, s = torch.cos(a[..., 2]), torch.sin(a[..., 2])
     o, one = torch.zeros_like(c), torch.ones_like(c)
     return torch.stack((c, -s, a[..., 1], s, c, -a[..., 0], o, o, one), dim=-1).unflatten(-1, (3, 3))
+
+
+def se2_ad(xi: Tensor) -> Tensor:
+    """The Lie algebra's adjoint ``ad(xi) = [[0, -theta, y], [theta, 0, -x], [0, 0, 0]]``, shape
+    ``(..., 3, 3)``, for ``[x, y, theta]`` twists: ``ad(a) b`` is the bracket ``[a, b]``."""
+    o = torch.zeros_like(xi[..., 0])
+    return torch.stack((o, -xi[..., 2], xi[..., 1], xi[..., 2], o, -xi[..., 0], o, o, o), dim=-1).unflatten(-1, (3, 3))
 
 
 def se2_right_jacobian_inverse(xi: Tensor) -> Tensor:

@@ -7,11 +7,10 @@ import pypose as pp
 import torch
 from torch import Tensor, nn
 
-from ..jacobian import SE3BetweenResidual, se3_between
-from ..jacobian import whiten
+from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
 from ..lie import require_values, wrap_lie
 from ..optim import RobustKernel
-from ..lie import se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
+from ..lie import se2_ad, se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
 __all__ = ["PoseGraph", "SE2BetweenResidual", "PoseGraphError"]
 
@@ -37,6 +36,13 @@ class SE2BetweenResidual:
         """``(r, later)``: the residual now, its blocks from ``later()`` (computed only if used)."""
         e = self.error(Xi, Xj, Z)
         return whiten(e, sqrt_info), lambda: self.jacobians_at(e, Xj, sqrt_info)
+
+    def curvature(self, v: Tensor, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
+        """``sum_k v_k d^2 r_k`` ``(..., 6, 6)`` in the left tangents of ``(Xi, Xj)``
+        (:func:`~robojac.jacobian.between_curvature`): the implicit backward's exact Hessian."""
+        e = self.error(Xi, Xj, Z)
+        basis = se2_ad(torch.eye(3, dtype=e.dtype, device=e.device))
+        return between_curvature(v, e, se2_adjoint(se2_inverse(Xj)), se2_right_jacobian_inverse, basis, sqrt_info)
 
     @staticmethod
     def error(Xi: Tensor, Xj: Tensor, Z: Tensor) -> Tensor:
