@@ -3,7 +3,8 @@ attaching the implicit backward adds), and the backward, medians after a warm-up
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gradients.py [--repeat 3]
 
-Cases: pose-graph optimization of sphere2500 (gradients to the measurements), IK of 10,000
+Cases: pose-graph optimization of sphere2500 and of manhattan (2D) (gradients to the
+measurements), IK of 10,000
 Panda targets in float32 (gradients to the targets) and GICP of the bunny pair, 3 mm voxels
 (gradients to the source points).  The goal (#17): a backward of at most
 0.5x the forward.
@@ -35,12 +36,12 @@ def timed(run, repeat):
     return plain, statistics.median(b[0] for b in both), statistics.median(b[1] for b in both)
 
 
-def pgo_case(repeat):
-    g = read_g2o(data.path("posegraph/sphere2500.g2o"))
+def pgo_case(repeat, name="sphere2500"):
+    g = read_g2o(data.path(f"posegraph/{name}.g2o"))
 
     def run(grad):
         Z = g.measurements.clone().requires_grad_(grad)
-        G = PoseGraph(g.poses.detach().tensor(), g.edges, Z, g.information, vertex_ids=g.vertex_ids, dim=3)
+        G = PoseGraph(g.poses.detach().tensor(), g.edges, Z, g.information, vertex_ids=g.vertex_ids, dim=g.dim)
         t0 = time.perf_counter()
         r = optimize(G, PGOConfig(method="gn"))
         t1 = time.perf_counter()
@@ -48,7 +49,11 @@ def pgo_case(repeat):
             r.poses.tensor().sum().backward()
         return t1 - t0, time.perf_counter() - t1
 
-    return ["PGO sphere2500 (d poses / d measurements)", *timed(run, repeat)]
+    return [f"PGO {name}{' (2D)' if g.dim == 2 else ''} (d poses / d measurements)", *timed(run, repeat)]
+
+
+def pgo_2d_case(repeat):
+    return pgo_case(repeat, "manhattan")
 
 
 def ik_case(repeat):
@@ -92,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# Gradients through answers; {describe_machine()}", flush=True)
     rows = []
-    for case in (pgo_case, ik_case, icp_case):
+    for case in (pgo_case, pgo_2d_case, ik_case, icp_case):
         name, plain, fwd, bwd = case(args.repeat)
         rows.append([name, f"{plain:.3f} s", f"{fwd:.3f} s", f"{bwd:.3f} s", f"{bwd / plain:.2f}x"])
         print(" | ".join(rows[-1]), flush=True)

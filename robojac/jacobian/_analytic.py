@@ -136,10 +136,10 @@ def between_curvature(v: Tensor, e: Tensor, A: Tensor, right_jacobian_inverse, a
     S = 0.5 * (N + N.transpose(-1, -2))  # on beta - alpha
     u = (K.transpose(-1, -2) @ w.unsqueeze(-1)).squeeze(-1)
     C = -0.5 * torch.einsum("ikj,...k->...ij", ad_basis, u)  # -u^T [alpha, beta] / 2 = alpha^T C beta
-    H = torch.cat((torch.cat((S, C - S), -1), torch.cat((C.transpose(-1, -2) - S, S), -1)), -2)
-    zero = torch.zeros_like(A)
-    AA = torch.cat((torch.cat((A, zero), -1), torch.cat((zero, A), -1)), -2)
-    return AA.transpose(-1, -2) @ H @ AA
+    # in [a, b] = diag(A, A)^-1 [alpha, beta]: [[P, Q - P], [Q^T - P, P]], P = A^T S A, Q = A^T C A
+    At = A.transpose(-1, -2)
+    P, Q = At @ S @ A, At @ C @ A
+    return torch.cat((torch.cat((P, Q - P), -1), torch.cat((Q.transpose(-1, -2) - P, P), -1)), -2)
 
 
 def whiten(e: Tensor, sqrt_info: Tensor | None) -> Tensor:
