@@ -354,6 +354,36 @@ def test_closed_form_curvature_backward_equals_hessian_vector_products(group, ke
     assert max_err(grads[0], grads[1]) < 1e-6 * float(grads[1].abs().max())
 
 
+def test_sparse_layouts_are_reused_only_for_the_same_structure(device):
+    """A problem of the same structure (new tensors, same sizes, fixed entries and factor
+    indices) reuses the cached layout; a different fixed entry or edge gets its own, and each
+    assembles its own dense normal equations."""
+    from robojac.jacobian import SE3BetweenResidual
+    from robojac.optim import _problem as P
+
+    g = torch.Generator().manual_seed(9)
+    N = 6
+    poses = lie.se3_exp(torch.randn(1, N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    Z = lie.se3_exp(0.1 * torch.randn(5, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+
+    def system(edges, held):
+        X = optim.Variable("SE3", poses.clone(), fixed=torch.arange(N, device=device) == held)
+        f = optim.Factor(SE3BetweenResidual(), [X, X], torch.tensor(edges, device=device), data=[Z])
+        pb = optim.Problem([X], [f])
+        lin = P.Linearization(pb, (X.value,), closed_forms=True)
+        H, _ = P.SparseSystem(pb).assemble(lin)
+        assert max_err(H.to_dense(), lin.normal_equations()[0][0]) < 1e-12 * float(H.values().abs().max())
+        return H
+
+    P._LAYOUTS.clear()
+    chain = [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]
+    a, b = system(chain, 0), system(chain, 0)
+    assert len(P._LAYOUTS) == 1 and a.col_indices().data_ptr() == b.col_indices().data_ptr()
+    system(chain, 3)  # another fixed pose: its own layout (its identity rows)
+    system([[0, 1], [1, 2], [2, 3], [3, 4], [0, 5]], 0)  # another edge
+    assert len(P._LAYOUTS) == 3
+
+
 def test_sparse_system_equals_the_dense_normal_equations(device):
     """The sparse system's layout (worked out on blocks of mixed tangent sizes) and its one-product
     path for opposite blocks give the dense normal equations exactly: SE3 poses with a between

@@ -415,7 +415,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
         else:
             take = running & solvable & finite & (trial_cost < cost)
         decrease = cost - trial_cost
-        step_norm = step.norm(dim=-1) if term.step_tolerance > 0 or cfg.callback is not None else None
+        step_norm = torch.linalg.vector_norm(step, dim=-1) if term.step_tolerance > 0 or cfg.callback is not None else None
         new_cost = torch.where(take, trial_cost, cost)
         record(it, new_cost, lam, step_norm, take)
         # move the problems that took their step
@@ -550,9 +550,13 @@ class _SparseSteps:
         ridge = RIDGE * torch.finfo(vals.dtype).eps * d.abs().max().clamp_min(torch.finfo(vals.dtype).tiny) \
             if floor else 0.0
         added = lam[0] * d + ridge
-        damped_vals = vals.clone()
-        damped_vals[sys_.diag_slots] = d + added
-        A = torch.sparse_csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape, device=vals.device, check_invariants=False)
+        if floor or bool(lam[0] != 0):
+            damped_vals = vals.clone()
+            damped_vals[sys_.diag_slots] = d + added
+            A = torch.sparse_csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape, device=vals.device,
+                                        check_invariants=False)
+        else:  # Gauss-Newton: the system as assembled
+            A = H
         try:
             if self.solver == "cg":
                 x, _ = conjugate_gradient(A, -g, block=self.block, tol=self.cg_tolerance)

@@ -10,6 +10,9 @@ factor therefore needs no Jacobian.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -216,6 +219,25 @@ def sparse_gauss_newton(lin: Linearization) -> Tensor:
     return SparseSystem(lin.problem).assemble(lin)[0]
 
 
+LAYOUT_CACHE = 8  # sparse layouts kept for problems of the same structure solved again
+
+
+def _structure_key(pb: Problem) -> tuple:
+    """What a sparse layout depends on: each variable's entry count, tangent size and fixed
+    entries, and each factor's slots and index (by content), on one device."""
+    def digest(t: Tensor) -> bytes:
+        return hashlib.blake2b(t.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+
+    where = {id(v): i for i, v in enumerate(pb.variables)}
+    return (str(pb.held.device),
+            tuple((v.count, v.group.tangent_dim, digest(v.fixed[0])) for v in pb.variables),
+            tuple((tuple(where[id(v)] for v in f.variables), tuple(f.index.shape), digest(f.index)) for f in pb.factors))
+
+
+_LAYOUTS: OrderedDict = OrderedDict()  # read only once made: the arrays are shared
+_LAYOUT_LOCK = threading.Lock()
+
+
 class SparseSystem:
     """The normal equations of one large problem (``B = 1``) as a sparse CSR matrix, with the
     pattern worked out once: the block entries every factor slot pair adds, each variable's
@@ -226,7 +248,22 @@ class SparseSystem:
     def __init__(self, problem: Problem):
         if problem.batch != 1:
             raise ValueError(f"a sparse system is one problem (B = 1), got B = {problem.batch}")
-        self.problem = pb = problem
+        self.problem = problem
+        key = _structure_key(problem)
+        with _LAYOUT_LOCK:
+            layout = _LAYOUTS.get(key)
+            if layout is not None:
+                _LAYOUTS.move_to_end(key)
+        if layout is None:  # else the same structure solved again (a learning loop, a benchmark)
+            layout = self._layout(problem)
+            with _LAYOUT_LOCK:
+                _LAYOUTS[key] = layout
+                while len(_LAYOUTS) > LAYOUT_CACHE:
+                    _LAYOUTS.popitem(last=False)
+        self.crow, self.col, self.slot, self.diag_slots, self.off_slots, self.held_diag, self.n = layout
+
+    @staticmethod
+    def _layout(pb: Problem) -> tuple:
         dev = pb.held.device
         first, dims = {}, []
         for v in pb.variables:  # entries in coordinate order
@@ -239,20 +276,17 @@ class SparseSystem:
         diag = torch.arange(dims.numel(), device=dev)
         layout = BlockLayout(torch.cat([entry[(id(f), k)] for f, k, _ in pairs] + [diag]),
                              torch.cat([entry[(id(f), l_)] for f, _, l_ in pairs] + [diag]), dims)
-        self.crow, self.col = layout.crow, layout.col
         slots, at = [], 0
         for f, k, l_ in pairs:  # each slot pair's products, in the order assemble() adds them
             slots.append(layout.slots(at, f.count, f.variables[k].group.tangent_dim,
                                       f.variables[l_].group.tangent_dim).reshape(-1))
             at += f.count
-        self.slot = torch.cat(slots) if slots else torch.zeros(0, dtype=torch.long, device=dev)
-        self.diag_slots = layout.diagonal(at)
-        n = pb.size
-        held = pb.held[0]
+        slot = torch.cat(slots) if slots else torch.zeros(0, dtype=torch.long, device=dev)
+        diag_slots = layout.diagonal(at)
         fixed = torch.cat([v.fixed[0] for v in pb.variables])  # per entry
-        self.off_slots = layout.block_slots(torch.nonzero(fixed[layout.I] | fixed[layout.J]).flatten())  # fixed
-        self.held_diag = self.diag_slots[held]  # rows and columns: zero, their diagonal one
-        self.n = n
+        off_slots = layout.block_slots(torch.nonzero(fixed[layout.I] | fixed[layout.J]).flatten())  # fixed
+        held_diag = diag_slots[pb.held[0]]  # rows and columns: zero, their diagonal one
+        return layout.crow, layout.col, slot, diag_slots, off_slots, held_diag, pb.size
 
     def assemble(self, lin: Linearization) -> tuple[Tensor, Tensor]:
         """``(H (n, n) CSR, g (n,))`` at ``lin``'s values."""
