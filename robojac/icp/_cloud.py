@@ -124,10 +124,16 @@ def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
 
 def voxel_ids(points: Tensor, voxel_size: float) -> Tensor:
     """``(N,)`` the index of each point's voxel (edge ``voxel_size``, the grid anchored at the
-    origin) among the occupied ones, numbered in the order of their keys.  The keys are packed
-    into one integer when the cloud's extent in voxels allows it; beyond 2^62 voxels (a tiny
-    voxel over a huge extent, where a packed key would overflow and merge distant points) the
-    rows of keys are compared whole instead: slower, never wrong."""
+    origin) among the occupied ones, numbered in the order of their keys (:func:`voxel_keys`)."""
+    keys = voxel_keys(points, voxel_size)
+    return torch.unique(keys, dim=0 if keys.dim() == 2 else None, return_inverse=True)[1]
+
+
+def voxel_keys(points: Tensor, voxel_size: float) -> Tensor:
+    """Each point's voxel as one integer ``(N,)``, ordered as the voxels' ``(x, y, z)`` indices,
+    when the cloud's extent in voxels allows packing them; beyond 2^62 voxels (a tiny voxel over
+    a huge extent, where a packed key would overflow and merge distant points) the rows of
+    indices ``(N, 3)`` instead: slower to sort, never wrong."""
     keys = torch.floor(points.detach() / voxel_size)
     if not torch.isfinite(keys).all() or float(keys.abs().max()) >= 2.0**62:
         raise ValueError(f"voxel_size: {voxel_size} is too small for coordinates this large (over 2^62 voxels "
@@ -136,9 +142,8 @@ def voxel_ids(points: Tensor, voxel_size: float) -> Tensor:
     keys = keys - keys.min(0).values
     span = keys.max(0).values + 1
     if float(span.double().prod()) < 2.0**62:
-        flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
-        return torch.unique(flat, return_inverse=True)[1]
-    return torch.unique(keys, dim=0, return_inverse=True)[1]
+        return (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
+    return keys
 
 
 def estimate_covariances(points: Tensor, neighbors: Tensor) -> Tensor:

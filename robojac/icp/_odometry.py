@@ -28,7 +28,7 @@ from .._config import check_choice, check_int, check_real
 from ..optim import RobustKernel
 from ..trajectory import Trajectory
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align
-from ._cloud import as_points, voxel_downsample, voxel_ids
+from ._cloud import as_points, voxel_downsample, voxel_keys
 from ._neighbors import NearestNeighbors
 from ._soa import covariances
 from ._soa import normals as soa_normals
@@ -53,6 +53,10 @@ class OdometryConfig:
     * ``method``: the registration (``"gicp"``, ``"point_to_plane"`` or ``"point_to_point"``,
       KISS-ICP's).
     * ``max_iterations``: ICP iterations per scan.
+    * ``tolerance``: ICP stops when a step turns the scan by less than this (rad) and moves it by
+      less than this (m).  1e-3 (a millimetre) is well under the map's centimetre of noise: on
+      KITTI 00 it took 6 iterations a scan instead of 1e-4's 11, at an ATE of 0.94 instead of
+      0.95 cm.
     * ``deskew``: undo the motion during a sweep: each point is moved by the constant-velocity
       motion over its share of the sweep, its time taken from its azimuth (a spinning LiDAR
       that starts and ends its sweep behind the sensor, as KITTI's Velodyne).  Off by default:
@@ -68,6 +72,7 @@ class OdometryConfig:
     min_motion: float = 0.1
     method: str = "gicp"
     max_iterations: int = 100
+    tolerance: float = 1e-3
     deskew: bool = False
 
     def __post_init__(self):
@@ -82,6 +87,7 @@ class OdometryConfig:
         check_real(owner, "min_motion", self.min_motion)
         check_choice(owner, "method", self.method, ("point_to_point", "point_to_plane", "gicp"))
         check_int(owner, "max_iterations", self.max_iterations, minimum=1)
+        check_real(owner, "tolerance", self.tolerance, positive=True)
 
 
 @dataclass(frozen=True)
@@ -122,29 +128,31 @@ class _VoxelMap:
     def add(self, points: Tensor, center: Tensor, max_range: float) -> None:
         old = self.points.shape[0]
         P = torch.cat((self.points, points))
-        voxel = voxel_ids(P, self.voxel)
+        voxel = voxel_keys(P, self.voxel)
+        if voxel.dim() == 2:  # an extent too large to pack: number the voxels instead
+            voxel = torch.unique(voxel, dim=0, return_inverse=True)[1]
         order = torch.argsort(voxel, stable=True)  # the map's old points first within each voxel
         g = voxel[order]
         first = torch.ones_like(g, dtype=torch.bool)
         first[1:] = g[1:] != g[:-1]
         start = torch.cummax(torch.where(first, torch.arange(len(g), device=g.device), 0), 0).values
         rank = torch.arange(len(g), device=g.device) - start
-        keep = order[rank < self.capacity].sort().values
+        keep = order[rank < self.capacity]  # the map in voxel order (one sort a scan)
         keep = keep[(P[keep] - center).norm(dim=-1) <= max_range]
         is_new = keep >= old
         self.points = P[keep]
         index = NearestNeighbors(self.points)
-        fresh = torch.nonzero(is_new).flatten()
-        cov = self.cov.new_zeros(3, 3, len(keep))
-        nrm = self.normals.new_zeros(3, len(keep))
-        kept_old = keep[~is_new]
-        cov[:, :, ~is_new], nrm[:, ~is_new] = self.cov[:, :, kept_old], self.normals[:, kept_old]
+        fresh, stays = torch.nonzero(is_new).flatten(), torch.nonzero(~is_new).flatten()
+        # (3, 3, M) and (3, M): copies along the last dim by index (a boolean mask there took 2.4 ms)
+        cov = self.cov.new_empty(3, 3, len(keep)).index_copy_(2, stays, self.cov.index_select(2, keep[stays]))
+        nrm = self.normals.new_empty(3, len(keep)).index_copy_(1, stays, self.normals.index_select(1, keep[stays]))
         if len(fresh):
             k = min(self.k, len(keep))
             _, nb = index.query(self.points[fresh], k=k)
             centred = (self.points - center).T.contiguous()  # covariances do not see the shift; digits do
             c = covariances(centred, nb.reshape(len(fresh), k))
-            cov[:, :, fresh], nrm[:, fresh] = c, soa_normals(c)
+            cov.index_copy_(2, fresh, c)
+            nrm.index_copy_(1, fresh, soa_normals(c))
         self.cov, self.normals = cov, nrm
         self.prepared = PreparedCloud(self.points, index, self.k, cov, nrm)
 
@@ -222,7 +230,8 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
         guess = lie.se3_compose(poses[-1], motion)
         icp = ICPConfig(method=cfg.method, max_correspondence_distance=3 * sigma,
                         kernel=RobustKernel("geman_mcclure", sigma), max_iterations=cfg.max_iterations,
-                        rotation_tolerance=1e-4, translation_tolerance=1e-4, num_neighbors=10)
+                        rotation_tolerance=cfg.tolerance, translation_tolerance=cfg.tolerance,
+                        num_neighbors=10)
         reg = align(source, vmap.prepared, init=guess, config=icp)
         pose = reg.T_target_source.tensor()
         threshold.update(lie.se3_compose(lie.se3_inverse(guess), pose), lie.se3_compose(lie.se3_inverse(poses[-1]), pose))
