@@ -90,6 +90,9 @@ def test_odometry_bad_input(device):
         lidar_odometry([s.to(device) for s in scans[:2]], timestamps=torch.zeros(3, dtype=torch.float64, device=device))
     with pytest.raises(ValueError, match="OdometryConfig: expected min_range < max_range"):
         OdometryConfig(min_range=5.0, max_range=1.0)
+    for bad_tolerance in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="OdometryConfig.tolerance"):
+            OdometryConfig(tolerance=bad_tolerance)
 
 
 def test_metrics_equal_evos_on_its_test_trajectory():
