@@ -124,7 +124,8 @@ def between_curvature(v: Tensor, e: Tensor, A: Tensor, right_jacobian_inverse, a
 
     ``right_jacobian_inverse(e) -> (..., t, t)``; ``ad_basis (t, t, t)``: ``ad(e_i)`` of the
     basis twists; ``transpose_times(y, w)``: ``Jr^-1(y)^T w`` without the matrix, if the group
-    has one.  Checked against autograd's Hessian and second differences in the tests."""
+    has one.  The result is a value: ``N`` carries no graph, so it is not differentiated further.
+    Checked against autograd's Hessian and second differences in the tests."""
     w = v if sqrt_info is None else (sqrt_info.transpose(-1, -2) @ v.unsqueeze(-1)).squeeze(-1)
     K = right_jacobian_inverse(e)
     t, shape = e.shape[-1], e.shape[:-1]
