@@ -120,7 +120,8 @@ def between_curvature(v: Tensor, e: Tensor, A: Tensor, right_jacobian_inverse, a
     ``u = K^T w``: the symmetric part of ``N`` on ``beta - alpha``, and the bracket's
     ``-u^T [alpha, beta] / 2`` across the two.  ``N`` is a ``t x t`` Jacobian per factor from the
     Jacobian core (:func:`~robojac.jacobian.batch_jacobian`, stacked reverse mode: no function
-    transforms or forward-mode AD, whose first use in a process costs ~1 s more); the rest is closed form.
+    transforms or forward-mode AD, whose first use in a process costs ~1 s more); the rest is
+    closed form.
 
     ``right_jacobian_inverse(e) -> (..., t, t)``; ``ad_basis (t, t, t)``: ``ad(e_i)`` of the
     basis twists; ``transpose_times(y, w)``: ``Jr^-1(y)^T w`` without the matrix, if the group
