@@ -616,10 +616,10 @@ def test_se2_between_curvature_against_second_differences(device):
 
     g = torch.Generator().manual_seed(8)
     F = 6
-    Xi, Xj, Z = (torch.randn(F, 3, dtype=torch.float64, generator=g).to(device) for _ in range(3))
-    M = torch.randn(F, 3, 3, dtype=torch.float64, generator=g).to(device)
+    Xi, Xj, Z = (torch.randn(F, 3, dtype=torch.float64, generator=g, device="cpu").to(device) for _ in range(3))
+    M = torch.randn(F, 3, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
     L = torch.linalg.cholesky(M @ M.mT + torch.eye(3, dtype=torch.float64, device=device)).mT
-    v = torch.randn(F, 3, dtype=torch.float64, generator=g).to(device)
+    v = torch.randn(F, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
     res = SE2BetweenResidual()
     H = res.curvature(v, Xi, Xj, Z, L)
 

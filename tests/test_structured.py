@@ -218,9 +218,9 @@ def test_se3_between_curvature_against_hessians_and_second_differences(device):
     g = torch.Generator().manual_seed(3)
     F = 6
     Ti, Tj, Z = (pp.randn_SE3(F, sigma=1.5, dtype=torch.float64, device=device) for _ in range(3))
-    M = torch.randn(F, 6, 6, dtype=torch.float64, generator=g).to(device)
+    M = torch.randn(F, 6, 6, dtype=torch.float64, generator=g, device="cpu").to(device)
     L = torch.linalg.cholesky(M @ M.mT + torch.eye(6, dtype=torch.float64, device=device)).mT
-    v = torch.randn(F, 6, dtype=torch.float64, generator=g).to(device)
+    v = torch.randn(F, 6, dtype=torch.float64, generator=g, device="cpu").to(device)
     H = SE3BetweenResidual().curvature(v, Ti, Tj, Z, L)
 
     def weighted(ab):  # (F, 12) -> (F,): pypose's group operations, not robojac's
