@@ -31,8 +31,8 @@ from .._threads import threads_for, torch_threads
 from ._linear import SparseLDL, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._small import cholesky_soa, cholesky_solve_soa, soa_pays
-from ._implicit import DENSE_MAX, Context, Implicit
-from ._problem import Factor, Linearization, Problem, SparseSystem
+from ._implicit import Context, Implicit
+from ._problem import DENSE_MAX, Factor, Linearization, Problem, SparseSystem
 from ._variables import Variable
 
 __all__ = ["RIDGE", "History", "IterationRecord", "SolveResult", "SolverConfig", "TerminationConfig",

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ._linear import SparseLDL
 from ._multifrontal import MultifrontalCholesky
-from ._problem import Linearization, Problem, hold_fixed, sparse_gauss_newton
+from ._problem import DENSE_MAX, Linearization, Problem, hold_fixed, sparse_gauss_newton
 
 __all__ = ["Context", "Implicit"]
 
@@ -30,7 +30,6 @@ class Context:
         self.gauss_newton = False  # the Hessian of the backward: the exact one, or J^T W J
 
 
-DENSE_MAX = 256  # tangent size up to which the implicit backward forms the exact Hessian densely
 # the implicit backward of one large problem stops its conjugate gradients at this relative
 # residual: preconditioned by the Gauss-Newton factorization they converge fast.  Measured on
 # sphere2500's gradient to the measurements: 1e-6 moved it by 2.5e-8 (relative norm) from 1e-7

@@ -32,6 +32,11 @@ __all__ = ["Factor", "Linearization", "Problem", "SparseSystem", "hold_fixed", "
 STACKED_ROWS = 1024
 
 
+# one problem of more tangent dimensions than this is solved sparse by "auto" and never has its
+# exact Hessian formed densely by the implicit backward
+DENSE_MAX = 256
+
+
 class Factor:
     """``F`` residuals ``residual(X_1, ..., X_K, *data) -> (B, F, m)`` per problem.
 
