@@ -354,6 +354,42 @@ def test_closed_form_curvature_backward_equals_hessian_vector_products(group, ke
     assert max_err(grads[0], grads[1]) < 1e-6 * float(grads[1].abs().max())
 
 
+def test_closed_form_curvature_backward_mixes_with_factors_without_it(device):
+    """A large problem whose between factors declare ``curvature`` and whose position priors (a
+    user's plain function) do not: the priors' part of each Hessian product goes through their
+    cost, and the gradients to the measurements and to the priors equal those of Hessian-vector
+    products through the whole cost."""
+    from robojac.jacobian import SE3BetweenResidual
+
+    g = torch.Generator().manual_seed(11)
+    N = 60
+    truth = lie.se3_exp(torch.randn(N, 6, generator=g, dtype=torch.float64, device="cpu")).to(device)
+    i = torch.arange(N - 1, device=device)
+    edges = torch.cat((torch.stack((i, i + 1), 1), torch.tensor([[0, N - 1], [7, 33]], device=device)))
+    Z0 = lie.se3_compose(lie.se3_exp(0.1 * torch.randn(len(edges), 6, generator=g, dtype=torch.float64, device="cpu")).to(device),
+                         lie.se3_compose(lie.se3_inverse(truth[edges[:, 0]]), truth[edges[:, 1]]))
+    at = torch.tensor([5, 20, 41, 59], device=device)
+    gps0 = truth[at, :3] + 0.2 * torch.randn(4, 3, generator=g, dtype=torch.float64, device="cpu").to(device)
+    w = torch.randn(N, 7, generator=g, dtype=torch.float64, device="cpu").to(device)
+
+    class Plain:
+        def __call__(self, *args):
+            return SE3BetweenResidual()(*args)
+
+    grads = []
+    for between in (SE3BetweenResidual(), Plain()):
+        Z, gps = Z0.clone().requires_grad_(), gps0.clone().requires_grad_()
+        X = optim.Variable("SE3", truth[None].clone())
+        f = optim.Factor(between, [X, X], edges, data=[Z], kernel=optim.RobustKernel("cauchy", 1.0))
+        prior = optim.Factor(lambda x, p: 3.0 * (x[..., :3] - p), [X], at, data=[gps])
+        out = optim.solve([X], [f, prior], optim.SolverConfig(linear_solver="sparse"))
+        assert bool(out.converged.all())
+        (out.values[0] * w).sum().backward()
+        grads.append((Z.grad, gps.grad))
+    for a, b in zip(*grads):
+        assert max_err(a, b) < 1e-6 * float(b.abs().max())
+
+
 def test_sparse_layouts_are_reused_only_for_the_same_structure(device):
     """A problem of the same structure (new tensors, same sizes, fixed entries and factor
     indices) reuses the cached layout; a different fixed entry or edge gets its own, and each

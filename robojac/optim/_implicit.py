@@ -37,10 +37,11 @@ class Context:
 BACKWARD_CG_TOLERANCE = 1e-6
 
 
-def _cost_at(problem: Problem, values: tuple[Tensor, ...], delta: Tensor) -> Tensor:
-    """``(B,)`` cost at ``Exp(delta) X``, fixed entries held (the data as the factors hold them:
-    with their graph)."""
-    return Linearization(problem, problem.retract(values, delta.masked_fill(problem.held, 0.0))).cost()
+def _factor_costs(problem: Problem, values: tuple[Tensor, ...], delta: Tensor) -> list[Tensor]:
+    """Each factor's ``(B,)`` cost at ``Exp(delta) X``, fixed entries held (the data as the factors
+    hold them: with their graph)."""
+    lin = Linearization(problem, problem.retract(values, delta.masked_fill(problem.held, 0.0)))
+    return [0.5 * f.kernel.rho(r.square().sum(-1)).sum(-1) for f, r in zip(problem.factors, lin.residuals)]
 
 
 class FactorHessians:
@@ -50,18 +51,20 @@ class FactorHessians:
     residual's ``curvature(v, *X, *data)`` (``sum_k v_k d^2 r_k`` in the stacked left tangents of
     its slots).  ``H v`` is then a gather, a batched ``T x T`` product and a scatter (~1 ms on
     sphere2500), where a Hessian-vector product through the cost is a double backward (~26 ms).
-    Built when every factor has a closed form with ``curvature`` (:meth:`available`)."""
+    Built for the factors that have a closed form with ``curvature`` (:meth:`closed`); the
+    others' part of a product goes through their cost."""
 
     @staticmethod
-    def available(problem: Problem) -> bool:
-        return all(hasattr(f.residual, "value_and_jacobians") and hasattr(f.residual, "curvature")
-                   for f in problem.factors)
+    def closed(f) -> bool:
+        return hasattr(f.residual, "value_and_jacobians") and hasattr(f.residual, "curvature")
 
     def __init__(self, problem: Problem, values: tuple[Tensor, ...]):
         self.rows, self.blocks = [], []
         with torch.no_grad():
             lin = Linearization(problem, values, closed_forms=True)
             for i, f in enumerate(problem.factors):
+                if not self.closed(f):
+                    continue
                 r = lin.residuals[i]
                 J = torch.cat(lin.jacobians(i), -1)  # (B, F, m, T), fixed entries zero
                 X = problem.gather(f, values)
@@ -182,13 +185,21 @@ class Implicit(torch.autograd.Function):
             gbar = gbar.masked_fill(problem.held, 0.0).detach()
             held = problem.held
             # grad_d c with the data live
-            grad = torch.autograd.grad(_cost_at(problem, values, delta).sum(), delta, create_graph=True)[0]
+            costs = _factor_costs(problem, values, delta)
+            grad = torch.autograd.grad(sum(costs).sum(), delta, create_graph=True)[0]
             if B == 1 and n > DENSE_MAX:  # one large problem: never the dense Hessian
-                if FactorHessians.available(problem) and not problem.bounded:
-                    product = FactorHessians(problem, values).apply
-                else:  # Hessian-vector products through the cost
-                    def product(v):
-                        return torch.autograd.grad(grad, delta, grad_outputs=v[None], retain_graph=True)[0][0]
+                closed = [FactorHessians.closed(f) for f in problem.factors] if not problem.bounded else []
+                through = grad  # the products through the cost: of every factor, or of those without curvature
+                if any(closed):
+                    hessians = FactorHessians(problem, values)
+                    rest = [c for c, done in zip(costs, closed) if not done]
+                    through = torch.autograd.grad(sum(rest).sum(), delta, create_graph=True)[0] if rest else None
+
+                def product(v):
+                    out = hessians.apply(v) if any(closed) else torch.zeros_like(v)
+                    if through is not None:
+                        out = out + torch.autograd.grad(through, delta, grad_outputs=v[None], retain_graph=True)[0][0]
+                    return out
 
                 lam = _solve_sparse(problem, values, gbar, damping, ctx.context.preconditioner, product).detach()
                 info = torch.zeros(1, dtype=torch.int32, device=lam.device)
