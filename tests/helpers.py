@@ -63,6 +63,19 @@ def euclid_fd(f, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return J.view(out.shape + x.shape)
 
 
+def per_sample_hessian_fd(f, x: torch.Tensor, h: float = 1e-4) -> torch.Tensor:
+    """Second central differences ``(k, n, n)`` of a per-sample scalar ``f: (k, n) -> (k,)`` at
+    ``x (k, n)`` (each sample's Hessian, all samples stepped at once)."""
+    k, n = x.shape
+    H = x.new_zeros(k, n, n)
+    for i in range(n):
+        for j in range(n):
+            di, dj = torch.zeros_like(x), torch.zeros_like(x)
+            di[:, i], dj[:, j] = h, h
+            H[:, i, j] = (f(x + di + dj) - f(x + di - dj) - f(x + dj - di) + f(x - di - dj)) / (4 * h * h)
+    return H
+
+
 def max_err(a, b) -> float:
     """The largest absolute difference; both on one device (a test that mixes devices fails here)."""
     a = a.as_subclass(torch.Tensor) if hasattr(a, "ltype") else a

@@ -15,7 +15,7 @@ from robojac.optim import RobustKernel
 from robojac.posegraph import G2OError, PGOConfig, PoseGraph, PoseGraphError, SE2BetweenResidual, optimize, read_g2o, write_g2o
 from robojac.lie import se2_compose, se2_exp, se2_log
 
-from helpers import max_err
+from helpers import max_err, per_sample_hessian_fd
 
 CPU = torch.device("cpu")
 
@@ -628,13 +628,7 @@ def test_se2_between_curvature_against_second_differences(device):
         b = lie.se2_compose(lie.se2_exp(ab[:, 3:]), Xj)
         return (v * res(a, b, Z, L)).sum(-1)
 
-    zero = torch.zeros(F, 6, dtype=torch.float64, device=device)
-    h, fd = 1e-4, torch.zeros_like(H)
-    for i in range(6):
-        for j in range(6):
-            di, dj = torch.zeros_like(zero), torch.zeros_like(zero)
-            di[:, i], dj[:, j] = h, h
-            fd[:, i, j] = (weighted(di + dj) - weighted(di - dj) - weighted(dj - di) + weighted(-di - dj)) / (4 * h * h)
+    fd = per_sample_hessian_fd(weighted, torch.zeros(F, 6, dtype=torch.float64, device=device))
     assert max_err(H, fd) < 1e-5 * float(H.abs().max())
 
 
