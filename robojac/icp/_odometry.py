@@ -28,7 +28,7 @@ from .._config import check_choice, check_int, check_real
 from ..optim import RobustKernel
 from ..trajectory import Trajectory
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align
-from ._cloud import as_points, voxel_downsample, voxel_keys
+from ._cloud import as_points, voxel_downsample, voxel_ids, voxel_keys
 from ._neighbors import NearestNeighbors
 from ._soa import covariances
 from ._soa import normals as soa_normals
@@ -130,7 +130,7 @@ class _VoxelMap:
         P = torch.cat((self.points, points))
         voxel = voxel_keys(P, self.voxel)
         if voxel.dim() == 2:  # an extent too large to pack: number the voxels instead
-            voxel = torch.unique(voxel, dim=0, return_inverse=True)[1]
+            voxel = voxel_ids(P, self.voxel)
         order = torch.argsort(voxel, stable=True)  # the map's old points first within each voxel
         g = voxel[order]
         first = torch.ones_like(g, dtype=torch.bool)
