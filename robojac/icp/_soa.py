@@ -65,10 +65,16 @@ def sym6_plane_covariances(n: Tensor, eps: float = 1e-3) -> Tensor:
 
 def sym6_rotation(R: Tensor) -> Tensor:
     """``K (..., 6, 6)`` with ``sym6(R C R^T) = K @ sym6(C)`` for any symmetric ``C``."""
-    RR = R[..., _SYM_I, :, None] * R[..., _SYM_J, None, :]  # (..., 6, 3, 3): R[a, c] R[b, d]
-    fold = torch.zeros(9, 6, dtype=R.dtype, device=R.device)
-    fold[torch.arange(9, device=R.device), FULL9] = 1.0  # sum the (c, d) and (d, c) terms into one slot
-    return RR.flatten(-2) @ fold
+    RR = _rows(R, _SYM_I).unsqueeze(-1) * _rows(R, _SYM_J).unsqueeze(-2)  # (..., 6, 3, 3): R[a, c] R[b, d]
+    return RR.flatten(-2) @ _fold(R.dtype, R.device)
+
+
+@functools.lru_cache(maxsize=None)
+def _fold(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(9, 6)``: sums the ``(c, d)`` and ``(d, c)`` terms of a row-major 3x3 into one slot of six."""
+    fold = torch.zeros(9, 6, dtype=dtype, device=device)
+    fold[torch.arange(9, device=device), FULL9] = 1.0
+    return fold
 
 
 _COF_A = [3, 2, 1, 0, 1, 0]
