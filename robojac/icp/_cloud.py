@@ -135,12 +135,12 @@ def voxel_keys(points: Tensor, voxel_size: float) -> Tensor:
     a huge extent, where a packed key would overflow and merge distant points) the rows of
     indices ``(N, 3)`` instead: slower to sort, never wrong."""
     keys = torch.floor(points.detach() / voxel_size)
-    if not torch.isfinite(keys).all() or float(keys.abs().max()) >= 2.0**62:
+    lo, hi = torch.aminmax(keys, dim=0)
+    if not float(torch.maximum(lo.abs(), hi.abs()).max()) < 2.0**62:  # NaN fails this too
         raise ValueError(f"voxel_size: {voxel_size} is too small for coordinates this large (over 2^62 voxels "
                          "from the origin)")
-    keys = keys.long()
-    keys = keys - keys.min(0).values
-    span = keys.max(0).values + 1
+    keys = (keys - lo).long()
+    span = (hi - lo).long() + 1
     if float(span.double().prod()) < 2.0**62:
         return (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
     return keys
