@@ -239,7 +239,9 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
         z = ref.new_zeros(0)
         return RegistrationResult(wrap_lie(ref.new_zeros(0, 7)), z.bool(), z.long(), z.long(), z, z, z, (),
                                   History(ref.new_zeros(0, 0), ref.new_zeros(0, 0), torch.zeros(0, 0, dtype=torch.bool)))
-    src_live = [as_points(s, f"source[{b}]" if batch else "source") for b, s in enumerate(srcs)]
+    src_live = [s.points if isinstance(s, PreparedCloud) else as_points(s, f"source[{b}]" if batch else "source")
+                for b, s in enumerate(srcs)]
+    src_normals = [s._normals if isinstance(s, PreparedCloud) else None for s in srcs]
     dtype, device = src_live[0].dtype, src_live[0].device
     tgt_live, seen = [], {}
     for b, t in enumerate(tgts):  # a target given for several pairs is checked and prepared once
@@ -273,7 +275,7 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
         T = torch.stack(T_h).reshape(B * H, 7)
     elements = 9 * H * sum(s.shape[0] for s in src0)  # the largest per-point arrays: 3x3 per point
     with torch_threads(threads_for(elements, device, cfg.num_threads)):
-        result = _run_levels(cfg, src0, tgt0, T, H, batch)
+        result = _run_levels(cfg, src0, tgt0, T, H, batch, src_normals)
     if live:
         result = _differentiable(cfg, src_live, tgt_live, result, batch)
     return result
@@ -293,7 +295,8 @@ def _differentiable(cfg: ICPConfig, sources: list[Tensor], targets: list, result
     return dataclasses.replace(result, T_target_source=wrap_lie(T.reshape(batch + (7,))))
 
 
-def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: int, batch: tuple) -> RegistrationResult:
+def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: int, batch: tuple,
+                src_normals: list[Tensor | None]) -> RegistrationResult:
     B, device = len(src0), T.device
     iters = torch.zeros(B * H, dtype=torch.long, device=device)
     converged = torch.zeros(B * H, dtype=torch.bool, device=device)
@@ -310,7 +313,8 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
         Tg = [prepared[id(t)] for t in tgt0]
         dist = _max_distance(cfg, factor, [t.points for t in Tg])
         targets = _TargetSet(Tg, H, dist, cfg)
-        T, it, conv, hist = _iterate(cfg, S, targets, T)
+        normals = src_normals if v == 0 else [None] * B  # a prepared source's normals, where its points are used as given
+        T, it, conv, hist = _iterate(cfg, S, targets, T, normals)
         iters, converged = iters + it, conv
         histories.append(hist)
         if cfg.restarts and level_no == 0:  # keep each pair's best hypothesis
@@ -506,7 +510,7 @@ def _shift_pose(T: Tensor, before: Tensor, after: Tensor) -> Tensor:
     return torch.cat((t, T64[:, 3:]), -1).to(T.dtype)
 
 
-def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
+def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, normals: list[Tensor | None]):
     """Steps every row's pose until it converges; works about each row's source and target
     centres (``T' = Tr(-c_target) T Tr(c_source)``), so the left update linearizes about the
     target's centre, not the origin of its coordinates.
@@ -531,7 +535,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
     if cfg.method != "point_to_point":
         _prime_normals(targets.clouds, batched)
     if cfg.method == "gicp":
-        covs = _plane_covariances(S, cfg.num_neighbors, batched)
+        covs = _plane_covariances(S, cfg.num_neighbors, batched, normals)
         src_cov = soa.sym6_identity(R_, src.shape[1], dtype=dt, device=dev)  # padding: any SPD matrix
         for r in range(R_):
             c = covs[r // H]
@@ -593,10 +597,13 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor):
     return _shift_pose(T, -s_ctr, t_ctr), iters, ~active, history
 
 
-def _plane_covariances(clouds: list[Tensor], k: int, batched: bool) -> list[Tensor]:
-    """GICP's regularized covariances ``(6, N)`` (distinct entries) of each source cloud, the
-    plane covariances of all clouds in one pass."""
-    n = torch.cat([n for _, n in knn_covariances_many(clouds, k, with_normals=True, batched=batched)], dim=-1)
+def _plane_covariances(clouds: list[Tensor], k: int, batched: bool, normals: list[Tensor | None]) -> list[Tensor]:
+    """GICP's regularized covariances ``(6, N)`` (distinct entries) of each source cloud, from its
+    given normals ``(3, N)`` or, for the clouds without, from their ``k`` nearest neighbours, all
+    of those in one pass."""
+    todo = [c for c, n in zip(clouds, normals) if n is None]
+    found = iter(n for _, n in knn_covariances_many(todo, k, with_normals=True, batched=batched)) if todo else iter(())
+    n = torch.cat([next(found) if given is None else given.to(c.dtype) for c, given in zip(clouds, normals)], dim=-1)
     C = soa.sym6_plane_covariances(n)
     return list(C.split([c.shape[0] for c in clouds], dim=-1))
 
