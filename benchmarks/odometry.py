@@ -28,7 +28,7 @@ from robojac.icp import OdometryConfig, lidar_odometry, read_scans  # noqa: E402
 from robojac.trajectory import Trajectory, ate, end_drift, read_kitti, rpe  # noqa: E402
 
 FOLDER = data.path("pointclouds/kitti00")
-REPEAT = 5  # runs of the sequence per configuration: this machine's noise needs more than 9 scans
+REPEAT = int(sys.argv[1]) if len(sys.argv) > 1 else 5  # runs of the sequence per configuration: this machine's noise needs more than 9 scans
 
 
 def reference(times: torch.Tensor) -> Trajectory:

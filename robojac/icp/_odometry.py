@@ -7,10 +7,13 @@ ingredients KISS-ICP showed matter:
 * an **adaptive correspondence threshold**: the spread of the prediction's error over the
   frames so far (its translation plus the rotation's displacement at the sensor's range), three
   sigmas of it, and a robust kernel of that sigma;
-* a **voxel map** holding at most a few points per voxel, the far points dropped as the sensor
-  moves on.
+* a **voxel map**: one Gaussian per voxel (:class:`._voxelmap.GaussianVoxelMap`), the far
+  voxels dropped as the sensor moves on.  A scan's point finds its correspondence by hashing
+  into its voxel, so nothing is rebuilt per scan: a KD-tree over the map's points cost 12-18 ms
+  a scan to rebuild on KITTI, as much as everything else together.
 
-Registration is :func:`~robojac.icp.align` (point-to-point by default, GICP on request).
+Registration is :func:`~robojac.icp.align` (GICP by default) from the scan's own voxel
+Gaussians, three times the map's fine voxel, to the map's.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from .. import lie
 from .._config import check_choice, check_int, check_real
 from ..optim import RobustKernel
 from ..trajectory import Trajectory
+from .._threads import threads_for, torch_threads
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align
-from ._cloud import as_points, voxel_downsample, voxel_ids, voxel_keys
+from ._cloud import as_points
 from ._neighbors import NearestNeighbors
-from ._soa import covariances
-from ._soa import normals as soa_normals
+from ._voxelmap import GaussianVoxelMap, VoxelGaussians, nested_voxels
 
 __all__ = ["OdometryConfig", "OdometryResult", "lidar_odometry"]
 
@@ -42,12 +45,13 @@ class OdometryConfig:
 
     * ``min_range`` / ``max_range``: points nearer or farther than these (metres, from the
       sensor) are dropped (the car's roof, the sparse far field).
-    * ``voxel_size``: the local map's voxel; scans are thinned to half of it for the map and
-      to 1.5 times it for registration (KISS-ICP's ratios; its default voxel is
-      ``max_range / 100``, 1 m for KITTI; 0.5 m with GICP halves the drift on KITTI 00).
-    * ``points_per_voxel``: the most points the map keeps in one voxel (8: as many as one scan
-      thinned to half the voxel can put there; on KITTI 00 it kept 82k map points instead of 20's
-      128k, at 63 instead of 77 ms a scan and an ATE of 0.95 instead of 1.06 cm).
+    * ``voxel_size``: the local map's voxel; a scan is thinned to half of it (centroids) for the
+      map, and those centroids grouped in voxels 1.5 times it, one Gaussian each, to register
+      (KISS-ICP's ratios; its default voxel is ``max_range / 100``, 1 m for KITTI; 0.5 m with
+      GICP halves the drift on KITTI 00).
+    * ``points_per_voxel``: a map voxel's Gaussian stops taking points once it holds this many
+      (8: as many as one scan thinned to half the voxel can put there; the first scans that see
+      a place shape it, and a passing car does not smear it further).
     * ``initial_threshold``: the correspondence distance before any motion has been seen (m).
     * ``min_motion``: frames that move less than this (m) do not update the threshold.
     * ``method``: the registration (``"gicp"``, ``"point_to_plane"`` or ``"point_to_point"``,
@@ -111,52 +115,6 @@ class OdometryResult:
     seconds: Tensor
 
 
-class _VoxelMap:
-    """Points in the world frame, at most ``capacity`` per voxel (the first kept), with what
-    registration needs of them: a neighbour index, rebuilt as points come and go, and each
-    point's covariance and normal, computed once, when the point arrives, from its neighbours
-    in the map of that moment (a map point's neighbourhood barely changes afterwards; keeping
-    them saves recomputing ~130,000 of them per scan)."""
-
-    def __init__(self, voxel: float, capacity: int, like: Tensor, num_neighbors: int):
-        self.voxel, self.capacity, self.k = voxel, capacity, num_neighbors
-        self.points = like.new_zeros(0, 3)
-        self.cov = like.new_zeros(3, 3, 0)
-        self.normals = like.new_zeros(3, 0)
-        self.prepared: PreparedCloud | None = None
-
-    def add(self, points: Tensor, center: Tensor, max_range: float) -> None:
-        old = self.points.shape[0]
-        P = torch.cat((self.points, points))
-        voxel = voxel_keys(P, self.voxel)
-        if voxel.dim() == 2:  # an extent too large to pack: number the voxels instead
-            voxel = voxel_ids(P, self.voxel)
-        order = torch.argsort(voxel, stable=True)  # the map's old points first within each voxel
-        g = voxel[order]
-        first = torch.ones_like(g, dtype=torch.bool)
-        first[1:] = g[1:] != g[:-1]
-        start = torch.cummax(torch.where(first, torch.arange(len(g), device=g.device), 0), 0).values
-        rank = torch.arange(len(g), device=g.device) - start
-        keep = order[rank < self.capacity]  # the map in voxel order (one sort a scan)
-        keep = keep[(P[keep] - center).norm(dim=-1) <= max_range]
-        is_new = keep >= old
-        self.points = P[keep]
-        index = NearestNeighbors(self.points)
-        fresh, stays = torch.nonzero(is_new).flatten(), torch.nonzero(~is_new).flatten()
-        # (3, 3, M) and (3, M): copies along the last dim by index (a boolean mask there took 2.4 ms)
-        cov = self.cov.new_empty(3, 3, len(keep)).index_copy_(2, stays, self.cov.index_select(2, keep[stays]))
-        nrm = self.normals.new_empty(3, len(keep)).index_copy_(1, stays, self.normals.index_select(1, keep[stays]))
-        if len(fresh):
-            k = min(self.k, len(keep))
-            _, nb = index.query(self.points[fresh], k=k)
-            centred = (self.points - center).T.contiguous()  # covariances do not see the shift; digits do
-            c = covariances(centred, nb.reshape(len(fresh), k))
-            cov.index_copy_(2, fresh, c)
-            nrm.index_copy_(1, fresh, soa_normals(c))
-        self.cov, self.normals = cov, nrm
-        self.prepared = PreparedCloud(self.points, index, self.k, cov, nrm)
-
-
 class _Threshold:
     """The adaptive correspondence distance: 3 sigma of the prediction's errors so far."""
 
@@ -185,6 +143,21 @@ def _deskew(P: Tensor, motion: Tensor) -> Tensor:
     return lie.se3_act(T, P)
 
 
+def _source(g: VoxelGaussians) -> PreparedCloud:
+    """A scan to register: one point per voxel (the mean of the frame's points there) with the
+    normal of their scatter; voxels of fewer than three points, whose normal is undefined, are
+    left out."""
+    ok = g.counts >= 3
+    pts = g.means[ok]
+    return PreparedCloud(pts, NearestNeighbors(pts), _cov=g.covariances[..., ok], _normals=g.normals()[:, ok])
+
+
+def _target(vmap: GaussianVoxelMap) -> PreparedCloud:
+    """The map as ICP's target: its voxels' means and normals, matched by voxel."""
+    index, ok = vmap.index()
+    return PreparedCloud(index.points, index, _normals=vmap.normals[:, ok])
+
+
 def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig | None = None,
                    progress=None) -> OdometryResult:
     """Estimate the sensor's trajectory from a sequence of LiDAR scans (each ``(N_k, 3)`` in the
@@ -206,44 +179,46 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
     v = cfg.voxel_size
     world = lie.se3_exp(torch.zeros(6, dtype=dtype, device=device))
     poses, regs, thresholds, seconds = [world], [None], [0.0], []
-    vmap = _VoxelMap(v, cfg.points_per_voxel, first, 10)
+    vmap = GaussianVoxelMap(v, cfg.points_per_voxel, first)
     threshold = _Threshold(cfg)
     motion = world
     ok = True
-    for k, scan in enumerate(scans):
-        t0 = time.perf_counter()
-        P = as_points(scan, f"scans[{k}]", dtype=dtype, device=device).detach()
-        r = P.norm(dim=-1)
-        P = P[(r >= cfg.min_range) & (r <= cfg.max_range)]
-        if P.shape[0] < 3:
-            raise ValueError(f"scans[{k}]: {P.shape[0]} points between {cfg.min_range} and {cfg.max_range} m; "
-                             "odometry needs a scan with points in range")
-        if cfg.deskew and k > 1:
-            P = _deskew(P, motion)
-        frame = voxel_downsample(P, 0.5 * v)
-        if k == 0:
-            vmap.add(frame, world[:3], cfg.max_range)
+    # one thread: a scan's arrays are small enough that waking a second costs more than it gives
+    with torch_threads(threads_for(9 * first.shape[0], device)):
+        for k, scan in enumerate(scans):
+            t0 = time.perf_counter()
+            P = as_points(scan, f"scans[{k}]", dtype=dtype, device=device).detach()
+            r = P.norm(dim=-1)
+            P = P[(r >= cfg.min_range) & (r <= cfg.max_range)]
+            if P.shape[0] < 3:
+                raise ValueError(f"scans[{k}]: {P.shape[0]} points between {cfg.min_range} and {cfg.max_range} m; "
+                                 "odometry needs a scan with points in range")
+            if cfg.deskew and k > 1:
+                P = _deskew(P, motion)
+            frame, coarse = nested_voxels(P, 0.5 * v)  # the map's points, and the source's voxels of 1.5 v
+            if k == 0:
+                vmap.add(frame, world[:3], cfg.max_range)
+                seconds.append(time.perf_counter() - t0)
+                continue
+            source = _source(coarse)
+            sigma = threshold.sigma()
+            guess = lie.se3_compose(poses[-1], motion)
+            icp = ICPConfig(method=cfg.method, max_correspondence_distance=3 * sigma,
+                            kernel=RobustKernel("geman_mcclure", sigma), max_iterations=cfg.max_iterations,
+                            rotation_tolerance=cfg.tolerance, translation_tolerance=cfg.tolerance,
+                            num_neighbors=10)
+            reg = align(source, _target(vmap), init=guess, config=icp)
+            pose = reg.T_target_source.tensor()
+            threshold.update(lie.se3_compose(lie.se3_inverse(guess), pose), lie.se3_compose(lie.se3_inverse(poses[-1]), pose))
+            motion = lie.se3_compose(lie.se3_inverse(poses[-1]), pose)
+            vmap.add(lie.se3_act(pose.expand(len(frame), 7), frame), pose[:3], cfg.max_range)
+            poses.append(pose)
+            regs.append(reg)
+            thresholds.append(3 * sigma)
+            ok = ok and bool(reg.converged)
             seconds.append(time.perf_counter() - t0)
-            continue
-        source = voxel_downsample(frame, 1.5 * v)
-        sigma = threshold.sigma()
-        guess = lie.se3_compose(poses[-1], motion)
-        icp = ICPConfig(method=cfg.method, max_correspondence_distance=3 * sigma,
-                        kernel=RobustKernel("geman_mcclure", sigma), max_iterations=cfg.max_iterations,
-                        rotation_tolerance=cfg.tolerance, translation_tolerance=cfg.tolerance,
-                        num_neighbors=10)
-        reg = align(source, vmap.prepared, init=guess, config=icp)
-        pose = reg.T_target_source.tensor()
-        threshold.update(lie.se3_compose(lie.se3_inverse(guess), pose), lie.se3_compose(lie.se3_inverse(poses[-1]), pose))
-        motion = lie.se3_compose(lie.se3_inverse(poses[-1]), pose)
-        vmap.add(lie.se3_act(pose.expand(len(frame), 7), frame), pose[:3], cfg.max_range)
-        poses.append(pose)
-        regs.append(reg)
-        thresholds.append(3 * sigma)
-        ok = ok and bool(reg.converged)
-        seconds.append(time.perf_counter() - t0)
-        if progress is not None:
-            progress(k + 1, len(scans))
-    return OdometryResult(Trajectory(torch.stack(poses), timestamps), tuple(regs), vmap.points,
+            if progress is not None:
+                progress(k + 1, len(scans))
+    return OdometryResult(Trajectory(torch.stack(poses), timestamps), tuple(regs), vmap.means,
                           torch.tensor(thresholds, dtype=torch.float64, device=device), ok,
                           torch.tensor(seconds, dtype=torch.float64, device=device))
