@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import importlib
 
+from . import _malloc
+
 __version__ = "0.1.0"
+
+_malloc.tune()  # glibc keeps torch's megabyte temporaries' pages (see robojac._malloc)
 
 _SUBMODULES = ("lie", "jacobian", "optim", "kinematics", "models", "data", "ik", "calibration", "icp", "posegraph",
                "trajectory", "viz", "cli")
