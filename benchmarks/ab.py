@@ -10,13 +10,16 @@ are compared.
 Cases: ``posegraph`` (``posegraph.optimize``, GN and LM from the chordal start, on the
 repository's graphs: time, iterations, cost, reason), ``ik`` (10,000 Panda targets in
 float32, and a lone target's latency) and ``calibration`` (the Panda's kinematic calibration
-from 60 poses or positions, and a refined hand-eye calibration).
+from 60 poses or positions, and a refined hand-eye calibration), ``odometry`` (the 10 KITTI
+scans: time per scan, ATE) and ``icp`` (GICP on the bunny and LiDAR pairs of
+``benchmarks/icp.py``, from the identity: time, iterations, answer).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import statistics
 import subprocess
@@ -101,7 +104,56 @@ def case_calibration(calls: int) -> dict:
     return out
 
 
-CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration}
+def case_odometry(calls: int) -> dict:
+    import numpy as np
+    import torch
+
+    from robojac import data
+    from robojac.icp import lidar_odometry, read_scans
+    from robojac.trajectory import Trajectory, ate, read_kitti
+
+    folder = data.path("pointclouds/kitti00")
+    scans, _ = read_scans(folder)
+    times = torch.tensor(np.loadtxt(folder / "times.txt"), dtype=torch.float64)
+    ref = Trajectory(read_kitti(folder / "semantickitti_poses_first10.txt",
+                                calibration=folder / "Tr_velo_to_cam0.txt").poses, times)
+    lidar_odometry(scans, timestamps=times)
+    seconds = []
+    for _ in range(calls):  # every scan after the first, of every run
+        r = lidar_odometry(scans, timestamps=times)
+        seconds += r.seconds[1:].tolist()
+    return {"KITTI 00, per scan": [statistics.median(seconds), f"ATE {ate(ref, r.trajectory).stats['rmse'] * 100:.2f} cm"]}
+
+
+def case_icp(calls: int) -> dict:
+    import numpy as np
+    import torch
+
+    from robojac import data
+    from robojac.icp import ICPConfig, align, read_point_cloud, voxel_downsample
+
+    folder = data.path("pointclouds")
+    pairs = {"bunny 045->000 (3 mm)": ("bunny/bun045.ply.gz", "bunny/bun000.ply.gz", 0.003, 0.05),
+             "LiDAR pair (0.25 m)": ("lidar_small_gicp/source.ply.gz", "lidar_small_gicp/target.ply.gz", 0.25, 1.0)}
+    out = {}
+    for name, (a, b, voxel, dist) in pairs.items():
+        src = voxel_downsample(read_point_cloud(folder / a), voxel)
+        tgt = voxel_downsample(read_point_cloud(folder / b), voxel)
+        cfg = ICPConfig(method="gicp", max_correspondence_distance=dist, num_neighbors=10,
+                        rotation_tolerance=math.radians(0.1), translation_tolerance=1e-3)  # as benchmarks/icp.py
+        align(src, tgt, config=cfg)
+        ts = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            r = align(src, tgt, config=cfg)
+            ts.append(time.perf_counter() - t0)
+        T = r.T_target_source.tensor()
+        out[name] = [statistics.median(ts), f"{int(r.iterations)} it, t = {np.round(T[:3].numpy(), 5).tolist()}"]
+    return out
+
+
+CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration, "odometry": case_odometry,
+         "icp": case_icp}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:

@@ -148,7 +148,7 @@ class GaussianVoxelMap:
         new = came[take]
         off = (points[take] - (f[take] + self.anchor + 0.5) * self.voxel).T  # about each voxel's centre
         m.index_add_(1, new, soa.monomials(off))
-        centres = (_unpack(keys) + self.anchor + 0.5) * self.voxel
+        centres = (_unpack(keys).T + self.anchor[:, None] + 0.5) * self.voxel  # (3, V)
         # the Gaussians of the voxels that took no point stay as they were; the others are redone
         means = self.means.new_empty(V, 3).index_copy_(0, was, self.means)
         nrm = self.normals.new_empty(3, V).index_copy_(1, was, self.normals)
@@ -156,9 +156,9 @@ class GaussianVoxelMap:
         redo[new] = True
         redo = redo.nonzero().squeeze(1)
         mu, c = _moments(m[:, redo])
-        means.index_copy_(0, redo, centres[redo] + mu)
+        means.index_copy_(0, redo, centres[:, redo].T + mu)
         nrm.index_copy_(1, redo, soa.normals(c))
-        near = ((centres - center) ** 2).sum(-1) <= max_range * max_range
+        near = ((centres - center[:, None]) ** 2).sum(0) <= max_range * max_range
         if not bool(near.all()):
             near = near.nonzero().squeeze(1)
             keys, m, means, nrm = keys[near], m[:, near], means[near], nrm[:, near]
