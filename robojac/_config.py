@@ -45,3 +45,9 @@ def check_choice(owner: str, name: str, value, allowed: Iterable) -> None:
     allowed = tuple(allowed)
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{owner}.{name}: expected one of {allowed}, got {value!r}")
+
+
+def check_bool(owner: str, name: str, value) -> None:
+    """``value`` is ``True`` or ``False`` (not a truthy number or string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}.{name}: expected True or False, got {value!r}")

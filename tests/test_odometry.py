@@ -93,6 +93,24 @@ def test_odometry_bad_input(device):
     for bad_tolerance in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="OdometryConfig.tolerance"):
             OdometryConfig(tolerance=bad_tolerance)
+    for name in ("deskew", "prefetch"):
+        with pytest.raises(ValueError, match=f"OdometryConfig.{name}: expected True or False, got 'no'"):
+            OdometryConfig(**{name: "no"})
+    # a bad scan further on is named when its turn comes, prepared ahead or not
+    late = [s.to(device) for s in scans[:3]] + [scans[3][:0].to(device)]
+    for prefetch in (True, False):
+        with pytest.raises(ValueError, match=r"scans\[3\]: the point cloud is empty"):
+            lidar_odometry(late, config=OdometryConfig(prefetch=prefetch))
+
+
+def test_prefetching_gives_the_same_trajectory(device):
+    """The next scan prepared on a second thread: the same poses to the last bit as in turn."""
+    scans, _ = read_scans(FOLDER)
+    scans = [s.to(device) for s in scans[:4]]
+    ahead = lidar_odometry(scans, config=OdometryConfig(prefetch=True))
+    in_turn = lidar_odometry(scans, config=OdometryConfig(prefetch=False))
+    assert torch.equal(ahead.trajectory.poses, in_turn.trajectory.poses)
+    assert torch.equal(ahead.local_map, in_turn.local_map)
 
 
 def test_metrics_equal_evos_on_its_test_trajectory():
