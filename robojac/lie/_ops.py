@@ -163,7 +163,8 @@ def _so3_coeffs(theta2: Tensor, dtype: torch.dtype):
     small = theta2 < small_angle(dtype) ** 2
     t2 = torch.where(small, torch.ones_like(theta2), theta2)
     t = torch.sqrt(t2)
-    a = torch.where(small, 0.5 - theta2 / 24.0 + theta2 * theta2 / 720.0, (1 - torch.cos(t)) / t2)
+    h = torch.sin(0.5 * t) / t  # 1 - cos t = 2 sin^2(t/2): no cancellation just above the switch
+    a = torch.where(small, 0.5 - theta2 / 24.0 + theta2 * theta2 / 720.0, 2 * h * h)
     b = torch.where(small, 1.0 / 6.0 - theta2 / 120.0 + theta2 * theta2 / 5040.0, (t - torch.sin(t)) / (t2 * t))
     return a, b
 
@@ -236,6 +237,22 @@ def se3_exp(xi: Tensor) -> Tensor:
     k = torch.linalg.cross(phi, rho, dim=-1)  # Jl rho = rho + a [phi]x rho + b [phi]x^2 rho, without the matrices
     t = rho + a * k + b * torch.linalg.cross(phi, k, dim=-1)
     return torch.cat((t, so3_exp(phi)), dim=-1)
+
+
+def se3_exp_matrix(xi: Tensor) -> Tensor:
+    """Homogeneous matrix ``(..., 4, 4)`` of the twist ``xi = [rho, phi]`` (the matrix of
+    :func:`se3_exp`), built from Rodrigues' formula without a quaternion: a loop that keeps its
+    pose as a matrix (ICP's left updates) takes it in one product."""
+    rho, phi = xi[..., :3], xi[..., 3:]
+    theta2 = (phi * phi).sum(-1, keepdim=True).unsqueeze(-1)
+    a, b = _so3_coeffs(theta2, phi.dtype)  # (1 - cos t)/t^2, (t - sin t)/t^3
+    K = skew(phi)
+    K2 = K @ K
+    eye = torch.eye(3, dtype=xi.dtype, device=xi.device)
+    R = eye + (1 - theta2 * b) * K + a * K2  # sin t / t = 1 - t^2 (t - sin t)/t^3
+    t = (eye + a * K + b * K2) @ rho.unsqueeze(-1)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=xi.dtype, device=xi.device).expand(xi.shape[:-1] + (1, 4))
+    return torch.cat((torch.cat((R, t), -1), bottom), -2)
 
 
 def se3_log(X: Tensor) -> Tensor:
