@@ -546,7 +546,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
     active = torch.ones(R_, dtype=torch.bool, device=dev)
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
     costs = []  # (rows, cost) of each iteration: the cost where the step was taken
-    T = T.clone()  # stepped in place below; the caller's init stays as given
+    M4 = lie.se3_to_matrix(T)  # the poses as matrices while they step: a left update is one product
     no_damping = torch.zeros(R_, dtype=dt, device=dev)
     for _ in range(cfg.max_iterations):
         a = active.nonzero().squeeze(1)  # step only the running pairs
@@ -555,9 +555,9 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
         whole = a.numel() == R_
         pick = (lambda x: x) if whole else (lambda x: x[a])
         rows = None if whole else a
-        Ta, mk = pick(T), pick(mask)
-        Rm = lie.quat_to_matrix(Ta[:, 3:])
-        q = soa.transform(Rm, Ta[:, :3], pick(srcT))  # (A, 3, N)
+        Ma, mk = pick(M4), pick(mask)
+        Rm = Ma[:, :3, :3]
+        q = soa.transform(Rm, Ma[:, :3, 3], pick(srcT))  # (A, 3, N)
         d2, j = targets.nearest(q.transpose(1, 2), mk, rows)
         valid = mk & (d2 <= pick(dmax2))
         p = tgt_pts.gather(j, rows)  # (A, 3, N)
@@ -587,14 +587,18 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
         has = valid.sum(1) >= 3
         costs.append((a, 0.5 * torch.where(valid, cfg.kernel.rho(s2), torch.zeros_like(s2)).sum(1)))
         delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
-        T[a] = lie.se3_compose(lie.se3_exp(delta), Ta)  # left update
+        stepped = lie.se3_exp_matrix(delta) @ Ma  # left update
+        if whole:
+            M4 = stepped
+        else:
+            M4[a] = stepped
         iters[a] += 1
         small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
         active[a] = ~small & has
     history = T.new_full((len(costs), R_), math.nan)
     for i, (rows_i, c) in enumerate(costs):
         history[i, rows_i] = c
-    return _shift_pose(T, -s_ctr, t_ctr), iters, ~active, history
+    return _shift_pose(lie.matrix_to_se3(M4), -s_ctr, t_ctr), iters, ~active, history
 
 
 def _plane_covariances(clouds: list[Tensor], k: int, batched: bool, normals: list[Tensor | None]) -> list[Tensor]:
