@@ -412,11 +412,15 @@ class _Concat:
         if transform is not None:  # a per-point function, applied once to the concatenation
             self.cat = transform(self.cat)
         self.row_start = starts[slot]  # (R,): where row r's array starts
+        self.one = len(arrays) == 1  # every row reads the same array: no offsets
 
     def gather(self, j: Tensor, rows: Tensor | None = None) -> Tensor:
         """Row ``r`` takes ``arrays[slot[r]][..., j[r]]``: shape ``(R, ..., N)`` (only ``rows``, if given)."""
-        start = self.row_start if rows is None else self.row_start[rows]
-        flat = (j + start[:, None]).reshape(-1)
+        if self.one:
+            flat = j.reshape(-1)
+        else:
+            start = self.row_start if rows is None else self.row_start[rows]
+            flat = (j + start[:, None]).reshape(-1)
         g = self.cat.index_select(-1, flat).unflatten(-1, j.shape)  # (..., R, N)
         return g.movedim(-2, 0)
 
@@ -548,6 +552,8 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
     costs = []  # (rows, cost) of each iteration: the cost where the step was taken
     M4 = lie.se3_to_matrix(T)  # the poses as matrices while they step: a left update is one product
     no_damping = torch.zeros(R_, dtype=dt, device=dev)
+    padded = not bool(mask.all())
+    tol = torch.tensor([cfg.translation_tolerance, cfg.rotation_tolerance], dtype=dt, device=dev)
     for _ in range(cfg.max_iterations):
         a = active.nonzero().squeeze(1)  # step only the running pairs
         if a.numel() == 0:
@@ -559,7 +565,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
         Rm = Ma[:, :3, :3]
         q = soa.transform(Rm, Ma[:, :3, 3], pick(srcT))  # (A, 3, N)
         d2, j = targets.nearest(q.transpose(1, 2), mk, rows)
-        valid = mk & (d2 <= pick(dmax2))
+        valid = (d2 <= pick(dmax2)) & mk if padded else d2 <= pick(dmax2)
         p = tgt_pts.gather(j, rows)  # (A, 3, N)
         if cfg.method == "point_to_point":
             w = valid.to(dt) * cfg.kernel.weight(d2)  # ones without a kernel
@@ -592,9 +598,13 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
             M4 = stepped
         else:
             M4[a] = stepped
-        iters[a] += 1
-        small = (delta[:, 3:].norm(dim=-1) < cfg.rotation_tolerance) & (delta[:, :3].norm(dim=-1) < cfg.translation_tolerance)
-        active[a] = ~small & has
+        small = (torch.linalg.vector_norm(delta.unflatten(-1, (2, 3)), dim=-1) < tol).all(-1)  # translation, rotation
+        if whole:
+            iters += 1
+            active = ~small & has
+        else:
+            iters[a] += 1
+            active[a] = ~small & has
     history = T.new_full((len(costs), R_), math.nan)
     for i, (rows_i, c) in enumerate(costs):
         history[i, rows_i] = c
