@@ -218,7 +218,7 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
             coming = ahead.submit(prepare, 0, None) if ahead else None
             for k in range(len(scans)):
                 frame, source = coming.result() if ahead else prepare(k, motion if cfg.deskew and k > 1 else None)
-                if ahead and k + 1 < len(scans):
+                if ahead and k + 1 < len(scans) and k == 0:
                     coming = ahead.submit(prepare, k + 1, None)
                 if k == 0:
                     vmap.add(frame, world[:3], cfg.max_range)
@@ -236,6 +236,8 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
                 threshold.update(lie.se3_compose(lie.se3_inverse(guess), pose),
                                  lie.se3_compose(lie.se3_inverse(poses[-1]), pose))
                 motion = lie.se3_compose(lie.se3_inverse(poses[-1]), pose)
+                if ahead and k + 1 < len(scans):  # alongside the map's few large ops, not ICP's many small ones
+                    coming = ahead.submit(prepare, k + 1, None)
                 vmap.add(lie.se3_act(pose.expand(len(frame), 7), frame), pose[:3], cfg.max_range)
                 poses.append(pose)
                 regs.append(reg)
