@@ -110,7 +110,8 @@ class OdometryResult:
       with the timestamps where given); scan 0 is the world.
     * ``registrations``: each scan's :class:`~robojac.icp.RegistrationResult` against the map
       (scan 0 has none: ``None``).
-    * ``local_map``: the map's points ``(M, 3)`` in the world frame after the last scan.
+    * ``local_map``: the map after the last scan, in the world frame: the mean of each voxel's
+      points ``(V, 3)``.
     * ``thresholds`` ``(S,)``: the correspondence distance each scan was registered with.
     * ``converged``: every registration converged; ``seconds`` ``(S,)``: time per scan, from the
       scan before's pose to this one's (with ``prefetch``, the next scan's preparation overlaps).

@@ -76,7 +76,7 @@ def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: i
             M = M[rng.choice(len(M), max_points, replace=False)]
         lo, hi = np.percentile(M[:, 2], [2, 98]) if len(M) else (0, 1)
         ax.scatter(M[:, 0], M[:, 1], c=np.clip(M[:, 2], lo, hi), cmap="terrain", s=0.3, alpha=0.7)
-        ax.set_title(f"local map from above ({len(result.local_map):,} points)")
+        ax.set_title(f"local map from above ({len(result.local_map):,} voxel means)")
     ax.plot(P[:, 0], P[:, 1], "-o", color=PALETTE[1], ms=3, lw=2, label="trajectory")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="upper right", fontsize=8)
