@@ -9,7 +9,8 @@
   runs the robojac call on a GPU: padded brute-force neighbours and batched covariances).
 
 Peers single-threaded (as the issue measured them); torch uses its default threads.  Every
-library stops at small_gicp's default rule (a step below 0.1 deg and 1 mm).
+library stops at small_gicp's default rule (a step below 0.1 deg and 1 mm).  The libraries take
+turns call by call, 7 calls each after a warm-up; times are medians.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/icp.py [--trials 100] [--device cuda]
 """
@@ -94,6 +95,18 @@ def timed(fn, *args, repeat=7, **kw):
     return out[-1][0], statistics.median(o[1] + o[2] for o in out), statistics.median(o[1] for o in out)
 
 
+def timed_in_turn(fns, *args, repeat=7):
+    """:func:`timed` for several libraries taking turns call by call (a slow stretch of the
+    machine falls on all alike), after one warm-up call each."""
+    for fn in fns:
+        fn(*args)
+    out = [[] for _ in fns]
+    for _ in range(repeat):
+        for o, fn in zip(out, fns):
+            o.append(fn(*args))
+    return [(o[-1][0], statistics.median(x[1] + x[2] for x in o), statistics.median(x[1] for x in o)) for o in out]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=100)
@@ -115,9 +128,8 @@ def main() -> None:
     for name, (src, tgt, voxel, dmax, T_ref) in cases.items():
         s, t = downsample(src, voxel), downsample(tgt, voxel)
         init = np.eye(4)
-        T_sg, t_sg, p_sg = timed(run_small_gicp, s, t, init, dmax)
-        T_o3, t_o3, p_o3 = timed(run_open3d, s, t, init, dmax)
-        T_rj, t_rj, _ = timed(run_robojac, s, t, init, dmax)
+        (T_sg, t_sg, p_sg), (T_o3, t_o3, p_o3), (T_rj, t_rj, _) = timed_in_turn(
+            [run_small_gicp, run_open3d, run_robojac], s, t, init, dmax)
         for lib, T, tt, prep in (("small_gicp", T_sg, t_sg, p_sg), ("Open3D", T_o3, t_o3, p_o3), ("robojac", T_rj, t_rj, None)):
             e_ref = err(T, T_ref)
             e_sg = err(T, T_sg)
