@@ -96,6 +96,19 @@ def test_odometry_bad_input(device):
     for name in ("deskew", "prefetch"):
         with pytest.raises(ValueError, match=f"OdometryConfig.{name}: expected True or False, got 'no'"):
             OdometryConfig(**{name: "no"})
+    # scans too sparse to hold 3 planes at the voxel: refused by name, never a NaN pose
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    sparse = [(torch.rand(20, 3, generator=gen, dtype=torch.float64, device="cpu") * 50).to(device) for _ in range(3)]
+    with pytest.raises(ValueError, match=r"scans\[0\]: 0 voxels of 0.75 m hold 3 or more of its points"):
+        lidar_odometry(sparse)
+    dense_then_sparse = [s.to(device) for s in scans[:2]] + [sparse[0]]
+    with pytest.raises(ValueError, match=r"scans\[2\]: 0 voxels of 0.75 m"):
+        lidar_odometry(dense_then_sparse)
+    # a line of points 0.25 m apart: 3 to each 0.75 m voxel of the scan, 2 to each 0.5 m voxel of the map
+    x = 0.125 + 0.25 * torch.arange(40, dtype=torch.float64, device="cpu")
+    line = torch.stack((x, torch.full_like(x, 0.1), torch.full_like(x, 0.1)), -1).to(device)
+    with pytest.raises(ValueError, match=r"scans\[0:1\]: the map they make holds 0 voxels of 0.5 m"):
+        lidar_odometry([line, line])
     # a bad scan further on is named when its turn comes, prepared ahead or not
     late = [s.to(device) for s in scans[:3]] + [scans[3][:0].to(device)]
     for prefetch in (True, False):

@@ -205,7 +205,12 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
             if motion is not None:
                 P = _deskew(P, motion)
             frame, coarse = nested_voxels(P, 0.5 * v)  # the map's points, and the source's voxels of 1.5 v
-            return frame, _source(coarse)
+            source = _source(coarse)
+            if source.points.shape[0] < 3:
+                raise ValueError(f"scans[{k}]: {source.points.shape[0]} voxels of {1.5 * v} m hold 3 or more of its "
+                                 "points, and registration needs 3 such planes: a scan this sparse needs a smaller "
+                                 "voxel_size")
+            return frame, source
 
     # one thread: a scan's arrays are small enough that waking a second costs more than it gives
     threads = threads_for(9 * first.shape[0], device)
@@ -231,7 +236,12 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
                                 kernel=RobustKernel("geman_mcclure", sigma), max_iterations=cfg.max_iterations,
                                 rotation_tolerance=cfg.tolerance, translation_tolerance=cfg.tolerance,
                                 num_neighbors=10)
-                reg = align(source, _target(vmap), init=guess, config=icp)
+                target = _target(vmap)
+                if target.points.shape[0] < 3:
+                    raise ValueError(f"scans[0:{k}]: the map they make holds {target.points.shape[0]} voxels of {v} m "
+                                     "with 3 or more points, and registration needs 3: scans this sparse need a "
+                                     "smaller voxel_size")
+                reg = align(source, target, init=guess, config=icp)
                 pose = reg.T_target_source.tensor()
                 threshold.update(lie.se3_compose(lie.se3_inverse(guess), pose),
                                  lie.se3_compose(lie.se3_inverse(poses[-1]), pose))

@@ -137,6 +137,8 @@ class GaussianVoxelMap:
             self.anchor = torch.floor(points.mean(0) / self.voxel)
         f = f - self.anchor
         lo, hi = torch.aminmax(f)
+        if not bool(torch.isfinite(f).all()):
+            raise ValueError("points: NaN or infinite coordinates")
         if not (float(lo) > -_HALF and float(hi) < _HALF - 1):  # the outermost voxels stay empty (see query)
             raise ValueError(f"points: beyond 2^{_BITS - 1} voxels of {self.voxel} m from where the map began")
         old = self.keys.shape[0]
