@@ -110,6 +110,10 @@ def test_voxel_map_capacity_range_and_index(device):
     assert torch.equal(d2c == np.inf, torch.tensor(d2 == np.inf, device=device))
     far, _ = index.query(torch.tensor([[1e9, 0.0, 0.0]], dtype=torch.float64, device=device))
     assert float(far) == np.inf  # beyond the numbering: clamped onto voxels no map holds
+    empty = GaussianVoxelMap(0.5, 4, P)
+    empty.add(P[:2], centre, 1e6)  # two points: no voxel with three
+    d2e, _ = empty.index()[0].query(q)
+    assert bool(torch.isinf(d2e).all())
     with pytest.raises(ValueError, match="k: a voxel index answers k=1"):
         index.query(q, k=2)
     # the map forgets what falls out of range

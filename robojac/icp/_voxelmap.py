@@ -102,6 +102,8 @@ class VoxelIndex:
         if k != 1:
             raise ValueError(f"k: a voxel index answers k=1 (the query's own voxel), got {k}")
         q = queries + self.center if centered else queries
+        if self.keys.shape[0] == 0:  # an empty map answers nothing
+            return torch.full_like(q[:, 0], float("inf")), torch.zeros_like(q[:, 0], dtype=torch.long)
         # a query beyond the map's range lands on the outermost voxels, which no map holds
         ijk = (torch.floor(q / self.voxel) - self.anchor).clamp_(-_HALF, _HALF - 1).long()
         key = _pack(ijk)
