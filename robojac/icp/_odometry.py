@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +29,9 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_bool, check_choice, check_int, check_real
+from .._threads import threads_for, torch_threads
 from ..optim import RobustKernel
 from ..trajectory import Trajectory
-from .._threads import threads_for, torch_threads
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align
 from ._cloud import as_points
 from ._neighbors import NearestNeighbors
@@ -192,6 +192,7 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
     threshold = _Threshold(cfg)
     motion = world
     ok = True
+
     def prepare(k: int, motion: Tensor | None) -> tuple[Tensor, PreparedCloud]:
         """Scan ``k`` in range (deskewed by ``motion`` where asked): its points for the map, and
         the cloud to register."""
