@@ -75,7 +75,8 @@ def nested_voxels(points: Tensor, fine: float) -> tuple[Tensor, VoxelGaussians]:
     key = ((b[0] << 38) | (b[1] << 19) | b[2]) * 27 + (sub[0] * 9 + sub[1] * 3 + sub[2])
     cells, inv = torch.unique(key, return_inverse=True)
     F = cells.shape[0]
-    frame = points.new_zeros(F, 3).index_add_(0, inv, points) / torch.bincount(inv, minlength=F).to(points.dtype)[:, None]
+    counts = torch.bincount(inv, minlength=F).to(points.dtype)
+    frame = points.new_zeros(F, 3).index_add_(0, inv, points) / counts[:, None]
     coarse, group = torch.unique_consecutive(torch.div(cells, 27, rounding_mode="floor"), return_inverse=True)
     c = torch.stack(((coarse >> 38) & _MASK19, (coarse >> 19) & _MASK19, coarse & _MASK19)) - _HALF19
     centres = (c + anchor + 0.5) * (3 * fine)  # (3, V)
