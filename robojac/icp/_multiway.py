@@ -16,6 +16,8 @@ Scan 0 is the world: ``poses[0]`` is the identity.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,7 +77,13 @@ class MultiwayConfig:
             raise ValueError(f"MultiwayConfig.global_config: expected a GlobalConfig or None, got {self.global_config!r}")
 
     def global_registration(self) -> GlobalConfig:
-        return self.global_config or GlobalConfig(voxel_size=self.voxel_size)
+        """``global_config``, or :class:`GlobalConfig` at ``voxel_size`` whose ICP refinement
+        leaves out :func:`global_align`'s restarts: here the pose graph weighs each pair against
+        all the others, and the restarts took the bunny's 45 pairs from 11.6 to 21.5 s."""
+        if self.global_config is not None:
+            return self.global_config
+        g = GlobalConfig(voxel_size=self.voxel_size)
+        return dataclasses.replace(g, icp=dataclasses.replace(g.refinement(), restarts=0))
 
     def icp(self) -> ICPConfig:
         return ICPConfig(method="gicp", voxel_size=self.voxel_size / 2,
