@@ -19,10 +19,13 @@ PARALLEL_ELEMENTS = 500_000  # below this, one thread beats two in a loop of ele
 
 @contextlib.contextmanager
 def torch_threads(n: int | None):
-    """Run the block with ``n`` torch CPU threads (``None``: leave the setting alone), then restore.
+    """Run the block with ``n`` torch CPU threads (``None``: leave the setting alone), then restore
+    the count it found.
 
-    Under OpenMP the count belongs to the calling thread, so concurrent calls from several
-    Python threads each set and restore their own."""
+    torch's count is the process's, not the calling thread's (checked: a Python thread that sets
+    it changes what the main thread reads), so blocks running at once in several Python threads
+    see each other's setting; only speed depends on it, never an answer.  LiDAR odometry's
+    second thread finds the loop's own setting and leaves it."""
     prev = torch.get_num_threads()
     if n is None or n == prev:
         yield

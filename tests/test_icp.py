@@ -334,7 +334,7 @@ def test_thread_count_is_scoped_and_checked():
 
     seen = []
 
-    def worker():  # torch's count is per calling thread (OpenMP): a block restores its own thread's
+    def worker():  # torch's count is the process's: a block in another thread restores what it found
         start = torch.get_num_threads()
         with torch_threads(1):
             seen.append(torch.get_num_threads())
