@@ -113,11 +113,14 @@ def fpfh_features(points: Tensor, voxel_size: float, normal_radius: float = 2.0,
     return torch.from_numpy(np.asarray(f.data).T.copy()).to(device=points.device, dtype=points.dtype)
 
 
-def _mutual_matches(fs: Tensor, ft: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
+def _mutual_matches(fs: Tensor, ft: Tensor, budget: int = 1 << 21) -> tuple[Tensor, Tensor]:
     """Mutual nearest neighbours in descriptor space: ``(source index, target index)``.  One
     pass over the distance matrix, a block of source rows at a time (float32: descriptors are
-    histograms), keeping each row's best target and each column's best source."""
+    histograms), keeping each row's best target and each column's best source.  A block holds
+    about ``budget`` distances (8 MB): on the LiDAR pair's 6k x 6k, blocks of 2048 rows (50 MB,
+    fresh pages every block) took 170 ms, of 256-512 rows 80-100 ms."""
     a, b = fs.float(), ft.float()
+    chunk = max(1, budget // max(b.shape[0], 1))
     s2t = torch.empty(a.shape[0], dtype=torch.long, device=a.device)
     col_best = torch.full((b.shape[0],), math.inf, device=a.device)
     t2s = torch.zeros(b.shape[0], dtype=torch.long, device=a.device)
