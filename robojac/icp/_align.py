@@ -594,15 +594,11 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
         costs.append((a, 0.5 * torch.where(valid, cfg.kernel.rho(s2), torch.zeros_like(s2)).sum(1)))
         delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
         stepped = lie.se3_exp_matrix(delta) @ Ma  # left update
-        if whole:
-            M4 = stepped
-        else:
-            M4[a] = stepped
         small = (torch.linalg.vector_norm(delta.unflatten(-1, (2, 3)), dim=-1) < tol).all(-1)  # translation, rotation
         if whole:
-            iters += 1
-            active = ~small & has
+            M4, iters, active = stepped, iters + 1, ~small & has
         else:
+            M4[a] = stepped
             iters[a] += 1
             active[a] = ~small & has
     history = T.new_full((len(costs), R_), math.nan)

@@ -17,7 +17,6 @@ Scan 0 is the world: ``poses[0]`` is the identity.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
