@@ -120,8 +120,12 @@ def test_voxel_map_capacity_range_and_index(device):
     vmap.add(P[:10], P[0], 2.0)
     centres = (torch.floor(vmap.means / 0.5) + 0.5) * 0.5
     assert float((centres - P[0]).norm(dim=-1).max()) <= 2.0 and len(vmap.keys) < len(after)
-    with pytest.raises(ValueError, match="points: beyond 2"):
+    with pytest.raises(ValueError, match="points: expected within 2\\^20 voxels of 0.5 m of where the map began"):
         vmap.add(P[:10] + 1e7, P[0], 2.0)
+    with pytest.raises(ValueError, match="points: expected finite coordinates"):
+        vmap.add(P[:10] * float("nan"), P[0], 2.0)
+    with pytest.raises(ValueError, match="points: expected within 2\\^18 voxels of 0.75 m"):
+        nested_voxels(torch.cat((P[:10], P[:10] + 1e6)), 0.25)
 
 
 @pytest.mark.open3d

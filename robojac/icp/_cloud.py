@@ -108,7 +108,9 @@ def read_scans(folder, *, format: str = "auto", dtype=torch.float64) -> tuple[li
 def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
     """The centroid of the points in each occupied voxel of edge ``voxel_size`` (any device).
 
-    ``0`` keeps the points as they are.  Voxels are found by :func:`voxel_ids`.
+    ``0`` keeps the points as they are.  Voxels are found by :func:`voxel_ids`.  LiDAR odometry
+    gets the same centroids from ``_voxelmap.nested_voxels``, in the one sort that also groups
+    them in voxels three times larger (a second sort cost ~1.4 ms a KITTI scan).
     """
     voxel_size = float(voxel_size)
     if not math.isfinite(voxel_size) or voxel_size < 0:

@@ -8,7 +8,8 @@ in (the direct lookup of voxelized GICP, Koide et al. 2021): one binary search i
 voxel keys, instead of a KD-tree over the map's points that would be rebuilt at every scan.
 
 Voxels are numbered about an anchor voxel (the first points' centroid), 21 bits per axis:
-about a million voxels each way, 500 km at half a metre.
+about a million voxels each way, 500 km at half a metre.  (:func:`~robojac.icp._cloud.voxel_keys`
+packs about one cloud's own extent, so its keys do not compare from one scan to the next.)
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def nested_voxels(points: Tensor, fine: float) -> tuple[Tensor, VoxelGaussians]:
     b = (big - anchor).long() + _HALF19  # the large voxel about the first point's
     lo, hi = torch.aminmax(b)
     if not (int(lo) >= 0 and int(hi) < 2 * _HALF19):
-        raise ValueError(f"points: span more than 2^18 voxels of {3 * fine} m along an axis")
+        raise ValueError(f"points: expected within 2^18 voxels of {3 * fine} m of the first point along each axis, "
+                         "got a wider spread")
     sub = (f - 3 * big).long()  # the small voxel's place in its large one, {0, 1, 2} per axis
     key = ((b[0] << 38) | (b[1] << 19) | b[2]) * 27 + (sub[0] * 9 + sub[1] * 3 + sub[2])
     cells, inv = torch.unique(key, return_inverse=True)
@@ -141,9 +143,10 @@ class GaussianVoxelMap:
         f = f - self.anchor
         lo, hi = torch.aminmax(f)
         if not bool(torch.isfinite(f).all()):
-            raise ValueError("points: NaN or infinite coordinates")
+            raise ValueError("points: expected finite coordinates, got NaN or infinite ones")
         if not (float(lo) > -_HALF and float(hi) < _HALF - 1):  # the outermost voxels stay empty (see query)
-            raise ValueError(f"points: beyond 2^{_BITS - 1} voxels of {self.voxel} m from where the map began")
+            raise ValueError(f"points: expected within 2^{_BITS - 1} voxels of {self.voxel} m of where the map "
+                             "began, got points beyond")
         old = self.keys.shape[0]
         keys, inv = torch.unique(torch.cat((self.keys, _pack(f.long()))), return_inverse=True)
         was, came = inv[:old], inv[old:]  # where the map's voxels and the new points land
