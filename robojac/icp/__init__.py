@@ -11,7 +11,7 @@ CPU and chunked brute force on a GPU (one padded search for a batch of targets,
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align, prepare
 from ._cloud import (
     PLYError, as_points, estimate_covariances, normals_from_covariances, read_kitti_bin, read_point_cloud, read_scans,
-    read_stanford_conf, voxel_downsample,
+    read_stanford_conf, spatial_order, voxel_downsample,
 )
 from ._global import GlobalConfig, fpfh_features, global_align, information_matrix
 from ._multiway import MultiwayConfig, MultiwayResult, multiway_registration
@@ -24,5 +24,5 @@ __all__ = [
     "OdometryResult", "PLYError", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align", "as_points",
     "estimate_covariances", "fpfh_features", "global_align", "information_matrix", "lidar_odometry",
     "multiway_registration", "normals_from_covariances", "prepare", "read_kitti_bin", "read_point_cloud", "read_scans",
-    "read_stanford_conf", "voxel_downsample", "write_ply",
+    "read_stanford_conf", "spatial_order", "voxel_downsample", "write_ply",
 ]

@@ -19,7 +19,7 @@ from .._config import check_choice, check_int, check_real
 from .._threads import threads_for, torch_threads
 from ..optim import History, RobustKernel, damped
 from . import _soa as soa
-from ._cloud import as_points, knn_covariances, knn_covariances_many, voxel_downsample
+from ._cloud import as_points, knn_covariances, knn_covariances_many, spatial_order, voxel_downsample
 from ._neighbors import NearestNeighbors, PaddedNeighbors
 
 __all__ = ["ICPConfig", "RegistrationResult", "PreparedCloud", "prepare", "align"]
@@ -128,6 +128,7 @@ class PreparedCloud:
     num_neighbors: int = 10
     _cov: Tensor | None = None  # (3, 3, N)
     _normals: Tensor | None = None  # (3, N)
+    _ordered: bool = False  # the points are in spatial_order (align's own, for faster searches)
 
     @property
     def points_t(self) -> Tensor:
@@ -135,7 +136,8 @@ class PreparedCloud:
 
     def covariances_soa(self) -> Tensor:
         if self._cov is None:
-            self._cov, self._normals = knn_covariances(self.points, self.num_neighbors, with_normals=True)
+            self._cov, self._normals = knn_covariances(self.points, self.num_neighbors, with_normals=True,
+                                                       ordered=self._ordered)
         return self._cov
 
     def normals_soa(self) -> Tensor:
@@ -161,6 +163,14 @@ def prepare(cloud, voxel_size: float = 0.0, *, num_neighbors: int = 10, backend:
     pts = as_points(cloud, name)
     pts = voxel_downsample(pts, voxel_size)
     return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors)
+
+
+def _prepare_ordered(points: Tensor, voxel_size: float, num_neighbors: int, backend: str) -> PreparedCloud:
+    """:func:`prepare` for ``align``'s own use: the points put in :func:`spatial_order` (no one
+    outside sees their order), which makes the covariances' neighbour search faster."""
+    pts = voxel_downsample(points, voxel_size)
+    pts = pts[spatial_order(pts)]
+    return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors, _ordered=True)
 
 
 def _pairs(source, target, source_lengths=None, target_lengths=None):
@@ -303,17 +313,16 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
     histories: list[Tensor] = []
     for level_no, factor in enumerate(cfg.levels):
         v = cfg.voxel_size * factor
-        S = [voxel_downsample(s, v) for s in src0]
+        S, normals = _ordered_sources(src0, v, src_normals)
         prepared: dict[int, PreparedCloud] = {}
         for t in tgt0:
             if id(t) not in prepared:
                 reuse = isinstance(t, PreparedCloud) and level_no == len(cfg.levels) - 1 and v == 0
-                prepared[id(t)] = t if reuse else prepare(t.points if isinstance(t, PreparedCloud) else t, v,
-                                                          num_neighbors=cfg.num_neighbors, backend=cfg.neighbors_backend)
+                prepared[id(t)] = t if reuse else _prepare_ordered(t.points if isinstance(t, PreparedCloud) else t, v,
+                                                                   cfg.num_neighbors, cfg.neighbors_backend)
         Tg = [prepared[id(t)] for t in tgt0]
         dist = _max_distance(cfg, factor, [t.points for t in Tg])
         targets = _TargetSet(Tg, H, dist, cfg)
-        normals = src_normals if v == 0 else [None] * B  # a prepared source's normals, where its points are used as given
         T, it, conv, hist = _iterate(cfg, S, targets, T, normals)
         iters, converged = iters + it, conv
         histories.append(hist)
@@ -336,6 +345,23 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
     return RegistrationResult(wrap_lie(T.reshape(shape + (7,))), converged.reshape(shape), iters.reshape(shape),
                               inl.reshape(shape), fit.reshape(shape), rmse.reshape(shape), last.reshape(shape), reason,
                               history)
+
+
+def _ordered_sources(src0: list[Tensor], v: float, src_normals: list[Tensor | None]):
+    """Each source at voxel size ``v``, and its normals where it came prepared with them (used
+    where its points are used as given, ``v == 0``).  Sources are put in
+    :func:`spatial_order` (the order of a pair's points changes no answer; its searches run
+    faster), except a prepared one used as given, which comes in an order of its own choosing."""
+    S, normals = [], []
+    for s, n in zip(src0, src_normals):
+        if v == 0 and n is not None:
+            S.append(s)
+            normals.append(n)
+            continue
+        s = voxel_downsample(s, v)
+        S.append(s[spatial_order(s)] if s.device.type == "cpu" else s)
+        normals.append(None)
+    return S, normals
 
 
 def _last_finite(hist: Tensor) -> Tensor:
@@ -612,7 +638,7 @@ def _plane_covariances(clouds: list[Tensor], k: int, batched: bool, normals: lis
     given normals ``(3, N)`` or, for the clouds without, from their ``k`` nearest neighbours, all
     of those in one pass."""
     todo = [c for c, n in zip(clouds, normals) if n is None]
-    found = iter(n for _, n in knn_covariances_many(todo, k, with_normals=True, batched=batched)) if todo else iter(())
+    found = iter(n for _, n in knn_covariances_many(todo, k, with_normals=True, batched=batched, ordered=True)) if todo else iter(())
     n = torch.cat([next(found) if given is None else given.to(c.dtype) for c, given in zip(clouds, normals)], dim=-1)
     C = soa.sym6_plane_covariances(n)
     return list(C.split([c.shape[0] for c in clouds], dim=-1))
@@ -622,9 +648,10 @@ def _prime_normals(clouds: list[PreparedCloud], batched: bool) -> None:
     """Covariances and normals of the prepared targets that lack them, all in one pass (one
     brute-force search if ``batched``); each target keeps its own neighbour count."""
     todo = [t for t in clouds if t._normals is None]
-    for kk in sorted({t.num_neighbors for t in todo}):
-        group = [t for t in todo if t.num_neighbors == kk]
-        for t, (C, n) in zip(group, knn_covariances_many([t.points for t in group], kk, with_normals=True, batched=batched)):
+    for kk, ordered in sorted({(t.num_neighbors, t._ordered) for t in todo}):
+        group = [t for t in todo if (t.num_neighbors, t._ordered) == (kk, ordered)]
+        found = knn_covariances_many([t.points for t in group], kk, with_normals=True, batched=batched, ordered=ordered)
+        for t, (C, n) in zip(group, found):
             t._cov, t._normals = C, n
 
 

@@ -14,7 +14,7 @@ from ..lie import require_values
 from ._ply import PLYError, read_ply
 
 __all__ = ["PLYError", "as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
-           "knn_covariances_many", "normals_from_covariances"]
+           "knn_covariances_many", "normals_from_covariances", "spatial_order"]
 
 
 def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor:
@@ -148,6 +148,41 @@ def voxel_keys(points: Tensor, voxel_size: float) -> Tensor:
     return keys
 
 
+_SPREAD: dict = {}  # (device,) -> the 10-bit Morton spreading table
+
+
+def _spread_table(device) -> Tensor:
+    """``(1024,)``: each 10-bit integer with two zero bits put after each of its bits."""
+    key = str(device)
+    if key not in _SPREAD:
+        x = torch.arange(1024, dtype=torch.long)
+        out = torch.zeros_like(x)
+        for b in range(10):
+            out |= ((x >> b) & 1) << (3 * b)
+        _SPREAD[key] = out.to(device)
+    return _SPREAD[key]
+
+
+def spatial_order(points: Tensor) -> Tensor:
+    """``(N,)`` a permutation that puts ``points (N, 3)`` in Morton (Z-curve) order over a
+    1024^3 grid of a cube about the first point that holds them all: points near each other in
+    space come near each other in memory.
+
+    Order changes no answer of a nearest-neighbour search, but a KD-tree answers queries that
+    come in this order faster (each one walks the branches the last one left in cache): on the
+    bunny's 3k points, Open3D's 10-neighbour covariances took 1.67 ms instead of 2.02 ms and
+    its 1-nearest queries 0.47 ms instead of 0.53 ms, against the file's order.  The order
+    itself costs ~65 us there.
+    """
+    p = points.detach()
+    p = p - p[:1]
+    m = float(p.abs().max()) if p.numel() else 0.0
+    scale = 511.5 / m if m > 0 else 0.0
+    g = (p * scale + 511.5).long().clamp_(0, 1023)
+    t = _spread_table(points.device).index_select(0, g.reshape(-1)).view(-1, 3)
+    return torch.argsort((t[:, 0] | (t[:, 1] << 1)) | (t[:, 2] << 2))
+
+
 def estimate_covariances(points: Tensor, neighbors: Tensor) -> Tensor:
     """Covariances ``(N, 3, 3)`` of each point's neighbourhood ``neighbors (N, k)`` (indices)."""
     from ._soa import covariances
@@ -155,10 +190,12 @@ def estimate_covariances(points: Tensor, neighbors: Tensor) -> Tensor:
     return covariances(points.T.contiguous(), neighbors).permute(2, 0, 1)
 
 
-def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False):
+def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False, ordered: bool = False):
     """Covariances ``(3, 3, N)`` (structure of arrays) of each point's ``k`` nearest neighbours,
     the point itself included, normalized by ``k``; with ``with_normals``, also the unit normals
-    ``(3, N)`` (smallest-eigenvalue eigenvectors, sign arbitrary).
+    ``(3, N)`` (smallest-eigenvalue eigenvectors, sign arbitrary).  ``ordered``: the points are
+    already in :func:`spatial_order` (else the CPU search takes them in it, and the answers come
+    back in the points' order).
 
     On the CPU Open3D's estimator does the search and the sums in C++ (the same numbers as a
     KD-tree query plus :func:`estimate_covariances`, to 1e-11, and 1.7x faster), and its normal
@@ -170,14 +207,22 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False):
     if points.device.type == "cpu":
         import open3d as o3d
 
+        back = None
+        if not ordered:  # the search runs faster over points in space-filling order
+            order = spatial_order(points)
+            back = torch.empty_like(order)
+            back[order] = torch.arange(order.shape[0])
+            points = points[order]
         pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.detach().double().numpy()))
         search = o3d.geometry.KDTreeSearchParamKNN(k)
         pcd.estimate_covariances(search)
-        C = torch.from_numpy(np.asarray(pcd.covariances)).to(points.dtype).permute(1, 2, 0)
+        C = torch.from_numpy(np.asarray(pcd.covariances)).to(points.dtype)
+        C = (C if back is None else C[back]).permute(1, 2, 0)
         if not with_normals:
             return C
         pcd.estimate_normals(search, fast_normal_computation=True)  # from the covariances just set
-        return C, torch.from_numpy(np.asarray(pcd.normals)).to(points.dtype).T
+        n = torch.from_numpy(np.asarray(pcd.normals)).to(points.dtype)
+        return C, (n if back is None else n[back]).T
     from ._neighbors import NearestNeighbors
     from ._soa import covariances, normals
 
@@ -187,7 +232,7 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False):
 
 
 def knn_covariances_many(clouds: list[Tensor], k: int, *, with_normals: bool = False,
-                         batched: bool | None = None) -> list:
+                         batched: bool | None = None, ordered: bool = False) -> list:
     """:func:`knn_covariances` of each cloud of a list.
 
     ``batched`` (default: off the CPU) pads the clouds and finds every cloud's neighbours in one
@@ -198,7 +243,7 @@ def knn_covariances_many(clouds: list[Tensor], k: int, *, with_normals: bool = F
         batched = clouds[0].device.type != "cpu"
     small = [c.shape[0] < k for c in clouds]
     if not batched or len(clouds) - sum(small) < 2:
-        return [knn_covariances(c, k, with_normals=with_normals) for c in clouds]
+        return [knn_covariances(c, k, with_normals=with_normals, ordered=ordered) for c in clouds]
     from ._neighbors import PaddedNeighbors
     from ._soa import covariances, normals
 
@@ -214,7 +259,7 @@ def knn_covariances_many(clouds: list[Tensor], k: int, *, with_normals: bool = F
     out, b = [], 0
     for c, s in zip(clouds, small):
         if s:
-            out.append(knn_covariances(c, k, with_normals=with_normals))
+            out.append(knn_covariances(c, k, with_normals=with_normals, ordered=ordered))
             continue
         part = slice(b * M, b * M + c.shape[0])
         out.append((cov[..., part], nrm[:, part]) if with_normals else cov[..., part])
