@@ -82,6 +82,27 @@ def test_known_transforms_are_recovered(method, kernel, device):
     assert bool(r.converged) and float(r.fitness) == 1.0 and float(r.rmse) < 1e-7
 
 
+@pytest.mark.open3d
+def test_fitness_and_rmse_are_those_of_the_last_step_and_agree_with_open3d_at_the_answer():
+    """``num_inliers``, ``fitness`` and ``rmse`` describe the correspondences of the last step, the
+    same ones as ``cost``: for point-to-point without a kernel ``cost = rmse^2 num_inliers / 2``
+    exactly.  Open3D evaluates its own search at the answer; the two differ only by the last
+    step, below the tolerances."""
+    import open3d as o3d
+
+    src, tgt, T_gt = _bunny(CPU)
+    s, t = voxel_downsample(src, 0.003), voxel_downsample(tgt, 0.003)
+    for method in ("point_to_point", "gicp"):
+        r = align(s, t, init=T_gt, config=ICPConfig(method=method, max_correspondence_distance=0.01))
+        n = int(r.num_inliers)
+        assert bool(r.converged) and float(r.fitness) == n / s.shape[0]
+        if method == "point_to_point":
+            assert abs(float(r.cost) - 0.5 * float(r.rmse) ** 2 * n) < 1e-12 * float(r.cost)
+        pcd = lambda p: o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p.numpy()))  # noqa: E731
+        ev = o3d.pipelines.registration.evaluate_registration(pcd(s), pcd(t), 0.01, r.matrix().numpy())
+        assert abs(float(r.fitness) - ev.fitness) < 2e-3 and abs(float(r.rmse) - ev.inlier_rmse) < 1e-2 * ev.inlier_rmse
+
+
 @pytest.mark.parametrize("method, deg_max, mm_max", [("gicp", 0.2, 0.5), ("point_to_plane", 0.6, 2.0)])
 def test_bunny_pair_against_the_stanford_registration(method, deg_max, mm_max,
                                                       device):
