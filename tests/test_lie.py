@@ -78,6 +78,12 @@ def test_exp_matrix_at_every_angle(angle, device):
     hat[:, :3, :3] = lie.skew(x[:, 3:])
     hat[:, :3, 3] = x[:, :3]
     assert max_err(lie.se3_exp_matrix(x), torch.linalg.matrix_exp(hat)) < 1e-14
+    if angle in (0.0, 1e-5, 0.3):  # its derivative: finite at 0, and right against finite differences
+        xg = x.clone().requires_grad_()
+        lie.se3_exp_matrix(xg).sum().backward()
+        assert torch.isfinite(xg.grad).all()
+        if angle > 0:
+            assert torch.autograd.gradcheck(lie.se3_exp_matrix, (x.clone().requires_grad_(),))
 
 
 def test_log_takes_either_quaternion_sign(device):
