@@ -508,17 +508,19 @@ class _TargetSet:
         """``(R, 3)``: the centre of each row's target."""
         return self.center[self.slot if rows is None else self.slot[rows]]
 
-    def nearest(self, q: Tensor, mask: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def nearest(self, q: Tensor, mask: Tensor | None, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Squared distance and index of the nearest target point to each ``q (A, N, 3)`` of rows
         ``rows`` of the batch (all by default), ``q`` about each row's target centre; padding
-        (``~mask``) gets an infinite distance."""
+        (``~mask``; ``None``: no padding) gets an infinite distance."""
         slot = self.slot if rows is None else self.slot[rows]
         if isinstance(self.index, PaddedNeighbors):
             d2, idx = self.index.query(q, slot, centered=True)
-            return d2.masked_fill(~mask, float("inf")), idx.masked_fill(~mask, 0)
-        if self.index is None and bool(mask.all()):  # one target, no padding: one query over every row
+            return (d2, idx) if mask is None else (d2.masked_fill(~mask, float("inf")), idx.masked_fill(~mask, 0))
+        if self.index is None and mask is None:  # one target, no padding: one query over every row
             d2, idx = self.clouds[0].index.query(q.reshape(-1, 3), centered=True)
             return d2.view(q.shape[:2]), idx.view(q.shape[:2])
+        if mask is None:
+            mask = torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
         d2 = torch.full(q.shape[:2], float("inf"), dtype=q.dtype, device=q.device)
         idx = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
         if self.index is None:
@@ -587,7 +589,6 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
     sq = torch.zeros(R_, dtype=dt, device=dev)  # the sum of its inliers' squared distances
     costs = []  # (rows, cost) of each iteration: the cost where the step was taken
     M4 = lie.se3_to_matrix(T)  # the poses as matrices while they step: a left update is one product
-    no_damping = torch.zeros(R_, dtype=dt, device=dev)
     padded = not bool(mask.all())
     tol = torch.tensor([cfg.translation_tolerance, cfg.rotation_tolerance], dtype=dt, device=dev)
     for _ in range(cfg.max_iterations):
@@ -600,7 +601,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
         Ma, mk = pick(M4), pick(mask)
         Rm = Ma[:, :3, :3]
         q = soa.transform(Rm, Ma[:, :3, 3], pick(srcT))  # (A, 3, N)
-        d2, j = targets.nearest(q.transpose(1, 2), mk, rows)
+        d2, j = targets.nearest(q.transpose(1, 2), mk if padded else None, rows)
         valid = (d2 <= pick(dmax2)) & mk if padded else d2 <= pick(dmax2)
         p = tgt_pts.gather(j, rows)  # (A, 3, N)
         if cfg.method == "point_to_point":
@@ -624,13 +625,13 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
                 w = valid.to(dt) * cfg.kernel.weight(s_)
                 Hm, g = soa.gicp_system(q, Mr, M, w)
             # Gauss-Newton (ICP re-matches every step, so no step is rejected): the engine's
-            # damping rule at lambda = 0, its floor keeping a direction no correspondence sees regular
-            delta = -torch.linalg.solve(damped(Hm, no_damping[: Hm.shape[0]]), g.unsqueeze(-1)).squeeze(-1)
+            # damping rule without its Marquardt term, its floor keeping a direction no correspondence sees regular
+            delta = -torch.linalg.solve(damped(Hm, None), g.unsqueeze(-1)).squeeze(-1)
         n_in = valid.sum(1)
-        sq_in = torch.where(valid, d2, torch.zeros_like(d2)).sum(1)
+        sq_in = torch.where(valid, d2, 0.0).sum(1)
         has = n_in >= 3
-        costs.append((a, 0.5 * torch.where(valid, cfg.kernel.rho(s2), torch.zeros_like(s2)).sum(1)))
-        delta = torch.where(has[:, None], delta, torch.zeros_like(delta))
+        costs.append((a, 0.5 * torch.where(valid, cfg.kernel.rho(s2), 0.0).sum(1)))
+        delta = torch.where(has[:, None], delta, 0.0)
         stepped = lie.se3_exp_matrix(delta) @ Ma  # left update
         small = (torch.linalg.vector_norm(delta.unflatten(-1, (2, 3)), dim=-1) < tol).all(-1)  # translation, rotation
         if whole:

@@ -108,7 +108,7 @@ def _gicp_maps(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor
 
     ``J(q) = J0 + sum_c q_c J_c`` is affine in ``q``, so ``J^T M J`` is bilinear in the 6 entries
     of ``M`` and the 10 monomials of ``q``; ``J^T v`` bilinear in ``v`` and ``[1, q]``.  Returns
-    ``A (36, 60)`` and ``B (6, 12)`` with ``vec H = A vec(sum w M6 m^T)`` and ``g = B vec(sum v [1, q]^T)``.
+    ``A^T (60, 36)`` and ``B^T (12, 6)`` with ``vec H = A vec(sum w M6 m^T)`` and ``g = B vec(sum v [1, q]^T)``.
     """
     J0 = torch.zeros(3, 6, dtype=torch.float64, device="cpu")
     J0[:, :3] = torch.eye(3, dtype=torch.float64, device="cpu")
@@ -131,20 +131,21 @@ def _gicp_maps(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor
         for k, (c, d) in enumerate(SYM6):
             A[:, :, m, 4 + k] = Jc[c].T @ E @ Jc[c] if c == d else Jc[c].T @ E @ Jc[d] + Jc[d].T @ E @ Jc[c]
     B = torch.stack([J0.T] + [J.T for J in Jc], dim=-1)  # (6, 3, 4)
-    return A.reshape(36, 60).to(dtype=dtype, device=device), B.reshape(6, 12).to(dtype=dtype, device=device)
+    return (A.reshape(36, 60).T.contiguous().to(dtype=dtype, device=device),
+            B.reshape(6, 12).T.contiguous().to(dtype=dtype, device=device))
 
 
 def gicp_system(q: Tensor, Mr: Tensor, M: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """``H = sum w J^T M J`` ``(R, 6, 6)`` and ``g = sum w J^T M r`` ``(R, 6)`` with ``J = [I, -[q]x]``,
     from ``q (R, 3, N)``, ``Mr = M r (R, 3, N)``, ``M (R, 6, N)`` and weights ``w (R, N)``: two
     batched matrix products of moment sums and two constant maps."""
-    A, B = _gicp_maps(q.dtype, q.device)
+    At, Bt = _gicp_maps(q.dtype, q.device)
     G = monomials(q)  # (R, 10, N)
     wt = w.unsqueeze(-2)
     S = (M * wt) @ G.transpose(-1, -2)  # (R, 6, 10)
     V = (Mr * wt) @ G[..., :4, :].transpose(-1, -2)  # (R, 3, 4)
-    H = (S.flatten(-2) @ A.T).unflatten(-1, (6, 6))
-    g = V.flatten(-2) @ B.T
+    H = (S.flatten(-2) @ At).unflatten(-1, (6, 6))
+    g = V.flatten(-2) @ Bt
     return H, g
 
 

@@ -41,8 +41,9 @@ __all__ = ["RIDGE", "History", "IterationRecord", "SolveResult", "SolverConfig",
 RIDGE = 100.0  # the damping's floor: RIDGE * eps(dtype) * max diag(H), see damped()
 
 
-def damped(H: Tensor, lam: Tensor, *, floor: bool = True) -> Tensor:
-    """``H + lam diag(H) + RIDGE eps |diag H|_max I`` for ``H (B, n, n)``, ``lam (B,)``.
+def damped(H: Tensor, lam: Tensor | None, *, floor: bool = True) -> Tensor:
+    """``H + lam diag(H) + RIDGE eps |diag H|_max I`` for ``H (B, n, n)``, ``lam (B,)`` (``None``:
+    Gauss-Newton, no Marquardt term).
 
     Marquardt's scaling, with a floor relative to the system and its precision: a direction the
     residuals do not see (a zero column: a joint that does not move the task) stays regular in
@@ -53,11 +54,14 @@ def damped(H: Tensor, lam: Tensor, *, floor: bool = True) -> Tensor:
     floor turned Gauss-Newton's 4 steps into 23."""
     d = H.diagonal(dim1=-2, dim2=-1)
     eps = torch.finfo(H.dtype).eps
-    ridge = RIDGE * eps * d.amax(-1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny) if floor else 0.0
-    if torch.is_grad_enabled() and (H.requires_grad or lam.requires_grad):
-        return H + torch.diag_embed(lam[:, None] * d + ridge)
+    ridge = RIDGE * eps * d.amax(-1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny) if floor else None
+    add = ridge if lam is None else lam[:, None] * d if ridge is None else lam[:, None] * d + ridge
+    if add is None:
+        return H
+    if torch.is_grad_enabled() and (H.requires_grad or (lam is not None and lam.requires_grad)):
+        return H + torch.diag_embed(add.expand_as(d))
     out = H.clone()  # in H's own layout (a structure-of-arrays system stays one)
-    out.diagonal(dim1=-2, dim2=-1).add_(lam[:, None] * d + ridge)
+    out.diagonal(dim1=-2, dim2=-1).add_(add)
     return out
 
 
