@@ -92,6 +92,14 @@ def test_log_takes_either_quaternion_sign(device):
     assert max_err(ops.se3_log(flipped), X.Log().tensor()) < 1e-12
 
 
+@pytest.mark.parametrize("n", [1, 256, 257, 3000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_quat_to_matrix_both_ways_equal_pypose(n, dtype, device):
+    """Small batches take the product path, large ones the element-wise one: both are pypose's."""
+    X = pp.randn_SO3(n, dtype=dtype, device=device)
+    assert max_err(ops.quat_to_matrix(X.tensor()), X.matrix()) < lie.tolerance(dtype) * 10
+
+
 def test_matrix_to_quat_round_trip_including_half_turns(device):
     phis = torch.tensor(
         [[torch.pi, 0, 0], [0, torch.pi - 1e-9, 0], [0, 0, 0], [2.2, -2.2, 0.1], [0, 1e-12, 0]], dtype=torch.float64
