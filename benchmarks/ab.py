@@ -127,7 +127,6 @@ def case_odometry(calls: int) -> dict:
 
 def case_icp(calls: int) -> dict:
     import numpy as np
-    import torch
 
     from robojac import data
     from robojac.icp import ICPConfig, align, read_point_cloud, voxel_downsample

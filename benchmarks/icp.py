@@ -90,21 +90,22 @@ def run_robojac(src, tgt, init, max_dist, **kw):
     return r.matrix().numpy(), 0.0, time.perf_counter() - t0
 
 
-def timed(fn, *args, repeat=7, **kw):
-    out = [fn(*args, **kw) for _ in range(repeat)]
-    return out[-1][0], statistics.median(o[1] + o[2] for o in out), statistics.median(o[1] for o in out)
-
-
 def timed_in_turn(fns, *args, repeat=7):
-    """:func:`timed` for several libraries taking turns call by call (a slow stretch of the
-    machine falls on all alike), after one warm-up call each."""
+    """``(answer, median time, median preparation time, median CPU time)`` of each library,
+    taking turns call by call (a slow stretch of the machine falls on all alike), after one
+    warm-up call each.  CPU time is the process's over the call, all its threads together
+    (Open3D's searches and estimators run on every core)."""
     for fn in fns:
         fn(*args)
     out = [[] for _ in fns]
+    cpu = [[] for _ in fns]
     for _ in range(repeat):
-        for o, fn in zip(out, fns):
+        for o, c, fn in zip(out, cpu, fns):
+            c0 = time.process_time()
             o.append(fn(*args))
-    return [(o[-1][0], statistics.median(x[1] + x[2] for x in o), statistics.median(x[1] for x in o)) for o in out]
+            c.append(time.process_time() - c0)
+    return [(o[-1][0], statistics.median(x[1] + x[2] for x in o), statistics.median(x[1] for x in o), statistics.median(c))
+            for o, c in zip(out, cpu)]
 
 
 def main() -> None:
@@ -128,17 +129,19 @@ def main() -> None:
     for name, (src, tgt, voxel, dmax, T_ref) in cases.items():
         s, t = downsample(src, voxel), downsample(tgt, voxel)
         init = np.eye(4)
-        (T_sg, t_sg, p_sg), (T_o3, t_o3, p_o3), (T_rj, t_rj, _) = timed_in_turn(
+        (T_sg, t_sg, p_sg, c_sg), (T_o3, t_o3, p_o3, c_o3), (T_rj, t_rj, _, c_rj) = timed_in_turn(
             [run_small_gicp, run_open3d, run_robojac], s, t, init, dmax)
-        for lib, T, tt, prep in (("small_gicp", T_sg, t_sg, p_sg), ("Open3D", T_o3, t_o3, p_o3), ("robojac", T_rj, t_rj, None)):
+        for lib, T, tt, prep, cpu in (("small_gicp", T_sg, t_sg, p_sg, c_sg), ("Open3D", T_o3, t_o3, p_o3, c_o3),
+                                      ("robojac", T_rj, t_rj, None, c_rj)):
             e_ref = err(T, T_ref)
             e_sg = err(T, T_sg)
             rows.append([name, f"{len(s)}/{len(t)}", lib, f"{tt * 1e3:.1f} ms" + (f" ({prep * 1e3:.1f} prep)" if prep else ""),
-                         f"{e_ref[0]:.3f} deg / {e_ref[1] * 1000:.2f} mm", f"{e_sg[0]:.4f} deg / {e_sg[1] * 1000:.3f} mm",
-                         f"{t_rj / tt:.2f}x" if lib != "robojac" else "-"])
+                         f"{cpu * 1e3:.1f} ms", f"{e_ref[0]:.3f} deg / {e_ref[1] * 1000:.2f} mm",
+                         f"{e_sg[0]:.4f} deg / {e_sg[1] * 1000:.3f} mm", f"{t_rj / tt:.2f}x" if lib != "robojac" else "-"])
             print(" | ".join(rows[-1]), flush=True)
     print()
-    print(table(["pair", "points", "library", "time (prep + align)", "error vs reference", "vs small_gicp", "robojac / this"], rows))
+    print(table(["pair", "points", "library", "time (prep + align)", "CPU time (all threads)", "error vs reference",
+                 "vs small_gicp", "robojac / this"], rows))
 
     # ---- robustness sweep on the bunny ----
     raw_src, raw_tgt = cases["bunny 045->000 (3 mm)"][0], cases["bunny 045->000 (3 mm)"][1]
