@@ -357,6 +357,7 @@ def test_spatial_order_is_a_permutation_that_keeps_neighbours_close(device):
     step = lambda p: float((p[1:] - p[:-1]).norm(dim=-1).mean())  # noqa: E731
     # consecutive points of a random order are ~1 apart; of a Z curve over 4000 points, a small fraction of that
     assert step(pts[o]) < 0.15 * step(pts)
+    assert torch.equal(spatial_order(pts.T.contiguous().T), o)  # any layout: a transposed view too
     assert torch.equal(spatial_order(pts[:1]), torch.zeros(1, dtype=torch.long, device=device))
     assert torch.equal(spatial_order(pts[:1].expand(5, 3)).sort().values, torch.arange(5, device=device))
 

@@ -174,8 +174,10 @@ def _prepare_ordered(points: Tensor, voxel_size: float, num_neighbors: int, back
     """:func:`prepare` for ``align``'s own use: the points put in :func:`spatial_order` (no one
     outside sees their order), which makes the covariances' neighbour search faster."""
     pts = voxel_downsample(points, voxel_size)
-    pts = pts[spatial_order(pts)]
-    return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors, _ordered=True)
+    ordered = pts.device.type == "cpu"  # a brute-force search (any other device) gains nothing from it
+    if ordered:
+        pts = pts[spatial_order(pts)]
+    return PreparedCloud(pts, NearestNeighbors(pts, backend=backend), num_neighbors, _ordered=ordered)
 
 
 def _pairs(source, target, source_lengths=None, target_lengths=None):
@@ -652,7 +654,8 @@ def _plane_covariances(clouds: list[Tensor], k: int, batched: bool, normals: lis
     given normals ``(3, N)`` or, for the clouds without, from their ``k`` nearest neighbours, all
     of those in one pass."""
     todo = [c for c, n in zip(clouds, normals) if n is None]
-    found = iter(n for _, n in knn_covariances_many(todo, k, with_normals=True, batched=batched, ordered=True)) if todo else iter(())
+    found = knn_covariances_many(todo, k, with_normals=True, batched=batched, ordered=True) if todo else []
+    found = iter(n for _, n in found)  # the sources without normals are in spatial_order (_ordered_sources)
     n = torch.cat([next(found) if given is None else given.to(c.dtype) for c, given in zip(clouds, normals)], dim=-1)
     C = soa.sym6_plane_covariances(n)
     return list(C.split([c.shape[0] for c in clouds], dim=-1))

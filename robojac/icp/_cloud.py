@@ -181,7 +181,7 @@ def spatial_order(points: Tensor) -> Tensor:
     d = p - p[0]
     m = float(d.abs().max())
     g = d.mul_(511.5 / m if m > 0 else 0.0).add_(511.5).long().clamp_(0, 1023)
-    t = _spread_table(d.dtype, d.device).index_select(0, g.view(-1)).view(-1, 3)
+    t = _spread_table(d.dtype, d.device).index_select(0, g.reshape(-1)).view(-1, 3)
     return torch.argsort((t @ t.new_tensor([1.0, 2.0, 4.0])).long())  # integer keys sort faster
 
 
