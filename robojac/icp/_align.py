@@ -330,7 +330,7 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
         Tg = [prepared[id(t)] for t in tgt0]
         dist = _max_distance(cfg, factor, [t.points for t in Tg])
         targets = _TargetSet(Tg, H, dist, cfg)
-        T, it, conv, hist, inl, sq = _iterate(cfg, S, targets, T, normals)
+        T, it, conv, hist, inl, sq, last = _iterate(cfg, S, targets, T, normals)
         iters, converged = iters + it, conv
         histories.append(hist)
         fit, rmse = _fitness(S, H, inl, sq)
@@ -339,12 +339,11 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
             best = score.view(B, H).argmax(1)
             sel = torch.arange(B, device=device) * H + best
             T, iters, converged, H = T[sel], iters[sel], converged[sel], 1
-            fit, rmse, inl = fit[sel], rmse[sel], inl[sel]
+            fit, rmse, inl, last = fit[sel], rmse[sel], inl[sel], last[sel]
             histories = [h[:, sel] for h in histories]
             targets = targets.with_hypotheses(1)
     converged = converged & (inl >= 3)  # a pair that stopped for want of correspondences did not converge
     hist = torch.cat(histories) if histories else T.new_zeros(0, B)
-    last = _last_finite(hist)
     reason = tuple("step_tolerance" if c else "no_correspondences" if n < 3 else "max_iterations"
                    for c, n in zip(converged.tolist(), inl.tolist()))
     history = History(hist, torch.zeros_like(hist), torch.isfinite(hist))
@@ -369,16 +368,6 @@ def _ordered_sources(src0: list[Tensor], v: float, src_normals: list[Tensor | No
         S.append(s[spatial_order(s)] if s.device.type == "cpu" else s)
         normals.append(None)
     return S, normals
-
-
-def _last_finite(hist: Tensor) -> Tensor:
-    """Each column's last finite entry (its cost where it stopped); NaN for a column without any."""
-    finite = torch.isfinite(hist)
-    if hist.shape[0] == 0:
-        return hist.new_full((hist.shape[1],), math.nan)
-    idx = torch.where(finite, torch.arange(hist.shape[0], device=hist.device)[:, None], -1).amax(0)
-    out = hist.gather(0, idx.clamp_min(0)[None])[0]
-    return torch.where(idx >= 0, out, torch.full_like(out, math.nan))
 
 
 def _max_distance(cfg: ICPConfig, factor: float, targets: list[Tensor]) -> list[float]:
@@ -562,7 +551,8 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
     which ICP would pay at every step, since it re-matches before each one.
 
     Returns the poses, iterations, converged flags, the cost history, and each row's inlier
-    count and sum of squared inlier distances at its last iteration.
+    count, sum of squared inlier distances and cost at its last iteration (every row takes at
+    least one).
     """
     H = targets.H
     src, mask, s_ctr = _centred_sources(S, H)
@@ -589,6 +579,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
     inliers = torch.zeros(R_, dtype=torch.long, device=dev)  # of the last iteration, where its step was taken
     sq = torch.zeros(R_, dtype=dt, device=dev)  # the sum of its inliers' squared distances
+    last = torch.zeros(R_, dtype=dt, device=dev)  # and its cost
     costs = []  # (rows, cost) of each iteration: the cost where the step was taken
     M4 = lie.se3_to_matrix(T)  # the poses as matrices while they step: a left update is one product
     padded = not bool(mask.all())
@@ -632,21 +623,23 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
         n_in = valid.sum(1)
         sq_in = torch.where(valid, d2, 0.0).sum(1)
         has = n_in >= 3
-        costs.append((a, 0.5 * torch.where(valid, cfg.kernel.rho(s2), 0.0).sum(1)))
+        cost = 0.5 * torch.where(valid, cfg.kernel.rho(s2), 0.0).sum(1)
+        costs.append((a, cost))
         delta = torch.where(has[:, None], delta, 0.0)
         stepped = lie.se3_exp_matrix(delta) @ Ma  # left update
         small = (torch.linalg.vector_norm(delta.unflatten(-1, (2, 3)), dim=-1) < tol).all(-1)  # translation, rotation
         if whole:
-            M4, iters, active, inliers, sq = stepped, iters + 1, ~small & has, n_in, sq_in
+            M4, iters, active, inliers, sq, last = stepped, iters + 1, ~small & has, n_in, sq_in, cost
         else:
             M4[a] = stepped
             iters[a] += 1
             active[a] = ~small & has
             inliers[a], sq[a] = n_in, sq_in
+            last = last.index_copy(0, a, cost)  # not in place: an earlier iteration's cost, kept in costs, may be it
     history = T.new_full((len(costs), R_), math.nan)
     for i, (rows_i, c) in enumerate(costs):
         history[i, rows_i] = c
-    return _shift_pose(lie.matrix_to_se3(M4), -s_ctr, t_ctr), iters, ~active, history, inliers, sq
+    return _shift_pose(lie.matrix_to_se3(M4), -s_ctr, t_ctr), iters, ~active, history, inliers, sq, last
 
 
 def _plane_covariances(clouds: list[Tensor], k: int, batched: bool, normals: list[Tensor | None]) -> list[Tensor]:
