@@ -351,7 +351,7 @@ def test_spatial_order_is_a_permutation_that_keeps_neighbours_close(device):
     from robojac.icp import spatial_order
 
     g = torch.Generator().manual_seed(3)
-    pts = (torch.rand(4000, 3, dtype=torch.float64, generator=g) * torch.tensor([2.0, 1.0, 0.5]) + 1e3).to(device)
+    pts = (_rand(4000, 3, g=g) * torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64, device=CPU) + 1e3).to(device)
     o = spatial_order(pts)
     assert torch.equal(torch.sort(o).values, torch.arange(4000, device=device))
     step = lambda p: float((p[1:] - p[:-1]).norm(dim=-1).mean())  # noqa: E731

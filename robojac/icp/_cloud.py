@@ -156,7 +156,7 @@ def _spread_table(dtype, device) -> Tensor:
     any float type with 30 bits of mantissa or more)."""
     key = (dtype, str(device))
     if key not in _SPREAD:
-        x = torch.arange(1024, dtype=torch.long)
+        x = torch.arange(1024, dtype=torch.long, device="cpu")
         out = torch.zeros_like(x)
         for b in range(10):
             out |= ((x >> b) & 1) << (3 * b)
@@ -213,7 +213,7 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False, order
         if not ordered:  # the search runs faster over points in space-filling order
             order = spatial_order(points)
             back = torch.empty_like(order)
-            back[order] = torch.arange(order.shape[0])
+            back[order] = torch.arange(order.shape[0], device=order.device)
             points = points[order]
         pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.detach().double().numpy()))
         search = o3d.geometry.KDTreeSearchParamKNN(k)

@@ -117,7 +117,7 @@ def _quat_matrix_map(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, 
         (2, 0): [(1, x, z), (1, z, x), (-1, w, y), (-1, y, w)], (2, 1): [(1, y, z), (1, z, y), (1, w, x), (1, x, w)],
         (2, 2): [(-2, x, x), (-2, y, y)],
     }
-    C = torch.zeros(16, 9, dtype=torch.float64)
+    C = torch.zeros(16, 9, dtype=torch.float64, device="cpu")
     for (r, c), entry in terms.items():
         for coeff, i, j in entry:
             C[4 * i + j, 3 * r + c] += coeff
