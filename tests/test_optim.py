@@ -649,3 +649,23 @@ def test_large_batches_of_small_systems_solve_as_small_ones_do(device):
     assert max_err(whole.values[0], values) < 1e-12
     assert torch.equal(whole.iterations, torch.cat([r.iterations for r in parts]))
     assert bool(whole.converged.all())
+
+
+def test_damped_is_marquardts_scaling_with_a_relative_floor(device):
+    """``damped(H, lam)`` adds ``lam diag(H)`` and a floor of ``RIDGE eps max diag(H)``; ``None``
+    (Gauss-Newton) only the floor; ``floor=False`` only the Marquardt term; through autograd too."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(3, 4, 4, dtype=torch.float64, generator=g, device="cpu").to(device)
+    H = A @ A.mT
+    H0 = H.clone()
+    lam = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64, device=device)
+    d = H.diagonal(dim1=-2, dim2=-1)
+    floor = optim.RIDGE * torch.finfo(H.dtype).eps * d.amax(-1, keepdim=True)
+    eye = torch.eye(4, dtype=H.dtype, device=device)
+    assert max_err(optim.damped(H, lam), H + torch.diag_embed(lam[:, None] * d) + floor[..., None] * eye) < 1e-12
+    assert max_err(optim.damped(H, None), H + floor[..., None] * eye) < 1e-12
+    assert max_err(optim.damped(H, lam, floor=False), H + torch.diag_embed(lam[:, None] * d)) < 1e-12
+    assert optim.damped(H, None, floor=False) is H
+    Hg = H.clone().requires_grad_()
+    assert max_err(optim.damped(Hg, None), optim.damped(H, None)) < 1e-15
+    assert torch.equal(H, H0)  # the input is never changed in place
