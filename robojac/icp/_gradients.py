@@ -83,11 +83,17 @@ def _inverse3(A: Tensor) -> Tensor:
     return soa.sym6_inverse(S)[soa.FULL9].T.reshape(-1, 3, 3)
 
 
+def _turned(C: Tensor, R: Tensor) -> Tensor:
+    """``R C R^T`` for each ``C (N, 3, 3)``, as one product of the flattened matrices with
+    ``R (x) R`` (0.05 against 0.17 ms as two batched 3x3 products, for the bunny's 3k points)."""
+    return (C.reshape(-1, 9) @ torch.kron(R, R).T).reshape(C.shape)
+
+
 def _gicp_terms(T: Tensor, s: Tensor, t: Tensor, C_t: Tensor, C_s: Tensor, kernel):
     """``(p, d, w M)`` of GICP at the pose ``T``: the moved points ``p = T s``, the differences
     ``d = p - t``, and each one's weighted ``M = (C_t + R C_s R^T)^-1`` (``w = rho'(d^T M d)``)."""
     R = lie.quat_to_matrix(T[3:])
-    M = _inverse3(C_t + R @ C_s @ R.transpose(-1, -2))
+    M = _inverse3(C_t + _turned(C_s, R))
     p = lie.se3_act(T[None], s)
     d = p - t
     w = kernel.weight((d[:, None, :] @ M @ d[:, :, None])[:, 0, 0])
@@ -130,7 +136,7 @@ class _GICPFixedPoint(torch.autograd.Function):
         R = lie.quat_to_matrix(T[3:])
         p = s @ R.T + T[:3]
         d = p - t
-        Sig = R @ C_s @ R.T  # the source covariances turned into the target frame
+        Sig = _turned(C_s, R)  # the source covariances turned into the target frame
         M = _inverse3(C_t + Sig)
         a = (M @ d[..., None])[..., 0]  # M d
         sq = (d * a).sum(-1)
@@ -153,15 +159,15 @@ class _GICPFixedPoint(torch.autograd.Function):
         # L = lam . g = sum w c . a with c = lam_t + lam_r x p; minus its derivatives in the data
         c = lam[:3] + torch.linalg.cross(lam[3:].expand_as(p), p, dim=-1)
         e = (c * a).sum(-1)
-        grad_d = w[:, None] * (M @ c[..., None])[..., 0] + (2 * slope * e)[:, None] * a
-        grad_p = grad_d + torch.linalg.cross(u, lam[3:].expand_as(u), dim=-1)
         m = (M @ c[..., None])[..., 0]
+        grad_d = w[:, None] * m + (2 * slope * e)[:, None] * a
+        grad_p = grad_d + torch.linalg.cross(u, lam[3:].expand_as(u), dim=-1)
         grad_C = -(w[:, None, None] * m[..., None] * a[:, None, :] + (slope * e)[:, None, None] * a[..., None] * a[:, None, :])
         want = ctx.needs_input_grad
         gs = -(grad_p @ R) if want[2] else None
         gt = grad_d if want[3] else None
         gCt = -grad_C if want[4] else None
-        gCs = -(R.T @ grad_C @ R) if want[5] else None
+        gCs = -_turned(grad_C, R.T) if want[5] else None
         return None, None, gs, gt, gCt, gCs
 
 
