@@ -144,12 +144,16 @@ class _GICPFixedPoint(torch.autograd.Function):
         u = w[:, None] * a  # each correspondence's term of g's translation rows
         Sa = (Sig @ a[..., None])[..., 0]
         # d a / d eps = M J + dM/dphi d, with dM = -M (dphi x Sig - Sig dphi x) M
-        Da = torch.cat((M, M @ (skew(Sa) - Sig @ skew(a) - skew(p))), -1)  # (N, 3, 6)
+        # (Sig symmetric: -Sig [a]x = ([a]x Sig)^T, a cross product with each of Sig's columns)
+        aSig = torch.linalg.cross(a[:, :, None].expand_as(Sig), Sig, dim=1)
+        Da = torch.cat((M, M @ (skew(Sa - p) + aSig.transpose(1, 2))), -1)  # (N, 3, 6)
         dsq = 2 * torch.cat((a, torch.linalg.cross(p, a, dim=-1) + torch.linalg.cross(a, Sa, dim=-1)), -1)  # (N, 6)
         K = w[:, None, None] * Da + slope[:, None, None] * a[..., None] * dsq[:, None, :]  # d u / d eps
-        Su, Sp = skew(u), skew(p)
         top = K.sum(0)
-        bottom = torch.cat((-Su.sum(0), (Su @ Sp).sum(0)), -1) + (Sp @ K).sum(0)  # d (p x u) / d eps
+        # d (p x u) / d eps = sum [p]x K + [-[u]x, [u]x [p]x], with [u]x [p]x = p u^T - (u . p) I
+        pK = torch.linalg.cross(p[:, :, None].expand_as(K), K, dim=1).sum(0)
+        up = p.T @ u - (u * p).sum() * torch.eye(3, dtype=p.dtype, device=p.device)
+        bottom = torch.cat((-skew(u.sum(0)), up), -1) + pK
         A = torch.cat((top, bottom))  # (6, 6): dg/deps
         with torch.enable_grad():  # the output pose's own derivative in eps: seven numbers
             eps = T.new_zeros(6, requires_grad=True)
