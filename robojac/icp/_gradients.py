@@ -33,7 +33,8 @@ def _normals(points: Tensor, k: int, backend: str, at: Tensor) -> Tensor:
     with torch.no_grad():
         index = NearestNeighbors(points.detach(), backend=backend)
         _, nb = index.query(points.detach()[at], k=min(k, points.shape[0]))
-    near = points[nb] - points[nb].mean(1, keepdim=True)  # (len(at), k, 3)
+    nbr = points.index_select(0, nb.reshape(-1)).view(*nb.shape, 3)  # its backward an index_add, not an index_put
+    near = nbr - nbr.mean(1, keepdim=True)  # (len(at), k, 3)
     cov = near.transpose(1, 2) @ near / nb.shape[1]
     return torch.linalg.eigh(cov)[1][..., 0]
 
@@ -229,11 +230,12 @@ def with_point_gradients(cfg, sources: list[Tensor], targets: list[Tensor], T: T
             out.append(_NoSolution.apply(pose, src, tgt))
             continue
         j = j[keep]
-        data = [S[keep][None], G[j][None]]
+        S_in, G_in = S.index_select(0, keep), G.index_select(0, j)  # the correspondences, on the points' graph
+        data = [S_in[None], G_in[None]]
         if cfg.method == "point_to_plane":
             data.append(_normals(G, cfg.num_neighbors, cfg.neighbors_backend, j)[None])
         elif cfg.method == "gicp":
-            data = [S[keep], G[j], _plane_cov(_normals(G, cfg.num_neighbors, cfg.neighbors_backend, j)),
+            data = [S_in, G_in, _plane_cov(_normals(G, cfg.num_neighbors, cfg.neighbors_backend, j)),
                     _plane_cov(_normals(S, cfg.num_neighbors, cfg.neighbors_backend, keep))]
         if cfg.method == "gicp":  # a fixed point, not a minimum: its own implicit derivative
             polished = _gicp_polished(pose, *(x.detach() for x in data), cfg.kernel)
