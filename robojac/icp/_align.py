@@ -293,8 +293,8 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
     elements = 9 * H * sum(s.shape[0] for s in src0)  # the largest per-point arrays: 3x3 per point
     with torch_threads(threads_for(elements, device, cfg.num_threads)):
         result = _run_levels(cfg, src0, tgt0, T, H, batch, src_normals)
-    if live:
-        result = _differentiable(cfg, src_live, tgt_live, result, batch)
+        if live:  # the polish and the gradients' set-up: arrays of the same sizes, the same threads
+            result = _differentiable(cfg, src_live, tgt_live, result, batch)
     return result
 
 
