@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._threads import torch_threads
 from ._linear import SparseLDL
 from ._multifrontal import MultifrontalCholesky
 from ._problem import DENSE_MAX, Linearization, Problem, hold_fixed, sparse_gauss_newton
@@ -28,6 +29,7 @@ class Context:
         self.problem, self.values, self.converged, self.damping = problem, values, converged, damping
         self.preconditioner = None  # one large problem: the solver's last Gauss-Newton factor (its solve)
         self.gauss_newton = False  # the Hessian of the backward: the exact one, or J^T W J
+        self.threads = None  # torch's CPU threads for the backward: the solve's (None: the caller's)
 
 
 # the implicit backward of one large problem stops its conjugate gradients at this relative
@@ -167,6 +169,13 @@ class Implicit(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grad_values):
+        # it runs wherever the caller's backward() does, on torch's thread count there: take the
+        # solve's instead (one thread for a small problem, where waking a second costs more)
+        with torch_threads(ctx.context.threads):
+            return Implicit._backward(ctx, *grad_values)
+
+    @staticmethod
+    def _backward(ctx, *grad_values):
         problem, converged, damping = ctx.context.problem, ctx.context.converged, ctx.context.damping
         thetas = ctx.saved_tensors
         values = tuple(v.detach() for v in ctx.context.values)
