@@ -386,6 +386,26 @@ def test_thread_count_is_scoped_and_checked():
     w.start()
     w.join()
     assert seen == [1, True] and torch.get_num_threads() == before
+
+    # a backward runs on its forward's count, whatever the caller's, and gives the caller's back
+    from robojac._threads import backward_on_forward_threads
+
+    class Twice(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.threads = 1
+            return 2 * x
+
+        @staticmethod
+        @backward_on_forward_threads
+        def backward(ctx, g):
+            seen.append(torch.get_num_threads())
+            return 2 * g
+
+    x = torch.ones(3, dtype=torch.float64, device=CPU, requires_grad=True)
+    with torch_threads(2):
+        Twice.apply(x).sum().backward()
+        assert seen[-1] == 1 and torch.get_num_threads() == 2 and torch.equal(x.grad, torch.full_like(x, 2.0))
     assert threads_for(1000, torch.device("cpu")) == 1 and threads_for(10**7, torch.device("cpu")) is None
     with pytest.raises(ValueError, match="ICPConfig.num_threads: expected an integer >= 1"):
         ICPConfig(num_threads=0)

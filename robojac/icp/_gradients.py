@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import lie, optim
-from .._threads import threads_for, torch_threads
+from .._threads import backward_on_forward_threads, threads_for
 from . import _soa as soa
 from ._cloud import voxel_downsample
 from ._neighbors import NearestNeighbors
@@ -127,19 +127,13 @@ class _GICPFixedPoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, T, kernel, s, t, C_t, C_s):
         ctx.kernel = kernel
-        # the backward runs wherever the caller's backward() does: give it the forward's thread
-        # count (one for the bunny: two cost ~0.1 ms of waking per product, for nothing)
-        ctx.threads = threads_for(9 * s.shape[0], s.device)
+        ctx.threads = threads_for(9 * s.shape[0], s.device)  # the forward's (see backward_on_forward_threads)
         ctx.save_for_backward(T, s, t, C_t, C_s)
         return T.clone()
 
     @staticmethod
+    @backward_on_forward_threads
     def backward(ctx, grad_T):
-        with torch_threads(ctx.threads):
-            return _GICPFixedPoint._backward(ctx, grad_T)
-
-    @staticmethod
-    def _backward(ctx, grad_T):
         T, s, t, C_t, C_s = ctx.saved_tensors
         kernel = ctx.kernel
         skew = lie.skew

@@ -54,8 +54,10 @@ def damped(H: Tensor, lam: Tensor | None, *, floor: bool = True) -> Tensor:
     floor turned Gauss-Newton's 4 steps into 23."""
     d = H.diagonal(dim1=-2, dim2=-1)
     eps = torch.finfo(H.dtype).eps
-    ridge = RIDGE * eps * d.amax(-1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny) if floor else None
-    add = ridge if lam is None else lam[:, None] * d if ridge is None else lam[:, None] * d + ridge
+    add = None if lam is None else lam[:, None] * d  # Marquardt's term
+    if floor:
+        ridge = RIDGE * eps * d.amax(-1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny)
+        add = ridge if add is None else add + ridge
     if add is None:
         return H
     if torch.is_grad_enabled() and (H.requires_grad or (lam is not None and lam.requires_grad)):
@@ -240,17 +242,17 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     cfg = config or SolverConfig()
     problem = Problem(variables, factors)
     thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
-    entries = _entries(problem)
-    with torch_threads(threads_for(entries, problem.held.device, cfg.num_threads)):
+    threads = threads_for(_entries(problem), problem.held.device, cfg.num_threads)
+    with torch_threads(threads):
         if cfg.backward == "unroll" and thetas:
             return _run(problem, cfg, differentiable=True)[0]
         with torch.no_grad():
             result, sparse = _run(problem, cfg, differentiable=False)
     if cfg.backward == "implicit" and thetas and torch.is_grad_enabled():
-        with torch.no_grad(), torch_threads(threads_for(entries, problem.held.device, cfg.num_threads)):
+        with torch.no_grad(), torch_threads(threads):
             polished = _polish(problem, result.values, result.converged, sparse)
         context = Context(problem, polished, result.converged, 0.0)
-        context.threads = threads_for(entries, problem.held.device, cfg.num_threads)
+        context.threads = threads
         if sparse is not None and sparse.factor is not None:  # the last factorization preconditions the backward
             context.preconditioner = sparse.factor.solve
         values = Implicit.apply(context, *thetas)

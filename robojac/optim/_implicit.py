@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._threads import torch_threads
+from .._threads import backward_on_forward_threads
 from ._linear import SparseLDL
 from ._multifrontal import MultifrontalCholesky
 from ._problem import DENSE_MAX, Linearization, Problem, hold_fixed, sparse_gauss_newton
@@ -164,18 +164,13 @@ class Implicit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, context: Context, *thetas):
         ctx.context = context
+        ctx.threads = context.threads
         ctx.save_for_backward(*thetas)
         return tuple(v.detach().clone() for v in context.values)
 
     @staticmethod
+    @backward_on_forward_threads
     def backward(ctx, *grad_values):
-        # it runs wherever the caller's backward() does, on torch's thread count there: take the
-        # solve's instead (one thread for a small problem, where waking a second costs more)
-        with torch_threads(ctx.context.threads):
-            return Implicit._backward(ctx, *grad_values)
-
-    @staticmethod
-    def _backward(ctx, *grad_values):
         problem, converged, damping = ctx.context.problem, ctx.context.converged, ctx.context.damping
         thetas = ctx.saved_tensors
         values = tuple(v.detach() for v in ctx.context.values)
