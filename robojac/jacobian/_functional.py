@@ -208,25 +208,35 @@ def _check_tangent(v, variables, name: str):
             raise ValueError(f"{name}[{i}]: expected shape {tuple(b.shape)} (tangent shape for Lie inputs), got {tuple(a.shape)}")
 
 
-def _product(torch_fn, func, inputs, v, exact: bool, check_v: bool, groups, **kwargs):
+# Each product: torch's function, whether a Lie input takes the exact retraction (a product
+# with the Hessian needs second order; a first derivative does not), and whether ``v`` lives in
+# the inputs' tangent space (``vjp``'s is shaped like the output).
+_PRODUCTS = {
+    "vjp": (torch.autograd.functional.vjp, False, False),
+    "jvp": (torch.autograd.functional.jvp, False, True),
+    "vhp": (torch.autograd.functional.vhp, True, True),
+    "hvp": (torch.autograd.functional.hvp, True, True),
+}
+
+
+def _product(kind: str, func, inputs, v, create_graph: bool, strict: bool, groups):
     """One of torch.autograd.functional's products, with Lie inputs in tangent coordinates."""
+    torch_fn, exact, tangent_v = _PRODUCTS[kind]
     inner, variables = _prepare(func, inputs, groups, exact=exact)
-    if check_v:
+    if tangent_v:
         _check_tangent(v, variables, "v")
     with raw_autograd():
-        return torch_fn(inner, variables, v, **kwargs)
+        return torch_fn(inner, variables, v, create_graph=create_graph, strict=strict)
 
 
 def vjp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
     """``(func(inputs), v^T J)`` as ``torch.autograd.functional.vjp``; tangent-shaped for Lie inputs."""
-    return _product(torch.autograd.functional.vjp, func, inputs, v, False, False, groups, create_graph=create_graph,
-                    strict=strict)
+    return _product("vjp", func, inputs, v, create_graph, strict, groups)
 
 
 def jvp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
     """``(func(inputs), J v)`` as ``torch.autograd.functional.jvp``; ``v`` tangent-shaped for Lie inputs."""
-    return _product(torch.autograd.functional.jvp, func, inputs, v, False, True, groups, create_graph=create_graph,
-                    strict=strict)
+    return _product("jvp", func, inputs, v, create_graph, strict, groups)
 
 
 def hessian(func, inputs, *, create_graph: bool = False, strict: bool = False, vectorize: bool = False,
@@ -245,12 +255,13 @@ def hessian(func, inputs, *, create_graph: bool = False, strict: bool = False, v
 
 
 def vhp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
-    """``(func(inputs), v^T H)`` as ``torch.autograd.functional.vhp``."""
-    return _product(torch.autograd.functional.vhp, func, inputs, v, True, True, groups, create_graph=create_graph,
-                    strict=strict)
+    """``(func(inputs), v^T H)`` as ``torch.autograd.functional.vhp``, ``H`` the Hessian of
+    :func:`hessian` (tangent coordinates for a Lie input, where ``v`` is tangent-shaped)."""
+    return _product("vhp", func, inputs, v, create_graph, strict, groups)
 
 
 def hvp(func, inputs, v=None, *, create_graph: bool = False, strict: bool = False, groups=None):
-    """``(func(inputs), H v)`` as ``torch.autograd.functional.hvp``."""
-    return _product(torch.autograd.functional.hvp, func, inputs, v, True, True, groups, create_graph=create_graph,
-                    strict=strict)
+    """``(func(inputs), H v)`` as ``torch.autograd.functional.hvp``, ``H`` the Hessian of
+    :func:`hessian` (symmetric, so the same numbers as :func:`vhp`; ``v`` tangent-shaped for a
+    Lie input)."""
+    return _product("hvp", func, inputs, v, create_graph, strict, groups)
