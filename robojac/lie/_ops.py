@@ -269,24 +269,35 @@ def se3_exp(xi: Tensor) -> Tensor:
     return torch.cat((t, so3_exp(phi)), dim=-1)
 
 
+@functools.lru_cache(maxsize=None)
+def _twist_hat_map(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The 4x4 twist matrix ``W = [[phi]x, rho; 0, 0]`` of ``xi = [rho, phi]`` as one linear map
+    ``(6, 16)`` of ``xi`` (row-major), and the 4x4 identity."""
+    hat = torch.zeros(6, 4, 4, dtype=torch.float64, device="cpu")
+    for i in range(3):
+        hat[i, i, 3] = 1.0  # rho in the last column
+    for k, (i, j) in enumerate(((2, 1), (0, 2), (1, 0))):  # [phi]x: phi_k at (i, j), -phi_k at (j, i)
+        hat[3 + k, i, j], hat[3 + k, j, i] = 1.0, -1.0
+    return hat.flatten(1).to(dtype=dtype, device=device), torch.eye(4, dtype=dtype, device="cpu").to(device)
+
+
 def se3_exp_matrix(xi: Tensor) -> Tensor:
     """Homogeneous matrix ``(..., 4, 4)`` of the twist ``xi = [rho, phi]`` (the matrix of
-    :func:`se3_exp`), built from Rodrigues' formula without a quaternion: a loop that keeps its
-    pose as a matrix (ICP's left updates) takes it in one product.  Its coefficients are
-    :func:`se3_exp`'s, series below the small angle: exact values and derivatives at every angle
-    (a series-free form from ``torch.sinc`` saved ~25 us a call and lost up to 7e-9 in the
-    derivative at 1e-8 rad)."""
-    rho, phi = xi[..., :3], xi[..., 3:]
-    theta2 = (phi * phi).sum(-1, keepdim=True).unsqueeze(-1)
-    a, b = _so3_coeffs(theta2, phi.dtype)  # (1 - cos t)/t^2, (t - sin t)/t^3
-    K = skew(phi)
-    K2 = K @ K
-    eye = torch.eye(3, dtype=xi.dtype, device=xi.device)
-    R = eye + (1 - theta2 * b) * K + a * K2  # sin t / t = 1 - t^2 (t - sin t)/t^3
-    t = (eye + a * K + b * K2) @ rho.unsqueeze(-1)
-    out = torch.nn.functional.pad(torch.cat((R, t), -1), (0, 0, 0, 1))
-    out[..., 3, 3] = 1
-    return out
+    :func:`se3_exp`): a loop that keeps its pose as a matrix (ICP's left updates) takes it in
+    one product.
+
+    The twist matrix ``W`` satisfies ``W^4 = -t^2 W^2`` (``t = |phi|``), so its exponential is
+    ``I + W + a W^2 + b W^3`` with :func:`se3_exp`'s coefficients ``a = (1 - cos t)/t^2`` and
+    ``b = (t - sin t)/t^3`` (series below the small angle: exact values and derivatives at every
+    angle; a series-free form from ``torch.sinc`` lost up to 7e-9 in the derivative at 1e-8
+    rad).  Its blocks are Rodrigues' rotation ``I + (1 - t^2 b) [phi]x + a [phi]x^2`` and
+    ``Jl(phi) rho``; the products of 4x4s take a dozen ops where the blocks one by one took ~50."""
+    phi = xi[..., 3:]
+    a, b = _so3_coeffs((phi * phi).sum(-1, keepdim=True).unsqueeze(-1), xi.dtype)
+    hat, eye = _twist_hat_map(xi.dtype, xi.device)
+    W = (xi @ hat).unflatten(-1, (4, 4))
+    W2 = W @ W
+    return eye + W + a * W2 + b * (W2 @ W)
 
 
 def se3_log(X: Tensor) -> Tensor:
