@@ -1,9 +1,9 @@
 """A/B: this working tree against an earlier revision, in alternating processes.
 
 "Nothing gets slower" is checked this way: the revision is checked out into a temporary git
-worktree, and each round runs the case once with it and once with this tree, each in a fresh
-process (the same cache, load and thread settings for both), then the medians over the rounds
-are compared.
+worktree, and each round runs the case once with it and once with this tree, in alternating
+order, each in a fresh process (the same cache, load and thread settings for both), then the
+medians over the rounds are compared.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/ab.py --against HEAD~1 --case posegraph [--rounds 3]
 
@@ -181,9 +181,10 @@ def main() -> None:
                        check=True, capture_output=True)
         try:
             runs = {"before": [], "after": []}
-            for k in range(args.rounds):
-                runs["before"].append(run_in(base, args.case, args.calls))
-                runs["after"].append(run_in(ROOT, args.case, args.calls))
+            for k in range(args.rounds):  # the order alternates (ABBA...): neither side always runs second
+                order = (("before", base), ("after", ROOT)) if k % 2 == 0 else (("after", ROOT), ("before", base))
+                for side, tree in order:
+                    runs[side].append(run_in(tree, args.case, args.calls))
                 print(f"round {k + 1}/{args.rounds} done", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
