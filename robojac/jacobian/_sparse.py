@@ -12,7 +12,7 @@ its CSR slot, so each later assembly is one ``index_add_``.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -126,13 +126,16 @@ class BlockSparsePattern:
 
     ``index``: ``(F, K)`` variable of each block, ``-1`` for a variable held constant (its
     block gets no columns); ``num_variables`` ``N``; ``residual_dim`` ``r``; ``tangent_dim``
-    ``t``.  The Jacobian is ``(F * r, N * t)``.
+    ``t``.  The Jacobian is ``(F * r, N * t)``.  ``num_factors`` ``F`` and ``arity`` ``K`` are
+    read from the index.
     """
 
     index: Tensor
     num_variables: int
     residual_dim: int
     tangent_dim: int
+    num_factors: int = field(init=False)
+    arity: int = field(init=False)
 
     def __post_init__(self):
         idx = self.index
@@ -142,18 +145,12 @@ class BlockSparsePattern:
         if idx.numel() and (idx.min() < -1 or idx.max() >= self.num_variables):
             raise ValueError(f"index: entries must lie in [0, {self.num_variables}) (or be -1 for a constant), "
                              f"got [{int(idx.min())}, {int(idx.max())}]")
+        object.__setattr__(self, "num_factors", idx.shape[0])  # frozen: set once, here
+        object.__setattr__(self, "arity", idx.shape[1])
 
     @classmethod
     def from_index(cls, index: Tensor, num_variables: int, residual_dim: int, tangent_dim: int) -> BlockSparsePattern:
         return cls(index.long(), int(num_variables), int(residual_dim), int(tangent_dim))
-
-    @property
-    def num_factors(self) -> int:
-        return self.index.shape[0]
-
-    @property
-    def arity(self) -> int:
-        return self.index.shape[1]
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -148,8 +148,9 @@ def _block_diag(blocks: list[Tensor]) -> Tensor:
 class Variable:
     """Values of one kind (a name for :func:`group`, or a :class:`Group` such as a
     :func:`product`) for ``B`` problems: ``value (B, N, raw)`` holds each problem's ``N``
-    variables (``B = 1`` for one large problem).  ``fixed (N,)`` or ``(B, N)`` holds some at their
-    values (a gauge, a FIXed pose).  ``name`` appears in error messages.
+    variables (``B = 1`` for one large problem; they are :attr:`batch` and :attr:`count`).
+    ``fixed (N,)`` or ``(B, N)`` holds some at their values (a gauge, a FIXed pose).  ``name``
+    appears in error messages.
 
     The value may be a pypose LieTensor or require grad: the solver reads it as the starting
     point (gradients reach the answer through the problem's data, never through the start).
@@ -192,6 +193,7 @@ class Variable:
                 raise ValueError(f"{name}.fixed: expected shape ({N},) or ({B}, {N}), got {tuple(fixed.shape)}")
             held = held | fixed
         self.value, self.fixed, self.name = value, held, name
+        self.count = N  # variables per problem: fixed (a subset of the problems keeps it; the batch may change)
         self.lower, self.upper, self.period, self.rest = (
             self._shared(x, label, kind) for x, label in ((lower, "lower"), (upper, "upper"), (period, "period"), (rest, "rest")))
         if self.lower is not None and self.upper is not None and bool((self.lower > self.upper).any()):
@@ -259,7 +261,3 @@ class Variable:
     @property
     def batch(self) -> int:
         return self.value.shape[0]
-
-    @property
-    def count(self) -> int:
-        return self.value.shape[1]
