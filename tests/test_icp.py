@@ -216,18 +216,23 @@ def test_gicp_batch_on_the_padded_brute_force_path_equals_the_kdtree_path():
     for method in ("gicp", "point_to_plane"):
         for restarts in (0, 2):
             cfg = dict(method=method, max_correspondence_distance=0.3, restarts=restarts)
-            kd = align(sources, targets, config=ICPConfig(**cfg))
-            brute = align(sources, targets, config=ICPConfig(**cfg, neighbors_backend="brute"))
-            assert max_err(brute.T_target_source.tensor(), kd.T_target_source.tensor()) < 1e-9
-            assert torch.equal(brute.iterations, kd.iterations) and torch.equal(brute.num_inliers, kd.num_inliers)
-            assert max_err(brute.rmse, kd.rmse) < 1e-12
-    # batched covariances and normals against Open3D's, ragged, a cloud below k among them
+            # the batch, and one pair alone (a GPU's single pair: its covariances searched alone)
+            for S, T in ((sources, targets), (sources[1], targets[1])):
+                kd = align(S, T, config=ICPConfig(**cfg))
+                brute = align(S, T, config=ICPConfig(**cfg, neighbors_backend="brute"))
+                assert max_err(brute.T_target_source.tensor(), kd.T_target_source.tensor()) < 1e-9
+                assert torch.equal(brute.iterations, kd.iterations) and torch.equal(brute.num_inliers, kd.num_inliers)
+                assert max_err(brute.rmse, kd.rmse) < 1e-12
+    # batched covariances and normals against Open3D's: ragged with a cloud below k among them,
+    # one cloud alone, and a small cloud alone (each searched over all its points)
     clouds = [targets[0], targets[1], targets[2][:7], sources[2]]
-    ref = knn_covariances_many(clouds, 10, with_normals=True, batched=False)
-    got = knn_covariances_many(clouds, 10, with_normals=True, batched=True)
-    for (C1, n1), (C2, n2) in zip(ref, got):
-        assert C1.shape == C2.shape and max_err(C1, C2) < 1e-12 * float(C1.abs().max())
-        assert float((n1 * n2).sum(0).abs().min()) > 1 - 1e-9  # the same axes, sign arbitrary
+    for group in (clouds, clouds[1:2], clouds[2:3], [targets[0][:2]]):
+        ref = knn_covariances_many(group, 10, with_normals=True, batched=False)
+        got = knn_covariances_many(group, 10, with_normals=True, batched=True)
+        assert len(got) == len(group)
+        for (C1, n1), (C2, n2) in zip(ref, got):
+            assert C1.shape == C2.shape and max_err(C1, C2) < 1e-12 * float(C1.abs().max())
+            assert float((n1 * n2).sum(0).abs().min()) > 1 - 1e-9  # the same axes, sign arbitrary
 
 
 @pytest.mark.open3d

@@ -202,35 +202,31 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False, order
     On the CPU Open3D's estimator does the search and the sums in C++ (the same numbers as a
     KD-tree query plus :func:`estimate_covariances`, to 1e-11, and 1.7x faster), and its normal
     estimator reuses those covariances (no second neighbour search; the same normals as
-    :func:`normals_from_covariances` up to sign); on other devices a chunked brute-force query and torch.
+    :func:`normals_from_covariances` up to sign); on other devices the batched path of
+    :func:`knn_covariances_many` (a brute-force search and torch), which the CPU runs too when asked.
     """
+    if points.device.type != "cpu":
+        return knn_covariances_many([points], k, with_normals=with_normals, batched=True)[0]
     k = min(k, points.shape[0])
     points = points - points.mean(0)  # covariances do not see a shift; far from the origin they lose digits without it
-    if points.device.type == "cpu":
-        import open3d as o3d
+    import open3d as o3d
 
-        back = None
-        if not ordered:  # the search runs faster over points in space-filling order
-            order = spatial_order(points)
-            back = torch.empty_like(order)
-            back[order] = torch.arange(order.shape[0], device=order.device)
-            points = points[order]
-        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.detach().double().numpy()))
-        search = o3d.geometry.KDTreeSearchParamKNN(k)
-        pcd.estimate_covariances(search)
-        C = torch.from_numpy(np.asarray(pcd.covariances)).to(points.dtype)
-        C = (C if back is None else C[back]).permute(1, 2, 0)
-        if not with_normals:
-            return C
-        pcd.estimate_normals(search, fast_normal_computation=True)  # from the covariances just set
-        n = torch.from_numpy(np.asarray(pcd.normals)).to(points.dtype)
-        return C, (n if back is None else n[back]).T
-    from ._neighbors import NearestNeighbors
-    from ._soa import covariances, normals
-
-    _, nb = NearestNeighbors(points).query(points, k=k)
-    C = covariances(points.T.contiguous(), nb.reshape(points.shape[0], k))
-    return (C, normals(C)) if with_normals else C
+    back = None
+    if not ordered:  # the search runs faster over points in space-filling order
+        order = spatial_order(points)
+        back = torch.empty_like(order)
+        back[order] = torch.arange(order.shape[0], device=order.device)
+        points = points[order]
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.detach().double().numpy()))
+    search = o3d.geometry.KDTreeSearchParamKNN(k)
+    pcd.estimate_covariances(search)
+    C = torch.from_numpy(np.asarray(pcd.covariances)).to(points.dtype)
+    C = (C if back is None else C[back]).permute(1, 2, 0)
+    if not with_normals:
+        return C
+    pcd.estimate_normals(search, fast_normal_computation=True)  # from the covariances just set
+    n = torch.from_numpy(np.asarray(pcd.normals)).to(points.dtype)
+    return C, (n if back is None else n[back]).T
 
 
 def knn_covariances_many(clouds: list[Tensor], k: int, *, with_normals: bool = False,
@@ -239,33 +235,46 @@ def knn_covariances_many(clouds: list[Tensor], k: int, *, with_normals: bool = F
 
     ``batched`` (default: off the CPU) pads the clouds and finds every cloud's neighbours in one
     brute-force search (:class:`~robojac.icp.PaddedNeighbors`), then sums them in one pass: on a GPU
-    a few dozen kernels for the whole list instead of a few dozen per cloud.  On the CPU each
-    cloud goes through Open3D's estimator (faster there than any brute force)."""
+    a few dozen kernels for the whole list instead of a few dozen per cloud.  A cloud of fewer
+    than ``k`` points takes its own search, over all its points.  Without ``batched`` each cloud
+    goes through Open3D's estimator (faster on the CPU than any brute force)."""
     if batched is None:
         batched = clouds[0].device.type != "cpu"
-    small = [c.shape[0] < k for c in clouds]
-    if not batched or len(clouds) - sum(small) < 2:
+    if not batched:
         return [knn_covariances(c, k, with_normals=with_normals, ordered=ordered) for c in clouds]
+    big = [i for i, c in enumerate(clouds) if c.shape[0] >= k]
+    groups = ([big] if big else []) + [[i] for i, c in enumerate(clouds) if c.shape[0] < k]
+    out = [None] * len(clouds)
+    for group in groups:
+        found = _padded_covariances([clouds[i] for i in group], min(k, clouds[group[0]].shape[0]), with_normals)
+        for i, f in zip(group, found):
+            out[i] = f
+    return out
+
+
+def _padded_covariances(clouds: list[Tensor], k: int, with_normals: bool) -> list:
+    """:func:`knn_covariances_many`'s batched path for clouds of at least ``k`` points each."""
     from ._neighbors import PaddedNeighbors
     from ._soa import covariances, normals
 
-    big = [c for c, s in zip(clouds, small) if not s]
-    index = PaddedNeighbors(big)
+    ref = clouds[0]
+    if k == 0:  # empty clouds: nothing to search
+        C = ref.new_zeros(3, 3, 0)
+        return [(C, ref.new_zeros(3, 0)) if with_normals else C for _ in clouds]
+    index = PaddedNeighbors(clouds)
     P = index.points  # (C, M, 3), each cloud about its centre (covariances do not see the shift)
     C_, M = P.shape[:2]
     which = torch.arange(C_, device=P.device)
     _, nb = index.query(P, which, k, centered=True)  # (C, M, k); padding rows are dropped below
-    nb = nb + (which * M)[:, None, None]
+    nb = nb.view(C_, M, k) + (which * M)[:, None, None]
     cov = covariances(P.reshape(-1, 3).T.contiguous(), nb.reshape(-1, k))  # (3, 3, C * M)
+    if k < 3:  # fewer than 3 neighbours span no plane: the identity, as Open3D's estimator has it
+        cov = torch.eye(3, dtype=cov.dtype, device="cpu").to(cov.device)[..., None].expand_as(cov).contiguous()
     nrm = normals(cov) if with_normals else None
-    out, b = [], 0
-    for c, s in zip(clouds, small):
-        if s:
-            out.append(knn_covariances(c, k, with_normals=with_normals, ordered=ordered))
-            continue
+    out = []
+    for b, c in enumerate(clouds):
         part = slice(b * M, b * M + c.shape[0])
         out.append((cov[..., part], nrm[:, part]) if with_normals else cov[..., part])
-        b += 1
     return out
 
 
