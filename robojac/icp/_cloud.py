@@ -266,7 +266,7 @@ def _padded_covariances(clouds: list[Tensor], k: int, with_normals: bool) -> lis
     C_, M = P.shape[:2]
     which = torch.arange(C_, device=P.device)
     _, nb = index.query(P, which, k, centered=True)  # (C, M, k); padding rows are dropped below
-    nb = nb.view(C_, M, k) + (which * M)[:, None, None]
+    nb = nb.reshape(C_, M, k) + (which * M)[:, None, None]
     cov = covariances(P.reshape(-1, 3).T.contiguous(), nb.reshape(-1, k))  # (3, 3, C * M)
     if k < 3:  # fewer than 3 neighbours span no plane: the identity, as Open3D's estimator has it
         cov = torch.eye(3, dtype=cov.dtype, device="cpu").to(cov.device)[..., None].expand_as(cov).contiguous()
