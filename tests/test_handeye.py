@@ -11,6 +11,8 @@ from robojac import lie
 from robojac.calibration import HandEyeConfig, hand_eye, robot_world_hand_eye
 from robojac.optim import RobustKernel
 
+from helpers import max_err
+
 cv2 = pytest.importorskip("cv2")
 CV = {"tsai": "CALIB_HAND_EYE_TSAI", "park": "CALIB_HAND_EYE_PARK", "daniilidis": "CALIB_HAND_EYE_DANIILIDIS",
       "horaud": "CALIB_HAND_EYE_HORAUD", "andreff": "CALIB_HAND_EYE_ANDREFF"}
@@ -158,3 +160,23 @@ def test_bad_input(device):
         hand_eye(Tg, Tc, method="horaud")
     with pytest.raises(ValueError, match="setup"):
         hand_eye(Tg, Tc, setup="eye_on_hand")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_stations_in_a_half_precision_are_solved_in_float32_and_answered_in_theirs(dtype, device):
+    """torch has no SVD or Cholesky in a half precision: the stations are widened to float32 (the
+    answer of a float32 call on the same stations, to a rounding) and every pose, cost and error
+    comes back in the stations' dtype."""
+    g, X, Z, Tg, Tc = scene(4, device)
+    Hg, Hc = lie.se3_tensor(Tg.to(dtype)), lie.se3_tensor(Tc.to(dtype))  # the rounded stations, as checked
+    # the same stations in float32, normalized there (a half quaternion's length is 1 to ~1e-3)
+    Fg, Fc = (lie.se3_tensor(H.float(), unit_tol=1e-2) for H in (Hg, Hc))
+    for method in ("tsai", "refined"):
+        r = hand_eye(Hg, Hc, method=method)
+        ref = hand_eye(Fg, Fc, method=method)
+        assert r.X.dtype == r.Z.dtype == r.position_error.dtype == r.cost.dtype == dtype
+        assert bool(r.converged.all())
+        one = torch.finfo(dtype).eps  # a rounding of numbers of order 1 (measured: 0.13-0.35 of it)
+        assert max_err(r.X.float(), ref.X.float()) <= one and max_err(r.Z.float(), ref.Z.float()) <= one
+        mm, deg = error(r.X.double(), X)  # and near the truth, as the stations' rounding allows (measured:
+        assert mm < (0.5 if dtype == torch.float16 else 3) and deg < (0.03 if dtype == torch.float16 else 0.2)  # 0.17/1.2 mm)

@@ -716,3 +716,30 @@ def test_registration_results_speak_the_engines_vocabulary(device):
     assert bool(r.history.accepted[: len(h), 0].all()) and not bool(r.history.accepted[len(h):, 0].any())
     once = align(src, tgt, config=ICPConfig(method="point_to_plane", voxel_size=0.003, max_iterations=1))
     assert once.reason == ("max_iterations",) and not bool(once.converged)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_points_in_a_half_precision_are_registered_in_float32_and_answered_in_theirs(dtype, device):
+    """torch solves nothing in a half precision: the points are widened to float32 (the very
+    answer of a float32 call on the same rounded points), and the pose and statistics come back
+    in their dtype; a target prepared in it is prepared again in float32, and gradients reach the
+    half points (the float32 gradient, rounded once)."""
+    (src,), (tgt,) = _distinct_pairs(1, 5, lambda k: 800, lambda k: 800, 0.05)
+    s, t = src.to(dtype).to(device), tgt.to(dtype).to(device)
+    # the same numbers on the CPU; on a GPU, whose sums may round differently, to one rounding
+    one = 0.0 if torch.device(device).type == "cpu" else torch.finfo(dtype).eps
+    for method in ("point_to_point", "point_to_plane", "gicp"):
+        cfg = ICPConfig(method=method, max_correspondence_distance=0.3)
+        r, ref = align(s, t, config=cfg), align(s.float(), t.float(), config=cfg)
+        assert r.T_target_source.dtype == r.rmse.dtype == r.fitness.dtype == r.cost.dtype == r.history.cost.dtype == dtype
+        assert bool(r.converged) and torch.equal(r.iterations.cpu(), ref.iterations.cpu())
+        assert max_err(r.T_target_source.tensor().float(), ref.T_target_source.tensor().to(dtype).float()) <= one
+        assert max_err(align(s, prepare(t), config=cfg).T_target_source.tensor().float(),
+                       r.T_target_source.tensor().float()) <= one
+    cfg = ICPConfig(method="gicp", max_correspondence_distance=0.3)
+    s_half, s32 = s.clone().requires_grad_(), s.float().requires_grad_()
+    align(s_half, t, config=cfg).T_target_source.tensor().float().sum().backward()
+    align(s32, t, config=cfg).T_target_source.tensor().sum().backward()
+    assert s_half.grad.dtype == dtype and torch.isfinite(s_half.grad).all()
+    assert max_err(s_half.grad.float(), s32.grad.to(dtype).float()) <= one * float(s32.grad.abs().max())
+    assert float(s_half.grad.abs().max()) > 0

@@ -166,6 +166,17 @@ def test_half_precision_targets_come_back_in_their_dtype(dtype, device):
     X = arm.forward_kinematics(result.q.double(), "tool").tensor()
     pos = (X[:, :3] - target.tensor().to(dtype).double()[:, :3]).norm(dim=-1)
     assert max_err(result.pos_err.double(), pos) <= torch.finfo(dtype).eps * float(pos.max())  # one rounding
+    # the torch engine (a GPU's, or a large batch's) works in float32 there, and gradients reach the
+    # targets (tolerances a half-precision q can meet: a converged target passes its gradient)
+    cfg = ik.IKConfig(engine="torch", position_tolerance=5e-2, orientation_tolerance=5e-2)
+    t = target.tensor().to(dtype).requires_grad_()
+    r = ik.solve(arm, t, config=cfg)
+    assert r.q.dtype == dtype and bool(r.converged.all())
+    r.q.float().sum().backward()
+    t32 = lie.se3_tensor(t.detach().float(), unit_tol=1e-2).requires_grad_()  # normalized in float32
+    ik.solve(arm, t32, config=cfg, q0=r.q.detach().float()).q.sum().backward()
+    assert t.grad.dtype == dtype and torch.isfinite(t.grad).all() and float(t.grad.abs().max()) > 0
+    assert max_err(t.grad.float(), t32.grad) <= 0.01 * float(t32.grad.abs().max())  # the same derivative (0.06-0.24 %)
 
 
 def test_q0_seeds_and_the_null_space_pulls_toward_a_rest_pose(device):

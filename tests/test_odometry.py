@@ -177,3 +177,16 @@ def test_odometry_command(tmp_path, capsys):
     (tmp_path / "bad" / "000000.bin").write_bytes(b"\0" * 20)
     assert main(["odometry", str(tmp_path / "bad"), "-q"]) == 2
     assert "000000.bin: 20 bytes" in capsys.readouterr().err
+
+
+def test_scans_in_a_half_precision_are_registered_and_mapped_in_float32():
+    """Half-precision scans (KITTI coordinates to ~3 cm in float16): registered and mapped in
+    float32, the float32 answer on the same rounded points; the map and the registrations in the
+    scans' dtype, the trajectory in float64 as always."""
+    scans, _ = read_scans(data.path("pointclouds/kitti00"))
+    half = [s.to(torch.float16) for s in scans[:4]]
+    r, ref = lidar_odometry(half), lidar_odometry([s.float() for s in half])
+    assert r.converged and r.local_map.dtype == torch.float16 and r.trajectory.poses.dtype == torch.float64
+    assert all(g.T_target_source.dtype == torch.float16 for g in r.registrations[1:])
+    assert torch.equal(r.trajectory.poses, ref.trajectory.poses)
+    assert torch.equal(r.local_map, ref.local_map.half())

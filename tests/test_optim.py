@@ -669,3 +669,18 @@ def test_damped_is_marquardts_scaling_with_a_relative_floor(device):
     Hg = H.clone().requires_grad_()
     assert max_err(optim.damped(Hg, None), optim.damped(H, None)) < 1e-15
     assert torch.equal(H, H0)  # the input is never changed in place
+
+
+def test_half_precisions_and_mixed_dtypes_are_refused_naming_the_variables():
+    """torch factors nothing in a half precision, so the engine refuses such values (the solvers
+    above it that take measured data widen it first); and one problem's variables share one dtype
+    and device: the solver would otherwise promote or move them unasked."""
+    for dt in (torch.float16, torch.bfloat16):
+        with pytest.raises(TypeError, match=rf"pose: expected float32 or float64 values .*got {dt}"):
+            optim.Variable("SE3", pp.identity_SE3(1, 2, dtype=torch.float32).tensor().to(dt), name="pose")
+    a = optim.Variable("Rn", torch.zeros(1, 2, 3, dtype=torch.float64, device="cpu"), name="a")
+    b = optim.Variable("Rn", torch.ones(1, 2, 3, dtype=torch.float32, device="cpu"), name="b")
+    f = optim.Factor(lambda x, y: x - y.to(x.dtype), [a, b], index=[[0, 0], [1, 1]], name="difference")
+    with pytest.raises(TypeError, match=r"variables: expected one dtype and device for all, got a: torch.float64 on "
+                                        r"cpu, b: torch.float32 on cpu"):
+        optim.solve([a, b], [f])

@@ -16,6 +16,7 @@ from torch import Tensor
 from .. import lie
 from ..lie import se3_tensor, wrap_lie
 from .._config import check_choice, check_int, check_real
+from .._precision import HALF, in_dtype, working_dtype
 from .._threads import threads_for, torch_threads
 from ..optim import History, RobustKernel, damped
 from . import _soa as soa
@@ -259,13 +260,20 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
     src_live = [s.points if isinstance(s, PreparedCloud) else as_points(s, f"source[{b}]" if batch else "source")
                 for b, s in enumerate(srcs)]
     src_normals = [s._normals if isinstance(s, PreparedCloud) else None for s in srcs]
-    dtype, device = src_live[0].dtype, src_live[0].device
+    given, device = src_live[0].dtype, src_live[0].device
+    dtype = working_dtype(given)  # points in a half precision: registered in float32, answered in theirs
+    if dtype != given:
+        src_live = [s.to(dtype) for s in src_live]  # differentiable: gradients reach the points as given
+        src_normals = [None if n is None else n.to(dtype) for n in src_normals]
     tgt_live, seen = [], {}
     for b, t in enumerate(tgts):  # a target given for several pairs is checked and prepared once
-        if id(t) not in seen:
-            seen[id(t)] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target",
-                                                                              dtype=dtype)
-        tgt_live.append(seen[id(t)])
+        key = id(t)
+        if key not in seen:
+            if isinstance(t, PreparedCloud) and t.points.dtype in HALF:
+                t = t.points  # prepared in a half precision: prepared again here, in float32
+            seen[key] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target",
+                                                                           dtype=dtype)
+        tgt_live.append(seen[key])
     # the iterations never see the points' graph: gradients come from the answer, not the steps
     live = torch.is_grad_enabled() and any(isinstance(c, Tensor) and c.requires_grad for c in src_live + tgt_live)
     src0 = [s.detach() for s in src_live]
@@ -295,7 +303,7 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
         result = _run_levels(cfg, src0, tgt0, T, H, batch, src_normals)
         if live:  # the polish and the gradients' set-up: arrays of the same sizes, the same threads
             result = _differentiable(cfg, src_live, tgt_live, result, batch)
-    return result
+    return result if given == dtype else in_dtype(result, given)
 
 
 def _differentiable(cfg: ICPConfig, sources: list[Tensor], targets: list, result: RegistrationResult,

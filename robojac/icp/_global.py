@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_int, check_real
+from .._precision import in_dtype, working_dtype
 from ._align import ICPConfig, RegistrationResult, align, rigid_fit
 from ._cloud import as_points, voxel_downsample
 from ._neighbors import NearestNeighbors
@@ -199,8 +200,11 @@ def global_align(source, target, *, config: GlobalConfig | None = None) -> Regis
     """
     cfg = config or GlobalConfig()
     src = as_points(source, "source")
+    given = src.dtype
+    src = src.to(working_dtype(given))  # points in a half precision: registered in float32, answered in theirs
     tgt = as_points(target, "target", dtype=src.dtype, device=src.device)
-    return register_described(src, tgt, describe(src, cfg, "source"), describe(tgt, cfg, "target"), cfg)
+    result = register_described(src, tgt, describe(src, cfg, "source"), describe(tgt, cfg, "target"), cfg)
+    return result if src.dtype == given else in_dtype(result, given)
 
 
 def describe(points: Tensor, cfg: GlobalConfig, name: str = "points") -> tuple[Tensor, Tensor]:

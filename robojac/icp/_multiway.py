@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_real
+from .._precision import in_dtype, working_dtype
 from ..optim import RobustKernel
 from ..posegraph import PGOConfig, PoseGraph, optimize
 from ._align import ICPConfig, RegistrationResult, align
@@ -180,7 +181,8 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
         raise ValueError(f"clouds: expected a list of two or more point clouds, got "
                          f"{len(clouds) if isinstance(clouds, (list, tuple)) else type(clouds).__name__}")
     pts = [as_points(c, f"clouds[{k}]") for k, c in enumerate(clouds)]
-    dtype, device = pts[0].dtype, pts[0].device
+    given, device = pts[0].dtype, pts[0].device
+    dtype = working_dtype(given)  # clouds in a half precision: registered in float32 (the graph stays in it)
     pts = [p.to(dtype=dtype, device=device).detach() for p in pts]
     N = len(pts)
     T0 = None
@@ -207,10 +209,10 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
     start = _spanning_tree(N, good, [float(pairs[e].fitness) for e in good], Z) if good else None
     if start is None:
         reached = "no pair" if not good else "some scans"
-        return MultiwayResult(T0 if T0 is not None else lie.se3_exp(torch.zeros(N, 6, dtype=dtype, device=device)),
-                              None, pairs, tuple(good), (), False,
-                              f"disconnected: {reached} overlaps enough to join every scan to scan 0 "
-                              f"(min_fitness {cfg.min_fitness})")
+        return _in_dtype(MultiwayResult(
+            T0 if T0 is not None else lie.se3_exp(torch.zeros(N, 6, dtype=dtype, device=device)), None, pairs,
+            tuple(good), (), False, f"disconnected: {reached} overlaps enough to join every scan to scan 0 "
+            f"(min_fitness {cfg.min_fitness})"), given)
     poses, kept, pruned, result, graph = start, list(good), [], None, None
     rounds, round_ = cfg.refine_rounds, 0
     while True:
@@ -237,4 +239,14 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
             break
         round_ += 1
     say(total, total, "done")
-    return MultiwayResult(poses, graph, pairs, tuple(kept), tuple(pruned), bool(result.converged), result.reason)
+    return _in_dtype(MultiwayResult(poses, graph, pairs, tuple(kept), tuple(pruned), bool(result.converged),
+                                    result.reason), given)
+
+
+def _in_dtype(result: MultiwayResult, dtype: torch.dtype) -> MultiwayResult:
+    """``result`` with its poses and pair registrations in the clouds' ``dtype`` (a half precision
+    the registration widened to float32; the pose graph stays in its solver's float32)."""
+    if result.poses.dtype == dtype:
+        return result
+    return dataclasses.replace(result, poses=result.poses.to(dtype),
+                               pairs={e: in_dtype(r, dtype) for e, r in result.pairs.items()})

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_bool, check_choice, check_int, check_real
+from .._precision import in_dtype, working_dtype
 from .._threads import threads_for, torch_threads
 from ..optim import RobustKernel
 from ..trajectory import Trajectory
@@ -180,7 +181,9 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
         n = len(scans) if isinstance(scans, (list, tuple)) else type(scans).__name__
         raise ValueError(f"scans: expected a sequence of two or more scans (odometry needs motion), got {n}")
     first = as_points(scans[0], "scans[0]")
-    dtype, device = first.dtype, first.device
+    given, device = first.dtype, first.device
+    dtype = working_dtype(given)  # scans in a half precision: registered and mapped in float32
+    first = first.to(dtype)
     if timestamps is not None:
         timestamps = torch.as_tensor(timestamps, dtype=torch.float64, device=device).reshape(-1)
         if timestamps.shape[0] != len(scans):
@@ -261,6 +264,8 @@ def lidar_odometry(scans: Sequence, *, timestamps=None, config: OdometryConfig |
     finally:
         if ahead:
             ahead.shutdown(cancel_futures=True)
-    return OdometryResult(Trajectory(torch.stack(poses), timestamps), tuple(regs), vmap.means,
+    if dtype != given:  # the map and the registrations in the scans' dtype (the trajectory is float64)
+        regs = [None if r is None else in_dtype(r, given) for r in regs]
+    return OdometryResult(Trajectory(torch.stack(poses), timestamps), tuple(regs), vmap.means.to(given),
                           torch.tensor(thresholds, dtype=torch.float64, device=device), ok,
                           torch.tensor(seconds, dtype=torch.float64, device=device))

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .. import optim
 from .._config import check_choice, check_int, check_real
+from .._precision import working_dtype
 from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
 from ._lm_numpy import frame_errors, lm_numpy
@@ -293,19 +294,20 @@ def _with_gradients(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch
     exact Hessian's products (10,000 Panda targets' backward 0.12 -> 0.05 s).  Active joint limits are not treated as constraints; a target that was not reached
     passes zero gradient."""
     B, dof = flat.shape[0], chain.dof
-    q = result.q.reshape(B, dof).detach()
+    work = working_dtype(flat.dtype)  # half-precision targets: differentiated in float32, q given back in theirs
+    q = result.q.reshape(B, dof).detach().to(work)
     moving = set(chain.moving_joints(frame))
     drive = torch.tensor([k for k, n in enumerate(chain.joint_names) if n in moving], device=q.device)
     var = optim.Variable("Rn", q[:, None, drive], name="q")  # the joints that move the frame; the others stay
     w = torch.tensor([cfg.position_weight] * 3 + ([] if position_only else [cfg.orientation_weight] * 3),
-                     dtype=flat.dtype, device=flat.device)
+                     dtype=work, device=flat.device)
 
-    factor = optim.Factor(TargetResidual(chain, frame, q, drive, w, position_only), [var], data=(flat[:, None],),
-                          name="target")
-    damping = 1e-10 if flat.dtype == torch.float64 else 1e-5
+    factor = optim.Factor(TargetResidual(chain, frame, q, drive, w, position_only), [var],
+                          data=(flat.to(work)[:, None],), name="target")
+    damping = 1e-10 if work == torch.float64 else 1e-5
     (qm,) = optim.attach_gradients([var], [factor], (q[:, None, drive],), result.converged.reshape(B),
                                    damping=damping, hessian="gauss_newton")
-    return replace(result, q=q.index_copy(1, drive, qm[:, 0]).reshape(batch + (dof,)))
+    return replace(result, q=q.index_copy(1, drive, qm[:, 0]).to(flat.dtype).reshape(batch + (dof,)))
 
 
 def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
@@ -338,7 +340,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         # torch for large rounds (float32 at full width), numpy for the few: a lone target's
         # starts, the last hard targets of a batch
         use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
-        work_dt = torch.float64 if use_numpy else dt
+        work_dt = torch.float64 if use_numpy else working_dtype(dt)  # a half precision: the torch engine in float32
         measured &= use_numpy
         pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R, returned=dt)
         near, near_eval = _table_starts(chain, cfg, frame, gen, np_targets, todo, R, position_only,
@@ -357,7 +359,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             q, pe, re, ok, it = (np.concatenate(a) for a in zip(*outs)) if len(outs) > 1 else outs[0]
         else:
             rows = torch.from_numpy(todo).to(dev)
-            Tr = T[rows].repeat_interleave(R, 0)
+            Tr = T[rows].repeat_interleave(R, 0).to(work_dt)
             if near is None:
                 near = _starts(chain, cfg, gen, n, R,
                                lambda q: _distance_torch(chain, frame, q, Tr, cfg, position_only, work_dt))

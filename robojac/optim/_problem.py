@@ -364,6 +364,10 @@ class Problem:
         self.batch = self.variables[0].batch
         if any(v.batch != self.batch for v in self.variables):
             raise ValueError("variables: expected the same number of problems B in every variable")
+        kinds = {(v.value.dtype, v.value.device) for v in self.variables}
+        if len(kinds) > 1:  # one system, in one dtype on one device: nothing is promoted or moved unasked
+            found = ", ".join(f"{v.name}: {v.value.dtype} on {v.value.device}" for v in self.variables)
+            raise TypeError(f"variables: expected one dtype and device for all, got {found}")
         self.offset, n = {}, 0
         for v in self.variables:
             self.offset[id(v)] = n

@@ -145,6 +145,10 @@ def _block_diag(blocks: list[Tensor]) -> Tensor:
     return out
 
 
+# the dtypes the engine solves in (torch's factorizations have no half precision, on any device)
+PRECISIONS = (torch.float32, torch.float64)
+
+
 class Variable:
     """Values of one kind (a name for :func:`group`, or a :class:`Group` such as a
     :func:`product`) for ``B`` problems: ``value (B, N, raw)`` holds each problem's ``N``
@@ -176,6 +180,9 @@ class Variable:
         value = value.tensor() if hasattr(value, "ltype") else value
         if not isinstance(value, Tensor) or not value.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor (B, N, raw), got {type(value).__name__}")
+        if value.dtype not in PRECISIONS:
+            raise TypeError(f"{name}: expected float32 or float64 values (the engine's precisions: torch has no "
+                            f"factorization in a half precision), got {value.dtype}")
         if kind == "Rn" and dim is None:
             dim = value.shape[-1]
         self.group = kind if isinstance(kind, Group) else group(kind, dim)

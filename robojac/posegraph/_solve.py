@@ -170,6 +170,9 @@ def optimize(graph: PoseGraph, config: PGOConfig | None = None) -> PGOResult:
     config = config or PGOConfig()
     if not isinstance(graph, PoseGraph):
         raise TypeError(f"graph: expected a PoseGraph, got {type(graph).__name__}")
+    if graph.poses.dtype not in (torch.float32, torch.float64):  # as read_g2o refuses to read into one
+        raise TypeError(f"graph: its poses are {graph.poses.dtype}; optimize solves in float32 or float64 "
+                        f"(graph.to(torch.float32))")
     blocks = 2 * graph.num_edges * graph.tangent_dim**2
     with torch_threads(threads_for(blocks, graph.poses.device, config.num_threads)):
         return _optimize(graph, config)

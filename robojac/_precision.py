@@ -1,0 +1,36 @@
+"""Half precisions.
+
+torch factors and decomposes nothing in ``float16`` or ``bfloat16`` (no Cholesky, LU or SVD, on
+the CPU or a GPU).  The solvers that take measured data (``ik.solve``, the registrations and
+odometry of ``icp``, the hand-eye calibrations) work on such data in a wider precision and give
+their answers back in the data's dtype; the engine (``optim.Variable``) and
+``posegraph.optimize`` refuse it, naming the argument (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+__all__ = ["HALF", "working_dtype", "in_dtype"]
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``float32`` for a half precision, else ``dtype`` itself."""
+    return torch.float32 if dtype in HALF else dtype
+
+
+def in_dtype(result, dtype: torch.dtype):
+    """A result dataclass with every floating-point tensor in it (LieTensors and nested results,
+    such as a history, too) in ``dtype``; flags, counts and reasons as they are."""
+    changes = {}
+    for f in dataclasses.fields(result):
+        v = getattr(result, f.name)
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            changes[f.name] = v.to(dtype)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            changes[f.name] = in_dtype(v, dtype)
+    return dataclasses.replace(result, **changes)
