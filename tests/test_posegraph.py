@@ -184,6 +184,20 @@ def test_noise_free_graphs_are_recovered_exactly(dim, method, init, device):
     assert max_err(result.poses.matrix(), X.matrix()) < 1e-8
 
 
+@pytest.mark.parametrize("init", ["file", "odometry", "chordal"])
+def test_graphs_with_nothing_to_move_come_back_as_they_are(init, device):
+    """Every pose FIXed, or one lone pose without edges: the poses as given, converged, with the
+    cost at them (the chordal start had stopped in the sparse factorization, "Matrix A is
+    empty"; a graph of no edges could not be built)."""
+    X, E, Z, info = _synthetic(3, N=6, loops=(), noise=0.05, device=device)
+    held = PoseGraph(X.tensor(), E, Z, info, fixed=torch.ones(6, dtype=torch.bool, device=device))
+    lone = PoseGraph(X.tensor()[:1], E[:0], Z[:0], info[:0])
+    for graph in (held, lone):
+        r = optimize(graph, PGOConfig(init=init))
+        assert r.converged and torch.equal(r.poses.tensor(), graph.poses.tensor())
+        assert r.cost == pytest.approx(float(graph.cost().detach()), rel=1e-12)
+    assert lone.num_edges == 0 and float(held.cost().detach()) > 0
+
 def test_fix_lines_hold_their_poses(device):
     X, E, Z, info = _synthetic(3, device=device)
     Zn = (pp.se3(0.05 * torch.randn(len(E), 6, dtype=torch.float64, device=device)).Exp() * pp.SE3(Z)).tensor()

@@ -96,7 +96,7 @@ class PoseGraph(nn.Module):
             bad = int(torch.nonzero(~torch.isfinite(X).all(-1))[0])
             raise PoseGraphError(f"poses: vertex {self._vid(vertex_ids, bad)} has NaN or infinite values")
         for what, T in (("measurement", Z), ("information", information)):
-            ok = torch.isfinite(T.reshape(E, -1)).all(-1)
+            ok = torch.isfinite(T.flatten(1)).all(-1)
             if not ok.all():
                 raise PoseGraphError(f"{self._edge_name(int(torch.nonzero(~ok)[0]), edges, vertex_ids)}: {what} has NaN or infinite values")
         if E and (edges.min() < 0 or edges.max() >= N):

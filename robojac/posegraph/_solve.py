@@ -141,6 +141,8 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
         if init == "file":
             return S.clone()
         held = _held(graph)
+        if bool(held.all()) and init in ("odometry", "chordal"):  # every pose held (or a lone one): nothing to place
+            return S.clone()
         Zs = graph.measurement_state()
         if init == "odometry":
             root = int(held.nonzero()[0])
