@@ -323,7 +323,7 @@ def test_read_g2o_refuses_dtypes_the_solver_cannot_run():
     # "converged": its steps no longer changed the cost at that precision)
     graph = read_g2o(data_path("posegraph/tinyGrid3D.g2o"))
     for dt in (torch.float16, torch.bfloat16):
-        with pytest.raises(TypeError, match=rf"graph: its poses are {dt}; optimize solves in float32 or float64"):
+        with pytest.raises(TypeError, match=rf"graph: its poses are {dt}; optimize takes graphs in float32 or float64"):
             optimize(graph.to(dt))
         graph.to(torch.float64)  # Module.to converts in place
 
