@@ -20,7 +20,7 @@ import textwrap
 import pypose as pp
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from robojac import ik
@@ -137,9 +137,11 @@ def _patch(n, seed):
 
 
 @PROPERTY
-@given(pairs=st.sampled_from([None, 0, 1, 3]), n=st.sampled_from([0, 2, 60, 200]), dtype=dtypes, how=corruptions,
+@given(pairs=st.sampled_from([None, 0, 1, 3]), n=st.sampled_from([0, 2, 60, 200]),
+       dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]), how=corruptions,
        offset=st.sampled_from([0.0, 1e3, 1e6]), method=st.sampled_from(["point_to_point", "point_to_plane", "gicp"]))
 def test_icp_answers_are_finite_and_converged_means_aligned(pairs, n, dtype, how, offset, method, device):
+    assume(offset == 0 or dtype in (torch.float32, torch.float64))  # a half precision holds no far coordinates
     count = 1 if pairs is None else pairs
     T = pp.se3(torch.tensor([0.02, -0.01, 0.01, 0.03, 0.02, -0.04], dtype=torch.float64, device="cpu")).Exp()
     tgts = [_patch(n, k) + offset for k in range(count)]
