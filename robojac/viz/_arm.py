@@ -10,7 +10,7 @@ import torch
 
 from .._files import atomic_path
 
-from ._style import PALETTE, equal_3d, new_axes
+from ._style import PALETTE, as_numpy, equal_3d, new_axes
 
 __all__ = ["plot_arm", "plot_trajectory_strip", "animate_arm", "plot_end_effector_path", "plot_jacobian_heatmap"]
 
@@ -202,7 +202,7 @@ def plot_jacobian_heatmap(J, ax=None, *, row_labels: Sequence[str] | None = None
     """
     import matplotlib.pyplot as plt
 
-    J = np.asarray(torch.as_tensor(J, device="cpu").detach(), dtype=float)
+    J = as_numpy(J)  # on the host, detached, float64 (from any dtype: numpy has no bfloat16)
     if J.ndim != 2:
         raise ValueError(f"J: expected a 2-D (outputs, inputs) matrix, got shape {J.shape}")
     ax = ax if ax is not None else plt.figure(figsize=(1.0 + 0.7 * J.shape[1], 1.0 + 0.45 * J.shape[0])).add_subplot()

@@ -29,9 +29,7 @@ def plot_registration(source, target, T_target_source=None, ax=None, *, title: s
     ax = ax if ax is not None else plt.figure(figsize=(5.5, 5.5)).add_subplot(projection="3d")
     src = torch.from_numpy(_np(source, max_points, 1))
     if T_target_source is not None:
-        T = (T_target_source.as_subclass(torch.Tensor) if hasattr(T_target_source, "ltype")
-             else torch.as_tensor(T_target_source, device="cpu"))
-        T = T.double()
+        T = torch.from_numpy(as_numpy(T_target_source))  # on the host, detached (a differentiable answer too)
         if T.shape[-2:] == (4, 4):
             T = lie.matrix_to_se3(T)
         src = lie.se3_act(T.reshape(1, 7), src)

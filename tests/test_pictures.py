@@ -1,0 +1,37 @@
+"""Pictures of answers as the solvers give them: differentiable, in any dtype."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from robojac import viz
+from robojac.icp import ICPConfig, align
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_a_differentiable_registration_is_drawn_where_it_puts_the_source():
+    """``plot_registration`` of an answer that carries gradients (points that require grad) had
+    stopped in ``numpy()``; the source is drawn moved by the answer."""
+    g = torch.Generator().manual_seed(0)
+    P = torch.rand(300, 3, dtype=torch.float64, generator=g, device="cpu").requires_grad_()
+    Q = P.detach() + torch.tensor([0.02, -0.01, 0.03], dtype=torch.float64, device="cpu")
+    r = align(P, Q, config=ICPConfig(max_correspondence_distance=0.5))
+    assert r.T_target_source.requires_grad
+    ax = viz.plot_registration(P, Q, r.T_target_source, max_points=10_000)
+    drawn = np.asarray(ax.collections[1]._offsets3d).T  # the source, as moved
+    assert np.abs(np.sort(drawn, 0) - np.sort(Q.numpy(), 0)).max() < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_a_jacobian_heatmap_from_any_dtype(dtype):
+    """numpy has no bfloat16: the heatmap widens the Jacobian first (it had refused bfloat16)."""
+    J = torch.linspace(-1, 1, 42, dtype=torch.float64, device="cpu").reshape(6, 7)
+    ax = viz.plot_jacobian_heatmap(J.to(dtype).requires_grad_())
+    shown = np.asarray(ax.images[0].get_array())
+    assert shown.shape == (6, 7) and np.abs(shown - J.numpy()).max() <= torch.finfo(dtype).eps
