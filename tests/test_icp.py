@@ -743,3 +743,18 @@ def test_points_in_a_half_precision_are_registered_in_float32_and_answered_in_th
     assert s_half.grad.dtype == dtype and torch.isfinite(s_half.grad).all()
     assert max_err(s_half.grad.float(), s32.grad.to(dtype).float()) <= one * float(s32.grad.abs().max())
     assert float(s_half.grad.abs().max()) > 0
+
+
+
+def test_write_ply_takes_what_it_writes_first_and_round_trips(tmp_path):
+    """``write_ply(points, path)``, as ``write_g2o(graph, path)``: points in any dtype, with
+    gradients too, come back as float32 coordinates; the old order is refused with the call."""
+    from robojac.icp import write_ply
+
+    g = torch.Generator().manual_seed(2)
+    P = _rand(50, 3, g=g)
+    for pts in (P, P.float().requires_grad_(), P.bfloat16()):
+        back = read_point_cloud(write_ply(pts, tmp_path / "p.ply"))
+        assert max_err(back, pts.detach().double().float().double()) == 0
+    with pytest.raises(TypeError, match=r"points: expected \(N, 3\) coordinates, got a path; the call is write_ply\(points, path\)"):
+        write_ply(tmp_path / "q.ply", P)

@@ -136,3 +136,13 @@ def test_path_length_and_end_drift(device):
         end_drift(ref, Trajectory(est_poses[:10]))
     with pytest.raises(TrajectoryError, match="does not move"):
         end_drift(Trajectory(poses[:1].expand(3, 7)), Trajectory(poses[:3]))
+
+
+def test_a_differentiable_trajectory_is_written_as_its_values(tmp_path):
+    """A trajectory whose poses carry gradients (an optimizer's answer) writes as its values
+    (write_kitti had stopped in numpy())."""
+    t = _traj(torch.device("cpu"))
+    live = Trajectory(t.poses.clone().requires_grad_(), t.timestamps)
+    assert live.poses.requires_grad
+    for write, name in ((write_kitti, "a.txt"), (write_tum, "a.tum")):
+        assert write(live, tmp_path / name).read_bytes() == write(t, tmp_path / ("plain_" + name)).read_bytes()

@@ -135,7 +135,7 @@ class MultiwayResult:
                             [129, 178, 154], [214, 39, 40], [23, 190, 207], [140, 86, 75], [127, 127, 127]])
         pts = self._placed(clouds, voxel_size)
         cols = [np.repeat(palette[k % len(palette)][None], len(p), 0) for k, p in enumerate(pts)]
-        return write_ply(path, torch.cat(pts), np.concatenate(cols).astype(np.uint8) if colors else None)
+        return write_ply(torch.cat(pts), path, np.concatenate(cols).astype(np.uint8) if colors else None)
 
 
 def _edge_information(src: Tensor, tgt: Tensor, T_ij: Tensor, distance: float) -> Tensor:

@@ -8,6 +8,7 @@ where it ends: every element the header declares must be there, in full.
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import numpy as np
@@ -168,11 +169,15 @@ def read_ply(path) -> np.ndarray:
     return _binary(path, body, elements, _FORMATS[fmt])
 
 
-def write_ply(path, points, colors=None) -> pathlib.Path:
+def write_ply(points, path, colors=None) -> pathlib.Path:
     """Write ``points (N, 3)`` (and ``colors (N, 3)``, 0-1 floats or 0-255 integers) as a binary
     little-endian PLY of float32 ``x, y, z`` (and uchar ``red, green, blue``), atomically: an
-    interrupted write leaves the old file (or none)."""
-    P = np.asarray(points.detach().cpu() if hasattr(points, "detach") else points, dtype=np.float64)
+    interrupted write leaves the old file (or none).  What is written comes first, as in
+    ``write_g2o(graph, path)`` and ``write_kitti(trajectory, path)``."""
+    if isinstance(points, (str, os.PathLike)):
+        raise TypeError("points: expected (N, 3) coordinates, got a path; the call is write_ply(points, path), "
+                        "what is written first, as in write_g2o(graph, path)")
+    P = np.asarray(points.detach().cpu().double() if hasattr(points, "detach") else points, dtype=np.float64)
     if P.ndim != 2 or P.shape[1] != 3 or not np.isfinite(P).all():
         raise ValueError(f"points: expected finite (N, 3) coordinates, got shape {P.shape}")
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]

@@ -108,7 +108,7 @@ def write_tum(traj: Trajectory, path) -> pathlib.Path:
     """Write ``traj`` as evo does (timestamps required; atomic)."""
     if traj.timestamps is None:
         raise TrajectoryError("write_tum: the trajectory has no timestamps (TUM files need them); use write_kitti")
-    mat = np.column_stack((traj.timestamps.cpu().numpy(), traj.poses.cpu().numpy()))
+    mat = np.column_stack((traj.timestamps.detach().cpu().numpy(), traj.poses.detach().cpu().numpy()))
     return _save(path, mat)
 
 
@@ -154,7 +154,7 @@ def _read_tr(path) -> np.ndarray:
 
 def write_kitti(traj: Trajectory, path) -> pathlib.Path:
     """Write ``traj`` as evo does (12 numbers per line; atomic)."""
-    mat = traj.matrices().cpu().numpy()[:, :3, :].reshape(-1, 12)
+    mat = traj.matrices().detach().cpu().numpy()[:, :3, :].reshape(-1, 12)  # a differentiable trajectory too
     return _save(path, mat)
 
 
