@@ -180,3 +180,39 @@ def test_stations_in_a_half_precision_are_solved_in_float32_and_answered_in_thei
         assert max_err(r.X.float(), ref.X.float()) <= one and max_err(r.Z.float(), ref.Z.float()) <= one
         mm, deg = error(r.X.double(), X)  # and near the truth, as the stations' rounding allows (measured:
         assert mm < (0.5 if dtype == torch.float16 else 3) and deg < (0.03 if dtype == torch.float16 else 0.2)  # 0.17/1.2 mm)
+
+
+def test_the_refined_answer_is_differentiable_and_the_closed_forms_say_they_are_not(device):
+    """``"refined"`` differentiates its answer by the implicit function theorem: central
+    differences of re-solves agree.  A closed form refuses stations that require grad: its SVDs
+    meet repeated singular values, where torch's backward had given NaN for every station."""
+    import dataclasses
+
+    g, X, Z, Tg, Tc = scene(6, device)
+    Tc = noisy(Tc, g)
+    cfg = HandEyeConfig()
+    tight = dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, termination=dataclasses.replace(
+        cfg.solver.termination, relative_tolerance=1e-14, gradient_tolerance=1e-14, step_tolerance=1e-14)))
+    w = torch.randn(6, generator=g, dtype=torch.float64, device="cpu").to(device)
+
+    def f(r):  # the answer through well-defined coordinates: X's translation and rotation vector, Z's translation
+        return (r.X[:3] * w[:3]).sum() + (lie.so3_log(r.X[3:]) * w[3:]).sum() + r.Z[:3].sum()
+
+    live = Tc.clone().requires_grad_()
+    r = hand_eye(Tg, live, config=tight)
+    assert bool(r.converged)  # a problem that did not converge passes zero gradients
+    f(r).backward()
+    assert torch.isfinite(live.grad).all()
+    k, eps = 4, 1e-7
+    for i in range(3):
+        moved = []
+        for sign in (1, -1):
+            T = Tc.clone()
+            T[k, i] += sign * eps
+            moved.append(float(f(hand_eye(Tg, T, config=tight))))
+        fd = (moved[0] - moved[1]) / (2 * eps)
+        assert abs(float(live.grad[k, i]) - fd) <= 2e-4 * abs(fd), (i, float(live.grad[k, i]), fd)  # measured: 2e-9-2.5e-5
+    for method in ("tsai", "park", "daniilidis"):
+        with pytest.raises(ValueError, match=rf"method: '{method}' is a closed form, and has no derivative to give"):
+            hand_eye(Tg, Tc.clone().requires_grad_(), method=method)
+        assert not hand_eye(Tg, Tc, method=method).X.requires_grad  # without grad: as before

@@ -257,6 +257,10 @@ def _solve(A: Tensor, B: Tensor, method: str, config: HandEyeConfig | None, name
     if A.shape != B.shape:
         raise ValueError(f"{names[0]}, {names[1]}: expected one pose of each per station, got {tuple(A.shape)} and "
                          f"{tuple(B.shape)}")
+    if method != "refined" and torch.is_grad_enabled() and (A.requires_grad or B.requires_grad):
+        raise ValueError(f"method: {method!r} is a closed form, and has no derivative to give: its SVDs meet repeated "
+                         f"singular values (a rotation's, a null space's); method='refined' differentiates the answer "
+                         f"by the implicit function theorem")
     batch = A.shape[:-2]
     given = A.dtype
     work = working_dtype(given)  # stations in a half precision: solved in float32, answered in theirs
@@ -287,6 +291,10 @@ def robot_world_hand_eye(A, B, *, method: Literal["tsai", "park", "daniilidis", 
     ``"refined"`` (default): nonlinear least squares on SE3 over the stations' measured target
     poses (maximum likelihood for the noise ``config`` describes), from ``config.start``, with
     ``config.kernel``.
+
+    Stations that require grad make ``"refined"``'s answer differentiable (the implicit function
+    theorem at it, on the engine); a closed form refuses them (its SVDs meet repeated singular
+    values, where no derivative exists: torch's gave NaN).
 
     Raises ``ValueError`` for mismatched station counts, fewer than 3 stations, non-finite or
     non-rigid poses (named), or motions that all turn about one axis.
