@@ -13,14 +13,15 @@ import dataclasses
 
 import torch
 
-__all__ = ["HALF", "working_dtype", "in_dtype"]
+__all__ = ["PRECISIONS", "working_dtype", "in_dtype"]
 
-HALF = (torch.float16, torch.bfloat16)
+PRECISIONS = (torch.float32, torch.float64)  # what torch factors in: the solvers' own dtypes
 
 
 def working_dtype(dtype: torch.dtype) -> torch.dtype:
-    """``float32`` for a half precision, else ``dtype`` itself."""
-    return torch.float32 if dtype in HALF else dtype
+    """``dtype`` itself where torch solves in it (:data:`PRECISIONS`), else ``float32`` (the
+    half precisions)."""
+    return dtype if dtype in PRECISIONS else torch.float32
 
 
 def in_dtype(result, dtype: torch.dtype):

@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import lie
 from ..lie import se3_tensor, wrap_lie
 from .._config import check_choice, check_int, check_real
-from .._precision import HALF, in_dtype, working_dtype
+from .._precision import PRECISIONS, in_dtype, working_dtype
 from .._threads import threads_for, torch_threads
 from ..optim import History, RobustKernel, damped
 from . import _soa as soa
@@ -269,7 +269,7 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
     for b, t in enumerate(tgts):  # a target given for several pairs is checked and prepared once
         key = id(t)
         if key not in seen:
-            if isinstance(t, PreparedCloud) and t.points.dtype in HALF:
+            if isinstance(t, PreparedCloud) and t.points.dtype not in PRECISIONS:
                 t = t.points  # prepared in a half precision: prepared again here, in float32
             seen[key] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target",
                                                                            dtype=dtype)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import lie
+from .._precision import PRECISIONS
 
 __all__ = ["Group", "group", "product", "Variable", "wrap_periodic"]
 
@@ -143,10 +144,6 @@ def _block_diag(blocks: list[Tensor]) -> Tensor:
         out[..., i : i + b.shape[-2], j : j + b.shape[-1]] = b
         i, j = i + b.shape[-2], j + b.shape[-1]
     return out
-
-
-# the dtypes the engine solves in (torch's factorizations have no half precision, on any device)
-PRECISIONS = (torch.float32, torch.float64)
 
 
 class Variable:

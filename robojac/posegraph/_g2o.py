@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .._files import read_text, write_text_atomic
+from .._precision import PRECISIONS
 from ._graph import PoseGraph
 from ..lie import se2_to_se3, se3_to_se2
 
@@ -119,7 +120,7 @@ def read_g2o(path, *, dtype: torch.dtype = torch.float64, information: str = "re
     path = pathlib.Path(path)
     if information not in _INFORMATION:
         raise ValueError(f"information: expected one of {_INFORMATION}, got {information!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point or dtype in (torch.float16, torch.bfloat16):
+    if dtype not in PRECISIONS:
         raise ValueError(f"dtype: expected torch.float32 or torch.float64 (the solver's precisions), got {dtype!r}")
     lines = read_text(path, "g2o file").split("\n")
     parsed = _parse_columns(lines)

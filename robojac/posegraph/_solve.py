@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import lie, optim
 from .._config import check_choice, check_int, check_real
+from .._precision import PRECISIONS
 from .._threads import threads_for, torch_threads
 from ..lie import se2_compose
 from ..optim import RobustKernel
@@ -181,7 +182,7 @@ def optimize(graph: PoseGraph, config: PGOConfig | None = None) -> PGOResult:
     config = config or PGOConfig()
     if not isinstance(graph, PoseGraph):
         raise TypeError(f"graph: expected a PoseGraph, got {type(graph).__name__}")
-    if graph.poses.dtype not in (torch.float32, torch.float64):  # as read_g2o refuses to read into one
+    if graph.poses.dtype not in PRECISIONS:  # as read_g2o refuses to read into one
         raise TypeError(f"graph: its poses are {graph.poses.dtype}; optimize takes graphs in float32 or float64 "
                         f"(graph.to(torch.float32))")
     blocks = 2 * graph.num_edges * graph.tangent_dim**2
