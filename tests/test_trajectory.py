@@ -111,6 +111,8 @@ def test_rpe_measures_drift_per_window(device):
     assert len(rpe(ref, est, delta=5).errors) == 5 and len(rpe(ref, est, delta=5, all_pairs=True).errors) == 25
     with pytest.raises(TrajectoryError, match="delta must be in"):
         rpe(ref, est, delta=0)
+    with pytest.raises(TrajectoryError, match="rpe: 1 poses hold no relative pose; it needs two or more"):
+        rpe(Trajectory(ref.poses[:1]), Trajectory(est.poses[:1]))  # (it had asked for a delta in [1, 0])
 
 
 def test_associate_matches_timestamps(device):

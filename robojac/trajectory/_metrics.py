@@ -118,6 +118,8 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
     (consecutive windows, or every ``i`` with ``all_pairs``), as evo's RPE."""
     if len(reference) != len(estimate):
         raise TrajectoryError(f"rpe: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
+    if len(reference) < 2:
+        raise TrajectoryError(f"rpe: {len(reference)} poses hold no relative pose; it needs two or more")
     if delta < 1 or delta >= len(reference):
         raise TrajectoryError(f"rpe: delta must be in [1, {len(reference) - 1}], got {delta}")
     n = len(reference)
