@@ -684,3 +684,20 @@ def test_half_precisions_and_mixed_dtypes_are_refused_naming_the_variables():
     with pytest.raises(TypeError, match=r"variables: expected one dtype and device for all, got a: torch.float64 on "
                                         r"cpu, b: torch.float32 on cpu"):
         optim.solve([a, b], [f])
+
+
+def test_residuals_of_the_wrong_shape_or_kind_are_refused_naming_the_factor():
+    """A residual must be ``(B, F, m)`` and real-valued.  An integer one has no derivative: its
+    zero Jacobian had passed for a stationary point, ``converged`` at the start with the cost at
+    3 where the minimum is 0."""
+    x = optim.Variable("Rn", torch.zeros(2, 3, 2, dtype=torch.float64, device="cpu"), name="x")
+    index = torch.arange(3)[:, None]
+    good = optim.solve([x], [optim.Factor(lambda v: v - 1, [x], index, name="pull")])
+    assert bool(good.converged.all()) and float(good.cost.max()) < 1e-20
+    for residual, error in (
+            (lambda v: (v - 1).sum(-1), r"pull: the residual must have shape \(2, 3, m\), got \(2, 3\)"),
+            (lambda v: (v - 1)[:1], r"pull: the residual must have shape \(2, 3, m\), got \(1, 3, 2\)"),
+            (lambda v: ((v - 1), 0), r"pull: the residual must have shape \(2, 3, m\), got tuple"),
+            (lambda v: (v - 1).long(), r"pull: the residual must be real-valued \(floating point\), got torch.int64")):
+        with pytest.raises((ValueError, TypeError), match=error):
+            optim.solve([x], [optim.Factor(residual, [x], index, name="pull")])

@@ -396,11 +396,17 @@ class Problem:
 
     def residual_of(self, f: Factor, values: tuple[Tensor, ...]) -> Tensor:
         X = self.gather(f, values)
-        r = f.residual(*X, *f.data)  # the value alone: a closed form's Jacobians only where they are used
+        return self._checked(f, f.residual(*X, *f.data))  # the value alone: a closed form's Jacobians only where used
+
+    def _checked(self, f: Factor, r) -> Tensor:
+        """``r`` if it is a residual of ``f``: ``(B, F, m)``, real-valued (an integer residual has no
+        derivative, and its zero Jacobian had passed for a stationary point: converged)."""
         B, F = self.batch, f.count
         if not isinstance(r, Tensor) or r.dim() != 3 or r.shape[:2] != (B, F):
             shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
             raise ValueError(f"{f.name}: the residual must have shape ({B}, {F}, m), got {shape}")
+        if not r.is_floating_point():
+            raise TypeError(f"{f.name}: the residual must be real-valued (floating point), got {r.dtype}")
         return r
 
     def value_and_jacobians_of(self, f: Factor, values: tuple[Tensor, ...]) -> tuple[Tensor, list[Tensor]]:
@@ -409,11 +415,7 @@ class Problem:
         X = self.gather(f, values)
         lazy = hasattr(f.residual, "linearize")
         r, blocks = (f.residual.linearize if lazy else f.residual.value_and_jacobians)(*X, *f.data)
-        B, F = self.batch, f.count
-        if not isinstance(r, Tensor) or r.dim() != 3 or r.shape[:2] != (B, F):
-            shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
-            raise ValueError(f"{f.name}: the residual must have shape ({B}, {F}, m), got {shape}")
-        return r, (blocks if lazy else self._held_zero(f, list(blocks)))
+        return self._checked(f, r), (blocks if lazy else self._held_zero(f, list(blocks)))
 
     def jacobian_of(self, f: Factor, values: tuple[Tensor, ...]) -> list[Tensor]:
         """Per slot, ``(B, F, m, t_k)`` blocks in left-tangent coordinates, zero for fixed entries."""
