@@ -701,3 +701,23 @@ def test_residuals_of_the_wrong_shape_or_kind_are_refused_naming_the_factor():
             (lambda v: (v - 1).long(), r"pull: the residual must be real-valued \(floating point\), got torch.int64")):
         with pytest.raises((ValueError, TypeError), match=error):
             optim.solve([x], [optim.Factor(residual, [x], index, name="pull")])
+
+
+def test_lie_values_off_the_group_are_refused_or_normalized():
+    """SO3 and SE3 values (alone or in a product) hold unit quaternions: within the dtype's
+    rounding they are normalized (unit ones keep every bit), beyond it refused naming the
+    variable.  A pose of |q| = 2 had been solved and given back with |q| = 2."""
+    T = pp.randn_SE3(1, 3, dtype=torch.float64, device="cpu").tensor()
+    assert torch.equal(optim.Variable("SE3", T, name="pose").value, T)
+    near = T.clone()
+    near[..., 3:] *= 1 + 1e-7
+    v = optim.Variable("SE3", near, name="pose").value
+    assert max_err(v[..., 3:].norm(dim=-1), torch.ones(1, 3, dtype=torch.float64)) < 1e-15 and torch.equal(v[..., :3], T[..., :3])
+    far = T.clone()
+    far[..., 3:] *= 2
+    for kind, value, name in (("SE3", far, "pose"), ("SO3", far[..., 3:], "rotation"),
+                              (optim.product(("SE3", 3), ("Rn", 2)), torch.cat((far.flatten(1), torch.zeros(1, 2, dtype=torch.float64)), -1)[:, None], "model")):
+        with pytest.raises(ValueError, match=rf"{name}.*: quaternion \[qx, qy, qz, qw\] is not of unit length"):
+            optim.Variable(kind, value, name=name)
+    with pytest.raises(ValueError, match=r"rotation: quaternion .* not of unit length"):
+        optim.Variable("SO3", torch.zeros(1, 2, 4, dtype=torch.float64), name="rotation")

@@ -28,17 +28,40 @@ def wrap_periodic(x, lower, upper, period):
     return x - period * ((x > upper) & (x - period >= lower)) + period * ((x < lower) & (x + period <= upper))
 
 
+def _as_given(X: Tensor, name: str) -> Tensor:
+    return X
+
+
+def _unit_quaternions(q: Tensor, name: str) -> Tensor:
+    """``q`` normalized where its length is off 1 by more than a few roundings (unit ones keep
+    their every bit); off by more than the dtype's tolerance (:func:`robojac.lie.unit_tolerance`),
+    refused."""
+    n = q.norm(dim=-1, keepdim=True)
+    off = (n - 1).abs()
+    tol = lie.unit_tolerance(q.dtype)
+    if q.numel() and float(off.detach().max()) > tol:
+        raise ValueError(f"{name}: quaternion [qx, qy, qz, qw] is not of unit length (|q| off by up to "
+                         f"{float(off.detach().max()):.2e}, tolerance {tol:.0e} for {q.dtype})")
+    return torch.where(off > 8 * torch.finfo(q.dtype).eps, q / n, q)  # unit ones keep their every bit
+
+
+def _se3_valid(X: Tensor, name: str) -> Tensor:
+    return torch.cat((X[..., :3], _unit_quaternions(X[..., 3:], name)), -1)
+
+
 @dataclass(frozen=True)
 class Group:
     """A variable kind: ``name``, stored size ``raw_dim``, tangent size ``tangent_dim``, and the
     left retraction ``retract(X, d) = Exp(d) * X``; ``tangent_map(X)`` is its derivative at
-    ``d = 0``, ``(..., raw_dim, tangent_dim)``, in closed form."""
+    ``d = 0``, ``(..., raw_dim, tangent_dim)``, in closed form.  ``valid(X, name)`` gives values
+    as the group holds them (unit quaternions, within the dtype's rounding) or refuses them."""
 
     name: str
     raw_dim: int
     tangent_dim: int
     retract: Callable[[Tensor, Tensor], Tensor]
     tangent_map: Callable[[Tensor], Tensor]
+    valid: Callable[[Tensor, str], Tensor] = _as_given
 
 
 def _se3(X: Tensor, d: Tensor) -> Tensor:
@@ -79,7 +102,8 @@ def _rn_map(X: Tensor) -> Tensor:
     return torch.eye(X.shape[-1], dtype=X.dtype, device=X.device).expand(X.shape + (X.shape[-1],))
 
 
-_GROUPS = {"SE3": Group("SE3", 7, 6, _se3, _se3_map), "SO3": Group("SO3", 4, 3, _so3, _so3_map),
+_GROUPS = {"SE3": Group("SE3", 7, 6, _se3, _se3_map, _se3_valid), "SO3": Group("SO3", 4, 3, _so3, _so3_map,
+                                                                             _unit_quaternions),
            "SE2": Group("SE2", 3, 3, _se2, _se2_map)}
 
 
@@ -125,8 +149,12 @@ def product(*parts: tuple[str | Group, int]) -> Group:
         xs = split(X, raw, [g.raw_dim for g, _ in groups])
         return _block_diag([_block_diag_of(g.tangent_map(x)) for (g, _), x in zip(groups, xs)])
 
+    def valid(X: Tensor, name: str) -> Tensor:
+        xs = split(X, raw, [g.raw_dim for g, _ in groups])
+        return torch.cat([g.valid(x, f"{name} ({g.name} part)").flatten(-2) for (g, _), x in zip(groups, xs)], -1)
+
     name = " x ".join(f"{g.name}^{c}" for g, c in groups)
-    return Group(name, sum(raw), sum(tan), retract, tangent_map)
+    return Group(name, sum(raw), sum(tan), retract, tangent_map, valid)
 
 
 def _block_diag_of(M: Tensor) -> Tensor:
@@ -189,6 +217,7 @@ class Variable:
         lie.require_values(value, name)
         if not torch.isfinite(value.detach()).all():
             raise ValueError(f"{name}: contains NaN or infinite values")
+        value = self.group.valid(value, name)
         B, N = value.shape[:2]
         held = torch.zeros(B, N, dtype=torch.bool, device=value.device)
         if fixed is not None:
