@@ -694,3 +694,17 @@ def test_no_iterations_returns_the_initialization_with_its_cost(device):
     assert r.iterations == 0 and not r.converged and r.reason == "max_iterations" and r.history == ()
     assert max_err(r.poses.tensor(), start) == 0.0
     assert r.cost == r.initial_cost == pytest.approx(float(graph.cost(start).detach()), rel=1e-12)
+
+
+def test_quaternions_off_unit_length_are_refused():
+    """A pose graph built from tensors refuses quaternions off unit length beyond the dtype's
+    rounding, naming poses or measurements (a measurement of |q| = 1.5 had been optimized as
+    given and reported converged, its residuals wrong); within the rounding they are kept."""
+    X, E, Z, info = _synthetic(3, N=6, loops=(), noise=0.05)
+    for what, (P, M) in (("poses", (X.tensor() * torch.tensor([1.0] * 3 + [1.5] * 4, dtype=torch.float64), Z)),
+                         ("measurements", (X.tensor(), Z * torch.tensor([1.0] * 3 + [1.5] * 4, dtype=torch.float64)))):
+        with pytest.raises(ValueError, match=rf"{what}: quaternion \[qx, qy, qz, qw\] is not of unit length"):
+            PoseGraph(P, E, M, info)
+    near = Z.clone()
+    near[:, 3:] *= 1 + 1e-9
+    assert torch.equal(PoseGraph(X.tensor(), E, near, info).measurements, near)  # within the rounding: as given

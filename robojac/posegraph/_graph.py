@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
 from ..lie import require_values, wrap_lie
-from ..optim import RobustKernel
+from ..optim import RobustKernel, group
 from ..lie import se2_ad, se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
 __all__ = ["PoseGraph", "SE2BetweenResidual", "PoseGraphError"]
@@ -58,6 +58,9 @@ class SE2BetweenResidual:
         return -Jj, Jj
 
 
+SE3 = group("SE3")  # its rule for what a pose's numbers may be
+
+
 class PoseGraph(nn.Module):
     """A pose graph: ``N`` poses, ``E`` edges ``(i, j)`` measuring ``Z_ij ~ T_i^-1 T_j``.
 
@@ -99,6 +102,11 @@ class PoseGraph(nn.Module):
             ok = torch.isfinite(T.flatten(1)).all(-1)
             if not ok.all():
                 raise PoseGraphError(f"{self._edge_name(int(torch.nonzero(~ok)[0]), edges, vertex_ids)}: {what} has NaN or infinite values")
+        # quaternions off unit length beyond the dtype's rounding are refused (a measurement of |q| = 1.5
+        # had been optimized as given, converged, its residuals wrong); within it they are kept as given,
+        # so a derivative with respect to the measurements' own numbers stays theirs
+        for what, T in (("poses", X), ("measurements", Z)):
+            SE3.valid(T.detach(), what)
         if E and (edges.min() < 0 or edges.max() >= N):
             bad = int(torch.nonzero((edges < 0).any(-1) | (edges >= N).any(-1))[0])
             raise PoseGraphError(f"edge {bad}: endpoint index out of range [0, {N})")
