@@ -25,13 +25,18 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def in_dtype(result, dtype: torch.dtype):
-    """A result dataclass with every floating-point tensor in it (LieTensors and nested results,
-    such as a history, too) in ``dtype``; flags, counts and reasons as they are."""
-    changes = {}
-    for f in dataclasses.fields(result):
-        v = getattr(result, f.name)
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            changes[f.name] = v.to(dtype)
-        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
-            changes[f.name] = in_dtype(v, dtype)
-    return dataclasses.replace(result, **changes)
+    """A result dataclass with every floating-point tensor in it (LieTensors, nested results such
+    as a history, and the results in a dict, such as multiway's pairs) in ``dtype``; flags,
+    counts, reasons and other objects (a pose graph) as they are."""
+    return dataclasses.replace(result, **{f.name: _in(getattr(result, f.name), dtype)
+                                          for f in dataclasses.fields(result)})
+
+
+def _in(v, dtype: torch.dtype):
+    if isinstance(v, torch.Tensor) and v.is_floating_point():
+        return v.to(dtype)
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return in_dtype(v, dtype)
+    if isinstance(v, dict):
+        return {k: _in(x, dtype) for k, x in v.items()}
+    return v

@@ -209,10 +209,11 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
     start = _spanning_tree(N, good, [float(pairs[e].fitness) for e in good], Z) if good else None
     if start is None:
         reached = "no pair" if not good else "some scans"
-        return _in_dtype(MultiwayResult(
-            T0 if T0 is not None else lie.se3_exp(torch.zeros(N, 6, dtype=dtype, device=device)), None, pairs,
-            tuple(good), (), False, f"disconnected: {reached} overlaps enough to join every scan to scan 0 "
-            f"(min_fitness {cfg.min_fitness})"), given)
+        out = MultiwayResult(T0 if T0 is not None else lie.se3_exp(torch.zeros(N, 6, dtype=dtype, device=device)),
+                             None, pairs, tuple(good), (), False,
+                             f"disconnected: {reached} overlaps enough to join every scan to scan 0 "
+                             f"(min_fitness {cfg.min_fitness})")
+        return out if dtype == given else in_dtype(out, given)
     poses, kept, pruned, result, graph = start, list(good), [], None, None
     rounds, round_ = cfg.refine_rounds, 0
     while True:
@@ -239,14 +240,5 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
             break
         round_ += 1
     say(total, total, "done")
-    return _in_dtype(MultiwayResult(poses, graph, pairs, tuple(kept), tuple(pruned), bool(result.converged),
-                                    result.reason), given)
-
-
-def _in_dtype(result: MultiwayResult, dtype: torch.dtype) -> MultiwayResult:
-    """``result`` with its poses and pair registrations in the clouds' ``dtype`` (a half precision
-    the registration widened to float32; the pose graph stays in its solver's float32)."""
-    if result.poses.dtype == dtype:
-        return result
-    return dataclasses.replace(result, poses=result.poses.to(dtype),
-                               pairs={e: in_dtype(r, dtype) for e, r in result.pairs.items()})
+    out = MultiwayResult(poses, graph, pairs, tuple(kept), tuple(pruned), bool(result.converged), result.reason)
+    return out if dtype == given else in_dtype(out, given)  # poses, pairs in the clouds' dtype; the graph float32
