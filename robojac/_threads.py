@@ -63,4 +63,3 @@ def backward_on_forward_threads(backward):
             return backward(ctx, *grads)
 
     return run
-

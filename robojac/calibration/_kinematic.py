@@ -367,7 +367,7 @@ def calibrate_kinematics(chain: Chain, q: Tensor, measurements, *, frame: str | 
     Measurements that require grad make ``estimate``, ``origins`` and ``offsets`` differentiable:
     the implicit function theorem at the answer, with the gauge (the hold on the unidentifiable
     directions, and the analysis that finds them) held constant.  What the data identify gets
-    the derivative central differences of re-calibrations give (1e-6 for poses; 0.3-0.7 % for
+    the derivative central differences of re-calibrations give (to 1.4e-6 for poses; 0.3-0.7 % for
     positions, whose hold turns with the data); the unidentifiable directions get the gauge's.
     """
     cfg = config or CalibrationConfig()
