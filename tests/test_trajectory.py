@@ -96,6 +96,58 @@ def test_ate_after_alignment_and_without(device):
     assert rot["max"] > 0 and rot["min"] <= angle + 1e-9
 
 
+def _evo_path(traj):
+    from evo.core.trajectory import PosePath3D
+
+    P = traj.poses.cpu().numpy()
+    return PosePath3D(positions_xyz=P[:, :3], orientations_quat_wxyz=P[:, [6, 3, 4, 5]])
+
+
+@pytest.mark.parametrize("relation", list(PoseRelation))
+def test_ate_and_rpe_agree_with_evo(relation):
+    """evo's own APE and RPE on the same trajectories, every relation, every alignment mode
+    (the scale alone, ``align=False, correct_scale=True``, had been a full similarity)."""
+    evo_metrics = pytest.importorskip("evo.core.metrics")
+    from evo.main_ape import ape as evo_ape
+    from evo.main_rpe import rpe as evo_rpe
+
+    ref = _traj("cpu", n=30, seed=3)
+    g = torch.Generator().manual_seed(4)
+    noise = pp.se3(0.05 * torch.randn(30, 6, dtype=torch.float64, generator=g)).Exp()
+    P = (noise * ref.se3()).tensor()
+    est = Trajectory(torch.cat((1.7 * P[:, :3], P[:, 3:]), 1))  # off in scale too
+    evo_relation = evo_metrics.PoseRelation[relation.value]  # its member names are our values
+    for align, correct_scale in ((True, False), (True, True), (False, True), (False, False)):
+        ours = ate(ref, est, relation=relation, align=align, correct_scale=correct_scale).errors.numpy()
+        theirs = evo_ape(_evo_path(ref), _evo_path(est), evo_relation, align=align, correct_scale=correct_scale)
+        np.testing.assert_allclose(ours, theirs.np_arrays["error_array"], rtol=1e-9, atol=1e-12,
+                                   err_msg=f"align={align}, correct_scale={correct_scale}")
+    for delta, all_pairs in ((1, False), (4, False), (4, True)):
+        ours = rpe(ref, est, relation=relation, delta=delta, all_pairs=all_pairs).errors.numpy()
+        theirs = evo_rpe(_evo_path(ref), _evo_path(est), evo_relation, delta=delta, delta_unit=evo_metrics.Unit.frames,
+                         all_pairs=all_pairs)
+        np.testing.assert_allclose(ours, theirs.np_arrays["error_array"], rtol=1e-9, atol=1e-12,
+                                   err_msg=f"delta={delta}, all_pairs={all_pairs}")
+
+
+def test_an_alignment_the_positions_cannot_fix_is_refused(device):
+    """On a line (or at one point) any turn about the line aligns equally well: evo refuses, and
+    so do we, rather than give an arbitrary rotation error or, with scale, NaN statistics."""
+    n = 20
+    line = torch.zeros(n, 7, dtype=torch.float64, device=device)
+    line[:, 0], line[:, 6] = torch.arange(n, dtype=torch.float64, device=device), 1
+    turned = line.clone()
+    turned[:, 3:] = torch.tensor([0.6, 0, 0, 0.8], dtype=torch.float64, device=device)  # about the line itself
+    still = line.clone()
+    still[:, 0] = 0
+    for est, kw in ((turned, {}), (turned, dict(correct_scale=True)), (still, {}), (still, dict(correct_scale=True))):
+        with pytest.raises(TrajectoryError, match="one line or at one point"):
+            ate(Trajectory(line), Trajectory(est), **kw)
+    assert ate(Trajectory(line), Trajectory(turned), align=False)["max"] == 0.0  # the positions agree
+    assert ate(Trajectory(line), Trajectory(turned), align=False,
+               relation=PoseRelation.ROTATION_ANGLE_DEG)["max"] == pytest.approx(73.7397952917, rel=1e-9)
+
+
 def test_rpe_measures_drift_per_window(device):
     n = 30
     steps = torch.zeros(n, 7, dtype=torch.float64, device=device)

@@ -15,7 +15,12 @@ __all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "at
 
 
 def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -> tuple[Tensor, Tensor, float]:
-    """``(R, t, s)`` minimizing ``sum |target_i - (s R source_i + t)|^2`` (Umeyama 1991)."""
+    """``(R, t, s)`` minimizing ``sum |target_i - (s R source_i + t)|^2`` (Umeyama 1991).
+
+    Raises :class:`TrajectoryError` where the points do not fix the rotation: when either set
+    lies on one line or one point (the covariance's second singular value is zero to float64's
+    rounding), any turn about that line fits equally well, so an answer would be arbitrary (evo
+    refuses these too)."""
     x, y = source.double(), target.double()
     if x.shape != y.shape or x.dim() != 2 or x.shape[1] != 3 or x.shape[0] < 3:
         raise TrajectoryError(f"align: expected two (N >= 3, 3) point sets, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -23,6 +28,9 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     xc, yc = x - mx, y - my
     cov = yc.T @ xc / x.shape[0]
     U, D, Vt = torch.linalg.svd(cov)
+    if not bool(D[1] > D[0] * _RANK_TOLERANCE):
+        raise TrajectoryError("align: the positions lie on one line or at one point, so no rotation aligns them "
+                              "uniquely; pass align=False (and correct_scale=False) for such a trajectory")
     S = torch.eye(3, dtype=x.dtype, device=x.device)
     if torch.det(U) * torch.det(Vt) < 0:
         S[2, 2] = -1
@@ -30,6 +38,9 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     s = float((D * S.diagonal()).sum() / xc.square().sum(1).mean()) if with_scale else 1.0
     t = my - s * R @ mx
     return R, t, s
+
+
+_RANK_TOLERANCE = 64 * torch.finfo(torch.float64).eps  # of the largest singular value
 
 
 class PoseRelation(str, Enum):
@@ -94,8 +105,13 @@ def _relation_error(E: Tensor, relation: PoseRelation) -> Tensor:
 
 def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation = PoseRelation.TRANSLATION_PART,
         align: bool = True, correct_scale: bool = False) -> ErrorResult:
-    """Absolute trajectory error: the estimate aligned to the reference (Umeyama, optionally
-    with scale), then ``E_i = P_ref,i^-1 P_est,i`` per pose (evo's APE)."""
+    """Absolute trajectory error: the estimate aligned to the reference, then
+    ``E_i = P_ref,i^-1 P_est,i`` per pose (evo's APE).
+
+    The alignment is evo's: ``align`` fits a rigid motion (Umeyama), ``align`` with
+    ``correct_scale`` a similarity, and ``correct_scale`` alone only the similarity's scale,
+    applied about the world's origin.  An alignment that the positions cannot fix (all on one
+    line, or at one point) is refused (see :func:`align_umeyama`)."""
     if len(reference) != len(estimate):
         raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
     P = estimate.poses
@@ -103,6 +119,8 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     s = 1.0
     if align or correct_scale:
         R, t, s = align_umeyama(estimate.positions, reference.positions, with_scale=correct_scale)
+        if not align:  # the scale alone (evo's correct_only_scale)
+            R, t = torch.eye(3, dtype=R.dtype, device=R.device), torch.zeros_like(t)
         A = torch.eye(4, dtype=torch.float64, device=P.device)
         A[:3, :3], A[:3, 3] = s * R, t
         q = lie.matrix_to_quat(R).expand(len(P), 4)
