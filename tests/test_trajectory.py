@@ -57,13 +57,19 @@ def test_reading_tolerates_comments_and_refuses_bad_lines(tmp_path):
     p.write_text("1.0 0 0 0 0 0 0 1\n2.0 1 0 x 0 0 0 1\n")
     with pytest.raises(TrajectoryError, match=r":2: 'x' is not a number"):
         read_tum(p)
-    p.write_text("1.0 0 0 0 0 0 0 2\n")
-    with pytest.raises(TrajectoryError, match="quaternion of length 2"):
+    # errors found after parsing name the file's line too, past comments and blank lines
+    p.write_text("# header\n1.0 0 0 0 0 0 0 1\n\n2.0 0 0 0 0 0 0 2\n")
+    with pytest.raises(TrajectoryError, match=r"a.tum:4: pose 1 has a quaternion of length 2"):
+        read_tum(p)
+    p.write_text("# header\n\n1.0 0 0 nan 0 0 0 1\n")
+    with pytest.raises(TrajectoryError, match=r"a.tum:3: pose 0 has NaN"):
         read_tum(p)
     q = tmp_path / "k.txt"
-    q.write_text("2 0 0 0 0 1 0 0 0 0 1 0\n")
-    with pytest.raises(TrajectoryError, match="not a rigid transform"):
+    q.write_text("# header\n1 0 0 0 0 1 0 0 0 0 1 0\n2 0 0 0 0 1 0 0 0 0 1 0\n")
+    with pytest.raises(TrajectoryError, match=r"k.txt:3: pose 1 is not a rigid transform"):
         read_kitti(q)
+    with pytest.raises(TrajectoryError, match="timestamps: pose 1's is NaN or infinite"):
+        Trajectory(_traj(torch.device("cpu"), 3).poses, torch.tensor([0.0, float("nan"), 1.0]))
     with pytest.raises(TrajectoryError, match="no timestamps"):
         write_tum(Trajectory(_traj(torch.device("cpu")).poses), tmp_path / "x.tum")
     with pytest.raises(FileNotFoundError):
@@ -174,6 +180,34 @@ def test_associate_matches_timestamps(device):
     assert len(r) == 10 and max_err(r.poses, e.poses) == 0
     with pytest.raises(TrajectoryError, match="no timestamps match"):
         associate(ref, Trajectory(est.poses, est.timestamps + 5))
+
+
+@pytest.mark.parametrize("case", ["estimate denser", "reference denser", "reference unsorted", "estimate unsorted"])
+def test_associate_pairs_as_evo_does(case):
+    """evo's ``associate_trajectories`` on the same timestamps: a denser estimate had paired a
+    reference pose with several estimates (35 pairs for 10), and an unsorted reference had
+    been searched as if sorted (3 pairs for 20)."""
+    evo_sync = pytest.importorskip("evo.core.sync")
+    from evo.core.trajectory import PoseTrajectory3D
+
+    rng = np.random.default_rng(0)
+    sparse, dense = np.arange(0, 1, 0.1), np.arange(0, 1, 0.005)
+    stamps = {"estimate denser": (sparse, dense), "reference denser": (dense, sparse),
+              "reference unsorted": (rng.permutation(np.arange(0, 1, 0.05)), np.arange(0, 1, 0.05) + 0.003),
+              "estimate unsorted": (np.arange(0, 1, 0.05), rng.permutation(np.arange(0, 1, 0.05)) + 0.003)}[case]
+    ref, est = (Trajectory(_traj("cpu", len(t), seed=k).poses, torch.from_numpy(t)) for k, t in enumerate(stamps))
+    r, e = associate(ref, est)
+
+    def evo(t):
+        P = t.poses.numpy()
+        return PoseTrajectory3D(positions_xyz=P[:, :3], orientations_quat_wxyz=P[:, [6, 3, 4, 5]],
+                                timestamps=t.timestamps.numpy().copy())
+
+    r_evo, e_evo = evo_sync.associate_trajectories(evo(ref), evo(est))
+    assert len(r) == len(r_evo.timestamps) == len(e) >= 10
+    np.testing.assert_array_equal(r.timestamps.numpy(), r_evo.timestamps)
+    np.testing.assert_array_equal(e.timestamps.numpy(), e_evo.timestamps)
+    np.testing.assert_array_equal(r.poses[:, :3].numpy(), r_evo.positions_xyz)
 
 
 def test_path_length_and_end_drift(device):

@@ -38,6 +38,8 @@ class Trajectory:
             ts = torch.as_tensor(self.timestamps, dtype=torch.float64, device=P.device).reshape(-1)
             if ts.shape[0] != P.shape[0]:
                 raise TrajectoryError(f"timestamps: expected {P.shape[0]} values (one per pose), got {ts.shape[0]}")
+            if not bool(torch.isfinite(ts).all()):
+                raise TrajectoryError(f"timestamps: pose {int((~torch.isfinite(ts)).nonzero()[0])}'s is NaN or infinite")
             object.__setattr__(self, "timestamps", ts)
 
     def __len__(self) -> int:
@@ -54,9 +56,10 @@ class Trajectory:
         return lie.se3_to_matrix(self.poses)
 
 
-def _read_matrix(path, columns: int, what: str) -> np.ndarray:
+def _read_matrix(path, columns: int, what: str) -> tuple[np.ndarray, list[int]]:
+    """The file's numbers, a row per pose, and each pose's line number (for errors)."""
     path = pathlib.Path(path)
-    rows = []
+    rows, lines = [], []
     for lineno, line in enumerate(read_text(path, f"{what} file").splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -66,6 +69,7 @@ def _read_matrix(path, columns: int, what: str) -> np.ndarray:
             raise TrajectoryError(f"{path}:{lineno}: a {what} line needs {columns} numbers, got {len(tokens)}")
         try:
             rows.append([float(t) for t in tokens])
+            lines.append(lineno)
         except ValueError:
             bad = next(t for t in tokens if not _is_float(t))
             raise TrajectoryError(f"{path}:{lineno}: {bad!r} is not a number") from None
@@ -73,9 +77,9 @@ def _read_matrix(path, columns: int, what: str) -> np.ndarray:
         raise TrajectoryError(f"{path}: no poses found")
     mat = np.array(rows)
     if not np.isfinite(mat).all():
-        line = int(np.nonzero(~np.isfinite(mat).all(1))[0][0])
-        raise TrajectoryError(f"{path}: pose {line} has NaN or infinite values")
-    return mat
+        k = int(np.nonzero(~np.isfinite(mat).all(1))[0][0])
+        raise TrajectoryError(f"{path}:{lines[k]}: pose {k} has NaN or infinite values")
+    return mat, lines
 
 
 def _is_float(t: str) -> bool:
@@ -94,12 +98,12 @@ def _save(path, mat: np.ndarray) -> pathlib.Path:
 
 def read_tum(path) -> Trajectory:
     """A TUM trajectory file (``timestamp tx ty tz qx qy qz qw`` per line, ``#`` comments)."""
-    mat = _read_matrix(path, 8, "TUM")
+    mat, lines = _read_matrix(path, 8, "TUM")
     q = mat[:, 4:]
     norms = np.linalg.norm(q, axis=1)
     if (np.abs(norms - 1) > 1e-3).any():
         k = int(np.argmax(np.abs(norms - 1)))
-        raise TrajectoryError(f"{path}: pose {k} has a quaternion of length {norms[k]:.6g}, not a rotation")
+        raise TrajectoryError(f"{path}:{lines[k]}: pose {k} has a quaternion of length {norms[k]:.6g}, not a rotation")
     poses = np.concatenate((mat[:, 1:4], q / norms[:, None]), 1)
     return Trajectory(torch.from_numpy(poses), torch.from_numpy(mat[:, 0]))
 
@@ -118,20 +122,22 @@ def read_kitti(path, *, calibration=None) -> Trajectory:
     KITTI's odometry poses are of camera 0.  ``calibration`` (a file whose line ``Tr: ...``
     holds the 3x4 Velodyne-to-camera transform, as KITTI's ``calib.txt``) brings them into the
     LiDAR's frame: ``Tr^-1 P Tr``."""
-    T = _rigid(path, _read_matrix(path, 12, "KITTI").reshape(-1, 3, 4))
+    mat, lines = _read_matrix(path, 12, "KITTI")
+    T = _rigid([f"{path}:{n}" for n in lines], mat.reshape(-1, 3, 4))
     if calibration is not None:
         Tr = _read_tr(calibration)
         T = np.linalg.inv(Tr) @ T @ Tr
     return Trajectory(lie.matrix_to_se3(torch.from_numpy(T)))
 
 
-def _rigid(path, T: np.ndarray) -> np.ndarray:
-    """``(N, 4, 4)`` from ``(N, 3, 4)`` rows, refusing one that is not a rigid transform."""
+def _rigid(where: list[str], T: np.ndarray) -> np.ndarray:
+    """``(N, 4, 4)`` from ``(N, 3, 4)`` rows, refusing one that is not a rigid transform (named by
+    its ``where``: file and line)."""
     R = T[:, :, :3]
     err = np.abs(R @ np.transpose(R, (0, 2, 1)) - np.eye(3)).max(axis=(1, 2))
     if (err > 1e-3).any():
         k = int(np.argmax(err))
-        raise TrajectoryError(f"{path}: pose {k} is not a rigid transform (|R R^T - I| = {err[k]:.2e})")
+        raise TrajectoryError(f"{where[k]}: pose {k} is not a rigid transform (|R R^T - I| = {err[k]:.2e})")
     out = np.tile(np.eye(4), (len(T), 1, 1))
     out[:, :3] = T
     return out
@@ -148,7 +154,7 @@ def _read_tr(path) -> np.ndarray:
         values = tokens[1:] if tokens[0] == "Tr:" else tokens
         if len(values) != 12 or not all(_is_float(v) for v in values):
             raise TrajectoryError(f"{path}:{lineno}: expected 'Tr:' and 12 numbers (a 3x4 matrix), got {line.strip()!r}")
-        return _rigid(f"{path}:{lineno}", np.array([float(v) for v in values]).reshape(1, 3, 4))[0]
+        return _rigid([f"{path}:{lineno}"], np.array([float(v) for v in values]).reshape(1, 3, 4))[0]
     raise TrajectoryError(f"{path}: no 'Tr:' line (the Velodyne-to-camera transform of KITTI's calib.txt)")
 
 
@@ -159,15 +165,29 @@ def write_kitti(traj: Trajectory, path) -> pathlib.Path:
 
 
 def associate(reference: Trajectory, estimate: Trajectory, max_difference: float = 0.01) -> tuple[Trajectory, Trajectory]:
-    """Pairs of poses whose timestamps differ by at most ``max_difference`` seconds (evo's rule)."""
+    """Pairs of poses whose timestamps differ by at most ``max_difference`` seconds, by evo's rule.
+
+    Each pose of the trajectory with fewer poses is paired with the pose of the other whose
+    timestamp is nearest (the earlier one on a tie), if that is within ``max_difference``; so no
+    pose of the sparser trajectory is lost, and none is paired twice.  Timestamps need not be
+    sorted.  The pairs come in the sparser trajectory's order."""
     if reference.timestamps is None or estimate.timestamps is None:
         raise TrajectoryError("associate: both trajectories need timestamps")
-    tr, te = reference.timestamps.cpu().numpy(), estimate.timestamps.cpu().numpy()
-    idx = np.searchsorted(tr, te).clip(1, len(tr) - 1)
-    nearest = np.where(np.abs(tr[idx - 1] - te) <= np.abs(tr[idx] - te), idx - 1, idx)
-    ok = np.abs(tr[nearest] - te) <= max_difference
+    if not max_difference >= 0:
+        raise TrajectoryError(f"associate: max_difference must be a non-negative number of seconds, got {max_difference}")
+    estimate_longer = len(estimate) > len(reference)
+    short, long_ = (reference, estimate) if estimate_longer else (estimate, reference)
+    ts, tl = short.timestamps.cpu().numpy(), long_.timestamps.cpu().numpy()
+    order = np.argsort(tl, kind="stable")
+    sorted_l = tl[order]
+    upper = np.searchsorted(sorted_l, ts, side="right").clip(1, len(tl) - 1) if len(tl) > 1 else np.zeros(len(ts), int)
+    lower = (upper - 1).clip(0)
+    pick = np.where(np.abs(sorted_l[lower] - ts) <= np.abs(sorted_l[upper] - ts), lower, upper)
+    ok = np.abs(sorted_l[pick] - ts) <= max_difference
     if not ok.any():
         raise TrajectoryError(f"associate: no timestamps match within {max_difference} s")
-    r = torch.from_numpy(nearest[ok]).to(reference.poses.device)
-    e = torch.from_numpy(np.nonzero(ok)[0]).to(estimate.poses.device)
-    return (Trajectory(reference.poses[r], reference.timestamps[r]), Trajectory(estimate.poses[e], estimate.timestamps[e]))
+    i_short = torch.from_numpy(np.nonzero(ok)[0])
+    i_long = torch.from_numpy(order[pick[ok]])
+    a = Trajectory(short.poses[i_short.to(short.poses.device)], short.timestamps[i_short.to(short.timestamps.device)])
+    b = Trajectory(long_.poses[i_long.to(long_.poses.device)], long_.timestamps[i_long.to(long_.timestamps.device)])
+    return (a, b) if estimate_longer else (b, a)
