@@ -198,6 +198,24 @@ def test_graphs_with_nothing_to_move_come_back_as_they_are(init, device):
         assert r.cost == pytest.approx(float(graph.cost().detach()), rel=1e-12)
     assert lone.num_edges == 0 and float(held.cost().detach()) > 0
 
+
+def test_a_g2o_file_of_one_pose_reads_and_one_of_nothing_is_refused(tmp_path):
+    """A file of vertices and no edges is a graph as ``PoseGraph`` builds one (it had been
+    refused: "no pose-graph edges found"); a file of neither is refused, naming the file."""
+    lone = tmp_path / "lone.g2o"
+    lone.write_text("VERTEX_SE2 7 1.5 -2.0 0.25\n")
+    graph = read_g2o(lone)
+    assert graph.num_poses == 1 and graph.num_edges == 0 and graph.vertex_ids.tolist() == [7]
+    r = optimize(graph)
+    assert r.converged and torch.equal(r.poses.tensor(), graph.poses.tensor())
+    write_g2o(graph, tmp_path / "out.g2o")
+    assert torch.equal(read_g2o(tmp_path / "out.g2o").poses.tensor(), graph.poses.tensor())
+    empty = tmp_path / "empty.g2o"
+    empty.write_text("# a comment, and nothing else\n")
+    with pytest.raises(G2OError, match=r"empty.g2o: no pose-graph vertices or edges found"):
+        read_g2o(empty)
+
+
 def test_fix_lines_hold_their_poses(device):
     X, E, Z, info = _synthetic(3, device=device)
     Zn = (pp.se3(0.05 * torch.randn(len(E), 6, dtype=torch.float64, device=device)).Exp() * pp.SE3(Z)).tensor()

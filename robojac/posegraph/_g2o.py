@@ -283,8 +283,9 @@ def _graph(path: pathlib.Path, f: _Parsed, dtype) -> PoseGraph:
     if f.normalized:
         log.warning("%s: normalized %d quaternions that were off unit length by more than %g (first at %s)",
                     path, len(f.normalized), _UNIT_TOL, f.normalized[0])
-    if f.dim is None or len(f.edge_ids) == 0:
-        raise G2OError(f"{path}: no pose-graph edges found (expected EDGE_SE2 or EDGE_SE3:QUAT lines)")
+    if f.dim is None:
+        raise G2OError(f"{path}: no pose-graph vertices or edges found (expected VERTEX_SE2/EDGE_SE2 or "
+                       "VERTEX_SE3:QUAT/EDGE_SE3:QUAT lines)")
     has_vertices = len(f.vertex_ids) > 0
     ids = np.sort(f.vertex_ids) if has_vertices else np.unique(f.edge_ids)
     pos = np.searchsorted(ids, f.edge_ids).clip(max=len(ids) - 1)
