@@ -4,7 +4,7 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "robojac"
-SHARED = {"_files", "_threads", "_config", "_malloc", "_precision"}  # internals of the whole package, importing nothing of ours
+SHARED = {"_files", "_threads", "_config", "_malloc", "_precision", "_csr"}  # internals of the whole package, importing nothing of ours
 ALLOWED = {  # package -> the packages it may import
     "lie": set(),
     "jacobian": {"lie"},

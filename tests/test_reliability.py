@@ -445,3 +445,25 @@ def test_written_files_keep_the_replaced_mode_and_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "new.g2o").stat().st_mode) == 0o640
     assert (tmp_path / "noext").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the name given, a PNG inside
     assert _leftovers(tmp_path) == []
+
+
+def test_library_calls_stay_quiet(tmp_path):
+    """The sparse solves in a fresh process, every warning an error: torch's notice that sparse
+    CSR tensors are "in beta" had been printed by every first ``posegraph.optimize`` (and every
+    sparse ``optim.solve``) of a process."""
+    code = textwrap.dedent("""
+        import torch
+        from robojac import data, optim
+        from robojac.posegraph import optimize, read_g2o
+
+        assert optimize(read_g2o(data.path("posegraph/tinyGrid3D.g2o"))).converged
+        x = optim.Variable("Rn", torch.zeros(1, 1, 8, dtype=torch.float64), name="x")
+        prior = optim.Factor(lambda x, a: x - a, [x], data=(torch.ones(1, 1, 8, dtype=torch.float64),), name="prior")
+        config = optim.SolverConfig(linear_solver="sparse")
+        assert optim.solve([x], [prior], config=config).converged.all()
+        print("quiet")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "quiet" and done.stderr == "", done.stderr[-2000:]

@@ -11,7 +11,6 @@ its CSR slot, so each later assembly is one ``index_add_``.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -20,16 +19,10 @@ import pypose as pp
 import torch
 from torch import Tensor
 
+from .._csr import csr_tensor
 from ..lie import GroupSpec, group_spec, raw_autograd, retract_first_order
 
 __all__ = ["BlockLayout", "BlockSparsePattern", "BlockSparseJacobian", "block_sparse_jacobian"]
-
-
-def _csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
-    with warnings.catch_warnings():  # torch notes that sparse CSR is "in beta"; it works here
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, col, values, shape, device=values.device,
-                                       check_invariants=False)  # valid by construction
 
 
 def _csr_map(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
@@ -188,14 +181,14 @@ class BlockSparsePattern:
         """Torch sparse CSR ``(F * r, N * t)`` from blocks ``(F, K, r, t)``."""
         crow, col, slot = self._jacobian_csr
         values = blocks.new_zeros(col.shape[0] + 1).index_add_(0, slot, blocks.reshape(-1))[:-1]
-        return _csr_tensor(crow, col, values, self.shape)
+        return csr_tensor(crow, col, values, self.shape)
 
     def hessian_csr(self, products: Tensor) -> Tensor:
         """Torch sparse CSR ``(N * t, N * t)`` from per-factor products ``(F, K, K, t, t)``."""
         crow, col, slot = self._hessian_csr
         values = products.new_zeros(col.shape[0] + 1).index_add_(0, slot, products.reshape(-1))[:-1]
         n = self.num_variables * self.tangent_dim
-        return _csr_tensor(crow, col, values, (n, n))
+        return csr_tensor(crow, col, values, (n, n))
 
 
 @dataclass(frozen=True)

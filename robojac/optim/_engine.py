@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._config import check_choice, check_int, check_real
+from .._csr import csr_tensor
 from .._threads import threads_for, torch_threads
 from ._linear import SparseLDL, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
@@ -565,8 +566,7 @@ class _SparseSteps:
         if floor or bool(lam[0] != 0):
             damped_vals = vals.clone()
             damped_vals[sys_.diag_slots] = d + added
-            A = torch.sparse_csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape, device=vals.device,
-                                        check_invariants=False)
+            A = csr_tensor(sys_.crow, sys_.col, damped_vals, H.shape)
         else:  # Gauss-Newton: the system as assembled
             A = H
         try:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .._csr import csr_tensor
 from ..jacobian import BlockLayout, batch_jacobian
 from ._kernels import RobustKernel
 from ._small import SOA_MAX_SIZE, soa_pays
@@ -323,8 +324,7 @@ class SparseSystem:
             at += v.numel()
         values[self.off_slots] = 0.0
         values[self.held_diag] = 1.0
-        H = torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), device=values.device,
-                                    check_invariants=False)
+        H = csr_tensor(self.crow, self.col, values, (self.n, self.n))
         return H, self.gradient(lin, weights)
 
     def gradient(self, lin: Linearization, weights: list | None = None) -> Tensor:
