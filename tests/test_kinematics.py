@@ -279,9 +279,21 @@ def test_pose_transform_gets_six_columns(device):
     p = torch.randn(5, 3, dtype=torch.float64, device=device)
     assert max_err(model(p), T.Act(p)) < 1e-14
     (J,) = modjac(model, p)
-    assert J.shape == (5, 3, 6)
+    y = T.Act(p)  # d Exp(d) T p / d d at d = 0 is [I, -[T p]x] (left perturbation, [rho, phi])
+    skew = torch.zeros(5, 3, 3, dtype=torch.float64, device=device)
+    skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -y[:, 2], y[:, 1], -y[:, 0]
+    skew = skew - skew.transpose(1, 2)
+    eye = torch.eye(3, dtype=torch.float64, device=device).expand(5, 3, 3)
+    assert J.shape == (5, 3, 6) and max_err(J, torch.cat((eye, -skew), -1)) < 1e-13
     with pytest.raises(ValueError, match="not a rigid transform"):
         PoseTransform(2 * torch.eye(4, device=device))
+    # points it cannot move say so (they had stopped inside torch: "expected scalar type Double")
+    with pytest.raises(ValueError, match=r"points: expected torch.float64 .* got torch.float32"):
+        model(p.float())
+    with pytest.raises(ValueError, match=r"points: shape \(3, 5, 3\) does not broadcast against the transform's "
+                                         r"batch shape \(2,\)"):
+        PoseTransform(batch=(2,), device=device)(torch.zeros(3, 5, 3, dtype=torch.float64, device=device))
+    assert PoseTransform(batch=(2,), device=device).float()(p.float().expand(2, 5, 3)).shape == (2, 5, 3)
 
 
 URDF_HEAD = '<?xml version="1.0"?>\n<robot name="r">\n  <link name="a"/>\n  <link name="b"/>\n'

@@ -11,6 +11,10 @@ from ..lie import as_SE3
 __all__ = ["PoseTransform"]
 
 
+def _described(x) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
 class PoseTransform(nn.Module):
     """``p -> T * p`` with ``T`` an SE3 ``pp.Parameter`` of shape ``(*batch, 7)``.
 
@@ -28,11 +32,22 @@ class PoseTransform(nn.Module):
         self.T = pp.Parameter(T.clone())
 
     def forward(self, points: Tensor) -> Tensor:
-        """Points ``(*batch, N, 3)`` (or ``(*batch, 3)``) in the target frame."""
-        if points.shape[-1] != 3:
-            raise ValueError(f"points: expected shape (..., 3), got {tuple(points.shape)}")
+        """Points ``(*batch, N, 3)`` (or ``(*batch, 3)``) in the target frame.  ``points`` come in
+        the transform's dtype and device (``.to()`` the module or the points), with a batch shape
+        that broadcasts against the transform's."""
+        if not isinstance(points, Tensor) or points.shape[-1:] != (3,):
+            raise ValueError(f"points: expected a tensor of shape (..., 3), got {_described(points)}")
+        if points.dtype != self.T.dtype or points.device != self.T.device:
+            raise ValueError(f"points: expected {self.T.dtype} on {self.T.device} (the transform's; .to() the module "
+                             f"or the points), got {points.dtype} on {points.device}")
         T = self.T.unsqueeze(-2) if points.dim() > self.T.dim() else self.T
+        try:
+            torch.broadcast_shapes(T.shape[:-1], points.shape[:-1])
+        except RuntimeError:
+            raise ValueError(f"points: shape {tuple(points.shape)} does not broadcast against the transform's batch "
+                             f"shape {tuple(self.T.shape[:-1])}") from None
         return T.Act(points)
 
     def matrix(self) -> Tensor:
+        """``T`` as ``(*batch, 4, 4)`` matrices (detached)."""
         return self.T.detach().matrix()
