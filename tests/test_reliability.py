@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pypose as pp
 import pytest
 import torch
@@ -278,6 +279,63 @@ def test_damaged_ply_files_are_refused_naming_the_file(cut, flip, ascii_, tmp_pa
         assert str(e).startswith(str(p)), e
         return
     assert pts.shape == ((50 if ascii_ else 200), 3)
+
+
+# ---- trajectories ---------------------------------------------------------------------------------
+@PROPERTY
+@given(n_ref=st.integers(1, 40), n_est=st.integers(1, 40), rate=st.sampled_from([0.01, 0.05, 0.1]),
+       jitter=st.sampled_from([0.0, 0.004, 0.02]), shuffled=st.booleans(), seed=st.integers(0, 3))
+def test_associated_trajectories_pair_as_evo_and_measure_as_evo(n_ref, n_est, rate, jitter, shuffled, seed):
+    """Any two timestamp sets: ``associate`` gives evo's pairs or says none match; the pairs'
+    ATE and RPE (each relation) equal evo's, or both refuse an alignment the positions cannot fix."""
+    evo_sync = pytest.importorskip("evo.core.sync")
+    from evo.core import metrics
+    from evo.core.geometry import GeometryException
+    from evo.core.trajectory import PoseTrajectory3D
+    from evo.main_ape import ape as evo_ape
+    from evo.main_rpe import rpe as evo_rpe
+
+    from robojac.trajectory import PoseRelation, Trajectory, TrajectoryError, associate, ate, rpe
+
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    def traj(n, step):
+        t = np.arange(n) * step + rng.uniform(-jitter, jitter, n)
+        if shuffled:
+            t = rng.permutation(t)
+        X = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g)).Exp()
+        return Trajectory(X.tensor(), torch.from_numpy(t))
+
+    def evo(t):
+        P = t.poses.numpy()
+        return PoseTrajectory3D(positions_xyz=P[:, :3], orientations_quat_wxyz=P[:, [6, 3, 4, 5]],
+                                timestamps=t.timestamps.numpy().copy())
+
+    ref, est = traj(n_ref, 0.1), traj(n_est, rate)
+    try:
+        r_evo, e_evo = evo_sync.associate_trajectories(evo(ref), evo(est))
+    except evo_sync.SyncException:
+        with pytest.raises(TrajectoryError, match="no timestamps match"):
+            associate(ref, est)
+        return
+    r, e = associate(ref, est)
+    np.testing.assert_array_equal(r.timestamps.numpy(), r_evo.timestamps)
+    np.testing.assert_array_equal(e.timestamps.numpy(), e_evo.timestamps)
+    assert (r.timestamps - e.timestamps).abs().max() <= 0.01
+    for relation in PoseRelation:
+        evo_relation = metrics.PoseRelation[relation.value]
+        try:
+            theirs = evo_ape(r_evo, e_evo, evo_relation, align=len(r) >= 3).np_arrays["error_array"]
+        except GeometryException:
+            with pytest.raises(TrajectoryError, match="one line or at one point"):
+                ate(r, e, relation=relation)
+            continue
+        ours = ate(r, e, relation=relation, align=len(r) >= 3).errors.numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-11)
+        if len(r) >= 2:
+            theirs = evo_rpe(r_evo, e_evo, evo_relation, delta=1, delta_unit=metrics.Unit.frames).np_arrays["error_array"]
+            np.testing.assert_allclose(rpe(r, e, relation=relation).errors.numpy(), theirs, rtol=1e-9, atol=1e-11)
 
 
 # ---- configs --------------------------------------------------------------------------------------
