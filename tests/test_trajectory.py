@@ -123,17 +123,39 @@ def test_ate_and_rpe_agree_with_evo(relation):
     P = (noise * ref.se3()).tensor()
     est = Trajectory(torch.cat((1.7 * P[:, :3], P[:, 3:]), 1))  # off in scale too
     evo_relation = evo_metrics.PoseRelation[relation.value]  # its member names are our values
-    for align, correct_scale in ((True, False), (True, True), (False, True), (False, False)):
-        ours = ate(ref, est, relation=relation, align=align, correct_scale=correct_scale).errors.numpy()
-        theirs = evo_ape(_evo_path(ref), _evo_path(est), evo_relation, align=align, correct_scale=correct_scale)
-        np.testing.assert_allclose(ours, theirs.np_arrays["error_array"], rtol=1e-9, atol=1e-12,
-                                   err_msg=f"align={align}, correct_scale={correct_scale}")
+    modes = [dict(align=a, correct_scale=c) for a in (True, False) for c in (False, True)]
+    modes += [dict(align=True, n_to_align=8), dict(align=True, correct_scale=True, n_to_align=8),
+              dict(align=False, correct_scale=True, n_to_align=8), dict(align=False, align_origin=True),
+              dict(align=False, correct_scale=True, align_origin=True)]
+    for mode in modes:
+        ours = ate(ref, est, relation=relation, **mode)
+        evo_mode = {**mode, "n_to_align": mode.get("n_to_align", -1)}
+        theirs = evo_ape(_evo_path(ref), _evo_path(est), evo_relation, **evo_mode)
+        np.testing.assert_allclose(ours.errors.numpy(), theirs.np_arrays["error_array"], rtol=1e-9, atol=1e-12,
+                                   err_msg=str(mode))
+        if mode["align"] or (mode.get("align_origin") and not mode.get("correct_scale")):  # the 4x4 applied (evo reports a
+            # scale-only alignment's whole similarity, and an origin alignment after a scale without the scale)
+            np.testing.assert_allclose(ours.alignment.numpy(), theirs.np_arrays["alignment_transformation_sim3"],
+                                       atol=1e-9, err_msg=str(mode))
     for delta, all_pairs in ((1, False), (4, False), (4, True)):
         ours = rpe(ref, est, relation=relation, delta=delta, all_pairs=all_pairs).errors.numpy()
         theirs = evo_rpe(_evo_path(ref), _evo_path(est), evo_relation, delta=delta, delta_unit=evo_metrics.Unit.frames,
                          all_pairs=all_pairs)
         np.testing.assert_allclose(ours, theirs.np_arrays["error_array"], rtol=1e-9, atol=1e-12,
                                    err_msg=f"delta={delta}, all_pairs={all_pairs}")
+
+
+def test_alignment_options_that_cannot_go_together_are_refused(device):
+    ref = _traj(device, 10)
+    with pytest.raises(TrajectoryError, match="align_origin replaces the Umeyama alignment; pass align=False"):
+        ate(ref, ref, align_origin=True)
+    for bad in (2, 11, 3.0, True):
+        with pytest.raises(TrajectoryError, match=r"n_to_align must be an integer in \[3, 10\]"):
+            ate(ref, ref, n_to_align=bad)
+    with pytest.raises(TrajectoryError, match="n_to_align sets how many poses the alignment fits"):
+        ate(ref, ref, align=False, n_to_align=5)
+    moved = Trajectory((pp.randn_SE3(dtype=torch.float64, device=device) * ref.se3()).tensor())
+    assert ate(ref, moved, align=False, align_origin=True)["max"] < 1e-12  # one motion of the whole: aligned away
 
 
 def test_an_alignment_the_positions_cannot_fix_is_refused(device):

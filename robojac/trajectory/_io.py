@@ -39,7 +39,8 @@ class Trajectory:
             if ts.shape[0] != P.shape[0]:
                 raise TrajectoryError(f"timestamps: expected {P.shape[0]} values (one per pose), got {ts.shape[0]}")
             if not bool(torch.isfinite(ts).all()):
-                raise TrajectoryError(f"timestamps: pose {int((~torch.isfinite(ts)).nonzero()[0])}'s is NaN or infinite")
+                k = int((~torch.isfinite(ts)).nonzero()[0])
+                raise TrajectoryError(f"timestamps: pose {k}'s is NaN or infinite")
             object.__setattr__(self, "timestamps", ts)
 
     def __len__(self) -> int:

@@ -104,27 +104,48 @@ def _relation_error(E: Tensor, relation: PoseRelation) -> Tensor:
 
 
 def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation = PoseRelation.TRANSLATION_PART,
-        align: bool = True, correct_scale: bool = False) -> ErrorResult:
+        align: bool = True, correct_scale: bool = False, align_origin: bool = False,
+        n_to_align: int | None = None) -> ErrorResult:
     """Absolute trajectory error: the estimate aligned to the reference, then
     ``E_i = P_ref,i^-1 P_est,i`` per pose (evo's APE).
 
     The alignment is evo's: ``align`` fits a rigid motion (Umeyama), ``align`` with
     ``correct_scale`` a similarity, and ``correct_scale`` alone only the similarity's scale,
-    applied about the world's origin.  An alignment that the positions cannot fix (all on one
-    line, or at one point) is refused (see :func:`align_umeyama`)."""
+    applied about the world's origin.  ``n_to_align`` fits them to the first that many poses
+    only (all by default).  ``align_origin`` (with ``align=False``) instead moves the estimate
+    so that its first pose is the reference's, as an odometry's first scan defines its world.
+    An alignment that the positions cannot fix (all on one line, or at one point) is refused
+    (see :func:`align_umeyama`)."""
     if len(reference) != len(estimate):
         raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
+    if align and align_origin:
+        raise TrajectoryError("ate: align_origin replaces the Umeyama alignment; pass align=False with it")
+    fitted = len(estimate)
+    if n_to_align is not None:
+        if not (align or correct_scale):
+            raise TrajectoryError("ate: n_to_align sets how many poses the alignment fits; pass align=True or "
+                                  "correct_scale=True with it")
+        if isinstance(n_to_align, bool) or not isinstance(n_to_align, int) or not 3 <= n_to_align <= len(estimate):
+            raise TrajectoryError(f"ate: n_to_align must be an integer in [3, {len(estimate)}] (poses), got {n_to_align!r}")
+        fitted = n_to_align
     P = estimate.poses
     A = None
     s = 1.0
     if align or correct_scale:
-        R, t, s = align_umeyama(estimate.positions, reference.positions, with_scale=correct_scale)
+        R, t, s = align_umeyama(estimate.positions[:fitted], reference.positions[:fitted], with_scale=correct_scale)
         if not align:  # the scale alone (evo's correct_only_scale)
             R, t = torch.eye(3, dtype=R.dtype, device=R.device), torch.zeros_like(t)
         A = torch.eye(4, dtype=torch.float64, device=P.device)
         A[:3, :3], A[:3, 3] = s * R, t
         q = lie.matrix_to_quat(R).expand(len(P), 4)
         P = torch.cat(((s * (R @ P[:, :3].T)).T + t, lie.quat_mul(q, P[:, 3:])), 1)
+    if align_origin:
+        if len(P) == 0:
+            raise TrajectoryError("ate: align_origin needs a first pose; the trajectories are empty")
+        T_origin = lie.se3_compose(reference.poses[0], lie.se3_inverse(P[0]))
+        P = lie.se3_compose(T_origin.expand_as(P), P)
+        M = lie.se3_to_matrix(T_origin)
+        A = M if A is None else M @ A
     E = lie.se3_compose(lie.se3_inverse(reference.poses), P)
     err = _relation_error(E, relation)
     return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
