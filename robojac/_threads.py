@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-__all__ = ["torch_threads", "threads_for", "backward_on_forward_threads"]
+__all__ = ["torch_threads", "threads_for", "backward_on_forward_threads", "cpu_cores"]
 
 PARALLEL_ELEMENTS = 500_000  # below this, one thread beats two in a loop of element-wise ops
 
@@ -48,6 +48,18 @@ def threads_for(elements: int, device: torch.device, requested: int | None = Non
     if device.type != "cpu":
         return None
     return 1 if elements < PARALLEL_ELEMENTS else None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_cores() -> int:
+    """The cores this process may run on: the threads of a C++ search or estimator (a KD-tree
+    query gains from every core at any size, unlike torch's small element-wise ops)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 def backward_on_forward_threads(backward):

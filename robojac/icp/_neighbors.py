@@ -1,4 +1,4 @@
-"""Nearest-neighbour search: Open3D's KD-tree on the CPU, chunked brute force on a GPU.
+"""Nearest-neighbour search: small_gicp's KD-tree on the CPU, chunked brute force on a GPU.
 
 The brute-force paths never build an ``N x M x 3`` tensor (pypose's ICP does): they compute
 squared distances ``|q|^2 - 2 q.p + |p|^2`` for a chunk of queries at a time with one matmul,
@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._threads import cpu_cores
+
 __all__ = ["NearestNeighbors", "PaddedNeighbors"]
 
 _BUDGET = 1 << 25  # brute-force distances per matmul (128 MB in float32)
@@ -23,9 +25,16 @@ class NearestNeighbors:
     """An index over ``points (M, 3)`` answering ``k``-nearest queries; keep it, reuse it (the
     KD-tree is built on the first query).
 
-    ``backend="auto"`` uses Open3D's KD-tree for CPU tensors (about twice as fast as scipy's
-    cKDTree here) and chunked brute force for GPU tensors; ``"kdtree"``/``"brute"`` force one.
-    ``chunk``: brute-force queries per matmul (default: as many as keep it to 32M distances).
+    ``backend="auto"`` uses small_gicp's KD-tree for CPU tensors and chunked brute force for GPU
+    tensors; ``"kdtree"``/``"brute"`` force one.  ``chunk``: brute-force queries per matmul
+    (default: as many as keep it to 32M distances).
+
+    The KD-tree is small_gicp's (exact, the same neighbours as Open3D's, which this used
+    before): on these 2 cores it builds in 0.53 against 1.16 ms and answers a nearest-neighbour
+    query of the LiDAR pair's 6,158 points in 0.45 against 0.86 ms (bunny, 3,331 points: 0.34
+    against 0.47 and 0.20 against 0.48 ms), and ICP searches four or five times a call.
+    Open3D's tree stays where small_gicp's cannot go: neighbourhoods in more than three
+    dimensions (IK's start table, FPFH features) and its own covariance estimator.
     """
 
     def __init__(self, points: Tensor, *, backend: str = "auto", chunk: int | None = None):
@@ -42,32 +51,35 @@ class NearestNeighbors:
 
     def _kdtree(self):
         if self._tree is None:
-            import open3d as o3d
+            import small_gicp
 
-            tree = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(self.points.detach().cpu().double().numpy()))
-            if not tree.knn_index():
-                raise RuntimeError("Open3D could not build a KD-tree index for these points")
-            self._tree = tree
+            if self.points.dim() != 2 or self.points.shape[-1] != 3 or self.points.shape[0] == 0:
+                raise ValueError(f"points: expected a non-empty (M, 3) cloud to search, got shape "
+                                 f"{tuple(self.points.shape)}")  # (small_gicp's tree would crash the process)
+            pts = np.ascontiguousarray(self.points.detach().cpu().double().numpy())
+            self._tree = small_gicp.KdTree(pts, num_threads=cpu_cores())
         return self._tree
 
     def query(self, queries: Tensor, k: int = 1, *, centered: bool = False) -> tuple[Tensor, Tensor]:
-        """``(squared distances, indices)`` of the ``k`` nearest points, each ``(Q,)`` or ``(Q, k)``.
-        ``centered``: the queries are about :attr:`center` (far from the origin they keep their
-        digits; the KD-tree adds the centre back in float64)."""
+        """``(squared distances, indices)`` of the ``k`` nearest points, each ``(Q,)`` or ``(Q, k)``
+        (``(Q, M)`` where the cloud holds fewer than ``k`` points).  ``centered``: the queries
+        are about :attr:`center` (far from the origin they keep their digits; the KD-tree adds
+        the centre back in float64)."""
+        if k < 1:
+            raise ValueError(f"k: expected at least one neighbour, got {k}")
         if self.backend == "kdtree":
-            import open3d as o3d
-
             tree = self._kdtree()
             q = queries.detach().cpu().double().numpy()  # in numpy: a few calls fewer per search
             if centered:
                 if self._center64 is None:
                     self._center64 = self.center.detach().cpu().double().numpy()
                 q = q + self._center64
-            i, d = tree.knn_search(o3d.core.Tensor(np.ascontiguousarray(q)), k)
-            i, d = i.numpy(), d.numpy()  # d: squared
+            kk = min(k, self.points.shape[0])
+            i, d = tree.batch_knn_search(np.ascontiguousarray(q).reshape(-1, 3), kk, num_threads=cpu_cores())
+            i = i.astype(np.int64)  # d: squared
             if k == 1:
                 i, d = i[:, 0], d[:, 0]
-            d, i = torch.from_numpy(d), torch.from_numpy(i.astype(np.int64))
+            d, i = torch.from_numpy(d), torch.from_numpy(i)
             if queries.device.type != "cpu" or queries.dtype != torch.float64:
                 d, i = d.to(device=queries.device, dtype=queries.dtype), i.to(queries.device)
             return d, i
