@@ -185,6 +185,28 @@ def test_quaternion_order_helpers(device):
     q = torch.tensor([0.1, 0.2, 0.3, 0.9], device=device)
     assert torch.equal(lie.xyzw_to_wxyz(q), torch.tensor([0.9, 0.1, 0.2, 0.3], device=device))
     assert torch.equal(lie.wxyz_to_xyzw(lie.xyzw_to_wxyz(q)), q)
+    for convert in (lie.xyzw_to_wxyz, lie.wxyz_to_xyzw):  # three numbers had come back reordered
+        with pytest.raises(ValueError, match=r"q: expected quaternions of shape \(\.\.\., 4\), got shape \(3,\)"):
+            convert(q[:3])
+
+
+def test_matrix_to_SE3_refuses_what_is_not_a_rigid_transform(device):
+    """The edge conversion checks what it converts (it had turned a reflection, or a 4x4 with a
+    last row of [0.5, 0, 0, 1], into a pose without a word), and keeps its gradient."""
+    T = pp.randn_SE3(3, dtype=torch.float64, device=device).matrix()
+    reflected, skewed = T.clone(), T.clone()
+    reflected[1, :3, 0] *= -1
+    skewed[2, 3, 0] = 0.5
+    with pytest.raises(ValueError, match="T: the 3x3 block is not a rotation"):
+        lie.matrix_to_SE3(reflected)
+    with pytest.raises(ValueError, match=r"T_world_cam: the last row of a 4x4 transform must be \[0, 0, 0, 1\]"):
+        lie.matrix_to_SE3(skewed, name="T_world_cam")
+    with pytest.raises(ValueError, match=r"T: expected homogeneous matrices of shape \(\.\.\., 4, 4\)"):
+        lie.matrix_to_SE3(T[:, :3, :3])
+    assert max_err(lie.matrix_to_SE3(T[:, :3, :]).tensor(), lie.matrix_to_SE3(T).tensor()) == 0
+    M = T.clone().requires_grad_()
+    lie.matrix_to_SE3(M).tensor()[:, :3].sum().backward()  # the translation column, one to one
+    assert torch.equal(M.grad[:, :3, 3], torch.ones(3, 3, dtype=torch.float64, device=device))
 
 
 def test_as_SE3_accepts_poses_and_matrices(device):

@@ -36,19 +36,36 @@ def wrap_lie(t: Tensor, ltype=pp.SE3_type) -> pp.LieTensor:
     return lt
 
 
+def _quaternions(q, name: str) -> Tensor:
+    if not isinstance(q, Tensor) or q.shape[-1:] != (4,):
+        shape = f"shape {tuple(q.shape)}" if isinstance(q, Tensor) else type(q).__name__
+        raise ValueError(f"{name}: expected quaternions of shape (..., 4), got {shape}")
+    return q
+
+
 def xyzw_to_wxyz(q: Tensor) -> Tensor:
     """Quaternions ``[x, y, z, w]`` (pypose, scipy) to ``[w, x, y, z]`` (jaxlie, Eigen ctor)."""
+    q = _quaternions(q, "q")
     return torch.cat((q[..., 3:], q[..., :3]), dim=-1)
 
 
 def wxyz_to_xyzw(q: Tensor) -> Tensor:
     """Quaternions ``[w, x, y, z]`` to pypose's ``[x, y, z, w]``."""
+    q = _quaternions(q, "q")
     return torch.cat((q[..., 1:], q[..., :1]), dim=-1)
 
 
-def matrix_to_SE3(T: Tensor) -> pp.LieTensor:
-    """SE3 LieTensor ``(..., 7)`` from homogeneous matrices ``(..., 4, 4)`` (or ``(..., 3, 4)``)."""
-    return pp.SE3(matrix_to_se3(T))
+def matrix_to_SE3(T: Tensor, *, name: str = "T") -> pp.LieTensor:
+    """SE3 LieTensor ``(..., 7)`` from homogeneous matrices ``(..., 4, 4)`` (or ``(..., 3, 4)``).
+
+    A matrix that is not a rigid transform (a rotation block off orthonormal beyond the dtype's
+    tolerance, a reflection, a last row other than ``[0, 0, 0, 1]``, NaN) is refused with a
+    ``ValueError`` naming ``name``; within the tolerance the rotation is the nearest one
+    (:func:`as_SE3`'s rule).  :func:`robojac.lie.matrix_to_se3` converts without checking."""
+    if not isinstance(T, Tensor) or T.dim() < 2 or T.shape[-2:] not in ((4, 4), (3, 4)):
+        shape = f"shape {tuple(T.shape)}" if isinstance(T, Tensor) else type(T).__name__
+        raise ValueError(f"{name}: expected homogeneous matrices of shape (..., 4, 4) or (..., 3, 4), got {shape}")
+    return as_SE3(T, name=name)
 
 
 def SE3_to_matrix(X: Tensor) -> Tensor:
@@ -97,7 +114,7 @@ def se3_tensor(value, *, name: str = "pose", unit_tol: float | None = None) -> T
     is latency-bound, and every op on a LieTensor passes through pypose's dispatch)."""
     if isinstance(value, pp.LieTensor):
         if value.ltype is not pp.SE3_type:
-            raise ValueError(f"{name}: expected an SE3 LieTensor, got ltype {value.ltype}")
+            raise ValueError(f"{name}: expected an SE3 LieTensor, got a {type(value.ltype).__name__.removesuffix('Type')} one")
         X = value.tensor()
     elif isinstance(value, Tensor):
         X = value
