@@ -303,6 +303,8 @@ def block_sparse_jacobian(
         raise ValueError(f"variables: expected shape (N, dim), got {tuple(variables.shape)}")
     if not isinstance(index, Tensor) or index.dim() != 2:
         raise ValueError(f"index: expected an integer tensor (factors, variables per factor), got {getattr(index, 'shape', index)!r}")
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise TypeError(f"index: expected an integer tensor of variable indices, got dtype {index.dtype}")
     spec = group_spec(variables.ltype) if isinstance(variables, pp.LieTensor) else None
     t = spec.tangent_dim if spec else variables.shape[-1]
     index = index.long()
