@@ -729,3 +729,22 @@ def test_quaternions_off_unit_length_are_refused():
     near = Z.clone()
     near[:, 3:] *= 1 + 1e-9
     assert torch.equal(PoseGraph(X.tensor(), E, near, info).measurements, near)  # within the rounding: as given
+
+
+def test_indices_ids_and_flags_that_do_not_fit_the_poses_are_refused():
+    """Edges given as floats had been truncated to pose indices (0.6 read as pose 0); ids of the
+    wrong count or repeated had been kept (and written to g2o files); FIX flags of the wrong
+    length had stopped inside the solver (an IndexError, or a message naming 'poses.fixed')."""
+    X, E, Z, info = _synthetic(3, N=6, loops=(), noise=0.05)
+    P = X.tensor()
+    with pytest.raises(PoseGraphError, match="edges: expected integer pose indices .* got dtype torch.float64"):
+        PoseGraph(P, E.double() + 0.6, Z, info)
+    with pytest.raises(PoseGraphError, match=r"vertex_ids: expected 6 integer ids \(one per pose\)"):
+        PoseGraph(P, E, Z, info, vertex_ids=torch.arange(5))
+    with pytest.raises(PoseGraphError, match="vertex_ids: each pose needs its own id; some are repeated"):
+        PoseGraph(P, E, Z, info, vertex_ids=torch.tensor([3, 4, 5, 6, 7, 3]))
+    for flags in (torch.tensor([True]), torch.zeros(7, dtype=torch.bool)):
+        with pytest.raises(PoseGraphError, match=r"fixed: expected one flag per pose, shape \(6,\)"):
+            PoseGraph(P, E, Z, info, fixed=flags)
+    graph = PoseGraph(P, E, Z, info, vertex_ids=[10, 11, 12, 13, 14, 15], fixed=[True] + [False] * 5)
+    assert graph.vertex_ids.tolist() == list(range(10, 16)) and graph.fixed.tolist() == [True] + [False] * 5

@@ -83,7 +83,10 @@ class PoseGraph(nn.Module):
         require_values(X, "poses")
         Z = measurements.as_subclass(Tensor) if isinstance(measurements, pp.LieTensor) else measurements
         Z = torch.as_tensor(Z, device=device)
-        edges = torch.as_tensor(edges, dtype=torch.long, device=device)
+        edges = torch.as_tensor(edges, device=device)
+        if edges.numel() and (edges.is_floating_point() or edges.is_complex() or edges.dtype == torch.bool):
+            raise PoseGraphError(f"edges: expected integer pose indices (E, 2), got dtype {edges.dtype}")
+        edges = edges.long()
         information = torch.as_tensor(information, device=device)
         N, E, d = X.shape[0], edges.shape[0], (3 if dim == 2 else 6)
         self.name, self.dim = name, dim
@@ -120,8 +123,17 @@ class PoseGraph(nn.Module):
                 f"{self._edge_name(bad, edges, vertex_ids)}); a g2o file can be read with "
                 "read_g2o(path, information='nearest_pd') to replace them by the nearest positive definite ones"
             )
-        ids = torch.arange(N, device=device) if vertex_ids is None else torch.as_tensor(vertex_ids, dtype=torch.long,
-                                                                                        device=device)
+        ids = torch.arange(N, device=device) if vertex_ids is None else torch.as_tensor(vertex_ids, device=device)
+        if ids.shape != (N,) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise PoseGraphError(f"vertex_ids: expected {N} integer ids (one per pose), got {ids.dtype} of shape "
+                                 f"{tuple(ids.shape)}")
+        if N and torch.unique(ids).numel() != N:
+            raise PoseGraphError("vertex_ids: each pose needs its own id; some are repeated")
+        ids = ids.long()
+        if fixed is not None:
+            fixed = torch.as_tensor(fixed, device=device)
+            if fixed.shape != (N,):
+                raise PoseGraphError(f"fixed: expected one flag per pose, shape ({N},), got {tuple(fixed.shape)}")
         self.poses = pp.Parameter(pp.SE3(X.clone()))
         self.register_buffer("edges", edges)
         self.register_buffer("measurements", Z.to(X.dtype))
