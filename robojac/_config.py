@@ -2,7 +2,8 @@
 
 A config that cannot describe a run (an infinite damping, a NaN tolerance, 2.5 iterations, a
 negative restart count) is refused where it is built, never turned into a run that takes no step
-and reports ``converged=True``.
+and reports ``converged=True``.  And :func:`index_tensor`, the one check of index arguments
+(factor and edge indices): integers, never floats truncated to them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_choice", "check_int", "check_real"]
+__all__ = ["check_choice", "check_int", "check_real", "index_tensor"]
 
 
 def check_int(owner: str, name: str, value, *, minimum: int, optional: bool = False) -> None:
@@ -51,3 +52,14 @@ def check_bool(owner: str, name: str, value) -> None:
     """``value`` is ``True`` or ``False`` (not a truthy number or string)."""
     if not isinstance(value, bool):
         raise ValueError(f"{owner}.{name}: expected True or False, got {value!r}")
+
+
+def index_tensor(value, name: str, device=None):
+    """``value`` as a ``long`` tensor of indices on ``device``; a float, complex or bool tensor
+    (or list) of any entries is refused, naming ``name`` (``torch.long`` of 1.7 would read 1)."""
+    import torch
+
+    t = torch.as_tensor(value, device=device)
+    if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        raise TypeError(f"{name}: expected integer indices, got dtype {t.dtype}")
+    return t.long()

@@ -701,6 +701,8 @@ def test_residuals_of_the_wrong_shape_or_kind_are_refused_naming_the_factor():
             (lambda v: (v - 1).long(), r"pull: the residual must be real-valued \(floating point\), got torch.int64")):
         with pytest.raises((ValueError, TypeError), match=error):
             optim.solve([x], [optim.Factor(residual, [x], index, name="pull")])
+    with pytest.raises(TypeError, match=r"pull.index: expected integer indices, got dtype torch.float32"):
+        optim.Factor(lambda v: v - 1, [x], index + 0.6, name="pull")  # had been truncated to entries 0, 1, 2
 
 
 def test_lie_values_off_the_group_are_refused_or_normalized():

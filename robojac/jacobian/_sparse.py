@@ -19,6 +19,7 @@ import pypose as pp
 import torch
 from torch import Tensor
 
+from .._config import index_tensor
 from .._csr import csr_tensor
 from ..lie import GroupSpec, group_spec, raw_autograd, retract_first_order
 
@@ -303,11 +304,9 @@ def block_sparse_jacobian(
         raise ValueError(f"variables: expected shape (N, dim), got {tuple(variables.shape)}")
     if not isinstance(index, Tensor) or index.dim() != 2:
         raise ValueError(f"index: expected an integer tensor (factors, variables per factor), got {getattr(index, 'shape', index)!r}")
-    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
-        raise TypeError(f"index: expected an integer tensor of variable indices, got dtype {index.dtype}")
+    index = index_tensor(index, "index", index.device)
     spec = group_spec(variables.ltype) if isinstance(variables, pp.LieTensor) else None
     t = spec.tangent_dim if spec else variables.shape[-1]
-    index = index.long()
     N = variables.shape[0]
     if index.numel() and (index.min() < 0 or index.max() >= N):
         raise ValueError(f"index: entries must lie in [0, {N}), got [{int(index.min())}, {int(index.max())}]")

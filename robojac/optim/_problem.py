@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .._config import index_tensor
 from .._csr import csr_tensor
 from ..jacobian import BlockLayout, batch_jacobian
 from ._kernels import RobustKernel
@@ -71,7 +72,7 @@ class Factor:
         device = variables[0].value.device
         if index is None:
             index = torch.zeros(1, len(variables), dtype=torch.long, device=device)
-        index = torch.as_tensor(index, dtype=torch.long, device=device)
+        index = index_tensor(index, f"{name}.index", device)
         if index.dim() == 1:
             index = index[:, None]
         if index.dim() != 2 or index.shape[1] != len(variables):

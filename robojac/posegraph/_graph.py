@@ -7,6 +7,7 @@ import pypose as pp
 import torch
 from torch import Tensor, nn
 
+from .._config import index_tensor
 from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
 from ..lie import require_values, wrap_lie
 from ..optim import RobustKernel, group
@@ -83,10 +84,10 @@ class PoseGraph(nn.Module):
         require_values(X, "poses")
         Z = measurements.as_subclass(Tensor) if isinstance(measurements, pp.LieTensor) else measurements
         Z = torch.as_tensor(Z, device=device)
-        edges = torch.as_tensor(edges, device=device)
-        if edges.numel() and (edges.is_floating_point() or edges.is_complex() or edges.dtype == torch.bool):
-            raise PoseGraphError(f"edges: expected integer pose indices (E, 2), got dtype {edges.dtype}")
-        edges = edges.long()
+        try:
+            edges = index_tensor(edges, "edges", device)
+        except TypeError as e:
+            raise PoseGraphError(f"{e} (pose indices, (E, 2))") from None
         information = torch.as_tensor(information, device=device)
         N, E, d = X.shape[0], edges.shape[0], (3 if dim == 2 else 6)
         self.name, self.dim = name, dim
@@ -123,13 +124,14 @@ class PoseGraph(nn.Module):
                 f"{self._edge_name(bad, edges, vertex_ids)}); a g2o file can be read with "
                 "read_g2o(path, information='nearest_pd') to replace them by the nearest positive definite ones"
             )
-        ids = torch.arange(N, device=device) if vertex_ids is None else torch.as_tensor(vertex_ids, device=device)
-        if ids.shape != (N,) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise PoseGraphError(f"vertex_ids: expected {N} integer ids (one per pose), got {ids.dtype} of shape "
-                                 f"{tuple(ids.shape)}")
+        try:
+            ids = torch.arange(N, device=device) if vertex_ids is None else index_tensor(vertex_ids, "vertex_ids", device)
+        except TypeError as e:
+            raise PoseGraphError(f"{e} (one id per pose)") from None
+        if ids.shape != (N,):
+            raise PoseGraphError(f"vertex_ids: expected {N} integer ids (one per pose), got shape {tuple(ids.shape)}")
         if N and torch.unique(ids).numel() != N:
             raise PoseGraphError("vertex_ids: each pose needs its own id; some are repeated")
-        ids = ids.long()
         if fixed is not None:
             fixed = torch.as_tensor(fixed, device=device)
             if fixed.shape != (N,):
