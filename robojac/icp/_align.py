@@ -45,6 +45,10 @@ class ICPConfig:
       first level: for initial errors beyond a local method's basin.
     * stopping per pair: a step below ``rotation_tolerance`` (rad) and
       ``translation_tolerance``, or ``max_iterations`` per level.
+    * ``num_neighbors``: the neighbourhood (points, the point itself included) whose scatter
+      gives each point's normal and covariance (point-to-plane, GICP).
+    * ``neighbors_backend``: ``"auto"`` (a KD-tree on the CPU, brute force elsewhere),
+      ``"kdtree"`` (small_gicp's, CPU) or ``"brute"`` (the GPU's batched path, on any device).
     * ``num_threads``: torch CPU threads inside ``align`` (restored after); ``None`` uses one
       thread for problems under ~55k points (where waking a second thread costs more than it
       saves) and torch's setting above.

@@ -50,10 +50,14 @@ class PGOConfig:
       compared with; Gauss-Newton's quadratic convergence leaves the final cost within 1e-10
       of the optimum on the benchmark graphs), cost below ``absolute_tolerance``, a step below
       ``step_tolerance``, or ``max_iterations``.
+    * ``lambda_initial``: Levenberg-Marquardt's first damping (relative to the diagonal of
+      ``J^T W J``, Marquardt's scaling); ignored by ``"gn"``.
     * ``linear_solver``: ``"ldl"`` (sparse LDL^T with AMD ordering, CPU), ``"multifrontal"``
       (batched multifrontal Cholesky in torch, on the graph's device: the GPU path), ``"cg"``
       (block-Jacobi preconditioned CG in torch) or ``"auto"`` (LDL^T on the CPU, multifrontal
       on a GPU).
+    * ``cg_tolerance``: with ``"cg"``, each linear solve stops at a residual of this fraction
+      of its right-hand side's.
     * ``callback``: called with each :class:`IterationRecord` (the CLI prints a progress line).
     * ``num_threads``: torch CPU threads inside ``optimize`` (restored after); ``None`` uses one
       thread for graphs whose Jacobian blocks hold under 500k numbers (every benchmark graph:
