@@ -91,3 +91,24 @@ def test_examples_use_public_names_only():
             if private:
                 bad.append(f"{path.name}:{node.lineno}: {', '.join(private)}")
     assert not bad, "private names in examples: " + "; ".join(bad)
+
+
+def test_every_config_field_is_documented_in_its_class():
+    """The config dataclasses say what each field does, in the class's own docstring (the
+    engine's rule); ICPConfig's num_neighbors and neighbors_backend, and PGOConfig's
+    lambda_initial and cg_tolerance, had been left out."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    configs = set()
+    for path in ROOT.rglob("*.py"):
+        if path.stem in ("__main__", "__init__"):  # running __main__ would run the command line
+            continue
+        module = importlib.import_module("robojac." + ".".join(path.relative_to(ROOT).with_suffix("").parts))
+        configs |= {c for n, c in vars(module).items()
+                    if n.endswith("Config") and inspect.isclass(c) and dataclasses.is_dataclass(c)}
+    assert len(configs) >= 10
+    missing = [f"{c.__name__}.{f.name}" for c in configs for f in dataclasses.fields(c)
+               if f"``{f.name}``" not in (c.__doc__ or "")]
+    assert not missing, missing
