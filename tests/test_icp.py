@@ -12,7 +12,7 @@ from torch import Tensor
 
 from robojac.data import path as data_path
 from robojac.icp import (
-    ICPConfig, NearestNeighbors, PLYError, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample,
+    ICPConfig, NearestNeighbors, PCDError, PLYError, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample,
 )
 from robojac.lie import _ops as ops
 from robojac.optim import RobustKernel
@@ -549,6 +549,63 @@ def test_corrupt_ply_files_say_where(tmp_path, text, match):
     p.write_text(text)
     with pytest.raises(PLYError, match=match):
         read_point_cloud(p)
+
+
+# ---- PCD and XYZ files: read as Open3D writes them, refused where they do not hold what they say ----
+@pytest.mark.open3d
+@pytest.mark.parametrize("kind", ["ascii", "binary", "binary_compressed"])
+def test_pcd_files_read_as_open3d_writes_them(tmp_path, kind):
+    """Open3D writes the file (with normals and colours, so x y z sit among other fields); the
+    points come back as it reads them, and a cut-off file is refused: Open3D's own reader had
+    filled the missing points from uninitialized memory (values like 2.5e-296)."""
+    import open3d as o3d
+
+    rng = np.random.default_rng(0)
+    P = np.round(rng.normal(size=(3000, 3)), 3)  # rounded: the compressed data hold back references too
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(P))
+    pcd.normals = o3d.utility.Vector3dVector(rng.normal(size=(3000, 3)))
+    pcd.colors = o3d.utility.Vector3dVector(np.zeros((3000, 3)))  # long runs: overlapping references
+    path = tmp_path / "cloud.pcd"
+    o3d.io.write_point_cloud(str(path), pcd, write_ascii=kind == "ascii", compressed=kind == "binary_compressed")
+    assert f"DATA {kind}".encode() in path.read_bytes()[:400]
+    got = read_point_cloud(path).numpy()
+    assert np.array_equal(got, np.asarray(o3d.io.read_point_cloud(str(path)).points))
+    assert np.abs(got - P).max() < 1e-6  # float32 in the file
+    short = tmp_path / "short.pcd"
+    short.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(PCDError, match=r"short\.pcd: (truncated|POINTS 3000, but 299\d data lines)"):
+        read_point_cloud(short)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA ascii\n"
+     "1 2 3\n4 oops 6\n", r"bad\.pcd:11: expected 3 numbers for a point, got '4 oops 6'"),
+    ("VERSION 0.7\nFIELDS x y\nSIZE 4 4\nTYPE F F\nPOINTS 1\nDATA ascii\n1 2\n", r"bad\.pcd:2: FIELDS has no z"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F Q\nPOINTS 1\nDATA ascii\n1 2 3\n", r"bad\.pcd:3: field 'z' has TYPE Q"),
+    ("FIELDS x y z\nSIZE 4 4\nTYPE F F F\nPOINTS 1\nDATA ascii\n1 2 3\n", r"bad\.pcd:2: SIZE has 2 entries"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 3\nHEIGHT 2\nPOINTS 5\nDATA ascii\n",
+     r"bad\.pcd:6: POINTS 5 is not WIDTH x HEIGHT"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nPOINTS 1\nDATA lzma\n", r"bad\.pcd:5: DATA 'lzma'"),
+    ("solid\nfacet\n", r"bad\.pcd:1: unknown header line 'solid'"),
+])
+def test_corrupt_pcd_files_say_where(tmp_path, text, match):
+    p = tmp_path / "bad.pcd"
+    p.write_text(text)
+    with pytest.raises(PCDError, match=match):
+        read_point_cloud(p)
+
+
+def test_xyz_files_keep_every_line_or_name_the_one_they_cannot_read(tmp_path):
+    """Open3D's XYZ reader had skipped the lines it could not parse, keeping the rest."""
+    p = tmp_path / "c.xyz"
+    p.write_text("# x y z nx ny nz\n0 0 0 0 0 1\n\n1,2,3,0,0,1\n")
+    assert read_point_cloud(p).tolist() == [[0, 0, 0], [1, 2, 3]]
+    for text, match in (("0 0 0\nfoo bar baz\n", r"c\.xyz:2: expected numbers"),
+                        ("0 0 0\n1 1\n", r"c\.xyz:2: expected 3 numbers like line 1, got 2"),
+                        ("1 2\n", r"c\.xyz:1: expected at least 3 numbers"), ("# nothing\n", r"c\.xyz: no points")):
+        p.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            read_point_cloud(p)
 
 
 @pytest.mark.open3d

@@ -338,6 +338,48 @@ def test_associated_trajectories_pair_as_evo_and_measure_as_evo(n_ref, n_est, ra
             np.testing.assert_allclose(rpe(r, e, relation=relation).errors.numpy(), theirs, rtol=1e-9, atol=1e-11)
 
 
+def _pcd_bytes(kind: str) -> bytes:
+    head = ("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F U\nCOUNT 1 1 1 1\nWIDTH 40\n"
+            f"HEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 40\nDATA {kind}\n").encode()
+    P = np.round(np.random.default_rng(0).normal(size=(40, 3)), 2).astype("<f4")
+    rgb = np.zeros(40, "<u4")
+    if kind == "ascii":
+        return head + "".join(f"{x} {y} {z} 0\n" for x, y, z in P).encode()
+    rows = np.empty(40, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    rows["x"], rows["y"], rows["z"], rows["rgb"] = P[:, 0], P[:, 1], P[:, 2], rgb
+    if kind == "binary":
+        return head + rows.tobytes()
+    plain = P[:, 0].tobytes() + P[:, 1].tobytes() + P[:, 2].tobytes() + rgb.tobytes()  # field by field
+    packed = b"".join(bytes([min(31, len(plain) - k - 1)]) + plain[k : k + 32] for k in range(0, len(plain), 32))
+    return head + np.array([len(packed), len(plain)], "<u4").tobytes() + packed  # LZF literal runs only
+
+
+@PROPERTY
+@given(kind=st.sampled_from(["ascii", "binary", "binary_compressed"]), cut=st.integers(0, 600),
+       flip=st.integers(0, 900), byte=st.integers(0, 255))
+def test_damaged_pcd_files_are_refused_naming_the_file(kind, cut, flip, byte, tmp_path):
+    """Any cut or any byte changed: the PCD reader names the file, or reads the 40 points the
+    header declares (a changed number is still a number); nothing else escapes it, and an
+    undamaged file reads as written.  (Open3D's reader had returned a cut binary file's missing
+    points from uninitialized memory.)"""
+    whole = _pcd_bytes(kind)
+    raw = bytearray(whole)
+    if flip < len(raw):
+        raw[flip] = byte
+    raw = raw[: max(0, len(raw) - cut)]
+    p = tmp_path / "damaged.pcd"
+    p.write_bytes(bytes(raw))
+    try:
+        pts = read_point_cloud(p)
+    except ValueError as e:
+        assert str(e).startswith(str(p)), e
+        return
+    assert pts.shape == (40, 3)
+    if bytes(raw) == whole:
+        P = np.round(np.random.default_rng(0).normal(size=(40, 3)), 2).astype("<f4")
+        assert np.array_equal(pts.numpy(), P.astype(np.float64))
+
+
 # ---- configs --------------------------------------------------------------------------------------
 _BAD = [float("nan"), float("inf"), -1, -1.5, 2.5, True, "3", None]
 _FIELDS = {

@@ -10,7 +10,7 @@ CPU and chunked brute force on a GPU (one padded search for a batch of targets,
 
 from ._align import ICPConfig, PreparedCloud, RegistrationResult, align, prepare
 from ._cloud import (
-    PLYError, as_points, estimate_covariances, normals_from_covariances, read_kitti_bin, read_point_cloud, read_scans,
+    PCDError, PLYError, as_points, estimate_covariances, normals_from_covariances, read_kitti_bin, read_point_cloud, read_scans,
     read_stanford_conf, spatial_order, voxel_downsample,
 )
 from ._global import GlobalConfig, fpfh_features, global_align, information_matrix
@@ -21,7 +21,7 @@ from ._odometry import OdometryConfig, OdometryResult, lidar_odometry
 
 __all__ = [
     "GlobalConfig", "ICPConfig", "MultiwayConfig", "MultiwayResult", "NearestNeighbors", "OdometryConfig",
-    "OdometryResult", "PLYError", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align", "as_points",
+    "OdometryResult", "PCDError", "PLYError", "PaddedNeighbors", "PreparedCloud", "RegistrationResult", "align", "as_points",
     "estimate_covariances", "fpfh_features", "global_align", "information_matrix", "lidar_odometry",
     "multiway_registration", "normals_from_covariances", "prepare", "read_kitti_bin", "read_point_cloud", "read_scans",
     "read_stanford_conf", "spatial_order", "voxel_downsample", "write_ply",

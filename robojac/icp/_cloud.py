@@ -11,9 +11,10 @@ from torch import Tensor
 
 from .._files import read_bytes, read_text
 from ..lie import require_values
+from ._pcd import PCDError, read_pcd, read_xyz
 from ._ply import PLYError, read_ply
 
-__all__ = ["PLYError", "as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
+__all__ = ["PCDError", "PLYError", "as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
            "knn_covariances_many", "normals_from_covariances", "spatial_order"]
 
 
@@ -39,11 +40,14 @@ def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor
 
 
 def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
-    """Points ``(N, 3)`` of a PLY (``.ply`` or ``.ply.gz``), PCD or XYZ file.
+    """Points ``(N, 3)`` of a PLY (``.ply`` or ``.ply.gz``), PCD or XYZ (``.xyz``, ``.xyzn``,
+    ``.xyzrgb``, ``.txt``) file.
 
-    PLY files are read by robojac and checked against their header: a truncated or corrupt file
-    raises :class:`PLYError` naming the file, instead of coming back padded with zeros.  Other
-    formats go through Open3D; a file it cannot read raises ``ValueError``.
+    These are read by robojac and checked against what they declare: a truncated or corrupt file
+    raises :class:`PLYError` or :class:`PCDError` (``ValueError`` for XYZ) naming the file and,
+    for text, the line, instead of coming back padded with zeros or uninitialized memory, or
+    with unreadable lines skipped (as Open3D's readers do).  Other formats Open3D reads go
+    through it; a file it cannot read raises ``ValueError``.
     """
     path = pathlib.Path(path)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -51,6 +55,10 @@ def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
     name = path.name.lower()
     if name.endswith((".ply", ".ply.gz")):
         return torch.from_numpy(read_ply(path)).to(dtype)
+    if name.endswith(".pcd"):
+        return torch.from_numpy(read_pcd(path)).to(dtype)
+    if name.endswith((".xyz", ".xyzn", ".xyzrgb", ".txt")):
+        return torch.from_numpy(read_xyz(path)).to(dtype)
     if name.endswith(".gz"):
         raise ValueError(f"{path}: only PLY files can be read gzip-compressed (.ply.gz); decompress it first")
     import open3d as o3d
