@@ -543,12 +543,26 @@ def test_ply_with_other_properties_and_faces(tmp_path):
      r"bad\.ply:3: the vertex element has no z property"),
     ("ply\nformat binary_middle_endian 1.0\nend_header\n", r"bad\.ply:2: unknown format"),
     ("solid\n", r"bad\.ply: not a PLY file"),
+    ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA ascii\n"
+     "1 2 3\n4 oops 6\n", r"bad\.pcd:11: expected 3 numbers for a point, got '4 oops 6'"),
+    ("VERSION 0.7\nFIELDS x y\nSIZE 4 4\nTYPE F F\nPOINTS 1\nDATA ascii\n1 2\n", r"bad\.pcd:2: FIELDS has no z"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F Q\nPOINTS 1\nDATA ascii\n1 2 3\n", r"bad\.pcd:3: field 'z' has TYPE Q"),
+    ("FIELDS x y z\nSIZE 4 4\nTYPE F F F\nPOINTS 1\nDATA ascii\n1 2 3\n", r"bad\.pcd:2: SIZE has 2 entries"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 3\nHEIGHT 2\nPOINTS 5\nDATA ascii\n",
+     r"bad\.pcd:6: POINTS 5 is not WIDTH x HEIGHT"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nPOINTS 1\nDATA lzma\n", r"bad\.pcd:5: DATA 'lzma'"),
+    ("solid facet\n", r"bad\.pcd:1: unknown header line 'solid facet'"),
 ])
-def test_corrupt_ply_files_say_where(tmp_path, text, match):
-    p = tmp_path / "bad.ply"
-    p.write_text(text)
-    with pytest.raises(PLYError, match=match):
-        read_point_cloud(p)
+def test_corrupt_point_files_say_where(tmp_path, text, match):
+    """PLY and PCD files that do not hold what their header says: the error names the file (and line)."""
+    ply = text.startswith(("ply", "solid\n"))
+    _refused_naming(tmp_path / ("bad.ply" if ply else "bad.pcd"), text, PLYError if ply else PCDError, match)
+
+
+def _refused_naming(path: pathlib.Path, text: str, error, match: str) -> None:
+    path.write_text(text)
+    with pytest.raises(error, match=match):
+        read_point_cloud(path)
 
 
 # ---- PCD and XYZ files: read as Open3D writes them, refused where they do not hold what they say ----
@@ -577,24 +591,6 @@ def test_pcd_files_read_as_open3d_writes_them(tmp_path, kind):
         read_point_cloud(short)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA ascii\n"
-     "1 2 3\n4 oops 6\n", r"bad\.pcd:11: expected 3 numbers for a point, got '4 oops 6'"),
-    ("VERSION 0.7\nFIELDS x y\nSIZE 4 4\nTYPE F F\nPOINTS 1\nDATA ascii\n1 2\n", r"bad\.pcd:2: FIELDS has no z"),
-    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F Q\nPOINTS 1\nDATA ascii\n1 2 3\n", r"bad\.pcd:3: field 'z' has TYPE Q"),
-    ("FIELDS x y z\nSIZE 4 4\nTYPE F F F\nPOINTS 1\nDATA ascii\n1 2 3\n", r"bad\.pcd:2: SIZE has 2 entries"),
-    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 3\nHEIGHT 2\nPOINTS 5\nDATA ascii\n",
-     r"bad\.pcd:6: POINTS 5 is not WIDTH x HEIGHT"),
-    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nPOINTS 1\nDATA lzma\n", r"bad\.pcd:5: DATA 'lzma'"),
-    ("solid\nfacet\n", r"bad\.pcd:1: unknown header line 'solid'"),
-])
-def test_corrupt_pcd_files_say_where(tmp_path, text, match):
-    p = tmp_path / "bad.pcd"
-    p.write_text(text)
-    with pytest.raises(PCDError, match=match):
-        read_point_cloud(p)
-
-
 def test_xyz_files_keep_every_line_or_name_the_one_they_cannot_read(tmp_path):
     """Open3D's XYZ reader had skipped the lines it could not parse, keeping the rest."""
     p = tmp_path / "c.xyz"
@@ -603,9 +599,7 @@ def test_xyz_files_keep_every_line_or_name_the_one_they_cannot_read(tmp_path):
     for text, match in (("0 0 0\nfoo bar baz\n", r"c\.xyz:2: expected numbers"),
                         ("0 0 0\n1 1\n", r"c\.xyz:2: expected 3 numbers like line 1, got 2"),
                         ("1 2\n", r"c\.xyz:1: expected at least 3 numbers"), ("# nothing\n", r"c\.xyz: no points")):
-        p.write_text(text)
-        with pytest.raises(ValueError, match=match):
-            read_point_cloud(p)
+        _refused_naming(p, text, ValueError, match)
 
 
 @pytest.mark.open3d

@@ -271,14 +271,19 @@ def test_damaged_ply_files_are_refused_naming_the_file(cut, flip, ascii_, tmp_pa
     damaged = bytearray(raw[: max(0, len(raw) - cut)])
     if flip < len(damaged) and flip < 200:  # a byte of the header
         damaged[flip] = ord("#")
-    p = tmp_path / "damaged.ply"
-    p.write_bytes(bytes(damaged))
+    pts = _read_or_named_refusal(tmp_path / "damaged.ply", bytes(damaged))
+    assert pts is None or pts.shape == ((50 if ascii_ else 200), 3)
+
+
+def _read_or_named_refusal(path: pathlib.Path, raw: bytes):
+    """The points of ``raw`` written to ``path``, or ``None`` where the reader refused it with a
+    ``ValueError`` whose message starts with the file's path (anything else fails the test)."""
+    path.write_bytes(raw)
     try:
-        pts = read_point_cloud(p)
+        return read_point_cloud(path)
     except ValueError as e:
-        assert str(e).startswith(str(p)), e
-        return
-    assert pts.shape == ((50 if ascii_ else 200), 3)
+        assert str(e).startswith(str(path)), e
+        return None
 
 
 # ---- trajectories ---------------------------------------------------------------------------------
@@ -367,12 +372,8 @@ def test_damaged_pcd_files_are_refused_naming_the_file(kind, cut, flip, byte, tm
     if flip < len(raw):
         raw[flip] = byte
     raw = raw[: max(0, len(raw) - cut)]
-    p = tmp_path / "damaged.pcd"
-    p.write_bytes(bytes(raw))
-    try:
-        pts = read_point_cloud(p)
-    except ValueError as e:
-        assert str(e).startswith(str(p)), e
+    pts = _read_or_named_refusal(tmp_path / "damaged.pcd", bytes(raw))
+    if pts is None:
         return
     assert pts.shape == (40, 3)
     if bytes(raw) == whole:
