@@ -14,6 +14,7 @@ from robojac.data import path as data_path
 from robojac.icp import (
     ICPConfig, NearestNeighbors, PCDError, PLYError, align, prepare, read_point_cloud, read_stanford_conf, voxel_downsample,
 )
+from robojac import lie
 from robojac.lie import _ops as ops
 from robojac.optim import RobustKernel
 
@@ -809,3 +810,40 @@ def test_write_ply_takes_what_it_writes_first_and_round_trips(tmp_path):
         assert max_err(back, pts.detach().double().float().double()) == 0
     with pytest.raises(TypeError, match=r"points: expected \(N, 3\) coordinates, got a path; the call is write_ply\(points, path\)"):
         write_ply(tmp_path / "q.ply", P)
+
+
+@pytest.mark.parametrize("method", ["point_to_point", "point_to_plane", "gicp"])
+def test_searches_skipped_by_distance_bounds_change_no_answer(method, monkeypatch):
+    """A point whose lower bound on its distance (its last searched distance less how far it has
+    moved since) exceeds the limit has no correspondence and is not searched again.  On scans
+    that overlap in part (half their points beyond the limit) the KD-tree path then searches
+    subsets, and every answer, iteration count and inlier count is the one without the bounds,
+    bit for bit: a lone pair, stacked targets, restarts."""
+    import robojac.icp._align as icp_align
+
+    clouds = [voxel_downsample(read_point_cloud(data_path(f"pointclouds/bunny/{n}.ply")), 0.004)
+              for n in ("bun000", "bun045", "bun090")]
+    T = torch.linalg.inv(read_stanford_conf(data_path("pointclouds/bunny/bun.conf"))["bun000.ply"])
+    start = lie.matrix_to_SE3(T @ read_stanford_conf(data_path("pointclouds/bunny/bun.conf"))["bun045.ply"])
+    cfg = ICPConfig(method=method, max_correspondence_distance=0.006)
+    searched = []
+    nearest = icp_align._TargetSet.nearest
+
+    def counting(self, q, mask, rows=None):
+        searched.append(1.0 if mask is None else float(mask.float().mean()))
+        return nearest(self, q, mask, rows)
+
+    monkeypatch.setattr(icp_align._TargetSet, "nearest", counting)
+
+    def runs():
+        return [align(clouds[1], clouds[0], init=start, config=cfg),
+                align([clouds[1], clouds[2]], [clouds[0], clouds[1]], config=cfg),
+                align(clouds[1], clouds[0], init=start, config=ICPConfig(method=method, max_correspondence_distance=0.006,
+                                                                          restarts=2, restart_angle=0.05))]
+
+    bounded = runs()
+    assert min(searched) < 0.8  # the bounds did skip searches
+    monkeypatch.setattr(icp_align, "_FAR_WORTH", -1.0)  # never worth it: every point searched every step
+    for a, b in zip(bounded, runs()):
+        assert torch.equal(a.T_target_source.tensor(), b.T_target_source.tensor())
+        assert torch.equal(a.iterations, b.iterations) and torch.equal(a.num_inliers, b.num_inliers)
