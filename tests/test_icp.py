@@ -847,3 +847,28 @@ def test_searches_skipped_by_distance_bounds_change_no_answer(method, monkeypatc
     for a, b in zip(bounded, runs()):
         assert torch.equal(a.T_target_source.tensor(), b.T_target_source.tensor())
         assert torch.equal(a.iterations, b.iterations) and torch.equal(a.num_inliers, b.num_inliers)
+
+
+def test_pcd_fields_of_several_values_and_other_types(tmp_path):
+    """x, y, z found behind a field of COUNT 3 (float64) and before a uint16 one, in all three
+    encodings (binary_compressed holds each field's values for all points in turn)."""
+    rng = np.random.default_rng(0)
+    n = 7
+    P, H, L = rng.normal(size=(n, 3)).astype("<f4"), rng.normal(size=(n, 3)), np.arange(n, dtype="<u2")
+
+    def head(kind):
+        return (f"FIELDS hist x y z label\nSIZE 8 4 4 4 2\nTYPE F F F F U\nCOUNT 3 1 1 1 1\nWIDTH {n}\nHEIGHT 1\n"
+                f"POINTS {n}\nDATA {kind}\n").encode()
+
+    rows = np.empty(n, dtype=[("h", "<f8", (3,)), ("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("l", "<u2")])
+    rows["h"], rows["x"], rows["y"], rows["z"], rows["l"] = H, P[:, 0], P[:, 1], P[:, 2], L
+    plain = H.tobytes() + P[:, 0].tobytes() + P[:, 1].tobytes() + P[:, 2].tobytes() + L.tobytes()
+    literal = b"".join(bytes([min(31, len(plain) - k - 1)]) + plain[k : k + 32] for k in range(0, len(plain), 32))
+    text = "".join(" ".join(map(repr, [*h, *p, int(c)])) + "\n" for h, p, c in zip(H.tolist(), P.tolist(), L))
+    files = {"binary": head("binary") + rows.tobytes(), "ascii": head("ascii") + text.encode(),
+             "binary_compressed": head("binary_compressed") + np.array([len(literal), len(plain)], "<u4").tobytes()
+             + literal}
+    for kind, raw in files.items():
+        path = tmp_path / f"{kind}.pcd"
+        path.write_bytes(raw)
+        assert np.array_equal(read_point_cloud(path).numpy(), P.astype(np.float64)), kind
