@@ -159,8 +159,10 @@ def test_alignment_options_that_cannot_go_together_are_refused(device):
 
 
 def test_an_alignment_the_positions_cannot_fix_is_refused(device):
-    """On a line (or at one point) any turn about the line aligns equally well: evo refuses, and
-    so do we, rather than give an arbitrary rotation error or, with scale, NaN statistics."""
+    """On a line (or at one point) any turn about the line aligns equally well: the rotation
+    errors would be arbitrary, so those relations are refused (as evo refuses), and with scale a
+    lone point (NaN statistics, before); the translation part is the same for every such turn and
+    is measured (evo refuses it too, which had stopped the odometry's plots of a straight drive)."""
     n = 20
     line = torch.zeros(n, 7, dtype=torch.float64, device=device)
     line[:, 0], line[:, 6] = torch.arange(n, dtype=torch.float64, device=device), 1
@@ -168,10 +170,19 @@ def test_an_alignment_the_positions_cannot_fix_is_refused(device):
     turned[:, 3:] = torch.tensor([0.6, 0, 0, 0.8], dtype=torch.float64, device=device)  # about the line itself
     still = line.clone()
     still[:, 0] = 0
-    for est, kw in ((turned, {}), (turned, dict(correct_scale=True)), (still, {}), (still, dict(correct_scale=True))):
-        with pytest.raises(TrajectoryError, match="one line or at one point"):
-            ate(Trajectory(line), Trajectory(est), **kw)
-    assert ate(Trajectory(line), Trajectory(turned), align=False)["max"] == 0.0  # the positions agree
+    for est, kw in ((turned, {}), (turned, dict(correct_scale=True)), (still, {})):
+        for relation in (PoseRelation.ROTATION_ANGLE_DEG, PoseRelation.FULL_TRANSFORMATION):
+            with pytest.raises(TrajectoryError, match="one line or at one point"):
+                ate(Trajectory(line), Trajectory(est), relation=relation, **kw)
+    with pytest.raises(TrajectoryError, match="all one point, so no scale fits them"):
+        ate(Trajectory(line), Trajectory(still), correct_scale=True)
+    assert ate(Trajectory(line), Trajectory(turned))["max"] < 1e-12  # the positions agree, whichever turn
+    shifted = line.clone()
+    shifted[:, 1] = 0.25  # beside the line: aligned onto it
+    assert ate(Trajectory(line), Trajectory(shifted))["max"] < 1e-12
+    spread = ate(Trajectory(line), Trajectory(still))  # all at one point: aligned to the reference's centre
+    assert spread["max"] == pytest.approx(9.5, rel=1e-12) and spread["min"] == pytest.approx(0.5, rel=1e-12)
+    assert ate(Trajectory(line), Trajectory(turned), align=False)["max"] == 0.0
     assert ate(Trajectory(line), Trajectory(turned), align=False,
                relation=PoseRelation.ROTATION_ANGLE_DEG)["max"] == pytest.approx(73.7397952917, rel=1e-9)
 

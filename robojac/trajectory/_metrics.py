@@ -21,6 +21,12 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     lies on one line or one point (the covariance's second singular value is zero to float64's
     rounding), any turn about that line fits equally well, so an answer would be arbitrary (evo
     refuses these too)."""
+    return _umeyama(source, target, with_scale, degenerate_ok=False)
+
+
+def _umeyama(source: Tensor, target: Tensor, with_scale: bool, *, degenerate_ok: bool):
+    """:func:`align_umeyama`; with ``degenerate_ok`` positions on a line or at a point get one of
+    their equally good rotations (what it does to the positions is the same for all of them)."""
     x, y = source.double(), target.double()
     if x.shape != y.shape or x.dim() != 2 or x.shape[1] != 3 or x.shape[0] < 3:
         raise TrajectoryError(f"align: expected two (N >= 3, 3) point sets, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -28,14 +34,18 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     xc, yc = x - mx, y - my
     cov = yc.T @ xc / x.shape[0]
     U, D, Vt = torch.linalg.svd(cov)
-    if not bool(D[1] > D[0] * _RANK_TOLERANCE):
+    if not bool(D[1] > D[0] * _RANK_TOLERANCE) and not degenerate_ok:
         raise TrajectoryError("align: the positions lie on one line or at one point, so no rotation aligns them "
                               "uniquely; pass align=False (and correct_scale=False) for such a trajectory")
+    spread = float(xc.square().sum(1).mean())
+    if with_scale and not spread > 0:
+        raise TrajectoryError("align: the estimate's positions are all one point, so no scale fits them; pass "
+                              "correct_scale=False")
     S = torch.eye(3, dtype=x.dtype, device=x.device)
     if torch.det(U) * torch.det(Vt) < 0:
         S[2, 2] = -1
     R = U @ S @ Vt
-    s = float((D * S.diagonal()).sum() / xc.square().sum(1).mean()) if with_scale else 1.0
+    s = float((D * S.diagonal()).sum() / spread) if with_scale else 1.0
     t = my - s * R @ mx
     return R, t, s
 
@@ -114,8 +124,9 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     applied about the world's origin.  ``n_to_align`` fits them to the first that many poses
     only (all by default).  ``align_origin`` (with ``align=False``) instead moves the estimate
     so that its first pose is the reference's, as an odometry's first scan defines its world.
-    An alignment that the positions cannot fix (all on one line, or at one point) is refused
-    (see :func:`align_umeyama`)."""
+    Positions all on one line (or at one point) fix no rotation about it: the translation part
+    is measured all the same (every such rotation leaves the aligned positions where they are),
+    the rotation relations are refused (evo refuses both), and so is a scale of one point."""
     if len(reference) != len(estimate):
         raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
     if align and align_origin:
@@ -132,7 +143,10 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     A = None
     s = 1.0
     if align or correct_scale:
-        R, t, s = align_umeyama(estimate.positions[:fitted], reference.positions[:fitted], with_scale=correct_scale)
+        # the translation part is the same for every rotation of positions on a line (they
+        # turn about it): only the rotation relations need the rotation to be unique
+        R, t, s = _umeyama(estimate.positions[:fitted], reference.positions[:fitted], correct_scale,
+                           degenerate_ok=PoseRelation(relation) is PoseRelation.TRANSLATION_PART)
         if not align:  # the scale alone (evo's correct_only_scale)
             R, t = torch.eye(3, dtype=R.dtype, device=R.device), torch.zeros_like(t)
         A = torch.eye(4, dtype=torch.float64, device=P.device)
