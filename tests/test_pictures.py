@@ -35,3 +35,24 @@ def test_a_jacobian_heatmap_from_any_dtype(dtype):
     ax = viz.plot_jacobian_heatmap(J.to(dtype).requires_grad_())
     shown = np.asarray(ax.images[0].get_array())
     assert shown.shape == (6, 7) and np.abs(shown - J.numpy()).max() <= torch.finfo(dtype).eps
+
+
+def test_what_cannot_be_drawn_is_named():
+    """Arguments the pictures cannot use are refused by name; they had stopped inside torch
+    ("shape '[-1, 7]' is invalid"), matplotlib (FixedLocator, NaN axis limits) or numpy."""
+    from robojac.models import sample_arm
+
+    arm = sample_arm()
+    with pytest.raises(ValueError, match=r"q: expected shape \(\.\.\., 7\) for the 7 actuated joints"):
+        viz.plot_arm(arm, torch.zeros(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"row_labels: expected 6 labels \(one per row of J"):
+        viz.plot_jacobian_heatmap(torch.zeros(6, 7), row_labels=["a"])
+    with pytest.raises(ValueError, match=r"col_labels: expected 7 labels \(one per column of J"):
+        viz.plot_jacobian_heatmap(torch.zeros(6, 7), col_labels=arm.joint_names[:6])
+    with pytest.raises(ValueError, match="clouds: expected at least one point cloud to draw"):
+        viz.plot_scans([])
+    with pytest.raises(ValueError, match=r"poses: expected 2 poses \(one per cloud\), got 1"):
+        viz.plot_scans([torch.rand(10, 3), torch.rand(10, 3)], torch.tensor([[0, 0, 0, 0, 0, 0, 1.0]]))
+    with pytest.raises(ValueError, match="T_target_source: contains NaN or infinite values"):
+        viz.plot_registration(torch.rand(10, 3), torch.rand(10, 3), torch.full((7,), float("nan")))
+    plt.close("all")

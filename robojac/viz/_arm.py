@@ -17,6 +17,7 @@ __all__ = ["plot_arm", "plot_trajectory_strip", "animate_arm", "plot_end_effecto
 
 def _poses(chain, q) -> dict[str, np.ndarray]:
     q = torch.as_tensor(q, dtype=torch.float64, device=chain.lower.device)
+    chain.check_configuration(q)  # a q of the wrong length is named as forward kinematics names it
     with torch.no_grad():
         X = chain.forward_kinematics_tensor(q.reshape(-1, chain.dof))[0]
     return {name: X[i].cpu().numpy() for i, name in enumerate(chain.frame_names)}
@@ -208,6 +209,10 @@ def plot_jacobian_heatmap(J, ax=None, *, row_labels: Sequence[str] | None = None
     ax = ax if ax is not None else plt.figure(figsize=(1.0 + 0.7 * J.shape[1], 1.0 + 0.45 * J.shape[0])).add_subplot()
     if row_labels is None and J.shape[0] == 6:
         row_labels = ["vx", "vy", "vz", "wx", "wy", "wz"]
+    for name, labels, count, what in (("row_labels", row_labels, J.shape[0], "row"),
+                                      ("col_labels", col_labels, J.shape[1], "column")):
+        if labels is not None and len(labels) != count:
+            raise ValueError(f"{name}: expected {count} labels (one per {what} of J, shape {J.shape}), got {len(labels)}")
     vmax = float(np.abs(J).max()) or 1.0
     im = ax.imshow(J, cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

@@ -30,8 +30,7 @@ def plot_registration(source, target, T_target_source=None, ax=None, *, title: s
     src = torch.from_numpy(_np(source, max_points, 1))
     if T_target_source is not None:
         T = torch.from_numpy(as_numpy(T_target_source))  # on the host, detached (a differentiable answer too)
-        if T.shape[-2:] == (4, 4):
-            T = lie.matrix_to_se3(T)
+        T = lie.se3_tensor(T, name="T_target_source")  # checked: NaN or a non-rigid 4x4 is named
         src = lie.se3_act(T.reshape(1, 7), src)
     tgt = _np(target, max_points, 2)
     s = src.numpy()
@@ -75,6 +74,10 @@ def plot_scans(clouds, poses=None, ax=None, *, title: str | None = None, max_poi
 
     from .. import lie
 
+    if len(clouds) == 0:
+        raise ValueError("clouds: expected at least one point cloud to draw, got none")
+    if poses is not None and len(poses) != len(clouds):
+        raise ValueError(f"poses: expected {len(clouds)} poses (one per cloud), got {len(poses)}")
     ax = ax if ax is not None else plt.figure(figsize=(5.5, 5.5)).add_subplot(projection="3d")
     colours, shown = _scan_colours(len(clouds)), []
     for k, c in enumerate(clouds):
