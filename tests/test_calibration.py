@@ -443,3 +443,7 @@ def test_calibrate_command(tmp_path, device, capsys):
     (tmp_path / "m.csv").write_text("# a tracker's log\n" + "\n".join(rows[:4] + [",".join(fields)] + rows[5:]) + "\n")
     assert main(args + ["-q"]) == 2
     assert "m.csv:6: NaN or infinite value" in capsys.readouterr().err
+    weighted = [rows[0] + ",weight"] + [r + ",1" for r in rows[1:4]] + [rows[4] + ",-0.5"] + [r + ",1" for r in rows[5:]]
+    (tmp_path / "m.csv").write_text("\n".join(weighted) + "\n")
+    assert main(args + ["-q"]) == 2  # it had been named as the whole weight vector, not the line
+    assert "m.csv:5: weight -0.5 is negative; expected a weight >= 0" in capsys.readouterr().err

@@ -62,6 +62,8 @@ def read_measurements(path: pathlib.Path, joint_names: list[str]):
         q.append([nums[at[j]] for j in joint_names])
         m.append([nums[at[c]] for c in meas_cols])
         if "weight" in at:
+            if nums[at["weight"]] < 0:
+                raise ValueError(f"{path}:{n}: weight {nums[at['weight']]:g} is negative; expected a weight >= 0")
             w.append(nums[at["weight"]])
     if not q:
         raise ValueError(f"{path}: a header but no measurements")
