@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from .._config import index_tensor
 from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
-from ..lie import require_values, wrap_lie
-from ..optim import RobustKernel, group
+from ..lie import require_values, se3_tensor, wrap_lie
+from ..optim import RobustKernel
 from ..lie import se2_ad, se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
 __all__ = ["PoseGraph", "SE2BetweenResidual", "PoseGraphError"]
@@ -57,9 +57,6 @@ class SE2BetweenResidual:
         if sqrt_info is not None:
             Jj = sqrt_info @ Jj
         return -Jj, Jj
-
-
-SE3 = group("SE3")  # its rule for what a pose's numbers may be
 
 
 class PoseGraph(nn.Module):
@@ -110,7 +107,7 @@ class PoseGraph(nn.Module):
         # had been optimized as given, converged, its residuals wrong); within it they are kept as given,
         # so a derivative with respect to the measurements' own numbers stays theirs
         for what, T in (("poses", X), ("measurements", Z)):
-            SE3.valid(T.detach(), what)
+            se3_tensor(T.detach(), name=what)  # lie's one rule for a pose's numbers; refusal only
         if E and (edges.min() < 0 or edges.max() >= N):
             bad = int(torch.nonzero((edges < 0).any(-1) | (edges >= N).any(-1))[0])
             raise PoseGraphError(f"edge {bad}: endpoint index out of range [0, {N})")
