@@ -98,8 +98,7 @@ def _layout(path, entries: dict) -> tuple[list[str], list[np.dtype], list[int], 
 
 def _columns(names: list[str], counts: list[int]) -> list[int]:
     """Where ``x``, ``y``, ``z`` sit among a point's values (fields of COUNT > 1 take several)."""
-    start = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    return [int(start[names.index(c)]) for c in "xyz"]
+    return [sum(counts[: names.index(c)]) for c in "xyz"]
 
 
 def _lzf_decompress(path, data: bytes, size: int) -> bytes:
@@ -150,7 +149,7 @@ def read_pcd(path) -> np.ndarray:
     raw = read_bytes(path, "PCD file")
     entries, start, header_lines = _header(path, raw)
     names, types, counts, N = _layout(path, entries)
-    cols = _columns(names, counts)
+    fields = [names.index(c) for c in "xyz"]  # each coordinate is its field's first value
     kind = entries["DATA"][0][0].lower() if entries["DATA"][0] else ""
     body = raw[start:]
     if kind == "ascii":
@@ -176,7 +175,7 @@ def read_pcd(path) -> np.ndarray:
                 if not ok:
                     raise PCDError(f"{path}:{header_lines + k + 1}: expected {width} numbers for a point, got "
                                    f"{line.strip()[:80]!r}")
-        return values.reshape(N, width)[:, cols]
+        return values.reshape(N, width)[:, _columns(names, counts)]
     point_size = sum(t.itemsize * c for t, c in zip(types, counts))
     if kind == "binary":
         if len(body) < N * point_size:
@@ -184,7 +183,7 @@ def read_pcd(path) -> np.ndarray:
                            f"the file has {len(body)}")
         record = np.dtype([(f"f{k}", t, (c,)) for k, (t, c) in enumerate(zip(types, counts))])
         rec = np.frombuffer(body, dtype=record, count=N)
-        return np.stack([_value(rec[f"f{k}"], counts[k], c) for k, c in _fields_of(cols, counts)], axis=1)
+        return np.stack([rec[f"f{k}"][:, 0].astype(np.float64) for k in fields], axis=1)
     if kind == "binary_compressed":
         if len(body) < 8:
             raise PCDError(f"{path}: truncated: binary_compressed data need 8 bytes of sizes, the file has {len(body)}")
@@ -200,22 +199,8 @@ def read_pcd(path) -> np.ndarray:
             block = np.frombuffer(data, dtype=t, count=N * c, offset=at).reshape(N, c)
             out.append(block)
             at += N * c * t.itemsize
-        return np.stack([_value(out[k], counts[k], c) for k, c in _fields_of(cols, counts)], axis=1)
+        return np.stack([out[k][:, 0].astype(np.float64) for k in fields], axis=1)
     raise PCDError(f"{path}:{entries['DATA'][1]}: DATA {kind!r}; expected ascii, binary or binary_compressed")
-
-
-def _fields_of(cols: list[int], counts: list[int]) -> list[tuple[int, int]]:
-    """``(field, component)`` of each of ``x``, ``y``, ``z`` (a value column among the point's)."""
-    start = np.concatenate(([0], np.cumsum(counts)))
-    out = []
-    for c in cols:
-        k = int(np.searchsorted(start, c, side="right") - 1)
-        out.append((k, c - int(start[k])))
-    return out
-
-
-def _value(block: np.ndarray, count: int, component: int) -> np.ndarray:
-    return block.reshape(-1, count)[:, component].astype(np.float64)
 
 
 def read_xyz(path) -> np.ndarray:
