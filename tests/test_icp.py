@@ -552,6 +552,10 @@ def test_ply_with_other_properties_and_faces(tmp_path):
     ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 3\nHEIGHT 2\nPOINTS 5\nDATA ascii\n",
      r"bad\.pcd:6: POINTS 5 is not WIDTH x HEIGHT"),
     ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nPOINTS 1\nDATA lzma\n", r"bad\.pcd:5: DATA 'lzma'"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH\nPOINTS 1\nDATA ascii\n1 2 3\n",  # an IndexError had escaped
+     r"bad\.pcd:4: WIDTH expects one integer, got 0"),
+    ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 0 1\nPOINTS 1\nDATA binary\n",
+     r"bad\.pcd:4: COUNT expects values of 1 or more"),
     ("solid facet\n", r"bad\.pcd:1: unknown header line 'solid facet'"),
 ])
 def test_corrupt_point_files_say_where(tmp_path, text, match):

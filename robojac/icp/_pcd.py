@@ -72,6 +72,8 @@ def _layout(path, entries: dict) -> tuple[list[str], list[np.dtype], list[int], 
         return values
 
     sizes, counts = ints("SIZE"), ints("COUNT", [1] * n)
+    if any(c < 1 for c in counts):
+        raise PCDError(f"{path}:{entries['COUNT'][1]}: COUNT expects values of 1 or more, got {counts}")
     kinds, kind_line = entries["TYPE"]
     for key, values in (("SIZE", sizes), ("TYPE", kinds), ("COUNT", counts)):
         if len(values) != n:
@@ -85,8 +87,13 @@ def _layout(path, entries: dict) -> tuple[list[str], list[np.dtype], list[int], 
     missing = [c for c in "xyz" if c not in names]
     if missing:
         raise PCDError(f"{path}:{line}: FIELDS has no {', '.join(missing)}")
-    width, height = (ints(key, [None])[0] for key in ("WIDTH", "HEIGHT"))
-    points = ints("POINTS", [None])[0]
+    def one(key):
+        values = ints(key, [None])
+        if len(values) != 1:
+            raise PCDError(f"{path}:{entries[key][1]}: {key} expects one integer, got {len(values)}")
+        return values[0]
+
+    width, height, points = one("WIDTH"), one("HEIGHT"), one("POINTS")
     if points is None:
         if width is None:
             raise PCDError(f"{path}: the header gives neither POINTS nor WIDTH")
