@@ -36,10 +36,14 @@ def wrap_lie(t: Tensor, ltype=pp.SE3_type) -> pp.LieTensor:
     return lt
 
 
+def _described(x) -> str:
+    """What an argument is, for an error: its shape, or its type if it is not a tensor."""
+    return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
 def _quaternions(q, name: str) -> Tensor:
     if not isinstance(q, Tensor) or q.shape[-1:] != (4,):
-        shape = f"shape {tuple(q.shape)}" if isinstance(q, Tensor) else type(q).__name__
-        raise ValueError(f"{name}: expected quaternions of shape (..., 4), got {shape}")
+        raise ValueError(f"{name}: expected quaternions of shape (..., 4), got {_described(q)}")
     return q
 
 
@@ -63,8 +67,7 @@ def matrix_to_SE3(T: Tensor, *, name: str = "T") -> pp.LieTensor:
     ``ValueError`` naming ``name``; within the tolerance the rotation is the nearest one
     (:func:`as_SE3`'s rule).  :func:`robojac.lie.matrix_to_se3` converts without checking."""
     if not isinstance(T, Tensor) or T.dim() < 2 or T.shape[-2:] not in ((4, 4), (3, 4)):
-        shape = f"shape {tuple(T.shape)}" if isinstance(T, Tensor) else type(T).__name__
-        raise ValueError(f"{name}: expected homogeneous matrices of shape (..., 4, 4) or (..., 3, 4), got {shape}")
+        raise ValueError(f"{name}: expected homogeneous matrices of shape (..., 4, 4) or (..., 3, 4), got {_described(T)}")
     return as_SE3(T, name=name)
 
 
