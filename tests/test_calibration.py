@@ -12,7 +12,7 @@ import torch
 from robojac import data, lie
 from robojac.calibration import CalibrationConfig, calibrate_kinematics, perturbed_chain, simulate_poses
 from robojac.jacobian import modjac
-from robojac.kinematics import Chain, Joint, quat_to_rpy, rpy_to_quat
+from robojac.kinematics import Chain, DHRow, Joint, quat_to_rpy, rpy_to_quat
 from robojac.optim import Factor, Problem, RobustKernel, SolverConfig, TerminationConfig, Variable, product
 
 ROBOTS = {"panda": ("panda.urdf", "panda_hand"), "ur5": ("ur5.urdf", "tool0"), "iiwa14": ("kuka_iiwa14.urdf", None)}
@@ -182,6 +182,22 @@ def test_to_urdf_of_a_chain_built_in_code(tmp_path, device):
     q = c.random_configuration(10, device=device)
     assert back.joint_names == c.joint_names and (back(q) - c(q)).abs().max() < 1e-12
     assert back.joint_limits[0].tolist() == c.joint_limits[0].tolist()
+
+
+def test_to_urdf_writes_limits_urdf_can_read(tmp_path, device):
+    """An unlimited revolute joint is written as a continuous one; an unlimited prismatic joint
+    is refused (URDF's limits are numbers): a written file always reads back."""
+    c = Chain.from_dh([DHRow(0.3, 0, 0.1, joint="revolute", lower=-math.inf, upper=math.inf),
+                       DHRow(0.2, 0.5, 0, joint="prismatic", lower=-0.1, upper=0.4)]).to(device)
+    c.to_urdf(tmp_path / "dh.urdf")
+    back = Chain.from_urdf(tmp_path / "dh.urdf").to(device)
+    assert [j.type.value for j in back.joints if j.type.movable] == ["continuous", "prismatic"]
+    q = c.random_configuration(10, device=device)
+    assert (back(q) - c(q)).abs().max() < 1e-12
+    slide = Chain([Joint.prismatic("s", "base", "tip", lower=-math.inf, upper=math.inf)])
+    with pytest.raises(ValueError, match=r"joint 's': a prismatic joint with limits \[-inf, inf\] cannot be written"):
+        slide.to_urdf(tmp_path / "slide.urdf")
+    assert not (tmp_path / "slide.urdf").exists()
 
 
 def test_to_urdf_is_atomic(tmp_path, device, monkeypatch):

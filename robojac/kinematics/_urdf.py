@@ -12,13 +12,13 @@ import logging
 import math
 import os
 from xml.etree import ElementTree as ET
-from xml.parsers import expat
 
 import torch
 
 from .._files import read_text, write_text_atomic
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy
 from ._tree import KinematicTreeError
+from ._xml import number, numbers, parse_xml
 
 __all__ = ["UrdfError", "chain_from_urdf", "parse_urdf", "quat_to_rpy", "write_urdf"]
 
@@ -42,61 +42,15 @@ def _read(source) -> tuple[str, str]:
 
 
 def _parse_xml(text: str, name: str, comments: bool = False):
-    """ElementTree elements plus the line each starts on (expat feeds a TreeBuilder); with
-    ``comments`` the comments are kept in the tree (for writing the file back)."""
-    builder = ET.TreeBuilder(insert_comments=comments, insert_pis=comments)
-    lines: dict[ET.Element, int] = {}
-    parser = expat.ParserCreate()
-    parser.buffer_text = True  # one data callback per text run, not per line
-
-    def start(tag, attrs):
-        lines[builder.start(tag, attrs)] = parser.CurrentLineNumber
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = builder.end
-    parser.CharacterDataHandler = builder.data
-    if comments:
-        parser.CommentHandler = builder.comment
-    try:
-        parser.Parse(text, True)
-    except expat.ExpatError as e:
-        raise UrdfError(f"{name}:{e.lineno}: not well-formed XML ({expat.errors.messages[e.code]})") from None
-    return builder.close(), lines
-
-
-_ABSURD = 1e6  # no robot description holds a length, angle, limit or mimic factor this large
-
-
-def _checked(v: float, attr: str, raw: str, where: str, allow_inf: bool) -> float:
-    if math.isnan(v) or (math.isinf(v) and not allow_inf) or (math.isfinite(v) and abs(v) > _ABSURD):
-        allowed = "finite numbers" if not allow_inf else "numbers (or inf)"
-        raise UrdfError(f"{where}: {attr}={raw!r}: expected {allowed} of magnitude at most {_ABSURD:g}")
-    return v
+    return parse_xml(text, name, UrdfError, comments)
 
 
 def _floats(el, attr: str, n: int, default, where: str) -> tuple[float, ...]:
-    raw = el.get(attr) if el is not None else None
-    if raw is None:
-        return default
-    try:
-        vals = tuple(float(v) for v in raw.split())
-    except ValueError:
-        raise UrdfError(f"{where}: {attr}={raw!r} is not {n} numbers") from None
-    if len(vals) != n:
-        raise UrdfError(f"{where}: {attr}={raw!r} must be {n} finite numbers")
-    return tuple(_checked(v, attr, raw, where, False) for v in vals)
+    return numbers(el.get(attr) if el is not None else None, attr, n, default, where, UrdfError)
 
 
 def _float(el, attr: str, default: float, where: str, *, allow_inf: bool = False) -> float:
-    """A number attribute: NaN and absurd magnitudes are refused, infinity only where allowed."""
-    raw = el.get(attr)
-    if raw is None:
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise UrdfError(f"{where}: {attr}={raw!r} is not a number") from None
-    return _checked(v, attr, raw, where, allow_inf)
+    return number(el.get(attr), attr, default, where, UrdfError, allow_inf=allow_inf)
 
 
 def parse_urdf(source):
@@ -213,18 +167,30 @@ def _set_origin(el, origin: torch.Tensor) -> None:
     o.set("rpy", _numbers(quat_to_rpy(origin[3:].tolist())))
 
 
+def _urdf_type(j) -> JointType:
+    """The joint's URDF type: a revolute joint without limits is URDF's continuous one; a
+    limit URDF cannot hold (a prismatic joint's infinite one) is refused."""
+    lim = j.limits
+    if j.type not in (JointType.REVOLUTE, JointType.PRISMATIC) or (math.isfinite(lim.lower) and math.isfinite(lim.upper)):
+        return j.type
+    if j.type is JointType.REVOLUTE and lim.lower == -math.inf and lim.upper == math.inf:
+        return JointType.CONTINUOUS
+    raise ValueError(f"joint {j.name!r}: a {j.type.value} joint with limits [{lim.lower}, {lim.upper}] cannot be "
+                     "written to URDF, whose limits are finite numbers (give the joint finite limits first)")
+
+
 def _fresh_urdf(chain) -> ET.Element:
     robot = ET.Element("robot", name=chain.name)
     for f in chain.frame_names:
         ET.SubElement(robot, "link", name=f)
     for j in chain.joints:
-        el = ET.SubElement(robot, "joint", name=j.name, type=j.type.value)
+        el = ET.SubElement(robot, "joint", name=j.name, type=_urdf_type(j).value)
         _set_origin(el, j.origin)
         ET.SubElement(el, "parent", link=j.parent)
         ET.SubElement(el, "child", link=j.child)
         if j.type.movable:
             ET.SubElement(el, "axis", xyz=_numbers(j.axis))
-        if j.type in (JointType.REVOLUTE, JointType.PRISMATIC):
+        if _urdf_type(j) in (JointType.REVOLUTE, JointType.PRISMATIC):
             lim = j.limits
             ET.SubElement(el, "limit", lower=repr(lim.lower), upper=repr(lim.upper), effort=repr(lim.effort),
                           velocity=repr(lim.velocity))
