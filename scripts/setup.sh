@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install robojac into a virtual environment (default .venv) on a fresh Debian/Ubuntu machine.
 #   bash scripts/setup.sh          the library (what the demo needs)
-#   bash scripts/setup.sh dev      + pytest, Pinocchio, OpenCV and evo (what the tests need)
+#   bash scripts/setup.sh dev      + pytest, Pinocchio, MuJoCo, OpenCV and evo (what the tests need)
 #   bash scripts/setup.sh bench    + the peers measured in benchmarks/
 # ROBOJAC_VENV picks another environment folder.
 set -euo pipefail

@@ -1,7 +1,8 @@
-"""Kinematic chains and trees: joints, URDF and DH builders, batched FK and Jacobians."""
+"""Kinematic chains and trees: joints, URDF, MJCF and DH builders, batched FK and Jacobians."""
 
 from ._chain import Chain
 from ._dh import DHRow, chain_from_dh
+from ._mjcf import MjcfError, chain_from_mjcf
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy, rpy_to_quat
 from ._transform import PoseTransform
 from ._tree import KinematicTreeError
@@ -14,10 +15,12 @@ __all__ = [
     "JointLimits",
     "JointType",
     "KinematicTreeError",
+    "MjcfError",
     "Mimic",
     "PoseTransform",
     "UrdfError",
     "chain_from_dh",
+    "chain_from_mjcf",
     "origin_from_xyz_rpy",
     "parse_urdf",
     "quat_to_rpy",

@@ -28,9 +28,10 @@ Reference = Literal["world", "local"]
 class Chain(nn.Module):
     """A kinematic tree of links (frames) connected by joints.
 
-    Build it from joints in code (``Chain(joints)``), from a URDF (:meth:`from_urdf`) or a DH
-    table (:meth:`from_dh`).  The actuated joints (movable, not mimic) are the entries of a
-    configuration ``q`` of shape ``(..., dof)`` in the order :attr:`joint_names` gives.  All
+    Build it from joints in code (``Chain(joints)``), from a URDF (:meth:`from_urdf`), an MJCF
+    (:meth:`from_mjcf`) or a DH table (:meth:`from_dh`).  The actuated joints (movable, not
+    mimic) are the entries of a configuration ``q`` of shape ``(..., dof)`` in the order
+    :attr:`joint_names` gives.  All
     poses are in the root frame, as pypose SE3 ``[t, qx, qy, qz, qw]``.  Constants are buffers,
     so ``.to(device)`` works; computations follow the device and dtype of ``q``.
     """
@@ -113,6 +114,19 @@ class Chain(nn.Module):
         from ._urdf import chain_from_urdf
 
         return chain_from_urdf(source, root=root, tip=tip)
+
+    @classmethod
+    def from_mjcf(cls, source, *, root: str | None = None, tip: str | None = None,
+                  free_joints: str = "refuse") -> Chain:
+        """Parse an MJCF (MuJoCo XML) file path or string, kinematics only, without MuJoCo.
+
+        ``q`` follows MuJoCo's ``qpos`` order; ``root``/``tip`` pick a serial sub-chain;
+        ``free_joints="fixed"`` keeps a floating body where the file puts it.  See
+        :func:`robojac.kinematics.chain_from_mjcf` for how bodies, joints and sites map to frames.
+        """
+        from ._mjcf import chain_from_mjcf
+
+        return chain_from_mjcf(source, root=root, tip=tip, free_joints=free_joints)
 
     @classmethod
     def from_dh(cls, rows, convention: str = "standard", *, name: str = "dh_arm", tool=None) -> Chain:
@@ -298,7 +312,8 @@ class Chain(nn.Module):
 
     def random_configuration(self, *batch: int, generator: torch.Generator | None = None,
                              dtype: torch.dtype = torch.float64, device=None) -> Tensor:
-        """Uniform samples inside the limits (``[-pi, pi]`` for continuous joints), ``(*batch, dof)``."""
+        """Uniform samples inside the limits, ``(*batch, dof)``; an infinite limit samples as
+        ``-pi`` or ``pi`` would (a continuous joint, an MJCF slide without a range)."""
         def build():  # the generator draws on the CPU
             lo, hi = self.lower.cpu().double(), self.upper.cpu().double()
             lo, hi = lo.nan_to_num(neginf=-math.pi), hi.nan_to_num(posinf=math.pi)
