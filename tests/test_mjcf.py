@@ -5,6 +5,7 @@ and their Jacobians (``mj_jac``); random models exercise every attribute the rea
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +18,15 @@ from robojac.data import path as data_path
 from robojac.kinematics import Chain, MjcfError, chain_from_mjcf, write_urdf
 
 mujoco = pytest.importorskip("mujoco")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mujoco_logs_elsewhere(tmp_path_factory):
+    """MuJoCo writes MUJOCO_LOG.TXT into the working folder when a random model's masses warn."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("mujoco"))
+    yield
+    os.chdir(here)
 
 
 def _fmt(v):
@@ -374,3 +384,22 @@ def test_file_errors_name_the_file(tmp_path):
         Chain.from_mjcf(tmp_path / "none.xml")
     with pytest.raises(TypeError, match="source: expected an MJCF path or XML string"):
         Chain.from_mjcf(3)
+
+
+def test_the_cli_takes_an_mjcf_model(tmp_path, capsys):
+    """``robojac ik`` tells an MJCF model from a URDF by its first element; a broken model ends
+    with exit code 2 and the file's line."""
+    from robojac.cli import main
+
+    path = data_path("robots/kuka_iiwa14.xml")
+    chain = Chain.from_mjcf(path)
+    q = chain.random_configuration(1, generator=torch.Generator().manual_seed(2))
+    p = chain.forward_kinematics(q, "lbr_iiwa_link_7").translation()[0]
+    assert main(["ik", str(path), "--tip", "lbr_iiwa_link_7", "--target", *map(str, p.tolist())]) == 0
+    out = capsys.readouterr().out
+    assert "lbr_iiwa:world->lbr_iiwa_link_7: 7 joints" in out and "converged=True" in out
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<?xml version="1.0"?>\n<!-- an arm -->\n<mujoco>\n<worldbody>\n<body name="a">\n'
+                   '<joint type="ball"/>\n</body></worldbody></mujoco>\n')
+    assert main(["ik", str(bad), "--tip", "a", "--target", "0", "0", "0"]) == 2
+    assert "bad.xml:6: joint 'joint0' has type 'ball'" in capsys.readouterr().err

@@ -17,10 +17,35 @@ def progress(done: int, total: int, t0: float, unit: str, *, rate: bool = True) 
 
 
 def robot_arguments(p, tip: str, root: str) -> None:
-    """The arguments every robot command takes: the URDF, ``--tip`` and ``--root`` (with what
+    """The arguments every robot command takes: the robot description, ``--tip`` and ``--root`` (with what
     each means for the command)."""
     import pathlib
 
-    p.add_argument("urdf", type=pathlib.Path, help="robot description (URDF)")
+    p.add_argument("urdf", type=pathlib.Path, help="robot description: a URDF, or an MJCF (MuJoCo XML) model")
     p.add_argument("--tip", required=True, help=tip)
     p.add_argument("--root", help=root)
+
+
+def load_chain(path, root: str | None, tip: str | None):
+    """The chain of a robot description file: an MJCF model if its first element is
+    ``<mujoco>``, a URDF otherwise (whose reader then says what is wrong)."""
+    from xml.parsers import expat
+
+    from ..kinematics import Chain
+
+    first = []
+
+    def start(tag, attrs):
+        first.append(tag)
+        raise StopIteration  # the first element is all this needs
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    try:
+        with open(path, "rb") as f:
+            parser.ParseFile(f)
+    except (StopIteration, expat.ExpatError):
+        pass
+    if first == ["mujoco"]:
+        return Chain.from_mjcf(path, root=root, tip=tip)
+    return Chain.from_urdf(path, root=root, tip=tip)

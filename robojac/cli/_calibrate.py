@@ -9,14 +9,14 @@ import sys
 import time
 
 from .._files import read_text, save_figure_atomic
-from ._bar import progress, robot_arguments
+from ._bar import load_chain, progress, robot_arguments
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("calibrate", help="kinematic calibration of a URDF robot from measured poses or positions",
+    p = sub.add_parser("calibrate", help="kinematic calibration of a URDF or MJCF robot from measured poses or positions",
                        description="Estimate a robot's joint origins and offsets from measurements of one frame, "
                                    "report what the data identify, and write the calibrated URDF.")
-    robot_arguments(p, "the measured frame (e.g. panda_hand)", "the frame measurements are in (default: the URDF's root)")
+    robot_arguments(p, "the measured frame (e.g. panda_hand)", "the frame measurements are in (default: the description's root)")
     p.add_argument("--data", required=True, type=pathlib.Path,
                    help="CSV with a header: one column per joint (by name, radians or metres), then x,y,z "
                         "(positions, metres) or x,y,z,qx,qy,qz,qw (poses); an optional column 'weight'")
@@ -89,7 +89,6 @@ def _run(args) -> int:
     import torch
 
     from ..calibration import CalibrationConfig, calibrate_kinematics
-    from ..kinematics import Chain
     from ..optim import RobustKernel
 
     for name in ("sigma_position", "sigma_rotation", "kernel_scale"):
@@ -105,8 +104,8 @@ def _run(args) -> int:
         if not args.quiet:
             progress(done, steps, t0, f"steps ({what})".ljust(28), rate=False)
 
-    chain = Chain.from_urdf(args.urdf, root=args.root, tip=args.tip)
-    step("read the URDF")
+    chain = load_chain(args.urdf, args.root, args.tip)
+    step("read the robot")
     q, meas, weight = read_measurements(args.data, chain.joint_names)
     step("read the measurements")
     m = meas.shape[1]

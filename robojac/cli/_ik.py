@@ -7,14 +7,14 @@ import sys
 import time
 
 from .._files import atomic_path, save_figure_atomic
-from ._bar import progress, robot_arguments
+from ._bar import load_chain, progress, robot_arguments
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ik", help="inverse kinematics of a URDF robot for one target or a file of targets",
+    p = sub.add_parser("ik", help="inverse kinematics of a URDF or MJCF robot for one target or a file of targets",
                        description="Solve inverse kinematics: prints (or writes) joint values placing --tip at each "
                                    "target, with its position and rotation errors.")
-    robot_arguments(p, "frame to place (e.g. panda_hand)", "base frame the targets are in (default: the URDF's root)")
+    robot_arguments(p, "frame to place (e.g. panda_hand)", "base frame the targets are in (default: the description's root)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--target", type=float, nargs="+", metavar="V", help="x y z [qx qy qz qw]")
     g.add_argument("--targets", type=pathlib.Path, help="text file, one target per line: x y z [qx qy qz qw]")
@@ -34,9 +34,8 @@ def run(args) -> int:
     import torch
 
     from ..ik import IKConfig, read_targets, solve
-    from ..kinematics import Chain
 
-    chain = Chain.from_urdf(args.urdf, root=args.root, tip=args.tip)
+    chain = load_chain(args.urdf, args.root, args.tip)
     if args.target is not None:
         if len(args.target) not in (3, 7):
             raise ValueError(f"--target: expected 3 numbers (x y z) or 7 (x y z qx qy qz qw), got {len(args.target)}")

@@ -334,7 +334,8 @@ class _Builder:
             origin = lie.se3_compose(pending, at_ref)
             last = k == len(moving) - 1
             child = name if last and (not hinge or not any(p)) else f"{name}:{jname}"
-            kind = JointType.PRISMATIC if not hinge else (JointType.REVOLUTE if math.isfinite(lo) else JointType.CONTINUOUS)
+            kind = JointType.PRISMATIC if not hinge else \
+                JointType.REVOLUTE if math.isfinite(lo) else JointType.CONTINUOUS
             try:
                 joint = Joint(jname, kind, frame, child, origin, axis, JointLimits(lo, hi))
             except ValueError as e:
@@ -360,7 +361,8 @@ class _Builder:
         if hinge:
             lo, hi = self.compiler.angle(lo), self.compiler.angle(hi)
         if lo > hi:
-            raise MjcfError(f"{where}: joint {jname!r} has range {attrs['range']!r}: the lower limit is above the upper")
+            raise MjcfError(f"{where}: joint {jname!r} has range {attrs['range']!r}: "
+                            "the lower limit is above the upper")
         return lo, hi
 
     def place_sites(self) -> None:
