@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from robojac.trajectory import (
-    PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, end_drift, path_length, read_kitti, read_tum,
+    PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, end_drift, path_length, read_euroc, read_kitti,
+    read_tum,
     rpe, write_kitti, write_tum,
 )
 
@@ -267,3 +268,37 @@ def test_a_differentiable_trajectory_is_written_as_its_values(tmp_path):
     assert live.poses.requires_grad
     for write, name in ((write_kitti, "a.txt"), (write_tum, "a.tum")):
         assert write(live, tmp_path / name).read_bytes() == write(t, tmp_path / ("plain_" + name)).read_bytes()
+
+
+def test_euroc_csv_reads_as_evo_reads_it(tmp_path):
+    """A EuRoC ground-truth file (17 columns, nanosecond stamps, w-first quaternions, a header):
+    the same timestamps and poses as evo's reader, in pypose's order."""
+    file_interface = pytest.importorskip("evo.tools.file_interface")
+    t = _traj("cpu", n=25, seed=3)
+    P = t.poses.numpy()
+    ns = (1403636579758555392 + np.arange(25) * 5_000_000).astype(np.int64)
+    extra = np.random.default_rng(0).normal(size=(25, 9))
+    header = ("#timestamp, p_RS_R_x [m], p_RS_R_y [m], p_RS_R_z [m], q_RS_w [], q_RS_x [], q_RS_y [], q_RS_z [], "
+              "v_RS_R_x [m s^-1], v_RS_R_y [m s^-1], v_RS_R_z [m s^-1], b_w_RS_S_x [rad s^-1], b_w_RS_S_y [rad s^-1], "
+              "b_w_RS_S_z [rad s^-1], b_a_RS_S_x [m s^-2], b_a_RS_S_y [m s^-2], b_a_RS_S_z [m s^-2]\n")
+    body = "".join(f"{n}," + ",".join(repr(float(v)) for v in (*p[:3], p[6], *p[3:6], *e)) + "\n"
+                   for n, p, e in zip(ns, P, extra))
+    path = tmp_path / "data.csv"
+    path.write_text(header + body)
+    ours = read_euroc(path)
+    theirs = file_interface.read_euroc_csv_trajectory(str(path))
+    assert np.array_equal(ours.timestamps.numpy(), theirs.timestamps)
+    assert np.abs(ours.positions.numpy() - theirs.positions_xyz).max() < 1e-15
+    assert np.abs(ours.poses[:, 3:].numpy() - theirs.orientations_quat_wxyz[:, [1, 2, 3, 0]]).max() < 1e-15
+    assert max_err(ours.poses, t.poses) < 1e-15
+
+    for lines, match in [
+        (["1,0,0,0,1,0,0", "2,0,0,0,1,0,0"], r"data.csv:1: a EuRoC line needs at least 8 numbers, got 7"),
+        (["1,0,0,0,1,0,0,0,5", "2,0,0,0,1,0,0,0"], r"data.csv:2: 8 numbers, where line 1 has 9"),
+        (["#t", "1,0,0,0,1,0,0,0", "2,0,0,0,2,0,0,0"], r"data.csv:3: pose 1 has a quaternion of length 2"),
+        (["1,0,0,0,1,0,0,zero"], r"data.csv:1: 'zero' is not a number"),
+        (["# only a header"], r"data.csv: no poses found"),
+    ]:
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(TrajectoryError, match=match):
+            read_euroc(path)

@@ -2,17 +2,19 @@
 
 * TUM: one line per pose, ``timestamp tx ty tz qx qy qz qw``.
 * KITTI: one line per pose, the 12 numbers of the top 3x4 of ``T_world_pose`` row by row.
+* EuRoC (read only): CSV lines ``timestamp_ns, px, py, pz, qw, qx, qy, qz[, more]``.
 
 Both are written as evo writes them (``numpy.savetxt`` with a space delimiter and numpy's
 default ``%.18e``), so ``evo_ape``/``evo_rpe`` read our files and we read theirs.  Error
 metrics follow evo's vocabulary: :class:`PoseRelation` and :class:`StatisticsType`.
 """
 
-from ._io import Trajectory, TrajectoryError, associate, read_kitti, read_tum, write_kitti, write_tum
+from ._io import Trajectory, TrajectoryError, associate, read_euroc, read_kitti, read_tum, write_kitti, write_tum
 from ._metrics import ErrorResult, PoseRelation, StatisticsType, align_umeyama, ate, end_drift, path_length, rpe
 
 __all__ = [
     "ErrorResult", "PoseRelation", "StatisticsType", "Trajectory", "TrajectoryError",
-    "align_umeyama", "associate", "ate", "end_drift", "path_length", "read_kitti", "read_tum", "rpe", "write_kitti",
+    "align_umeyama", "associate", "ate", "end_drift", "path_length", "read_euroc", "read_kitti", "read_tum", "rpe",
+    "write_kitti",
     "write_tum",
 ]

@@ -1,4 +1,4 @@
-"""TUM and KITTI trajectory files (as evo writes them) and timestamp association."""
+"""TUM and KITTI trajectory files (as evo writes them), EuRoC CSV files, and timestamp association."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .._files import read_text, write_text_atomic
 from .. import lie
 from ..lie import se3_tensor
 
-__all__ = ["Trajectory", "TrajectoryError", "read_tum", "write_tum", "read_kitti", "write_kitti", "associate"]
+__all__ = ["Trajectory", "TrajectoryError", "read_tum", "write_tum", "read_kitti", "write_kitti", "read_euroc", "associate"]
 
 
 class TrajectoryError(ValueError):
@@ -57,8 +57,9 @@ class Trajectory:
         return lie.se3_to_matrix(self.poses)
 
 
-def _read_matrix(path, columns: int, what: str) -> tuple[np.ndarray, list[int]]:
-    """The file's numbers, a row per pose, and each pose's line number (for errors)."""
+def _read_matrix(path, columns: int, what: str, *, at_least: bool = False) -> tuple[np.ndarray, list[int]]:
+    """The file's numbers, a row per pose, and each pose's line number (for errors).  With
+    ``at_least``, a line may hold more than ``columns`` numbers, as many as the first line."""
     path = pathlib.Path(path)
     rows, lines = [], []
     for lineno, line in enumerate(read_text(path, f"{what} file").splitlines(), start=1):
@@ -66,8 +67,11 @@ def _read_matrix(path, columns: int, what: str) -> tuple[np.ndarray, list[int]]:
         if not text or text.startswith("#"):
             continue
         tokens = text.replace(",", " ").split()
-        if len(tokens) != columns:
-            raise TrajectoryError(f"{path}:{lineno}: a {what} line needs {columns} numbers, got {len(tokens)}")
+        if at_least and rows and len(tokens) != len(rows[0]):
+            raise TrajectoryError(f"{path}:{lineno}: {len(tokens)} numbers, where line {lines[0]} has {len(rows[0])}")
+        if len(tokens) < columns if at_least else len(tokens) != columns:
+            need = f"at least {columns}" if at_least else f"{columns}"
+            raise TrajectoryError(f"{path}:{lineno}: a {what} line needs {need} numbers, got {len(tokens)}")
         try:
             rows.append([float(t) for t in tokens])
             lines.append(lineno)
@@ -100,13 +104,28 @@ def _save(path, mat: np.ndarray) -> pathlib.Path:
 def read_tum(path) -> Trajectory:
     """A TUM trajectory file (``timestamp tx ty tz qx qy qz qw`` per line, ``#`` comments)."""
     mat, lines = _read_matrix(path, 8, "TUM")
-    q = mat[:, 4:]
+    return _stamped(path, lines, mat[:, 0], mat[:, 1:4], mat[:, 4:8])
+
+
+def read_euroc(path) -> Trajectory:
+    """A EuRoC MAV ground-truth or estimate CSV, as evo reads it.
+
+    Each line: ``timestamp`` in nanoseconds, ``p_x p_y p_z``, ``q_w q_x q_y q_z`` (w first), and
+    optionally more columns (the ground truth's velocities and biases, ignored); ``#`` starts a
+    comment (the header).  Timestamps come back in seconds, quaternions in pypose's order."""
+    mat, lines = _read_matrix(path, 8, "EuRoC", at_least=True)
+    return _stamped(path, lines, mat[:, 0] / 1e9, mat[:, 1:4], mat[:, [5, 6, 7, 4]])
+
+
+def _stamped(path, lines: list[int], stamps: np.ndarray, xyz: np.ndarray, q: np.ndarray) -> Trajectory:
+    """The trajectory of positions and ``[x, y, z, w]`` quaternions read from ``path``; a
+    quaternion far from unit length is refused, naming its line."""
     norms = np.linalg.norm(q, axis=1)
     if (np.abs(norms - 1) > 1e-3).any():
         k = int(np.argmax(np.abs(norms - 1)))
         raise TrajectoryError(f"{path}:{lines[k]}: pose {k} has a quaternion of length {norms[k]:.6g}, not a rotation")
-    poses = np.concatenate((mat[:, 1:4], q / norms[:, None]), 1)
-    return Trajectory(torch.from_numpy(poses), torch.from_numpy(mat[:, 0]))
+    poses = np.concatenate((xyz, q / norms[:, None]), 1)
+    return Trajectory(torch.from_numpy(poses), torch.from_numpy(np.ascontiguousarray(stamps)))
 
 
 def write_tum(traj: Trajectory, path) -> pathlib.Path:
