@@ -182,6 +182,15 @@ def test_to_urdf_of_a_chain_built_in_code(tmp_path, device):
     q = c.random_configuration(10, device=device)
     assert back.joint_names == c.joint_names and (back(q) - c(q)).abs().max() < 1e-12
     assert back.joint_limits[0].tolist() == c.joint_limits[0].tolist()
+    assert back.velocity_limits.tolist() == [math.inf, math.inf]  # no limit, written as a number URDF takes
+    # urdfdom (ROS, Pinocchio) reads the file too: it refuses "inf" for effort and velocity
+    pin = pytest.importorskip("pinocchio")
+    model = pin.buildModelFromUrdf(str(tmp_path / "coded.urdf"))
+    dat = model.createData()
+    for qi in q.cpu():
+        pin.framesForwardKinematics(model, dat, qi.numpy())
+        T = torch.as_tensor(dat.oMf[model.getFrameId("tip")].homogeneous, device="cpu")
+        assert (T - lie.se3_to_matrix(c(qi.to(device)).cpu())).abs().max() < 1e-12
 
 
 def test_to_urdf_writes_limits_urdf_can_read(tmp_path, device):

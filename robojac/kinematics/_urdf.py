@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from xml.etree import ElementTree as ET
 
 import torch
@@ -49,8 +50,29 @@ def _floats(el, attr: str, n: int, default, where: str) -> tuple[float, ...]:
     return numbers(el.get(attr) if el is not None else None, attr, n, default, where, UrdfError)
 
 
-def _float(el, attr: str, default: float, where: str, *, allow_inf: bool = False) -> float:
-    return number(el.get(attr), attr, default, where, UrdfError, allow_inf=allow_inf)
+def _float(el, attr: str, default: float, where: str) -> float:
+    return number(el.get(attr), attr, default, where, UrdfError)
+
+
+# URDF requires a number for a joint's effort and velocity limits, and urdfdom (ROS, Pinocchio)
+# refuses "inf": a limit the chain does not have is written as the largest double, and read back
+# as no limit.
+_NO_LIMIT = sys.float_info.max
+
+
+def _unbounded(v: float) -> str:
+    return repr(_NO_LIMIT if math.isinf(v) else v)
+
+
+def _rate(el, attr: str, where: str) -> float:
+    """A velocity or effort limit: no limit where absent, ``inf`` or the largest double."""
+    raw = el.get(attr)
+    try:
+        if raw is not None and float(raw) >= _NO_LIMIT:
+            return math.inf
+    except ValueError:
+        pass  # number() names the bad text
+    return number(raw, attr, math.inf, where, UrdfError, allow_inf=True)
 
 
 def parse_urdf(source):
@@ -101,8 +123,7 @@ def _parse(text: str, name: str):
                 lower, upper = -math.inf, math.inf
             elif lower > upper:
                 raise UrdfError(f"{lw}: joint {jname!r} has lower limit {lower} above upper limit {upper}")
-            limits = JointLimits(lower, upper, _float(lim, "velocity", math.inf, lw, allow_inf=True),
-                                 _float(lim, "effort", math.inf, lw, allow_inf=True))
+            limits = JointLimits(lower, upper, _rate(lim, "velocity", lw), _rate(lim, "effort", lw))
         elif _TYPES[jtype] in (JointType.REVOLUTE, JointType.PRISMATIC):
             raise UrdfError(f"{where}: {jtype} joint {jname!r} needs a <limit> element (URDF requires it)")
         mimic = None
@@ -192,8 +213,8 @@ def _fresh_urdf(chain) -> ET.Element:
             ET.SubElement(el, "axis", xyz=_numbers(j.axis))
         if _urdf_type(j) in (JointType.REVOLUTE, JointType.PRISMATIC):
             lim = j.limits
-            ET.SubElement(el, "limit", lower=repr(lim.lower), upper=repr(lim.upper), effort=repr(lim.effort),
-                          velocity=repr(lim.velocity))
+            ET.SubElement(el, "limit", lower=repr(lim.lower), upper=repr(lim.upper), effort=_unbounded(lim.effort),
+                          velocity=_unbounded(lim.velocity))
         if j.mimic is not None:
             ET.SubElement(el, "mimic", joint=j.mimic.joint, multiplier=repr(j.mimic.multiplier), offset=repr(j.mimic.offset))
     ET.indent(robot)
