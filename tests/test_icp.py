@@ -804,14 +804,20 @@ def test_points_in_a_half_precision_are_registered_in_float32_and_answered_in_th
 
 def test_write_ply_takes_what_it_writes_first_and_round_trips(tmp_path):
     """``write_ply(points, path)``, as ``write_g2o(graph, path)``: points in any dtype, with
-    gradients too, come back as float32 coordinates; the old order is refused with the call."""
+    gradients too, come back as they were: float64 as doubles (it had written float32 for
+    every dtype, so float64 map coordinates of 1e5 m came back a centimetre off), lower
+    precisions as float32.  Open3D reads the same numbers; the old order is refused with the call."""
     from robojac.icp import write_ply
 
     g = torch.Generator().manual_seed(2)
-    P = _rand(50, 3, g=g)
-    for pts in (P, P.float().requires_grad_(), P.bfloat16()):
+    P = _rand(50, 3, g=g) + torch.tensor([4.5e5, 5.1e6, 30.0], dtype=torch.float64)  # UTM-like coordinates
+    for pts in (P, P.numpy(), P.tolist(), P.float().requires_grad_(), P.bfloat16()):
         back = read_point_cloud(write_ply(pts, tmp_path / "p.ply"))
-        assert max_err(back, pts.detach().double().float().double()) == 0
+        exact = torch.as_tensor(pts.detach().double() if hasattr(pts, "detach") else np.asarray(pts, dtype=np.float64))
+        assert max_err(back, exact) == 0
+    o3d = pytest.importorskip("open3d")
+    write_ply(P, tmp_path / "p.ply", colors=torch.rand(50, 3, generator=g))
+    assert np.array_equal(np.asarray(o3d.io.read_point_cloud(str(tmp_path / "p.ply")).points), P.numpy())
     with pytest.raises(TypeError, match=r"points: expected \(N, 3\) coordinates, got a path; the call is write_ply\(points, path\)"):
         write_ply(tmp_path / "q.ply", P)
 

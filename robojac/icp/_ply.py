@@ -171,16 +171,20 @@ def read_ply(path) -> np.ndarray:
 
 def write_ply(points, path, colors=None) -> pathlib.Path:
     """Write ``points (N, 3)`` (and ``colors (N, 3)``, 0-1 floats or 0-255 integers) as a binary
-    little-endian PLY of float32 ``x, y, z`` (and uchar ``red, green, blue``), atomically: an
-    interrupted write leaves the old file (or none).  What is written comes first, as in
-    ``write_g2o(graph, path)`` and ``write_kitti(trajectory, path)``."""
+    little-endian PLY of ``x, y, z`` (and uchar ``red, green, blue``), atomically: an
+    interrupted write leaves the old file (or none).  Coordinates keep their precision: float64
+    points (and Python or integer numbers) are written as doubles, as Open3D writes them, lower
+    precisions as float32.  What is written comes first, as in ``write_g2o(graph, path)`` and
+    ``write_kitti(trajectory, path)``."""
     if isinstance(points, (str, os.PathLike)):
         raise TypeError("points: expected (N, 3) coordinates, got a path; the call is write_ply(points, path), "
                         "what is written first, as in write_g2o(graph, path)")
+    single = hasattr(points, "dtype") and str(points.dtype).split(".")[-1] in ("float32", "float16", "bfloat16")
     P = np.asarray(points.detach().cpu().double() if hasattr(points, "detach") else points, dtype=np.float64)
     if P.ndim != 2 or P.shape[1] != 3 or not np.isfinite(P).all():
         raise ValueError(f"points: expected finite (N, 3) coordinates, got shape {P.shape}")
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    real = "<f4" if single else "<f8"
+    fields = [("x", real), ("y", real), ("z", real)]
     if colors is not None:
         C = np.asarray(colors.detach().cpu() if hasattr(colors, "detach") else colors)
         if C.shape != P.shape:
@@ -193,7 +197,8 @@ def write_ply(points, path, colors=None) -> pathlib.Path:
     if colors is not None:
         for k, name in enumerate(("red", "green", "blue")):
             rows[name] = C[:, k]
-    props = "".join(f"property {'float' if t == '<f4' else 'uchar'} {n}\n" for n, t in fields)
+    kinds = {"<f4": "float", "<f8": "double", "u1": "uchar"}
+    props = "".join(f"property {kinds[t]} {n}\n" for n, t in fields)
     header = f"ply\nformat binary_little_endian 1.0\nelement vertex {P.shape[0]}\n{props}end_header\n"
     path = pathlib.Path(path)
     with atomic_path(path) as tmp:
