@@ -113,7 +113,8 @@ class _RandomModel:
 
     def placed(self, depth: int) -> str:
         if self.rng.random() < 0.2:  # a <frame> around the body
-            return f'<frame pos="{_fmt(self.rng.normal(size=3))}"{self.orientation()}>{self.body(depth)}</frame>'
+            cc = f' childclass="{self.rng.choice(["arm", "wrist"])}"' if self.rng.random() < 0.3 else ""
+            return f'<frame{cc} pos="{_fmt(self.rng.normal(size=3))}"{self.orientation()}>{self.body(depth)}</frame>'
         return self.body(depth)
 
     def xml(self) -> str:
@@ -124,7 +125,8 @@ class _RandomModel:
             compiler = f'<compiler eulerseq="{seq}"/>'  # degrees are MuJoCo's default
         site = f'<site pos="{_fmt(r.normal(size=3))}"/>' if self.site_pos_default else ""
         defaults = (f'<default><joint axis="{_fmt(r.normal(size=3))}"/>{site}'
-                    f'<default class="arm"><joint range="{self.angle(-1):.6g} {self.angle(1.5):.6g}"/>'
+                    f'<default class="arm"><joint range="{self.angle(-1):.6g} {self.angle(1.5):.6g}" '
+                    f'ref="{self.angle(0.2):.6g}"/>'
                     f'<site euler="{self.angle(0.5):.6g} 0 0"/>'
                     f'<default class="wrist"><joint axis="1 0 0" pos="0 0 0.1"/><site zaxis="1 1 0"/></default>'
                     '</default></default>')
@@ -191,8 +193,8 @@ def _matrices(quat: torch.Tensor) -> np.ndarray:
 @given(st.integers(0, 2**32 - 1))
 def test_random_models_pose_every_body_and_site_as_mujoco(seed):
     """Any model of bodies, frames, sites, hinges and slides (each orientation attribute, joint
-    pos and ref, ranges in degrees or radians, default classes and childclass): every frame's
-    pose and every site's Jacobian equal MuJoCo's."""
+    pos and ref, ranges in degrees or radians, default classes and childclass on bodies and
+    frames): every frame's pose and every site's Jacobian equal MuJoCo's."""
     xml = _RandomModel(seed).xml()
     chain = Chain.from_mjcf(xml)
     t, r, j = _compare(xml, chain, seed=seed)
@@ -339,6 +341,8 @@ _BAD = [
      "joint 'b' is limited but has no range"),
     ('<mujoco><worldbody><body name="a"><joint name="b" range="1 -1"/></body></worldbody></mujoco>',
      "the lower limit is above the upper"),
+    ('<mujoco><compiler autolimits="false"/><worldbody><body name="a"><joint name="b" range="-1 1"/></body>'
+     '</worldbody></mujoco>', "joint 'b' has a range but no limited attribute"),
     ('<mujoco><worldbody><body name="a"><joint name="b" limited="maybe"/></body></worldbody></mujoco>',
      "limited='maybe': expected 'true', 'false' or 'auto'"),
     ('<mujoco><worldbody><body name="a"><joint class="nope"/></body></worldbody></mujoco>',

@@ -353,7 +353,10 @@ class _Builder:
         if limited not in ("true", "false", "auto"):
             raise MjcfError(f"{where}: limited={limited!r}: expected 'true', 'false' or 'auto'")
         given = "range" in attrs
-        if limited == "false" or (limited == "auto" and not (given and self.compiler.autolimits)):
+        if limited == "auto" and given and not self.compiler.autolimits:  # ambiguous: MuJoCo refuses it too
+            raise MjcfError(f"{where}: joint {jname!r} has a range but no limited attribute, and "
+                            "<compiler autolimits='false'>: give limited='true' or 'false'")
+        if limited == "false" or (limited == "auto" and not given):
             return -math.inf, math.inf
         if not given:
             raise MjcfError(f"{where}: joint {jname!r} is limited but has no range")
