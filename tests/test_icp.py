@@ -353,6 +353,37 @@ def test_open3d_covariances_equal_our_neighbourhood_covariances():
     assert float((n2 * n[:, o]).sum(0).abs().min()) > 1 - 1e-12
 
 
+def test_covariance_helpers_refuse_bad_arguments_by_name():
+    """``estimate_covariances`` and ``normals_from_covariances`` name a bad argument (an ``int``
+    for the neighbour indices had stopped with "'int' object has no attribute 'shape'" inside
+    the structure-of-arrays code, and an index past the end read another point's memory)."""
+    from robojac.icp import estimate_covariances, normals_from_covariances
+
+    pts = _surface(50)
+    N = pts.shape[0]
+    _, nb = NearestNeighbors(pts, backend="brute").query(pts, k=5)
+    for neighbors, error, match in [
+        (10, TypeError, r"neighbors: expected an integer tensor \(N, k\) of point indices, got int"),
+        (nb.double(), TypeError, "neighbors: .* got dtype torch.float64"),
+        (nb[:10], ValueError, rf"neighbors: expected shape \({N}, k\) with k >= 1"),
+        (nb[:, :0], ValueError, rf"neighbors: expected shape \({N}, k\)"),
+        (nb + 1, ValueError, rf"neighbors: indices must lie in \[0, {N}\)"),
+        (nb - 1, ValueError, rf"neighbors: indices must lie in \[0, {N}\)"),
+    ]:
+        with pytest.raises(error, match=match):
+            estimate_covariances(pts, neighbors)
+    with pytest.raises(ValueError, match=r"points: expected shape \(N, 3\)"):
+        estimate_covariances(pts[:, :2], nb)
+    C = estimate_covariances(pts, nb)
+    for cov, error, match in [
+        (C.numpy(), TypeError, "cov: expected a floating-point tensor .* got ndarray"),
+        (C[:, :2], ValueError, rf"cov: expected shape \(N, 3, 3\), got \({N}, 2, 3\)"),
+        (C * float("nan"), ValueError, "cov: contains NaN"),
+    ]:
+        with pytest.raises(error, match=match):
+            normals_from_covariances(cov)
+
+
 def test_spatial_order_is_a_permutation_that_keeps_neighbours_close(device):
     from robojac.icp import spatial_order
 

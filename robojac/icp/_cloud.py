@@ -197,7 +197,18 @@ def estimate_covariances(points: Tensor, neighbors: Tensor) -> Tensor:
     """Covariances ``(N, 3, 3)`` of each point's neighbourhood ``neighbors (N, k)`` (indices)."""
     from ._soa import covariances
 
-    return covariances(points.T.contiguous(), neighbors).permute(2, 0, 1)
+    points = as_points(points, "points")
+    if not isinstance(neighbors, Tensor) or neighbors.is_floating_point() or neighbors.is_complex() \
+            or neighbors.dtype == torch.bool:
+        got = f"dtype {neighbors.dtype}" if isinstance(neighbors, Tensor) else type(neighbors).__name__
+        raise TypeError(f"neighbors: expected an integer tensor (N, k) of point indices, got {got}")
+    require_values(neighbors, "neighbors")
+    N = points.shape[0]
+    if neighbors.dim() != 2 or neighbors.shape[0] != N or neighbors.shape[1] < 1:
+        raise ValueError(f"neighbors: expected shape ({N}, k) with k >= 1 (one row per point), got {tuple(neighbors.shape)}")
+    if bool(((neighbors < 0) | (neighbors >= N)).any()):
+        raise ValueError(f"neighbors: indices must lie in [0, {N}), got {int(neighbors.min())}..{int(neighbors.max())}")
+    return covariances(points.T.contiguous(), neighbors.to(points.device)).permute(2, 0, 1)
 
 
 def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False, ordered: bool = False):
@@ -291,6 +302,14 @@ def normals_from_covariances(cov: Tensor) -> Tensor:
     covariance, in closed form (many times faster than a batched ``eigh`` on the CPU)."""
     from ._soa import normals
 
+    if not isinstance(cov, Tensor) or not cov.is_floating_point():
+        got = f"dtype {cov.dtype}" if isinstance(cov, Tensor) else type(cov).__name__
+        raise TypeError(f"cov: expected a floating-point tensor (N, 3, 3) of covariances, got {got}")
+    require_values(cov, "cov")
+    if cov.dim() != 3 or cov.shape[1:] != (3, 3):
+        raise ValueError(f"cov: expected shape (N, 3, 3), got {tuple(cov.shape)}")
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError("cov: contains NaN or infinite entries")
     return normals(cov.permute(1, 2, 0)).T
 
 
