@@ -56,3 +56,25 @@ def test_what_cannot_be_drawn_is_named():
     with pytest.raises(ValueError, match="T_target_source: contains NaN or infinite values"):
         viz.plot_registration(torch.rand(10, 3), torch.rand(10, 3), torch.full((7,), float("nan")))
     plt.close("all")
+
+
+@pytest.mark.open3d
+def test_observability_bars_are_the_shares_and_name_what_is_not_one():
+    """One bar per direction and alignment, at its share (a zero share at the floor), and the
+    threshold drawn; anything but ``{name: Observability}`` is refused by name."""
+    from robojac.icp import observability
+
+    g = torch.Generator().manual_seed(1)
+    plane = torch.cat((torch.rand(500, 2, dtype=torch.float64, generator=g) * 5, torch.zeros(500, 1, dtype=torch.float64)), 1)
+    blob = torch.randn(500, 3, dtype=torch.float64, generator=g)
+    I = torch.tensor([0.0, 0, 0, 0, 0, 0, 1], dtype=torch.float64)
+    seen = {"plane": observability(plane, plane, I, 0.5), "nothing": observability(blob, blob + 100, I, 0.5)}
+    ax = viz.plot_observability(seen)
+    heights = [[p.get_height() for p in c] for c in ax.containers]
+    assert np.allclose(heights[0], np.maximum(seen["plane"].eigenvalues.numpy(), 1e-5))
+    assert heights[1] == [1e-5] * 6  # no correspondences: nothing seen
+    assert "plane (degenerate)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    with pytest.raises(ValueError, match=r"results: expected a non-empty \{name: Observability\} dict"):
+        viz.plot_observability({})
+    with pytest.raises(ValueError, match=r"results\['x'\]: expected an Observability"):
+        viz.plot_observability({"x": torch.zeros(6)})

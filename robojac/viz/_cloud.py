@@ -8,7 +8,7 @@ import torch
 
 from ._style import as_numpy, equal_3d
 
-__all__ = ["plot_multiway", "plot_registration", "plot_registration_before_after", "plot_scans"]
+__all__ = ["plot_multiway", "plot_observability", "plot_registration", "plot_registration_before_after", "plot_scans"]
 
 
 def _np(x, max_points: int, seed: int = 0) -> np.ndarray:
@@ -134,3 +134,37 @@ def plot_multiway(clouds, result, *, labels=None, vertical_axis: str = "z", fig=
     ax.set_title(f"pose graph: {len(result.kept)} pairs kept, {len(result.pruned)} pruned", fontsize=10)
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=0.92, wspace=0.0)
     return fig
+
+
+def plot_observability(results, ax=None, *, title: str | None = "How much of each motion the surfaces see"):
+    """The six shares of :func:`robojac.icp.observability` for ``{name: Observability}``,
+    weakest first, on a log scale, with each one's degeneracy threshold as a dashed line: a
+    bar below it is a motion the alignment cannot see.  Returns ``ax``."""
+    import matplotlib.pyplot as plt
+
+    from ._style import PALETTE
+
+    if not isinstance(results, dict) or not results:
+        raise ValueError("results: expected a non-empty {name: Observability} dict")
+    for name, o in results.items():
+        if not hasattr(o, "eigenvalues") or tuple(o.eigenvalues.shape) != (6,):
+            raise ValueError(f"results[{name!r}]: expected an Observability (robojac.icp.observability), "
+                             f"got {type(o).__name__}")
+    ax = ax if ax is not None else plt.figure(figsize=(7, 3.4)).add_subplot()
+    width = 0.8 / len(results)
+    floor = 1e-5  # a share of exactly 0 (no correspondences) still shows as a bar
+    for k, (name, o) in enumerate(results.items()):
+        shares = np.maximum(as_numpy(o.eigenvalues), floor)
+        x = np.arange(6) + (k - (len(results) - 1) / 2) * width
+        colour = PALETTE[k % len(PALETTE)]
+        label = f"{name} ({'degenerate' if o.degenerate else 'all seen'})"
+        ax.bar(x, shares, width=width, color=colour, label=label)
+        ax.hlines(o.threshold, x[0] - width / 2, x[-1] + width / 2, colors="#555555", linestyles="dashed", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2, 1.5)
+    ax.set_xticks(np.arange(6), [f"direction {i + 1}" for i in range(6)], fontsize=8)
+    ax.set_ylabel("share of the motion seen")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    return ax
