@@ -193,3 +193,21 @@ def test_a_prepared_target_gives_the_same_measure():
     a = observability(source, target, IDENTITY, 0.5)
     b = observability(source, prepared, IDENTITY, 0.5)
     assert torch.allclose(a.eigenvalues, b.eigenvalues, atol=1e-9) and a.weak_directions() == b.weak_directions()
+
+
+def test_the_icp_command_names_a_free_motion(tmp_path, capsys):
+    """``robojac icp`` prints whether every direction was fixed, and names a free one."""
+    from robojac.cli import main
+    from robojac.icp import write_ply
+
+    g = torch.Generator().manual_seed(8)
+    write_ply(_corridor(g, 3000), tmp_path / "a.ply")
+    write_ply(_corridor(g, 3000), tmp_path / "b.ply")
+    code = main(["icp", str(tmp_path / "a.ply"), str(tmp_path / "b.ply"), "--method", "point_to_plane",
+                 "--max-distance", "0.5"])
+    out = capsys.readouterr().out
+    assert code == (0 if "converged=True" in out else 1)  # sliding along the corridor, it may run out of steps
+    assert "observability: DEGENERATE" in out and "free: translation along [1.00, 0.00, 0.00]" in out
+    bunny = data.path("pointclouds/bunny")
+    assert main(["icp", str(bunny / "bun045.ply.gz"), str(bunny / "bun000.ply.gz"), "--voxel", "0.003"]) == 0
+    assert "observability: every direction fixed" in capsys.readouterr().out

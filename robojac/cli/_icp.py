@@ -49,9 +49,25 @@ def run(args) -> int:
     dt = time.perf_counter() - t0
     print(f"{args.method}: {int(result.iterations)} iterations, converged={bool(result.converged)}, "
           f"fitness {float(result.fitness):.3f}, rmse {float(result.rmse):.6g}, {dt * 1e3:.0f} ms")
+    print_observability(source, target, result, config)
     T0 = torch.eye(4, dtype=torch.float64) if init is None else init
     report(args, source, target, T0, result, args.method)
     return 0 if bool(result.converged) else 1
+
+
+def print_observability(source, target, result, config) -> None:
+    """One line on whether the geometry fixed every direction of the answer (``icp.observability``
+    on the clouds as ``align`` saw them); a free motion is named, as the answer along it is arbitrary."""
+    from ..icp import observability, voxel_downsample
+
+    src, tgt = voxel_downsample(source, config.voxel_size), voxel_downsample(target, config.voxel_size)
+    o = observability(src, tgt, result.T_target_source.reshape(7), config.correspondence_distance(tgt))
+    if not o.degenerate:
+        print(f"observability: every direction fixed (the least seen motion: {o.weakest:.3f} of it, "
+              f"threshold {o.threshold})")
+        return
+    print(f"observability: DEGENERATE (the least seen motion: {o.weakest:.4f} of it); the answer is arbitrary "
+          "along each free motion, free: " + "; ".join(o.weak_directions()))
 
 
 def report(args, source, target, T0, result, label: str) -> None:

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ._bar import progress
-from ._icp import report
+from ._icp import print_observability, report
 
 
 def add_parser(sub) -> None:
@@ -51,5 +51,7 @@ def run(args) -> int:
           f"fitness {float(result.fitness):.3f}, rmse {float(result.rmse):.6g}, {time.perf_counter() - t0:.2f} s")
     if not bool(result.converged):
         print("no consistent pose found (too few inliers or too little overlap); the pose below is the best guess")
+    else:
+        print_observability(source, target, result, config.refinement())
     report(args, source, target, torch.eye(4, dtype=torch.float64), result, "global + GICP")
     return 0 if bool(result.converged) else 1

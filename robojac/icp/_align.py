@@ -68,6 +68,16 @@ class ICPConfig:
     neighbors_backend: str = "auto"
     num_threads: int | None = None
 
+    def correspondence_distance(self, target: Tensor, factor: float = 1.0) -> float:
+        """The correspondence distance ``align`` uses for ``target`` (points ``(N, 3)``) at a
+        level ``factor``: the configured one, else 10 voxels, else (no voxels: the target as
+        given) 10 % of the target's extent."""
+        if self.max_correspondence_distance is not None:
+            return self.max_correspondence_distance * factor
+        if self.voxel_size > 0:
+            return 10.0 * self.voxel_size * factor
+        return 0.1 * float((target.max(0).values - target.min(0).values).norm())
+
     def __post_init__(self):
         owner = "ICPConfig"
         check_choice(owner, "method", self.method, METHODS)
@@ -383,13 +393,8 @@ def _ordered_sources(src0: list[Tensor], v: float, src_normals: list[Tensor | No
 
 
 def _max_distance(cfg: ICPConfig, factor: float, targets: list[Tensor]) -> list[float]:
-    """Each target's correspondence distance at a level ``factor``: the configured one, else 10
-    voxels, else (no voxels: the targets as given) 10 % of the target's extent."""
-    if cfg.max_correspondence_distance is not None:
-        return [cfg.max_correspondence_distance * factor] * len(targets)
-    if cfg.voxel_size > 0:
-        return [10.0 * cfg.voxel_size * factor] * len(targets)
-    return [0.1 * float((t.max(0).values - t.min(0).values).norm()) for t in targets]
+    """Each target's correspondence distance at a level ``factor`` (:meth:`ICPConfig.correspondence_distance`)."""
+    return [cfg.correspondence_distance(t, factor) for t in targets]
 
 
 def _pad(clouds: list[Tensor]) -> tuple[Tensor, Tensor]:
