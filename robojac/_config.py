@@ -12,7 +12,7 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_choice", "check_int", "check_real", "index_tensor"]
+__all__ = ["check_bool", "check_callable", "check_choice", "check_instance", "check_int", "check_real", "index_tensor"]
 
 
 def check_int(owner: str, name: str, value, *, minimum: int, optional: bool = False) -> None:
@@ -63,3 +63,16 @@ def index_tensor(value, name: str, device=None):
     if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise TypeError(f"{name}: expected integer indices, got dtype {t.dtype}")
     return t.long()
+
+
+def check_instance(name: str, value, cls, expected: str) -> None:
+    """``value`` is a ``cls`` (a class or a tuple of them); else a ``TypeError`` naming the
+    argument, what was expected and what came (a tensor where a Chain goes, say)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+
+
+def check_callable(name: str, value) -> None:
+    """``value`` can be called (the function a Jacobian is taken of)."""
+    if not callable(value):
+        raise TypeError(f"{name}: expected a function to differentiate, got {type(value).__name__}")

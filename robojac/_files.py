@@ -11,7 +11,15 @@ import stat
 import tempfile
 import zlib
 
-__all__ = ["atomic_path", "read_bytes", "read_text", "save_figure_atomic", "write_text_atomic"]
+__all__ = ["as_path", "atomic_path", "read_bytes", "read_text", "save_figure_atomic", "write_text_atomic"]
+
+
+def as_path(path, what: str = "file") -> pathlib.Path:
+    """``path`` as a ``pathlib.Path``; anything but a ``str`` or ``os.PathLike`` is refused,
+    naming what was expected (a tensor passed where the file name goes, say)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected the name of a {what} (str or os.PathLike), got {type(path).__name__}")
+    return pathlib.Path(path)
 
 
 def read_bytes(path, what: str = "file") -> bytes:
@@ -20,7 +28,7 @@ def read_bytes(path, what: str = "file") -> bytes:
     A missing file raises ``FileNotFoundError``, a folder ``IsADirectoryError``, a corrupt gzip
     stream ``ValueError``; each message names the file (and what was expected: the ``what``,
     ``"g2o file"``, ...)."""
-    path = pathlib.Path(path)
+    path = as_path(path, what)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     if path.is_dir():
@@ -68,7 +76,7 @@ def atomic_path(path):
     stop by a signal that raises, as the CLI arranges for SIGTERM and SIGHUP), the temporary
     file is removed and ``path`` is left as it was.
     """
-    path = pathlib.Path(path)
+    path = as_path(path, "file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; expected a file name to write")
@@ -91,7 +99,7 @@ def atomic_path(path):
 def write_text_atomic(path, text: str) -> pathlib.Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`): an interrupted write
     leaves the old file (or none), never a truncated one."""
-    path = pathlib.Path(path)
+    path = as_path(path, "file to write")
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from .. import lie
-from .._config import check_real
+from .._config import check_instance, check_real
 from ..kinematics import Chain
 from ..optim import Factor, History, RobustKernel, SolverConfig, TerminationConfig, Variable, product, solve
 
@@ -371,8 +371,7 @@ def calibrate_kinematics(chain: Chain, q: Tensor, measurements, *, frame: str | 
     positions, whose hold turns with the data); the unidentifiable directions get the gauge's.
     """
     cfg = config or CalibrationConfig()
-    if not isinstance(chain, Chain):
-        raise TypeError(f"chain: expected a robojac Chain, got {type(chain).__name__}")
+    check_instance("chain", chain, Chain, "a robojac Chain")
     if chain.origin_joints or chain.offset_joints:
         chain = chain.frozen()
     frame = chain.tip if frame is None else frame
@@ -484,6 +483,7 @@ def perturbed_chain(chain: Chain, *, origin_mm: float = 1.0, origin_deg: float =
     moved by N(0, ``origin_mm``) along each axis and turned by N(0, ``origin_deg``) about each
     (a left perturbation in its parent frame), and every actuated joint's offset drawn from
     N(0, ``offset_deg``).  Returns a new plain chain; ``chain`` is not changed."""
+    check_instance("chain", chain, Chain, "a robojac Chain")
     for name, v in (("origin_mm", origin_mm), ("origin_deg", origin_deg), ("offset_deg", offset_deg)):
         check_real("perturbed_chain", name, v)
     p = chain.with_parameters()
@@ -501,6 +501,7 @@ def simulate_poses(chain: Chain, q: Tensor, *, position_mm: float = 0.05, rotati
     """What a tracker measures: ``frame``'s poses ``(M, 7)`` at ``q`` with N(0, ``position_mm``)
     added to each position coordinate and the rotation turned by N(0, ``rotation_deg``) about
     each axis (the noise model of :func:`calibrate_kinematics`' covariance)."""
+    check_instance("chain", chain, Chain, "a robojac Chain")
     for name, v in (("position_mm", position_mm), ("rotation_deg", rotation_deg)):
         check_real("simulate_poses", name, v)
     T = chain.forward_kinematics_tensor(q, [frame or chain.tip])[..., 0, :]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import numbers
 import pathlib
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._files import read_bytes, read_text
+from .._files import as_path, read_bytes, read_text
 from ..lie import require_values
 from ._pcd import PCDError, read_pcd, read_xyz
+from ._neighbors import points_shaped
 from ._ply import PLYError, read_ply
 
 __all__ = ["PCDError", "PLYError", "as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
@@ -49,7 +51,7 @@ def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
     with unreadable lines skipped (as Open3D's readers do).  Other formats Open3D reads go
     through it; a file it cannot read raises ``ValueError``.
     """
-    path = pathlib.Path(path)
+    path = as_path(path, "point-cloud file")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype: expected a floating-point torch dtype, got {dtype!r}")
     name = path.name.lower()
@@ -78,7 +80,7 @@ def read_kitti_bin(path, *, dtype=torch.float64, reflectance: bool = False) -> T
     """Points ``(N, 3)`` (``(N, 4)`` with ``reflectance``) of a KITTI Velodyne scan: float32
     ``x, y, z, reflectance`` records of 16 bytes (``.bin``, or ``.bin.gz``).  A file whose size
     is not a whole number of records is refused, naming the file and its size."""
-    path = pathlib.Path(path)
+    path = as_path(path, "KITTI .bin scan")
     raw = read_bytes(path, "KITTI .bin scan")
     if len(raw) % 16:
         raise ValueError(f"{path}: {len(raw)} bytes is not a whole number of 16-byte KITTI records "
@@ -95,7 +97,7 @@ def read_scans(folder, *, format: str = "auto", dtype=torch.float64) -> tuple[li
     """``(clouds, files)``: every scan in ``folder``, in file-name order (KITTI's zero-padded
     numbers sort in time).  ``format``: ``"kitti"`` (``.bin``/``.bin.gz``), ``"ply"`` (``.ply``,
     ``.ply.gz``, ``.pcd``), or ``"auto"`` (whichever the folder holds)."""
-    folder = pathlib.Path(folder)
+    folder = as_path(folder, "folder")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: expected a folder of scans")
     kinds = {"kitti": (".bin", ".bin.gz"), "ply": (".ply", ".ply.gz", ".pcd")}
@@ -120,6 +122,9 @@ def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
     gets the same centroids from ``_voxelmap.nested_voxels``, in the one sort that also groups
     them in voxels three times larger (a second sort cost ~1.4 ms a KITTI scan).
     """
+    points_shaped(points)
+    if isinstance(voxel_size, bool) or not isinstance(voxel_size, numbers.Real):
+        raise TypeError(f"voxel_size: expected a number (0: no downsampling), got {type(voxel_size).__name__}")
     voxel_size = float(voxel_size)
     if not math.isfinite(voxel_size) or voxel_size < 0:
         raise ValueError(f"voxel_size: expected a finite size >= 0 (0: no downsampling), got {voxel_size}")
@@ -183,6 +188,7 @@ def spatial_order(points: Tensor) -> Tensor:
     its 1-nearest queries 0.47 ms instead of 0.53 ms, against the file's order.  The order
     itself costs 65-110 us there.
     """
+    points_shaped(points)
     if points.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=points.device)
     p = points.detach().double()  # the 30-bit keys are exact in float64 (float32 would merge cells)
@@ -322,7 +328,7 @@ def read_stanford_conf(path) -> dict[str, Tensor]:
     """
     from scipy.spatial.transform import Rotation
 
-    path = pathlib.Path(path)
+    path = as_path(path, "Stanford .conf file")
     out = {}
     for lineno, line in enumerate(read_text(path, "Stanford .conf file").splitlines(), start=1):
         tok = line.split()

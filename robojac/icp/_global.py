@@ -107,6 +107,8 @@ def fpfh_features(points: Tensor, voxel_size: float, normal_radius: float = 2.0,
         import open3d as o3d
     except ImportError as e:  # pragma: no cover - open3d is a dependency
         raise ImportError("fpfh_features needs Open3D (pip install open3d)") from e
+    points = as_points(points, "points")
+    check_real("fpfh_features", "voxel_size", voxel_size, positive=True)
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.detach().double().cpu().numpy()))
     pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=normal_radius * voxel_size, max_nn=30))
     f = o3d.pipelines.registration.compute_fpfh_feature(

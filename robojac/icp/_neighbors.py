@@ -21,6 +21,18 @@ __all__ = ["NearestNeighbors", "PaddedNeighbors"]
 _BUDGET = 1 << 25  # brute-force distances per matmul (128 MB in float32)
 
 
+def points_shaped(points, name: str = "points") -> Tensor:
+    """``points`` if it is a floating-point tensor ``(N, 3)``; else a ``TypeError`` or
+    ``ValueError`` naming the argument.  Type and shape only, so the searches and the
+    downsampling of every scan pay next to nothing (``as_points`` also checks the values)."""
+    if not isinstance(points, Tensor) or not points.is_floating_point():
+        got = f"dtype {points.dtype}" if isinstance(points, Tensor) else type(points).__name__
+        raise TypeError(f"{name}: expected a floating-point tensor (N, 3), got {got}")
+    if points.dim() != 2 or points.shape[-1] != 3:
+        raise ValueError(f"{name}: expected shape (N, 3), got {tuple(points.shape)}")
+    return points
+
+
 class NearestNeighbors:
     """An index over ``points (M, 3)`` answering ``k``-nearest queries; keep it, reuse it (the
     KD-tree is built on the first query).
@@ -43,7 +55,7 @@ class NearestNeighbors:
     def __init__(self, points: Tensor, *, backend: str = "auto", chunk: int | None = None):
         if backend not in ("auto", "kdtree", "brute"):
             raise ValueError(f"backend: expected 'auto', 'kdtree' or 'brute', got {backend!r}")
-        self.points = points
+        self.points = points_shaped(points)
         self.center = points.mean(0)  # queries may come about it (``centered=True``), as ICP's do
         self.backend = ("kdtree" if points.device.type == "cpu" else "brute") if backend == "auto" else backend
         self._tree = None  # built on the first query: a batch answered by a stacked index never needs it
@@ -109,6 +121,10 @@ class PaddedNeighbors:
     """
 
     def __init__(self, clouds: list[Tensor], *, budget: int = _BUDGET):
+        if isinstance(clouds, Tensor) or not isinstance(clouds, (list, tuple)) or not clouds:
+            raise TypeError(f"clouds: expected a non-empty list of point clouds (N_i, 3), got {type(clouds).__name__}")
+        for k, c in enumerate(clouds):
+            points_shaped(c, f"clouds[{k}]")
         self.sizes = [c.shape[0] for c in clouds]
         M, ref = max(self.sizes), clouds[0]
         self.budget = budget

@@ -14,11 +14,10 @@ cannot parse.  These readers refuse such files, naming the file (and the line, f
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 
-from .._files import read_bytes, read_text
+from .._files import as_path, read_bytes, read_text
 
 __all__ = ["PCDError", "read_pcd", "read_xyz"]
 
@@ -152,7 +151,7 @@ def read_pcd(path) -> np.ndarray:
     ``binary_compressed``).  Raises :class:`PCDError` naming the file (and the line, for
     ``ascii``) when the data do not match the header: too few or too many points, a line of the
     wrong length or not numbers, a missing ``x``/``y``/``z`` field, corrupt compressed data."""
-    path = pathlib.Path(path)
+    path = as_path(path, "PCD file")
     raw = read_bytes(path, "PCD file")
     entries, start, header_lines = _header(path, raw)
     names, types, counts, N = _layout(path, entries)
@@ -214,7 +213,7 @@ def read_xyz(path) -> np.ndarray:
     """The ``(N, 3)`` float64 points of an XYZ text file: a line of numbers per point (the same
     count on every line, at least 3; the first three are ``x y z``).  A line of another count, or
     one that is not numbers, raises ``ValueError`` naming the file and line."""
-    path = pathlib.Path(path)
+    path = as_path(path, "XYZ file")
     rows, width, first = [], None, None
     for lineno, line in enumerate(read_text(path, "XYZ point file").splitlines(), start=1):
         text = line.strip()

@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from .._files import atomic_path, read_bytes
+from .._files import as_path, atomic_path, read_bytes
 
 __all__ = ["PLYError", "read_ply", "write_ply"]
 
@@ -159,7 +159,7 @@ def read_ply(path) -> np.ndarray:
     match the header: too few or too many records, a vertex line that is not numbers, a missing
     ``x``/``y``/``z`` property.  Other elements (faces, range grids) are checked and skipped.
     """
-    path = pathlib.Path(path)
+    path = as_path(path, "PLY file")
     raw = read_bytes(path, "PLY file")
     fmt, elements, start, header_lines = _header(path, raw)
     _vertex_columns(path, elements)
@@ -200,7 +200,7 @@ def write_ply(points, path, colors=None) -> pathlib.Path:
     kinds = {"<f4": "float", "<f8": "double", "u1": "uchar"}
     props = "".join(f"property {kinds[t]} {n}\n" for n, t in fields)
     header = f"ply\nformat binary_little_endian 1.0\nelement vertex {P.shape[0]}\n{props}end_header\n"
-    path = pathlib.Path(path)
+    path = as_path(path, "PLY file to write")
     with atomic_path(path) as tmp:
         tmp.write_bytes(header.encode("ascii") + rows.tobytes())
     return path

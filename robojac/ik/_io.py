@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import pathlib
 
 import torch
 from torch import Tensor
 
-from .._files import read_text
+from .._files import as_path, read_text
 
 __all__ = ["read_targets"]
 
@@ -20,7 +19,7 @@ def read_targets(path) -> Tensor:
     Every line must have the same count (3 or 7); quaternions must be unit length (to 1e-6,
     then normalised).  A line that breaks this raises a ``ValueError`` naming the file and line.
     """
-    path = pathlib.Path(path)
+    path = as_path(path, "targets file")
     rows, width = [], None
     for no, raw in enumerate(read_text(path, "targets file").splitlines(), 1):
         line = raw.split("#", 1)[0].replace(",", " ").strip()

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
 __all__ = ["planar_2link_ik", "planar_3link_ik"]
+
+
+def _lengths_and_target(lengths: dict, target) -> None:
+    """Link lengths are positive numbers and ``target`` a real tensor ``(..., 2 or 3)``."""
+    for name, v in lengths.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name}: expected a positive link length, got {v!r}")
+    if not isinstance(target, Tensor) or not target.is_floating_point():
+        got = f"dtype {target.dtype}" if isinstance(target, Tensor) else type(target).__name__
+        raise TypeError(f"target: expected a floating-point tensor (..., 2 or 3) of positions, got {got}")
+    if target.dim() == 0 or target.shape[-1] not in (2, 3):
+        raise ValueError(f"target: expected positions (..., 2 or 3), got shape {tuple(target.shape)}")
 
 
 def planar_2link_ik(l1: float, l2: float, target: Tensor, *, elbow: str = "up") -> tuple[Tensor, Tensor]:
@@ -17,8 +32,7 @@ def planar_2link_ik(l1: float, l2: float, target: Tensor, *, elbow: str = "up") 
     """
     if elbow not in ("up", "down"):
         raise ValueError(f"elbow: expected 'up' or 'down', got {elbow!r}")
-    if not (l1 > 0 and l2 > 0):
-        raise ValueError(f"link lengths: expected positive l1, l2, got {l1}, {l2}")
+    _lengths_and_target({"l1": l1, "l2": l2}, target)
     x, y = target[..., 0], target[..., 1]
     c2 = (x * x + y * y - l1 * l1 - l2 * l2) / (2 * l1 * l2)
     reachable = (c2 >= -1 - 1e-12) & (c2 <= 1 + 1e-12)
@@ -37,6 +51,7 @@ def planar_3link_ik(l1: float, l2: float, l3: float, target: Tensor, phi: Tensor
     form and ``q3 = phi - q1 - q2``.  Without ``phi`` the tool points along the line from the
     base to the target (one of the arm's infinitely many solutions).
     """
+    _lengths_and_target({"l1": l1, "l2": l2, "l3": l3}, target)
     x, y = target[..., 0], target[..., 1]
     if phi is None:
         phi = torch.atan2(y, x)

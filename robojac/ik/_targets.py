@@ -37,6 +37,11 @@ def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
 def pose_errors(X: Tensor, target: Tensor, position_only: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``(error (P, 6|3), position error (P,), rotation error (P,))`` of poses ``X (P, 7)``:
     ``[p* - p; Log(R* R^T)]``, the world-frame error the geometric Jacobian linearises."""
+    width = 3 if position_only else 7
+    for name, v, n in (("X", X, 7), ("target", target, width)):
+        if not isinstance(v, Tensor) or v.dim() != 2 or v.shape[-1] != n:
+            got = f"shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(f"{name}: expected a tensor (P, {n}), got {got}")
     e = _pose_error(X, target, position_only)
     if position_only:
         return e, e.norm(dim=-1), torch.zeros_like(e[:, 0])

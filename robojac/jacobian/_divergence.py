@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .._config import check_callable
+
 
 __all__ = ["batch_jacobian", "divergence"]
 
@@ -62,6 +64,7 @@ def batch_jacobian(func: Callable[..., Tensor], x: Tensor, *, strategy: str = "f
     take ~0.03-0.05 s each.
     The stacked strategies return values, with no graph to ``x`` or ``args``.
     """
+    check_callable("func", func)
     _check_batch_input(x)
     if strategy not in BATCH_STRATEGIES:
         raise ValueError(f"strategy: expected one of {BATCH_STRATEGIES}, got {strategy!r}")
@@ -152,6 +155,7 @@ def divergence(
     drawn from ``generator``), unbiased with variance falling as ``1/num_samples``.
     ``func`` must map ``(k, *d)`` to ``(k, *d)``.
     """
+    check_callable("func", func)
     _check_batch_input(x)
     if method not in ("exact", "hutchinson"):
         raise ValueError(f"method: expected 'exact' or 'hutchinson', got {method!r}")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
+from .._config import check_callable
 from ..lie import GroupSpec, group_spec, raw_autograd, retract_first_order
 from .. import lie
 from ._params import STRATEGIES
@@ -115,6 +116,7 @@ def jacobian(
     (``jacobian(jacobian(f))`` is a Hessian).  Lie-group inputs get tangent columns; under
     ``vmap`` LieTensors arrive as plain tensors, so declare them: ``groups={0: "SE3"}``.
     """
+    check_callable("func", func)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
@@ -185,6 +187,7 @@ def _jacfwd_chunked(f, argnums, has_aux: bool, chunk_size: int | None):
 
 
 def _prepare(func, inputs, groups, exact: bool):
+    check_callable("func", func)
     is_tuple = isinstance(inputs, (tuple, list))
     args = tuple(inputs) if is_tuple else (inputs,)
     if not args:

@@ -39,6 +39,11 @@ class Chain(nn.Module):
     def __init__(self, joints: Sequence[Joint], *, links: Sequence[str] | None = None, root: str | None = None,
                  name: str = "chain", _sources: Sequence[Joint] = (), _joint_lines: dict[str, str] | None = None):
         super().__init__()
+        if isinstance(joints, (str, bytes)) or not isinstance(joints, Sequence):
+            raise TypeError(f"joints: expected a sequence of robojac Joints, got {type(joints).__name__}")
+        for k, j in enumerate(joints):
+            if not isinstance(j, Joint):
+                raise TypeError(f"joints[{k}]: expected a robojac Joint, got {type(j).__name__}")
         if not joints and links is None:
             raise ValueError("joints: expected at least one joint (or links= for a chain of a single frame)")
         self.name = name

@@ -50,6 +50,9 @@ def _compose(*poses) -> torch.Tensor:
 
 
 def _rows(rows) -> list[DHRow]:
+    if isinstance(rows, (str, bytes, DHRow)) or not hasattr(rows, "__iter__"):
+        raise TypeError(f"rows: expected a sequence of DH rows (DHRow, dicts or (a, alpha, d[, theta])), "
+                        f"got {type(rows).__name__}")
     out = []
     for i, r in enumerate(rows):
         if isinstance(r, DHRow):
@@ -57,7 +60,10 @@ def _rows(rows) -> list[DHRow]:
         elif isinstance(r, dict):
             out.append(DHRow(**r))
         else:
-            vals = [float(v) for v in r]
+            try:
+                vals = [float(v) for v in r]
+            except (TypeError, ValueError):
+                raise TypeError(f"rows[{i}]: expected (a, alpha, d[, theta]) or a DHRow, got {r!r}") from None
             if len(vals) not in (3, 4):
                 raise ValueError(f"rows[{i}]: expected (a, alpha, d[, theta]) or a DHRow, got {r!r}")
             out.append(DHRow(*vals))

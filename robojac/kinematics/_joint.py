@@ -53,9 +53,20 @@ class Mimic:
     offset: float = 0.0
 
 
+def _numbers_of(values, name: str, n: int) -> tuple[float, ...]:
+    """``n`` finite numbers of a sequence or tensor, named in the error otherwise."""
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected {n} numbers, got {type(values).__name__}") from None
+    if len(out) != n or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name}: expected {n} finite numbers, got {list(out)}")
+    return out
+
+
 def rpy_to_quat(rpy) -> Tensor:
     """URDF roll-pitch-yaw (fixed axes X, then Y, then Z) to a ``[x, y, z, w]`` quaternion."""
-    r, p, y = (0.5 * float(v) for v in rpy)
+    r, p, y = (0.5 * v for v in _numbers_of(rpy, "rpy", 3))
     cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
     # q_z(y) * q_y(p) * q_x(r), multiplied out (scalar math: a URDF has one per joint)
     return torch.tensor([sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy,

@@ -16,8 +16,9 @@ from xml.etree import ElementTree as ET
 
 import torch
 
+from .._config import check_instance
 from .._files import read_text, write_text_atomic
-from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy
+from ._joint import Joint, JointLimits, JointType, Mimic, _numbers_of, origin_from_xyz_rpy
 from ._tree import KinematicTreeError
 from ._xml import number, numbers, parse_xml
 
@@ -166,8 +167,10 @@ def chain_from_urdf(source, *, root: str | None = None, tip: str | None = None):
 def quat_to_rpy(q) -> tuple[float, float, float]:
     """URDF roll-pitch-yaw of a ``[x, y, z, w]`` quaternion (the inverse of
     :func:`~robojac.kinematics.rpy_to_quat`; pitch in ``[-pi/2, pi/2]``)."""
-    x, y, z, w = (float(v) for v in q)
+    x, y, z, w = _numbers_of(q, "q", 4)
     n = math.sqrt(x * x + y * y + z * z + w * w)
+    if n == 0:
+        raise ValueError("q: a quaternion of zero length has no rotation")
     x, y, z, w = x / n, y / n, z / n, w / n
     r00, r10 = 1 - 2 * (y * y + z * z), 2 * (x * y + w * z)
     r20, r21, r22 = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
@@ -230,6 +233,9 @@ def write_urdf(chain, path) -> None:
     limits, mimic tags, other joints and comments stay as they were.  Any other chain is written
     from its joints.  Reading the file back gives the chain's kinematics to rounding (~1e-15).
     A chain with parameters is written with their current values (see ``Chain.frozen``)."""
+    from ._chain import Chain
+
+    check_instance("chain", chain, Chain, "a robojac Chain (the call is write_urdf(chain, path))")
     if chain.origin_joints or chain.offset_joints:
         chain = chain.frozen()
     if chain.urdf_source is None:

@@ -351,6 +351,12 @@ class Problem:
     held at zero)."""
 
     def __init__(self, variables: Sequence[Variable], factors: Sequence[Factor]):
+        for name, items, cls in (("variables", variables, Variable), ("factors", factors, Factor)):
+            if isinstance(items, (str, bytes, cls)) or not isinstance(items, Sequence):
+                raise TypeError(f"{name}: expected a sequence of {cls.__name__}s, got {type(items).__name__}")
+            for k, item in enumerate(items):
+                if not isinstance(item, cls):
+                    raise TypeError(f"{name}[{k}]: expected a {cls.__name__}, got {type(item).__name__}")
         self.variables = tuple(variables)
         self.factors = tuple(factors)
         if not self.variables:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._files import read_text, write_text_atomic
+from .._config import check_instance
+from .._files import as_path, read_text, write_text_atomic
 from .._precision import PRECISIONS
 from ._graph import PoseGraph
 from ..lie import se2_to_se3, se3_to_se2
@@ -117,7 +118,7 @@ def read_g2o(path, *, dtype: torch.dtype = torch.float64, information: str = "re
     GTSAM's ``readG2o``); at the first thing that is not plainly well formed the file is read
     again line by line, which names what is wrong and where.
     """
-    path = pathlib.Path(path)
+    path = as_path(path, "g2o file")
     if information not in _INFORMATION:
         raise ValueError(f"information: expected one of {_INFORMATION}, got {information!r}")
     if dtype not in PRECISIONS:
@@ -332,7 +333,8 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     crash never leaves half a file.  Numbers are written with full precision (a round trip
     reproduces the graph exactly).
     """
-    path = pathlib.Path(path)
+    check_instance("graph", graph, PoseGraph, "a PoseGraph (the call is write_g2o(graph, path))")
+    path = as_path(path, "g2o file to write")
     X = graph.poses if poses is None else poses
     X = X.as_subclass(torch.Tensor) if hasattr(X, "ltype") else torch.as_tensor(X, device="cpu")
     if X.shape != (graph.num_poses, 7):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import lie, optim
-from .._config import check_choice, check_int, check_real
+from .._config import check_choice, check_instance, check_int, check_real
 from .._precision import PRECISIONS
 from .._threads import threads_for, torch_threads
 from ..lie import se2_compose
@@ -140,6 +140,7 @@ def _held(graph: PoseGraph) -> Tensor:
 
 def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
     """The initial optimization state (2D ``(N, 3)``, 3D ``(N, 7)``) of ``graph``."""
+    check_instance("graph", graph, PoseGraph, "a PoseGraph")
     graph.check_connected()
     with torch.no_grad():
         S = graph.state().detach()
@@ -184,8 +185,7 @@ def optimize(graph: PoseGraph, config: PGOConfig | None = None) -> PGOResult:
     solved in float64 land within 3e-5 m of the float64 optimum (manhattan 4.4e-4 m).
     """
     config = config or PGOConfig()
-    if not isinstance(graph, PoseGraph):
-        raise TypeError(f"graph: expected a PoseGraph, got {type(graph).__name__}")
+    check_instance("graph", graph, PoseGraph, "a PoseGraph")
     if graph.poses.dtype not in PRECISIONS:  # as read_g2o refuses to read into one
         raise TypeError(f"graph: its poses are {graph.poses.dtype}; optimize takes graphs in float32 or float64 "
                         f"(graph.to(torch.float32))")

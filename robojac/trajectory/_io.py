@@ -11,7 +11,7 @@ import pypose as pp
 import torch
 from torch import Tensor
 
-from .._files import read_text, write_text_atomic
+from .._files import as_path, read_text, write_text_atomic
 from .. import lie
 from ..lie import se3_tensor
 
@@ -57,10 +57,26 @@ class Trajectory:
         return lie.se3_to_matrix(self.poses)
 
 
+def as_trajectory(value, name: str) -> Trajectory:
+    """``value`` as a :class:`Trajectory`: one as it is, or poses ``(N, 7)`` (a tensor or an
+    SE3 LieTensor) or ``(N, 4, 4)`` matrices without timestamps; anything else is refused,
+    naming the argument."""
+    if isinstance(value, Trajectory):
+        return value
+    if isinstance(value, Tensor):
+        if value.dim() == 3 and value.shape[-2:] == (4, 4):
+            return Trajectory(lie.matrix_to_SE3(value, name=name).tensor())
+        if value.dim() != 2 or value.shape[-1] != 7:
+            raise TrajectoryError(f"{name}: expected a Trajectory, poses (N, 7) or matrices (N, 4, 4), "
+                                  f"got a tensor of shape {tuple(value.shape)}")
+        return Trajectory(value)
+    raise TypeError(f"{name}: expected a Trajectory, poses (N, 7) or matrices (N, 4, 4), got {type(value).__name__}")
+
+
 def _read_matrix(path, columns: int, what: str, *, at_least: bool = False) -> tuple[np.ndarray, list[int]]:
     """The file's numbers, a row per pose, and each pose's line number (for errors).  With
     ``at_least``, a line may hold more than ``columns`` numbers, as many as the first line."""
-    path = pathlib.Path(path)
+    path = as_path(path, f"{what} file")
     rows, lines = [], []
     for lineno, line in enumerate(read_text(path, f"{what} file").splitlines(), start=1):
         text = line.strip()
@@ -130,6 +146,7 @@ def _stamped(path, lines: list[int], stamps: np.ndarray, xyz: np.ndarray, q: np.
 
 def write_tum(traj: Trajectory, path) -> pathlib.Path:
     """Write ``traj`` as evo does (timestamps required; atomic)."""
+    traj = as_trajectory(traj, "traj")
     if traj.timestamps is None:
         raise TrajectoryError("write_tum: the trajectory has no timestamps (TUM files need them); use write_kitti")
     mat = np.column_stack((traj.timestamps.detach().cpu().numpy(), traj.poses.detach().cpu().numpy()))
@@ -166,7 +183,7 @@ def _rigid(where: list[str], T: np.ndarray) -> np.ndarray:
 def _read_tr(path) -> np.ndarray:
     """The 4x4 ``Tr`` (Velodyne -> camera 0) of a KITTI calibration file: its ``Tr:`` line (or
     a file of just 12 numbers)."""
-    path = pathlib.Path(path)
+    path = as_path(path, "KITTI calibration file")
     for lineno, line in enumerate(read_text(path, "KITTI calibration file").splitlines(), start=1):
         tokens = line.split()
         if not tokens or (tokens[0].endswith(":") and tokens[0] != "Tr:"):
@@ -179,7 +196,8 @@ def _read_tr(path) -> np.ndarray:
 
 
 def write_kitti(traj: Trajectory, path) -> pathlib.Path:
-    """Write ``traj`` as evo does (12 numbers per line; atomic)."""
+    """Write ``traj`` as evo does (12 numbers per line; atomic); poses ``(N, 7)`` do too."""
+    traj = as_trajectory(traj, "traj")
     mat = traj.matrices().detach().cpu().numpy()[:, :3, :].reshape(-1, 12)  # a differentiable trajectory too
     return _save(path, mat)
 
@@ -191,6 +209,7 @@ def associate(reference: Trajectory, estimate: Trajectory, max_difference: float
     timestamp is nearest (the earlier one on a tie), if that is within ``max_difference``; so no
     pose of the sparser trajectory is lost, and none is paired twice.  Timestamps need not be
     sorted.  The pairs come in the sparser trajectory's order."""
+    reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if reference.timestamps is None or estimate.timestamps is None:
         raise TrajectoryError("associate: both trajectories need timestamps")
     if not max_difference >= 0:

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import lie
-from ._io import Trajectory, TrajectoryError
+from .._config import check_instance
+from ._io import Trajectory, TrajectoryError, as_trajectory
 
 __all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "end_drift", "path_length", "rpe"]
 
@@ -21,6 +22,14 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     lies on one line or one point (the covariance's second singular value is zero to float64's
     rounding), any turn about that line fits equally well, so an answer would be arbitrary (evo
     refuses these too)."""
+    for name, x in (("source", source), ("target", target)):
+        check_instance(name, x, Tensor, "points (N, d) as a tensor")
+        if x.dim() != 2 or x.shape[0] == 0:
+            raise TrajectoryError(f"{name}: expected points (N, d), got shape {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise TrajectoryError(f"{name}: contains NaN or infinite coordinates")
+    if source.shape != target.shape:
+        raise TrajectoryError(f"source and target: expected the same shape, got {tuple(source.shape)} and {tuple(target.shape)}")
     return _umeyama(source, target, with_scale, degenerate_ok=False)
 
 
@@ -126,7 +135,9 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     so that its first pose is the reference's, as an odometry's first scan defines its world.
     Positions all on one line (or at one point) fix no rotation about it: the translation part
     is measured all the same (every such rotation leaves the aligned positions where they are),
-    the rotation relations are refused (evo refuses both), and so is a scale of one point."""
+    the rotation relations are refused (evo refuses both), and so is a scale of one point.
+    Poses ``(N, 7)`` or ``(N, 4, 4)`` stand for trajectories too."""
+    reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
     if align and align_origin:
@@ -169,6 +180,7 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
         relation: PoseRelation = PoseRelation.TRANSLATION_PART, all_pairs: bool = False) -> ErrorResult:
     """Relative pose error over ``delta`` poses: ``E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j)``, ``j = i + delta``
     (consecutive windows, or every ``i`` with ``all_pairs``), as evo's RPE."""
+    reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"rpe: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
     if len(reference) < 2:
@@ -187,7 +199,7 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
 
 def path_length(trajectory: Trajectory) -> float:
     """The distance travelled: the sum of the steps between consecutive positions (m)."""
-    P = trajectory.positions
+    P = as_trajectory(trajectory, "trajectory").positions
     return float((P[1:] - P[:-1]).norm(dim=-1).sum())
 
 
@@ -195,6 +207,7 @@ def end_drift(reference: Trajectory, estimate: Trajectory) -> float:
     """How far the estimate's last position lies from the reference's, as a share of the
     reference's path length (odometry's drift; both trajectories start at the same pose, as an
     odometry's first scan defines its world, and are not aligned)."""
+    reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"end_drift: {len(reference)} reference poses but {len(estimate)} estimated")
     length = path_length(reference)

@@ -10,7 +10,7 @@ import torch
 
 from .._files import atomic_path
 
-from ._style import PALETTE, as_numpy, equal_3d, new_axes
+from ._style import PALETTE, as_numpy, equal_3d, new_axes, require
 
 __all__ = ["plot_arm", "plot_trajectory_strip", "animate_arm", "plot_end_effector_path", "plot_jacobian_heatmap"]
 
@@ -49,6 +49,7 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
     red/green/blue.  ``view`` is ``"2d"`` (the xy plane), ``"3d"``, or ``"auto"`` (2d for a
     planar arm).  ``target`` (a point or pose ``[x, y, z, ...]``) is drawn as a star.
     """
+    require("chain", chain, "kinematics", "Chain", "a robojac Chain")
     if view == "auto":
         view = "2d" if _is_planar(chain, q) else "3d"
     if view not in ("2d", "3d"):
@@ -100,6 +101,7 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
 
 def plot_end_effector_path(chain, qs, ax=None, *, frame: str | None = None, view: str = "auto", cmap: str = "viridis"):
     """The path of ``frame`` over configurations ``qs`` (``(T, dof)``), coloured by time."""
+    require("chain", chain, "kinematics", "Chain", "a robojac Chain")
     qs = torch.as_tensor(qs, dtype=torch.float64, device="cpu")  # pictures: host values
     if view == "auto":
         view = "2d" if _is_planar(chain, qs[0]) else "3d"
@@ -127,6 +129,7 @@ def plot_trajectory_strip(chain, qs, *, num_frames: int = 6, view: str = "auto",
     Each panel also ghosts the earlier steps and traces the end-effector path so far.
     Returns the figure.
     """
+    require("chain", chain, "kinematics", "Chain", "a robojac Chain")
     import matplotlib.pyplot as plt
 
     qs = torch.as_tensor(qs, dtype=torch.float64, device="cpu")  # pictures: host values
@@ -162,6 +165,7 @@ def plot_trajectory_strip(chain, qs, *, num_frames: int = 6, view: str = "auto",
 def animate_arm(chain, qs, path, *, fps: int = 15, view: str = "auto", targets=None, trail: bool = True,
                 title: str | None = None) -> str:
     """Write an animated GIF of the arm following ``qs`` (``(T, dof)``) to ``path``; returns it."""
+    require("chain", chain, "kinematics", "Chain", "a robojac Chain")
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -203,7 +207,7 @@ def plot_jacobian_heatmap(J, ax=None, *, row_labels: Sequence[str] | None = None
     """
     import matplotlib.pyplot as plt
 
-    J = as_numpy(J)  # on the host, detached, float64 (from any dtype: numpy has no bfloat16)
+    J = as_numpy(J, "J")  # on the host, detached, float64 (from any dtype: numpy has no bfloat16)
     if J.ndim != 2:
         raise ValueError(f"J: expected a 2-D (outputs, inputs) matrix, got shape {J.shape}")
     ax = ax if ax is not None else plt.figure(figsize=(1.0 + 0.7 * J.shape[1], 1.0 + 0.45 * J.shape[0])).add_subplot()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._style import PALETTE, as_numpy
+from ._style import PALETTE, as_numpy, require
 
 __all__ = ["plot_calibration_errors", "plot_identifiability", "plot_calibration_summary", "plot_hand_eye_methods"]
 
@@ -16,6 +16,7 @@ def plot_calibration_errors(result, ax=None, *, title: str | None = "Error per m
     """Bars of each measurement's position error (mm) with the nominal chain (light) and the
     calibrated one (dark), on a log scale; measurements the robust kernel set aside (weight
     below 0.1) are marked with a red x.  Returns ``ax``."""
+    require("result", result, "calibration", "CalibrationResult", "a CalibrationResult (calibrate_kinematics' answer)")
     import matplotlib.pyplot as plt
 
     ax = ax if ax is not None else plt.figure(figsize=(8, 3.2)).add_subplot()
@@ -46,6 +47,7 @@ def plot_identifiability(result, ax=None, *, tolerance: float | None = 1e-6,
     """The identification Jacobian's singular values (columns scaled to unit norm), largest
     first, on a log scale: the identifiable directions above the tolerance line, the
     unidentifiable ones (held at their nominal values) below it.  Returns ``ax``."""
+    require("result", result, "calibration", "CalibrationResult", "a CalibrationResult (calibrate_kinematics' answer)")
     import matplotlib.pyplot as plt
 
     ax = ax if ax is not None else plt.figure(figsize=(6, 3.2)).add_subplot()
@@ -71,6 +73,7 @@ def plot_identifiability(result, ax=None, *, tolerance: float | None = 1e-6,
 def plot_calibration_summary(result, fig=None):
     """Errors per measurement (left) and the identifiability spectrum (right), one figure.
     Returns the figure."""
+    require("result", result, "calibration", "CalibrationResult", "a CalibrationResult (calibrate_kinematics' answer)")
     import matplotlib.pyplot as plt
 
     fig = fig if fig is not None else plt.figure(figsize=(12, 3.6))
@@ -86,6 +89,12 @@ def plot_hand_eye_methods(errors: Mapping[str, tuple[float, float]], ax=None, *,
     """Grouped bars of ``{method: (position mm, rotation deg)}``: position on the left axis,
     rotation on the right, both on log scales (methods differ by decades).  Returns ``ax``."""
     import matplotlib.pyplot as plt
+
+    if not isinstance(errors, Mapping) or not errors:
+        raise TypeError(f"errors: expected a non-empty {{method: (position mm, rotation deg)}}, got {type(errors).__name__}")
+    for name, pair in errors.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"errors[{name!r}]: expected (position mm, rotation deg), got {pair!r}")
 
     ax = ax if ax is not None else plt.figure(figsize=(7, 3.2)).add_subplot()
     names = list(errors)

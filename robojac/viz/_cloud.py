@@ -6,14 +6,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._style import as_numpy, equal_3d
+from ._style import as_numpy, equal_3d, require
 
 __all__ = ["plot_multiway", "plot_observability", "plot_registration", "plot_registration_before_after", "plot_scans"]
 
 
-def _np(x, max_points: int, seed: int = 0) -> np.ndarray:
-    """``x`` as numpy, at most ``max_points`` rows (a seeded random subset)."""
-    x = as_numpy(x)
+def _np(x, max_points: int, seed: int = 0, name: str = "points") -> np.ndarray:
+    """``x`` as numpy points ``(N, 3)``, at most ``max_points`` rows (a seeded random subset)."""
+    x = as_numpy(x, name)
+    if x.ndim != 2 or x.shape[-1] != 3:
+        raise ValueError(f"{name}: expected points (N, 3), got shape {x.shape}")
     if x.shape[0] > max_points:
         x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points].numpy()]
     return x
@@ -27,12 +29,12 @@ def plot_registration(source, target, T_target_source=None, ax=None, *, title: s
     from .. import lie
 
     ax = ax if ax is not None else plt.figure(figsize=(5.5, 5.5)).add_subplot(projection="3d")
-    src = torch.from_numpy(_np(source, max_points, 1))
+    src = torch.from_numpy(_np(source, max_points, 1, "source"))
     if T_target_source is not None:
         T = torch.from_numpy(as_numpy(T_target_source))  # on the host, detached (a differentiable answer too)
         T = lie.se3_tensor(T, name="T_target_source")  # checked: NaN or a non-rigid 4x4 is named
         src = lie.se3_act(T.reshape(1, 7), src)
-    tgt = _np(target, max_points, 2)
+    tgt = _np(target, max_points, 2, "target")
     s = src.numpy()
     ax.scatter(*tgt.T, s=1.5, c="#7f8c8d", alpha=0.45, label="target", depthshade=False)
     ax.scatter(*s.T, s=1.5, c="#e67e22", alpha=0.6, label="source", depthshade=False)
@@ -74,6 +76,8 @@ def plot_scans(clouds, poses=None, ax=None, *, title: str | None = None, max_poi
 
     from .. import lie
 
+    if isinstance(clouds, torch.Tensor) or not hasattr(clouds, "__len__"):
+        raise TypeError(f"clouds: expected a list of point clouds (N_i, 3), got {type(clouds).__name__}")
     if len(clouds) == 0:
         raise ValueError("clouds: expected at least one point cloud to draw, got none")
     if poses is not None and len(poses) != len(clouds):
@@ -104,6 +108,7 @@ def plot_multiway(clouds, result, *, labels=None, vertical_axis: str = "z", fig=
     merged model coloured by scan, and the pose graph of the scans, each drawn at its registered
     centroid (odometry edges between consecutive scans, loop closures dashed, pruned pairs
     red).  Returns the figure."""
+    require("result", result, "icp", "MultiwayResult", "a MultiwayResult (multiway_registration's answer)")
     import matplotlib.pyplot as plt
 
     fig = fig or plt.figure(figsize=(16, 5.5))

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ._style import PALETTE, as_numpy, equal_3d, new_axes
+from ._style import PALETTE, as_numpy, equal_3d, new_axes, require
 
 __all__ = ["plot_pose_graph", "plot_graph_before_after", "plot_cost_history", "plot_trajectories"]
 
@@ -26,6 +26,7 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
                     cmap: str = "RdYlGn_r", vmax: float | None = None, title: str | None = None, colorbar: bool = True):
     """Draw ``graph`` at ``poses`` (default its own): the odometry chain as a line, the other
     edges as thin segments coloured by their chi^2 = e^T Omega e (log scale).  Returns ``ax``."""
+    require("graph", graph, "posegraph", "PoseGraph", "a PoseGraph")
     from matplotlib.collections import LineCollection
     from matplotlib.colors import LogNorm
 
@@ -75,6 +76,7 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
 
 def plot_graph_before_after(graph, before, after, *, costs: tuple[float, float] | None = None, fig=None):
     """Two panels, the same colour scale: the graph at ``before`` and at ``after``.  Returns the figure."""
+    require("graph", graph, "posegraph", "PoseGraph", "a PoseGraph")
     import matplotlib.pyplot as plt
 
     view = "2d" if graph.dim == 2 else "3d"
@@ -93,8 +95,17 @@ def plot_cost_history(results: Mapping[str, object] | Sequence[object], ax=None,
     """Cost per iteration of one or more optimization results (log scale).  Returns ``ax``."""
     import matplotlib.pyplot as plt
 
+    if isinstance(results, Mapping):
+        items = list(results.items())
+    elif isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
+        items = [(f"run {k}", r) for k, r in enumerate(results)]
+    else:
+        raise TypeError(f"results: expected {{name: result}} or a list of solver results, got {type(results).__name__}")
+    for label, r in items:
+        if not (hasattr(r, "initial_cost") and hasattr(r, "history")):
+            raise TypeError(f"results[{label!r}]: expected a solver result (with initial_cost and history), "
+                            f"got {type(r).__name__}")
     ax = ax if ax is not None else plt.figure(figsize=(5.5, 4)).add_subplot()
-    items = results.items() if isinstance(results, Mapping) else ((f"run {k}", r) for k, r in enumerate(results))
     for k, (label, r) in enumerate(items):
         costs = [r.initial_cost] + [h.cost for h in r.history]
         ax.semilogy(range(len(costs)), costs, "o-", ms=4, color=PALETTE[k % len(PALETTE)], label=label)
@@ -109,11 +120,17 @@ def plot_cost_history(results: Mapping[str, object] | Sequence[object], ax=None,
 
 def plot_trajectories(trajectories: Mapping[str, object], ax=None, *, view: str = "2d"):
     """Positions of several :class:`~robojac.trajectory.Trajectory` (or ``(N, 7)`` poses)."""
+    if not isinstance(trajectories, Mapping) or not trajectories:
+        raise TypeError(f"trajectories: expected a non-empty {{name: Trajectory or poses (N, 7)}}, "
+                        f"got {type(trajectories).__name__}")
     ax = ax if ax is not None else new_axes(view)
     dims = 2 if view == "2d" else 3
     allp = []
     for k, (label, t) in enumerate(trajectories.items()):
-        P = as_numpy(getattr(t, "poses", t))[:, :3]
+        P = as_numpy(getattr(t, "poses", t), f"trajectories[{label!r}]")
+        if P.ndim != 2 or P.shape[-1] < 3:
+            raise ValueError(f"trajectories[{label!r}]: expected poses (N, 7) or positions (N, 3), got shape {P.shape}")
+        P = P[:, :3]
         allp.append(P)
         ax.plot(*P[:, :dims].T, color=PALETTE[k % len(PALETTE)], lw=1.5, label=label)
     ax.legend(fontsize=8)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._style import PALETTE, as_numpy
+from ._style import PALETTE, as_numpy, require
 
 __all__ = ["plot_trajectory_error", "plot_odometry"]
 
@@ -52,6 +52,7 @@ def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: i
     scan placed by the trajectory and coloured by its time; without, the local map coloured by
     height); the path against ``reference`` coloured by error (when given); the error over
     time.  Returns the figure."""
+    require("result", result, "icp", "OdometryResult", "an OdometryResult (lidar_odometry's answer)")
     import matplotlib.pyplot as plt
 
     fig = fig or plt.figure(figsize=(16, 5))

@@ -26,7 +26,23 @@ def equal_3d(ax, pts) -> None:
     ax.set_box_aspect((1, 1, 1))
 
 
-def as_numpy(x) -> np.ndarray:
-    """A tensor, LieTensor or array as a float64 numpy array on the host (detached)."""
-    x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
+def as_numpy(x, name: str = "value") -> np.ndarray:
+    """A tensor, LieTensor or array as a float64 numpy array on the host (detached); anything
+    that is not numbers is refused, naming the argument."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name}: expected a tensor or array of numbers, got {type(x).__name__}")
+    try:
+        x = x.as_subclass(torch.Tensor) if hasattr(x, "ltype") else torch.as_tensor(x, device="cpu")
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name}: expected a tensor or array of numbers, got {type(x).__name__}") from None
     return x.detach().double().cpu().numpy()
+
+
+def require(name: str, value, package: str, cls: str, expected: str) -> None:
+    """``value`` is a ``robojac.<package>.<cls>`` (imported only when a picture is drawn);
+    else a ``TypeError`` naming the argument (a tensor passed where the chain goes, say)."""
+    import importlib
+
+    from .._config import check_instance
+
+    check_instance(name, value, getattr(importlib.import_module(f"robojac.{package}"), cls), expected)
