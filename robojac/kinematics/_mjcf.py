@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from xml.etree import ElementTree as ET
 
 import torch
@@ -40,8 +39,7 @@ from ._xml import number, numbers, parse_xml
 __all__ = ["MjcfError", "chain_from_mjcf"]
 
 _ORIENTATIONS = ("quat", "axisangle", "euler", "xyaxes", "zaxis")
-_IGNORED_IN_BODY = {"geom", "inertial", "camera", "light", "plugin", "attach_site"}
-_GENERATING = {"composite", "flexcomp", "replicate", "attach", "skin"}  # elements that make bodies MuJoCo-side
+_GENERATING = {"composite", "flexcomp", "replicate", "attach"}  # elements that make bodies MuJoCo-side
 _MAX_INCLUDE_DEPTH = 20
 _CPU64 = dict(dtype=torch.float64, device="cpu")  # parsed on the CPU, whatever the default device
 
@@ -374,10 +372,6 @@ class _Builder:
             self.add(Joint(f"{name}:site", JointType.FIXED, body, frame, pose), self.where[el])
 
 
-def _worldbodies(root: ET.Element) -> Iterator[ET.Element]:
-    yield from root.findall("worldbody")
-
-
 def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, free_joints: str = "refuse"):
     """A :class:`~robojac.kinematics.Chain` from an MJCF file path or XML string (kinematics only).
 
@@ -406,7 +400,7 @@ def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, 
     text, name, folder = _read(source)
     where: dict[ET.Element, str] = {}
     model = _load(text, name, folder, where, ())
-    bodies = list(_worldbodies(model))
+    bodies = model.findall("worldbody")  # MuJoCo reads every one, in order
     if not bodies:
         raise MjcfError(f"{where[model]}: <mujoco> has no <worldbody>")
     build = _Builder(_Compiler(model, where), _defaults(model, where), where, free_joints)
