@@ -168,9 +168,10 @@ def test_odometry_command(tmp_path, capsys):
     out = tmp_path / "traj.txt"
     assert main(["odometry", str(FOLDER), "--out", str(out), "--reference", str(FOLDER / "semantickitti_poses_first10.txt"),
                  "--calib", str(FOLDER / "Tr_velo_to_cam0.txt"), "--times", str(FOLDER / "times.txt"),
-                 "--plot", str(tmp_path / "o.png")]) == 0
+                 "--plot", str(tmp_path / "o.png"), "--observability"]) == 0
     said = capsys.readouterr()
     assert "10/10 scans" in said.err and "ATE RMSE" in said.out
+    assert "observability: every scan fixed every direction" in said.out
     est = read_kitti(out)
     assert len(est) == 10 and ate(reference_in_lidar_frame(), est).stats["rmse"] < 0.05
     (tmp_path / "bad").mkdir()
@@ -190,3 +191,37 @@ def test_scans_in_a_half_precision_are_registered_and_mapped_in_float32():
     assert all(g.T_target_source.dtype == torch.float16 for g in r.registrations[1:])
     assert torch.equal(r.trajectory.poses, ref.trajectory.poses)
     assert torch.equal(r.local_map, ref.local_map.half())
+
+
+def _corridor_scan(x: float, g: torch.Generator, n: int = 20000) -> torch.Tensor:
+    """A LiDAR-like scan, in the sensor frame, of a straight corridor (walls at y = +-2 m, 3 m
+    high, and a floor) seen from ``x`` along it, within 15 m: the same for every ``x``, as
+    nothing marks a place along the corridor."""
+    s = torch.rand(n, generator=g, dtype=torch.float64) * 30 - 15
+    side = torch.randint(0, 3, (n,), generator=g)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    y = torch.where(side == 0, -2.0, torch.where(side == 1, 2.0, 4 * u - 2))
+    P = torch.stack((s, y, torch.where(side == 2, -1.0, 3 * u - 1.0)), -1)  # the sensor 1 m above the floor
+    return P + 0.01 * torch.randn(P.shape, generator=g, dtype=torch.float64)
+
+
+def test_odometry_flags_the_scans_whose_motion_nothing_sees():
+    """Down a corridor every scan looks the same: the sensor moves 1 m a scan, the odometry
+    finds no motion and says converged, and with ``observability=True`` every registration is
+    flagged, naming the translation along the corridor.  KITTI's scans fix every direction."""
+    g = torch.Generator().manual_seed(0)
+    scans = [_corridor_scan(float(k), g) for k in range(5)]  # what the sensor sees does not change with x
+    r = lidar_odometry(scans, config=OdometryConfig(observability=True))
+    assert r.converged  # "converged" ...
+    assert float(r.trajectory.positions[-1, 0]) < 0.5  # ... with the sensor 4 m further along
+    assert r.degenerate_scans == [1, 2, 3, 4] and r.observability[0] is None
+    for o in r.observability[1:]:  # in the scan's frame, along the corridor
+        (words,) = o.weak_directions()
+        assert words.startswith("translation along [1.00, ") and float(o.eigenvalues[0]) < 0.002
+        assert float(o.eigenvalues[1]) > 0.1
+    plain = lidar_odometry(scans)
+    assert plain.observability == () and plain.degenerate_scans == []
+    assert torch.equal(plain.trajectory.poses, r.trajectory.poses)  # the check changes no answer
+    kitti, _ = read_scans(FOLDER)
+    k = lidar_odometry(kitti, config=OdometryConfig(observability=True))
+    assert k.degenerate_scans == [] and min(o.weakest for o in k.observability[1:]) > 0.1

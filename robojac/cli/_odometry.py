@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--voxel", type=float, default=0.5, help="local map voxel (metres, default 0.5)")
     p.add_argument("--max-range", type=float, default=100.0)
     p.add_argument("--plot", type=pathlib.Path, help="draw the map, the trajectory's error and the error over time")
+    p.add_argument("--observability", action="store_true",
+                   help="also check that each registration fixed every direction (a corridor or a tunnel does not)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -47,12 +49,22 @@ def run(args) -> int:
 
     try:
         result = lidar_odometry(scans, timestamps=times,
-                                config=OdometryConfig(voxel_size=args.voxel, max_range=args.max_range), progress=bar)
+                                config=OdometryConfig(voxel_size=args.voxel, max_range=args.max_range,
+                                                      observability=args.observability), progress=bar)
     finally:
         if not args.quiet:
             sys.stderr.write("\n")
     print(f"converged={result.converged}; {float(result.seconds.median()) * 1e3:.0f} ms per scan (median), "
           f"{time.perf_counter() - t0:.1f} s in all")
+    if args.observability:
+        bad = result.degenerate_scans
+        weakest = min(o.weakest for o in result.observability[1:]) if len(scans) > 1 else 1.0
+        if bad:
+            o = result.observability[bad[0]]
+            print(f"observability: DEGENERATE scans {bad} (their motion along the free directions is the "
+                  f"prediction's); scan {bad[0]} free: " + "; ".join(o.weak_directions()))
+        else:
+            print(f"observability: every scan fixed every direction (the least seen motion: {weakest:.3f} of it)")
     if args.out:
         write_kitti(result.trajectory, args.out)
         print(f"wrote {args.out}")
