@@ -407,3 +407,34 @@ def test_the_cli_takes_an_mjcf_model(tmp_path, capsys):
                    '<joint type="ball"/>\n</body></worldbody></mujoco>\n')
     assert main(["ik", str(bad), "--tip", "a", "--target", "0", "0", "0"]) == 2
     assert "bad.xml:6: joint 'joint0' has type 'ball'" in capsys.readouterr().err
+
+
+def test_the_urdf_command_converts_an_mjcf(tmp_path, capsys):
+    """``robojac urdf model.xml out.urdf`` writes a URDF Pinocchio loads, with MuJoCo's poses;
+    a free joint is refused unless ``--free-joints fixed``; a slide without a range has no URDF
+    form and ends with exit code 2."""
+    from robojac.cli import main
+
+    pin = pytest.importorskip("pinocchio")
+    path = data_path("robots/kuka_iiwa14.xml")
+    assert main(["urdf", str(path), str(tmp_path / "iiwa.urdf")]) == 0
+    assert "lbr_iiwa: 7 joints" in capsys.readouterr().out
+    model = pin.buildModelFromUrdf(str(tmp_path / "iiwa.urdf"))
+    chain = Chain.from_mjcf(path)
+    q = chain.random_configuration(1, generator=torch.Generator().manual_seed(4))
+    dat = model.createData()
+    pin.framesForwardKinematics(model, dat, q[0].numpy())
+    T = chain.forward_kinematics_tensor(q, ["lbr_iiwa_link_7"])[0, 0]
+    assert np.abs(dat.oMf[model.getFrameId("lbr_iiwa_link_7")].translation - T[:3].numpy()).max() < 1e-12
+    floating = tmp_path / "floating.xml"
+    floating.write_text('<mujoco><worldbody><body name="base" pos="0 0 1"><freejoint/>'
+                        '<body name="arm"><joint name="j" range="-1 1"/></body></body></worldbody></mujoco>')
+    assert main(["urdf", str(floating), str(tmp_path / "f.urdf")]) == 2
+    assert "free_joints='fixed'" in capsys.readouterr().err
+    assert main(["urdf", str(floating), str(tmp_path / "f.urdf"), "--free-joints", "fixed"]) == 0
+    assert Chain.from_urdf(tmp_path / "f.urdf").joint_names == ["j"]
+    slide = tmp_path / "slide.xml"
+    slide.write_text('<mujoco><worldbody><body name="cart"><joint name="s" type="slide"/></body></worldbody></mujoco>')
+    assert main(["urdf", str(slide), str(tmp_path / "s.urdf")]) == 2
+    assert "joint 's': a prismatic joint with limits [-inf, inf] cannot be written" in capsys.readouterr().err
+    assert not (tmp_path / "s.urdf").exists()

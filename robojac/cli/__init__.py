@@ -12,10 +12,10 @@ import argparse
 import signal
 import sys
 
-from . import _calibrate, _demo, _icp, _ik, _multiway, _odometry, _pgo, _register
+from . import _calibrate, _demo, _icp, _ik, _multiway, _odometry, _pgo, _register, _urdf
 
 _COMMANDS = {"demo": _demo, "ik": _ik, "calibrate": _calibrate, "pgo": _pgo, "icp": _icp, "register": _register, "multiway": _multiway,
-             "odometry": _odometry}
+             "odometry": _odometry, "urdf": _urdf}
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_BAD_INPUT, EXIT_SYSTEM, EXIT_FAILURE = 0, 1, 2, 3, 4
 _STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s))
 

@@ -26,9 +26,10 @@ def robot_arguments(p, tip: str, root: str) -> None:
     p.add_argument("--root", help=root)
 
 
-def load_chain(path, root: str | None, tip: str | None):
+def load_chain(path, root: str | None, tip: str | None, free_joints: str = "refuse"):
     """The chain of a robot description file: an MJCF model if its first element is
-    ``<mujoco>``, a URDF otherwise (whose reader then says what is wrong)."""
+    ``<mujoco>`` (its free joints as ``free_joints`` says), a URDF otherwise (whose reader then
+    says what is wrong)."""
     from xml.parsers import expat
 
     from ..kinematics import Chain
@@ -47,5 +48,5 @@ def load_chain(path, root: str | None, tip: str | None):
     except (StopIteration, expat.ExpatError):
         pass
     if first == ["mujoco"]:
-        return Chain.from_mjcf(path, root=root, tip=tip)
+        return Chain.from_mjcf(path, root=root, tip=tip, free_joints=free_joints)
     return Chain.from_urdf(path, root=root, tip=tip)
