@@ -22,7 +22,7 @@ CASES = [
     (lambda: trajectory.ate("x", POSES), TypeError, r"reference: expected a Trajectory, poses \(N, 7\) or matrices"),
     (lambda: trajectory.rpe(POSES, torch.zeros(3, 5)), trajectory.TrajectoryError, r"estimate: expected .* shape \(3, 5\)"),
     (lambda: trajectory.path_length(3), TypeError, "trajectory: expected a Trajectory"),
-    (lambda: trajectory.align_umeyama(3, POSES[:, :3]), TypeError, r"source: expected points \(N, d\) as a tensor, got int"),
+    (lambda: trajectory.align_umeyama(3, POSES[:, :3]), TypeError, r"source: expected points \(N, 3\) as a tensor, got int"),
     (lambda: posegraph.initialize(POSES), TypeError, "graph: expected a PoseGraph, got Tensor"),
     (lambda: posegraph.write_g2o("out.g2o", POSES), TypeError, r"graph: expected a PoseGraph \(the call is write_g2o"),
     (lambda: posegraph.PoseGraph(None, [[0, 1]], POSES[:1], torch.eye(6)[None]), posegraph.PoseGraphError,

@@ -68,9 +68,9 @@ class NearestNeighbors:
         if self._tree is None:
             import small_gicp
 
-            if self.points.dim() != 2 or self.points.shape[-1] != 3 or self.points.shape[0] == 0:
-                raise ValueError(f"points: expected a non-empty (M, 3) cloud to search, got shape "
-                                 f"{tuple(self.points.shape)}")  # (small_gicp's tree would crash the process)
+            if self.points.shape[0] == 0:  # (its shape is checked where the index is made)
+                raise ValueError("points: expected a non-empty (M, 3) cloud to search, got no points "
+                                 "(small_gicp's tree would crash the process)")
             pts = np.ascontiguousarray(self.points.detach().cpu().double().numpy())
             self._tree = small_gicp.KdTree(pts, num_threads=cpu_cores())
         return self._tree

@@ -66,13 +66,11 @@ def _unbounded(v: float) -> str:
 
 
 def _rate(el, attr: str, where: str) -> float:
-    """A velocity or effort limit: no limit where absent, ``inf`` or the largest double."""
+    """A velocity or effort limit: no limit where absent, ``inf``, or the text :func:`write_urdf`
+    writes for none."""
     raw = el.get(attr)
-    try:
-        if raw is not None and float(raw) >= _NO_LIMIT:
-            return math.inf
-    except ValueError:
-        pass  # number() names the bad text
+    if raw is not None and raw.strip() == _unbounded(math.inf):
+        return math.inf
     return number(raw, attr, math.inf, where, UrdfError, allow_inf=True)
 
 
@@ -208,13 +206,14 @@ def _fresh_urdf(chain) -> ET.Element:
     for f in chain.frame_names:
         ET.SubElement(robot, "link", name=f)
     for j in chain.joints:
-        el = ET.SubElement(robot, "joint", name=j.name, type=_urdf_type(j).value)
+        kind = _urdf_type(j)
+        el = ET.SubElement(robot, "joint", name=j.name, type=kind.value)
         _set_origin(el, j.origin)
         ET.SubElement(el, "parent", link=j.parent)
         ET.SubElement(el, "child", link=j.child)
         if j.type.movable:
             ET.SubElement(el, "axis", xyz=_numbers(j.axis))
-        if _urdf_type(j) in (JointType.REVOLUTE, JointType.PRISMATIC):
+        if kind in (JointType.REVOLUTE, JointType.PRISMATIC):
             lim = j.limits
             ET.SubElement(el, "limit", lower=repr(lim.lower), upper=repr(lim.upper), effort=_unbounded(lim.effort),
                           velocity=_unbounded(lim.velocity))

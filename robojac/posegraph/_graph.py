@@ -76,13 +76,17 @@ class PoseGraph(nn.Module):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
-        X = poses.as_subclass(Tensor) if isinstance(poses, pp.LieTensor) else torch.as_tensor(poses, device="cpu") \
-            if poses is not None and not isinstance(poses, (str, bytes)) else None
-        if X is not None and not X.is_floating_point() and not X.is_complex() and X.dtype != torch.bool:
+        if isinstance(poses, pp.LieTensor):
+            X = poses.as_subclass(Tensor)
+        elif poses is None or isinstance(poses, (str, bytes)):
+            raise PoseGraphError(f"poses: expected real poses (N, {7 if dim == 3 else 3}), got {type(poses).__name__}")
+        else:
+            X = torch.as_tensor(poses, device="cpu")
+        if not X.is_floating_point() and not X.is_complex() and X.dtype != torch.bool:
             X = X.double()  # whole numbers written as ints
-        if X is None or not X.is_floating_point() or X.dim() != 2:
-            got = f"shape {tuple(X.shape)}, dtype {X.dtype}" if X is not None else type(poses).__name__
-            raise PoseGraphError(f"poses: expected real poses (N, {7 if dim == 3 else 3}), got {got}")
+        if not X.is_floating_point() or X.dim() != 2:
+            raise PoseGraphError(f"poses: expected real poses (N, {7 if dim == 3 else 3}), got shape "
+                                 f"{tuple(X.shape)}, dtype {X.dtype}")
         device = X.device  # every buffer follows the poses
         require_values(X, "poses")
         Z = measurements.as_subclass(Tensor) if isinstance(measurements, pp.LieTensor) else measurements

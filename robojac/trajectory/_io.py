@@ -85,7 +85,7 @@ def _read_matrix(path, columns: int, what: str, *, at_least: bool = False) -> tu
         tokens = text.replace(",", " ").split()
         if at_least and rows and len(tokens) != len(rows[0]):
             raise TrajectoryError(f"{path}:{lineno}: {len(tokens)} numbers, where line {lines[0]} has {len(rows[0])}")
-        if len(tokens) < columns if at_least else len(tokens) != columns:
+        if (len(tokens) < columns) if at_least else (len(tokens) != columns):
             need = f"at least {columns}" if at_least else f"{columns}"
             raise TrajectoryError(f"{path}:{lineno}: a {what} line needs {need} numbers, got {len(tokens)}")
         try:

@@ -22,14 +22,10 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     lies on one line or one point (the covariance's second singular value is zero to float64's
     rounding), any turn about that line fits equally well, so an answer would be arbitrary (evo
     refuses these too)."""
-    for name, x in (("source", source), ("target", target)):
-        check_instance(name, x, Tensor, "points (N, d) as a tensor")
-        if x.dim() != 2 or x.shape[0] == 0:
-            raise TrajectoryError(f"{name}: expected points (N, d), got shape {tuple(x.shape)}")
+    for name, x in (("source", source), ("target", target)):  # shapes: _umeyama's check, ate's too
+        check_instance(name, x, Tensor, "points (N, 3) as a tensor")
         if not bool(torch.isfinite(x).all()):
             raise TrajectoryError(f"{name}: contains NaN or infinite coordinates")
-    if source.shape != target.shape:
-        raise TrajectoryError(f"source and target: expected the same shape, got {tuple(source.shape)} and {tuple(target.shape)}")
     return _umeyama(source, target, with_scale, degenerate_ok=False)
 
 
