@@ -2,7 +2,8 @@
 
 ``icp.observability`` at an alignment's answer (one nearest-neighbour search, the target's
 normals, a 6x6 generalized eigenproblem) against ``icp.align`` itself, on the bunny pair, the
-LiDAR pair and two KITTI scans.  None of the peers (Open3D, small_gicp, KISS-ICP) reports
+LiDAR pair and two KITTI scans, and in ``lidar_odometry`` (``OdometryConfig(observability=True)``)
+on the ten KITTI scans.  None of the peers (Open3D, small_gicp, KISS-ICP) reports
 degeneracy, so there is no side-by-side: the figure is the check's share of the work.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/observability.py
@@ -11,6 +12,7 @@ degeneracy, so there is no side-by-side: the figure is the check's share of the 
 from __future__ import annotations
 
 import pathlib
+import statistics
 import sys
 
 import torch
@@ -20,7 +22,7 @@ from _util import describe_machine, fmt_time, median_time, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.icp import (  # noqa: E402
-    ICPConfig, align, observability, prepare, read_kitti_bin, read_point_cloud, read_stanford_conf, voxel_downsample,
+    ICPConfig, OdometryConfig, align, lidar_odometry, observability, prepare, read_kitti_bin, read_scans, read_point_cloud, read_stanford_conf, voxel_downsample,
 )
 
 
@@ -55,6 +57,16 @@ def main() -> None:
                      "yes" if o.degenerate else "no"])
     print(table(["pair", "points (source / target)", "align", "observability", "check / align",
                  "with a prepared target", "check / align", "weakest share", "degenerate"], rows))
+    # in LiDAR odometry: the ten KITTI scans, per scan, without and with the check (alternating runs)
+    scans, _ = read_scans(data.path("pointclouds/kitti00"))
+    per_scan = {False: [], True: []}
+    for _ in range(5):
+        for check in (False, True):
+            r = lidar_odometry(scans, config=OdometryConfig(observability=check))
+            per_scan[check].append(float(r.seconds[1:].median()))
+    off, on = statistics.median(per_scan[False]), statistics.median(per_scan[True])
+    print(table(["LiDAR odometry, KITTI 00, median per scan", "without the check", "with it", "with / without"],
+                [["10 scans, 5 alternating runs each", fmt_time(off), fmt_time(on), f"{on / off:.2f}x"]]))
 
 
 if __name__ == "__main__":

@@ -74,8 +74,9 @@ class OdometryConfig:
       same answers, in about four fifths of the time per scan on KITTI with two cores.
     * ``observability``: also measure whether each scan's registration fixed every direction
       of its pose (:func:`~robojac.icp.observability` of the map's voxels against the scan,
-      with the normals of the scan's own Gaussians: one more search a scan, ~1.5 ms on KITTI),
-      into :attr:`OdometryResult.observability`.  A scan down a tunnel or a corridor is
+      with the normals of the scan's own Gaussians: one more search a scan, 1.14-1.15x the time
+      per scan on KITTI in ``benchmarks/observability.py``), into
+      :attr:`OdometryResult.observability`.  A scan down a tunnel or a corridor is
       degenerate: its motion along it is the prediction's.  (The scan's Gaussians, from dense
       points, give sharper normals than the map's few-point voxels: on a corridor the weakest
       share read 0.0004-0.0006 with them and 0.0095-0.026 with the map's, against KITTI's
