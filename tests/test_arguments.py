@@ -32,7 +32,7 @@ CASES = [
     (lambda: kinematics.Chain([POSES]), TypeError, r"joints\[0\]: expected a robojac Joint, got Tensor"),
     (lambda: kinematics.chain_from_dh(3), TypeError, "rows: expected a sequence of DH rows"),
     (lambda: kinematics.rpy_to_quat(None), TypeError, "rpy: expected 3 numbers, got NoneType"),
-    (lambda: kinematics.quat_to_rpy([0, 0, 0, 0]), ValueError, "q: a quaternion of zero length"),
+    (lambda: kinematics.quat_to_rpy([0, 0, 0, 0]), ValueError, r"q: expected a quaternion \[x, y, z, w\] of non-zero length"),
     (lambda: calibration.perturbed_chain(POSES), TypeError, "chain: expected a robojac Chain, got Tensor"),
     (lambda: calibration.simulate_poses(POSES, POSES), TypeError, "chain: expected a robojac Chain, got Tensor"),
     (lambda: ik.planar_2link_ik(1.0, 1.0, 3), TypeError, r"target: expected a floating-point tensor \(\.\.\., 2 or 3\)"),

@@ -138,7 +138,8 @@ def _quat(axis: tuple[float, ...], angle: float) -> torch.Tensor:
 def _unit(v, what: str, where: str) -> tuple[float, ...]:
     n = math.sqrt(sum(x * x for x in v))
     if n < 1e-9:
-        raise MjcfError(f"{where}: {what}={' '.join(repr(x) for x in v)} has no direction (length {n:.3g})")
+        raise MjcfError(f"{where}: {what}={' '.join(repr(x) for x in v)} has no direction (length {n:.3g}); "
+                        "expected a non-zero vector")
     return tuple(x / n for x in v)
 
 
@@ -154,7 +155,8 @@ def _orientation(attrs: dict, compiler: _Compiler, where: str) -> torch.Tensor:
         w, x, y, z = _vec(attrs, key, 4, None, where)  # MJCF writes w first
         n = math.sqrt(w * w + x * x + y * y + z * z)
         if n < 1e-9:
-            raise MjcfError(f"{where}: quat={attrs[key]!r} has zero length")
+            raise MjcfError(f"{where}: quat={attrs[key]!r} has zero length; expected a quaternion w x y z "
+                            "of non-zero length")
         return torch.tensor([x / n, y / n, z / n, w / n], **_CPU64)
     if key == "axisangle":
         v = _vec(attrs, key, 4, None, where)

@@ -168,7 +168,7 @@ def quat_to_rpy(q) -> tuple[float, float, float]:
     x, y, z, w = _numbers_of(q, "q", 4)
     n = math.sqrt(x * x + y * y + z * z + w * w)
     if n == 0:
-        raise ValueError("q: a quaternion of zero length has no rotation")
+        raise ValueError("q: expected a quaternion [x, y, z, w] of non-zero length (a rotation), got [0, 0, 0, 0]")
     x, y, z, w = x / n, y / n, z / n, w / n
     r00, r10 = 1 - 2 * (y * y + z * z), 2 * (x * y + w * z)
     r20, r21, r22 = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
