@@ -403,7 +403,8 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             step = torch.where((running & solvable)[:, None], step[None], torch.zeros_like(g))
             # (H + diag(added)) step = -g, so step^T H step = -g^T step - added^T step^2: no product with H
             gs = (g * step).sum(-1)
-            promised = -0.5 * gs + 0.5 * (added * step[0].square()).sum()[None]
+            promised = (-0.5 * gs + 0.5 * (added * step[0].square()).sum()[None]).to(dt)
+            step = step.to(dt)  # solved in float64 (see SparseSystem), taken in the variables' dtype
         else:
             D = damped(H, lam, floor=False)
             L = DenseFactor(D)
@@ -505,7 +506,7 @@ def _polish(problem: Problem, values: tuple[Tensor, ...], converged: Tensor, spa
             ok = L.ok
             step = L.solve(-g)
         ok = ok & todo & torch.isfinite(step).all(-1)
-        values = problem.retract(values, torch.where(ok[:, None], step, torch.zeros_like(step)))
+        values = problem.retract(values, torch.where(ok[:, None], step, torch.zeros_like(step)).to(values[0].dtype))
     return values
 
 
@@ -539,12 +540,12 @@ class _SparseSteps:
         promised = -0.5 * float((g * step).sum())
         if not math.isfinite(promised) or promised > rtol * float(cost.abs()):
             return None
-        trial = self.problem.retract(values, step[None])
+        trial = self.problem.retract(values, step[None].to(values[0].dtype))
         trial_lin = Linearization(self.problem, trial, closed_forms=True)
         trial_cost = trial_lin.cost()
         if not bool(torch.isfinite(trial_cost).all()):
             return None
-        return trial, trial_lin, trial_cost, step.norm()[None]
+        return trial, trial_lin, trial_cost, step.norm()[None].to(trial_cost.dtype)
 
     def step(self, H: Tensor, g: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(step (n,), solvable (1,), added (n,))`` with ``(H + diag(added)) step = -g``,
