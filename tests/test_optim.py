@@ -101,6 +101,20 @@ def test_problems_stop_on_their_own_and_failures_say_why(device):
     assert few.reason[0] == "max_iterations" and not bool(few.converged[0])
 
 
+@pytest.mark.parametrize("method", ["lm", "gn"])
+def test_a_step_across_the_valley_a_sliver_lower_is_not_convergence(method, device):
+    """Gauss-Newton on ``r = atan(x)`` from just inside its 2-cycle (``x* = 1.39174520027``) lands
+    just inside on the other side, 3e-10 of the cost lower, although the model promised all of
+    it.  Counted as a small decrease, that step stopped at ``x = -1.3917``, cost 0.449, reported
+    converged; the minimum is ``x = 0``."""
+    x = optim.Variable("Rn", torch.tensor([[[1.3917452]]], dtype=torch.float64, device=device))
+    r = optim.solve([x], [optim.Factor(torch.atan, [x])],
+                    optim.SolverConfig(trust_region=optim.TrustRegionConfig(method=method, lambda_initial=1e-12),
+                                       termination=optim.TerminationConfig(relative_tolerance=1e-6)))
+    assert bool(r.converged[0]) and abs(float(r.values[0])) < 1e-8 and float(r.cost) < 1e-16
+    assert int(r.iterations[0]) > 1
+
+
 def test_fixed_variables_keep_their_values(device):
     B = 2
     kw = dict(dtype=torch.float64, device=device)
