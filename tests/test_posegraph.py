@@ -514,6 +514,8 @@ EDGE_3D = "EDGE_SE3:QUAT 0 1 1 0 0 0 0 0 1 " + " ".join(["1 0 0 0 0 0", "1 0 0 0
         (G2O_3D + EDGE_3D.strip().rsplit(" ", 1)[0] + "\n", r":3: EDGE_SE3:QUAT needs 30 values, got 29"),
         (G2O_3D + "LANDMARK 3 1 2\n" + EDGE_3D, r":3: unsupported element 'LANDMARK'"),
         (G2O_3D + G2O_3D.split("\n")[1] + "\n" + EDGE_3D, r":3: vertex 1 is defined twice \(first at line 2\)"),
+        (G2O_3D + EDGE_3D + EDGE_3D.replace("0 1 1", "1 1 1", 1), r"bad.g2o:4: edge 1->1 goes from a vertex to itself, "
+         r"which constrains nothing; 1 of 2 edges are such loops"),
     ],
 )
 def test_bad_files_name_the_line(tmp_path, text, match):
@@ -769,3 +771,14 @@ def test_indices_ids_and_flags_that_do_not_fit_the_poses_are_refused():
             PoseGraph(P, E, Z, info, fixed=flags)
     graph = PoseGraph(P, E, Z, info, vertex_ids=[10, 11, 12, 13, 14, 15], fixed=[True] + [False] * 5)
     assert graph.vertex_ids.tolist() == list(range(10, 16)) and graph.fixed.tolist() == [True] + [False] * 5
+
+
+def test_an_edge_from_a_pose_to_itself_is_refused():
+    """Its residual ``L Log(Z^-1 T_i^-1 T_i) = L Log(Z^-1)`` is the same whatever the pose: it had
+    been accepted, adding a constant to the cost and nothing to the solve (a wrong id in the data)."""
+    X, E, Z, info = _synthetic(3, N=6, loops=(), noise=0.05)
+    loop = E.clone()
+    loop[2, 1] = loop[2, 0]
+    with pytest.raises(PoseGraphError, match=r"edge 2 2->2: an edge from a pose to itself constrains nothing .*"
+                                             r"1 of 5 edges are such loops"):
+        PoseGraph(X.tensor(), loop, Z, info)

@@ -295,6 +295,11 @@ def _graph(path: pathlib.Path, f: _Parsed, dtype) -> PoseGraph:
         k = int(np.nonzero(missing.any(1))[0][0])
         (i, j), v = f.edge_ids[k], f.edge_ids[k][missing[k]][0]
         raise G2OError(f"{path}:{f.edge_lines[k]}: edge {i}->{j} refers to vertex {v}, which the file does not define")
+    loops = f.edge_ids[:, 0] == f.edge_ids[:, 1]
+    if loops.any():  # as PoseGraph refuses them, said with the file's line
+        k = int(np.nonzero(loops)[0][0])
+        raise G2OError(f"{path}:{f.edge_lines[k]}: edge {f.edge_ids[k][0]}->{f.edge_ids[k][1]} goes from a vertex to "
+                       f"itself, which constrains nothing; {int(loops.sum())} of {len(loops)} edges are such loops")
     known = set(ids.tolist())
     for v in f.fixed:
         if v not in known:

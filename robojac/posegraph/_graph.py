@@ -121,6 +121,12 @@ class PoseGraph(nn.Module):
         if E and (edges.min() < 0 or edges.max() >= N):
             bad = int(torch.nonzero((edges < 0).any(-1) | (edges >= N).any(-1))[0])
             raise PoseGraphError(f"edge {bad}: endpoint index out of range [0, {N})")
+        loops = edges[:, 0] == edges[:, 1]
+        if loops.any():  # r = L Log(Z^-1 T_i^-1 T_i) = L Log(Z^-1): a constant, whatever the pose
+            bad = int(torch.nonzero(loops)[0])
+            raise PoseGraphError(f"{self._edge_name(bad, edges, vertex_ids)}: an edge from a pose to itself "
+                                 f"constrains nothing (its residual is its measurement's own, whatever the pose); "
+                                 f"{int(loops.sum())} of {E} edges are such loops")
         info = information.to(X.dtype)
         info = 0.5 * (info + info.mT)
         L, status = torch.linalg.cholesky_ex(info)
