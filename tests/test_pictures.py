@@ -78,3 +78,40 @@ def test_observability_bars_are_the_shares_and_name_what_is_not_one():
         viz.plot_observability({})
     with pytest.raises(ValueError, match=r"results\['x'\]: expected an Observability"):
         viz.plot_observability({"x": torch.zeros(6)})
+
+
+def test_covariance_ellipses_are_the_positions_in_the_world_frame():
+    """A 2D graph of two poses, the second turned by 90 degrees with a body-frame covariance
+    long along its own x: the ellipse is drawn long along the world's y, 2 sigma sqrt(lambda) wide."""
+    from robojac.posegraph import PoseGraph
+
+    s = np.sqrt(0.5)
+    poses = torch.tensor([[0, 0, 0, 0, 0, 0, 1.0], [1, 0, 0, 0, 0, s, s]], dtype=torch.float64)
+    Z = torch.tensor([[1, 0, 0, 0, 0, s, s]], dtype=torch.float64)
+    graph = PoseGraph(poses, torch.tensor([[0, 1]]), Z, torch.eye(3, dtype=torch.float64)[None], dim=2)
+    C = torch.zeros(2, 3, 3, dtype=torch.float64)
+    C[1, :2, :2] = torch.diag(torch.tensor([0.04, 0.01], dtype=torch.float64))  # sigma 0.2 m along its x
+    ax = viz.plot_pose_graph(graph, covariances=C, sigma=3.0, color_by_residual=False)
+    ell = [c for c in ax.collections if type(c).__name__ == "EllipseCollection"][0]
+    widths, heights, angles = ell._widths * 2, ell._heights * 2, np.degrees(ell._angles)  # stored as half-axes, radians
+    assert np.allclose(widths[1], 2 * 3 * 0.2) and np.allclose(heights[1], 2 * 3 * 0.1)
+    assert np.isclose(abs(angles[1]) % 180, 90)  # along the world's y
+    with pytest.raises(ValueError, match=r"covariances: expected \(2, 3, 3\), one per pose"):
+        viz.plot_pose_graph(graph, covariances=C[:1])
+    with pytest.raises(ValueError, match="the ellipses are drawn in a 2D view"):
+        viz.plot_pose_graph(graph, covariances=C, view="3d")
+    with pytest.raises(ValueError, match="sigma: expected a positive number"):
+        viz.plot_pose_graph(graph, covariances=C, sigma=0)
+
+
+@pytest.mark.parametrize("view", ["3d", "2d"])
+def test_a_3d_chain_without_loop_closures_is_drawn(view):
+    """An odometry chain alone (no loop-closure edges) had stopped inside matplotlib in 3D
+    ("need at least one array to concatenate"): an empty collection is now left out."""
+    from robojac.posegraph import PoseGraph
+
+    poses = torch.tensor([[0, 0, 0, 0, 0, 0, 1.0], [1, 0, 0, 0, 0, 0, 1.0], [2, 1, 0, 0, 0, 0, 1.0]], dtype=torch.float64)
+    graph = PoseGraph(poses, torch.tensor([[0, 1], [1, 2]]), torch.tensor([[1, 0, 0, 0, 0, 0, 1.0]] * 2,
+                      dtype=torch.float64), torch.eye(6, dtype=torch.float64).expand(2, 6, 6))
+    ax = viz.plot_pose_graph(graph, view=view)
+    assert len(ax.collections) == 1  # the chain

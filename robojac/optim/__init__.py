@@ -7,12 +7,15 @@
 * robust kernels (:class:`RobustKernel`), sparse linear solvers (LDL^T on the CPU, a batched
   multifrontal Cholesky on any torch device, preconditioned CG), many small SPD systems
   structure-of-arrays.
+* :func:`covariances`: marginal covariances at an answer (the inverse Gauss-Newton Hessian's
+  diagonal blocks; one large problem by the selected inverse of its sparse factor).
 """
 
 from ._engine import (
     RIDGE, History, IterationRecord, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig, attach_gradients, damped, solve,
 )
 from ._kernels import KERNELS, RobustKernel
+from ._marginals import covariances
 from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._problem import Factor, Linearization, Problem
@@ -21,5 +24,5 @@ from ._variables import Group, Variable, group, product, wrap_periodic
 
 __all__ = ["RIDGE", "Factor", "Group", "History", "IterationRecord", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
            "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
-           "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "damped",
+           "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "covariances", "damped",
            "group", "product", "soa_pays", "solve", "spd_solve_soa", "wrap_periodic"]

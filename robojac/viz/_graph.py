@@ -3,6 +3,7 @@ and after optimization, the cost per iteration."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -23,15 +24,22 @@ def _edge_segments(P: np.ndarray, edges: np.ndarray, dims: int) -> np.ndarray:
 
 
 def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_residual: bool = True,
-                    cmap: str = "RdYlGn_r", vmax: float | None = None, title: str | None = None, colorbar: bool = True):
+                    cmap: str = "RdYlGn_r", vmax: float | None = None, title: str | None = None, colorbar: bool = True,
+                    covariances=None, sigma: float = 3.0, ellipse_every: int = 1):
     """Draw ``graph`` at ``poses`` (default its own): the odometry chain as a line, the other
-    edges as thin segments coloured by their chi^2 = e^T Omega e (log scale).  Returns ``ax``."""
+    edges as thin segments coloured by their chi^2 = e^T Omega e (log scale).  Returns ``ax``.
+
+    ``covariances``: the poses' marginal covariances, ``posegraph.covariances(graph, poses)``
+    (``(N, d, d)``, each in its pose's frame), drawn as the ``sigma``-ellipses of the positions
+    in the x-y plane (a 2D view), every ``ellipse_every``-th pose."""
     require("graph", graph, "posegraph", "PoseGraph", "a PoseGraph")
     from matplotlib.collections import LineCollection
     from matplotlib.colors import LogNorm
 
     if view == "auto":
         view = "2d" if graph.dim == 2 else "3d"
+    if covariances is not None and view != "2d":
+        raise ValueError("covariances: the ellipses are drawn in a 2D view (view='2d'), this one is 3D")
     ax = ax if ax is not None else new_axes(view, figsize=(6, 5.5))
     X = graph.poses if poses is None else poses
     P = as_numpy(X)[:, :3]
@@ -60,10 +68,13 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
     else:
         loops = coll_cls(segs_loop, colors=PALETTE[1], **kw)
         odo_c = coll_cls(segs_odo, colors=PALETTE[0], linewidths=1.2)
-    for c in (loops, odo_c):
+    drawn = [c for c, segs in ((loops, segs_loop), (odo_c, segs_odo)) if len(segs)]  # an empty 3D collection fails
+    for c in drawn:
         ax.add_collection(c) if dims == 2 else ax.add_collection3d(c)
-    if color_by_residual and colorbar:
-        ax.figure.colorbar(odo_c, ax=ax, fraction=0.046, pad=0.04, label="edge chi^2 = e^T Omega e")
+    if color_by_residual and colorbar and drawn:
+        ax.figure.colorbar(drawn[-1], ax=ax, fraction=0.046, pad=0.04, label="edge chi^2 = e^T Omega e")
+    if covariances is not None:
+        _ellipses(ax, as_numpy(X), as_numpy(covariances, "covariances"), graph, sigma, ellipse_every)
     if dims == 2:
         ax.set_xlim(P[:, 0].min() - 1, P[:, 0].max() + 1)
         ax.set_ylim(P[:, 1].min() - 1, P[:, 1].max() + 1)
@@ -72,6 +83,35 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
         equal_3d(ax, P)
     ax.set_title(title or f"{graph.name}: {graph.num_poses} poses, {graph.num_edges} edges", fontsize=10)
     return ax
+
+
+def _ellipses(ax, X: np.ndarray, C: np.ndarray, graph, sigma: float, every: int) -> None:
+    """The positions' ``sigma``-ellipses in the x-y plane: each pose's translation block turned
+    into the world's axes (``R C_tt R^T``), then its x-y part."""
+    from matplotlib.collections import EllipseCollection
+
+    d = 3 if graph.dim == 2 else 6
+    if C.shape != (len(X), d, d):
+        raise ValueError(f"covariances: expected ({len(X)}, {d}, {d}), one per pose (posegraph.covariances), "
+                         f"got {C.shape}")
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma: expected a positive number, got {sigma!r}")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"ellipse_every: expected a positive integer, got {every!r}")
+    x, y, z, w = X[:, 3], X[:, 4], X[:, 5], X[:, 6]
+    R = np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+                  np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+                  np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
+    Ct = np.zeros((len(X), 3, 3))
+    k = 2 if graph.dim == 2 else 3
+    Ct[:, :k, :k] = C[:, :k, :k]
+    W = (R @ Ct @ np.swapaxes(R, -1, -2))[::every, :2, :2]
+    lam, vec = np.linalg.eigh(W)
+    lam = np.clip(lam, 0.0, None)
+    angle = np.degrees(np.arctan2(vec[:, 1, 1], vec[:, 0, 1]))  # the larger axis
+    ax.add_collection(EllipseCollection(2 * sigma * np.sqrt(lam[:, 1]), 2 * sigma * np.sqrt(lam[:, 0]), angle,
+                                        units="xy", offsets=X[::every, :2], offset_transform=ax.transData,
+                                        facecolors=PALETTE[3], edgecolors=PALETTE[3], alpha=0.35, linewidths=0.5))
 
 
 def plot_graph_before_after(graph, before, after, *, costs: tuple[float, float] | None = None, fig=None):

@@ -1,0 +1,177 @@
+"""Marginal covariances: against GTSAM's Marginals, the inverse of a finite-difference Hessian,
+and the dense inverse; the frames; the errors."""
+
+from __future__ import annotations
+
+import json
+
+import pypose as pp
+import pytest
+import torch
+
+from robojac import lie, optim
+from robojac.data import path as data_path
+from robojac.posegraph import PoseGraph, PoseGraphError, covariances, optimize, read_g2o
+
+from helpers import max_err
+
+REFERENCE = json.loads(data_path("posegraph/gtsam_marginals.json").read_text())
+
+
+def _graph(name, device="cpu", dtype=torch.float64):
+    return read_g2o(data_path(f"posegraph/{name}.g2o.gz"), dtype=dtype).to(device)
+
+
+def _rel(a, b) -> float:
+    """The largest difference of each block relative to that block's largest entry."""
+    scale = b.abs().flatten(-2).amax(-1)
+    return float(((a - b).abs().flatten(-2).amax(-1) / scale).max())
+
+
+@pytest.mark.parametrize("name", ["intel", "smallGrid3D"])
+def test_equal_gtsams_marginals_at_the_same_answer(name, device):
+    """GTSAM's ``Marginals`` (a prior of sigma 1e-6 on the first pose) at robojac's optimum,
+    written by ``benchmarks/covariances.py --write-reference``: eight poses along each graph."""
+    ref = REFERENCE[name]
+    graph = _graph(name, device)
+    result = optimize(graph)
+    assert result.vertex_ids[ref["poses"]].tolist() == ref["vertex_ids"]
+    C = covariances(graph, result.poses, which=ref["poses"])
+    G = torch.tensor(ref["covariances"], dtype=torch.float64, device=device)
+    assert C.shape == G.shape and C.device == device
+    assert _rel(C, G) < 1e-6  # measured: 9.0e-8 (intel), 2.4e-10 (smallGrid3D)
+
+
+def _whitened_residuals(graph, P: pp.LieTensor) -> torch.Tensor:
+    """Every edge's ``L Log(Z^-1 T_i^-1 T_j)``, written with pypose's own operations."""
+    Z = pp.SE3(graph.measurements)
+    e = (Z.Inv() * P[graph.edges[:, 0]].Inv() * P[graph.edges[:, 1]]).Log().tensor()
+    return (graph.sqrt_information @ e[..., None])[..., 0].reshape(-1)
+
+
+@pytest.mark.parametrize("name, frame", [("tinyGrid3D", "body"), ("tinyGrid3D", "world"), ("smallGrid3D", "body"),
+                                         ("smallGrid3D", "world")])
+def test_equal_the_inverse_of_a_finite_difference_hessian(name, frame):
+    """``(J^T J)^-1`` with ``J`` the central differences of the whitened residuals (pypose's
+    operations) under perturbations ``T Exp(d)`` (body) or ``Exp(d) T`` (world) of every pose
+    but the first (the gauge).  tinyGrid3D's 54 unknowns take the dense path, smallGrid3D's
+    750 the selected inverse."""
+    graph = _graph(name)
+    P = optimize(graph).poses
+    N, h = graph.num_poses, 1e-6
+    cols = []
+    for i in range(1, N):
+        for k in range(6):
+            d = torch.zeros(6, dtype=torch.float64)
+            d[k] = h
+            out = []
+            for s in (1.0, -1.0):
+                Q = P.clone()
+                step = pp.se3(s * d).Exp()
+                Q[i] = (Q[i] * step) if frame == "body" else (step * Q[i])
+                out.append(_whitened_residuals(graph, pp.SE3(Q)))
+            cols.append((out[0] - out[1]) / (2 * h))
+    J = torch.stack(cols, dim=1)
+    Z = torch.linalg.inv(J.T @ J)
+    ref = torch.stack([Z[6 * i: 6 * i + 6, 6 * i: 6 * i + 6] for i in range(N - 1)])
+    C = covariances(graph, P, frame=frame)
+    assert C.shape == (N, 6, 6) and float(C[0].abs().max()) == 0.0  # the gauge does not move
+    assert _rel(C[1:], ref) < 1e-6
+
+
+def test_the_selected_inverse_equals_the_dense_inverse_in_2d_and_with_mixed_variables():
+    """MIT (808 planar poses, 3x3 blocks) against the dense inverse of the same system; and a
+    problem of SE3 poses and R^2 offsets (mixed tangent sizes: the factor works on scalars)."""
+    from robojac.optim._problem import Linearization, SparseSystem
+
+    graph = _graph("MIT")
+    P = optimize(graph).poses
+    X = optim.Variable("SE2", graph.state(P.tensor())[None], fixed=torch.arange(graph.num_poses) == 0)
+    edges = optim.Factor(graph.residual_function(), [X, X], graph.edges,
+                         data=[graph.measurement_state(), graph.sqrt_information])
+    pb = optim.Problem([X], [edges])
+    H = SparseSystem(pb).assemble(Linearization(pb, (X.value,), closed_forms=True))[0].to_dense()
+    Zd = torch.linalg.inv(H)
+    C = optim.covariances([X], [edges], [X.value], X)[0]
+    ref = torch.stack([Zd[3 * i: 3 * i + 3, 3 * i: 3 * i + 3] for i in range(graph.num_poses)])
+    assert _rel(C[1:], ref[1:]) < 1e-7 and float(C[0].abs().max()) == 0.0
+
+    g = torch.Generator().manual_seed(3)
+    N = 60  # 60 poses and 30 offsets: 420 unknowns, solved sparse
+    T = _random_poses(g, N)[None]
+    V = optim.Variable("SE3", T, fixed=torch.arange(N) == 0)
+    off = optim.Variable("Rn", torch.randn(1, 30, 2, generator=g, dtype=torch.float64))
+    pairs = torch.stack((torch.arange(N - 1), torch.arange(1, N)), 1)
+    prior = optim.Factor(lambda a, b: lie_log_between(a, b), [V, V], pairs)
+    mix = optim.Factor(lambda x, o: torch.cat((x[..., :2] - o, o.square()), -1), [V, off],
+                       torch.stack((torch.arange(30) * 2, torch.arange(30)), 1))
+    pb = optim.Problem([V, off], [prior, mix])
+    H = SparseSystem(pb).assemble(Linearization(pb, (V.value, off.value), closed_forms=True))[0].to_dense()
+    Zd = torch.linalg.inv(H)
+    for var, base, t in ((V, 0, 6), (off, 6 * N, 2)):
+        C = optim.covariances([V, off], [prior, mix], [V.value, off.value], var)[0]
+        ref = torch.stack([Zd[base + t * i: base + t * i + t, base + t * i: base + t * i + t] for i in range(var.count)])
+        held = var.fixed[0]
+        assert _rel(C[~held], ref[~held]) < 1e-8 and float(C[held].abs().sum()) == 0.0
+
+
+def _random_poses(g, *shape):
+    return pp.se3(torch.randn(*shape, 6, generator=g, dtype=torch.float64)).Exp().tensor()
+
+
+def lie_log_between(a, b):
+    return lie.se3_log(lie.se3_compose(lie.se3_inverse(a), b))
+
+
+def test_many_small_problems_take_their_own_dense_inverses(device):
+    """A batch of three small pose chains: each problem's covariance is its own system's."""
+    g = torch.Generator().manual_seed(1)
+    T = _random_poses(g, 3, 5).to(device)
+    X = optim.Variable("SE3", T, fixed=torch.arange(5, device=device) == 0)
+    f = optim.Factor(lie_log_between, [X, X], torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4], [0, 4]], device=device))
+    C = optim.covariances([X], [f], [X.value], X, entries=[4, 2])
+    assert C.shape == (3, 2, 6, 6)
+    for b in range(3):
+        Xb = optim.Variable("SE3", T[b: b + 1], fixed=torch.arange(5, device=device) == 0)
+        fb = optim.Factor(lie_log_between, [Xb, Xb], f.index)
+        assert max_err(optim.covariances([Xb], [fb], [Xb.value], Xb, entries=[4, 2])[0], C[b]) < 1e-12
+
+
+def test_a_float32_graph_gets_float32_covariances_on_its_device(device):
+    graph = _graph("smallGrid3D", device, torch.float32)
+    result = optimize(graph)
+    C = covariances(graph, result.poses, which=[3, 100])
+    C64 = covariances(_graph("smallGrid3D", device), result.poses.double(), which=[3, 100])
+    assert C.dtype == torch.float32 and C.device == device
+    assert _rel(C.double(), C64) < 1e-5
+
+
+def test_a_free_gauge_and_bad_arguments_are_refused():
+    g = torch.Generator().manual_seed(2)
+    T = _random_poses(g, 1, 5)
+    X = optim.Variable("SE3", T)  # nothing fixed: the chain can move as a whole
+    f = optim.Factor(lie_log_between, [X, X], torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]]))
+    with pytest.raises(ValueError, match=r"problem 0: its Gauss-Newton Hessian is singular at these values.*free gauge"):
+        optim.covariances([X], [f], [X.value], X)
+    big = _graph("smallGrid3D")  # the same through the selected inverse
+    Y = optim.Variable("SE3", big.poses.tensor().detach()[None])
+    e = optim.Factor(big.residual_function(), [Y, Y], big.edges, data=[big.measurement_state(), big.sqrt_information])
+    with pytest.raises(ValueError, match=r"singular.*free gauge"):
+        optim.covariances([Y], [e], [Y.value], Y)
+    other = optim.Variable("SE3", T, name="other")
+    with pytest.raises(ValueError, match="variable: expected one of the problem's variables"):
+        optim.covariances([X], [f], [X.value], other)
+    with pytest.raises(ValueError, match=r"entries: expected indices in \[0, 5\) of variable"):
+        optim.covariances([X], [f], [X.value], X, entries=[5])
+    with pytest.raises(ValueError, match=r"values: poses's expected shape|values: variable's expected shape"):
+        optim.covariances([X], [f], [T[:, :3]], X)
+
+    graph = _graph("tinyGrid3D")
+    with pytest.raises(ValueError, match=r"frame: expected one of"):
+        covariances(graph, frame="left")
+    with pytest.raises(ValueError, match=r"poses: expected the graph's 9 poses as \(N, 7\)"):
+        covariances(graph, graph.poses.tensor()[:3])
+    apart = PoseGraph(graph.poses.tensor().detach(), torch.tensor([[0, 1], [2, 3]]), graph.measurements[:2],
+                      graph.information[:2])
+    with pytest.raises(PoseGraphError, match="not connected"):
+        covariances(apart)
