@@ -175,3 +175,16 @@ def test_a_free_gauge_and_bad_arguments_are_refused():
                       graph.information[:2])
     with pytest.raises(PoseGraphError, match="not connected"):
         covariances(apart)
+
+
+def test_the_cli_writes_each_poses_covariance(tmp_path, capsys):
+    from robojac.cli import main
+
+    out = tmp_path / "cov.txt"
+    assert main(["pgo", str(data_path("posegraph/tinyGrid3D.g2o.gz")), "-q", "--covariances", str(out)]) == 0
+    rows = [ln.split() for ln in out.read_text().splitlines() if not ln.startswith("#")]
+    graph = _graph("tinyGrid3D")
+    C = covariances(graph, optimize(graph).poses)
+    assert [int(r[0]) for r in rows] == graph.vertex_ids.tolist()
+    written = torch.tensor([[float(x) for x in r[1:]] for r in rows], dtype=torch.float64).reshape(-1, 6, 6)
+    assert max_err(written, C) < 1e-12 * float(C.abs().max())

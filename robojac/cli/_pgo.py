@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-iterations", type=int, default=100)
     p.add_argument("--tum", type=pathlib.Path, help="also write the optimized poses as a TUM trajectory (time = vertex id)")
     p.add_argument("--kitti", type=pathlib.Path, help="also write the optimized poses as a KITTI pose file")
+    p.add_argument("--covariances", type=pathlib.Path,
+                   help="also write each pose's marginal covariance at the answer (a line per pose: its vertex id, "
+                        "then the d x d matrix row by row; [x, y, theta] or [rho, phi] in the pose's own frame)")
     p.add_argument("--plot", type=pathlib.Path, help="draw the graph before and after, and the cost per iteration")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -63,6 +66,16 @@ def run(args) -> int:
         if args.kitti:
             write_kitti(traj, args.kitti)
             print(f"wrote {args.kitti}")
+    if args.covariances:
+        from .._files import write_text_atomic
+        from ..posegraph import covariances
+
+        C = covariances(graph, result.poses, kernel=config.kernel).reshape(graph.num_poses, -1).cpu().tolist()
+        d = "x y theta" if graph.dim == 2 else "rho_x rho_y rho_z phi_x phi_y phi_z"
+        lines = [f"# vertex_id, then the covariance in the pose's own frame, row by row, over [{d}]"]
+        lines += [" ".join([str(int(v))] + [repr(x) for x in row]) for v, row in zip(result.vertex_ids.tolist(), C)]
+        write_text_atomic(args.covariances, "\n".join(lines) + "\n")
+        print(f"wrote {args.covariances}")
     if args.plot:
         import matplotlib
 
