@@ -10,8 +10,9 @@ The time of each side covers everything from the poses to the last covariance: G
 the largest difference of a block relative to the largest entry of that block.  Interleaved
 medians over --repeat runs.
 
-``--write-reference FILE`` also stores GTSAM's covariances of eight poses of intel (2D) and
-smallGrid3D (3D) at robojac's answer, which ``tests/test_covariances.py`` holds robojac to
+``--write-reference FILE`` also stores GTSAM's covariances of eight poses of intel (2D; also
+with a Cauchy kernel of scale 1 on every edge, at robojac's robust answer) and smallGrid3D (3D)
+at robojac's answer, which ``tests/test_covariances.py`` holds robojac to
 (``data/posegraph/gtsam_marginals.json``).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/covariances.py [--graphs intel sphere2500 ...]
@@ -32,17 +33,27 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, fmt_time, interleaved_medians, plain_copy, table  # noqa: E402
 
 from robojac import data  # noqa: E402
-from robojac.posegraph import covariances, optimize, read_g2o  # noqa: E402
+from robojac.optim import RobustKernel  # noqa: E402
+from robojac.posegraph import PGOConfig, covariances, optimize, read_g2o  # noqa: E402
 
 REFERENCE_GRAPHS = ("intel", "smallGrid3D")
 POSE3_ORDER = [3, 4, 5, 0, 1, 2]  # GTSAM's [phi, rho] -> robojac's [rho, phi]
 
 
-def gtsam_marginals(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torch.Tensor):
-    """A function computing GTSAM's covariance of every pose at ``poses`` (robojac's order)."""
+def gtsam_marginals(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torch.Tensor, cauchy: float | None = None):
+    """A function computing GTSAM's covariance of every pose at ``poses`` (robojac's order);
+    ``cauchy``: every edge's noise model wrapped in a Cauchy kernel of that scale."""
     import gtsam
 
     graph, _ = gtsam.readG2o(str(path), dim == 3)
+    if cauchy is not None:
+        robust = gtsam.NonlinearFactorGraph()
+        Between = gtsam.BetweenFactorPose3 if dim == 3 else gtsam.BetweenFactorPose2
+        for i in range(graph.size()):
+            f = graph.at(i)
+            model = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Cauchy.Create(cauchy), f.noiseModel())
+            robust.add(Between(f.keys()[0], f.keys()[1], f.measured(), model))
+        graph = robust
     values = gtsam.Values()
     P = poses.detach().double().cpu().numpy()
     for k, x in zip(ids.tolist(), P):
@@ -94,6 +105,11 @@ def main() -> None:
             pick = np.linspace(1, graph.num_poses - 1, 8).round().astype(int)
             reference[name] = {"poses": pick.tolist(), "vertex_ids": result.vertex_ids[pick].tolist(),
                                "covariances": G[pick].tolist()}
+            if graph.dim == 2:  # with a robust kernel: its weights at the (robust) answer scale the edges
+                robust = optimize(graph, PGOConfig(kernel=RobustKernel("cauchy", 1.0)))
+                Gr = gtsam_marginals(path, graph.dim, robust.poses, robust.vertex_ids, cauchy=1.0)()
+                reference[f"{name} cauchy 1.0"] = {"poses": pick.tolist(), "vertex_ids": robust.vertex_ids[pick].tolist(),
+                                                    "covariances": Gr[pick].tolist()}
     print()
     print(table(["graph", "poses", "robojac", "GTSAM Marginals", "GTSAM / robojac", "largest difference"], rows))
     if args.write_reference is not None:
