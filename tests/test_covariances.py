@@ -154,6 +154,35 @@ def test_many_small_problems_take_their_own_dense_inverses(device):
         assert max_err(optim.covariances([Xb], [fb], [Xb.value], Xb, entries=[4, 2])[0], C[b]) < 1e-12
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_one_edge_from_the_gauge_gives_the_inverse_information_in_the_body_frame(dim, device):
+    """At the answer of one edge from the held pose, ``d r / d xi_body = I``: the body-frame
+    covariance of the other pose is exactly ``Omega^-1``, whatever the poses; the world-frame
+    one is ``Ad(T) Omega^-1 Ad(T)^T``.  A lone pose and an empty selection are answered too."""
+    g = torch.Generator().manual_seed(4)
+    d = 3 if dim == 2 else 6
+    A = torch.randn(d, d, generator=g, dtype=torch.float64, device="cpu")
+    info = (A @ A.T + d * torch.eye(d, dtype=torch.float64, device="cpu")).to(device)
+    if dim == 2:
+        from robojac.lie import se2_adjoint, se2_to_se3
+
+        xi = torch.randn(2, 3, generator=g, dtype=torch.float64, device="cpu").to(device)
+        P = se2_to_se3(xi)  # planar poses: heading xi[:, 2]
+        Ad = se2_adjoint(xi[1])
+    else:
+        P = _random_poses(g, 2).to(device)
+        Ad = lie.se3_adjoint(P[1])
+    Z = lie.se3_compose(lie.se3_inverse(P[0]), P[1])[None]
+    graph = PoseGraph(P, torch.tensor([[0, 1]], device=device), Z, info[None], dim=dim)
+    inv = torch.linalg.inv(info)
+    body, world = covariances(graph), covariances(graph, frame="world")
+    assert float(body[0].abs().max()) == 0.0 and max_err(body[1], inv) < 1e-12
+    assert max_err(world[1], Ad @ inv @ Ad.T) < 1e-12
+    assert covariances(graph, which=[]).shape == (0, d, d)
+    lone = PoseGraph(P[:1], torch.zeros(0, 2, dtype=torch.long, device=device), Z[:0], info[None][:0], dim=dim)
+    assert covariances(lone).shape == (1, d, d) and float(covariances(lone).abs().max()) == 0.0
+
+
 def test_a_float32_graph_gets_float32_covariances_on_its_device(device):
     graph = _graph("smallGrid3D", device, torch.float32)
     result = optimize(graph)
@@ -186,6 +215,11 @@ def test_a_free_gauge_and_bad_arguments_are_refused():
     graph = _graph("tinyGrid3D")
     with pytest.raises(ValueError, match=r"frame: expected one of"):
         covariances(graph, frame="left")
+    with pytest.raises(ValueError, match=r"which: expected a 1-D list of pose indices in \[0, 9\) \(positions in "
+                                         r"graph.poses, not vertex ids\), got \[9\]"):
+        covariances(graph, which=[9])
+    with pytest.raises(TypeError, match=r"which: expected integer indices"):
+        covariances(graph, which=[0.5])
     with pytest.raises(ValueError, match=r"poses: expected the graph's 9 poses as \(N, 7\)"):
         covariances(graph, graph.poses.tensor()[:3])
     apart = PoseGraph(graph.poses.tensor().detach(), torch.tensor([[0, 1], [2, 3]]), graph.measurements[:2],

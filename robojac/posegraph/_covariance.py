@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import lie, optim
-from .._config import check_choice, check_instance
+from .._config import check_choice, check_instance, index_tensor
 from ..lie import se2_adjoint, se2_inverse
 from ._graph import PoseGraph
 from ._solve import SOLVE_DTYPE, _held
@@ -56,12 +56,19 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
             raise ValueError("poses: contains NaN or infinite values")
         P = P.detach().to(device=graph.poses.device)
     S = graph.state(P.to(SOLVE_DTYPE))  # as optimize solves: float64, whatever the graph's dtype
+    if which is None:
+        entries = torch.arange(N, device=S.device)
+    else:
+        entries = index_tensor(which, "which", S.device)
+        if entries.dim() != 1 or (entries.numel() and (int(entries.min()) < 0 or int(entries.max()) >= N)):
+            raise ValueError(f"which: expected a 1-D list of pose indices in [0, {N}) (positions in graph.poses, "
+                             f"not vertex ids), got {which!r}" if entries.numel() <= 8 else
+                             f"which: expected a 1-D list of pose indices in [0, {N}) (positions in graph.poses)")
     X = optim.Variable("SE2" if graph.dim == 2 else "SE3", S[None], fixed=_held(graph)[None].to(S.device), name="poses")
     data = tuple(d.detach().to(SOLVE_DTYPE) for d in (graph.measurement_state(), graph.sqrt_information))
     edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges, data=data, kernel=kernel, name="edges")
-    C = optim.covariances([X], [edges], [X.value], X, entries=which)[0]  # (K, d, d), left perturbations
+    C = optim.covariances([X], [edges], [X.value], X, entries=entries)[0]  # (K, d, d), left perturbations
     if frame == "body":
-        entries = torch.arange(N, device=S.device) if which is None else torch.as_tensor(which, device=S.device)
         T = S[entries]
         A = se2_adjoint(se2_inverse(T)) if graph.dim == 2 else lie.se3_adjoint(lie.se3_inverse(T))
         C = A @ C @ A.mT
