@@ -148,9 +148,9 @@ class _Plan:
         # each supernode's front in blocks, as one sorted key list: supernode s, block b -> s * nb + b
         nb = factor.n // B
         self.nb = nb
-        self.front_blocks = [f[::B] // B for f in factor.fronts]
-        self.keys = np.concatenate([s * (nb + 1) + fb for s, fb in enumerate(self.front_blocks)])
-        self.starts = np.concatenate(([0], np.cumsum([len(fb) for fb in self.front_blocks])))[:-1]
+        front_blocks = [f[::B] // B for f in factor.fronts]
+        self.keys = np.concatenate([s * (nb + 1) + fb for s, fb in enumerate(front_blocks)])
+        self.starts = np.concatenate(([0], np.cumsum([len(fb) for fb in front_blocks])))[:-1]
         self.first = np.array([a for a, _ in factor.sn_cols], dtype=np.int64)  # each supernode's first block
         self.KM = np.array(factor.KM, dtype=np.int64).reshape(-1, 2)
         self.rr = []
