@@ -181,57 +181,76 @@ class MultifrontalCholesky:
         lower = r_new >= c_new
         src_all, r_new, c_new = src_all[lower], r_new[lower], c_new[lower]
         owner = self.col_owner[c_new // self.block]
-        by_owner = np.argsort(owner, kind="stable")
-        src_all, r_new, c_new, owner = src_all[by_owner], r_new[by_owner], c_new[by_owner], owner[by_owner]
-        bounds = np.searchsorted(owner, np.arange(self.num_supernodes + 1))
         # update-matrix storage: one flat tensor, each group's (count, R, R) block at an offset
         self.u_offset = np.zeros(len(self.groups) + 1, dtype=np.int64)
         for g, mem in enumerate(self.groups):
             K, R = self.KM[g]
             self.u_offset[g + 1] = self.u_offset[g] + len(mem) * R * R
 
-        def padded(pos, k, K):  # front position -> padded position
+        # every supernode's front as one sorted key list (supernode s, row r -> s (n + 1) + r): the
+        # position of any row in any front is one search, for all entries at once
+        ns, B = self.num_supernodes, self.block
+        fkeys = np.concatenate([s_ * (n + 1) + f for s_, f in enumerate(self.fronts)])
+        fstart = np.concatenate(([0], np.cumsum(self.m)))[:-1]
+        KM = np.array(self.KM, dtype=np.int64).reshape(-1, 2)
+        first = np.array([a for a, _ in self.sn_cols], dtype=np.int64) * B
+
+        def place(s_, r):  # rows r (new numbering) of the fronts of supernodes s_: padded positions
+            pos = np.searchsorted(fkeys, s_ * (n + 1) + r) - fstart[s_]
+            k, K = self.k[s_], KM[self.group_of[s_], 0]
             return np.where(pos < k, pos, K + (pos - k))
 
-        kids_of = [[] for _ in range(self.num_supernodes)]
-        for c, par in enumerate(self.sn_parent.tolist()):
-            if par >= 0:
-                kids_of[par].append(c)
+        def by_group(g_of, *arrays):  # split arrays by group, in group order
+            order = np.argsort(g_of, kind="stable")
+            cuts = np.searchsorted(g_of[order], np.arange(len(self.groups) + 1))
+            arrays = [a[order] for a in arrays]
+            return [[a[cuts[g]: cuts[g + 1]] for a in arrays] for g in range(len(self.groups))]
+
+        # the original entries, and their mirror images above the diagonal
+        M_of = KM.sum(1)[self.group_of]  # each supernode's padded front size
+        lr = place(owner, r_new)
+        lc = c_new - first[owner]
+        base = self.slot_in[owner] * M_of[owner] ** 2
+        off = lr != lc
+        e_src = np.concatenate((src_all, src_all[off]))
+        e_dst = np.concatenate((base + lr * M_of[owner] + lc, (base + lc * M_of[owner] + lr)[off]))
+        entries = by_group(self.group_of[np.concatenate((owner, owner[off]))], e_src, e_dst)
+        # the padding columns' unit diagonals
+        npad = KM[self.group_of, 0] - self.k
+        s_pad = np.repeat(np.arange(ns), npad)
+        col_pad = self.k[s_pad] + np.arange(len(s_pad)) - np.repeat(np.cumsum(npad) - npad, npad)
+        pads = by_group(self.group_of[s_pad], self.slot_in[s_pad] * M_of[s_pad] ** 2 + col_pad * (M_of[s_pad] + 1))
+        # each child's update matrix into its parent's front
+        kids = np.nonzero(self.sn_parent >= 0)[0]
+        rc = self.m[kids] - self.k[kids]
+        par = self.sn_parent[kids]
+        rows_c = np.concatenate([self.fronts[c][self.k[c]:] for c in kids]) if len(kids) else np.zeros(0, dtype=np.int64)
+        tgt = place(np.repeat(par, rc), rows_c)
+        at = np.concatenate(([0], np.cumsum(rc)))  # each child's rows in rows_c
+        k_src, k_dst = [[] for _ in self.groups], [[] for _ in self.groups]
+        for i, c in enumerate(kids.tolist()):  # an outer product per child (large fronts: one loop beats pair arrays)
+            p_, gc = par[i], self.group_of[c]
+            Rc, Mp, uu, tg = KM[gc, 1], M_of[p_], np.arange(rc[i]), tgt[at[i]: at[i + 1]]
+            k_src[self.group_of[p_]].append((self.u_offset[gc] + self.slot_in[c] * Rc * Rc + uu[:, None] * Rc + uu[None, :]).reshape(-1))
+            k_dst[self.group_of[p_]].append((self.slot_in[p_] * Mp * Mp + tg[:, None] * Mp + tg[None, :]).reshape(-1))
+        updates = [[np.concatenate(a) if a else np.zeros(0, dtype=np.int64) for a in (k_src[g], k_dst[g])]
+                   for g in range(len(self.groups))]
+
+        def t(x):
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64)).to(dev)
+
         self.plan = []
         for g, mem in enumerate(self.groups):
             K, R = self.KM[g]
-            M = K + R
-            src, dst, pad, kids_src, kids_dst = [], [], [], [], []
             cols_idx = np.full((len(mem), K), n, dtype=np.int64)  # n: a dummy slot for padding
             rows_idx = np.full((len(mem), R), n, dtype=np.int64)
-            for i, s in enumerate(mem):
-                k, m, front = self.k[s], self.m[s], self.fronts[s]
-                lo, hi = bounds[s], bounds[s + 1]
-                lr = padded(np.searchsorted(front, r_new[lo:hi]), k, K)
-                lc = c_new[lo:hi] - self.sn_cols[s][0] * self.block
-                base = i * M * M
-                src.append(src_all[lo:hi])
-                dst.append(base + lr * M + lc)
-                off = lr != lc  # mirror below-diagonal entries so fronts are symmetric
-                src.append(src_all[lo:hi][off])
-                dst.append(base + lc[off] * M + lr[off])
-                pad.append(base + (np.arange(k, K) * (M + 1)))
+            for i, s_ in enumerate(mem):
+                k, m, front = self.k[s_], self.m[s_], self.fronts[s_]
                 cols_idx[i, :k] = front[:k]
                 rows_idx[i, : m - k] = front[k:]
-                for c in kids_of[s]:
-                    gc = self.group_of[c]
-                    Kc, Rc = self.KM[gc]
-                    rc = self.m[c] - self.k[c]
-                    tgt = padded(np.searchsorted(front, self.fronts[c][self.k[c]:]), k, K)
-                    uu = np.arange(rc)
-                    kids_src.append((self.u_offset[gc] + self.slot_in[c] * Rc * Rc + uu[:, None] * Rc + uu[None, :]).reshape(-1))
-                    kids_dst.append((base + tgt[:, None] * M + tgt[None, :]).reshape(-1))
-
-            def t(parts):
-                return torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)).to(dev)
-
             self.plan.append(dict(
-                count=len(mem), K=K, R=R, src=t(src), dst=t(dst), pad=t(pad), kids_src=t(kids_src), kids_dst=t(kids_dst),
+                count=len(mem), K=K, R=R, src=t(entries[g][0]), dst=t(entries[g][1]), pad=t(pads[g][0]),
+                kids_src=t(updates[g][0]), kids_dst=t(updates[g][1]),
                 cols=torch.from_numpy(cols_idx).to(dev), rows=torch.from_numpy(rows_idx).to(dev),
             ))
         self.perm_t = torch.from_numpy(self.perm).to(dev)
