@@ -2,10 +2,11 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
 
-Four cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+Five cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
 forward kinematics of the Panda at batch 1,000,000; IK of 10,000 Panda targets (the torch engine);
 100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
-the batched multifrontal Cholesky.  Needs no peer and no Open3D (the CPU references use the same
+the batched multifrontal Cholesky; every pose's covariance of sphere2500 (the selected inverse
+of that factor).  Needs no peer and no Open3D (the CPU references use the same
 brute-force paths).  Prints one table; ``scripts/gpu_check.sh`` runs it after the CUDA suite.
 """
 
@@ -27,7 +28,7 @@ from _util import describe_machine, table  # noqa: E402
 import robojac  # noqa: E402
 from robojac import data, ik  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf, voxel_downsample  # noqa: E402
-from robojac.posegraph import PGOConfig, optimize, read_g2o  # noqa: E402
+from robojac.posegraph import PGOConfig, covariances, optimize, read_g2o  # noqa: E402
 
 
 def timed(fn, device, repeat=5):
@@ -107,6 +108,18 @@ def pgo(device, name):
             f"converged={res.converged}"]
 
 
+def pgo_covariances(device, name):
+    graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
+    poses = optimize(graph).poses
+    on_gpu = read_g2o(data.path(f"posegraph/{name}.g2o")).to(device)
+    t_gpu, C_gpu = timed(lambda: covariances(on_gpu, poses.to(device)), device, repeat=3)
+    t_cpu, C_cpu = timed(lambda: covariances(graph, poses), torch.device("cpu"), repeat=3)
+    scale = C_cpu.flatten(1).abs().amax(1)[1:]
+    diff = float(((C_gpu.cpu() - C_cpu).flatten(1).abs().amax(1)[1:] / scale).max())
+    return [f"PGO covariances {name}, every pose", f"{t_cpu:.3f} s", f"{t_gpu:.3f} s", f"{t_cpu / t_gpu:.2f}x",
+            f"largest difference from the CPU's {diff:.0e} of a block"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -123,6 +136,7 @@ def main() -> None:
         lambda: icp_batch(device, 10 if args.quick else 100),
         lambda: pgo(device, "intel" if args.quick else "sphere2500"),
         lambda: pgo(device, "manhattan" if args.quick else "parking-garage"),
+        lambda: pgo_covariances(device, "intel" if args.quick else "sphere2500"),
     ]
     rows = []
     for case in cases:
