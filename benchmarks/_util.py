@@ -102,3 +102,19 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def gtsam_values(dim: int, poses: torch.Tensor, ids: torch.Tensor):
+    """robojac's poses ``(N, 7)`` as GTSAM ``Values`` under the vertex ids ``ids`` (Pose3 from
+    the quaternion, Pose2 from the planar pose's heading)."""
+    import math
+
+    import gtsam
+
+    values = gtsam.Values()
+    for k, x in zip(ids.tolist(), poses.detach().double().cpu().numpy()):
+        if dim == 3:
+            values.insert(k, gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3]))
+        else:
+            values.insert(k, gtsam.Pose2(x[0], x[1], 2.0 * math.atan2(x[5], x[6])))
+    return values

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import sys
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, fmt_time, interleaved_medians, plain_copy, table  # noqa: E402
+from _util import describe_machine, fmt_time, gtsam_values, interleaved_medians, plain_copy, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.optim import RobustKernel  # noqa: E402
@@ -54,13 +53,7 @@ def gtsam_marginals(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torc
             model = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Cauchy.Create(cauchy), f.noiseModel())
             robust.add(Between(f.keys()[0], f.keys()[1], f.measured(), model))
         graph = robust
-    values = gtsam.Values()
-    P = poses.detach().double().cpu().numpy()
-    for k, x in zip(ids.tolist(), P):
-        if dim == 3:
-            values.insert(k, gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3]))
-        else:
-            values.insert(k, gtsam.Pose2(x[0], x[1], 2.0 * math.atan2(x[5], x[6])))
+    values = gtsam_values(dim, poses, ids)
     g = gtsam.NonlinearFactorGraph(graph)
     first = int(ids.min())
     if dim == 3:

@@ -20,11 +20,10 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, plain_copy, table  # noqa: E402
+from _util import describe_machine, gtsam_values, plain_copy, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.posegraph import PGOConfig, optimize, read_g2o  # noqa: E402
@@ -76,15 +75,7 @@ def gtsam_cost_of(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torch.
     import gtsam
 
     graph, _ = gtsam.readG2o(str(path), dim == 3)
-    values = gtsam.Values()
-    P = poses.detach().double().cpu().numpy()
-    for k, x in zip(ids.tolist(), P):
-        if dim == 3:
-            values.insert(k, gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3]))
-        else:
-            yaw = 2 * np.arctan2(x[5], x[6])
-            values.insert(k, gtsam.Pose2(x[0], x[1], yaw))
-    return graph.error(values)
+    return graph.error(gtsam_values(dim, poses, ids))
 
 
 def main() -> None:
