@@ -9,7 +9,7 @@ import torch
 
 from robojac import data
 from robojac.icp import OdometryConfig, lidar_odometry, read_kitti_bin, read_scans
-from robojac.trajectory import PoseRelation, Trajectory, ate, end_drift, read_kitti, rpe
+from robojac.trajectory import PoseRelation, Trajectory, ate, end_drift, kitti_error, read_kitti, rpe, write_kitti
 
 FOLDER = data.path("pointclouds/kitti00")
 
@@ -174,6 +174,15 @@ def test_odometry_command(tmp_path, capsys):
     assert "observability: every scan fixed every direction" in said.out
     est = read_kitti(out)
     assert len(est) == 10 and ate(reference_in_lidar_frame(), est).stats["rmse"] < 0.05
+    assert "KITTI error" not in said.out  # 8 m of path: no 100 m segment
+    # a reference long enough for the benchmark's error (poses 20 m apart: 180 m), printed as kitti_error gives it
+    far = torch.zeros(10, 7, dtype=torch.float64)
+    far[:, 0], far[:, 6] = 20.0 * torch.arange(10, dtype=torch.float64), 1.0
+    write_kitti(Trajectory(far), tmp_path / "far.txt")
+    assert main(["odometry", str(FOLDER), "--out", str(out), "--reference", str(tmp_path / "far.txt"), "-q"]) == 0
+    k = kitti_error(Trajectory(far), read_kitti(out))
+    assert (f"KITTI error over 100-800 m segments: translation {k.translation_percent:.3f}%, rotation "
+            f"{k.rotation_deg_per_100m:.4f} deg/100m ({int(k.segments.sum())} segments)") in capsys.readouterr().out
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "000000.bin").write_bytes(b"\0" * 20)
     assert main(["odometry", str(tmp_path / "bad"), "-q"]) == 2

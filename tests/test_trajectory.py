@@ -302,3 +302,92 @@ def test_euroc_csv_reads_as_evo_reads_it(tmp_path):
         path.write_text("\n".join(lines) + "\n")
         with pytest.raises(TrajectoryError, match=match):
             read_euroc(path)
+
+
+# KISS-ICP's sequence_error (the KITTI development kit in C++) on each KITTI pose graph's odometry
+# chain against its optimum, as `benchmarks/kitti_metric.py` prints them: a float32 translation
+# error in percent, and a rotation error in degrees per metre converted with 180 / 3.14
+KISS_ICP = {"kitti_00": (1.367454052, 0.005523994099), "kitti_05": (1.181056976, 0.005341920536)}
+
+
+@pytest.mark.parametrize("name", sorted(KISS_ICP))
+def test_kitti_error_equals_kiss_icps(name, device):
+    from robojac.data import path as data_path
+    from robojac.posegraph import initialize, optimize, read_g2o
+    from robojac.trajectory import kitti_error
+
+    graph = read_g2o(data_path(f"posegraph/{name}.g2o.gz")).to(device)
+    ref = optimize(graph).poses
+    est = graph.poses_from_state(initialize(graph, "odometry"))
+    err = kitti_error(Trajectory(ref), Trajectory(est))
+    t, r = KISS_ICP[name]
+    assert err.translation_percent == pytest.approx(t, rel=2e-8)
+    assert err.rotation_deg_per_100m == pytest.approx(r * 3.14 / math.pi * 100, rel=2e-8)
+    assert err.lengths.tolist() == [100.0 * k for k in range(1, 9)] and int(err.segments.min()) > 0
+
+
+def _devkit(gt, res, lengths, step):
+    """The KITTI development kit's sequence errors, transcribed loop by loop (4x4 matrices)."""
+    dist = [0.0]
+    for i in range(1, len(gt)):
+        dist.append(dist[-1] + float(np.linalg.norm(gt[i, :3, 3] - gt[i - 1, :3, 3])))
+    out = []
+    for first in range(0, len(gt), step):
+        for length in lengths:
+            last = next((i for i in range(first, len(gt)) if dist[i] > dist[first] + length), -1)
+            if last == -1:
+                continue
+            E = np.linalg.inv(np.linalg.inv(res[first]) @ res[last]) @ (np.linalg.inv(gt[first]) @ gt[last])
+            d = 0.5 * (np.trace(E[:3, :3]) - 1.0)
+            out.append((length, np.linalg.norm(E[:3, 3]) / length, math.acos(max(min(d, 1.0), -1.0)) / length))
+    return out
+
+
+def test_kitti_error_is_the_development_kits_computation(device):
+    """A 3D path of 400 steps with noisy odometry, 10-70 m segments from every third frame: the
+    averages, per length and over all, equal the development kit's loops."""
+    from robojac.trajectory import kitti_error
+
+    g = torch.Generator().manual_seed(7)
+    kw = dict(dtype=torch.float64, device="cpu")
+    steps = torch.cat((torch.tensor([1.0, 0.0, 0.05], **kw).expand(400, 3) + 0.1 * torch.randn(400, 3, generator=g, **kw),
+                       torch.tensor([0.0, 0.0, 0.02], **kw) + 0.01 * torch.randn(400, 3, generator=g, **kw)), 1)
+    Q = pp.se3(steps).Exp().cumprod(dim=0)
+    P = (pp.se3(steps + 0.01 * torch.randn(400, 6, generator=g, **kw)).Exp()).cumprod(dim=0)
+    lengths, step = (10.0, 30.0, 50.0, 70.0), 3
+    err = kitti_error(Trajectory(Q.tensor().to(device)), Trajectory(P.tensor().to(device)), lengths=lengths, step=step)
+    ref = _devkit(Q.matrix().numpy(), P.matrix().numpy(), lengths, step)
+    assert err.translation_percent == pytest.approx(100 * np.mean([e[1] for e in ref]), rel=1e-10)
+    assert err.rotation_deg_per_100m == pytest.approx(100 * math.degrees(np.mean([e[2] for e in ref])), rel=1e-9)
+    for k, length in enumerate(lengths):
+        mine = [e for e in ref if e[0] == length]
+        assert int(err.segments[k]) == len(mine)
+        assert float(err.translation_percent_by_length[k]) == pytest.approx(100 * np.mean([e[1] for e in mine]), rel=1e-10)
+
+
+def test_kitti_error_of_a_scaled_straight_drive_is_the_scale(device):
+    """Positions 1 % too far along a straight line: a segment of length ``d`` closes at the
+    first frame past it, ``d + 1`` m on (1 m frames), so its error is 1 % of ``d + 1`` over ``d``;
+    no rotation.  A path shorter than the shortest segment and mismatched lengths are refused."""
+    from robojac.trajectory import kitti_error
+
+    kw = dict(dtype=torch.float64, device=device)
+    x = torch.arange(1000, **kw)  # 1 m per frame: 999 m
+    Q = torch.zeros(1000, 7, **kw)
+    Q[:, 0], Q[:, 6] = x, 1.0
+    P = Q.clone()
+    P[:, 0] = 1.01 * x
+    err = kitti_error(Trajectory(Q), Trajectory(P))
+    counts = [len(range(0, 999 - d, 10)) for d in range(100, 900, 100)]  # first frames f with f + d + 1 <= 999
+    assert err.segments.tolist() == counts == [90, 80, 70, 60, 50, 40, 30, 20]
+    expected = sum(c * (d + 1) / d for c, d in zip(counts, range(100, 900, 100))) / sum(counts)
+    assert err.translation_percent == pytest.approx(expected, rel=1e-12) and err.rotation_deg_per_100m == 0.0
+    assert torch.allclose(err.translation_percent_by_length, (err.lengths + 1) / err.lengths, rtol=1e-12)
+    with pytest.raises(TrajectoryError, match=r"the reference's path is 99.0 m, shorter than the shortest segment \(100 m\)"):
+        kitti_error(Trajectory(Q[:100]), Trajectory(P[:100]))
+    with pytest.raises(TrajectoryError, match="1000 reference poses but 999 estimated"):
+        kitti_error(Trajectory(Q), Trajectory(P[1:]))
+    with pytest.raises(ValueError, match="lengths: expected positive segment lengths"):
+        kitti_error(Trajectory(Q), Trajectory(P), lengths=(100, -5))
+    with pytest.raises(ValueError, match="step"):
+        kitti_error(Trajectory(Q), Trajectory(P), step=0)
