@@ -75,8 +75,7 @@ def kitti_error(reference, estimate, *, lengths=KITTI_LENGTHS, step: int = 10) -
     dP = lie.se3_compose(lie.se3_inverse(P[i]), P[j])
     E = lie.se3_compose(lie.se3_inverse(dP), dQ)
     t_err = E[:, :3].norm(dim=-1) / d
-    w = E[:, 6].abs().clamp(max=1.0)
-    r_err = 2.0 * torch.atan2(E[:, 3:6].norm(dim=-1), w) / d  # the rotation's angle, as acos(trace) but exact near 0
+    r_err = 2.0 * torch.atan2(E[:, 3:6].norm(dim=-1), E[:, 6].abs()) / d  # the angle: acos(trace), exact near 0
     which = torch.nonzero(valid)[:, 1]
     count = torch.bincount(which, minlength=L.numel())
     per_t = torch.zeros_like(L).index_add_(0, which, t_err) / count
