@@ -90,6 +90,8 @@ def _ellipses(ax, X: np.ndarray, C: np.ndarray, graph, sigma: float, every: int)
     into the world's axes (``R C_tt R^T``), then its x-y part."""
     from matplotlib.collections import EllipseCollection
 
+    from .. import lie
+
     d = 3 if graph.dim == 2 else 6
     if C.shape != (len(X), d, d):
         raise ValueError(f"covariances: expected ({len(X)}, {d}, {d}), one per pose (posegraph.covariances), "
@@ -98,10 +100,7 @@ def _ellipses(ax, X: np.ndarray, C: np.ndarray, graph, sigma: float, every: int)
         raise ValueError(f"sigma: expected a positive number, got {sigma!r}")
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"ellipse_every: expected a positive integer, got {every!r}")
-    x, y, z, w = X[:, 3], X[:, 4], X[:, 5], X[:, 6]
-    R = np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-                  np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-                  np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
+    R = lie.quat_to_matrix(torch.from_numpy(np.ascontiguousarray(X[:, 3:7]))).numpy()
     Ct = np.zeros((len(X), 3, 3))
     k = 2 if graph.dim == 2 else 3
     Ct[:, :k, :k] = C[:, :k, :k]
