@@ -39,20 +39,7 @@ def main(path: pathlib.Path, out: pathlib.Path) -> None:
     viz.plot_trajectories({"optimum (reference)": reference, **{f"{k} estimate": v for k, v in estimates.items()}},
                           axes[0])
     axes[0].set_title(f"{graph.name}: the estimates")
-    L = errors["odometry"].lengths.numpy()
-    width = 30.0
-    for k, (name, e) in enumerate(errors.items()):
-        shift = (k - 0.5) * width
-        axes[1].bar(L + shift, e.translation_percent_by_length.numpy(), width, label=name)
-        axes[2].bar(L + shift, e.rotation_deg_per_100m_by_length.numpy(), width, label=name)
-    for ax, what in ((axes[1], "translation error (%)"), (axes[2], "rotation error (deg / 100 m)")):
-        ax.set_xticks(L)
-        ax.set_xlabel("segment length (m)")
-        ax.set_ylabel(what)
-        ax.legend()
-        ax.grid(alpha=0.3, axis="y")
-    axes[1].set_title("translation error per segment length (KITTI)")
-    axes[2].set_title("rotation error per segment length (KITTI)")
+    viz.plot_kitti_error(errors, axes[1:])
     fig.tight_layout()
     fig.savefig(out / f"{graph.name.split('.')[0]}_kitti_error.png", dpi=110)
     plt.close("all")

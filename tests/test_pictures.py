@@ -115,3 +115,27 @@ def test_a_3d_chain_without_loop_closures_is_drawn(view):
                       dtype=torch.float64), torch.eye(6, dtype=torch.float64).expand(2, 6, 6))
     ax = viz.plot_pose_graph(graph, view=view)
     assert len(ax.collections) == 1  # the chain
+
+
+def test_kitti_error_bars_are_the_errors_per_length():
+    """The bars' heights are each result's errors per segment length, side by side; results of
+    different lengths, or not results at all, are refused by name."""
+    from robojac.trajectory import Trajectory, kitti_error
+
+    Q = torch.zeros(500, 7, dtype=torch.float64)
+    Q[:, 0], Q[:, 6] = torch.arange(500, dtype=torch.float64), 1.0
+    P = Q.clone()
+    P[:, 0] *= 1.02
+    a = kitti_error(Trajectory(Q), Trajectory(P), lengths=(100, 200, 300))
+    b = kitti_error(Trajectory(Q), Trajectory(Q), lengths=(100, 200, 300))
+    axes = viz.plot_kitti_error({"scaled": a, "exact": b})
+    heights = [bar.get_height() for bar in axes[0].patches]
+    assert np.allclose(heights, np.concatenate((a.translation_percent_by_length.numpy(), np.zeros(3))))
+    centres = np.array([bar.get_x() + bar.get_width() / 2 for bar in axes[0].patches])
+    assert (centres[:3] < [100, 200, 300]).all() and (centres[3:] > [100, 200, 300]).all()  # side by side
+    with pytest.raises(ValueError, match="errors: expected the same segment lengths in every result"):
+        viz.plot_kitti_error({"a": a, "b": kitti_error(Trajectory(Q), Trajectory(P), lengths=(100, 200))})
+    with pytest.raises(TypeError, match=r"errors\['a'\]: expected a kitti_error result"):
+        viz.plot_kitti_error({"a": 1.0})
+    with pytest.raises(ValueError, match="errors: expected a dict"):
+        viz.plot_kitti_error([a])

@@ -8,7 +8,7 @@ import torch
 
 from ._style import PALETTE, as_numpy, require
 
-__all__ = ["plot_trajectory_error", "plot_odometry"]
+__all__ = ["plot_kitti_error", "plot_trajectory_error", "plot_odometry"]
 
 
 def _errors(estimate, reference) -> np.ndarray:
@@ -93,3 +93,40 @@ def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: i
         ax3.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_kitti_error(errors, axes=None):
+    """The KITTI odometry error per segment length of one or more estimates, as grouped bars:
+    ``errors`` maps a name to :func:`robojac.trajectory.kitti_error`'s result (the same lengths
+    for all).  Two panels: translation (%) and rotation (deg/100 m), the overall averages in the
+    legend.  ``axes``: two axes to draw in (a new figure otherwise).  Returns the two axes."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(errors, dict) or not errors:
+        raise ValueError("errors: expected a dict {name: kitti_error(...)} with at least one entry")
+    for name, e in errors.items():
+        require(f"errors[{name!r}]", e, "trajectory", "KittiError", "a kitti_error result")
+    lengths = [as_numpy(e.lengths) for e in errors.values()]
+    if any(L.shape != lengths[0].shape or not np.array_equal(L, lengths[0]) for L in lengths):
+        raise ValueError("errors: expected the same segment lengths in every result")
+    if axes is None:
+        axes = plt.figure(figsize=(11, 4.2)).subplots(1, 2)
+    L = lengths[0]
+    width = 0.8 * float(np.diff(L).min() if len(L) > 1 else L[0]) / len(errors)
+    for k, (name, e) in enumerate(errors.items()):
+        shift = (k - (len(errors) - 1) / 2) * width
+        color = PALETTE[k % len(PALETTE)]
+        axes[0].bar(L + shift, as_numpy(e.translation_percent_by_length), width, color=color,
+                    label=f"{name}: {e.translation_percent:.3f}%")
+        axes[1].bar(L + shift, as_numpy(e.rotation_deg_per_100m_by_length), width, color=color,
+                    label=f"{name}: {e.rotation_deg_per_100m:.4f} deg/100m")
+    for ax, what in ((axes[0], "translation error (%)"), (axes[1], "rotation error (deg / 100 m)")):
+        ax.set_xticks(L)
+        ax.set_xlabel("segment length (m)")
+        ax.set_ylabel(what)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend above the bars
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_title("KITTI translation error per segment length", fontsize=10)
+    axes[1].set_title("KITTI rotation error per segment length", fontsize=10)
+    return axes
