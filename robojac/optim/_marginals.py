@@ -145,13 +145,6 @@ class _Plan:
         for g, p in enumerate(factor.plan):
             self.z_offset[g + 1] = self.z_offset[g] + p["count"] * (p["K"] + p["R"]) * p["K"]
         self.zero = int(self.z_offset[-1])  # a slot that stays zero: padding reads it
-        # each supernode's front in blocks, as one sorted key list: supernode s, block b -> s * nb + b
-        nb = factor.n // B
-        self.nb = nb
-        front_blocks = [f[::B] // B for f in factor.fronts]
-        self.keys = np.concatenate([s * (nb + 1) + fb for s, fb in enumerate(front_blocks)])
-        self.starts = np.concatenate(([0], np.cumsum([len(fb) for fb in front_blocks])))[:-1]
-        self.first = np.array([a for a, _ in factor.sn_cols], dtype=np.int64)  # each supernode's first block
         self.KM = np.array(factor.KM, dtype=np.int64).reshape(-1, 2)
         self.rr = []
         for g, p in enumerate(factor.plan):  # in blocks, then expanded: B^2 fewer searches
@@ -185,14 +178,10 @@ def _block_base(factor: MultifrontalCholesky, plan: _Plan, hi: np.ndarray, lo: n
     (padded as its group's fronts), and that group's ``K`` (the stride of a row)."""
     B = factor.block
     s = factor.col_owner[lo]
-    first = plan.first[s]
-    pos = np.searchsorted(plan.keys, s * (plan.nb + 1) + hi) - plan.starts[s]  # hi's block in s's front
-    row = pos * B
-    k = factor.k[s]
+    row = factor.front_position(s, hi * B)  # hi's first row in s's front
     g = factor.group_of[s]
     K, R = plan.KM[g, 0], plan.KM[g, 1]
-    row = np.where(row < k, row, K + (row - k))
-    return plan.z_offset[g] + factor.slot_in[s] * (K + R) * K + row * K + (lo - first) * B, K
+    return plan.z_offset[g] + factor.slot_in[s] * (K + R) * K + row * K + (lo * B - factor.first_col[s]), K
 
 
 def _flat_index(factor: MultifrontalCholesky, plan: _Plan, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -190,15 +190,11 @@ class MultifrontalCholesky:
         # every supernode's front as one sorted key list (supernode s, row r -> s (n + 1) + r): the
         # position of any row in any front is one search, for all entries at once
         ns, B = self.num_supernodes, self.block
-        fkeys = np.concatenate([s_ * (n + 1) + f for s_, f in enumerate(self.fronts)])
-        fstart = np.concatenate(([0], np.cumsum(self.m)))[:-1]
-        KM = np.array(self.KM, dtype=np.int64).reshape(-1, 2)
-        first = np.array([a for a, _ in self.sn_cols], dtype=np.int64) * B
-
-        def place(s_, r):  # rows r (new numbering) of the fronts of supernodes s_: padded positions
-            pos = np.searchsorted(fkeys, s_ * (n + 1) + r) - fstart[s_]
-            k, K = self.k[s_], KM[self.group_of[s_], 0]
-            return np.where(pos < k, pos, K + (pos - k))
+        self._fkeys = np.concatenate([s_ * (n + 1) + f for s_, f in enumerate(self.fronts)])
+        self._fstart = np.concatenate(([0], np.cumsum(self.m)))[:-1]
+        KM = self._KM = np.array(self.KM, dtype=np.int64).reshape(-1, 2)
+        first = self.first_col = np.array([a for a, _ in self.sn_cols], dtype=np.int64) * B
+        place = self.front_position
 
         def by_group(g_of, *arrays):  # split arrays by group, in group order
             order = np.argsort(g_of, kind="stable")
@@ -260,6 +256,14 @@ class MultifrontalCholesky:
         self.f_offset = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self._F = torch.zeros(int(self.f_offset[-1]), dtype=self.dtype, device=dev)
         self._U = torch.zeros(int(self.u_offset[-1]), dtype=self.dtype, device=dev)
+
+    def front_position(self, s: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Where rows ``r`` (the new numbering) sit in the fronts of supernodes ``s`` (arrays,
+        broadcast), in their group's padded layout: a supernode's ``k`` columns first (padded to
+        the group's ``K``), then the rows below.  Each row must be in its front."""
+        pos = np.searchsorted(self._fkeys, s * (self.n + 1) + r) - self._fstart[s]
+        k, K = self.k[s], self._KM[self.group_of[s], 0]
+        return np.where(pos < k, pos, K + (pos - k))
 
     # ---- numeric -----------------------------------------------------------------------------
     def refactor(self, H) -> None:
