@@ -100,8 +100,10 @@ def test_covariance_ellipses_are_the_positions_in_the_world_frame():
         viz.plot_pose_graph(graph, covariances=C[:1])
     with pytest.raises(ValueError, match="the ellipses are drawn in a 2D view"):
         viz.plot_pose_graph(graph, covariances=C, view="3d")
-    with pytest.raises(ValueError, match="sigma: expected a positive number"):
+    with pytest.raises(ValueError, match=r"plot_pose_graph.sigma: expected a finite number > 0, got 0"):
         viz.plot_pose_graph(graph, covariances=C, sigma=0)
+    with pytest.raises(ValueError, match=r"plot_pose_graph.ellipse_every: expected an integer >= 1, got 0"):
+        viz.plot_pose_graph(graph, covariances=C, ellipse_every=0)
 
 
 @pytest.mark.parametrize("view", ["3d", "2d"])

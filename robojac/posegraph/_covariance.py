@@ -8,7 +8,6 @@ from torch import Tensor
 
 from .. import lie, optim
 from .._config import check_choice, check_instance, index_tensor
-from ..lie import se2_adjoint, se2_inverse
 from ._graph import PoseGraph
 from ._solve import SOLVE_DTYPE, _held
 
@@ -70,6 +69,6 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
     C = optim.covariances([X], [edges], [X.value], X, entries=entries)[0]  # (K, d, d), left perturbations
     if frame == "body":
         T = S[entries]
-        A = se2_adjoint(se2_inverse(T)) if graph.dim == 2 else lie.se3_adjoint(lie.se3_inverse(T))
+        A = lie.se2_adjoint(lie.se2_inverse(T)) if graph.dim == 2 else lie.se3_adjoint(lie.se3_inverse(T))
         C = A @ C @ A.mT
     return C.to(graph.poses.dtype)

@@ -3,7 +3,6 @@ and after optimization, the cost per iteration."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -91,15 +90,14 @@ def _ellipses(ax, X: np.ndarray, C: np.ndarray, graph, sigma: float, every: int)
     from matplotlib.collections import EllipseCollection
 
     from .. import lie
+    from .._config import check_int, check_real
 
     d = 3 if graph.dim == 2 else 6
     if C.shape != (len(X), d, d):
         raise ValueError(f"covariances: expected ({len(X)}, {d}, {d}), one per pose (posegraph.covariances), "
                          f"got {C.shape}")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma: expected a positive number, got {sigma!r}")
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise ValueError(f"ellipse_every: expected a positive integer, got {every!r}")
+    check_real("plot_pose_graph", "sigma", sigma, positive=True)
+    check_int("plot_pose_graph", "ellipse_every", every, minimum=1)
     R = lie.quat_to_matrix(torch.from_numpy(np.ascontiguousarray(X[:, 3:7]))).numpy()
     Ct = np.zeros((len(X), 3, 3))
     k = 2 if graph.dim == 2 else 3
