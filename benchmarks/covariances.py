@@ -110,7 +110,7 @@ def main() -> None:
                              "(posegraph.optimize, defaults), body frame, robojac's order ([rho, phi] for 3D); "
                              "written by benchmarks/covariances.py --write-reference")
         tmp = args.write_reference.with_suffix(".tmp")
-        tmp.write_text(json.dumps(reference, indent=1) + "\n")
+        tmp.write_text(json.dumps(reference, separators=(",", ":")) + "\n")  # lean: the tests read it
         tmp.replace(args.write_reference)
         print(f"wrote {args.write_reference}")
 
