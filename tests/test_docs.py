@@ -103,6 +103,13 @@ def test_the_readme_figures_come_from_the_benchmark_page():
         assert figure.replace(" ", "") in bench.replace(" ", ""), f"{figure} is not in docs/benchmarks.md"
 
 
+def test_the_readme_names_the_examples_there_are():
+    """The README's example range runs from the first example file to the last one."""
+    names = sorted(p.name for p in (ROOT / "examples").glob("[0-9][0-9]_*.py"))
+    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("Examples:"))
+    assert f"examples/{names[0]}" in line and f"`{names[-1]}`" in line, f"README names {line!r}; examples: {names[0]} ... {names[-1]}"
+
+
 @pytest.mark.slow
 def test_the_docs_build(tmp_path):
     """mkdocs in strict mode: a broken link, a missing page or an unresolved API name fails."""
