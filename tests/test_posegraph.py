@@ -266,6 +266,57 @@ def test_robust_kernels_reject_outlier_loop_closures(device):
     assert err["cauchy"] < err["none"] / 10, err
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("solver", ["ldl", "multifrontal", "cg"])
+def test_a_pose_whose_edges_all_weigh_zero_leaves_the_rest_at_their_optimum(dim, solver, device):
+    """Tukey's kernel gives both edges of a pose far from where they put it zero weight: that
+    pose's rows of the normal equations are zero.  The others must land where they land without
+    it, and the pose's two edges add exactly ``2 k^2 / 6``.  (QDLDL's refactorization had stopped
+    at the zero pivot without a word and left the previous factor's columns: finite, wrong steps;
+    the 3D graph stopped ``damping_limit`` 4.9 cm away.)"""
+    X, E, Z, info = _synthetic(dim, noise=0.02, device=device)
+    start = X.tensor().clone()
+    g = torch.Generator().manual_seed(1)
+    start[1:, :dim] += 0.05 * torch.randn(39, dim, generator=g, dtype=start.dtype, device=CPU).to(device)
+    start[17, :2] += torch.tensor([5.0, -4.0], dtype=start.dtype, device=device)  # far from both its edges
+    cfg = PGOConfig(kernel=RobustKernel("tukey", 3.0), init="file", linear_solver=solver)
+    result = optimize(PoseGraph(start, E, Z, info, dim=dim), cfg)
+    keep = (E != 17).all(1)
+    E_rest = E[keep] - (E[keep] > 17).long()
+    rest = optimize(PoseGraph(torch.cat([start[:17], start[18:]]), E_rest, Z[keep], info[keep], dim=dim), cfg)
+    assert result.converged and rest.converged, (result.reason, rest.reason)
+    assert result.cost == pytest.approx(rest.cost + 2 * 3.0**2 / 6, rel=1e-9)
+    others = torch.cat([result.poses.tensor()[:17], result.poses.tensor()[18:]])
+    assert max_err(others, rest.poses.tensor()) < 1e-8
+    assert torch.equal(result.poses.tensor()[17], start[17])  # no pull on it: it stays
+
+
+def test_sparse_ldl_refuses_a_zero_diagonal_instead_of_a_stale_factor(monkeypatch):
+    """QDLDL's refactorization stops at a zero pivot and reports nothing; the solve that follows
+    mixes the new columns with the old factor's.  ``SparseLDL`` refuses such a matrix, on its
+    first factorization and on a refactorization, on both its QDLDL and SuperLU paths."""
+    import robojac.optim._linear as linear
+
+    graph = read_g2o(_data("smallGrid3D"))
+    H, g = _system(graph)
+    rows = torch.repeat_interleave(torch.arange(H.shape[0]), H.crow_indices().diff())
+    cols = H.col_indices()
+    vals = H.values().clone()
+    vals[(rows // 6 == 40) | (cols // 6 == 40)] = 0.0  # pose 40's rows and columns
+    H0 = torch.sparse_csr_tensor(H.crow_indices(), cols, vals, H.shape, check_invariants=True)
+    for heavy in (False, True):
+        if heavy:
+            monkeypatch.setattr(linear, "SUPERNODAL_FLOPS", 0.0)
+        factor = linear.SparseLDL(H, 6 if heavy else 1)
+        with pytest.raises(ValueError, match=r"H: not positive definite: diagonal entry 240 is 0 \(6 such entries\)"):
+            factor.refactor(H0)
+        with pytest.raises(ValueError, match="not positive definite"):
+            linear.SparseLDL(H0, 6 if heavy else 1)
+        factor.refactor(H)  # and the factor still serves the matrix it can factor
+        x = factor.solve(-g.reshape(-1))
+        assert max_err(H @ x, -g.reshape(-1)) < 1e-9 * float(g.abs().max())
+
+
 def test_kernel_weights_are_derivatives_of_rho(device):
     s = torch.linspace(0.01, 30, 200, dtype=torch.float64, device=device)
     for name in ("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"):

@@ -47,10 +47,17 @@ class SparseLDL:
         rows = np.repeat(np.arange(n), np.diff(crow))
         keep = col <= rows  # lower triangle of a symmetric CSR == upper triangle read as CSC
         self._keep = keep
+        self._diag = np.flatnonzero(col == rows)
+        present = np.bincount(rows[self._diag], minlength=n)
+        if (present == 0).any():
+            raise ValueError(f"H: not positive definite: no diagonal entry in row {int(np.argmin(present))}")
+        if (present > 1).any():  # duplicate entries, summed by the factorization: checked by it alone
+            self._diag = None
         self._crow = np.concatenate(([0], np.cumsum(np.bincount(rows[keep], minlength=n)))).astype(np.int64)
         self._col = col[keep]
         self.n = n
         self._solver, self._lu, self._perm, self._full, self._M = None, None, None, None, None
+        self._check_diagonal(values)
         if block > 1 and n % block == 0:  # decide before any numeric work
             perm, self.flops = _block_ordering(crow, col, n, block)
             if self.flops > SUPERNODAL_FLOPS:
@@ -75,6 +82,19 @@ class SparseLDL:
         A = where[perm][:, perm].tocsc()
         A.sort_indices()
         self._full = (A.indptr, A.indices, A.data.astype(np.int64) - 1)
+
+    def _check_diagonal(self, values: np.ndarray) -> None:
+        """A positive definite matrix has a positive diagonal.  Checked before each numeric
+        factorization because QDLDL's refactorization does not report a zero pivot: it stops at
+        that column and leaves the rest of the previous factor, whose solves are finite and
+        wrong (a robust kernel that gives every edge of a pose zero weight makes such a row)."""
+        if self._diag is None:
+            return
+        d = values[self._diag]
+        bad = np.flatnonzero(~(d > 0))  # zero, negative or NaN
+        if len(bad):
+            raise ValueError(f"H: not positive definite: diagonal entry {int(bad[0])} is {float(d[bad[0]]):g} "
+                             f"({len(bad)} such entries)")
 
     def _factor_lu(self, values: np.ndarray) -> bool:
         from scipy.sparse.linalg import splu
@@ -102,6 +122,7 @@ class SparseLDL:
     def refactor(self, H) -> None:
         """Numeric refactorization for new values on the same sparsity pattern."""
         _, _, values, _ = _csr_parts(H)
+        self._check_diagonal(values)
         if self._full is not None and self._factor_lu(values):
             return
         self._factor_qdldl(values)
