@@ -152,6 +152,25 @@ def test_implicit_gradients_equal_central_differences(noise, device):
         assert abs(float(got[b, m, c] - ref[b, m, c])) <= 1e-5 * max(abs(float(ref[b, m, c])), 1e-3)
 
 
+def test_an_entry_no_factor_weighs_has_no_derivative_and_the_others_keep_theirs(device):
+    """Tukey's kernel gives entry 1's residual zero weight (it is 50 from its target, the scale
+    10): the Hessian's rows there are zero.  Its derivative is zero, and the others' are the
+    identity (each lands on its target).  The dense backward's solve had failed on the
+    singular Hessian and passed zeros for every entry, without a word."""
+    kw = dict(dtype=torch.float64, device=device)
+    target = torch.tensor([[[1.0, 2.0], [30.0, 40.0], [5.0, 6.0]]], **kw).expand(2, 3, 2).clone().requires_grad_()
+    x = optim.Variable("Rn", torch.zeros(2, 3, 2, **kw))
+    f = optim.Factor(lambda X, t: X - t, [x], index=[0, 1, 2], data=(target,), kernel=optim.RobustKernel("tukey", 10.0))
+    r = optim.solve([x], [f])
+    assert r.converged.all() and max_err(r.values[0][:, [0, 2]], target[:, [0, 2]]) < 1e-9
+    assert torch.equal(r.values[0][:, 1], torch.zeros(2, 2, **kw))  # no pull: it stays
+    w = torch.arange(6, **kw).reshape(1, 3, 2) + 1
+    (r.values[0] * w).sum().backward()
+    expected = w.expand(2, 3, 2).clone()
+    expected[:, 1] = 0
+    assert max_err(target.grad, expected) < 1e-9
+
+
 def test_gradcheck_through_the_solver():
     """torch.autograd.gradcheck on a small nonlinear problem (a rotation fitted to vectors)."""
     g = torch.Generator().manual_seed(6)

@@ -677,7 +677,7 @@ def test_fixed_vertices_keep_their_poses_from_every_initialization(init, name, t
 
 
 # ---- gradients through the optimum ---------------------------------------------------------------
-def _polished(X, E, Z, info, dim, start, held):
+def _polished(X, E, Z, info, dim, start, held, kernel=None):
     """The optimum re-solved from ``start`` on the engine to its gradient tolerance (the reference)."""
     from robojac import optim
 
@@ -686,10 +686,10 @@ def _polished(X, E, Z, info, dim, start, held):
     S = graph.state(start)
     V = optim.Variable(kind, S[None].clone(), fixed=held[None])
     f = optim.Factor(graph.residual_function(), [V, V], index=E, data=(graph.measurement_state(),
-                                                                       graph.sqrt_information))
+                                                                       graph.sqrt_information), kernel=kernel)
     exact = optim.TerminationConfig(relative_tolerance=0.0, gradient_tolerance=1e-12, max_iterations=30)
     out = optim.solve([V], [f], optim.SolverConfig(optim.TrustRegionConfig(method="gn"), exact, backward="none"))
-    _, g = optim.Linearization(optim.Problem([V], [f]), out.values).normal_equations()
+    _, g = optim.Linearization(optim.Problem([V], [f]), out.values).normal_equations()  # with the kernel's weights
     assert float(g.abs().max()) < 1e-9  # a minimum to rounding (a stall at the damping limit included)
     return graph.poses_from_state(out.values[0][0]).tensor()
 
@@ -733,6 +733,43 @@ def test_optimized_poses_are_differentiable_against_central_differences(what, de
         fd = (loss(base + d) - loss(base - d)) / (2 * h)
         got = float(live.grad[at]) if what == "measurements" else float(live.grad[at])
         assert abs(got - fd) <= 1e-5 * max(abs(fd), 1e-2), (at, got, fd)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_a_pose_no_edge_weighs_has_no_derivative_and_the_others_keep_theirs(dim, device):
+    """The graph of ``test_a_pose_whose_edges_all_weigh_zero...``: Tukey's kernel gives pose 17's
+    two edges zero weight, so its rows of the Hessian are zero.  Its derivative is zero (nothing
+    moves it), as is every zero-weighted edge's; the others' equal central differences of
+    re-solving.  (The backward's conjugate gradients had met the zero rows with a right-hand
+    side there and diverged, and every gradient came back as zeros, without a word.)"""
+    X, E, Z, info = _synthetic(dim, noise=0.02, device=device)
+    start = X.tensor().clone()
+    start[17, :2] += torch.tensor([5.0, -4.0], dtype=start.dtype, device=device)
+    kernel = RobustKernel("tukey", 3.0)
+    live = Z.clone().requires_grad_()
+    result = optimize(PoseGraph(start, E, live, info, dim=dim), PGOConfig(kernel=kernel, init="file"))
+    assert result.converged and result.poses.requires_grad
+    w = torch.randn(40, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3), device=CPU).to(device)
+    (result.poses.tensor() * w).sum().backward()
+    answer, held = result.poses.tensor().detach(), torch.zeros(40, dtype=torch.bool, device=device)
+    held[0] = True
+    with torch.no_grad():
+        weights = kernel.weight(PoseGraph(answer, E, Z, info, dim=dim).residuals().square().sum(-1))
+    assert bool((weights[[16, 17]] == 0).all())  # pose 17's edges: (16, 17) and (17, 18)
+    for k in torch.nonzero(weights == 0).flatten().tolist():
+        assert float(live.grad[k].abs().max()) == 0.0, k
+    assert float(live.grad.abs().max()) > 1.0  # the others have their gradients
+
+    def loss(value):
+        return float((_polished(X, E, value, info, dim, answer, held, kernel) * w).sum())
+
+    for at in [(3, 0), (20, 1), (30, 2), (41, 1)]:
+        assert float(weights[at[0]]) > 0
+        h = 1e-6
+        d = torch.zeros_like(Z)
+        d[at] = h
+        fd = (loss(Z + d) - loss(Z - d)) / (2 * h)
+        assert abs(float(live.grad[at]) - fd) <= 1e-5 * max(abs(fd), 1e-2), (at, float(live.grad[at]), fd)
 
 
 def test_se2_between_curvature_against_second_differences(device):

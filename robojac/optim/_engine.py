@@ -275,7 +275,9 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
 
     ``damping`` adds ``damping * max(diag H)`` to the Hessian's diagonal: for a problem whose
     minimum is not isolated (a redundant arm's self-motion) the derivative is then the damped
-    least-norm one.  Problems that did not converge get zero gradients.  Without data that
+    least-norm one.  Problems that did not converge get zero gradients; so does an entry that no
+    factor weighs (zero robust weight everywhere: its rows of the Hessian are zero), while the
+    others keep theirs.  Without data that
     require grad (or with grad disabled) the values come back as they are, at no cost.
 
     ``preconditioner``: for one large problem, a function applying the inverse of the

@@ -118,26 +118,39 @@ def _cg(apply, preconditioner, b: Tensor) -> Tensor:
     return x
 
 
-def _gauss_newton_preconditioner(problem: Problem, values: tuple[Tensor, ...], damping: float):
+def _gauss_newton_preconditioner(problem: Problem, values: tuple[Tensor, ...], held: Tensor, damping: float):
     """The Gauss-Newton factorization's solve at ``values``, and the ridge ``damping`` asks for
-    (relative to the system's largest entry)."""
+    (relative to the system's largest entry); entries ``held (n,)`` that no factor weighs get
+    the identity's diagonal (the fixed ones have it)."""
     with torch.no_grad():
         H_gn = sparse_gauss_newton(Linearization(problem, values))
+        if bool(held.any()):
+            crow, col = H_gn.crow_indices(), H_gn.col_indices()
+            rows = torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
+            vals = H_gn.values().clone()
+            on_diag = (rows == col) & held[rows] & (vals == 0)
+            vals[on_diag] = 1.0
+            H_gn = torch.sparse_csr_tensor(crow, col, vals, H_gn.shape)
     factor = SparseLDL(H_gn) if H_gn.device.type == "cpu" else MultifrontalCholesky(H_gn, 1)
     return factor.solve, (damping * float(H_gn.values().abs().max()) if damping else 0.0)
 
 
-def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], rhs: Tensor, damping: float,
+def _solve_sparse(problem: Problem, values: tuple[Tensor, ...], held: Tensor, rhs: Tensor, damping: float,
                   preconditioner, apply_exact) -> Tensor:
     """``H^-1 rhs`` for one large problem: conjugate gradients on the exact Hessian's products
     ``apply_exact``, preconditioned by the Gauss-Newton factorization, which near a minimum is
-    nearly the exact Hessian (a few iterations)."""
-    held = problem.held[0]
+    nearly the exact Hessian (a few iterations).  ``held (1, n)``: entries whose rows are the
+    identity's (fixed, or weighed by no factor)."""
+    held = held[0]
     scale = 0.0
     if preconditioner is None:
-        preconditioner, scale = _gauss_newton_preconditioner(problem, values, damping)
+        preconditioner, scale = _gauss_newton_preconditioner(problem, values, held, damping)
+    inner = preconditioner
 
-    def apply(v):  # fixed entries: identity
+    def preconditioner(r):  # held entries: identity (the factor may hold a damping floor there)
+        return torch.where(held, r, inner(r).to(r.dtype))
+
+    def apply(v):  # held entries: identity
         hv = apply_exact(v).masked_fill(held, 0.0)
         return hv + torch.where(held, v, torch.zeros_like(v)) + scale * v
 
@@ -186,8 +199,10 @@ class Implicit(torch.autograd.Function):
             gbar = torch.autograd.grad(seed, delta, allow_unused=True)[0]
             if gbar is None:
                 return nothing
-            gbar = gbar.masked_fill(problem.held, 0.0).detach()
-            held = problem.held
+            # fixed entries, and those no factor weighs (their answer does not move with the data)
+            with torch.no_grad():
+                held = problem.held | problem.unweighed(values)
+            gbar = gbar.masked_fill(held, 0.0).detach()
             # grad_d c with the data live
             costs = _factor_costs(problem, values, delta)
             grad = torch.autograd.grad(sum(costs).sum(), delta, create_graph=True)[0]
@@ -205,12 +220,12 @@ class Implicit(torch.autograd.Function):
                         out = out + torch.autograd.grad(through, delta, grad_outputs=v[None], retain_graph=True)[0][0]
                     return out
 
-                lam = _solve_sparse(problem, values, gbar, damping, ctx.context.preconditioner, product).detach()
+                lam = _solve_sparse(problem, values, held, gbar, damping, ctx.context.preconditioner, product).detach()
                 info = torch.zeros(1, dtype=torch.int32, device=lam.device)
             else:
                 if ctx.context.gauss_newton:
                     with torch.no_grad():
-                        H = Linearization(problem, values).normal_equations()[0]
+                        H = hold_fixed(Linearization(problem, values).normal_equations()[0], held)
                 else:
                     H = hold_fixed(_dense_hessian(grad, delta, n), held)
                 if damping:

@@ -399,6 +399,22 @@ class Problem:
         self.pulled = any(v.rest is not None and v.rest_gain != 0 for v in self.variables)
         self.satisfiable = [f for f in self.factors if hasattr(f.residual, "satisfied")]
 
+    def unweighed(self, values: tuple[Tensor, ...]) -> Tensor:
+        """``(B, n)`` bool: the tangent entries no factor weighs at ``values`` -- every factor
+        that reads them gives them zero robust weight (Tukey's kernel beyond its scale: the one
+        kernel whose weight vanishes, so only its factors' residuals are evaluated), or none
+        reads them.  The cost does not change with them: their rows of the Hessian are zero, and
+        the answer's derivative along them is zero (the backward holds them)."""
+        count = {id(v): torch.zeros(v.fixed.shape, dtype=values[0].dtype, device=v.fixed.device) for v in self.variables}
+        for f in self.factors:
+            if f.kernel.name == "tukey":
+                live = (f.kernel.row_weights(self.residual_of(f, values)) > 0).to(values[0].dtype)  # (B, F)
+            else:
+                live = torch.ones(self.batch, f.count, dtype=values[0].dtype, device=f.index.device)
+            for k, v in enumerate(f.variables):
+                count[id(v)] = count[id(v)].index_add(1, f.index[:, k], live)
+        return torch.cat([(count[id(v)] == 0).repeat_interleave(v.group.tangent_dim, dim=1) for v in self.variables], 1)
+
     def rows(self, f: Factor, k: int) -> Tensor:
         """``(F, t_k)``: the tangent coordinates slot ``k`` of factor ``f`` steps."""
         key = (id(f), k)
