@@ -192,6 +192,30 @@ def test_a_float32_graph_gets_float32_covariances_on_its_device(device):
     assert _rel(C.double(), C64) < 1e-5
 
 
+@pytest.mark.parametrize("dim, N", [(2, 40), (3, 50)])
+def test_a_pose_no_edge_weighs_is_refused_and_the_others_ignore_it(dim, N, device):
+    """Tukey's kernel gives both edges of pose 17 zero weight (it is metres from where they put
+    it): its covariance is unbounded and asking for it is refused, naming it; every other pose's
+    covariance is the one of the graph without pose 17 (it is decoupled from them).  Both the
+    dense inverse (2D: 117 unknowns) and the selected inverse (3D: 294) had refused the whole
+    graph as a free gauge."""
+    from test_posegraph import _synthetic
+
+    X, E, Z, info = _synthetic(dim, N=N, noise=0.02, device=device)
+    start = X.tensor().clone()
+    start[17, :2] += torch.tensor([5.0, -4.0], dtype=start.dtype, device=device)
+    kernel = optim.RobustKernel("tukey", 3.0)
+    graph = PoseGraph(start, E, Z, info, dim=dim)
+    assert (N * (3 if dim == 2 else 6) > 256) == (dim == 3)  # above optim's dense limit: the selected inverse
+    with pytest.raises(ValueError, match=r"poses entry 17: no factor weighs it at these values .* its covariance is unbounded"):
+        covariances(graph, which=[3, 17], kernel=kernel)
+    others = [k for k in range(N) if k != 17]
+    keep = (E != 17).all(1)
+    rest = PoseGraph(start[others], E[keep] - (E[keep] > 17).long(), Z[keep], info[keep], dim=dim)
+    got = covariances(graph, which=others, kernel=kernel)
+    assert max_err(got, covariances(rest, kernel=kernel)) < 1e-9 * float(got.abs().max())
+
+
 def test_a_free_gauge_and_bad_arguments_are_refused():
     g = torch.Generator().manual_seed(2)
     T = _random_poses(g, 1, 5)

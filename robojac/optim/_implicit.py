@@ -123,14 +123,7 @@ def _gauss_newton_preconditioner(problem: Problem, values: tuple[Tensor, ...], h
     (relative to the system's largest entry); entries ``held (n,)`` that no factor weighs get
     the identity's diagonal (the fixed ones have it)."""
     with torch.no_grad():
-        H_gn = sparse_gauss_newton(Linearization(problem, values))
-        if bool(held.any()):
-            crow, col = H_gn.crow_indices(), H_gn.col_indices()
-            rows = torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
-            vals = H_gn.values().clone()
-            on_diag = (rows == col) & held[rows] & (vals == 0)
-            vals[on_diag] = 1.0
-            H_gn = torch.sparse_csr_tensor(crow, col, vals, H_gn.shape)
+        H_gn = sparse_gauss_newton(Linearization(problem, values), held)
     factor = SparseLDL(H_gn) if H_gn.device.type == "cpu" else MultifrontalCholesky(H_gn, 1)
     return factor.solve, (damping * float(H_gn.values().abs().max()) if damping else 0.0)
 

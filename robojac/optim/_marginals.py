@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .._config import index_tensor
 from ._multifrontal import MultifrontalCholesky
-from ._problem import DENSE_MAX, Factor, Linearization, Problem, SparseSystem
+from ._problem import DENSE_MAX, Factor, Linearization, Problem, SparseSystem, hold_fixed
 from ._variables import Variable
 
 __all__ = ["SINGULAR_PIVOT", "covariances", "selected_inverse_blocks"]
@@ -80,11 +80,25 @@ def covariances(variables: Sequence[Variable], factors: Sequence[Factor], values
             raise ValueError(f"entries: expected indices in [0, {variable.count}) of {variable.name}")
     index = problem.offset[id(variable)] + entries[:, None] * t + torch.arange(t, device=device)  # (K, t)
     with torch.no_grad():
-        lin = Linearization(problem, tuple(x.detach() for x in values), closed_forms=True)
+        values = tuple(x.detach() for x in values)
+        # entries no factor weighs: zero rows and columns, decoupled from the rest; the others'
+        # covariances are those of the system without them (their rows held as the identity)
+        free = problem.unweighed(values) & ~problem.held
+        asked = free[:, index.flatten()].reshape(problem.batch, -1, t).any(-1)  # (B, K)
+        if bool(asked.any()):
+            b = int(torch.nonzero(asked)[0, 0])
+            lost = entries[asked[b]].tolist()
+            many = len(lost) > 1
+            raise ValueError(f"problem {b}: {variable.name} entr{'ies' if many else 'y'} "
+                             f"{', '.join(map(str, lost[:8]))}{' ...' if len(lost) > 8 else ''}: no factor weighs "
+                             f"{'them' if many else 'it'} at these values (every factor reading {'them' if many else 'it'} "
+                             f"gives zero robust weight, or none reads {'them' if many else 'it'}): "
+                             f"{'their covariances are' if many else 'its covariance is'} unbounded")
+        lin = Linearization(problem, values, closed_forms=True)
         try:
             if problem.batch == 1 and problem.size > DENSE_MAX:
                 system = SparseSystem(problem)
-                H, _ = system.assemble(lin)  # float64
+                H, _ = system.assemble(lin, free[0])  # float64
                 dims = {v.group.tangent_dim for v in problem.variables}
                 block = dims.pop() if len(dims) == 1 else 1
                 try:
@@ -93,7 +107,7 @@ def covariances(variables: Sequence[Variable], factors: Sequence[Factor], values
                     raise _SingularError("problem 0") from None
                 C = selected_inverse_blocks(factor, index, diagonal=H.values()[system.diag_slots])[None]
             else:
-                C = _dense_blocks(lin.normal_equations()[0].to(torch.float64), index)
+                C = _dense_blocks(hold_fixed(lin.normal_equations()[0].to(torch.float64), free), index)
         except _SingularError as e:
             raise ValueError(f"{e}: its Gauss-Newton Hessian is singular at these values, a direction the factors do "
                              "not constrain (a free gauge: fix a variable, e.g. a pose graph's first pose)") from None

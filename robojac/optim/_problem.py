@@ -222,10 +222,11 @@ def hold_fixed(H: Tensor, held: Tensor) -> Tensor:
     return H + torch.diag_embed(held.to(H.dtype))
 
 
-def sparse_gauss_newton(lin: Linearization) -> Tensor:
-    """``J^T W J`` of one problem (``B = 1``) as a sparse CSR ``(n, n)``; fixed entries get an
-    identity row and column (the preconditioner of the implicit backward on one large problem)."""
-    return SparseSystem(lin.problem).assemble(lin)[0]
+def sparse_gauss_newton(lin: Linearization, unit: Tensor | None = None) -> Tensor:
+    """``J^T W J`` of one problem (``B = 1``) as a sparse CSR ``(n, n)``; fixed entries, and the
+    rows ``unit (n,)`` (see :meth:`SparseSystem.assemble`), get an identity row and column (the
+    preconditioner of the implicit backward on one large problem)."""
+    return SparseSystem(lin.problem).assemble(lin, unit)[0]
 
 
 LAYOUT_CACHE = 8  # sparse layouts kept for problems of the same structure solved again
@@ -305,8 +306,10 @@ class SparseSystem:
         held_diag = diag_slots[pb.held[0]]  # rows and columns: zero, their diagonal one
         return layout.crow, layout.col, slot, diag_slots, off_slots, held_diag, pb.size
 
-    def assemble(self, lin: Linearization) -> tuple[Tensor, Tensor]:
-        """``(H (n, n) CSR, g (n,))`` at ``lin``'s values, in float64."""
+    def assemble(self, lin: Linearization, unit: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(H (n, n) CSR, g (n,))`` at ``lin``'s values, in float64; ``unit (n,)`` bool: rows
+        given a unit diagonal, as the fixed ones are (rows no factor weighs, whose other entries
+        are zero: :meth:`Problem.unweighed`)."""
         pb = self.problem
         vals, weights = [], []
         for i, (f, r) in enumerate(zip(pb.factors, lin.residuals)):
@@ -336,6 +339,8 @@ class SparseSystem:
             at += v.numel()
         values[self.off_slots] = 0.0
         values[self.held_diag] = 1.0
+        if unit is not None:
+            values[self.diag_slots[unit]] = 1.0
         H = csr_tensor(self.crow, self.col, values, (self.n, self.n))
         return H, self.gradient(lin, weights)
 
