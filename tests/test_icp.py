@@ -1,5 +1,6 @@
 """robojac.icp: known transforms recovered, real scans against their registration, batches, errors."""
 
+import dataclasses
 import gzip
 import math
 import pathlib
@@ -471,6 +472,24 @@ def test_bad_input_is_refused_and_no_overlap_is_not_success(device):
     r = align(pts, pts, init=far, config=ICPConfig(max_correspondence_distance=0.1))
     assert not bool(r.converged) and int(r.num_inliers) == 0
     assert max_err(r.matrix(), far) == 0  # the initial pose, reported as not converged: no silent identity
+
+
+@pytest.mark.parametrize("method", ["point_to_point", "point_to_plane", "gicp"])
+def test_correspondences_the_kernel_gives_no_weight_are_not_success(method, device):
+    """Tukey's kernel of a scale far below every residual gives each correspondence zero weight:
+    there is no step to take.  The pair stops at its initial pose, ``converged=False`` with reason
+    ``"no_correspondences"``, while its inliers (by distance) are still counted.  (Point-to-point
+    had stopped on its zero step and said converged; point-to-plane and GICP solved a system of
+    zeros and returned NaN poses.)"""
+    pts = _surface(600, device=device)
+    init = ops.se3_to_matrix(torch.tensor([0.05, -0.02, 0.03, 0, 0, math.sin(0.1), math.cos(0.1)], dtype=torch.float64,
+                                          device=device))
+    cfg = ICPConfig(method=method, kernel=RobustKernel("tukey", 1e-9), max_correspondence_distance=0.5)
+    r = align(pts, pts, init=init, config=cfg)
+    assert not bool(r.converged) and r.reason == ("no_correspondences",) and int(r.num_inliers) > 500
+    assert max_err(r.matrix(), init) < 1e-12  # finite: the initial pose
+    loose = align(pts, pts, init=init, config=dataclasses.replace(cfg, kernel=RobustKernel("tukey", 1.0)))
+    assert bool(loose.converged) and max_err(loose.matrix(), torch.eye(4, dtype=torch.float64, device=device)) < 1e-6
 
 
 @pytest.mark.cuda

@@ -111,7 +111,8 @@ class RegistrationResult:
     ``iterations`` (over all levels), ``cost`` (``0.5 sum rho(r^2)`` of the method's residual:
     distances, plane distances or GICP's Mahalanobis distances, over the correspondences within
     the distance, at the pose the last iteration stepped from: the answer, to within its last
-    step), ``reason`` (``"step_tolerance"``, ``"max_iterations"`` or ``"no_correspondences"``;
+    step), ``reason`` (``"step_tolerance"``, ``"max_iterations"`` or ``"no_correspondences"``: fewer
+    than three correspondences within the distance, or of nonzero weight under the kernel;
     ``global_align`` adds ``"no_consistent_pose"``; in the flattened batch order) and ``history``
     (each iteration's cost at the pose it stepped from, ``(T, B)``; NaN once a pair has stopped;
     ``damping`` zero, ``accepted`` where a step was taken).  And ``num_inliers`` (source points
@@ -352,7 +353,7 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
         Tg = [prepared[id(t)] for t in tgt0]
         dist = _max_distance(cfg, factor, [t.points for t in Tg])
         targets = _TargetSet(Tg, H, dist, cfg)
-        T, it, conv, hist, inl, sq, last = _iterate(cfg, S, targets, T, normals)
+        T, it, conv, hist, inl, sq, last, weighed = _iterate(cfg, S, targets, T, normals)
         iters, converged = iters + it, conv
         histories.append(hist)
         fit, rmse = _fitness(S, H, inl, sq)
@@ -361,13 +362,15 @@ def _run_levels(cfg: ICPConfig, src0: list[Tensor], tgt0: list, T: Tensor, H: in
             best = score.view(B, H).argmax(1)
             sel = torch.arange(B, device=device) * H + best
             T, iters, converged, H = T[sel], iters[sel], converged[sel], 1
-            fit, rmse, inl, last = fit[sel], rmse[sel], inl[sel], last[sel]
+            fit, rmse, inl, last, weighed = fit[sel], rmse[sel], inl[sel], last[sel], weighed[sel]
             histories = [h[:, sel] for h in histories]
             targets = targets.with_hypotheses(1)
-    converged = converged & (inl >= 3)  # a pair that stopped for want of correspondences did not converge
+    # a pair that stopped for want of correspondences did not converge: fewer than three within the
+    # distance, or fewer than three the kernel gives weight (Tukey's beyond its scale gives none)
+    converged = converged & (weighed >= 3)
     hist = torch.cat(histories) if histories else T.new_zeros(0, B)
     reason = tuple("step_tolerance" if c else "no_correspondences" if n < 3 else "max_iterations"
-                   for c, n in zip(converged.tolist(), inl.tolist()))
+                   for c, n in zip(converged.tolist(), weighed.tolist()))
     history = History(hist, torch.zeros_like(hist), torch.isfinite(hist))
     shape = batch
     return RegistrationResult(wrap_lie(T.reshape(shape + (7,))), converged.reshape(shape), iters.reshape(shape),
@@ -568,8 +571,9 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
     which ICP would pay at every step, since it re-matches before each one.
 
     Returns the poses, iterations, converged flags, the cost history, and each row's inlier
-    count, sum of squared inlier distances and cost at its last iteration (every row takes at
-    least one).
+    count, sum of squared inlier distances, cost and count of inliers of nonzero weight at its
+    last iteration (every row takes at least one).  A row with fewer than three of the last
+    takes no step and stops.
     """
     H = targets.H
     src, mask, s_ctr = _centred_sources(S, H)
@@ -595,6 +599,7 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
     active = torch.ones(R_, dtype=torch.bool, device=dev)
     iters = torch.zeros(R_, dtype=torch.long, device=dev)
     inliers = torch.zeros(R_, dtype=torch.long, device=dev)  # of the last iteration, where its step was taken
+    weighed = torch.zeros(R_, dtype=torch.long, device=dev)  # its inliers the kernel gives weight
     sq = torch.zeros(R_, dtype=dt, device=dev)  # the sum of its inliers' squared distances
     last = torch.zeros(R_, dtype=dt, device=dev)  # and its cost
     costs = []  # (rows, cost) of each iteration: the cost where the step was taken
@@ -653,7 +658,8 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
             delta = -torch.linalg.solve(damped(Hm, None), g.unsqueeze(-1)).squeeze(-1)
         n_in = valid.sum(1)
         sq_in = torch.where(valid, d2, 0.0).sum(1)
-        has = n_in >= 3
+        n_w = (w > 0).sum(1)  # w: zero outside the distance
+        has = n_w >= 3  # else no step (a system of zero weights has none: its solve gave NaN poses)
         cost = 0.5 * torch.where(valid, cfg.kernel.rho(s2), 0.0).sum(1)
         costs.append((a, cost))
         delta = torch.where(has[:, None], delta, 0.0)
@@ -672,17 +678,17 @@ def _iterate(cfg: ICPConfig, S: list[Tensor], targets: _TargetSet, T: Tensor, no
             bound = b if whole else bound.index_copy(0, a, b)
         small = (torch.linalg.vector_norm(delta.unflatten(-1, (2, 3)), dim=-1) < tol).all(-1)  # translation, rotation
         if whole:
-            M4, iters, active, inliers, sq, last = stepped, iters + 1, ~small & has, n_in, sq_in, cost
+            M4, iters, active, inliers, sq, last, weighed = stepped, iters + 1, ~small & has, n_in, sq_in, cost, n_w
         else:
             M4[a] = stepped
             iters[a] += 1
             active[a] = ~small & has
-            inliers[a], sq[a] = n_in, sq_in
+            inliers[a], sq[a], weighed[a] = n_in, sq_in, n_w
             last = last.index_copy(0, a, cost)  # not in place: an earlier iteration's cost, kept in costs, may be it
     history = T.new_full((len(costs), R_), math.nan)
     for i, (rows_i, c) in enumerate(costs):
         history[i, rows_i] = c
-    return _shift_pose(lie.matrix_to_se3(M4), -s_ctr, t_ctr), iters, ~active, history, inliers, sq, last
+    return _shift_pose(lie.matrix_to_se3(M4), -s_ctr, t_ctr), iters, ~active, history, inliers, sq, last, weighed
 
 
 _FAR_MARGIN = 1e-3  # a point is skipped only when its bound exceeds the limit by this share: rounding never skips one
