@@ -129,6 +129,22 @@ def test_robust_kernel_rejects_misdetected_stations(device):
     assert error(robust.X, X)[0] < 0.1 and robust.weights[[4, 11]].max() < 1e-3
 
 
+def test_a_kernel_that_weighs_no_station_is_not_a_calibration(device):
+    """Tukey's kernel at a scale below every station's residual (a scale written in metres where
+    whitened units were meant) makes the cost flat: the refinement stays at its closed-form
+    start and says ``converged=False``, ``reason="no_weight"`` (it had said converged); at a
+    scale that weighs the stations it converges."""
+    g, X, Z, Tg, Tc = scene(5, device)
+    Tn = noisy(Tc, g)
+    tight = HandEyeConfig(sigma_position=1e-6, sigma_rotation=1e-6, kernel=RobustKernel("tukey", 1.0))
+    flat = hand_eye(Tg, Tn, config=tight)
+    assert not bool(flat.converged) and flat.reason == ("no_weight",) and float(flat.weights.max()) == 0.0
+    assert max_err(flat.X, hand_eye(Tg, Tn, method="park").X) < 1e-12  # where it started
+    weighed = hand_eye(Tg, Tn, config=HandEyeConfig(sigma_position=1e-4, sigma_rotation=math.radians(0.05),
+                                                    kernel=RobustKernel("tukey", 4.0)))
+    assert bool(weighed.converged) and weighed.reason != ("no_weight",) and error(weighed.X, X)[0] < 0.5
+
+
 def test_gradients_reach_the_measurements(device):
     """The refined answer is differentiable in the camera's poses (implicit, through the engine)."""
     g, X, Z, Tg, Tc = scene(4, device, n=8)

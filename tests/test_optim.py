@@ -171,6 +171,20 @@ def test_an_entry_no_factor_weighs_has_no_derivative_and_the_others_keep_theirs(
     assert max_err(target.grad, expected) < 1e-9
 
 
+def test_a_problem_no_factor_weighs_stops_with_no_weight_not_converged(device):
+    """Problem 1's every residual lies beyond Tukey's scale: its cost is flat, it has nowhere to
+    go, and it says so (``"no_weight"``, not converged); problem 0, weighed, converges.  A
+    problem whose only unweighed entries are some of them converges (the test above)."""
+    kw = dict(dtype=torch.float64, device=device)
+    target = torch.tensor([[[1.0, 2.0], [30.0, 40.0], [5.0, 6.0]]], **kw).expand(2, 3, 2).clone()
+    target[1] *= 100
+    x = optim.Variable("Rn", torch.zeros(2, 3, 2, **kw))
+    f = optim.Factor(lambda X, t: X - t, [x], index=[0, 1, 2], data=(target,), kernel=optim.RobustKernel("tukey", 10.0))
+    r = optim.solve([x], [f])
+    assert r.converged.tolist() == [True, False] and r.reason == ("relative_tolerance", "no_weight")
+    assert torch.equal(r.values[0][1], torch.zeros(3, 2, **kw))
+
+
 def test_gradcheck_through_the_solver():
     """torch.autograd.gradcheck on a small nonlinear problem (a rotation fitted to vectors)."""
     g = torch.Generator().manual_seed(6)

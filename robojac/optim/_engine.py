@@ -214,7 +214,9 @@ class SolveResult:
 
     ``values``: each variable's values ``(B, N, raw)``, in the order the problem lists them;
     ``converged`` ``(B,)``: a termination test passed (never for ``"max_iterations"``,
-    ``"damping_limit"``, ``"singular_system"`` or ``"non_finite"``); ``iterations``, ``cost``
+    ``"damping_limit"``, ``"singular_system"``, ``"non_finite"`` or ``"no_weight"``: the cost is
+    flat where it stopped, every factor giving the free entries zero robust weight, as Tukey's
+    kernel does beyond its scale); ``iterations``, ``cost``
     (``0.5 sum rho(|r|^2)``), ``reason`` (the test that stopped it), ``history``,
     ``initial_cost`` (the cost at the given values).
     """
@@ -229,6 +231,20 @@ class SolveResult:
 
 
 _CONVERGED = ("satisfied", "absolute_tolerance", "relative_tolerance", "step_tolerance", "gradient_tolerance")
+
+
+def _no_weight(problem: Problem, values: tuple[Tensor, ...], reason: list[str]) -> None:
+    """A problem that stopped where no factor weighs any of its free entries (Tukey's kernel,
+    every residual beyond its scale) stopped on a flat cost, wherever it started: its reason
+    becomes ``"no_weight"``, not a convergence.  Only problems with a kernel whose weight
+    vanishes are checked (one residual evaluation)."""
+    if not any(f.kernel.name == "tukey" for f in problem.factors):
+        return
+    with torch.no_grad():
+        flat = (problem.unweighed(values) | problem.held).all(-1) & ~problem.held.all(-1)
+    for b in torch.nonzero(flat).flatten().tolist():
+        if reason[b] in _CONVERGED:
+            reason[b] = "no_weight"
 
 
 def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: SolverConfig | None = None) -> SolveResult:
@@ -467,6 +483,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
     for b in range(B):
         if reason[b] == "running":
             reason[b] = "max_iterations"
+    _no_weight(problem, values, reason)
     converged = torch.tensor([r in _CONVERGED for r in reason], dtype=torch.bool, device=dev)
     T = len(hist_cost)
     history = History(torch.stack(hist_cost) if T else cost.new_zeros(0, B),
