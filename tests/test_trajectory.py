@@ -201,7 +201,7 @@ def test_rpe_measures_drift_per_window(device):
         res = rpe(ref, est, delta=delta)
         assert res["mean"] == pytest.approx(0.01 * delta, rel=1e-9) and res["std"] < 1e-12
     assert len(rpe(ref, est, delta=5).errors) == 5 and len(rpe(ref, est, delta=5, all_pairs=True).errors) == 25
-    with pytest.raises(TrajectoryError, match="delta must be in"):
+    with pytest.raises(TrajectoryError, match=r"delta must be a whole number of frames in \[1, 29\], got 0"):
         rpe(ref, est, delta=0)
     with pytest.raises(TrajectoryError, match="rpe: 1 poses hold no relative pose; it needs two or more"):
         rpe(Trajectory(ref.poses[:1]), Trajectory(est.poses[:1]))  # (it had asked for a delta in [1, 0])
@@ -324,6 +324,78 @@ def test_kitti_error_equals_kiss_icps(name, device):
     assert err.translation_percent == pytest.approx(t, rel=2e-8)
     assert err.rotation_deg_per_100m == pytest.approx(r * 3.14 / math.pi * 100, rel=2e-8)
     assert err.lengths.tolist() == [100.0 * k for k in range(1, 9)] and int(err.segments.min()) > 0
+
+
+@pytest.mark.parametrize("all_pairs", [False, True], ids=["consecutive", "all pairs"])
+@pytest.mark.parametrize("from_reference", [False, True], ids=["pairs on the estimate", "on the reference"])
+def test_rpe_over_metres_and_angles_equals_evos(all_pairs, from_reference):
+    """evo's own RPE with ``delta_unit`` meters, degrees and radians (its pairs by path and by
+    angle turned, on the estimate by default as evo's, or on the reference) on KITTI 00's
+    odometry chain against its optimum (3.7 km; every third pose, every ninth for all pairs): the
+    same errors for 10 m, 100 m (three relations), 30 degrees and 1 radian."""
+    evo_metrics = pytest.importorskip("evo.core.metrics")
+    from evo.main_rpe import rpe as evo_rpe
+
+    from robojac.data import path as data_path
+    from robojac.posegraph import initialize, optimize, read_g2o
+
+    graph = read_g2o(data_path("posegraph/kitti_00.g2o.gz"))
+    ref = Trajectory(optimize(graph).poses)
+    est = Trajectory(graph.poses_from_state(initialize(graph, "odometry")))
+    step = 9 if all_pairs else 3  # a subsample: evo's searches are Python loops over the poses
+    ref, est = Trajectory(ref.poses[::step]), Trajectory(est.poses[::step])
+    units = {"meters": evo_metrics.Unit.meters, "degrees": evo_metrics.Unit.degrees, "radians": evo_metrics.Unit.radians}
+    for unit, delta in (("meters", 10.0), ("meters", 100.0), ("degrees", 30.0), ("radians", 1.0)):
+        every = delta == 100.0  # the relations once: the pairs are the same for each (evo takes seconds a call)
+        for relation in (PoseRelation.TRANSLATION_PART,) + ((PoseRelation.ROTATION_ANGLE_DEG,
+                                                               PoseRelation.FULL_TRANSFORMATION) if every else ()):
+            ours = rpe(ref, est, delta=delta, delta_unit=unit, relation=relation, all_pairs=all_pairs,
+                       pairs_from_reference=from_reference).errors.numpy()
+            theirs = evo_rpe(_evo_path(ref), _evo_path(est), evo_metrics.PoseRelation[relation.value], delta=delta,
+                             delta_unit=units[unit], all_pairs=all_pairs,
+                             pairs_from_reference=from_reference).np_arrays["error_array"]
+            assert len(ours) == len(theirs) > 10, (delta, unit, len(ours), len(theirs))
+            np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12, err_msg=f"{delta} {unit}, {relation}")
+
+
+def test_rpe_over_metres_and_angles_pairs_and_refusals(device):
+    """On a straight line of 1 m steps: consecutive 5 m windows from the first pose, all pairs
+    every pose with a pose 5 m ahead; by angle, on a path turning 10 degrees a step, windows of
+    three steps for 25 degrees and six for a radian; too long a delta, a delta
+    unit that is not one, and a fractional frame count are refused by name."""
+    n = 30
+    kw = dict(dtype=torch.float64, device=device)
+    line = torch.zeros(n, 7, **kw)
+    line[:, 0] = torch.arange(n, **kw)
+    line[:, 6] = 1
+    drift = line.clone()
+    drift[:, 0] *= 1.01
+    ref, est = Trajectory(line), Trajectory(drift)
+    windows = rpe(ref, est, delta=5.0, delta_unit="meters", pairs_from_reference=True)
+    assert len(windows.errors) == 5 and windows["mean"] == pytest.approx(0.05, rel=1e-9)  # (0, 5) ... (20, 25)
+    every = rpe(ref, est, delta=5.0, delta_unit="meters", all_pairs=True, pairs_from_reference=True)
+    assert len(every.errors) == 25 and every["max"] == pytest.approx(0.05, rel=1e-9)
+    with pytest.raises(TrajectoryError, match=r"rpe: no pair of poses 40.0 m apart along the reference \(its path is 29 m\)"):
+        rpe(ref, est, delta=40.0, delta_unit="meters", pairs_from_reference=True)
+    assert len(rpe(ref, est, delta=29.2, delta_unit="meters").errors) == 1  # the estimate's path is 29.29 m
+    with pytest.raises(ValueError, match=r"rpe.delta_unit: expected one of"):
+        rpe(ref, est, delta=5, delta_unit="feet")
+    with pytest.raises(TrajectoryError, match=r"delta must be a whole number of frames"):
+        rpe(ref, est, delta=2.5)
+    with pytest.raises(ValueError, match=r"rpe.delta: expected a finite number > 0"):
+        rpe(ref, est, delta=-1.0, delta_unit="meters")
+    with pytest.raises(ValueError, match=r"rpe.delta: expected a finite number > 0 and <= 180"):
+        rpe(ref, est, delta=200.0, delta_unit="degrees")
+    with pytest.raises(TrajectoryError, match=r"no pair of poses 5.0 deg apart along the estimate \(its poses never turn"):
+        rpe(ref, est, delta=5.0, delta_unit="degrees")  # a straight line never turns
+    # turning 10 degrees a step about z: 25 degrees is every third pose, 1 rad every sixth (57.3 deg: 60 >= it)
+    turning = line.clone()
+    turning[:, 5], turning[:, 6] = torch.sin(torch.arange(n, **kw) * math.radians(5)), torch.cos(torch.arange(n, **kw) * math.radians(5))
+    walk = Trajectory(turning)
+    assert len(rpe(walk, walk, delta=25.0, delta_unit="degrees").errors) == 9
+    assert len(rpe(walk, walk, delta=1.0, delta_unit="radians").errors) == 4
+    every = rpe(walk, walk, delta=30.0, delta_unit="degrees", all_pairs=True)  # 27 to 33 degrees: (i, i + 3)
+    assert len(every.errors) == 27 and every["max"] < 1e-9
 
 
 def _devkit(gt, res, lengths, step):

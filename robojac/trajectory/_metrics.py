@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .. import lie
-from .._config import check_instance
+from .._config import check_choice, check_instance, check_real
 from ._io import Trajectory, TrajectoryError, as_trajectory
 
 __all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "end_drift", "path_length", "rpe"]
@@ -172,25 +174,106 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
 
 
-def rpe(reference: Trajectory, estimate: Trajectory, *, delta: int = 1,
-        relation: PoseRelation = PoseRelation.TRANSLATION_PART, all_pairs: bool = False) -> ErrorResult:
-    """Relative pose error over ``delta`` poses: ``E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j)``, ``j = i + delta``
-    (consecutive windows, or every ``i`` with ``all_pairs``), as evo's RPE."""
+def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
+        relation: PoseRelation = PoseRelation.TRANSLATION_PART, all_pairs: bool = False,
+        delta_unit: str = "frames", rel_tol: float = 0.1, pairs_from_reference: bool = False) -> ErrorResult:
+    """Relative pose error over pairs ``(i, j)``: ``E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j)``, as evo's RPE.
+
+    The pairs come from the estimate (or the reference, with ``pairs_from_reference``), as evo
+    takes them:
+
+    * ``delta_unit="frames"``: ``j = i + delta`` (an integer), consecutive windows, or every
+      ``i`` with ``all_pairs``.
+    * ``delta_unit="meters"``: ``delta`` metres travelled along that trajectory.  Consecutive: the
+      first pair starts at the first pose and each ends where the path since its start first
+      reaches ``delta``; the next starts there.  With ``all_pairs``: each ``i`` paired with the
+      later ``j`` whose path from ``i`` is nearest ``delta`` (the first of equals), kept if
+      within ``rel_tol * delta`` of it.  evo's ``--delta_unit m`` (as evo 1.38 pairs them).
+    * ``delta_unit="degrees"`` or ``"radians"``: the same by the angle turned.  Consecutive: the
+      angles of the rotations from each pose to the next, summed; with ``all_pairs``: every later
+      pose whose rotation from ``i`` is within ``rel_tol * delta`` of ``delta`` (evo's
+      ``deg``/``rad`` units).
+
+    Raises :class:`TrajectoryError` when no pair fits (a path shorter than ``delta``)."""
     reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"rpe: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
     if len(reference) < 2:
         raise TrajectoryError(f"rpe: {len(reference)} poses hold no relative pose; it needs two or more")
-    if delta < 1 or delta >= len(reference):
-        raise TrajectoryError(f"rpe: delta must be in [1, {len(reference) - 1}], got {delta}")
+    check_choice("rpe", "delta_unit", delta_unit, ("frames", "meters", "degrees", "radians"))
     n = len(reference)
-    i = torch.arange(0, n - delta, 1 if all_pairs else delta, device=reference.poses.device)
-    j = i + delta
+    if delta_unit == "frames":
+        if not isinstance(delta, int) or isinstance(delta, bool) or delta < 1 or delta >= n:
+            raise TrajectoryError(f"rpe: delta must be a whole number of frames in [1, {n - 1}], got {delta!r}")
+        i = torch.arange(0, n - delta, 1 if all_pairs else delta, device=reference.poses.device)
+        j = i + delta
+    else:
+        turn = {"degrees": 180.0, "radians": math.pi}.get(delta_unit)
+        check_real("rpe", "delta", delta, positive=True, maximum=turn)  # a rotation's angle is at most a half turn
+        check_real("rpe", "rel_tol", rel_tol)
+        along, name = (reference, "reference") if pairs_from_reference else (estimate, "estimate")
+        d = math.radians(delta) if delta_unit == "degrees" else float(delta)
+        i, j = _pairs_by_delta(along, d, delta_unit if turn is None else "radians", float(rel_tol) * d, all_pairs)
+        if i.numel() == 0:
+            far = f"its path is {path_length(along):.6g} m" if turn is None else "its poses never turn that far"
+            unit = {"meters": "m", "degrees": "deg", "radians": "rad"}[delta_unit]
+            raise TrajectoryError(f"rpe: no pair of poses {delta} {unit} apart along the {name} ({far}); "
+                                  "try a smaller delta")
     Q, P = reference.poses, estimate.poses
     dQ = lie.se3_compose(lie.se3_inverse(Q[i]), Q[j])
     dP = lie.se3_compose(lie.se3_inverse(P[i]), P[j])
     err = _relation_error(lie.se3_compose(lie.se3_inverse(dQ), dP), relation)
     return ErrorResult(err, _stats(err), PoseRelation(relation))
+
+
+def _pairs_by_delta(trajectory: Trajectory, delta: float, unit: str, tol: float,
+                    all_pairs: bool) -> tuple[Tensor, Tensor]:
+    """Pairs ``(i, j)`` of poses ``delta`` metres (or radians) apart along ``trajectory``, with
+    ``tol`` in the same unit (see :func:`rpe`)."""
+    device = trajectory.poses.device
+    P = trajectory.poses.double().cpu()
+    if unit == "meters":
+        steps = (P[1:, :3] - P[:-1, :3]).norm(dim=-1).numpy()
+        if not all_pairs:
+            return _consecutive(steps, delta, device)
+        along = np.concatenate(([0.0], np.cumsum(steps)))  # the path from the first pose
+        last = len(along) - 1
+        k = np.searchsorted(along, along + delta)  # the first pose at or past the goal
+        after = np.arange(1, last + 2)  # candidates after i only
+        below, above = np.clip(k - 1, after, last), np.clip(k, after, last)
+        miss_below = np.abs((along[below] - along) - delta)
+        miss_above = np.abs((along[above] - along) - delta)
+        j = np.where(miss_below <= miss_above, below, above)  # the nearer; the first of equals
+        ok = (np.minimum(miss_below, miss_above) <= tol) & (np.arange(last + 1) < last)
+        i, j = np.flatnonzero(ok), j[ok]
+    else:
+        q = P[:, 3:]
+
+        def turn(a: Tensor, b: Tensor) -> Tensor:  # the angle of the rotation from a to b
+            return lie.so3_log(lie.quat_mul(lie.quat_conj(a), b)).norm(dim=-1)
+
+        if not all_pairs:
+            return _consecutive(turn(q[:-1], q[1:]).numpy(), delta, device)
+        i, j = [], []
+        for a in range(len(q) - 1):  # every later pose within the tolerance (evo's all pairs)
+            hit = np.flatnonzero(np.abs(turn(q[a].expand(len(q) - a - 1, 4), q[a + 1 :]).numpy() - delta) <= tol)
+            i.append(np.full(len(hit), a))
+            j.append(hit + a + 1)
+        i, j = (np.concatenate(i), np.concatenate(j)) if i else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return torch.as_tensor(i, dtype=torch.long, device=device), torch.as_tensor(j, dtype=torch.long, device=device)
+
+
+def _consecutive(steps: np.ndarray, delta: float, device) -> tuple[Tensor, Tensor]:
+    """Consecutive pairs from the first pose: each ends where the steps summed since its start
+    (one by one, as evo sums them) first reach ``delta``, and the next starts there."""
+    ends, run = [0], 0.0
+    for k, step in enumerate(steps.tolist(), start=1):
+        run += step
+        if run >= delta:
+            ends.append(k)
+            run = 0.0
+    return (torch.tensor(ends[:-1], dtype=torch.long, device=device),
+            torch.tensor(ends[1:], dtype=torch.long, device=device))
 
 
 def path_length(trajectory: Trajectory) -> float:
