@@ -134,10 +134,19 @@ def test_ate_and_rpe_agree_with_evo(relation):
         theirs = evo_ape(_evo_path(ref), _evo_path(est), evo_relation, **evo_mode)
         np.testing.assert_allclose(ours.errors.numpy(), theirs.np_arrays["error_array"], rtol=1e-9, atol=1e-12,
                                    err_msg=str(mode))
+        for name, value in theirs.stats.items():  # 30 poses: the median of an even count (torch's had been the lower one)
+            assert ours[name] == pytest.approx(value, rel=1e-9, abs=1e-12), (mode, name)
         if mode["align"] or (mode.get("align_origin") and not mode.get("correct_scale")):  # the 4x4 applied (evo reports a
             # scale-only alignment's whole similarity, and an origin alignment after a scale without the scale)
             np.testing.assert_allclose(ours.alignment.numpy(), theirs.np_arrays["alignment_transformation_sim3"],
                                        atol=1e-9, err_msg=str(mode))
+        ours = rpe(ref, est, relation=relation, delta=4, **mode)  # the estimate aligned first, as evo's RPE
+        theirs = evo_rpe(_evo_path(ref), _evo_path(est), evo_relation, delta=4, delta_unit=evo_metrics.Unit.frames,
+                         **evo_mode)
+        np.testing.assert_allclose(ours.errors.numpy(), theirs.np_arrays["error_array"], rtol=1e-9, atol=1e-12,
+                                   err_msg=f"rpe {mode}")
+        for name, value in theirs.stats.items():
+            assert ours[name] == pytest.approx(value, rel=1e-9, abs=1e-12), (f"rpe {mode}", name)
     for delta, all_pairs in ((1, False), (4, False), (4, True)):
         ours = rpe(ref, est, relation=relation, delta=delta, all_pairs=all_pairs).errors.numpy()
         theirs = evo_rpe(_evo_path(ref), _evo_path(est), evo_relation, delta=delta, delta_unit=evo_metrics.Unit.frames,

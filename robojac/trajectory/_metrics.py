@@ -95,10 +95,13 @@ class ErrorResult:
 
 def _stats(err: Tensor) -> dict:
     e = err.double()
+    ranked = e.sort().values
+    mid = len(ranked) // 2  # numpy's (and evo's) median: the mean of the middle two of an even count
+    median = ranked[mid] if len(ranked) % 2 else 0.5 * (ranked[mid - 1] + ranked[mid])
     return {
         StatisticsType.RMSE: float(e.square().mean().sqrt()),
         StatisticsType.MEAN: float(e.mean()),
-        StatisticsType.MEDIAN: float(e.median()),
+        StatisticsType.MEDIAN: float(median),
         StatisticsType.STD: float(e.std(unbiased=False)),
         StatisticsType.MIN: float(e.min()),
         StatisticsType.MAX: float(e.max()),
@@ -138,15 +141,25 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
+    P, A, s = _aligned(reference, estimate, relation, align, correct_scale, align_origin, n_to_align, "ate")
+    E = lie.se3_compose(lie.se3_inverse(reference.poses), P)
+    err = _relation_error(E, relation)
+    return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
+
+
+def _aligned(reference: Trajectory, estimate: Trajectory, relation, align: bool, correct_scale: bool,
+             align_origin: bool, n_to_align: int | None, metric: str) -> tuple[Tensor, Tensor | None, float]:
+    """The estimate's poses aligned as :func:`ate` describes, the 4x4 applied (``None``: none) and
+    the scale."""
     if align and align_origin:
-        raise TrajectoryError("ate: align_origin replaces the Umeyama alignment; pass align=False with it")
+        raise TrajectoryError(f"{metric}: align_origin replaces the Umeyama alignment; pass align=False with it")
     fitted = len(estimate)
     if n_to_align is not None:
         if not (align or correct_scale):
-            raise TrajectoryError("ate: n_to_align sets how many poses the alignment fits; pass align=True or "
+            raise TrajectoryError(f"{metric}: n_to_align sets how many poses the alignment fits; pass align=True or "
                                   "correct_scale=True with it")
         if isinstance(n_to_align, bool) or not isinstance(n_to_align, int) or not 3 <= n_to_align <= len(estimate):
-            raise TrajectoryError(f"ate: n_to_align must be an integer in [3, {len(estimate)}] (poses), got {n_to_align!r}")
+            raise TrajectoryError(f"{metric}: n_to_align must be an integer in [3, {len(estimate)}] (poses), got {n_to_align!r}")
         fitted = n_to_align
     P = estimate.poses
     A = None
@@ -164,19 +177,18 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
         P = torch.cat(((s * (R @ P[:, :3].T)).T + t, lie.quat_mul(q, P[:, 3:])), 1)
     if align_origin:
         if len(P) == 0:
-            raise TrajectoryError("ate: align_origin needs a first pose; the trajectories are empty")
+            raise TrajectoryError(f"{metric}: align_origin needs a first pose; the trajectories are empty")
         T_origin = lie.se3_compose(reference.poses[0], lie.se3_inverse(P[0]))
         P = lie.se3_compose(T_origin.expand_as(P), P)
         M = lie.se3_to_matrix(T_origin)
         A = M if A is None else M @ A
-    E = lie.se3_compose(lie.se3_inverse(reference.poses), P)
-    err = _relation_error(E, relation)
-    return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
+    return P, A, s
 
 
 def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
         relation: PoseRelation = PoseRelation.TRANSLATION_PART, all_pairs: bool = False,
-        delta_unit: str = "frames", rel_tol: float = 0.1, pairs_from_reference: bool = False) -> ErrorResult:
+        delta_unit: str = "frames", rel_tol: float = 0.1, pairs_from_reference: bool = False, align: bool = False,
+        correct_scale: bool = False, align_origin: bool = False, n_to_align: int | None = None) -> ErrorResult:
     """Relative pose error over pairs ``(i, j)``: ``E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j)``, as evo's RPE.
 
     The pairs come from the estimate (or the reference, with ``pairs_from_reference``), as evo
@@ -194,13 +206,18 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
       pose whose rotation from ``i`` is within ``rel_tol * delta`` of ``delta`` (evo's
       ``deg``/``rad`` units).
 
-    Raises :class:`TrajectoryError` when no pair fits (a path shorter than ``delta``)."""
+    ``align``, ``correct_scale``, ``align_origin`` and ``n_to_align`` align the estimate first,
+    as :func:`ate` does (and evo's RPE): a rigid alignment changes no relative pose, a scale
+    does.  Raises :class:`TrajectoryError` when no pair fits (a path shorter than ``delta``)."""
     reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"rpe: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
     if len(reference) < 2:
         raise TrajectoryError(f"rpe: {len(reference)} poses hold no relative pose; it needs two or more")
     check_choice("rpe", "delta_unit", delta_unit, ("frames", "meters", "degrees", "radians"))
+    P, A, s = _aligned(reference, estimate, relation, align, correct_scale, align_origin, n_to_align, "rpe")
+    if A is not None:
+        estimate = Trajectory(P, estimate.timestamps)
     n = len(reference)
     if delta_unit == "frames":
         if not isinstance(delta, int) or isinstance(delta, bool) or delta < 1 or delta >= n:
@@ -219,11 +236,11 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
             unit = {"meters": "m", "degrees": "deg", "radians": "rad"}[delta_unit]
             raise TrajectoryError(f"rpe: no pair of poses {delta} {unit} apart along the {name} ({far}); "
                                   "try a smaller delta")
-    Q, P = reference.poses, estimate.poses
+    Q = reference.poses
     dQ = lie.se3_compose(lie.se3_inverse(Q[i]), Q[j])
     dP = lie.se3_compose(lie.se3_inverse(P[i]), P[j])
     err = _relation_error(lie.se3_compose(lie.se3_inverse(dQ), dP), relation)
-    return ErrorResult(err, _stats(err), PoseRelation(relation))
+    return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
 
 
 def _pairs_by_delta(trajectory: Trajectory, delta: float, unit: str, tol: float,
