@@ -472,3 +472,41 @@ def test_kitti_error_of_a_scaled_straight_drive_is_the_scale(device):
         kitti_error(Trajectory(Q), Trajectory(P), lengths=(100, -5))
     with pytest.raises(ValueError, match="step"):
         kitti_error(Trajectory(Q), Trajectory(P), step=0)
+
+
+def test_the_ape_and_rpe_commands_print_evos_statistics(tmp_path, capsys):
+    """``robojac ape`` / ``robojac rpe`` take evo's arguments (format, files, -a, -s, -r, -d, -u) and
+    print the statistics of :func:`ate` / :func:`rpe` (themselves held to evo's above) on the
+    associated poses; bad input exits 2 naming the file and line, no pair exits 2 saying why."""
+    from robojac.cli import main
+
+    ref = _traj("cpu", n=60, seed=5)
+    g = torch.Generator().manual_seed(6)
+    noise = pp.se3(0.02 * torch.randn(60, 6, dtype=torch.float64, generator=g)).Exp()
+    est = Trajectory((noise * ref.se3()).tensor(), ref.timestamps + 0.003)  # within --t-max-diff of each reference pose
+    r, e = write_tum(ref, tmp_path / "ref.tum"), write_tum(est, tmp_path / "est.tum")
+
+    def printed():
+        out = capsys.readouterr().out
+        return {w[0]: float(w[1]) for w in (ln.split() for ln in out.splitlines()) if len(w) == 2 and w[0] in
+                ("max", "mean", "median", "min", "rmse", "sse", "std")}
+
+    plot = tmp_path / "ape.png"
+    assert main(["ape", "tum", str(r), str(e), "-a", "-s", "--plot", str(plot)]) == 0
+    expected = ate(ref, Trajectory(est.poses, ref.timestamps), correct_scale=True)
+    assert printed() == pytest.approx({k.value: v for k, v in expected.stats.items()}, rel=1e-5, abs=1e-6)
+    assert plot.stat().st_size > 10_000
+    assert main(["rpe", "tum", str(r), str(e), "-r", "angle_deg", "-d", "5"]) == 0
+    expected = rpe(ref, est, delta=5, relation=PoseRelation.ROTATION_ANGLE_DEG)
+    assert printed() == pytest.approx({k.value: v for k, v in expected.stats.items()}, rel=1e-5, abs=1e-6)
+    assert main(["rpe", "tum", str(r), str(e), "-d", "20", "-u", "m", "--all-pairs"]) == 0
+    expected = rpe(ref, est, delta=20.0, delta_unit="meters", all_pairs=True)
+    assert printed() == pytest.approx({k.value: v for k, v in expected.stats.items()}, rel=1e-5, abs=1e-6)
+    bad = tmp_path / "bad.tum"
+    bad.write_text("0 1 2\n")
+    assert main(["ape", "tum", str(r), str(bad)]) == 2
+    assert "bad.tum:1: a TUM line needs 8 numbers, got 3" in capsys.readouterr().err
+    assert main(["rpe", "tum", str(r), str(e), "-d", "1e4", "-u", "m"]) == 2
+    assert "no pair of poses 10000.0 m apart along the estimate" in capsys.readouterr().err
+    assert main(["rpe", "tum", str(r), str(e), "-d", "2.5"]) == 2
+    assert "delta must be a whole number of frames" in capsys.readouterr().err

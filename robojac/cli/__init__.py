@@ -12,10 +12,10 @@ import argparse
 import signal
 import sys
 
-from . import _calibrate, _demo, _icp, _ik, _multiway, _odometry, _pgo, _register, _urdf
+from . import _calibrate, _demo, _icp, _ik, _multiway, _odometry, _pgo, _register, _traj, _urdf
 
 _COMMANDS = {"demo": _demo, "ik": _ik, "calibrate": _calibrate, "pgo": _pgo, "icp": _icp, "register": _register, "multiway": _multiway,
-             "odometry": _odometry, "urdf": _urdf}
+             "odometry": _odometry, "ape": _traj, "rpe": _traj, "urdf": _urdf}
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_BAD_INPUT, EXIT_SYSTEM, EXIT_FAILURE = 0, 1, 2, 3, 4
 _STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s))
 
@@ -35,7 +35,7 @@ def _raise_stop(signum, frame):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robojac", description="Lie-group Jacobians for robot kinematics and pose estimation")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in _COMMANDS.items():
+    for module in dict.fromkeys(_COMMANDS.values()):  # a module may add several commands (ape and rpe)
         module.add_parser(sub)
     return parser
 

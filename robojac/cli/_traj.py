@@ -1,0 +1,111 @@
+"""``robojac ape`` and ``robojac rpe``: a trajectory's errors against a reference, as evo's
+``evo_ape`` and ``evo_rpe`` give them (the same file formats, options and statistics)."""
+
+from __future__ import annotations
+
+import pathlib
+
+_RELATIONS = {"trans_part": "translation_part", "angle_deg": "rotation_angle_deg", "angle_rad": "rotation_angle_rad",
+              "full": "full_transformation"}
+_UNITS = {"f": "frames", "m": "meters", "d": "degrees", "r": "radians"}
+
+
+def _common(p) -> None:
+    p.add_argument("format", choices=("tum", "kitti", "euroc"), help="the files' format (as evo's first argument)")
+    p.add_argument("reference", type=pathlib.Path, help="the reference trajectory")
+    p.add_argument("estimate", type=pathlib.Path, help="the estimated trajectory")
+    p.add_argument("-r", "--pose-relation", choices=sorted(_RELATIONS), default="trans_part",
+                   help="the part of the pose error measured (evo's -r; default trans_part)")
+    p.add_argument("-a", "--align", action="store_true", help="align the estimate to the reference (Umeyama, rigid)")
+    p.add_argument("-s", "--correct-scale", action="store_true", help="correct the estimate's scale (with -a: a similarity)")
+    p.add_argument("--n-to-align", type=int, default=None, help="align with the first N poses only")
+    p.add_argument("--align-origin", action="store_true", help="move the estimate's first pose onto the reference's")
+    p.add_argument("--t-max-diff", type=float, default=0.01,
+                   help="timestamped formats: the largest time difference of an associated pair (s, default 0.01)")
+    p.add_argument("--plot", type=pathlib.Path, help="draw the trajectories and the error (PNG, PDF or SVG)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ape", help="absolute pose error of a trajectory (evo_ape)",
+                       description="The absolute pose error of an estimated trajectory against a reference, after an "
+                                   "optional alignment; prints evo's statistics (max, mean, median, min, rmse, sse, std).")
+    _common(p)
+    p.set_defaults(metric="ape")
+    p = sub.add_parser("rpe", help="relative pose error of a trajectory (evo_rpe)",
+                       description="The relative pose error of an estimated trajectory against a reference, over pairs of "
+                                   "poses a delta apart; prints evo's statistics.")
+    _common(p)
+    p.add_argument("-d", "--delta", type=float, default=1.0, help="the distance between the poses of a pair (default 1)")
+    p.add_argument("-u", "--delta-unit", choices=sorted(_UNITS), default="f",
+                   help="the unit of delta: f frames, m metres along the path, d degrees or r radians turned (default f)")
+    p.add_argument("--delta-tol", type=float, default=0.1,
+                   help="with --all-pairs in m, d or r: the relative tolerance of a pair's delta (default 0.1)")
+    p.add_argument("--all-pairs", action="store_true", help="every pair a delta apart, not consecutive windows")
+    p.add_argument("--pairs-from-reference", action="store_true",
+                   help="find the pairs on the reference (default: on the estimate, as evo)")
+    p.set_defaults(metric="rpe")
+
+
+def _read(fmt: str, path: pathlib.Path):
+    from ..trajectory import read_euroc, read_kitti, read_tum
+
+    return {"tum": read_tum, "kitti": read_kitti, "euroc": read_euroc}[fmt](path)
+
+
+def run(args) -> int:
+    from .._files import save_figure_atomic
+    from ..trajectory import PoseRelation, TrajectoryError, associate, ate, rpe
+
+    reference, estimate = _read(args.format, args.reference), _read(args.format, args.estimate)
+    if args.format != "kitti":
+        if reference.timestamps is None or estimate.timestamps is None:
+            raise ValueError(f"{args.format} files without timestamps cannot be associated")
+        reference, estimate = associate(reference, estimate, max_difference=args.t_max_diff)
+        if len(reference) == 0:
+            raise ValueError(f"no poses of {args.estimate} lie within {args.t_max_diff} s of one of {args.reference}")
+    elif len(reference) != len(estimate):
+        raise ValueError(f"{args.reference} holds {len(reference)} poses, {args.estimate} {len(estimate)}: KITTI files "
+                         "pair pose by pose")
+    relation = PoseRelation(_RELATIONS[args.pose_relation])
+    align = dict(align=args.align, correct_scale=args.correct_scale, align_origin=args.align_origin,
+                 n_to_align=args.n_to_align)
+    try:
+        if args.metric == "ape":
+            result = ate(reference, estimate, relation=relation, **align)
+        else:
+            unit = _UNITS[args.delta_unit]
+            delta = int(args.delta) if unit == "frames" and float(args.delta).is_integer() else args.delta
+            result = rpe(reference, estimate, relation=relation, delta=delta, delta_unit=unit, rel_tol=args.delta_tol,
+                         all_pairs=args.all_pairs, pairs_from_reference=args.pairs_from_reference, **align)
+    except TrajectoryError as e:
+        raise ValueError(str(e)) from None
+    unit = "deg" if relation == PoseRelation.ROTATION_ANGLE_DEG else "rad" if relation == PoseRelation.ROTATION_ANGLE_RAD \
+        else "" if relation == PoseRelation.FULL_TRANSFORMATION else "m"
+    print(f"{args.metric.upper()} w.r.t. {relation.value} ({unit or 'unit-less'}), {len(result.errors)} "
+          f"{'poses' if args.metric == 'ape' else 'pairs'}"
+          + (f", {'similarity' if args.correct_scale else 'rigid'} alignment" if args.align else ""))
+    for name in ("max", "mean", "median", "min", "rmse", "sse", "std"):
+        print(f"{name:>8} {result.stats[name]:.6f}")
+    if args.plot is not None:
+        save_figure_atomic(_figure(args, reference, estimate, result), args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _figure(args, reference, estimate, result):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz import plot_trajectory_error
+
+    fig, (top, curve) = plt.subplots(1, 2, figsize=(11, 4.5))
+    plot_trajectory_error(estimate, reference, ax=top, title="the estimate, aligned (rigid), by position error")
+    curve.plot(result.errors.cpu().numpy(), lw=1.2)
+    curve.set_xlabel("pose" if args.metric == "ape" else "pair")
+    curve.set_ylabel(f"{args.metric.upper()} ({result.relation.value})")
+    curve.set_title(f"{args.metric.upper()}: RMSE {result.stats['rmse']:.4g}, max {result.stats['max']:.4g}")
+    curve.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
