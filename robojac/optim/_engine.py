@@ -584,6 +584,8 @@ class _SparseSteps:
         sys_ = self.system
         vals = H.values()
         d = vals[sys_.diag_slots]
+        if not floor and bool((d <= 0).any()):  # a row no factor weighs: only the floor makes it factor (at once,
+            return None, lam[0] * d  # and keeping the factor's ordering: a refused one was thrown away)
         ridge = RIDGE * torch.finfo(vals.dtype).eps * d.abs().max().clamp_min(torch.finfo(vals.dtype).tiny) \
             if floor else 0.0
         added = lam[0] * d + ridge
