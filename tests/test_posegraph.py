@@ -317,6 +317,21 @@ def test_sparse_ldl_refuses_a_zero_diagonal_instead_of_a_stale_factor(monkeypatc
         assert max_err(H @ x, -g.reshape(-1)) < 1e-9 * float(g.abs().max())
 
 
+def test_robust_costs_equal_gtsams(device):
+    """Each kernel's cost of a graph equals GTSAM's ``graph.error`` under ``noiseModel.Robust``
+    with that kernel (``data/posegraph/gtsam_robust_costs.json``: Huber, Cauchy, Geman-McClure,
+    Tukey, and DCS, whose ``Phi`` is GTSAM's parameter and robojac's scale squared) at the same
+    poses: robojac's optimum without a kernel, on intel and manhattan."""
+    reference = json.loads(data_path("posegraph/gtsam_robust_costs.json").read_text())
+    for name in ("intel", "manhattan"):
+        graph = read_g2o(_data(name)).to(device)
+        poses = optimize(graph).poses
+        for key, expected in reference[name].items():
+            kernel, scale = key.split()
+            got = float(graph.cost(poses, RobustKernel(kernel, float(scale))).detach())
+            assert got == pytest.approx(expected, rel=1e-9), (name, key)
+
+
 def test_kernel_weights_are_derivatives_of_rho(device):
     s = torch.linspace(0.01, 30, 200, dtype=torch.float64, device=device)
     for name in ("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"):
