@@ -118,3 +118,29 @@ def gtsam_values(dim: int, poses: torch.Tensor, ids: torch.Tensor):
         else:
             values.insert(k, gtsam.Pose2(x[0], x[1], 2.0 * math.atan2(x[5], x[6])))
     return values
+
+
+def gtsam_robust(graph, kernel):
+    """A copy of the GTSAM factor graph ``graph`` (between factors, as ``gtsam.readG2o`` gives
+    them) with each factor's noise model wrapped in the mEstimator ``kernel``."""
+    import gtsam
+
+    out = gtsam.NonlinearFactorGraph()
+    for i in range(graph.size()):
+        f = graph.at(i)
+        Between = gtsam.BetweenFactorPose3 if isinstance(f, gtsam.BetweenFactorPose3) else gtsam.BetweenFactorPose2
+        out.add(Between(f.keys()[0], f.keys()[1], f.measured(), gtsam.noiseModel.Robust.Create(kernel, f.noiseModel())))
+    return out
+
+
+def gtsam_anchored(graph, values, key: int, dim: int):
+    """A copy of ``graph`` plus a prior of sigma 1e-6 holding pose ``key`` at its value in
+    ``values``: the gauge robojac holds by fixing that pose."""
+    import gtsam
+
+    out = gtsam.NonlinearFactorGraph(graph)
+    if dim == 3:
+        out.add(gtsam.PriorFactorPose3(key, values.atPose3(key), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)))
+    else:
+        out.add(gtsam.PriorFactorPose2(key, values.atPose2(key), gtsam.noiseModel.Isotropic.Sigma(3, 1e-6)))
+    return out

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, fmt_time, gtsam_values, interleaved_medians, plain_copy, table  # noqa: E402
+from _util import (describe_machine, fmt_time, gtsam_anchored, gtsam_robust, gtsam_values,  # noqa: E402
+                   interleaved_medians, plain_copy, table)
 
 from robojac import data  # noqa: E402
 from robojac.optim import RobustKernel  # noqa: E402
@@ -46,20 +47,9 @@ def gtsam_marginals(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torc
 
     graph, _ = gtsam.readG2o(str(path), dim == 3)
     if cauchy is not None:
-        robust = gtsam.NonlinearFactorGraph()
-        Between = gtsam.BetweenFactorPose3 if dim == 3 else gtsam.BetweenFactorPose2
-        for i in range(graph.size()):
-            f = graph.at(i)
-            model = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Cauchy.Create(cauchy), f.noiseModel())
-            robust.add(Between(f.keys()[0], f.keys()[1], f.measured(), model))
-        graph = robust
+        graph = gtsam_robust(graph, gtsam.noiseModel.mEstimator.Cauchy.Create(cauchy))
     values = gtsam_values(dim, poses, ids)
-    g = gtsam.NonlinearFactorGraph(graph)
-    first = int(ids.min())
-    if dim == 3:
-        g.add(gtsam.PriorFactorPose3(first, values.atPose3(first), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)))
-    else:
-        g.add(gtsam.PriorFactorPose2(first, values.atPose2(first), gtsam.noiseModel.Isotropic.Sigma(3, 1e-6)))
+    g = gtsam_anchored(graph, values, int(ids.min()), dim)
     keys = ids.tolist()
 
     def run():

@@ -29,7 +29,7 @@ import time
 
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, gtsam_values, plain_copy, table  # noqa: E402
+from _util import describe_machine, gtsam_anchored, gtsam_robust, gtsam_values, plain_copy, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.optim import RobustKernel  # noqa: E402
@@ -45,19 +45,6 @@ def gtsam_kernel(name: str, k: float):
     return {"huber": lambda: M.Huber.Create(k), "cauchy": lambda: M.Cauchy.Create(k),
             "geman_mcclure": lambda: M.GemanMcClure.Create(k), "tukey": lambda: M.Tukey.Create(k),
             "dcs": lambda: M.DCS.Create(k * k)}[name]()
-
-
-def gtsam_graph(path: pathlib.Path, dim: int, kernel):
-    """The file's edges, each noise model wrapped in ``kernel``."""
-    import gtsam
-
-    plain, _ = gtsam.readG2o(str(path), dim == 3)
-    Between = gtsam.BetweenFactorPose3 if dim == 3 else gtsam.BetweenFactorPose2
-    graph = gtsam.NonlinearFactorGraph()
-    for i in range(plain.size()):
-        f = plain.at(i)
-        graph.add(Between(f.keys()[0], f.keys()[1], f.measured(), gtsam.noiseModel.Robust.Create(kernel, f.noiseModel())))
-    return graph
 
 
 def main() -> None:
@@ -81,14 +68,10 @@ def main() -> None:
         reference[name] = {}
         for kname, k in KERNELS:
             kernel = RobustKernel(kname, k)
-            g = gtsam_graph(path, graph.dim, gtsam_kernel(kname, k))
+            g = gtsam_robust(gtsam.readG2o(str(path), graph.dim == 3)[0], gtsam_kernel(kname, k))
             ours_at_start, theirs_at_start = float(graph.cost(start.poses, kernel).detach()), g.error(values)
             reference[name][f"{kname} {k}"] = theirs_at_start
-            anchored = gtsam.NonlinearFactorGraph(g)
-            if graph.dim == 3:
-                anchored.add(gtsam.PriorFactorPose3(first, values.atPose3(first), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)))
-            else:
-                anchored.add(gtsam.PriorFactorPose2(first, values.atPose2(first), gtsam.noiseModel.Isotropic.Sigma(3, 1e-6)))
+            anchored = gtsam_anchored(g, values, first, graph.dim)
             params = gtsam.LevenbergMarquardtParams()
             params.setRelativeErrorTol(1e-6)
             params.setAbsoluteErrorTol(1e-12)
