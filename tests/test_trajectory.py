@@ -502,6 +502,15 @@ def test_the_ape_and_rpe_commands_print_evos_statistics(tmp_path, capsys):
     assert main(["rpe", "tum", str(r), str(e), "-d", "20", "-u", "m", "--all-pairs"]) == 0
     expected = rpe(ref, est, delta=20.0, delta_unit="meters", all_pairs=True)
     assert printed() == pytest.approx({k.value: v for k, v in expected.stats.items()}, rel=1e-5, abs=1e-6)
+    # euroc: the ground truth as EuRoC's CSV (nanoseconds, w first), the estimate as TUM (evo's euroc mode)
+    csv = tmp_path / "data.csv"
+    P = ref.poses.numpy()
+    csv.write_text("#timestamp,p_x,p_y,p_z,q_w,q_x,q_y,q_z\n" + "".join(
+        f"{int(round(t * 1e9))}," + ",".join(f"{p[k]:.17g}" for k in (0, 1, 2, 6, 3, 4, 5)) + "\n"
+        for t, p in zip(ref.timestamps.tolist(), P)))
+    assert main(["ape", "euroc", str(csv), str(e), "-a"]) == 0
+    expected = ate(ref, Trajectory(est.poses, ref.timestamps))
+    assert printed() == pytest.approx({k.value: v for k, v in expected.stats.items()}, rel=1e-5, abs=1e-6)
     bad = tmp_path / "bad.tum"
     bad.write_text("0 1 2\n")
     assert main(["ape", "tum", str(r), str(bad)]) == 2

@@ -11,9 +11,10 @@ _UNITS = {"f": "frames", "m": "meters", "d": "degrees", "r": "radians"}
 
 
 def _common(p) -> None:
-    p.add_argument("format", choices=("tum", "kitti", "euroc"), help="the files' format (as evo's first argument)")
+    p.add_argument("format", choices=("tum", "kitti", "euroc"),
+                   help="the files' format (as evo's first argument; euroc: a EuRoC ground-truth CSV and a TUM estimate)")
     p.add_argument("reference", type=pathlib.Path, help="the reference trajectory")
-    p.add_argument("estimate", type=pathlib.Path, help="the estimated trajectory")
+    p.add_argument("estimate", type=pathlib.Path, help="the estimated trajectory (TUM for euroc, as evo)")
     p.add_argument("-r", "--pose-relation", choices=sorted(_RELATIONS), default="trans_part",
                    help="the part of the pose error measured (evo's -r; default trans_part)")
     p.add_argument("-a", "--align", action="store_true", help="align the estimate to the reference (Umeyama, rigid)")
@@ -56,7 +57,9 @@ def run(args) -> int:
     from .._files import save_figure_atomic
     from ..trajectory import PoseRelation, TrajectoryError, associate, ate, rpe
 
-    reference, estimate = _read(args.format, args.reference), _read(args.format, args.estimate)
+    # evo's euroc mode: the ground truth as EuRoC's CSV, the estimate as a TUM file
+    reference, estimate = _read(args.format, args.reference), _read("tum" if args.format == "euroc" else args.format,
+                                                                     args.estimate)
     if args.format != "kitti":
         if reference.timestamps is None or estimate.timestamps is None:
             raise ValueError(f"{args.format} files without timestamps cannot be associated")
