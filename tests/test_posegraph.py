@@ -332,6 +332,18 @@ def test_robust_costs_equal_gtsams(device):
             assert got == pytest.approx(expected, rel=1e-9), (name, key)
 
 
+def test_a_kernel_says_whether_its_weight_can_vanish(device):
+    """``weight_can_vanish`` (which the engine's zero-weight handling reads) matches each kernel's
+    weights: zero somewhere on a range of squared residuals up to 1e12 exactly where it says so."""
+    from robojac.optim import KERNELS
+
+    s = torch.logspace(-6, 12, 400, dtype=torch.float64, device=device)
+    for name in KERNELS:
+        for scale in (0.5, 3.0):
+            kernel = RobustKernel(name, scale)
+            assert kernel.weight_can_vanish == bool((kernel.weight(s) == 0).any()), (name, scale)
+
+
 def test_kernel_weights_are_derivatives_of_rho(device):
     s = torch.linspace(0.01, 30, 200, dtype=torch.float64, device=device)
     for name in ("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"):

@@ -236,9 +236,9 @@ _CONVERGED = ("satisfied", "absolute_tolerance", "relative_tolerance", "step_tol
 def _no_weight(problem: Problem, values: tuple[Tensor, ...], reason: list[str]) -> None:
     """A problem that stopped where no factor weighs any of its free entries (Tukey's kernel,
     every residual beyond its scale) stopped on a flat cost, wherever it started: its reason
-    becomes ``"no_weight"``, not a convergence.  Only problems with a kernel whose weight
-    vanishes are checked (one residual evaluation)."""
-    if not any(f.kernel.name == "tukey" for f in problem.factors):
+    becomes ``"no_weight"``, not a convergence.  Only problems with a kernel whose weight can
+    vanish (``RobustKernel.weight_can_vanish``) are checked (one residual evaluation)."""
+    if not any(f.kernel.weight_can_vanish for f in problem.factors):
         return
     with torch.no_grad():
         flat = (problem.unweighed(values) | problem.held).all(-1) & ~problem.held.all(-1)

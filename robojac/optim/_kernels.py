@@ -57,6 +57,12 @@ class RobustKernel:
         # dcs: the M-estimator whose IRLS weight is the squared DCS scale min(1, 2 Phi / (Phi + s))^2
         return torch.where(s <= k2, s, 3 * k2 - 4 * k2 * k2 / (k2 + s))
 
+    @property
+    def weight_can_vanish(self) -> bool:
+        """Whether :meth:`weight` reaches zero at a finite residual (Tukey's beyond its scale):
+        a residual may then weigh nothing, and so may a variable (see ``Problem.unweighed``)."""
+        return self.name == "tukey"
+
     def row_weights(self, r: Tensor) -> Tensor | None:
         """IRLS weights ``w(|r|^2)`` of residual rows ``r (..., m)``, one per row, or ``None``
         without a kernel (every row weighs 1: callers skip the product).  The one place the

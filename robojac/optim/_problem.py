@@ -406,13 +406,13 @@ class Problem:
 
     def unweighed(self, values: tuple[Tensor, ...]) -> Tensor:
         """``(B, n)`` bool: the tangent entries no factor weighs at ``values`` -- every factor
-        that reads them gives them zero robust weight (Tukey's kernel beyond its scale: the one
-        kernel whose weight vanishes, so only its factors' residuals are evaluated), or none
-        reads them.  The cost does not change with them: their rows of the Hessian are zero, and
+        that reads them gives them zero robust weight (a kernel whose weight can vanish,
+        ``RobustKernel.weight_can_vanish``, as Tukey's does beyond its scale: only those factors'
+        residuals are evaluated), or none reads them.  The cost does not change with them: their rows of the Hessian are zero, and
         the answer's derivative along them is zero (the backward holds them)."""
         count = {id(v): torch.zeros(v.fixed.shape, dtype=values[0].dtype, device=v.fixed.device) for v in self.variables}
         for f in self.factors:
-            if f.kernel.name == "tukey":
+            if f.kernel.weight_can_vanish:
                 live = (f.kernel.row_weights(self.residual_of(f, values)) > 0).to(values[0].dtype)  # (B, F)
             else:
                 live = torch.ones(self.batch, f.count, dtype=values[0].dtype, device=f.index.device)
