@@ -50,6 +50,16 @@ class Trajectory:
     def positions(self) -> Tensor:
         return self.poses[:, :3]
 
+    @property
+    def steps(self) -> Tensor:
+        """``(N - 1,)``: the distance between each position and the next (m)."""
+        return (self.poses[1:, :3] - self.poses[:-1, :3]).norm(dim=-1)
+
+    @property
+    def distances(self) -> Tensor:
+        """``(N,)``: the distance travelled along the path from the first pose to each (m)."""
+        return torch.cat((self.poses.new_zeros(1), self.steps.cumsum(0)))
+
     def se3(self) -> pp.LieTensor:
         return pp.SE3(self.poses)
 

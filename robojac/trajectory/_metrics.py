@@ -248,12 +248,11 @@ def _pairs_by_delta(trajectory: Trajectory, delta: float, unit: str, tol: float,
     """Pairs ``(i, j)`` of poses ``delta`` metres (or radians) apart along ``trajectory``, with
     ``tol`` in the same unit (see :func:`rpe`)."""
     device = trajectory.poses.device
-    P = trajectory.poses.double().cpu()
+    P = trajectory.poses.cpu()
     if unit == "meters":
-        steps = (P[1:, :3] - P[:-1, :3]).norm(dim=-1).numpy()
         if not all_pairs:
-            return _consecutive(steps, delta, device)
-        along = np.concatenate(([0.0], np.cumsum(steps)))  # the path from the first pose
+            return _consecutive(trajectory.steps.cpu().numpy(), delta, device)
+        along = trajectory.distances.cpu().numpy()  # the path from the first pose
         last = len(along) - 1
         k = np.searchsorted(along, along + delta)  # the first pose at or past the goal
         after = np.arange(1, last + 2)  # candidates after i only
@@ -295,8 +294,7 @@ def _consecutive(steps: np.ndarray, delta: float, device) -> tuple[Tensor, Tenso
 
 def path_length(trajectory: Trajectory) -> float:
     """The distance travelled: the sum of the steps between consecutive positions (m)."""
-    P = as_trajectory(trajectory, "trajectory").positions
-    return float((P[1:] - P[:-1]).norm(dim=-1).sum())
+    return float(as_trajectory(trajectory, "trajectory").steps.sum())
 
 
 def end_drift(reference: Trajectory, estimate: Trajectory) -> float:

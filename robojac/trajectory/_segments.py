@@ -57,10 +57,10 @@ def kitti_error(reference, estimate, *, lengths=KITTI_LENGTHS, step: int = 10) -
     L = torch.as_tensor(lengths, dtype=torch.float64, device="cpu").reshape(-1)
     if L.numel() == 0 or not bool(torch.isfinite(L).all()) or not bool((L > 0).all()):
         raise ValueError(f"lengths: expected positive segment lengths in metres, got {lengths!r}")
-    Q = reference.poses.detach().to(torch.float64)
-    P = estimate.poses.detach().to(device=Q.device, dtype=torch.float64)
+    Q = reference.poses.detach()  # float64, as a Trajectory holds them
+    P = estimate.poses.detach().to(Q.device)
     L = L.to(Q.device)
-    dist = torch.cat((Q.new_zeros(1), (Q[1:, :3] - Q[:-1, :3]).norm(dim=-1).cumsum(0)))
+    dist = reference.distances.detach()
     first = torch.arange(0, len(Q), step, device=Q.device)
     # the first frame past each (first, length) pair: dist[last] > dist[first] + length
     last = torch.searchsorted(dist, (dist[first][:, None] + L[None, :]).contiguous(), right=True)
