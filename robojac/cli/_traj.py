@@ -60,9 +60,7 @@ def run(args) -> int:
     # evo's euroc mode: the ground truth as EuRoC's CSV, the estimate as a TUM file
     reference, estimate = _read(args.format, args.reference), _read("tum" if args.format == "euroc" else args.format,
                                                                      args.estimate)
-    if args.format != "kitti":
-        if reference.timestamps is None or estimate.timestamps is None:
-            raise ValueError(f"{args.format} files without timestamps cannot be associated")
+    if args.format != "kitti":  # TUM and EuRoC files are stamped: pairs by time
         reference, estimate = associate(reference, estimate, max_difference=args.t_max_diff)
         if len(reference) == 0:
             raise ValueError(f"no poses of {args.estimate} lie within {args.t_max_diff} s of one of {args.reference}")
@@ -82,9 +80,9 @@ def run(args) -> int:
                          all_pairs=args.all_pairs, pairs_from_reference=args.pairs_from_reference, **align)
     except TrajectoryError as e:
         raise ValueError(str(e)) from None
-    unit = "deg" if relation == PoseRelation.ROTATION_ANGLE_DEG else "rad" if relation == PoseRelation.ROTATION_ANGLE_RAD \
-        else "" if relation == PoseRelation.FULL_TRANSFORMATION else "m"
-    print(f"{args.metric.upper()} w.r.t. {relation.value} ({unit or 'unit-less'}), {len(result.errors)} "
+    shown = {PoseRelation.ROTATION_ANGLE_DEG: "deg", PoseRelation.ROTATION_ANGLE_RAD: "rad",
+             PoseRelation.FULL_TRANSFORMATION: "unit-less"}.get(relation, "m")
+    print(f"{args.metric.upper()} w.r.t. {relation.value} ({shown}), {len(result.errors)} "
           f"{'poses' if args.metric == 'ape' else 'pairs'}"
           + (f", {'similarity' if args.correct_scale else 'rigid'} alignment" if args.align else ""))
     for name in ("max", "mean", "median", "min", "rmse", "sse", "std"):
