@@ -332,6 +332,21 @@ def test_robust_costs_equal_gtsams(device):
             assert got == pytest.approx(expected, rel=1e-9), (name, key)
 
 
+def test_cli_pgo_prints_the_initial_cost_under_its_kernel(capsys):
+    """``robojac pgo --kernel`` prints the file's initial cost under that kernel (it printed the
+    plain least-squares cost, which the kernel's final cost cannot be compared with)."""
+    from robojac.cli import main
+
+    graph = read_g2o(_data("intel"))
+    kernel = RobustKernel("cauchy", 1.0)
+    assert main(["pgo", str(_data("intel")), "--kernel", "cauchy", "--kernel-scale", "1", "-q",
+                 "--max-iterations", "1"]) in (0, 1)
+    first = capsys.readouterr().out.splitlines()[0]
+    printed = float(first.rsplit("initial cost ", 1)[1])
+    assert printed == pytest.approx(float(graph.cost(kernel=kernel)), rel=1e-8)
+    assert printed != pytest.approx(float(graph.cost()), rel=1e-3)
+
+
 def test_a_kernel_says_whether_its_weight_can_vanish(device):
     """``weight_can_vanish`` (which the engine's zero-weight handling reads) matches each kernel's
     weights: zero somewhere on a range of squared residuals up to 1e12 exactly where it says so."""

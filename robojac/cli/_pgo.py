@@ -34,10 +34,11 @@ def run(args) -> int:
     from ..optim import RobustKernel
     from ..posegraph import PGOConfig, optimize, read_g2o, write_g2o
 
+    kernel = RobustKernel(args.kernel, args.kernel_scale)
     t0 = time.perf_counter()
     graph = read_g2o(args.input, information=args.information)
     print(f"read {args.input}: {graph.dim}D, {graph.num_poses} poses, {graph.num_edges} edges "
-          f"({time.perf_counter() - t0:.2f} s); initial cost {float(graph.cost().detach()):.9g}")
+          f"({time.perf_counter() - t0:.2f} s); initial cost {float(graph.cost(kernel=kernel).detach()):.9g}")
 
     def progress(rec):
         if not args.quiet:
@@ -45,7 +46,7 @@ def run(args) -> int:
             print(f"  iter {rec.iteration:3d}  cost {rec.cost:.10g}  lambda {rec.damping:.1e}  |step| {rec.step_norm:.2e}  "
                   f"{rec.seconds:.3f} s{flag}", flush=True)
 
-    config = PGOConfig(method=args.method, init=args.init, kernel=RobustKernel(args.kernel, args.kernel_scale),
+    config = PGOConfig(method=args.method, init=args.init, kernel=kernel,
                        max_iterations=args.max_iterations, callback=progress)
     result = optimize(graph, config)
     print(f"{args.init} initialization {result.init_seconds:.3f} s: cost {result.initial_cost:.10g}")
@@ -94,7 +95,7 @@ def run(args) -> int:
         with torch.no_grad():
             vmax = float(max(graph.chi2(before).max(), graph.chi2(result.poses).max()))
         viz.plot_pose_graph(graph, before, ax1, vmax=vmax, colorbar=False,
-                            title=f"before ({args.input.name}), cost {float(graph.cost().detach()):.6g}")
+                            title=f"before ({args.input.name}), cost {float(graph.cost(kernel=kernel).detach()):.6g}")
         viz.plot_pose_graph(graph, result.poses, ax2, vmax=vmax, title=f"after, cost {result.cost:.6g}")
         viz.plot_cost_history({f"{args.method.upper()} from {args.init}": result}, fig.add_subplot(1, 3, 3))
         fig.tight_layout()
