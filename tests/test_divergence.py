@@ -94,3 +94,64 @@ def test_batch_jacobian_with_per_sample_data(device):
         batch_jacobian(lambda z: z.sum(0, keepdim=True).expand(6, 3), x, strategy="reverse-stacked")
     with pytest.raises(ValueError, match="strategy: expected one of"):
         batch_jacobian(f, x, strategy="central", args=(a, idx))
+
+
+def _constants_everywhere(z, c, i):
+    """Arithmetic of a dual ``z`` with Python numbers (int and float, either side), plain tensors
+    (``c``, and one made inside), an integer tensor and a bool."""
+    k = torch.full_like(c, 0.5)  # a constant the function makes itself: no tangent
+    y = 2.0 * z + z * 3 - z / 4.0 + 1.5 / (z.square() + 1) - (1 - z) + (z - 2) + (3 + z)
+    y = y + torch.mul(z, 0.25) + z.mul(2) + torch.add(z, 1.0) + z.sub(0.5) + torch.div(z, 3) + z.div(-2.0)
+    y = y * c + c * z - k / (z.square() + 2) + torch.atan2(z, c.abs() + 1) + torch.maximum(z, c)
+    y = y + torch.linalg.cross(z, c, dim=-1) + torch.linalg.cross(c, z, dim=-1) + z * i + (z > 0) * True
+    return y
+
+
+def test_stacked_forward_mode_meets_no_missing_tangent(device):
+    """In ``forward-stacked``, an op between a dual tensor and a number or a plain tensor gets no
+    zero tangent of torch's (an "efficient zero tensor", whose ops infer shapes through Python
+    meta functions on torch 2.13: ~0.4 ms each), and the Jacobian is the one torch's forward mode
+    gives without ``ZeroTangents``, and autograd's."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from robojac.jacobian._dual import ZeroTangents
+
+    class CountZeroTensors(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._efficientzerotensor.default:
+                type(self).count += 1
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=g).to(device)
+    c = torch.randn(5, 3, dtype=torch.float64, generator=g).to(device)
+    i = torch.arange(15, device=device).reshape(5, 3) % 4
+    outs = {}
+    for name, mode in (("plain", None), ("zero tangents", ZeroTangents)):
+        CountZeroTensors.count = 0
+        with fwAD.dual_level() as level:
+            z = fwAD.make_dual(x, torch.ones_like(x))
+            with CountZeroTensors():
+                if mode is None:
+                    y = _constants_everywhere(z, c, i)
+                else:
+                    with mode(level):
+                        y = _constants_everywhere(z, c, i)
+            outs[name] = (fwAD.unpack_dual(y).primal.clone(), fwAD.unpack_dual(y).tangent.clone(), CountZeroTensors.count)
+    (p0, t0, n0), (p1, t1, n1) = outs["plain"], outs["zero tangents"]
+    assert n0 > 10 and n1 == 0, (n0, n1)
+    assert max_err(p1, p0) < 1e-13 and max_err(t1, t0) < 1e-13
+    ref = torch.stack([torch.autograd.functional.jacobian(lambda v: _constants_everywhere(v[None], ci[None], ii[None])[0], xi)
+                       for xi, ci, ii in zip(x, c, i)])
+    J = batch_jacobian(_constants_everywhere, x, strategy="forward-stacked", args=(c, i))
+    assert max_err(J, ref) < 1e-13
+    with fwAD.dual_level() as level, ZeroTangents(level):
+        z = fwAD.make_dual(x, torch.ones_like(x))
+        y = torch.add(c, z, alpha=2.0)  # with a keyword argument
+        assert max_err(fwAD.unpack_dual(y).tangent, torch.full_like(x, 2.0)) == 0
+        w = c.clone()
+        w.mul_(z)  # in place on a plain tensor: passed through, the tensor written takes the tangent
+        assert max_err(fwAD.unpack_dual(w).tangent, c) == 0

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .._config import check_callable
+from ._dual import ZeroTangents
 
 
 __all__ = ["batch_jacobian", "divergence"]
@@ -98,7 +99,7 @@ def _stacked_jacobian(func: Callable[..., Tensor], x: Tensor, args: tuple, k: in
 
     reps = (D,) + (1,) * (x.dim() - 1)
     tangents = torch.eye(D, dtype=x.dtype, device=x.device).reshape((D, 1) + tuple(d)).expand((D, k) + tuple(d))
-    with fwAD.dual_level():
+    with fwAD.dual_level() as level, ZeroTangents(level):
         dual = fwAD.make_dual(x.repeat(reps), tangents.reshape((D * k,) + tuple(d)))
         held = [fwAD.make_dual(a.repeat((D,) + (1,) * (a.dim() - 1)), torch.zeros(
             (D * a.shape[0],) + tuple(a.shape[1:]), dtype=a.dtype, device=a.device)) if a.is_floating_point()
