@@ -11,8 +11,11 @@ Cases: ``posegraph`` (``posegraph.optimize``, GN and LM from the chordal start, 
 repository's graphs: time, iterations, cost, reason), ``ik`` (10,000 Panda targets in
 float32, and a lone target's latency) and ``calibration`` (the Panda's kinematic calibration
 from 60 poses or positions, and a refined hand-eye calibration), ``odometry`` (the 10 KITTI
-scans: time per scan, ATE) and ``icp`` (GICP on the bunny and LiDAR pairs of
-``benchmarks/icp.py``, from the identity: time, iterations, answer).
+scans: time per scan, ATE), ``icp`` (GICP on the bunny and LiDAR pairs of
+``benchmarks/icp.py``, from the identity: time, iterations, answer) and ``jacobian``
+(automatic Jacobians: ``batch_jacobian(strategy="forward-stacked")`` of ``lie.se3_log``,
+``se3_exp``, ``se3_act`` and ``quat_mul`` at 8 poses, and the 10 small SE(3) problems of
+``benchmarks/side_by_side_theseus.py`` solved by the engine).
 """
 
 from __future__ import annotations
@@ -151,8 +154,50 @@ def case_icp(calls: int) -> dict:
     return out
 
 
+def case_jacobian(calls: int) -> dict:
+    import torch
+
+    from robojac import lie, optim
+    from robojac.jacobian import batch_jacobian
+
+    g = torch.Generator().manual_seed(0)
+    X = lie.se3_exp(0.5 * torch.randn(8, 6, generator=g, dtype=torch.float64))
+    xi, p = torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
+    T = lie.se3_exp(0.3 * torch.randn(10, 6, generator=g, dtype=torch.float64))  # side_by_side_theseus.small_case's
+    P = torch.randn(10, 10, 3, generator=g, dtype=torch.float64)
+    Q = lie.se3_act(T[:, None], P) + 0.01 * torch.randn(10, 10, 3, generator=g, dtype=torch.float64)
+
+    def small():
+        V = optim.Variable("SE3", lie.se3_exp(torch.zeros(10, 1, 6, dtype=torch.float64)), name="T_q_p")
+        f = optim.Factor(lambda X, p, q: (lie.se3_act(X[:, :, None, :], p) - q).flatten(2), [V],
+                         data=(P[:, None], Q[:, None]))
+        term = optim.TerminationConfig(relative_tolerance=1e-8, max_iterations=20)
+        return optim.solve([V], [f], optim.SolverConfig(optim.TrustRegionConfig(method="gn"), term))
+
+    cases = {"stacked Jacobian of se3_log, 8 poses": lambda: batch_jacobian(lie.se3_log, X, strategy="forward-stacked"),
+             "stacked Jacobian of se3_exp, 8 tangents": lambda: batch_jacobian(lie.se3_exp, xi,
+                                                                               strategy="forward-stacked"),
+             "stacked Jacobian of se3_act, 8 poses": lambda: batch_jacobian(lie.se3_act, X, strategy="forward-stacked",
+                                                                            args=(p,)),
+             "stacked Jacobian of quat_mul, 8 pairs": lambda: batch_jacobian(
+                 lambda a, b: lie.quat_mul(a[..., 3:], b[..., 3:]), X, strategy="forward-stacked", args=(X.flip(0),)),
+             "10 small SE(3) problems, solve": small}
+    out = {}
+    for name, run in cases.items():
+        r = run()
+        ts = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            r = run()
+            ts.append(time.perf_counter() - t0)
+        answer = (f"norm {float(r.norm()):.9g}" if isinstance(r, torch.Tensor)
+                  else f"{int(r.iterations.sum())} it, cost {float(r.cost.sum()):.9g}")
+        out[name] = [statistics.median(ts), answer]
+    return out
+
+
 CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration, "odometry": case_odometry,
-         "icp": case_icp}
+         "icp": case_icp, "jacobian": case_jacobian}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:

@@ -140,12 +140,15 @@ def test_stacked_forward_mode_meets_no_missing_tangent(device):
                 else:
                     with mode(level):
                         y = _constants_everywhere(z, c, i)
-            outs[name] = (fwAD.unpack_dual(y).primal.clone(), fwAD.unpack_dual(y).tangent.clone(), CountZeroTensors.count)
+            primal, tangent = fwAD.unpack_dual(y)
+            outs[name] = (primal.clone(), tangent.clone(), CountZeroTensors.count)
     (p0, t0, n0), (p1, t1, n1) = outs["plain"], outs["zero tangents"]
     assert n0 > 10 and n1 == 0, (n0, n1)
     assert max_err(p1, p0) < 1e-13 and max_err(t1, t0) < 1e-13
-    ref = torch.stack([torch.autograd.functional.jacobian(lambda v: _constants_everywhere(v[None], ci[None], ii[None])[0], xi)
-                       for xi, ci, ii in zip(x, c, i)])
+    def one(xi, ci, ii):
+        return torch.autograd.functional.jacobian(lambda v: _constants_everywhere(v[None], ci[None], ii[None])[0], xi)
+
+    ref = torch.stack([one(xi, ci, ii) for xi, ci, ii in zip(x, c, i)])
     J = batch_jacobian(_constants_everywhere, x, strategy="forward-stacked", args=(c, i))
     assert max_err(J, ref) < 1e-13
     with fwAD.dual_level() as level, ZeroTangents(level):

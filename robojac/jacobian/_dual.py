@@ -6,15 +6,20 @@ Python number, or a plain tensor: a constant, a held datum) fills the missing ta
 through Python meta functions: ``2.0 * x`` on a dual ``(60, 3)`` took 385 us here, against
 6 us for the same product through ``aten.mul.Scalar`` and 8 us for dual times dual.  A
 residual's Jacobian pays it on every constant: ``se3_log``'s stacked Jacobian of 8 poses took
-5.9 ms, 1.7 ms without it (the same values).
+5.9 ms, 1.7 ms without it (the same values).  The mode itself costs each operation a Python
+call (a dual product 6.9 -> 9.0 us) and an operation between two tensors the look at which
+carry tangents (-> 13.8 us): a function with no such operation is slower under it
+(``benchmarks/ab.py --case jacobian``: ``quat_mul``'s Jacobian 1.36x), one with a single
+constant in it already faster (``se3_act``'s 0.53x).
 
 :class:`ZeroTangents` is a torch function mode for the span of one dual-number pass.  It sends
 arithmetic between a dual tensor and a Python number to aten's ``Scalar`` overloads (whose
-forward derivative needs no second tangent), and gives a plain floating-point tensor that meets
-a dual one in any op of two arguments an explicit zero tangent (and an integer or bool tensor in
-arithmetic, a mask, too: as the dual's dtype, which type promotion gives the result anyway).  In-place ops and calls with ``out=`` pass through as they
-are.  The values and tangents are the ones torch computes without it.  Ops of three or more
-arguments (``where``, ``addcmul``) pass through: ``where``'s zero tangents cost microseconds.
+forward derivative needs no second tangent).  A plain floating-point tensor that meets a dual
+one in an op of two arguments gets an explicit zero tangent, and so does an integer or bool
+tensor (a mask) in arithmetic, as the dual's dtype, which type promotion gives the result
+anyway.  In-place ops and calls with ``out=`` pass through as they are, and so do ops of three
+or more arguments (``where``'s zero tangents cost microseconds).  The values and tangents are
+the ones torch computes without the mode.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ class ZeroTangents(TorchFunctionMode):
         self.level = level
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        if kwargs is None:
+            kwargs = {}
         if len(args) != 2 or "out" in kwargs:
             return func(*args, **kwargs)
         a, b = args
