@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from robojac.trajectory import (
-    PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, end_drift, path_length, read_euroc, read_kitti,
-    read_tum,
-    rpe, write_kitti, write_tum,
+    PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, end_drift, in_time_range, interpolate,
+    path_length, project_to_plane, read_euroc, read_kitti, read_tum, rpe, write_kitti, write_tum,
 )
 
 from helpers import max_err
@@ -225,32 +224,134 @@ def test_associate_matches_timestamps(device):
         associate(ref, Trajectory(est.poses, est.timestamps + 5))
 
 
-@pytest.mark.parametrize("case", ["estimate denser", "reference denser", "reference unsorted", "estimate unsorted"])
-def test_associate_pairs_as_evo_does(case):
-    """evo's ``associate_trajectories`` on the same timestamps: a denser estimate had paired a
-    reference pose with several estimates (35 pairs for 10), and an unsorted reference had
-    been searched as if sorted (3 pairs for 20)."""
-    evo_sync = pytest.importorskip("evo.core.sync")
+def _evo_stamped(t):
     from evo.core.trajectory import PoseTrajectory3D
 
+    P = t.poses.cpu().numpy()
+    return PoseTrajectory3D(positions_xyz=P[:, :3], orientations_quat_wxyz=P[:, [6, 3, 4, 5]],
+                            timestamps=t.timestamps.cpu().numpy().copy())
+
+
+def _same_rotations(q, wxyz, atol):
+    """Unit quaternions ``q`` (ours, x y z w) and ``wxyz`` (evo's) of the same rotations (either sign)."""
+    q = q[:, [3, 0, 1, 2]]
+    return np.minimum(np.abs(q - wxyz).max(1), np.abs(q + wxyz).max(1)).max() < atol
+
+
+@pytest.mark.parametrize("method", ["nearest_time", "interpolation"])
+@pytest.mark.parametrize("offset", [0.0, 0.0021, -0.0043])
+@pytest.mark.parametrize("case", ["estimate denser", "reference denser", "reference unsorted", "estimate unsorted"])
+def test_associate_pairs_as_evo_does(case, offset, method):
+    """evo's ``associate_trajectories`` on the same timestamps, with its time offset (added to
+    the estimate's) and both of its methods: the nearest poses, or the denser trajectory
+    interpolated at the sparser one's times (positions linearly, rotations by slerp; here between
+    poses that turn far apart, at times between them).  A denser estimate had paired a reference
+    pose with several estimates (35 pairs for 10), and an unsorted reference had been searched
+    as if sorted (3 pairs for 20).  evo interpolates a trajectory whose times are sorted: it gets
+    it sorted (robojac sorts it itself)."""
+    evo_sync = pytest.importorskip("evo.core.sync")
+
     rng = np.random.default_rng(0)
-    sparse, dense = np.arange(0, 1, 0.1), np.arange(0, 1, 0.005)
+    sparse, dense = np.arange(0, 1, 0.1), np.arange(0, 1, 0.005) + 0.0013
     stamps = {"estimate denser": (sparse, dense), "reference denser": (dense, sparse),
               "reference unsorted": (rng.permutation(np.arange(0, 1, 0.05)), np.arange(0, 1, 0.05) + 0.003),
               "estimate unsorted": (np.arange(0, 1, 0.05), rng.permutation(np.arange(0, 1, 0.05)) + 0.003)}[case]
     ref, est = (Trajectory(_traj("cpu", len(t), seed=k).poses, torch.from_numpy(t)) for k, t in enumerate(stamps))
-    r, e = associate(ref, est)
-
-    def evo(t):
-        P = t.poses.numpy()
-        return PoseTrajectory3D(positions_xyz=P[:, :3], orientations_quat_wxyz=P[:, [6, 3, 4, 5]],
-                                timestamps=t.timestamps.numpy().copy())
-
-    r_evo, e_evo = evo_sync.associate_trajectories(evo(ref), evo(est))
+    r, e = associate(ref, est, offset=offset, method=method)
+    if method == "interpolation" and case == "reference unsorted":  # the denser one (the first, on a tie)
+        order = torch.argsort(ref.timestamps)
+        ref = Trajectory(ref.poses[order], ref.timestamps[order])
+    r_evo, e_evo = evo_sync.associate_trajectories(_evo_stamped(ref), _evo_stamped(est), offset_2=offset,
+                                                   sync_method=evo_sync.SyncMethod(method))
     assert len(r) == len(r_evo.timestamps) == len(e) >= 10
-    np.testing.assert_array_equal(r.timestamps.numpy(), r_evo.timestamps)
-    np.testing.assert_array_equal(e.timestamps.numpy(), e_evo.timestamps)
-    np.testing.assert_array_equal(r.poses[:, :3].numpy(), r_evo.positions_xyz)
+    np.testing.assert_allclose(r.timestamps.numpy(), r_evo.timestamps, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(e.timestamps.numpy(), e_evo.timestamps, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(r.poses[:, :3].numpy(), r_evo.positions_xyz, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(e.poses[:, :3].numpy(), e_evo.positions_xyz, rtol=0, atol=1e-12)
+    assert _same_rotations(r.poses[:, 3:].numpy(), r_evo.orientations_quat_wxyz, 1e-12)
+    assert _same_rotations(e.poses[:, 3:].numpy(), e_evo.orientations_quat_wxyz, 1e-12)
+    if method == "interpolation" and case == "estimate denser":  # at times between the estimate's own poses
+        assert max_err(e.poses[:, :3], associate(ref, est, offset=offset)[1].poses[:, :3]) > 0.1
+
+
+def test_interpolate_between_poses(device):
+    """Halfway between two poses: the mean position, and half of the rotation between them (about
+    its axis); at a pose's own time, that pose; before the first and after the last, the end poses
+    (or, with ``extrapolate``, the end segments continued).  Bad input is refused, named."""
+    kw = dict(dtype=torch.float64, device=device)
+    a = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], **kw)
+    b = torch.tensor([2.0, 4.0, -2.0, 0.0, 0.0, math.sin(1.2), math.cos(1.2)], **kw)  # 2.4 rad about z
+    traj = Trajectory(torch.stack((b, a)), torch.tensor([3.0, 1.0], **kw))  # unsorted times
+    out = interpolate(traj, [2.0, 1.0, 3.0, 0.0, 5.0])
+    half = torch.tensor([1.0, 2.0, -1.0, 0.0, 0.0, math.sin(0.6), math.cos(0.6)], **kw)
+    assert max_err(out.poses, torch.stack((half, a, b, a, b))) < 1e-14
+    assert out.timestamps.tolist() == [2.0, 1.0, 3.0, 0.0, 5.0]
+    far = interpolate(traj, [5.0], extrapolate=True).poses[0]  # one more segment: 4.8 rad about z
+    assert max_err(far, torch.tensor([4.0, 8.0, -4.0, 0.0, 0.0, math.sin(2.4), math.cos(2.4)], **kw)) < 1e-14
+    with pytest.raises(TrajectoryError, match="interpolate: the trajectory holds 1 pose"):
+        interpolate(Trajectory(a[None], torch.tensor([0.0], **kw)), [0.5])
+    with pytest.raises(TrajectoryError, match="trajectory: the trajectory has no timestamps"):
+        interpolate(Trajectory(torch.stack((a, b))), [0.5])
+    with pytest.raises(TrajectoryError, match="timestamps must be finite"):
+        interpolate(traj, [float("nan")])
+
+
+def test_in_time_range_and_associate_refuse_bad_input(device):
+    t = _traj(device, 20)  # times 1000.0 ... 1001.9
+    kept = in_time_range(t, 1000.45, 1001.0)
+    assert kept.timestamps.tolist() == pytest.approx([1000.5 + 0.1 * k for k in range(6)])
+    assert max_err(kept.poses, t.poses[5:11]) == 0
+    assert len(in_time_range(t, end=1000.15)) == 2 and len(in_time_range(t)) == 20
+    with pytest.raises(TrajectoryError, match="in_time_range: start 2000.0 s is after end 1000.0 s"):
+        in_time_range(t, 2000.0, 1000.0)
+    with pytest.raises(TrajectoryError, match="in_time_range: start must be a finite number of seconds"):
+        in_time_range(t, float("inf"))
+    with pytest.raises(TrajectoryError, match="associate: offset must be a finite number of seconds"):
+        associate(t, t, offset=float("nan"))
+    with pytest.raises(ValueError, match="associate.method: expected one of"):
+        associate(t, t, method="linear")
+    with pytest.raises(TrajectoryError, match=r"no timestamps match within 0.01 s \(estimate shifted by 0.05 s\)"):
+        associate(t, t, offset=0.05)  # halfway between the poses
+
+
+@pytest.mark.parametrize("plane", ["xy", "xz", "yz"])
+def test_project_to_plane_equals_evos(plane):
+    """evo's ``PosePath3D.project`` on the same poses, among them some turned +-90 degrees about y
+    (its Euler angles' singular case), and evo's APE and RPE with ``project_to_plane``."""
+    evo_trajectory = pytest.importorskip("evo.core.trajectory")
+    evo_metrics = pytest.importorskip("evo.core.metrics")
+    from evo.main_ape import ape as evo_ape
+    from evo.main_rpe import rpe as evo_rpe
+
+    t = _traj("cpu", 50, seed=3)
+
+    def about(axis, angle):
+        phi = torch.zeros(3, dtype=torch.float64)
+        phi[axis] = angle
+        return pp.so3(phi).Exp()
+
+    P = t.poses.clone()
+    for k, (c, b, a) in enumerate(((0.7, math.pi / 2, -0.4), (-2.0, -math.pi / 2, 1.1))):  # R_z(c) R_y(+-90 deg) R_x(a)
+        P[k, 3:] = (about(2, c) @ about(1, b) @ about(0, a)).tensor()
+    t = Trajectory(P, t.timestamps)
+    ours = project_to_plane(t, plane)
+    theirs = _evo_stamped(t)
+    theirs.project(evo_trajectory.Plane(plane))
+    np.testing.assert_allclose(ours.poses[:, :3].numpy(), theirs.positions_xyz, rtol=0, atol=1e-12)
+    assert _same_rotations(ours.poses[:, 3:].numpy(), theirs.orientations_quat_wxyz, 1e-12)
+    g = torch.Generator().manual_seed(4)
+    est = Trajectory((pp.se3(0.05 * torch.randn(50, 6, dtype=torch.float64, generator=g)).Exp() * t.se3()).tensor())
+    for relation in (PoseRelation.TRANSLATION_PART, PoseRelation.ROTATION_ANGLE_DEG):
+        evo_relation = evo_metrics.PoseRelation[relation.value]
+        mine = ate(t, est, relation=relation, project_to_plane=plane)
+        other = evo_ape(_evo_path(t), _evo_path(est), evo_relation, align=True, project_to_plane=evo_trajectory.Plane(plane))
+        np.testing.assert_allclose(mine.errors.numpy(), other.np_arrays["error_array"], rtol=1e-9, atol=1e-12)
+        mine = rpe(t, est, relation=relation, delta=3, align=True, project_to_plane=plane)
+        other = evo_rpe(_evo_path(t), _evo_path(est), evo_relation, delta=3, delta_unit=evo_metrics.Unit.frames,
+                        align=True, project_to_plane=evo_trajectory.Plane(plane))
+        np.testing.assert_allclose(mine.errors.numpy(), other.np_arrays["error_array"], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="ate.project_to_plane: expected one of"):
+        ate(t, est, project_to_plane="xyz")
 
 
 def test_path_length_and_end_drift(device):
@@ -519,3 +620,49 @@ def test_the_ape_and_rpe_commands_print_evos_statistics(tmp_path, capsys):
     assert "no pair of poses 10000.0 m apart along the estimate" in capsys.readouterr().err
     assert main(["rpe", "tum", str(r), str(e), "-d", "2.5"]) == 2
     assert "delta must be a whole number of frames" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("metric", ["ape", "rpe"])
+def test_the_ape_and_rpe_commands_take_evos_command_lines(metric, tmp_path, capsys):
+    """The same command line, evo's spelling (``--t_offset``, ``--sync_method``, ``--t_start``,
+    ``--t_end``, ``--project_to_plane``, ``--t_max_diff``...), through evo's own ``evo_ape`` /
+    ``evo_rpe`` and through ``robojac ape`` / ``rpe``: the same statistics, to the digits evo prints."""
+    import pathlib
+    import shutil
+    import subprocess
+    import sys
+
+    from robojac.cli import main
+
+    tool = shutil.which(f"evo_{metric}", path=str(pathlib.Path(sys.executable).parent)) or shutil.which(f"evo_{metric}")
+    if tool is None:
+        pytest.skip(f"evo_{metric} is not installed")
+    ref = _traj("cpu", n=60, seed=5)
+    g = torch.Generator().manual_seed(6)
+    noise = pp.se3(0.02 * torch.randn(60, 6, dtype=torch.float64, generator=g)).Exp()
+    est = Trajectory((noise * ref.se3()).tensor(), ref.timestamps + 0.033)
+    r, e = write_tum(ref, tmp_path / "ref.tum"), write_tum(est, tmp_path / "est.tum")
+    names = ("max", "mean", "median", "min", "rmse", "sse", "std")
+
+    def stats(text):
+        return {w[0]: float(w[1]) for w in (ln.split() for ln in text.splitlines()) if len(w) == 2 and w[0] in names}
+
+    lines = [["-a", "--t_max_diff", "0.05"],
+             ["-a", "--t_offset", "-0.03", "--sync_method", "interpolation", "--t_start", "1001", "--t_end", "1004.5"],
+             ["-a", "--t_max_diff", "0.05", "--project_to_plane", "xz", "-r", "angle_deg"],
+             ["-a", "-s", "--t_offset", "-0.033", "--project_to_plane", "xy"],
+             ["-a", "--n_to_align", "10", "--t_offset", "-0.033"], ["--align_origin", "--t_offset", "-0.033"]]
+    if metric == "rpe":
+        lines.append(["--t_start", "1001.5", "--sync_method", "interpolation", "--t_offset", "0.02", "-u", "m", "-d", "5",
+                      "--all_pairs", "--t_max_diff", "0.05"])
+    for extra in lines:
+        args = [metric, "tum", str(r), str(e), *extra]
+        theirs = subprocess.run([tool, *args[1:]], capture_output=True, text=True, cwd=tmp_path)
+        assert theirs.returncode == 0, theirs.stderr
+        assert main(args) == 0, extra
+        expected, got = stats(theirs.stdout), stats(capsys.readouterr().out)
+        assert set(expected) == set(names) and got == pytest.approx(expected, rel=1e-5, abs=2e-6), extra
+    if metric == "ape":  # KITTI files hold no times: the options of time are refused, not ignored
+        k_ref, k_est = write_kitti(ref, tmp_path / "ref.kitti"), write_kitti(est, tmp_path / "est.kitti")
+        assert main(["ape", "kitti", str(k_ref), str(k_est), "--t_offset", "0.1"]) == 2
+        assert "need timestamps; KITTI files hold none" in capsys.readouterr().err

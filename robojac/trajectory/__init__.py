@@ -7,16 +7,20 @@
 Both are written as evo writes them (``numpy.savetxt`` with a space delimiter and numpy's
 default ``%.18e``), so ``evo_ape``/``evo_rpe`` read our files and we read theirs.  Error
 metrics follow evo's vocabulary: :class:`PoseRelation` and :class:`StatisticsType`; and
-:func:`kitti_error`, the KITTI odometry benchmark's error over 100-800 m segments.
+:func:`kitti_error`, the KITTI odometry benchmark's error over 100-800 m segments.  Time as evo
+handles it: :func:`associate` (nearest timestamps or interpolation, with a time offset),
+:func:`interpolate`, :func:`in_time_range`; and :func:`project_to_plane`.
 """
 
-from ._io import Trajectory, TrajectoryError, associate, read_euroc, read_kitti, read_tum, write_kitti, write_tum
+from ._io import Trajectory, TrajectoryError, read_euroc, read_kitti, read_tum, write_kitti, write_tum
+from ._time import associate, in_time_range, interpolate
 from ._segments import KITTI_LENGTHS, KittiError, kitti_error
-from ._metrics import ErrorResult, PoseRelation, StatisticsType, align_umeyama, ate, end_drift, path_length, rpe
+from ._metrics import (
+    ErrorResult, PoseRelation, StatisticsType, align_umeyama, ate, end_drift, path_length, project_to_plane, rpe,
+)
 
 __all__ = [
     "ErrorResult", "KITTI_LENGTHS", "KittiError", "PoseRelation", "StatisticsType", "Trajectory", "TrajectoryError",
-    "align_umeyama", "associate", "ate", "end_drift", "kitti_error", "path_length", "read_euroc", "read_kitti", "read_tum", "rpe",
-    "write_kitti",
-    "write_tum",
+    "align_umeyama", "associate", "ate", "end_drift", "in_time_range", "interpolate", "kitti_error", "path_length",
+    "project_to_plane", "read_euroc", "read_kitti", "read_tum", "rpe", "write_kitti", "write_tum",
 ]

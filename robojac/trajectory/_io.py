@@ -1,4 +1,4 @@
-"""TUM and KITTI trajectory files (as evo writes them), EuRoC CSV files, and timestamp association."""
+"""TUM and KITTI trajectory files (as evo writes them), EuRoC CSV files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .._files import as_path, read_text, write_text_atomic
 from .. import lie
 from ..lie import se3_tensor
 
-__all__ = ["Trajectory", "TrajectoryError", "read_tum", "write_tum", "read_kitti", "write_kitti", "read_euroc", "associate"]
+__all__ = ["Trajectory", "TrajectoryError", "read_tum", "write_tum", "read_kitti", "write_kitti", "read_euroc"]
 
 
 class TrajectoryError(ValueError):
@@ -210,33 +210,3 @@ def write_kitti(traj: Trajectory, path) -> pathlib.Path:
     traj = as_trajectory(traj, "traj")
     mat = traj.matrices().detach().cpu().numpy()[:, :3, :].reshape(-1, 12)  # a differentiable trajectory too
     return _save(path, mat)
-
-
-def associate(reference: Trajectory, estimate: Trajectory, max_difference: float = 0.01) -> tuple[Trajectory, Trajectory]:
-    """Pairs of poses whose timestamps differ by at most ``max_difference`` seconds, by evo's rule.
-
-    Each pose of the trajectory with fewer poses is paired with the pose of the other whose
-    timestamp is nearest (the earlier one on a tie), if that is within ``max_difference``; so no
-    pose of the sparser trajectory is lost, and none is paired twice.  Timestamps need not be
-    sorted.  The pairs come in the sparser trajectory's order."""
-    reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
-    if reference.timestamps is None or estimate.timestamps is None:
-        raise TrajectoryError("associate: both trajectories need timestamps")
-    if not max_difference >= 0:
-        raise TrajectoryError(f"associate: max_difference must be a non-negative number of seconds, got {max_difference}")
-    estimate_longer = len(estimate) > len(reference)
-    short, long_ = (reference, estimate) if estimate_longer else (estimate, reference)
-    ts, tl = short.timestamps.cpu().numpy(), long_.timestamps.cpu().numpy()
-    order = np.argsort(tl, kind="stable")
-    sorted_l = tl[order]
-    upper = np.searchsorted(sorted_l, ts, side="right").clip(1, len(tl) - 1) if len(tl) > 1 else np.zeros(len(ts), int)
-    lower = (upper - 1).clip(0)
-    pick = np.where(np.abs(sorted_l[lower] - ts) <= np.abs(sorted_l[upper] - ts), lower, upper)
-    ok = np.abs(sorted_l[pick] - ts) <= max_difference
-    if not ok.any():
-        raise TrajectoryError(f"associate: no timestamps match within {max_difference} s")
-    i_short = torch.from_numpy(np.nonzero(ok)[0])
-    i_long = torch.from_numpy(order[pick[ok]])
-    a = Trajectory(short.poses[i_short.to(short.poses.device)], short.timestamps[i_short.to(short.timestamps.device)])
-    b = Trajectory(long_.poses[i_long.to(long_.poses.device)], long_.timestamps[i_long.to(long_.timestamps.device)])
-    return (a, b) if estimate_longer else (b, a)

@@ -14,7 +14,10 @@ from .. import lie
 from .._config import check_choice, check_instance, check_real
 from ._io import Trajectory, TrajectoryError, as_trajectory
 
-__all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "end_drift", "path_length", "rpe"]
+__all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "end_drift", "path_length",
+           "project_to_plane", "rpe"]
+
+PLANES = {"xy": 2, "xz": 1, "yz": 0}  # the plane -> the axis of its normal
 
 
 def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -> tuple[Tensor, Tensor, float]:
@@ -123,9 +126,40 @@ def _relation_error(E: Tensor, relation: PoseRelation) -> Tensor:
     return M.flatten(1).norm(dim=1)  # evo: Frobenius norm of E - I
 
 
+def project_to_plane(trajectory: Trajectory, plane: str) -> Trajectory:
+    """``trajectory`` flattened into ``plane`` (``"xy"``, ``"xz"`` or ``"yz"``), as evo's
+    ``--project_to_plane``: the coordinate along the plane's normal is set to zero, and each
+    rotation is replaced by the rotation about the normal by that axis' angle among the
+    rotation's static x-y-z Euler angles (``R = R_z(c) R_y(b) R_x(a)``: ``c`` for ``"xy"``, ``b``
+    for ``"xz"``, ``a`` for ``"yz"``; at ``b = +-90 deg``, evo's convention ``c = 0``).  A
+    ground robot's 3D estimate is then measured in its plane of travel only."""
+    trajectory = as_trajectory(trajectory, "trajectory")
+    return Trajectory(_project(trajectory.poses, plane, "project_to_plane"), trajectory.timestamps)
+
+
+def _project(P: Tensor, plane: str, owner: str) -> Tensor:
+    """Poses ``(N, 7)`` flattened into ``plane`` (:func:`project_to_plane`)."""
+    check_choice(owner, "project_to_plane" if owner != "project_to_plane" else "plane", plane, tuple(PLANES))
+    axis = PLANES[plane]
+    R = lie.quat_to_matrix(P[:, 3:])
+    cy = torch.sqrt(R[:, 0, 0] ** 2 + R[:, 1, 0] ** 2)
+    regular = cy > 4 * torch.finfo(torch.float64).eps  # evo's (transformations.py's) gimbal-lock test
+    if axis == 2:
+        angle = torch.where(regular, torch.atan2(R[:, 1, 0], R[:, 0, 0]), 0.0)
+    elif axis == 1:
+        angle = torch.atan2(-R[:, 2, 0], cy)
+    else:
+        angle = torch.where(regular, torch.atan2(R[:, 2, 1], R[:, 2, 2]), torch.atan2(-R[:, 1, 2], R[:, 1, 1]))
+    phi = torch.zeros_like(P[:, :3])
+    phi[:, axis] = angle
+    xyz = P[:, :3].clone()
+    xyz[:, axis] = 0.0
+    return torch.cat((xyz, lie.so3_exp(phi)), -1)
+
+
 def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation = PoseRelation.TRANSLATION_PART,
         align: bool = True, correct_scale: bool = False, align_origin: bool = False,
-        n_to_align: int | None = None) -> ErrorResult:
+        n_to_align: int | None = None, project_to_plane: str | None = None) -> ErrorResult:
     """Absolute trajectory error: the estimate aligned to the reference, then
     ``E_i = P_ref,i^-1 P_est,i`` per pose (evo's APE).
 
@@ -137,12 +171,17 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     Positions all on one line (or at one point) fix no rotation about it: the translation part
     is measured all the same (every such rotation leaves the aligned positions where they are),
     the rotation relations are refused (evo refuses both), and so is a scale of one point.
+    ``project_to_plane`` (``"xy"``, ``"xz"`` or ``"yz"``) flattens both trajectories into that
+    plane after the alignment, as evo does (:func:`project_to_plane`).
     Poses ``(N, 7)`` or ``(N, 4, 4)`` stand for trajectories too."""
     reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
     P, A, s = _aligned(reference, estimate, relation, align, correct_scale, align_origin, n_to_align, "ate")
-    E = lie.se3_compose(lie.se3_inverse(reference.poses), P)
+    Q = reference.poses
+    if project_to_plane is not None:
+        Q, P = _project(Q, project_to_plane, "ate"), _project(P, project_to_plane, "ate")
+    E = lie.se3_compose(lie.se3_inverse(Q), P)
     err = _relation_error(E, relation)
     return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
 
@@ -188,7 +227,8 @@ def _aligned(reference: Trajectory, estimate: Trajectory, relation, align: bool,
 def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
         relation: PoseRelation = PoseRelation.TRANSLATION_PART, all_pairs: bool = False,
         delta_unit: str = "frames", rel_tol: float = 0.1, pairs_from_reference: bool = False, align: bool = False,
-        correct_scale: bool = False, align_origin: bool = False, n_to_align: int | None = None) -> ErrorResult:
+        correct_scale: bool = False, align_origin: bool = False, n_to_align: int | None = None,
+        project_to_plane: str | None = None) -> ErrorResult:
     """Relative pose error over pairs ``(i, j)``: ``E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j)``, as evo's RPE.
 
     The pairs come from the estimate (or the reference, with ``pairs_from_reference``), as evo
@@ -208,7 +248,8 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
 
     ``align``, ``correct_scale``, ``align_origin`` and ``n_to_align`` align the estimate first,
     as :func:`ate` does (and evo's RPE): a rigid alignment changes no relative pose, a scale
-    does.  Raises :class:`TrajectoryError` when no pair fits (a path shorter than ``delta``)."""
+    does.  ``project_to_plane`` then flattens both trajectories into that plane, before the pairs
+    are found (as evo).  Raises :class:`TrajectoryError` when no pair fits (a path shorter than ``delta``)."""
     reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"rpe: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
@@ -216,7 +257,10 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
         raise TrajectoryError(f"rpe: {len(reference)} poses hold no relative pose; it needs two or more")
     check_choice("rpe", "delta_unit", delta_unit, ("frames", "meters", "degrees", "radians"))
     P, A, s = _aligned(reference, estimate, relation, align, correct_scale, align_origin, n_to_align, "rpe")
-    if A is not None:
+    if project_to_plane is not None:
+        reference = Trajectory(_project(reference.poses, project_to_plane, "rpe"), reference.timestamps)
+        P = _project(P, project_to_plane, "rpe")
+    if A is not None or project_to_plane is not None:
         estimate = Trajectory(P, estimate.timestamps)
     n = len(reference)
     if delta_unit == "frames":

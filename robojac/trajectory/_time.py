@@ -1,0 +1,126 @@
+"""Trajectories in time: association by timestamps (evo's rule), interpolation, time ranges."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from .. import lie
+from .._config import check_bool, check_choice
+from ._io import Trajectory, TrajectoryError, as_trajectory
+
+__all__ = ["associate", "in_time_range", "interpolate"]
+
+SYNC_METHODS = ("nearest_time", "interpolation")
+
+
+def _stamped(trajectory, name: str) -> Trajectory:
+    trajectory = as_trajectory(trajectory, name)
+    if trajectory.timestamps is None:
+        raise TrajectoryError(f"{name}: the trajectory has no timestamps")
+    return trajectory
+
+
+def _seconds(owner: str, name: str, value, *, optional: bool = False) -> float | None:
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise TrajectoryError(f"{owner}: {name} must be a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _take(trajectory: Trajectory, index) -> Trajectory:
+    index = torch.as_tensor(index, dtype=torch.long)
+    return Trajectory(trajectory.poses[index.to(trajectory.poses.device)],
+                      trajectory.timestamps[index.to(trajectory.timestamps.device)])
+
+
+def associate(reference: Trajectory, estimate: Trajectory, max_difference: float = 0.01, *, offset: float = 0.0,
+              method: str = "nearest_time") -> tuple[Trajectory, Trajectory]:
+    """Pairs of poses at (nearly) equal times, by evo's rule (``evo_ape --t_max_diff --t_offset
+    --sync_method``).
+
+    Each pose of the trajectory with fewer poses (the sparser) is matched to the pose of the other
+    whose timestamp is nearest (the earlier one on a tie), if that is within ``max_difference``
+    seconds; the estimate's timestamps count ``offset`` seconds later for the matching
+    (``t_estimate + offset`` against ``t_reference``).  No pose of the sparser trajectory is lost
+    or matched twice; a pose of the denser one may be matched to two of its poses, as in evo.
+    Timestamps need not be sorted.  The pairs come in the sparser trajectory's order.
+
+    ``method="nearest_time"`` returns the matched poses themselves, each with its own timestamp.
+    ``"interpolation"`` instead resamples the denser trajectory at the matched times of the
+    sparser one (converted to its own clock by ``offset``): positions linearly, rotations along
+    the shortest arc (:func:`interpolate`, clamped at its ends).
+    """
+    reference, estimate = _stamped(reference, "reference"), _stamped(estimate, "estimate")
+    if isinstance(max_difference, bool) or not isinstance(max_difference, numbers.Real) or not max_difference >= 0:
+        raise TrajectoryError(f"associate: max_difference must be a non-negative number of seconds, got {max_difference}")
+    offset = _seconds("associate", "offset", offset)
+    check_choice("associate", "method", method, SYNC_METHODS)
+    estimate_longer = len(estimate) > len(reference)
+    short, long_ = (reference, estimate) if estimate_longer else (estimate, reference)
+    shift = offset if estimate_longer else -offset  # onto the short trajectory's clock
+    ts, tl = short.timestamps.cpu().numpy(), long_.timestamps.cpu().numpy() + shift
+    order = np.argsort(tl, kind="stable")
+    sorted_l = tl[order]
+    upper = np.searchsorted(sorted_l, ts, side="right").clip(1, len(tl) - 1) if len(tl) > 1 else np.zeros(len(ts), int)
+    lower = (upper - 1).clip(0)
+    pick = np.where(np.abs(sorted_l[lower] - ts) <= np.abs(sorted_l[upper] - ts), lower, upper)
+    ok = np.abs(sorted_l[pick] - ts) <= max_difference
+    if not ok.any():
+        raise TrajectoryError(f"associate: no timestamps match within {max_difference} s"
+                              + (f" (estimate shifted by {offset} s)" if offset else ""))
+    a = _take(short, np.nonzero(ok)[0])
+    if method == "interpolation":
+        b = interpolate(long_, a.timestamps - shift)
+    else:
+        b = _take(long_, order[pick[ok]])
+    return (a, b) if estimate_longer else (b, a)
+
+
+def interpolate(trajectory: Trajectory, timestamps, *, extrapolate: bool = False) -> Trajectory:
+    """``trajectory``'s poses at ``timestamps`` (seconds, any order): between the two poses
+    around each time, the position linearly and the rotation along the shortest arc (``q_a
+    Exp(f Log(q_a^-1 q_b))``: evo's slerp).  Times before the first pose or after the last take
+    that pose, or with ``extrapolate`` continue the first or last segment.  The trajectory needs
+    two poses or more; its own timestamps need not be sorted."""
+    trajectory = _stamped(trajectory, "trajectory")
+    check_bool("interpolate", "extrapolate", extrapolate)
+    if len(trajectory) < 2:
+        raise TrajectoryError(f"interpolate: the trajectory holds {len(trajectory)} pose(s); it needs two or more")
+    t = torch.as_tensor(timestamps, dtype=torch.float64, device=trajectory.poses.device).reshape(-1)
+    if not bool(torch.isfinite(t).all()):
+        raise TrajectoryError("interpolate: timestamps must be finite numbers of seconds")
+    order = torch.argsort(trajectory.timestamps, stable=True)
+    own, P = trajectory.timestamps[order], trajectory.poses[order]
+    nxt = torch.searchsorted(own, t, side="left").clamp(1, len(own) - 1)
+    prev = nxt - 1
+    dt = own[nxt] - own[prev]
+    frac = torch.where(dt > 0, (t - own[prev]) / torch.where(dt > 0, dt, 1.0), 0.0)
+    if not extrapolate:
+        frac = frac.clamp(0.0, 1.0)
+    a, b = P[prev], P[nxt]
+    xyz = a[:, :3] + frac[:, None] * (b[:, :3] - a[:, :3])
+    turn = lie.so3_log(lie.quat_mul(lie.quat_conj(a[:, 3:]), b[:, 3:]))
+    q = lie.quat_mul(a[:, 3:], lie.so3_exp(frac[:, None] * turn))
+    return Trajectory(torch.cat((xyz, q / q.norm(dim=-1, keepdim=True)), -1), t)
+
+
+def in_time_range(trajectory: Trajectory, start: float | None = None, end: float | None = None) -> Trajectory:
+    """The poses whose timestamps lie in ``[start, end]`` (seconds; ``None``: unbounded), in
+    their order (evo's ``--t_start``/``--t_end``)."""
+    trajectory = _stamped(trajectory, "trajectory")
+    start = _seconds("in_time_range", "start", start, optional=True)
+    end = _seconds("in_time_range", "end", end, optional=True)
+    if start is not None and end is not None and start > end:
+        raise TrajectoryError(f"in_time_range: start {start} s is after end {end} s")
+    keep = torch.ones(len(trajectory), dtype=torch.bool, device=trajectory.timestamps.device)
+    if start is not None:
+        keep &= trajectory.timestamps >= start
+    if end is not None:
+        keep &= trajectory.timestamps <= end
+    return _take(trajectory, keep.nonzero().flatten().cpu())
+
