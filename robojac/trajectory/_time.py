@@ -46,8 +46,9 @@ def associate(reference: Trajectory, estimate: Trajectory, max_difference: float
     Each pose of the trajectory with fewer poses (the sparser) is matched to the pose of the other
     whose timestamp is nearest (the earlier one on a tie), if that is within ``max_difference``
     seconds; the estimate's timestamps count ``offset`` seconds later for the matching
-    (``t_estimate + offset`` against ``t_reference``).  No pose of the sparser trajectory is lost
-    or matched twice; a pose of the denser one may be matched to two of its poses, as in evo.
+    (``t_estimate + offset`` against ``t_reference``).  A pose of the sparser trajectory with no
+    match within ``max_difference`` is left out; none is matched twice, but a pose of the denser
+    one may be matched to two of its poses, as in evo.
     Timestamps need not be sorted.  The pairs come in the sparser trajectory's order.
 
     ``method="nearest_time"`` returns the matched poses themselves, each with its own timestamp.
