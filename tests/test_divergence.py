@@ -126,8 +126,8 @@ def test_stacked_forward_mode_meets_no_missing_tangent(device):
             return func(*args, **(kwargs or {}))
 
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(5, 3, dtype=torch.float64, generator=g).to(device)
-    c = torch.randn(5, 3, dtype=torch.float64, generator=g).to(device)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
+    c = torch.randn(5, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
     i = torch.arange(15, device=device).reshape(5, 3) % 4
     outs = {}
     for name, mode in (("plain", None), ("zero tangents", ZeroTangents)):

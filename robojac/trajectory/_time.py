@@ -32,8 +32,8 @@ def _seconds(owner: str, name: str, value, *, optional: bool = False) -> float |
     return float(value)
 
 
-def _take(trajectory: Trajectory, index) -> Trajectory:
-    index = torch.as_tensor(index, dtype=torch.long)
+def _take(trajectory: Trajectory, index: np.ndarray) -> Trajectory:
+    index = torch.from_numpy(np.asarray(index, dtype=np.int64))  # on the CPU whatever the default device
     return Trajectory(trajectory.poses[index.to(trajectory.poses.device)],
                       trajectory.timestamps[index.to(trajectory.timestamps.device)])
 
@@ -123,5 +123,5 @@ def in_time_range(trajectory: Trajectory, start: float | None = None, end: float
         keep &= trajectory.timestamps >= start
     if end is not None:
         keep &= trajectory.timestamps <= end
-    return _take(trajectory, keep.nonzero().flatten().cpu())
+    return _take(trajectory, keep.nonzero().flatten().cpu().numpy())
 
