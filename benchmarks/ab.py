@@ -15,7 +15,8 @@ scans: time per scan, ATE), ``icp`` (GICP on the bunny and LiDAR pairs of
 ``benchmarks/icp.py``, from the identity: time, iterations, answer) and ``jacobian``
 (automatic Jacobians: ``batch_jacobian(strategy="forward-stacked")`` of ``lie.se3_log``,
 ``se3_exp``, ``se3_act`` and ``quat_mul`` at 8 poses, and the 10 small SE(3) problems of
-``benchmarks/side_by_side_theseus.py`` solved by the engine).
+``benchmarks/side_by_side_theseus.py`` solved by the engine) and ``covariances`` (every pose's
+marginal covariance at the optimum, on the graphs of ``benchmarks/covariances.py``).
 """
 
 from __future__ import annotations
@@ -154,6 +155,24 @@ def case_icp(calls: int) -> dict:
     return out
 
 
+def case_covariances(calls: int) -> dict:
+    from robojac import data
+    from robojac.posegraph import covariances, optimize, read_g2o
+
+    out = {}
+    for name in ("intel", "MIT", "manhattan", "smallGrid3D", "parking-garage", "sphere2500"):  # benchmarks/covariances.py's
+        graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
+        poses = optimize(graph).poses
+        C = covariances(graph, poses)
+        ts = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            C = covariances(graph, poses)
+            ts.append(time.perf_counter() - t0)
+        out[name] = [statistics.median(ts), f"trace sum {float(C.diagonal(dim1=-2, dim2=-1).sum()):.9g}"]
+    return out
+
+
 def case_jacobian(calls: int) -> dict:
     import torch
 
@@ -197,7 +216,7 @@ def case_jacobian(calls: int) -> dict:
 
 
 CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration, "odometry": case_odometry,
-         "icp": case_icp, "jacobian": case_jacobian}
+         "icp": case_icp, "jacobian": case_jacobian, "covariances": case_covariances}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:

@@ -40,6 +40,12 @@ __all__ = ["SINGULAR_PIVOT", "covariances", "selected_inverse_blocks"]
 # intel 3.6e-5, manhattan 1.8e-8); intel without a fixed pose (a free gauge) factors with a
 # ratio of 7.0e-15, the other graphs without one do not factor at all
 SINGULAR_PIVOT = 1e-12
+# The covariances' factor merges a child front into its parent whenever the structure allows (up
+# to ``max_merge`` columns), however many explicit zeros that adds; the solver's bounds them to
+# 30 % of the front, as it refactors many times.  The covariances factor once, and what costs on
+# small graphs is the number of groups that the analysis, the factorization and the selected
+# inverse walk one by one in Python, not the zeros (docs/benchmarks.md#marginal-covariances).
+MARGINALS_RELAX = 1.0
 
 
 class _SingularError(ValueError):
@@ -102,7 +108,7 @@ def covariances(variables: Sequence[Variable], factors: Sequence[Factor], values
                 dims = {v.group.tangent_dim for v in problem.variables}
                 block = dims.pop() if len(dims) == 1 else 1
                 try:
-                    factor = MultifrontalCholesky(H, block)
+                    factor = MultifrontalCholesky(H, block, relax=MARGINALS_RELAX)
                 except torch.linalg.LinAlgError:
                     raise _SingularError("problem 0") from None
                 C = selected_inverse_blocks(factor, index, diagonal=H.values()[system.diag_slots])[None]
