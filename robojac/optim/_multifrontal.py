@@ -123,12 +123,15 @@ class MultifrontalCholesky:
         for a, b in zip(starts[:-1], starts[1:]):
             rows, nz = struct[b - 1], _trap(b - a, len(struct[b - 1]))
             if merged:
-                pa, pb, prow, pnz = merged[-1]
+                pa, pb, _, pnz = merged[-1]
                 if pb == a and parent[pb - 1] == a and b - pa <= max_merge:
-                    new_rows = np.union1d(prow[prow >= b], rows)
-                    total = _trap(b - pa, len(new_rows))
+                    # the merged front's rows below it are the parent's own: a column's structure
+                    # below its parent p lies in p's (the elimination tree's property), p = a starts
+                    # a chain (a, b), so the child's rows past b lie in column b - 1's, ``rows``
+                    # (the union with them, computed before, was ``rows`` on every graph of data/)
+                    total = _trap(b - pa, len(rows))
                     if total - (pnz + nz) <= relax * total:
-                        merged[-1] = (pa, b, new_rows, pnz + nz)
+                        merged[-1] = (pa, b, rows, pnz + nz)
                         continue
             merged.append((a, b, rows, nz))
         B = self.block
