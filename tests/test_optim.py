@@ -563,6 +563,50 @@ def test_a_residual_that_closes_over_the_batch_gets_its_jacobian_too(device):
     assert bool(torch.isfinite(H).all())
 
 
+def _pypose_between(X, p, q):
+    """The point-to-point residual written with pypose's LieTensor operations, as a pypose user
+    writes it: ``Inv``, ``Mul`` and ``Act`` on ``pp.SE3`` of the raw values."""
+    T = pp.SE3(X[:, :, None, :])
+    return ((T.Inv() * T * T).Act(p) - q).flatten(2)
+
+
+class _Scaled(torch.autograd.Function):
+    """A user's autograd.Function (``2 x``) with a backward and no forward mode (no ``jvp``)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+def test_factors_written_with_pypose_or_without_a_forward_mode_solve_and_differentiate(device):
+    """A residual written with pypose's Lie operations (autograd.Functions whose backward hands a
+    pose the tangent cotangent, and which have no forward mode) reaches the answer, in the same
+    steps, with the same implicit gradient, as the same residual written with ``robojac.lie``:
+    the engine evaluates residuals within ``lie.raw_autograd`` (it had raised NotImplementedError
+    from inside torch).  A residual whose own autograd.Function has no forward mode is
+    differentiated in reverse mode instead."""
+    _, p, q = _pairs(3, 12, 0.01, device)
+    out = {}
+    for name, residual in (("robojac", point_to_point), ("pypose", _pypose_between),
+                           ("no jvp", lambda X, p, q: _Scaled.apply(point_to_point(X, p, q)) / 2)):
+        qg = q.clone().requires_grad_(True)
+        X, f = _pose_problem(p, qg, residual)
+        r = optim.solve([X], [f])
+        (g,) = torch.autograd.grad(r.values[0][..., :3].sum() + r.values[0][..., 3:].square().sum(), qg)
+        out[name] = (r, g, f)
+    ref, g_ref, _ = out["robojac"]
+    assert bool(ref.converged.all())
+    for name in ("pypose", "no jvp"):
+        r, g, f = out[name]
+        assert bool(r.converged.all()) and r.iterations.tolist() == ref.iterations.tolist(), name
+        assert max_err(r.values[0], ref.values[0]) < 1e-12 and max_err(g, g_ref) < 1e-9 * g_ref.abs().max(), name
+    assert not out["pypose"][2].pulled_back and out["no jvp"][2].pulled_back
+
+
 # ---- bounds, rest values, satisfied factors, and problems that run on their own -------------------
 def _quadratic(target):
     """``x - target`` per problem (one factor, identity Jacobian), able to run on a subset."""

@@ -21,6 +21,7 @@ from torch import Tensor
 from .._config import index_tensor
 from .._csr import csr_tensor
 from ..jacobian import BlockLayout, batch_jacobian
+from ..lie import raw_autograd
 from ._kernels import RobustKernel
 from ._small import SOA_MAX_SIZE, soa_pays
 from ._variables import Variable
@@ -98,6 +99,7 @@ class Factor:
         self.residual, self.variables, self.index, self.data = residual, variables, index, tuple(out)
         self.kernel = kernel if kernel is not None else RobustKernel()
         self.name = name
+        self.pulled_back = False  # set when the residual turns out to have no forward mode
 
     @property
     def count(self) -> int:
@@ -436,7 +438,9 @@ class Problem:
 
     def residual_of(self, f: Factor, values: tuple[Tensor, ...]) -> Tensor:
         X = self.gather(f, values)
-        return self._checked(f, f.residual(*X, *f.data))  # the value alone: a closed form's Jacobians only where used
+        with raw_autograd():  # pypose's Lie operations differentiated in the stored numbers (the implicit backward's)
+            r = f.residual(*X, *f.data)
+        return self._checked(f, r)  # the value alone: a closed form's Jacobians only where used
 
     def _checked(self, f: Factor, r) -> Tensor:
         """``r`` if it is a residual of ``f``: ``(B, F, m)``, real-valued (an integer residual has no
@@ -480,20 +484,32 @@ class Problem:
                     n = d.shape[0] // F
                     args = list(rest[:K])
                     args[k] = args[k] + (A @ d.unsqueeze(-1)).squeeze(-1)
-                    r = f.residual(*(a.reshape(n, F, -1) for a in args),
-                                   *(x.reshape((n, F) + tuple(x.shape[1:])) for x in rest[K:]))
+                    with raw_autograd():  # pypose's Lie operations: derivatives in the stored numbers, and a jvp
+                        r = f.residual(*(a.reshape(n, F, -1) for a in args),
+                                       *(x.reshape((n, F) + tuple(x.shape[1:])) for x in rest[K:]))
                     return r.reshape(n * F, -1)
 
                 zero = flat_X[k].new_zeros(B * F, v.group.tangent_dim)
                 args = (A, *flat_X, *flat_data)
                 J = None
-                if stacked:
+                if not f.pulled_back and stacked:
                     try:
                         J = batch_jacobian(per_factor, zero, strategy="forward-stacked", args=args)
                     except (RuntimeError, ValueError, IndexError):
                         J = None
+                if J is None and not f.pulled_back:
+                    try:
+                        J = batch_jacobian(per_factor, zero, args=args)
+                    except (NotImplementedError, RuntimeError):  # a user's autograd.Function with no forward
+                        # mode (no jvp, or no setup_context for vmap): pulled back by a plain backward
+                        # instead, from now on; a real error in the residual raises there too
+                        f.pulled_back = True
                 if J is None:
-                    J = batch_jacobian(per_factor, zero, args=args)
+                    if grad:
+                        raise ValueError(f"{f.name}: its residual has no forward mode (an autograd.Function without "
+                                         "jvp), so its Jacobian cannot carry the graph that backward='unroll' needs; "
+                                         "use backward='implicit' (the default)")
+                    J = batch_jacobian(per_factor, zero, strategy="reverse-stacked", args=args)
                 blocks.append(J.reshape(B, F, -1, v.group.tangent_dim))
         return self._held_zero(f, blocks)
 
