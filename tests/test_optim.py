@@ -570,25 +570,13 @@ def _pypose_between(X, p, q):
     return ((T.Inv() * T * T).Act(p) - q).flatten(2)
 
 
-class _Scaled(torch.autograd.Function):
-    """A user's autograd.Function (``2 x``) with a backward and no forward mode (no ``jvp``)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return 2 * x
-
-    @staticmethod
-    def backward(ctx, g):
-        return 2 * g
-
-
 def test_factors_written_with_pypose_or_without_a_forward_mode_solve_and_differentiate(device):
     """A residual written with pypose's Lie operations (autograd.Functions whose backward hands a
     pose the tangent cotangent, and which have no forward mode) reaches the answer, in the same
     steps, with the same implicit gradient, as the same residual written with ``robojac.lie``:
     the engine evaluates residuals within ``lie.raw_autograd`` (it had raised NotImplementedError
-    from inside torch).  A residual whose own autograd.Function has no forward mode is
-    differentiated in reverse mode instead."""
+    from inside torch).  A residual whose own autograd.Function has no forward mode (``_Scaled``:
+    no jvp, and a backward vmap cannot batch) is differentiated by a plain backward instead."""
     _, p, q = _pairs(3, 12, 0.01, device)
     out = {}
     for name, residual in (("robojac", point_to_point), ("pypose", _pypose_between),
