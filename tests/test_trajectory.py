@@ -352,6 +352,10 @@ def test_project_to_plane_equals_evos(plane):
         np.testing.assert_allclose(mine.errors.numpy(), other.np_arrays["error_array"], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="ate.project_to_plane: expected one of"):
         ate(t, est, project_to_plane="xyz")
+    with pytest.raises(ValueError, match="rpe.project_to_plane: expected one of"):
+        rpe(t, est, project_to_plane="z")
+    with pytest.raises(ValueError, match="project_to_plane.plane: expected one of"):
+        project_to_plane(t, "XY")
 
 
 def test_path_length_and_end_drift(device):

@@ -134,12 +134,12 @@ def project_to_plane(trajectory: Trajectory, plane: str) -> Trajectory:
     for ``"xz"``, ``a`` for ``"yz"``; at ``b = +-90 deg``, evo's convention ``c = 0``).  A
     ground robot's 3D estimate is then measured in its plane of travel only."""
     trajectory = as_trajectory(trajectory, "trajectory")
-    return Trajectory(_project(trajectory.poses, plane, "project_to_plane"), trajectory.timestamps)
+    check_choice("project_to_plane", "plane", plane, tuple(PLANES))
+    return Trajectory(_project(trajectory.poses, plane), trajectory.timestamps)
 
 
-def _project(P: Tensor, plane: str, owner: str) -> Tensor:
-    """Poses ``(N, 7)`` flattened into ``plane`` (:func:`project_to_plane`)."""
-    check_choice(owner, "project_to_plane" if owner != "project_to_plane" else "plane", plane, tuple(PLANES))
+def _project(P: Tensor, plane: str) -> Tensor:
+    """Poses ``(N, 7)`` flattened into ``plane``, one of :data:`PLANES` (:func:`project_to_plane`)."""
     axis = PLANES[plane]
     R = lie.quat_to_matrix(P[:, 3:])
     cy = torch.sqrt(R[:, 0, 0] ** 2 + R[:, 1, 0] ** 2)
@@ -177,10 +177,12 @@ def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation =
     reference, estimate = as_trajectory(reference, "reference"), as_trajectory(estimate, "estimate")
     if len(reference) != len(estimate):
         raise TrajectoryError(f"ate: {len(reference)} reference poses but {len(estimate)} estimated; associate them first")
+    if project_to_plane is not None:
+        check_choice("ate", "project_to_plane", project_to_plane, tuple(PLANES))
     P, A, s = _aligned(reference, estimate, relation, align, correct_scale, align_origin, n_to_align, "ate")
     Q = reference.poses
     if project_to_plane is not None:
-        Q, P = _project(Q, project_to_plane, "ate"), _project(P, project_to_plane, "ate")
+        Q, P = _project(Q, project_to_plane), _project(P, project_to_plane)
     E = lie.se3_compose(lie.se3_inverse(Q), P)
     err = _relation_error(E, relation)
     return ErrorResult(err, _stats(err), PoseRelation(relation), A, s)
@@ -256,10 +258,12 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
     if len(reference) < 2:
         raise TrajectoryError(f"rpe: {len(reference)} poses hold no relative pose; it needs two or more")
     check_choice("rpe", "delta_unit", delta_unit, ("frames", "meters", "degrees", "radians"))
+    if project_to_plane is not None:
+        check_choice("rpe", "project_to_plane", project_to_plane, tuple(PLANES))
     P, A, s = _aligned(reference, estimate, relation, align, correct_scale, align_origin, n_to_align, "rpe")
     if project_to_plane is not None:
-        reference = Trajectory(_project(reference.poses, project_to_plane, "rpe"), reference.timestamps)
-        P = _project(P, project_to_plane, "rpe")
+        reference = Trajectory(_project(reference.poses, project_to_plane), reference.timestamps)
+        P = _project(P, project_to_plane)
     if A is not None or project_to_plane is not None:
         estimate = Trajectory(P, estimate.timestamps)
     n = len(reference)
