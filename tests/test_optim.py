@@ -593,6 +593,10 @@ def test_factors_written_with_pypose_or_without_a_forward_mode_solve_and_differe
         assert bool(r.converged.all()) and r.iterations.tolist() == ref.iterations.tolist(), name
         assert max_err(r.values[0], ref.values[0]) < 1e-12 and max_err(g, g_ref) < 1e-9 * g_ref.abs().max(), name
     assert not out["pypose"][2].pulled_back and out["no jvp"][2].pulled_back
+    # unrolled, its Jacobian would need a graph a plain backward does not keep: refused, named
+    X, f = _pose_problem(p, q.clone().requires_grad_(True), lambda X, p, q: _Scaled.apply(point_to_point(X, p, q)) / 2)
+    with pytest.raises(ValueError, match="points: its residual has no forward mode.*use backward='implicit'"):
+        optim.solve([X], [f], optim.SolverConfig(backward="unroll"))
 
 
 # ---- bounds, rest values, satisfied factors, and problems that run on their own -------------------
