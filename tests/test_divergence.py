@@ -158,3 +158,39 @@ def test_stacked_forward_mode_meets_no_missing_tangent(device):
         w = c.clone()
         w.mul_(z)  # in place on a plain tensor: passed through, the tensor written takes the tangent
         assert max_err(fwAD.unpack_dual(w).tangent, c) == 0
+
+
+def test_stacked_forward_mode_skips_its_mode_where_it_found_nothing(device):
+    """A function whose pass gave ``ZeroTangents`` nothing to rewrite (every op between dual
+    tensors) runs its later passes without the mode, at torch's own speed; one with a constant
+    keeps it. The Jacobians are autograd's either way."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from robojac.jacobian._dual import ZeroTangents
+
+    seen = []
+
+    def under_mode():
+        return any(isinstance(m, ZeroTangents) for m in _get_current_function_mode_stack())
+
+    def products(x):  # dual times dual only
+        seen.append(("products", under_mode()))
+        return torch.cat((x[:, :1] * x[:, 1:], x.sin() * x), -1)
+
+    def with_constant(x):
+        seen.append(("with_constant", under_mode()))
+        return torch.cat((x[:, :1] * x[:, 1:], 2.0 * x), -1)
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
+    for func in (products, with_constant):
+        ref = torch.stack([torch.autograd.functional.jacobian(lambda v: func(v[None])[0], xi) for xi in x])
+        for _ in range(3):
+            assert max_err(batch_jacobian(func, x, strategy="forward-stacked"), ref) < 1e-13
+    # 3 passes each after autograd's 4 samples, which no mode sees
+    assert [s for s in seen if s[1]] == [("products", True)] + [("with_constant", True)] * 3, seen
+    seen.clear()
+    for _ in range(3):  # a lambda with no closure, written inline: a new function each time, one code
+        batch_jacobian(lambda v, seen=seen, mode=under_mode: seen.append(mode()) or v * v.cos(), x,
+                       strategy="forward-stacked")
+    assert seen == [True, False, False], seen

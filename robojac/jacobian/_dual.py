@@ -20,16 +20,28 @@ tensor (a mask) in arithmetic, as the dual's dtype, which type promotion gives t
 anyway.  In-place ops and calls with ``out=`` pass through as they are, and so do ops of three
 or more arguments (``where``'s zero tangents cost microseconds).  The values and tangents are
 the ones torch computes without the mode.
+
+:func:`zero_tangents` puts a function's pass under the mode, and remembers a function in whose
+pass the mode found nothing to rewrite (every operation between dual tensors, as in
+``quat_mul``): its later passes run without it, at torch's own speed (``quat_mul``'s stacked
+Jacobian 437 -> 323 us, what it took before the mode).  Its passes take the same operations
+whatever the values, unless the function branches in Python on them; a later pass that met a
+missing tangent would still be right, only slower.
 """
 
 from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from contextlib import contextmanager
+from types import ModuleType
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["ZeroTangents"]
+__all__ = ["ZeroTangents", "zero_tangents"]
 
 _aten = torch.ops.aten
 _T = Tensor
@@ -65,6 +77,7 @@ class ZeroTangents(TorchFunctionMode):
     def __init__(self, level: int):
         super().__init__()
         self.level = level
+        self.acted = False  # whether any op met a missing tangent (and was rewritten)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if kwargs is None:
@@ -75,19 +88,61 @@ class ZeroTangents(TorchFunctionMode):
         if type(b) in _NUMBER and not kwargs:  # bool excluded: its type is not int
             form = _SCALAR_FORMS.get(func)
             if form is not None and isinstance(a, Tensor) and a.is_floating_point():
+                self.acted = True
                 return form(a, b)  # the same value; without a tangent, as fast as before
         elif isinstance(a, Tensor) and isinstance(b, Tensor) and not _writes_in_place(func):
             fa, fb = a.is_floating_point(), b.is_floating_point()
             if fa and fb:
                 da, db = _has_tangent(a, self.level), _has_tangent(b, self.level)
                 if da != db:
+                    self.acted = True
                     if da:
                         b = fwAD.make_dual(b, torch.zeros_like(b))
                     else:
                         a = fwAD.make_dual(a, torch.zeros_like(a))
             elif fa != fb and func in _SCALAR_FORMS:  # arithmetic with an integer or bool tensor (a mask)
                 if fa and _has_tangent(a, self.level):
+                    self.acted = True
                     b = fwAD.make_dual(b.to(a.dtype), torch.zeros(b.shape, dtype=a.dtype, device=b.device))
                 elif fb and _has_tangent(b, self.level):
+                    self.acted = True
                     a = fwAD.make_dual(a.to(b.dtype), torch.zeros(a.shape, dtype=b.dtype, device=a.device))
         return func(a, b, **kwargs)
+
+
+_PLAIN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # functions the mode found nothing to rewrite in
+
+
+def _key(func: Callable):
+    """What a function is remembered by: its code, if it closes over nothing but modules (a lambda
+    written inline is a new function object at every call, with the same operations), else the
+    function itself (the engine's per-slot functions share one code, each its own residual)."""
+    code, cells = getattr(func, "__code__", None), getattr(func, "__closure__", ())
+    try:
+        modules_only = all(isinstance(c.cell_contents, ModuleType) for c in cells or ())
+    except ValueError:  # a cell not filled yet
+        modules_only = False
+    return code if code is not None and modules_only else func
+
+
+@contextmanager
+def zero_tangents(func: Callable, level: int):
+    """:class:`ZeroTangents` over a pass of ``func``, unless an earlier pass of ``func`` (see
+    :func:`_key`) gave it nothing to do (module docstring).  A function that cannot be weakly
+    referenced (a builtin) is not remembered."""
+    key = _key(func)
+    try:
+        plain = key in _PLAIN
+    except TypeError:
+        plain = False
+    if plain:
+        yield
+        return
+    mode = ZeroTangents(level)
+    with mode:
+        yield
+    if not mode.acted:
+        try:
+            _PLAIN[key] = True
+        except TypeError:
+            pass

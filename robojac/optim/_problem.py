@@ -100,10 +100,32 @@ class Factor:
         self.kernel = kernel if kernel is not None else RobustKernel()
         self.name = name
         self.pulled_back = False  # set when the residual turns out to have no forward mode
+        self._per_slot: dict = {}
 
     @property
     def count(self) -> int:
         return self.index.shape[0]
+
+    def per_slot(self, k: int) -> Callable:
+        """The function the automatic Jacobian of slot ``k`` differentiates: ``(d, A, *X, *data)``
+        with every tensor flattened to rows ``(n F, ...)``, the rows' residuals ``(n F, m)`` at
+        ``X_k + A d``, the rest held.  One object per slot, kept: ``jacobian.batch_jacobian``
+        remembers functions its torch function mode found nothing to rewrite in."""
+        fn = self._per_slot.get(k)
+        if fn is None:
+            F, K, residual = self.count, len(self.variables), self.residual
+
+            def fn(d, A, *rest):
+                n = d.shape[0] // F
+                args = list(rest[:K])
+                args[k] = args[k] + (A @ d.unsqueeze(-1)).squeeze(-1)
+                with raw_autograd():  # pypose's Lie operations: derivatives in the stored numbers, and a jvp
+                    r = residual(*(a.reshape(n, F, -1) for a in args),
+                                 *(x.reshape((n, F) + tuple(x.shape[1:])) for x in rest[K:]))
+                return r.reshape(n * F, -1)
+
+            fn = self._per_slot[k] = fn
+        return fn
 
 
 class Linearization:
@@ -471,7 +493,6 @@ class Problem:
             blocks = []
             flat_data = [d.reshape((B * F,) + tuple(d.shape[2:])) for d in f.data]
             flat_X = [x.reshape(B * F, -1) for x in X]
-            K = len(flat_X)
             # the rows are sample-wise (factor (b, f) reads row b F + f of everything), so the
             # stacked forward mode may repeat them; a residual that closes over a tensor of the
             # batch's own size cannot be repeated (it raises), and gets vmap's forward mode
@@ -479,16 +500,7 @@ class Problem:
             stacked = not grad and B * F * max(v.group.tangent_dim for v in f.variables) <= STACKED_ROWS
             for k, v in enumerate(f.variables):
                 A = v.group.tangent_map(flat_X[k])  # (B F, raw, t): the retraction's derivative at 0
-
-                def per_factor(d, A, *rest, k=k):  # factor rows' residuals at X_k + A d, the rest held
-                    n = d.shape[0] // F
-                    args = list(rest[:K])
-                    args[k] = args[k] + (A @ d.unsqueeze(-1)).squeeze(-1)
-                    with raw_autograd():  # pypose's Lie operations: derivatives in the stored numbers, and a jvp
-                        r = f.residual(*(a.reshape(n, F, -1) for a in args),
-                                       *(x.reshape((n, F) + tuple(x.shape[1:])) for x in rest[K:]))
-                    return r.reshape(n * F, -1)
-
+                per_factor = f.per_slot(k)
                 zero = flat_X[k].new_zeros(B * F, v.group.tangent_dim)
                 args = (A, *flat_X, *flat_data)
                 J = None
@@ -611,6 +623,7 @@ class Problem:
             g = Factor.__new__(Factor)
             g.__dict__.update(f.__dict__)
             g.residual = f.residual.subset(rows)
+            g._per_slot = {}  # its functions call the new residual
             g.variables = tuple(made[id(v)] for v in f.variables)
             g.data = tuple(d[rows] for d in f.data)
             factors.append(g)
