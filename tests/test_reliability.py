@@ -24,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from robojac import ik
+from robojac import ik, lie, optim
 from robojac.data import path as data_path
 from robojac.icp import ICPConfig, align, read_point_cloud
 from robojac.kinematics import Chain, Joint
@@ -225,6 +225,76 @@ def test_pose_graphs_end_finite_and_converged_means_a_minimum(N, dim, noise, how
                 xi *= torch.tensor([1, 1, 0, 0, 0, 1], dtype=torch.float64, device="cpu")
             moved = (pp.se3(xi).Exp() * pp.SE3(r.poses.tensor().cpu())).tensor()
             assert independent_cost(graph, moved) >= cost - 1e-9 * max(cost, 1.0)
+
+
+# ---- the solver engine --------------------------------------------------------------------------
+def _plane_rows(T, s, p, q, n):  # point-to-plane rows of a scaled pose: (B, F, 1)
+    return ((s[..., :1] * lie.se3_act(T, p) - q) * n).sum(-1, keepdim=True)
+
+
+def _prior_rows(s, prior, pick):  # one scale entry per factor (``pick``: one-hot), (B, F, 1)
+    return 3.0 * ((s * pick).sum(-1, keepdim=True) - prior)
+
+
+@PROPERTY
+@given(B=st.integers(1, 3), M=st.integers(15, 40), kernel=st.sampled_from(["none", "huber", "cauchy"]),
+       scale=st.floats(0.05, 1.0), outliers=st.sampled_from([0.0, 0.2]), start=st.sampled_from([0.02, 0.2]),
+       seed=st.integers(0, 2**16))
+def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, kernel, scale, outliers, start, seed,
+                                                                          device):
+    """A batch of robust problems on SE3 x R^2 (point-to-plane rows of a scaled pose, a prior on
+    each scale entry; the kernel on every row) solved at once by ``optim.solve`` (LM, default
+    termination), each checked by scipy's ``least_squares`` (trust-region reflective, written in
+    numpy, the rotation a rotation vector times a reference's). Without a kernel the engine
+    converges. Where it says converged, scipy started at its answer finds no lower cost and does
+    not move it, and scipy started where the engine started either ends at a higher cost or at
+    the same answer. (Under a robust kernel the engine's reweighted Gauss-Newton model converges
+    linearly and may stop at ``max_iterations``, honestly: scipy's second-order correction of
+    the kernel is not the engine's.)"""
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    kw = dict(dtype=torch.float64, device="cpu")
+    T_true = lie.se3_exp(torch.tensor(rng.normal(size=(B, 1, 6)) * 0.5, **kw))
+    p = torch.tensor(rng.normal(size=(B, M, 3)), **kw)
+    n = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(B, M, 3)), **kw), dim=-1)
+    q = 1.3 * lie.se3_act(T_true, p) + 0.05 * torch.tensor(rng.normal(size=(B, M, 3)), **kw)
+    q = q + torch.tensor((rng.random((B, M, 1)) < outliers) * rng.normal(size=(B, M, 3)) * 2, **kw)
+    prior = torch.tensor([1.3, -0.4], **kw) + 0.1 * torch.tensor(rng.normal(size=(B, 2)), **kw)
+    T0 = lie.se3_compose(lie.se3_exp(torch.tensor(rng.normal(size=(B, 1, 6)) * start, **kw)), T_true)
+    T = optim.Variable("SE3", T0.to(device), name="T")
+    s = optim.Variable("Rn", torch.tensor([1.0, 0.0], **kw).expand(B, 1, 2).to(device), name="s")
+    k = RobustKernel(kernel, scale)
+    plane = optim.Factor(_plane_rows, [T, s], index=torch.zeros(M, 2, dtype=torch.long), name="plane",
+                         data=(p.to(device), q.to(device), n.to(device)), kernel=k)
+    prior_rows = optim.Factor(_prior_rows, [s], index=torch.zeros(2, 1, dtype=torch.long), name="prior", kernel=k,
+                              data=(prior[..., None].to(device), torch.eye(2, **kw).to(device)))
+    r = optim.solve([T, s], [plane, prior_rows], optim.SolverConfig(optim.TrustRegionConfig(method="lm")))
+    assert kernel != "none" or bool(r.converged.all()), r.reason
+    for b in torch.nonzero(r.converged.cpu()).flatten().tolist():
+        ours = r.values[0][b, 0].cpu().numpy()
+        R0, t0 = Rotation.from_quat(ours[3:]), ours[:3]  # pypose's [x, y, z, w] is scipy's
+        pb, qb, nb, prior_b = p[b].numpy(), q[b].numpy(), n[b].numpy(), prior[b].numpy()
+
+        def rows(x):  # x = [translation - t0, rotation vector of R R0^-1, scales]
+            R, t = (Rotation.from_rotvec(x[3:6]) * R0).as_matrix(), t0 + x[:3]
+            return np.concatenate([((x[6] * (pb @ R.T + t) - qb) * nb).sum(-1), 3.0 * (x[6:] - prior_b)])
+
+        def scipy_from(x0):
+            x = least_squares(rows, x0, loss={"none": "linear"}.get(kernel, kernel), f_scale=scale, method="trf",
+                              xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=3000).x
+            return x, float(0.5 * k.rho(torch.tensor(rows(x), **kw).square()).sum())  # robojac's kernel, scipy's rows
+
+        cost_ours = float(r.cost[b])
+        x_ours = np.r_[np.zeros(6), r.values[1][b, 0].cpu().numpy()]
+        polished, cost_polished = scipy_from(x_ours)
+        assert cost_ours <= cost_polished * (1 + 1e-9) + 1e-14, (b, cost_ours, cost_polished)
+        assert np.abs(polished - x_ours).max() < 1e-5, (b, polished - x_ours)
+        start_pose = T0[b, 0].numpy()
+        x_start = np.r_[start_pose[:3] - t0, (Rotation.from_quat(start_pose[3:]) * R0.inv()).as_rotvec(), 1.0, 0.0]
+        theirs, cost_theirs = scipy_from(x_start)
+        assert cost_theirs >= cost_ours * (1 - 1e-9) or np.abs(theirs - x_ours).max() < 1e-5, (b, cost_ours, cost_theirs)
 
 
 # ---- files that do not parse ----------------------------------------------------------------------
