@@ -203,9 +203,7 @@ def _small_graph(N, dim, noise, seed):
 def test_pose_graphs_end_finite_and_converged_means_a_minimum(N, dim, noise, how, kernel, device):
     from test_posegraph import independent_cost
 
-    X, E, Z, info = _small_graph(N, dim, noise, seed=N)
-    if dim == 2:  # planar poses: the graph holds them as SE3 with z = 0
-        pass
+    X, E, Z, info = _small_graph(N, dim, noise, seed=N)  # planar poses: held as SE3 with z = 0
     Zc = _corrupt(Z, how)
     if how != "none":
         with pytest.raises(ValueError, match=r"measurement has NaN or infinite"):
