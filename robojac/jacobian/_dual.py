@@ -24,7 +24,8 @@ the ones torch computes without the mode.
 :func:`zero_tangents` puts a function's pass under the mode, and remembers a function in whose
 pass the mode found nothing to rewrite (every operation between dual tensors, as in
 ``quat_mul``): its later passes run without it, at torch's own speed (``quat_mul``'s stacked
-Jacobian 437 -> 323 us, what it took before the mode).  Its passes take the same operations
+Jacobian of 8 pairs 255 -> 198 us, ``benchmarks/ab.py --case jacobian``; remembering costs a
+pass ~2 us).  Its passes take the same operations
 whatever the values, unless the function branches in Python on them; a later pass that met a
 missing tangent would still be right, only slower.
 """
