@@ -481,6 +481,38 @@ def test_multifrontal_cholesky_solves_real_systems(name, blocked, device):
     assert max_err(C.solve(-g.reshape(-1)), x / 2) < 1e-8
 
 
+def test_multifrontal_cholesky_runs_small_fronts_on_one_thread_and_restores_the_count():
+    """Small fronts run on one torch thread (MKL's batched small solves lose to waking a second),
+    large ones on ``threads``; the process's count is the caller's afterwards, also after a
+    refusal of a matrix that is not positive definite."""
+    from robojac.optim import MultifrontalCholesky
+    from robojac.optim._multifrontal import FRONT_PARALLEL
+
+    graph = read_g2o(_data("smallGrid3D"))
+    H, g = _system(graph)
+    before = torch.get_num_threads()
+    seen = []
+    real = torch.linalg.cholesky_ex
+
+    def spy(A, *args, **kwargs):
+        seen.append((A.shape[-1], torch.get_num_threads()))
+        return real(A, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.linalg, "cholesky_ex", spy)
+        C = MultifrontalCholesky(H, 1, relax=1.0, max_merge=400, threads=before + 3)
+    sizes = [max(p["K"], p["R"]) for p in C.plan]
+    assert min(sizes) < FRONT_PARALLEL <= max(sizes)  # both kinds of group
+    assert [t for _, t in seen] == [1 if s < FRONT_PARALLEL else before + 3 for s in sizes]
+    assert torch.get_num_threads() == before
+    b = -g.reshape(-1)
+    assert max_err(H @ C.solve(b), b) < 1e-8 * float(b.abs().max()) and torch.get_num_threads() == before
+    bad = torch.sparse_csr_tensor(H.crow_indices(), H.col_indices(), -H.values(), H.shape, check_invariants=True)
+    with pytest.raises(torch.linalg.LinAlgError):
+        C.refactor(bad)
+    assert torch.get_num_threads() == before
+
+
 def test_sparse_ldl_refactors_supernodally_on_heavy_fill(monkeypatch):
     import robojac.optim._linear as linear
 

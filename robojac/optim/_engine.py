@@ -262,7 +262,7 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     cfg = config or SolverConfig()
     problem = Problem(variables, factors)
     thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
-    threads = threads_for(_entries(problem), problem.held.device, cfg.num_threads)
+    threads = threads_for(problem.block_entries, problem.held.device, cfg.num_threads)
     with torch_threads(threads):
         if cfg.backward == "unroll" and thetas:
             return _run(problem, cfg, differentiable=True)[0]
@@ -313,17 +313,10 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
     check_real("attach_gradients", "damping", damping)
     check_choice("attach_gradients", "hessian", hessian, ("exact", "gauss_newton"))
     context = Context(problem, values, converged, float(damping))
-    context.threads = threads_for(_entries(problem), problem.held.device)
+    context.threads = threads_for(problem.block_entries, problem.held.device)
     context.preconditioner = preconditioner
     context.gauss_newton = hessian == "gauss_newton"
     return tuple(Implicit.apply(context, *thetas))
-
-
-def _entries(problem: Problem) -> int:
-    """The normal equations' block entries: a loop of mid-sized ops runs faster on one thread (see
-    robojac._threads); measured on the 3D pose graphs, this count splits them where one thread
-    starts to lose (smallGrid3D 1.42x -> 1.08x of the pose-graph loop, parking-garage kept on two)."""
-    return sum(problem.batch * f.count * sum(v.group.tangent_dim for v in f.variables) ** 2 for f in problem.factors)
 
 
 def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor | None = None,

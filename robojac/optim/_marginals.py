@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .._config import index_tensor
+from .._threads import threads_for, torch_threads
 from ._multifrontal import MultifrontalCholesky
 from ._problem import DENSE_MAX, Factor, Linearization, Problem, SparseSystem, hold_fixed
 from ._variables import Variable
@@ -85,7 +86,10 @@ def covariances(variables: Sequence[Variable], factors: Sequence[Factor], values
         if entries.numel() and (int(entries.min()) < 0 or int(entries.max()) >= variable.count):
             raise ValueError(f"entries: expected indices in [0, {variable.count}) of {variable.name}")
     index = problem.offset[id(variable)] + entries[:, None] * t + torch.arange(t, device=device)  # (K, t)
-    with torch.no_grad():
+    # a loop of mid-sized ops: one torch thread for a small problem (robojac._threads), and the
+    # caller's count for the large fronts of its factor (multifrontal.FRONT_PARALLEL)
+    large = torch.get_num_threads()
+    with torch.no_grad(), torch_threads(threads_for(problem.block_entries, device)):
         values = tuple(x.detach() for x in values)
         # entries no factor weighs: zero rows and columns, decoupled from the rest; the others'
         # covariances are those of the system without them (their rows held as the identity)
@@ -108,7 +112,7 @@ def covariances(variables: Sequence[Variable], factors: Sequence[Factor], values
                 dims = {v.group.tangent_dim for v in problem.variables}
                 block = dims.pop() if len(dims) == 1 else 1
                 try:
-                    factor = MultifrontalCholesky(H, block, relax=MARGINALS_RELAX)
+                    factor = MultifrontalCholesky(H, block, relax=MARGINALS_RELAX, threads=large)
                 except torch.linalg.LinAlgError:
                     raise _SingularError("problem 0") from None
                 C = selected_inverse_blocks(factor, index, diagonal=H.values()[system.diag_slots])[None]
@@ -222,14 +226,15 @@ def _selected_inverse(factor: MultifrontalCholesky, plan: _Plan) -> Tensor:
         p, (L11, L21) = factor.plan[g], factor.factors[g]
         K, R, count = p["K"], p["R"], p["count"]
         eye = torch.eye(K, dtype=factor.dtype, device=factor.device).expand(count, K, K)
-        Linv = torch.linalg.solve_triangular(L11, eye, upper=False)  # L_JJ^-1
-        ZJJ = Linv.mT @ Linv
-        if R:
-            W = L21 @ Linv  # L_RJ L_JJ^-1 (count, R, K)
-            ZRJ = -(Z[plan.rr[g]] @ W)
-            ZJJ = ZJJ - ZRJ.mT @ W
-            block = torch.cat((ZJJ, ZRJ), dim=1)
-        else:
-            block = ZJJ
+        with torch_threads(p["threads"]):  # small fronts on one thread (multifrontal.FRONT_PARALLEL)
+            Linv = torch.linalg.solve_triangular(L11, eye, upper=False)  # L_JJ^-1
+            ZJJ = Linv.mT @ Linv
+            if R:
+                W = L21 @ Linv  # L_RJ L_JJ^-1 (count, R, K)
+                ZRJ = -(Z[plan.rr[g]] @ W)
+                ZJJ = ZJJ - ZRJ.mT @ W
+                block = torch.cat((ZJJ, ZRJ), dim=1)
+            else:
+                block = ZJJ
         Z[int(plan.z_offset[g]): int(plan.z_offset[g + 1])] = block.reshape(-1)
     return Z

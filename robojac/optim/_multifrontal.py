@@ -30,7 +30,23 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from .._threads import torch_threads
+
 __all__ = ["MultifrontalCholesky"]
+
+# On the CPU, a group of fronts whose matrices are all smaller than this (columns, and rows below)
+# is factored, solved and inverted on one torch thread.  MKL wakes the second thread for every
+# matrix of a batched triangular solve or Cholesky factorization; with OMP_WAIT_POLICY=PASSIVE on
+# 2 cores (benchmarks/covariances.py's setting) a group's factorization and inverse took: 60
+# fronts of 18 columns 0.54 ms on one thread, 7.45 ms on two; 20 of 24: 0.29 / 3.14 ms; 2 of 128:
+# 0.81 / 1.10 ms; one of 160 the same on both; one of 224: 2.13 / 1.90 ms (two threads faster).
+FRONT_PARALLEL = 160
+
+
+def front_threads(p: dict, device: torch.device, large: int | None) -> int | None:
+    """The torch thread count for a group ``p`` of the plan: one for small fronts on the CPU, else
+    ``large`` (``None``: the setting around the call)."""
+    return 1 if device.type == "cpu" and max(p["K"], p["R"]) < FRONT_PARALLEL else large
 
 
 def _csr(H):
@@ -68,10 +84,13 @@ class MultifrontalCholesky:
     ``MultifrontalCholesky(H, block)`` analyses and factors; ``refactor(H)`` factors new values
     on the same pattern; ``solve(b)`` for ``b`` of shape ``(n,)``.  Computations run on the
     device and dtype of ``H``'s values.  Raises ``torch.linalg.LinAlgError`` when ``H`` is not
-    positive definite.
+    positive definite.  On the CPU, groups of fronts smaller than :data:`FRONT_PARALLEL` run on
+    one torch thread, and larger ones on ``threads`` (``None``: the setting around each call).
     """
 
-    def __init__(self, H, block: int = 1, *, relax: float = 0.3, max_merge: int = 64, group_ratio: float = 1.3):
+    def __init__(self, H, block: int = 1, *, relax: float = 0.3, max_merge: int = 64, group_ratio: float = 1.3,
+                 threads: int | None = None):
+        self.threads = threads
         crow, col, val, n = _csr(H)
         if n % block:
             raise ValueError(f"block: {block} does not divide the matrix size {n}")
@@ -252,6 +271,7 @@ class MultifrontalCholesky:
                 kids_src=t(updates[g][0]), kids_dst=t(updates[g][1]),
                 cols=torch.from_numpy(cols_idx).to(dev), rows=torch.from_numpy(rows_idx).to(dev),
             ))
+            self.plan[-1]["threads"] = front_threads(self.plan[-1], torch.device(dev), self.threads)
         self.perm_t = torch.from_numpy(self.perm).to(dev)
         # persistent workspaces: fresh multi-megabyte buffers per factorization cost more in page
         # faults than the arithmetic; the update store is fully rewritten each time
@@ -285,15 +305,16 @@ class MultifrontalCholesky:
             if p["kids_src"].numel():
                 F.index_add_(0, p["kids_dst"], U[p["kids_src"]])
             F = F.view(cnt, M, M)
-            L11, info = torch.linalg.cholesky_ex(F[:, :K, :K])
-            if bool((info != 0).any()):
-                raise torch.linalg.LinAlgError("matrix is not positive definite")
-            if R:
-                L21 = torch.linalg.solve_triangular(L11, F[:, K:, :K].mT, upper=False).mT
-                out = U[int(self.u_offset[g]): int(self.u_offset[g + 1])].view(cnt, R, R)
-                torch.baddbmm(F[:, K:, K:], L21, L21.mT, alpha=-1.0, out=out)
-            else:
-                L21 = F.new_zeros(cnt, 0, K)
+            with torch_threads(p["threads"]):
+                L11, info = torch.linalg.cholesky_ex(F[:, :K, :K])
+                if bool((info != 0).any()):
+                    raise torch.linalg.LinAlgError("matrix is not positive definite")
+                if R:
+                    L21 = torch.linalg.solve_triangular(L11, F[:, K:, :K].mT, upper=False).mT
+                    out = U[int(self.u_offset[g]): int(self.u_offset[g + 1])].view(cnt, R, R)
+                    torch.baddbmm(F[:, K:, K:], L21, L21.mT, alpha=-1.0, out=out)
+                else:
+                    L21 = F.new_zeros(cnt, 0, K)
             self.factors.append((L11, L21))
 
     def solve(self, b: Tensor) -> Tensor:
@@ -302,7 +323,8 @@ class MultifrontalCholesky:
         y = torch.zeros(self.n + 1, dtype=self.dtype, device=self.device)  # the last slot absorbs padding
         y[: self.n] = x[self.perm_t]
         for p, (L11, L21) in zip(self.plan, self.factors):
-            yc = torch.linalg.solve_triangular(L11, y[p["cols"]].unsqueeze(-1), upper=False)
+            with torch_threads(p["threads"]):
+                yc = torch.linalg.solve_triangular(L11, y[p["cols"]].unsqueeze(-1), upper=False)
             y[p["cols"]] = yc.squeeze(-1)
             if p["R"]:
                 y.index_add_(0, p["rows"].reshape(-1), -(L21 @ yc).reshape(-1))
@@ -311,7 +333,8 @@ class MultifrontalCholesky:
             rhs = y[p["cols"]].unsqueeze(-1)
             if p["R"]:
                 rhs = rhs - L21.mT @ y[p["rows"]].unsqueeze(-1)
-            y[p["cols"]] = torch.linalg.solve_triangular(L11.mT, rhs, upper=True).squeeze(-1)
+            with torch_threads(p["threads"]):
+                y[p["cols"]] = torch.linalg.solve_triangular(L11.mT, rhs, upper=True).squeeze(-1)
             y[self.n] = 0.0
         out = torch.empty(self.n, dtype=self.dtype, device=self.device)
         out[self.perm_t] = y[: self.n]
