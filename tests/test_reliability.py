@@ -642,3 +642,38 @@ def test_library_calls_stay_quiet(tmp_path):
     done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "quiet" and done.stderr == "", done.stderr[-2000:]
+
+
+def test_library_calls_leave_torchs_thread_count_as_they_found_it():
+    """Calls that pick their own torch thread count for their small linear algebra (calibration,
+    hand-eye, covariances, the solvers) restore the caller's, also when they raise inside."""
+    from robojac import data, optim
+    from robojac.calibration import calibrate_kinematics, hand_eye
+    from robojac.posegraph import covariances
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count none of them picks
+    try:
+        panda = Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
+        q = panda.random_configuration(30, generator=torch.Generator().manual_seed(0))
+        assert calibrate_kinematics(panda, q, panda(q)).converged and torch.get_num_threads() == 3
+        g = torch.Generator().manual_seed(1)
+        A = lie.se3_exp(torch.randn(12, 6, dtype=torch.float64, generator=g))
+        X = lie.se3_exp(torch.randn(1, 6, dtype=torch.float64, generator=g))
+        B = lie.se3_inverse(lie.se3_compose(A, X.expand(12, 7)))
+        assert bool(hand_eye(A, B).converged) and torch.get_num_threads() == 3
+        about_z = lie.se3_exp(torch.tensor([[0.0] * 5 + [0.1 * (k + 1)] for k in range(6)], dtype=torch.float64))
+        with pytest.raises(ValueError, match="one axis only"):  # refused inside its thread scope
+            hand_eye(about_z, lie.se3_inverse(about_z))
+        assert torch.get_num_threads() == 3
+        graph = read_g2o(data.path("posegraph/intel.g2o"))
+        answer = optimize(graph)
+        assert torch.get_num_threads() == 3
+        assert covariances(graph, answer.poses).shape == (graph.num_poses, 3, 3) and torch.get_num_threads() == 3
+        x = optim.Variable("Rn", torch.zeros(1, 2, 2, dtype=torch.float64), name="x")
+        apart = optim.Factor(lambda a, b: b - a - 1.0, [x, x], index=[[0, 1]], name="apart")  # no gauge held
+        with pytest.raises(ValueError, match="singular"):  # refused inside its thread scope
+            optim.covariances([x], [apart], [x.value], x)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

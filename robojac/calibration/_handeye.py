@@ -25,6 +25,7 @@ from torch import Tensor
 from .. import lie
 from .._config import check_choice, check_real
 from .._precision import in_dtype, working_dtype
+from .._threads import threads_for, torch_threads
 from ..optim import Factor, History, RobustKernel, SolverConfig, Variable, solve
 
 __all__ = ["HandEyeConfig", "HandEyeResult", "hand_eye", "robot_world_hand_eye"]
@@ -265,17 +266,20 @@ def _solve(A: Tensor, B: Tensor, method: str, config: HandEyeConfig | None, name
     given = A.dtype
     work = working_dtype(given)  # stations in a half precision: solved in float32, answered in theirs
     A, B = A.to(work).reshape(-1, *A.shape[-2:]), B.to(work).reshape(-1, *B.shape[-2:])
-    _check_motion(A, names[0])
-    X = _closed_form(cfg.start if method == "refined" else method, A, B)
-    Z = _z_from(A, X, B)
-    if method != "refined":
-        Bt, dev = A.shape[0], A.device
-        out = _finish(method, A, B, X, Z, torch.ones(Bt, dtype=torch.bool, device=dev),
-                      torch.zeros(Bt, dtype=torch.long, device=dev), None, ("closed_form",) * Bt, None, cfg, batch)
-    else:
-        res = _refine(A, B, X, Z, cfg)
-        out = _finish(method, A, B, res.values[0][:, 0], res.values[1][:, 0], res.converged, res.iterations, res.cost,
-                      res.reason, res.history, cfg, batch)
+    # small SVDs, solves and least squares: one torch thread below robojac._threads' size
+    # (30 stations, refined: 13.3 -> 10.3 ms; Park-Martin 4.3 -> 3.1 ms)
+    with torch_threads(threads_for(A.shape[0] * A.shape[1] * A.shape[1] * 12, A.device)):
+        _check_motion(A, names[0])
+        X = _closed_form(cfg.start if method == "refined" else method, A, B)
+        Z = _z_from(A, X, B)
+        if method != "refined":
+            Bt, dev = A.shape[0], A.device
+            out = _finish(method, A, B, X, Z, torch.ones(Bt, dtype=torch.bool, device=dev),
+                          torch.zeros(Bt, dtype=torch.long, device=dev), None, ("closed_form",) * Bt, None, cfg, batch)
+        else:
+            res = _refine(A, B, X, Z, cfg)
+            out = _finish(method, A, B, res.values[0][:, 0], res.values[1][:, 0], res.converged, res.iterations,
+                          res.cost, res.reason, res.history, cfg, batch)
     return out if work == given else in_dtype(out, given)
 
 

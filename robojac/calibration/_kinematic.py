@@ -27,6 +27,7 @@ from torch.func import functional_call
 
 from .. import lie
 from .._config import check_instance, check_real
+from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
 from ..optim import Factor, History, RobustKernel, SolverConfig, TerminationConfig, Variable, product, solve
 
@@ -400,81 +401,86 @@ def calibrate_kinematics(chain: Chain, q: Tensor, measurements, *, frame: str | 
     offsets = _pick("offsets", cfg.offsets, moving)
     pchain = chain.with_parameters(origins=origins or None, offsets=offsets or None).to(dev).double()
     names = _names(pchain)
-    residual = _Measured(pchain, frame, point)
-    L = _whitening(covariance, weight, M, m, q)
-    raw = [p.detach().tensor() if hasattr(p, "ltype") else p.detach() for p in (
-        getattr(pchain, "joint_origins", None), getattr(pchain, "joint_offsets", None)) if p is not None]
-    x0 = torch.cat([r.reshape(-1) for r in raw]).to(dev)
+    # the analysis's SVDs and QR and the solve's small systems: one torch thread below robojac._threads'
+    # size (60 poses of a Panda: 58 -> 34 ms)
+    with torch_threads(threads_for(max(M, 64) * m * len(names), dev)):
+        residual = _Measured(pchain, frame, point)
+        L = _whitening(covariance, weight, M, m, q)
+        raw = [p.detach().tensor() if hasattr(p, "ltype") else p.detach() for p in (
+            getattr(pchain, "joint_origins", None), getattr(pchain, "joint_offsets", None)) if p is not None]
+        x0 = torch.cat([r.reshape(-1) for r in raw]).to(dev)
 
-    # what the measurements can identify: structurally (many random poses) and with these data
-    probe = chain.random_configuration(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64,
-                                       device=dev)
-    probe_meas = residual.poses(x0, probe)[:, residual.tip]
-    probe_meas = probe_meas if m == 6 else residual.errors(probe_meas, torch.zeros(64, 3, dtype=torch.float64, device=dev))
-    eye = torch.eye(m, dtype=torch.float64, device=dev).expand(64, m, m)
-    Jp = residual.value_and_jacobians(x0[None, None], probe[None], probe_meas[None], eye[None])[1][0][0]
-    needed = _scaled_svd(Jp.reshape(-1, len(names)), cfg.rank_tolerance)[3]
-    if M * m < needed:
-        raise ValueError(f"measurements: {M} {'poses' if m == 6 else 'positions'} give {M * m} equations; the "
-                         f"{needed} identifiable parameters need at least {math.ceil(needed / m)} measurements")
-    group = product(("SE3", residual.K), ("Rn", residual.D))
-    every = torch.zeros(M, 1, dtype=torch.long, device=dev)  # each measurement reads the one variable
-    P = len(names)
+        # what the measurements can identify: structurally (many random poses) and with these data
+        probe = chain.random_configuration(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64,
+                                           device=dev)
+        probe_meas = residual.poses(x0, probe)[:, residual.tip]
+        if m == 3:
+            probe_meas = residual.errors(probe_meas, torch.zeros(64, 3, dtype=torch.float64, device=dev))
+        eye = torch.eye(m, dtype=torch.float64, device=dev).expand(64, m, m)
+        Jp = residual.value_and_jacobians(x0[None, None], probe[None], probe_meas[None], eye[None])[1][0][0]
+        needed = _scaled_svd(Jp.reshape(-1, len(names)), cfg.rank_tolerance)[3]
+        if M * m < needed:
+            raise ValueError(f"measurements: {M} {'poses' if m == 6 else 'positions'} give {M * m} equations; the "
+                             f"{needed} identifiable parameters need at least {math.ceil(needed / m)} measurements")
+        group = product(("SE3", residual.K), ("Rn", residual.D))
+        every = torch.zeros(M, 1, dtype=torch.long, device=dev)  # each measurement reads the one variable
+        P = len(names)
 
-    @torch.no_grad()  # the analysis and the gauge it sets (the hold) are constants of the answer's gradients:
-    def identify(x: Tensor):  # an SVD's derivative is undefined at its repeated (zero) singular values
-        """What the data see at ``x``: the weighted Jacobian, its scaled SVD and rank."""
-        r, (J,) = residual.value_and_jacobians(x[None, None], q[None], meas[None], L[None])
-        w = cfg.kernel.row_weights(r[0])
-        w = torch.ones(M, dtype=torch.float64, device=dev) if w is None else w
-        Jw = (w.sqrt()[:, None, None] * J[0]).reshape(-1, P)
-        return (Jw, w) + _scaled_svd(Jw, cfg.rank_tolerance)
+        @torch.no_grad()  # the analysis and the gauge it sets (the hold) are constants of the answer's gradients:
+        def identify(x: Tensor):  # an SVD's derivative is undefined at its repeated (zero) singular values
+            """What the data see at ``x``: the weighted Jacobian, its scaled SVD and rank."""
+            r, (J,) = residual.value_and_jacobians(x[None, None], q[None], meas[None], L[None])
+            w = cfg.kernel.row_weights(r[0])
+            w = torch.ones(M, dtype=torch.float64, device=dev) if w is None else w
+            Jw = (w.sqrt()[:, None, None] * J[0]).reshape(-1, P)
+            return (Jw, w) + _scaled_svd(Jw, cfg.rank_tolerance)
 
-    # The unidentifiable directions turn as the parameters move (a tool point that sits on the
-    # last joint's axis in the nominal model sees that joint's offset nowhere; the true tool,
-    # a millimetre off, sees it a little): found where the solve starts, and found again where
-    # it ends until they agree (at most three rounds; the first is given 10 iterations, which a
-    # calibration whose directions do not turn needs at most, the last the configured count).
-    x, runs = x0, []
-    Jw, w, c, S, Vh, rank = identify(x0)
-    term = cfg.solver.termination
-    first = dataclasses.replace(cfg.solver, termination=dataclasses.replace(
-        term, max_iterations=min(term.max_iterations, 10)))
-    for round_ in range(3):
-        var = Variable(group, x[None, None].clone(), name="parameters")
-        factors = [Factor(residual, [var], every, data=[q, meas, L], kernel=cfg.kernel, name="measurements")]
-        N = Vh[rank:].T  # (P, P - r) in scaled coordinates
-        if N.shape[1]:
-            Nt = math.sqrt(cfg.null_space_weight) * S[0] * N.T * c  # (P - r, P)
-            factors.append(Factor(_Hold(residual.K), [var], data=[Nt[None], x0[None]], name="hold"))
-        runs.append(solve([var], factors, first if round_ == 0 else cfg.solver))
-        x = runs[-1].values[0][0, 0]
-        Jw, w, c1, S1, Vh1, rank1 = identify(x)
-        if bool(runs[-1].converged[0]) and rank1 == rank:
-            break
-        c, S, Vh, rank = c1, S1, Vh1, rank1
-    result = runs[-1]
-    base = _base_parameters(Jw, rank)
-    # the covariance in the identifiable directions (scaled), the others held
-    V = Vh[:rank].T
-    Js = Jw / c
-    cov = (V @ torch.linalg.pinv(V.T @ Js.T @ Js @ V, hermitian=True) @ V.T) / c[:, None] / c[None, :]
-    sigma0 = math.sqrt(float(2 * result.cost[0]) / max(M * m - rank, 1))
-    std = cov.diagonal().clamp_min(0).sqrt() * (sigma0 if covariance is None else 1.0)
-    with torch.no_grad():
-        parts = residual.split(x)
-        if "joint_origins" in parts:
-            pchain.joint_origins.data.copy_(parts["joint_origins"])
-        if "joint_offsets" in parts:
-            pchain.joint_offsets.data.copy_(parts["joint_offsets"])
-    history = History(*(torch.cat([getattr(r.history, k) for r in runs]) for k in ("cost", "damping", "accepted")))
-    return CalibrationResult(
-        chain=pchain.frozen(), converged=bool(result.converged[0]), iterations=sum(int(r.iterations[0]) for r in runs),
-        cost=float(result.cost[0]), reason=result.reason[0], history=history, parameter_names=names,
-        estimate=_deviation(x, x0, residual.K), std=std, origins=x[: 7 * residual.K].reshape(residual.K, 7),
-        offsets=x[7 * residual.K :], singular_values=S1, scale=c, null_space=Vh[rank:].T,
-        identifiable=tuple(names[j] for j in base), unidentifiable=_dependencies(Jw, base, names),
-        before=_errors(residual, x0, q, meas), after=_errors(residual, x, q, meas), weights=w, sigma0=sigma0)
+        # The unidentifiable directions turn as the parameters move (a tool point that sits on the
+        # last joint's axis in the nominal model sees that joint's offset nowhere; the true tool,
+        # a millimetre off, sees it a little): found where the solve starts, and found again where
+        # it ends until they agree (at most three rounds; the first is given 10 iterations, which a
+        # calibration whose directions do not turn needs at most, the last the configured count).
+        x, runs = x0, []
+        Jw, w, c, S, Vh, rank = identify(x0)
+        term = cfg.solver.termination
+        first = dataclasses.replace(cfg.solver, termination=dataclasses.replace(
+            term, max_iterations=min(term.max_iterations, 10)))
+        for round_ in range(3):
+            var = Variable(group, x[None, None].clone(), name="parameters")
+            factors = [Factor(residual, [var], every, data=[q, meas, L], kernel=cfg.kernel, name="measurements")]
+            N = Vh[rank:].T  # (P, P - r) in scaled coordinates
+            if N.shape[1]:
+                Nt = math.sqrt(cfg.null_space_weight) * S[0] * N.T * c  # (P - r, P)
+                factors.append(Factor(_Hold(residual.K), [var], data=[Nt[None], x0[None]], name="hold"))
+            runs.append(solve([var], factors, first if round_ == 0 else cfg.solver))
+            x = runs[-1].values[0][0, 0]
+            Jw, w, c1, S1, Vh1, rank1 = identify(x)
+            if bool(runs[-1].converged[0]) and rank1 == rank:
+                break
+            c, S, Vh, rank = c1, S1, Vh1, rank1
+        result = runs[-1]
+        base = _base_parameters(Jw, rank)
+        # the covariance in the identifiable directions (scaled), the others held
+        V = Vh[:rank].T
+        Js = Jw / c
+        cov = (V @ torch.linalg.pinv(V.T @ Js.T @ Js @ V, hermitian=True) @ V.T) / c[:, None] / c[None, :]
+        sigma0 = math.sqrt(float(2 * result.cost[0]) / max(M * m - rank, 1))
+        std = cov.diagonal().clamp_min(0).sqrt() * (sigma0 if covariance is None else 1.0)
+        with torch.no_grad():
+            parts = residual.split(x)
+            if "joint_origins" in parts:
+                pchain.joint_origins.data.copy_(parts["joint_origins"])
+            if "joint_offsets" in parts:
+                pchain.joint_offsets.data.copy_(parts["joint_offsets"])
+        history = History(*(torch.cat([getattr(r.history, k) for r in runs]) for k in ("cost", "damping", "accepted")))
+        return CalibrationResult(
+            chain=pchain.frozen(), converged=bool(result.converged[0]),
+            iterations=sum(int(r.iterations[0]) for r in runs),
+            cost=float(result.cost[0]), reason=result.reason[0], history=history, parameter_names=names,
+            estimate=_deviation(x, x0, residual.K), std=std, origins=x[: 7 * residual.K].reshape(residual.K, 7),
+            offsets=x[7 * residual.K :], singular_values=S1, scale=c, null_space=Vh[rank:].T,
+            identifiable=tuple(names[j] for j in base), unidentifiable=_dependencies(Jw, base, names),
+            before=_errors(residual, x0, q, meas), after=_errors(residual, x, q, meas), weights=w, sigma0=sigma0)
 
 
 def perturbed_chain(chain: Chain, *, origin_mm: float = 1.0, origin_deg: float = 0.2, offset_deg: float = 0.3,
