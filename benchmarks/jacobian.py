@@ -9,7 +9,13 @@
 
 pypose runs in a child process under --timeout seconds (it is dense and per-row).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/jacobian.py [--timeout 120] [--quick]
+A first table times ``modjac`` itself at its defaults against pypose's at its own, in this
+process, interleaved: robojac's automatic strategy (forward or reverse mode by size,
+vectorized) and robojac row by row (pypose's strategy), on a camera pose acting on 100 points,
+the 7-joint chain at batch 64, and a small MLP; every Jacobian equal to pypose's where pypose's
+columns are the same (plain parameters) and to robojac's row-by-row one.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/jacobian.py [--timeout 120] [--quick] [--defaults-only]
 """
 
 from __future__ import annotations
@@ -97,13 +103,51 @@ def _peer(builder, args, vectorize, timeout):
     return None, ("timeout > " + fmt_time(value)) if status == "timeout" else value
 
 
+class Camera(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.T_world_camera = pp.Parameter(pp.randn_SE3(dtype=DT))
+
+    def forward(self, p):
+        return self.T_world_camera.Act(p)
+
+
+def defaults_table() -> None:
+    """``modjac`` at its defaults against pypose's at its own (see the module docstring)."""
+    from robojac.jacobian import modjac
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(3, 64), nn.Tanh(), nn.Linear(64, 3)).double()
+    models = [("camera pose, 100 points (6 columns, 300 outputs)", Camera(), torch.randn(100, 3, dtype=DT), False),
+              ("7-joint chain, B=64 (448 columns, 448 outputs)", _chain_builder(64)[0], None, False),
+              ("MLP 3-64-3, 100 inputs (451 columns, 300 outputs)", mlp, torch.randn(100, 3, dtype=DT), True)]
+    rows = []
+    for name, model, x, plain in models:
+        ours, by_rows, theirs = modjac(model, x), modjac(model, x, strategy="reverse-mode"), \
+            pp.optim.functional.modjac(model, x)
+        assert all(float((a - b).abs().max()) < 1e-12 for a, b in zip(ours, by_rows))
+        if plain:
+            assert all(float((a - b).abs().max()) < 1e-12 for a, b in zip(ours, theirs))
+        t_auto, t_rows, t_pp = interleaved_medians([lambda: modjac(model, x),
+                                                    lambda: modjac(model, x, strategy="reverse-mode"),
+                                                    lambda: pp.optim.functional.modjac(model, x)], repeat=7)
+        rows.append([name, fmt_time(t_pp), fmt_time(t_rows), fmt_time(t_auto), f"{t_pp / t_auto:.1f}x"])
+        print(" | ".join(rows[-1]), flush=True)
+    print(table(["model", "pypose modjac (defaults)", "robojac row by row", "robojac (defaults: auto)",
+                 "pypose / robojac"], rows), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds allowed to each pypose run")
     ap.add_argument("--quick", action="store_true", help="skip every pypose run but the smallest")
     ap.add_argument("--full", action="store_true", help="also run pypose's per-row modjac where it takes minutes")
+    ap.add_argument("--defaults-only", action="store_true", help="only the table of modjac at its defaults")
     args = ap.parse_args()
     print(f"# Jacobian core vs pypose modjac; {describe_machine()}; float64\n", flush=True)
+    defaults_table()
+    if args.defaults_only:
+        return
     headers = ["model", "pypose modjac (per-row / vectorized)", "robojac generic", "robojac fast path", "forward pass", "notes"]
     rows = []
 

@@ -10,7 +10,9 @@ from robojac.jacobian import modjac
 
 from helpers import BATCH_SHAPES, GROUPS, euclid_fd, manifold_fd, max_err, random_group
 
-STRATEGIES = [dict(), dict(vectorize=True), dict(vectorize=True, strategy="forward-mode")]
+STRATEGIES = [dict(), dict(strategy="reverse-mode"), dict(strategy="reverse-mode", vectorize=True),
+              dict(strategy="forward-mode", vectorize=True)]
+STRATEGY_IDS = ["auto", "reverse", "reverse-vec", "forward-vec"]
 
 
 def _torch_reference(model, x):
@@ -30,7 +32,7 @@ class TwoHeads(nn.Module):
         return self.head(h) * scale, h.sum(-1)
 
 
-@pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
+@pytest.mark.parametrize("kw", STRATEGIES, ids=STRATEGY_IDS)
 def test_plain_parameters_match_torch_and_pypose(kw, device):
     model = nn.Sequential(nn.Linear(3, 4, device=device), nn.Tanh(), nn.Linear(4, 2, device=device)).double()
     x = torch.randn(5, 3, dtype=torch.float64, device=device)
@@ -44,7 +46,7 @@ def test_plain_parameters_match_torch_and_pypose(kw, device):
         assert max_err(a, b) < 1e-14
     flat = modjac(model, x, flatten=True, **kw)
     assert flat.shape == (10, sum(p.numel() for p in model.parameters()))
-    if not kw.get("strategy"):  # pypose's own flatten returns a list in forward mode
+    if kw.get("strategy") == "reverse-mode":  # pypose's own flatten returns a list in forward mode
         assert max_err(flat, pp.optim.functional.modjac(model, x, flatten=True, **kw)) < 1e-14
 
 
@@ -92,7 +94,7 @@ class RawReader(nn.Module):
 
 @pytest.mark.parametrize("group", list(GROUPS))
 @pytest.mark.parametrize("shape", BATCH_SHAPES, ids=str)
-@pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
+@pytest.mark.parametrize("kw", STRATEGIES, ids=STRATEGY_IDS)
 def test_lie_parameters_get_tangent_columns(group, shape, kw, device):
     X = random_group(group, shape, device=device)
     Y = random_group(group, shape, device=device)
@@ -209,7 +211,7 @@ def test_bad_input_is_refused_with_what_was_expected(device):
         modjac(model, torch.tensor([float("nan"), 1.0], device=device))
 
 
-@pytest.mark.parametrize("kw", STRATEGIES, ids=["reverse", "reverse-vec", "forward-vec"])
+@pytest.mark.parametrize("kw", STRATEGIES, ids=STRATEGY_IDS)
 def test_jacobian_holds_no_graph_unless_asked(kw, device):
     model = nn.Sequential(nn.Linear(3, 2, device=device), nn.Tanh())  # a Jacobian that depends on the weights
     assert not any(j.requires_grad for j in modjac(model, torch.randn(3, device=device), **kw))
@@ -218,3 +220,68 @@ def test_jacobian_holds_no_graph_unless_asked(kw, device):
             modjac(model, torch.randn(3, device=device), create_graph=True, **kw)
     else:
         assert all(j.requires_grad for j in modjac(model, torch.randn(3, device=device), create_graph=True, **kw))
+
+
+def test_the_automatic_strategy_picks_by_size_and_falls_back_where_vmap_cannot_run(device, monkeypatch):
+    """``strategy="auto"``: forward mode when the columns are no more than the outputs, reverse
+    mode when fewer outputs, both vectorized, and pypose's row-by-row reverse mode for
+    ``strict``, ``vectorize=False``, a graph asked of forward mode's sizes (reverse then), and a
+    model vmap cannot batch; every answer equal to the row-by-row one."""
+    import robojac.jacobian._modjac as mj
+
+    calls = []
+    real = torch.autograd.functional.jacobian
+
+    def spy(*args, **kw):
+        calls.append((kw["strategy"], kw["vectorize"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(torch.autograd.functional, "jacobian", spy)
+
+    class Camera(nn.Module):  # 6 columns
+        def __init__(self):
+            super().__init__()
+            self.T = pp.Parameter(pp.randn_SE3(dtype=torch.float64, device=device))
+
+        def forward(self, p):
+            return self.T.Act(p)
+
+    class Square(torch.autograd.Function):  # a user's op with a backward and no forward mode (no jvp)
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    class Itemized(Camera):
+        def forward(self, p):
+            return Square.apply(self.T.Act(p))
+
+    cam, item = Camera(), Itemized()
+    many, one = torch.randn(50, 3, dtype=torch.float64, device=device), torch.randn(1, 3, dtype=torch.float64, device=device)
+    wide = nn.Linear(40, 1, device=device).double()  # 41 columns, 1 output
+    x = torch.randn(1, 40, dtype=torch.float64, device=device)
+    cases = [
+        (cam, many, dict(), [("forward-mode", True)]),
+        (cam, one, dict(), [("reverse-mode", True)]),  # 3 outputs, 6 columns
+        (wide, x, dict(), [("reverse-mode", True)]),
+        (cam, many, dict(create_graph=True), [("reverse-mode", True)]),
+        (cam, many, dict(strict=True), [("reverse-mode", False)]),
+        (cam, many, dict(vectorize=False), [("reverse-mode", False)]),
+        (item, many, dict(), [("forward-mode", True), ("reverse-mode", False)]),
+    ]
+    for model, inp, kw, expected in cases:
+        calls.clear()
+        J = modjac(model, inp, **kw)
+        assert calls == expected, (type(model).__name__, kw, calls)
+        ref = modjac(model, inp, strategy="reverse-mode")
+        assert all(max_err(a, b) < 1e-13 for a, b in zip(J, ref))
+    calls.clear()
+    monkeypatch.setattr(mj, "VECTORIZE_MAX", 100)  # 150 outputs of 6 columns: forward; of 201 columns: by rows
+    modjac(cam, torch.randn(50, 3, dtype=torch.float64, device=device))
+    modjac(nn.Linear(200, 1, device=device).double(), torch.randn(150, 200, dtype=torch.float64, device=device))
+    assert calls[0] == ("forward-mode", True) and calls[-1] == ("reverse-mode", False), calls
