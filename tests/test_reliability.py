@@ -645,8 +645,9 @@ def test_library_calls_stay_quiet(tmp_path):
 
 
 def test_library_calls_leave_torchs_thread_count_as_they_found_it():
-    """Calls that pick their own torch thread count for their small linear algebra (calibration,
-    hand-eye, covariances, the solvers) restore the caller's, also when they raise inside."""
+    """Calls that pick their own torch thread count for their small work (kinematics,
+    calibration, hand-eye, covariances, the solvers) restore the caller's, also when they raise
+    inside."""
     from robojac import data, optim
     from robojac.calibration import calibrate_kinematics, hand_eye
     from robojac.posegraph import covariances
@@ -656,6 +657,10 @@ def test_library_calls_leave_torchs_thread_count_as_they_found_it():
     try:
         panda = Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
         q = panda.random_configuration(30, generator=torch.Generator().manual_seed(0))
+        assert panda.jacobian(q).shape == (30, 6, 7) and torch.get_num_threads() == 3
+        with pytest.raises(ValueError, match="q"):  # refused inside its thread scope
+            panda.forward_kinematics(q[:, :5])
+        assert torch.get_num_threads() == 3
         assert calibrate_kinematics(panda, q, panda(q)).converged and torch.get_num_threads() == 3
         g = torch.Generator().manual_seed(1)
         A = lie.se3_exp(torch.randn(12, 6, dtype=torch.float64, generator=g))

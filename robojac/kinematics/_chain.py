@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -16,6 +17,7 @@ import pypose as pp
 
 from ._fk import Plan, compile_program, jacobian_from, origin_constants, plan_jacobian, run_autograd, transpose_into
 from .. import lie
+from .._threads import threads_for, torch_threads
 from ..lie import wrap_lie
 from ._joint import Joint
 from ._tree import TreeLayout, layout, path_joints
@@ -24,6 +26,21 @@ __all__ = ["Chain"]
 
 Reference = Literal["world", "local"]
 
+
+
+def _on_threads(method):
+    """Run a kinematics method on ``robojac._threads``' thread count for its configurations
+    (``q``'s entries): one torch thread for mid-sized batches, whose ops each woke a second
+    thread for nothing (the Panda in float32: forward kinematics of 1,000 configurations 0.39 ms
+    on one thread, 2.29 ms on two; its Jacobian 1.21 / 3.18 ms; at 100,000, 21.6 / 19.8 ms)."""
+
+    @functools.wraps(method)
+    def run(self, q, *args, **kwargs):
+        threads = threads_for(q.numel(), q.device) if isinstance(q, Tensor) else None
+        with torch_threads(threads):
+            return method(self, q, *args, **kwargs)
+
+    return run
 
 class Chain(nn.Module):
     """A kinematic tree of links (frames) connected by joints.
@@ -442,6 +459,7 @@ class Chain(nn.Module):
         poses, axes = run_autograd(self._program, C, q2, needed, jac)
         return _Evaluation(batch, poses.__getitem__, axes.__getitem__, None, None)
 
+    @_on_threads
     def forward_kinematics_tensor(self, q: Tensor, frames: Sequence[str] | None = None) -> Tensor:
         """Poses ``(..., F, 7)`` of ``frames`` (default every frame, in :attr:`frame_names` order)."""
         idx = list(range(len(self.tree.frames))) if frames is None else [self._frame_index(f) for f in frames]
@@ -455,6 +473,7 @@ class Chain(nn.Module):
             out = src.permute(2, 0, 1)  # keeps the autograd graph
         return out.reshape(ev.batch + (len(idx), 7))
 
+    @_on_threads
     def forward_kinematics(self, q: Tensor, frame: str | None = None):
         """Poses in the root frame: ``{name: SE3 (..., 7)}`` of every frame, or one ``frame``'s.
 
@@ -477,6 +496,7 @@ class Chain(nn.Module):
         shape = ev.batch + (7,)
         return {name: wrap_lie(out[f].reshape(shape)) for f, name in enumerate(self.tree.frames)}
 
+    @_on_threads
     def forward(self, q: Tensor, frames: Sequence[str] | None = None) -> Tensor:
         """The tip pose ``(..., 7)`` of a serial chain, or with ``frames`` the poses ``(..., F, 7)``
         of those frames (see :meth:`forward_kinematics`).  The model that
@@ -485,6 +505,7 @@ class Chain(nn.Module):
             return self.forward_kinematics_tensor(q, frames)
         return self.forward_kinematics_tensor(q, [self.tip])[..., 0, :]
 
+    @_on_threads
     def jacobian(self, q: Tensor, frame: str | None = None, *, reference: Reference = "world",
                  method: Literal["analytic", "autodiff"] = "analytic") -> Tensor:
         """Geometric Jacobian ``(..., 6, dof)`` of ``frame`` (default: the tip).
@@ -503,6 +524,7 @@ class Chain(nn.Module):
             return self._autodiff_jacobian(q, f, reference)
         return self.pose_and_jacobian(q, self.tree.frames[f], reference=reference)[1]
 
+    @_on_threads
     def pose_and_jacobian(self, q: Tensor, frame: str | None = None, *,
                           reference: Reference = "world") -> tuple[Tensor, Tensor]:
         """``(pose (..., 7), jacobian (..., 6, dof))`` of ``frame`` from one pass (what IK needs)."""
