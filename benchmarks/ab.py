@@ -15,8 +15,10 @@ scans: time per scan, ATE), ``icp`` (GICP on the bunny and LiDAR pairs of
 ``benchmarks/icp.py``, from the identity: time, iterations, answer) and ``jacobian``
 (automatic Jacobians: ``batch_jacobian(strategy="forward-stacked")`` of ``lie.se3_log``,
 ``se3_exp``, ``se3_act`` and ``quat_mul`` at 8 poses, and the 10 small SE(3) problems of
-``benchmarks/side_by_side_theseus.py`` solved by the engine) and ``covariances`` (every pose's
-marginal covariance at the optimum, on the graphs of ``benchmarks/covariances.py``).
+``benchmarks/side_by_side_theseus.py`` solved by the engine), ``covariances`` (every pose's
+marginal covariance at the optimum, on the graphs of ``benchmarks/covariances.py``) and
+``kinematics`` (the Panda's forward kinematics and Jacobian at 1, 1,000 and 100,000
+configurations, float32 and float64, as ``benchmarks/kinematics.py``).
 """
 
 from __future__ import annotations
@@ -215,8 +217,31 @@ def case_jacobian(calls: int) -> dict:
     return out
 
 
+def case_kinematics(calls: int) -> dict:
+    import torch
+
+    from robojac import Chain, data
+
+    panda = Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")  # benchmarks/kinematics.py's
+    out = {}
+    for dtype in (torch.float32, torch.float64):
+        for B in (1, 1000, 100000):
+            q = panda.random_configuration(B, generator=torch.Generator().manual_seed(0)).to(dtype)
+            for what, run in (("FK", lambda: panda.forward_kinematics(q)), ("Jacobian", lambda: panda.jacobian(q))):
+                r = run()
+                ts = []
+                for _ in range(calls * (1 if B == 100000 else 20)):
+                    t0 = time.perf_counter()
+                    r = run()
+                    ts.append(time.perf_counter() - t0)
+                answer = r if isinstance(r, torch.Tensor) else r["panda_hand"].tensor()
+                out[f"{what}, {B:,} configurations, {str(dtype)[6:]}"] = [statistics.median(ts),
+                                                                          f"norm {float(answer.double().norm()):.7g}"]
+    return out
+
+
 CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration, "odometry": case_odometry,
-         "icp": case_icp, "jacobian": case_jacobian, "covariances": case_covariances}
+         "icp": case_icp, "jacobian": case_jacobian, "covariances": case_covariances, "kinematics": case_kinematics}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:
