@@ -257,11 +257,11 @@ def test_the_automatic_strategy_picks_by_size_and_falls_back_where_vmap_cannot_r
             (x,) = ctx.saved_tensors
             return 2 * x * g
 
-    class Itemized(Camera):
+    class NoForwardMode(Camera):
         def forward(self, p):
             return Square.apply(self.T.Act(p))
 
-    cam, item = Camera(), Itemized()
+    cam, item = Camera(), NoForwardMode()
     many, one = torch.randn(50, 3, dtype=torch.float64, device=device), torch.randn(1, 3, dtype=torch.float64, device=device)
     wide = nn.Linear(40, 1, device=device).double()  # 41 columns, 1 output
     x = torch.randn(1, 40, dtype=torch.float64, device=device)

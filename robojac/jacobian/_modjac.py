@@ -121,7 +121,7 @@ def _automatic(func, variables: tuple, create_graph: bool, strict: bool, vectori
         return jac(vectorize=False, strategy="reverse-mode")
     try:
         return jac(vectorize=True, strategy=mode)
-    except (RuntimeError, NotImplementedError):  # an op vmap cannot batch (.item(), a Function without vmap)
+    except (RuntimeError, NotImplementedError):  # an op vmap cannot run (a user's autograd.Function with no jvp)
         return jac(vectorize=False, strategy="reverse-mode")
 
 
