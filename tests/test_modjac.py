@@ -262,7 +262,8 @@ def test_the_automatic_strategy_picks_by_size_and_falls_back_where_vmap_cannot_r
             return Square.apply(self.T.Act(p))
 
     cam, item = Camera(), NoForwardMode()
-    many, one = torch.randn(50, 3, dtype=torch.float64, device=device), torch.randn(1, 3, dtype=torch.float64, device=device)
+    many = torch.randn(50, 3, dtype=torch.float64, device=device)
+    one = torch.randn(1, 3, dtype=torch.float64, device=device)
     wide = nn.Linear(40, 1, device=device).double()  # 41 columns, 1 output
     x = torch.randn(1, 40, dtype=torch.float64, device=device)
     cases = [
