@@ -264,9 +264,10 @@ def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, k
     T = optim.Variable("SE3", T0.to(device), name="T")
     s = optim.Variable("Rn", torch.tensor([1.0, 0.0], **kw).expand(B, 1, 2).to(device), name="s")
     k = RobustKernel(kernel, scale)
-    plane = optim.Factor(_plane_rows, [T, s], index=torch.zeros(M, 2, dtype=torch.long), name="plane",
+    plane = optim.Factor(_plane_rows, [T, s], index=torch.zeros(M, 2, dtype=torch.long, device=device), name="plane",
                          data=(p.to(device), q.to(device), n.to(device)), kernel=k)
-    prior_rows = optim.Factor(_prior_rows, [s], index=torch.zeros(2, 1, dtype=torch.long), name="prior", kernel=k,
+    prior_rows = optim.Factor(_prior_rows, [s], index=torch.zeros(2, 1, dtype=torch.long, device=device), name="prior",
+                              kernel=k,
                               data=(prior[..., None].to(device), torch.eye(2, **kw).to(device)))
     r = optim.solve([T, s], [plane, prior_rows], optim.SolverConfig(optim.TrustRegionConfig(method="lm")))
     assert kernel != "none" or bool(r.converged.all()), r.reason
