@@ -27,7 +27,6 @@ __all__ = ["Chain"]
 Reference = Literal["world", "local"]
 
 
-
 def _on_threads(method):
     """Run a kinematics method on ``robojac._threads``' thread count for its configurations
     (``q``'s entries): one torch thread for mid-sized batches, whose ops each woke a second
@@ -44,6 +43,7 @@ def _on_threads(method):
         return method(self, q, *args, **kwargs)
 
     return run
+
 
 class Chain(nn.Module):
     """A kinematic tree of links (frames) connected by joints.
