@@ -266,8 +266,9 @@ def _solve(A: Tensor, B: Tensor, method: str, config: HandEyeConfig | None, name
     given = A.dtype
     work = working_dtype(given)  # stations in a half precision: solved in float32, answered in theirs
     A, B = A.to(work).reshape(-1, *A.shape[-2:]), B.to(work).reshape(-1, *B.shape[-2:])
-    # small SVDs, solves and least squares: one torch thread below robojac._threads' size
-    # (30 stations, refined: 15.5 -> 9.5 ms, benchmarks/ab.py --case calibration)
+    # small SVDs, solves and least squares: one torch thread below robojac._threads' size, counted
+    # as the closed forms' largest arrays: every pair of stations' motion, 12 numbers each per
+    # problem (30 stations, refined: 15.5 -> 9.5 ms, benchmarks/ab.py --case calibration)
     with torch_threads(threads_for(A.shape[0] * A.shape[1] * A.shape[1] * 12, A.device)):
         _check_motion(A, names[0])
         X = _closed_form(cfg.start if method == "refined" else method, A, B)

@@ -402,7 +402,8 @@ def calibrate_kinematics(chain: Chain, q: Tensor, measurements, *, frame: str | 
     pchain = chain.with_parameters(origins=origins or None, offsets=offsets or None).to(dev).double()
     names = _names(pchain)
     # the analysis's SVDs and QR and the solve's small systems: one torch thread below robojac._threads'
-    # size (60 poses of a Panda: 64.2 -> 48.3 ms, benchmarks/ab.py --case calibration)
+    # size, counted as the identification Jacobian's entries (the measurements' rows, or the 64 probe
+    # poses' if more, by the parameters; 60 poses of a Panda: 64.2 -> 48.3 ms, ab.py --case calibration)
     with torch_threads(threads_for(max(M, 64) * m * len(names), dev)):
         residual = _Measured(pchain, frame, point)
         L = _whitening(covariance, weight, M, m, q)

@@ -25,9 +25,9 @@ the ones torch computes without the mode.
 pass the mode found nothing to rewrite (every operation between dual tensors, as in
 ``quat_mul``): its later passes run without it, at torch's own speed (``quat_mul``'s stacked
 Jacobian of 8 pairs 255 -> 198 us, ``benchmarks/ab.py --case jacobian``; remembering costs a
-pass ~2 us).  Its passes take the same operations
-whatever the values, unless the function branches in Python on them; a later pass that met a
-missing tangent would still be right, only slower.
+pass ~2 us).  Its passes take the same operations whatever the values, unless the function
+branches in Python on them; a later pass that met a missing tangent would still be right, only
+slower.
 """
 
 from __future__ import annotations

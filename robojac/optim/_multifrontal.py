@@ -43,7 +43,7 @@ __all__ = ["MultifrontalCholesky"]
 FRONT_PARALLEL = 160
 
 
-def front_threads(p: dict, device: torch.device, large: int | None) -> int | None:
+def _front_threads(p: dict, device: torch.device, large: int | None) -> int | None:
     """The torch thread count for a group ``p`` of the plan: one for small fronts on the CPU, else
     ``large`` (``None``: the setting around the call)."""
     return 1 if device.type == "cpu" and max(p["K"], p["R"]) < FRONT_PARALLEL else large
@@ -271,7 +271,7 @@ class MultifrontalCholesky:
                 kids_src=t(updates[g][0]), kids_dst=t(updates[g][1]),
                 cols=torch.from_numpy(cols_idx).to(dev), rows=torch.from_numpy(rows_idx).to(dev),
             ))
-            self.plan[-1]["threads"] = front_threads(self.plan[-1], torch.device(dev), self.threads)
+            self.plan[-1]["threads"] = _front_threads(self.plan[-1], dev, self.threads)
         self.perm_t = torch.from_numpy(self.perm).to(dev)
         # persistent workspaces: fresh multi-megabyte buffers per factorization cost more in page
         # faults than the arithmetic; the update store is fully rewritten each time
