@@ -945,3 +945,33 @@ def test_an_edge_from_a_pose_to_itself_is_refused():
     with pytest.raises(PoseGraphError, match=r"edge 2 2->2: an edge from a pose to itself constrains nothing .*"
                                              r"1 of 5 edges are such loops"):
         PoseGraph(X.tensor(), loop, Z, info)
+
+
+@pytest.mark.parametrize("name", ["smallGrid3D", "intel"])
+def test_multifrontal_merge_rule_bounds_the_zeros_of_fronts_above_free_merge(name):
+    """A chain merges into one front whatever zeros that adds while the front has at most
+    ``free_merge`` columns, above that only while its explicit zeros stay within ``relax``; the
+    answer is the same whatever the fronts."""
+    from robojac.optim import MultifrontalCholesky
+    from robojac.optim._multifrontal import _trap
+
+    graph = read_g2o(_data(name))
+    H, g = _system(graph)
+    b, B = -g.reshape(-1), graph.tangent_dim
+    x = None
+    fronts = {}
+    for relax, free_merge in [(0.0, 0), (0.0, 8 * B), (0.5, 16 * B), (1.0, 0)]:
+        C = MultifrontalCholesky(H, B, relax=relax, free_merge=free_merge)
+        blocks = C.k // B
+        total = np.array([_trap(k, m - k) for k, m in zip(blocks, C.m // B)])
+        zeros = (total - C.sn_nonzeros) / total
+        assert (zeros[C.k > free_merge] <= relax + 1e-12).all()
+        assert (C.k <= 64 * B).all()  # max_merge
+        fronts[relax, free_merge] = (len(C.k), float(zeros.max()))
+        y = C.solve(b)
+        assert max_err(H @ y, b) < 1e-8 * float(b.abs().max())
+        x = y if x is None else x
+        assert max_err(y, x) < 1e-8 * float(x.abs().max())
+    assert fronts[0.0, 0][1] == 0.0  # no merge adds a zero
+    assert fronts[0.0, 8 * B][0] < fronts[0.0, 0][0] and fronts[0.0, 8 * B][1] > 0  # free merges add them
+    assert fronts[1.0, 0][0] <= fronts[0.5, 16 * B][0] <= fronts[0.0, 8 * B][0]

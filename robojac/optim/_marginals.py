@@ -41,12 +41,17 @@ __all__ = ["SINGULAR_PIVOT", "covariances", "selected_inverse_blocks"]
 # intel 3.6e-5, manhattan 1.8e-8); intel without a fixed pose (a free gauge) factors with a
 # ratio of 7.0e-15, the other graphs without one do not factor at all
 SINGULAR_PIVOT = 1e-12
-# The covariances' factor merges a child front into its parent whenever the structure allows (up
-# to ``max_merge`` columns), however many explicit zeros that adds; the solver's bounds them to
-# 30 % of the front, as it refactors many times.  The covariances factor once, and what costs on
-# small graphs is the number of groups that the analysis, the factorization and the selected
-# inverse walk one by one in Python, not the zeros (docs/benchmarks.md#marginal-covariances).
-MARGINALS_RELAX = 1.0
+# The covariances' factor merges a chain of fronts whatever explicit zeros that adds while the
+# front stays within MARGINALS_FREE_MERGE columns, and above that while they are at most
+# MARGINALS_RELAX of it (the solver's factor: 0.3).  It factors once, and what costs on small
+# fronts is the number of groups that the analysis, the factorization and the selected inverse
+# walk one by one in Python, not the zeros; on large ones the zeros cost flops (a front's
+# selected inverse is ~3 K^3).  Merged freely up to 384 columns, parking-garage's selected
+# inverse took 3.1 GFLOP in 24 groups, with this rule 0.55 GFLOP in 36; sphere2500's fronts are
+# the same under both, and relax 0.3 split them into 5 more groups (1.11x its time)
+# (docs/benchmarks.md#marginal-covariances).
+MARGINALS_FREE_MERGE = 96
+MARGINALS_RELAX = 0.5
 
 
 class _SingularError(ValueError):
@@ -112,7 +117,8 @@ def covariances(variables: Sequence[Variable], factors: Sequence[Factor], values
                 dims = {v.group.tangent_dim for v in problem.variables}
                 block = dims.pop() if len(dims) == 1 else 1
                 try:
-                    factor = MultifrontalCholesky(H, block, relax=MARGINALS_RELAX, threads=large)
+                    factor = MultifrontalCholesky(H, block, relax=MARGINALS_RELAX, free_merge=MARGINALS_FREE_MERGE,
+                                                  threads=large)
                 except torch.linalg.LinAlgError:
                     raise _SingularError("problem 0") from None
                 C = selected_inverse_blocks(factor, index, diagonal=H.values()[system.diag_slots])[None]

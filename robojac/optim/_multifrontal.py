@@ -86,10 +86,15 @@ class MultifrontalCholesky:
     device and dtype of ``H``'s values.  Raises ``torch.linalg.LinAlgError`` when ``H`` is not
     positive definite.  On the CPU, groups of fronts smaller than :data:`FRONT_PARALLEL` run on
     one torch thread, and larger ones on ``threads`` (``None``: the setting around each call).
+
+    A chain of the elimination tree merges into one front of at most ``max_merge`` blocks while
+    the explicit zeros this adds stay within ``relax`` of the front, and whatever zeros it adds
+    while the front has at most ``free_merge`` (scalar) columns: fewer, larger fronts are fewer
+    groups to walk, and only large fronts pay for their zeros in flops.
     """
 
     def __init__(self, H, block: int = 1, *, relax: float = 0.3, max_merge: int = 64, group_ratio: float = 1.3,
-                 threads: int | None = None):
+                 threads: int | None = None, free_merge: int = 0):
         self.threads = threads
         crow, col, val, n = _csr(H)
         if n % block:
@@ -108,7 +113,7 @@ class MultifrontalCholesky:
         order = order[post]
         struct = [np.sort(relabel[struct[j]]) for j in post]
         parent = np.array([relabel[parent[j]] if parent[j] >= 0 else -1 for j in post], dtype=np.int64)
-        self._supernodes(nb, struct, parent, relax, max_merge)
+        self._supernodes(nb, struct, parent, relax, max_merge, free_merge)
         self.perm = (order[:, None] * block + np.arange(block)).reshape(-1)  # new scalar -> old scalar
         self._groups(group_ratio)
         self._index_maps(crow, col)
@@ -132,7 +137,7 @@ class MultifrontalCholesky:
             stack.extend((c, False) for c in reversed(children[node]))
         return np.array(out, dtype=np.int64)
 
-    def _supernodes(self, nb, struct, parent, relax, max_merge):
+    def _supernodes(self, nb, struct, parent, relax, max_merge, free_merge):
         nchild = np.bincount(parent[parent >= 0], minlength=nb)
         size = np.array([len(s_) for s_ in struct], dtype=np.int64)
         j = np.arange(1, nb)
@@ -149,12 +154,13 @@ class MultifrontalCholesky:
                     # a chain (a, b), so the child's rows past b lie in column b - 1's, ``rows``
                     # (the union with them, computed before, was ``rows`` on every graph of data/)
                     total = _trap(b - pa, len(rows))
-                    if total - (pnz + nz) <= relax * total:
+                    if total - (pnz + nz) <= relax * total or (b - pa) * self.block <= free_merge:
                         merged[-1] = (pa, b, rows, pnz + nz)
                         continue
             merged.append((a, b, rows, nz))
         B = self.block
         self.sn_cols = [(a, b) for a, b, _, _ in merged]
+        self.sn_nonzeros = np.array([nz for *_, nz in merged], dtype=np.int64)  # blocks L holds, of each front's
         col_owner = np.empty(nb, dtype=np.int64)
         for s, (a, b) in enumerate(self.sn_cols):
             col_owner[a:b] = s
