@@ -18,7 +18,10 @@ scans: time per scan, ATE), ``icp`` (GICP on the bunny and LiDAR pairs of
 ``benchmarks/side_by_side_theseus.py`` solved by the engine), ``covariances`` (every pose's
 marginal covariance at the optimum, on the graphs of ``benchmarks/covariances.py``) and
 ``kinematics`` (the Panda's forward kinematics and Jacobian at 1, 1,000 and 100,000
-configurations, float32 and float64, as ``benchmarks/kinematics.py``).
+configurations, float32 and float64, as ``benchmarks/kinematics.py``) and ``trajectory`` (KITTI
+00's odometry chain against its optimum, as ``benchmarks/trajectory_errors.py`` and
+``benchmarks/kitti_metric.py``: the aligned APE, RPE over 1 frame and over 100 m for all
+pairs, and the KITTI odometry error).
 """
 
 from __future__ import annotations
@@ -240,8 +243,34 @@ def case_kinematics(calls: int) -> dict:
     return out
 
 
+def case_trajectory(calls: int) -> dict:
+    from robojac import data
+    from robojac.posegraph import initialize, optimize, read_g2o
+    from robojac.trajectory import Trajectory, ate, kitti_error, rpe
+
+    graph = read_g2o(data.path("posegraph/kitti_00.g2o"))
+    reference = Trajectory(optimize(graph).poses.tensor().detach())
+    estimate = Trajectory(graph.poses_from_state(initialize(graph, "odometry")).tensor().detach())
+    runs = {"APE, aligned": lambda: ate(reference, estimate, align=True)["rmse"],
+            "RPE, 1 frame": lambda: rpe(reference, estimate)["rmse"],
+            "RPE, 100 m, all pairs": lambda: rpe(reference, estimate, delta=100, delta_unit="meters",
+                                                 all_pairs=True)["rmse"],
+            "KITTI error": lambda: kitti_error(reference, estimate).translation_percent}
+    out = {}
+    for name, run in runs.items():
+        r = run()
+        ts = []
+        for _ in range(calls * 20):
+            t0 = time.perf_counter()
+            run()
+            ts.append(time.perf_counter() - t0)
+        out[name] = [statistics.median(ts), f"{float(r):.10g}"]
+    return out
+
+
 CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration, "odometry": case_odometry,
-         "icp": case_icp, "jacobian": case_jacobian, "covariances": case_covariances, "kinematics": case_kinematics}
+         "icp": case_icp, "jacobian": case_jacobian, "covariances": case_covariances, "kinematics": case_kinematics,
+         "trajectory": case_trajectory}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-__all__ = ["torch_threads", "threads_for", "backward_on_forward_threads", "cpu_cores"]
+__all__ = ["torch_threads", "threads_for", "on_threads", "backward_on_forward_threads", "cpu_cores"]
 
 PARALLEL_ELEMENTS = 500_000  # below this, one thread beats two in a loop of element-wise ops
 
@@ -48,6 +48,25 @@ def threads_for(elements: int, device: torch.device, requested: int | None = Non
     if device.type != "cpu":
         return None
     return 1 if elements < PARALLEL_ELEMENTS else None
+
+
+def on_threads(size):
+    """Decorate a function to run on :func:`threads_for`'s count for its work: ``size(*args,
+    **kwargs)`` gives ``(elements, device)``, or ``None`` to leave the setting alone without a
+    look at it (a call too small for anything to go parallel)."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            work = size(*args, **kwargs)
+            if work is None:
+                return function(*args, **kwargs)
+            with torch_threads(threads_for(*work)):
+                return function(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 @functools.lru_cache(maxsize=None)

@@ -653,6 +653,7 @@ def test_library_calls_leave_torchs_thread_count_as_they_found_it():
     from robojac import data, optim
     from robojac.calibration import calibrate_kinematics, hand_eye
     from robojac.posegraph import covariances
+    from robojac.trajectory import Trajectory, TrajectoryError, ate, kitti_error, rpe
 
     before = torch.get_num_threads()
     torch.set_num_threads(3)  # a count none of them picks
@@ -682,5 +683,24 @@ def test_library_calls_leave_torchs_thread_count_as_they_found_it():
         with pytest.raises(ValueError, match="singular"):  # refused inside its thread scope
             optim.covariances([x], [apart], [x.value], x)
         assert torch.get_num_threads() == 3
+        reference = Trajectory(answer.poses.detach(), torch.arange(graph.num_poses, dtype=torch.float64))
+        estimate = Trajectory(graph.poses.detach(), reference.timestamps)
+        seen = []
+        compose = lie.se3_compose
+
+        def spy(*args):
+            seen.append(torch.get_num_threads())
+            return compose(*args)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(lie, "se3_compose", spy)
+            assert ate(reference, estimate)["rmse"] > 0 and torch.get_num_threads() == 3
+            assert rpe(reference, estimate, delta=10)["rmse"] > 0 and torch.get_num_threads() == 3
+            assert kitti_error(reference, estimate, lengths=(5.0,)).translation_percent > 0
+            assert torch.get_num_threads() == 3
+            with pytest.raises(TrajectoryError, match="associate"):  # refused inside its thread scope
+                rpe(reference, Trajectory(estimate.poses[:-1]))
+            assert torch.get_num_threads() == 3
+        assert seen and set(seen) == {1}  # intel's 1728 poses: small work, on one thread
     finally:
         torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import threading
 from collections import OrderedDict
@@ -17,7 +16,7 @@ import pypose as pp
 
 from ._fk import Plan, compile_program, jacobian_from, origin_constants, plan_jacobian, run_autograd, transpose_into
 from .. import lie
-from .._threads import threads_for, torch_threads
+from .._threads import on_threads
 from ..lie import wrap_lie
 from ._joint import Joint
 from ._tree import TreeLayout, layout, path_joints
@@ -27,22 +26,19 @@ __all__ = ["Chain"]
 Reference = Literal["world", "local"]
 
 
-def _on_threads(method):
-    """Run a kinematics method on ``robojac._threads``' thread count for its configurations
-    (``q``'s entries): one torch thread for mid-sized batches, whose ops each woke a second
-    thread for nothing (the Panda in float32: forward kinematics of 1,000 configurations 0.39 ms
-    on one thread, 2.29 ms on two; its Jacobian 1.21 / 3.18 ms; at 100,000, 21.6 / 19.8 ms).
-    Below 16 configurations nothing goes parallel, and the setting is left alone, without even
-    a look at it (a lone configuration's 200 us paid 5-10 us for the scope)."""
+def _configurations(self, q, *args, **kwargs):
+    """A kinematics method's work for ``robojac._threads``: ``q``'s entries.  One torch thread
+    for mid-sized batches, whose ops each woke a second thread for nothing (the Panda in float32:
+    forward kinematics of 1,000 configurations 0.39 ms on one thread, 2.29 ms on two; its
+    Jacobian 1.21 / 3.18 ms; at 100,000, 21.6 / 19.8 ms).  Below 16 configurations nothing goes
+    parallel, and the setting is left alone, without even a look at it (a lone configuration's
+    200 us paid 5-10 us for the scope)."""
+    if isinstance(q, Tensor) and q.numel() >= 16 * max(self.dof, 1):
+        return q.numel(), q.device
+    return None
 
-    @functools.wraps(method)
-    def run(self, q, *args, **kwargs):
-        if isinstance(q, Tensor) and q.numel() >= 16 * max(self.dof, 1):
-            with torch_threads(threads_for(q.numel(), q.device)):
-                return method(self, q, *args, **kwargs)
-        return method(self, q, *args, **kwargs)
 
-    return run
+_on_threads = on_threads(_configurations)
 
 
 class Chain(nn.Module):

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_choice, check_instance, check_real
-from ._io import Trajectory, TrajectoryError, as_trajectory
+from ._io import on_pose_threads, Trajectory, TrajectoryError, as_trajectory
 
 __all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "end_drift", "path_length",
            "project_to_plane", "rpe"]
@@ -157,6 +157,7 @@ def _project(P: Tensor, plane: str) -> Tensor:
     return torch.cat((xyz, lie.so3_exp(phi)), -1)
 
 
+@on_pose_threads
 def ate(reference: Trajectory, estimate: Trajectory, *, relation: PoseRelation = PoseRelation.TRANSLATION_PART,
         align: bool = True, correct_scale: bool = False, align_origin: bool = False,
         n_to_align: int | None = None, project_to_plane: str | None = None) -> ErrorResult:
@@ -226,6 +227,7 @@ def _aligned(reference: Trajectory, estimate: Trajectory, relation, align: bool,
     return P, A, s
 
 
+@on_pose_threads
 def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
         relation: PoseRelation = PoseRelation.TRANSLATION_PART, all_pairs: bool = False,
         delta_unit: str = "frames", rel_tol: float = 0.1, pairs_from_reference: bool = False, align: bool = False,

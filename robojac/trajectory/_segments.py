@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_int
-from ._io import TrajectoryError, as_trajectory
+from ._io import on_pose_threads, TrajectoryError, as_trajectory
 
 __all__ = ["KITTI_LENGTHS", "KittiError", "kitti_error"]
 
@@ -38,6 +38,7 @@ class KittiError:
     rotation_deg_per_100m_by_length: Tensor
 
 
+@on_pose_threads
 def kitti_error(reference, estimate, *, lengths=KITTI_LENGTHS, step: int = 10) -> KittiError:
     """The KITTI odometry benchmark's error of ``estimate`` against ``reference`` (one pose each
     per frame, associated): from every ``step``-th frame, for each length ``d`` in ``lengths``
