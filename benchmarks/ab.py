@@ -21,7 +21,8 @@ marginal covariance at the optimum, on the graphs of ``benchmarks/covariances.py
 configurations, float32 and float64, as ``benchmarks/kinematics.py``) and ``trajectory`` (KITTI
 00's odometry chain against its optimum, as ``benchmarks/trajectory_errors.py`` and
 ``benchmarks/kitti_metric.py``: the aligned APE, RPE over 1 frame and over 100 m for all
-pairs, and the KITTI odometry error).
+pairs, and the KITTI odometry error) and ``multifrontal`` (``posegraph`` by Gauss-Newton with
+``linear_solver="multifrontal"``, the sparse factor a GPU solve uses, on the CPU).
 """
 
 from __future__ import annotations
@@ -40,22 +41,28 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GRAPHS = ["parking-garage", "sphere2500", "intel", "manhattan", "kitti_00", "MIT", "smallGrid3D", "ais2klinik"]
 
 
-def case_posegraph(calls: int) -> dict:
+def case_posegraph(calls: int, *, linear_solver: str = "auto", methods=("gn", "lm")) -> dict:
     from robojac import data
     from robojac.posegraph import PGOConfig, optimize, read_g2o
 
     out = {}
     for name in GRAPHS:
         g = read_g2o(data.path(f"posegraph/{name}.g2o.gz"))
-        for method in ("gn", "lm"):
-            optimize(g, PGOConfig(method=method))  # warm-up
+        for method in methods:
+            cfg = PGOConfig(method=method, linear_solver=linear_solver)
+            optimize(g, cfg)  # warm-up
             ts = []
             for _ in range(calls):
                 t0 = time.perf_counter()
-                r = optimize(g, PGOConfig(method=method))
+                r = optimize(g, cfg)
                 ts.append(time.perf_counter() - t0)
             out[f"{name} {method}"] = [statistics.median(ts), f"{r.iterations} it, {r.cost:.10g}, {r.reason}"]
     return out
+
+
+def case_multifrontal(calls: int) -> dict:
+    """Gauss-Newton on the multifrontal factor, the sparse solver off the CPU, here on the CPU."""
+    return case_posegraph(calls, linear_solver="multifrontal", methods=("gn",))
 
 
 def case_ik(calls: int) -> dict:
@@ -270,7 +277,7 @@ def case_trajectory(calls: int) -> dict:
 
 CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration, "odometry": case_odometry,
          "icp": case_icp, "jacobian": case_jacobian, "covariances": case_covariances, "kinematics": case_kinematics,
-         "trajectory": case_trajectory}
+         "trajectory": case_trajectory, "multifrontal": case_multifrontal}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:
