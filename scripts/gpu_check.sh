@@ -4,7 +4,7 @@
 #
 #   bash scripts/gpu_check.sh            on a machine with a CUDA GPU and torch
 #   bash scripts/gpu_check.sh --fetch    here, before: download the wheels a bare GPU image lacks
-#                                        (pypose, qdldl; Python 3.12) into .whl/ to carry there
+#                                        (pypose, qdldl, small_gicp; Python 3.12) into .whl/ to carry there
 #
 # On a GPU machine that has no network, the packages robojac needs beyond torch/numpy/scipy/
 # matplotlib come from .whl/ (installed into /tmp/robojac_site). Open3D (hundreds of MB) and
@@ -18,7 +18,7 @@ if [ "${1:-}" = "--fetch" ]; then
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .whl pypose qdldl
+    -d .whl pypose qdldl small_gicp
   ls -la .whl
   exit 0
 fi
