@@ -331,6 +331,26 @@ def test_symmetric_six_entry_algebra(device):
     assert max_err(soa.sym6_plane_covariances(n), six(dense)) < 1e-15
 
 
+def test_without_open3d_the_cpu_takes_a_kdtree_and_gives_the_neighbourhoods_covariances(monkeypatch):
+    """Open3D is a dependency, but a bare image may lack it: the CPU's covariances then come from
+    a KD-tree query, and equal each point's 10 nearest neighbours' covariance (torch's distances
+    and ``eigh``, here)."""
+    import sys
+
+    from robojac.icp._cloud import knn_covariances
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # ``import open3d`` raises ImportError
+    pts = _surface(800)
+    C, n = knn_covariances(pts, 10, with_normals=True)
+    near = torch.cdist(pts, pts).topk(10, largest=False).indices  # (N, 10), the point itself included
+    X = pts[near] - pts[near].mean(1, keepdim=True)
+    ref = X.mT @ X / 10
+    assert max_err(C.permute(2, 0, 1), ref) < 1e-12 * float(ref.abs().max())
+    axis = torch.linalg.eigh(ref).eigenvectors[:, :, 0]
+    assert float((axis * n.T).sum(-1).abs().min()) > 1 - 1e-9  # the smallest axis, sign arbitrary
+    assert knn_covariances(pts.float(), 10).dtype == torch.float32
+
+
 @pytest.mark.open3d
 def test_open3d_covariances_equal_our_neighbourhood_covariances():
     from robojac.icp import estimate_covariances, normals_from_covariances

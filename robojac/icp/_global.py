@@ -103,12 +103,12 @@ def fpfh_features(points: Tensor, voxel_size: float, normal_radius: float = 2.0,
                   feature_radius: float = 5.0) -> Tensor:
     """FPFH descriptors ``(N, 33)`` of ``points (N, 3)`` (Open3D's, normals from a radius search
     of ``normal_radius`` voxels, features of ``feature_radius``)."""
+    points = as_points(points, "points")
+    check_real("fpfh_features", "voxel_size", voxel_size, positive=True)
     try:
         import open3d as o3d
     except ImportError as e:  # pragma: no cover - open3d is a dependency
         raise ImportError("fpfh_features needs Open3D (pip install open3d)") from e
-    points = as_points(points, "points")
-    check_real("fpfh_features", "voxel_size", voxel_size, positive=True)
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.detach().double().cpu().numpy()))
     pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=normal_radius * voxel_size, max_nn=30))
     f = o3d.pipelines.registration.compute_fpfh_feature(
