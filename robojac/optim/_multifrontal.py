@@ -160,7 +160,7 @@ class MultifrontalCholesky:
             merged.append((a, b, rows, nz))
         B = self.block
         self.sn_cols = [(a, b) for a, b, _, _ in merged]
-        self.sn_nonzeros = np.array([nz for *_, nz in merged], dtype=np.int64)  # blocks L holds, of each front's
+        self.sn_nonzeros = np.array([nz for *_, nz in merged], dtype=np.int64)  # of each front's blocks: not zeros of L
         col_owner = np.empty(nb, dtype=np.int64)
         for s, (a, b) in enumerate(self.sn_cols):
             col_owner[a:b] = s
