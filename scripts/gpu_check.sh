@@ -5,6 +5,9 @@
 #   bash scripts/gpu_check.sh            on a machine with a CUDA GPU and torch
 #   bash scripts/gpu_check.sh --fetch    here, before: download the wheels a bare GPU image lacks
 #                                        (pypose, qdldl, small_gicp; Python 3.12) into .whl/ to carry there
+#   bash scripts/gpu_check.sh --bare     here, on the CPU: the suite in a new environment holding only
+#                                        what the GPU image holds and what --fetch carries (what would
+#                                        fail there for a missing package fails here first)
 #
 # On a GPU machine that has no network, the packages robojac needs beyond torch/numpy/scipy/
 # matplotlib come from .whl/ (installed into /tmp/robojac_site). Open3D (hundreds of MB) and
@@ -13,12 +16,22 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python3}"
+carried="pypose qdldl small_gicp"  # robojac's needs that the GPU image lacks (its list: device KINDS.md)
+if [ "${1:-}" = "--bare" ]; then
+  env="${ROBOJAC_BARE_VENV:-/tmp/robojac_bare}"
+  [ -x "$env/bin/python" ] || "$py" -m venv "$env" || exit 3
+  "$env/bin/python" -m pip install -q "torch==${ROBOJAC_TORCH:-2.13.0}" numpy scipy matplotlib pytest hypothesis \
+    opencv-python-headless pyyaml || exit 3
+  "$env/bin/python" -m pip install -q --no-deps $carried || exit 3
+  PYTHONPATH="$PWD" OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg "$env/bin/python" -m pytest -q -p no:cacheprovider tests
+  exit $?
+fi
 if [ "${1:-}" = "--fetch" ]; then
   mkdir -p .whl
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .whl pypose qdldl small_gicp
+    -d .whl $carried
   ls -la .whl
   exit 0
 fi
