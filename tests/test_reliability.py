@@ -648,8 +648,8 @@ def test_library_calls_stay_quiet(tmp_path):
 
 def test_library_calls_leave_torchs_thread_count_as_they_found_it():
     """Calls that pick their own torch thread count for their small work (kinematics,
-    calibration, hand-eye, covariances, the solvers) restore the caller's, also when they raise
-    inside."""
+    calibration, hand-eye, covariances, the solvers, the trajectory metrics) restore the
+    caller's, also when they raise inside."""
     from robojac import data, optim
     from robojac.calibration import calibrate_kinematics, hand_eye
     from robojac.posegraph import covariances

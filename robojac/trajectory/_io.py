@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from .._files import as_path, read_text, write_text_atomic
-from .._threads import on_threads
 from .. import lie
 from ..lie import se3_tensor
 
@@ -82,20 +81,6 @@ def as_trajectory(value, name: str) -> Trajectory:
                                   f"got a tensor of shape {tuple(value.shape)}")
         return Trajectory(value)
     raise TypeError(f"{name}: expected a Trajectory, poses (N, 7) or matrices (N, 4, 4), got {type(value).__name__}")
-
-
-def _pose_work(reference, *args, **kwargs):
-    """A metric's work for ``robojac._threads``: a matrix per reference pose.  Its ops run over
-    arrays of a few numbers per pose and woke a second torch thread for nothing (KITTI 00's 4541
-    poses, ``docs/benchmarks.md#trajectory-errors``); a very long trajectory keeps the caller's
-    count."""
-    poses = reference.poses if isinstance(reference, Trajectory) else reference
-    if isinstance(poses, Tensor) and poses.dim() > 0:
-        return 16 * poses.shape[0], poses.device
-    return None  # refused by the metric, by name
-
-
-on_pose_threads = on_threads(_pose_work)
 
 
 def _read_matrix(path, columns: int, what: str, *, at_least: bool = False) -> tuple[np.ndarray, list[int]]:

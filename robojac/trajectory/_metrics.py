@@ -12,12 +12,27 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_choice, check_instance, check_real
-from ._io import on_pose_threads, Trajectory, TrajectoryError, as_trajectory
+from .._threads import on_threads
+from ._io import Trajectory, TrajectoryError, as_trajectory
 
 __all__ = ["PoseRelation", "StatisticsType", "ErrorResult", "align_umeyama", "ate", "end_drift", "path_length",
            "project_to_plane", "rpe"]
 
 PLANES = {"xy": 2, "xz": 1, "yz": 0}  # the plane -> the axis of its normal
+
+
+def _pose_work(reference, *args, **kwargs):
+    """A metric's work for ``robojac._threads``: a matrix per reference pose.  Its ops run over
+    arrays of a few numbers per pose and woke a second torch thread for nothing (KITTI 00's 4541
+    poses, ``docs/benchmarks.md#trajectory-errors``); a very long trajectory keeps the caller's
+    count."""
+    poses = reference.poses if isinstance(reference, Trajectory) else reference
+    if isinstance(poses, Tensor) and poses.dim() > 0:
+        return 16 * poses.shape[0], poses.device
+    return None  # refused by the metric, by name
+
+
+on_pose_threads = on_threads(_pose_work)
 
 
 def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -> tuple[Tensor, Tensor, float]:

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from .. import lie
 from .._config import check_int
-from ._io import on_pose_threads, TrajectoryError, as_trajectory
+from ._io import TrajectoryError, as_trajectory
+from ._metrics import on_pose_threads
 
 __all__ = ["KITTI_LENGTHS", "KittiError", "kitti_error"]
 
