@@ -16,9 +16,9 @@ scans: time per scan, ATE), ``icp`` (GICP on the bunny and LiDAR pairs of
 (automatic Jacobians: ``batch_jacobian(strategy="forward-stacked")`` of ``lie.se3_log``,
 ``se3_exp``, ``se3_act`` and ``quat_mul`` at 8 poses, and the 10 small SE(3) problems of
 ``benchmarks/side_by_side_theseus.py`` solved by the engine), ``covariances`` (every pose's
-marginal covariance at the optimum, on the graphs of ``benchmarks/covariances.py``) and
+marginal covariance at the optimum, on the graphs of ``benchmarks/covariances.py``),
 ``kinematics`` (the Panda's forward kinematics and Jacobian at 1, 1,000 and 100,000
-configurations, float32 and float64, as ``benchmarks/kinematics.py``) and ``trajectory`` (KITTI
+configurations, float32 and float64, as ``benchmarks/kinematics.py``), ``trajectory`` (KITTI
 00's odometry chain against its optimum, as ``benchmarks/trajectory_errors.py`` and
 ``benchmarks/kitti_metric.py``: the aligned APE, RPE over 1 frame and over 100 m for all
 pairs, and the KITTI odometry error) and ``multifrontal`` (``posegraph`` by Gauss-Newton with
@@ -41,6 +41,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GRAPHS = ["parking-garage", "sphere2500", "intel", "manhattan", "kitti_00", "MIT", "smallGrid3D", "ais2klinik"]
 
 
+def _timed(run, calls: int) -> tuple[float, object]:
+    """``(median seconds, last result)`` of ``calls`` calls of ``run()`` after one warm-up call."""
+    r = run()
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        r = run()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), r
+
+
 def case_posegraph(calls: int, *, linear_solver: str = "auto", methods=("gn", "lm")) -> dict:
     from robojac import data
     from robojac.posegraph import PGOConfig, optimize, read_g2o
@@ -50,13 +61,8 @@ def case_posegraph(calls: int, *, linear_solver: str = "auto", methods=("gn", "l
         g = read_g2o(data.path(f"posegraph/{name}.g2o.gz"))
         for method in methods:
             cfg = PGOConfig(method=method, linear_solver=linear_solver)
-            optimize(g, cfg)  # warm-up
-            ts = []
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                r = optimize(g, cfg)
-                ts.append(time.perf_counter() - t0)
-            out[f"{name} {method}"] = [statistics.median(ts), f"{r.iterations} it, {r.cost:.10g}, {r.reason}"]
+            t, r = _timed(lambda: optimize(g, cfg), calls)
+            out[f"{name} {method}"] = [t, f"{r.iterations} it, {r.cost:.10g}, {r.reason}"]
     return out
 
 
@@ -82,13 +88,8 @@ def case_ik(calls: int) -> dict:
         ts.append(time.perf_counter() - t0)
     out = {"lone target": [statistics.median(ts), ""]}
     Xf = X.float()
-    ik.solve(panda, Xf)
-    ts = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        r = ik.solve(panda, Xf)
-        ts.append(time.perf_counter() - t0)
-    out["10,000 targets, float32"] = [statistics.median(ts), f"success {float(r.converged.float().mean()):.4f}"]
+    t, r = _timed(lambda: ik.solve(panda, Xf), calls)
+    out["10,000 targets, float32"] = [t, f"success {float(r.converged.float().mean()):.4f}"]
     return out
 
 
@@ -110,13 +111,8 @@ def case_calibration(calls: int) -> dict:
     for name, run in (("Panda, 60 poses", lambda: calibrate_kinematics(c, q, poses)),
                       ("Panda, 60 positions", lambda: calibrate_kinematics(c, q, poses[:, :3])),
                       ("hand-eye, refined", lambda: hand_eye(Tg, Tc, method="refined"))):
-        run()
-        ts = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            r = run()
-            ts.append(time.perf_counter() - t0)
-        out[name] = [statistics.median(ts), f"converged {bool(r.converged)}"]
+        t, r = _timed(run, calls)
+        out[name] = [t, f"converged {bool(r.converged)}"]
     return out
 
 
@@ -156,14 +152,9 @@ def case_icp(calls: int) -> dict:
         tgt = voxel_downsample(read_point_cloud(folder / b), voxel)
         cfg = ICPConfig(method="gicp", max_correspondence_distance=dist, num_neighbors=10,
                         rotation_tolerance=math.radians(0.1), translation_tolerance=1e-3)  # as benchmarks/icp.py
-        align(src, tgt, config=cfg)
-        ts = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            r = align(src, tgt, config=cfg)
-            ts.append(time.perf_counter() - t0)
+        t, r = _timed(lambda: align(src, tgt, config=cfg), calls)
         T = r.T_target_source.tensor()
-        out[name] = [statistics.median(ts), f"{int(r.iterations)} it, t = {np.round(T[:3].numpy(), 5).tolist()}"]
+        out[name] = [t, f"{int(r.iterations)} it, t = {np.round(T[:3].numpy(), 5).tolist()}"]
     return out
 
 
@@ -175,13 +166,8 @@ def case_covariances(calls: int) -> dict:
     for name in ("intel", "MIT", "manhattan", "smallGrid3D", "parking-garage", "sphere2500"):  # benchmarks/covariances.py's
         graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
         poses = optimize(graph).poses
-        C = covariances(graph, poses)
-        ts = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            C = covariances(graph, poses)
-            ts.append(time.perf_counter() - t0)
-        out[name] = [statistics.median(ts), f"trace sum {float(C.diagonal(dim1=-2, dim2=-1).sum()):.9g}"]
+        t, C = _timed(lambda: covariances(graph, poses), calls)
+        out[name] = [t, f"trace sum {float(C.diagonal(dim1=-2, dim2=-1).sum()):.9g}"]
     return out
 
 
@@ -215,15 +201,10 @@ def case_jacobian(calls: int) -> dict:
              "10 small SE(3) problems, solve": small}
     out = {}
     for name, run in cases.items():
-        r = run()
-        ts = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            r = run()
-            ts.append(time.perf_counter() - t0)
+        t, r = _timed(run, calls)
         answer = (f"norm {float(r.norm()):.9g}" if isinstance(r, torch.Tensor)
                   else f"{int(r.iterations.sum())} it, cost {float(r.cost.sum()):.9g}")
-        out[name] = [statistics.median(ts), answer]
+        out[name] = [t, answer]
     return out
 
 
@@ -238,15 +219,10 @@ def case_kinematics(calls: int) -> dict:
         for B in (1, 1000, 100000):
             q = panda.random_configuration(B, generator=torch.Generator().manual_seed(0)).to(dtype)
             for what, run in (("FK", lambda: panda.forward_kinematics(q)), ("Jacobian", lambda: panda.jacobian(q))):
-                r = run()
-                ts = []
-                for _ in range(calls * (1 if B == 100000 else 20)):
-                    t0 = time.perf_counter()
-                    r = run()
-                    ts.append(time.perf_counter() - t0)
+                t, r = _timed(run, calls * (1 if B == 100000 else 20))
                 answer = r if isinstance(r, torch.Tensor) else r["panda_hand"].tensor()
-                out[f"{what}, {B:,} configurations, {str(dtype)[6:]}"] = [statistics.median(ts),
-                                                                          f"norm {float(answer.double().norm()):.7g}"]
+                norm = float(answer.double().norm())
+                out[f"{what}, {B:,} configurations, {str(dtype)[6:]}"] = [t, f"norm {norm:.7g}"]
     return out
 
 
@@ -265,13 +241,8 @@ def case_trajectory(calls: int) -> dict:
             "KITTI error": lambda: kitti_error(reference, estimate).translation_percent}
     out = {}
     for name, run in runs.items():
-        r = run()
-        ts = []
-        for _ in range(calls * 20):
-            t0 = time.perf_counter()
-            run()
-            ts.append(time.perf_counter() - t0)
-        out[name] = [statistics.median(ts), f"{float(r):.10g}"]
+        t, r = _timed(run, calls * 20)
+        out[name] = [t, f"{float(r):.10g}"]
     return out
 
 
