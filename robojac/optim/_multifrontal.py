@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import depth_first_order
 import torch
 from torch import Tensor
 
@@ -56,11 +57,12 @@ def _csr(H):
     return H.indptr, H.indices, torch.from_numpy(H.data), H.shape[0]
 
 
-def _amd_order(n: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+def _amd_order(n: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fill-reducing ordering of the graph with edges (rows, cols), from QDLDL's AMD, and the
-    structure of each column of the Cholesky factor in that order (the rows below the diagonal,
-    ascending): QDLDL factors a positive definite matrix of the graph's pattern, whose factor's
-    pattern is the symbolic one (QDLDL stores every entry its elimination tree reaches)."""
+    structure of the Cholesky factor in that order, as CSC ``(indptr, indices)``: each column's
+    rows below the diagonal, ascending.  QDLDL factors a positive definite matrix of the graph's
+    pattern, whose factor's pattern is the symbolic one (QDLDL stores every entry its elimination
+    tree reaches)."""
     import qdldl
 
     off = rows != cols
@@ -71,7 +73,7 @@ def _amd_order(n: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, 
     L, _, P = qdldl.Solver(M, upper=True).factors()
     L = sp.csc_matrix(L)
     L.sort_indices()
-    return np.asarray(P, dtype=np.int64), np.split(L.indices.astype(np.int64), L.indptr[1:-1])
+    return np.asarray(P, dtype=np.int64), L.indptr.astype(np.int64), L.indices.astype(np.int64)
 
 
 def _trap(ncols: int, below: int) -> int:
@@ -105,15 +107,25 @@ class MultifrontalCholesky:
         rows = np.repeat(np.arange(n), np.diff(crow))
         brow, bcol = rows // block, col // block
         key = np.unique(brow * nb + bcol)
-        order, struct = _amd_order(nb, key // nb, key % nb)
-        parent = np.array([s_[0] if len(s_) else -1 for s_ in struct], dtype=np.int64)  # the elimination tree
+        order, indptr, indices = _amd_order(nb, key // nb, key % nb)
+        size = np.diff(indptr)
+        # the elimination tree: a column's parent is its first row below the diagonal
+        parent = np.full(nb, -1, dtype=np.int64)
+        parent[size > 0] = indices[indptr[:-1][size > 0]]
         post = self._postorder(parent)
         relabel = np.empty(nb, dtype=np.int64)
         relabel[post] = np.arange(nb)
         order = order[post]
-        struct = [np.sort(relabel[struct[j]]) for j in post]
-        parent = np.array([relabel[parent[j]] if parent[j] >= 0 else -1 for j in post], dtype=np.int64)
-        self._supernodes(nb, struct, parent, relax, max_merge, free_merge)
+        # the factor's structure in the postorder: the columns taken in that order, their rows
+        # relabelled and sorted (one sort of (column, row) keys)
+        lens = size[post]
+        new_ptr = np.concatenate(([0], np.cumsum(lens)))
+        at = np.repeat(indptr[post] - new_ptr[:-1], lens) + np.arange(new_ptr[-1])  # old positions, in new order
+        keys = np.repeat(np.arange(nb), lens) * nb + relabel[indices[at]]
+        indptr, indices = new_ptr, np.sort(keys) % max(nb, 1)
+        p = parent[post]
+        parent = np.where(p >= 0, relabel[p], -1)
+        self._supernodes(nb, indptr, indices, parent, relax, max_merge, free_merge)
         self.perm = (order[:, None] * block + np.arange(block)).reshape(-1)  # new scalar -> old scalar
         self._groups(group_ratio)
         self._index_maps(crow, col)
@@ -121,31 +133,32 @@ class MultifrontalCholesky:
 
     # ---- symbolic ----------------------------------------------------------------------------
     @staticmethod
-    def _postorder(parent):
+    def _postorder(parent: np.ndarray) -> np.ndarray:
+        """A postorder of the forest ``parent`` (-1: a root): each node after its subtree, each
+        subtree contiguous, siblings (and roots) in ascending order.  It is the reverse of a
+        depth-first preorder that takes siblings in descending order: scipy's traversal, from a
+        virtual root above the roots, over children stored in that order.  (Any postorder is a
+        valid one; the siblings' order decides which child chain ends next to its parent, and so
+        may merge with it.)"""
         nb = len(parent)
-        children = [[] for _ in range(nb)]
-        roots = []
-        for j in range(nb):
-            (children[parent[j]] if parent[j] >= 0 else roots).append(j)
-        out, stack = [], [(r, False) for r in reversed(roots)]
-        while stack:
-            node, done = stack.pop()
-            if done:
-                out.append(node)
-                continue
-            stack.append((node, True))
-            stack.extend((c, False) for c in reversed(children[node]))
-        return np.array(out, dtype=np.int64)
+        par = np.where(parent >= 0, parent, nb)
+        child = np.lexsort((-np.arange(nb), par))  # by parent, then descending
+        indptr = np.concatenate(([0], np.cumsum(np.bincount(par, minlength=nb + 1))))
+        tree = sp.csr_matrix((np.ones(nb), child, indptr), shape=(nb + 1, nb + 1))
+        pre = depth_first_order(tree, nb, directed=True, return_predecessors=False)
+        return pre[:0:-1].astype(np.int64)  # reversed, without the virtual root
 
-    def _supernodes(self, nb, struct, parent, relax, max_merge, free_merge):
+    def _supernodes(self, nb, indptr, indices, parent, relax, max_merge, free_merge):
+        """Fronts from the factor's structure (CSC ``indptr``, ``indices``) in a postorder."""
         nchild = np.bincount(parent[parent >= 0], minlength=nb)
-        size = np.array([len(s_) for s_ in struct], dtype=np.int64)
+        size = np.diff(indptr)
         j = np.arange(1, nb)
         joins = (parent[:-1] == j) & (nchild[1:] == 1) & (size[:-1] == size[1:] + 1)  # column j continues j - 1's
         starts = [0] + j[~joins].tolist() + [nb]
         merged = []  # (first column, end column, rows below, true nonzeros)
         for a, b in zip(starts[:-1], starts[1:]):
-            rows, nz = struct[b - 1], _trap(b - a, len(struct[b - 1]))
+            rows = indices[indptr[b - 1]: indptr[b]]
+            nz = _trap(b - a, len(rows))
             if merged:
                 pa, pb, _, pnz = merged[-1]
                 if pb == a and parent[pb - 1] == a and b - pa <= max_merge:
