@@ -513,6 +513,31 @@ def test_multifrontal_cholesky_runs_small_fronts_on_one_thread_and_restores_the_
     assert torch.get_num_threads() == before
 
 
+def test_multifrontal_cholesky_refuses_a_matrix_that_fails_in_one_leaf_front_and_solves_nothing_with_it():
+    """The fronts' pivots are checked once, after the walk: a matrix that is positive definite
+    but in one front far from the root is still refused, and the refused factor solves nothing
+    (no answer from a half-factored matrix) until a good matrix is factored again."""
+    from robojac.optim import MultifrontalCholesky
+
+    graph = read_g2o(_data("intel"))
+    H, g = _system(graph)
+    C = MultifrontalCholesky(H, graph.tangent_dim)
+    assert len(C.plan) > 3
+    first = int(C.perm[int(C.plan[0]["cols"][0, 0])])  # a column of a leaf front, in H's numbering
+    crow, col = H.crow_indices(), H.col_indices()
+    at = int(crow[first]) + int(torch.nonzero(col[crow[first]: crow[first + 1]] == first)[0, 0])
+    values = H.values().clone()
+    values[at] = -values[at]
+    bad = torch.sparse_csr_tensor(crow, col, values, H.shape, check_invariants=True)
+    with pytest.raises(torch.linalg.LinAlgError, match="not positive definite"):
+        C.refactor(bad)
+    b = -g.reshape(-1)
+    with pytest.raises(torch.linalg.LinAlgError, match="refused"):
+        C.solve(b)
+    C.refactor(H)
+    assert max_err(H @ C.solve(b), b) < 1e-8 * float(b.abs().max())
+
+
 def test_sparse_ldl_refactors_supernodally_on_heavy_fill(monkeypatch):
     import robojac.optim._linear as linear
 

@@ -155,31 +155,34 @@ class MultifrontalCholesky:
         j = np.arange(1, nb)
         joins = (parent[:-1] == j) & (nchild[1:] == 1) & (size[:-1] == size[1:] + 1)  # column j continues j - 1's
         starts = [0] + j[~joins].tolist() + [nb]
-        merged = []  # (first column, end column, rows below, true nonzeros)
+        size_, parent_ = size.tolist(), parent.tolist()  # Python ints: a loop over ~every column
+        merged = []  # (first column, end column, true nonzeros)
         for a, b in zip(starts[:-1], starts[1:]):
-            rows = indices[indptr[b - 1]: indptr[b]]
-            nz = _trap(b - a, len(rows))
+            below = size_[b - 1]
+            nz = _trap(b - a, below)
             if merged:
-                pa, pb, _, pnz = merged[-1]
-                if pb == a and parent[pb - 1] == a and b - pa <= max_merge:
+                pa, pb, pnz = merged[-1]
+                if pb == a and parent_[pb - 1] == a and b - pa <= max_merge:
                     # the merged front's rows below it are the parent's own: a column's structure
                     # below its parent p lies in p's (the elimination tree's property), p = a starts
-                    # a chain (a, b), so the child's rows past b lie in column b - 1's, ``rows``
-                    # (the union with them, computed before, was ``rows`` on every graph of data/)
-                    total = _trap(b - pa, len(rows))
+                    # a chain (a, b), so the child's rows past b lie in column b - 1's
+                    # (the union with them, computed before, was column b - 1's on every graph of data/)
+                    total = _trap(b - pa, below)
                     if total - (pnz + nz) <= relax * total or (b - pa) * self.block <= free_merge:
-                        merged[-1] = (pa, b, rows, pnz + nz)
+                        merged[-1] = (pa, b, pnz + nz)
                         continue
-            merged.append((a, b, rows, nz))
+            merged.append((a, b, nz))
         B = self.block
-        self.sn_cols = [(a, b) for a, b, _, _ in merged]
+        self.sn_cols = [(a, b) for a, b, _ in merged]
         self.sn_nonzeros = np.array([nz for *_, nz in merged], dtype=np.int64)  # of each front's blocks: not zeros of L
         col_owner = np.empty(nb, dtype=np.int64)
         for s, (a, b) in enumerate(self.sn_cols):
             col_owner[a:b] = s
         self.col_owner = col_owner
-        self.sn_parent = np.array([col_owner[r[0]] if len(r) else -1 for _, _, r, _ in merged], dtype=np.int64)
-        self.fronts = [(np.concatenate((np.arange(a, b), r))[:, None] * B + np.arange(B)).reshape(-1) for a, b, r, _ in merged]
+        below = [indices[indptr[b - 1]: indptr[b]] for _, b in self.sn_cols]  # each front's rows below it
+        self.sn_parent = np.array([col_owner[r[0]] if len(r) else -1 for r in below], dtype=np.int64)
+        self.fronts = [(np.concatenate((np.arange(a, b), r))[:, None] * B + np.arange(B)).reshape(-1)
+                       for (a, b), r in zip(self.sn_cols, below)]
         self.k = np.array([(b - a) * B for a, b in self.sn_cols])
         self.m = np.array([len(f) for f in self.fronts])
 
@@ -249,14 +252,14 @@ class MultifrontalCholesky:
         lc = c_new - first[owner]
         base = self.slot_in[owner] * M_of[owner] ** 2
         off = lr != lc
-        e_src = np.concatenate((src_all, src_all[off]))
-        e_dst = np.concatenate((base + lr * M_of[owner] + lc, (base + lc * M_of[owner] + lr)[off]))
-        entries = by_group(self.group_of[np.concatenate((owner, owner[off]))], e_src, e_dst)
-        # the padding columns' unit diagonals
+        # the padding columns' unit diagonals, read from a slot past the values that holds 1
         npad = KM[self.group_of, 0] - self.k
         s_pad = np.repeat(np.arange(ns), npad)
         col_pad = self.k[s_pad] + np.arange(len(s_pad)) - np.repeat(np.cumsum(npad) - npad, npad)
-        pads = by_group(self.group_of[s_pad], self.slot_in[s_pad] * M_of[s_pad] ** 2 + col_pad * (M_of[s_pad] + 1))
+        e_src = np.concatenate((src_all, src_all[off], np.full(len(s_pad), len(col))))
+        e_dst = np.concatenate((base + lr * M_of[owner] + lc, (base + lc * M_of[owner] + lr)[off],
+                                self.slot_in[s_pad] * M_of[s_pad] ** 2 + col_pad * (M_of[s_pad] + 1)))
+        entries = by_group(self.group_of[np.concatenate((owner, owner[off], s_pad))], e_src, e_dst)
         # each child's update matrix into its parent's front
         kids = np.nonzero(self.sn_parent >= 0)[0]
         rc = self.m[kids] - self.k[kids]
@@ -286,7 +289,7 @@ class MultifrontalCholesky:
                 cols_idx[i, :k] = front[:k]
                 rows_idx[i, : m - k] = front[k:]
             self.plan.append(dict(
-                count=len(mem), K=K, R=R, src=t(entries[g][0]), dst=t(entries[g][1]), pad=t(pads[g][0]),
+                count=len(mem), K=K, R=R, src=t(entries[g][0]), dst=t(entries[g][1]),
                 kids_src=t(updates[g][0]), kids_dst=t(updates[g][1]),
                 cols=torch.from_numpy(cols_idx).to(dev), rows=torch.from_numpy(rows_idx).to(dev),
             ))
@@ -314,21 +317,20 @@ class MultifrontalCholesky:
         """Numeric factorization of ``H`` (same sparsity pattern as at construction)."""
         _, _, val, _ = _csr(H)
         val = val.detach().to(device=self.device, dtype=self.dtype)
+        val = torch.cat((val, val.new_ones(1)))  # the padding's diagonal reads the last slot
         U = self._U
-        self.factors = []
+        self.factors, infos = [], []
         for g, p in enumerate(self.plan):
             K, R, cnt = p["K"], p["R"], p["count"]
             M = K + R
             F = self._F[: cnt * M * M].zero_()
             F[p["dst"]] = val[p["src"]]
-            F[p["pad"]] = 1.0
             if p["kids_src"].numel():
                 F.index_add_(0, p["kids_dst"], U[p["kids_src"]])
             F = F.view(cnt, M, M)
             with torch_threads(p["threads"]):
                 L11, info = torch.linalg.cholesky_ex(F[:, :K, :K])
-                if bool((info != 0).any()):
-                    raise torch.linalg.LinAlgError("matrix is not positive definite")
+                infos.append(info)
                 if R:
                     L21 = torch.linalg.solve_triangular(L11, F[:, K:, :K].mT, upper=False).mT
                     out = U[int(self.u_offset[g]): int(self.u_offset[g + 1])].view(cnt, R, R)
@@ -336,9 +338,17 @@ class MultifrontalCholesky:
                 else:
                     L21 = F.new_zeros(cnt, 0, K)
             self.factors.append((L11, L21))
+        # one look at every front's pivots, after the walk (one synchronization on a GPU, not one a
+        # group): a front that failed passes meaningless updates to its parents, never used
+        if infos and bool(torch.cat(infos).any()):
+            self.factors = None
+            raise torch.linalg.LinAlgError("matrix is not positive definite")
 
     def solve(self, b: Tensor) -> Tensor:
-        """``H^-1 b`` for ``b`` of shape ``(n,)`` (any device; computed on the factor's)."""
+        """``H^-1 b`` for ``b`` of shape ``(n,)`` (any device; computed on the factor's).  Raises
+        ``torch.linalg.LinAlgError`` after a ``refactor`` that refused its matrix."""
+        if self.factors is None:
+            raise torch.linalg.LinAlgError("no factor: the last refactor refused its matrix (not positive definite)")
         x = b.detach().to(device=self.device, dtype=self.dtype)
         y = torch.zeros(self.n + 1, dtype=self.dtype, device=self.device)  # the last slot absorbs padding
         y[: self.n] = x[self.perm_t]
