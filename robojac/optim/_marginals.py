@@ -113,7 +113,7 @@ def covariances(variables: Sequence[Variable], factors: Sequence[Factor], values
         try:
             if problem.batch == 1 and problem.size > DENSE_MAX:
                 system = SparseSystem(problem)
-                H, _ = system.assemble(lin, free[0])  # float64
+                H, _ = system.assemble(lin, free[0], gradient=False)  # float64
                 dims = {v.group.tangent_dim for v in problem.variables}
                 block = dims.pop() if len(dims) == 1 else 1
                 try:
@@ -150,13 +150,10 @@ def selected_inverse_blocks(factor: MultifrontalCholesky, index: Tensor, *, diag
     docstring).  ``diagonal``: ``H``'s diagonal, to refuse pivots that lost their direction
     (:data:`SINGULAR_PIVOT`)."""
     plan = _plan(factor)
-    if diagonal is not None:
-        for p, (L11, _) in zip(factor.plan, factor.factors):
-            cols = p["cols"]
-            real = cols < factor.n
-            pivots = L11.diagonal(dim1=-2, dim2=-1).square()[real]
-            if bool((pivots < SINGULAR_PIVOT * diagonal.to(pivots)[factor.perm_t[cols[real]]]).any()):
-                raise _SingularError("problem 0")
+    if diagonal is not None:  # every front's pivots at once, against their columns' diagonal entries
+        pivots = torch.cat([L11.diagonal(dim1=-2, dim2=-1).reshape(-1) for L11, _ in factor.factors])[plan.real]
+        if bool((pivots.square() < SINGULAR_PIVOT * diagonal.to(pivots)[plan.real_cols]).any()):
+            raise _SingularError("problem 0")
     Z = _selected_inverse(factor, plan)
     iperm = torch.empty_like(factor.perm_t)
     iperm[factor.perm_t] = torch.arange(factor.n, device=factor.perm_t.device)
@@ -167,7 +164,8 @@ def selected_inverse_blocks(factor: MultifrontalCholesky, index: Tensor, *, diag
 
 class _Plan:
     """Where each supernode's block ``[Z_JJ; Z_RJ]`` (padded ``(M, K)``, as its group's fronts)
-    sits in one flat tensor, and, per group, the flat positions of its ``Z_RR`` entries."""
+    sits in one flat tensor, and, per group, the flat positions of its ``Z_RR`` entries; which
+    of the fronts' padded columns are real (``real``) and their original coordinates."""
 
     def __init__(self, factor: MultifrontalCholesky):
         B = factor.block
@@ -176,6 +174,9 @@ class _Plan:
             self.z_offset[g + 1] = self.z_offset[g] + p["count"] * (p["K"] + p["R"]) * p["K"]
         self.zero = int(self.z_offset[-1])  # a slot that stays zero: padding reads it
         self.KM = np.array(factor.KM, dtype=np.int64).reshape(-1, 2)
+        cols = torch.cat([p["cols"].reshape(-1) for p in factor.plan])  # every front's columns, padding = n
+        self.real = cols < factor.n
+        self.real_cols = factor.perm_t[cols[self.real]]  # in the original coordinates
         self.rr = []
         for g, p in enumerate(factor.plan):  # in blocks, then expanded: B^2 fewer searches
             R = p["R"]

@@ -250,7 +250,7 @@ def sparse_gauss_newton(lin: Linearization, unit: Tensor | None = None) -> Tenso
     """``J^T W J`` of one problem (``B = 1``) as a sparse CSR ``(n, n)``; fixed entries, and the
     rows ``unit (n,)`` (see :meth:`SparseSystem.assemble`), get an identity row and column (the
     preconditioner of the implicit backward on one large problem)."""
-    return SparseSystem(lin.problem).assemble(lin, unit)[0]
+    return SparseSystem(lin.problem).assemble(lin, unit, gradient=False)[0]
 
 
 LAYOUT_CACHE = 8  # sparse layouts kept for problems of the same structure solved again
@@ -330,10 +330,11 @@ class SparseSystem:
         held_diag = diag_slots[pb.held[0]]  # rows and columns: zero, their diagonal one
         return layout.crow, layout.col, slot, diag_slots, off_slots, held_diag, pb.size
 
-    def assemble(self, lin: Linearization, unit: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def assemble(self, lin: Linearization, unit: Tensor | None = None, *,
+                 gradient: bool = True) -> tuple[Tensor, Tensor | None]:
         """``(H (n, n) CSR, g (n,))`` at ``lin``'s values, in float64; ``unit (n,)`` bool: rows
         given a unit diagonal, as the fixed ones are (rows no factor weighs, whose other entries
-        are zero: :meth:`Problem.unweighed`)."""
+        are zero: :meth:`Problem.unweighed`).  ``gradient=False``: ``g`` is ``None`` (not computed)."""
         pb = self.problem
         vals, weights = [], []
         for i, (f, r) in enumerate(zip(pb.factors, lin.residuals)):
@@ -366,7 +367,7 @@ class SparseSystem:
         if unit is not None:
             values[self.diag_slots[unit]] = 1.0
         H = csr_tensor(self.crow, self.col, values, (self.n, self.n))
-        return H, self.gradient(lin, weights)
+        return H, (self.gradient(lin, weights) if gradient else None)
 
     def gradient(self, lin: Linearization, weights: list | None = None) -> Tensor:
         """``g = J^T W r`` ``(n,)`` (float64) at ``lin``'s values, zero for fixed entries (kept with ``lin``:
