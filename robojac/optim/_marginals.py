@@ -189,10 +189,13 @@ class _Plan:
             X, Y = blocks[:, :, None], blocks[:, None, :]
             base, K = _block_base(factor, self, np.maximum(X, Y), np.minimum(X, Y))
             a = np.arange(B)
-            down = (X >= Y)[:, :, None, :, None]  # Z[x, y] read in the smaller one's columns
-            at = base[:, :, None, :, None] + K[:, :, None, :, None] * np.where(down, a[:, None, None], a[None, None, :]) \
-                + np.where(down, a[None, None, :], a[:, None, None])
-            at = np.where((pad[:, :, None] | pad[:, None, :])[:, :, None, :, None], self.zero, at)
+            # E[c, x, i, y, j]: where Z[x B + i, y B + j] sits when x >= y (row i of the block in the
+            # columns of y's supernode); base and K are symmetric in (x, y), so for x < y the entry,
+            # read as Z[y B + j, x B + i], is E with the two (block, offset) pairs swapped
+            E = base[:, :, None, :, None] + K[:, :, None, :, None] * a[:, None, None] + a
+            at = np.where((X >= Y)[:, :, None, :, None], E, E.transpose(0, 3, 4, 1, 2))
+            at[pad] = self.zero  # padding rows and columns read the zero slot
+            at.transpose(0, 3, 4, 1, 2)[pad] = self.zero
             self.rr.append(torch.from_numpy(at.reshape(len(rows), R, R)).to(factor.device))
 
 
