@@ -241,7 +241,8 @@ class MultifrontalCholesky:
         place = self.front_position
 
         def by_group(g_of, *arrays):  # split arrays by group, in group order
-            order = np.argsort(g_of, kind="stable")
+            # numpy's stable sort of 16-bit integers is a radix sort: 1.5M group ids 120 -> 15 ms
+            order = np.argsort(g_of.astype(np.int16) if len(self.groups) < 2 ** 15 else g_of, kind="stable")
             cuts = np.searchsorted(g_of[order], np.arange(len(self.groups) + 1))
             arrays = [a[order] for a in arrays]
             return [[a[cuts[g]: cuts[g + 1]] for a in arrays] for g in range(len(self.groups))]
