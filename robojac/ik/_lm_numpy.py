@@ -15,7 +15,7 @@ import numpy as np
 
 from ..optim import wrap_periodic
 from ._path import SerialPath, rotation_error
-from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, RIDGE, Problem, on_joints
+from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, RIDGE, TRUSTED, Problem, on_joints
 
 _EPS, _TINY = np.finfo(np.float64).eps, np.finfo(np.float64).tiny
 
@@ -91,11 +91,17 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         if viol.any():  # freeze the joints that would leave their range, re-solve for the others
             keep = ~viol
             A2 = np.where(keep[:, :, None] & keep[:, None, :], Ad, eye)
-            frozen = wrap_periodic(q + np.linalg.solve(A2, b * keep[:, :, None])[..., 0], lo, hi, turn)
-            qn = np.minimum(np.maximum(np.where(viol.any(1, keepdims=True), frozen, qn), lo), hi)
+            held = np.linalg.solve(A2, b * keep[:, :, None])[..., 0]
+            frozen = wrap_periodic(q + held, lo, hi, turn)
+            moved = viol.any(1, keepdims=True)
+            qn = np.minimum(np.maximum(np.where(moved, frozen, qn), lo), hi)
+            dq = np.where(moved, held, dq)
         Jn, en, pen, ren = errors(qn)
         cn = (en * en) @ w2
         better = active & (cn < cost)
+        # what the undamped model promised for the step, in the engine's cost (half this one's)
+        promised = (b[..., 0] * dq).sum(1) - 0.5 * np.einsum("pi,pij,pj->p", dq, A, dq)
+        trusted = better & (0.5 * (cost - cn) >= TRUSTED * promised)
         b1 = better[:, None]
         np.copyto(q, qn, where=b1)
         np.copyto(Jt, Jn, where=better[:, None, None])
@@ -103,7 +109,7 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         np.copyto(cost, cn, where=better)
         np.copyto(pe, pen, where=better)
         np.copyto(re, ren, where=better)
-        lam = np.where(better, np.maximum(lam * LAMBDA_DOWN, LAMBDA_MIN), np.where(active, lam * LAMBDA_UP, lam))
+        lam = np.where(trusted, np.maximum(lam * LAMBDA_DOWN, LAMBDA_MIN), np.where(active, lam * LAMBDA_UP, lam))
         iters += active
         solved = (pe < ptol) & (re < rtol)
     return q, pe, re, solved, iters

@@ -369,8 +369,10 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             out = lm_engine(chain, frame, Tr, q_init, pb)
             q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
         pe64, re64 = pe.astype(np.float64), re.astype(np.float64)
-        score = (pe64 / cfg.position_tolerance) ** 2 + (re64 / cfg.orientation_tolerance) ** 2
-        score = np.where(ok, score - 1e30, score).reshape(n, R)  # a solved start beats any unsolved one
+        # the attempts ranked by the cost they minimize (what result.cost and history report);
+        # a solved start beats any unsolved one
+        score = _closeness(pe64, re64, cfg)
+        score = np.where(ok, score - 1e30, score).reshape(n, R)
         k = score.argmin(1)
         first = np.arange(n)
         cand = score[first, k]

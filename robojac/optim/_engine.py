@@ -39,6 +39,9 @@ from ._variables import Variable
 __all__ = ["RIDGE", "History", "IterationRecord", "SolveResult", "SolverConfig", "TerminationConfig",
            "TrustRegionConfig", "attach_gradients", "damped", "solve"]
 
+# a step achieved at least this fraction of the decrease the Gauss-Newton model promised: the
+# model describes the cost there (TrustRegionConfig, TerminationConfig.relative_tolerance)
+TRUSTED = 0.25
 RIDGE = 100.0  # the damping's floor: RIDGE * eps(dtype) * max diag(H), see damped()
 
 
@@ -432,7 +435,8 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
                 step = _pulled_and_bounded(problem, values, H, D, L, g, step, running & solvable)
             step = torch.where((running & solvable)[:, None], step, torch.zeros_like(step))
             # what the undamped Gauss-Newton model promises for this step
-            promised = -((g * step).sum(-1) + 0.5 * (step[:, None, :] @ H @ step[:, :, None])[:, 0, 0]) if rtol > 0 else None
+            promised = -((g * step).sum(-1) + 0.5 * (step[:, None, :] @ H @ step[:, :, None])[:, 0, 0]) \
+                if rtol > 0 or tr.method == "lm" else None
         trial = problem.retract(values, step)
         trial_lin = Linearization(problem, trial, closed_forms=True)
         trial_cost = trial_lin.cost()
@@ -457,14 +461,17 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             _stop(reason, running, running & ~solvable, "singular_system")
             _stop(reason, running, running & ~finite, "non_finite")
         else:
-            lam = torch.where(take, (lam / tr.factor_down).clamp_min(tr.lambda_min),
+            # the model described the step (it achieved a quarter of the promise): wider; a step
+            # that lowered the cost by less is taken but narrows the region, as a refused one does
+            trusted = take & (decrease >= TRUSTED * promised)
+            lam = torch.where(trusted, (lam / tr.factor_down).clamp_min(tr.lambda_min),
                               torch.where(running, lam * tr.factor_up, lam))
         if problem.satisfiable and moved:
             _stop(reason, running, running & take & problem.satisfied(lin), "satisfied")
         if rtol > 0:
             scale = rtol * cost.abs().clamp_min(torch.finfo(dt).tiny)
             # an achieved decrease counts where it is a quarter of the promise (TerminationConfig)
-            rel = (take & (decrease.abs() <= scale) & (decrease >= 0.25 * promised)) | (solvable & (promised <= scale))
+            rel = (take & (decrease.abs() <= scale) & (decrease >= TRUSTED * promised)) | (solvable & (promised <= scale))
             _stop(reason, running, running & rel, "relative_tolerance")
         if step_norm is not None:
             _stop(reason, running, running & take & (step_norm <= term.step_tolerance), "step_tolerance")
