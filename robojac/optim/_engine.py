@@ -78,8 +78,13 @@ class TrustRegionConfig:
     * ``method``: ``"lm"`` (Levenberg-Marquardt) or ``"gn"`` (Gauss-Newton: no damping, every
       step taken).
     * ``lambda_initial``: the first damping.
-    * ``factor_down`` / ``factor_up``: ``lambda`` is divided by the first after a step that lowers
-      the cost and multiplied by the second after one that does not (the step is then retried).
+    * ``factor_down`` / ``factor_up``: ``lambda`` is divided by the first after a step the
+      Gauss-Newton model described, one that lowered the cost by at least :data:`TRUSTED` (a
+      quarter) of the decrease the model promised, and multiplied by the second after any
+      other.  A step that lowers the cost by less is still taken; one that does not lower it is
+      retried.  (Dividing after every lower-cost step left a problem whose residuals stay large
+      taking Gauss-Newton steps that overshoot its valley, each achieving 13% of its promise:
+      100 iterations without converging, where this rule converged in 33.)
     * ``lambda_min`` / ``lambda_max``: bounds; a problem whose damping would pass ``lambda_max``
       can take no step that lowers its cost and stops (``reason="damping_limit"``).
     """
@@ -471,7 +476,8 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
         if rtol > 0:
             scale = rtol * cost.abs().clamp_min(torch.finfo(dt).tiny)
             # an achieved decrease counts where it is a quarter of the promise (TerminationConfig)
-            rel = (take & (decrease.abs() <= scale) & (decrease >= TRUSTED * promised)) | (solvable & (promised <= scale))
+            rel = (take & (decrease.abs() <= scale) & (decrease >= TRUSTED * promised)) \
+                | (solvable & (promised <= scale))
             _stop(reason, running, running & rel, "relative_tolerance")
         if step_norm is not None:
             _stop(reason, running, running & take & (step_norm <= term.step_tolerance), "step_tolerance")
