@@ -21,7 +21,7 @@ import numpy as np
 import pypose as pp
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from robojac import ik, lie, optim
@@ -238,6 +238,10 @@ def _prior_rows(s, prior, pick):  # one scale entry per factor (``pick``: one-ho
 @given(B=st.integers(1, 3), M=st.integers(15, 40), kernel=st.sampled_from(["none", "huber", "cauchy"]),
        scale=st.floats(0.05, 1.0), outliers=st.sampled_from([0.0, 0.2]), start=st.sampled_from([0.02, 0.2]),
        seed=st.integers(0, 2**16))
+# found by a longer run (300 examples, not derandomized): large residuals without a kernel, where
+# steps that lowered the cost by 13% of the model's promise still divided the damping (100
+# iterations, not converged)
+@example(B=2, M=15, kernel="none", scale=1.0, outliers=0.2, start=0.2, seed=15)
 def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, kernel, scale, outliers, start, seed,
                                                                           device):
     """A batch of robust problems on SE3 x R^2 (point-to-plane rows of a scaled pose, a prior on
