@@ -125,6 +125,22 @@ def test_results_speak_the_engines_vocabulary(device):
     assert bool((h[1:] <= h[:-1]).all()) and float(h[-1, 4:].min()) > 9.0
 
 
+def test_unreachable_targets_keep_their_least_cost_attempt_round_after_round(device):
+    """Targets 2 m out of reach: each round keeps the attempt of least cost, the cost
+    ``result.cost`` reports (not another ranking of the errors), so a target's history never
+    rises and its last entry is the returned cost.  Ranked by the errors over their tolerances,
+    58 of these 200 iiwa14 targets' histories rose."""
+    chain = _chain(*ARMS[1]).to(device)
+    X = chain.forward_kinematics(chain.random_configuration(200, generator=torch.Generator().manual_seed(1)),
+                                 ARMS[1][1]).tensor()
+    X[:, 0] += 2.0
+    r = ik.solve(chain, X, config=ik.IKConfig(rounds=4, patience=10))
+    h = r.history
+    assert h.shape == (4, 200) and not bool(r.converged.any())
+    assert bool((h[1:] <= h[:-1]).all())
+    assert torch.equal(r.cost, h[-1])
+
+
 def test_limits_hold_for_targets_at_the_edge(device):
     arm = sample_arm().to(device)
     lo, hi = arm.joint_limits
@@ -352,8 +368,8 @@ def test_candidates_solve_more_targets_at_the_first_attempt(name, tip, device):
     target = chain.forward_kinematics(chain.random_configuration(1000, generator=torch.Generator().manual_seed(9)), tip)
     one = dict(rounds=1, restarts=1, fill=1, start_table=0)  # random starts (the table replaces them in round 1)
     first = [float(ik.solve(chain, target, config=ik.IKConfig(candidates=k, **one)).converged.float().mean())
-             for k in (1, 4)]  # (Panda 59 -> 68%, iiwa14 86.3 -> 87.9% here)
-    assert first[1] > first[0] + 0.01, first
+             for k in (1, 4)]  # (Panda 55 -> 65%, iiwa14 84 -> 86% here)
+    assert first[1] > first[0] + 0.02, first
 
 
 @pytest.mark.parametrize("queries", [3, 200])  # a scan of the table, a KD-tree search

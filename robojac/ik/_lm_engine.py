@@ -37,7 +37,8 @@ __all__ = ["lm_engine", "trust_region"]
 
 def trust_region(pb: Problem) -> optim.TrustRegionConfig:
     """IK's damping schedule as the engine's trust region: divided by 3 after a step that lowers
-    the error, multiplied by 3 after one that does not, an attempt stalled at ``1e8``."""
+    the error, multiplied by 3 after one that does not (and after a second in a row that the
+    model overstated, :class:`robojac.optim.TrustRegionConfig`), an attempt stalled at ``1e8``."""
     return optim.TrustRegionConfig(lambda_initial=pb.lambda_initial, factor_down=1.0 / LAMBDA_DOWN, factor_up=LAMBDA_UP,
                                    lambda_min=LAMBDA_MIN, lambda_max=LAMBDA_MAX)
 

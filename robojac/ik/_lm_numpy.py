@@ -68,6 +68,7 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
     Jt, e, pe, re = errors(q, evaluated)
     cost = (e * e) @ w2
     lam = np.full(P, pb.lambda_initial)
+    overstated = np.zeros(P, dtype=bool)  # the last step taken achieved less than TRUSTED of its promise
     ptol, rtol = pb.position_tolerance, pb.orientation_tolerance
     solved = (pe < ptol) & (re < rtol)
     iters = np.zeros(P, dtype=np.int64)
@@ -101,7 +102,7 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         better = active & (cn < cost)
         # what the undamped model promised for the step, in the engine's cost (half this one's)
         promised = (b[..., 0] * dq).sum(1) - 0.5 * np.einsum("pi,pij,pj->p", dq, A, dq)
-        trusted = better & (0.5 * (cost - cn) >= TRUSTED * promised)
+        poor = better & (0.5 * (cost - cn) < TRUSTED * promised)  # the engine's damping rule
         b1 = better[:, None]
         np.copyto(q, qn, where=b1)
         np.copyto(Jt, Jn, where=better[:, None, None])
@@ -109,7 +110,9 @@ def _lm(path: SerialPath, Rt: np.ndarray, pt: np.ndarray, q_full: np.ndarray, pb
         np.copyto(cost, cn, where=better)
         np.copyto(pe, pen, where=better)
         np.copyto(re, ren, where=better)
-        lam = np.where(trusted, np.maximum(lam * LAMBDA_DOWN, LAMBDA_MIN), np.where(active, lam * LAMBDA_UP, lam))
+        lam = np.where(better & ~(poor & overstated), np.maximum(lam * LAMBDA_DOWN, LAMBDA_MIN),
+                       np.where(active, lam * LAMBDA_UP, lam))
+        overstated = np.where(better, poor, overstated)
         iters += active
         solved = (pe < ptol) & (re < rtol)
     return q, pe, re, solved, iters

@@ -264,9 +264,10 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
 
     Each step solves ``(J^T W J + lambda diag(J^T W J)) dq = J^T W e`` (Levenberg-Marquardt,
     ``lambda`` per problem: /3 after a step that lowers the cost, x3 and retry after one that
-    does not).  Joint limits are kept by the step itself: a revolute joint that would leave its
-    range comes back by a full turn when that lands inside; joints still outside are frozen and
-    the step re-solved for the others; what remains is clamped.  Unreachable targets come back
+    does not, x3 after a second step in a row that its model overstated fourfold).  Joint limits
+    are kept by the step itself: a revolute joint that would leave its range comes back by a full
+    turn when that lands inside; joints still outside are frozen and the step re-solved for the
+    others; what remains is clamped.  Unreachable targets come back
     with ``converged=False`` and their smallest errors (never an exception or NaN).
     """
     cfg = config or _DEFAULT

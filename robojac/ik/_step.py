@@ -10,8 +10,8 @@ from ..optim import RIDGE, TRUSTED
 
 __all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "RIDGE", "TRUSTED", "on_joints"]
 
-LAMBDA_DOWN = 1.0 / 3.0  # damping factor after a step the model described (optim.TRUSTED)
-LAMBDA_UP = 3.0  # after any other: a refused one, or one that lowered the error by less
+LAMBDA_DOWN = 1.0 / 3.0  # damping factor after an accepted step
+LAMBDA_UP = 3.0  # after a rejected one, or a second overstated one (optim.TrustRegionConfig)
 LAMBDA_MIN = 1e-9
 LAMBDA_MAX = 1e8  # a problem whose damping climbs this high has stalled and stops
 # The damped system is (A + lambda diag(A) + RIDGE eps |diag(A)|_max I) dq = b: the engine's one
