@@ -331,7 +331,8 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
 
 
 def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor | None = None,
-         lin0: Linearization | None = None, overstated0: Tensor | None = None) -> tuple[SolveResult, _SparseSteps | None]:
+         lin0: Linearization | None = None,
+         overstated0: Tensor | None = None) -> tuple[SolveResult, _SparseSteps | None]:
     tr, term = cfg.trust_region, cfg.termination
     start = time.perf_counter()
     values = tuple(v.value if differentiable else v.value.detach() for v in problem.variables)
