@@ -33,8 +33,8 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
       edges' information), as ``PGOConfig.kernel``.
 
     One large graph takes the selected inverse of its sparse Cholesky factor (see
-    :func:`robojac.optim.covariances`): all of sphere2500's 2,500 covariances in 0.52 s on these
-    2 cores, against 4.9 s for GTSAM's ``Marginals`` (``benchmarks/covariances.py``).
+    :func:`robojac.optim.covariances`): all of sphere2500's 2,500 covariances in 0.61 s on these
+    2 cores, against 8.3 s for GTSAM's ``Marginals`` (``benchmarks/covariances.py``, 2026-12-06).
     A disconnected graph raises :class:`PoseGraphError` naming its components.
     """
     check_instance("graph", graph, PoseGraph, "a PoseGraph")
