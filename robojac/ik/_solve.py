@@ -267,8 +267,8 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     does not, x3 after a second step in a row that its model overstated fourfold).  Joint limits
     are kept by the step itself: a revolute joint that would leave its range comes back by a full
     turn when that lands inside; joints still outside are frozen and the step re-solved for the
-    others; what remains is clamped.  Unreachable targets come back
-    with ``converged=False`` and their smallest errors (never an exception or NaN).
+    others; what remains is clamped.  Unreachable targets come back with ``converged=False``
+    and their smallest errors (never an exception or NaN).
     """
     cfg = config or _DEFAULT
     frame, flat, batch, position_only, q0 = _check(chain, cfg, target, q0)

@@ -36,7 +36,7 @@ from ._implicit import Context, Implicit
 from ._problem import DENSE_MAX, Factor, Linearization, Problem, SparseSystem
 from ._variables import Variable
 
-__all__ = ["RIDGE", "History", "IterationRecord", "SolveResult", "SolverConfig", "TerminationConfig",
+__all__ = ["RIDGE", "TRUSTED", "History", "IterationRecord", "SolveResult", "SolverConfig", "TerminationConfig",
            "TrustRegionConfig", "attach_gradients", "damped", "solve"]
 
 # a step achieved at least this fraction of the decrease the Gauss-Newton model promised: the
@@ -82,12 +82,12 @@ class TrustRegionConfig:
       lowers the cost, and multiplied by the second after one that does not (the step is then
       retried), and after a step that lowered it by less than :data:`TRUSTED` (a quarter) of the
       decrease the Gauss-Newton model promised when the step taken before it did too (it is
-      taken; the model overstates the steps there, so the region narrows).  Dividing after every lower-cost step left a
-      problem whose residuals stay large taking Gauss-Newton steps that overshot its valley,
-      each achieving 13% of its promise: 100 iterations without converging, where this rule
-      converges in 49.  Narrowing after one such step (not two) also converged it, but changed
-      MIT's path from its first step, whose fit is 0.21: 15 -> 23 iterations; this rule leaves
-      every pose graph of ``data/`` on its path.
+      taken; the model overstates the steps there, so the region narrows).  Dividing after
+      every lower-cost step left a problem whose residuals stay large taking Gauss-Newton steps
+      that overshot its valley, each achieving 13% of its promise: 100 iterations without
+      converging, where this rule converges in 49.  Narrowing after one such step (not two)
+      also converged it, but changed MIT's path from its first step, whose fit is 0.21: 15 ->
+      23 iterations; this rule leaves every pose graph of ``data/`` on its path.
     * ``lambda_min`` / ``lambda_max``: bounds; a problem whose damping would pass ``lambda_max``
       can take no step that lowers its cost and stops (``reason="damping_limit"``).
     """
