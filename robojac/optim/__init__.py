@@ -12,7 +12,8 @@
 """
 
 from ._engine import (
-    RIDGE, TRUSTED, History, IterationRecord, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig, attach_gradients, damped, solve,
+    RIDGE, TRUSTED, History, IterationRecord, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig,
+    attach_gradients, damped, solve,
 )
 from ._kernels import KERNELS, RobustKernel
 from ._marginals import covariances
@@ -22,7 +23,8 @@ from ._problem import Factor, Linearization, Problem
 from ._small import cholesky_soa, cholesky_solve_soa, soa_pays, spd_solve_soa
 from ._variables import Group, Variable, group, product, wrap_periodic
 
-__all__ = ["RIDGE", "TRUSTED", "Factor", "Group", "History", "IterationRecord", "KERNELS", "Linearization", "MultifrontalCholesky", "Problem", "RobustKernel",
-           "SolveResult", "SolverConfig", "SparseLDL", "TerminationConfig", "TrustRegionConfig", "Variable",
-           "attach_gradients", "block_jacobi_preconditioner", "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "covariances", "damped",
-           "group", "product", "soa_pays", "solve", "spd_solve_soa", "wrap_periodic"]
+__all__ = ["RIDGE", "TRUSTED", "Factor", "Group", "History", "IterationRecord", "KERNELS", "Linearization",
+           "MultifrontalCholesky", "Problem", "RobustKernel", "SolveResult", "SolverConfig", "SparseLDL",
+           "TerminationConfig", "TrustRegionConfig", "Variable", "attach_gradients", "block_jacobi_preconditioner",
+           "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "covariances", "damped", "group", "product",
+           "soa_pays", "solve", "spd_solve_soa", "wrap_periodic"]
