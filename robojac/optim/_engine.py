@@ -84,8 +84,8 @@ class TrustRegionConfig:
       decrease the Gauss-Newton model promised when the step taken before it did too (it is
       taken; the model overstates the steps there, so the region narrows).  Dividing after
       every lower-cost step left a problem whose residuals stay large taking Gauss-Newton steps
-      that overshot its valley, each achieving 13% of its promise: 100 iterations without
-      converging, where this rule converges in 49.  Narrowing after one such step (not two)
+      that overshot its valley, each achieving 13% of its promise: 101 iterations to converge
+      (past the default limit of 100), where this rule takes 49.  Narrowing after one such step (not two)
       also converged it, but changed MIT's path from its first step, whose fit is 0.21: 15 ->
       23 iterations; this rule leaves every pose graph of ``data/`` on its path.
     * ``lambda_min`` / ``lambda_max``: bounds; a problem whose damping would pass ``lambda_max``
