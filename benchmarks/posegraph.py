@@ -9,6 +9,11 @@ evaluated independently by GTSAM's ``graph.error()`` on the returned poses and c
 the reference optimum in ``gtsam_optima.json``.  Medians over --repeat runs.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/posegraph.py [--graphs intel sphere2500 ...]
+
+``--damping-grid 1e-6 1e-10 ...`` runs robojac alone instead: Levenberg-Marquardt's steps (refused
+ones included) and final cost on every graph of ``data/``, from the chordal and the odometry
+starts, without a kernel and under Cauchy's, for each first damping (``lambda_initial``).  Step
+counts do not depend on the machine's speed.
 """
 
 from __future__ import annotations
@@ -78,12 +83,41 @@ def gtsam_cost_of(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torch.
     return graph.error(gtsam_values(dim, poses, ids))
 
 
+def damping_grid(lambdas: list[float], max_iterations: int = 200) -> None:
+    """LM's steps to convergence for each first damping; ``!`` marks a run that did not converge."""
+    names = sorted(p.name.removesuffix(".g2o.gz") for p in data.path("posegraph").glob("*.g2o.gz"))
+    totals, unconverged = [0] * len(lambdas), [0] * len(lambdas)
+    rows = []
+    for name in names:
+        graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
+        for init in ("chordal", "odometry"):
+            for kernel in ("none", "cauchy"):
+                cells = []
+                for i, lam in enumerate(lambdas):
+                    r = optimize(graph, PGOConfig(init=init, kernel=kernel, lambda_initial=lam,
+                                                  max_iterations=max_iterations))
+                    totals[i] += r.iterations
+                    unconverged[i] += not r.converged
+                    cells.append(f"{r.iterations}{'' if r.converged else '!'}, {r.cost:.7g}")
+                rows.append([name, init, kernel, *cells])
+                print(" | ".join(rows[-1]), flush=True)
+    rows.append(["all", "", "", *(f"{t} steps, {u} not converged" for t, u in zip(totals, unconverged))])
+    print()
+    print(table(["graph", "start", "kernel", *(f"lambda_initial {lam:g}" for lam in lambdas)], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     optima = json.loads(data.path("posegraph/gtsam_optima.json").read_text())
     ap.add_argument("--graphs", nargs="+", default=list(optima))
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--damping-grid", nargs="+", type=float, metavar="LAMBDA",
+                    help="robojac alone: LM's steps for each first damping, every graph of data/")
     args = ap.parse_args()
+    if args.damping_grid:
+        print(f"# Levenberg-Marquardt's first damping, robojac's pose graphs; {describe_machine()}", flush=True)
+        damping_grid(args.damping_grid)
+        return
     print(f"# Pose-graph optimization, robojac vs GTSAM; {describe_machine()}", flush=True)
     rows = []
     for name in args.graphs:

@@ -144,6 +144,21 @@ def test_reaches_the_reference_optimum_from_chordal(name, device):
     assert result.poses.device == device
 
 
+def test_levenberg_marquardt_takes_gauss_newtons_steps_from_the_chordal_start(device):
+    """LM's default first damping is 1e-10 of the diagonal without a kernel: from the chordal start
+    manhattan and intel take Gauss-Newton's steps, to its optimum (at 1e-6, manhattan took 11
+    steps against Gauss-Newton's 3).  Under a robust kernel it is 1e-6; one given is kept."""
+    for name in ("manhattan", "intel"):
+        graph = read_g2o(_data(name)).to(device)
+        gn, lm = optimize(graph, PGOConfig(method="gn")), optimize(graph)
+        assert lm.converged and lm.iterations == gn.iterations, (name, lm.iterations, gn.iterations)
+        assert lm.cost == pytest.approx(gn.cost, rel=1e-9)
+        assert all(r.accepted for r in lm.history) and lm.history[0].damping == pytest.approx(1e-10)
+    robust = optimize(graph, PGOConfig(kernel="cauchy", max_iterations=1))
+    given = optimize(graph, PGOConfig(lambda_initial=1e-3, max_iterations=1))
+    assert robust.history[0].damping == pytest.approx(1e-6) and given.history[0].damping == pytest.approx(1e-3)
+
+
 def test_chordal_start_escapes_the_minimum_the_file_estimate_is_stuck_in(device):
     graph = read_g2o(_data("MIT")).to(device)
     from_file = optimize(graph, PGOConfig(init="file"))
