@@ -10,10 +10,10 @@ the reference optimum in ``gtsam_optima.json``.  Medians over --repeat runs.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/posegraph.py [--graphs intel sphere2500 ...]
 
-``--damping-grid 1e-6 1e-10 ...`` runs robojac alone instead: Levenberg-Marquardt's steps (refused
-ones included) and final cost on every graph of ``data/``, from the chordal and the odometry
-starts, without a kernel and under Cauchy's, for each first damping (``lambda_initial``).  Step
-counts do not depend on the machine's speed.
+``--damping-grid default 1e-6 1e-10 ...`` runs robojac alone instead: Levenberg-Marquardt's steps
+(refused ones included) and final cost on every graph of ``data/``, from the chordal and the
+odometry starts, without a kernel and under Cauchy's, for each first damping (``lambda_initial``;
+``default``: ``PGOConfig``'s own).  Step counts do not depend on the machine's speed.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def gtsam_cost_of(path: pathlib.Path, dim: int, poses: torch.Tensor, ids: torch.
     return graph.error(gtsam_values(dim, poses, ids))
 
 
-def damping_grid(lambdas: list[float], max_iterations: int = 200) -> None:
+def damping_grid(lambdas: list[float | None], max_iterations: int = 200) -> None:
     """LM's steps to convergence for each first damping; ``!`` marks a run that did not converge."""
     names = sorted(p.name.removesuffix(".g2o.gz") for p in data.path("posegraph").glob("*.g2o.gz"))
     totals, unconverged = [0] * len(lambdas), [0] * len(lambdas)
@@ -103,7 +103,7 @@ def damping_grid(lambdas: list[float], max_iterations: int = 200) -> None:
                 print(" | ".join(rows[-1]), flush=True)
     rows.append(["all", "", "", *(f"{t} steps, {u} not converged" for t, u in zip(totals, unconverged))])
     print()
-    print(table(["graph", "start", "kernel", *(f"lambda_initial {lam:g}" for lam in lambdas)], rows))
+    print(table(["graph", "start", "kernel", *(f"lambda_initial {lam or 'default'}" for lam in lambdas)], rows))
 
 
 def main() -> None:
@@ -111,7 +111,7 @@ def main() -> None:
     optima = json.loads(data.path("posegraph/gtsam_optima.json").read_text())
     ap.add_argument("--graphs", nargs="+", default=list(optima))
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--damping-grid", nargs="+", type=float, metavar="LAMBDA",
+    ap.add_argument("--damping-grid", nargs="+", type=lambda v: None if v == "default" else float(v), metavar="LAMBDA",
                     help="robojac alone: LM's steps for each first damping, every graph of data/")
     args = ap.parse_args()
     if args.damping_grid:

@@ -115,6 +115,28 @@ def test_a_step_across_the_valley_a_sliver_lower_is_not_convergence(method, devi
     assert int(r.iterations[0]) > 1
 
 
+def test_a_refused_first_step_falls_back_to_the_careful_damping_at_once(device):
+    """``lambda_fallback``: Gauss-Newton on ``atan(x)`` from ``x = 3`` (outside its 2-cycle)
+    overshoots to ``x = -9.5``; until a step is taken, a refusal raises ``lambda`` to the fallback
+    at once, where without it the damping climbs tenfold step by step (1e-10, 1e-9, ...).  The
+    problem beside it starts inside the cycle, takes its steps and is never raised."""
+    kw = dict(dtype=torch.float64, device=device)
+    runs = {}
+    for fallback in (0.0, 0.1):
+        x = optim.Variable("Rn", torch.tensor([[[3.0]], [[0.5]]], **kw))
+        tr = optim.TrustRegionConfig(lambda_initial=1e-10, lambda_fallback=fallback)
+        runs[fallback] = optim.solve([x], [optim.Factor(torch.atan, [x])], optim.SolverConfig(trust_region=tr))
+        assert bool(runs[fallback].converged.all()) and float(runs[fallback].values[0].abs().max()) < 1e-8
+    plain, falls = runs[0.0].history, runs[0.1].history
+    assert not bool(plain.accepted[0, 0]) and float(plain.damping[1, 0]) == pytest.approx(1e-9)
+    assert not bool(falls.accepted[0, 0]) and float(falls.damping[1, 0]) == pytest.approx(0.1)
+    assert int(runs[0.1].iterations[0]) < int(runs[0.0].iterations[0])
+    assert bool(falls.accepted[:, 1][: int(runs[0.1].iterations[1])].all())  # the other: every step taken
+    assert float(falls.damping[:, 1].max()) <= 1e-10
+    with pytest.raises(ValueError, match="lambda_fallback"):
+        optim.TrustRegionConfig(lambda_fallback=-1.0)
+
+
 def test_fixed_variables_keep_their_values(device):
     B = 2
     kw = dict(dtype=torch.float64, device=device)

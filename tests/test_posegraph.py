@@ -147,13 +147,19 @@ def test_reaches_the_reference_optimum_from_chordal(name, device):
 def test_levenberg_marquardt_takes_gauss_newtons_steps_from_the_chordal_start(device):
     """LM's default first damping is 1e-10 of the diagonal without a kernel: from the chordal start
     manhattan and intel take Gauss-Newton's steps, to its optimum (at 1e-6, manhattan took 11
-    steps against Gauss-Newton's 3).  Under a robust kernel it is 1e-6; one given is kept."""
+    steps against Gauss-Newton's 3).  MIT's first step is refused (Gauss-Newton's raises its cost
+    from 39.6 to 700), and the damping goes to 1e-6 at once; later refusals raise it tenfold.
+    Under a robust kernel it is 1e-6; one given is kept."""
     for name in ("manhattan", "intel"):
         graph = read_g2o(_data(name)).to(device)
         gn, lm = optimize(graph, PGOConfig(method="gn")), optimize(graph)
         assert lm.converged and lm.iterations == gn.iterations, (name, lm.iterations, gn.iterations)
         assert lm.cost == pytest.approx(gn.cost, rel=1e-9)
         assert all(r.accepted for r in lm.history) and lm.history[0].damping == pytest.approx(1e-10)
+    mit = optimize(read_g2o(_data("MIT")).to(device))
+    assert mit.converged and not mit.history[0].accepted and mit.history[1].damping == pytest.approx(1e-6)
+    later = [(a.damping, b.damping) for a, b in zip(mit.history[1:], mit.history[2:]) if not a.accepted]
+    assert later and all(after == pytest.approx(10 * before) for before, after in later)
     robust = optimize(graph, PGOConfig(kernel="cauchy", max_iterations=1))
     given = optimize(graph, PGOConfig(lambda_initial=1e-3, max_iterations=1))
     assert robust.history[0].damping == pytest.approx(1e-6) and given.history[0].damping == pytest.approx(1e-3)

@@ -85,9 +85,15 @@ class TrustRegionConfig:
       taken; the model overstates the steps there, so the region narrows).  Dividing after
       every lower-cost step left a problem whose residuals stay large taking Gauss-Newton steps
       that overshot its valley, each achieving 13% of its promise: 101 iterations to converge
-      (past the default limit of 100), where this rule takes 49.  Narrowing after one such step (not two)
-      also converged it, but changed MIT's path from its first step, whose fit is 0.21: 15 ->
+      (past the default limit of 100), where this rule takes 49.  Narrowing after one such step
+      (not two) also converged it, but changed MIT's path from its first step, whose fit is 0.21: 15 ->
       23 iterations; this rule leaves every pose graph of ``data/`` on its path.
+    * ``lambda_fallback``: until a problem has taken a step, a refused one raises its damping to
+      at least this (``0``, the default: no bound).  A small ``lambda_initial`` then tries
+      Gauss-Newton's step first, and where the start is poor goes back to a careful damping at
+      once instead of tenfold step by step (the pose graphs' default, 1e-10 falling back to
+      1e-6: MIT's first Gauss-Newton step raises its cost from 39.6 to 700, and four refusals
+      became one).
     * ``lambda_min`` / ``lambda_max``: bounds; a problem whose damping would pass ``lambda_max``
       can take no step that lowers its cost and stops (``reason="damping_limit"``).
     """
@@ -98,9 +104,11 @@ class TrustRegionConfig:
     factor_up: float = 10.0
     lambda_min: float = 1e-12
     lambda_max: float = 1e10
+    lambda_fallback: float = 0.0
 
     def __post_init__(self):
         check_choice("TrustRegionConfig", "method", self.method, ("lm", "gn"))
+        check_real("TrustRegionConfig", "lambda_fallback", self.lambda_fallback, maximum=self.lambda_max)
         for name in ("lambda_initial", "lambda_min", "lambda_max"):
             check_real("TrustRegionConfig", name, getattr(self, name), positive=True)
         for name in ("factor_down", "factor_up"):
@@ -332,7 +340,7 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
 
 def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor | None = None,
          lin0: Linearization | None = None,
-         overstated0: Tensor | None = None) -> tuple[SolveResult, _SparseSteps | None]:
+         overstated0: Tensor | None = None, taken0: Tensor | None = None) -> tuple[SolveResult, _SparseSteps | None]:
     tr, term = cfg.trust_region, cfg.termination
     start = time.perf_counter()
     values = tuple(v.value if differentiable else v.value.detach() for v in problem.variables)
@@ -344,6 +352,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
     lam = torch.full((B,), tr.lambda_initial if tr.method == "lm" else 0.0, dtype=dt, device=dev) if lam0 is None else lam0
     # each problem's last step taken achieved less than TRUSTED of its promise (TrustRegionConfig)
     overstated = torch.zeros(B, dtype=torch.bool, device=dev) if overstated0 is None else overstated0
+    taken = torch.zeros(B, dtype=torch.bool, device=dev) if taken0 is None else taken0  # a step, ever
     running = torch.isfinite(cost)
     reason = ["running" if bool(ok) else "non_finite" for ok in running.tolist()]
     sat = problem.satisfied(lin)
@@ -388,7 +397,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             left = dataclasses.replace(term, max_iterations=term.max_iterations - it + 1)
             sub = problem.subset(padded, values)
             out, _ = _run(sub, dataclasses.replace(cfg, termination=left), False, lam[padded], lin.subset(sub, padded),
-                          overstated[padded])
+                          overstated[padded], taken[padded])
             for t in range(out.history.cost.shape[0]):  # their steps, the others' entries as they stopped
                 hist_cost.append(cost.index_copy(0, rows, out.history.cost[t, :n]))
                 hist_lam.append(lam.index_copy(0, rows, out.history.damping[t, :n]))
@@ -476,9 +485,13 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             # a second step in a row that lowered the cost by less than a quarter of the model's
             # promise is taken, but narrows the region as a refused one does (TrustRegionConfig)
             poor = take & (decrease < TRUSTED * promised)
+            up = lam * tr.factor_up
+            if tr.lambda_fallback > 0:  # no step taken yet: back to a careful damping at once
+                up = torch.where(taken, up, up.clamp_min(tr.lambda_fallback))
             lam = torch.where(take & ~(poor & overstated), (lam / tr.factor_down).clamp_min(tr.lambda_min),
-                              torch.where(running, lam * tr.factor_up, lam))
+                              torch.where(running, up, lam))
             overstated = torch.where(take, poor, overstated)
+            taken = taken | take
         if problem.satisfiable and moved:
             _stop(reason, running, running & take & problem.satisfied(lin), "satisfied")
         if rtol > 0:

@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 Init = Literal["file", "odometry", "chordal"]
 
 # Levenberg-Marquardt's first damping by default (PGOConfig.lambda_initial): the plain cost's,
-# and a robust kernel's (measured in docs/benchmarks.md#the-first-damping-of-a-pose-graph)
+# which a refused first step raises to the careful one at once, and a robust kernel's (measured
+# in docs/benchmarks.md#the-first-damping-of-a-pose-graph)
 LAMBDA_PLAIN = 1e-10
-LAMBDA_ROBUST = 1e-6
+LAMBDA_CAREFUL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,16 @@ class PGOConfig:
       of the optimum on the benchmark graphs), cost below ``absolute_tolerance``, a step below
       ``step_tolerance``, or ``max_iterations``.
     * ``lambda_initial``: Levenberg-Marquardt's first damping (relative to the diagonal of
-      ``J^T W J``, Marquardt's scaling); ignored by ``"gn"``.  ``None`` (the default) takes
-      ``LAMBDA_PLAIN`` (1e-10) for the plain cost and ``LAMBDA_ROBUST`` (1e-6) under a robust
-      kernel.  Without a kernel the first steps from the chordal start are then Gauss-Newton's,
-      and a bad start raises the damping at once (a refused step multiplies it by 10): over the
-      graphs of ``data/``, from the chordal and odometry starts, 1e-10 took 265 steps in all
+      ``J^T W J``, Marquardt's scaling); ignored by ``"gn"``.  ``None`` (the default): for the
+      plain cost ``LAMBDA_PLAIN`` (1e-10), raised to ``LAMBDA_CAREFUL`` (1e-6) at once if the
+      first step is refused; under a robust kernel ``LAMBDA_CAREFUL``.  Without a kernel the
+      first steps from a good start are then Gauss-Newton's, and a poor start costs one refused
+      step: over the graphs of ``data/``, from the chordal and odometry starts, 256 steps in all
       against 616 at 1e-6 (ais2klinik from odometry: 11 against 200, not converged; manhattan 3
-      against 11; MIT 19 against 15).  A robust cost is not convex, and the careful first steps
+      against 11; MIT 16 against 15).  A robust cost is not convex, and the careful first steps
       of 1e-6 reached lower minima from the plain optimum (manhattan under Cauchy, Geman-McClure
       and DCS: 890.99, 480.51, 1032.47 against 891.37, 481.16, 1035.19 at 1e-10):
-      ``docs/benchmarks.md#the-first-damping-of-a-pose-graph``.
+      ``docs/benchmarks.md#the-first-damping-of-a-pose-graph``.  A value given is used as it is.
     * ``linear_solver``: ``"ldl"`` (sparse LDL^T with AMD ordering, CPU), ``"multifrontal"``
       (batched multifrontal Cholesky in torch, on the graph's device: the GPU path), ``"cg"``
       (block-Jacobi preconditioned CG in torch) or ``"auto"`` (LDL^T on the CPU, multifrontal
@@ -112,11 +113,13 @@ class PGOConfig:
         check_int(owner, "num_threads", self.num_threads, minimum=1, optional=True)
 
 
-def _first_damping(config: PGOConfig) -> float:
-    """``config.lambda_initial``, or its default for the config's kernel."""
+def _trust_region(config: PGOConfig) -> optim.TrustRegionConfig:
+    """The engine's damping for ``config``: its ``lambda_initial``, or the default for its kernel."""
     if config.lambda_initial is not None:
-        return config.lambda_initial
-    return LAMBDA_PLAIN if config.kernel.name == "none" else LAMBDA_ROBUST
+        return optim.TrustRegionConfig(method=config.method, lambda_initial=config.lambda_initial)
+    if config.kernel.name == "none":
+        return optim.TrustRegionConfig(method=config.method, lambda_initial=LAMBDA_PLAIN, lambda_fallback=LAMBDA_CAREFUL)
+    return optim.TrustRegionConfig(method=config.method, lambda_initial=LAMBDA_CAREFUL)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
 
     solver = "sparse" if config.linear_solver == "auto" else config.linear_solver
     cfg = optim.SolverConfig(
-        trust_region=optim.TrustRegionConfig(method=config.method, lambda_initial=_first_damping(config)),
+        trust_region=_trust_region(config),
         termination=optim.TerminationConfig(max_iterations=config.max_iterations,
                                             absolute_tolerance=config.absolute_tolerance,
                                             relative_tolerance=config.relative_tolerance,
