@@ -488,10 +488,10 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             up = lam * tr.factor_up
             if tr.lambda_fallback > 0:  # no step taken yet: back to a careful damping at once
                 up = torch.where(taken, up, up.clamp_min(tr.lambda_fallback))
+                taken = taken | take
             lam = torch.where(take & ~(poor & overstated), (lam / tr.factor_down).clamp_min(tr.lambda_min),
                               torch.where(running, up, lam))
             overstated = torch.where(take, poor, overstated)
-            taken = taken | take
         if problem.satisfiable and moved:
             _stop(reason, running, running & take & problem.satisfied(lin), "satisfied")
         if rtol > 0:
