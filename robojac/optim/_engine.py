@@ -108,9 +108,9 @@ class TrustRegionConfig:
 
     def __post_init__(self):
         check_choice("TrustRegionConfig", "method", self.method, ("lm", "gn"))
-        check_real("TrustRegionConfig", "lambda_fallback", self.lambda_fallback, maximum=self.lambda_max)
         for name in ("lambda_initial", "lambda_min", "lambda_max"):
             check_real("TrustRegionConfig", name, getattr(self, name), positive=True)
+        check_real("TrustRegionConfig", "lambda_fallback", self.lambda_fallback, maximum=self.lambda_max)
         for name in ("factor_down", "factor_up"):
             check_real("TrustRegionConfig", name, getattr(self, name), positive=True)
             if getattr(self, name) <= 1:
