@@ -269,6 +269,9 @@ def _plane_problem(B, M, kernel, scale, outliers, start, seed, device):
 @example(B=2, M=15, kernel="none", scale=1.0, outliers=0.2, start=0.2, seed=15)
 @example(B=2, M=15, kernel="none", scale=1.0, outliers=0.2, start=0.2, seed=137)
 @example(B=2, M=26, kernel="none", scale=1.0, outliers=0.2, start=0.02, seed=671)
+# a 1,000-example run: Cauchy's kernel at a scale near the noise's, where the engine and scipy
+# from one start stop in different minima (0.0290 and 0.0176), each a minimum
+@example(B=1, M=15, kernel="cauchy", scale=0.0546875, outliers=0.0, start=0.02, seed=39)
 def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, kernel, scale, outliers, start, seed,
                                                                           device):
     """A batch of robust problems on SE3 x R^2 (point-to-plane rows of a scaled pose, a prior on
@@ -276,10 +279,12 @@ def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, k
     tolerances, 500 steps at most), each checked by scipy's ``least_squares`` (trust-region
     reflective, written in numpy, the rotation a rotation vector times a reference's). Without a
     kernel the engine converges. Where it says converged, scipy started at its answer finds no
-    lower cost and does not move it, and scipy started where the engine started either ends at a
-    higher cost or at the same answer. (Under a robust kernel the engine's reweighted
-    Gauss-Newton model converges linearly and may stop at ``max_iterations``, honestly: scipy's
-    second-order correction of the kernel is not the engine's.)
+    lower cost and does not move it, and, without a kernel, scipy started where the engine
+    started either ends at a higher cost or at the same answer. (Under a robust kernel the
+    engine's reweighted Gauss-Newton model converges linearly and may stop at
+    ``max_iterations``, honestly: scipy's second-order correction of the kernel is not the
+    engine's. And its cost is not convex: from one start the two can stop in different minima,
+    as robojac and GTSAM do on the robust pose graphs of ``docs/benchmarks.md``.)
 
     Not the default 100 steps: with large residuals (the outliers, no kernel) Gauss-Newton's
     model leaves out the residuals' curvature, and near the minimum its steps converge linearly,
@@ -315,6 +320,8 @@ def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, k
         assert cost_ours <= cost_polished * (1 + 1e-9) + 1e-14, (b, cost_ours, cost_polished)
         # a linearly converging run stops on its cost, not at the values' precision (seed=671: 1.6e-5)
         assert np.abs(polished - x_ours).max() < (1e-5 if int(r.iterations[b]) <= 100 else 1e-4), (b, polished - x_ours)
+        if kernel != "none":  # not convex: another minimum from the same start is no fault
+            continue
         start_pose = T0[b, 0].numpy()
         x_start = np.r_[start_pose[:3] - t0, (Rotation.from_quat(start_pose[3:]) * R0.inv()).as_rotvec(), 1.0, 0.0]
         theirs, cost_theirs = scipy_from(x_start)
