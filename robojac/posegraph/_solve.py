@@ -114,12 +114,12 @@ class PGOConfig:
 
 
 def _trust_region(config: PGOConfig) -> optim.TrustRegionConfig:
-    """The engine's damping for ``config``: its ``lambda_initial``, or the default for its kernel."""
+    """The engine's damping for ``config``: its ``lambda_initial`` as given, or the default for its
+    kernel with the careful fallback (a robust start, already careful, never falls below it)."""
     if config.lambda_initial is not None:
         return optim.TrustRegionConfig(method=config.method, lambda_initial=config.lambda_initial)
-    if config.kernel.name == "none":
-        return optim.TrustRegionConfig(method=config.method, lambda_initial=LAMBDA_PLAIN, lambda_fallback=LAMBDA_CAREFUL)
-    return optim.TrustRegionConfig(method=config.method, lambda_initial=LAMBDA_CAREFUL)
+    first = LAMBDA_PLAIN if config.kernel.name == "none" else LAMBDA_CAREFUL
+    return optim.TrustRegionConfig(method=config.method, lambda_initial=first, lambda_fallback=LAMBDA_CAREFUL)
 
 
 @dataclass(frozen=True)
