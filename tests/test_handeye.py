@@ -168,6 +168,12 @@ def test_bad_input(device):
     Tcz = lie.se3_compose(lie.se3_inverse(lie.se3_compose(Tz, X.expand(10, 7))), Z.expand(10, 7))
     with pytest.raises(ValueError, match="T_base_gripper: the gripper turns about one axis only"):
         hand_eye(Tz, Tcz)
+    # no motion turns at all: translations only
+    xi[:, 3:] = 0.0
+    Tt = lie.se3_exp(xi)
+    Tct = lie.se3_compose(lie.se3_inverse(lie.se3_compose(Tt, X.expand(10, 7))), Z.expand(10, 7))
+    with pytest.raises(ValueError, match="T_base_gripper: the gripper does not turn between stations"):
+        hand_eye(Tt, Tct)
     bad = Tc.clone()
     bad[3, 0] = float("nan")
     with pytest.raises(ValueError, match="T_camera_target"):

@@ -228,7 +228,13 @@ def _check_motion(A: Tensor, name: str) -> None:
     axes = lie.so3_log(Ap[..., 3:])  # (Bt, K, 3), length = angle
     big = axes.norm(dim=-1, keepdim=True) > 1e-3
     s = torch.linalg.svdvals(torch.where(big, axes / axes.norm(dim=-1, keepdim=True).clamp_min(1e-12), 0.0))
-    bad = (s[..., 1] < 1e-3 * s[..., 0].clamp_min(1e-300)) | (s[..., 0] == 0)
+    still = s[..., 0] == 0  # no motion turns the gripper by more than 1e-3 rad
+    if bool(still.any()):
+        which = int(still.nonzero()[0]) if still.dim() else 0
+        raise ValueError(f"{name}: the gripper does not turn between stations (problem {which}; every motion "
+                         "under 1e-3 rad); the hand-eye rotation is not determined. Rotate the gripper about at "
+                         "least two non-parallel axes between stations")
+    bad = s[..., 1] < 1e-3 * s[..., 0]
     if bool(bad.any()):
         which = int(bad.nonzero()[0]) if bad.dim() else 0
         raise ValueError(f"{name}: the gripper turns about one axis only (problem {which}); the hand-eye "
