@@ -141,3 +141,34 @@ def test_kitti_error_bars_are_the_errors_per_length():
         viz.plot_kitti_error({"a": 1.0})
     with pytest.raises(ValueError, match="errors: expected a dict"):
         viz.plot_kitti_error([a])
+
+
+def test_odometry_map_shows_every_scan_around_the_path_and_errors_in_one_unit():
+    """The map mixes the scans' points (drawn one scan after another, the last hid the others),
+    frames the path with 30 m around it, and the two error panels speak the same unit (the
+    colour bar was in metres and the curve in centimetres)."""
+    from robojac import data
+    from robojac.icp import lidar_odometry, read_scans
+    from robojac.trajectory import Trajectory, ate
+
+    scans, _ = read_scans(data.path("pointclouds/kitti00"))
+    scans = [s[::4] for s in scans[:4]]
+    result = lidar_odometry(scans)
+    T = result.trajectory.poses.detach().clone()
+    T[:, 0] += 0.01 * torch.arange(len(T), dtype=T.dtype)  # a reference a few cm away
+    fig = viz.plot_odometry(result, Trajectory(T), scans=scans, max_points=4000)
+    titled = {ax.get_title().split()[0]: ax for ax in fig.axes if ax.get_title()}
+    ax_map, ax_path, ax_err = fig.axes[0], titled["ATE"], titled["error"]
+    bar = next(ax for ax in fig.axes if ax.get_ylabel().startswith("position error") and ax is not ax_err)
+    k = np.asarray(ax_map.collections[0].get_array())
+    assert set(k.tolist()) == {0, 1, 2, 3} and (np.diff(k) != 0).mean() > 0.5  # mixed, not scan by scan
+    P = result.trajectory.poses[:, :2].numpy()
+    (x0, x1), (y0, y1) = ax_map.get_xlim(), ax_map.get_ylim()
+    assert x0 <= P[:, 0].min() - 30 + 1e-9 and x1 >= P[:, 0].max() + 30 - 1e-9 and x1 - x0 < 100
+    assert y0 <= P[:, 1].min() - 30 + 1e-9 and y1 >= P[:, 1].max() + 30 - 1e-9
+    err = ate(Trajectory(T), result.trajectory).errors.numpy()
+    assert err.max() < 0.5
+    np.testing.assert_allclose(ax_err.lines[0].get_ydata(), err * 100)
+    assert ax_err.get_ylabel() == "position error (cm)"
+    np.testing.assert_allclose(np.sort(ax_path.collections[-1].get_array()), np.sort(err * 100))
+    assert bar.get_ylabel() == "position error (cm)"

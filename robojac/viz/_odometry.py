@@ -18,9 +18,15 @@ def _errors(estimate, reference) -> np.ndarray:
     return as_numpy(ate(reference, estimate).errors)
 
 
+def _unit(err: np.ndarray) -> tuple[float, str]:
+    """Centimetres for errors under half a metre (an odometry clip), metres otherwise."""
+    return (100.0, "cm") if len(err) and float(np.max(err)) < 0.5 else (1.0, "m")
+
+
 def plot_trajectory_error(estimate, reference, ax=None, *, cmap: str = "viridis", title: str | None = None):
     """Top view (x, y) of the reference (grey, dashed) and the estimate aligned to it, coloured
-    by each pose's position error, with a colour bar.  Returns ``ax``."""
+    by each pose's position error, with a colour bar (centimetres while every error is under
+    half a metre, metres otherwise).  Returns ``ax``."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
@@ -37,8 +43,11 @@ def plot_trajectory_error(estimate, reference, ax=None, *, cmap: str = "viridis"
     lc = LineCollection(segs, cmap=cmap, linewidths=2.5)
     lc.set_array(0.5 * (err[:-1] + err[1:]))
     ax.add_collection(lc)
-    sc = ax.scatter(P[:, 0], P[:, 1], c=err, cmap=cmap, s=18, zorder=3, label="estimate")
-    plt.colorbar(sc, ax=ax, label="position error (m)")
+    scale, unit = _unit(err)
+    sc = ax.scatter(P[:, 0], P[:, 1], c=err * scale, cmap=cmap, s=18, zorder=3, label="estimate")
+    lc.set_array(lc.get_array() * scale)
+    lc.set_clim(sc.get_clim())
+    plt.colorbar(sc, ax=ax, label=f"position error ({unit})")
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
@@ -48,10 +57,10 @@ def plot_trajectory_error(estimate, reference, ax=None, *, cmap: str = "viridis"
 
 
 def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: int = 60000):
-    """LiDAR odometry in three panels: the map from above with the path (with ``scans``, every
-    scan placed by the trajectory and coloured by its time; without, the local map coloured by
-    height); the path against ``reference`` coloured by error (when given); the error over
-    time.  Returns the figure."""
+    """LiDAR odometry in three panels: the map from above with the path, 30 m around it (with
+    ``scans``, every scan placed by the trajectory and coloured by its index, the scans' points
+    drawn mixed; without, the local map coloured by height); the path against ``reference``
+    coloured by error (when given); the error over time.  Returns the figure."""
     require("result", result, "icp", "OdometryResult", "an OdometryResult (lidar_odometry's answer)")
     import matplotlib.pyplot as plt
 
@@ -65,30 +74,48 @@ def plot_odometry(result, reference=None, *, scans=None, fig=None, max_points: i
 
         per = max(1, max_points // max(len(scans), 1))
         poses = result.trajectory.poses.detach().double().cpu()
-        for k, scan in enumerate(scans):
+        W, k = [], []
+        for i, scan in enumerate(scans):
             S = torch.as_tensor(scan, device="cpu").detach().double()[:, :3]
             S = S[torch.from_numpy(rng.choice(len(S), min(per, len(S)), replace=False))]
-            W = lie.se3_act(poses[k].reshape(1, 7), S).numpy()
-            ax.scatter(W[:, 0], W[:, 1], color=plt.get_cmap("viridis")(k / max(len(scans) - 1, 1)), s=0.3, alpha=0.6)
-        ax.set_title(f"{len(scans)} scans from above, coloured by time")
+            W.append(lie.se3_act(poses[i].reshape(1, 7), S).numpy())
+            k.append(np.full(len(S), i))
+        W, k = np.concatenate(W), np.concatenate(k)
+        order = rng.permutation(len(W))  # drawn mixed, so that no scan hides the ones before it
+        sc = ax.scatter(W[order, 0], W[order, 1], c=k[order], cmap="viridis", s=0.4, alpha=0.6,
+                        vmin=0, vmax=max(len(scans) - 1, 1), rasterized=True)
+        fig.colorbar(sc, ax=ax, label="scan", fraction=0.046, pad=0.02)
+        ax.set_title(f"{len(scans)} scans placed by the trajectory, from above")
     else:
         M = as_numpy(result.local_map)
         if len(M) > max_points:
             M = M[rng.choice(len(M), max_points, replace=False)]
         lo, hi = np.percentile(M[:, 2], [2, 98]) if len(M) else (0, 1)
-        ax.scatter(M[:, 0], M[:, 1], c=np.clip(M[:, 2], lo, hi), cmap="terrain", s=0.3, alpha=0.7)
+        ax.scatter(M[:, 0], M[:, 1], c=np.clip(M[:, 2], lo, hi), cmap="terrain", s=0.3, alpha=0.7, rasterized=True)
         ax.set_title(f"local map from above ({len(result.local_map):,} voxel means)")
-    ax.plot(P[:, 0], P[:, 1], "-o", color=PALETTE[1], ms=3, lw=2, label="trajectory")
-    ax.set_aspect("equal", adjustable="datalim")
+    ax.plot(P[:, 0], P[:, 1], "-", color="white", lw=4.5, zorder=4)  # a halo: the path over any map
+    ax.plot(P[:, 0], P[:, 1], "-o", color=PALETTE[1], ms=3, lw=2, zorder=5, label="trajectory")
+    ax.plot(P[:1, 0], P[:1, 1], "s", color="k", ms=6, zorder=6, label="start")
+    # the path and 30 m around it, square: the map's far points (a scan reaches ~80 m) cut off
+    lo, hi = P[:, :2].min(0), P[:, :2].max(0)
+    half = 0.5 * float((hi - lo).max()) + 30.0
+    mid = 0.5 * (lo + hi)
+    ax.set_xlim(mid[0] - half, mid[0] + half)
+    ax.set_ylim(mid[1] - half, mid[1] + half)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
     ax.legend(loc="upper right", fontsize=8)
     if reference is not None:
         plot_trajectory_error(result.trajectory, reference, fig.add_subplot(1, 3, 2))
         ax3 = fig.add_subplot(1, 3, 3)
         err = _errors(result.trajectory, reference)
         t = as_numpy(result.trajectory.timestamps) if result.trajectory.timestamps is not None else np.arange(len(err))
-        ax3.plot(t, err * 100, "-o", color=PALETTE[0], ms=3)
+        scale, unit = _unit(err)
+        ax3.plot(t, err * scale, "-o", color=PALETTE[0], ms=3)
         ax3.set_xlabel("time (s)" if result.trajectory.timestamps is not None else "scan")
-        ax3.set_ylabel("position error (cm)")
+        ax3.set_ylabel(f"position error ({unit})")
+        ax3.set_ylim(0, None)
         ax3.set_title("error over time")
         ax3.grid(alpha=0.3)
     fig.tight_layout()
