@@ -406,6 +406,7 @@ def _read_or_named_refusal(path: pathlib.Path, raw: bytes):
 @PROPERTY
 @given(n_ref=st.integers(1, 40), n_est=st.integers(1, 40), rate=st.sampled_from([0.01, 0.05, 0.1]),
        jitter=st.sampled_from([0.0, 0.004, 0.02]), shuffled=st.booleans(), seed=st.integers(0, 3))
+@example(n_ref=3, n_est=20, rate=0.01, jitter=0.0, shuffled=False, seed=0)  # 0.2 against 0.19: a tie, to a rounding
 def test_associated_trajectories_pair_as_evo_and_measure_as_evo(n_ref, n_est, rate, jitter, shuffled, seed):
     """Any two timestamp sets: ``associate`` gives evo's pairs or says none match; the pairs'
     ATE and RPE (each relation) equal evo's.  Where evo refuses an alignment the positions
@@ -445,7 +446,7 @@ def test_associated_trajectories_pair_as_evo_and_measure_as_evo(n_ref, n_est, ra
     r, e = associate(ref, est)
     np.testing.assert_array_equal(r.timestamps.numpy(), r_evo.timestamps)
     np.testing.assert_array_equal(e.timestamps.numpy(), e_evo.timestamps)
-    assert (r.timestamps - e.timestamps).abs().max() <= 0.01
+    assert (r.timestamps - e.timestamps).abs().max() <= 0.01 + 1e-15  # a tie may be a rounding over (evo's test)
     for relation in PoseRelation:
         evo_relation = metrics.PoseRelation[relation.value]
         try:

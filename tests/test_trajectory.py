@@ -274,6 +274,30 @@ def test_associate_pairs_as_evo_does(case, offset, method):
         assert max_err(e.poses[:, :3], associate(ref, est, offset=offset)[1].poses[:, :3]) > 0.1
 
 
+@pytest.mark.parametrize("case", ["past the end, to a rounding", "equal last times", "unsorted tie",
+                                  "unsorted equal times"])
+def test_associate_settles_ties_as_evo_does(case):
+    """At a tie evo's pairs are kept: a time past the last one by max_difference in decimal (0.2
+    against 19 * 0.01, 1e-17 over in floats) matches, as evo's span test lets it; past equal
+    last times, the last of them; where the denser times are unsorted, the one first in the
+    trajectory (evo's argmin), else the earlier time.  These had each picked another pose or
+    left the pair out."""
+    evo_sync = pytest.importorskip("evo.core.sync")
+    sparse, dense = {
+        "past the end, to a rounding": (np.arange(3) * 0.1, np.arange(20) * 0.01),
+        "equal last times": (np.array([0.0, 0.61]), np.array([0.0, 0.3, 0.6, 0.6, 0.6])),
+        "unsorted tie": (np.array([0.0, 0.5, 1.0]), np.array([0.5 + 2**-8, 0.0, 0.5 - 2**-8, 1.0])),  # exact
+        "unsorted equal times": (np.array([0.0, 0.5, 1.0]), np.array([0.5, 0.0, 0.5, 1.0])),
+    }[case]
+    ref = Trajectory(_traj("cpu", len(sparse), seed=0).poses, torch.from_numpy(sparse))
+    est = Trajectory(_traj("cpu", len(dense), seed=1).poses, torch.from_numpy(dense))
+    r, e = associate(ref, est, max_difference=0.01)
+    r_evo, e_evo = evo_sync.associate_trajectories(_evo_stamped(ref), _evo_stamped(est), max_diff=0.01)
+    assert len(r) == len(r_evo.timestamps) == len(e)
+    np.testing.assert_array_equal(r.timestamps.numpy(), r_evo.timestamps)
+    np.testing.assert_array_equal(e.poses[:, :3].numpy(), e_evo.positions_xyz)  # the same poses, not only times
+
+
 def test_interpolate_between_poses(device):
     """Halfway between two poses: the mean position, and half of the rotation between them (about
     its axis); at a pose's own time, that pose; before the first and after the last, the end poses

@@ -44,12 +44,16 @@ def associate(reference: Trajectory, estimate: Trajectory, max_difference: float
     --sync_method``).
 
     Each pose of the trajectory with fewer poses (the sparser) is matched to the pose of the other
-    whose timestamp is nearest (the earlier one on a tie), if that is within ``max_difference``
+    whose timestamp is nearest, if that is within ``max_difference``
     seconds; the estimate's timestamps count ``offset`` seconds later for the matching
     (``t_estimate + offset`` against ``t_reference``).  A pose of the sparser trajectory with no
     match within ``max_difference`` is left out; none is matched twice, but a pose of the denser
-    one may be matched to two of its poses, as in evo.
-    Timestamps need not be sorted.  The pairs come in the sparser trajectory's order.
+    one may be matched to two of its poses, as in evo.  Ties are settled as evo settles them.
+    Where the denser trajectory's times are in order, the earlier of two equally near times
+    wins, and a time beyond them matches when ``t <= t_last + max_difference`` (before them,
+    also only when ``t >= t_first - max_difference``): the same test to a rounding.  Where they
+    are not in order, the pose first in the trajectory wins.  Timestamps need not be sorted.
+    The pairs come in the sparser trajectory's order.
 
     ``method="nearest_time"`` returns the matched poses themselves, each with its own timestamp.
     ``"interpolation"`` instead resamples the denser trajectory at the matched times of the
@@ -65,12 +69,29 @@ def associate(reference: Trajectory, estimate: Trajectory, max_difference: float
     short, long_ = (reference, estimate) if estimate_longer else (estimate, reference)
     shift = offset if estimate_longer else -offset  # onto the short trajectory's clock
     ts, tl = short.timestamps.cpu().numpy(), long_.timestamps.cpu().numpy() + shift
-    order = np.argsort(tl, kind="stable")
-    sorted_l = tl[order]
-    upper = np.searchsorted(sorted_l, ts, side="right").clip(1, len(tl) - 1) if len(tl) > 1 else np.zeros(len(ts), int)
-    lower = (upper - 1).clip(0)
-    pick = np.where(np.abs(sorted_l[lower] - ts) <= np.abs(sorted_l[upper] - ts), lower, upper)
-    ok = np.abs(sorted_l[pick] - ts) <= max_difference
+    if not len(tl):  # both empty (the sparser has no more poses than the denser)
+        ok, match = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    elif bool(np.all(np.diff(tl) >= 0)):  # evo's binary search, step by step: its ties and roundings
+        up = np.searchsorted(tl, ts, side="right").clip(max=len(tl) - 1)
+        d_up = tl[up] - ts  # signed: negative past the last time, which then wins
+        d_low = np.where(up > 0, ts - tl[(up - 1).clip(0)], np.inf)
+        take_up = (d_up <= max_difference) & (d_up < d_low)
+        ok = take_up | ((d_low <= max_difference) & (d_low <= d_up))
+        # a time outside the span is tested against the span widened by max_difference, rounded
+        # once (t <= t_last + max_difference): at a tie to a rounding (0.2 against 19 * 0.01) that
+        # is not the difference's test
+        ok &= (ts >= tl[0] - max_difference) & (ts <= tl[-1] + max_difference)
+        match = np.where(take_up, up, up - 1)
+    else:  # evo's linear search (argmin): on a tie, the one first in the trajectory
+        order = np.argsort(tl, kind="stable")
+        sorted_l = tl[order]
+        upper = np.searchsorted(sorted_l, ts, side="right").clip(1, len(tl) - 1)  # unsorted: two times or more
+        lower = upper - 1
+        d_lower, d_upper = np.abs(sorted_l[lower] - ts), np.abs(sorted_l[upper] - ts)
+        first = order[np.searchsorted(sorted_l, sorted_l, side="left")]  # the first in the trajectory of equal times
+        lo, hi = first[lower], first[upper]
+        match = np.where(d_lower < d_upper, lo, np.where(d_upper < d_lower, hi, np.minimum(lo, hi)))
+        ok = np.minimum(d_lower, d_upper) <= max_difference
     if not ok.any():
         raise TrajectoryError(f"associate: no timestamps match within {max_difference} s"
                               + (f" (estimate shifted by {offset} s)" if offset else ""))
@@ -78,7 +99,7 @@ def associate(reference: Trajectory, estimate: Trajectory, max_difference: float
     if method == "interpolation":
         b = interpolate(long_, a.timestamps - shift)
     else:
-        b = _take(long_, order[pick[ok]])
+        b = _take(long_, match[ok])
     return (a, b) if estimate_longer else (b, a)
 
 
