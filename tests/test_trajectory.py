@@ -196,6 +196,39 @@ def test_an_alignment_the_positions_cannot_fix_is_refused(device):
                relation=PoseRelation.ROTATION_ANGLE_DEG)["max"] == pytest.approx(73.7397952917, rel=1e-9)
 
 
+@pytest.mark.parametrize("shape, far, seed", [("one point", 1.0, 0), ("one point", 1e5, 6), ("one line", 1e5, 0)])
+def test_a_reference_on_a_line_to_rounding_is_refused_too(shape, far, seed, device):
+    """Centring a point or a line leaves rounding scatter across it (1e-16 of the coordinates:
+    1e-11 m at map coordinates of 1e5 m), and the covariance with the estimate that much rank.
+    A test relative to its largest singular value took that for a spread when the reference was
+    one point (the largest is rounding too) or a line far from the origin: the rotation
+    relations came back arbitrary (175 degrees) where they are refused.  A real trajectory as
+    far out, 20 m across and flat to 1 mm, still aligns as evo aligns it."""
+    evo_main_ape = pytest.importorskip("evo.main_ape")
+    from evo.core import metrics
+
+    n, kw = 25, dict(dtype=torch.float64, device=device)
+    g = torch.Generator().manual_seed(seed)
+    ref = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g)).Exp().tensor().to(device)
+    start = far * torch.randn(3, dtype=torch.float64, generator=g).to(device)
+    along = torch.linspace(0, 1, n, **kw)[:, None] if shape == "one line" else torch.zeros(n, 1, **kw)
+    ref[:, :3] = start + 7.0 * along * torch.tensor([0.48, -0.6, 0.64], **kw)
+    est = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g)).Exp().tensor().to(device)
+    for relation in (PoseRelation.ROTATION_ANGLE_DEG, PoseRelation.FULL_TRANSFORMATION):
+        with pytest.raises(TrajectoryError, match="one line or at one point"):
+            ate(Trajectory(ref), Trajectory(est), relation=relation)
+    with pytest.raises(TrajectoryError, match="one line or at one point"):
+        align_umeyama(est[:, :3], ref[:, :3])
+    # a real drive as far out: 20 m across, 1 mm up and down
+    ref[:, :3] = start + 20 * torch.rand(n, 3, dtype=torch.float64, generator=g).to(device)
+    ref[:, 2] = start[2] + 1e-3 * torch.rand(n, dtype=torch.float64, generator=g).to(device)
+    t = torch.arange(n, dtype=torch.float64)
+    evo = [_evo_stamped(Trajectory(x.cpu(), t)) for x in (ref, est)]
+    theirs = evo_main_ape.ape(*evo, metrics.PoseRelation.rotation_angle_deg, align=True).np_arrays["error_array"]
+    ours = ate(Trajectory(ref), Trajectory(est), relation=PoseRelation.ROTATION_ANGLE_DEG).errors.cpu().numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8)
+
+
 def test_rpe_measures_drift_per_window(device):
     n = 30
     steps = torch.zeros(n, 7, dtype=torch.float64, device=device)

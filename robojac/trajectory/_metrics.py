@@ -39,9 +39,11 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     """``(R, t, s)`` minimizing ``sum |target_i - (s R source_i + t)|^2`` (Umeyama 1991).
 
     Raises :class:`TrajectoryError` where the points do not fix the rotation: when either set
-    lies on one line or one point (the covariance's second singular value is zero to float64's
-    rounding), any turn about that line fits equally well, so an answer would be arbitrary (evo
-    refuses these too)."""
+    lies on one line or one point, any turn about that line fits equally well, so an answer
+    would be arbitrary (evo refuses these too).  The test: the covariance's second singular
+    value is zero to float64's rounding, both of the first singular value and of what rounding
+    the coordinates leaves across a line once centred (a set far from the origin, or at one
+    point, keeps ``1e-16`` of its coordinates there)."""
     for name, x in (("source", source), ("target", target)):  # shapes: _umeyama's check, ate's too
         check_instance(name, x, Tensor, "points (N, 3) as a tensor")
         if not bool(torch.isfinite(x).all()):
@@ -59,11 +61,16 @@ def _umeyama(source: Tensor, target: Tensor, with_scale: bool, *, degenerate_ok:
     xc, yc = x - mx, y - my
     cov = yc.T @ xc / x.shape[0]
     U, D, Vt = torch.linalg.svd(cov)
-    if not bool(D[1] > D[0] * _RANK_TOLERANCE) and not degenerate_ok:
+    # centring leaves each coordinate off by up to its rounding (eps times the largest): points
+    # that are one point or on one line in exact arithmetic keep that much scatter across, and
+    # the covariance that much rank (a set far from the origin: a relative test alone misses it)
+    nx, ny = _RANK_TOLERANCE * float(x.abs().max()), _RANK_TOLERANCE * float(y.abs().max())
+    spread = float(xc.square().sum(1).mean())
+    rounding = nx * math.sqrt(float(yc.square().sum(1).mean())) + ny * math.sqrt(spread)
+    if not bool((D[1] > D[0] * _RANK_TOLERANCE) & (D[1] > rounding)) and not degenerate_ok:
         raise TrajectoryError("align: the positions lie on one line or at one point, so no rotation aligns them "
                               "uniquely; pass align=False (and correct_scale=False) for such a trajectory")
-    spread = float(xc.square().sum(1).mean())
-    if with_scale and not spread > 0:
+    if with_scale and not spread > nx * nx:
         raise TrajectoryError("align: the estimate's positions are all one point, so no scale fits them; pass "
                               "correct_scale=False")
     S = torch.eye(3, dtype=x.dtype, device=x.device)
