@@ -466,6 +466,86 @@ def test_associated_trajectories_pair_as_evo_and_measure_as_evo(n_ref, n_est, ra
             np.testing.assert_allclose(rpe(r, e, relation=relation).errors.numpy(), theirs, rtol=1e-9, atol=1e-11)
 
 
+@PROPERTY
+@given(n=st.integers(1, 30), shape=st.sampled_from(["spread", "plane", "line", "point"]), far=st.sampled_from([0.0, 1e4]),
+       scale=st.sampled_from([1.0, 3.0]), noise=st.sampled_from([0.0, 0.01, 0.3]),
+       relation=st.sampled_from(["translation_part", "rotation_angle_deg", "full_transformation"]),
+       option=st.sampled_from(["none", "align", "scale", "align and scale", "origin"]),
+       n_to_align=st.one_of(st.none(), st.integers(3, 30)), seed=st.integers(0, 2**16))
+@example(n=5, shape="point", far=0.0, scale=1.0, noise=0.0, relation="translation_part", option="scale",
+         n_to_align=None, seed=0)  # one point to rounding: had fitted a scale to rounding's spread
+@example(n=28, shape="point", far=0.0, scale=1.0, noise=0.3, relation="rotation_angle_deg", option="align",
+         n_to_align=None, seed=0)  # a reference at one point to rounding: had come back with arbitrary rotations
+def test_ape_under_any_alignment_is_evos_or_refused_where_evo_refuses(n, shape, far, scale, noise, relation, option,
+                                                                      n_to_align, seed):
+    """evo's APE for any trajectory (spread, flat, on a line, at one point; near the origin or at
+    map coordinates), any relation and any alignment option: the same errors, or both refuse.
+    The one documented difference: where evo refuses an alignment that the positions cannot fix,
+    the translation part is still measured (the same for every rotation that fits), at no more
+    than the unaligned error."""
+    pytest.importorskip("evo")
+    from evo.core import metrics
+    from evo.core.geometry import GeometryException
+    from evo.core.trajectory import PoseTrajectory3D
+    from evo.main_ape import ape as evo_ape
+
+    from robojac.trajectory import PoseRelation, Trajectory, TrajectoryError, ate
+
+    g = torch.Generator().manual_seed(seed)
+    ref = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g)).Exp().tensor()
+    offset = far * torch.randn(3, dtype=torch.float64, generator=g) + torch.randn(3, dtype=torch.float64, generator=g)
+    P = 5 * torch.randn(n, 3, dtype=torch.float64, generator=g)
+    if shape == "plane":
+        P[:, 2] = 0
+    if shape == "line":
+        P = torch.linspace(0, 7, n, dtype=torch.float64)[:, None] * torch.tensor([0.48, -0.6, 0.64], dtype=torch.float64)
+    if shape == "point":
+        P = torch.zeros(n, 3, dtype=torch.float64)
+    ref[:, :3] = offset + P
+    T = pp.se3(torch.randn(6, dtype=torch.float64, generator=g)).Exp()
+    est = (T * pp.SE3(ref)).tensor()
+    est[:, :3] = est[:, :3] * scale + noise * torch.randn(n, 3, dtype=torch.float64, generator=g)
+    kw = {"none": dict(align=False), "align": dict(align=True), "scale": dict(align=False, correct_scale=True),
+          "align and scale": dict(align=True, correct_scale=True), "origin": dict(align=False, align_origin=True)}[option]
+    fits = kw.get("align") or kw.get("correct_scale")
+    if not fits or (n_to_align is not None and n_to_align > n):
+        n_to_align = None
+    t = np.arange(n, dtype=np.float64)
+
+    def evo(X):
+        X = X.numpy()
+        return PoseTrajectory3D(positions_xyz=X[:, :3], orientations_quat_wxyz=X[:, [6, 3, 4, 5]], timestamps=t)
+
+    rel = PoseRelation(relation)
+
+    def ours():
+        return ate(Trajectory(ref), Trajectory(est), relation=rel, n_to_align=n_to_align, **kw)
+
+    if fits and (n_to_align or n) < 3:  # three poses or more fit an alignment (evo's own test is rounding's there)
+        with pytest.raises(TrajectoryError, match="N >= 3"):
+            ours()
+        return
+    if fits and shape in ("line", "point"):  # the reference fixes no rotation about its line
+        if rel is not PoseRelation.TRANSLATION_PART:
+            with pytest.raises(TrajectoryError, match="one line or at one point"):
+                ours()
+        elif kw.get("correct_scale") and shape == "point" and noise == 0:  # the estimate is one point too
+            with pytest.raises(TrajectoryError, match="all one point, so no scale fits them"):
+                ours()
+        elif not kw.get("correct_scale"):  # the same for every rotation that fits: measured
+            assert ours()["rmse"] <= ate(Trajectory(ref), Trajectory(est), align=False)["rmse"] + 1e-9
+        else:
+            assert math.isfinite(ours()["rmse"])
+        return
+    try:
+        theirs = evo_ape(evo(ref), evo(est), metrics.PoseRelation[relation], n_to_align=n_to_align or -1,
+                         **kw).np_arrays["error_array"]
+    except GeometryException:
+        theirs = None
+    assert theirs is not None, "evo refused an alignment of positions that fix it"
+    np.testing.assert_allclose(ours().errors.numpy(), theirs, rtol=1e-6, atol=1e-7 * (1 + far))
+
+
 def _pcd_bytes(kind: str) -> bytes:
     head = ("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F U\nCOUNT 1 1 1 1\nWIDTH 40\n"
             f"HEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 40\nDATA {kind}\n").encode()
