@@ -467,8 +467,8 @@ def test_associated_trajectories_pair_as_evo_and_measure_as_evo(n_ref, n_est, ra
 
 
 @PROPERTY
-@given(n=st.integers(1, 30), shape=st.sampled_from(["spread", "plane", "line", "point"]), far=st.sampled_from([0.0, 1e4]),
-       scale=st.sampled_from([1.0, 3.0]), noise=st.sampled_from([0.0, 0.01, 0.3]),
+@given(n=st.integers(1, 30), shape=st.sampled_from(["spread", "plane", "line", "point"]),
+       far=st.sampled_from([0.0, 1e4]), scale=st.sampled_from([1.0, 3.0]), noise=st.sampled_from([0.0, 0.01, 0.3]),
        relation=st.sampled_from(["translation_part", "rotation_angle_deg", "full_transformation"]),
        option=st.sampled_from(["none", "align", "scale", "align and scale", "origin"]),
        n_to_align=st.one_of(st.none(), st.integers(3, 30)), seed=st.integers(0, 2**16))
@@ -498,7 +498,8 @@ def test_ape_under_any_alignment_is_evos_or_refused_where_evo_refuses(n, shape, 
     if shape == "plane":
         P[:, 2] = 0
     if shape == "line":
-        P = torch.linspace(0, 7, n, dtype=torch.float64)[:, None] * torch.tensor([0.48, -0.6, 0.64], dtype=torch.float64)
+        u = torch.tensor([0.48, -0.6, 0.64], dtype=torch.float64)
+        P = torch.linspace(0, 7, n, dtype=torch.float64)[:, None] * u
     if shape == "point":
         P = torch.zeros(n, 3, dtype=torch.float64)
     ref[:, :3] = offset + P
@@ -506,7 +507,8 @@ def test_ape_under_any_alignment_is_evos_or_refused_where_evo_refuses(n, shape, 
     est = (T * pp.SE3(ref)).tensor()
     est[:, :3] = est[:, :3] * scale + noise * torch.randn(n, 3, dtype=torch.float64, generator=g)
     kw = {"none": dict(align=False), "align": dict(align=True), "scale": dict(align=False, correct_scale=True),
-          "align and scale": dict(align=True, correct_scale=True), "origin": dict(align=False, align_origin=True)}[option]
+          "align and scale": dict(align=True, correct_scale=True),
+          "origin": dict(align=False, align_origin=True)}[option]
     fits = kw.get("align") or kw.get("correct_scale")
     if not fits or (n_to_align is not None and n_to_align > n):
         n_to_align = None
