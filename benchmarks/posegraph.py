@@ -14,6 +14,12 @@ the reference optimum in ``gtsam_optima.json``.  Medians over --repeat runs.
 (refused ones included) and final cost on every graph of ``data/``, from the chordal and the
 odometry starts, without a kernel and under Cauchy's, for each first damping (``lambda_initial``;
 ``default``: ``PGOConfig``'s own).  Step counts do not depend on the machine's speed.
+
+``--orderings`` times the sparse factorizations alone on each graph's system pattern (the
+graph's 6x6 or 3x3 blocks, diagonally dominant values: without pivoting the time depends on
+the pattern only): QDLDL's refactorization, and SuperLU's on an AMD ordering of the block
+pattern (the ordering before 2026-12-06), on its own minimum degree of it (robojac's now), and
+ordering the scalars itself.  Nonzeros in the factors; medians over --repeat.
 """
 
 from __future__ import annotations
@@ -106,6 +112,58 @@ def damping_grid(lambdas: list[float | None], max_iterations: int = 200) -> None
     print(table(["graph", "start", "kernel", *(f"lambda_initial {lam or 'default'}" for lam in lambdas)], rows))
 
 
+def orderings(names: list[str], repeat: int) -> None:
+    """Refactorization times of each graph's pattern under each ordering (see the docstring)."""
+    import numpy as np
+    import qdldl
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    from robojac.optim._linear import SUPERNODAL_FLOPS, _block_flops, _block_mmd, _block_pattern
+
+    def timed(f):
+        out, times = None, []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            out = f()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), out
+
+    def lu(A, spec="NATURAL"):
+        return splu(A, permc_spec=spec, diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+
+    rows = []
+    for name in names:
+        graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
+        b, N, E = (6 if graph.dim == 3 else 3), graph.num_poses, graph.edges.cpu().numpy()
+        r = np.concatenate((E[:, 0], E[:, 1], E[:, 0], E[:, 1]))
+        c = np.concatenate((E[:, 0], E[:, 1], E[:, 1], E[:, 0]))
+        blocks = sp.csr_matrix((np.full(len(r), -0.1), (r, c)), shape=(N, N))[1:, 1:]  # pose 0 held
+        blocks = blocks + sp.diags(np.asarray(abs(blocks).sum(1)).ravel() + 1.0)
+        H = sp.kron(blocks, np.full((b, b), 0.01) + np.eye(b)).tocsr()
+        H = ((H + H.T) / 2 + 10 * sp.eye(H.shape[0])).tocsr()
+        H.sort_indices()
+        pattern = _block_pattern(H.indptr, H.indices, H.shape[0], b)
+        upper = sp.triu(H, format="csc")
+        solver = qdldl.Solver(upper, upper=True)
+        t_q, _ = timed(lambda: solver.update(upper, upper=True))
+        _, _, amd = qdldl.Solver(sp.triu(pattern, format="csc"), upper=True).factors()
+        cells = [name, f"{H.shape[0]}", f"{_block_flops(pattern, b):.3g}"
+                 + (" (SuperLU)" if _block_flops(pattern, b) > SUPERNODAL_FLOPS else ""), f"{t_q * 1e3:.1f} ms"]
+        for order in (np.asarray(amd, dtype=np.int64), _block_mmd(pattern, 1)):
+            perm = (order[:, None] * b + np.arange(b)).reshape(-1)
+            A = H[perm][:, perm].tocsc()
+            t, f = timed(lambda: lu(A))
+            cells.append(f"{t * 1e3:.1f} ms, {(f.L.nnz + f.U.nnz) / 1e6:.2f}M")
+        t, f = timed(lambda: lu(H.tocsc(), "MMD_AT_PLUS_A"))
+        cells.append(f"{t * 1e3:.1f} ms, {(f.L.nnz + f.U.nnz) / 1e6:.2f}M")
+        rows.append(cells)
+        print(" | ".join(cells), flush=True)
+    print()
+    print(table(["graph", "unknowns", "flops estimate", "QDLDL refactor", "SuperLU, AMD of the blocks",
+                 "SuperLU, its minimum degree of the blocks (robojac)", "SuperLU ordering the scalars"], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     optima = json.loads(data.path("posegraph/gtsam_optima.json").read_text())
@@ -113,7 +171,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--damping-grid", nargs="+", type=lambda v: None if v == "default" else float(v), metavar="LAMBDA",
                     help="robojac alone: LM's steps for each first damping, every graph of data/")
+    ap.add_argument("--orderings", action="store_true",
+                    help="robojac alone: the sparse factorizations' times under each ordering, on each graph")
     args = ap.parse_args()
+    if args.orderings:
+        print(f"# Sparse factorizations and their orderings, pose-graph patterns; {describe_machine()}", flush=True)
+        orderings(args.graphs, args.repeat)
+        return
     if args.damping_grid:
         print(f"# Levenberg-Marquardt's first damping, robojac's pose graphs; {describe_machine()}", flush=True)
         damping_grid(args.damping_grid)

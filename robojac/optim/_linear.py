@@ -35,8 +35,8 @@ class SparseLDL:
     pattern), and SuperLU's ordering is its own minimum degree on that pattern
     (:func:`_block_mmd`); otherwise both come from QDLDL's first factor, and only later
     refactorizations switch.  On sphere2500's Gauss-Newton system (15k unknowns, 1.3M nonzeros
-    in ``L``) SuperLU refactors in ~100 ms against QDLDL's ~170; on parking-garage (0.4M)
-    QDLDL stays (10 against 25 ms).
+    in ``L``) SuperLU refactors in ~106 ms against QDLDL's ~180; on parking-garage (0.4M)
+    QDLDL stays (10 against 25-28 ms).
     """
 
     def __init__(self, H, block: int = 1):
@@ -168,9 +168,9 @@ def _block_flops(pattern: sp.csc_matrix, block: int) -> float:
 def _block_mmd(pattern: sp.csc_matrix, block: int) -> np.ndarray:
     """SuperLU's own minimum-degree ordering (``MMD_AT_PLUS_A``) of the block pattern, expanded to
     scalars: the ordering its factorization runs fastest on.  On sphere2500's system it leaves
-    2.69M nonzeros in the factors against AMD's 3.06M and refactors in 99-102 ms against
-    123-154 ms (the big-noise sphere: 189 against 226 ms); ordering the scalars instead gives
-    the same factor at 115 ms, the ordering redone each time."""
+    2.69M nonzeros in the factors against AMD's 3.06M and refactors in 106 against 137 ms (the
+    big-noise sphere: 197 against 234 ms; ``benchmarks/posegraph.py --orderings``); SuperLU
+    ordering the scalars itself reaches the same factor, the ordering redone each time."""
     from scipy.sparse.linalg import splu
 
     lu = splu(pattern, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
