@@ -71,7 +71,7 @@ def main(out: pathlib.Path) -> None:
     from robojac import lie
 
     moved = lie.se3_act(T.expand(source.shape[0], 7), source)
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = plt.subplots(figsize=(9, 2.6))
     pick = torch.randperm(source.shape[0], generator=g)[:2500]
     ax.scatter(target[pick, 0], target[pick, 1], s=2, c="#7f8c8d", alpha=0.5, label="target scan")
     ax.scatter(moved[pick, 0], moved[pick, 1], s=2, c="#e67e22", alpha=0.5,
@@ -84,8 +84,9 @@ def main(out: pathlib.Path) -> None:
             v = 5 * v / (v ** 2).sum() ** 0.5
             ax.annotate("", xy=(c[0] + v[0], c[1] + v[1]), xytext=(c[0] - v[0], c[1] - v[1]),
                         arrowprops=dict(arrowstyle="<->", color="#c0392b", lw=2.5))
-            ax.text(c[0], c[1] + 0.35, f"free: share seen {float(o.eigenvalues[k]):.3f}", color="#c0392b",
-                    ha="center", fontsize=9)
+            ax.text(c[0], c[1] + 0.45, f"free: share seen {float(o.eigenvalues[k]):.3f}", color="#c0392b",
+                    ha="center", va="bottom", fontsize=9,
+                    bbox=dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1.5))
     ax.set_aspect("equal")
     ax.set_ylim(-3.4, 2.4)
     ax.set_xlabel("x along the corridor [m]")
