@@ -43,6 +43,9 @@ __all__ = ["RIDGE", "TRUSTED", "History", "IterationRecord", "SolveResult", "Sol
 # model describes the cost there (TrustRegionConfig's damping, TerminationConfig.relative_tolerance)
 TRUSTED = 0.25
 RIDGE = 100.0  # the damping's floor: RIDGE * eps(dtype) * max diag(H), see damped()
+# a damping at most this (of the diagonal) leaves a factor that confirms convergence as Gauss-Newton's
+# does (_SparseSteps.chord): one factorization fewer for Levenberg-Marquardt's run, without a kernel
+CHORD_DAMPING = 1e-9
 
 
 def damped(H: Tensor, lam: Tensor | None, *, floor: bool = True) -> Tensor:
@@ -369,6 +372,9 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
                          f"this problem is solved sparse (linear_solver={cfg.linear_solver!r}, B = {B}, size {problem.size})")
     sparse = _SparseSteps(problem, cfg) if use_sparse else None
     moved, chord = True, False
+    # Levenberg-Marquardt confirms convergence through its last factor as Gauss-Newton does, where
+    # that factor is Gauss-Newton's to CHORD_DAMPING of its diagonal and no kernel reweights the rows
+    chord_lm = tr.method == "lm" and all(f.kernel.name == "none" for f in problem.factors)
     rtol = max(term.relative_tolerance, 4 * torch.finfo(dt).eps) if term.relative_tolerance > 0 else 0.0
     # once the running problems fit a smaller power of two, they run on their own (a batch of IK
     # attempts, most of which stop early; see Problem.subset)
@@ -409,7 +415,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
                 reason[b] = why
             running = torch.zeros_like(running)
             break
-        if chord:  # Gauss-Newton, one large problem: the last factorization may confirm convergence
+        if chord:  # one large problem: the last factorization may confirm convergence
             chord = False
             out = sparse.chord(lin, values, cost, rtol)
             if out is not None:
@@ -421,6 +427,8 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
                     iters = iters + 1
                     new_cost = torch.where(take, trial_cost, cost)
                     record(it, new_cost, lam, step_norm, take)
+                    if tr.method == "lm":  # a step taken, as any other
+                        lam = torch.where(take, (lam / tr.factor_down).clamp_min(tr.lambda_min), lam)
                     if bool(take.all()):
                         values, lin, cost, moved = trial, trial_lin, trial_cost, True
                     _stop(reason, running, small, "relative_tolerance")
@@ -436,6 +444,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             _stop(reason, running, running & (g.abs().amax(-1) <= term.gradient_tolerance), "gradient_tolerance")
             if not bool(running.any()):
                 break
+        factored_at = lam  # the damping of the factor this step is solved with
         if sparse is not None:
             step, solvable, added = sparse.step(H, g[0], lam)
             step = torch.where((running & solvable)[:, None], step[None], torch.zeros_like(g))
@@ -506,7 +515,8 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             _stop(reason, running, running & ~solvable & (lam > tr.lambda_max), "singular_system")
             _stop(reason, running, running & ~take & (lam > tr.lambda_max), "damping_limit")
         cost = new_cost
-        chord = sparse is not None and tr.method == "gn" and sparse.factor is not None and bool(take.all())
+        chord = sparse is not None and sparse.factor is not None and bool(take.all()) and (
+            tr.method == "gn" or (chord_lm and bool((factored_at <= CHORD_DAMPING).all())))
     for b in range(B):
         if reason[b] == "running":
             reason[b] = "max_iterations"
