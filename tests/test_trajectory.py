@@ -209,20 +209,20 @@ def test_a_reference_on_a_line_to_rounding_is_refused_too(shape, far, seed, devi
 
     n, kw = 25, dict(dtype=torch.float64, device=device)
     g = torch.Generator().manual_seed(seed)
-    ref = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g)).Exp().tensor().to(device)
-    start = far * torch.randn(3, dtype=torch.float64, generator=g).to(device)
+    ref = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g, device="cpu")).Exp().tensor().to(device)
+    start = far * torch.randn(3, dtype=torch.float64, generator=g, device="cpu").to(device)
     along = torch.linspace(0, 1, n, **kw)[:, None] if shape == "one line" else torch.zeros(n, 1, **kw)
     ref[:, :3] = start + 7.0 * along * torch.tensor([0.48, -0.6, 0.64], **kw)
-    est = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g)).Exp().tensor().to(device)
+    est = pp.se3(torch.randn(n, 6, dtype=torch.float64, generator=g, device="cpu")).Exp().tensor().to(device)
     for relation in (PoseRelation.ROTATION_ANGLE_DEG, PoseRelation.FULL_TRANSFORMATION):
         with pytest.raises(TrajectoryError, match="one line or at one point"):
             ate(Trajectory(ref), Trajectory(est), relation=relation)
     with pytest.raises(TrajectoryError, match="one line or at one point"):
         align_umeyama(est[:, :3], ref[:, :3])
     # a real drive as far out: 20 m across, 1 mm up and down
-    ref[:, :3] = start + 20 * torch.rand(n, 3, dtype=torch.float64, generator=g).to(device)
-    ref[:, 2] = start[2] + 1e-3 * torch.rand(n, dtype=torch.float64, generator=g).to(device)
-    t = torch.arange(n, dtype=torch.float64)
+    ref[:, :3] = start + 20 * torch.rand(n, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
+    ref[:, 2] = start[2] + 1e-3 * torch.rand(n, dtype=torch.float64, generator=g, device="cpu").to(device)
+    t = torch.arange(n, dtype=torch.float64, device="cpu")
     evo = [_evo_stamped(Trajectory(x.cpu(), t)) for x in (ref, est)]
     theirs = evo_main_ape.ape(*evo, metrics.PoseRelation.rotation_angle_deg, align=True).np_arrays["error_array"]
     ours = ate(Trajectory(ref), Trajectory(est), relation=PoseRelation.ROTATION_ANGLE_DEG).errors.cpu().numpy()
