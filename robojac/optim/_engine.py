@@ -122,6 +122,11 @@ class TrustRegionConfig:
             raise ValueError(f"TrustRegionConfig: expected lambda_min <= lambda_initial <= lambda_max, got "
                              f"{self.lambda_min}, {self.lambda_initial}, {self.lambda_max}")
 
+    def lowered(self, lam: Tensor) -> Tensor:
+        """The damping after a step that lowered the cost: divided by ``factor_down``, not below
+        ``lambda_min``."""
+        return (lam / self.factor_down).clamp_min(self.lambda_min)
+
 
 @dataclass(frozen=True)
 class TerminationConfig:
@@ -428,7 +433,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
                     new_cost = torch.where(take, trial_cost, cost)
                     record(it, new_cost, lam, step_norm, take)
                     if tr.method == "lm":  # a step taken, as any other
-                        lam = torch.where(take, (lam / tr.factor_down).clamp_min(tr.lambda_min), lam)
+                        lam = torch.where(take, tr.lowered(lam), lam)
                     if bool(take.all()):
                         values, lin, cost, moved = trial, trial_lin, trial_cost, True
                     _stop(reason, running, small, "relative_tolerance")
@@ -498,7 +503,7 @@ def _run(problem: Problem, cfg: SolverConfig, differentiable: bool, lam0: Tensor
             if tr.lambda_fallback > 0:  # no step taken yet: back to a careful damping at once
                 up = torch.where(taken, up, up.clamp_min(tr.lambda_fallback))
                 taken = taken | take
-            lam = torch.where(take & ~(poor & overstated), (lam / tr.factor_down).clamp_min(tr.lambda_min),
+            lam = torch.where(take & ~(poor & overstated), tr.lowered(lam),
                               torch.where(running, up, lam))
             overstated = torch.where(take, poor, overstated)
         if problem.satisfiable and moved:
