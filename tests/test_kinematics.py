@@ -87,8 +87,8 @@ def test_every_frame_and_jacobian_matches_pinocchio(urdf, device):
 def _random_urdf(seed: int) -> str:
     """A random tree of 1-9 joints of every kind URDF's kinematics has (revolute, continuous,
     prismatic, fixed), with or without origins, rpy at and near gimbal lock, axes along the
-    coordinate axes (either sign) or anywhere, mimic joints with multipliers and offsets, and the
-    links and joints written in a shuffled order."""
+    coordinate axes (either sign) or anywhere, mimic joints (of mimic joints too) with multipliers
+    and offsets, and the links and joints written in a shuffled order."""
     r = np.random.default_rng(seed)
     n = int(r.integers(1, 10))
     movable, joints = [], []
@@ -106,11 +106,11 @@ def _random_urdf(seed: int) -> str:
             parts.append(f'<axis xyz="{" ".join(repr(float(v)) for v in axis / np.linalg.norm(axis))}"/>')
         if kind in ("revolute", "prismatic") or r.random() < 0.3:
             parts.append(f'<limit lower="{r.uniform(-3, 0)!r}" upper="{r.uniform(0, 3)!r}" effort="1" velocity="1"/>')
-        if kind != "fixed" and movable and r.random() < 0.25:
+        if kind != "fixed" and movable and r.random() < 0.25:  # a mimic of any moving joint, a mimic too
             source = movable[r.integers(len(movable))]
             multiplier, offset = r.uniform(-2, 2), r.uniform(-0.5, 0.5)
             parts.append(f'<mimic joint="{source}" multiplier="{multiplier!r}" offset="{offset!r}"/>')
-        elif kind != "fixed":
+        if kind != "fixed":
             movable.append(f"j{i}")
         joints.append("".join(parts) + "</joint>")
     elements = [f'<link name="l{i}"/>' for i in range(n + 1)] + joints
