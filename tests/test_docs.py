@@ -118,3 +118,16 @@ def test_the_docs_build(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_every_command_line_argument_says_what_it_does():
+    """``robojac COMMAND --help`` explains each argument (several said only their choices)."""
+    import argparse
+
+    from robojac.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name} {a.option_strings[-1] if a.option_strings else a.dest}"
+              for name, parser in commands.choices.items() for a in parser._actions
+              if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert silent == [], f"arguments without a help text: {silent}"

@@ -15,14 +15,16 @@ def add_parser(sub) -> None:
                        description="Register each scan to a local map of the ones before it (scan to map, "
                                    "constant velocity, adaptive threshold) and write the trajectory.")
     p.add_argument("scans", type=pathlib.Path, help="folder of scans, in file-name order")
-    p.add_argument("--format", choices=("auto", "kitti", "ply"), default="auto")
+    p.add_argument("--format", choices=("auto", "kitti", "ply"), default="auto",
+                   help="KITTI .bin or PLY/PCD scans (default: whichever the folder holds)")
     p.add_argument("--out", type=pathlib.Path, help="write the trajectory here (KITTI format, T_world_scan)")
     p.add_argument("--reference", type=pathlib.Path, help="KITTI-format reference poses: prints ATE and RPE")
     p.add_argument("--calib", type=pathlib.Path,
                    help="KITTI calibration with a 'Tr:' line (velodyne -> camera): the reference is in the camera frame")
     p.add_argument("--times", type=pathlib.Path, help="timestamps, one per scan (seconds)")
     p.add_argument("--voxel", type=float, default=0.5, help="local map voxel (metres, default 0.5)")
-    p.add_argument("--max-range", type=float, default=100.0)
+    p.add_argument("--max-range", type=float, default=100.0,
+                   help="drop points farther than this from the sensor (metres, default 100)")
     p.add_argument("--plot", type=pathlib.Path, help="draw the map, the trajectory's error and the error over time")
     p.add_argument("--observability", action="store_true",
                    help="also check that each registration fixed every direction (a corridor or a tunnel does not)")

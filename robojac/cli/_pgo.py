@@ -13,14 +13,17 @@ def add_parser(sub) -> None:
                        description="Read a g2o pose graph, optimize it (sparse LM/GN), write the optimized graph.")
     p.add_argument("input", type=pathlib.Path, help="g2o file (VERTEX_SE2/EDGE_SE2 or VERTEX_SE3:QUAT/EDGE_SE3:QUAT)")
     p.add_argument("-o", "--output", type=pathlib.Path, help="write the optimized graph here (g2o)")
-    p.add_argument("--init", choices=("chordal", "odometry", "file"), default="chordal")
+    p.add_argument("--init", choices=("chordal", "odometry", "file"), default="chordal",
+                   help="the start: chordal relaxation (default), the odometry edges composed, or the file's vertices")
     p.add_argument("--information", choices=("refuse", "nearest_pd"), default="refuse",
                    help="information matrices that are not positive definite: refuse the file (default), or replace "
                         "each by the nearest positive definite matrix, with a warning")
-    p.add_argument("--method", choices=("lm", "gn"), default="lm")
-    p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none")
+    p.add_argument("--method", choices=("lm", "gn"), default="lm",
+                   help="Levenberg-Marquardt (default) or Gauss-Newton")
+    p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none",
+                   help="robust kernel on each edge's whitened residual (default: none)")
     p.add_argument("--kernel-scale", type=float, default=1.0, help="robust kernel scale, in whitened residual units")
-    p.add_argument("--max-iterations", type=int, default=100)
+    p.add_argument("--max-iterations", type=int, default=100, help="the most steps (default 100)")
     p.add_argument("--tum", type=pathlib.Path, help="also write the optimized poses as a TUM trajectory (time = vertex id)")
     p.add_argument("--kitti", type=pathlib.Path, help="also write the optimized poses as a KITTI pose file")
     p.add_argument("--covariances", type=pathlib.Path,

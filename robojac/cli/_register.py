@@ -14,12 +14,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("register", help="register SOURCE to TARGET with no initial guess (global, then ICP)",
                        description="Find T_target_source without an initial guess: FPFH features, a batched RANSAC, "
                                    "then GICP; prints and writes the 4x4 result.")
-    p.add_argument("source", type=pathlib.Path)
-    p.add_argument("target", type=pathlib.Path)
+    p.add_argument("source", type=pathlib.Path, help="the cloud to move (PLY, PCD or XYZ)")
+    p.add_argument("target", type=pathlib.Path, help="the cloud it is registered to")
     p.add_argument("--voxel", type=float, required=True,
                    help="feature voxel size in metres (the bunny: 0.003; a LiDAR scan: 0.25)")
     p.add_argument("--hypotheses", type=int, default=100000, help="the most RANSAC samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the RANSAC sampler's seed (default 0: the same answer each run)")
     p.add_argument("--out", type=pathlib.Path, help="write the 4x4 result here")
     p.add_argument("--plot", type=pathlib.Path, help="draw the clouds as given and registered")
     p.add_argument("--up", choices=("x", "y", "z"), default="z",
