@@ -59,7 +59,7 @@ def test_from_a_rough_initial_guess(device):
     assert r.converged and mm.max() < 1.0 and deg.max() < 0.5, (mm, deg)
 
 
-def test_bad_input_and_disconnected_scans(device):
+def test_bad_input_and_disconnected_scans(device, tmp_path):
     clouds, _ = scans(device)
     with pytest.raises(ValueError, match="two or more point clouds"):
         multiway_registration(clouds[:1])
@@ -72,6 +72,13 @@ def test_bad_input_and_disconnected_scans(device):
     r = multiway_registration([clouds[0], clouds[1], lidar])
     assert not r.converged and r.reason.startswith("disconnected")
     assert np.isfinite(r.poses.cpu().numpy()).all()
+    # a voxel size below 0 or NaN thinned nothing and wrote the cloud whole, without a word
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="voxel_size: expected a finite size >= 0"):
+            r.write_merged(tmp_path / "merged.ply", [clouds[0], clouds[1], lidar], voxel_size=bad)
+        with pytest.raises(ValueError, match="voxel_size: expected a finite size >= 0"):
+            r.merged([clouds[0], clouds[1], lidar], voxel_size=bad)
+    assert not (tmp_path / "merged.ply").exists()
 
 
 def test_multiway_command(tmp_path, capsys):

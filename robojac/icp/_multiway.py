@@ -116,14 +116,13 @@ class MultiwayResult:
         out = []
         for k, c in enumerate(clouds):
             p = lie.se3_act(self.poses[k].expand(len(c), 7), as_points(c, f"clouds[{k}]").to(self.poses))
-            out.append(voxel_downsample(p, voxel_size) if voxel_size > 0 else p)
+            out.append(voxel_downsample(p, voxel_size))  # which refuses a size < 0 or NaN (0: as it is)
         return out
 
     def merged(self, clouds: Sequence, voxel_size: float = 0.0) -> Tensor:
         """Every cloud moved into the world frame and stacked ``(M, 3)`` (the union
         voxel-downsampled when ``voxel_size`` > 0)."""
-        out = torch.cat(self._placed(clouds, 0.0))
-        return voxel_downsample(out, voxel_size) if voxel_size > 0 else out
+        return voxel_downsample(torch.cat(self._placed(clouds, 0.0)), voxel_size)
 
     def write_merged(self, path, clouds: Sequence, voxel_size: float = 0.0, *, colors: bool = True):
         """Write the scans in the world frame as one PLY (binary, atomic), each scan in its own
