@@ -44,6 +44,12 @@ CASES = [
     (lambda: icp.NearestNeighbors(None), TypeError, "points: expected a floating-point tensor"),
     (lambda: icp.PaddedNeighbors(POSES[:, :3]), TypeError, "clouds: expected a non-empty list of point clouds"),
     (lambda: icp.fpfh_features(POSES[:, :3], 0.0), ValueError, "voxel_size"),
+    # numbers that ran without a word: FPFH's radii (no neighbours, zero features), and RPE's
+    # tolerance where the unit is frames (it is used in the others)
+    (lambda: icp.fpfh_features(POSES[:, :3], 0.1, normal_radius=float("nan")), ValueError,
+     "fpfh_features.normal_radius: expected a finite number > 0, got nan"),
+    (lambda: icp.fpfh_features(POSES[:, :3], 0.1, feature_radius=-1.0), ValueError, "fpfh_features.feature_radius"),
+    (lambda: trajectory.rpe(POSES, POSES, rel_tol=float("nan")), ValueError, "rpe.rel_tol: expected a finite number"),
     (lambda: jacobian.batch_jacobian(POSES, POSES), TypeError, "func: expected a function to differentiate, got Tensor"),
     (lambda: jacobian.divergence(POSES, POSES), TypeError, "func: expected a function to differentiate"),
     (lambda: jacobian.jacobian(3), TypeError, "func: expected a function to differentiate, got int"),

@@ -282,6 +282,7 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
     if len(reference) < 2:
         raise TrajectoryError(f"rpe: {len(reference)} poses hold no relative pose; it needs two or more")
     check_choice("rpe", "delta_unit", delta_unit, ("frames", "meters", "degrees", "radians"))
+    check_real("rpe", "rel_tol", rel_tol)  # used by the distance and angle units; refused by every one
     if project_to_plane is not None:
         check_choice("rpe", "project_to_plane", project_to_plane, tuple(PLANES))
     P, A, s = _aligned(reference, estimate, relation, align, correct_scale, align_origin, n_to_align, "rpe")
@@ -299,7 +300,6 @@ def rpe(reference: Trajectory, estimate: Trajectory, *, delta: float = 1,
     else:
         turn = {"degrees": 180.0, "radians": math.pi}.get(delta_unit)
         check_real("rpe", "delta", delta, positive=True, maximum=turn)  # a rotation's angle is at most a half turn
-        check_real("rpe", "rel_tol", rel_tol)
         along, name = (reference, "reference") if pairs_from_reference else (estimate, "estimate")
         d = math.radians(delta) if delta_unit == "degrees" else float(delta)
         i, j = _pairs_by_delta(along, d, delta_unit if turn is None else "radians", float(rel_tol) * d, all_pairs)
