@@ -104,7 +104,7 @@ def fpfh_features(points: Tensor, voxel_size: float, normal_radius: float = 2.0,
     """FPFH descriptors ``(N, 33)`` of ``points (N, 3)`` (Open3D's, normals from a radius search
     of ``normal_radius`` voxels, features of ``feature_radius``)."""
     points = as_points(points, "points")
-    # a NaN or negative radius found no neighbours, and the features were zeros, without a word
+    # a NaN radius gave every point zero features, a negative or infinite one other nonsense, without a word
     for name, value in (("voxel_size", voxel_size), ("normal_radius", normal_radius),
                         ("feature_radius", feature_radius)):
         check_real("fpfh_features", name, value, positive=True)
