@@ -131,3 +131,29 @@ def test_every_command_line_argument_says_what_it_does():
               for name, parser in commands.choices.items() for a in parser._actions
               if not a.help and not isinstance(a, argparse._HelpAction)]
     assert silent == [], f"arguments without a help text: {silent}"
+
+
+def test_numeric_options_are_refused_by_name(capsys):
+    """Each numeric option of the commands is checked as it is read: a value out of its range
+    exits 2 naming the option (it had named a config field, ``RobustKernel.scale``, or for
+    ``multiway --merged-voxel`` nothing: a NaN wrote the whole cloud), in one line.  The
+    trajectory commands keep evo's options as evo reads them."""
+    import argparse
+
+    from robojac.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for name, parser in commands.choices.items():
+        for action in parser._actions:
+            if action.type in (int, float):
+                assert name in ("ape", "rpe") or action.dest == "seed", f"{name} {action.option_strings}: unchecked"
+            elif getattr(action.type, "__name__", "") in ("number", "integer") and action.option_strings:
+                bad = "nan" if action.type.__name__ == "number" else "-1000000000"
+                with pytest.raises(SystemExit) as stop:
+                    build_parser().parse_args([name, action.option_strings[-1], bad])
+                err = capsys.readouterr().err
+                assert stop.value.code == 2 and f"argument {action.option_strings[-1]}: expected" in err, err
+                assert err.count("\n") == 1, err  # one line, as every bad input's (not the usage first)
+                checked += 1
+    assert checked >= 20

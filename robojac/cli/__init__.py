@@ -32,8 +32,16 @@ def _raise_stop(signum, frame):
     raise _Stopped(signum)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, as every other bad input's (exit code 2),
+    instead of the usage and then the error."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robojac", description="Lie-group Jacobians for robot kinematics and pose estimation")
+    parser = _Parser(prog="robojac", description="Lie-group Jacobians for robot kinematics and pose estimation")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in dict.fromkeys(_COMMANDS.values()):  # a module may add several commands (ape and rpe)
         module.add_parser(sub)

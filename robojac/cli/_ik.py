@@ -8,6 +8,7 @@ import time
 
 from .._files import atomic_path, save_figure_atomic
 from ._bar import load_chain, progress, robot_arguments
+from ._numbers import integer, real
 
 
 def add_parser(sub) -> None:
@@ -16,12 +17,13 @@ def add_parser(sub) -> None:
                                    "target, with its position and rotation errors.")
     robot_arguments(p, "frame to place (e.g. panda_hand)", "base frame the targets are in (default: the description's root)")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--target", type=float, nargs="+", metavar="V", help="x y z [qx qy qz qw]")
+    g.add_argument("--target", type=real(), nargs="+", metavar="V", help="x y z [qx qy qz qw]")
     g.add_argument("--targets", type=pathlib.Path, help="text file, one target per line: x y z [qx qy qz qw]")
-    p.add_argument("--q0", type=float, nargs="+", help="initial joint values (first attempt)")
-    p.add_argument("--position-tolerance", type=float, default=1e-4, help="metres (default 1e-4)")
-    p.add_argument("--orientation-tolerance", type=float, default=1e-3, help="radians (default 1e-3)")
-    p.add_argument("--chunk", type=int, default=4096, help="targets solved per batch (progress is per batch)")
+    p.add_argument("--q0", type=real(), nargs="+", help="initial joint values (first attempt)")
+    p.add_argument("--position-tolerance", type=real(above=0), default=1e-4, help="metres (default 1e-4)")
+    p.add_argument("--orientation-tolerance", type=real(above=0), default=1e-3, help="radians (default 1e-3)")
+    p.add_argument("--chunk", type=integer(minimum=1), default=4096,
+                   help="targets solved per batch (progress is per batch)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="for large target files")
     p.add_argument("--out", type=pathlib.Path, help="write joint values here: one line per target, then "
                                                     "converged, pos_err, rot_err")
@@ -47,8 +49,6 @@ def run(args) -> int:
     q0 = None if args.q0 is None else torch.tensor(args.q0, dtype=dtype)
     config = IKConfig(frame=args.tip, position_tolerance=args.position_tolerance,
                       orientation_tolerance=args.orientation_tolerance)
-    if args.chunk < 1:
-        raise ValueError(f"--chunk: expected at least 1, got {args.chunk}")
     N = targets.shape[0]
     print(f"{chain.name}: {chain.dof} joints {chain.joint_names}; {N} target(s) for {args.tip!r} "
           f"({'position' if targets.shape[1] == 3 else 'pose'})")

@@ -6,6 +6,7 @@ import pathlib
 import time
 
 from .._files import save_figure_atomic
+from ._numbers import integer, real
 
 
 def add_parser(sub) -> None:
@@ -22,9 +23,11 @@ def add_parser(sub) -> None:
                    help="Levenberg-Marquardt (default) or Gauss-Newton")
     p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none",
                    help="robust kernel on each edge's whitened residual (default: none)")
-    p.add_argument("--kernel-scale", type=float, default=1.0, help="robust kernel scale, in whitened residual units")
-    p.add_argument("--max-iterations", type=int, default=100, help="the most steps (default 100)")
-    p.add_argument("--tum", type=pathlib.Path, help="also write the optimized poses as a TUM trajectory (time = vertex id)")
+    p.add_argument("--kernel-scale", type=real(above=0), default=1.0,
+                   help="robust kernel scale, in whitened residual units")
+    p.add_argument("--max-iterations", type=integer(minimum=0), default=100, help="the most steps (default 100)")
+    p.add_argument("--tum", type=pathlib.Path,
+                   help="also write the optimized poses as a TUM trajectory (time = vertex id)")
     p.add_argument("--kitti", type=pathlib.Path, help="also write the optimized poses as a KITTI pose file")
     p.add_argument("--covariances", type=pathlib.Path,
                    help="also write each pose's marginal covariance at the answer (a line per pose: its vertex id, "
