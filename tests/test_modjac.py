@@ -167,7 +167,8 @@ class Composition(nn.Module):
 @example("Sim3", (2,), 8)
 def test_random_compositions_of_pypose_operations_match_differences(group, shape, seed):
     """modjac of any composition of pypose's operations equals central differences on the
-    manifold (a fuzz of 600 such models found AdjT's wrong backward, above)."""
+    manifold (a fuzz of such models found AdjT's wrong backward, above: 7 of the first 100 were
+    off; 600 pass since)."""
     gen = torch.Generator().manual_seed(seed)
     _, algebra, dof = GROUPS[group]
     X, Y = (pp.LieTensor(torch.randn(shape + (dof,), generator=gen, dtype=torch.float64), ltype=algebra).Exp()
