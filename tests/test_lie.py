@@ -176,11 +176,11 @@ def test_se3_jacobian_inverse_and_log_are_exact_to_rounding_at_every_angle(dtype
     coefficients as written lose digits to cancellation there: ``t^2 + 2 cos t - 2`` just above
     the switch (9.8e-5 relative in float32 on these inputs), ``1 + cos t`` near a half turn (1.2e-4)."""
     gen = torch.Generator().manual_seed(3)
-    near_pi = math.pi - torch.logspace(-9, -1, 40, dtype=torch.float64)
-    angles = torch.cat((torch.logspace(-4, math.log10(3.0), 160, dtype=torch.float64), near_pi))
-    axis = torch.randn(angles.shape[0], 3, generator=gen, dtype=torch.float64)
+    near_pi = math.pi - torch.logspace(-9, -1, 40, dtype=torch.float64, device="cpu")
+    angles = torch.cat((torch.logspace(-4, math.log10(3.0), 160, dtype=torch.float64, device="cpu"), near_pi))
+    axis = torch.randn(angles.shape[0], 3, generator=gen, dtype=torch.float64, device="cpu")
     phi = axis / axis.norm(dim=-1, keepdim=True) * angles[:, None]
-    xi = torch.cat((torch.randn(angles.shape[0], 3, generator=gen, dtype=torch.float64), phi), -1)
+    xi = torch.cat((torch.randn(angles.shape[0], 3, generator=gen, dtype=torch.float64, device="cpu"), phi), -1)
     xi = xi.to(dtype).to(torch.float64)  # the same input in both precisions
     reference = torch.linalg.inv(_se3_left_jacobian_by_its_series(xi.to(device)))
     ours = ops.se3_left_jacobian_inverse(xi.to(dtype=dtype, device=device)).double()
@@ -201,15 +201,16 @@ def test_se2_exp_log_and_jacobian_are_exact_to_rounding_at_every_angle(dtype, de
     just above the switch in float64 on these inputs; ``Jr^-1``'s last column, written with
     ``1 - cos t`` and ``t - sin t``, 3.7e-9 there in float64 and 2.7e-4 in float32."""
     gen = torch.Generator().manual_seed(4)
-    angles = torch.logspace(-5, math.log10(3.1), 199, dtype=torch.float64)
-    angles = torch.cat((torch.zeros(1, dtype=torch.float64), angles))
-    angles = angles * torch.where(torch.rand(200, generator=gen) < 0.5, -1.0, 1.0).double()
-    xi = torch.cat((torch.randn(200, 2, generator=gen, dtype=torch.float64), angles[:, None]), -1).to(dtype).double()
-    W = torch.zeros(200, 3, 3, dtype=torch.float64)
+    angles = torch.logspace(-5, math.log10(3.1), 199, dtype=torch.float64, device="cpu")
+    angles = torch.cat((torch.zeros(1, dtype=torch.float64, device="cpu"), angles))
+    angles = angles * torch.where(torch.rand(200, generator=gen, device="cpu") < 0.5, -1.0, 1.0).double()
+    v = torch.randn(200, 2, generator=gen, dtype=torch.float64, device="cpu")
+    xi = torch.cat((v, angles[:, None]), -1).to(dtype).double()
+    W = torch.zeros(200, 3, 3, dtype=torch.float64, device="cpu")
     W[:, 0, 1], W[:, 1, 0], W[:, :2, 2] = -xi[:, 2], xi[:, 2], xi[:, :2]
     reference = torch.linalg.matrix_exp(W)[:, :2, 2].to(device)
-    M = torch.zeros(200, 6, 6, dtype=torch.float64)
-    M[:, :3, :3], M[:, :3, 3:] = -W, torch.eye(3, dtype=torch.float64)
+    M = torch.zeros(200, 6, 6, dtype=torch.float64, device="cpu")
+    M[:, :3, :3], M[:, :3, 3:] = -W, torch.eye(3, dtype=torch.float64, device="cpu")
     M[:, 0, 2], M[:, 1, 2] = -xi[:, 1], xi[:, 0]  # -ad(xi): ad's last column is (vy, -vx), not W's
     Jr_inverse = torch.linalg.inv(torch.linalg.matrix_exp(M)[:, :3, 3:]).to(device)
     ours = lie.se2_right_jacobian_inverse(xi.to(dtype=dtype, device=device)).double()
