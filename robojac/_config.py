@@ -12,18 +12,42 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_bool", "check_callable", "check_choice", "check_instance", "check_int", "check_real", "index_tensor"]
+__all__ = ["check_bool", "check_callable", "check_choice", "check_instance", "check_int", "check_real", "index_tensor",
+           "int_problem", "real_problem"]
+
+
+def int_problem(value, *, minimum: int, optional: bool = False) -> str | None:
+    """What is wrong with ``value`` as an integer of at least ``minimum`` (``"expected ..., got
+    ..."``), or ``None``: the one wording of :func:`check_int` and the command line's options."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return f"expected an integer >= {minimum}{' or None' if optional else ''}, got {value!r}"
+    if value < minimum:
+        return f"expected an integer >= {minimum}, got {value}"
+    return None
+
+
+def real_problem(value, *, positive: bool = False, maximum: float | None = None) -> str | None:
+    """What is wrong with ``value`` as a finite real number, ``> 0`` when ``positive`` else
+    ``>= 0`` (and at most ``maximum``), or ``None``: the one wording of :func:`check_real` and the
+    command line's options."""
+    bound = "> 0" if positive else ">= 0"
+    if maximum is not None:
+        bound += f" and <= {maximum:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"expected a finite number {bound}, got {value!r}"
+    v = float(value)
+    if not math.isfinite(v) or (v <= 0 if positive else v < 0) or (maximum is not None and v > maximum):
+        return f"expected a finite number {bound}, got {value!r}"
+    return None
 
 
 def check_int(owner: str, name: str, value, *, minimum: int, optional: bool = False) -> None:
     """``value`` is an integer (not a bool or a float) of at least ``minimum`` (or ``None``)."""
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        none = " or None" if optional else ""
-        raise ValueError(f"{owner}.{name}: expected an integer >= {minimum}{none}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}.{name}: expected an integer >= {minimum}, got {value}")
+    problem = int_problem(value, minimum=minimum, optional=optional)
+    if problem is not None:
+        raise ValueError(f"{owner}.{name}: {problem}")
 
 
 def check_real(owner: str, name: str, value, *, positive: bool = False, optional: bool = False,
@@ -32,14 +56,9 @@ def check_real(owner: str, name: str, value, *, positive: bool = False, optional
     ``maximum``), or ``None`` when ``optional``."""
     if optional and value is None:
         return
-    bound = "> 0" if positive else ">= 0"
-    if maximum is not None:
-        bound += f" and <= {maximum:g}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{owner}.{name}: expected a finite number {bound}, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or (v <= 0 if positive else v < 0) or (maximum is not None and v > maximum):
-        raise ValueError(f"{owner}.{name}: expected a finite number {bound}, got {value!r}")
+    problem = real_problem(value, positive=positive, maximum=maximum)
+    if problem is not None:
+        raise ValueError(f"{owner}.{name}: {problem}")
 
 
 def check_choice(owner: str, name: str, value, allowed: Iterable) -> None:

@@ -22,13 +22,14 @@ def add_parser(sub) -> None:
                    help="CSV with a header: one column per joint (by name, radians or metres), then x,y,z "
                         "(positions, metres) or x,y,z,qx,qy,qz,qw (poses); an optional column 'weight'")
     p.add_argument("--out", type=pathlib.Path, help="write the calibrated URDF here")
-    p.add_argument("--sigma-position", type=real(above=0), default=5e-5,
+    p.add_argument("--sigma-position", type=real(positive=True), default=5e-5,
                    help="measurement noise, metres (default 5e-5)")
-    p.add_argument("--sigma-rotation", type=real(above=0), default=1e-4,
+    p.add_argument("--sigma-rotation", type=real(positive=True), default=1e-4,
                    help="measurement noise, radians (default 1e-4)")
     p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none",
                    help="robust kernel on each measurement's whitened error, to set outliers aside (default: none)")
-    p.add_argument("--kernel-scale", type=real(above=0), default=3.0, help="robust kernel scale, in sigmas (default 3)")
+    p.add_argument("--kernel-scale", type=real(positive=True), default=3.0,
+                   help="robust kernel scale, in sigmas (default 3)")
     p.add_argument("--plot", type=pathlib.Path, help="draw the errors per measurement and the identifiability spectrum")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or parameter table")
 

@@ -17,13 +17,14 @@ def add_parser(sub) -> None:
     p.add_argument("--init", type=pathlib.Path, help="text file with an initial 4x4 T_target_source")
     p.add_argument("--method", choices=("point_to_point", "point_to_plane", "gicp"), default="gicp",
                    help="the residual (default: gicp, plane to plane)")
-    p.add_argument("--voxel", type=real(minimum=0), default=0.0, help="downsampling voxel size (0: none)")
-    p.add_argument("--max-distance", type=real(above=0), help="maximum correspondence distance (default: 10 voxels)")
-    p.add_argument("--levels", type=real(above=0), nargs="+", default=[1.0],
+    p.add_argument("--voxel", type=real(), default=0.0, help="downsampling voxel size (0: none)")
+    p.add_argument("--max-distance", type=real(positive=True),
+                   help="maximum correspondence distance (default: 10 voxels)")
+    p.add_argument("--levels", type=real(positive=True), nargs="+", default=[1.0],
                    help="coarse-to-fine voxel multiples, e.g. 4 2 1")
     p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey"), default="none",
                    help="robust kernel on each correspondence's residual (default: none)")
-    p.add_argument("--kernel-scale", type=real(above=0), default=1.0,
+    p.add_argument("--kernel-scale", type=real(positive=True), default=1.0,
                    help="the kernel's scale: metres for point_to_point and point_to_plane, whitened units for gicp "
                         "(default 1)")
     p.add_argument("--restarts", type=integer(minimum=0), default=0, help="also try this many rotated initial guesses")

@@ -16,14 +16,14 @@ def add_parser(sub) -> None:
                        description="Register every pair of scans (global registration, then GICP), join them in a "
                                    "robust pose graph, and write T_world_scan of each (scan 0 is the world).")
     p.add_argument("clouds", type=pathlib.Path, nargs="+", help="two or more PLY/PCD/XYZ files")
-    p.add_argument("--voxel", type=real(above=0), default=0.003,
+    p.add_argument("--voxel", type=real(positive=True), default=0.003,
                    help="pairwise registration voxel (metres, default 0.003)")
-    p.add_argument("--min-fitness", type=real(minimum=0, maximum=1), default=0.3,
+    p.add_argument("--min-fitness", type=real(maximum=1), default=0.3,
                    help="the overlap a pair needs to be used (default 0.3)")
     p.add_argument("--out", type=pathlib.Path, help="write the poses here: one line per scan, "
                                                     "'file tx ty tz qx qy qz qw'")
     p.add_argument("--merged", type=pathlib.Path, help="write the merged cloud here (PLY, coloured by scan)")
-    p.add_argument("--merged-voxel", type=real(minimum=0), default=0.0,
+    p.add_argument("--merged-voxel", type=real(), default=0.0,
                    help="thin each scan of the merged cloud to this voxel")
     p.add_argument("--plot", type=pathlib.Path, help="draw the scans as given, registered, and the pose graph")
     p.add_argument("--up", choices=("x", "y", "z"), default="z", help="upward axis in the picture (Stanford scans: y)")

@@ -1,27 +1,26 @@
 """argparse types for numeric options: a value out of range is refused by argparse, naming the
-option (``argument --kernel-scale: expected a finite number > 0, got -1``, exit code 2), rather
-than by the library under a config field's name, or, where nothing checked it, not at all."""
+option (``argument --kernel-scale: expected a finite number > 0, got -1.0``, exit code 2), rather
+than by the library under a config field's name, or, where nothing checked it, not at all.  The
+ranges and their wording are the configs' own (:mod:`robojac._config`)."""
 
 from __future__ import annotations
 
 import argparse
-import math
+
+from .._config import int_problem, real_problem
 
 
-def real(*, above: float | None = None, minimum: float | None = None, maximum: float | None = None):
-    """A finite float, ``> above``, ``>= minimum`` and ``<= maximum`` where given."""
-    bounds = [f"> {above:g}" if above is not None else "", f">= {minimum:g}" if minimum is not None else "",
-              f"<= {maximum:g}" if maximum is not None else ""]
-    expected = " and ".join(b for b in bounds if b)
+def real(*, positive: bool = False, maximum: float | None = None):
+    """A finite float, ``> 0`` when ``positive`` else ``>= 0``, at most ``maximum`` where given."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (math.isfinite(value) and (above is None or value > above) and (minimum is None or value >= minimum)
-                and (maximum is None or value <= maximum)):
-            raise argparse.ArgumentTypeError(f"expected a finite number{' ' + expected if expected else ''}, got {text}")
+        problem = real_problem(value, positive=positive, maximum=maximum)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     parse.__name__ = "number"
@@ -36,8 +35,9 @@ def integer(*, minimum: int):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+        problem = int_problem(value, minimum=minimum)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     parse.__name__ = "integer"

@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--calib", type=pathlib.Path,
                    help="KITTI calibration with a 'Tr:' line (velodyne -> camera): the reference is in the camera frame")
     p.add_argument("--times", type=pathlib.Path, help="timestamps, one per scan (seconds)")
-    p.add_argument("--voxel", type=real(above=0), default=0.5, help="local map voxel (metres, default 0.5)")
-    p.add_argument("--max-range", type=real(above=0), default=100.0,
+    p.add_argument("--voxel", type=real(positive=True), default=0.5, help="local map voxel (metres, default 0.5)")
+    p.add_argument("--max-range", type=real(positive=True), default=100.0,
                    help="drop points farther than this from the sensor (metres, default 100)")
     p.add_argument("--plot", type=pathlib.Path, help="draw the map, the trajectory's error and the error over time")
     p.add_argument("--observability", action="store_true",

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
                    help="Levenberg-Marquardt (default) or Gauss-Newton")
     p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none",
                    help="robust kernel on each edge's whitened residual (default: none)")
-    p.add_argument("--kernel-scale", type=real(above=0), default=1.0,
+    p.add_argument("--kernel-scale", type=real(positive=True), default=1.0,
                    help="robust kernel scale, in whitened residual units")
     p.add_argument("--max-iterations", type=integer(minimum=0), default=100, help="the most steps (default 100)")
     p.add_argument("--tum", type=pathlib.Path,

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                                    "then GICP; prints and writes the 4x4 result.")
     p.add_argument("source", type=pathlib.Path, help="the cloud to move (PLY, PCD or XYZ)")
     p.add_argument("target", type=pathlib.Path, help="the cloud it is registered to")
-    p.add_argument("--voxel", type=real(above=0), required=True,
+    p.add_argument("--voxel", type=real(positive=True), required=True,
                    help="feature voxel size in metres (the bunny: 0.003; a LiDAR scan: 0.25)")
     p.add_argument("--hypotheses", type=integer(minimum=1), default=100000, help="the most RANSAC samples")
     p.add_argument("--seed", type=int, default=0,
