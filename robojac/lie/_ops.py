@@ -259,6 +259,18 @@ def _horner(x: Tensor, coefficients: tuple[float, ...]) -> Tensor:
     return out
 
 
+def _sine_remainder(theta2: Tensor) -> Tensor:
+    """``c1 = (t - sin t) / t^3`` of ``theta2 = t^2``, on its series below ``_Q_SERIES_BELOW``
+    (Q's ``c1`` and SE2's ``Jr^-1``).  ``_so3_coeffs``' ``b`` is the same function on a two-term
+    series, kept so: in ``Exp`` it weighs ``t^2``, so its cancellation leaves SE3 ``Exp`` within
+    5 eps (``benchmarks/lie_precision.py``), and ``Exp`` retracts every ICP step and every SE3
+    variable of the engine, where the longer series would add its dozen operations for nothing."""
+    series = theta2 < _Q_SERIES_BELOW**2
+    t2 = torch.where(series, torch.ones_like(theta2), theta2)
+    t = torch.sqrt(t2)
+    return torch.where(series, _horner(theta2, _Q_SERIES[0]), (t - torch.sin(t)) / (t2 * t))
+
+
 def _se3_Q_parts(rho: Tensor, phi: Tensor, theta2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(v, c1, k, m)`` with ``Q = [v]x + (c1 rho + k phi) phi^T + c1 phi rho^T + m I`` (see
     :func:`_se3_Q`), from Barfoot's ``c1 = (t - sin t) / t^3``, ``c2 = (t^2 + 2 cos t - 2) / (2 t^4)``
@@ -267,7 +279,7 @@ def _se3_Q_parts(rho: Tensor, phi: Tensor, theta2: Tensor) -> tuple[Tensor, Tens
     t2 = torch.where(series, torch.ones_like(theta2), theta2)
     t = torch.sqrt(t2)
     s, c = torch.sin(t), torch.cos(t)
-    c1 = torch.where(series, _horner(theta2, _Q_SERIES[0]), (t - s) / (t2 * t))
+    c1 = _sine_remainder(theta2)
     c2 = torch.where(series, _horner(theta2, _Q_SERIES[1]), (t2 + 2 * c - 2) / (2 * t2 * t2))
     c3 = torch.where(series, _horner(theta2, _Q_SERIES[2]), (2 * t - 3 * s + t * c) / (2 * t2 * t2 * t))
     d = (phi * rho).sum(-1, keepdim=True)

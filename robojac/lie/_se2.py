@@ -94,16 +94,15 @@ def se2_right_jacobian_inverse(xi: Tensor) -> Tensor:
     r1, r2, theta = xi[..., 0], xi[..., 1], xi[..., 2]
     p, q = _v_coeffs(theta)
     # Jr = [[p, q, b1], [-q, p, b2], [0, 0, 1]] with b1 = t c1 r1 - a r2, b2 = a r1 + t c1 r2, where
-    # a = (1 - cos t) / t^2 = 2 (sin(t/2) / t)^2 and c1 = (t - sin t) / t^3 (below 0.5 rad its
-    # series: see lie._ops' _Q_SERIES).  Written as (t r1 - r2 + r2 cos t - r1 sin t) / t^2, 1 - cos t
+    # a = (1 - cos t) / t^2 = 2 (sin(t/2) / t)^2 and c1 = (t - sin t) / t^3 (lie._ops'
+    # _sine_remainder).  Written as (t r1 - r2 + r2 cos t - r1 sin t) / t^2, 1 - cos t
     # and t - sin t cancelled: Jr^-1 was 9.6e-9 off in float64 and 3.7e-4 in float32 just above the
     # small angle (benchmarks/lie_precision.py on the code before).
-    small, series = _small(theta), theta.abs() < ops._Q_SERIES_BELOW
+    small = _small(theta)
     t = torch.where(small, torch.ones_like(theta), theta)
     h = torch.sin(0.5 * t) / t
     a = torch.where(small, 0.5 - theta * theta / 24, 2 * h * h)
-    ts = torch.where(series, torch.ones_like(theta), theta)
-    c1 = torch.where(series, ops._horner(theta * theta, ops._Q_SERIES[0]), (ts - torch.sin(ts)) / (ts * ts * ts))
+    c1 = ops._sine_remainder(theta * theta)
     b1 = theta * c1 * r1 - a * r2
     b2 = a * r1 + theta * c1 * r2
     det = p * p + q * q
