@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pypose as pp
 import torch
 
@@ -83,3 +85,19 @@ def max_err(a, b) -> float:
     if a.device != b.device:
         raise AssertionError(f"compared tensors on {a.device} and {b.device}")
     return float((a - b).detach().abs().max()) if a.numel() else 0.0
+
+
+def pinocchio_configuration(pin, model, chain, q):
+    """Pinocchio's q for the chain's ``q (dof,)``, joint by name, with the mimic relation applied
+    (Pinocchio treats mimic joints as free)."""
+    vals = dict(zip(chain.joint_names, q.tolist()))
+    for m, (src, mult, off) in chain.tree.mimic.items():
+        vals[m] = mult * vals[src] + off
+    qp = pin.neutral(model)
+    for name, v in vals.items():
+        j = model.joints[model.getJointId(name)]
+        if j.nq == 2:  # continuous joints are (cos, sin) in Pinocchio
+            qp[j.idx_q : j.idx_q + 2] = [math.cos(v), math.sin(v)]
+        else:
+            qp[j.idx_q] = v
+    return qp

@@ -17,7 +17,7 @@ from robojac.jacobian import modjac
 from robojac.kinematics import Chain, DHRow, Joint, KinematicTreeError, Mimic, PoseTransform, UrdfError
 from robojac.models import planar_arm, sample_arm
 
-from helpers import max_err
+from helpers import max_err, pinocchio_configuration
 
 URDFS = ["panda.urdf", "kuka_iiwa14.urdf", "ur5.urdf", "simple_humanoid.urdf", "talos_reduced.urdf"]
 
@@ -29,21 +29,6 @@ def _robot(name):
     return data_path(f"robots/{name}")
 
 
-def _pin_configuration(pin, model, chain, q):
-    """Pinocchio's q for ours, with the mimic relation applied (Pinocchio treats them as free)."""
-    vals = dict(zip(chain.joint_names, q.tolist()))
-    for m, (src, mult, off) in chain.tree.mimic.items():
-        vals[m] = mult * vals[src] + off
-    qp = pin.neutral(model)
-    for name, v in vals.items():
-        j = model.joints[model.getJointId(name)]
-        if j.nq == 2:  # continuous joints are (cos, sin) in Pinocchio
-            qp[j.idx_q : j.idx_q + 2] = [math.cos(v), math.sin(v)]
-        else:
-            qp[j.idx_q] = v
-    return qp
-
-
 def _worst_against_pinocchio(pin, model, chain, q) -> tuple[float, float]:
     """Largest differences of every frame's pose and of its world- and local-frame Jacobians
     between the chain and Pinocchio's model, over the configurations ``q`` (B, dof)."""
@@ -51,7 +36,7 @@ def _worst_against_pinocchio(pin, model, chain, q) -> tuple[float, float]:
     poses = chain.forward_kinematics(q)
     worst_pose = worst_jac = 0.0
     for b in range(q.shape[0]):
-        qp = _pin_configuration(pin, model, chain, q[b])
+        qp = pinocchio_configuration(pin, model, chain, q[b])
         pin.framesForwardKinematics(model, data, qp)
         if model.nv:  # Pinocchio stops the process on a model without degrees of freedom here
             pin.computeJointJacobians(model, data, qp)
@@ -188,6 +173,27 @@ def test_dict_output_and_single_frame(device):
     assert max_err(chain(q), poses["panda_hand"].tensor()) == 0
     pose, J = chain.pose_and_jacobian(q)
     assert max_err(pose, poses["panda_hand"].tensor()) == 0 and max_err(J, chain.jacobian(q)) == 0
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["workspace", "autograd"])
+@pytest.mark.parametrize("reference", ["world", "local"])
+def test_several_frames_from_one_pass_are_each_frames_own(grad, reference, device):
+    """``poses_and_jacobians``: each frame's pose and Jacobian as ``pose_and_jacobian`` gives it,
+    in a branched tree (TALOS's hands and feet share no path below the root), on both paths."""
+    chain = Chain.from_urdf(_robot("talos_reduced.urdf")).to(device)
+    frames = ["gripper_left_base_link", "left_sole_link", "torso_2_link", "right_sole_link"]
+    q = chain.random_configuration(2, 3, generator=torch.Generator().manual_seed(5)).requires_grad_(grad)
+    X, J = chain.poses_and_jacobians(q, frames, reference=reference)
+    assert X.shape == (2, 3, 4, 7) and J.shape == (2, 3, 4, 6, chain.dof)
+    for k, f in enumerate(frames):
+        Xk, Jk = chain.pose_and_jacobian(q.detach(), f, reference=reference)
+        assert max_err(X[..., k, :], Xk) < 1e-14 and max_err(J[..., k, :, :], Jk) < 1e-14  # the paths round apart
+    assert X.requires_grad == grad
+    for bad in ("left_sole_link", [], ["no_such_link"]):
+        with pytest.raises(ValueError, match="frame"):
+            chain.poses_and_jacobians(q, bad)
+    with pytest.raises(ValueError, match="reference"):
+        chain.poses_and_jacobians(q, frames, reference="body")
 
 
 def test_module_moves_with_to_and_reports_limits(device):

@@ -530,15 +530,33 @@ class Chain(nn.Module):
         f = self._frame_index(frame)
         ev = self._evaluate(q, [f], [f])
         P = ev.pose(f)
-        if ev.plan is not None:
-            J = plan_jacobian(ev.plan, f, reference == "local")
-            pose = transpose_into(torch.empty(P.shape[1], 7, dtype=P.dtype, device=P.device), P)
-        else:
-            local = P[3:] if reference == "local" else None
-            J = jacobian_from(self._program, self._consts(q.dtype, q.device), f, self._path(f),
-                              lambda g: ev.pose(g)[:3], ev.axis, local)
-            pose = P.T
+        J = self._frame_jacobian(ev, q, f, reference)
+        pose = P.T if ev.plan is None else transpose_into(torch.empty(P.shape[1], 7, dtype=P.dtype, device=P.device), P)
         return pose.reshape(ev.batch + (7,)), J.reshape(ev.batch + (6, self.dof))
+
+    @_on_threads
+    def poses_and_jacobians(self, q: Tensor, frames: Sequence[str], *,
+                            reference: Reference = "world") -> tuple[Tensor, Tensor]:
+        """``(poses (..., F, 7), jacobians (..., F, 6, dof))`` of several ``frames`` from one pass
+        (what IK of several frames at once needs); each as :meth:`pose_and_jacobian` gives it."""
+        if isinstance(frames, str) or not isinstance(frames, Sequence) or not frames:
+            raise ValueError(f"frames: expected a non-empty sequence of frame names, got {frames!r}")
+        if reference not in ("world", "local"):
+            raise ValueError(f"reference: expected 'world' or 'local', got {reference!r}")
+        idx = [self._frame_index(f) for f in frames]
+        ev = self._evaluate(q, idx, idx)
+        poses = ev.stack(idx).permute(2, 0, 1)  # (B, F, 7); the workspace's own when it holds just these
+        poses = poses.clone() if ev.plan is not None else poses
+        J = torch.stack([self._frame_jacobian(ev, q, f, reference) for f in idx], 1)
+        return poses.reshape(ev.batch + (len(idx), 7)), J.reshape(ev.batch + (len(idx), 6, self.dof))
+
+    def _frame_jacobian(self, ev: _Evaluation, q: Tensor, f: int, reference: Reference) -> Tensor:
+        """``(B, 6, dof)``: frame ``f``'s Jacobian from the pass ``ev`` (which evaluated its axes)."""
+        if ev.plan is not None:
+            return plan_jacobian(ev.plan, f, reference == "local")
+        local = ev.pose(f)[3:] if reference == "local" else None
+        return jacobian_from(self._program, self._consts(q.dtype, q.device), f, self._path(f),
+                             lambda g: ev.pose(g)[:3], ev.axis, local)
 
     def _autodiff_jacobian(self, q: Tensor, f: int, reference: Reference) -> Tensor:
         from ..jacobian import batch_jacobian
