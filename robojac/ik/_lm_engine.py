@@ -32,7 +32,7 @@ from ..kinematics import Chain
 from ._step import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_MIN, LAMBDA_UP, Problem, on_joints
 from ._targets import AttemptResidual, pose_errors
 
-__all__ = ["lm_engine", "trust_region"]
+__all__ = ["attempts", "differentiable", "lm_engine", "trust_region"]
 
 
 def trust_region(pb: Problem) -> optim.TrustRegionConfig:
@@ -49,11 +49,23 @@ def lm_engine(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
     starting values and stay out of the linear algebra (TALOS's left arm: 9 x 9 systems, not 32 x 32)."""
     P, dof = q.shape
     drive = pb.drive if pb.drive is not None else torch.arange(dof, device=q.device)
-    sub = on_joints(pb, drive)
     rows = 3 if pb.position_only else 6
     w = pb.weights2[:rows].sqrt()
     residual = AttemptResidual(chain, frame, q, drive, w, pb.position_only,
                                tolerances=(pb.position_tolerance, pb.orientation_tolerance), group=pb.group)
+    q, iterations = attempts(residual, T, q, drive, pb)
+    X = chain.forward_kinematics_tensor(q, [frame])[:, 0]
+    _, pe, re = pose_errors(X, T, pb.position_only)
+    solved = (pe < pb.position_tolerance) & (re < pb.orientation_tolerance)
+    return q, pe, re, solved, iterations
+
+
+def attempts(residual, T: Tensor, q: Tensor, drive: Tensor, pb: Problem) -> tuple[Tensor, Tensor]:
+    """``(q, iterations)`` after the attempts from ``q (P, dof)`` on the engine, stepping the
+    joints ``drive``: ``residual`` (one frame's or several frames', which also says when an
+    attempt is done) of the targets ``T``, the joint limits as bounds, the rest pose as a pull
+    in the damped null space."""
+    sub = on_joints(pb, drive)
     rest = sub.rest_pose if sub.rest_pose is not None and pb.nullspace_gain != 0 else None
     joints = optim.Variable("Rn", q[:, None].index_select(2, drive), name="q", lower=sub.lower, upper=sub.upper,
                             period=sub.turn, rest=rest, rest_gain=pb.nullspace_gain if rest is not None else 0.0,
@@ -63,10 +75,21 @@ def lm_engine(chain: Chain, frame: str, T: Tensor, q: Tensor, pb: Problem):
     stop = optim.TerminationConfig(max_iterations=pb.max_iterations, relative_tolerance=0.0, step_tolerance=0.0,
                                    gradient_tolerance=0.0)
     # the thread count ik.solve chose for the whole call (measured there), not the engine's own rule
+    threads = torch.get_num_threads() if q.device.type == "cpu" else None
     out = optim.solve([joints], [factor], optim.SolverConfig(trust_region(pb), stop, backward="none",
-                                                             num_threads=torch.get_num_threads() if q.device.type == "cpu" else None))
-    q = q.index_copy(1, drive, out.values[0][:, 0])
-    X = chain.forward_kinematics_tensor(q, [frame])[:, 0]
-    _, pe, re = pose_errors(X, T, pb.position_only)
-    solved = (pe < pb.position_tolerance) & (re < pb.orientation_tolerance)
-    return q, pe, re, solved, out.iterations
+                                                             num_threads=threads))
+    return q.index_copy(1, drive, out.values[0][:, 0]), out.iterations
+
+
+def differentiable(residual, T: Tensor, q: Tensor, drive: Tensor, converged: Tensor) -> Tensor:
+    """``q (P, dof)`` differentiable with respect to the targets ``T``: the implicit function
+    theorem at the answer (:func:`robojac.optim.attach_gradients`) for ``residual`` (its exact
+    Jacobian), Gauss-Newton's Hessian, the damped least-norm derivative for redundant joints
+    (damping 1e-10 of the Hessian's largest entry in float64, 1e-5 below); the joints off
+    ``drive`` get none, and a problem not ``converged`` passes zero."""
+    var = optim.Variable("Rn", q[:, None, drive], name="q")
+    factor = optim.Factor(residual, [var], data=(T[:, None],), name="target")
+    damping = 1e-10 if q.dtype == torch.float64 else 1e-5
+    (qm,) = optim.attach_gradients([var], [factor], (q[:, None, drive],), converged, damping=damping,
+                                   hessian="gauss_newton")
+    return q.index_copy(1, drive, qm[:, 0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -11,14 +12,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import optim
 from .._config import check_choice, check_int, check_real
 from .._precision import working_dtype
 from .._threads import threads_for, torch_threads
 from ..kinematics import Chain
+from . import _frames
 from ._lm_numpy import frame_errors, lm_numpy
-from ._lm_engine import lm_engine
+from ._lm_engine import differentiable, lm_engine
 from ._path import SerialPath, quat_to_matrix_np
+from ._rounds import Best, random_source
 from ._step import Problem
 from ._table import StartTable, rotation_scale
 from ._targets import TargetResidual, parse_targets, pose_errors
@@ -214,14 +216,15 @@ def _build_problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool,
     aim = 1.0 if (returned or dtype) == torch.float64 else 0.99
     return Problem(lo, hi, turn, w2, position_only, aim * cfg.position_tolerance, aim * cfg.orientation_tolerance,
                    cfg.lambda_initial, cfg.max_iterations, group, rest, cfg.nullspace_gain,
-                   _drive(chain, frame, device, numpy))
+                   None if frame is None else _drive(chain, frame, device, numpy))
 
 
 def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
              group: int, returned=None) -> Problem:
     """The attempt's constants, built once per chain and settings (a lone target's solve is
     latency-bound) and again when the limits change; a rest pose is not memoised.  ``returned``:
-    the dtype the answer is returned in (default: ``dtype``)."""
+    the dtype the answer is returned in (default: ``dtype``).  ``frame=None``: several frames'
+    attempt, which picks its joints itself (``drive`` is ``None``)."""
     args = (chain, cfg, frame, position_only, dtype, device, numpy, group, returned)
     if cfg.rest_pose is not None and cfg.nullspace_gain != 0:
         return _build_problem(*args)
@@ -232,14 +235,23 @@ def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype
 
 
 def _check(chain, cfg, target, q0):
-    if not isinstance(chain, Chain):
-        raise TypeError(f"chain: expected a robojac Chain, got {type(chain).__name__}")
+    _check_chain(chain)
     frame = cfg.frame or chain.tip
     chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
     flat, batch, position_only = parse_targets(target)
     if cfg.engine == "numpy" and flat.device.type != "cpu":
         raise ValueError(f"IKConfig.engine: 'numpy' runs on the CPU; the targets are on {flat.device} "
                          f"(use 'torch' or 'auto')")
+    return frame, flat, batch, position_only, _check_start(chain, cfg, q0, flat, batch)
+
+
+def _check_chain(chain) -> None:
+    if not isinstance(chain, Chain):
+        raise TypeError(f"chain: expected a robojac Chain, got {type(chain).__name__}")
+
+
+def _check_start(chain: Chain, cfg: IKConfig, q0, flat: Tensor, batch: tuple) -> Tensor | None:
+    """``q0`` as ``(B, dof)`` inside the limits (or ``None``), after checking it and the rest pose."""
     B = flat.shape[0]
     if q0 is not None:
         q0 = chain.check_configuration(torch.as_tensor(q0, dtype=flat.dtype, device=flat.device), "q0")
@@ -251,7 +263,61 @@ def _check(chain, cfg, target, q0):
         q0 = chain.clamp(q0.reshape(B, chain.dof))
     if cfg.rest_pose is not None and tuple(np.shape(cfg.rest_pose)) != (chain.dof,):
         raise ValueError(f"IKConfig.rest_pose: expected shape ({chain.dof},), got {tuple(np.shape(cfg.rest_pose))}")
-    return frame, flat, batch, position_only, q0
+    return q0
+
+
+def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult:
+    """:func:`solve` of a mapping ``{frame: target}``: every frame at its target at once (see :mod:`._frames`)."""
+    _check_chain(chain)
+    if cfg.frame is not None:
+        raise ValueError(f"IKConfig.frame: the targets name their frames ({list(targets)!r}); expected None, "
+                         f"got {cfg.frame!r}")
+    if cfg.engine == "numpy":
+        raise ValueError("IKConfig.engine: 'numpy' solves one frame; several frames run on the solver engine "
+                         "(use 'auto' or 'torch')")
+    frames, T, batch, position_only = _frames.parse_frame_targets(chain, targets)
+    q0 = _check_start(chain, cfg, q0, T[:, 0], batch)
+    B, K, dt, dev = T.shape[0], len(frames), T.dtype, T.device
+    if B == 0 or not len(_frames.drive_of(chain, frames, dev)):  # nothing to solve for, or nothing to solve with
+        q = _middle(chain, B, dev) if q0 is None else q0
+        with torch.no_grad():
+            X = chain.forward_kinematics_tensor(q.double(), frames)
+            _, pe, re = _frames.frame_pose_errors(X, T.double(), position_only)
+        ok = _frames_solved(chain, cfg, pe, re, position_only, q)
+        return IKResult(q.to(dt).reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch + (K,)),
+                        re.to(dt).reshape(batch + (K,)), torch.zeros(B, dtype=torch.long, device=dev).reshape(batch),
+                        _frames.cost(pe, re, cfg).to(dt).reshape(batch),
+                        tuple("tolerance" if good else "no_moving_joints" for good in ok.tolist()),
+                        pe.new_zeros((0,) + batch, dtype=dt))
+    first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
+    with torch_threads(threads_for(first_round * chain.dof, dev, cfg.num_threads)):
+        q, best, pe, re = _frames.rounds(
+            chain, cfg, frames, T.detach(), position_only, q0, _middle(chain, B, dev) if q0 is None else q0,
+            problem=lambda work, R: _problem(chain, cfg, None, False, work, dev, False, group=R, returned=dt),
+            starts=lambda gen, n, R, distance: _starts(chain, cfg, gen, n, R, distance),
+            returned=lambda q: _returned(chain, q, dt, dev))
+    ok = _frames_solved(chain, cfg, pe, re, position_only, q)
+    solved = ok.cpu().numpy()
+    why = np.where(solved, "tolerance", np.where(best.stalled >= cfg.patience, "no_progress", "max_rounds"))
+    if T.requires_grad and torch.is_grad_enabled():
+        q = _frames.gradients(chain, cfg, frames, T, position_only, q, ok).to(dt)
+    history = torch.from_numpy(np.stack(best.history)).to(dtype=dt, device=dev).reshape((len(best.history),) + batch)
+    return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch + (K,)),
+                    re.to(dt).reshape(batch + (K,)), torch.from_numpy(best.iters).to(dev).reshape(batch),
+                    _frames.cost(pe, re, cfg).to(dt).reshape(batch), tuple(why.tolist()), history)
+
+
+def _frames_solved(chain: Chain, cfg: IKConfig, pe: Tensor, re: Tensor, position_only: Tensor, q: Tensor) -> Tensor:
+    """``(B,)``: every frame within the tolerances (errors ``(B, K)``) and ``q`` inside the limits."""
+    return (_frames.within(pe, re, position_only, cfg.position_tolerance, cfg.orientation_tolerance)
+            & chain.within_limits(q.double()))
+
+
+def _middle(chain: Chain, B: int, device) -> Tensor:
+    """``(B, dof)``: the middle of each joint's limits (zero for a continuous joint), float64."""
+    lo, hi = chain.limits_for(torch.float64, device)
+    mid = torch.where(torch.isfinite(lo) & torch.isfinite(hi), 0.5 * (lo + hi), torch.zeros_like(lo))
+    return chain.clamp(mid.expand(B, chain.dof))
 
 
 def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | None = None) -> IKResult:
@@ -271,6 +337,8 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     and their smallest errors (never an exception or NaN).
     """
     cfg = config or _DEFAULT
+    if isinstance(target, Mapping):
+        return _solve_frames(chain, cfg, target, q0)
     frame, flat, batch, position_only, q0 = _check(chain, cfg, target, q0)
     B = flat.shape[0]
     if B == 0 or not chain.moving_joints(frame):  # nothing to solve for, or nothing to solve with
@@ -299,16 +367,11 @@ def _with_gradients(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch
     q = result.q.reshape(B, dof).detach().to(work)
     moving = set(chain.moving_joints(frame))
     drive = torch.tensor([k for k, n in enumerate(chain.joint_names) if n in moving], device=q.device)
-    var = optim.Variable("Rn", q[:, None, drive], name="q")  # the joints that move the frame; the others stay
     w = torch.tensor([cfg.position_weight] * 3 + ([] if position_only else [cfg.orientation_weight] * 3),
                      dtype=work, device=flat.device)
-
-    factor = optim.Factor(TargetResidual(chain, frame, q, drive, w, position_only), [var],
-                          data=(flat.to(work)[:, None],), name="target")
-    damping = 1e-10 if work == torch.float64 else 1e-5
-    (qm,) = optim.attach_gradients([var], [factor], (q[:, None, drive],), result.converged.reshape(B),
-                                   damping=damping, hessian="gauss_newton")
-    return replace(result, q=q.index_copy(1, drive, qm[:, 0]).to(flat.dtype).reshape(batch + (dof,)))
+    residual = TargetResidual(chain, frame, q, drive, w, position_only)  # the joints that move the frame
+    q = differentiable(residual, flat.to(work), q, drive, result.converged.reshape(B))
+    return replace(result, q=q.to(flat.dtype).reshape(batch + (dof,)))
 
 
 def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
@@ -322,22 +385,11 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     path = _path(chain, frame) if numpy_ok else None
     T = flat.detach()
     np_targets = _numpy_targets(flat, position_only) if numpy_ok or cfg.start_table else None
-    gen = torch.Generator()
-    gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
-    best_q = np.zeros((B, dof))
-    best_score = np.full(B, math.inf)
-    best_pe, best_re = np.zeros(B), np.zeros(B)
+    gen = random_source(cfg.seed)
+    best = Best(B, dof)
     measured = True  # every round ran the float64 numpy engine: its errors are the float64 re-check's
-    done = np.zeros(B, dtype=bool)
-    iters = np.zeros(B, dtype=np.int64)
-    stalled = np.zeros(B, dtype=np.int64)
-    history = []
-    for rnd in range(cfg.rounds):
-        todo = np.nonzero(~done)[0]
+    for rnd, todo, R in best.rounds(cfg):
         n = todo.size
-        if n == 0:
-            break
-        R = min(cfg.restarts, max(1, -(-cfg.fill // n)))
         # torch for large rounds (float32 at full width), numpy for the few: a lone target's
         # starts, the last hard targets of a batch
         use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
@@ -369,23 +421,11 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
                 q_init[::R] = q0.to(work_dt)[rows]
             out = lm_engine(chain, frame, Tr, q_init, pb)
             q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
-        pe64, re64 = pe.astype(np.float64), re.astype(np.float64)
-        # the attempts ranked by the cost they minimize (what result.cost and history report);
-        # a solved start beats any unsolved one
-        score = _closeness(pe64, re64, cfg)
-        score = np.where(ok, score - 1e30, score).reshape(n, R)
-        k = score.argmin(1)
-        first = np.arange(n)
-        cand = score[first, k]
-        prev = best_score[todo]
-        better = cand < prev
-        stalled[todo] += np.isfinite(prev) & (np.abs(cand - prev) <= 0.05 * prev)
-        chosen = todo[better]
-        pick = (first * R + k)[better]
-        best_q[chosen], best_score[chosen], best_pe[chosen], best_re[chosen] = q[pick], cand[better], pe[pick], re[pick]
-        iters[todo] += it.reshape(n, R)[first, k]
-        done[todo] = ok.reshape(n, R).any(1) | (stalled[todo] >= cfg.patience)
-        history.append(_cost(best_pe, best_re, cfg))
+        # the attempts ranked by the cost they minimize (what result.cost and history report)
+        best.update(todo, R, q, pe, re, ok, it, _closeness(pe.astype(np.float64), re.astype(np.float64), cfg),
+                    cfg.patience)
+        best.history.append(_cost(best.pe, best.re, cfg))
+    best_q, best_pe, best_re, stalled, iters, history = best.q, best.pe, best.re, best.stalled, best.iters, best.history
     q = _returned(chain, best_q, dt, dev)
     if numpy_ok:  # measure the returned q in float64 on the same path
         q64 = q.double().numpy()
@@ -417,11 +457,7 @@ def _without_steps(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch:
     (a chain of fixed joints, a frame fixed to the root).  ``q`` is ``q0`` (or the middle of the
     limits); ``converged`` says whether the frame is already at the target."""
     dt, dev, B = flat.dtype, flat.device, flat.shape[0]
-    if q0 is None:
-        lo, hi = chain.limits_for(torch.float64, dev)
-        mid = torch.where(torch.isfinite(lo) & torch.isfinite(hi), 0.5 * (lo + hi), torch.zeros_like(lo))
-        q0 = chain.clamp(mid.expand(B, chain.dof))
-    q = q0.to(dt)
+    q = (_middle(chain, B, dev) if q0 is None else q0).to(dt)
     X = chain.forward_kinematics(q.double(), frame).tensor()
     _, pe, re = pose_errors(X, flat.double(), position_only)
     ok = (pe < cfg.position_tolerance) & (re < cfg.orientation_tolerance) & chain.within_limits(q.double())

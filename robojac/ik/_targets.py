@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .. import lie
 from ..lie import require_values, se3_tensor
+from ._rounds import any_in_group
 
 __all__ = ["AttemptResidual", "TargetResidual", "parse_targets", "pose_errors"]
 
@@ -105,7 +106,7 @@ class AttemptResidual(TargetResidual):
         super().__init__(chain, frame, q, drive, w, position_only, exact=False)
         self.tolerances = tolerances
         self.target_of = torch.arange(q.shape[0], device=q.device) // group  # each problem's target
-        self.single = group == 1
+        self.group = group
 
     def subset(self, rows: Tensor) -> "AttemptResidual":
         out = super().subset(rows)
@@ -124,8 +125,4 @@ class AttemptResidual(TargetResidual):
 
     def satisfied(self, r: Tensor) -> Tensor:
         """``(B,)``: the attempt, or another start of its target, is within the tolerances."""
-        ok = self.within(r)
-        if self.single:
-            return ok
-        hits = torch.zeros(int(self.target_of.max()) + 1 if len(ok) else 0, dtype=r.dtype, device=r.device)
-        return hits.index_add_(0, self.target_of, ok.to(r.dtype))[self.target_of] > 0
+        return any_in_group(self.within(r), self.target_of, self.group)

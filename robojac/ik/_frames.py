@@ -1,0 +1,217 @@
+"""IK of several frames at once: ``solve(chain, {frame: target, ...})`` (a humanoid's hands and
+feet, a bimanual robot's two grippers).
+
+The same attempts as one frame's IK on the solver engine (:mod:`._lm_engine`): Levenberg-Marquardt
+on the joints that move any of the frames, with the joint limits as the variable's bounds and the
+same damping schedule, restarts and rounds (:class:`._rounds.Best`).  The residual stacks every
+frame's weighted error ``[w_p (p* - p); w_o Log(R* R^T)]`` (a position target's rotation rows
+weigh nothing), and its Jacobian is the frames' geometric Jacobians from one kinematics pass
+(:meth:`robojac.kinematics.Chain.poses_and_jacobians`).  There is no numpy path and no start
+table here: both are one frame's (its serial path, its tabulated poses).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import lie
+from .._precision import working_dtype
+from ..kinematics import Chain
+from ._lm_engine import attempts, differentiable
+from ._rounds import Best, any_in_group, random_source
+from ._targets import parse_targets
+
+__all__ = ["FramesResidual", "parse_frame_targets", "frame_pose_errors"]
+
+_IDENTITY_QUAT = (0.0, 0.0, 0.0, 1.0)
+
+
+def parse_frame_targets(chain: Chain, targets: Mapping) -> tuple[tuple[str, ...], Tensor, tuple, Tensor]:
+    """``(frames, targets (B, K, 7), batch shape, position_only (K,) bool)`` of a mapping
+    ``{frame: target}``; a position target gets the identity rotation (its rotation rows weigh nothing)."""
+    if not isinstance(targets, Mapping) or not targets:
+        raise ValueError("target: expected a non-empty mapping {frame name: target}")
+    frames, flats, kinds, batch, ref = [], [], [], None, None
+    for frame, target in targets.items():
+        if not isinstance(frame, str):
+            raise ValueError(f"target: expected frame names as keys, got {frame!r}")
+        chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
+        try:
+            flat, shape, position_only = parse_targets(target)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"target[{frame!r}]: {str(err).removeprefix('target: ')}") from None
+        if ref is None:
+            batch, ref = shape, flat
+        elif shape != batch:
+            raise ValueError(f"target[{frame!r}]: expected the batch shape of target[{frames[0]!r}], {batch}; "
+                             f"got {shape}")
+        elif flat.dtype != ref.dtype or flat.device != ref.device:
+            raise ValueError(f"target[{frame!r}]: expected {ref.dtype} on {ref.device} as target[{frames[0]!r}]; "
+                             f"got {flat.dtype} on {flat.device}")
+        if position_only:
+            flat = torch.cat((flat, flat.new_tensor(_IDENTITY_QUAT).expand(flat.shape[0], 4)), -1)
+        frames.append(frame)
+        flats.append(flat)
+        kinds.append(position_only)
+    return tuple(frames), torch.stack(flats, 1), batch, torch.tensor(kinds, device=ref.device)
+
+
+def frame_pose_errors(X: Tensor, T: Tensor, position_only: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(error (P, K, 6), position errors (P, K), rotation errors (P, K))`` of the frames' poses
+    ``X (P, K, 7)`` from their targets ``T (P, K, 7)``: ``[p* - p; Log(R* R^T)]``, the rotation
+    part zero for the position targets (``position_only (K,)``)."""
+    P, K = X.shape[:2]
+    e = torch.cat((T[..., :3] - X[..., :3], lie.so3_log(lie.quat_mul(T[..., 3:], lie.quat_conj(X[..., 3:])))), -1)
+    e = torch.where(position_only.to(e.device)[:, None] & (torch.arange(6, device=e.device) >= 3), 0.0, e)
+    return e, e[..., :3].norm(dim=-1), e[..., 3:].norm(dim=-1)
+
+
+class FramesResidual:
+    """The frames' stacked weighted errors as one factor of the solver engine: ``(Q (B, 1, m),
+    T (B, 1, K, 7)) -> (B, 1, 6 K)``, ``w (K, 6)`` the weights (zero on a position target's
+    rotation rows), with the Jacobian from the frames' geometric ones (``-w_p J_v``, and
+    ``-w_o Jr^-1(e_r) J_w``, or ``-w_o J_w`` when ``exact=False``, the step damped least squares
+    takes, as one frame's :class:`._targets.TargetResidual`).  With ``tolerances`` it says when
+    an attempt is done (every frame within them, or another start of its target is: ``group``
+    consecutive problems)."""
+
+    def __init__(self, chain: Chain, frames: tuple[str, ...], q: Tensor, drive: Tensor, w: Tensor,
+                 position_only: Tensor, exact: bool, tolerances: tuple[float, float] | None = None, group: int = 1):
+        self.chain, self.frames, self.q, self.drive, self.w, self.exact = chain, frames, q, drive, w, exact
+        self.position_only = position_only.to(q.device)
+        self.every = len(drive) == q.shape[1]  # every joint moves a frame: no gather, no scatter
+        self.tolerances, self.group = tolerances, group
+        self.target_of = torch.arange(q.shape[0], device=q.device) // group
+
+    def subset(self, rows: Tensor) -> "FramesResidual":
+        """The residual of the problems ``rows`` alone (the engine runs the last few by themselves)."""
+        out = copy.copy(self)
+        out.q, out.target_of = self.q[rows], self.target_of[rows]
+        return out
+
+    def _full(self, Q: Tensor) -> Tensor:
+        return Q[:, 0] if self.every else self.q.to(Q.dtype).index_copy(1, self.drive, Q[:, 0])
+
+    def __call__(self, Q: Tensor, T: Tensor) -> Tensor:
+        X = self.chain.forward_kinematics_tensor(self._full(Q), self.frames)
+        e, _, _ = frame_pose_errors(X, T[:, 0], self.position_only)
+        return (e * self.w).reshape(Q.shape[0], 1, -1)
+
+    def value_and_jacobians(self, Q: Tensor, T: Tensor):
+        X, J = self.chain.poses_and_jacobians(self._full(Q), self.frames)  # (B, K, 7), (B, K, 6, dof)
+        e, _, _ = frame_pose_errors(X, T[:, 0], self.position_only)
+        if not self.every:
+            J = J.index_select(3, self.drive)
+        if self.exact:  # Jr^-1(x) = Jl^-1(-x)
+            J = torch.cat((J[:, :, :3], lie.so3_left_jacobian_inverse(-e[..., 3:]) @ J[:, :, 3:]), 2)
+        B, m = Q.shape[0], J.shape[-1]
+        return (e * self.w).reshape(B, 1, -1), ((J * -self.w[..., None]).reshape(B, 1, -1, m),)
+
+    def satisfied(self, r: Tensor) -> Tensor:
+        """``(B,)``: every frame within the tolerances (from the weighted residual ``r (B, 1, 6 K)``),
+        for the attempt or another start of its target."""
+        pos_tol, ori_tol = self.tolerances
+        r2 = (r[:, 0] * r[:, 0]).reshape(r.shape[0], -1, 6)
+        ok = r2[..., :3].sum(-1) < (pos_tol * self.w[:, 0]) ** 2
+        ok = ok & ((r2[..., 3:].sum(-1) < (ori_tol * self.w[:, 3]) ** 2) | self.position_only)
+        return any_in_group(ok.all(1), self.target_of, self.group)
+
+
+def weights(cfg, position_only: Tensor, dtype, device) -> Tensor:
+    """``(K, 6)``: the configured position and orientation weights, none on a position target's rotation."""
+    w = torch.tensor([cfg.position_weight] * 3 + [cfg.orientation_weight] * 3, dtype=dtype, device=device)
+    return torch.where(position_only.to(device)[:, None] & (torch.arange(6, device=device) >= 3), 0.0, w)
+
+
+def attempt(chain: Chain, frames: tuple[str, ...], T: Tensor, position_only: Tensor, q: Tensor, drive: Tensor,
+            pb, cfg):
+    """One round of attempts on the engine for problems ``(P,)`` (targets ``T (P, K, 7)``, starts
+    ``q (P, dof)``); returns ``(q, pos_err (P, K), rot_err (P, K), solved, iterations)``."""
+    w = weights(cfg, position_only, q.dtype, q.device)
+    residual = FramesResidual(chain, frames, q, drive, w, position_only, exact=False,
+                              tolerances=(pb.position_tolerance, pb.orientation_tolerance), group=pb.group)
+    q, iterations = attempts(residual, T, q, drive, pb)
+    _, pe, re = frame_pose_errors(chain.forward_kinematics_tensor(q, frames), T, position_only)
+    return q, pe, re, within(pe, re, position_only, pb.position_tolerance, pb.orientation_tolerance), iterations
+
+
+def closeness(pe, re, cfg) -> np.ndarray:
+    """The attempts' weighted squared error over ``w_p^2``, summed over the frames (``(P, K)`` -> ``(P,)``)."""
+    return (pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2).sum(-1)
+
+
+def drive_of(chain: Chain, frames: tuple[str, ...], device) -> Tensor:
+    """Indices of the joints that move any of ``frames`` (the others keep their starting values)."""
+    moving = set().union(*(chain.moving_joints(f) for f in frames))
+    return torch.tensor([k for k, n in enumerate(chain.joint_names) if n in moving], dtype=torch.long, device=device)
+
+
+def gradients(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q: Tensor, converged: Tensor) -> Tensor:
+    """``q (B, dof)`` differentiable with respect to the targets ``T (B, K, 7)``, as one frame's
+    (see :func:`robojac.ik.solve`)."""
+    work = working_dtype(T.dtype)
+    q = q.detach().to(work)
+    drive = drive_of(chain, frames, q.device)
+    w = weights(cfg, position_only, work, q.device)
+    residual = FramesResidual(chain, frames, q, drive, w, position_only, exact=True)
+    return differentiable(residual, T.to(work), q, drive, converged)
+
+
+def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held: Tensor, problem,
+           starts, returned):
+    """The rounds of attempts for targets ``T (B, K, 7)``: ``(q (B, dof), best, measured errors)``
+    with ``problem(dtype, group)`` the attempt's constants, ``starts(gen, n, R, distance)`` the
+    random starts and ``returned(q)`` the answer in the targets' dtype.  The joints that move no
+    frame start, and so stay, at ``held (B, dof)`` in every attempt (a humanoid's head does not
+    take a random pose for a target of its hands)."""
+    dt, dev = T.dtype, T.device
+    B, dof = T.shape[0], chain.dof
+    work = working_dtype(dt)
+    drive = drive_of(chain, frames, dev)
+    off = torch.from_numpy(np.setdiff1d(np.arange(dof), drive.cpu().numpy())).to(dev)
+    gen = random_source(cfg.seed)
+    best = Best(B, dof, (len(frames),))
+    for rnd, todo, R in best.rounds(cfg):
+        n = todo.size
+        pb = problem(work, R)
+        rows = torch.from_numpy(todo).to(dev)
+        Tr = T[rows].repeat_interleave(R, 0).to(work)
+
+        def distance(q: np.ndarray) -> np.ndarray:
+            K = len(q) // len(Tr)
+            X = chain.forward_kinematics_tensor(torch.from_numpy(q).to(dtype=work, device=dev), frames)
+            _, pe, re = frame_pose_errors(X, Tr.repeat_interleave(K, 0), position_only)
+            return closeness(pe, re, cfg).cpu().numpy()
+
+        q_init = torch.from_numpy(starts(gen, n, R, distance)).to(dtype=work, device=dev)
+        if len(off):
+            q_init[:, off] = held[rows][:, off].repeat_interleave(R, 0).to(work)
+        if rnd == 0 and q0 is not None:
+            q_init[::R] = q0.to(work)[rows]
+        q, pe, re, ok, it = (a.detach().cpu().numpy() for a in attempt(chain, frames, Tr, position_only, q_init,
+                                                                         drive, pb, cfg))
+        best.update(todo, R, q, pe, re, ok, it, closeness(pe.astype(np.float64), re.astype(np.float64), cfg),
+                    cfg.patience)
+        best.history.append(0.5 * cfg.position_weight**2 * closeness(best.pe, best.re, cfg))
+    q = returned(best.q)
+    X = chain.forward_kinematics_tensor(q.double(), frames)
+    _, pe, re = frame_pose_errors(X, T.double(), position_only)
+    return q, best, pe, re
+
+
+def within(pe: Tensor, re: Tensor, position_only: Tensor, position_tolerance: float,
+           orientation_tolerance: float) -> Tensor:
+    """``(B,)``: every frame within the tolerances (``pe``, ``re`` ``(B, K)``; a position target's
+    rotation is not checked)."""
+    return ((pe < position_tolerance) & ((re < orientation_tolerance) | position_only.to(pe.device))).all(-1)
+
+
+def cost(pe: Tensor, re: Tensor, cfg) -> Tensor:
+    """``0.5 |e|^2`` of the frames' weighted errors (``(B, K)`` -> ``(B,)``)."""
+    return 0.5 * cfg.position_weight**2 * closeness(pe, re, cfg)
+
