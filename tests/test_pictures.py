@@ -172,3 +172,22 @@ def test_odometry_map_shows_every_scan_around_the_path_and_errors_in_one_unit():
     assert ax_err.get_ylabel() == "position error (cm)"
     np.testing.assert_allclose(np.sort(ax_path.collections[-1].get_array()), np.sort(err * 100))
     assert bar.get_ylabel() == "position error (cm)"
+
+
+def test_a_humanoid_is_drawn_with_each_named_frames_axes_and_each_target():
+    """``plot_arm`` of a tree with several frames (a humanoid's hands and feet): three axis lines
+    at each frame, drawn where the kinematics puts it, and one star per target row."""
+    from robojac.data import path as data_path
+    from robojac.kinematics import Chain
+
+    talos = Chain.from_urdf(data_path("robots/talos_reduced.urdf"))
+    frames = ["gripper_left_base_link", "left_sole_link", "right_sole_link"]
+    q = talos.random_configuration(generator=torch.Generator().manual_seed(0))
+    X = talos.forward_kinematics_tensor(q, frames)
+    ax = viz.plot_arm(talos, q, frame=frames, target=X[:, :3] + 0.01)
+    starts = [line.get_data_3d() for line in ax.lines if line.get_color() in ("#d62728", "#2ca02c", "#1f77b4")]
+    assert len(starts) == 9
+    origins = np.array([[xs[0], ys[0], zs[0]] for xs, ys, zs in starts[::3]])
+    assert np.abs(origins - X[:, :3].numpy()).max() < 1e-12
+    stars = np.asarray(ax.collections[-1]._offsets3d).T
+    assert stars.shape == (3, 3) and np.abs(stars - (X[:, :3].numpy() + 0.01)).max() < 1e-12

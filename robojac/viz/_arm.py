@@ -45,9 +45,10 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
     """Draw the arm at configuration ``q`` (``(dof,)``) as a stick figure; returns ``ax``.
 
     Links are segments between parent and child frame origins, joints are dots, the base a
-    square, and ``frame`` (default: the tip of a serial chain) gets its x/y/z axes in
-    red/green/blue.  ``view`` is ``"2d"`` (the xy plane), ``"3d"``, or ``"auto"`` (2d for a
-    planar arm).  ``target`` (a point or pose ``[x, y, z, ...]``) is drawn as a star.
+    square, and ``frame`` (default: the tip of a serial chain; or several names, a humanoid's
+    hands and feet) gets its x/y/z axes in red/green/blue.  ``view`` is ``"2d"`` (the xy
+    plane), ``"3d"``, or ``"auto"`` (2d for a planar arm).  ``target`` (a point or pose
+    ``[x, y, z, ...]``, or several as rows ``(K, 3|7)``) is drawn as a star each.
     """
     require("chain", chain, "kinematics", "Chain", "a robojac Chain")
     if view == "auto":
@@ -73,11 +74,12 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
         for i in movable:
             ax.text(*pts[i, :dims], f" {chain.tree.joint_of[i].name}", fontsize=7, alpha=alpha)
     if show_frame_axes:
-        try:
-            tip = frame or chain.tip
-        except ValueError:
-            tip = None
-        if tip is not None:
+        if frame is None:
+            try:
+                frame = chain.tip
+            except ValueError:  # a tree: no tip to show
+                frame = ()
+        for tip in [frame] if isinstance(frame, str) else frame:
             X = poses[tip]
             R = _rotation(X[3:])
             length = axis_length or 0.15 * reach
@@ -85,8 +87,9 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
                 end = X[:3] + length * R[:, k]
                 ax.plot(*np.stack((X[:dims], end[:dims])).T, color=c, lw=2, alpha=alpha)
     if target is not None:
-        t = np.asarray(torch.as_tensor(target, device="cpu").detach(), dtype=float).reshape(-1)
-        ax.scatter(*t[:dims], marker="*", s=220, color="#ff7f0e", edgecolors="black", zorder=4, label="target")
+        t = np.asarray(torch.as_tensor(target, device="cpu").detach(), dtype=float)
+        t = t.reshape(-1, t.shape[-1]) if t.ndim > 1 else t.reshape(1, -1)
+        ax.scatter(*t[:, :dims].T, marker="*", s=220, color="#ff7f0e", edgecolors="black", zorder=4, label="target")
     if view == "2d":
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel("x [m]")
