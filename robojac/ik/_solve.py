@@ -118,11 +118,13 @@ class IKResult:
     """Joint values ``q (..., dof)`` for each target (the target's batch shape, dtype and device).
 
     ``pos_err`` (m) and ``rot_err`` (rad): the errors of the returned ``q`` (recomputed in
-    float64 after rounding to the target's dtype); ``converged``: both below the tolerances and
-    ``q`` inside the joint limits; ``iterations``: the steps spent on the returned solution
-    (over all its rounds).  In the solver engine's vocabulary (:class:`robojac.optim.SolveResult`):
+    float64 after rounding to the target's dtype), ``(..., K)`` for a mapping of ``K`` frames'
+    targets (in its order; a position target's ``rot_err`` is 0); ``converged``: all below the
+    tolerances and ``q`` inside the joint limits; ``iterations``: the steps spent on the returned
+    solution (over all its rounds).  In the solver engine's vocabulary (:class:`robojac.optim.SolveResult`):
 
-    * ``cost``: ``0.5 |e|^2`` of the returned ``q``, ``e = [w_p (p* - p); w_o Log(R* R^T)]``;
+    * ``cost``: ``0.5 |e|^2`` of the returned ``q``, ``e = [w_p (p* - p); w_o Log(R* R^T)]``
+      (summed over the frames);
     * ``reason`` (one per target, in the targets' flattened order): ``"tolerance"`` (converged),
       ``"no_progress"`` (``patience`` rounds ended within 5% of the best error: the closest pose
       of an unreachable target), ``"max_rounds"`` (the rounds ran out) or ``"no_moving_joints"``
@@ -325,7 +327,10 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
 
     ``target``: SE3 poses (LieTensor ``(..., 7)`` in pypose order, or ``(..., 4, 4)``), or
     positions ``(..., 3)`` for position-only IK, in the chain's root frame; float32 or float64,
-    any device, any batch shape.  ``q0`` (``(..., dof)`` or ``(dof,)``) starts each target's
+    any device, any batch shape.  Or a mapping ``{frame: target}`` (each a pose or a position, in
+    one batch shape, dtype and device) that places every frame at once: a humanoid's hands and
+    feet (``config.frame`` must then be ``None``; it runs on the solver engine, see
+    :mod:`robojac.ik._frames`).  ``q0`` (``(..., dof)`` or ``(dof,)``) starts each target's
     first attempt.
 
     Each step solves ``(J^T W J + lambda diag(J^T W J)) dq = J^T W e`` (Levenberg-Marquardt,
