@@ -118,7 +118,7 @@ class FramesResidual:
         pos_tol, ori_tol = self.tolerances
         r2 = (r[:, 0] * r[:, 0]).reshape(r.shape[0], -1, 6)
         ok = r2[..., :3].sum(-1) < (pos_tol * self.w[:, 0]) ** 2
-        ok = ok & ((r2[..., 3:].sum(-1) < (ori_tol * self.w[:, 3]) ** 2) | self.position_only)
+        ok = ok & (r2[..., 3:].sum(-1) <= (ori_tol * self.w[:, 3]) ** 2)  # a position target's rows are 0 <= 0
         return any_in_group(ok.all(1), self.target_of, self.group)
 
 
@@ -137,7 +137,7 @@ def attempt(chain: Chain, frames: tuple[str, ...], T: Tensor, position_only: Ten
                               tolerances=(pb.position_tolerance, pb.orientation_tolerance), group=pb.group)
     q, iterations = attempts(residual, T, q, drive, pb)
     _, pe, re = frame_pose_errors(chain.forward_kinematics_tensor(q, frames), T, position_only)
-    return q, pe, re, within(pe, re, position_only, pb.position_tolerance, pb.orientation_tolerance), iterations
+    return q, pe, re, within(pe, re, pb.position_tolerance, pb.orientation_tolerance), iterations
 
 
 def closeness(pe, re, cfg) -> np.ndarray:
@@ -204,11 +204,10 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
     return q, best, pe, re
 
 
-def within(pe: Tensor, re: Tensor, position_only: Tensor, position_tolerance: float,
-           orientation_tolerance: float) -> Tensor:
+def within(pe: Tensor, re: Tensor, position_tolerance: float, orientation_tolerance: float) -> Tensor:
     """``(B,)``: every frame within the tolerances (``pe``, ``re`` ``(B, K)``; a position target's
-    rotation is not checked)."""
-    return ((pe < position_tolerance) & ((re < orientation_tolerance) | position_only.to(pe.device))).all(-1)
+    ``re`` is 0, :func:`frame_pose_errors`)."""
+    return ((pe < position_tolerance) & (re < orientation_tolerance)).all(-1)
 
 
 def cost(pe: Tensor, re: Tensor, cfg) -> Tensor:

@@ -285,7 +285,7 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
         with torch.no_grad():
             X = chain.forward_kinematics_tensor(q.double(), frames)
             _, pe, re = _frames.frame_pose_errors(X, T.double(), position_only)
-        ok = _frames_solved(chain, cfg, pe, re, position_only, q)
+        ok = _frames_solved(chain, cfg, pe, re, q)
         return IKResult(q.to(dt).reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch + (K,)),
                         re.to(dt).reshape(batch + (K,)), torch.zeros(B, dtype=torch.long, device=dev).reshape(batch),
                         _frames.cost(pe, re, cfg).to(dt).reshape(batch),
@@ -298,7 +298,7 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
             problem=lambda work, R: _problem(chain, cfg, None, False, work, dev, False, group=R, returned=dt),
             starts=lambda gen, n, R, distance: _starts(chain, cfg, gen, n, R, distance),
             returned=lambda q: _returned(chain, q, dt, dev))
-    ok = _frames_solved(chain, cfg, pe, re, position_only, q)
+    ok = _frames_solved(chain, cfg, pe, re, q)
     solved = ok.cpu().numpy()
     why = np.where(solved, "tolerance", np.where(best.stalled >= cfg.patience, "no_progress", "max_rounds"))
     if T.requires_grad and torch.is_grad_enabled():
@@ -309,10 +309,9 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
                     _frames.cost(pe, re, cfg).to(dt).reshape(batch), tuple(why.tolist()), history)
 
 
-def _frames_solved(chain: Chain, cfg: IKConfig, pe: Tensor, re: Tensor, position_only: Tensor, q: Tensor) -> Tensor:
+def _frames_solved(chain: Chain, cfg: IKConfig, pe: Tensor, re: Tensor, q: Tensor) -> Tensor:
     """``(B,)``: every frame within the tolerances (errors ``(B, K)``) and ``q`` inside the limits."""
-    return (_frames.within(pe, re, position_only, cfg.position_tolerance, cfg.orientation_tolerance)
-            & chain.within_limits(q.double()))
+    return _frames.within(pe, re, cfg.position_tolerance, cfg.orientation_tolerance) & chain.within_limits(q.double())
 
 
 def _middle(chain: Chain, B: int, device) -> Tensor:
