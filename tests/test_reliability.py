@@ -132,6 +132,52 @@ def test_ik_answers_are_finite_and_converged_means_reached(shape, dtype, how, po
         assert not bool(r.converged.any())
 
 
+_HUMANOID_FRAMES = ["r_wrist", "l_wrist", "r_ankle", "l_ankle", "torso", "RARM_LINK3"]
+
+
+@PROPERTY
+@given(shape=shapes, dtype=dtypes, how=corruptions, picks=st.lists(st.sampled_from(_HUMANOID_FRAMES), min_size=1,
+                                                                  max_size=4, unique=True),
+       kinds=st.lists(st.booleans(), min_size=4, max_size=4), far=st.sampled_from([None, 0, 1]))
+def test_ik_of_several_frames_is_finite_and_converged_means_every_frame_reached(shape, dtype, how, picks, kinds, far,
+                                                                                device):
+    """A mapping ``{frame: pose or position}`` on a branched humanoid (frames sharing the torso,
+    the torso itself, an elbow): the answer is finite, and ``converged`` is exactly "every frame
+    within the tolerances and ``q`` inside the limits" by an independent float64 re-check with
+    pypose's group operations; a frame 10 m away makes it False."""
+    body = Chain.from_urdf(data_path("robots/simple_humanoid.urdf")).to(device)
+    q = body.random_configuration(*shape, generator=torch.Generator().manual_seed(7))
+    X = body.forward_kinematics_tensor(q, picks)  # (*shape, K, 7), float64
+    targets = {}
+    for k, f in enumerate(picks):
+        t = X[..., k, :].clone()
+        if far == k:
+            t[..., 0] += 10.0
+        targets[f] = t[..., :3] if kinds[k] else t
+    cfg = ik.IKConfig(rounds=3, patience=2)
+    bad = {f: t.to(dtype) for f, t in targets.items()}
+    bad[picks[-1]] = _corrupt(bad[picks[-1]], how)
+    if how in ("nan", "inf") and X.numel():
+        with pytest.raises(ValueError, match=rf"target\['{picks[-1]}'\]: contains NaN or infinite"):
+            ik.solve(body, bad, config=cfg)
+        return
+    r = ik.solve(body, bad, config=cfg)
+    K = len(picks)
+    assert r.q.shape == shape + (body.dof,) and r.pos_err.shape == shape + (K,) and r.converged.shape == shape
+    assert r.q.dtype == dtype and r.q.device == device and _finite(r.q, r.pos_err, r.rot_err, r.cost)
+    Y = body.forward_kinematics_tensor(r.q.double(), picks)
+    ok = body.within_limits(r.q.double())
+    for k, f in enumerate(picks):
+        t = targets[f].to(dtype).double()
+        ok &= (Y[..., k, :3] - t[..., :3]).norm(dim=-1) < cfg.position_tolerance
+        if not kinds[k]:
+            t = t[..., 3:] / t[..., 3:].norm(dim=-1, keepdim=True)  # the target as solve reads it
+            ok &= (pp.SO3(t) * pp.SO3(Y[..., k, 3:]).Inv()).Log().norm(dim=-1) < cfg.orientation_tolerance
+    assert torch.equal(r.converged, ok)
+    if far is not None and far < K:
+        assert not bool(r.converged.any())
+
+
 # ---- point-cloud alignment ----------------------------------------------------------------------
 def _patch(n, seed):
     g = torch.Generator().manual_seed(seed)
