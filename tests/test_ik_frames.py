@@ -216,3 +216,22 @@ def test_bad_target_sets_are_refused(talos, device):
         ik.solve(talos, targets, config=ik.IKConfig(engine="numpy"))
     with pytest.raises(ValueError, match="q0"):
         ik.solve(talos, targets, q0=torch.zeros(3, talos.dof, dtype=torch.float64, device=device))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_precision_target_sets_come_back_in_their_dtype(talos, dtype, device):
+    """Solved in float32 (the engine's working precision), returned in the targets' dtype inside
+    the limits, the errors those of the returned q; gradients reach every target."""
+    chain = talos.to(device)
+    targets, _ = _targets(chain, FEET, 3, seed=13, device=device)
+    half = {f: t.to(dtype).requires_grad_() for f, t in targets.items()}
+    cfg = ik.IKConfig(position_tolerance=2e-2, orientation_tolerance=5e-2)  # what a half-precision q can meet
+    r = ik.solve(chain, half, config=cfg)
+    assert r.q.dtype == r.pos_err.dtype == dtype and bool(r.converged.all())
+    assert bool(chain.within_limits(r.q.double()).all())
+    X = chain.forward_kinematics_tensor(r.q.detach().double(), FEET)
+    pe = torch.stack([(X[:, k, :3] - half[f].detach().double()[:, :3]).norm(dim=-1) for k, f in enumerate(FEET)], 1)
+    assert max_err(r.pos_err.double(), pe) <= torch.finfo(dtype).eps * float(pe.max())  # one rounding
+    r.q.float().sum().backward()
+    assert all(t.grad.dtype == dtype and bool(torch.isfinite(t.grad).all()) and float(t.grad.abs().max()) > 0
+               for t in half.values())

@@ -65,7 +65,6 @@ def frame_pose_errors(X: Tensor, T: Tensor, position_only: Tensor) -> tuple[Tens
     """``(error (P, K, 6), position errors (P, K), rotation errors (P, K))`` of the frames' poses
     ``X (P, K, 7)`` from their targets ``T (P, K, 7)``: ``[p* - p; Log(R* R^T)]``, the rotation
     part zero for the position targets (``position_only (K,)``)."""
-    P, K = X.shape[:2]
     e = torch.cat((T[..., :3] - X[..., :3], lie.so3_log(lie.quat_mul(T[..., 3:], lie.quat_conj(X[..., 3:])))), -1)
     e = torch.where(position_only.to(e.device)[:, None] & (torch.arange(6, device=e.device) >= 3), 0.0, e)
     return e, e[..., :3].norm(dim=-1), e[..., 3:].norm(dim=-1)
