@@ -2,8 +2,9 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
 
-Five cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+Six cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
 forward kinematics of the Panda at batch 1,000,000; IK of 10,000 Panda targets (the torch engine);
+IK of 1,000 sets of TALOS's hands and feet (several frames at once);
 100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
 the batched multifrontal Cholesky; every pose's covariance of sphere2500 (the selected inverse
 of that factor).  Needs no peer and no Open3D (the CPU references use the same
@@ -76,6 +77,26 @@ def ik_batch(device, n):
             f"{ok} re-checked in float64"]
 
 
+def ik_frames(device, n):
+    talos = robojac.Chain.from_urdf(data.path("robots/talos_reduced.urdf"))
+    frames = ["gripper_left_base_link", "gripper_right_base_link", "left_sole_link", "right_sole_link"]
+    X = talos.forward_kinematics_tensor(talos.random_configuration(n, generator=torch.Generator().manual_seed(2026)),
+                                        frames).float()
+    targets = {f: X[:, k] for k, f in enumerate(frames)}
+    cfg = ik.IKConfig(position_tolerance=1e-3, orientation_tolerance=1e-2)
+    gpu_chain, on_gpu = talos.to(device), {f: t.to(device) for f, t in targets.items()}
+    t_gpu, res = timed(lambda: ik.solve(gpu_chain, on_gpu, config=cfg), device, repeat=1)
+    t_cpu, res_cpu = timed(lambda: ik.solve(talos.cpu(), targets, config=cfg), torch.device("cpu"), repeat=1)
+    # independent re-check in float64 on the CPU: each frame's FK of the returned q against its target
+    Y = talos.cpu().forward_kinematics_tensor(res.q.cpu().double(), frames)
+    pos = (Y[..., :3] - X.double()[..., :3]).norm(dim=-1).amax(-1)
+    ok = int(((pos < cfg.position_tolerance * 1.001) & res.converged.cpu()).sum())
+    return [f"IK, {n:,} TALOS target sets (both hands and feet, float32)", f"{t_cpu * 1e3:.0f} ms ({n / t_cpu:,.0f}/s)",
+            f"{t_gpu * 1e3:.0f} ms ({n / t_gpu:,.0f}/s)", f"{t_cpu / t_gpu:.1f}x",
+            f"{int(res.converged.sum())}/{n} solved on the GPU ({int(res_cpu.converged.sum())} on the CPU); "
+            f"{ok} re-checked in float64"]
+
+
 def icp_batch(device, pairs):
     conf = read_stanford_conf(data.path("pointclouds/bunny/bun.conf"))
     T_gt = torch.linalg.inv(conf["bun000.ply"]) @ conf["bun045.ply"]
@@ -133,6 +154,7 @@ def main() -> None:
     cases = [
         lambda: fk(device, 10_000 if args.quick else 1_000_000),
         lambda: ik_batch(device, 500 if args.quick else 10_000),
+        lambda: ik_frames(device, 50 if args.quick else 1_000),
         lambda: icp_batch(device, 10 if args.quick else 100),
         lambda: pgo(device, "intel" if args.quick else "sphere2500"),
         lambda: pgo(device, "manhattan" if args.quick else "parking-garage"),
