@@ -105,6 +105,11 @@ def test_batch_shapes_empty_batches_and_a_single_frame(talos, device):
     assert empty.q.shape == (0, chain.dof) and empty.pos_err.shape == (0, 2) and empty.reason == ()
     one = ik.solve(chain, {FEET[0]: targets[FEET[0]][0]})
     assert one.q.shape == (chain.dof,) and one.pos_err.shape == (1,) and bool(one.converged)
+    # a frame no joint moves: no steps; converged says whether it is already there
+    root = torch.tensor([[0, 0, 0, 0, 0, 0, 1.0], [0.1, 0, 0, 0, 0, 0, 1.0]], dtype=torch.float64, device=device)
+    fixed = ik.solve(chain, {"base_link": root})
+    assert fixed.converged.tolist() == [True, False] and fixed.reason == ("tolerance", "no_moving_joints")
+    assert int(fixed.iterations.sum()) == 0 and abs(float(fixed.pos_err[1, 0]) - 0.1) < 1e-12
 
 
 def test_gradients_match_central_differences_where_the_answer_is_unique(talos, device):

@@ -281,12 +281,12 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
     q0 = _check_start(chain, cfg, q0, T[:, 0], batch)
     B, K, dt, dev = T.shape[0], len(frames), T.dtype, T.device
     if B == 0 or not len(_frames.drive_of(chain, frames, dev)):  # nothing to solve for, or nothing to solve with
-        q = _middle(chain, B, dev) if q0 is None else q0
+        q = (_middle(chain, B, dev) if q0 is None else q0).to(dt)
         with torch.no_grad():
             X = chain.forward_kinematics_tensor(q.double(), frames)
             _, pe, re = _frames.frame_pose_errors(X, T.double(), position_only)
         ok = _frames_solved(chain, cfg, pe, re, q)
-        return IKResult(q.to(dt).reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch + (K,)),
+        return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch + (K,)),
                         re.to(dt).reshape(batch + (K,)), torch.zeros(B, dtype=torch.long, device=dev).reshape(batch),
                         _frames.cost(pe, re, cfg).to(dt).reshape(batch),
                         tuple("tolerance" if good else "no_moving_joints" for good in ok.tolist()),
