@@ -191,3 +191,5 @@ def test_a_humanoid_is_drawn_with_each_named_frames_axes_and_each_target():
     assert np.abs(origins - X[:, :3].numpy()).max() < 1e-12
     stars = np.asarray(ax.collections[-1]._offsets3d).T
     assert stars.shape == (3, 3) and np.abs(stars - (X[:, :3].numpy() + 0.01)).max() < 1e-12
+    with pytest.raises(ValueError, match="frame: 'left_hand' is not a frame of the chain"):
+        viz.plot_arm(talos, q, frame=["left_sole_link", "left_hand"])

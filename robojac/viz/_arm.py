@@ -80,6 +80,8 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
             except ValueError:  # a tree: no tip to show
                 frame = ()
         for tip in [frame] if isinstance(frame, str) else frame:
+            if tip not in poses:
+                raise ValueError(f"frame: {tip!r} is not a frame of the chain; frames: {names}")
             X = poses[tip]
             R = _rotation(X[3:])
             length = axis_length or 0.15 * reach
