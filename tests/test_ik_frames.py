@@ -157,8 +157,8 @@ def test_redundant_frames_follow_their_targets_twists(talos, device):
 
 def test_gradcheck_through_several_frames(talos):
     """Both feet as poses moved by left perturbations ``xi``: 12 joints for 12 constraints, at
-    configurations away from a singularity (seed 8's right leg is near one: derivatives of ~900,
-    where the damping of 1e-10 and the differences' step part ways)."""
+    a configuration away from a singularity (seed 8's is near one, its smallest singular value
+    6.5e-4: derivatives of ~900, where the damping of 1e-10 and the differences' step part ways)."""
     targets, q = _targets(talos, FEET, 1, seed=6)
     legs = [k for k, n in enumerate(talos.joint_names) if n.startswith("leg")]
     _, J = talos.poses_and_jacobians(q, FEET)
@@ -170,7 +170,7 @@ def test_gradcheck_through_several_frames(talos):
 
     xi = torch.zeros(1, 2, 6, dtype=torch.float64, requires_grad=True)
     # each re-solve stops within 1e-12 of its targets, which the step of 1e-6 and the legs'
-    # conditioning (smallest singular value ~0.05) carry to ~1e-5 in the differences
+    # conditioning (smallest singular value 0.06) carry to ~1e-5 in the differences
     assert torch.autograd.gradcheck(answer, (xi,), eps=1e-6, atol=5e-5, rtol=1e-4)
 
 
@@ -191,13 +191,33 @@ def test_the_frames_factor_jacobian_equals_automatic_differentiation(talos, devi
     position_only = torch.tensor([False, True, False], device=device)
     q = chain.random_configuration(4, generator=torch.Generator().manual_seed(11)).to(device)  # errors of ~1 rad
     drive = torch.arange(chain.dof, device=device)
-    w = weights(ik.IKConfig(), position_only, torch.float64, device)
+    w = weights(ik.IKConfig(), tuple(frames), position_only, torch.float64, device)
     f = FramesResidual(chain, tuple(frames), q, drive, w, position_only, exact=True)
     r, (J,) = f.value_and_jacobians(q[:, None], T[:, None])
     auto = batch_jacobian(lambda Q: f(Q[:, None], T[:, None])[:, 0], q.clone())
     assert max_err(r, f(q[:, None], T[:, None])) < 1e-14
     assert max_err(J[:, 0], auto) < 1e-10
     assert float(r.reshape(4, 3, 6)[:, 1, 3:].abs().max()) == 0.0
+
+
+def test_frame_weights_decide_which_frame_comes_closer(talos, device):
+    """An elbow and a hand of one arm at positions from different configurations (not reachable
+    together): the heavier frame (``IKConfig.frame_weights``) comes closer, 10x the weight giving
+    ~100x the closeness; ``cost`` is the weighted errors' ``0.5 |e|^2``."""
+    chain = talos.to(device)
+    frames = ["arm_left_4_link", "gripper_left_base_link"]
+    g = torch.Generator().manual_seed(14)
+    X1 = chain.forward_kinematics_tensor(chain.random_configuration(3, generator=g).to(device), frames)
+    X2 = chain.forward_kinematics_tensor(chain.random_configuration(3, generator=g).to(device), frames)
+    targets = {frames[0]: X1[:, 0, :3], frames[1]: X2[:, 1, :3]}
+    for heavy in (0, 1):
+        cfg = ik.IKConfig(frame_weights={frames[heavy]: 10.0}, rounds=4)
+        r = ik.solve(chain, targets, config=cfg)
+        assert not bool(r.converged.any()) and set(r.reason) <= {"no_progress", "max_rounds"}
+        assert bool((10 * r.pos_err[:, heavy] < r.pos_err[:, 1 - heavy]).all()), (heavy, r.pos_err)
+        s2 = torch.ones(2, dtype=torch.float64, device=device)
+        s2[heavy] = 100.0
+        assert max_err(r.cost, 0.5 * (s2 * r.pos_err**2).sum(-1)) < 1e-12
 
 
 def test_bad_target_sets_are_refused(talos, device):
@@ -221,6 +241,15 @@ def test_bad_target_sets_are_refused(talos, device):
         ik.solve(talos, targets, config=ik.IKConfig(engine="numpy"))
     with pytest.raises(ValueError, match="q0"):
         ik.solve(talos, targets, q0=torch.zeros(3, talos.dof, dtype=torch.float64, device=device))
+    with pytest.raises(ValueError, match=r"IKConfig.frame_weights: 'no_such_link' is not one of the targets' frames"):
+        ik.solve(talos, targets, config=ik.IKConfig(frame_weights={"no_such_link": 2.0}))
+    with pytest.raises(ValueError, match="IKConfig.frame_weights: weighs the frames of a mapping"):
+        ik.solve(talos, a, config=ik.IKConfig(frame=FEET[0], frame_weights={FEET[0]: 2.0}))
+    for bad, message in (({FEET[0]: -1.0}, r"frame_weights\['left_sole_link'\]: expected a finite number > 0"),
+                         ({FEET[0]: float("nan")}, r"frame_weights\['left_sole_link'\]"),
+                         ({3: 1.0}, "expected frame names as keys"), ([FEET[0]], "expected a mapping")):
+        with pytest.raises(ValueError, match=message):
+            ik.IKConfig(frame_weights=bad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])

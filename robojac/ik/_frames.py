@@ -121,9 +121,17 @@ class FramesResidual:
         return any_in_group(ok.all(1), self.target_of, self.group)
 
 
-def weights(cfg, position_only: Tensor, dtype, device) -> Tensor:
-    """``(K, 6)``: the configured position and orientation weights, none on a position target's rotation."""
+def frame_scales(cfg, frames: tuple[str, ...]) -> list[float]:
+    """Each frame's weight from ``cfg.frame_weights`` (1 where it names none)."""
+    given = cfg.frame_weights or {}
+    return [float(given.get(f, 1.0)) for f in frames]
+
+
+def weights(cfg, frames: tuple[str, ...], position_only: Tensor, dtype, device) -> Tensor:
+    """``(K, 6)``: the configured position and orientation weights times each frame's own, none
+    on a position target's rotation."""
     w = torch.tensor([cfg.position_weight] * 3 + [cfg.orientation_weight] * 3, dtype=dtype, device=device)
+    w = w * torch.tensor(frame_scales(cfg, frames), dtype=dtype, device=device)[:, None]
     return torch.where(position_only.to(device)[:, None] & (torch.arange(6, device=device) >= 3), 0.0, w)
 
 
@@ -131,7 +139,7 @@ def attempt(chain: Chain, frames: tuple[str, ...], T: Tensor, position_only: Ten
             pb, cfg):
     """One round of attempts on the engine for problems ``(P,)`` (targets ``T (P, K, 7)``, starts
     ``q (P, dof)``); returns ``(q, pos_err (P, K), rot_err (P, K), solved, iterations)``."""
-    w = weights(cfg, position_only, q.dtype, q.device)
+    w = weights(cfg, frames, position_only, q.dtype, q.device)
     residual = FramesResidual(chain, frames, q, drive, w, position_only, exact=False,
                               tolerances=(pb.position_tolerance, pb.orientation_tolerance), group=pb.group)
     q, iterations = attempts(residual, T, q, drive, pb)
@@ -139,9 +147,12 @@ def attempt(chain: Chain, frames: tuple[str, ...], T: Tensor, position_only: Ten
     return q, pe, re, within(pe, re, pb.position_tolerance, pb.orientation_tolerance), iterations
 
 
-def closeness(pe, re, cfg) -> np.ndarray:
-    """The attempts' weighted squared error over ``w_p^2``, summed over the frames (``(P, K)`` -> ``(P,)``)."""
-    return (pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2).sum(-1)
+def closeness(pe, re, cfg, frames: tuple[str, ...]):
+    """The attempts' weighted squared error over ``w_p^2``, summed over the frames (``(P, K)`` ->
+    ``(P,)``, numpy or torch)."""
+    s2 = [s * s for s in frame_scales(cfg, frames)]
+    s2 = pe.new_tensor(s2) if isinstance(pe, Tensor) else np.asarray(s2)
+    return (s2 * (pe * pe + (cfg.orientation_weight / cfg.position_weight * re) ** 2)).sum(-1)
 
 
 def drive_of(chain: Chain, frames: tuple[str, ...], device) -> Tensor:
@@ -156,7 +167,7 @@ def gradients(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q: Te
     work = working_dtype(T.dtype)
     q = q.detach().to(work)
     drive = drive_of(chain, frames, q.device)
-    w = weights(cfg, position_only, work, q.device)
+    w = weights(cfg, frames, position_only, work, q.device)
     residual = FramesResidual(chain, frames, q, drive, w, position_only, exact=True)
     return differentiable(residual, T.to(work), q, drive, converged)
 
@@ -185,7 +196,7 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
             K = len(q) // len(Tr)
             X = chain.forward_kinematics_tensor(torch.from_numpy(q).to(dtype=work, device=dev), frames)
             _, pe, re = frame_pose_errors(X, Tr.repeat_interleave(K, 0), position_only)
-            return closeness(pe, re, cfg).cpu().numpy()
+            return closeness(pe, re, cfg, frames).cpu().numpy()
 
         q_init = torch.from_numpy(starts(gen, n, R, distance)).to(dtype=work, device=dev)
         if len(off):
@@ -194,9 +205,9 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
             q_init[::R] = q0.to(work)[rows]
         q, pe, re, ok, it = (a.detach().cpu().numpy() for a in attempt(chain, frames, Tr, position_only, q_init,
                                                                          drive, pb, cfg))
-        best.update(todo, R, q, pe, re, ok, it, closeness(pe.astype(np.float64), re.astype(np.float64), cfg),
+        best.update(todo, R, q, pe, re, ok, it, closeness(pe.astype(np.float64), re.astype(np.float64), cfg, frames),
                     cfg.patience)
-        best.history.append(0.5 * cfg.position_weight**2 * closeness(best.pe, best.re, cfg))
+        best.history.append(cost(best.pe, best.re, cfg, frames))
     q = returned(best.q)
     X = chain.forward_kinematics_tensor(q.double(), frames)
     _, pe, re = frame_pose_errors(X, T.double(), position_only)
@@ -209,7 +220,7 @@ def within(pe: Tensor, re: Tensor, position_tolerance: float, orientation_tolera
     return ((pe < position_tolerance) & (re < orientation_tolerance)).all(-1)
 
 
-def cost(pe: Tensor, re: Tensor, cfg) -> Tensor:
-    """``0.5 |e|^2`` of the frames' weighted errors (``(B, K)`` -> ``(B,)``)."""
-    return 0.5 * cfg.position_weight**2 * closeness(pe, re, cfg)
+def cost(pe, re, cfg, frames: tuple[str, ...]):
+    """``0.5 |e|^2`` of the frames' weighted errors (``(B, K)`` -> ``(B,)``, numpy or torch)."""
+    return 0.5 * cfg.position_weight**2 * closeness(pe, re, cfg, frames)
 

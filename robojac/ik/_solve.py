@@ -76,6 +76,10 @@ class IKConfig:
       arm; 10,000 targets run twice as fast on one thread as on two here, with
       ``OMP_WAIT_POLICY=PASSIVE``: waking the second thread costs more per op than it saves)
       and torch's setting above.
+    * ``frame_weights``: for a mapping of targets, ``{frame: weight}`` (default 1 each), which
+      multiplies ``position_weight`` and ``orientation_weight`` for that frame: where the frames
+      cannot all be reached, the heavier ones come closer (feet before hands).  The
+      tolerances stay the same for every frame.
     """
 
     frame: str | None = None
@@ -96,6 +100,7 @@ class IKConfig:
     engine: Engine = "auto"
     seed: int | None = 0
     num_threads: int | None = None
+    frame_weights: Mapping[str, float] | None = None
 
     def __post_init__(self):
         owner = "IKConfig"
@@ -111,6 +116,15 @@ class IKConfig:
         check_choice(owner, "engine", self.engine, ("auto", "numpy", "torch"))
         check_int(owner, "seed", self.seed, minimum=0, optional=True)
         check_int(owner, "num_threads", self.num_threads, minimum=1, optional=True)
+        if self.frame_weights is not None:
+            if not isinstance(self.frame_weights, Mapping):
+                raise ValueError(f"IKConfig.frame_weights: expected a mapping {{frame name: weight}} or None, got "
+                                 f"{type(self.frame_weights).__name__}")
+            for name, weight in self.frame_weights.items():
+                if not isinstance(name, str):
+                    raise ValueError(f"IKConfig.frame_weights: expected frame names as keys, got {name!r}")
+                check_real(owner, f"frame_weights[{name!r}]", weight, positive=True)
+            object.__setattr__(self, "frame_weights", dict(self.frame_weights))  # a copy, so edits do not leak in
 
 
 @dataclass(frozen=True)
@@ -238,6 +252,9 @@ def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype
 
 def _check(chain, cfg, target, q0):
     _check_chain(chain)
+    if cfg.frame_weights is not None:
+        raise ValueError("IKConfig.frame_weights: weighs the frames of a mapping of targets {frame: target}; "
+                         "this target is one frame's")
     frame = cfg.frame or chain.tip
     chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
     flat, batch, position_only = parse_targets(target)
@@ -278,6 +295,9 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
         raise ValueError("IKConfig.engine: 'numpy' solves one frame; several frames run on the solver engine "
                          "(use 'auto' or 'torch')")
     frames, T, batch, position_only = _frames.parse_frame_targets(chain, targets)
+    unknown = sorted(set(cfg.frame_weights or ()) - set(frames))
+    if unknown:
+        raise ValueError(f"IKConfig.frame_weights: {unknown[0]!r} is not one of the targets' frames {list(frames)}")
     q0 = _check_start(chain, cfg, q0, T[:, 0], batch)
     B, K, dt, dev = T.shape[0], len(frames), T.dtype, T.device
     if B == 0 or not len(_frames.drive_of(chain, frames, dev)):  # nothing to solve for, or nothing to solve with
@@ -288,7 +308,7 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
         ok = _frames_solved(chain, cfg, pe, re, q)
         return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch + (K,)),
                         re.to(dt).reshape(batch + (K,)), torch.zeros(B, dtype=torch.long, device=dev).reshape(batch),
-                        _frames.cost(pe, re, cfg).to(dt).reshape(batch),
+                        _frames.cost(pe, re, cfg, frames).to(dt).reshape(batch),
                         tuple("tolerance" if good else "no_moving_joints" for good in ok.tolist()),
                         pe.new_zeros((0,) + batch, dtype=dt))
     first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
@@ -306,7 +326,7 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
     history = torch.from_numpy(np.stack(best.history)).to(dtype=dt, device=dev).reshape((len(best.history),) + batch)
     return IKResult(q.reshape(batch + (chain.dof,)), ok.reshape(batch), pe.to(dt).reshape(batch + (K,)),
                     re.to(dt).reshape(batch + (K,)), torch.from_numpy(best.iters).to(dev).reshape(batch),
-                    _frames.cost(pe, re, cfg).to(dt).reshape(batch), tuple(why.tolist()), history)
+                    _frames.cost(pe, re, cfg, frames).to(dt).reshape(batch), tuple(why.tolist()), history)
 
 
 def _frames_solved(chain: Chain, cfg: IKConfig, pe: Tensor, re: Tensor, q: Tensor) -> Tensor:
