@@ -63,9 +63,13 @@ def test_robojac_data_points_elsewhere(tmp_path, monkeypatch):
 
 
 def test_the_package_list_names_every_package():
+    """Every package, and every folder of data/ (as robojac._data...: setuptools warns at each
+    install about a folder of files that ``packages`` leaves out)."""
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "robojac").rglob("__init__.py")}
-    assert listed == on_disk | {"robojac._data"}
+    folders = {".".join(("robojac", "_data") + p.relative_to(ROOT / "data").parts)
+               for p in [ROOT / "data", *(ROOT / "data").rglob("*")] if p.is_dir()}
+    assert listed == on_disk | folders
 
 
 @pytest.mark.slow
