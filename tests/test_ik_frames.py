@@ -269,3 +269,34 @@ def test_half_precision_target_sets_come_back_in_their_dtype(talos, dtype, devic
     r.q.float().sum().backward()
     assert all(t.grad.dtype == dtype and bool(torch.isfinite(t.grad).all()) and float(t.grad.abs().max()) > 0
                for t in half.values())
+
+
+def test_the_cli_places_several_frames(talos, tmp_path, capsys):
+    from robojac.cli import main
+
+    urdf = str(data_path("robots/talos_reduced.urdf"))
+    targets, _ = _targets(talos, FEET + HANDS[:1], 1, seed=15)
+    args = ["ik", urdf]
+    for k, (f, t) in enumerate(targets.items()):
+        values = t[0, :3] if k == 2 else t[0]  # the hand by its position
+        args += ["--frame-target", f, *(f"{v:.12f}" for v in values.tolist())]
+    out = tmp_path / "q.txt"
+    assert main(args + ["--frame-weight", FEET[0], "2", "--out", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "converged=True" in printed and f"{HANDS[0]} (position)" in printed and (tmp_path / "p.png").exists()
+    row = np.loadtxt(out)
+    assert row.shape == (talos.dof + 1 + 6,) and row[talos.dof] == 1 and (row[talos.dof + 1 :] < 1e-3).all()
+    pe, _ = _pinocchio_errors(torch.from_numpy(row[None, : talos.dof]), {f: t for f, t in targets.items()})
+    assert pe[0, :2].max() < 1e-4  # the feet, by Pinocchio (the hand's target was its position alone)
+    far = ["ik", urdf, "--frame-target", FEET[0], "3", "0", "0"]
+    assert main(far) == 1  # out of reach: did not converge
+    for bad, message in ((args + ["--tip", FEET[0]], "--tip: --frame-target names its frames"),
+                         (["ik", urdf, "--frame-target", FEET[0], "0", "x", "0"], "expected numbers"),
+                         (["ik", urdf, "--frame-target", FEET[0], "0", "0"], "expected 3 numbers"),
+                         (args + ["--frame-weight", "nope", "2"], "'nope' is not one of the --frame-target frames"),
+                         (args + ["--frame-weight", FEET[0], "-1"], "--frame-weight left_sole_link: expected a finite"),
+                         (["ik", urdf, "--target", "0", "0", "0"], "--tip: the frame to place"),
+                         (["ik", urdf, "--frame-target", "no_such_link", "0", "0", "0"], "no_such_link")):
+        assert main(bad) == 2, bad
+        err = capsys.readouterr().err
+        assert message in err, (message, err)

@@ -16,13 +16,13 @@ def progress(done: int, total: int, t0: float, unit: str, *, rate: bool = True) 
     sys.stderr.flush()
 
 
-def robot_arguments(p, tip: str, root: str) -> None:
+def robot_arguments(p, tip: str, root: str, tip_required: bool = True) -> None:
     """The arguments every robot command takes: the robot description, ``--tip`` and ``--root`` (with what
-    each means for the command)."""
+    each means for the command; ``tip_required=False`` where the command checks it itself)."""
     import pathlib
 
     p.add_argument("urdf", type=pathlib.Path, help="robot description: a URDF, or an MJCF (MuJoCo XML) model")
-    p.add_argument("--tip", required=True, help=tip)
+    p.add_argument("--tip", required=tip_required, help=tip)
     p.add_argument("--root", help=root)
 
 
