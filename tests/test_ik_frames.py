@@ -202,8 +202,9 @@ def test_the_frames_factor_jacobian_equals_automatic_differentiation(talos, devi
 
 def test_frame_weights_decide_which_frame_comes_closer(talos, device):
     """An elbow and a hand of one arm at positions from different configurations (not reachable
-    together): the heavier frame (``IKConfig.frame_weights``) comes closer, 10x the weight giving
-    ~100x the closeness; ``cost`` is the weighted errors' ``0.5 |e|^2``."""
+    together): the heavier frame (``IKConfig.frame_weights``) comes closer. At a minimum where
+    the two errors trade off along one line, 10x the weight gives 100x the closeness (here
+    38-108x); the test asks for 10x. ``cost`` is the weighted errors' ``0.5 |e|^2``."""
     chain = talos.to(device)
     frames = ["arm_left_4_link", "gripper_left_base_link"]
     g = torch.Generator().manual_seed(14)
