@@ -294,6 +294,8 @@ def test_the_cli_places_several_frames(talos, tmp_path, capsys):
     for bad, message in ((args + ["--tip", FEET[0]], "--tip: --frame-target names its frames"),
                          (["ik", urdf, "--frame-target", FEET[0], "0", "x", "0"], "expected numbers"),
                          (["ik", urdf, "--frame-target", FEET[0], "0", "0"], "expected 3 numbers"),
+                         (["ik", urdf, "--frame-target", FEET[0], "0", "0", "0", "--frame-target", FEET[0], "0", "0",
+                           "0"], "'left_sole_link' given twice"),
                          (args + ["--frame-weight", "nope", "2"], "'nope' is not one of the --frame-target frames"),
                          (args + ["--frame-weight", FEET[0], "-1"], "--frame-weight left_sole_link: expected a finite"),
                          (["ik", urdf, "--target", "0", "0", "0"], "--tip: the frame to place"),

@@ -66,7 +66,7 @@ def frame_pose_errors(X: Tensor, T: Tensor, position_only: Tensor) -> tuple[Tens
     ``X (P, K, 7)`` from their targets ``T (P, K, 7)``: ``[p* - p; Log(R* R^T)]``, the rotation
     part zero for the position targets (``position_only (K,)``)."""
     e = torch.cat((T[..., :3] - X[..., :3], lie.so3_log(lie.quat_mul(T[..., 3:], lie.quat_conj(X[..., 3:])))), -1)
-    e = torch.where(position_only.to(e.device)[:, None] & (torch.arange(6, device=e.device) >= 3), 0.0, e)
+    e = torch.where(_rotation_rows(position_only, e.device), 0.0, e)
     return e, e[..., :3].norm(dim=-1), e[..., 3:].norm(dim=-1)
 
 
@@ -132,7 +132,12 @@ def weights(cfg, frames: tuple[str, ...], position_only: Tensor, dtype, device) 
     on a position target's rotation."""
     w = torch.tensor([cfg.position_weight] * 3 + [cfg.orientation_weight] * 3, dtype=dtype, device=device)
     w = w * torch.tensor(frame_scales(cfg, frames), dtype=dtype, device=device)[:, None]
-    return torch.where(position_only.to(device)[:, None] & (torch.arange(6, device=device) >= 3), 0.0, w)
+    return torch.where(_rotation_rows(position_only, device), 0.0, w)
+
+
+def _rotation_rows(position_only: Tensor, device) -> Tensor:
+    """``(K, 6)``: the rotation rows of the position targets (which weigh nothing and read 0)."""
+    return position_only.to(device)[:, None] & (torch.arange(6, device=device) >= 3)
 
 
 def attempt(chain: Chain, frames: tuple[str, ...], T: Tensor, position_only: Tensor, q: Tensor, drive: Tensor,

@@ -389,8 +389,7 @@ def _with_gradients(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch
     B, dof = flat.shape[0], chain.dof
     work = working_dtype(flat.dtype)  # half-precision targets: differentiated in float32, q given back in theirs
     q = result.q.reshape(B, dof).detach().to(work)
-    moving = set(chain.moving_joints(frame))
-    drive = torch.tensor([k for k, n in enumerate(chain.joint_names) if n in moving], device=q.device)
+    drive = _frames.drive_of(chain, (frame,), q.device)
     w = torch.tensor([cfg.position_weight] * 3 + ([] if position_only else [cfg.orientation_weight] * 3),
                      dtype=work, device=flat.device)
     residual = TargetResidual(chain, frame, q, drive, w, position_only)  # the joints that move the frame
