@@ -47,11 +47,13 @@ def _pinocchio_errors(q, targets):
     return pe, re
 
 
+@pytest.mark.parametrize("engine", ["auto", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_both_hands_and_feet_reach_their_targets_as_pinocchio_measures(talos, dtype, device):
+def test_both_hands_and_feet_reach_their_targets_as_pinocchio_measures(talos, dtype, engine, device):
+    """``auto`` runs these 8 targets' rounds on the numpy loop on the CPU, ``torch`` on the engine."""
     chain = talos.to(device)
     targets, _ = _targets(chain, HANDS + FEET, 8, seed=1, dtype=dtype, device=device)
-    cfg = ik.IKConfig()
+    cfg = ik.IKConfig(engine=engine)
     r = ik.solve(chain, targets, config=cfg)
     assert r.q.shape == (8, chain.dof) and r.q.dtype == dtype and r.q.device.type == device.type
     assert r.pos_err.shape == r.rot_err.shape == (8, 4) and r.cost.shape == r.converged.shape == (8,)
@@ -92,6 +94,43 @@ def test_unreachable_frames_fail_gracefully_and_the_others_still_solve(talos, de
     assert bool(torch.isfinite(r.q).all()) and bool(chain.within_limits(r.q).all())
     assert float(r.pos_err[1, 1]) > 1.0 and float(r.cost[1]) > 0.5
     assert r.history.shape[1:] == (3,) and bool((r.history[1:, 1] <= r.history[:-1, 1]).all())
+
+
+def test_the_numpy_loop_takes_the_engines_steps(talos):
+    """On the CPU both paths run: the numpy loop (``engine="numpy"``, and ``"auto"`` for small
+    rounds) and the solver engine.  From the same starts they take the same steps, on a mix of
+    poses, positions and a frame fixed to the root."""
+    poses, _ = _targets(talos, HANDS + FEET, 6, seed=21)
+    targets = {HANDS[0]: poses[HANDS[0]], HANDS[1]: poses[HANDS[1]][:, :3], FEET[0]: poses[FEET[0]],
+               "base_link": torch.tensor([0, 0, 0, 0, 0, 0, 1.0], dtype=torch.float64).expand(6, 7)}
+    q0 = talos.random_configuration(6, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    out = {}
+    for engine in ("numpy", "torch"):
+        cfg = ik.IKConfig(engine=engine, rounds=1, restarts=1, fill=1, max_iterations=6)
+        out[engine] = ik.solve(talos, targets, q0=q0, config=cfg)
+    assert torch.equal(out["numpy"].iterations, out["torch"].iterations)
+    # as one frame's two paths (tests/test_ik.py): the engine adds its damping floor only where a
+    # system needs it to factor, the numpy loop to every one; six steps on 28 joints carry that to ~1e-8
+    assert max_err(out["numpy"].q, out["torch"].q) < 1e-7
+    assert max_err(out["numpy"].pos_err, out["torch"].pos_err) < 1e-8
+    assert max_err(out["numpy"].q, q0) > 0.1  # the steps went somewhere
+
+
+def test_the_numpy_paths_give_the_chains_poses_and_jacobians(talos):
+    """The numpy evaluator of several frames against the chain's own kinematics in torch: every
+    frame of TALOS at once, the root and the mimic-driven grippers' links among them."""
+    from robojac.ik._path import FramePaths
+
+    frames = tuple(talos.frame_names)
+    q = talos.random_configuration(5, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
+    X, J = talos.poses_and_jacobians(q, frames)
+    R, p, Jt = FramePaths(talos, frames).evaluate(q.numpy().copy())
+    assert np.abs(p - X[..., :3].numpy()).max() < 1e-12
+    assert np.abs(R - lie.quat_to_matrix(X[..., 3:]).numpy()).max() < 1e-12
+    K = len(frames)
+    assert np.abs(Jt.reshape(5, talos.dof, K, 6).transpose(0, 2, 3, 1) - J.numpy()).max() < 1e-12
+    R, p, none = FramePaths(talos, frames[:2]).evaluate(q.numpy().copy(), jacobian=False)
+    assert none is None and p.shape == (5, 2, 3)
 
 
 def test_batch_shapes_empty_batches_and_a_single_frame(talos, device):
@@ -238,8 +277,9 @@ def test_bad_target_sets_are_refused(talos, device):
             ik.solve(talos, target)
     with pytest.raises(ValueError, match="IKConfig.frame: the targets name their frames"):
         ik.solve(talos, targets, config=ik.IKConfig(frame=FEET[0]))
-    with pytest.raises(ValueError, match="IKConfig.engine: 'numpy' solves one frame"):
-        ik.solve(talos, targets, config=ik.IKConfig(engine="numpy"))
+    if device.type != "cpu":
+        with pytest.raises(ValueError, match="IKConfig.engine: 'numpy' runs on the CPU"):
+            ik.solve(talos, targets, config=ik.IKConfig(engine="numpy"))
     with pytest.raises(ValueError, match="q0"):
         ik.solve(talos, targets, q0=torch.zeros(3, talos.dof, dtype=torch.float64, device=device))
     with pytest.raises(ValueError, match=r"IKConfig.frame_weights: 'no_such_link' is not one of the targets' frames"):

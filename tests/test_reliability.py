@@ -138,13 +138,15 @@ _HUMANOID_FRAMES = ["r_wrist", "l_wrist", "r_ankle", "l_ankle", "torso", "RARM_L
 @PROPERTY
 @given(shape=shapes, dtype=dtypes, how=corruptions, picks=st.lists(st.sampled_from(_HUMANOID_FRAMES), min_size=1,
                                                                   max_size=4, unique=True),
-       kinds=st.lists(st.booleans(), min_size=4, max_size=4), far=st.sampled_from([None, 0, 1]))
+       kinds=st.lists(st.booleans(), min_size=4, max_size=4), far=st.sampled_from([None, 0, 1]),
+       engine=st.sampled_from(["auto", "torch"]))
 def test_ik_of_several_frames_is_finite_and_converged_means_every_frame_reached(shape, dtype, how, picks, kinds, far,
-                                                                                device):
+                                                                                engine, device):
     """A mapping ``{frame: pose or position}`` on a branched humanoid (frames sharing the torso,
-    the torso itself, an elbow): the answer is finite, and ``converged`` is exactly "every frame
-    within the tolerances and ``q`` inside the limits" by an independent float64 re-check with
-    pypose's group operations; a frame 10 m away makes it False."""
+    the torso itself, an elbow), on the numpy loop or the solver engine: the answer is finite,
+    and ``converged`` is exactly "every frame within the tolerances and ``q`` inside the limits"
+    by an independent float64 re-check with pypose's group operations; a frame 10 m away makes
+    it False."""
     body = Chain.from_urdf(data_path("robots/simple_humanoid.urdf")).to(device)
     q = body.random_configuration(*shape, generator=torch.Generator().manual_seed(7))
     X = body.forward_kinematics_tensor(q, picks)  # (*shape, K, 7), float64
@@ -154,7 +156,7 @@ def test_ik_of_several_frames_is_finite_and_converged_means_every_frame_reached(
         if far == k:
             t[..., 0] += 10.0
         targets[f] = t[..., :3] if kinds[k] else t
-    cfg = ik.IKConfig(rounds=3, patience=2)
+    cfg = ik.IKConfig(rounds=3, patience=2, engine=engine)
     bad = {f: t.to(dtype) for f, t in targets.items()}
     bad[picks[-1]] = _corrupt(bad[picks[-1]], how)
     if how in ("nan", "inf") and X.numel():

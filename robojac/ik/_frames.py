@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,7 +24,10 @@ from .. import lie
 from .._precision import working_dtype
 from ..kinematics import Chain
 from ._lm_engine import attempts, differentiable
+from ._lm_numpy import frames_errors, lm_frames_numpy
+from ._path import FramePaths, quat_to_matrix_np
 from ._rounds import Best, any_in_group, random_source
+from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND
 from ._targets import parse_targets
 
 __all__ = ["FramesResidual", "parse_frame_targets", "frame_pose_errors"]
@@ -178,45 +182,94 @@ def gradients(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q: Te
 
 
 def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held: Tensor, problem,
-           starts, returned):
+           starts, returned, paths: FramePaths | None):
     """The rounds of attempts for targets ``T (B, K, 7)``: ``(q (B, dof), best, measured errors)``
-    with ``problem(dtype, group)`` the attempt's constants, ``starts(gen, n, R, distance)`` the
+    with ``problem(dtype, group, numpy)`` the attempt's constants, ``starts(gen, n, R, distance)`` the
     random starts and ``returned(q)`` the answer in the targets' dtype.  The joints that move no
     frame start, and so stay, at ``held (B, dof)`` in every attempt (a humanoid's head does not
-    take a random pose for a target of its hands)."""
+    take a random pose for a target of its hands).  ``paths``: the frames' numpy evaluator, for
+    targets on the CPU (``None`` elsewhere, or for ``engine="torch"``); rounds of at most
+    ``NUMPY_MAX_ROUND`` problems run on it (every round, for ``engine="numpy"``), as one frame's."""
     dt, dev = T.dtype, T.device
     B, dof = T.shape[0], chain.dof
-    work = working_dtype(dt)
     drive = drive_of(chain, frames, dev)
     off = torch.from_numpy(np.setdiff1d(np.arange(dof), drive.cpu().numpy())).to(dev)
+    host = None if paths is None else _HostTargets(cfg, frames, T, position_only, q0, held, drive)
     gen = random_source(cfg.seed)
     best = Best(B, dof, (len(frames),))
     for rnd, todo, R in best.rounds(cfg):
         n = todo.size
-        pb = problem(work, R)
-        rows = torch.from_numpy(todo).to(dev)
-        Tr = T[rows].repeat_interleave(R, 0).to(work)
+        if host is not None and (cfg.engine == "numpy" or n * R <= NUMPY_MAX_ROUND):
+            q, pe, re, ok, it = host.attempt(paths, problem(torch.float64, R, True), cfg, gen, starts, todo, R,
+                                             first=rnd == 0)
+        else:
+            work = working_dtype(dt)
+            pb = problem(work, R, False)
+            rows = torch.from_numpy(todo).to(dev)
+            Tr = T[rows].repeat_interleave(R, 0).to(work)
 
-        def distance(q: np.ndarray) -> np.ndarray:
-            K = len(q) // len(Tr)
-            X = chain.forward_kinematics_tensor(torch.from_numpy(q).to(dtype=work, device=dev), frames)
-            _, pe, re = frame_pose_errors(X, Tr.repeat_interleave(K, 0), position_only)
-            return closeness(pe, re, cfg, frames).cpu().numpy()
+            def distance(q: np.ndarray) -> np.ndarray:
+                K = len(q) // len(Tr)
+                X = chain.forward_kinematics_tensor(torch.from_numpy(q).to(dtype=work, device=dev), frames)
+                _, pe, re = frame_pose_errors(X, Tr.repeat_interleave(K, 0), position_only)
+                return closeness(pe, re, cfg, frames).cpu().numpy()
 
-        q_init = torch.from_numpy(starts(gen, n, R, distance)).to(dtype=work, device=dev)
-        if len(off):
-            q_init[:, off] = held[rows][:, off].repeat_interleave(R, 0).to(work)
-        if rnd == 0 and q0 is not None:
-            q_init[::R] = q0.to(work)[rows]
-        q, pe, re, ok, it = (a.detach().cpu().numpy() for a in attempt(chain, frames, Tr, position_only, q_init,
-                                                                         drive, pb, cfg))
+            q_init = torch.from_numpy(starts(gen, n, R, distance)).to(dtype=work, device=dev)
+            if len(off):
+                q_init[:, off] = held[rows][:, off].repeat_interleave(R, 0).to(work)
+            if rnd == 0 and q0 is not None:
+                q_init[::R] = q0.to(work)[rows]
+            q, pe, re, ok, it = (a.detach().cpu().numpy()
+                                 for a in attempt(chain, frames, Tr, position_only, q_init, drive, pb, cfg))
         best.update(todo, R, q, pe, re, ok, it, closeness(pe.astype(np.float64), re.astype(np.float64), cfg, frames),
                     cfg.patience)
         best.history.append(cost(best.pe, best.re, cfg, frames))
     q = returned(best.q)
-    X = chain.forward_kinematics_tensor(q.double(), frames)
-    _, pe, re = frame_pose_errors(X, T.double(), position_only)
+    if host is None:
+        X = chain.forward_kinematics_tensor(q.double(), frames)
+        _, pe, re = frame_pose_errors(X, T.double(), position_only)
+    else:  # measured in float64 on the same paths (a lone target is latency-bound)
+        _, _, pe, re = frames_errors(paths, q.double().numpy(), host.Rt, host.pt, host.position_only, jacobian=False)
+        pe, re = torch.from_numpy(pe), torch.from_numpy(re)
     return q, best, pe, re
+
+
+class _HostTargets:
+    """The targets, starts and weights of several frames' rounds as float64 numpy arrays, and
+    one round of attempts on the numpy loop (:func:`._lm_numpy.lm_frames_numpy`)."""
+
+    def __init__(self, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held: Tensor, drive: Tensor):
+        T64 = T.detach().cpu().double().numpy()
+        self.Rt, self.pt = quat_to_matrix_np(T64[..., 3:]), T64[..., :3].copy()
+        self.position_only = position_only.cpu().numpy()
+        w = weights(cfg, frames, position_only, torch.float64, "cpu").numpy().reshape(-1)
+        self.w2 = w * w
+        self.q0 = None if q0 is None else q0.detach().cpu().double().numpy()
+        self.held = held.detach().cpu().double().numpy()
+        self.drive = drive.cpu().numpy()
+        self.off = np.setdiff1d(np.arange(self.held.shape[1]), self.drive)
+        self.frames = frames
+
+    def attempt(self, paths: FramePaths, pb, cfg, gen, starts, todo: np.ndarray, R: int, first: bool):
+        """``(q, pos_err (n R, K), rot_err (n R, K), solved, iterations)`` of ``R`` attempts for
+        each target of ``todo``."""
+        sel = todo.repeat(R)
+
+        def distance(q: np.ndarray) -> np.ndarray:
+            s = sel.repeat(len(q) // len(sel))
+            _, _, pe, re = frames_errors(paths, q, self.Rt[s], self.pt[s], self.position_only, jacobian=False)
+            return closeness(pe, re, cfg, self.frames)
+
+        qi = starts(gen, todo.size, R, distance)
+        if len(self.off):
+            qi[:, self.off] = self.held[sel][:, self.off]
+        if first and self.q0 is not None:
+            qi[::R] = self.q0[todo]
+        pb = replace(pb, drive=None if len(self.off) == 0 else self.drive)
+        step = R * max(1, NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
+        outs = [lm_frames_numpy(paths, self.Rt[sel[c : c + step]], self.pt[sel[c : c + step]], self.position_only,
+                                self.w2, qi[c : c + step], pb) for c in range(0, len(sel), step)]
+        return tuple(np.concatenate(a) for a in zip(*outs)) if len(outs) > 1 else outs[0]
 
 
 def within(pe: Tensor, re: Tensor, position_tolerance: float, orientation_tolerance: float) -> Tensor:

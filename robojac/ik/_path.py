@@ -24,11 +24,12 @@ batches and other devices; this path is checked against it.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..kinematics import Chain
 from ..kinematics import JointType
 
-__all__ = ["SerialPath", "quat_to_matrix_np", "rotation_error"]
+__all__ = ["SerialPath", "FramePaths", "quat_to_matrix_np", "rotation_error"]
 
 
 _QUAT_PRODUCTS = np.zeros((16, 9))  # R.flat = (q q^T).flat @ this + I.flat, q = [x, y, z, w] of unit length
@@ -157,6 +158,39 @@ class SerialPath:
         if not self.identity:
             J = np.matmul(self.Mt, J.reshape(n, P * 6)).reshape(self.dof, P, 6)
         return R, p, np.ascontiguousarray(J.transpose(1, 0, 2))
+
+
+class FramePaths:
+    """Several frames' root-to-frame paths (IK of several frames at once on the CPU): each frame
+    is evaluated on its own :class:`SerialPath`, so joints the paths share (a humanoid's torso)
+    are evaluated once per frame.  A frame fixed to the root keeps its constant pose and zero
+    Jacobian rows."""
+
+    def __init__(self, chain: Chain, frames: tuple[str, ...]):
+        self.frames, self.dof = frames, chain.dof
+        self.paths: list = []
+        for f in frames:
+            if chain.moving_joints(f):
+                self.paths.append(SerialPath(chain, f))
+            else:  # a constant pose, from the chain's own kinematics
+                x = chain.forward_kinematics_tensor(torch.zeros(1, chain.dof, dtype=torch.float64), (f,))
+                x = x[0, 0].numpy()
+                self.paths.append((quat_to_matrix_np(x[3:]), x[:3].copy()))
+
+    def evaluate(self, q: np.ndarray, jacobian: bool = True):
+        """``(R (P, K, 3, 3), p (P, K, 3), Jt (P, dof, 6 K) or None)`` of the ``K`` frames for
+        ``q (P, dof)``; ``Jt`` stacks their transposed geometric Jacobians (``[v, w]`` per frame)."""
+        P, K = q.shape[0], len(self.paths)
+        R, p = np.empty((P, K, 3, 3)), np.empty((P, K, 3))
+        Jt = np.zeros((P, self.dof, K, 6)) if jacobian else None
+        for k, path in enumerate(self.paths):
+            if isinstance(path, SerialPath):
+                R[:, k], p[:, k], J = path.evaluate(q, jacobian)
+                if jacobian:
+                    Jt[:, :, k] = J
+            else:
+                R[:, k], p[:, k] = path
+        return R, p, None if Jt is None else Jt.reshape(P, self.dof, 6 * K)
 
 
 def rotation_error(R_target: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

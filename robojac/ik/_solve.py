@@ -19,17 +19,15 @@ from ..kinematics import Chain
 from . import _frames
 from ._lm_numpy import frame_errors, lm_numpy
 from ._lm_engine import differentiable, lm_engine
-from ._path import SerialPath, quat_to_matrix_np
+from ._path import FramePaths, SerialPath, quat_to_matrix_np
 from ._rounds import Best, random_source
-from ._step import Problem
+from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND, Problem
 from ._table import StartTable, rotation_scale
 from ._targets import TargetResidual, parse_targets, pose_errors
 
 __all__ = ["IKConfig", "IKResult", "solve"]
 
 Engine = Literal["auto", "numpy", "torch"]
-_NUMPY_CHUNK = 4096  # problems per numpy engine call (larger rounds run in chunks)
-_NUMPY_MAX_ROUND = 512  # under "auto" on the CPU, rounds with more problems than this run on torch
 
 
 @dataclass(frozen=True)
@@ -214,6 +212,10 @@ def _path(chain: Chain, frame: str) -> SerialPath:
     return _compiled(chain, ("path", frame), lambda: SerialPath(chain, frame))
 
 
+def _frame_paths(chain: Chain, frames: tuple[str, ...]) -> FramePaths:
+    return _compiled(chain, ("paths", frames), lambda: FramePaths(chain, frames))
+
+
 def _build_problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype, device, numpy: bool,
                    group: int, returned=None) -> Problem:
     lo, hi, turn = _limits(chain, dtype, device, numpy)
@@ -258,10 +260,14 @@ def _check(chain, cfg, target, q0):
     frame = cfg.frame or chain.tip
     chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
     flat, batch, position_only = parse_targets(target)
-    if cfg.engine == "numpy" and flat.device.type != "cpu":
-        raise ValueError(f"IKConfig.engine: 'numpy' runs on the CPU; the targets are on {flat.device} "
-                         f"(use 'torch' or 'auto')")
+    _check_engine(cfg, flat)
     return frame, flat, batch, position_only, _check_start(chain, cfg, q0, flat, batch)
+
+
+def _check_engine(cfg: IKConfig, targets: Tensor) -> None:
+    if cfg.engine == "numpy" and targets.device.type != "cpu":
+        raise ValueError(f"IKConfig.engine: 'numpy' runs on the CPU; the targets are on {targets.device} "
+                         f"(use 'torch' or 'auto')")
 
 
 def _check_chain(chain) -> None:
@@ -291,10 +297,8 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
     if cfg.frame is not None:
         raise ValueError(f"IKConfig.frame: the targets name their frames ({list(targets)!r}); expected None, "
                          f"got {cfg.frame!r}")
-    if cfg.engine == "numpy":
-        raise ValueError("IKConfig.engine: 'numpy' solves one frame; several frames run on the solver engine "
-                         "(use 'auto' or 'torch')")
     frames, T, batch, position_only = _frames.parse_frame_targets(chain, targets)
+    _check_engine(cfg, T)
     unknown = sorted(set(cfg.frame_weights or ()) - set(frames))
     if unknown:
         raise ValueError(f"IKConfig.frame_weights: {unknown[0]!r} is not one of the targets' frames {list(frames)}")
@@ -315,9 +319,10 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
     with torch_threads(threads_for(first_round * chain.dof, dev, cfg.num_threads)):
         q, best, pe, re = _frames.rounds(
             chain, cfg, frames, T.detach(), position_only, q0, _middle(chain, B, dev) if q0 is None else q0,
-            problem=lambda work, R: _problem(chain, cfg, None, False, work, dev, False, group=R, returned=dt),
+            problem=lambda work, R, numpy: _problem(chain, cfg, None, False, work, dev, numpy, group=R, returned=dt),
             starts=lambda gen, n, R, distance: _starts(chain, cfg, gen, n, R, distance),
-            returned=lambda q: _returned(chain, q, dt, dev))
+            returned=lambda q: _returned(chain, q, dt, dev),
+            paths=_frame_paths(chain, frames) if dev.type == "cpu" and cfg.engine != "torch" else None)
     ok = _frames_solved(chain, cfg, pe, re, q)
     solved = ok.cpu().numpy()
     why = np.where(solved, "tolerance", np.where(best.stalled >= cfg.patience, "no_progress", "max_rounds"))
@@ -415,7 +420,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         n = todo.size
         # torch for large rounds (float32 at full width), numpy for the few: a lone target's
         # starts, the last hard targets of a batch
-        use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= _NUMPY_MAX_ROUND)
+        use_numpy = numpy_ok and (cfg.engine == "numpy" or n * R <= NUMPY_MAX_ROUND)
         work_dt = torch.float64 if use_numpy else working_dtype(dt)  # a half precision: the torch engine in float32
         measured &= use_numpy
         pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R, returned=dt)
@@ -428,7 +433,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
                 chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
             if rnd == 0 and q0 is not None:
                 qi[::R] = q0.detach().to("cpu", torch.float64).numpy()[todo]
-            step = R * max(1, _NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
+            step = R * max(1, NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
             outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]], qi[c : c + step],
                              pb, None if near_eval is None else tuple(a[c : c + step] for a in near_eval))
                     for c in range(0, n * R, step)]

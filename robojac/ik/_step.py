@@ -8,8 +8,11 @@ from typing import Any
 
 from ..optim import RIDGE, TRUSTED
 
-__all__ = ["Problem", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX", "RIDGE", "TRUSTED", "on_joints"]
+__all__ = ["Problem", "NUMPY_CHUNK", "NUMPY_MAX_ROUND", "LAMBDA_DOWN", "LAMBDA_UP", "LAMBDA_MIN", "LAMBDA_MAX",
+           "RIDGE", "TRUSTED", "on_joints"]
 
+NUMPY_CHUNK = 4096  # problems per numpy loop call (larger rounds run in chunks)
+NUMPY_MAX_ROUND = 512  # under IKConfig(engine="auto") on the CPU, rounds with more problems than this run on torch
 LAMBDA_DOWN = 1.0 / 3.0  # damping factor after an accepted step
 LAMBDA_UP = 3.0  # after a rejected one, or a second overstated one (optim.TrustRegionConfig)
 LAMBDA_MIN = 1e-9
