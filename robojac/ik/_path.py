@@ -24,7 +24,6 @@ batches and other devices; this path is checked against it.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..kinematics import Chain
 from ..kinematics import JointType
@@ -78,119 +77,129 @@ for _r, (_a, _b) in enumerate(((7, 5), (2, 6), (3, 1))):
 _VEE_TRACE[[0, 4, 8], 3] = 1.0
 
 
-class SerialPath:
-    """The movable joints between ``chain``'s root and ``frame``, as numpy float64 constants."""
+def _segments(chain: Chain, frame: str) -> tuple[list, np.ndarray]:
+    """``([(C_i Q_i, rotational, source joint, multiplier, offset), ...], tool)``: the movable
+    joints on ``frame``'s path with the constant transforms before each (fixed joints folded in),
+    and the transform after the last."""
+    tree = chain.tree
+    index = {j.name: k for k, j in enumerate(tree.actuated)}
+    C = np.eye(4)
+    segments = []
+    for g in tree.path(frame)[1:]:
+        j = tree.joint_of[g]
+        C = C @ _matrix(j.origin.tolist())
+        if j.type is JointType.FIXED:
+            continue
+        src, mult, off = (j.name, 1.0, 0.0) if j.mimic is None else tree.mimic[j.name]
+        Q = np.eye(4)
+        Q[:3, :3] = _z_to(np.asarray(j.axis, dtype=np.float64))
+        segments.append((C @ Q, j.type.rotational, index[src], mult, off))
+        C = Q.T
+    return segments, C
 
-    def __init__(self, chain: Chain, frame: str):
-        tree = chain.tree
-        index = {j.name: k for k, j in enumerate(tree.actuated)}
-        C = np.eye(4)
-        segments = []
-        for g in tree.path(frame)[1:]:
-            j = tree.joint_of[g]
-            C = C @ _matrix(j.origin.tolist())
-            if j.type is JointType.FIXED:
-                continue
-            src, mult, off = (j.name, 1.0, 0.0) if j.mimic is None else tree.mimic[j.name]
-            Q = np.eye(4)
-            Q[:3, :3] = _z_to(np.asarray(j.axis, dtype=np.float64))
-            segments.append((C @ Q, j.type.rotational, index[src], mult, off))
-            C = Q.T
-        if not segments:
-            raise ValueError(f"frame {frame!r}: no joint moves it (it is fixed to the root {tree.root!r})")
-        n, dof = len(segments), chain.dof
-        self.n, self.dof, self.frame = n, dof, frame
-        basis = np.zeros((n, 4, 3, 4))
-        self.rotational = np.zeros(n, dtype=bool)
-        M, o = np.zeros((n, dof)), np.zeros(n)
-        K = _skew(np.array([0.0, 0.0, 1.0]))
-        for i, (Ci, rot, src, mult, off) in enumerate(segments):
-            Rc, tc = Ci[:3, :3], Ci[:3, 3]
-            basis[i, 0, :, :3], basis[i, 0, :, 3] = Rc, tc
-            if rot:
-                basis[i, 1, :, :3], basis[i, 2, :, :3] = Rc @ K, Rc @ K @ K
-            else:
-                basis[i, 3, :, 3] = Rc[:, 2]
-            self.rotational[i] = rot
-            M[i, src], o[i] = mult, off
-        self.basis = basis.reshape(n, 4, 12)  # local transform of joint i: [1, sin, 1 - cos, theta] @ basis[i]
-        self.tool = C
+
+class FramePaths:
+    """The movable joints between ``chain``'s root and each of ``frames``, as numpy float64
+    constants, evaluated together: the ``K`` paths are padded to the longest (``n`` joints) with
+    joints that do not move, so one call of each kind serves every frame (a humanoid's hands and
+    feet: a running product of 9 steps, not 4 products of 6 to 9).  A frame fixed to the root is a
+    path of padding alone: its constant pose, and zero Jacobian rows."""
+
+    def __init__(self, chain: Chain, frames: tuple[str, ...]):
+        compiled = [_segments(chain, f) for f in frames]
+        K, dof = len(frames), chain.dof
+        n = max(1, max(len(segments) for segments, _ in compiled))
+        self.n, self.K, self.dof, self.frames = n, K, dof, tuple(frames)
+        basis = np.zeros((n, K, 4, 3, 4))
+        basis[:, :, 0, :, :3] = np.eye(3)  # padding: [1, 0, 0, 0] @ basis = [I | 0]
+        self.rotational = np.ones((n, K), dtype=bool)
+        M, o = np.zeros((K, n, dof)), np.zeros((n, K))
+        self.tool = np.empty((K, 1, 4, 4))
+        Kz = _skew(np.array([0.0, 0.0, 1.0]))
+        for k, (segments, tool) in enumerate(compiled):
+            for i, (Ci, rot, src, mult, off) in enumerate(segments):
+                Rc, tc = Ci[:3, :3], Ci[:3, 3]
+                basis[i, k, 0, :, :3], basis[i, k, 0, :, 3] = Rc, tc
+                if rot:
+                    basis[i, k, 1, :, :3], basis[i, k, 2, :, :3] = Rc @ Kz, Rc @ Kz @ Kz
+                else:
+                    basis[i, k, 3, :, 3] = Rc[:, 2]
+                self.rotational[i, k] = rot
+                M[k, i, src], o[i, k] = mult, off
+            self.tool[k, 0] = tool
+        # the local transform of joint i of frame k: [1, sin, 1 - cos, theta] @ basis[i, k]
+        self.basis = basis.reshape(n, K, 4, 12)
         self.all_rotational = bool(self.rotational.all())
-        self.identity = n == dof and np.array_equal(M, np.eye(dof)) and not o.any()
-        self.Mt, self.o = M.T.copy(), o
-        self.drives = (M != 0).any(0)  # (dof,): the actuated joints that move the frame
+        self.identity = K == 1 and n == dof and np.array_equal(M[0], np.eye(dof)) and not o.any()
+        self.M_flat = M.transpose(2, 1, 0).reshape(dof, n * K)  # q @ this: the joints' angles, (P, n K)
+        self.o = o[:, :, None]
+        self.Mt = M.transpose(0, 2, 1).copy()  # (K, dof, n): folds the joints' columns into q's
+        self.segments = [len(segments) for segments, _ in compiled]
+        self.drives = (M != 0).any(1)  # (K, dof): the actuated joints that move each frame
 
     def evaluate(self, q: np.ndarray, jacobian: bool = True):
-        """``(R (P, 3, 3), p (P, 3), Jt (P, dof, 6) or None)`` of the frame for ``q (P, dof)``;
-        ``Jt`` is the transposed geometric Jacobian (rows per joint, ``[v, w]``, root frame).
+        """``(R (P, K, 3, 3), p (P, K, 3), Jt (P, dof, 6 K) or None)`` of the ``K`` frames for
+        ``q (P, dof)``; ``Jt`` stacks their transposed geometric Jacobians (``[v, w]`` per frame)."""
+        R, p, Jt = self._evaluate(q, jacobian)
+        P = q.shape[0]
+        return R.transpose(1, 0, 2, 3), p.transpose(1, 0, 2), None if Jt is None else Jt.reshape(P, self.dof, -1)
 
-        Arrays are joint-major inside (``(n, P, ...)``), so every product is one large matrix
+    def _evaluate(self, q: np.ndarray, jacobian: bool):
+        """``(R (K, P, 3, 3), p (K, P, 3), Jt (P, dof, K, 6) or None)``; ``Jt`` is the transposed
+        geometric Jacobian (rows per joint, ``[v, w]``, root frame).
+
+        Arrays are joint-major inside (``(n, K, P, ...)``), so every product is one large matrix
         product or a batch of ``n`` of them, never ``P`` tiny ones."""
-        P, n = q.shape[0], self.n
-        theta = (q if self.identity else q @ self.Mt + self.o).T  # (n, P)
-        coef = np.empty((n, P, 4))
+        P, n, K = q.shape[0], self.n, self.K
+        theta = (q.T if self.identity else (q @ self.M_flat).T).reshape(n, K, P)
+        if not self.identity:
+            theta = theta + self.o
+        coef = np.empty((n, K, P, 4))
         coef[..., 0] = 1.0
         np.sin(theta, out=coef[..., 1])
         np.cos(theta, out=coef[..., 2])
         np.subtract(1.0, coef[..., 2], out=coef[..., 2])
         coef[..., 3] = theta
-        G = np.empty((n + 1, P, 4, 4))
-        G[:n, :, :3] = np.matmul(coef, self.basis).reshape(n, P, 3, 4)
-        G[:n, :, 3] = (0.0, 0.0, 0.0, 1.0)
+        G = np.empty((n + 1, K, P, 4, 4))
+        G[:n, ..., :3, :] = np.matmul(coef, self.basis).reshape(n, K, P, 3, 4)
+        G[:n, ..., 3, :] = (0.0, 0.0, 0.0, 1.0)
         G[n] = self.tool
         for i in range(1, n + 1):  # running product: the joint frames in the root frame (a
             np.matmul(G[i - 1], G[i], out=G[i])  # log-depth scan saves 3 us at 16 problems, costs 3x at 256)
-        R, p = G[n, :, :3, :3], G[n, :, :3, 3]
+        R, p = G[n, ..., :3, :3], G[n, ..., :3, 3]
         if not jacobian:
             return R, p, None
-        z = G[:n, :, :3, 2]  # (n, P, 3) joint axes
-        d = p - G[:n, :, :3, 3]
-        J = np.empty((n, P, 6))
-        for k in range(3):  # z x d, a component at a time (2.5x faster than one product with
+        z = G[:n, ..., :3, 2]  # (n, K, P, 3) joint axes
+        d = p - G[:n, ..., :3, 3]
+        J = np.empty((n, K, P, 6))
+        for c in range(3):  # z x d, a component at a time (2.5x faster than one product with
             # the Levi-Civita tensor at 256 problems)
-            a, b = (k + 1) % 3, (k + 2) % 3
-            J[..., k] = z[..., a] * d[..., b] - z[..., b] * d[..., a]
+            a, b = (c + 1) % 3, (c + 2) % 3
+            J[..., c] = z[..., a] * d[..., b] - z[..., b] * d[..., a]
         J[..., 3:] = z
         if not self.all_rotational:
             prismatic = ~self.rotational
             J[prismatic, :, :3] = z[prismatic]
             J[prismatic, :, 3:] = 0.0
-        if not self.identity:
-            J = np.matmul(self.Mt, J.reshape(n, P * 6)).reshape(self.dof, P, 6)
-        return R, p, np.ascontiguousarray(J.transpose(1, 0, 2))
+        if self.identity:
+            return R, p, np.ascontiguousarray(J.transpose(2, 0, 1, 3))
+        J = np.matmul(self.Mt, J.transpose(1, 0, 2, 3).reshape(K, n, P * 6))  # (K, dof, P 6)
+        return R, p, np.ascontiguousarray(J.reshape(K, self.dof, P, 6).transpose(2, 1, 0, 3))
 
 
-class FramePaths:
-    """Several frames' root-to-frame paths (IK of several frames at once on the CPU): each frame
-    is evaluated on its own :class:`SerialPath`, so joints the paths share (a humanoid's torso)
-    are evaluated once per frame.  A frame fixed to the root keeps its constant pose and zero
-    Jacobian rows."""
+class SerialPath(FramePaths):
+    """One frame's path (:class:`FramePaths` of one frame), for one frame's IK."""
 
-    def __init__(self, chain: Chain, frames: tuple[str, ...]):
-        self.frames, self.dof = frames, chain.dof
-        self.paths: list = []
-        for f in frames:
-            if chain.moving_joints(f):
-                self.paths.append(SerialPath(chain, f))
-            else:  # a constant pose, from the chain's own kinematics
-                x = chain.forward_kinematics_tensor(torch.zeros(1, chain.dof, dtype=torch.float64), (f,))
-                x = x[0, 0].numpy()
-                self.paths.append((quat_to_matrix_np(x[3:]), x[:3].copy()))
+    def __init__(self, chain: Chain, frame: str):
+        super().__init__(chain, (frame,))
+        if not self.segments[0]:
+            raise ValueError(f"frame {frame!r}: no joint moves it (it is fixed to the root {chain.tree.root!r})")
+        self.frame, self.drives = frame, self.drives[0]  # (dof,): the actuated joints that move the frame
 
     def evaluate(self, q: np.ndarray, jacobian: bool = True):
-        """``(R (P, K, 3, 3), p (P, K, 3), Jt (P, dof, 6 K) or None)`` of the ``K`` frames for
-        ``q (P, dof)``; ``Jt`` stacks their transposed geometric Jacobians (``[v, w]`` per frame)."""
-        P, K = q.shape[0], len(self.paths)
-        R, p = np.empty((P, K, 3, 3)), np.empty((P, K, 3))
-        Jt = np.zeros((P, self.dof, K, 6)) if jacobian else None
-        for k, path in enumerate(self.paths):
-            if isinstance(path, SerialPath):
-                R[:, k], p[:, k], J = path.evaluate(q, jacobian)
-                if jacobian:
-                    Jt[:, :, k] = J
-            else:
-                R[:, k], p[:, k] = path
-        return R, p, None if Jt is None else Jt.reshape(P, self.dof, 6 * K)
+        """``(R (P, 3, 3), p (P, 3), Jt (P, dof, 6) or None)`` of the frame for ``q (P, dof)``."""
+        R, p, Jt = self._evaluate(q, jacobian)
+        return R[0], p[0], None if Jt is None else Jt[:, :, 0]
 
 
 def rotation_error(R_target: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
