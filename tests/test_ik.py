@@ -262,6 +262,25 @@ def test_one_arm_of_a_humanoid_moves_only_its_own_joints(device):
     assert bool(solved.converged.all()) and float(solved.pos_err.max()) < 1e-4
 
 
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_joints_off_the_path_keep_q0_or_the_middle_of_their_limits_through_restarts(engine, device):
+    """A target of TALOS's left hand, solved with restarts (the start table's entries, random
+    draws): the 23 joints that do not move the hand (the head, the legs, the other arm) come back
+    at ``q0``, or at the middle of their limits without one, whichever start solved the target."""
+    talos = Chain.from_urdf(_urdf("talos_reduced.urdf")).to(device)
+    frame = "arm_left_7_link"
+    gen = torch.Generator().manual_seed(6)
+    target = talos.forward_kinematics(talos.random_configuration(5, generator=gen), frame)
+    q0 = talos.random_configuration(5, generator=gen)
+    off = torch.tensor([n not in talos.moving_joints(frame) for n in talos.joint_names], device=device)
+    lo, hi = talos.limits_for(torch.float64, device)
+    cfg = ik.IKConfig(frame=frame, engine=engine, fill=40)  # 8 restarts per target in the first round
+    for start, expected in ((None, (0.5 * (lo + hi)).expand(5, -1)), (q0, q0)):
+        r = ik.solve(talos, target, q0=start, config=cfg)
+        assert bool(r.converged.all())
+        assert max_err(r.q[:, off], expected[:, off]) < 1e-12
+
+
 def test_bad_targets_are_refused(device):
     arm = sample_arm().to(device)
     with pytest.raises(ValueError, match=r"target: expected an SE3 pose \(\.\.\., 7\)"):

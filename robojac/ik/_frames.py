@@ -6,8 +6,10 @@ on the joints that move any of the frames, with the joint limits as the variable
 same damping schedule, restarts and rounds (:class:`._rounds.Best`).  The residual stacks every
 frame's weighted error ``[w_p (p* - p); w_o Log(R* R^T)]`` (a position target's rotation rows
 weigh nothing), and its Jacobian is the frames' geometric Jacobians from one kinematics pass
-(:meth:`robojac.kinematics.Chain.poses_and_jacobians`).  There is no numpy path and no start
-table here: both are one frame's (its serial path, its tabulated poses).
+(:meth:`robojac.kinematics.Chain.poses_and_jacobians`).  On the CPU, small rounds (a lone
+target's restarts) take the same steps on the numpy loop, as one frame's do: every frame's path
+evaluated together (:class:`._path.FramePaths`), :func:`._lm_numpy.lm_frames_numpy`.  There is
+no start table here: it tabulates one frame's poses.
 """
 
 from __future__ import annotations

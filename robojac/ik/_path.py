@@ -1,4 +1,4 @@
-"""The root-to-frame path of a chain, compiled for small-batch IK on the CPU (numpy, float64).
+"""The root-to-frame paths of a chain, compiled for small-batch IK on the CPU (numpy, float64).
 
 A single IK target is latency-bound: a handful of restarts, a dozen iterations, each a forward
 kinematics, a Jacobian and a 7x7 solve.  torch spends several microseconds per op on tensors
@@ -16,6 +16,9 @@ mathematics in about 25 numpy calls, vectorised over the problems *and* the join
   of its rotation, and its Jacobian column is ``[z_i x (p_tip - p_i); z_i]`` (``[z_i; 0]`` when
   prismatic).
 * mimic joints: ``theta = M q + o`` and the columns fold through ``M``.
+* several frames (IK of a humanoid's hands and feet): their paths are padded to the longest with
+  joints that do not move and evaluated together, the frame one more batch axis, so the number
+  of calls is one path's.
 
 The solver engine (:mod:`._lm_engine`, through :meth:`Chain.pose_and_jacobian`) serves large
 batches and other devices; this path is checked against it.

@@ -66,8 +66,9 @@ class IKConfig:
       inside the null space of the task (redundant arms).
     * ``engine``: ``"numpy"`` (float64 on the CPU), ``"torch"`` (the targets' dtype and device:
       the GPU path), ``"auto"``: on the CPU, torch for rounds of more than 512 problems and numpy
-      for smaller ones (a lone target, the last hard targets of a batch), torch elsewhere.  Both
-      run the same algorithm (the tests check they take the same steps).
+      for smaller ones (a lone target, the last hard targets of a batch), torch elsewhere; the
+      same for a mapping of several frames' targets.  Both run the same algorithm (the tests
+      check they take the same steps).
     * ``seed``: for the random starts (reproducible by default; ``None`` draws a fresh one).
     * ``num_threads``: torch CPU threads inside ``solve`` (restored after); ``None`` uses one
       thread when the first round has fewer than 500k joint values (70,000 targets of a 7-joint
@@ -353,8 +354,7 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     positions ``(..., 3)`` for position-only IK, in the chain's root frame; float32 or float64,
     any device, any batch shape.  Or a mapping ``{frame: target}`` (each a pose or a position, in
     one batch shape, dtype and device) that places every frame at once: a humanoid's hands and
-    feet (``config.frame`` must then be ``None``; it runs on the solver engine, see
-    :mod:`robojac.ik._frames`).  ``q0`` (``(..., dof)`` or ``(dof,)``) starts each target's
+    feet (``config.frame`` must then be ``None``; see :mod:`robojac.ik._frames`).  ``q0`` (``(..., dof)`` or ``(dof,)``) starts each target's
     first attempt.
 
     Each step solves ``(J^T W J + lambda diag(J^T W J)) dq = J^T W e`` (Levenberg-Marquardt,
@@ -415,6 +415,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     np_targets = _numpy_targets(flat, position_only) if numpy_ok or cfg.start_table else None
     gen = random_source(cfg.seed)
     best = Best(B, dof)
+    held = _held(chain, frame, q0, B)
     measured = True  # every round ran the float64 numpy engine: its errors are the float64 re-check's
     for rnd, todo, R in best.rounds(cfg):
         n = todo.size
@@ -431,6 +432,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             sel = todo.repeat(R)
             qi = near if near is not None else _starts(
                 chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
+            if held is not None:
+                qi[:, held[0]] = held[1][sel]
             if rnd == 0 and q0 is not None:
                 qi[::R] = q0.detach().to("cpu", torch.float64).numpy()[todo]
             step = R * max(1, NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
@@ -444,6 +447,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             if near is None:
                 near = _starts(chain, cfg, gen, n, R,
                                lambda q: _distance_torch(chain, frame, q, Tr, cfg, position_only, work_dt))
+            if held is not None:
+                near[:, held[0]] = held[1][todo.repeat(R)]
             q_init = torch.from_numpy(near).to(dtype=work_dt, device=dev)
             if rnd == 0 and q0 is not None:
                 q_init[::R] = q0.to(work_dt)[rows]
@@ -477,6 +482,18 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     return IKResult(q.reshape(batch + (dof,)), ok.reshape(batch), pe.to(dt).reshape(batch), re.to(dt).reshape(batch),
                     torch.from_numpy(iters).to(dev).reshape(batch), cost.to(dt).reshape(batch), tuple(why.tolist()),
                     history)
+
+
+def _held(chain: Chain, frame: str, q0: Tensor | None, B: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(joints, values (B, len(joints)))``: the joints that do not move ``frame`` and the values
+    they keep in every attempt, ``q0``'s or the middle of their limits (a humanoid's head does not
+    take a random pose for a target of its hand); ``None`` when every joint moves the frame."""
+    drive = _drive(chain, frame, "cpu", True)
+    if drive is None:
+        return None
+    off = np.setdiff1d(np.arange(chain.dof), drive)
+    values = _middle(chain, 1, "cpu") if q0 is None else q0.detach().to("cpu", torch.float64)
+    return off, np.ascontiguousarray(np.broadcast_to(values.numpy()[:, off], (B, len(off))))
 
 
 def _without_steps(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
