@@ -417,14 +417,16 @@ def test_table_starts_are_the_nearest_entries(queries):
 
 
 def test_a_table_smaller_than_the_restarts_fills_them_with_random_starts(device):
-    from robojac.ik._solve import _numpy_targets, _table, _table_starts
+    from robojac.ik._solve import _numpy_targets, _table
+    from robojac.ik._table import rotation_scale
 
     chain = _chain(*ARMS[0]).to(device)
     tip = ARMS[0][1]
     target = chain.forward_kinematics(chain.random_configuration(2, generator=torch.Generator().manual_seed(3)), tip)
     cfg = ik.IKConfig(start_table=3)
-    q, evaluated = _table_starts(chain, cfg, tip, torch.Generator().manual_seed(0),
-                                 _numpy_targets(target.tensor(), False), np.arange(2), 8, False, evaluated=True)
+    q, evaluated = _table(chain, tip, 3).starts(chain, torch.Generator().manual_seed(0),
+                                                _numpy_targets(target.tensor(), False), np.arange(2), 8,
+                                                rotation_scale(1.0, 0.35, False), evaluated=True)
     assert q.shape == (16, chain.dof) and evaluated is None
     table_rows = {tuple(r) for r in _table(chain, tip, 3).q}
     from_table = np.array([tuple(r) in table_rows for r in q]).reshape(2, 8)

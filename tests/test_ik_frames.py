@@ -133,6 +133,40 @@ def test_the_numpy_paths_give_the_chains_poses_and_jacobians(talos):
     assert none is None and p.shape == (5, 2, 3)
 
 
+@pytest.mark.parametrize("queries", [3, 100])  # a scan of the table, a KD-tree search
+def test_the_frames_start_table_gives_the_nearest_entries(talos, queries):
+    """Against an independent ranking: the chain's own float64 kinematics and the distance
+    written out, each frame's ``s_k^2 (|dp|^2 + c^2 |R* - R|_F^2)`` summed, a position target's
+    without its rotation, a frame weighed 3x."""
+    from robojac.ik._solve import _frames_table
+    from robojac.ik._table import rotation_scale
+
+    frames = (HANDS[0], HANDS[1], FEET[0])
+    table = _frames_table(talos, frames, 512)
+    M = talos.forward_kinematics_tensor(torch.from_numpy(table.q), frames)  # (512, 3, 7)
+    Mp, MR = M[..., :3].numpy(), lie.quat_to_matrix(M[..., 3:]).numpy()
+    targets, _ = _targets(talos, list(frames), queries, seed=24)
+    T = torch.stack([targets[f] for f in frames], 1)
+    Tp, TR = T[..., :3].numpy(), lie.quat_to_matrix(T[..., 3:]).numpy()
+    c = rotation_scale(1.0, 0.35, False)
+    cs, s2 = np.array([c, 0.0, c]), np.array([1.0, 1.0, 9.0])  # the right hand by position alone; the foot 3x
+    d = sum(s2[k] * (((Tp[:, None, k] - Mp[None, :, k]) ** 2).sum(-1)
+                     + cs[k] ** 2 * ((TR[:, None, k] - MR[None, :, k]) ** 2).sum((-1, -2))) for k in range(3))
+    idx = table.nearest(TR, Tp, 5, cs, s2)
+    assert idx.shape == (queries, 5)
+    assert np.allclose(np.take_along_axis(d, idx, 1), np.sort(d, 1)[:, :5], rtol=1e-4, atol=1e-7)
+    unweighted = table.nearest(TR, Tp, 5, cs)
+    assert not np.array_equal(unweighted, idx)  # the weight changed the ranking
+
+
+def test_the_start_table_solves_more_target_sets_at_the_first_attempt(talos):
+    targets, _ = _targets(talos, HANDS + FEET, 40, seed=25)
+    one = dict(rounds=1, restarts=1, fill=1, max_iterations=15)
+    first = [ik.solve(talos, targets, config=ik.IKConfig(start_table=m, **one)) for m in (0, 4096)]
+    solved = [float(r.converged.double().mean()) for r in first]
+    assert solved[1] > solved[0] + 0.1, solved  # (32 -> 60% here)
+
+
 def test_batch_shapes_empty_batches_and_a_single_frame(talos, device):
     chain = talos.to(device)
     targets, _ = _targets(chain, FEET, 6, seed=5, device=device)

@@ -30,6 +30,7 @@ from ._lm_numpy import frames_errors, lm_frames_numpy
 from ._path import FramePaths, quat_to_matrix_np
 from ._rounds import Best, any_in_group, random_source
 from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND
+from ._table import StartTable, rotation_scale
 from ._targets import parse_targets
 
 __all__ = ["FramesResidual", "parse_frame_targets", "frame_pose_errors"]
@@ -184,26 +185,29 @@ def gradients(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q: Te
 
 
 def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held: Tensor, problem,
-           starts, returned, paths: FramePaths | None):
+           starts, returned, paths: FramePaths | None, table: StartTable | None):
     """The rounds of attempts for targets ``T (B, K, 7)``: ``(q (B, dof), best, measured errors)``
     with ``problem(dtype, group, numpy)`` the attempt's constants, ``starts(gen, n, R, distance)`` the
     random starts and ``returned(q)`` the answer in the targets' dtype.  The joints that move no
     frame start, and so stay, at ``held (B, dof)`` in every attempt (a humanoid's head does not
     take a random pose for a target of its hands).  ``paths``: the frames' numpy evaluator, for
     targets on the CPU (``None`` elsewhere, or for ``engine="torch"``); rounds of at most
-    ``NUMPY_MAX_ROUND`` problems run on it (every round, for ``engine="numpy"``), as one frame's."""
+    ``NUMPY_MAX_ROUND`` problems run on it (every round, for ``engine="numpy"``), as one frame's.
+    ``table``: the frames' start table (``None`` for ``start_table=0``), which gives the first
+    round's starts."""
     dt, dev = T.dtype, T.device
     B, dof = T.shape[0], chain.dof
     drive = drive_of(chain, frames, dev)
     off = torch.from_numpy(np.setdiff1d(np.arange(dof), drive.cpu().numpy())).to(dev)
-    host = None if paths is None else _HostTargets(cfg, frames, T, position_only, q0, held, drive)
+    host = _HostTargets(cfg, frames, T, position_only, q0, held, drive)
     gen = random_source(cfg.seed)
     best = Best(B, dof, (len(frames),))
     for rnd, todo, R in best.rounds(cfg):
         n = todo.size
-        if host is not None and (cfg.engine == "numpy" or n * R <= NUMPY_MAX_ROUND):
+        near = host.table_starts(chain, table, gen, todo, R) if rnd == 0 and table is not None else None
+        if paths is not None and (cfg.engine == "numpy" or n * R <= NUMPY_MAX_ROUND):
             q, pe, re, ok, it = host.attempt(paths, problem(torch.float64, R, True), cfg, gen, starts, todo, R,
-                                             first=rnd == 0)
+                                             first=rnd == 0, near=near)
         else:
             work = working_dtype(dt)
             pb = problem(work, R, False)
@@ -216,7 +220,8 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
                 _, pe, re = frame_pose_errors(X, Tr.repeat_interleave(K, 0), position_only)
                 return closeness(pe, re, cfg, frames).cpu().numpy()
 
-            q_init = torch.from_numpy(starts(gen, n, R, distance)).to(dtype=work, device=dev)
+            q_init = torch.from_numpy(starts(gen, n, R, distance) if near is None else near).to(dtype=work,
+                                                                                                 device=dev)
             if len(off):
                 q_init[:, off] = held[rows][:, off].repeat_interleave(R, 0).to(work)
             if rnd == 0 and q0 is not None:
@@ -227,7 +232,7 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
                     cfg.patience)
         best.history.append(cost(best.pe, best.re, cfg, frames))
     q = returned(best.q)
-    if host is None:
+    if paths is None:
         X = chain.forward_kinematics_tensor(q.double(), frames)
         _, pe, re = frame_pose_errors(X, T.double(), position_only)
     else:  # measured in float64 on the same paths (a lone target is latency-bound)
@@ -237,8 +242,9 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
 
 
 class _HostTargets:
-    """The targets, starts and weights of several frames' rounds as float64 numpy arrays, and
-    one round of attempts on the numpy loop (:func:`._lm_numpy.lm_frames_numpy`)."""
+    """The targets, starts and weights of several frames' rounds as float64 numpy arrays on the
+    host: the start table's starts, and one round of attempts on the numpy loop
+    (:func:`._lm_numpy.lm_frames_numpy`)."""
 
     def __init__(self, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held: Tensor, drive: Tensor):
         T64 = T.detach().cpu().double().numpy()
@@ -251,10 +257,21 @@ class _HostTargets:
         self.drive = drive.cpu().numpy()
         self.off = np.setdiff1d(np.arange(self.held.shape[1]), self.drive)
         self.frames = frames
+        # the table's distance is the attempts' (closeness): each frame's squared weight, no
+        # rotation for a position target
+        self.rotation_scale = np.where(self.position_only, 0.0, rotation_scale(cfg.position_weight,
+                                                                               cfg.orientation_weight, False))
+        self.frame_weights = np.square(frame_scales(cfg, frames))
 
-    def attempt(self, paths: FramePaths, pb, cfg, gen, starts, todo: np.ndarray, R: int, first: bool):
+    def table_starts(self, chain: Chain, table: StartTable, gen, todo: np.ndarray, R: int) -> np.ndarray:
+        """``(n R, dof)``: the first round's starts of the targets ``todo``, from the table."""
+        q, _ = table.starts(chain, gen, (self.Rt, self.pt), todo, R, self.rotation_scale, self.frame_weights)
+        return q
+
+    def attempt(self, paths: FramePaths, pb, cfg, gen, starts, todo: np.ndarray, R: int, first: bool,
+                near: np.ndarray | None):
         """``(q, pos_err (n R, K), rot_err (n R, K), solved, iterations)`` of ``R`` attempts for
-        each target of ``todo``."""
+        each target of ``todo``, from ``near`` (the table's starts) or random ones."""
         sel = todo.repeat(R)
 
         def distance(q: np.ndarray) -> np.ndarray:
@@ -262,7 +279,7 @@ class _HostTargets:
             _, _, pe, re = frames_errors(paths, q, self.Rt[s], self.pt[s], self.position_only, jacobian=False)
             return closeness(pe, re, cfg, self.frames)
 
-        qi = starts(gen, todo.size, R, distance)
+        qi = starts(gen, todo.size, R, distance) if near is None else near
         if len(self.off):
             qi[:, self.off] = self.held[sel][:, self.off]
         if first and self.q0 is not None:

@@ -184,6 +184,11 @@ def _table(chain: Chain, frame: str, size: int) -> StartTable:
     return chain._from_limits(("ik_table", frame, size), lambda: StartTable(chain, _path(chain, frame), size))
 
 
+def _frames_table(chain: Chain, frames: tuple[str, ...], size: int) -> StartTable:
+    """The start table of several ``frames`` at once (as :func:`_table`)."""
+    return chain._from_limits(("ik_table", frames, size), lambda: StartTable(chain, _frame_paths(chain, frames), size))
+
+
 def _numpy_targets(flat: Tensor, position_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(R* (B, 3, 3), p* (B, 3))`` in float64 for the numpy engine."""
     host = flat.detach().cpu()
@@ -323,7 +328,8 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
             problem=lambda work, R, numpy: _problem(chain, cfg, None, False, work, dev, numpy, group=R, returned=dt),
             starts=lambda gen, n, R, distance: _starts(chain, cfg, gen, n, R, distance),
             returned=lambda q: _returned(chain, q, dt, dev),
-            paths=_frame_paths(chain, frames) if dev.type == "cpu" and cfg.engine != "torch" else None)
+            paths=_frame_paths(chain, frames) if dev.type == "cpu" and cfg.engine != "torch" else None,
+            table=_frames_table(chain, frames, cfg.start_table) if cfg.start_table else None)
     ok = _frames_solved(chain, cfg, pe, re, q)
     solved = ok.cpu().numpy()
     why = np.where(solved, "tolerance", np.where(best.stalled >= cfg.patience, "no_progress", "max_rounds"))
@@ -425,9 +431,9 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         work_dt = torch.float64 if use_numpy else working_dtype(dt)  # a half precision: the torch engine in float32
         measured &= use_numpy
         pb = _problem(chain, cfg, frame, position_only, work_dt, dev, use_numpy, group=R, returned=dt)
-        near, near_eval = _table_starts(chain, cfg, frame, gen, np_targets, todo, R, position_only,
-                                        evaluated=use_numpy and (q0 is None)) \
-            if rnd == 0 and cfg.start_table else (None, None)
+        near, near_eval = _table(chain, frame, cfg.start_table).starts(
+            chain, gen, np_targets, todo, R, rotation_scale(cfg.position_weight, cfg.orientation_weight, position_only),
+            evaluated=use_numpy and (q0 is None)) if rnd == 0 and cfg.start_table else (None, None)
         if use_numpy:
             sel = todo.repeat(R)
             qi = near if near is not None else _starts(
@@ -492,8 +498,11 @@ def _held(chain: Chain, frame: str, q0: Tensor | None, B: int) -> tuple[np.ndarr
     if drive is None:
         return None
     off = np.setdiff1d(np.arange(chain.dof), drive)
-    values = _middle(chain, 1, "cpu") if q0 is None else q0.detach().to("cpu", torch.float64)
-    return off, np.ascontiguousarray(np.broadcast_to(values.numpy()[:, off], (B, len(off))))
+    if q0 is not None:
+        return off, q0.detach().to("cpu", torch.float64).numpy()[:, off]
+    lo, hi, _ = _limits(chain, torch.float64, "cpu", True)  # in numpy: a lone target is latency-bound
+    middle = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), 0.0).clip(lo, hi)  # as _middle
+    return off, np.broadcast_to(middle[off], (B, len(off)))
 
 
 def _without_steps(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batch: tuple, position_only: bool,
@@ -526,22 +535,6 @@ def _starts(chain: Chain, cfg: IKConfig, gen: torch.Generator, n: int, R: int, d
         return q
     k = distance(q).reshape(n * R, K).argmin(1)
     return q.reshape(n * R, K, chain.dof)[np.arange(n * R), k]
-
-
-def _table_starts(chain: Chain, cfg: IKConfig, frame: str, gen: torch.Generator, targets, todo: np.ndarray,
-                  R: int, position_only: bool, evaluated: bool):
-    """``((n R, dof) starts, their path evaluation or None)`` of the targets ``todo``: their ``R``
-    nearest entries of the start table, closest first (uniform draws after the table's size).
-    The evaluation (for the numpy engine's first step) only when ``evaluated``."""
-    table = _table(chain, frame, cfg.start_table)
-    n, k = todo.size, min(R, len(table.q))
-    c = rotation_scale(cfg.position_weight, cfg.orientation_weight, position_only)
-    idx = table.nearest(targets[0][todo], targets[1][todo], k, c).reshape(n * k)
-    if k == R:
-        return table.q[idx], table.evaluated(idx) if evaluated else None
-    drawn = chain.random_configuration(n, R - k, generator=gen, dtype=torch.float64, device="cpu").numpy()
-    q = np.concatenate((table.q[idx].reshape(n, k, -1), drawn), 1)
-    return q.reshape(n * R, chain.dof), None
 
 
 def _distance_np(path: SerialPath, q: np.ndarray, targets, sel: np.ndarray, cfg: IKConfig,

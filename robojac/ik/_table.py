@@ -2,14 +2,17 @@
 
 A random start is on average far from its target, and the damped least-squares steps spend
 most of their work closing that distance.  A table of ``M`` configurations and the poses of the
-frame they produce, built once per chain and frame, gives each target starts that already put
-the frame near it: the ``k`` table entries nearest in the solver's own weighted pose error.
+frame they produce, built once per chain and frame (or set of frames), gives each target starts
+that already put the frame near it: the ``k`` table entries nearest in the solver's own weighted
+pose error.
 
 The distance is ``|p* - p|^2 + c^2 |R* - R|_F^2`` with ``c = (w_o / w_p) / sqrt 2``: for small
 rotations ``|R* - R|_F^2 = 4 (1 - cos angle) ~ 2 angle^2``, so this is the solver's weighted
-squared error, and it is a Euclidean distance between the 12-vectors ``[p, c R]``.  A few
-queries (a lone target) scan the table in one matrix-vector product; many queries (a batch)
-search a KD-tree over those vectors (Open3D), which is built once per weight ratio.
+squared error, and it is a Euclidean distance between the 12-vectors ``[p, c R]``.  For several
+frames it is their sum, each frame's times its squared frame weight (``c = 0`` for a position
+target): a distance between ``12 K``-vectors.  A few queries (a lone target) scan the table in
+one matrix-vector product; many queries (a batch) search a KD-tree over those vectors (Open3D),
+which is built once per set of weights.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from ..kinematics import Chain
-from ._path import SerialPath
+from ._path import FramePaths
 
 __all__ = ["StartTable"]
 
@@ -31,38 +34,51 @@ _SCAN_CHUNK = 1024  # a scan of more queries (no Open3D) runs in chunks of this 
 
 
 class StartTable:
-    """``size`` uniform configurations inside ``chain``'s limits, the frame poses of ``path`` and
-    its Jacobians there (a start's first step needs no evaluation)."""
+    """``size`` uniform configurations inside ``chain``'s limits, the poses they give the ``K``
+    frames of ``paths`` (one frame's :class:`SerialPath`, or several frames' :class:`FramePaths`)
+    and, for one frame, its Jacobians there (a start's first step needs no evaluation; several
+    frames' would take a humanoid's table from 1 to 25 MB)."""
 
-    def __init__(self, chain: Chain, path: SerialPath, size: int):
+    def __init__(self, chain: Chain, paths: FramePaths, size: int):
         gen = torch.Generator().manual_seed(_TABLE_SEED)
         self.q = chain.random_configuration(size, generator=gen, dtype=torch.float64, device="cpu").numpy()
-        R, p, self.Jt = path.evaluate(self.q)
-        self.p, self.R = np.ascontiguousarray(p), R.reshape(size, 9)
-        self.poses = np.ascontiguousarray(np.concatenate((self.p, self.R), 1).T)  # (12, M): [p; R] per column
-        self.p_sq = (self.p * self.p).sum(-1)
-        self._trees: dict[float, object] = {}  # rotation scale -> Open3D NearestNeighborSearch
+        self.K = paths.K
+        R, p, self.Jt = FramePaths.evaluate(paths, self.q, jacobian=self.K == 1)  # (M, K, 3, 3), (M, K, 3)
+        self.p, self.R = np.ascontiguousarray(p), R.reshape(size, self.K, 9)
+        # (12 K, M): [p_1; R_1; ...; p_K; R_K] per column
+        self.poses = np.ascontiguousarray(np.concatenate((self.p, self.R), 2).reshape(size, 12 * self.K).T)
+        self.p_sq = (self.p * self.p).sum(-1)  # (M, K)
+        self._trees: dict[tuple, object] = {}  # the features' scales -> Open3D NearestNeighborSearch
 
-    def nearest(self, R_target: np.ndarray, p_target: np.ndarray, k: int, rotation_scale: float) -> np.ndarray:
-        """``(B, k)`` indices of the table entries nearest to each target (``R_target (B, 3, 3)``,
-        ``p_target (B, 3)``), by ``|dp|^2 + rotation_scale^2 |dR|_F^2``, closest first; ``k`` at
+    def nearest(self, R_target: np.ndarray, p_target: np.ndarray, k: int, rotation_scale,
+                frame_weights=None) -> np.ndarray:
+        """``(B, k)`` indices of the table entries nearest to each target (``R_target (B, K, 3, 3)``,
+        ``p_target (B, K, 3)``; ``(B, 3, 3)``, ``(B, 3)`` for one frame), by
+        ``sum_k s_k (|dp_k|^2 + c_k^2 |dR_k|^2)_F`` with ``c = rotation_scale`` and ``s =
+        frame_weights`` (each a number or ``(K,)``; ``s`` defaults to 1), closest first; ``k`` at
         most the table's size."""
-        B = len(p_target)
+        B, K = len(p_target), self.K
+        R_target, p_target = R_target.reshape(B, K, 9), p_target.reshape(B, K, 3)
+        c = np.broadcast_to(np.asarray(rotation_scale, dtype=np.float64), (K,))
+        s = np.broadcast_to(np.asarray(1.0 if frame_weights is None else frame_weights, dtype=np.float64), (K,))
         if B <= _SCAN_MAX or not _open3d_available():
             # a scan (row chunks bound the memory; also the path where Open3D is not installed)
-            return np.concatenate([self._scan(R_target[s : s + _SCAN_CHUNK], p_target[s : s + _SCAN_CHUNK], k,
-                                              rotation_scale) for s in range(0, B, _SCAN_CHUNK)])
+            return np.concatenate([self._scan(R_target[i : i + _SCAN_CHUNK], p_target[i : i + _SCAN_CHUNK], k, c, s)
+                                   for i in range(0, B, _SCAN_CHUNK)])
         import open3d as o3d
 
-        tree = self._tree(rotation_scale)
-        idx, _ = tree.knn_search(o3d.core.Tensor.from_numpy(_features(R_target, p_target, rotation_scale)), k)
+        scale = np.sqrt(s)[:, None] * np.concatenate((np.ones((K, 3)), np.repeat(c[:, None], 9, 1)), 1)  # (K, 12)
+        tree, cols = self._tree(scale.reshape(-1))
+        query = _features(R_target, p_target, scale.reshape(-1), cols)
+        idx, _ = tree.knn_search(o3d.core.Tensor.from_numpy(query), k)
         return idx.numpy().astype(np.int64)
 
-    def _scan(self, R_target: np.ndarray, p_target: np.ndarray, k: int, rotation_scale: float) -> np.ndarray:
+    def _scan(self, R_target: np.ndarray, p_target: np.ndarray, k: int, c: np.ndarray, s: np.ndarray) -> np.ndarray:
         B = len(p_target)
-        # |p_j|^2 - 2 p*.p_j - 2 c^2 R*:R_j (the targets' own norms and |R_j|^2 = 3 are constant per row)
-        query = np.concatenate((p_target, (rotation_scale * rotation_scale) * R_target.reshape(B, 9)), 1)
-        score = self.p_sq - 2.0 * (query @ self.poses)
+        # sum_k s_k (|p_kj|^2 - 2 p*_k.p_kj - 2 c_k^2 R*_k:R_kj) (the targets' own norms and
+        # |R_kj|^2 = 3 are constant per row)
+        query = np.concatenate((s[:, None] * p_target, (s * c * c)[:, None] * R_target), 2).reshape(B, -1)
+        score = self.p_sq @ s - 2.0 * (query @ self.poses)
         if k < score.shape[1]:
             part = np.argpartition(score, k - 1, axis=1)[:, :k]
         else:
@@ -70,20 +86,39 @@ class StartTable:
         rows = np.arange(B)[:, None]
         return part[rows, np.argsort(score[rows, part], 1)]
 
-    def evaluated(self, idx: np.ndarray):
-        """``path.evaluate(q[idx])`` of entries ``idx (N,)``: what the solver's first step needs, already known."""
-        return self.R[idx].reshape(-1, 3, 3), self.p[idx], self.Jt[idx]
+    def starts(self, chain: Chain, gen: torch.Generator, targets, todo: np.ndarray, R: int, rotation_scale,
+               frame_weights=None, evaluated: bool = False):
+        """``((n R, dof) starts, their path evaluation or None)`` of the targets ``todo`` (of
+        ``targets = (R*, p*)``, as :meth:`nearest` takes them): their ``R`` nearest entries,
+        closest first (uniform draws from ``gen`` after the table's size).  The evaluation (for
+        the numpy loop's first step, one frame's) only when ``evaluated``."""
+        n, k = todo.size, min(R, len(self.q))
+        idx = self.nearest(targets[0][todo], targets[1][todo], k, rotation_scale, frame_weights).reshape(n * k)
+        if k == R:
+            return self.q[idx], self.evaluated(idx) if evaluated else None
+        drawn = chain.random_configuration(n, R - k, generator=gen, dtype=torch.float64, device="cpu").numpy()
+        q = np.concatenate((self.q[idx].reshape(n, k, -1), drawn), 1)
+        return q.reshape(n * R, chain.dof), None
 
-    def _tree(self, rotation_scale: float):
-        tree = self._trees.get(rotation_scale)
-        if tree is None:
+    def evaluated(self, idx: np.ndarray):
+        """``path.evaluate(q[idx])`` of one frame's entries ``idx (N,)``: what the solver's first
+        step needs, already known."""
+        return self.R[idx].reshape(-1, 3, 3), self.p[idx].reshape(-1, 3), self.Jt[idx]
+
+    def _tree(self, scale: np.ndarray):
+        """The KD-tree over the entries' features scaled by ``scale (12 K,)``, and the feature
+        columns it keeps (those of nonzero scale: a position target's rotation drops out)."""
+        key = tuple(scale.tolist())
+        found = self._trees.get(key)
+        if found is None:
             import open3d as o3d
 
+            cols = np.nonzero(scale)[0]
             tree = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor.from_numpy(
-                _features(self.R.reshape(-1, 3, 3), self.p, rotation_scale)))
+                _features(self.R, self.p, scale, cols)))
             tree.knn_index()
-            self._trees[rotation_scale] = tree
-        return tree
+            found = self._trees[key] = (tree, cols)
+        return found
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,11 +130,12 @@ def _open3d_available() -> bool:
     return True
 
 
-def _features(R: np.ndarray, p: np.ndarray, rotation_scale: float) -> np.ndarray:
-    """The vectors ``[p, c R]`` (``[p]`` when ``c = 0``: position-only IK) in float32."""
-    if rotation_scale == 0:
-        return np.ascontiguousarray(p, dtype=np.float32)
-    return np.concatenate((p, rotation_scale * R.reshape(len(p), 9)), 1).astype(np.float32)
+def _features(R: np.ndarray, p: np.ndarray, scale: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The vectors ``[p_1, R_1, ..., p_K, R_K]`` (``R (N, K, 9)``, ``p (N, K, 3)``) times ``scale``,
+    their columns ``cols``, in float32."""
+    N = len(p)
+    F = np.concatenate((p.reshape(N, -1, 3), R.reshape(N, -1, 9)), 2).reshape(N, -1)
+    return np.ascontiguousarray((F * scale)[:, cols], dtype=np.float32)
 
 
 def rotation_scale(position_weight: float, orientation_weight: float, position_only: bool) -> float:
