@@ -52,10 +52,10 @@ class IKConfig:
       with 1, and 68% instead of 59% were solved by their first attempt).  Rounds of fewer than
       ``fill`` problems (a few targets' restarts) draw one: they are latency-bound, and the
       extra kinematics costs more than the steps it saves.  1 turns it off.
-    * ``start_table``: configurations tabulated once per chain and frame with the frame's pose
-      and Jacobian (uniform inside the limits, the same on every run; rebuilt when the limits
-      change); a target's first round starts at the entries nearest to it in the weighted pose
-      error instead of random draws (the Panda's 10,000 targets: 10.1 steps each instead of
+    * ``start_table``: configurations tabulated once per chain and frame (or set of frames)
+      with the frame's pose and Jacobian (uniform inside the limits, the same on every run;
+      rebuilt when the limits change); a target's first round starts at the entries nearest to
+      it in the weighted pose error (summed over a mapping's frames) instead of random draws (the Panda's 10,000 targets: 10.1 steps each instead of
       17.2, 83% instead of 68% solved by their first attempt; a lone target 3.7 steps instead
       of 6.4).  0 turns it off.
     * ``position_weight``/``orientation_weight``: the error is ``[w_p (p* - p); w_o Log(R* R^T)]``.
