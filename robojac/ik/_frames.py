@@ -8,8 +8,8 @@ frame's weighted error ``[w_p (p* - p); w_o Log(R* R^T)]`` (a position target's 
 weigh nothing), and its Jacobian is the frames' geometric Jacobians from one kinematics pass
 (:meth:`robojac.kinematics.Chain.poses_and_jacobians`).  On the CPU, small rounds (a lone
 target's restarts) take the same steps on the numpy loop, as one frame's do: every frame's path
-evaluated together (:class:`._path.FramePaths`), :func:`._lm_numpy.lm_frames_numpy`.  There is
-no start table here: it tabulates one frame's poses.
+evaluated together (:class:`._path.FramePaths`), :func:`._lm_numpy.lm_frames_numpy`.  The first
+round starts from a start table of the frames together (:class:`._table.StartTable`).
 """
 
 from __future__ import annotations
