@@ -139,6 +139,7 @@ class FramePaths:
         self.Mt = M.transpose(0, 2, 1).copy()  # (K, dof, n): folds the joints' columns into q's
         self.segments = [len(segments) for segments, _ in compiled]
         self.drives = (M != 0).any(1)  # (K, dof): the actuated joints that move each frame
+        self.lead = (K,)  # the frame axis of the arrays inside (none for one frame's SerialPath)
 
     def evaluate(self, q: np.ndarray, jacobian: bool = True):
         """``(R (P, K, 3, 3), p (P, K, 3), Jt (P, dof, 6 K) or None)`` of the ``K`` frames for
@@ -147,24 +148,27 @@ class FramePaths:
         P = q.shape[0]
         return R.transpose(1, 0, 2, 3), p.transpose(1, 0, 2), None if Jt is None else Jt.reshape(P, self.dof, -1)
 
-    def _evaluate(self, q: np.ndarray, jacobian: bool):
-        """``(R (K, P, 3, 3), p (K, P, 3), Jt (P, dof, K, 6) or None)``; ``Jt`` is the transposed
+    def _evaluate(self, q: np.ndarray, jacobian: bool = True):
+        """``(R (*lead, P, 3, 3), p (*lead, P, 3), Jt (P, dof, *lead, 6) or None)``, ``lead`` the
+        frame axis ``(K,)`` (``()`` for one frame's :class:`SerialPath`); ``Jt`` is the transposed
         geometric Jacobian (rows per joint, ``[v, w]``, root frame).
 
-        Arrays are joint-major inside (``(n, K, P, ...)``), so every product is one large matrix
-        product or a batch of ``n`` of them, never ``P`` tiny ones."""
-        P, n, K = q.shape[0], self.n, self.K
-        theta = (q.T if self.identity else (q @ self.M_flat).T).reshape(n, K, P)
+        Arrays are joint-major inside (``(n, *lead, P, ...)``), so every product is one large
+        matrix product or a batch of ``n`` of them, never ``P`` tiny ones."""
+        P, n, lead = q.shape[0], self.n, self.lead
+        theta = q.T if self.identity else (q @ self.M_flat).T
+        if lead:
+            theta = theta.reshape(n, lead[0], P)
         if not self.identity:
             theta = theta + self.o
-        coef = np.empty((n, K, P, 4))
+        coef = np.empty(theta.shape + (4,))
         coef[..., 0] = 1.0
         np.sin(theta, out=coef[..., 1])
         np.cos(theta, out=coef[..., 2])
         np.subtract(1.0, coef[..., 2], out=coef[..., 2])
         coef[..., 3] = theta
-        G = np.empty((n + 1, K, P, 4, 4))
-        G[:n, ..., :3, :] = np.matmul(coef, self.basis).reshape(n, K, P, 3, 4)
+        G = np.empty((n + 1,) + theta.shape[1:] + (4, 4))
+        G[:n, ..., :3, :] = np.matmul(coef, self.basis).reshape(theta.shape + (3, 4))
         G[:n, ..., 3, :] = (0.0, 0.0, 0.0, 1.0)
         G[n] = self.tool
         for i in range(1, n + 1):  # running product: the joint frames in the root frame (a
@@ -172,9 +176,9 @@ class FramePaths:
         R, p = G[n, ..., :3, :3], G[n, ..., :3, 3]
         if not jacobian:
             return R, p, None
-        z = G[:n, ..., :3, 2]  # (n, K, P, 3) joint axes
+        z = G[:n, ..., :3, 2]  # (n, *lead, P, 3) joint axes
         d = p - G[:n, ..., :3, 3]
-        J = np.empty((n, K, P, 6))
+        J = np.empty(theta.shape + (6,))
         for c in range(3):  # z x d, a component at a time (2.5x faster than one product with
             # the Levi-Civita tensor at 256 problems)
             a, b = (c + 1) % 3, (c + 2) % 3
@@ -184,25 +188,33 @@ class FramePaths:
             prismatic = ~self.rotational
             J[prismatic, :, :3] = z[prismatic]
             J[prismatic, :, 3:] = 0.0
-        if self.identity:
-            return R, p, np.ascontiguousarray(J.transpose(2, 0, 1, 3))
-        J = np.matmul(self.Mt, J.transpose(1, 0, 2, 3).reshape(K, n, P * 6))  # (K, dof, P 6)
-        return R, p, np.ascontiguousarray(J.reshape(K, self.dof, P, 6).transpose(2, 1, 0, 3))
+        if self.identity:  # (P, n = dof, *lead, 6)
+            return R, p, np.ascontiguousarray(J.transpose(2, 0, 1, 3) if lead else J.transpose(1, 0, 2))
+        if not lead:
+            J = (self.Mt @ J.reshape(n, P * 6)).reshape(self.dof, P, 6).transpose(1, 0, 2)
+        else:
+            K = lead[0]
+            J = np.matmul(self.Mt, J.transpose(1, 0, 2, 3).reshape(K, n, P * 6))  # (K, dof, P 6)
+            J = J.reshape(K, self.dof, P, 6).transpose(2, 1, 0, 3)
+        return R, p, np.ascontiguousarray(J)
 
 
 class SerialPath(FramePaths):
-    """One frame's path (:class:`FramePaths` of one frame), for one frame's IK."""
+    """One frame's path: :class:`FramePaths` of one frame, its arrays without the frame axis
+    (the latency of a lone target: a few microseconds a call less)."""
 
     def __init__(self, chain: Chain, frame: str):
         super().__init__(chain, (frame,))
         if not self.segments[0]:
             raise ValueError(f"frame {frame!r}: no joint moves it (it is fixed to the root {chain.tree.root!r})")
         self.frame, self.drives = frame, self.drives[0]  # (dof,): the actuated joints that move the frame
+        self.lead = ()
+        self.basis, self.tool, self.rotational = self.basis[:, 0], self.tool[0, 0], self.rotational[:, 0]
+        self.o, self.Mt = self.o[:, 0], self.Mt[0]
 
     def evaluate(self, q: np.ndarray, jacobian: bool = True):
         """``(R (P, 3, 3), p (P, 3), Jt (P, dof, 6) or None)`` of the frame for ``q (P, dof)``."""
-        R, p, Jt = self._evaluate(q, jacobian)
-        return R[0], p[0], None if Jt is None else Jt[:, :, 0]
+        return self._evaluate(q, jacobian)
 
 
 def rotation_error(R_target: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

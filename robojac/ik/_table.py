@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,12 +44,13 @@ class StartTable:
         gen = torch.Generator().manual_seed(_TABLE_SEED)
         self.q = chain.random_configuration(size, generator=gen, dtype=torch.float64, device="cpu").numpy()
         self.K = paths.K
-        R, p, self.Jt = FramePaths.evaluate(paths, self.q, jacobian=self.K == 1)  # (M, K, 3, 3), (M, K, 3)
-        self.p, self.R = np.ascontiguousarray(p), R.reshape(size, self.K, 9)
+        R, p, self.Jt = paths.evaluate(self.q, jacobian=self.K == 1)  # (M, [K,] 3, 3), (M, [K,] 3)
+        self.p, self.R = np.ascontiguousarray(p).reshape(size, self.K, 3), R.reshape(size, self.K, 9)
         # (12 K, M): [p_1; R_1; ...; p_K; R_K] per column
         self.poses = np.ascontiguousarray(np.concatenate((self.p, self.R), 2).reshape(size, 12 * self.K).T)
         self.p_sq = (self.p * self.p).sum(-1)  # (M, K)
-        self._trees: dict[tuple, object] = {}  # the features' scales -> Open3D NearestNeighborSearch
+        self._trees: dict[tuple, object] = {}  # _Weights.key -> (Open3D NearestNeighborSearch, columns)
+        self._by_weights: dict[tuple, _Weights] = {}
 
     def nearest(self, R_target: np.ndarray, p_target: np.ndarray, k: int, rotation_scale,
                 frame_weights=None) -> np.ndarray:
@@ -58,27 +60,36 @@ class StartTable:
         frame_weights`` (each a number or ``(K,)``; ``s`` defaults to 1), closest first; ``k`` at
         most the table's size."""
         B, K = len(p_target), self.K
-        R_target, p_target = R_target.reshape(B, K, 9), p_target.reshape(B, K, 3)
-        c = np.broadcast_to(np.asarray(rotation_scale, dtype=np.float64), (K,))
-        s = np.broadcast_to(np.asarray(1.0 if frame_weights is None else frame_weights, dtype=np.float64), (K,))
+        query = np.concatenate((p_target.reshape(B, K, 3), R_target.reshape(B, K, 9)), 2).reshape(B, 12 * K)
+        w = self._weights(rotation_scale, frame_weights)
         if B <= _SCAN_MAX or not _open3d_available():
             # a scan (row chunks bound the memory; also the path where Open3D is not installed)
-            return np.concatenate([self._scan(R_target[i : i + _SCAN_CHUNK], p_target[i : i + _SCAN_CHUNK], k, c, s)
-                                   for i in range(0, B, _SCAN_CHUNK)])
+            return np.concatenate([self._scan(query[i : i + _SCAN_CHUNK], k, w) for i in range(0, B, _SCAN_CHUNK)])
         import open3d as o3d
 
-        scale = np.sqrt(s)[:, None] * np.concatenate((np.ones((K, 3)), np.repeat(c[:, None], 9, 1)), 1)  # (K, 12)
-        tree, cols = self._tree(scale.reshape(-1))
-        query = _features(R_target, p_target, scale.reshape(-1), cols)
-        idx, _ = tree.knn_search(o3d.core.Tensor.from_numpy(query), k)
+        tree, cols = self._tree(w)
+        idx, _ = tree.knn_search(o3d.core.Tensor.from_numpy(_features(query, w.scale, cols)), k)
         return idx.numpy().astype(np.int64)
 
-    def _scan(self, R_target: np.ndarray, p_target: np.ndarray, k: int, c: np.ndarray, s: np.ndarray) -> np.ndarray:
-        B = len(p_target)
-        # sum_k s_k (|p_kj|^2 - 2 p*_k.p_kj - 2 c_k^2 R*_k:R_kj) (the targets' own norms and
-        # |R_kj|^2 = 3 are constant per row)
-        query = np.concatenate((s[:, None] * p_target, (s * c * c)[:, None] * R_target), 2).reshape(B, -1)
-        score = self.p_sq @ s - 2.0 * (query @ self.poses)
+    def _weights(self, rotation_scale, frame_weights) -> "_Weights":
+        """The distance's weights for ``c`` and ``s`` (built once per value: a lone target is latency-bound)."""
+        key = (np.asarray(rotation_scale, dtype=np.float64).tobytes(),
+               None if frame_weights is None else np.asarray(frame_weights, dtype=np.float64).tobytes())
+        found = self._by_weights.get(key)
+        if found is None:
+            K = self.K
+            c = np.broadcast_to(np.asarray(rotation_scale, dtype=np.float64), (K,))
+            s = np.ones(K) if frame_weights is None else np.broadcast_to(np.asarray(frame_weights, np.float64), (K,))
+            # sum_k s_k (|p_kj|^2 - 2 p*_k.p_kj - 2 c_k^2 R*_k:R_kj) ranks as the distance does (the
+            # targets' own norms and |R_kj|^2 = 3 are constant per row): the query's weights
+            query = np.concatenate((np.repeat(s[:, None], 3, 1), np.repeat((s * c * c)[:, None], 9, 1)), 1)
+            scale = np.sqrt(s)[:, None] * np.concatenate((np.ones((K, 3)), np.repeat(c[:, None], 9, 1)), 1)
+            found = self._by_weights[key] = _Weights(query.reshape(-1), self.p_sq @ s, scale.reshape(-1), key)
+        return found
+
+    def _scan(self, query: np.ndarray, k: int, w: "_Weights") -> np.ndarray:
+        B = len(query)
+        score = w.p_sq - 2.0 * ((query * w.query) @ self.poses)
         if k < score.shape[1]:
             part = np.argpartition(score, k - 1, axis=1)[:, :k]
         else:
@@ -105,20 +116,30 @@ class StartTable:
         step needs, already known."""
         return self.R[idx].reshape(-1, 3, 3), self.p[idx].reshape(-1, 3), self.Jt[idx]
 
-    def _tree(self, scale: np.ndarray):
-        """The KD-tree over the entries' features scaled by ``scale (12 K,)``, and the feature
+    def _tree(self, w: "_Weights"):
+        """The KD-tree over the entries' features scaled by ``w.scale (12 K,)``, and the feature
         columns it keeps (those of nonzero scale: a position target's rotation drops out)."""
-        key = tuple(scale.tolist())
-        found = self._trees.get(key)
+        found = self._trees.get(w.key)
         if found is None:
             import open3d as o3d
 
-            cols = np.nonzero(scale)[0]
+            cols = np.nonzero(w.scale)[0]
             tree = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor.from_numpy(
-                _features(self.R, self.p, scale, cols)))
+                _features(self.poses.T, w.scale, cols)))
             tree.knn_index()
-            found = self._trees[key] = (tree, cols)
+            found = self._trees[w.key] = (tree, cols)
         return found
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """The table distance's weights for one ``(c, s)``: the query's ``(12 K,)`` multipliers, the
+    entries' ``sum_k s_k |p_kj|^2`` ``(M,)``, the KD-tree features' ``(12 K,)`` scales, and the key."""
+
+    query: np.ndarray
+    p_sq: np.ndarray
+    scale: np.ndarray
+    key: tuple
 
 
 @functools.lru_cache(maxsize=1)
@@ -130,11 +151,9 @@ def _open3d_available() -> bool:
     return True
 
 
-def _features(R: np.ndarray, p: np.ndarray, scale: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The vectors ``[p_1, R_1, ..., p_K, R_K]`` (``R (N, K, 9)``, ``p (N, K, 3)``) times ``scale``,
-    their columns ``cols``, in float32."""
-    N = len(p)
-    F = np.concatenate((p.reshape(N, -1, 3), R.reshape(N, -1, 9)), 2).reshape(N, -1)
+def _features(F: np.ndarray, scale: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The vectors ``F (N, 12 K)`` (``[p_1, R_1, ..., p_K, R_K]`` each) times ``scale``, their
+    columns ``cols``, in float32."""
     return np.ascontiguousarray((F * scale)[:, cols], dtype=np.float32)
 
 
