@@ -55,9 +55,9 @@ class IKConfig:
     * ``start_table``: configurations tabulated once per chain and frame (or set of frames)
       with the frame's pose and Jacobian (uniform inside the limits, the same on every run;
       rebuilt when the limits change); a target's first round starts at the entries nearest to
-      it in the weighted pose error (summed over a mapping's frames) instead of random draws (the Panda's 10,000 targets: 10.1 steps each instead of
-      17.2, 83% instead of 68% solved by their first attempt; a lone target 3.7 steps instead
-      of 6.4).  0 turns it off.
+      it in the weighted pose error (summed over a mapping's frames) instead of random draws
+      (the Panda's 10,000 targets: 10.1 steps each instead of 17.2, 83% instead of 68% solved
+      by their first attempt; a lone target 3.7 steps instead of 6.4).  0 turns it off.
     * ``position_weight``/``orientation_weight``: the error is ``[w_p (p* - p); w_o Log(R* R^T)]``.
     * ``position_tolerance`` (m) and ``orientation_tolerance`` (rad): a problem is solved, and
       stops, when both errors are below them (inside the joint limits, always).
@@ -360,8 +360,8 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     positions ``(..., 3)`` for position-only IK, in the chain's root frame; float32 or float64,
     any device, any batch shape.  Or a mapping ``{frame: target}`` (each a pose or a position, in
     one batch shape, dtype and device) that places every frame at once: a humanoid's hands and
-    feet (``config.frame`` must then be ``None``; see :mod:`robojac.ik._frames`).  ``q0`` (``(..., dof)`` or ``(dof,)``) starts each target's
-    first attempt.
+    feet (``config.frame`` must then be ``None``; see :mod:`robojac.ik._frames`).  ``q0``
+    (``(..., dof)`` or ``(dof,)``) starts each target's first attempt.
 
     Each step solves ``(J^T W J + lambda diag(J^T W J)) dq = J^T W e`` (Levenberg-Marquardt,
     ``lambda`` per problem: /3 after a step that lowers the cost, x3 and retry after one that

@@ -37,8 +37,9 @@ _SCAN_CHUNK = 1024  # a scan of more queries (no Open3D) runs in chunks of this 
 class StartTable:
     """``size`` uniform configurations inside ``chain``'s limits, the poses they give the ``K``
     frames of ``paths`` (one frame's :class:`SerialPath`, or several frames' :class:`FramePaths`)
-    and, for one frame, its Jacobians there (a start's first step needs no evaluation; several
-    frames' would take a humanoid's table from 1 to 25 MB)."""
+    and, for one frame, its Jacobians there (a start's first step needs no evaluation).  Several
+    frames' Jacobians are not kept: TALOS's four would take 25 MB (4096 x 32 x 24 float64), the
+    Panda's one 1.4 MB."""
 
     def __init__(self, chain: Chain, paths: FramePaths, size: int):
         gen = torch.Generator().manual_seed(_TABLE_SEED)
