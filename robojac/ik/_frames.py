@@ -28,7 +28,7 @@ from ..kinematics import Chain
 from ._lm_engine import attempts, differentiable
 from ._lm_numpy import frames_errors, lm_frames_numpy
 from ._path import FramePaths, quat_to_matrix_np
-from ._rounds import Best, any_in_group, random_source
+from ._rounds import Best, any_in_group, random_source, seeded
 from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND
 from ._table import StartTable, rotation_scale
 from ._targets import parse_targets
@@ -184,35 +184,32 @@ def gradients(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q: Te
     return differentiable(residual, T.to(work), q, drive, converged)
 
 
-def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held: Tensor, problem,
+def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held, problem,
            starts, returned, paths: FramePaths | None, table: StartTable | None):
     """The rounds of attempts for targets ``T (B, K, 7)``: ``(q (B, dof), best, measured errors)``
     with ``problem(dtype, group, numpy)`` the attempt's constants, ``starts(gen, n, R, distance)`` the
     random starts and ``returned(q)`` the answer in the targets' dtype.  The joints that move no
-    frame start, and so stay, at ``held (B, dof)`` in every attempt (a humanoid's head does not
-    take a random pose for a target of its hands).  ``paths``: the frames' numpy evaluator, for
-    targets on the CPU (``None`` elsewhere, or for ``engine="torch"``); rounds of at most
-    ``NUMPY_MAX_ROUND`` problems run on it (every round, for ``engine="numpy"``), as one frame's.
-    ``table``: the frames' start table (``None`` for ``start_table=0``), which gives the first
-    round's starts."""
+    frame start, and so stay, at their values in ``held`` (:func:`._rounds.seeded`) in every
+    attempt (a humanoid's head does not take a random pose for a target of its hands).
+    ``paths``: the frames' numpy evaluator, for targets on the CPU (``None`` elsewhere, or for
+    ``engine="torch"``); rounds of at most ``NUMPY_MAX_ROUND`` problems run on it (every round,
+    for ``engine="numpy"``), as one frame's.  ``table``: the frames' start table (``None`` for
+    ``start_table=0``), which gives the first round's starts."""
     dt, dev = T.dtype, T.device
     B, dof = T.shape[0], chain.dof
     drive = drive_of(chain, frames, dev)
-    off = torch.from_numpy(np.setdiff1d(np.arange(dof), drive.cpu().numpy())).to(dev)
-    host = _HostTargets(cfg, frames, T, position_only, q0, held, drive)
+    host = _HostTargets(cfg, frames, T, position_only, drive)
+    q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
     gen = random_source(cfg.seed)
     best = Best(B, dof, (len(frames),))
     for rnd, todo, R in best.rounds(cfg):
         n = todo.size
-        near = host.table_starts(chain, table, gen, todo, R) if rnd == 0 and table is not None else None
-        if paths is not None and (cfg.engine == "numpy" or n * R <= NUMPY_MAX_ROUND):
-            q, pe, re, ok, it = host.attempt(paths, problem(torch.float64, R, True), cfg, gen, starts, todo, R,
-                                             first=rnd == 0, near=near)
+        on_numpy = paths is not None and (cfg.engine == "numpy" or n * R <= NUMPY_MAX_ROUND)
+        if on_numpy:
+            distance = host.distance(paths, todo.repeat(R), cfg)
         else:
             work = working_dtype(dt)
-            pb = problem(work, R, False)
-            rows = torch.from_numpy(todo).to(dev)
-            Tr = T[rows].repeat_interleave(R, 0).to(work)
+            Tr = T[torch.from_numpy(todo).to(dev)].repeat_interleave(R, 0).to(work)
 
             def distance(q: np.ndarray) -> np.ndarray:
                 K = len(q) // len(Tr)
@@ -220,14 +217,16 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
                 _, pe, re = frame_pose_errors(X, Tr.repeat_interleave(K, 0), position_only)
                 return closeness(pe, re, cfg, frames).cpu().numpy()
 
-            q_init = torch.from_numpy(starts(gen, n, R, distance) if near is None else near).to(dtype=work,
-                                                                                                 device=dev)
-            if len(off):
-                q_init[:, off] = held[rows][:, off].repeat_interleave(R, 0).to(work)
-            if rnd == 0 and q0 is not None:
-                q_init[::R] = q0.to(work)[rows]
-            q, pe, re, ok, it = (a.detach().cpu().numpy()
-                                 for a in attempt(chain, frames, Tr, position_only, q_init, drive, pb, cfg))
+        first = rnd == 0
+        qi = host.table_starts(chain, table, gen, todo, R) if first and table is not None else starts(gen, n, R,
+                                                                                                      distance)
+        qi = seeded(qi, todo, R, held, q0_host, first)
+        if on_numpy:
+            q, pe, re, ok, it = host.attempt(paths, problem(torch.float64, R, True), qi, todo, R)
+        else:
+            q_init = torch.from_numpy(qi).to(dtype=work, device=dev)
+            q, pe, re, ok, it = (a.detach().cpu().numpy() for a in attempt(chain, frames, Tr, position_only, q_init,
+                                                                             drive, problem(work, R, False), cfg))
         best.update(todo, R, q, pe, re, ok, it, closeness(pe.astype(np.float64), re.astype(np.float64), cfg, frames),
                     cfg.patience)
         best.history.append(cost(best.pe, best.re, cfg, frames))
@@ -242,20 +241,17 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
 
 
 class _HostTargets:
-    """The targets, starts and weights of several frames' rounds as float64 numpy arrays on the
-    host: the start table's starts, and one round of attempts on the numpy loop
-    (:func:`._lm_numpy.lm_frames_numpy`)."""
+    """The targets and weights of several frames' rounds as float64 numpy arrays on the host:
+    the start table's starts, the random starts' distance, and one round of attempts on the
+    numpy loop (:func:`._lm_numpy.lm_frames_numpy`)."""
 
-    def __init__(self, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held: Tensor, drive: Tensor):
+    def __init__(self, cfg, frames, T: Tensor, position_only: Tensor, drive: Tensor):
         T64 = T.detach().cpu().double().numpy()
         self.Rt, self.pt = quat_to_matrix_np(T64[..., 3:]), T64[..., :3].copy()
         self.position_only = position_only.cpu().numpy()
         w = weights(cfg, frames, position_only, torch.float64, "cpu").numpy().reshape(-1)
         self.w2 = w * w
-        self.q0 = None if q0 is None else q0.detach().cpu().double().numpy()
-        self.held = held.detach().cpu().double().numpy()
-        self.drive = drive.cpu().numpy()
-        self.off = np.setdiff1d(np.arange(self.held.shape[1]), self.drive)
+        self.drive = drive.cpu().numpy()  # the joints that move a frame (the numpy loop steps these alone)
         self.frames = frames
         # the table's distance is the attempts' (closeness): each frame's squared weight, no
         # rotation for a position target
@@ -268,23 +264,21 @@ class _HostTargets:
         q, _ = table.starts(chain, gen, (self.Rt, self.pt), todo, R, self.rotation_scale, self.frame_weights)
         return q
 
-    def attempt(self, paths: FramePaths, pb, cfg, gen, starts, todo: np.ndarray, R: int, first: bool,
-                near: np.ndarray | None):
-        """``(q, pos_err (n R, K), rot_err (n R, K), solved, iterations)`` of ``R`` attempts for
-        each target of ``todo``, from ``near`` (the table's starts) or random ones."""
-        sel = todo.repeat(R)
-
+    def distance(self, paths: FramePaths, sel: np.ndarray, cfg):
+        """The random starts' ranking for the problems' targets ``sel``: candidates ``q`` (``len(q) /
+        len(sel)`` per problem) -> their weighted squared errors."""
         def distance(q: np.ndarray) -> np.ndarray:
             s = sel.repeat(len(q) // len(sel))
             _, _, pe, re = frames_errors(paths, q, self.Rt[s], self.pt[s], self.position_only, jacobian=False)
             return closeness(pe, re, cfg, self.frames)
 
-        qi = starts(gen, todo.size, R, distance) if near is None else near
-        if len(self.off):
-            qi[:, self.off] = self.held[sel][:, self.off]
-        if first and self.q0 is not None:
-            qi[::R] = self.q0[todo]
-        pb = replace(pb, drive=None if len(self.off) == 0 else self.drive)
+        return distance
+
+    def attempt(self, paths: FramePaths, pb, qi: np.ndarray, todo: np.ndarray, R: int):
+        """``(q, pos_err (n R, K), rot_err (n R, K), solved, iterations)`` of ``R`` attempts for
+        each target of ``todo``, from ``qi (n R, dof)``."""
+        sel = todo.repeat(R)
+        pb = replace(pb, drive=None if len(self.drive) == qi.shape[1] else self.drive)
         step = R * max(1, NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
         outs = [lm_frames_numpy(paths, self.Rt[sel[c : c + step]], self.pt[sel[c : c + step]], self.position_only,
                                 self.w2, qi[c : c + step], pb) for c in range(0, len(sel), step)]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Best", "any_in_group", "random_source"]
+__all__ = ["Best", "any_in_group", "random_source", "seeded"]
 
 
 class Best:
@@ -56,6 +56,18 @@ class Best:
         self.q[chosen], self.score[chosen], self.pe[chosen], self.re[chosen] = q[pick], cand[better], pe[pick], re[pick]
         self.iters[todo] += it.reshape(n, R)[first, k]
         self.done[todo] = ok.reshape(n, R).any(1) | (self.stalled[todo] >= patience)
+
+
+def seeded(q: np.ndarray, todo: np.ndarray, R: int, held, q0: np.ndarray | None, first: bool) -> np.ndarray:
+    """The starts ``q (n R, dof)`` of the targets ``todo`` (``R`` each; changed in place and
+    returned) with the joints ``held[0]`` that move no target frame at their values ``held[1]
+    (B, len(held[0]))`` (``held`` ``None``: every joint moves one), and in the ``first`` round each
+    target's first attempt at ``q0 (B, dof)`` (float64, or ``None``)."""
+    if held is not None:
+        q[:, held[0]] = held[1][todo.repeat(R)]
+    if first and q0 is not None:
+        q[::R] = q0[todo]
+    return q
 
 
 def any_in_group(ok: Tensor, target_of: Tensor, group: int) -> Tensor:

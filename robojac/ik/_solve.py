@@ -20,7 +20,7 @@ from . import _frames
 from ._lm_numpy import frame_errors, lm_numpy
 from ._lm_engine import differentiable, lm_engine
 from ._path import FramePaths, SerialPath, quat_to_matrix_np
-from ._rounds import Best, random_source
+from ._rounds import Best, random_source, seeded
 from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND, Problem
 from ._table import StartTable, rotation_scale
 from ._targets import TargetResidual, parse_targets, pose_errors
@@ -324,7 +324,8 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
     first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
     with torch_threads(threads_for(first_round * chain.dof, dev, cfg.num_threads)):
         q, best, pe, re = _frames.rounds(
-            chain, cfg, frames, T.detach(), position_only, q0, _middle(chain, B, dev) if q0 is None else q0,
+            chain, cfg, frames, T.detach(), position_only, q0,
+            _held(chain, _frames.drive_of(chain, frames, "cpu").numpy(), q0, B),
             problem=lambda work, R, numpy: _problem(chain, cfg, None, False, work, dev, numpy, group=R, returned=dt),
             starts=lambda gen, n, R, distance: _starts(chain, cfg, gen, n, R, distance),
             returned=lambda q: _returned(chain, q, dt, dev),
@@ -421,7 +422,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     np_targets = _numpy_targets(flat, position_only) if numpy_ok or cfg.start_table else None
     gen = random_source(cfg.seed)
     best = Best(B, dof)
-    held = _held(chain, frame, q0, B)
+    held = _held(chain, _drive(chain, frame, "cpu", True), q0, B)
+    q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
     measured = True  # every round ran the float64 numpy engine: its errors are the float64 re-check's
     for rnd, todo, R in best.rounds(cfg):
         n = todo.size
@@ -438,10 +440,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             sel = todo.repeat(R)
             qi = near if near is not None else _starts(
                 chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
-            if held is not None:
-                qi[:, held[0]] = held[1][sel]
-            if rnd == 0 and q0 is not None:
-                qi[::R] = q0.detach().to("cpu", torch.float64).numpy()[todo]
+            qi = seeded(qi, todo, R, held, q0_host, rnd == 0)
             step = R * max(1, NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
             outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]], qi[c : c + step],
                              pb, None if near_eval is None else tuple(a[c : c + step] for a in near_eval))
@@ -453,11 +452,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             if near is None:
                 near = _starts(chain, cfg, gen, n, R,
                                lambda q: _distance_torch(chain, frame, q, Tr, cfg, position_only, work_dt))
-            if held is not None:
-                near[:, held[0]] = held[1][todo.repeat(R)]
-            q_init = torch.from_numpy(near).to(dtype=work_dt, device=dev)
-            if rnd == 0 and q0 is not None:
-                q_init[::R] = q0.to(work_dt)[rows]
+            q_init = torch.from_numpy(seeded(near, todo, R, held, q0_host, rnd == 0)).to(dtype=work_dt, device=dev)
             out = lm_engine(chain, frame, Tr, q_init, pb)
             q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
         # the attempts ranked by the cost they minimize (what result.cost and history report)
@@ -490,14 +485,14 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
                     history)
 
 
-def _held(chain: Chain, frame: str, q0: Tensor | None, B: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(joints, values (B, len(joints)))``: the joints that do not move ``frame`` and the values
-    they keep in every attempt, ``q0``'s or the middle of their limits (a humanoid's head does not
-    take a random pose for a target of its hand); ``None`` when every joint moves the frame."""
-    drive = _drive(chain, frame, "cpu", True)
-    if drive is None:
+def _held(chain: Chain, drive: np.ndarray | None, q0: Tensor | None, B: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(joints, values (B, len(joints)))``: the joints outside ``drive`` (those that move no
+    target frame) and the values they keep in every attempt, ``q0``'s or the middle of their
+    limits (a humanoid's head does not take a random pose for a target of its hand); ``None``
+    when every joint moves a frame (``drive`` ``None`` or all of them)."""
+    off = np.empty(0, dtype=np.int64) if drive is None else np.setdiff1d(np.arange(chain.dof), drive)
+    if not len(off):
         return None
-    off = np.setdiff1d(np.arange(chain.dof), drive)
     if q0 is not None:
         return off, q0.detach().to("cpu", torch.float64).numpy()[:, off]
     lo, hi, _ = _limits(chain, torch.float64, "cpu", True)  # in numpy: a lone target is latency-bound
