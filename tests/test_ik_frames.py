@@ -81,6 +81,9 @@ def test_positions_and_poses_mix_and_joints_that_move_no_frame_keep_their_start(
     assert pe.max() < 1e-4 and re[:, 0].max() < 1e-3
     still = [k for k, n in enumerate(chain.joint_names) if n.startswith(("head", "leg_right", "gripper"))]
     assert max_err(r.q[:, still], q0[:, still]) == 0.0
+    lo, hi = chain.limits_for(torch.float64, device)  # without q0: the middle of their limits
+    r = ik.solve(chain, targets)
+    assert bool(r.converged.all()) and max_err(r.q[:, still], (0.5 * (lo + hi))[still].expand(5, -1)) < 1e-12
 
 
 def test_unreachable_frames_fail_gracefully_and_the_others_still_solve(talos, device):
