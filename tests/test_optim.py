@@ -174,6 +174,50 @@ def test_implicit_gradients_equal_central_differences(noise, device):
         assert abs(float(got[b, m, c] - ref[b, m, c])) <= 1e-5 * max(abs(float(ref[b, m, c])), 1e-3)
 
 
+def test_the_gauss_newton_backward_is_the_weighted_fit_with_its_weights_held(device):
+    """``attach_gradients(hessian="gauss_newton")`` differentiates the fit linearized at the
+    answer, its robust weights held.  For a robust (Cauchy) mean of several readings of each
+    entry that is, written out, each reading's IRLS weight over its entry's total; the readings
+    of a fixed entry get nothing.  The exact Hessian's derivative also moves the weights (a
+    different answer here), and for poses fitted to points the two agree where the residuals
+    vanish at the answer, and only there."""
+    kw = dict(dtype=torch.float64, device=device)
+    g = torch.Generator().manual_seed(3)
+    index = [0, 0, 0, 1, 1, 1, 1, 2]
+    b = torch.randn(2, 8, 2, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    x = optim.Variable("Rn", torch.zeros(2, 3, 2, **kw), fixed=[False, False, True])
+    f = optim.Factor(lambda X, t: X - t, [x], index=index, data=(b,), kernel=optim.RobustKernel("cauchy", 0.5))
+    r = optim.solve([x], [f], optim.SolverConfig(backward="none"))
+    assert r.converged.all()
+    up = torch.randn(2, 3, 2, generator=g, dtype=torch.float64).to(device)
+    grads = {}
+    for hessian in ("gauss_newton", "exact"):
+        (xs,) = optim.attach_gradients([x], [f], (r.values[0],), r.converged, hessian=hessian)
+        (grads[hessian],) = torch.autograd.grad((xs * up).sum(), b)
+    with torch.no_grad():
+        res = r.values[0][:, index] - b  # (2, 8, 2)
+        w = 1 / (1 + res.square().sum(-1) / 0.25)  # Cauchy's IRLS weight, per reading
+        idx = torch.tensor(index, device=device)
+        total = torch.zeros(2, 3, **kw).index_add_(1, idx, w)
+        expected = (w / total[:, idx])[..., None] * up[:, idx]
+        expected[:, idx == 2] = 0.0  # the fixed entry's readings
+    assert max_err(grads["gauss_newton"], expected) < 1e-10
+    assert max_err(grads["exact"], expected) > 1e-3
+
+    for noise, agree in ((0.0, True), (0.05, False)):
+        _, p, q = _pairs(2, 12, noise, device, seed=5)
+        q = q.clone().requires_grad_()
+        X, fp = _pose_problem(p, q)
+        sol = optim.solve([X], [fp], optim.SolverConfig(backward="none"))
+        assert sol.converged.all()
+        grads = {}
+        for hessian in ("gauss_newton", "exact"):
+            (Xs,) = optim.attach_gradients([X], [fp], sol.values, sol.converged, hessian=hessian)
+            (grads[hessian],) = torch.autograd.grad((Xs * up[:, :1, :1]).sum(), q)
+        gap = max_err(grads["gauss_newton"], grads["exact"]) / float(grads["exact"].abs().max())
+        assert (gap < 1e-9) if agree else (gap > 1e-4), (noise, gap)
+
+
 def test_an_entry_no_factor_weighs_has_no_derivative_and_the_others_keep_theirs(device):
     """Tukey's kernel gives entry 1's residual zero weight (it is 50 from its target, the scale
     10): the Hessian's rows there are zero.  Its derivative is zero, and the others' are the

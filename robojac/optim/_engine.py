@@ -331,7 +331,10 @@ def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], v
     second-order terms: exact where the residuals vanish at the answer (a problem that converges
     only when its residual is at its tolerance, as IK's reached targets do, whose answer is itself
     that far from the exact zero), and one Jacobian instead of ``n`` Hessian-vector products
-    (dense problems only)."""
+    (dense problems only).  The data's side is linearized as well: the derivative is that of the
+    weighted least-squares fit of the residuals linearized at the answer, the robust weights
+    held, ``-H^-1 J^T W dr/dtheta``, one backward through the residuals with the values held
+    (no second derivative of the residual)."""
     problem = Problem(variables, factors)
     thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
     values = tuple(values)

@@ -163,6 +163,53 @@ def _dense_hessian(grad: Tensor, delta: Tensor, n: int) -> Tensor:
         return torch.stack(cols, -1).detach()
 
 
+def _dense_solve(H: Tensor, gbar: Tensor, damping: float) -> tuple[Tensor, Tensor]:
+    """``(H^-1 gbar, info)`` for a batch of dense ``H (B, n, n)``, ``damping`` times each one's
+    largest diagonal entry added to its diagonal (the damped least-norm derivative)."""
+    if damping:
+        B, n = gbar.shape
+        H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
+    return torch.linalg.solve_ex(H, gbar)
+
+
+def _kept(lam: Tensor, info: Tensor, converged: Tensor) -> Tensor:
+    """``lam (B, n)`` where its problem converged and the solve gave a finite answer; zero (no
+    gradient) elsewhere."""
+    ok = (info == 0) & converged & torch.isfinite(lam).all(-1)
+    return torch.where(ok[:, None], lam, torch.zeros_like(lam))
+
+
+def _gauss_newton_grads(problem: Problem, values: tuple[Tensor, ...], held: Tensor, gbar: Tensor,
+                        converged: Tensor, damping: float, thetas: tuple[Tensor, ...]) -> tuple:
+    """The data's gradients for ``hessian="gauss_newton"`` (dense problems).  The residuals
+    linearized at the answer, ``r + J dX + R dtheta``, have their weighted least-squares
+    minimum at ``dX = -H^-1 J^T W R dtheta`` (``H = J^T W J``, ``W`` the robust weights there),
+    so the product with the upstream ``gbar`` is ``-R^T W J lambda``, ``lambda = H^-1 gbar``.
+    That is one closed-form linearization and one backward through the residuals with the
+    values held: a chain's kinematics is not differentiated again.  The exact Hessian's
+    branch also differentiates ``J`` by the data (``(dJ/dtheta)^T W r``): a term as small as
+    the residual, which this Hessian has dropped already.  That branch, a double backward
+    through the cost with the kinematics in it, cost a lone Panda target 4.8-6.3 ms (3.3x its
+    solve) and a lone TALOS target set of four frames 11.7-14.9 ms (3.0x); this one 2.1-2.2 and
+    3.3-3.5 ms, and 10,000 Panda targets 37-39 -> 18 ms (``benchmarks/gradients.py``)."""
+    with torch.enable_grad():
+        lin = Linearization(problem, values, closed_forms=True)  # the residuals live in the data
+    fixed = lin.detached()
+    with torch.no_grad():
+        lam, info = _dense_solve(hold_fixed(fixed.normal_equations()[0], held), gbar, damping)
+        lam = _kept(lam, info, converged)
+        seeds = []  # W J lambda, per factor (B, F, m)
+        for i, f in enumerate(problem.factors):
+            Jl = sum((Jk @ lam[:, problem.rows(f, k), None])[..., 0] for k, Jk in enumerate(fixed.blocks[i]))
+            w = f.kernel.row_weights(fixed.residuals[i])
+            seeds.append(Jl if w is None else w[..., None] * Jl)
+    live = [(r * s).sum() for r, s in zip(lin.residuals, seeds) if r.requires_grad]
+    if not live:
+        return (None,) * len(thetas)
+    grads = torch.autograd.grad(sum(live), thetas, allow_unused=True)
+    return tuple(None if g is None else -g for g in grads)
+
+
 class Implicit(torch.autograd.Function):
     """The answer as a function of the factor data, differentiated by the implicit function
     theorem (see the module's docstring)."""
@@ -196,6 +243,8 @@ class Implicit(torch.autograd.Function):
             with torch.no_grad():
                 held = problem.held | problem.unweighed(values)
             gbar = gbar.masked_fill(held, 0.0).detach()
+            if ctx.context.gauss_newton and not (B == 1 and n > DENSE_MAX):
+                return (None,) + _gauss_newton_grads(problem, values, held, gbar, converged, damping, thetas)
             # grad_d c with the data live
             costs = _factor_costs(problem, values, delta)
             grad = torch.autograd.grad(sum(costs).sum(), delta, create_graph=True)[0]
@@ -216,15 +265,7 @@ class Implicit(torch.autograd.Function):
                 lam = _solve_sparse(problem, values, held, gbar, damping, ctx.context.preconditioner, product).detach()
                 info = torch.zeros(1, dtype=torch.int32, device=lam.device)
             else:
-                if ctx.context.gauss_newton:
-                    with torch.no_grad():
-                        H = hold_fixed(Linearization(problem, values).normal_equations()[0], held)
-                else:
-                    H = hold_fixed(_dense_hessian(grad, delta, n), held)
-                if damping:
-                    H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
-                lam, info = torch.linalg.solve_ex(H, gbar)
-            ok = (info == 0) & converged & torch.isfinite(lam).all(-1)
-            lam = torch.where(ok[:, None], lam, torch.zeros_like(lam))  # no solution, no gradient
+                lam, info = _dense_solve(hold_fixed(_dense_hessian(grad, delta, n), held), gbar, damping)
+            lam = _kept(lam, info, converged)
             grads = torch.autograd.grad((grad * lam).sum(), thetas, allow_unused=True)
         return (None,) + tuple(None if g is None else -g for g in grads)

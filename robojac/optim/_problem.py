@@ -160,6 +160,16 @@ class Linearization:
         out.blocks = [None if J is None or callable(J) else [b[rows] for b in J] for J in self.blocks]
         return out
 
+    def detached(self) -> "Linearization":
+        """This linearization cut from the autograd graph: its residuals and every factor's
+        blocks (computed now where they were not, with grad off) detached."""
+        out = Linearization.__new__(Linearization)
+        out.problem, out.values, out.sparse_gradient = self.problem, tuple(v.detach() for v in self.values), None
+        out.residuals = [r.detach() for r in self.residuals]
+        with torch.no_grad():
+            out.blocks = [[b.detach() for b in self.jacobians(i)] for i in range(len(self.residuals))]
+        return out
+
     def jacobians(self, i: int) -> list[Tensor]:
         """Factor ``i``'s blocks at this point (held entries zero): cached or computed now."""
         J = self.blocks[i]
