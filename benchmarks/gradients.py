@@ -4,9 +4,9 @@ attaching the implicit backward adds), and the backward, medians after a warm-up
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gradients.py [--repeat 3]
 
 Cases: pose-graph optimization of sphere2500 and of manhattan (2D) (gradients to the
-measurements), IK of 10,000
-Panda targets in float32 (gradients to the targets) and GICP of the bunny pair, 3 mm voxels
-(gradients to the source points).  The goal (#17): a backward of at most
+measurements), IK of 10,000 Panda targets in float32 and of one target at a time (a Panda
+target; a TALOS target set of four frames) (gradients to the targets) and GICP of the bunny
+pair, 3 mm voxels (gradients to the source points).  The goal (#17): a backward of at most
 0.5x the forward.
 """
 
@@ -73,6 +73,39 @@ def ik_case(repeat):
     return ["IK, 10,000 Panda targets, float32 (d q / d targets)", *timed(run, repeat)]
 
 
+def lone_cases(repeat):
+    """One target at a time (a latency): a Panda target, and a TALOS target set of four frames
+    (its grippers and soles, as ``benchmarks/ik_frames.py``), each the median over 30 targets
+    (``repeat`` does not apply) after a warm-up of 5."""
+    panda = robojac.Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
+    talos = robojac.Chain.from_urdf(data.path("robots/talos_reduced.urdf"))
+    frames = ["gripper_left_base_link", "gripper_right_base_link", "left_sole_link", "right_sole_link"]
+    config = ik.IKConfig(position_tolerance=1e-3, orientation_tolerance=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    rows = []
+    for name, chain, pose in (
+            ("IK, one Panda target, float64 (d q / d target)", panda, lambda X: X[0]),
+            ("IK, one TALOS target set (4 frames), float64 (d q / d targets)", talos,
+             lambda X: {f: X[k] for k, f in enumerate(frames)})):
+        q = chain.random_configuration(35, generator=gen)
+        X = chain.forward_kinematics_tensor(q, frames if chain is talos else ["panda_hand"])
+        times = {False: [], True: []}
+        for i in range(len(q)):
+            for grad in (False, True):
+                T = pose(X[i])
+                T = {f: t.clone().requires_grad_(grad) for f, t in T.items()} if isinstance(T, dict) \
+                    else T.clone().requires_grad_(grad)
+                t0 = time.perf_counter()
+                r = ik.solve(chain, T, config=config if chain is talos else None)
+                t1 = time.perf_counter()
+                if grad:
+                    r.q.sum().backward()
+                times[grad].append((t1 - t0, time.perf_counter() - t1))
+        med = [statistics.median(t[j] for t in times[grad][5:]) for grad, j in ((False, 0), (True, 0), (True, 1))]
+        rows.append([name, *med])
+    return rows
+
+
 def icp_case(repeat):
     folder = data.path("pointclouds/bunny")
     src = voxel_downsample(read_point_cloud(folder / "bun045.ply.gz"), 0.003)
@@ -97,10 +130,13 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# Gradients through answers; {describe_machine()}", flush=True)
     rows = []
-    for case in (pgo_case, pgo_2d_case, ik_case, icp_case):
-        name, plain, fwd, bwd = case(args.repeat)
-        rows.append([name, f"{plain:.3f} s", f"{fwd:.3f} s", f"{bwd:.3f} s", f"{bwd / plain:.2f}x"])
-        print(" | ".join(rows[-1]), flush=True)
+    for case in (pgo_case, pgo_2d_case, ik_case, lone_cases, icp_case):
+        out = case(args.repeat)
+        for name, plain, fwd, bwd in out if case is lone_cases else [out]:
+            unit, scale = ("ms", 1e3) if plain < 0.01 else ("s", 1.0)
+            rows.append([name, *(f"{scale * t:.{1 if unit == 'ms' else 3}f} {unit}" for t in (plain, fwd, bwd)),
+                         f"{bwd / plain:.2f}x"])
+            print(" | ".join(rows[-1]), flush=True)
     print()
     print(table(["case", "forward (no grad)", "forward (grad)", "backward", "backward / forward"], rows))
 
