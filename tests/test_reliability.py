@@ -320,6 +320,9 @@ def _plane_problem(B, M, kernel, scale, outliers, start, seed, device):
 # a 1,000-example run: Cauchy's kernel at a scale near the noise's, where the engine and scipy
 # from one start stop in different minima (0.0290 and 0.0176), each a minimum
 @example(B=1, M=15, kernel="cauchy", scale=0.0546875, outliers=0.0, start=0.02, seed=39)
+# a 3,000-example run: Huber's reweighting converging linearly (87 steps), stopped on its cost
+# 1.02e-5 from scipy's values, under the 1e-5 held to runs of at most 100 steps (now 30)
+@example(B=3, M=15, kernel="huber", scale=0.5, outliers=0.2, start=0.02, seed=8226)
 def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, kernel, scale, outliers, start, seed,
                                                                           device):
     """A batch of robust problems on SE3 x R^2 (point-to-plane rows of a scaled pose, a prior on
@@ -338,7 +341,8 @@ def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, k
     model leaves out the residuals' curvature, and near the minimum its steps converge linearly,
     as in every Gauss-Newton solver; 1,300 random examples needed up to 184 steps to a relative
     decrease of 1e-12 (the ``@example`` with ``seed=671``, by 0.88 a step). Such a run stops on
-    its cost, within 1e-9 of scipy's, and its values are held to 1e-4 of scipy's, not 1e-5."""
+    its cost, within 1e-9 of scipy's, and its values are held to 1e-4 of scipy's, not 1e-5; a
+    run of more than 30 steps counts as one (Gauss-Newton's quadratic runs here take ~10)."""
     from scipy.optimize import least_squares
     from scipy.spatial.transform import Rotation
 
@@ -366,8 +370,9 @@ def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, k
         x_ours = np.r_[np.zeros(6), r.values[1][b, 0].cpu().numpy()]
         polished, cost_polished = scipy_from(x_ours)
         assert cost_ours <= cost_polished * (1 + 1e-9) + 1e-14, (b, cost_ours, cost_polished)
-        # a linearly converging run stops on its cost, not at the values' precision (seed=671: 1.6e-5)
-        assert np.abs(polished - x_ours).max() < (1e-5 if int(r.iterations[b]) <= 100 else 1e-4), (b, polished - x_ours)
+        # a linearly converging run stops on its cost, not at the values' precision (seed=671: 1.6e-5
+        # after 184 steps; seed=8226, Huber: 1.02e-5 after 87 steps, its cost falling by 0.81 a step)
+        assert np.abs(polished - x_ours).max() < (1e-5 if int(r.iterations[b]) <= 30 else 1e-4), (b, polished - x_ours)
         if kernel != "none":  # not convex: another minimum from the same start is no fault
             continue
         start_pose = T0[b, 0].numpy()
