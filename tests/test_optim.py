@@ -184,12 +184,12 @@ def test_the_gauss_newton_backward_is_the_weighted_fit_with_its_weights_held(dev
     kw = dict(dtype=torch.float64, device=device)
     g = torch.Generator().manual_seed(3)
     index = [0, 0, 0, 1, 1, 1, 1, 2]
-    b = torch.randn(2, 8, 2, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    b = torch.randn(2, 8, 2, generator=g, dtype=torch.float64, device="cpu").to(device).requires_grad_()
     x = optim.Variable("Rn", torch.zeros(2, 3, 2, **kw), fixed=[False, False, True])
     f = optim.Factor(lambda X, t: X - t, [x], index=index, data=(b,), kernel=optim.RobustKernel("cauchy", 0.5))
     r = optim.solve([x], [f], optim.SolverConfig(backward="none"))
     assert r.converged.all()
-    up = torch.randn(2, 3, 2, generator=g, dtype=torch.float64).to(device)
+    up = torch.randn(2, 3, 2, generator=g, dtype=torch.float64, device="cpu").to(device)
     grads = {}
     for hessian in ("gauss_newton", "exact"):
         (xs,) = optim.attach_gradients([x], [f], (r.values[0],), r.converged, hessian=hessian)
