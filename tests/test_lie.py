@@ -66,6 +66,24 @@ def test_plain_ops_match_pypose(shape, dtype, device):
     assert max_err((ops.se3_adjoint(X.tensor()) @ x.tensor().unsqueeze(-1)).squeeze(-1), X.Adj(x).tensor()) < tol * 10
 
 
+@pytest.mark.parametrize("left, right", [((), (5,)), ((5,), ()), ((2, 1), (4,)), ((4,), (3, 1, 4))], ids=str)
+def test_two_operand_ops_broadcast_their_leading_dims_as_pypose(left, right, device):
+    """One pose composed with a batch, a batch acting on one point, batches of different ranks:
+    the leading dims broadcast, as pypose's do (``torch.linalg.cross`` alone refuses operands of
+    different ranks, and it had raised from deep inside ``se3_compose``)."""
+    X = pp.randn_SE3(*left, sigma=2.0, dtype=torch.float64, device=device)
+    Y = pp.randn_SE3(*right, dtype=torch.float64, device=device)
+    p = torch.randn(right + (3,), dtype=torch.float64, device=device)
+    shape = torch.broadcast_shapes(left, right)
+    qx, qy, t = X.tensor()[..., 3:], Y.tensor()[..., 3:], X.tensor()[..., :3]
+    for got, expected in ((ops.se3_compose(X.tensor(), Y.tensor()), X * Y),
+                          (ops.se3_act(X.tensor(), p), X.Act(p)),
+                          (ops.quat_mul(qx, qy), pp.SO3(qx) * pp.SO3(qy)),
+                          (ops.quat_rotate(qy, t), pp.SO3(qy).Act(t))):
+        expected = expected.tensor() if isinstance(expected, pp.LieTensor) else expected
+        assert got.shape[:-1] == shape and max_err(got, expected) < 1e-12
+
+
 @pytest.mark.parametrize("angle", [0.0, 1e-12, 1e-8, 1e-5, 0.999e-3, 1.001e-3, 0.3, 3.0])
 def test_exp_matrix_at_every_angle(angle, device):
     """Rodrigues' matrix against the matrix exponential of the twist's 4x4 (torch's Pade

@@ -56,11 +56,20 @@ def small_angle(dtype: torch.dtype) -> float:
     return 1e-3 if dtype == torch.float64 else 2e-2
 
 
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """``a x b`` over the last axis, the leading axes broadcast as every other operation here
+    broadcasts them (``torch.linalg.cross`` refuses operands of different ranks: a pose ``(7,)``
+    composed with poses ``(10, 7)`` raised from deep inside torch)."""
+    if a.dim() != b.dim():
+        a, b = torch.broadcast_tensors(a, b)
+    return torch.linalg.cross(a, b, dim=-1)
+
+
 def quat_mul(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product of ``[x, y, z, w]`` quaternions."""
     av, aw = a[..., :3], a[..., 3:]
     bv, bw = b[..., :3], b[..., 3:]
-    v = aw * bv + bw * av + torch.linalg.cross(av, bv, dim=-1)
+    v = aw * bv + bw * av + _cross(av, bv)
     w = aw * bw - (av * bv).sum(-1, keepdim=True)
     return torch.cat((v, w), dim=-1)
 
@@ -72,8 +81,8 @@ def quat_conj(q: Tensor) -> Tensor:
 def quat_rotate(q: Tensor, p: Tensor) -> Tensor:
     """Rotate points ``p (..., 3)`` by unit quaternions ``q (..., 4)``."""
     v, w = q[..., :3], q[..., 3:]
-    uv = 2.0 * torch.linalg.cross(v, p, dim=-1)
-    return p + w * uv + torch.linalg.cross(v, uv, dim=-1)
+    uv = 2.0 * _cross(v, p)
+    return p + w * uv + _cross(v, uv)
 
 
 # the four square-root branches of matrix_to_quat, each a quaternion [x, y, z, w] linear in R.flat
