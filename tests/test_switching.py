@@ -1,7 +1,7 @@
-"""docs/switching.md's tables for the peers of the ``[bench]`` extra: pytorch_kinematics, GTSAM
-and small_gicp, each run on the same inputs as robojac (the page's own code blocks check
-Pinocchio, Open3D, evo and OpenCV, which the tests install).  Each test skips where its peer is
-not installed."""
+"""docs/switching.md's tables for the peers its code blocks do not run: small_gicp (a dependency
+of robojac's own), and pytorch_kinematics and GTSAM (the ``[bench]`` extra), each on the same
+inputs as robojac (the page's own blocks check Pinocchio, Open3D, evo and OpenCV, which the
+tests install).  Each test skips where its peer is not installed."""
 
 import gzip
 import math
