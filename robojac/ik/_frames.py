@@ -184,11 +184,12 @@ def gradients(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q: Te
     return differentiable(residual, T.to(work), q, drive, converged)
 
 
-def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tensor | None, held, problem,
+def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: np.ndarray | None, held, problem,
            starts, returned, paths: FramePaths | None, table: StartTable | None):
     """The rounds of attempts for targets ``T (B, K, 7)``: ``(q (B, dof), best, measured errors)``
     with ``problem(dtype, group, numpy)`` the attempt's constants, ``starts(gen, n, R, distance)`` the
-    random starts and ``returned(q)`` the answer in the targets' dtype.  The joints that move no
+    random starts and ``returned(q)`` the answer in the targets' dtype.  ``q0 (B, dof)`` (float64
+    on the host, or ``None``) starts each target's first attempt.  The joints that move no
     frame start, and so stay, at their values in ``held`` (:func:`._rounds.seeded`) in every
     attempt (a humanoid's head does not take a random pose for a target of its hands).
     ``paths``: the frames' numpy evaluator, for targets on the CPU (``None`` elsewhere, or for
@@ -199,7 +200,6 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
     B, dof = T.shape[0], chain.dof
     drive = drive_of(chain, frames, dev)
     host = _HostTargets(cfg, frames, T, position_only, drive)
-    q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
     gen = random_source(cfg.seed)
     best = Best(B, dof, (len(frames),))
     for rnd, todo, R in best.rounds(cfg):
@@ -220,7 +220,7 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: Tens
         first = rnd == 0
         qi = host.table_starts(chain, table, gen, todo, R) if first and table is not None else starts(gen, n, R,
                                                                                                       distance)
-        qi = seeded(qi, todo, R, held, q0_host, first)
+        qi = seeded(qi, todo, R, held, q0, first)
         if on_numpy:
             q, pe, re, ok, it = host.attempt(paths, problem(torch.float64, R, True), qi, todo, R)
         else:

@@ -322,10 +322,11 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
                         tuple("tolerance" if good else "no_moving_joints" for good in ok.tolist()),
                         pe.new_zeros((0,) + batch, dtype=dt))
     first_round = B * min(cfg.restarts, max(1, -(-cfg.fill // B)))
+    q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
     with torch_threads(threads_for(first_round * chain.dof, dev, cfg.num_threads)):
         q, best, pe, re = _frames.rounds(
-            chain, cfg, frames, T.detach(), position_only, q0,
-            _held(chain, _frames.drive_of(chain, frames, "cpu").numpy(), q0, B),
+            chain, cfg, frames, T.detach(), position_only, q0_host,
+            _held(chain, _frames.drive_of(chain, frames, "cpu").numpy(), q0_host, B),
             problem=lambda work, R, numpy: _problem(chain, cfg, None, False, work, dev, numpy, group=R, returned=dt),
             starts=lambda gen, n, R, distance: _starts(chain, cfg, gen, n, R, distance),
             returned=lambda q: _returned(chain, q, dt, dev),
@@ -424,8 +425,8 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     np_targets = _numpy_targets(flat, position_only) if numpy_ok or cfg.start_table else None
     gen = random_source(cfg.seed)
     best = Best(B, dof)
-    held = _held(chain, _drive(chain, frame, "cpu", True), q0, B)
     q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
+    held = _held(chain, _drive(chain, frame, "cpu", True), q0_host, B)
     measured = True  # every round ran the float64 numpy engine: its errors are the float64 re-check's
     for rnd, todo, R in best.rounds(cfg):
         n = todo.size
@@ -487,16 +488,18 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
                     history)
 
 
-def _held(chain: Chain, drive: np.ndarray | None, q0: Tensor | None, B: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _held(chain: Chain, drive: np.ndarray | None, q0: np.ndarray | None,
+          B: int) -> tuple[np.ndarray, np.ndarray] | None:
     """``(joints, values (B, len(joints)))``: the joints outside ``drive`` (those that move no
-    target frame) and the values they keep in every attempt, ``q0``'s or the middle of their
-    limits (a humanoid's head does not take a random pose for a target of its hand); ``None``
-    when every joint moves a frame (``drive`` ``None`` or all of them)."""
+    target frame) and the values they keep in every attempt, ``q0``'s (``(B, dof)``, float64 on
+    the host) or the middle of their limits (a humanoid's head does not take a random pose for a
+    target of its hand); ``None`` when every joint moves a frame (``drive`` ``None`` or all of
+    them)."""
     off = np.empty(0, dtype=np.int64) if drive is None else np.setdiff1d(np.arange(chain.dof), drive)
     if not len(off):
         return None
     if q0 is not None:
-        return off, q0.detach().to("cpu", torch.float64).numpy()[:, off]
+        return off, q0[:, off]
     lo, hi, _ = _limits(chain, torch.float64, "cpu", True)  # in numpy: a lone target is latency-bound
     middle = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), 0.0).clip(lo, hi)  # as _middle
     return off, np.broadcast_to(middle[off], (B, len(off)))
