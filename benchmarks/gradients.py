@@ -49,7 +49,7 @@ def pgo_case(repeat, name="sphere2500"):
             r.poses.tensor().sum().backward()
         return t1 - t0, time.perf_counter() - t1
 
-    return [f"PGO {name}{' (2D)' if g.dim == 2 else ''} (d poses / d measurements)", *timed(run, repeat)]
+    return [[f"PGO {name}{' (2D)' if g.dim == 2 else ''} (d poses / d measurements)", *timed(run, repeat)]]
 
 
 def pgo_2d_case(repeat):
@@ -70,7 +70,7 @@ def ik_case(repeat):
             r.q.sum().backward()
         return t1 - t0, time.perf_counter() - t1
 
-    return ["IK, 10,000 Panda targets, float32 (d q / d targets)", *timed(run, repeat)]
+    return [["IK, 10,000 Panda targets, float32 (d q / d targets)", *timed(run, repeat)]]
 
 
 def lone_cases(repeat):
@@ -121,7 +121,7 @@ def icp_case(repeat):
             r.T_target_source.tensor().sum().backward()
         return t1 - t0, time.perf_counter() - t1
 
-    return [f"GICP bunny 045->000, {len(src)}/{len(tgt)} points (d T / d source)", *timed(run, repeat)]
+    return [[f"GICP bunny 045->000, {len(src)}/{len(tgt)} points (d T / d source)", *timed(run, repeat)]]
 
 
 def main() -> None:
@@ -131,8 +131,7 @@ def main() -> None:
     print(f"# Gradients through answers; {describe_machine()}", flush=True)
     rows = []
     for case in (pgo_case, pgo_2d_case, ik_case, lone_cases, icp_case):
-        out = case(args.repeat)
-        for name, plain, fwd, bwd in out if case is lone_cases else [out]:
+        for name, plain, fwd, bwd in case(args.repeat):  # each case: its rows
             unit, scale = ("ms", 1e3) if plain < 0.01 else ("s", 1.0)
             rows.append([name, *(f"{scale * t:.{1 if unit == 'ms' else 3}f} {unit}" for t in (plain, fwd, bwd)),
                          f"{bwd / plain:.2f}x"])
