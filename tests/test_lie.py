@@ -1,5 +1,6 @@
 """robojac.lie: tangent maps, plain-tensor ops and conversions against pypose and differences."""
 
+import inspect
 import math
 import threading
 
@@ -387,3 +388,84 @@ def test_pose_arguments_are_normalized_within_rounding_and_refused_beyond(form, 
         q_ref = X.tensor()[:, 3:] * torch.where(X.tensor()[:, 6:] < 0, -1.0, 1.0)  # the matrix path picks w >= 0
         q_out = out[:, 3:].double() * torch.where(out[:, 6:] < 0, -1.0, 1.0)
         assert max_err(q_out, q_ref) < 10 * tol
+
+
+# every plain-tensor operation robojac.lie exports, with the trailing shape of each operand, as
+# its docstring states them (written out here, not read from the library's own declarations)
+_OPERAND_SHAPES = {
+    "quat_mul": ((4,), (4,)), "quat_conj": ((4,),), "quat_rotate": ((4,), (3,)), "quat_to_matrix": ((4,),),
+    "matrix_to_quat": ((3, 3),), "so3_exp": ((3,),), "so3_log": ((4,),), "so3_left_jacobian": ((3,),),
+    "so3_left_jacobian_inverse": ((3,),), "se3_exp": ((6,),), "se3_exp_matrix": ((6,),), "se3_log": ((7,),),
+    "se3_compose": ((7,), (7,)), "se3_inverse": ((7,),), "se3_act": ((7,), (3,)), "se3_to_matrix": ((7,),),
+    "matrix_to_se3": ((4, 4),), "se3_adjoint": ((7,),), "se3_ad": ((6,),), "se3_left_jacobian_inverse": ((6,),),
+    "se3_left_jacobian_inverse_transpose_times": ((6,), (6,)), "se3_right_jacobian_inverse": ((6,),),
+    "quat_product_matrix": ((4,),), "quat_rotation_form": ((3,),), "skew": ((3,),),
+    "sim3_left_jacobian": ((7,),), "se2_compose": ((3,), (3,)), "se2_inverse": ((3,),), "se2_exp": ((3,),),
+    "se2_log": ((3,),), "se2_ad": ((3,),), "se2_adjoint": ((3,),), "se2_right_jacobian_inverse": ((3,),),
+    "se2_to_se3": ((3,),), "se3_to_se2": ((7,),),
+}
+# the rest of lie's names: conversions and maps with their own checks (tested above), and helpers
+_NOT_PLAIN_OPS = {
+    "GroupSpec", "SE3_to_matrix", "as_SE3", "group_spec", "is_lie_group", "matrix_to_SE3", "raw_autograd",
+    "raw_autograd_enabled", "raw_from_tangent", "require_values", "retract_first_order", "se3_tensor",
+    "tangent_from_raw", "tolerance", "unit_tolerance", "wrap_angle", "wrap_lie", "wxyz_to_xyzw", "xyzw_to_wxyz",
+}
+
+
+def _operand(tail, batch, dtype, device):
+    x = torch.randn(batch + tail, dtype=dtype, device=device)
+    if tail == (7,):
+        x[..., 3:] = torch.nn.functional.normalize(x[..., 3:], dim=-1)
+    if tail == (4,):
+        x = torch.nn.functional.normalize(x, dim=-1)
+    if tail == (3, 3) or tail == (4, 4):
+        x = pp.randn_SE3(*batch, dtype=dtype, device=device).matrix()[..., : tail[0], : tail[1]]
+    return x
+
+
+def test_every_plain_op_is_listed_here():
+    assert set(lie.__all__) == set(_OPERAND_SHAPES) | _NOT_PLAIN_OPS
+
+
+@pytest.mark.parametrize("name", sorted(_OPERAND_SHAPES))
+def test_plain_ops_refuse_wrong_operands_naming_the_operation_and_argument(name, device):
+    """A wrong last axis, a non-tensor, an integer tensor, two dtypes, batch dims that do not
+    broadcast: each raises before any arithmetic, naming the operation and the argument (a wrong
+    last axis came back as torch's ``linalg.cross`` error, and ``so3_exp`` of a ``(10, 4)`` array
+    returned a ``(10, 5)`` result)."""
+    op, tails = getattr(lie, name), _OPERAND_SHAPES[name]
+    args = [_operand(t, (5,), torch.float64, device) for t in tails]
+    params = list(inspect.signature(op).parameters)
+    assert torch.equal(op(*args), op(**dict(zip(params, args))))  # well-formed, by position or by name
+    for i, tail in enumerate(tails):
+        arg, shape = params[i], ", ".join(map(str, tail))
+        for bad_tail in (tail[:-1] + (tail[-1] + 1,), tail[:-1] + (tail[-1] - 1,)):
+            bad = list(args)
+            bad[i] = torch.zeros((5,) + bad_tail, dtype=torch.float64, device=device)
+            with pytest.raises(ValueError, match=rf"^{name}: {arg}: expected .*\(\.\.\., {shape}\).*got shape"):
+                op(*bad)
+        bad = list(args)
+        bad[i] = args[i].tolist()
+        with pytest.raises(TypeError, match=rf"^{name}: {arg}: expected a tensor"):
+            op(*bad)
+        bad[i] = args[i].round().long()
+        with pytest.raises(TypeError, match=rf"^{name}: {arg}: expected a floating-point tensor"):
+            op(*bad)
+    if len(tails) == 2:
+        with pytest.raises(ValueError, match=rf"^{name}: {params[0]} is torch.float64 .* {params[1]} is torch.float32"):
+            op(args[0], args[1].float())
+        with pytest.raises(ValueError, match=rf"^{name}: the leading \(batch\) dims of {params[0]} \(5,.*\(4,"):
+            op(args[0], _operand(tails[1], (4,), torch.float64, device))
+
+
+@pytest.mark.parametrize("name", ["se3_act", "se3_compose", "se3_log", "se3_inverse", "se3_to_matrix", "so3_log"])
+def test_plain_ops_take_a_lietensor_as_its_stored_numbers(name, device):
+    """A pypose user passes LieTensors: the result equals the plain tensors' (it raised from
+    inside torch before, with pypose's 'Tensor Shape Invalid' warnings)."""
+    tails = _OPERAND_SHAPES[name]
+    X = pp.randn_SE3(5, dtype=torch.float64, device=device)
+    lt = X if tails[0] == (7,) else pp.SO3(X.tensor()[..., 3:])
+    rest = [_operand(t, (5,), torch.float64, device) for t in tails[1:]]
+    op = getattr(lie, name)
+    got = op(lt, *rest)
+    assert type(got) is torch.Tensor and torch.equal(got, op(lt.tensor(), *rest))

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from ._operands import MATRIX34, POINT, POSE, QUAT, ROT, TWIST, operands
 from ._tangent import skew
 
 __all__ = [
@@ -65,6 +66,7 @@ def _cross(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.cross(a, b, dim=-1)
 
 
+@operands(a=QUAT, b=QUAT)
 def quat_mul(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product of ``[x, y, z, w]`` quaternions."""
     av, aw = a[..., :3], a[..., 3:]
@@ -74,10 +76,12 @@ def quat_mul(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat((v, w), dim=-1)
 
 
+@operands(q=QUAT)
 def quat_conj(q: Tensor) -> Tensor:
     return torch.cat((-q[..., :3], q[..., 3:]), dim=-1)
 
 
+@operands(q=QUAT, p=POINT)
 def quat_rotate(q: Tensor, p: Tensor) -> Tensor:
     """Rotate points ``p (..., 3)`` by unit quaternions ``q (..., 4)``."""
     v, w = q[..., :3], q[..., 3:]
@@ -133,6 +137,7 @@ def _quat_matrix_map(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, 
     return C.to(dtype=dtype, device=device), torch.eye(3, dtype=dtype, device=device).flatten()
 
 
+@operands(q=QUAT)
 def quat_to_matrix(q: Tensor) -> Tensor:
     """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``[x, y, z, w]``: ``R = I + 2 w [v]x
     + 2 [v]x^2`` entry by entry (``1 - 2 (y^2 + z^2)``, ``2 (x y - w z)``, ...).
@@ -158,6 +163,7 @@ def quat_to_matrix(q: Tensor) -> Tensor:
     ).unflatten(-1, (3, 3))
 
 
+@operands(R=ROT)
 def matrix_to_quat(R: Tensor) -> Tensor:
     """Unit quaternions ``[x, y, z, w]`` (w >= 0) of rotation matrices ``(..., 3, 3)``.
 
@@ -173,6 +179,7 @@ def matrix_to_quat(R: Tensor) -> Tensor:
     return q * torch.where(q[..., 3:] < 0, -1.0, 1.0).to(q.dtype)
 
 
+@operands(phi=POINT)
 def so3_exp(phi: Tensor) -> Tensor:
     """Quaternion ``[x, y, z, w]`` of the rotation vector ``phi (..., 3)``."""
     theta2 = (phi * phi).sum(-1, keepdim=True)
@@ -184,6 +191,7 @@ def so3_exp(phi: Tensor) -> Tensor:
     return torch.cat((phi * imag, real), dim=-1)
 
 
+@operands(q=QUAT)
 def so3_log(q: Tensor) -> Tensor:
     """Rotation vector of unit quaternions (the same value as pypose's ``SO3.Log``)."""
     v, w = q[..., :3], q[..., 3:]
@@ -209,6 +217,7 @@ def _so3_coeffs(theta2: Tensor, dtype: torch.dtype):
     return a, b
 
 
+@operands(phi=POINT)
 def so3_left_jacobian(phi: Tensor) -> Tensor:
     """``Jl(phi) = I + a [phi]x + b [phi]x^2``, shape ``(..., 3, 3)``."""
     K = skew(phi)
@@ -234,6 +243,7 @@ def _so3_inverse_coeff(theta2: Tensor, dtype: torch.dtype) -> Tensor:
     )
 
 
+@operands(phi=POINT)
 def so3_left_jacobian_inverse(phi: Tensor) -> Tensor:
     """``Jl(phi)^-1 = I - [phi]x / 2 + c [phi]x^2``, ``c = 1/t^2 - (1 + cos t) / (2 t sin t)``."""
     K = skew(phi)
@@ -312,6 +322,7 @@ def _se3_Q(rho: Tensor, phi: Tensor) -> Tensor:
     return skew(v) + outer + m.unsqueeze(-1) * eye
 
 
+@operands(xi=TWIST)
 def se3_exp(xi: Tensor) -> Tensor:
     """Pose ``(..., 7)`` of the twist ``xi = [rho, phi]``: ``t = Jl(phi) rho``."""
     rho, phi = xi[..., :3], xi[..., 3:]
@@ -333,6 +344,7 @@ def _twist_hat_map(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Te
     return hat.flatten(1).to(dtype=dtype, device=device), torch.eye(4, dtype=dtype, device="cpu").to(device)
 
 
+@operands(xi=TWIST)
 def se3_exp_matrix(xi: Tensor) -> Tensor:
     """Homogeneous matrix ``(..., 4, 4)`` of the twist ``xi = [rho, phi]`` (the matrix of
     :func:`se3_exp`): a loop that keeps its pose as a matrix (ICP's left updates) takes it in
@@ -352,6 +364,7 @@ def se3_exp_matrix(xi: Tensor) -> Tensor:
     return eye + W + a * W2 + b * (W2 @ W)
 
 
+@operands(X=POSE)
 def se3_log(X: Tensor) -> Tensor:
     """Twist ``[rho, phi]`` of poses ``(..., 7)`` (the same value as pypose's ``SE3.Log``)."""
     phi = so3_log(X[..., 3:])
@@ -359,22 +372,26 @@ def se3_log(X: Tensor) -> Tensor:
     return torch.cat((rho, phi), dim=-1)
 
 
+@operands(X=POSE, Y=POSE)
 def se3_compose(X: Tensor, Y: Tensor) -> Tensor:
     """``X * Y`` for poses ``(..., 7)``."""
     t = X[..., :3] + quat_rotate(X[..., 3:], Y[..., :3])
     return torch.cat((t, quat_mul(X[..., 3:], Y[..., 3:])), dim=-1)
 
 
+@operands(X=POSE)
 def se3_inverse(X: Tensor) -> Tensor:
     qi = quat_conj(X[..., 3:])
     return torch.cat((-quat_rotate(qi, X[..., :3]), qi), dim=-1)
 
 
+@operands(X=POSE, p=POINT)
 def se3_act(X: Tensor, p: Tensor) -> Tensor:
     """``X * p`` for poses ``(..., 7)`` and points ``(..., 3)``."""
     return X[..., :3] + quat_rotate(X[..., 3:], p)
 
 
+@operands(X=POSE)
 def se3_to_matrix(X: Tensor) -> Tensor:
     """Homogeneous matrices ``(..., 4, 4)`` of poses ``(..., 7)``."""
     R = quat_to_matrix(X[..., 3:])
@@ -384,11 +401,13 @@ def se3_to_matrix(X: Tensor) -> Tensor:
     return torch.cat((top, bottom), dim=-2)
 
 
+@operands(T=MATRIX34)
 def matrix_to_se3(T: Tensor) -> Tensor:
     """Poses ``(..., 7)`` of homogeneous ``(..., 4, 4)`` or ``(..., 3, 4)`` matrices."""
     return torch.cat((T[..., :3, 3], matrix_to_quat(T[..., :3, :3])), dim=-1)
 
 
+@operands(X=POSE)
 def se3_adjoint(X: Tensor) -> Tensor:
     """``Ad(X) = [[R, [t]x R], [0, R]]``, shape ``(..., 6, 6)``, for ``[rho, phi]`` twists."""
     R = quat_to_matrix(X[..., 3:])
@@ -397,6 +416,7 @@ def se3_adjoint(X: Tensor) -> Tensor:
     return torch.cat((top, bottom), dim=-2)
 
 
+@operands(xi=TWIST)
 def se3_ad(xi: Tensor) -> Tensor:
     """The Lie algebra's adjoint ``ad(xi) = [[[phi]x, [rho]x], [0, [phi]x]]``, shape ``(..., 6, 6)``,
     for ``[rho, phi]`` twists: ``ad(x) y`` is the bracket ``[x, y]``, the derivative of ``Ad(Exp(t x))``
@@ -407,6 +427,7 @@ def se3_ad(xi: Tensor) -> Tensor:
     return torch.cat((top, bottom), dim=-2)
 
 
+@operands(xi=TWIST)
 def se3_left_jacobian_inverse(xi: Tensor) -> Tensor:
     """Exact ``Jl(xi)^-1`` of se3, shape ``(..., 6, 6)``."""
     rho, phi = xi[..., :3], xi[..., 3:]
@@ -417,6 +438,7 @@ def se3_left_jacobian_inverse(xi: Tensor) -> Tensor:
     return torch.cat((top, bottom), dim=-2)
 
 
+@operands(xi=TWIST, w=TWIST)
 def se3_left_jacobian_inverse_transpose_times(xi: Tensor, w: Tensor) -> Tensor:
     """``Jl(xi)^-T w``, shape ``(..., 6)``, without forming the matrix: with
     ``Jl^-1 = [[Ji, -Ji Q Ji], [0, Ji]]`` it is ``[z, Ji^T (w2 - Q^T z)]``, ``z = Ji^T w1``, each a
@@ -437,11 +459,13 @@ def se3_left_jacobian_inverse_transpose_times(xi: Tensor, w: Tensor) -> Tensor:
     return torch.cat((z, ji_t(w[..., 3:] - qz)), dim=-1)
 
 
+@operands(xi=TWIST)
 def se3_right_jacobian_inverse(xi: Tensor) -> Tensor:
     """``Jr(xi)^-1 = Jl(-xi)^-1``: ``Log(Exp(xi) Exp(e)) = xi + Jr^-1 e + O(e^2)``."""
     return se3_left_jacobian_inverse(-xi)
 
 
+@operands(Q=QUAT)
 def quat_product_matrix(Q: Tensor) -> Tensor:
     """``(..., 4, 4)`` matrix ``A`` with ``A @ p = p (x) Q`` for quaternions ``p`` (column vectors).
 
@@ -457,6 +481,7 @@ def quat_product_matrix(Q: Tensor) -> Tensor:
     ).unflatten(-1, (4, 4))
 
 
+@operands(v=POINT)
 def quat_rotation_form(v: Tensor) -> Tensor:
     """``(..., 3, 16)`` matrix ``W`` with ``W @ vec(q q^T) = R(q) v`` for unit quaternions ``q``.
 

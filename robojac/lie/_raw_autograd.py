@@ -26,6 +26,7 @@ import threading
 import torch
 from pypose.lietensor import operation as _op
 
+from ._operands import SIM3_TWIST, operands
 from ._tangent import GroupSpec, group_spec, raw_from_tangent, tangent_from_raw
 
 __all__ = ["raw_autograd", "raw_autograd_enabled", "sim3_left_jacobian"]
@@ -78,6 +79,7 @@ def _spec_table() -> dict[str, tuple[tuple[GroupSpec | None, ...], GroupSpec | N
     return table
 
 
+@operands(x=SIM3_TWIST)
 def sim3_left_jacobian(x: torch.Tensor) -> torch.Tensor:
     """Exact left Jacobian of sim3, ``Jl(x) = int_0^1 exp(s ad_x) ds``, shape ``(..., 7, 7)``.
 

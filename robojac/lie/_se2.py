@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _ops as ops
+from ._operands import POSE, SE2, operands
 
 __all__ = [
     "se2_compose", "se2_inverse", "se2_exp", "se2_log", "se2_ad", "se2_adjoint", "se2_right_jacobian_inverse",
@@ -23,6 +24,7 @@ def wrap_angle(theta: Tensor) -> Tensor:
     return torch.atan2(torch.sin(theta), torch.cos(theta))
 
 
+@operands(a=SE2, b=SE2)
 def se2_compose(a: Tensor, b: Tensor) -> Tensor:
     c, s = torch.cos(a[..., 2]), torch.sin(a[..., 2])
     x = a[..., 0] + c * b[..., 0] - s * b[..., 1]
@@ -30,6 +32,7 @@ def se2_compose(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack((x, y, wrap_angle(a[..., 2] + b[..., 2])), dim=-1)
 
 
+@operands(a=SE2)
 def se2_inverse(a: Tensor) -> Tensor:
     c, s = torch.cos(a[..., 2]), torch.sin(a[..., 2])
     x = -(c * a[..., 0] + s * a[..., 1])
@@ -53,6 +56,7 @@ def _v_coeffs(theta: Tensor):
     return p, q
 
 
+@operands(xi=SE2)
 def se2_exp(xi: Tensor) -> Tensor:
     """``[x, y, theta]`` of the twist ``[v_x, v_y, omega]``."""
     p, q = _v_coeffs(xi[..., 2])
@@ -61,6 +65,7 @@ def se2_exp(xi: Tensor) -> Tensor:
     return torch.stack((x, y, wrap_angle(xi[..., 2])), dim=-1)
 
 
+@operands(a=SE2)
 def se2_log(a: Tensor) -> Tensor:
     """Twist of ``[x, y, theta]``: ``v = V(theta)^-1 t`` (GTSAM's ``Pose2::Logmap``)."""
     theta = wrap_angle(a[..., 2])
@@ -75,6 +80,7 @@ def se2_log(a: Tensor) -> Tensor:
     return torch.stack((vx, vy, theta), dim=-1)
 
 
+@operands(a=SE2)
 def se2_adjoint(a: Tensor) -> Tensor:
     """``Ad(X)`` for ``[v, omega]`` twists: ``[[R, (y, -x)^T], [0, 0, 1]]``."""
     c, s = torch.cos(a[..., 2]), torch.sin(a[..., 2])
@@ -82,6 +88,7 @@ def se2_adjoint(a: Tensor) -> Tensor:
     return torch.stack((c, -s, a[..., 1], s, c, -a[..., 0], o, o, one), dim=-1).unflatten(-1, (3, 3))
 
 
+@operands(xi=SE2)
 def se2_ad(xi: Tensor) -> Tensor:
     """The Lie algebra's adjoint ``ad(xi) = [[0, -theta, y], [theta, 0, -x], [0, 0, 0]]``, shape
     ``(..., 3, 3)``, for ``[x, y, theta]`` twists: ``ad(a) b`` is the bracket ``[a, b]``."""
@@ -89,6 +96,7 @@ def se2_ad(xi: Tensor) -> Tensor:
     return torch.stack((o, -xi[..., 2], xi[..., 1], xi[..., 2], o, -xi[..., 0], o, o, o), dim=-1).unflatten(-1, (3, 3))
 
 
+@operands(xi=SE2)
 def se2_right_jacobian_inverse(xi: Tensor) -> Tensor:
     """``Jr(xi)^-1``: ``Log(Exp(xi) Exp(e)) = xi + Jr^-1 e + O(e^2)``."""
     r1, r2, theta = xi[..., 0], xi[..., 1], xi[..., 2]
@@ -114,6 +122,7 @@ def se2_right_jacobian_inverse(xi: Tensor) -> Tensor:
     ).unflatten(-1, (3, 3))
 
 
+@operands(a=SE2)
 def se2_to_se3(a: Tensor) -> Tensor:
     """Planar poses as SE3 ``[x, y, 0, 0, 0, sin(t/2), cos(t/2)]``."""
     half = 0.5 * a[..., 2]
@@ -121,6 +130,7 @@ def se2_to_se3(a: Tensor) -> Tensor:
     return torch.stack((a[..., 0], a[..., 1], z, z, z, torch.sin(half), torch.cos(half)), dim=-1)
 
 
+@operands(X=POSE)
 def se3_to_se2(X: Tensor) -> Tensor:
     """``[x, y, yaw]`` of SE3 poses (their rotation about z; exact for planar poses)."""
     R = ops.quat_to_matrix(X[..., 3:])

@@ -23,6 +23,8 @@ import pypose as pp
 import torch
 from torch import Tensor
 
+from ._operands import POINT, operands
+
 __all__ = [
     "GroupSpec",
     "group_spec",
@@ -72,6 +74,7 @@ def is_lie_group(x) -> bool:
     return isinstance(x, pp.LieTensor) and group_spec(x.ltype) is not None
 
 
+@operands(v=POINT)
 def skew(v: Tensor) -> Tensor:
     """The cross-product matrix ``[v]x`` of ``v`` with shape ``(..., 3)`` -> ``(..., 3, 3)``."""
     x, y, z = v.unbind(-1)
