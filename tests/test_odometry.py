@@ -234,3 +234,19 @@ def test_odometry_flags_the_scans_whose_motion_nothing_sees():
     kitti, _ = read_scans(FOLDER)
     k = lidar_odometry(kitti, config=OdometryConfig(observability=True))
     assert k.degenerate_scans == [] and min(o.weakest for o in k.observability[1:]) > 0.1
+
+
+def test_icp_command_reads_kitti_scans(tmp_path, capsys):
+    """``robojac icp`` takes two KITTI ``.bin`` scans as it takes PLY files (it said "no points
+    could be read" before): scan 1 aligned to scan 0 lands on SemanticKITTI's relative pose."""
+    from robojac.cli import main
+
+    out = tmp_path / "T.txt"
+    assert main(["icp", str(FOLDER / "000001.bin.gz"), str(FOLDER / "000000.bin.gz"), "--voxel", "0.5",
+                 "--max-distance", "1.0", "--out", str(out)]) == 0
+    P = reference_in_lidar_frame().matrices().cpu().numpy()
+    expected = np.linalg.inv(P[0]) @ P[1]
+    T = np.loadtxt(out)
+    angle = np.degrees(np.arccos(np.clip((np.trace(expected[:3, :3].T @ T[:3, :3]) - 1) / 2, -1, 1)))
+    assert np.linalg.norm(T[:3, 3] - expected[:3, 3]) < 0.05 and angle < 0.1, (T, expected)
+    assert np.linalg.norm(expected[:3, 3]) > 0.5  # the car moved: the identity would fail

@@ -12,7 +12,7 @@ from ._numbers import integer, real
 def add_parser(sub) -> None:
     p = sub.add_parser("icp", help="register SOURCE to TARGET (PLY/PCD/XYZ) and print T_target_source",
                        description="Align a source point cloud to a target: prints and writes T_target_source (4x4).")
-    p.add_argument("source", type=pathlib.Path, help="the cloud to move (PLY, PCD or XYZ)")
+    p.add_argument("source", type=pathlib.Path, help="the cloud to move (PLY, PCD, XYZ or KITTI .bin)")
     p.add_argument("target", type=pathlib.Path, help="the cloud it is aligned to")
     p.add_argument("--init", type=pathlib.Path, help="text file with an initial 4x4 T_target_source")
     p.add_argument("--method", choices=("point_to_point", "point_to_plane", "gicp"), default="gicp",

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("register", help="register SOURCE to TARGET with no initial guess (global, then ICP)",
                        description="Find T_target_source without an initial guess: FPFH features, a batched RANSAC, "
                                    "then GICP; prints and writes the 4x4 result.")
-    p.add_argument("source", type=pathlib.Path, help="the cloud to move (PLY, PCD or XYZ)")
+    p.add_argument("source", type=pathlib.Path, help="the cloud to move (PLY, PCD, XYZ or KITTI .bin)")
     p.add_argument("target", type=pathlib.Path, help="the cloud it is registered to")
     p.add_argument("--voxel", type=real(positive=True), required=True,
                    help="feature voxel size in metres (the bunny: 0.003; a LiDAR scan: 0.25)")

@@ -42,8 +42,8 @@ def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor
 
 
 def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
-    """Points ``(N, 3)`` of a PLY (``.ply`` or ``.ply.gz``), PCD or XYZ (``.xyz``, ``.xyzn``,
-    ``.xyzrgb``, ``.txt``) file.
+    """Points ``(N, 3)`` of a PLY (``.ply`` or ``.ply.gz``), PCD, XYZ (``.xyz``, ``.xyzn``,
+    ``.xyzrgb``, ``.txt``) or KITTI Velodyne (``.bin`` or ``.bin.gz``, :func:`read_kitti_bin`) file.
 
     These are read by robojac and checked against what they declare: a truncated or corrupt file
     raises :class:`PLYError` or :class:`PCDError` (``ValueError`` for XYZ) naming the file and,
@@ -61,6 +61,8 @@ def read_point_cloud(path, *, dtype=torch.float64) -> Tensor:
         return torch.from_numpy(read_pcd(path)).to(dtype)
     if name.endswith((".xyz", ".xyzn", ".xyzrgb", ".txt")):
         return torch.from_numpy(read_xyz(path)).to(dtype)
+    if name.endswith((".bin", ".bin.gz")):
+        return read_kitti_bin(path, dtype=dtype)
     if name.endswith(".gz"):
         raise ValueError(f"{path}: only PLY files can be read gzip-compressed (.ply.gz); decompress it first")
     import open3d as o3d
