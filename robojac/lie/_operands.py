@@ -12,7 +12,9 @@ Jacobian core's dual numbers (``robojac.jacobian``) dispatch every attribute rea
 ``__torch_function__``, where the check took 14 of 262 us of a stacked Jacobian of ``se3_act``;
 the residuals they run through have been evaluated, and so checked, on plain tensors first.
 
-The check is a few attribute reads per operand: COST
+The check is a few attribute reads per operand: about 1.7 us a call of two operands
+(``se3_act`` of ten poses under ``timeit``: 23.1 against 21.4 us unchecked), where the operations
+themselves take 20-170 us.
 """
 
 from __future__ import annotations
