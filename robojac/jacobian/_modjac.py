@@ -21,6 +21,7 @@ from ._params import (
     finite_jacobian,
     column_block,
     column_variable,
+    evaluated_at,
     plain,
     select_parameters,
     substitute,
@@ -29,17 +30,18 @@ from ._params import (
 __all__ = ["VECTORIZE_MAX", "modjac", "model_function"]
 
 
-def model_function(model: nn.Module, input=None, *, wrt=None, create_graph: bool = False):
+def model_function(model: nn.Module, input=None, *, wrt=None, create_graph: bool = False, at=None):
     """``(func, variables, blocks)``: the model as a function of its column variables.
 
     ``func(*variables)`` runs the model with each chosen parameter replaced by its column
     variable (a zero tangent for Lie groups), returning plain tensors.  Call it inside
     :func:`robojac.lie.raw_autograd` for tangent-correct derivatives.  The building block of
-    :func:`modjac` and of the structured Jacobians.
+    :func:`modjac` and of the structured Jacobians.  ``at`` (see :func:`modjac`) gives the
+    values the chosen parameters take instead of their own.
     """
     check_model(model)
     args = as_args(input)
-    chosen = select_parameters(model, wrt)
+    chosen = evaluated_at(select_parameters(model, wrt), at)
     blocks = [column_block(n, p) for n, p in chosen]
     variables = tuple(column_variable(p, b) for (_, p), b in zip(chosen, blocks))
 
@@ -65,6 +67,7 @@ def modjac(
     strategy: str = "auto",
     flatten: bool = False,
     wrt: Iterable[str | nn.Parameter] | str | None = None,
+    at: dict[str, Tensor] | None = None,
 ):
     """Jacobian of ``model(*input)`` with respect to its parameters.
 
@@ -87,10 +90,14 @@ def modjac(
       ``output.shape + X.lshape + (dof,)``.  Lie-algebra parameters keep their own coordinates.
     * only parameters that require grad get columns, or exactly the ``wrt`` names/parameters.
     * a Jacobian with NaN raises ``FloatingPointError`` (pypose asserts).
+    * ``at={name: value}`` takes the Jacobian where those parameters have those values (a
+      tensor of the parameter's shape; for a Lie-group parameter its stored numbers or a
+      LieTensor), as :func:`torch.func.functional_call` runs a module: the model is not changed.
+      A solver linearizing a model at its trial points (:func:`robojac.optim.fit`) uses it.
     """
     if strategy != "auto":
         check_strategy(strategy, bool(vectorize), create_graph)
-    func, variables, blocks = model_function(model, input, wrt=wrt, create_graph=create_graph)
+    func, variables, blocks = model_function(model, input, wrt=wrt, create_graph=create_graph, at=at)
     with torch.enable_grad(), raw_autograd():
         if strategy == "auto":
             J = _automatic(func, variables, create_graph, strict, vectorize)

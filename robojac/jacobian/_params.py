@@ -100,6 +100,34 @@ def select_parameters(model: nn.Module, wrt: Iterable[str | nn.Parameter] | str 
     return chosen
 
 
+def evaluated_at(chosen: list[tuple[str, nn.Parameter]], at) -> list[tuple[str, Tensor]]:
+    """``chosen`` with the parameters named in ``at`` replaced by those values (each checked for
+    the parameter's shape, dtype and device; a Lie-group parameter's value viewed as its group)."""
+    if at is None:
+        return chosen
+    if not isinstance(at, dict):
+        raise TypeError(f"at: expected a dict of parameter names to values, got {type(at).__name__}")
+    names = [n for n, _ in chosen]
+    unknown = sorted(set(at) - set(names))
+    if unknown:
+        raise ValueError(f"at: {unknown} name no parameter the Jacobian is taken with respect to; those are {names}")
+    out = []
+    for name, param in chosen:
+        if name not in at:
+            out.append((name, param))
+            continue
+        value = at[name]
+        if not isinstance(value, Tensor):
+            raise TypeError(f"at[{name!r}]: expected a tensor, got {type(value).__name__}")
+        if value.shape != param.shape or value.dtype != param.dtype or value.device != param.device:
+            raise ValueError(f"at[{name!r}]: expected {tuple(param.shape)} {param.dtype} on {param.device} as the "
+                             f"parameter, got {tuple(value.shape)} {value.dtype} on {value.device}")
+        if isinstance(param, pp.LieTensor):
+            value = pp.LieTensor(value.as_subclass(Tensor), ltype=param.ltype)
+        out.append((name, value))
+    return out
+
+
 def column_block(name: str, param: Tensor) -> ColumnBlock:
     spec = group_spec(param.ltype) if isinstance(param, pp.LieTensor) else None
     if spec is None:
