@@ -7,6 +7,8 @@
 * robust kernels (:class:`RobustKernel`), sparse linear solvers (LDL^T on the CPU, a batched
   multifrontal Cholesky on any torch device, preconditioned CG), many small SPD systems
   structure-of-arrays.
+* :func:`fit` -> :class:`FitResult`: a module's own parameters fitted to its output (pypose's
+  ``optim.LM``), on the engine, with :func:`robojac.jacobian.modjac`'s tangent columns.
 * :func:`covariances`: marginal covariances at an answer (the inverse Gauss-Newton Hessian's
   diagonal blocks; one large problem by the selected inverse of its sparse factor).
 """
@@ -15,6 +17,7 @@ from ._engine import (
     RIDGE, TRUSTED, History, IterationRecord, SolveResult, SolverConfig, TerminationConfig, TrustRegionConfig,
     attach_gradients, damped, solve,
 )
+from ._fit import FitResult, fit
 from ._kernels import KERNELS, RobustKernel
 from ._marginals import covariances
 from ._linear import SparseLDL, block_jacobi_preconditioner, conjugate_gradient
@@ -23,8 +26,8 @@ from ._problem import Factor, Linearization, Problem
 from ._small import cholesky_soa, cholesky_solve_soa, soa_pays, spd_solve_soa
 from ._variables import Group, Variable, group, product, wrap_periodic
 
-__all__ = ["RIDGE", "TRUSTED", "Factor", "Group", "History", "IterationRecord", "KERNELS", "Linearization",
+__all__ = ["RIDGE", "TRUSTED", "Factor", "FitResult", "Group", "History", "IterationRecord", "KERNELS", "Linearization",
            "MultifrontalCholesky", "Problem", "RobustKernel", "SolveResult", "SolverConfig", "SparseLDL",
            "TerminationConfig", "TrustRegionConfig", "Variable", "attach_gradients", "block_jacobi_preconditioner",
-           "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "covariances", "damped", "group", "product",
+           "cholesky_soa", "cholesky_solve_soa", "conjugate_gradient", "covariances", "damped", "fit", "group", "product",
            "soa_pays", "solve", "spd_solve_soa", "wrap_periodic"]

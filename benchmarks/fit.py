@@ -1,0 +1,116 @@
+"""``optim.fit`` against pypose's ``optim.LM``: a module's own parameters fitted to its output.
+
+Each case fits one module from the same start, robojac with ``optim.fit`` (its defaults: LM, the
+engine's stopping tests), pypose with ``pp.optim.LM(model)`` stepped until its cost is within
+1e-9 of robojac's (or 50 steps), as pypose's documentation steps it.  Only pypose's ``step``
+calls are timed; the cost check between them is not.  Both costs are evaluated here, ``0.5 sum
+r^T W r``.  Medians over --repeat runs after a warm-up (torch's first vectorized forward-mode
+Jacobian in a process takes about a second, in either library).
+
+* pypose's own LM example: a ``(2, 2)`` batch of SE3 poses fitted so that ``pose @ input`` is the
+  identity (24 unknowns, 24 residuals);
+* a scaled pose ``exp(s) T p`` (an SE3 parameter and a scalar) fitted to 1,000 noisy
+  correspondences (7 unknowns, 3,000 residuals), without and with an information matrix per row.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/fit.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import pypose as pp
+import torch
+from torch import nn
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _util import describe_machine, table  # noqa: E402
+
+from robojac import lie  # noqa: E402
+from robojac.optim import fit  # noqa: E402
+
+
+class Inverse(nn.Module):
+    def __init__(self, start: torch.Tensor):
+        super().__init__()
+        self.pose = pp.Parameter(pp.SE3(start.clone()))
+
+    def forward(self, input):
+        return (self.pose @ input).Log().tensor()
+
+
+class ScaledPose(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.T = pp.Parameter(pp.identity_SE3(dtype=torch.float64))
+        self.s = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, p):
+        return self.s.exp() * self.T.Act(p)
+
+
+def _cases():
+    g = torch.Generator().manual_seed(0)
+    kw = dict(dtype=torch.float64)
+    input = pp.SE3(lie.se3_exp(torch.randn(2, 2, 6, generator=g, **kw)))
+    start = lie.se3_exp(torch.randn(2, 2, 6, generator=g, **kw))
+    p = torch.randn(1000, 3, generator=g, **kw)
+    T = pp.SE3(lie.se3_exp(0.5 * torch.randn(6, generator=g, **kw)))
+    q = 1.4 * T.Act(p) + 0.01 * torch.randn(1000, 3, generator=g, **kw)
+    A = torch.randn(1000, 3, 3, generator=g, **kw)
+    W = A @ A.transpose(-1, -2) + 0.5 * torch.eye(3, **kw)
+    return [("pypose's example: (2, 2) poses inverted", lambda: Inverse(start), (input,), None, None),
+            ("scaled pose, 1,000 correspondences", ScaledPose, (p,), q, None),
+            ("the same, an information matrix per row", ScaledPose, (p,), q, W)]
+
+
+def _cost(model, args, target, W) -> float:
+    with torch.no_grad():
+        r = model(*args) if target is None else model(*args) - target
+        return float(0.5 * (r * r).sum() if W is None else 0.5 * torch.einsum("...i,...ij,...j->", r, W, r))
+
+
+def _ours(make, args, target, W):
+    model = make()
+    t = time.perf_counter()
+    result = fit(model, args, target, weight=W)
+    return time.perf_counter() - t, result.iterations, _cost(model, args, target, W), result.converged
+
+
+def _theirs(make, args, target, W, goal: float):
+    model = make()
+    lm = pp.optim.LM(model)
+    seconds, steps = 0.0, 0
+    for steps in range(1, 51):
+        t = time.perf_counter()
+        lm.step(args[0] if len(args) == 1 else args, target, weight=W)
+        seconds += time.perf_counter() - t
+        if _cost(model, args, target, W) <= goal * (1 + 1e-9) + 1e-24:
+            break
+    return seconds, steps, _cost(model, args, target, W)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print(describe_machine(), f"pypose {pp.__version__}")
+    rows = []
+    for name, make, inputs, target, W in _cases():
+        _ours(make, inputs, target, W), _theirs(make, inputs, target, W, 0.0)  # warm-up
+        ours = [_ours(make, inputs, target, W) for _ in range(args.repeat)]
+        theirs = [_theirs(make, inputs, target, W, ours[0][2]) for _ in range(args.repeat)]
+        t_ours, t_theirs = statistics.median(o[0] for o in ours), statistics.median(t[0] for t in theirs)
+        rows.append([name, f"{1e3 * t_ours:.1f} ms", f"{ours[0][1]} it, {ours[0][2]:.6g}", f"{1e3 * t_theirs:.1f} ms",
+                     f"{theirs[0][1]} steps, {theirs[0][2]:.6g}", f"{t_theirs / t_ours:.2f}x"])
+        assert all(o[3] for o in ours), name
+    print(table(["case", "robojac fit", "iterations, cost", "pypose LM", "steps, cost", "pypose / robojac"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""``fit``: least squares over a module's own parameters, on the engine (pypose's ``optim.LM``).
+
+A pypose user writes a module whose ``forward`` gives residuals and steps
+``pp.optim.LM(model).step(input, target)`` in a loop.  Here that module is one problem on the
+engine: its chosen parameters are one variable (a :func:`~robojac.optim.product` of an SE3 or SO3
+part per Lie-group parameter, stepped on the left, and a vector part per plain tensor), each
+output one factor (or, with a robust kernel, each row of it), and the Jacobians are
+:func:`robojac.jacobian.modjac`'s tangent columns taken at each trial point (``at=``).  The
+engine's damping, stopping tests, robust weights and implicit gradients then apply unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pypose as pp
+import torch
+from torch import Tensor, nn
+
+from ..jacobian import model_function, modjac
+from ._engine import History, SolverConfig, solve
+from ._kernels import RobustKernel
+from ._problem import Factor
+from ._variables import Variable, product
+
+__all__ = ["FitResult", "fit"]
+
+_STEPPED = ("SE3", "SO3")  # the Lie groups the engine steps (RxSO3 and Sim3 parameters are refused)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The answer of :func:`fit`, in the engine's vocabulary (one problem).
+
+    ``parameters``: each fitted parameter's value at the answer, in its shape (a LieTensor for a
+    Lie-group parameter); differentiable with respect to an ``input``, ``target`` or ``weight``
+    that requires grad (the implicit function theorem at the answer, as :func:`solve` gives).
+    ``converged``, ``reason``, ``iterations``, ``cost`` (``0.5 sum rho(r^T W r)`` over the rows,
+    at the answer), ``initial_cost`` and ``history`` are :class:`SolveResult`'s for the one problem.
+    """
+
+    parameters: dict[str, Tensor]
+    converged: bool
+    reason: str
+    iterations: int
+    cost: float
+    initial_cost: float
+    history: History
+
+
+class _Carried:
+    """How a tensor the model needs travels as factor data: ``(1, F, ...)`` with ``F`` the factor's
+    rows.  A tensor whose first dim is already ``F`` goes as it is; any other is a broadcast view
+    of itself (no copy), so a gradient reaches it at its own size.  A LieTensor travels as its
+    numbers and comes back a LieTensor of its type."""
+
+    def __init__(self, x: Tensor, F: int):
+        self.ltype = x.ltype if isinstance(x, pp.LieTensor) else None
+        x = x.as_subclass(Tensor) if self.ltype is not None else x
+        self.whole = x.dim() >= 1 and x.shape[0] == F
+        self.data = x.unsqueeze(0) if self.whole else x[None, None].expand((1, F) + tuple(x.shape))
+
+    def back(self, d: Tensor) -> Tensor:
+        d = d[0] if self.whole else d[0, 0]
+        return d if self.ltype is None else pp.LieTensor(d, ltype=self.ltype)
+
+
+class _ModuleResidual:
+    """Output ``k`` of ``model`` minus its target, whitened, as ``F`` factors of ``d`` numbers each
+    reading the one variable that holds every fitted parameter (its row 0 of ``X``)."""
+
+    def __init__(self, model: nn.Module, names: list[str], sizes: list[int], shapes: list[tuple], ltypes: list,
+                 tangents: list[int], rows: int, k: int, outputs: int, shape: tuple, F: int,
+                 carried: list[_Carried], has_target: bool, has_root: bool):
+        self.model, self.names, self.sizes, self.shapes, self.ltypes = model, names, sizes, shapes, ltypes
+        self.tangents = tangents
+        self.rows = rows
+        self.k, self.outputs, self.shape, self.F = k, outputs, shape, F
+        self.carried, self.has_target, self.has_root = carried, has_target, has_root
+        self.n_inputs = len(carried) - has_target - has_root
+
+    def values(self, x: Tensor) -> dict[str, Tensor]:
+        """The parameters' values in row ``x`` of the variable, each in its shape."""
+        out = {}
+        for name, piece, shape, ltype in zip(self.names, x.split(self.sizes), self.shapes, self.ltypes):
+            piece = piece.reshape(shape)
+            out[name] = piece if ltype is None else pp.LieTensor(piece, ltype=ltype)
+        return out
+
+    def _unpack(self, data):
+        whole = [c.back(d) for c, d in zip(self.carried, data)]
+        inputs = tuple(whole[: self.n_inputs])
+        target = whole[self.n_inputs] if self.has_target else None
+        root = whole[-1] if self.has_root else None
+        return inputs, target, root
+
+    def _finish(self, out: Tensor, target: Tensor | None, root: Tensor | None) -> Tensor:
+        r = out if target is None else out - target
+        r = r.reshape(self.shape)  # (..., m)
+        if root is not None:
+            r = (root @ r.unsqueeze(-1)).squeeze(-1)
+        return r.reshape(1, self.F, -1)
+
+    def __call__(self, X: Tensor, *data: Tensor) -> Tensor:
+        inputs, target, root = self._unpack(data)
+        func, variables, _ = model_function(self.model, inputs, wrt=self.names, create_graph=True,
+                                            at=self.values(X[0, 0]))
+        outs = func(*variables)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        return self._finish(outs[self.k], target, root)
+
+    def value_and_jacobians(self, X: Tensor, *data: Tensor):
+        r = self(X, *data)
+        T = sum(self.tangents)
+        if not torch.isfinite(r).all():  # the engine stops on the residual ("non_finite"); no Jacobian to take
+            return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
+        inputs, _, root = self._unpack(data)
+        at = self.values(X[0, 0].detach())
+        # the mode chosen here from the sizes known (modjac's automatic mode would run the model once
+        # more to learn them; it is the fallback where vmap cannot run the model).  Forward mode
+        # only at twice as many rows as columns: raw_autograd's forward rule is a vmap of its
+        # reverse one, and at 24 of each (benchmarks/fit.py's first case) a fit took 39.4 ms
+        # forward and 34.6 ms reverse (medians of 15, alternating)
+        mode = "forward-mode" if 2 * T <= self.rows else "reverse-mode"
+        try:
+            try:
+                J = modjac(self.model, inputs, wrt=self.names, at=at, strategy=mode, vectorize=True)
+            except (RuntimeError, NotImplementedError):
+                J = modjac(self.model, inputs, wrt=self.names, at=at)
+        except FloatingPointError:  # a derivative undefined where the value is not (sqrt at 0)
+            return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
+        rows = J[self.k] if self.outputs > 1 else J  # a tuple over parameters
+        J = torch.cat([j.reshape(self.shape + (-1,)) for j in rows], -1)  # (..., m, T)
+        if root is not None:
+            J = root.detach() @ J
+        return r, (J.reshape(1, self.F, -1, T),)
+
+
+def _per_output(name: str, value, outputs: int, kind: str) -> list:
+    """``value`` for each of the model's outputs: one value for a single output, or a tuple/list
+    of one per output (``None`` for none)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != outputs:
+            raise ValueError(f"{name}: expected one {kind} per model output ({outputs}), got {len(value)}")
+        return list(value)
+    if outputs > 1 and value is not None:
+        raise ValueError(f"{name}: the model gives {outputs} outputs; expected a tuple of one {kind} per output")
+    return [value] * outputs
+
+
+def _tensor(name: str, x) -> Tensor | None:
+    if x is None or isinstance(x, pp.LieTensor):
+        return x
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+    return x
+
+
+def _plain(x: Tensor | None) -> Tensor | None:
+    return x.as_subclass(Tensor) if isinstance(x, pp.LieTensor) else x
+
+
+def _square_root(name: str, W: Tensor, shape: tuple, like: Tensor) -> Tensor:
+    """``L^T`` with ``W = L L^T`` for information matrices ``W`` broadcastable to ``(..., m, m)``
+    of residuals ``shape = (..., m)``; refused unless symmetric positive definite."""
+    m = shape[-1]
+    if W.dim() < 2 or W.shape[-2:] != (m, m):
+        raise ValueError(f"{name}: expected information matrices (..., {m}, {m}) for residuals {shape}, "
+                         f"got shape {tuple(W.shape)}")
+    try:
+        W = W.to(like).expand(shape[:-1] + (m, m))
+    except RuntimeError:
+        raise ValueError(f"{name}: shape {tuple(W.shape)} does not broadcast to the residuals' {shape[:-1]} + ({m}, {m})") \
+            from None
+    if not torch.isfinite(W).all() or (W - W.transpose(-1, -2)).abs().amax() > 1e-9 * (1 + W.abs().amax()):
+        raise ValueError(f"{name}: expected symmetric, finite information matrices")
+    L, info = torch.linalg.cholesky_ex(W)
+    if (info != 0).any():
+        raise ValueError(f"{name}: an information matrix is not positive definite")
+    return L.transpose(-1, -2)
+
+
+def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, config: SolverConfig | None = None,
+        wrt: Iterable[str | nn.Parameter] | str | None = None, update: bool = True) -> FitResult:
+    """Fit ``model``'s parameters so that ``model(*input)`` matches ``target``, by the engine:
+    minimize ``0.5 sum rho(r^T W r)``, ``r = model(*input) - target`` over the rows of the output's
+    last dimension (pypose's ``LM(model).step(input, target, weight)``, run to convergence).
+
+    * ``model``: a module whose ``forward`` gives a tensor or LieTensor (or a tuple of them: each
+      is a residual block).  The parameters requiring grad are fitted (or exactly ``wrt``):
+      ``pp.Parameter`` of SE3 or SO3 stepped on the left, ``X' = Exp(d) X`` (tangent columns from
+      :func:`robojac.jacobian.modjac`), any other tensor (a Lie algebra's numbers too) as a vector.
+      RxSO3 and Sim3 parameters are refused (the engine has no such group).
+    * ``input``: ``None``, a tensor or a tuple of them, passed to ``forward``.
+    * ``target``: ``None`` (the output is the residual), or a tensor broadcastable to the output
+      (a tuple of one per output).
+    * ``weight``: ``None``, or information matrices ``(m, m)`` or ``(..., m, m)`` over the output's
+      last dimension ``m``, broadcastable to its rows, symmetric positive definite (a tuple of one
+      per output).  Each row's squared norm is ``r^T W r``.
+    * ``kernel``: a :class:`RobustKernel` on each row's ``r^T W r`` (a tuple of one per output).
+      Without one, each output is one factor; with one, each row is.
+    * ``config``: the engine's :class:`SolverConfig` (``backward="implicit"`` or ``"none"``).
+    * ``update``: write the answer into the model's parameters (as pypose's optimizer does), so
+      the next fit starts from it.
+
+    An ``input``, ``target`` or ``weight`` that requires grad makes ``result.parameters``
+    differentiable (see :class:`FitResult`); a fit that did not converge passes zero gradients.
+    """
+    cfg = config or SolverConfig()
+    if not isinstance(cfg, SolverConfig):
+        raise TypeError(f"config: expected a SolverConfig, got {type(cfg).__name__}")
+    if cfg.backward == "unroll":
+        raise ValueError("config.backward: fit differentiates its answer by the implicit function theorem; "
+                         "expected 'implicit' or 'none', got 'unroll'")
+    func, variables, blocks = model_function(model, input, wrt=wrt)  # checks the model, input and wrt
+    inputs = tuple(_tensor(f"input[{i}]", x) for i, x in enumerate(
+        () if input is None else (input,) if isinstance(input, Tensor) else input))
+    named = dict(model.named_parameters())
+    params = [named[b.name] for b in blocks]
+    parts, sizes, shapes, ltypes = [], [], [], []
+    for b, p in zip(blocks, params):
+        if b.group is not None and b.group.name not in _STEPPED:
+            raise ValueError(f"model: parameter {b.name!r} is {b.group.name}; fit steps SE3 and SO3 parameters and "
+                             "plain tensors")
+        count = math.prod(b.shape)
+        parts.append(("Rn", p.numel()) if b.group is None else (b.group.name, count))
+        sizes.append(p.numel())
+        shapes.append(tuple(p.shape))
+        ltypes.append(p.ltype if b.group is not None else None)
+    first = params[0]
+    for b, p in zip(blocks, params):
+        if p.dtype != first.dtype or p.device != first.device:
+            raise ValueError(f"model: parameters {blocks[0].name!r} ({first.dtype} on {first.device}) and {b.name!r} "
+                             f"({p.dtype} on {p.device}) differ; fit steps them as one variable")
+    x0 = torch.cat([p.detach().as_subclass(Tensor).reshape(-1) for p in params])
+    var = Variable(product(*parts), x0.reshape(1, 1, -1), name="parameters")
+
+    with torch.no_grad():
+        outs = func(*variables)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    n = len(outs)
+    targets = [_plain(_tensor("target" if n == 1 else f"target[{k}]", t)) for k, t in
+               enumerate(_per_output("target", target, n, "target"))]
+    weights = [_plain(_tensor("weight" if n == 1 else f"weight[{k}]", w)) for k, w in
+               enumerate(_per_output("weight", weight, n, "weight matrix"))]
+    kernels = _per_output("kernel", kernel, n, "kernel")
+    factors = []
+    for k, (out, t, w, ker) in enumerate(zip(outs, targets, weights, kernels)):
+        where = "" if n == 1 else f"[{k}]"
+        if ker is not None and not isinstance(ker, RobustKernel):
+            raise TypeError(f"kernel{where}: expected a RobustKernel or None, got {type(ker).__name__}")
+        shape = tuple(out.shape) if out.dim() else (1,)
+        shape = shape if len(shape) > 1 else (1,) + shape
+        if t is not None:
+            try:
+                torch.broadcast_shapes(t.shape, out.shape)
+            except RuntimeError:
+                raise ValueError(f"target{where}: shape {tuple(t.shape)} does not broadcast to the model's output "
+                                 f"{tuple(out.shape)}") from None
+            if torch.broadcast_shapes(t.shape, out.shape) != out.shape:
+                raise ValueError(f"target{where}: shape {tuple(t.shape)} would enlarge the model's output "
+                                 f"{tuple(out.shape)}")
+        root = None if w is None else _square_root(f"weight{where}", w, shape, out)
+        F = math.prod(shape[:-1]) if ker is not None else 1
+        carried = [_Carried(x, F) for x in inputs + tuple(v for v in (t, root) if v is not None)]
+        residual = _ModuleResidual(model, [b.name for b in blocks], sizes, shapes, ltypes, [b.numel for b in blocks],
+                                   sum(o.numel() for o in outs), k, n, shape, F, carried, t is not None,
+                                   root is not None)
+        factors.append(Factor(residual, [var], torch.zeros(F, 1, dtype=torch.long, device=x0.device),
+                              data=[c.data for c in carried], kernel=ker, name=f"output{where}"))
+    result = solve([var], factors, cfg)
+    answer = factors[0].residual.values(result.values[0][0, 0])
+    if update:
+        with torch.no_grad():
+            for p, b in zip(params, blocks):
+                p.copy_(answer[b.name].detach())
+    return FitResult(answer, bool(result.converged[0]), result.reason[0], int(result.iterations[0]),
+                     float(result.cost[0]), float(result.initial_cost[0]), result.history)
