@@ -297,3 +297,17 @@ def test_modjac_at_takes_the_jacobian_at_given_values_and_leaves_the_model(devic
         modjac(model, input, at={"nope": other.tensor()})
     with pytest.raises(ValueError, match=r"at\['pose'\]: expected \(3, 7\)"):
         modjac(model, input, at={"pose": other.tensor()[:2]})
+
+
+def test_a_linear_layer_of_315_unknowns_equals_numpys_least_squares(device):
+    """``nn.Linear(20, 15)`` fitted to 200 samples: more unknowns than the engine's dense systems
+    take (one 315 x 315 block on its sparse path), the weights and bias numpy's ``lstsq`` gives."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    X = torch.randn(200, 20, generator=g, dtype=torch.float64, device="cpu")
+    Y = torch.randn(200, 15, generator=g, dtype=torch.float64, device="cpu")
+    layer = nn.Linear(20, 15, dtype=torch.float64, device=device)
+    result = fit(layer, X.to(device), Y.to(device))
+    assert result.converged, result.reason
+    solution = np.linalg.lstsq(np.c_[X.numpy(), np.ones(200)], Y.numpy(), rcond=None)[0]
+    assert np.abs(layer.weight.detach().cpu().numpy() - solution[:20].T).max() < 1e-9
+    assert np.abs(layer.bias.detach().cpu().numpy() - solution[20]).max() < 1e-9
