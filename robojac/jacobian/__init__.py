@@ -19,7 +19,7 @@ Convention: left perturbation ``X' = Exp(d) * X``, tangent ``[rho, phi]`` (pypos
 from ._analytic import SE3BetweenResidual, between_curvature, se3_act_jacobian, se3_between, whiten
 from ._divergence import batch_jacobian, divergence
 from ._functional import hessian, hvp, jacobian, jvp, vhp, vjp
-from ._modjac import model_function, modjac
+from ._modjac import VECTORIZE_MAX, model_function, modjac
 from ._params import ColumnBlock
 from ._persample import PerSampleJacobian, per_sample_modjac
 from ._sparse import BlockLayout, BlockSparseJacobian, BlockSparsePattern, block_sparse_jacobian
@@ -31,6 +31,7 @@ __all__ = [
     "ColumnBlock",
     "PerSampleJacobian",
     "SE3BetweenResidual",
+    "VECTORIZE_MAX",
     "between_curvature",
     "batch_jacobian",
     "block_sparse_jacobian",

@@ -19,7 +19,7 @@ import pypose as pp
 import torch
 from torch import Tensor, nn
 
-from ..jacobian import model_function, modjac
+from ..jacobian import VECTORIZE_MAX, model_function, modjac
 from ._engine import History, SolverConfig, solve
 from ._kernels import RobustKernel
 from ._problem import Factor
@@ -119,15 +119,20 @@ class _ModuleResidual:
         inputs, _, root = self._unpack(data)
         at = self.values(X[0, 0].detach())
         # the mode chosen here from the sizes known (modjac's automatic mode would run the model once
-        # more to learn them; it is the fallback where vmap cannot run the model).  Forward mode
-        # only at twice as many rows as columns: raw_autograd's forward rule is a vmap of its
-        # reverse one, and at 24 of each (benchmarks/fit.py's first case) a fit took 39.4 ms
-        # forward and 34.6 ms reverse (medians of 15, alternating)
+        # more to learn them; it is the fallback where vmap cannot run the model, and beyond
+        # VECTORIZE_MAX directions, where it goes row by row).  Forward mode only at twice as many
+        # rows as columns: raw_autograd's forward rule is a vmap of its reverse one, and at 24 of
+        # each (benchmarks/fit.py's first case) a fit took 39.4 ms forward and 34.6 ms reverse
+        # (medians of 15, alternating)
         mode = "forward-mode" if 2 * T <= self.rows else "reverse-mode"
+        chosen = (T if mode == "forward-mode" else self.rows) <= VECTORIZE_MAX
         try:
             try:
-                J = modjac(self.model, inputs, wrt=self.names, at=at, strategy=mode, vectorize=True)
+                J = modjac(self.model, inputs, wrt=self.names, at=at, **(
+                    dict(strategy=mode, vectorize=True) if chosen else {}))
             except (RuntimeError, NotImplementedError):
+                if not chosen:
+                    raise
                 J = modjac(self.model, inputs, wrt=self.names, at=at)
         except FloatingPointError:  # a derivative undefined where the value is not (sqrt at 0)
             return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
@@ -207,6 +212,9 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
 
     An ``input``, ``target`` or ``weight`` that requires grad makes ``result.parameters``
     differentiable (see :class:`FitResult`); a fit that did not converge passes zero gradients.
+    With a kernel, each row is a factor, and an input whose first dim is not the output's row
+    count reaches every row as a view of itself; a gradient with respect to it then passes
+    through ``rows x its size`` numbers.
     """
     cfg = config or SolverConfig()
     if not isinstance(cfg, SolverConfig):
