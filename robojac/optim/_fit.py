@@ -210,6 +210,10 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     * ``update``: write the answer into the model's parameters (as pypose's optimizer does), so
       the next fit starts from it.
 
+    The module is one problem, its Jacobian one dense ``rows x unknowns`` block (pypose's LM
+    forms the same); a model whose residuals each read a few of thousands of unknowns (a pose
+    graph) is solved sparse when written as :class:`Factor` s.
+
     An ``input``, ``target`` or ``weight`` that requires grad makes ``result.parameters``
     differentiable (see :class:`FitResult`); a fit that did not converge passes zero gradients.
     With a kernel, each row is a factor, and an input whose first dim is not the output's row
