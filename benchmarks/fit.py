@@ -10,7 +10,9 @@ Jacobian in a process takes about a second, in either library).
 * pypose's own LM example: a ``(2, 2)`` batch of SE3 poses fitted so that ``pose @ input`` is the
   identity (24 unknowns, 24 residuals);
 * a scaled pose ``exp(s) T p`` (an SE3 parameter and a scalar) fitted to 1,000 noisy
-  correspondences (7 unknowns, 3,000 residuals), without and with an information matrix per row.
+  correspondences (7 unknowns, 3,000 residuals), without and with an information matrix per row;
+* pypose's example at 300 poses, robojac with ``per_sample=True`` (300 problems of 6 unknowns),
+  pypose's LM as one problem of 1,800 (the only way it has).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/fit.py [--repeat 5]
 """
@@ -18,6 +20,7 @@ Jacobian in a process takes about a second, in either library).
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 import statistics
 import sys
@@ -63,9 +66,13 @@ def _cases():
     q = 1.4 * T.Act(p) + 0.01 * torch.randn(1000, 3, generator=g, **kw)
     A = torch.randn(1000, 3, 3, generator=g, **kw)
     W = A @ A.transpose(-1, -2) + 0.5 * torch.eye(3, **kw)
-    return [("pypose's example: (2, 2) poses inverted", lambda: Inverse(start), (input,), None, None),
-            ("scaled pose, 1,000 correspondences", ScaledPose, (p,), q, None),
-            ("the same, an information matrix per row", ScaledPose, (p,), q, W)]
+    many_input = pp.SE3(lie.se3_exp(torch.randn(300, 6, generator=g, **kw)))
+    many_start = lie.se3_exp(torch.randn(300, 6, generator=g, **kw))
+    return [("pypose's example: (2, 2) poses inverted", lambda: Inverse(start), (input,), None, None, False),
+            ("scaled pose, 1,000 correspondences", ScaledPose, (p,), q, None, False),
+            ("the same, an information matrix per row", ScaledPose, (p,), q, W, False),
+            ("pypose's example at 300 poses (per_sample)", lambda: Inverse(many_start), (many_input,), None, None,
+             True)]
 
 
 def _cost(model, args, target, W) -> float:
@@ -74,11 +81,13 @@ def _cost(model, args, target, W) -> float:
         return float(0.5 * (r * r).sum() if W is None else 0.5 * torch.einsum("...i,...ij,...j->", r, W, r))
 
 
-def _ours(make, args, target, W):
+def _ours(make, args, target, W, per_sample):
     model = make()
     t = time.perf_counter()
-    result = fit(model, args, target, weight=W)
-    return time.perf_counter() - t, result.iterations, _cost(model, args, target, W), result.converged
+    result = fit(model, args, target, weight=W, per_sample=per_sample)
+    iterations = int(result.iterations.max()) if per_sample else result.iterations
+    converged = bool(result.converged.all()) if per_sample else result.converged
+    return time.perf_counter() - t, iterations, _cost(model, args, target, W), converged
 
 
 def _theirs(make, args, target, W, goal: float):
@@ -101,9 +110,9 @@ def main() -> None:
     torch.set_num_threads(1)
     print(describe_machine(), f"pypose {pp.__version__}")
     rows = []
-    for name, make, inputs, target, W in _cases():
-        _ours(make, inputs, target, W), _theirs(make, inputs, target, W, 0.0)  # warm-up
-        ours = [_ours(make, inputs, target, W) for _ in range(args.repeat)]
+    for name, make, inputs, target, W, per_sample in _cases():
+        _ours(make, inputs, target, W, per_sample), _theirs(make, inputs, target, W, math.inf)  # warm-up: one step each
+        ours = [_ours(make, inputs, target, W, per_sample) for _ in range(args.repeat)]
         theirs = [_theirs(make, inputs, target, W, ours[0][2]) for _ in range(args.repeat)]
         t_ours, t_theirs = statistics.median(o[0] for o in ours), statistics.median(t[0] for t in theirs)
         rows.append([name, f"{1e3 * t_ours:.1f} ms", f"{ours[0][1]} it, {ours[0][2]:.6g}", f"{1e3 * t_theirs:.1f} ms",

@@ -311,3 +311,127 @@ def test_a_linear_layer_of_315_unknowns_equals_numpys_least_squares(device):
     solution = np.linalg.lstsq(np.c_[X.numpy(), np.ones(200)], Y.numpy(), rcond=None)[0]
     assert np.abs(layer.weight.detach().cpu().numpy() - solution[:20].T).max() < 1e-9
     assert np.abs(layer.bias.detach().cpu().numpy() - solution[20]).max() < 1e-9
+
+
+class BatchedSimilarity(nn.Module):
+    """``B`` independent similarities: sample ``b``'s output reads sample ``b`` of each parameter."""
+
+    def __init__(self, B, device):
+        super().__init__()
+        kw = dict(dtype=torch.float64, device=device)
+        self.R = pp.Parameter(pp.identity_SO3(B, **kw))
+        self.log_s = nn.Parameter(torch.zeros(B, **kw))
+        self.t = nn.Parameter(torch.zeros(B, 3, **kw))
+
+    def forward(self, p):
+        return self.log_s.exp()[:, None, None] * self.R[:, None].Act(p) + self.t[:, None]
+
+
+def test_per_sample_fits_a_thousand_independent_poses(device):
+    """pypose's example at 1,000 poses, as 1,000 problems of 6 unknowns (``per_sample=True``;
+    one dense problem would hold 6,000): every pose is its input's inverse, and a small batch
+    gives what the one dense problem gives."""
+    g = torch.Generator(device="cpu").manual_seed(4)
+    input = _randn_SE3(1000, generator=g, device=device)
+    model = PoseInv(1000, generator=g, device=device)
+    result = fit(model, input, per_sample=True)
+    assert result.converged.shape == (1000,) and bool(result.converged.all()) and len(result.reason) == 1000
+    assert torch.allclose(model.pose.matrix(), input.Inv().matrix(), atol=1e-9)
+    few, dense = PoseInv(5, generator=g, device=device), PoseInv(5, device=device)
+    with torch.no_grad():
+        dense.pose.copy_(few.pose)
+    fit(few, input[:5], per_sample=True)
+    fit(dense, input[:5])
+    assert torch.allclose(few.pose.matrix(), dense.pose.matrix(), atol=1e-10)
+
+
+def test_per_sample_problems_with_kernels_weights_and_gradients_are_the_single_fits(device):
+    """Three similarity fits at once (each its own 12 correspondences, information per row and
+    Huber's kernel on each row) equal the three fitted one by one, and so do their gradients with
+    respect to the targets."""
+    data = [_data(device, n=12, outliers=2, seed=s) for s in range(3)]
+    p = torch.stack([d[0] for d in data])
+    q = torch.stack([d[1] for d in data]).requires_grad_()
+    W = torch.stack([d[2] for d in data])
+    k = RobustKernel("huber", 1.0)
+    batched = BatchedSimilarity(3, device)
+    result = fit(batched, p, q, weight=W, kernel=k, per_sample=True)
+    assert bool(result.converged.all()), result.reason
+    (g_batched,) = torch.autograd.grad(result.parameters["t"].sum() + result.parameters["log_s"].sum(), q)
+    for b, (pb, qb, Wb) in enumerate(data):
+        one = Similarity(device)
+        qb = qb.clone().requires_grad_()
+        r = fit(one, pb, qb, weight=Wb, kernel=k)
+        assert abs(float(result.cost[b]) - r.cost) < 1e-9 * r.cost
+        assert torch.allclose(batched.R.matrix()[b], one.R.matrix(), atol=1e-8)
+        assert torch.allclose(batched.t[b], one.t, atol=1e-8)
+        (g_one,) = torch.autograd.grad(r.parameters["t"].sum() + r.parameters["log_s"], qb)
+        assert torch.allclose(g_batched[b], g_one, atol=1e-7), (b, (g_batched[b] - g_one).abs().max())
+
+
+def test_per_sample_a_problem_that_fails_fails_alone(device):
+    """``sqrt(x_b) = y_b`` for three samples, the second with ``y < 0`` (no solution; its steps
+    turn NaN): the other two converge to ``y^2``, the second says it did not converge, and every
+    value stays finite."""
+
+    class Sqrt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = nn.Parameter(torch.ones(3, dtype=torch.float64, device=device))
+
+        def forward(self):
+            return torch.sqrt(self.x)[:, None]
+
+    y = torch.tensor([[2.0], [-1.0], [3.0]], dtype=torch.float64, device=device)
+    m = Sqrt()
+    r = fit(m, None, y, per_sample=True)
+    assert r.converged.tolist() == [True, False, True], r.reason
+    assert torch.allclose(m.x[[0, 2]], torch.tensor([4.0, 9.0], dtype=torch.float64, device=device))
+    assert torch.isfinite(m.x).all()
+
+
+def test_per_sample_refuses_what_is_not_per_sample(device):
+    kw = dict(dtype=torch.float64, device=device)
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.zeros(4, **kw))
+            self.c = nn.Parameter(torch.zeros(2, **kw))
+
+        def forward(self, x):
+            return self.a[:, None] * x + self.c
+
+    with pytest.raises(ValueError, match=r"per_sample: parameter 'c' has shape \(2,\); expected its first dim"):
+        fit(Shared(), torch.ones(4, 2, **kw), per_sample=True)
+    class Total(Shared):
+        def forward(self, x):
+            return (self.a[:, None] * x).sum()
+
+    with pytest.raises(ValueError, match="per_sample: expected the model's outputs to share a leading batch dim"):
+        fit(Total(), torch.ones(4, 2, **kw), per_sample=True)
+    with pytest.raises(TypeError, match="per_sample: expected True or False"):
+        fit(Shared(), torch.ones(4, 2, **kw), per_sample=1)
+
+
+def test_per_sample_with_two_outputs(device):
+    """Two residual blocks per sample: each sample's answer is its own closed form
+    (``a = t1 / x``, ``c = t2 - sum(a)``)."""
+    kw = dict(dtype=torch.float64, device=device)
+
+    class TwoPerSample(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.zeros(3, 2, **kw))
+            self.c = nn.Parameter(torch.zeros(3, 1, **kw))
+
+        def forward(self, x):
+            return self.a * x, self.c + self.a.sum(-1, keepdim=True)
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 1.5]], **kw)
+    t1 = torch.tensor([[2.0, 2.0], [1.0, -1.0], [3.0, 0.0]], **kw)
+    t2 = torch.tensor([[5.0], [0.0], [-2.0]], **kw)
+    m = TwoPerSample()
+    r = fit(m, x, (t1, t2), per_sample=True)
+    assert bool(r.converged.all())
+    assert torch.allclose(m.a, t1 / x, atol=1e-10) and torch.allclose(m.c, t2 - (t1 / x).sum(-1, keepdim=True), atol=1e-10)

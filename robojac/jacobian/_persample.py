@@ -55,6 +55,8 @@ def per_sample_modjac(
     shared: Iterable[str] = (),
     strategy: str = "forward-mode",
     chunk_size: int | None = None,
+    at: dict[str, Tensor] | None = None,
+    allow_nan: bool = False,
 ) -> PerSampleJacobian:
     """Per-sample Jacobian blocks of ``model(*input)`` with respect to its parameters.
 
@@ -63,12 +65,16 @@ def per_sample_modjac(
     block holds all its columns).  Lie-group parameters get tangent columns as in
     :func:`~robojac.jacobian.modjac`.  ``strategy="reverse-mode"`` (``m`` passes) is allowed
     only without shared parameters.  The model must be written for ``torch.func`` (no
-    data-dependent Python control flow on tensor values).
+    data-dependent Python control flow on tensor values).  ``at`` takes the blocks at other
+    values of the parameters, as :func:`~robojac.jacobian.modjac`'s does.  A block with NaN
+    raises ``FloatingPointError``, unless ``allow_nan`` (a solver evaluating trial points, where
+    a sample's NaN stops that sample alone: the samples are independent, so the others' blocks
+    stay finite).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
     shared = tuple(shared)
-    func, variables, blocks = model_function(model, input, wrt=wrt)
+    func, variables, blocks = model_function(model, input, wrt=wrt, at=at)
     names = [b.name for b in blocks]
     for s in shared:
         if s not in names:
@@ -98,7 +104,7 @@ def per_sample_modjac(
             J = _forward(func, variables, blocks, columns, shared, B, chunk_size)
         else:
             J = _reverse(func, variables, outs, B, chunk_size)
-    if torch.isnan(J).any():
+    if not allow_nan and torch.isnan(J).any():
         raise FloatingPointError("Jacobian contains NaN: check the model and its input for NaN or singular points")
     return PerSampleJacobian(value, J, tuple(columns), shared)
 

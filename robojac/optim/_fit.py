@@ -19,7 +19,7 @@ import pypose as pp
 import torch
 from torch import Tensor, nn
 
-from ..jacobian import VECTORIZE_MAX, model_function, modjac
+from ..jacobian import VECTORIZE_MAX, model_function, modjac, per_sample_modjac
 from ._engine import History, SolverConfig, solve
 from ._kernels import RobustKernel
 from ._problem import Factor
@@ -38,54 +38,73 @@ class FitResult:
     Lie-group parameter); differentiable with respect to an ``input``, ``target`` or ``weight``
     that requires grad (the implicit function theorem at the answer, as :func:`solve` gives).
     ``converged``, ``reason``, ``iterations``, ``cost`` (``0.5 sum rho(r^T W r)`` over the rows,
-    at the answer), ``initial_cost`` and ``history`` are :class:`SolveResult`'s for the one problem.
+    at the answer), ``initial_cost`` and ``history`` are :class:`SolveResult`'s for the one
+    problem (a bool, a str, an int, floats); with ``per_sample=True`` they are its per problem,
+    ``(B,)`` tensors and a tuple of reasons.
     """
 
     parameters: dict[str, Tensor]
-    converged: bool
-    reason: str
-    iterations: int
-    cost: float
-    initial_cost: float
+    converged: bool | Tensor
+    reason: str | tuple[str, ...]
+    iterations: int | Tensor
+    cost: float | Tensor
+    initial_cost: float | Tensor
     history: History
 
 
 class _Carried:
-    """How a tensor the model needs travels as factor data: ``(1, F, ...)`` with ``F`` the factor's
-    rows.  A tensor whose first dim is already ``F`` goes as it is; any other is a broadcast view
-    of itself (no copy), so a gradient reaches it at its own size.  A LieTensor travels as its
-    numbers and comes back a LieTensor of its type."""
+    """How a tensor the model needs travels as factor data: ``(B, F, ...)`` for ``B`` problems of
+    ``F`` factors each, and back whole.  A tensor already laid out ``(B, F, ...)`` goes as it is;
+    one whose first dim is the ``F`` rows of the one problem, or the ``B`` problems, is a
+    broadcast view along the other; any other (shared by all) a broadcast view of itself.  No
+    copy, so a gradient reaches it at about its own size.  A LieTensor travels as its numbers
+    and comes back a LieTensor of its type."""
 
-    def __init__(self, x: Tensor, F: int):
+    def __init__(self, x: Tensor, B: int, F: int):
         self.ltype = x.ltype if isinstance(x, pp.LieTensor) else None
         x = x.as_subclass(Tensor) if self.ltype is not None else x
-        self.whole = x.dim() >= 1 and x.shape[0] == F
-        self.data = x.unsqueeze(0) if self.whole else x[None, None].expand((1, F) + tuple(x.shape))
+        if x.dim() >= 2 and tuple(x.shape[:2]) == (B, F):
+            self.how, self.data = "laid out", x
+        elif B == 1 and x.dim() >= 1 and x.shape[0] == F:
+            self.how, self.data = "rows", x.unsqueeze(0)
+        elif B > 1 and x.dim() >= 1 and x.shape[0] == B:
+            self.how, self.data = "problems", x[:, None].expand((B, F) + tuple(x.shape[1:]))
+        else:
+            self.how, self.data = "shared", x[None, None].expand((B, F) + tuple(x.shape))
 
     def back(self, d: Tensor) -> Tensor:
-        d = d[0] if self.whole else d[0, 0]
+        if self.how == "rows":
+            d = d[0]
+        elif self.how == "problems":
+            d = d[:, 0]
+        elif self.how == "shared":
+            d = d[0, 0]
         return d if self.ltype is None else pp.LieTensor(d, ltype=self.ltype)
 
 
 class _ModuleResidual:
-    """Output ``k`` of ``model`` minus its target, whitened, as ``F`` factors of ``d`` numbers each
-    reading the one variable that holds every fitted parameter (its row 0 of ``X``)."""
+    """Output ``k`` of ``model`` minus its target, whitened, as ``F`` factors of ``d`` numbers per
+    problem, each reading the one variable that holds the problem's fitted parameters.  One
+    problem (``B = 1``: the variable's row holds every parameter whole), or, with ``per_sample``,
+    ``B`` independent ones (row ``b`` holds sample ``b`` of each parameter)."""
 
-    def __init__(self, model: nn.Module, names: list[str], sizes: list[int], shapes: list[tuple], ltypes: list,
-                 tangents: list[int], rows: int, k: int, outputs: int, shape: tuple, F: int,
-                 carried: list[_Carried], has_target: bool, has_root: bool):
-        self.model, self.names, self.sizes, self.shapes, self.ltypes = model, names, sizes, shapes, ltypes
-        self.tangents = tangents
-        self.rows = rows
-        self.k, self.outputs, self.shape, self.F = k, outputs, shape, F
+    def __init__(self, model: nn.Module, names: list[str], layout: tuple, batch: int | None, k: int,
+                 offsets: tuple[int, int], rows: int, shape: tuple, F: int, carried: list[_Carried],
+                 has_target: bool, has_root: bool):
+        self.model, self.names = model, names
+        self.sizes, self.shapes, self.ltypes, self.tangents = layout  # per problem
+        self.batch, self.k, self.offsets, self.rows = batch, k, offsets, rows
+        self.shape, self.F = shape, F  # the residuals of one problem (..., m)
         self.carried, self.has_target, self.has_root = carried, has_target, has_root
         self.n_inputs = len(carried) - has_target - has_root
 
-    def values(self, x: Tensor) -> dict[str, Tensor]:
-        """The parameters' values in row ``x`` of the variable, each in its shape."""
+    def values(self, X: Tensor) -> dict[str, Tensor]:
+        """The parameters' values in the variable's values ``X (B, F, raw)``, each in its shape."""
+        x = X[0, 0] if self.batch is None else X[:, 0]
+        lead = () if self.batch is None else (self.batch,)
         out = {}
-        for name, piece, shape, ltype in zip(self.names, x.split(self.sizes), self.shapes, self.ltypes):
-            piece = piece.reshape(shape)
+        for name, piece, shape, ltype in zip(self.names, x.split(self.sizes, -1), self.shapes, self.ltypes):
+            piece = piece.reshape(lead + shape)
             out[name] = piece if ltype is None else pp.LieTensor(piece, ltype=ltype)
         return out
 
@@ -98,26 +117,41 @@ class _ModuleResidual:
 
     def _finish(self, out: Tensor, target: Tensor | None, root: Tensor | None) -> Tensor:
         r = out if target is None else out - target
-        r = r.reshape(self.shape)  # (..., m)
+        B = self.batch or 1
+        r = r.reshape((B,) + self.shape)  # (B, ..., m)
         if root is not None:
-            r = (root @ r.unsqueeze(-1)).squeeze(-1)
-        return r.reshape(1, self.F, -1)
+            r = (root.reshape((B,) + root.shape[-len(self.shape) - 1:]) @ r.unsqueeze(-1)).squeeze(-1)
+        return r.reshape(B, self.F, -1)
 
     def __call__(self, X: Tensor, *data: Tensor) -> Tensor:
         inputs, target, root = self._unpack(data)
-        func, variables, _ = model_function(self.model, inputs, wrt=self.names, create_graph=True,
-                                            at=self.values(X[0, 0]))
+        func, variables, _ = model_function(self.model, inputs, wrt=self.names, create_graph=True, at=self.values(X))
         outs = func(*variables)
         outs = outs if isinstance(outs, tuple) else (outs,)
         return self._finish(outs[self.k], target, root)
 
     def value_and_jacobians(self, X: Tensor, *data: Tensor):
         r = self(X, *data)
-        T = sum(self.tangents)
-        if not torch.isfinite(r).all():  # the engine stops on the residual ("non_finite"); no Jacobian to take
+        B, T = r.shape[0], sum(self.tangents)
+        if not torch.isfinite(r).all() and self.batch is None:  # the engine stops on the residual
             return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
         inputs, _, root = self._unpack(data)
-        at = self.values(X[0, 0].detach())
+        at = self.values(X.detach())
+        if self.batch is not None:  # a NaN sample stops its own problem; the others' blocks stay finite
+            J = per_sample_modjac(self.model, inputs, wrt=self.names, at=at, allow_nan=True).jacobian
+            J = J[:, self.offsets[0]:self.offsets[1]]  # (B, this output's numbers, T)
+        else:
+            J = self._dense(inputs, at, T)
+            if J is None:
+                return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
+        J = J.reshape((B,) + self.shape + (T,))
+        if root is not None:
+            J = root.detach().reshape((B,) + root.shape[-len(self.shape) - 1:]) @ J
+        return r, (J.reshape(B, self.F, -1, T),)
+
+    def _dense(self, inputs, at, T: int) -> Tensor | None:
+        """The one problem's Jacobian rows of this output ``(numbers, T)``, ``None`` where a
+        derivative is undefined though the value is not (sqrt at 0)."""
         # the mode chosen here from the sizes known (modjac's automatic mode would run the model once
         # more to learn them; it is the fallback where vmap cannot run the model, and beyond
         # VECTORIZE_MAX directions, where it goes row by row).  Forward mode only at twice as many
@@ -128,19 +162,15 @@ class _ModuleResidual:
         chosen = (T if mode == "forward-mode" else self.rows) <= VECTORIZE_MAX
         try:
             try:
-                J = modjac(self.model, inputs, wrt=self.names, at=at, **(
-                    dict(strategy=mode, vectorize=True) if chosen else {}))
+                J = modjac(self.model, inputs, wrt=self.names, at=at, flatten=True,
+                           **(dict(strategy=mode, vectorize=True) if chosen else {}))
             except (RuntimeError, NotImplementedError):
                 if not chosen:
                     raise
-                J = modjac(self.model, inputs, wrt=self.names, at=at)
-        except FloatingPointError:  # a derivative undefined where the value is not (sqrt at 0)
-            return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
-        rows = J[self.k] if self.outputs > 1 else J  # a tuple over parameters
-        J = torch.cat([j.reshape(self.shape + (-1,)) for j in rows], -1)  # (..., m, T)
-        if root is not None:
-            J = root.detach() @ J
-        return r, (J.reshape(1, self.F, -1, T),)
+                J = modjac(self.model, inputs, wrt=self.names, at=at, flatten=True)
+        except FloatingPointError:
+            return None
+        return J[self.offsets[0]:self.offsets[1]]
 
 
 def _per_output(name: str, value, outputs: int, kind: str) -> list:
@@ -188,7 +218,8 @@ def _square_root(name: str, W: Tensor, shape: tuple, like: Tensor) -> Tensor:
 
 
 def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, config: SolverConfig | None = None,
-        wrt: Iterable[str | nn.Parameter] | str | None = None, update: bool = True) -> FitResult:
+        wrt: Iterable[str | nn.Parameter] | str | None = None, update: bool = True,
+        per_sample: bool = False) -> FitResult:
     """Fit ``model``'s parameters so that ``model(*input)`` matches ``target``, by the engine:
     minimize ``0.5 sum rho(r^T W r)``, ``r = model(*input) - target`` over the rows of the output's
     last dimension (pypose's ``LM(model).step(input, target, weight)``, run to convergence).
@@ -210,9 +241,16 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     * ``update``: write the answer into the model's parameters (as pypose's optimizer does), so
       the next fit starts from it.
 
-    The module is one problem, its Jacobian one dense ``rows x unknowns`` block (pypose's LM
-    forms the same); a model whose residuals each read a few of thousands of unknowns (a pose
-    graph) is solved sparse when written as :class:`Factor` s.
+    * ``per_sample``: the output's first dim ``B`` holds independent problems, sample ``b`` of the
+      output reading sample ``b`` of every fitted parameter (each parameter's first dim is ``B``:
+      ``B`` poses, ``B`` joint vectors): ``B`` problems of the parameters' per-sample size, each
+      stepping, damping and stopping on its own, their Jacobian blocks from
+      :func:`robojac.jacobian.per_sample_modjac` (which refuses a parameter that couples the
+      samples).
+
+    Without ``per_sample`` the module is one problem, its Jacobian one dense ``rows x unknowns``
+    block (pypose's LM forms the same); a model whose residuals each read a few of thousands of
+    unknowns (a pose graph) is solved sparse when written as :class:`Factor` s.
 
     An ``input``, ``target`` or ``weight`` that requires grad makes ``result.parameters``
     differentiable (see :class:`FitResult`); a fit that did not converge passes zero gradients.
@@ -226,67 +264,84 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     if cfg.backward == "unroll":
         raise ValueError("config.backward: fit differentiates its answer by the implicit function theorem; "
                          "expected 'implicit' or 'none', got 'unroll'")
+    if not isinstance(per_sample, bool):
+        raise TypeError(f"per_sample: expected True or False, got {per_sample!r}")
     func, variables, blocks = model_function(model, input, wrt=wrt)  # checks the model, input and wrt
     inputs = tuple(_tensor(f"input[{i}]", x) for i, x in enumerate(
         () if input is None else (input,) if isinstance(input, Tensor) else input))
     named = dict(model.named_parameters())
     params = [named[b.name] for b in blocks]
-    parts, sizes, shapes, ltypes = [], [], [], []
+    first = params[0]
     for b, p in zip(blocks, params):
         if b.group is not None and b.group.name not in _STEPPED:
             raise ValueError(f"model: parameter {b.name!r} is {b.group.name}; fit steps SE3 and SO3 parameters and "
                              "plain tensors")
-        count = math.prod(b.shape)
-        parts.append(("Rn", p.numel()) if b.group is None else (b.group.name, count))
-        sizes.append(p.numel())
-        shapes.append(tuple(p.shape))
-        ltypes.append(p.ltype if b.group is not None else None)
-    first = params[0]
-    for b, p in zip(blocks, params):
         if p.dtype != first.dtype or p.device != first.device:
             raise ValueError(f"model: parameters {blocks[0].name!r} ({first.dtype} on {first.device}) and {b.name!r} "
                              f"({p.dtype} on {p.device}) differ; fit steps them as one variable")
-    x0 = torch.cat([p.detach().as_subclass(Tensor).reshape(-1) for p in params])
-    var = Variable(product(*parts), x0.reshape(1, 1, -1), name="parameters")
-
     with torch.no_grad():
         outs = func(*variables)
     outs = outs if isinstance(outs, tuple) else (outs,)
     n = len(outs)
+    B = None
+    if per_sample:
+        B = outs[0].shape[0] if outs[0].dim() else None
+        if B is None or any(o.dim() == 0 or o.shape[0] != B for o in outs):
+            raise ValueError("per_sample: expected the model's outputs to share a leading batch dim, got shapes "
+                             f"{[tuple(o.shape) for o in outs]}")
+        for b, p in zip(blocks, params):
+            if not b.shape or b.shape[0] != B:
+                raise ValueError(f"per_sample: parameter {b.name!r} has shape {tuple(p.shape)}; expected its first "
+                                 f"dim to be the outputs' batch {B}")
+    lead = 1 if B is None else B
+    parts = [("Rn", p.numel() // lead) if b.group is None else (b.group.name, math.prod(b.shape) // lead)
+             for b, p in zip(blocks, params)]
+    layout = ([p.numel() // lead for p in params], [tuple(p.shape)[B is not None:] for p in params],
+              [p.ltype if b.group is not None else None for b, p in zip(blocks, params)],
+              [b.numel // lead for b in blocks])
+    x0 = torch.cat([p.detach().as_subclass(Tensor).reshape(lead, -1) for p in params], -1)
+    var = Variable(product(*parts), x0.reshape(lead, 1, -1), name="parameters")
+
     targets = [_plain(_tensor("target" if n == 1 else f"target[{k}]", t)) for k, t in
                enumerate(_per_output("target", target, n, "target"))]
     weights = [_plain(_tensor("weight" if n == 1 else f"weight[{k}]", w)) for k, w in
                enumerate(_per_output("weight", weight, n, "weight matrix"))]
     kernels = _per_output("kernel", kernel, n, "kernel")
+    numbers = [o.numel() // lead for o in outs]  # per problem
     factors = []
     for k, (out, t, w, ker) in enumerate(zip(outs, targets, weights, kernels)):
         where = "" if n == 1 else f"[{k}]"
         if ker is not None and not isinstance(ker, RobustKernel):
             raise TypeError(f"kernel{where}: expected a RobustKernel or None, got {type(ker).__name__}")
-        shape = tuple(out.shape) if out.dim() else (1,)
-        shape = shape if len(shape) > 1 else (1,) + shape
+        shape = tuple(out.shape)[B is not None:]  # one problem's residuals (..., m)
+        shape = (1, 1) if not shape else (1,) + shape if len(shape) == 1 else shape
         if t is not None:
             try:
-                torch.broadcast_shapes(t.shape, out.shape)
+                grown = torch.broadcast_shapes(t.shape, out.shape)
             except RuntimeError:
                 raise ValueError(f"target{where}: shape {tuple(t.shape)} does not broadcast to the model's output "
                                  f"{tuple(out.shape)}") from None
-            if torch.broadcast_shapes(t.shape, out.shape) != out.shape:
+            if grown != out.shape:
                 raise ValueError(f"target{where}: shape {tuple(t.shape)} would enlarge the model's output "
                                  f"{tuple(out.shape)}")
-        root = None if w is None else _square_root(f"weight{where}", w, shape, out)
+            t = t.expand(out.shape) if B is not None else t  # each problem's own rows
+        full = shape if B is None else (B,) + shape
+        root = None if w is None else _square_root(f"weight{where}", w, full, out)
         F = math.prod(shape[:-1]) if ker is not None else 1
-        carried = [_Carried(x, F) for x in inputs + tuple(v for v in (t, root) if v is not None)]
-        residual = _ModuleResidual(model, [b.name for b in blocks], sizes, shapes, ltypes, [b.numel for b in blocks],
-                                   sum(o.numel() for o in outs), k, n, shape, F, carried, t is not None,
-                                   root is not None)
+        carried = [_Carried(x, lead, F) for x in inputs + tuple(v for v in (t, root) if v is not None)]
+        residual = _ModuleResidual(model, [b.name for b in blocks], layout, B, k,
+                                   (sum(numbers[:k]), sum(numbers[:k + 1])), sum(numbers) * lead, shape, F,
+                                   carried, t is not None, root is not None)
         factors.append(Factor(residual, [var], torch.zeros(F, 1, dtype=torch.long, device=x0.device),
                               data=[c.data for c in carried], kernel=ker, name=f"output{where}"))
     result = solve([var], factors, cfg)
-    answer = factors[0].residual.values(result.values[0][0, 0])
+    answer = factors[0].residual.values(result.values[0])
     if update:
         with torch.no_grad():
             for p, b in zip(params, blocks):
                 p.copy_(answer[b.name].detach())
-    return FitResult(answer, bool(result.converged[0]), result.reason[0], int(result.iterations[0]),
-                     float(result.cost[0]), float(result.initial_cost[0]), result.history)
+    if B is None:
+        return FitResult(answer, bool(result.converged[0]), result.reason[0], int(result.iterations[0]),
+                         float(result.cost[0]), float(result.initial_cost[0]), result.history)
+    return FitResult(answer, result.converged, result.reason, result.iterations, result.cost, result.initial_cost,
+                     result.history)
