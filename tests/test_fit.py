@@ -434,4 +434,5 @@ def test_per_sample_with_two_outputs(device):
     m = TwoPerSample()
     r = fit(m, x, (t1, t2), per_sample=True)
     assert bool(r.converged.all())
-    assert torch.allclose(m.a, t1 / x, atol=1e-10) and torch.allclose(m.c, t2 - (t1 / x).sum(-1, keepdim=True), atol=1e-10)
+    assert torch.allclose(m.a, t1 / x, atol=1e-10)
+    assert torch.allclose(m.c, t2 - (t1 / x).sum(-1, keepdim=True), atol=1e-10)
