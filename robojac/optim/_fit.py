@@ -2,7 +2,9 @@
 
 A pypose user writes a module whose ``forward`` gives residuals and steps
 ``pp.optim.LM(model).step(input, target)`` in a loop.  Here that module is one problem on the
-engine: its chosen parameters are one variable (a :func:`~robojac.optim.product` of an SE3 or SO3
+engine (with ``per_sample``, its leading batch dim ``B`` independent ones, each with the
+per-sample blocks of :func:`robojac.jacobian.per_sample_modjac`): its chosen parameters are one
+variable (a :func:`~robojac.optim.product` of an SE3 or SO3
 part per Lie-group parameter, stepped on the left, and a vector part per plain tensor), each
 output one factor (or, with a robust kernel, each row of it), and the Jacobians are
 :func:`robojac.jacobian.modjac`'s tangent columns taken at each trial point (``at=``).  The
@@ -32,7 +34,7 @@ _STEPPED = ("SE3", "SO3")  # the Lie groups the engine steps (RxSO3 and Sim3 par
 
 @dataclass(frozen=True)
 class FitResult:
-    """The answer of :func:`fit`, in the engine's vocabulary (one problem).
+    """The answer of :func:`fit`, in the engine's vocabulary.
 
     ``parameters``: each fitted parameter's value at the answer, in its shape (a LieTensor for a
     Lie-group parameter); differentiable with respect to an ``input``, ``target`` or ``weight``
