@@ -442,3 +442,19 @@ def test_per_sample_with_two_outputs(device):
     assert bool(r.converged.all())
     assert torch.allclose(m.a, t1 / x, atol=1e-10)
     assert torch.allclose(m.c, t2 - (t1 / x).sum(-1, keepdim=True), atol=1e-10)
+
+
+def test_a_weight_means_what_it_means_to_pyposes_lm(device):
+    """pypose's LM given the same information matrix per row reaches the answer ``fit`` gives
+    (its documented cost is ``sum r^T W r``, as here)."""
+    p, q, W = _data(device, n=60)
+    ours, theirs = Similarity(device), Similarity(device)
+    assert fit(ours, p, q, weight=W).converged
+    lm = pp.optim.LM(theirs)
+    for _ in range(30):
+        lm.step(p, q, weight=W)
+    assert torch.allclose(ours.R.matrix(), theirs.R.matrix(), atol=1e-8)
+    assert torch.allclose(ours.t, theirs.t, atol=1e-8) and torch.allclose(ours.log_s, theirs.log_s, atol=1e-8)
+    other = Similarity(device)
+    fit(other, p, q, weight=W @ W)  # a different weight lands elsewhere: the agreement is not vacuous
+    assert not torch.allclose(other.t, theirs.t, atol=1e-4)
