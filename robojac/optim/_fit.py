@@ -58,7 +58,7 @@ class _Carried:
     """How a tensor the model needs travels as factor data: ``(B, F, ...)`` for ``B`` problems of
     ``F`` factors each, and back whole.  A tensor already laid out ``(B, F, ...)`` goes as it is;
     one whose first dim is the ``F`` rows of the one problem, or the ``B`` problems, is a
-    broadcast view along the other; any other (shared by all) a broadcast view of itself.  No
+    broadcast view along the other; any other (common to all) a broadcast view of itself.  No
     copy, so a gradient reaches it at about its own size.  A LieTensor travels as its numbers
     and comes back a LieTensor of its type."""
 
@@ -72,14 +72,14 @@ class _Carried:
         elif B > 1 and x.dim() >= 1 and x.shape[0] == B:
             self.how, self.data = "problems", x[:, None].expand((B, F) + tuple(x.shape[1:]))
         else:
-            self.how, self.data = "shared", x[None, None].expand((B, F) + tuple(x.shape))
+            self.how, self.data = "common", x[None, None].expand((B, F) + tuple(x.shape))
 
     def back(self, d: Tensor) -> Tensor:
         if self.how == "rows":
             d = d[0]
         elif self.how == "problems":
             d = d[:, 0]
-        elif self.how == "shared":
+        elif self.how == "common":
             d = d[0, 0]
         return d if self.ltype is None else pp.LieTensor(d, ltype=self.ltype)
 
@@ -209,8 +209,8 @@ def _square_root(name: str, W: Tensor, shape: tuple, like: Tensor) -> Tensor:
     try:
         W = W.to(like).expand(shape[:-1] + (m, m))
     except RuntimeError:
-        raise ValueError(f"{name}: shape {tuple(W.shape)} does not broadcast to the residuals' {shape[:-1]} + ({m}, {m})") \
-            from None
+        raise ValueError(f"{name}: shape {tuple(W.shape)} does not broadcast to the residuals' "
+                         f"{shape[:-1]} + ({m}, {m})") from None
     if not torch.isfinite(W).all() or (W - W.transpose(-1, -2)).abs().amax() > 1e-9 * (1 + W.abs().amax()):
         raise ValueError(f"{name}: expected symmetric, finite information matrices")
     L, info = torch.linalg.cholesky_ex(W)
@@ -269,8 +269,7 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     if not isinstance(per_sample, bool):
         raise TypeError(f"per_sample: expected True or False, got {per_sample!r}")
     func, variables, blocks = model_function(model, input, wrt=wrt)  # checks the model, input and wrt
-    inputs = tuple(_tensor(f"input[{i}]", x) for i, x in enumerate(
-        () if input is None else (input,) if isinstance(input, Tensor) else input))
+    inputs = () if input is None else (input,) if isinstance(input, Tensor) else tuple(input)  # model_function checked
     named = dict(model.named_parameters())
     params = [named[b.name] for b in blocks]
     first = params[0]
