@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call
 
-from robojac.jacobian import modjac
+from robojac.jacobian import modjac, value_and_modjac
 
 from helpers import BATCH_SHAPES, GROUPS, euclid_fd, manifold_fd, max_err, random_group
 
@@ -356,3 +356,45 @@ def test_the_automatic_strategy_picks_by_size_and_falls_back_where_vmap_cannot_r
     modjac(cam, torch.randn(50, 3, dtype=torch.float64, device=device))
     modjac(nn.Linear(200, 1, device=device).double(), torch.randn(150, 200, dtype=torch.float64, device=device))
     assert calls[0] == ("forward-mode", True) and calls[-1] == ("reverse-mode", False), calls
+
+
+@pytest.mark.parametrize("kw", STRATEGIES, ids=STRATEGY_IDS)
+def test_value_and_modjac_is_the_models_output_and_modjacs_jacobian_from_its_own_runs(kw, device):
+    """The value is the model's output where ``at`` puts the parameters (the model itself
+    unchanged), detached, and the Jacobian modjac's; in reverse mode (torch's, and the automatic
+    strategy, which sizes the output by one run) no run of the model is added for it."""
+    X, Y = (random_group("SE3", (4,), torch.float64, device) for _ in range(2))
+    p = torch.randn(4, 3, dtype=torch.float64, device=device)
+    model = RawReader(X, Y)
+    runs = []
+    model.register_forward_hook(lambda *args: runs.append(1))
+    at = {"X": random_group("SE3", (4,), torch.float64, device)}
+    value, J = value_and_modjac(model, p, at=at, **kw)
+    with_value = len(runs)
+    runs.clear()
+    ref = modjac(model, p, at=at, **kw)
+    assert with_value == len(runs) + (kw.get("strategy") == "forward-mode")
+    shifted = RawReader(at["X"], Y)
+    with torch.no_grad():
+        expected = shifted(p)
+    assert max_err(value, expected) < 1e-14 and max_err(value, model(p)) > 1e-3 and not value.requires_grad
+    assert all(max_err(a, b) == 0 for a, b in zip(J, ref))
+    assert max_err(J[0], modjac(shifted, p, **kw)[0]) < 1e-12
+
+
+def test_value_and_modjac_returns_nan_derivatives_where_asked_and_several_outputs(device):
+    """``allow_nan=True`` gives sqrt's NaN derivative at 0 with the finite value (modjac raises);
+    several outputs come back as a tuple, as the model gives them."""
+    class Root(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([0.0, 4.0], dtype=torch.float64, device=device))
+
+        def forward(self):
+            return self.w.sqrt(), self.w.sum(-1, keepdim=True)
+
+    with pytest.raises(FloatingPointError, match="NaN"):
+        value_and_modjac(Root(), strategy="reverse-mode")
+    (root, total), ((J_root,), (J_total,)) = value_and_modjac(Root(), strategy="reverse-mode", allow_nan=True)
+    assert root.tolist() == [0.0, 2.0] and total.tolist() == [4.0]
+    assert J_root[1, 1] == 0.25 and not torch.isfinite(J_root[0, 0]) and J_total.tolist() == [[1.0, 1.0]]

@@ -1,7 +1,8 @@
 """The Jacobian core.
 
 * :func:`modjac` -- a module's Jacobian w.r.t. its parameters (pypose-compatible), with
-  tangent-space columns for SO3/SE3/RxSO3/Sim3 parameters.
+  tangent-space columns for SO3/SE3/RxSO3/Sim3 parameters; :func:`value_and_modjac` -- its
+  outputs too, from the same runs of the model.
 * :func:`jacobian`, :func:`vjp`, :func:`jvp`, :func:`hessian`, :func:`vhp`, :func:`hvp` --
   functional forms w.r.t. inputs (torch.func / torch.autograd.functional semantics).
 * :func:`batch_jacobian`, :func:`divergence` -- per-sample Jacobians of batched functions and
@@ -19,7 +20,7 @@ Convention: left perturbation ``X' = Exp(d) * X``, tangent ``[rho, phi]`` (pypos
 from ._analytic import SE3BetweenResidual, between_curvature, se3_act_jacobian, se3_between, whiten
 from ._divergence import batch_jacobian, divergence
 from ._functional import hessian, hvp, jacobian, jvp, vhp, vjp
-from ._modjac import VECTORIZE_MAX, model_function, modjac
+from ._modjac import VECTORIZE_MAX, model_function, modjac, value_and_modjac
 from ._params import ColumnBlock
 from ._persample import PerSampleJacobian, per_sample_modjac
 from ._sparse import BlockLayout, BlockSparseJacobian, BlockSparsePattern, block_sparse_jacobian
@@ -45,6 +46,7 @@ __all__ = [
     "per_sample_modjac",
     "se3_act_jacobian",
     "se3_between",
+    "value_and_modjac",
     "vhp",
     "vjp",
     "whiten",

@@ -27,7 +27,7 @@ from ._params import (
     substitute,
 )
 
-__all__ = ["VECTORIZE_MAX", "modjac", "model_function"]
+__all__ = ["VECTORIZE_MAX", "model_function", "modjac", "value_and_modjac"]
 
 
 def model_function(model: nn.Module, input=None, *, wrt=None, create_graph: bool = False, at=None):
@@ -95,27 +95,75 @@ def modjac(
       LieTensor), as :func:`torch.func.functional_call` runs a module: the model is not changed.
       A solver linearizing a model at its trial points (:func:`robojac.optim.fit`) uses it.
     """
+    return _modjac(model, input, create_graph, strict, vectorize, strategy, flatten, wrt, at, False, False)[1]
+
+
+def value_and_modjac(
+    model: nn.Module,
+    input=None,
+    *,
+    create_graph: bool = False,
+    strict: bool = False,
+    vectorize: bool | None = None,
+    strategy: str = "auto",
+    flatten: bool = False,
+    wrt: Iterable[str | nn.Parameter] | str | None = None,
+    at: dict[str, Tensor] | None = None,
+    allow_nan: bool = False,
+):
+    """``(value, J)``: the model's outputs and :func:`modjac`'s Jacobian, from the same runs.
+
+    ``value`` is ``model(*input)`` as plain tensors (a tuple for several outputs), detached,
+    where the parameters named in ``at`` take those values; ``J`` and the arguments are
+    :func:`modjac`'s.  A solver needs both at every point it linearizes: in reverse mode torch
+    runs the model once and pushes the rows back through that run, and the automatic strategy
+    runs it once to size its output, so the value costs no run of its own there (only an
+    explicit ``strategy="forward-mode"`` runs the model once more for it).  pypose's LM runs
+    the model for its residual and again in its ``modjac``; :func:`robojac.optim.fit` saved
+    ~1.4 ms of its ~6 ms linearizations on pypose's example (``benchmarks/fit.py``).
+    ``allow_nan=True`` returns a Jacobian with NaN instead of raising ``FloatingPointError``
+    (a solver stops on it, as on a NaN value).
+    """
+    return _modjac(model, input, create_graph, strict, vectorize, strategy, flatten, wrt, at, allow_nan, True)
+
+
+def _modjac(model, input, create_graph, strict, vectorize, strategy, flatten, wrt, at, allow_nan, want_value):
+    """``(value, J)`` for :func:`modjac` and :func:`value_and_modjac` (``value`` ``None`` unless
+    ``want_value``)."""
     if strategy != "auto":
         check_strategy(strategy, bool(vectorize), create_graph)
     func, variables, blocks = model_function(model, input, wrt=wrt, create_graph=create_graph, at=at)
+    runs = []
+
+    def recorded(*vs):  # the value of reverse mode's one run of the model (forward mode's runs are batched)
+        out = func(*vs)
+        runs.append(out)
+        return out
+
     with torch.enable_grad(), raw_autograd():
         if strategy == "auto":
-            J = _automatic(func, variables, create_graph, strict, vectorize)
+            value, J = _automatic(recorded, variables, create_graph, strict, vectorize)
         else:
             J = torch.autograd.functional.jacobian(
-                func, variables, create_graph=create_graph, strict=strict, vectorize=bool(vectorize), strategy=strategy
-            )
-    J = finite_jacobian(J, create_graph)
-    return _flatten(J, blocks) if flatten else J
+                recorded, variables, create_graph=create_graph, strict=strict, vectorize=bool(vectorize),
+                strategy=strategy)
+            value = runs[0] if strategy == "reverse-mode" else None
+    if want_value and value is None:
+        with torch.no_grad(), raw_autograd():
+            value = func(*variables)
+    if value is not None:
+        value = tuple(v.detach() for v in value) if isinstance(value, tuple) else value.detach()
+    J = finite_jacobian(J, create_graph, allow_nan)
+    return value, (_flatten(J, blocks) if flatten else J)
 
 
 def _automatic(func, variables: tuple, create_graph: bool, strict: bool, vectorize: bool | None):
-    """``strategy="auto"`` (see :func:`modjac`)."""
+    """``(value or None, J)`` for ``strategy="auto"`` (see :func:`modjac`); ``func`` records its runs."""
     def jac(**kw):
         return torch.autograd.functional.jacobian(func, variables, create_graph=create_graph, strict=strict, **kw)
 
     if strict or vectorize is False or not variables:
-        return jac(vectorize=False, strategy="reverse-mode")
+        return None, jac(vectorize=False, strategy="reverse-mode")
     columns = sum(v.numel() for v in variables)
     with torch.no_grad():
         out = func(*variables)
@@ -125,11 +173,11 @@ def _automatic(func, variables: tuple, create_graph: bool, strict: bool, vectori
     elif rows <= VECTORIZE_MAX:
         mode = "reverse-mode"
     else:
-        return jac(vectorize=False, strategy="reverse-mode")
+        return out, jac(vectorize=False, strategy="reverse-mode")
     try:
-        return jac(vectorize=True, strategy=mode)
+        return out, jac(vectorize=True, strategy=mode)
     except (RuntimeError, NotImplementedError):  # an op vmap cannot run (a user's autograd.Function with no jvp)
-        return jac(vectorize=False, strategy="reverse-mode")
+        return out, jac(vectorize=False, strategy="reverse-mode")
 
 
 def _flatten(J, blocks: list[ColumnBlock]) -> Tensor:

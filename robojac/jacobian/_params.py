@@ -166,14 +166,15 @@ def plain(out):
     raise TypeError(f"model output: expected a tensor or a tuple of tensors, got {type(out).__name__}")
 
 
-def finite_jacobian(J, keep_graph: bool):
+def finite_jacobian(J, keep_graph: bool, allow_nan: bool = False):
     """``J`` with nested lists made tuples and, unless ``keep_graph``, detached.
 
-    Raises ``FloatingPointError`` where it holds NaN.  (torch's forward-mode ``jacobian``
-    returns results attached to the parameters' graph even with ``create_graph=False``.)
+    Raises ``FloatingPointError`` where it holds NaN, unless ``allow_nan``.  (torch's
+    forward-mode ``jacobian`` returns results attached to the parameters' graph even with
+    ``create_graph=False``.)
     """
     if isinstance(J, (tuple, list)):
-        return tuple(finite_jacobian(j, keep_graph) for j in J)
-    if J is not None and torch.isnan(J).any():
+        return tuple(finite_jacobian(j, keep_graph, allow_nan) for j in J)
+    if not allow_nan and J is not None and torch.isnan(J).any():
         raise FloatingPointError("Jacobian contains NaN: check the model and its input for NaN or singular points")
     return J if keep_graph or J is None else J.detach()
