@@ -74,6 +74,13 @@ def damped(H: Tensor, lam: Tensor | None, *, floor: bool = True) -> Tensor:
     return out
 
 
+# TrustRegionConfig.gauss_newton_first's dampings: Gauss-Newton's step first (the plain cost's),
+# and the careful one a refused first step falls back to, a robust cost's first (measured in
+# docs/benchmarks.md#the-first-damping-of-a-pose-graph)
+LAMBDA_PLAIN = 1e-10
+LAMBDA_CAREFUL = 1e-6
+
+
 @dataclass(frozen=True)
 class TrustRegionConfig:
     """The damping (Levenberg-Marquardt's ``lambda``), per problem.
@@ -121,6 +128,19 @@ class TrustRegionConfig:
         if not self.lambda_min <= self.lambda_initial <= self.lambda_max:
             raise ValueError(f"TrustRegionConfig: expected lambda_min <= lambda_initial <= lambda_max, got "
                              f"{self.lambda_min}, {self.lambda_initial}, {self.lambda_max}")
+
+    @classmethod
+    def gauss_newton_first(cls, robust: bool = False, method: Literal["lm", "gn"] = "lm") -> TrustRegionConfig:
+        """Gauss-Newton's step first: ``lambda_initial`` :data:`LAMBDA_PLAIN` (1e-10), raised to
+        :data:`LAMBDA_CAREFUL` (1e-6) at once where the first step is refused; for a ``robust``
+        cost (a kernel) :data:`LAMBDA_CAREFUL` from the start.  The pose graphs' and
+        :func:`fit`'s default.  From a good start the steps are Gauss-Newton's, converging
+        quadratically where the default 1e-3, divided by 10 per step, converges at the rate of
+        its damping (pypose's LM example: 2 iterations against 4); a poor start costs one
+        refused step.  A robust cost is not convex, and the careful first steps reached lower
+        minima (``docs/benchmarks.md#the-first-damping-of-a-pose-graph``)."""
+        first = LAMBDA_CAREFUL if robust else LAMBDA_PLAIN
+        return cls(method=method, lambda_initial=first, lambda_fallback=LAMBDA_CAREFUL)
 
     def lowered(self, lam: Tensor) -> Tensor:
         """The damping after a step that lowered the cost: divided by ``factor_down``, not below

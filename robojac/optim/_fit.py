@@ -21,8 +21,8 @@ import pypose as pp
 import torch
 from torch import Tensor, nn
 
-from ..jacobian import VECTORIZE_MAX, model_function, modjac, per_sample_modjac
-from ._engine import History, SolverConfig, solve
+from ..jacobian import VECTORIZE_MAX, model_function, per_sample_modjac, value_and_modjac
+from ._engine import History, SolverConfig, TrustRegionConfig, solve
 from ._kernels import RobustKernel
 from ._problem import Factor
 from ._variables import Variable, product
@@ -133,27 +133,30 @@ class _ModuleResidual:
         return self._finish(outs[self.k], target, root)
 
     def value_and_jacobians(self, X: Tensor, *data: Tensor):
-        r = self(X, *data)
-        B, T = r.shape[0], sum(self.tangents)
-        if not torch.isfinite(r).all() and self.batch is None:  # the engine stops on the residual
-            return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
-        inputs, _, root = self._unpack(data)
+        inputs, target, root = self._unpack(data)
+        B, T = self.batch or 1, sum(self.tangents)
         at = self.values(X.detach())
+        # the value from the Jacobian's own runs of the model, but where the residual's graph must
+        # reach the data (the implicit backward runs with grad)
+        r = self(X, *data) if torch.is_grad_enabled() else None
         if self.batch is not None:  # a NaN sample stops its own problem; the others' blocks stay finite
-            J = per_sample_modjac(self.model, inputs, wrt=self.names, at=at, allow_nan=True).jacobian
-            J = J[:, self.offsets[0]:self.offsets[1]]  # (B, this output's numbers, T)
+            got = per_sample_modjac(self.model, inputs, wrt=self.names, at=at, allow_nan=True)
+            value, J = got.value, got.jacobian[:, self.offsets[0]:self.offsets[1]]  # (B, this output's numbers, T)
         else:
-            J = self._dense(inputs, at, T)
-            if J is None:
-                return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
+            value, J = self._dense(inputs, at, T)
+        if r is None:
+            r = self._finish((value if isinstance(value, tuple) else (value,))[self.k], target, root)
+        if self.batch is None and not (torch.isfinite(r).all() and torch.isfinite(J).all()):
+            # the engine stops on a NaN residual; a NaN derivative of a finite value (sqrt at 0) too
+            return r, (r.new_full((1, self.F, r.shape[-1], T), math.nan),)
         J = J.reshape((B,) + self.shape + (T,))
         if root is not None:
             J = root.detach().reshape((B,) + root.shape[-len(self.shape) - 1:]) @ J
         return r, (J.reshape(B, self.F, -1, T),)
 
-    def _dense(self, inputs, at, T: int) -> Tensor | None:
-        """The one problem's Jacobian rows of this output ``(numbers, T)``, ``None`` where a
-        derivative is undefined though the value is not (sqrt at 0)."""
+    def _dense(self, inputs, at, T: int) -> tuple:
+        """The one problem's outputs and its Jacobian rows of this output ``(numbers, T)``, NaN
+        where a derivative is undefined."""
         # the mode chosen here from the sizes known (modjac's automatic mode would run the model once
         # more to learn them; it is the fallback where vmap cannot run the model, and beyond
         # VECTORIZE_MAX directions, where it goes row by row).  Forward mode only at twice as many
@@ -162,17 +165,15 @@ class _ModuleResidual:
         # (medians of 15, alternating)
         mode = "forward-mode" if 2 * T <= self.rows else "reverse-mode"
         chosen = (T if mode == "forward-mode" else self.rows) <= VECTORIZE_MAX
+        kw = dict(wrt=self.names, at=at, flatten=True, allow_nan=True)
         try:
-            try:
-                J = modjac(self.model, inputs, wrt=self.names, at=at, flatten=True,
-                           **(dict(strategy=mode, vectorize=True) if chosen else {}))
-            except (RuntimeError, NotImplementedError):
-                if not chosen:
-                    raise
-                J = modjac(self.model, inputs, wrt=self.names, at=at, flatten=True)
-        except FloatingPointError:
-            return None
-        return J[self.offsets[0]:self.offsets[1]]
+            value, J = value_and_modjac(self.model, inputs, **kw,
+                                        **(dict(strategy=mode, vectorize=True) if chosen else {}))
+        except (RuntimeError, NotImplementedError):
+            if not chosen:
+                raise
+            value, J = value_and_modjac(self.model, inputs, **kw)
+        return value, J[self.offsets[0]:self.offsets[1]]
 
 
 def _per_output(name: str, value, outputs: int, kind: str) -> list:
@@ -240,6 +241,10 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     * ``kernel``: a :class:`RobustKernel` on each row's ``r^T W r`` (a tuple of one per output).
       Without one, each output is one factor; with one, each row is.
     * ``config``: the engine's :class:`SolverConfig` (``backward="implicit"`` or ``"none"``).
+      ``None``: its defaults, but for the damping, Gauss-Newton's step first
+      (:meth:`TrustRegionConfig.gauss_newton_first`, careful from the start under a kernel),
+      as pypose's LM steps with a damping of 1e-6 (``benchmarks/fit.py``: pypose's example in 2
+      iterations, not 4).
     * ``update``: write the answer into the model's parameters (as pypose's optimizer does), so
       the next fit starts from it.
 
@@ -260,10 +265,9 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     count reaches every row as a view of itself; a gradient with respect to it then passes
     through ``rows x its size`` numbers.
     """
-    cfg = config or SolverConfig()
-    if not isinstance(cfg, SolverConfig):
-        raise TypeError(f"config: expected a SolverConfig, got {type(cfg).__name__}")
-    if cfg.backward == "unroll":
+    if config is not None and not isinstance(config, SolverConfig):
+        raise TypeError(f"config: expected a SolverConfig, got {type(config).__name__}")
+    if config is not None and config.backward == "unroll":
         raise ValueError("config.backward: fit differentiates its answer by the implicit function theorem; "
                          "expected 'implicit' or 'none', got 'unroll'")
     if not isinstance(per_sample, bool):
@@ -335,7 +339,10 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
                                    carried, t is not None, root is not None)
         factors.append(Factor(residual, [var], torch.zeros(F, 1, dtype=torch.long, device=x0.device),
                               data=[c.data for c in carried], kernel=ker, name=f"output{where}"))
-    result = solve([var], factors, cfg)
+    if config is None:
+        robust = any(f.kernel.name != "none" for f in factors)
+        config = SolverConfig(trust_region=TrustRegionConfig.gauss_newton_first(robust=robust))
+    result = solve([var], factors, config)
     answer = factors[0].residual.values(result.values[0])
     if update:
         with torch.no_grad():

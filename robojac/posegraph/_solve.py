@@ -35,13 +35,6 @@ log = logging.getLogger(__name__)
 
 Init = Literal["file", "odometry", "chordal"]
 
-# Levenberg-Marquardt's first damping by default (PGOConfig.lambda_initial): the plain cost's,
-# which a refused first step raises to the careful one at once, and a robust kernel's (measured
-# in docs/benchmarks.md#the-first-damping-of-a-pose-graph)
-LAMBDA_PLAIN = 1e-10
-LAMBDA_CAREFUL = 1e-6
-
-
 @dataclass(frozen=True)
 class PGOConfig:
     """Options of :func:`optimize`.
@@ -58,8 +51,8 @@ class PGOConfig:
       ``step_tolerance``, or ``max_iterations``.
     * ``lambda_initial``: Levenberg-Marquardt's first damping (relative to the diagonal of
       ``J^T W J``, Marquardt's scaling); ignored by ``"gn"``.  ``None`` (the default): for the
-      plain cost ``LAMBDA_PLAIN`` (1e-10), raised to ``LAMBDA_CAREFUL`` (1e-6) at once if the
-      first step is refused; under a robust kernel ``LAMBDA_CAREFUL``.  Without a kernel the
+      plain cost 1e-10, raised to 1e-6 at once if the first step is refused; under a robust
+      kernel 1e-6 (:meth:`robojac.optim.TrustRegionConfig.gauss_newton_first`).  Without a kernel the
       first steps from a good start are then Gauss-Newton's, and a poor start costs one refused
       step: over the graphs of ``data/``, from the chordal and odometry starts, 256 steps in all
       against 616 at 1e-6 (ais2klinik from odometry: 11 against 200, not converged; manhattan 3
@@ -118,8 +111,7 @@ def _trust_region(config: PGOConfig) -> optim.TrustRegionConfig:
     kernel with the careful fallback (a robust start, already careful, never falls below it)."""
     if config.lambda_initial is not None:
         return optim.TrustRegionConfig(method=config.method, lambda_initial=config.lambda_initial)
-    first = LAMBDA_PLAIN if config.kernel.name == "none" else LAMBDA_CAREFUL
-    return optim.TrustRegionConfig(method=config.method, lambda_initial=first, lambda_fallback=LAMBDA_CAREFUL)
+    return optim.TrustRegionConfig.gauss_newton_first(robust=config.kernel.name != "none", method=config.method)
 
 
 @dataclass(frozen=True)
