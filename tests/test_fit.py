@@ -431,6 +431,13 @@ def test_per_sample_refuses_what_is_not_per_sample(device):
     with pytest.raises(TypeError, match="per_sample: expected True or False"):
         fit(Shared(), torch.ones(4, 2, **kw), per_sample=1)
 
+    class Coupled(Shared):  # a's shape is per-sample, but sample b's output reads a[b - 1] too
+        def forward(self, x):
+            return (self.a + 0.5 * self.a.roll(1))[:, None] * x - 1.0
+
+    with pytest.raises(ValueError, match="'a': changing its sample 0 changes other samples' outputs"):
+        fit(Coupled(), torch.ones(4, 2, **kw), per_sample=True, wrt="a")
+
 
 def test_per_sample_with_two_outputs(device):
     """Two residual blocks per sample: each sample's answer is its own closed form

@@ -72,6 +72,11 @@ def test_per_sample_refuses_what_it_cannot_do(device):
     coincident = BatchedTransform(3, device)  # w has shape (3,) = (B,): only its coupling gives it away
     with pytest.raises(ValueError, match="'w': changing its sample 0 changes other samples"):
         per_sample_modjac(coincident, torch.randn(3, 2, 3, dtype=torch.float64, device=device))
+    # a solver's later linearizations skip the probe (fit checks at its first): w then gets one
+    # column per sample, and the coupling the probe is for goes unseen
+    unchecked = per_sample_modjac(coincident, torch.randn(3, 2, 3, dtype=torch.float64, device=device),
+                                  check_independent=False)
+    assert unchecked.jacobian.shape == (3, 7, 6 + 1 + 2)
     with pytest.raises(ValueError, match="cannot give shared-parameter columns"):
         per_sample_modjac(model, p, shared=["w"], strategy="reverse-mode")
     with pytest.raises(ValueError, match="shared: 'v' is not among"):

@@ -99,6 +99,7 @@ class _ModuleResidual:
         self.shape, self.F = shape, F  # the residuals of one problem (..., m)
         self.carried, self.has_target, self.has_root = carried, has_target, has_root
         self.n_inputs = len(carried) - has_target - has_root
+        self.independent = False  # per_sample_modjac has checked that the samples are independent
 
     def values(self, X: Tensor) -> dict[str, Tensor]:
         """The parameters' values in the variable's values ``X (B, F, raw)``, each in its shape."""
@@ -140,7 +141,10 @@ class _ModuleResidual:
         # reach the data (the implicit backward runs with grad)
         r = self(X, *data) if torch.is_grad_enabled() else None
         if self.batch is not None:  # a NaN sample stops its own problem; the others' blocks stay finite
-            got = per_sample_modjac(self.model, inputs, wrt=self.names, at=at, allow_nan=True)
+            # the samples' independence is the model's structure: checked at the first linearization
+            got = per_sample_modjac(self.model, inputs, wrt=self.names, at=at, allow_nan=True,
+                                    check_independent=not self.independent)
+            self.independent = True
             value, J = got.value, got.jacobian[:, self.offsets[0]:self.offsets[1]]  # (B, this output's numbers, T)
         else:
             value, J = self._dense(inputs, at, T)
