@@ -398,3 +398,5 @@ def test_value_and_modjac_returns_nan_derivatives_where_asked_and_several_output
     (root, total), ((J_root,), (J_total,)) = value_and_modjac(Root(), strategy="reverse-mode", allow_nan=True)
     assert root.tolist() == [0.0, 2.0] and total.tolist() == [4.0]
     assert J_root[1, 1] == 0.25 and not torch.isfinite(J_root[0, 0]) and J_total.tolist() == [[1.0, 1.0]]
+    with pytest.raises(TypeError, match="value_and_modjac: unexpected keyword 'stratgy'; expected modjac's"):
+        value_and_modjac(Root(), stratgy="reverse-mode")

@@ -95,39 +95,38 @@ def modjac(
       LieTensor), as :func:`torch.func.functional_call` runs a module: the model is not changed.
       A solver linearizing a model at its trial points (:func:`robojac.optim.fit`) uses it.
     """
-    return _modjac(model, input, create_graph, strict, vectorize, strategy, flatten, wrt, at, False, False)[1]
+    return _modjac(model, input, create_graph=create_graph, strict=strict, vectorize=vectorize, strategy=strategy,
+                   flatten=flatten, wrt=wrt, at=at)[1]
 
 
-def value_and_modjac(
-    model: nn.Module,
-    input=None,
-    *,
-    create_graph: bool = False,
-    strict: bool = False,
-    vectorize: bool | None = None,
-    strategy: str = "auto",
-    flatten: bool = False,
-    wrt: Iterable[str | nn.Parameter] | str | None = None,
-    at: dict[str, Tensor] | None = None,
-    allow_nan: bool = False,
-):
+# modjac's keywords, which value_and_modjac passes on
+_OPTIONS = ("create_graph", "strict", "vectorize", "strategy", "flatten", "wrt", "at")
+
+
+def value_and_modjac(model: nn.Module, input=None, *, allow_nan: bool = False, **options):
     """``(value, J)``: the model's outputs and :func:`modjac`'s Jacobian, from the same runs.
 
-    ``value`` is ``model(*input)`` as plain tensors (a tuple for several outputs), detached,
-    where the parameters named in ``at`` take those values; ``J`` and the arguments are
-    :func:`modjac`'s.  A solver needs both at every point it linearizes: in reverse mode torch
-    runs the model once and pushes the rows back through that run, and the automatic strategy
-    runs it once to size its output, so the value costs no run of its own there (only an
-    explicit ``strategy="forward-mode"`` runs the model once more for it).  pypose's LM runs
-    the model for its residual and again in its ``modjac``; :func:`robojac.optim.fit` saved
-    ~1.4 ms of its ~6 ms linearizations on pypose's example (``benchmarks/fit.py``).
-    ``allow_nan=True`` returns a Jacobian with NaN instead of raising ``FloatingPointError``
-    (a solver stops on it, as on a NaN value).
+    ``options`` are :func:`modjac`'s keywords (``create_graph``, ``strict``, ``vectorize``,
+    ``strategy``, ``flatten``, ``wrt``, ``at``), and ``J`` is its Jacobian.  ``value`` is
+    ``model(*input)`` as plain tensors (a tuple for several outputs), detached, where the
+    parameters named in ``at`` take those values.  A solver needs both at every point it
+    linearizes: in reverse mode torch runs the model once and pushes the rows back through that
+    run, and the automatic strategy runs it once to size its output, so the value costs no run
+    of its own there (only an explicit ``strategy="forward-mode"`` runs the model once more for
+    it).  pypose's LM runs the model for its residual and again in its ``modjac``;
+    :func:`robojac.optim.fit` saved ~1.4 ms of its ~6 ms linearizations on pypose's example
+    (``benchmarks/fit.py``).  ``allow_nan=True`` returns a Jacobian with NaN instead of raising
+    ``FloatingPointError`` (a solver stops on it, as on a NaN value).
     """
-    return _modjac(model, input, create_graph, strict, vectorize, strategy, flatten, wrt, at, allow_nan, True)
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TypeError(f"value_and_modjac: unexpected keyword {unknown[0]!r}; expected modjac's: "
+                        f"{', '.join(_OPTIONS)}")
+    return _modjac(model, input, allow_nan=allow_nan, want_value=True, **options)
 
 
-def _modjac(model, input, create_graph, strict, vectorize, strategy, flatten, wrt, at, allow_nan, want_value):
+def _modjac(model, input, *, create_graph=False, strict=False, vectorize=None, strategy="auto", flatten=False,
+            wrt=None, at=None, allow_nan=False, want_value=False):
     """``(value, J)`` for :func:`modjac` and :func:`value_and_modjac` (``value`` ``None`` unless
     ``want_value``)."""
     if strategy != "auto":
