@@ -133,12 +133,15 @@ class TrustRegionConfig:
     def gauss_newton_first(cls, robust: bool = False, method: Literal["lm", "gn"] = "lm") -> TrustRegionConfig:
         """Gauss-Newton's step first: ``lambda_initial`` :data:`LAMBDA_PLAIN` (1e-10), raised to
         :data:`LAMBDA_CAREFUL` (1e-6) at once where the first step is refused; for a ``robust``
-        cost (a kernel) :data:`LAMBDA_CAREFUL` from the start.  The pose graphs' and
-        :func:`fit`'s default.  From a good start the steps are Gauss-Newton's, converging
-        quadratically where the default 1e-3, divided by 10 per step, converges at the rate of
-        its damping (pypose's LM example: 2 iterations against 4); a poor start costs one
-        refused step.  A robust cost is not convex, and the careful first steps reached lower
-        minima (``docs/benchmarks.md#the-first-damping-of-a-pose-graph``)."""
+        cost (a kernel) :data:`LAMBDA_CAREFUL` from the start.  The pose graphs' default.  From a
+        good start the steps are Gauss-Newton's, converging quadratically where the default 1e-3,
+        divided by 10 per step, converges at the rate of its damping (pypose's LM example under
+        :func:`fit`: 2 iterations against 4); a poor first step costs one refusal.  A problem that
+        needs a large damping later pays for the climb to it, tenfold per refused step (a
+        similarity fitted from the identity: 21 iterations against 14), which is why it is not
+        the engine's default (``docs/benchmarks.md#fitting-a-module-pyposes-lm``).  A robust cost
+        is not convex, and the careful first steps reached lower minima
+        (``docs/benchmarks.md#the-first-damping-of-a-pose-graph``)."""
         first = LAMBDA_CAREFUL if robust else LAMBDA_PLAIN
         return cls(method=method, lambda_initial=first, lambda_fallback=LAMBDA_CAREFUL)
 

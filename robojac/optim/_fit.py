@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..jacobian import VECTORIZE_MAX, model_function, per_sample_modjac, value_and_modjac
-from ._engine import History, SolverConfig, TrustRegionConfig, solve
+from ._engine import History, SolverConfig, solve
 from ._kernels import RobustKernel
 from ._problem import Factor
 from ._variables import Variable, product
@@ -245,10 +245,11 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     * ``kernel``: a :class:`RobustKernel` on each row's ``r^T W r`` (a tuple of one per output).
       Without one, each output is one factor; with one, each row is.
     * ``config``: the engine's :class:`SolverConfig` (``backward="implicit"`` or ``"none"``).
-      ``None``: its defaults, but for the damping, Gauss-Newton's step first
-      (:meth:`TrustRegionConfig.gauss_newton_first`, careful from the start under a kernel),
-      as pypose's LM steps with a damping of 1e-6 (``benchmarks/fit.py``: pypose's example in 2
-      iterations, not 4).
+      A model whose Gauss-Newton steps are good from its start converges faster with
+      ``SolverConfig(trust_region=TrustRegionConfig.gauss_newton_first())``, as pypose's LM
+      steps with a damping of 1e-6 (pypose's example: 2 iterations, not 4); one that needs a
+      large damping on the way pays for the climb to it (a similarity from the identity: 21,
+      not 14), so it is not the default (``docs/benchmarks.md#fitting-a-module-pyposes-lm``).
     * ``update``: write the answer into the model's parameters (as pypose's optimizer does), so
       the next fit starts from it.
 
@@ -269,9 +270,10 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     count reaches every row as a view of itself; a gradient with respect to it then passes
     through ``rows x its size`` numbers.
     """
-    if config is not None and not isinstance(config, SolverConfig):
+    config = SolverConfig() if config is None else config
+    if not isinstance(config, SolverConfig):
         raise TypeError(f"config: expected a SolverConfig, got {type(config).__name__}")
-    if config is not None and config.backward == "unroll":
+    if config.backward == "unroll":
         raise ValueError("config.backward: fit differentiates its answer by the implicit function theorem; "
                          "expected 'implicit' or 'none', got 'unroll'")
     if not isinstance(per_sample, bool):
@@ -343,9 +345,6 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
                                    carried, t is not None, root is not None)
         factors.append(Factor(residual, [var], torch.zeros(F, 1, dtype=torch.long, device=x0.device),
                               data=[c.data for c in carried], kernel=ker, name=f"output{where}"))
-    if config is None:
-        robust = any(f.kernel.name != "none" for f in factors)
-        config = SolverConfig(trust_region=TrustRegionConfig.gauss_newton_first(robust=robust))
     result = solve([var], factors, config)
     answer = factors[0].residual.values(result.values[0])
     if update:
