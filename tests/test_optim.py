@@ -269,6 +269,30 @@ def test_gradcheck_through_the_solver():
     assert torch.autograd.gradcheck(answer, (b0.clone().requires_grad_(),), eps=1e-6, atol=1e-6)
 
 
+def test_gradcheck_through_a_sim3_solve():
+    """A Sim3 variable (a similarity fitted to points, its action written with plain tensor
+    operations, Jacobians automatic): the answer is the points' similarity and gradcheck passes
+    with respect to the target points."""
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(1, 8, 3, dtype=torch.float64, generator=g)
+    R = pp.randn_SO3(1, dtype=torch.float64)
+    b0 = 1.5 * R.unsqueeze(1).Act(a) + torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
+    b0 = b0 + 0.02 * torch.randn(1, 8, 3, dtype=torch.float64, generator=g)
+
+    def similarity(S, a, b):
+        S = S[:, :, None, :]
+        return (S[..., 7:] * lie.quat_rotate(S[..., 3:7], a) + S[..., :3] - b).flatten(2)
+
+    def answer(b):
+        S = optim.Variable("Sim3", pp.identity_Sim3(1, 1, dtype=torch.float64).tensor())
+        out = optim.solve([S], [optim.Factor(similarity, [S], data=(a[:, None], b[:, None]))])
+        assert bool(out.converged.all()), out.reason
+        return out.values[0]
+
+    assert abs(float(answer(b0)[0, 0, 7]) - 1.5) < 0.02
+    assert torch.autograd.gradcheck(answer, (b0.clone().requires_grad_(),), eps=1e-6, atol=1e-6)
+
+
 def test_unrolled_and_implicit_gradients_agree_at_convergence(device):
     _, p, q = _pairs(1, 15, 0.02, device, seed=7)
     grads = {}
@@ -314,15 +338,24 @@ def test_no_grad_costs_nothing_extra_and_bad_configs_are_refused(device):
             build()
 
 
-@pytest.mark.parametrize("kind", ["SE3", "SO3", "SE2", "Rn"])
+def _group_values(kind: str, device) -> torch.Tensor:
+    """Six random values of ``kind`` (positive scales, unit quaternions)."""
+    g = torch.Generator().manual_seed(3)
+    raw = torch.randn(6, {"SE3": 7, "SO3": 4, "SE2": 3, "Rn": 5, "RxSO3": 5, "Sim3": 8}[kind], dtype=torch.float64,
+                      generator=g, device="cpu")
+    q = {"SE3": slice(3, 7), "SO3": slice(0, 4), "RxSO3": slice(0, 4), "Sim3": slice(3, 7)}.get(kind)
+    if q is not None:
+        raw[:, q] = raw[:, q] / raw[:, q].norm(dim=-1, keepdim=True)
+    if kind in ("RxSO3", "Sim3"):
+        raw[:, -1] = raw[:, -1].exp()
+    return raw.to(device)
+
+
+@pytest.mark.parametrize("kind", ["SE3", "SO3", "SE2", "Rn", "RxSO3", "Sim3"])
 def test_each_groups_tangent_map_is_its_retractions_derivative(kind, device):
     """Automatic Jacobians push tangents through ``tangent_map``; it must equal the derivative of
     ``retract(X, d)`` at ``d = 0`` (reverse mode through Exp, which it replaces)."""
-    g = torch.Generator().manual_seed(3)
-    raw = torch.randn(6, {"SE3": 7, "SO3": 4, "SE2": 3, "Rn": 5}[kind], dtype=torch.float64, generator=g, device="cpu")
-    if kind in ("SE3", "SO3"):
-        raw[:, -4:] = raw[:, -4:] / raw[:, -4:].norm(dim=-1, keepdim=True)
-    X = raw.to(device)
+    X = _group_values(kind, device)
     G = optim.group(kind, 5 if kind == "Rn" else None)
     zero = X.new_zeros(6, G.tangent_dim)
     J = torch.func.vmap(torch.func.jacrev(G.retract, argnums=1))(X, zero)
@@ -852,6 +885,29 @@ def test_residuals_of_the_wrong_shape_or_kind_are_refused_naming_the_factor():
             optim.solve([x], [optim.Factor(residual, [x], index, name="pull")])
     with pytest.raises(TypeError, match=r"pull.index: expected integer indices, got dtype torch.float32"):
         optim.Factor(lambda v: v - 1, [x], index + 0.6, name="pull")  # had been truncated to entries 0, 1, 2
+
+
+@pytest.mark.parametrize("kind", ["RxSO3", "Sim3"])
+def test_similarity_retractions_agree_with_pyposes_exp(kind, device):
+    """pypose's ``Exp(d) * X`` is the reference: RxSO3's retraction is it exactly; Sim3's, which
+    leaves out sim3's coupled ``V(phi, sigma) rho``, agrees to second order in ``d`` (its
+    difference shrinks 100-fold for a 10-fold smaller step), so the tangent columns, the steps'
+    first order and the implicit gradients are Exp's."""
+    X = _group_values(kind, device)
+    G = optim.group(kind)
+    algebra = {"RxSO3": pp.rxso3, "Sim3": pp.sim3}[kind]
+    group = {"RxSO3": pp.RxSO3, "Sim3": pp.Sim3}[kind]
+    d = 0.3 * torch.randn(6, G.tangent_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(device)
+    gaps = []
+    for h in (1.0, 0.1):
+        theirs = (algebra(h * d).Exp() * group(X)).tensor()
+        gaps.append(max_err(G.retract(X, h * d), theirs))
+    if kind == "RxSO3":
+        assert max(gaps) < 1e-14, gaps
+    else:
+        assert 1e-4 < gaps[0] and 70 < gaps[0] / gaps[1] < 130, gaps
+    with pytest.raises(ValueError, match=r"scale: expected a positive scale s \(the last number\), got -"):
+        optim.Variable(kind, -X[None, :, :], name="scale")
 
 
 def test_lie_values_off_the_group_are_refused_or_normalized():

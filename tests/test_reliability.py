@@ -385,12 +385,14 @@ def test_the_engine_converges_where_scipys_least_squares_finds_a_minimum(B, M, k
 @PROPERTY
 @given(B=st.integers(1, 3), n=st.integers(4, 30), outliers=st.integers(0, 3),
        kernel=st.sampled_from(["none", "huber", "cauchy"]), weighted=st.booleans(),
-       how=st.sampled_from(["none", "none", "nan"]), seed=st.integers(0, 2**16))
-@example(B=1, n=4, outliers=1, kernel="none", weighted=False, how="none", seed=37)  # a linear convergence (above)
-def test_fit_answers_are_finite_and_converged_means_a_minimum(B, n, outliers, kernel, weighted, how, seed, device):
+       how=st.sampled_from(["none", "none", "nan"]), seed=st.integers(0, 2**16), sim3=st.booleans())
+@example(B=1, n=4, outliers=1, kernel="none", weighted=False, how="none", seed=37, sim3=False)  # linear (above)
+def test_fit_answers_are_finite_and_converged_means_a_minimum(B, n, outliers, kernel, weighted, how, seed, sim3,
+                                                              device):
     """``optim.fit(..., per_sample=True)`` of ``B`` random similarity problems at once (4-30 noisy
     correspondences each, a few gross outliers, an information matrix per row or none, a robust
-    kernel or none; NaN in one problem's target): every value it gives is finite, a problem
+    kernel or none; NaN in one problem's target), the similarity an SO3, a log scale and a vector,
+    or one Sim3 parameter (``sim3``): every value it gives is finite, a problem
     whose data hold NaN never converges, and a converged problem is a minimum of its cost
     written in numpy (the cost reported, a zero gradient by central differences on the
     manifold, no coordinate step lowering it).  The gradient is held to 1e-4 of the cost, as the
@@ -398,13 +400,13 @@ def test_fit_answers_are_finite_and_converged_means_a_minimum(B, n, outliers, ke
     example run found one, n=4 and seed=37, whose gradient was 2.9e-6 of the cost after the
     engine's relative decrease of 1e-12, 1.4x the 1e-6 held to the fixed cases of
     ``tests/test_fit.py``)."""
-    from test_fit import BatchedSimilarity, _data, assert_a_minimum
+    from test_fit import BatchedSim3, BatchedSimilarity, _data, assert_a_minimum
 
     data = [_data(device, n=n, outliers=min(outliers, n - 3), seed=seed + b) for b in range(B)]
     p, q, W = (torch.stack(x) for x in zip(*data))
     if how == "nan":
         q[0, 0, 0] = math.nan
-    model = BatchedSimilarity(B, device)
+    model = BatchedSim3(B, device) if sim3 else BatchedSimilarity(B, device)
     k = RobustKernel(kernel, 1.0)
     cfg = optim.SolverConfig(termination=optim.TerminationConfig(max_iterations=300))
     result = fit(model, p, q, weight=W if weighted else None, kernel=None if kernel == "none" else k, config=cfg,
@@ -414,10 +416,13 @@ def test_fit_answers_are_finite_and_converged_means_a_minimum(B, n, outliers, ke
     assert how != "nan" or not bool(result.converged[0]), result.reason
     eye = np.broadcast_to(np.eye(3), (n, 3, 3))
     for b in torch.nonzero(result.converged.cpu()).flatten().tolist():
-        R = model.R.matrix()[b].detach().cpu().numpy()
-        assert_a_minimum(p[b].cpu().numpy(), q[b].cpu().numpy(), W[b].cpu().numpy() if weighted else eye, k, R,
-                         float(model.log_s[b].detach()), model.t[b].detach().cpu().numpy(), float(result.cost[b]),
-                         rtol=1e-9, gtol=1e-4)
+        if sim3:
+            S = model.S.detach()[b]
+            R, log_s, t = S.rotation().matrix(), float(S.tensor()[7].log()), S.translation()
+        else:
+            R, log_s, t = model.R.matrix()[b].detach(), float(model.log_s[b].detach()), model.t[b].detach()
+        assert_a_minimum(p[b].cpu().numpy(), q[b].cpu().numpy(), W[b].cpu().numpy() if weighted else eye, k,
+                         R.cpu().numpy(), log_s, t.cpu().numpy(), float(result.cost[b]), rtol=1e-9, gtol=1e-4)
 
 
 def test_steps_that_keep_falling_short_of_the_model_raise_the_damping(device):

@@ -2,7 +2,7 @@
 
 * :func:`solve` with :class:`SolverConfig` (:class:`TrustRegionConfig`, :class:`TerminationConfig`)
   -> :class:`SolveResult`: Gauss-Newton / Levenberg-Marquardt over :class:`Variable` s (R^n, SO3,
-  SE3, SE2) and :class:`Factor` s, batched over many problems, differentiable (implicit or
+  SE3, SE2, RxSO3, Sim3) and :class:`Factor` s, batched over many problems, differentiable (implicit or
   unrolled); Jacobians from :mod:`robojac.jacobian`.
 * robust kernels (:class:`RobustKernel`), sparse linear solvers (LDL^T on the CPU, a batched
   multifrontal Cholesky on any torch device, preconditioned CG), many small SPD systems

@@ -4,8 +4,8 @@ A pypose user writes a module whose ``forward`` gives residuals and steps
 ``pp.optim.LM(model).step(input, target)`` in a loop.  Here that module is one problem on the
 engine (with ``per_sample``, its leading batch dim ``B`` independent ones, each with the
 per-sample blocks of :func:`robojac.jacobian.per_sample_modjac`): its chosen parameters are one
-variable (a :func:`~robojac.optim.product` of an SE3 or SO3
-part per Lie-group parameter, stepped on the left, and a vector part per plain tensor), each
+variable (a :func:`~robojac.optim.product` of an SO3, SE3, RxSO3 or
+Sim3 part per Lie-group parameter, stepped on the left, and a vector part per plain tensor), each
 output one factor (or, with a robust kernel, each row of it), and the Jacobians are
 :func:`robojac.jacobian.modjac`'s tangent columns taken at each trial point (``at=``).  The
 engine's damping, stopping tests, robust weights and implicit gradients then apply unchanged.
@@ -29,7 +29,6 @@ from ._variables import Variable, product
 
 __all__ = ["FitResult", "fit"]
 
-_STEPPED = ("SE3", "SO3")  # the Lie groups the engine steps (RxSO3 and Sim3 parameters are refused)
 
 
 @dataclass(frozen=True)
@@ -233,9 +232,10 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
 
     * ``model``: a module whose ``forward`` gives a tensor or LieTensor (or a tuple of them: each
       is a residual block).  The parameters requiring grad are fitted (or exactly ``wrt``):
-      ``pp.Parameter`` of SE3 or SO3 stepped on the left, ``X' = Exp(d) X`` (tangent columns from
-      :func:`robojac.jacobian.modjac`), any other tensor (a Lie algebra's numbers too) as a vector.
-      RxSO3 and Sim3 parameters are refused (the engine has no such group).
+      ``pp.Parameter`` of SO3, SE3, RxSO3 or Sim3 stepped on the left, ``X' = Exp(d) X`` (tangent
+      columns from :func:`robojac.jacobian.modjac`; Sim3 by a retraction equal to it to first
+      order, see :func:`robojac.optim.group`), any other tensor (a Lie algebra's numbers too) as a
+      vector.
     * ``input``: ``None``, a tensor or a tuple of them, passed to ``forward``.
     * ``target``: ``None`` (the output is the residual), or a tensor broadcastable to the output
       (a tuple of one per output).
@@ -284,9 +284,6 @@ def fit(model: nn.Module, input=None, target=None, *, weight=None, kernel=None, 
     params = [named[b.name] for b in blocks]
     first = params[0]
     for b, p in zip(blocks, params):
-        if b.group is not None and b.group.name not in _STEPPED:
-            raise ValueError(f"model: parameter {b.name!r} is {b.group.name}; fit steps SE3 and SO3 parameters and "
-                             "plain tensors")
         if p.dtype != first.dtype or p.device != first.device:
             raise ValueError(f"model: parameters {blocks[0].name!r} ({first.dtype} on {first.device}) and {b.name!r} "
                              f"({p.dtype} on {p.device}) differ; fit steps them as one variable")

@@ -49,6 +49,20 @@ def _se3_valid(X: Tensor, name: str) -> Tensor:
     return torch.cat((X[..., :3], _unit_quaternions(X[..., 3:], name)), -1)
 
 
+def _positive_scale(s: Tensor, name: str) -> Tensor:
+    if s.numel() and not bool((s > 0).all()):
+        raise ValueError(f"{name}: expected a positive scale s (the last number), got {float(s.detach().min()):.3g}")
+    return s
+
+
+def _rxso3_valid(X: Tensor, name: str) -> Tensor:
+    return torch.cat((_unit_quaternions(X[..., :4], name), _positive_scale(X[..., 4:], name)), -1)
+
+
+def _sim3_valid(X: Tensor, name: str) -> Tensor:
+    return torch.cat((X[..., :3], _unit_quaternions(X[..., 3:7], name), _positive_scale(X[..., 7:], name)), -1)
+
+
 @dataclass(frozen=True)
 class Group:
     """A variable kind: ``name``, stored size ``raw_dim``, tangent size ``tangent_dim``, and the
@@ -72,6 +86,22 @@ def _so3(X: Tensor, d: Tensor) -> Tensor:
     return lie.quat_mul(lie.so3_exp(d), X)
 
 
+def _rxso3(X: Tensor, d: Tensor) -> Tensor:
+    # Exp([phi, sigma]) X, exactly: a rotation and a scale compose independently
+    return torch.cat((lie.quat_mul(lie.so3_exp(d[..., :3]), X[..., :4]), X[..., 4:] * d[..., 3:].exp()), -1)
+
+
+def _sim3(X: Tensor, d: Tensor) -> Tensor:
+    # D(d) X with D(d) = (t: rho, R: Exp(phi), s: exp(sigma)): a retraction that agrees with
+    # Exp(d) X to first order (t' = t + rho + phi x t + sigma t, pypose's and modjac's tangent), so
+    # steps, Jacobian columns and the implicit gradients are those of Exp's; it leaves out sim3's
+    # coupled V(phi, sigma) rho (whose series has three singular limits) as a step of a solver may
+    q = lie.so3_exp(d[..., 3:6])
+    scale = d[..., 6:].exp()
+    t = lie.quat_rotate(q, X[..., :3]) * scale + d[..., :3]
+    return torch.cat((t, lie.quat_mul(q, X[..., 3:7]), X[..., 7:] * scale), -1)
+
+
 def _se2(X: Tensor, d: Tensor) -> Tensor:
     return lie.se2_compose(lie.se2_exp(d), X)
 
@@ -92,6 +122,14 @@ def _se3_map(X: Tensor) -> Tensor:
     return lie.raw_from_tangent(X, "SE3")
 
 
+def _rxso3_map(X: Tensor) -> Tensor:
+    return lie.raw_from_tangent(X, "RxSO3")
+
+
+def _sim3_map(X: Tensor) -> Tensor:
+    return lie.raw_from_tangent(X, "Sim3")
+
+
 def _se2_map(X: Tensor) -> Tensor:
     x, y = X[..., 0], X[..., 1]
     one, o = torch.ones_like(x), torch.zeros_like(x)
@@ -104,12 +142,16 @@ def _rn_map(X: Tensor) -> Tensor:
 
 _GROUPS = {"SE3": Group("SE3", 7, 6, _se3, _se3_map, _se3_valid), "SO3": Group("SO3", 4, 3, _so3, _so3_map,
                                                                              _unit_quaternions),
-           "SE2": Group("SE2", 3, 3, _se2, _se2_map)}
+           "SE2": Group("SE2", 3, 3, _se2, _se2_map),
+           "RxSO3": Group("RxSO3", 5, 4, _rxso3, _rxso3_map, _rxso3_valid),
+           "Sim3": Group("Sim3", 8, 7, _sim3, _sim3_map, _sim3_valid)}
 
 
 def group(kind: str, dim: int | None = None) -> Group:
     """``"SE3"`` (``[t, qx, qy, qz, qw]``), ``"SO3"`` (``[qx, qy, qz, qw]``), ``"SE2"``
-    (``[x, y, theta]``) or ``"Rn"`` with ``dim`` numbers."""
+    (``[x, y, theta]``), ``"RxSO3"`` (``[qx, qy, qz, qw, s]``, tangent ``[phi, sigma]``),
+    ``"Sim3"`` (``[t, qx, qy, qz, qw, s]``, tangent ``[rho, phi, sigma]``: pypose's layouts) or
+    ``"Rn"`` with ``dim`` numbers."""
     if kind == "Rn":
         if not isinstance(dim, int) or dim < 0:
             raise ValueError(f"dim: expected the vector size (an int >= 0) for 'Rn', got {dim!r}")
