@@ -17,6 +17,9 @@ Jacobian in a process takes about a second, in either library).
 pypose's example, alone and at 300 poses, runs twice: at ``fit``'s default damping, and with
 ``TrustRegionConfig.gauss_newton_first()``, whose Gauss-Newton steps suit it.
 
+* one Sim3 parameter aligning KITTI 00's positions (every fifth of ``data/posegraph/kitti_00.g2o``)
+  to a copy at half the scale, turned and 1% noisy (7 unknowns, 2,727 residuals).
+
     OMP_WAIT_POLICY=PASSIVE python benchmarks/fit.py [--repeat 5]
 """
 
@@ -36,8 +39,9 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, table  # noqa: E402
 
-from robojac import lie  # noqa: E402
+from robojac import data, lie  # noqa: E402
 from robojac.optim import SolverConfig, TrustRegionConfig, fit  # noqa: E402
+from robojac.posegraph import read_g2o  # noqa: E402
 
 
 class Inverse(nn.Module):
@@ -47,6 +51,15 @@ class Inverse(nn.Module):
 
     def forward(self, input):
         return (self.pose @ input).Log().tensor()
+
+
+class Similarity(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.S = pp.Parameter(pp.identity_Sim3(dtype=torch.float64))
+
+    def forward(self, p):
+        return self.S.Act(p)
 
 
 class ScaledPose(nn.Module):
@@ -71,6 +84,10 @@ def _cases():
     W = A @ A.transpose(-1, -2) + 0.5 * torch.eye(3, **kw)
     many_input = pp.SE3(lie.se3_exp(torch.randn(300, 6, generator=g, **kw)))
     many_start = lie.se3_exp(torch.randn(300, 6, generator=g, **kw))
+    reference = read_g2o(data.path("posegraph/kitti_00.g2o")).poses.tensor()[::5, :3].detach()
+    turn = pp.SE3(lie.se3_exp(torch.tensor([20.0, -5.0, 3.0, 0.1, -0.2, 0.9], **kw)))
+    estimate = 0.5 * turn.Act(reference)
+    estimate = estimate + 0.01 * estimate.abs().mean() * torch.randn(estimate.shape, generator=g, **kw)
     first = SolverConfig(trust_region=TrustRegionConfig.gauss_newton_first())
     return [("pypose's example: (2, 2) poses inverted", lambda: Inverse(start), (input,), None, None, False, None),
             ("the same, gauss_newton_first()", lambda: Inverse(start), (input,), None, None, False, first),
@@ -78,7 +95,8 @@ def _cases():
             ("the same, an information matrix per row", ScaledPose, (p,), q, W, False, None),
             ("pypose's example at 300 poses (per_sample)", lambda: Inverse(many_start), (many_input,), None, None,
              True, None),
-            ("the same, gauss_newton_first()", lambda: Inverse(many_start), (many_input,), None, None, True, first)]
+            ("the same, gauss_newton_first()", lambda: Inverse(many_start), (many_input,), None, None, True, first),
+            ("Sim3 alignment, KITTI 00 (909 positions)", Similarity, (estimate,), reference, None, False, None)]
 
 
 def _cost(model, args, target, W) -> float:
