@@ -30,7 +30,6 @@ from ._variables import Variable, product
 __all__ = ["FitResult", "fit"]
 
 
-
 @dataclass(frozen=True)
 class FitResult:
     """The answer of :func:`fit`, in the engine's vocabulary.

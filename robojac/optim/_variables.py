@@ -151,7 +151,10 @@ def group(kind: str, dim: int | None = None) -> Group:
     """``"SE3"`` (``[t, qx, qy, qz, qw]``), ``"SO3"`` (``[qx, qy, qz, qw]``), ``"SE2"``
     (``[x, y, theta]``), ``"RxSO3"`` (``[qx, qy, qz, qw, s]``, tangent ``[phi, sigma]``),
     ``"Sim3"`` (``[t, qx, qy, qz, qw, s]``, tangent ``[rho, phi, sigma]``: pypose's layouts) or
-    ``"Rn"`` with ``dim`` numbers."""
+    ``"Rn"`` with ``dim`` numbers.  Each steps on the left by ``Exp(d) X``, but Sim3, which steps
+    by ``(rho, Exp(phi), exp(sigma)) X``: equal to ``Exp(d) X`` to first order, so its steps'
+    first order, Jacobian columns and gradients are Exp's, without sim3's coupled
+    ``V(phi, sigma) rho``."""
     if kind == "Rn":
         if not isinstance(dim, int) or dim < 0:
             raise ValueError(f"dim: expected the vector size (an int >= 0) for 'Rn', got {dim!r}")
