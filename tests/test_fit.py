@@ -504,10 +504,11 @@ def test_a_sim3_parameter_lands_on_evos_umeyama_alignment(device):
 
     reference = read_g2o(data.path("posegraph/kitti_00.g2o")).poses.tensor()[:, :3].detach().to(device)
     g = torch.Generator(device="cpu").manual_seed(7)
-    turn = pp.SE3(lie.se3_exp(torch.tensor([20.0, -5.0, 3.0, 0.1, -0.2, 0.9], dtype=torch.float64)).to(device))
+    turn = pp.SE3(lie.se3_exp(torch.tensor([20.0, -5.0, 3.0, 0.1, -0.2, 0.9], dtype=torch.float64, device="cpu"))
+                  .to(device))
     estimate = 0.5 * turn.Act(reference)
-    estimate = estimate + 0.01 * estimate.abs().mean() * torch.randn(estimate.shape, generator=g,
-                                                                      dtype=torch.float64).to(device)
+    estimate = estimate + 0.01 * estimate.abs().mean() * torch.randn(estimate.shape, generator=g, dtype=torch.float64,
+                                                                      device="cpu").to(device)
     model = Acting(pp.identity_Sim3(dtype=torch.float64, device=device))
     result = fit(model, estimate, reference)
     assert result.converged, result.reason
@@ -525,9 +526,10 @@ def test_an_rxso3_parameter_lands_on_scipys_least_squares(device):
     from scipy.spatial.transform import Rotation
 
     g = torch.Generator(device="cpu").manual_seed(8)
-    p = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    p = torch.randn(50, 3, generator=g, dtype=torch.float64, device="cpu")
     truth = Rotation.from_rotvec([0.4, -1.1, 0.7])
-    q = torch.from_numpy(1.8 * truth.apply(p.numpy())) + 0.05 * torch.randn(50, 3, generator=g, dtype=torch.float64)
+    q = torch.from_numpy(1.8 * truth.apply(p.numpy())) + 0.05 * torch.randn(50, 3, generator=g, dtype=torch.float64,
+                                                                            device="cpu")
     model = Acting(pp.identity_RxSO3(dtype=torch.float64, device=device))
     result = fit(model, p.to(device), q.to(device))
     assert result.converged, result.reason

@@ -274,17 +274,18 @@ def test_gradcheck_through_a_sim3_solve():
     operations, Jacobians automatic): the answer is the points' similarity and gradcheck passes
     with respect to the target points."""
     g = torch.Generator().manual_seed(9)
-    a = torch.randn(1, 8, 3, dtype=torch.float64, generator=g)
-    R = pp.randn_SO3(1, dtype=torch.float64)
-    b0 = 1.5 * R.unsqueeze(1).Act(a) + torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
-    b0 = b0 + 0.02 * torch.randn(1, 8, 3, dtype=torch.float64, generator=g)
+    kw = dict(dtype=torch.float64, device="cpu")
+    a = torch.randn(1, 8, 3, generator=g, **kw)
+    R = pp.randn_SO3(1, **kw)
+    b0 = 1.5 * R.unsqueeze(1).Act(a) + torch.tensor([0.3, -0.2, 0.5], **kw)
+    b0 = b0 + 0.02 * torch.randn(1, 8, 3, generator=g, **kw)
 
     def similarity(S, a, b):
         S = S[:, :, None, :]
         return (S[..., 7:] * lie.quat_rotate(S[..., 3:7], a) + S[..., :3] - b).flatten(2)
 
     def answer(b):
-        S = optim.Variable("Sim3", pp.identity_Sim3(1, 1, dtype=torch.float64).tensor())
+        S = optim.Variable("Sim3", pp.identity_Sim3(1, 1, **kw).tensor())
         out = optim.solve([S], [optim.Factor(similarity, [S], data=(a[:, None], b[:, None]))])
         assert bool(out.converged.all()), out.reason
         return out.values[0]
@@ -897,7 +898,8 @@ def test_similarity_retractions_agree_with_pyposes_exp(kind, device):
     G = optim.group(kind)
     algebra = {"RxSO3": pp.rxso3, "Sim3": pp.sim3}[kind]
     group = {"RxSO3": pp.RxSO3, "Sim3": pp.Sim3}[kind]
-    d = 0.3 * torch.randn(6, G.tangent_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(device)
+    d = 0.3 * torch.randn(6, G.tangent_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4),
+                          device="cpu").to(device)
     gaps = []
     for h in (1.0, 0.1):
         theirs = (algebra(h * d).Exp() * group(X)).tensor()
