@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..lie import raw_autograd
 from ._modjac import model_function
-from ._params import STRATEGIES, ColumnBlock
+from ._params import STRATEGIES, ColumnBlock, finite_jacobian
 
 __all__ = ["PerSampleJacobian", "per_sample_modjac"]
 
@@ -108,9 +108,7 @@ def per_sample_modjac(
             J = _forward(func, variables, blocks, columns, shared, B, chunk_size)
         else:
             J = _reverse(func, variables, outs, B, chunk_size)
-    if not allow_nan and torch.isnan(J).any():
-        raise FloatingPointError("Jacobian contains NaN: check the model and its input for NaN or singular points")
-    return PerSampleJacobian(value, J, tuple(columns), shared)
+    return PerSampleJacobian(value, finite_jacobian(J, True, allow_nan), tuple(columns), shared)
 
 
 def _check_independent(func, variables, blocks, shared, B: int) -> None:
