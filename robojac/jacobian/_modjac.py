@@ -147,7 +147,9 @@ def _modjac(model, input, *, create_graph=False, strict=False, vectorize=None, s
                 recorded, variables, create_graph=create_graph, strict=strict, vectorize=bool(vectorize),
                 strategy=strategy)
             value = runs[0] if strategy == "reverse-mode" else None
-    if want_value and value is None:
+    if not want_value:
+        value = None
+    elif value is None:
         with torch.no_grad(), raw_autograd():
             value = func(*variables)
     if value is not None:
