@@ -7,6 +7,7 @@ written once here and used by every problem on the engine.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,24 +111,14 @@ def _rn(X: Tensor, d: Tensor) -> Tensor:
     return X + d
 
 
-# d/dd Exp(d) * X at d = 0 (lie.raw_from_tangent for SO3 and SE3).  Automatic Jacobians push
+# d/dd Exp(d) * X at d = 0 (lie.raw_from_tangent for the Lie groups).  Automatic Jacobians push
 # tangents through this linear map rather than through Exp: the same first derivative (the
 # directions are tangent to the group), without differentiating exp's series under vmap (5x the
 # engine's whole step for small SE3 problems).
-def _so3_map(q: Tensor) -> Tensor:
-    return lie.raw_from_tangent(q, "SO3")
-
-
-def _se3_map(X: Tensor) -> Tensor:
-    return lie.raw_from_tangent(X, "SE3")
-
-
-def _rxso3_map(X: Tensor) -> Tensor:
-    return lie.raw_from_tangent(X, "RxSO3")
-
-
-def _sim3_map(X: Tensor) -> Tensor:
-    return lie.raw_from_tangent(X, "Sim3")
+def _lie_map(name: str) -> Callable[[Tensor], Tensor]:
+    """A Lie group's tangent map, ``robojac.lie``'s ``raw_from_tangent`` (its left retraction's
+    derivative at 0)."""
+    return functools.partial(lie.raw_from_tangent, group=name)
 
 
 def _se2_map(X: Tensor) -> Tensor:
@@ -140,11 +131,11 @@ def _rn_map(X: Tensor) -> Tensor:
     return torch.eye(X.shape[-1], dtype=X.dtype, device=X.device).expand(X.shape + (X.shape[-1],))
 
 
-_GROUPS = {"SE3": Group("SE3", 7, 6, _se3, _se3_map, _se3_valid), "SO3": Group("SO3", 4, 3, _so3, _so3_map,
-                                                                             _unit_quaternions),
+_GROUPS = {"SE3": Group("SE3", 7, 6, _se3, _lie_map("SE3"), _se3_valid),
+           "SO3": Group("SO3", 4, 3, _so3, _lie_map("SO3"), _unit_quaternions),
            "SE2": Group("SE2", 3, 3, _se2, _se2_map),
-           "RxSO3": Group("RxSO3", 5, 4, _rxso3, _rxso3_map, _rxso3_valid),
-           "Sim3": Group("Sim3", 8, 7, _sim3, _sim3_map, _sim3_valid)}
+           "RxSO3": Group("RxSO3", 5, 4, _rxso3, _lie_map("RxSO3"), _rxso3_valid),
+           "Sim3": Group("Sim3", 8, 7, _sim3, _lie_map("Sim3"), _sim3_valid)}
 
 
 def group(kind: str, dim: int | None = None) -> Group:
