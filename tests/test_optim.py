@@ -890,10 +890,9 @@ def test_residuals_of_the_wrong_shape_or_kind_are_refused_naming_the_factor():
 
 @pytest.mark.parametrize("kind", ["RxSO3", "Sim3"])
 def test_similarity_retractions_agree_with_pyposes_exp(kind, device):
-    """pypose's ``Exp(d) * X`` is the reference: RxSO3's retraction is it exactly; Sim3's, which
-    leaves out sim3's coupled ``V(phi, sigma) rho``, agrees to second order in ``d`` (its
-    difference shrinks 100-fold for a 10-fold smaller step), so the tangent columns, the steps'
-    first order and the implicit gradients are Exp's."""
+    """pypose's ``Exp(d) * X`` is the reference: both retractions are it, to rounding, at steps of
+    0.3 and 0.03 (where pypose's ``sim3.Exp`` is exact; ``test_lie.py`` checks ``lie.sim3_exp``
+    against the matrix exponential near its singular limits, where pypose's is not)."""
     X = _group_values(kind, device)
     G = optim.group(kind)
     algebra = {"RxSO3": pp.rxso3, "Sim3": pp.sim3}[kind]
@@ -904,10 +903,7 @@ def test_similarity_retractions_agree_with_pyposes_exp(kind, device):
     for h in (1.0, 0.1):
         theirs = (algebra(h * d).Exp() * group(X)).tensor()
         gaps.append(max_err(G.retract(X, h * d), theirs))
-    if kind == "RxSO3":
-        assert max(gaps) < 1e-14, gaps
-    else:
-        assert 1e-4 < gaps[0] and 70 < gaps[0] / gaps[1] < 130, gaps
+    assert max(gaps) < 1e-13, gaps
     with pytest.raises(ValueError, match=r"scale: expected a positive scale s \(the last number\), got -"):
         optim.Variable(kind, -X[None, :, :], name="scale")
 

@@ -37,6 +37,14 @@ from ._ops import (
     se3_log,
     se3_right_jacobian_inverse,
     se3_to_matrix,
+    sim3_ad,
+    sim3_adjoint,
+    sim3_compose,
+    sim3_exp,
+    sim3_inverse,
+    sim3_left_jacobian,
+    sim3_left_jacobian_inverse,
+    sim3_log,
     so3_exp,
     so3_left_jacobian,
     so3_left_jacobian_inverse,
@@ -54,7 +62,7 @@ from ._se2 import (
     se3_to_se2,
     wrap_angle,
 )
-from ._raw_autograd import raw_autograd, raw_autograd_enabled, sim3_left_jacobian
+from ._raw_autograd import raw_autograd, raw_autograd_enabled
 from ._tangent import GroupSpec, group_spec, is_lie_group, raw_from_tangent, retract_first_order, skew, tangent_from_raw
 
 __all__ = [
@@ -98,8 +106,15 @@ __all__ = [
     "se3_right_jacobian_inverse",
     "se3_tensor",
     "se3_to_matrix",
+    "sim3_ad",
+    "sim3_adjoint",
+    "sim3_compose",
+    "sim3_exp",
+    "sim3_inverse",
     "se3_to_se2",
     "sim3_left_jacobian",
+    "sim3_left_jacobian_inverse",
+    "sim3_log",
     "skew",
     "so3_exp",
     "so3_left_jacobian",

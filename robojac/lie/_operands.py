@@ -26,7 +26,7 @@ import pypose as pp
 import torch
 from torch import Tensor
 
-__all__ = ["operands", "POSE", "QUAT", "POINT", "TWIST", "SIM3_TWIST", "ROT", "SE2", "MATRIX34"]
+__all__ = ["operands", "POSE", "QUAT", "POINT", "TWIST", "SIM3_TWIST", "SIM3", "ROT", "SE2", "MATRIX34"]
 
 # trailing shapes (alternatives of one rank), each with the words an error shows for it
 POSE = (((7,),), "SE3 poses (..., 7) [tx, ty, tz, qx, qy, qz, qw]")
@@ -35,6 +35,7 @@ POINT = (((3,),), "vectors (..., 3)")
 TWIST = (((6,),), "twists (..., 6) [rho, phi]")
 ROT = (((3, 3),), "rotation matrices (..., 3, 3)")
 SIM3_TWIST = (((7,),), "sim3 tangents (..., 7) [rho, phi, sigma]")
+SIM3 = (((8,),), "similarities (..., 8) [tx, ty, tz, qx, qy, qz, qw, s]")
 SE2 = (((3,),), "planar poses or twists (..., 3) [x, y, theta]")
 MATRIX34 = (((4, 4), (3, 4)), "homogeneous matrices (..., 4, 4) or (..., 3, 4)")
 

@@ -26,10 +26,10 @@ import threading
 import torch
 from pypose.lietensor import operation as _op
 
-from ._operands import SIM3_TWIST, operands
+from ._ops import sim3_left_jacobian
 from ._tangent import GroupSpec, group_spec, raw_from_tangent, tangent_from_raw
 
-__all__ = ["raw_autograd", "raw_autograd_enabled", "sim3_left_jacobian"]
+__all__ = ["raw_autograd", "raw_autograd_enabled"]
 
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("robojac_raw_autograd", default=False)
 _INSTALL_LOCK = threading.Lock()
@@ -77,20 +77,6 @@ def _spec_table() -> dict[str, tuple[tuple[GroupSpec | None, ...], GroupSpec | N
         table[f"{G}_Mul"] = ((S, S), S)
         table[f"{G}_Inv"] = ((S,), S)
     return table
-
-
-@operands(x=SIM3_TWIST)
-def sim3_left_jacobian(x: torch.Tensor) -> torch.Tensor:
-    """Exact left Jacobian of sim3, ``Jl(x) = int_0^1 exp(s ad_x) ds``, shape ``(..., 7, 7)``.
-
-    Computed as the top-right block of ``expm([[ad_x, I], [0, 0]])``; pypose's own
-    ``sim3_Jl``/``sim3_Jl_inv`` are truncated series, off by about 1e-4 at unit angles.
-    """
-    ad = _op.sim3_adj(x)
-    eye = torch.eye(7, dtype=x.dtype, device=x.device).expand(ad.shape)
-    top = torch.cat((ad, eye), dim=-1)
-    big = torch.cat((top, torch.zeros_like(top)), dim=-2)
-    return torch.linalg.matrix_exp(big)[..., :7, 7:]
 
 
 def _sim3_log_backward(inputs, output, g_out):

@@ -93,13 +93,13 @@ def _rxso3(X: Tensor, d: Tensor) -> Tensor:
 
 
 def _sim3(X: Tensor, d: Tensor) -> Tensor:
-    # D(d) X with D(d) = (t: rho, R: Exp(phi), s: exp(sigma)): a retraction that agrees with
-    # Exp(d) X to first order (t' = t + rho + phi x t + sigma t, pypose's and modjac's tangent), so
-    # steps, Jacobian columns and the implicit gradients are those of Exp's; it leaves out sim3's
-    # coupled V(phi, sigma) rho (whose series has three singular limits) as a step of a solver may
-    q = lie.so3_exp(d[..., 3:6])
-    scale = d[..., 6:].exp()
-    t = lie.quat_rotate(q, X[..., :3]) * scale + d[..., :3]
+    # Exp(d) X, exactly (lie.sim3_exp).  A retraction equal to it to first order only, (rho, Exp(phi),
+    # exp(sigma)) X, turned and scaled each pose about the world's origin: its second-order gap grows
+    # with |t|, and a Sim3 pose graph 1 km across took 100 iterations without converging where GTSAM's
+    # Levenberg-Marquardt (right retraction) takes 6 (docs/posegraph.md#similarity-pose-graphs)
+    D = lie.sim3_exp(d)
+    q, scale = D[..., 3:7], D[..., 7:]
+    t = lie.quat_rotate(q, X[..., :3]) * scale + D[..., :3]
     return torch.cat((t, lie.quat_mul(q, X[..., 3:7]), X[..., 7:] * scale), -1)
 
 
@@ -142,10 +142,8 @@ def group(kind: str, dim: int | None = None) -> Group:
     """``"SE3"`` (``[t, qx, qy, qz, qw]``), ``"SO3"`` (``[qx, qy, qz, qw]``), ``"SE2"``
     (``[x, y, theta]``), ``"RxSO3"`` (``[qx, qy, qz, qw, s]``, tangent ``[phi, sigma]``),
     ``"Sim3"`` (``[t, qx, qy, qz, qw, s]``, tangent ``[rho, phi, sigma]``: pypose's layouts) or
-    ``"Rn"`` with ``dim`` numbers.  Each steps on the left by ``Exp(d) X``, but Sim3, which steps
-    by ``(rho, Exp(phi), exp(sigma)) X``: equal to ``Exp(d) X`` to first order, so its steps'
-    first order, Jacobian columns and gradients are Exp's, without sim3's coupled
-    ``V(phi, sigma) rho``."""
+    ``"Rn"`` with ``dim`` numbers.  Each steps on the left by ``Exp(d) X`` (Sim3's ``Exp`` is
+    :func:`robojac.lie.sim3_exp`)."""
     if kind == "Rn":
         if not isinstance(dim, int) or dim < 0:
             raise ValueError(f"dim: expected the vector size (an int >= 0) for 'Rn', got {dim!r}")
