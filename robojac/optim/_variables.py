@@ -96,7 +96,7 @@ def _sim3(X: Tensor, d: Tensor) -> Tensor:
     # Exp(d) X, exactly (lie.sim3_exp).  A retraction equal to it to first order only, (rho, Exp(phi),
     # exp(sigma)) X, turned and scaled each pose about the world's origin: its second-order gap grows
     # with |t|, and a Sim3 pose graph 1 km across took 100 iterations without converging where GTSAM's
-    # Levenberg-Marquardt (right retraction) takes 6 (docs/posegraph.md#similarity-pose-graphs)
+    # Levenberg-Marquardt (right retraction) takes 6 (docs/posegraph.md, "Similarity pose graphs")
     D = lie.sim3_exp(d)
     q, scale = D[..., 3:7], D[..., 7:]
     t = lie.quat_rotate(q, X[..., :3]) * scale + D[..., :3]

@@ -1,10 +1,10 @@
-"""Pose graphs: g2o files in and out, the SE2/SE3 cost, initializations, a sparse LM/GN solver, the
+"""Pose graphs: g2o files in and out, the SE2/SE3/Sim3 cost, initializations, a sparse LM/GN solver, the
 poses' marginal covariances."""
 
 from ._covariance import covariances
 from ._g2o import G2OError, read_g2o, write_g2o
-from ._graph import PoseGraph, PoseGraphError, SE2BetweenResidual
+from ._graph import PoseGraph, PoseGraphError, SE2BetweenResidual, Sim3BetweenResidual
 from ._solve import IterationRecord, PGOConfig, PGOResult, initialize, optimize
 
 __all__ = ["G2OError", "IterationRecord", "PGOConfig", "PGOResult", "PoseGraph", "PoseGraphError", "SE2BetweenResidual",
-           "covariances", "initialize", "optimize", "read_g2o", "write_g2o"]
+           "Sim3BetweenResidual", "covariances", "initialize", "optimize", "read_g2o", "write_g2o"]

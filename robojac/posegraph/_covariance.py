@@ -23,7 +23,8 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
     measurements' noise has covariance ``Omega^-1``), as GTSAM's ``Marginals`` gives them.
 
     * ``d = 6``, ``[rho, phi]`` (translation, then rotation) for 3D graphs; ``d = 3``,
-      ``[x, y, theta]`` for 2D ones.  GTSAM orders a ``Pose3``'s ``[phi, rho]``.
+      ``[x, y, theta]`` for 2D ones; ``d = 7``, ``[rho, phi, sigma]`` for similarity graphs.
+      GTSAM orders a ``Pose3``'s ``[phi, rho]`` and a ``Similarity3``'s ``[phi, rho, sigma]``.
     * ``frame="body"``: perturbations on the right, ``T Exp(xi)``, in the pose's own frame (GTSAM's
       convention; its translation block is the position's covariance in the pose's axes);
       ``"world"``: on the left, ``Exp(xi) T``, the solver's.  ``C_body = Ad(T^-1) C_world Ad(T^-1)^T``.
@@ -47,8 +48,9 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
         P = graph.poses.detach().as_subclass(Tensor)
     else:
         P = poses.as_subclass(Tensor) if isinstance(poses, pp.LieTensor) else poses
-        if not isinstance(P, Tensor) or tuple(P.shape) != (N, 7) or not P.is_floating_point():
-            raise ValueError(f"poses: expected the graph's {N} poses as (N, 7) [t, qx, qy, qz, qw] (result.poses), got "
+        width, layout = (8, "[t, qx, qy, qz, qw, s]") if graph.similarity else (7, "[t, qx, qy, qz, qw]")
+        if not isinstance(P, Tensor) or tuple(P.shape) != (N, width) or not P.is_floating_point():
+            raise ValueError(f"poses: expected the graph's {N} poses as (N, {width}) {layout} (result.poses), got "
                              f"{tuple(P.shape) if isinstance(P, Tensor) else type(P).__name__}")
         lie.require_values(P, "poses")
         if not bool(torch.isfinite(P).all()):
@@ -63,11 +65,15 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
             shown = repr(which) if entries.numel() <= 8 else f"{entries.numel()} indices"
             raise ValueError(f"which: expected a 1-D list of pose indices in [0, {N}) (positions in graph.poses, "
                              f"not vertex ids), got {shown}")
-    X = optim.Variable("SE2" if graph.dim == 2 else "SE3", S[None], fixed=_held(graph)[None].to(S.device), name="poses")
+    X = optim.Variable(graph.group, S[None], fixed=_held(graph)[None].to(S.device), name="poses")
     data = tuple(d.detach().to(SOLVE_DTYPE) for d in (graph.measurement_state(), graph.sqrt_information))
     edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges, data=data, kernel=kernel, name="edges")
     C = optim.covariances([X], [edges], [X.value], X, entries=entries)[0]  # (K, d, d), left perturbations
-    if frame == "body":
+    if graph.similarity:  # the state is T^-1: Exp(d) T^-1 = (T Exp(-d))^-1, T's own frame already
+        if frame == "world":
+            A = lie.sim3_adjoint(lie.sim3_inverse(S[entries]))  # Ad(T)
+            C = A @ C @ A.mT
+    elif frame == "body":
         T = S[entries]
         A = lie.se2_adjoint(lie.se2_inverse(T)) if graph.dim == 2 else lie.se3_adjoint(lie.se3_inverse(T))
         C = A @ C @ A.mT

@@ -339,6 +339,9 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     reproduces the graph exactly).
     """
     check_instance("graph", graph, PoseGraph, "a PoseGraph (the call is write_g2o(graph, path))")
+    if graph.similarity:
+        raise ValueError("graph: a similarity graph has no g2o form here (g2o's EDGE_SIM3:EXPMAP is not written); "
+                         "keep its tensors with torch.save(graph.state_dict(), path)")
     path = as_path(path, "g2o file to write")
     X = graph.poses if poses is None else poses
     X = X.as_subclass(torch.Tensor) if hasattr(X, "ltype") else torch.as_tensor(X, device="cpu")

@@ -28,8 +28,8 @@ def spanning_tree_state(N: int, edges: Tensor, Z: Tensor, dim: int, root: int = 
     The tree prefers odometry edges (between consecutive poses) over loop closures -- a
     minimum spanning tree with loop closures weighted by how far apart their poses are -- so
     one bad loop closure does not displace the rest of the trajectory.  ``Z`` holds the
-    measurements as states (``[x, y, theta]`` for 2D, ``(E, 7)`` poses for 3D); returns
-    ``(N, 3)`` or ``(N, 7)`` with ``root`` at the identity.
+    measurements as states (``[x, y, theta]`` for 2D, ``(E, 7)`` poses for 3D, ``(E, 8)``
+    similarities); returns ``(N, 3)``, ``(N, 7)`` or ``(N, 8)`` with ``root`` at the identity.
     """
     from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 
@@ -74,16 +74,18 @@ def spanning_tree_state(N: int, edges: Tensor, Z: Tensor, dim: int, root: int = 
     depth = np.zeros(N, dtype=np.int64)
     for node, par in zip(order[1:], parent):
         depth[node] = depth[par] + 1
-    X = torch.zeros(N, 7, dtype=torch.float64, device="cpu")
-    X[:, 6] = 1.0
+    width = Zd.shape[1]
+    compose, inverse = (lie.sim3_compose, lie.sim3_inverse) if width == 8 else (lie.se3_compose, lie.se3_inverse)
+    X = torch.zeros(N, width, dtype=torch.float64, device="cpu")
+    X[:, 6:] = 1.0  # qw, and a similarity's scale
     nodes = order[1:]
     rel = Zd[np.abs(code) - 1]
     inv = torch.from_numpy(code < 0)
-    rel[inv] = lie.se3_inverse(rel[inv])
+    rel[inv] = inverse(rel[inv])
     for level in range(1, int(depth.max()) + 1):
         sel = depth[nodes] == level
         nd, pr = torch.from_numpy(nodes[sel]), torch.from_numpy(parent[sel])
-        X[nd] = lie.se3_compose(X[pr], rel[torch.from_numpy(np.nonzero(sel)[0])])
+        X[nd] = compose(X[pr], rel[torch.from_numpy(np.nonzero(sel)[0])])
     return X.to(dtype=dtype, device=device)
 
 
@@ -128,8 +130,10 @@ def _edge_system(edges: np.ndarray, free: np.ndarray, blocks_i: np.ndarray, k: i
 def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: int, held: Tensor, values: Tensor) -> Tensor:
     """Chordal-relaxation initial states; poses marked ``held`` keep their ``values``.
 
-    ``Z`` are the measurement states (2D ``[x, y, theta]``, 3D poses), ``values`` the current
-    states ``(N, 3|7)`` (only the held ones are read; at least one must be held: the gauge).
+    ``Z`` are the measurement states (2D ``[x, y, theta]``, 3D poses, similarities ``(E, 8)``),
+    ``values`` the current states ``(N, 3|7|8)`` (only the held ones are read; at least one must
+    be held: the gauge).  Similarities take one more linear step between the rotations and the
+    translations: their log-scales, ``log s_j - log s_i = log s_ij``; then ``t_j - t_i = s_i R_i t_ij``.
     """
     e = edges.cpu().numpy()
     info = information.detach().double().cpu().numpy()
@@ -159,12 +163,12 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
         out = np.concatenate((t, theta[:, None]), 1)
         out[held] = V.numpy()[held]  # held poses come back bit-identical
         return torch.from_numpy(out).to(Z)
-    Rz = lie.quat_to_matrix(Zd[:, 3:]).numpy()  # (E, 3, 3)
+    Rz = lie.quat_to_matrix(Zd[:, 3:7]).numpy()  # (E, 3, 3)
     # rows of R: (r_j^a)^T = R_ij^T (r_i^a)^T for a = 0, 1, 2 -- three systems, one matrix
     Bt = np.transpose(Rz, (0, 2, 1))
     A = _edge_system(e, free, Bt, 3)
     w_rot = np.repeat(np.maximum(np.trace(info[:, 3:, 3:], axis1=1, axis2=2) / 3, 1e-12), 3)
-    R = lie.quat_to_matrix(V[:, 3:]).numpy().copy()  # held rotations keep their values
+    R = lie.quat_to_matrix(V[:, 3:7]).numpy().copy()  # held rotations keep their values
     rhs = np.stack([_held_rhs(e, held, Bt, R[:, a, :], 3) for a in range(3)], 1)  # (3E, 3)
     sol = _solve_normal(A, w_rot, rhs)  # (3 Nf, 3): column a = row a of every free R
     R[free] = sol.reshape(-1, 3, 3).transpose(0, 2, 1)
@@ -172,12 +176,16 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
     D = np.ones((N, 3))
     D[:, 2] = np.sign(np.linalg.det(U @ Wt))
     R = (U * D[:, None, :]) @ Wt
-    # translations: t_j - t_i = R_i t_ij
-    tij = Zd[:, :3].numpy()
+    similarity = Zd.shape[1] == 8
+    if similarity:  # log-scales: sigma_j - sigma_i = log s_ij, weighted by the scale's information
+        sigma = _translations(e, free, held, info[:, 6:, 6:], V[:, 7:].log().numpy(), Zd[:, 7].log().numpy())
+        scale = np.exp(sigma)
+    # translations: t_j - t_i = R_i t_ij (s_i R_i t_ij for similarities)
+    tij = Zd[:, :3].numpy() * (scale[e[:, 0]] if similarity else 1.0)
     rhs = np.einsum("eab,eb->ea", R[e[:, 0]], tij).reshape(-1)
     t = _translations(e, free, held, info[:, :3, :3], V[:, :3].numpy(), rhs)
     q = lie.matrix_to_quat(torch.from_numpy(R))
-    out = torch.cat((torch.from_numpy(t), q), 1)
+    out = torch.cat([torch.from_numpy(t), q] + ([torch.from_numpy(scale)] if similarity else []), 1)
     out[torch.from_numpy(held)] = V[torch.from_numpy(held)]  # held poses come back bit-identical
     return out.to(Z)
 

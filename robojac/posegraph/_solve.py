@@ -155,9 +155,13 @@ def _held(graph: PoseGraph) -> Tensor:
 
 
 def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
-    """The initial optimization state (2D ``(N, 3)``, 3D ``(N, 7)``) of ``graph``."""
+    """The initial optimization state (2D ``(N, 3)``, 3D ``(N, 7)``, a similarity graph's inverse
+    similarities ``(N, 8)``: :meth:`PoseGraph.state`) of ``graph``."""
     check_instance("graph", graph, PoseGraph, "a PoseGraph")
     graph.check_connected()
+    if graph.similarity:  # placed as similarities T, solved as their inverses
+        with torch.no_grad():
+            return graph.state(_similarities(graph, init))
     with torch.no_grad():
         S = graph.state().detach()
         if init == "file":
@@ -183,6 +187,23 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
             return torch.where(held[:, None], S, T)
         if init == "chordal":
             return chordal_state(graph.num_poses, graph.edges, Zs, graph.information, graph.dim, held, S)
+    raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
+
+
+def _similarities(graph: PoseGraph, init: Init) -> Tensor:
+    """A similarity graph's initial poses ``T (N, 8)``: its own (``"file"``), composed along the
+    odometry spanning tree, or chordal (rotations, then log-scales, then translations)."""
+    T = graph.poses.detach().as_subclass(Tensor)
+    held = _held(graph)
+    if init == "file" or bool(held.all()):
+        return T.clone()
+    if init == "odometry":
+        root = int(held.nonzero()[0])
+        P = spanning_tree_state(graph.num_poses, graph.edges, graph.measurements, graph.dim, root)
+        P = lie.sim3_compose(lie.sim3_compose(T[root], lie.sim3_inverse(P[root])).expand_as(P), P)
+        return torch.where(held[:, None], T, P)
+    if init == "chordal":
+        return chordal_state(graph.num_poses, graph.edges, graph.measurements, graph.information, graph.dim, held, T)
     raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
 
 
@@ -217,7 +238,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
     init_seconds = time.perf_counter() - t0
     held = _held(graph).to(S.device)
     live = (graph.measurements.requires_grad or graph.sqrt_information.requires_grad) and torch.is_grad_enabled()
-    X = optim.Variable("SE2" if graph.dim == 2 else "SE3", S[None], fixed=held[None], name="poses")
+    X = optim.Variable(graph.group, S[None], fixed=held[None], name="poses")
     data = (graph.measurement_state().to(SOLVE_DTYPE), graph.sqrt_information.to(SOLVE_DTYPE))  # differentiable
     edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges,
                          data=data if live else tuple(d.detach() for d in data), kernel=config.kernel, name="edges")

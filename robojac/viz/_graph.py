@@ -86,13 +86,14 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
 
 def _ellipses(ax, X: np.ndarray, C: np.ndarray, graph, sigma: float, every: int) -> None:
     """The positions' ``sigma``-ellipses in the x-y plane: each pose's translation block turned
-    into the world's axes (``R C_tt R^T``), then its x-y part."""
+    into the world's axes (``R C_tt R^T``; ``s^2 R C_tt R^T`` for a similarity, whose body-frame
+    step ``rho`` moves its position by ``s R rho``), then its x-y part."""
     from matplotlib.collections import EllipseCollection
 
     from .. import lie
     from .._config import check_int, check_real
 
-    d = 3 if graph.dim == 2 else 6
+    d = graph.tangent_dim
     if C.shape != (len(X), d, d):
         raise ValueError(f"covariances: expected ({len(X)}, {d}, {d}), one per pose (posegraph.covariances), "
                          f"got {C.shape}")
@@ -102,6 +103,8 @@ def _ellipses(ax, X: np.ndarray, C: np.ndarray, graph, sigma: float, every: int)
     Ct = np.zeros((len(X), 3, 3))
     k = 2 if graph.dim == 2 else 3
     Ct[:, :k, :k] = C[:, :k, :k]
+    if graph.similarity:
+        Ct *= np.square(X[:, 7])[:, None, None]
     W = (R @ Ct @ np.swapaxes(R, -1, -2))[::every, :2, :2]
     lam, vec = np.linalg.eigh(W)
     lam = np.clip(lam, 0.0, None)

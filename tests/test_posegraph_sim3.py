@@ -1,0 +1,307 @@
+"""Similarity (Sim3) pose graphs: the edge's closed form, the cost against scipy and GTSAM, optimality by
+central differences, the SE3 limit against GTSAM's optimum, initializations, gradients, covariances, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from scipy.spatial.transform import Rotation
+
+from robojac import lie, optim
+from robojac.data import path as data_path
+from robojac.posegraph import (PGOConfig, PoseGraph, PoseGraphError, Sim3BetweenResidual, covariances, initialize,
+                               optimize, read_g2o, write_g2o)
+
+from helpers import max_err
+
+KW = dict(dtype=torch.float64, device="cpu")
+
+
+def _random_similarities(n: int, seed: int, spread: float = 3.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 7, generator=g, **KW) * torch.tensor([spread] * 3 + [0.6] * 3 + [0.3], **KW)
+    return lie.sim3_exp(x)
+
+
+def _walk(n: int, seed: int, noise: float = 0.01, loops: int = 6):
+    """A drive of ``n`` similarities (1 m steps, turning, the scale wandering) and its graph: the odometry
+    chain and ``loops`` closures, measured with ``noise`` (metres, radians, log-scale)."""
+    g = torch.Generator().manual_seed(seed)
+    ahead = torch.tensor([[1.0, 0, 0]], **KW) + 0.2 * torch.randn(n - 1, 3, generator=g, **KW)
+    turn, scale = 0.15 * torch.randn(n - 1, 3, generator=g, **KW), 0.03 * torch.randn(n - 1, 1, generator=g, **KW)
+    steps = torch.cat((ahead, turn, scale), -1)
+    T = [lie.sim3_exp(torch.zeros(7, **KW))]
+    for z in lie.sim3_exp(steps):
+        T.append(lie.sim3_compose(T[-1], z))
+    truth = torch.stack(T)
+    half = lambda: torch.randperm(n // 2, generator=g, device="cpu")[:loops]  # noqa: E731
+    pairs = torch.stack((half(), n // 2 + half()), 1)
+    edges = torch.cat((torch.stack((torch.arange(n - 1, device="cpu"), torch.arange(1, n, device="cpu")), 1), pairs))
+    exact = lie.sim3_compose(lie.sim3_inverse(truth[edges[:, 0]]), truth[edges[:, 1]])
+    Z = lie.sim3_compose(exact, lie.sim3_exp(noise * torch.randn(len(edges), 7, generator=g, **KW)))
+    info = torch.eye(7, **KW).expand(len(edges), 7, 7) / noise**2
+    return truth, edges, Z, info
+
+
+def _matrix(S: np.ndarray) -> np.ndarray:
+    """4x4 ``[[s R, t], [0, 1]]`` of similarities ``(N, 8)``, by scipy's quaternions."""
+    M = np.tile(np.eye(4), (len(S), 1, 1))
+    M[:, :3, :3] = S[:, 7, None, None] * Rotation.from_quat(S[:, 3:7]).as_matrix()
+    M[:, :3, 3] = S[:, :3]
+    return M
+
+
+def independent_cost(graph: PoseGraph, poses: torch.Tensor) -> float:
+    """``0.5 sum e^T Omega e`` with ``e`` from scipy's matrix logarithm of ``Z^-1 T_i^-1 T_j`` (its
+    generator is ``[[[phi]x + sigma I, rho], [0, 0]]``): no code of robojac's or pypose's."""
+    P, Z = _matrix(poses.detach().numpy()), _matrix(graph.measurements.numpy())
+    e = graph.edges.numpy()
+    total = 0.0
+    for k, (i, j) in enumerate(e):
+        Lg = np.real(scipy.linalg.logm(np.linalg.inv(Z[k]) @ np.linalg.inv(P[i]) @ P[j]))
+        sigma = np.trace(Lg[:3, :3]) / 3
+        phi = np.array([Lg[2, 1], Lg[0, 2], Lg[1, 0]])
+        r = np.concatenate((Lg[:3, 3], phi, [sigma]))
+        total += 0.5 * r @ graph.information[k].numpy() @ r
+    return total
+
+
+def test_closed_form_blocks_equal_central_differences_far_from_the_origin(device):
+    """``dr/dY`` of the closed form against central differences through the engine's Sim3 retraction
+    (``Exp(d) Y``), at similarities up to ~300 m from the origin and errors up to ~1 rad."""
+    Yi, Yj = _random_similarities(6, 1, 100.0).to(device), _random_similarities(6, 2, 100.0).to(device)
+    Z = lie.sim3_compose(lie.sim3_compose(Yi, lie.sim3_inverse(Yj)), _random_similarities(6, 3, 0.5).to(device))
+    L = torch.linalg.cholesky(torch.diag(torch.arange(1.0, 8.0, **KW)).to(device)).mT.expand(6, 7, 7)
+    f = Sim3BetweenResidual()
+    r, (Ji, Jj) = f.value_and_jacobians(Yi, Yj, Z, L)
+    assert max_err(r, f(Yi, Yj, Z, L)) == 0
+    G = optim.group("Sim3")
+    h = 1e-6
+    for k in range(7):
+        d = torch.zeros(6, 7, **KW).to(device)
+        d[:, k] = h
+        fd_i = (f(G.retract(Yi, d), Yj, Z, L) - f(G.retract(Yi, -d), Yj, Z, L)) / (2 * h)
+        fd_j = (f(Yi, G.retract(Yj, d), Z, L) - f(Yi, G.retract(Yj, -d), Z, L)) / (2 * h)
+        assert max_err(fd_i, Ji[..., k]) < 1e-6 * (1 + Ji.abs().max())
+        assert max_err(fd_j, Jj[..., k]) < 1e-6 * (1 + Jj.abs().max())
+
+
+def test_closed_form_and_automatic_jacobians_take_the_same_path():
+    """The same graph solved with the closed form and with a plain function of the same residual (its
+    blocks from ``robojac.jacobian``): the same costs at every iteration, the same answer."""
+    truth, edges, Z, info = _walk(30, 4)
+    graph = PoseGraph(truth, edges, Z, info, similarity=True)
+    S = graph.state()
+    held = torch.zeros(1, 30, dtype=torch.bool)
+    held[0, 0] = True
+    L = graph.sqrt_information
+    runs = []
+    for residual in (Sim3BetweenResidual(), lambda Yi, Yj, Z, L: Sim3BetweenResidual()(Yi, Yj, Z, L)):
+        X = optim.Variable("Sim3", S[None], fixed=held)
+        runs.append(optim.solve([X], [optim.Factor(residual, [X, X], index=edges, data=(Z, L))]))
+    a, b = runs
+    assert int(a.iterations) == int(b.iterations) and bool(a.converged) and bool(b.converged)
+    assert max_err(a.history.cost, b.history.cost) < 1e-9 * float(a.history.cost.max())
+    assert max_err(a.values[0], b.values[0]) < 1e-9
+
+
+def test_the_cost_is_scipys_and_the_answer_is_stationary_by_central_differences():
+    """At the answer, the cost equals scipy's matrix-logarithm evaluation, and central differences of
+    the cost along every pose's own 7 directions (``T Exp(d)``) are zero to 1e-7 of their size at
+    the start; the answer recovers the drive within the noise."""
+    truth, edges, Z, info = _walk(40, 5)
+    start = lie.sim3_compose(truth, lie.sim3_exp(0.05 * torch.randn(40, 7, generator=torch.Generator().manual_seed(6),
+                                                                    **KW)))
+    start[0] = truth[0]
+    graph = PoseGraph(start, edges, Z, info, similarity=True)
+    result = optimize(graph, PGOConfig(init="file", relative_tolerance=1e-14))
+    assert result.converged and result.poses.shape == (40, 8)
+    P = result.poses.tensor()
+    assert result.cost == pytest.approx(independent_cost(graph, P), rel=1e-9)
+    assert float(graph.cost(P)) == pytest.approx(result.cost, rel=1e-12)
+
+    def slopes(P):
+        out, h = [], 1e-6
+        for k in range(1, 40, 7):
+            for a in range(7):
+                d = torch.zeros(7, **KW)
+                d[a] = h
+                plus, minus = P.clone(), P.clone()
+                plus[k], minus[k] = lie.sim3_compose(P[k], lie.sim3_exp(d)), lie.sim3_compose(P[k], lie.sim3_exp(-d))
+                out.append((float(graph.cost(plus)) - float(graph.cost(minus))) / (2 * h))
+        return torch.tensor(out)
+
+    assert float(slopes(P).abs().max()) < 1e-7 * float(slopes(start).abs().max())
+    assert float((P[:, :3] - truth[:, :3]).norm(dim=-1).max()) < 1.0  # 40 m of drive, 1% noise
+
+
+def test_the_rigid_limit_reaches_gtsams_se3_optimum(device):
+    """sphere2500 as similarities of scale 1 whose measured scale ratios (1) are trusted 1e10-fold:
+    the Sim3 optimum is the SE3 one, ``data/posegraph/gtsam_optima.json``'s cost (GTSAM 4.3's), to
+    1e-7.  (sim3's ``rho`` at ``sigma = 0`` is se3's: ``W(phi, 0) = Jl_so3(phi)``.)"""
+    g = read_g2o(data_path("posegraph/sphere2500.g2o"))
+    ones = lambda T: torch.cat((T, torch.ones(T.shape[0], 1, **KW)), -1)  # noqa: E731
+    info = torch.zeros(g.num_edges, 7, 7, **KW)
+    info[:, :6, :6] = g.information
+    info[:, 6, 6] = 1e10
+    graph = PoseGraph(ones(g.poses.tensor().detach()), g.edges, ones(g.measurements), info, similarity=True).to(device)
+    result = optimize(graph)
+    reference = json.loads(data_path("posegraph/gtsam_optima.json").read_text())["sphere2500"]["gtsam_optimum_cost"]
+    assert result.converged
+    assert result.cost == pytest.approx(reference, rel=1e-7)
+    assert float((result.poses.tensor()[:, 7] - 1).abs().max()) < 1e-6
+
+
+def test_gtsams_between_factor_agrees_on_the_cost_and_stops_above_the_minimum():
+    """GTSAM's ``BetweenFactorSimilarity3`` (its ``Similarity3`` is ``(R, t / s, s)``, tangent ``[phi,
+    rho, sigma]``) evaluates robojac's answer to robojac's cost; its own Levenberg-Marquardt, run to
+    1e-14, ends no lower (its Jacobians are ~0.1% off its own central differences, so it stalls
+    above the minimum on larger graphs), and from its answer robojac's descends back to it."""
+    gtsam = pytest.importorskip("gtsam")
+    truth, edges, Z, info = _walk(60, 7, noise=0.02, loops=10)
+    graph = PoseGraph(truth, edges, Z, info, similarity=True)
+    ours = optimize(graph, PGOConfig(init="odometry", relative_tolerance=1e-14))
+    order = [3, 4, 5, 0, 1, 2, 6]
+
+    def similarity(x):
+        x = [float(v) for v in x]
+        return gtsam.Similarity3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), np.array(x[:3]) / x[7], x[7])
+
+    factors = gtsam.NonlinearFactorGraph()
+    for (i, j), z, I in zip(edges.tolist(), Z, info[:, order][:, :, order].numpy()):
+        factors.add(gtsam.BetweenFactorSimilarity3(i, j, similarity(z), gtsam.noiseModel.Gaussian.Information(I)))
+    values = gtsam.Values()
+    for k, x in enumerate(ours.poses.tensor()):
+        values.insert(k, similarity(x))
+    assert factors.error(values) == pytest.approx(ours.cost, rel=1e-10)
+    held = gtsam.NonlinearFactorGraph(factors)
+    held.add(gtsam.PriorFactorSimilarity3(0, similarity(truth[0]), gtsam.noiseModel.Isotropic.Sigma(7, 1e-8)))
+    start = gtsam.Values()
+    for k, x in enumerate(initialize(graph, "odometry")):
+        start.insert(k, similarity(lie.sim3_inverse(x)))
+    params = gtsam.LevenbergMarquardtParams()
+    params.setRelativeErrorTol(1e-14)
+    params.setAbsoluteErrorTol(1e-14)
+    theirs = gtsam.LevenbergMarquardtOptimizer(held, start, params).optimize()
+    assert factors.error(theirs) >= ours.cost - 1e-9 * ours.cost
+    def ours_from(S):
+        R = torch.as_tensor(S.rotation().matrix())
+        t = torch.as_tensor(S.translation()) * S.scale()
+        return torch.cat((t, lie.matrix_to_quat(R), torch.tensor([S.scale()], **KW)))
+
+    back = torch.stack([ours_from(theirs.atSimilarity3(k)) for k in range(60)])
+    again = optimize(PoseGraph(back, edges, Z, info, similarity=True), PGOConfig(init="file", relative_tolerance=1e-14))
+    assert again.cost == pytest.approx(ours.cost, rel=1e-9)
+
+
+@pytest.mark.parametrize("init", ["odometry", "chordal"])
+def test_initializations_recover_a_noise_free_drive(init, device):
+    """Exact measurements: the odometry tree and the chordal relaxation (rotations, log-scales,
+    translations) each give back the drive, from its first pose."""
+    truth, edges, Z, info = _walk(25, 8, noise=1e-12)
+    start = truth.clone()
+    start[1:] = lie.sim3_exp(torch.zeros(24, 7, **KW))
+    graph = PoseGraph(start, edges, lie.sim3_compose(lie.sim3_inverse(truth[edges[:, 0]]), truth[edges[:, 1]]),
+                      info, similarity=True).to(device)
+    placed = graph.poses_from_state(initialize(graph, init)).tensor()
+    assert max_err(placed[:, :3], truth[:, :3].to(device)) < 1e-9
+    assert max_err(placed[:, 7], truth[:, 7].to(device)) < 1e-12
+
+
+def test_chordal_start_is_near_the_optimum_on_a_noisy_drive():
+    truth, edges, Z, info = _walk(60, 9, noise=0.02, loops=10)
+    graph = PoseGraph(truth, edges, Z, info, similarity=True)
+    chordal = optimize(graph, PGOConfig(init="chordal"))
+    odometry = optimize(graph, PGOConfig(init="odometry"))
+    assert chordal.converged and odometry.converged
+    assert chordal.cost == pytest.approx(odometry.cost, rel=1e-6)
+    assert chordal.initial_cost < 0.1 * odometry.initial_cost
+
+
+def _resolved(graph: PoseGraph, start: torch.Tensor) -> torch.Tensor:
+    """The optimum re-solved from ``start`` by Gauss-Newton to a gradient of 1e-12 (the reference)."""
+    held = torch.zeros(1, graph.num_poses, dtype=torch.bool)
+    held[0, 0] = True
+    V = optim.Variable("Sim3", graph.state(start)[None].clone(), fixed=held)
+    f = optim.Factor(graph.residual_function(), [V, V], index=graph.edges,
+                     data=(graph.measurements, graph.sqrt_information))
+    exact = optim.TerminationConfig(relative_tolerance=0.0, gradient_tolerance=1e-12, max_iterations=30)
+    out = optim.solve([V], [f], optim.SolverConfig(optim.TrustRegionConfig(method="gn"), exact, backward="none"))
+    _, g = optim.Linearization(optim.Problem([V], [f]), out.values).normal_equations()
+    assert float(g.abs().max()) < 1e-9
+    return graph.poses_from_state(out.values[0][0]).tensor()
+
+
+def test_gradients_through_the_answer_equal_central_differences():
+    """``d(poses)/d(measurements)`` of a 12-pose graph by the implicit backward, against central
+    differences that re-solve from the answer (float64): relative error below 1e-5.  The
+    measurements move on the group, ``Z Exp(xi)``, in each of the 7 directions (a raw quaternion
+    entry alone would leave the group)."""
+    truth, edges, Z, info = _walk(12, 10, noise=0.02, loops=3)
+    w = torch.randn(12, 8, generator=torch.Generator().manual_seed(11), **KW)
+    xi = torch.zeros(len(edges), 7, **KW, requires_grad=True)
+    result = optimize(PoseGraph(truth, edges, lie.sim3_compose(Z, lie.sim3_exp(xi)), info, similarity=True),
+                      PGOConfig(init="file"))
+    assert result.converged
+    (grad,) = torch.autograd.grad((result.poses.tensor() * w).sum(), xi)
+    start = result.poses.tensor().detach()
+    h = 1e-6
+    for e, k in ((0, 0), (5, 2), (12, 6), (13, 4), (3, 3), (13, 6), (1, 5)):
+        d = torch.zeros(len(edges), 7, **KW)
+        d[e, k] = h
+        fd = float(sum(sign * (_resolved(PoseGraph(truth, edges, lie.sim3_compose(Z, lie.sim3_exp(sign * d)), info,
+                                                   similarity=True), start) * w).sum() for sign in (1, -1))) / (2 * h)
+        assert abs(fd - float(grad[e, k])) < 1e-5 * max(1e-2, abs(fd)), (e, k, fd, float(grad[e, k]))
+
+
+def test_covariances_are_the_inverse_of_central_difference_normal_equations():
+    """``covariances(frame="body")``: the diagonal blocks of ``(J^T J)^-1``, ``J`` the whitened
+    residuals' central differences along each free pose's own 7 directions (``T Exp(d)``);
+    ``frame="world"`` is ``Ad(T)`` of them."""
+    truth, edges, Z, info = _walk(10, 12, noise=0.02, loops=2)
+    graph = PoseGraph(truth, edges, Z, info, similarity=True)
+    P = optimize(graph, PGOConfig(init="file", relative_tolerance=1e-14)).poses.tensor()
+    h, cols = 1e-6, []
+    for k in range(1, 10):
+        for a in range(7):
+            d = torch.zeros(7, **KW)
+            d[a] = h
+            plus, minus = P.clone(), P.clone()
+            plus[k], minus[k] = lie.sim3_compose(P[k], lie.sim3_exp(d)), lie.sim3_compose(P[k], lie.sim3_exp(-d))
+            cols.append(((graph.residuals(plus) - graph.residuals(minus)) / (2 * h)).flatten())
+    J = torch.stack(cols, 1)
+    C = torch.linalg.inv(J.T @ J)
+    body = covariances(graph, P)
+    assert max_err(body[0], torch.zeros(7, 7, **KW)) == 0  # the gauge
+    for k in range(1, 10):
+        block = C[7 * (k - 1): 7 * k, 7 * (k - 1): 7 * k]
+        assert max_err(body[k], block) < 1e-6 * float(block.abs().max())
+    A = lie.sim3_adjoint(P)
+    assert max_err(covariances(graph, P, frame="world"), A @ body @ A.mT) < 1e-12
+
+
+def test_similarity_graphs_refuse_bad_input_by_name():
+    truth, edges, Z, info = _walk(6, 13)
+    bad = truth.clone()
+    bad[3, 7] = -0.5
+    with pytest.raises(PoseGraphError, match=r"poses: vertex 3 has scale -0.5; a similarity's scale"):
+        PoseGraph(bad, edges, Z, info, similarity=True)
+    badZ = Z.clone()
+    badZ[2, 7] = 0.0
+    with pytest.raises(PoseGraphError, match=r"measurements: edge 2 2->3 has scale 0; a similarity's scale"):
+        PoseGraph(truth, edges, badZ, info, similarity=True)
+    with pytest.raises(PoseGraphError, match=r"poses: expected a float tensor \(N, 8\) \[t, qx, qy, qz, qw, s\]"):
+        PoseGraph(truth[:, :7], edges, Z, info, similarity=True)
+    with pytest.raises(PoseGraphError, match=r"information \(E, 7, 7\) expected"):
+        PoseGraph(truth, edges, Z, info[:, :6, :6], similarity=True)
+    with pytest.raises(ValueError, match=r"similarity: similarity graphs are 3D \(dim=3\)"):
+        PoseGraph(truth, edges, Z, info, similarity=True, dim=2)
+    with pytest.raises(TypeError, match=r"similarity: expected True or False"):
+        PoseGraph(truth, edges, Z, info, similarity="yes")
+    graph = PoseGraph(truth, edges, Z, info, similarity=True)
+    with pytest.raises(ValueError, match=r"graph: a similarity graph has no g2o form here"):
+        write_g2o(graph, "/nonexistent/never_written.g2o")
+    with pytest.raises(ValueError, match=r"poses: expected the graph's 6 poses as \(N, 8\)"):
+        covariances(graph, truth[:, :7])
