@@ -119,6 +119,26 @@ def test_a_3d_chain_without_loop_closures_is_drawn(view):
     assert len(ax.collections) == 1  # the chain
 
 
+def test_a_similaritys_ellipse_is_its_scale_times_its_body_covariance():
+    """A similarity of scale 2 turned by 90 degrees: its body-frame step ``rho`` moves its position by
+    ``s R rho``, so a body covariance of 0.2 m along its own x is drawn 0.4 m along the world's y."""
+    from robojac.posegraph import PoseGraph
+
+    s = np.sqrt(0.5)
+    poses = torch.tensor([[0, 0, 0, 0, 0, 0, 1.0, 1.0], [1, 0, 0, 0, 0, s, s, 2.0]], dtype=torch.float64)
+    Z = torch.tensor([[1, 0, 0, 0, 0, s, s, 2.0]], dtype=torch.float64)
+    graph = PoseGraph(poses, torch.tensor([[0, 1]]), Z, torch.eye(7, dtype=torch.float64)[None], similarity=True)
+    C = torch.zeros(2, 7, 7, dtype=torch.float64)
+    C[1, :2, :2] = torch.diag(torch.tensor([0.04, 0.01], dtype=torch.float64))
+    ax = viz.plot_pose_graph(graph, covariances=C, sigma=3.0, color_by_residual=False, view="2d")
+    ell = [c for c in ax.collections if type(c).__name__ == "EllipseCollection"][0]
+    widths, heights, angles = ell._widths * 2, ell._heights * 2, np.degrees(ell._angles)
+    assert np.allclose(widths[1], 2 * 3 * 0.4) and np.allclose(heights[1], 2 * 3 * 0.2)
+    assert np.isclose(abs(angles[1]) % 180, 90)
+    with pytest.raises(ValueError, match=r"covariances: expected \(2, 7, 7\), one per pose"):
+        viz.plot_pose_graph(graph, covariances=C[:, :6, :6], view="2d")
+
+
 def test_kitti_error_bars_are_the_errors_per_length():
     """The bars' heights are each result's errors per segment length, side by side; results of
     different lengths, or not results at all, are refused by name."""
