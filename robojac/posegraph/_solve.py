@@ -130,7 +130,8 @@ class IterationRecord:
 
 @dataclass(frozen=True)
 class PGOResult:
-    """Optimized ``poses`` (SE3 ``(N, 7)``, ascending vertex ids; 2D graphs with ``z = 0``)."""
+    """Optimized ``poses`` (SE3 ``(N, 7)``, ascending vertex ids; 2D graphs with ``z = 0``; a
+    similarity graph's Sim3 ``(N, 8)``)."""
 
     poses: pp.LieTensor
     vertex_ids: Tensor
