@@ -305,3 +305,21 @@ def test_similarity_graphs_refuse_bad_input_by_name():
         write_g2o(graph, "/nonexistent/never_written.g2o")
     with pytest.raises(ValueError, match=r"poses: expected the graph's 6 poses as \(N, 8\)"):
         covariances(graph, truth[:, :7])
+
+
+def test_chordal_of_a_rigid_graph_is_the_se3_chordal_whatever_the_scale_information():
+    """smallGrid3D as similarities of scale 1, each edge's scale information drawn at random: the
+    chordal start is the SE3 graph's (rotations weighed by the rotation block alone, the log-scales
+    all 0, then the same translations)."""
+    g = read_g2o(data_path("posegraph/smallGrid3D.g2o"))
+    ones = lambda T: torch.cat((T, torch.ones(T.shape[0], 1, **KW)), -1)  # noqa: E731
+    info = torch.zeros(g.num_edges, 7, 7, **KW)
+    info[:, :6, :6] = g.information
+    info[:, 6, 6] = torch.rand(g.num_edges, generator=torch.Generator().manual_seed(14), **KW) * 1e6
+    graph = PoseGraph(ones(g.poses.tensor().detach()), g.edges, ones(g.measurements), info, similarity=True)
+    rigid = initialize(g, "chordal")
+    placed = graph.poses_from_state(initialize(graph, "chordal")).tensor()
+    assert max_err(placed[:, 7], torch.ones(g.num_poses, **KW)) < 1e-12
+    assert max_err(placed[:, :3], rigid[:, :3]) < 1e-9
+    sign = torch.sign((placed[:, 3:7] * rigid[:, 3:7]).sum(-1, keepdim=True))
+    assert max_err(placed[:, 3:7] * sign, rigid[:, 3:7]) < 1e-12

@@ -167,7 +167,7 @@ def chordal_state(N: int, edges: Tensor, Z: Tensor, information: Tensor, dim: in
     # rows of R: (r_j^a)^T = R_ij^T (r_i^a)^T for a = 0, 1, 2 -- three systems, one matrix
     Bt = np.transpose(Rz, (0, 2, 1))
     A = _edge_system(e, free, Bt, 3)
-    w_rot = np.repeat(np.maximum(np.trace(info[:, 3:, 3:], axis1=1, axis2=2) / 3, 1e-12), 3)
+    w_rot = np.repeat(np.maximum(np.trace(info[:, 3:6, 3:6], axis1=1, axis2=2) / 3, 1e-12), 3)
     R = lie.quat_to_matrix(V[:, 3:7]).numpy().copy()  # held rotations keep their values
     rhs = np.stack([_held_rhs(e, held, Bt, R[:, a, :], 3) for a in range(3)], 1)  # (3E, 3)
     sol = _solve_normal(A, w_rot, rhs)  # (3 Nf, 3): column a = row a of every free R
