@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from .._config import index_tensor
 from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
-from ..lie import (require_values, se3_tensor, sim3_adjoint, sim3_compose, sim3_inverse, sim3_left_jacobian_inverse,
-                   sim3_log, wrap_lie)
+from ..lie import (require_values, se3_tensor, sim3_ad, sim3_adjoint, sim3_compose, sim3_inverse,
+                   sim3_left_jacobian_inverse, sim3_log, wrap_lie)
 from ..optim import RobustKernel
 from ..lie import se2_ad, se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
@@ -95,6 +95,23 @@ class Sim3BetweenResidual:
             return both[..., :7], both[..., 7:]
 
         return whiten(e, sqrt_info), later
+
+    def curvature(self, v: Tensor, Yi: Tensor, Yj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
+        """``sum_k v_k d^2 r_k`` ``(..., 14, 14)`` in the left tangents ``[a, b]`` of ``(Y_i, Y_j)``:
+        the implicit backward's exact Hessian, from :func:`~robojac.jacobian.between_curvature`.
+        Here the perturbed error is ``Log(E Exp(A a) Exp(-b))`` with ``A = Ad(Y_j Y_i^-1)``, that
+        function's ``Log(E Exp(-A a') Exp(A b'))`` at ``a' = -a``, ``b' = -A^-1 b``: a linear change
+        of coordinates, ``M^T H' M`` with ``M = diag(-I, -A^-1)``."""
+        Zinv = sim3_inverse(Z)
+        E = sim3_compose(Zinv, sim3_compose(Yi, sim3_inverse(Yj)))
+        e = sim3_log(E)
+        A = sim3_adjoint(sim3_compose(Yj, sim3_inverse(Yi)))
+        H = between_curvature(v, e, A, lambda y: sim3_left_jacobian_inverse(-y),
+                              sim3_ad(torch.eye(7, dtype=e.dtype, device=e.device)), sqrt_info)
+        A_inv = sim3_adjoint(sim3_compose(Z, E))  # Ad(Y_i Y_j^-1)
+        Haa, Hab = H[..., :7, :7], H[..., :7, 7:] @ A_inv
+        Hbb = A_inv.mT @ H[..., 7:, 7:] @ A_inv
+        return torch.cat((torch.cat((Haa, Hab), -1), torch.cat((Hab.mT, Hbb), -1)), -2)
 
     @staticmethod
     def error(Yi: Tensor, Yj: Tensor, Z: Tensor) -> Tensor:
