@@ -131,6 +131,20 @@ def main() -> None:
                      f"{ours_cost:.9g}", f"{theirs_cost:.9g}", f"{gap:.1e} m"])
     print(table(["start", "robojac", "GTSAM LM", "GTSAM / robojac", "cost (robojac)", "cost (GTSAM)",
                  "largest position gap"], rows))
+    # robojac alone: the gradient of the answer's positions with respect to every measurement
+    forward, backward = [], []
+    for _ in range(args.repeat):
+        live = s["measurements"].clone().requires_grad_()
+        g = PoseGraph(s["odometry"], s["edges"], live, s["information"], similarity=True)
+        t0 = time.perf_counter()
+        loss = optimize(g, PGOConfig(init="chordal")).poses.tensor()[:, :3].sum()
+        forward.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        loss.backward()
+        backward.append(time.perf_counter() - t0)
+    f, b = statistics.median(forward), statistics.median(backward)
+    print(f"robojac, d(positions)/d(measurements) from the chordal start: forward {f * 1e3:.0f} ms, "
+          f"backward {b * 1e3:.0f} ms ({b / f:.2f}x the forward)")
 
 
 if __name__ == "__main__":
