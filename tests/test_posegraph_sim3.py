@@ -348,3 +348,20 @@ def test_curvature_equals_second_differences(device):
 
     fd = per_sample_hessian_fd(weighted, torch.zeros(5, 14, **KW).to(device))
     assert max_err(H, fd) < 1e-5 * float(H.abs().max())
+
+
+def test_a_robust_kernel_ignores_a_wrong_loop_closure():
+    """One of 8 loop closures joins the wrong keyframes (a place recognizer's false match): least
+    squares bends the drive to it, Cauchy's kernel leaves it as near the truth as the graph
+    without that edge."""
+    truth, edges, Z, info = _walk(60, 19, noise=0.01, loops=8)
+    wrong = Z.clone()
+    wrong[-1] = lie.sim3_exp(torch.tensor([20.0, -15.0, 3.0, 0.5, -0.3, 1.0, 0.7], **KW))  # 25 m off, twice the scale
+    clean = optimize(PoseGraph(truth[:], edges[:-1], Z[:-1], info[:-1], similarity=True), PGOConfig(init="odometry"))
+    graph = PoseGraph(truth, edges, wrong, info, similarity=True)
+    plain = optimize(graph, PGOConfig(init="odometry"))
+    robust = optimize(graph, PGOConfig(init="odometry", kernel=optim.RobustKernel("cauchy", 5.0)))
+    assert clean.converged and plain.converged and robust.converged
+    error = lambda r: float((r.poses.tensor()[:, :3] - truth[:, :3]).norm(dim=-1).max())  # noqa: E731
+    assert error(plain) > 10 * error(clean) and error(robust) < 1.5 * error(clean), (error(plain), error(robust),
+                                                                                    error(clean))
