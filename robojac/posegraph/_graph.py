@@ -21,11 +21,8 @@ class PoseGraphError(ValueError):
     """A pose graph that cannot be optimized as given (says which edge, vertex or component)."""
 
 
-class SE2BetweenResidual:
-    """The planar edge residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on ``[x, y, theta]`` poses (3-dof);
-    its blocks are opposite (``dr/dXi = -dr/dXj``, ``opposite_jacobians``)."""
-
-    opposite_jacobians = True
+class _Between:
+    """A between residual's evaluation from its ``error`` and ``linearize`` (each group's own)."""
 
     def __call__(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
         return whiten(self.error(Xi, Xj, Z), sqrt_info)
@@ -33,6 +30,13 @@ class SE2BetweenResidual:
     def value_and_jacobians(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
         r, later = self.linearize(Xi, Xj, Z, sqrt_info)
         return r, later()
+
+
+class SE2BetweenResidual(_Between):
+    """The planar edge residual ``r = L Log(Z^-1 Xi^-1 Xj)`` on ``[x, y, theta]`` poses (3-dof);
+    its blocks are opposite (``dr/dXi = -dr/dXj``, ``opposite_jacobians``)."""
+
+    opposite_jacobians = True
 
     def linearize(self, Xi: Tensor, Xj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
         """``(r, later)``: the residual now, its blocks from ``later()`` (computed only if used)."""
@@ -60,7 +64,7 @@ class SE2BetweenResidual:
         return -Jj, Jj
 
 
-class Sim3BetweenResidual:
+class Sim3BetweenResidual(_Between):
     """A similarity edge's residual ``r = L Log(Z^-1 Y_i Y_j^-1)`` ``(..., 7)`` in sim3's
     ``[rho, phi, sigma]``, on the inverse similarities ``Y = T^-1`` (``T_camera_world``) that
     :func:`~robojac.posegraph.optimize` steps: ``Z^-1 Y_i Y_j^-1 = Z^-1 T_i^-1 T_j``, the
@@ -73,13 +77,6 @@ class Sim3BetweenResidual:
     Its blocks are a closed form, checked against :mod:`robojac.jacobian`'s automatic ones (an
     iteration on example 27's graph: 21 ms against 168 ms): with ``E = Z^-1 Y_i Y_j^-1 = Exp(e)``,
     ``dr/dY_i = L Jl(e)^-1 Ad(Z^-1)`` and ``dr/dY_j = -L Jl(e)^-1 Ad(E)``."""
-
-    def __call__(self, Yi: Tensor, Yj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
-        return whiten(self.error(Yi, Yj, Z), sqrt_info)
-
-    def value_and_jacobians(self, Yi: Tensor, Yj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
-        r, later = self.linearize(Yi, Yj, Z, sqrt_info)
-        return r, later()
 
     def linearize(self, Yi: Tensor, Yj: Tensor, Z: Tensor, sqrt_info: Tensor | None = None):
         """``(r, later)``: the residual now, its blocks from ``later()`` (computed only if used)."""
