@@ -303,8 +303,8 @@ def test_similarity_graphs_refuse_bad_input_by_name():
     with pytest.raises(TypeError, match=r"similarity: expected True or False"):
         PoseGraph(truth, edges, Z, info, similarity="yes")
     graph = PoseGraph(truth, edges, Z, info, similarity=True)
-    with pytest.raises(ValueError, match=r"graph: a similarity graph has no g2o form here"):
-        write_g2o(graph, "/nonexistent/never_written.g2o")
+    with pytest.raises(ValueError, match=r"poses: expected \(6, 8\), got \(6, 7\)"):
+        write_g2o(graph, "/nonexistent/never_written.g2o", truth[:, :7])
     with pytest.raises(ValueError, match=r"poses: expected the graph's 6 poses as \(N, 8\)"):
         covariances(graph, truth[:, :7])
 
@@ -365,3 +365,98 @@ def test_a_robust_kernel_ignores_a_wrong_loop_closure():
     error = lambda r: float((r.poses.tensor()[:, :3] - truth[:, :3]).norm(dim=-1).max())  # noqa: E731
     assert error(plain) > 10 * error(clean) and error(robust) < 1.5 * error(clean), (error(plain), error(robust),
                                                                                     error(clean))
+
+
+
+def _generator_expm(v: np.ndarray) -> np.ndarray:
+    """4x4 ``expm([[[omega]x + sigma I, upsilon], [0, 0]])`` of g2o-ordered ``[omega, upsilon, sigma]``
+    (scipy's matrix exponential): the similarity g2o's ``Sim3(v)`` builds."""
+    w, u, sigma = v[:3], v[3:6], v[6]
+    G = np.zeros((4, 4))
+    G[:3, :3] = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]]) + sigma * np.eye(3)
+    G[:3, 3] = u
+    return scipy.linalg.expm(G)
+
+
+def test_a_g2o_sim3_file_reads_as_g2o_defines_it(tmp_path):
+    """``VERTEX_SIM3:EXPMAP id [omega, upsilon, sigma] cameras...`` holds ``Log(T_world_camera)``;
+    ``EDGE_SIM3:EXPMAP i j [omega, upsilon, sigma] info(28)`` holds ``Log(T_i^-1 T_j)`` and the upper
+    triangle of the information in that order (g2o's ``types_seven_dof_expmap``).  Read: each pose
+    is scipy's matrix exponential of its line, the information is permuted to ``[rho, phi,
+    sigma]``, and the vertices' camera numbers (4 in g2o, 8 for two cameras, none) are skipped."""
+    rng = np.random.default_rng(20)
+    v = rng.normal(size=(3, 7)) * [0.5, 0.5, 0.5, 3, 3, 3, 0.2]
+    z = rng.normal(size=(2, 7)) * [0.2, 0.2, 0.2, 1, 1, 1, 0.1]
+    M = rng.normal(size=(2, 7, 7))
+    info = M @ np.swapaxes(M, -1, -2) + 7 * np.eye(7)
+    iu = np.triu_indices(7)
+    cameras = [" 1 1 0 0", " 458.6 457.3 367.2 248.4 458.6 457.3 367.2 248.4", ""]
+    text = [f"VERTEX_SIM3:EXPMAP {k} " + " ".join(map(repr, v[k].tolist())) + cameras[k] for k in range(3)]
+    numbers = lambda a: " ".join(map(repr, a.tolist()))  # noqa: E731
+    text += [f"EDGE_SIM3:EXPMAP {i} {j} {numbers(z[k])} {numbers(info[k][iu])}"
+             for k, (i, j) in enumerate([(0, 1), (1, 2)])]
+    path = tmp_path / "sim3.g2o"
+    path.write_text("\n".join(text) + "\nFIX 0\n")
+    graph = read_g2o(path)
+    assert graph.similarity and graph.num_poses == 3 and bool(graph.fixed[0])
+    pairs = [(graph.poses.tensor().detach()[k], v[k]) for k in range(3)]
+    pairs += [(graph.measurements[k], z[k]) for k in range(2)]
+    for X, vec in pairs:
+        T = _generator_expm(vec)
+        s_ = float(np.cbrt(np.linalg.det(T[:3, :3])))
+        assert abs(float(X[7]) - s_) < 1e-12 * s_
+        assert np.abs(X[:3].numpy() - T[:3, 3]).max() < 1e-12 * max(1.0, np.abs(T[:3, 3]).max())
+        assert np.abs(Rotation.from_quat(X[3:7].numpy()).as_matrix() - T[:3, :3] / s_).max() < 1e-12
+    order = [3, 4, 5, 0, 1, 2, 6]
+    assert max_err(graph.information, torch.from_numpy(info[:, order][:, :, order])) < 1e-12
+
+
+def test_a_similarity_graph_round_trips_through_g2o(tmp_path):
+    """``write_g2o`` then ``read_g2o``: the same poses, measurements (to rounding: logarithms in the
+    file), information and FIXed vertex; a file of edges alone gets its poses along the odometry."""
+    truth, edges, Z, info = _walk(15, 21, loops=3)
+    graph = PoseGraph(truth, edges, Z, info, similarity=True, fixed=torch.arange(15) == 4)
+    path = write_g2o(graph, tmp_path / "drive.g2o")
+    back = read_g2o(path)
+    assert back.similarity and bool(back.fixed[4]) and int(back.fixed.sum()) == 1
+    assert max_err(back.poses.tensor(), truth) < 1e-12 and max_err(back.measurements, Z) < 1e-12
+    assert max_err(back.information, info) == 0
+    edges_only = tmp_path / "edges.g2o"
+    edges_only.write_text("\n".join(ln for ln in path.read_text().splitlines() if ln.startswith("EDGE")) + "\n")
+    composed = read_g2o(edges_only).poses.tensor()
+    expected = [truth[0]]
+    for z in Z[:14]:
+        expected.append(lie.sim3_compose(expected[-1], z))
+    assert max_err(composed, torch.stack(expected)) < 1e-12
+
+
+def test_sim3_g2o_lines_that_cannot_be_read_name_their_line(tmp_path):
+    from robojac.posegraph import G2OError
+
+    edge = "EDGE_SIM3:EXPMAP 0 1 " + " ".join(["0.1"] * 7) + " " + " ".join(["1"] * 28)
+    cases = {
+        "VERTEX_SIM3:EXPMAP 0 0 0 0 0 0 0\n" + edge: r"f.g2o:1: VERTEX_SIM3:EXPMAP needs 8 values or more, got 7",
+        edge + " 1": r"f.g2o:1: EDGE_SIM3:EXPMAP needs 37 values, got 38",
+        "VERTEX_SE3:QUAT 0 0 0 0 0 0 0 1\n" + edge: r"f.g2o:2: EDGE_SIM3:EXPMAP in a 3D file: 2D, 3D and Sim3",
+        edge.replace("0.1", "nan", 1): r"f.g2o:1: EDGE_SIM3:EXPMAP: value 1 'nan' is not finite",
+    }
+    for text, error in cases.items():
+        (tmp_path / "f.g2o").write_text(text + "\n")
+        with pytest.raises(G2OError, match=error):
+            read_g2o(tmp_path / "f.g2o")
+
+
+def test_the_cli_optimizes_a_sim3_file(tmp_path, capsys):
+    """``robojac pgo`` on a similarity file: the optimum ``optimize`` reaches, written back as g2o
+    and as a TUM trajectory of the keyframes' rigid poses."""
+    from robojac.cli import main
+    from robojac.trajectory import read_tum
+
+    truth, edges, Z, info = _walk(20, 22, loops=3)
+    graph = PoseGraph(truth, edges, Z, info, similarity=True)
+    path = write_g2o(graph, tmp_path / "in.g2o")
+    assert main(["pgo", str(path), "-q", "-o", str(tmp_path / "out.g2o"), "--tum", str(tmp_path / "out.tum")]) == 0
+    assert "Sim3, 20 poses, 22 edges" in capsys.readouterr().out
+    result = optimize(graph)
+    assert max_err(read_g2o(tmp_path / "out.g2o").poses.tensor(), result.poses.tensor()) < 1e-9
+    assert max_err(read_tum(tmp_path / "out.tum").poses, result.poses.tensor()[:, :7]) < 1e-9

@@ -10,9 +10,10 @@ from ._numbers import integer, real
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("pgo", help="optimize a g2o pose graph (2D or 3D)",
+    p = sub.add_parser("pgo", help="optimize a g2o pose graph (2D, 3D or Sim3)",
                        description="Read a g2o pose graph, optimize it (sparse LM/GN), write the optimized graph.")
-    p.add_argument("input", type=pathlib.Path, help="g2o file (VERTEX_SE2/EDGE_SE2 or VERTEX_SE3:QUAT/EDGE_SE3:QUAT)")
+    p.add_argument("input", type=pathlib.Path, help="g2o file (VERTEX_SE2/EDGE_SE2, VERTEX_SE3:QUAT/EDGE_SE3:QUAT or "
+                                                    "VERTEX_SIM3:EXPMAP/EDGE_SIM3:EXPMAP)")
     p.add_argument("-o", "--output", type=pathlib.Path, help="write the optimized graph here (g2o)")
     p.add_argument("--init", choices=("chordal", "odometry", "file"), default="chordal",
                    help="the start: chordal relaxation (default), the odometry edges composed, or the file's vertices")
@@ -27,11 +28,13 @@ def add_parser(sub) -> None:
                    help="robust kernel scale, in whitened residual units")
     p.add_argument("--max-iterations", type=integer(minimum=0), default=100, help="the most steps (default 100)")
     p.add_argument("--tum", type=pathlib.Path,
-                   help="also write the optimized poses as a TUM trajectory (time = vertex id)")
+                   help="also write the optimized poses as a TUM trajectory (time = vertex id; a Sim3 graph's "
+                        "rigid part: positions and rotations)")
     p.add_argument("--kitti", type=pathlib.Path, help="also write the optimized poses as a KITTI pose file")
     p.add_argument("--covariances", type=pathlib.Path,
                    help="also write each pose's marginal covariance at the answer (a line per pose: its vertex id, "
-                        "then the d x d matrix row by row; [x, y, theta] or [rho, phi] in the pose's own frame)")
+                        "then the d x d matrix row by row; [x, y, theta], [rho, phi] or [rho, phi, sigma] in the "
+                        "pose's own frame)")
     p.add_argument("--plot", type=pathlib.Path, help="draw the graph before and after, and the cost per iteration")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -43,7 +46,8 @@ def run(args) -> int:
     kernel = RobustKernel(args.kernel, args.kernel_scale)
     t0 = time.perf_counter()
     graph = read_g2o(args.input, information=args.information)
-    print(f"read {args.input}: {graph.dim}D, {graph.num_poses} poses, {graph.num_edges} edges "
+    kind = "Sim3" if graph.similarity else f"{graph.dim}D"
+    print(f"read {args.input}: {kind}, {graph.num_poses} poses, {graph.num_edges} edges "
           f"({time.perf_counter() - t0:.2f} s); initial cost {float(graph.cost(kernel=kernel).detach()):.9g}")
 
     def progress(rec):
@@ -66,7 +70,7 @@ def run(args) -> int:
 
         from ..trajectory import Trajectory, write_kitti, write_tum
 
-        traj = Trajectory(result.poses, result.vertex_ids.to(torch.float64))
+        traj = Trajectory(result.poses.tensor()[:, :7], result.vertex_ids.to(torch.float64))  # a Sim3's rigid part
         if args.tum:
             write_tum(traj, args.tum)
             print(f"wrote {args.tum}")
@@ -78,7 +82,7 @@ def run(args) -> int:
         from ..posegraph import covariances
 
         C = covariances(graph, result.poses, kernel=config.kernel).reshape(graph.num_poses, -1).cpu().tolist()
-        d = "x y theta" if graph.dim == 2 else "rho_x rho_y rho_z phi_x phi_y phi_z"
+        d = "x y theta" if graph.dim == 2 else "rho_x rho_y rho_z phi_x phi_y phi_z" + (" sigma" * graph.similarity)
         lines = [f"# vertex_id, then the covariance in the pose's own frame, row by row, over [{d}]"]
         lines += [" ".join([str(int(v))] + [repr(x) for x in row]) for v, row in zip(result.vertex_ids.tolist(), C)]
         write_text_atomic(args.covariances, "\n".join(lines) + "\n")

@@ -1,9 +1,19 @@
-"""g2o files in and out: ``VERTEX_SE2``/``EDGE_SE2``, ``VERTEX_SE3:QUAT``/``EDGE_SE3:QUAT``, ``FIX``.
+"""g2o files in and out: ``VERTEX_SE2``/``EDGE_SE2``, ``VERTEX_SE3:QUAT``/``EDGE_SE3:QUAT``,
+``VERTEX_SIM3:EXPMAP``/``EDGE_SIM3:EXPMAP`` (similarity graphs), ``FIX``.
 
 Information matrices: 2D files store ``[x, y, theta]`` (robojac's order); 3D files store the
 upper triangle of a 6x6 matrix in the order ``[x, y, z, qx, qy, qz]``, which robojac (like GTSAM's
 reader) takes as the information of the edge error's ``[rho, phi]`` -- so costs equal
 GTSAM's ``graph.error()`` on the same file.
+
+Similarity files are g2o's ``types_seven_dof_expmap`` (ORB-SLAM's loop closing writes its
+essential graph with them): a vertex holds ``Log(T_world_camera)`` as ``[omega, upsilon, sigma]``
+(g2o's sim3 tangent: rotation, translation, log-scale), then camera numbers that a pose graph does
+not use (g2o writes four, ORB-SLAM3 its two cameras'); an edge ``i j`` holds ``Log(Z)`` with
+``Z = T_i^-1 T_j`` (g2o reads it as ``measurement^-1``, its error being
+``Log(measurement S_iw S_jw^-1)``, the same number), then the upper triangle of the 7x7
+information in that order.  robojac's tangent is ``[upsilon, omega, sigma]``: the file's
+vectors and matrices are permuted on the way in and out.
 """
 
 from __future__ import annotations
@@ -20,18 +30,23 @@ from .._config import check_instance
 from .._files import as_path, read_text, write_text_atomic
 from .._precision import PRECISIONS
 from ._graph import PoseGraph
-from ..lie import se2_to_se3, se3_to_se2
+from ..lie import se2_to_se3, se3_to_se2, sim3_exp, sim3_log
 
 __all__ = ["G2OError", "read_g2o", "write_g2o"]
 
 log = logging.getLogger(__name__)
 
-_SPEC = {  # tag -> (dimension, number of values after the tag)
+_SIM3 = 7  # the "dimension" code of a similarity file's elements (their tangent size)
+_SPEC = {  # tag -> (dimension, number of values after the tag; a Sim3 vertex's is the least, cameras follow)
     "VERTEX_SE2": (2, 4),
     "EDGE_SE2": (2, 11),
     "VERTEX_SE3:QUAT": (3, 8),
     "EDGE_SE3:QUAT": (3, 30),
+    "VERTEX_SIM3:EXPMAP": (_SIM3, 8),
+    "EDGE_SIM3:EXPMAP": (_SIM3, 37),
 }
+_KIND = {2: "2D", 3: "3D", _SIM3: "Sim3"}
+_G2O_SIM3 = [3, 4, 5, 0, 1, 2, 6]  # g2o's [omega, upsilon, sigma] <-> robojac's [upsilon, omega, sigma] (an involution)
 _UNIT_TOL = 1e-6  # quaternions off unit length by more are normalized with a warning
 _REFUSE_TOL = 0.1  # ... and by more than this refused
 
@@ -82,11 +97,11 @@ class _Parsed:
     dim: int | None
     vertex_ids: np.ndarray  # (V,) int64
     vertex_lines: np.ndarray  # (V,)
-    vertices: np.ndarray  # (V, 3) [x, y, theta] or (V, 7) [t, q] (unit q)
+    vertices: np.ndarray  # (V, 3) [x, y, theta] or (V, 7) [t, q] (unit q); Sim3: (V, 7) robojac-ordered logs
     edge_ids: np.ndarray  # (E, 2) int64
     edge_lines: np.ndarray  # (E,)
-    measurements: np.ndarray  # (E, 3) or (E, 7)
-    information: np.ndarray  # (E, 3, 3) or (E, 6, 6)
+    measurements: np.ndarray  # (E, 3) or (E, 7); Sim3: (E, 7) robojac-ordered logs
+    information: np.ndarray  # (E, 3, 3), (E, 6, 6) or (E, 7, 7)
     fixed: set[int]
     normalized: list[str]  # where quaternions were normalized (file order)
 
@@ -177,7 +192,7 @@ def _parse_columns(lines: list[str]) -> _Parsed | None:
             continue
         group = groups.get(tokens[0])
         if group is None:
-            if tokens[0] not in _SPEC:
+            if tokens[0] not in _SPEC or _SPEC[tokens[0]][0] == _SIM3:  # similarity files: line by line
                 return None
             group = groups[tokens[0]] = ([], [])
         group[0].append(lineno)
@@ -244,9 +259,10 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
         if dim is None:
             dim = tag_dim
         elif dim != tag_dim:
-            raise G2OError(f"{where}: {tag} in a {dim}D file: 2D and 3D elements cannot be mixed")
-        if len(tokens) - 1 != count:
-            raise G2OError(f"{where}: {tag} needs {count} values, got {len(tokens) - 1}")
+            raise G2OError(f"{where}: {tag} in a {_KIND[dim]} file: 2D, 3D and Sim3 elements cannot be mixed")
+        cameras = tag == "VERTEX_SIM3:EXPMAP"  # g2o's Sim3 vertex: camera numbers follow the log
+        if len(tokens) - 1 != count and not (cameras and len(tokens) - 1 > count):
+            raise G2OError(f"{where}: {tag} needs {count} values{' or more' if cameras else ''}, got {len(tokens) - 1}")
         if tag.startswith("VERTEX"):
             vid = _vertex_id(tokens[1], where, tag)
             vals = _numbers(tokens[2:], where, tag)
@@ -254,6 +270,8 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
                 raise G2OError(f"{where}: vertex {vid} is defined twice (first at line {vertices[vid][0]})")
             if dim == 3:
                 vals = vals[:3] + _unit_quat(vals[3:], where, normalized)
+            elif dim == _SIM3:
+                vals = [vals[k] for k in _G2O_SIM3]  # its log, in robojac's order (the cameras dropped)
             vertices[vid] = (lineno, vals)
         else:
             i, j = _vertex_id(tokens[1], where, tag), _vertex_id(tokens[2], where, tag)
@@ -261,10 +279,13 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
             if dim == 3:
                 meas = vals[:3] + _unit_quat(vals[3:7], where, normalized)
                 info = _upper_to_full(vals[7:], 6)
+            elif dim == _SIM3:
+                meas = [vals[k] for k in _G2O_SIM3]
+                info = _upper_to_full(vals[7:], 7)[np.ix_(_G2O_SIM3, _G2O_SIM3)]
             else:
                 meas, info = vals[:3], _upper_to_full(vals[3:], 3)
             edges.append((lineno, i, j, meas, info))
-    n, k = (3, 3) if dim != 3 else (6, 7)
+    n, k = {None: (3, 3), 2: (3, 3), 3: (6, 7), _SIM3: (7, 7)}[dim]
     return _Parsed(
         dim,
         np.array(list(vertices), dtype=np.int64),
@@ -285,8 +306,8 @@ def _graph(path: pathlib.Path, f: _Parsed, dtype) -> PoseGraph:
         log.warning("%s: normalized %d quaternions that were off unit length by more than %g (first at %s)",
                     path, len(f.normalized), _UNIT_TOL, f.normalized[0])
     if f.dim is None:
-        raise G2OError(f"{path}: no pose-graph vertices or edges found (expected VERTEX_SE2/EDGE_SE2 or "
-                       "VERTEX_SE3:QUAT/EDGE_SE3:QUAT lines)")
+        raise G2OError(f"{path}: no pose-graph vertices or edges found (expected VERTEX_SE2/EDGE_SE2, "
+                       "VERTEX_SE3:QUAT/EDGE_SE3:QUAT or VERTEX_SIM3:EXPMAP/EDGE_SIM3:EXPMAP lines)")
     has_vertices = len(f.vertex_ids) > 0
     ids = np.sort(f.vertex_ids) if has_vertices else np.unique(f.edge_ids)
     pos = np.searchsorted(ids, f.edge_ids).clip(max=len(ids) - 1)
@@ -305,16 +326,18 @@ def _graph(path: pathlib.Path, f: _Parsed, dtype) -> PoseGraph:
         if v not in known:
             raise G2OError(f"{path}: FIX names vertex {v}, which is not in the graph")
     E = torch.from_numpy(pos)
-    meas = torch.from_numpy(f.measurements).to(dtype)
-    Z = se2_to_se3(meas) if f.dim == 2 else meas
+    similarity = f.dim == _SIM3
+    as_poses = {2: se2_to_se3, 3: lambda x: x, _SIM3: lambda x: sim3_exp(x.double()).to(dtype)}[f.dim]
+    Z = as_poses(torch.from_numpy(f.measurements).to(dtype))
     fixed_mask = torch.from_numpy(np.isin(ids, np.array(sorted(f.fixed), dtype=np.int64)))
+    dim = 3 if similarity else f.dim
     if has_vertices:
-        V = torch.from_numpy(f.vertices[np.argsort(f.vertex_ids)]).to(dtype)
-        X = se2_to_se3(V) if f.dim == 2 else V
+        X = as_poses(torch.from_numpy(f.vertices[np.argsort(f.vertex_ids)]).to(dtype))
     else:
-        X = _spanning_tree_poses(len(ids), E, Z, f.dim, fixed_mask, dtype)
+        X = _spanning_tree_poses(len(ids), E, Z, dim, fixed_mask, dtype)
     graph = PoseGraph(X, E, Z, torch.from_numpy(f.information).to(dtype), vertex_ids=torch.from_numpy(ids),
-                      dim=f.dim, fixed=fixed_mask, name=path.name, edge_lines=f.edge_lines.tolist())
+                      dim=dim, fixed=fixed_mask, name=path.name, edge_lines=f.edge_lines.tolist(),
+                      similarity=similarity)
     graph.source = str(path)
     graph.has_initial_estimate = has_vertices
     return graph
@@ -336,17 +359,17 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
 
     The file is written next to ``path`` under a temporary name and renamed over it, so a
     crash never leaves half a file.  Numbers are written with full precision (a round trip
-    reproduces the graph exactly).
+    reproduces the graph exactly; a similarity graph's, whose numbers are logarithms, to rounding).
+    A similarity graph is written as g2o's ``VERTEX_SIM3:EXPMAP``/``EDGE_SIM3:EXPMAP`` (see the
+    module's docstring), each vertex with g2o's default camera numbers ``1 1 0 0``.
     """
     check_instance("graph", graph, PoseGraph, "a PoseGraph (the call is write_g2o(graph, path))")
-    if graph.similarity:
-        raise ValueError("graph: a similarity graph has no g2o form here (g2o's EDGE_SIM3:EXPMAP is not written); "
-                         "keep its tensors with torch.save(graph.state_dict(), path)")
     path = as_path(path, "g2o file to write")
     X = graph.poses if poses is None else poses
     X = X.as_subclass(torch.Tensor) if hasattr(X, "ltype") else torch.as_tensor(X, device="cpu")
-    if X.shape != (graph.num_poses, 7):
-        raise ValueError(f"poses: expected ({graph.num_poses}, 7), got {tuple(X.shape)}")
+    width = 8 if graph.similarity else 7
+    if X.shape != (graph.num_poses, width):
+        raise ValueError(f"poses: expected ({graph.num_poses}, {width}), got {tuple(X.shape)}")
     X = X.detach().double().cpu()
     bad = (~torch.isfinite(X).all(-1)).nonzero()
     if len(bad):
@@ -355,7 +378,12 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
                          f"in all); nothing was written to {path}")
     ids = graph.vertex_ids.cpu().tolist()
     lines = []
-    if graph.dim == 2:
+    if graph.similarity:  # g2o's [omega, upsilon, sigma]; the vertex's camera numbers: g2o's defaults
+        for v, x in zip(ids, sim3_log(X)[:, _G2O_SIM3].tolist()):
+            lines.append(" ".join(["VERTEX_SIM3:EXPMAP", str(v)] + [_fmt(a) for a in x] + ["1", "1", "0", "0"]))
+        Zs = sim3_log(graph.measurements.detach().double().cpu())[:, _G2O_SIM3]
+        iu = np.triu_indices(7)
+    elif graph.dim == 2:
         S = se3_to_se2(X)
         for v, s in zip(ids, S.tolist()):
             lines.append(" ".join(["VERTEX_SE2", str(v)] + [_fmt(a) for a in s]))
@@ -367,7 +395,9 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
         Zs = graph.measurements.detach().double().cpu()
         iu = np.triu_indices(6)
     info = graph.information.detach().double().cpu().numpy()
-    tag = "EDGE_SE2" if graph.dim == 2 else "EDGE_SE3:QUAT"
+    if graph.similarity:
+        info = info[:, _G2O_SIM3][:, :, _G2O_SIM3]
+    tag = "EDGE_SIM3:EXPMAP" if graph.similarity else "EDGE_SE2" if graph.dim == 2 else "EDGE_SE3:QUAT"
     for (i, j), z, I in zip(graph.edges.cpu().tolist(), Zs.tolist(), info):
         lines.append(" ".join([tag, str(ids[i]), str(ids[j])] + [_fmt(a) for a in z] + [_fmt(a) for a in I[iu]]))
     fixed = [str(v) for v, f in zip(ids, graph.fixed.cpu().tolist()) if f]
