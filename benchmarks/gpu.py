@@ -2,12 +2,13 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
 
-Six cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+Seven cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
 forward kinematics of the Panda at batch 1,000,000; IK of 10,000 Panda targets (the torch engine);
 IK of 1,000 sets of TALOS's hands and feet (several frames at once);
 100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
-the batched multifrontal Cholesky; every pose's covariance of sphere2500 (the selected inverse
-of that factor).  Needs no peer and no Open3D (the CPU references use the same
+the batched multifrontal Cholesky; example 27's Sim3 graph (KITTI 00 seen by a monocular
+odometry) the same way; every pose's covariance of sphere2500 (the selected inverse of that
+factor).  Needs no peer and no Open3D (the CPU references use the same
 brute-force paths).  Prints one table; ``scripts/gpu_check.sh`` runs it after the CUDA suite.
 """
 
@@ -29,7 +30,7 @@ from _util import describe_machine, table  # noqa: E402
 import robojac  # noqa: E402
 from robojac import data, ik  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf, voxel_downsample  # noqa: E402
-from robojac.posegraph import PGOConfig, covariances, optimize, read_g2o  # noqa: E402
+from robojac.posegraph import PGOConfig, PoseGraph, covariances, optimize, read_g2o  # noqa: E402
 
 
 def timed(fn, device, repeat=5):
@@ -129,6 +130,20 @@ def pgo(device, name):
             f"converged={res.converged}"]
 
 
+def pgo_sim3(device):
+    from posegraph_sim3 import load_scenario
+
+    s = load_scenario(0)
+    graph = PoseGraph(s["odometry"], s["edges"], s["measurements"], s["information"], similarity=True)
+    on_gpu = PoseGraph(s["odometry"], s["edges"], s["measurements"], s["information"], similarity=True).to(device)
+    t_gpu, res = timed(lambda: optimize(on_gpu, PGOConfig(linear_solver="multifrontal")), device, repeat=3)
+    t_cpu, ref = timed(lambda: optimize(graph), torch.device("cpu"), repeat=3)
+    gap = float((res.poses.tensor().cpu()[:, :3] - ref.poses.tensor()[:, :3]).norm(dim=-1).max())
+    return [f"PGO Sim3, example 27 ({graph.num_poses} keyframes), LM, multifrontal", f"{t_cpu:.3f} s (LDL^T)",
+            f"{t_gpu:.3f} s", f"{t_cpu / t_gpu:.2f}x", f"cost {res.cost:.9g} (CPU {ref.cost:.9g}), positions within "
+            f"{gap:.0e} m; converged={res.converged}"]
+
+
 def pgo_covariances(device, name):
     graph = read_g2o(data.path(f"posegraph/{name}.g2o"))
     poses = optimize(graph).poses
@@ -158,6 +173,7 @@ def main() -> None:
         lambda: icp_batch(device, 10 if args.quick else 100),
         lambda: pgo(device, "intel" if args.quick else "sphere2500"),
         lambda: pgo(device, "manhattan" if args.quick else "parking-garage"),
+        lambda: pgo_sim3(device),
         lambda: pgo_covariances(device, "intel" if args.quick else "sphere2500"),
     ]
     rows = []
