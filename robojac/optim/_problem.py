@@ -358,15 +358,16 @@ class SparseSystem:
                 P = (J.transpose(-1, -2) @ (J if w is None else w[0, :, None, None] * J)).reshape(-1)
                 vals += [P, -P, -P, P]
                 continue
-            products = {}
-            for k, Jk in enumerate(blocks):
-                for l_, Jl in enumerate(blocks):
-                    if l_ < k:  # H is symmetric: block (k, l) is block (l, k) transposed
-                        vals.append(products[(l_, k)].transpose(-1, -2).reshape(-1))
-                        continue
-                    WJl = Jl if w is None else w[..., None, None] * Jl
-                    products[(k, l_)] = (Jk.transpose(-1, -2) @ WJl)[0]
-                    vals.append(products[(k, l_)].reshape(-1))
+            # every slot pair's block from one product of the stacked blocks: on a Sim3 graph's 1,649
+            # edges one (14 x 7) (7 x 14) product took 1.2 ms, the three 7 x 7 ones 2.7 ms
+            J = torch.cat(blocks, -1)[0]  # (F, m, T)
+            P = J.transpose(-1, -2) @ (J if w is None else w[0, :, None, None] * J)
+            edges = [0]
+            for Jk in blocks:
+                edges.append(edges[-1] + Jk.shape[-1])
+            for k in range(len(blocks)):
+                for l_ in range(len(blocks)):
+                    vals.append(P[:, edges[k]:edges[k + 1], edges[l_]:edges[l_ + 1]].reshape(-1))
         values = lin.residuals[0].new_zeros(len(self.col), dtype=SPARSE_DTYPE)
         at = 0
         for v in vals:  # each slot pair's products straight into place (no concatenated copy)
