@@ -26,7 +26,7 @@ import threading
 import torch
 from pypose.lietensor import operation as _op
 
-from ._ops import sim3_left_jacobian
+from ._ops import sim3_left_jacobian, sim3_left_jacobian_inverse
 from ._tangent import GroupSpec, group_spec, raw_from_tangent, tangent_from_raw
 
 __all__ = ["raw_autograd", "raw_autograd_enabled"]
@@ -80,9 +80,8 @@ def _spec_table() -> dict[str, tuple[tuple[GroupSpec | None, ...], GroupSpec | N
 
 
 def _sim3_log_backward(inputs, output, g_out):
-    # d Log(Exp(d) X) / dd = Jl(Log X)^-1
-    Jl = sim3_left_jacobian(output)
-    g = torch.linalg.solve(Jl.transpose(-1, -2), g_out.unsqueeze(-1)).squeeze(-1)
+    # d Log(Exp(d) X) / dd = Jl(Log X)^-1, which robojac.lie gives directly
+    g = (sim3_left_jacobian_inverse(output).transpose(-1, -2) @ g_out.unsqueeze(-1)).squeeze(-1)
     return (torch.cat((g, g.new_zeros(g.shape[:-1] + (1,))), dim=-1),)
 
 
