@@ -97,10 +97,7 @@ def _sim3(X: Tensor, d: Tensor) -> Tensor:
     # exp(sigma)) X, turned and scaled each pose about the world's origin: its second-order gap grows
     # with |t|, and a Sim3 pose graph 1 km across took 100 iterations without converging where GTSAM's
     # Levenberg-Marquardt (right retraction) takes 6 (docs/posegraph.md, "Similarity pose graphs")
-    D = lie.sim3_exp(d)
-    q, scale = D[..., 3:7], D[..., 7:]
-    t = lie.quat_rotate(q, X[..., :3]) * scale + D[..., :3]
-    return torch.cat((t, lie.quat_mul(q, X[..., 3:7]), X[..., 7:] * scale), -1)
+    return lie.sim3_compose(lie.sim3_exp(d), X)
 
 
 def _se2(X: Tensor, d: Tensor) -> Tensor:
