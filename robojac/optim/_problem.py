@@ -362,12 +362,12 @@ class SparseSystem:
             # edges one (14 x 7) (7 x 14) product took 1.2 ms, the three 7 x 7 ones 2.7 ms
             J = torch.cat(blocks, -1)[0]  # (F, m, T)
             P = J.transpose(-1, -2) @ (J if w is None else w[0, :, None, None] * J)
-            edges = [0]
+            start = [0]  # each slot's first column in the stacked blocks
             for Jk in blocks:
-                edges.append(edges[-1] + Jk.shape[-1])
+                start.append(start[-1] + Jk.shape[-1])
             for k in range(len(blocks)):
                 for l_ in range(len(blocks)):
-                    vals.append(P[:, edges[k]:edges[k + 1], edges[l_]:edges[l_ + 1]].reshape(-1))
+                    vals.append(P[:, start[k]:start[k + 1], start[l_]:start[l_ + 1]].reshape(-1))
         values = lin.residuals[0].new_zeros(len(self.col), dtype=SPARSE_DTYPE)
         at = 0
         for v in vals:  # each slot pair's products straight into place (no concatenated copy)
