@@ -307,6 +307,11 @@ def test_similarity_graphs_refuse_bad_input_by_name():
         write_g2o(graph, "/nonexistent/never_written.g2o", truth[:, :7])
     with pytest.raises(ValueError, match=r"poses: expected the graph's 6 poses as \(N, 8\)"):
         covariances(graph, truth[:, :7])
+    lone = PoseGraph(truth[:1], torch.zeros(0, 2, dtype=torch.long), Z[:0], info[:0], similarity=True)
+    rigid = PoseGraph(truth[:, :7], edges, Z[:, :7], info[:, :6, :6])
+    for g in (graph, lone, rigid):  # a misspelt start is refused, even where there is nothing to place
+        with pytest.raises(ValueError, match=r"init: expected 'file', 'odometry' or 'chordal', got 'chordl'"):
+            initialize(g, "chordl")
 
 
 def test_chordal_of_a_rigid_graph_is_the_se3_chordal_whatever_the_scale_information():

@@ -159,6 +159,8 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
     """The initial optimization state (2D ``(N, 3)``, 3D ``(N, 7)``, a similarity graph's inverse
     similarities ``(N, 8)``: :meth:`PoseGraph.state`) of ``graph``."""
     check_instance("graph", graph, PoseGraph, "a PoseGraph")
+    if init not in ("file", "odometry", "chordal"):  # refused before any pose is held or placed
+        raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
     graph.check_connected()
     if graph.similarity:  # placed as similarities T, solved as their inverses
         with torch.no_grad():
@@ -168,7 +170,7 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
         if init == "file":
             return S.clone()
         held = _held(graph)
-        if bool(held.all()) and init in ("odometry", "chordal"):  # every pose held (or a lone one): nothing to place
+        if bool(held.all()):  # every pose held (or a lone one): nothing to place
             return S.clone()
         Zs = graph.measurement_state()
         if init == "odometry":
@@ -186,9 +188,7 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
             # every held (FIXed) pose keeps its value, not only the tree's root: the solver holds
             # them where the initialization leaves them
             return torch.where(held[:, None], S, T)
-        if init == "chordal":
-            return chordal_state(graph.num_poses, graph.edges, Zs, graph.information, graph.dim, held, S)
-    raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
+        return chordal_state(graph.num_poses, graph.edges, Zs, graph.information, graph.dim, held, S)
 
 
 def _similarities(graph: PoseGraph, init: Init) -> Tensor:
@@ -203,9 +203,7 @@ def _similarities(graph: PoseGraph, init: Init) -> Tensor:
         P = spanning_tree_state(graph.num_poses, graph.edges, graph.measurements, graph.dim, root)
         P = lie.sim3_compose(lie.sim3_compose(T[root], lie.sim3_inverse(P[root])).expand_as(P), P)
         return torch.where(held[:, None], T, P)
-    if init == "chordal":
-        return chordal_state(graph.num_poses, graph.edges, graph.measurements, graph.information, graph.dim, held, T)
-    raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
+    return chordal_state(graph.num_poses, graph.edges, graph.measurements, graph.information, graph.dim, held, T)
 
 
 def optimize(graph: PoseGraph, config: PGOConfig | None = None) -> PGOResult:
