@@ -13,9 +13,9 @@ from scipy.spatial.transform import Rotation
 from robojac.data import path as data_path
 from robojac import optim
 from robojac.optim import RobustKernel
-from robojac.posegraph import (G2OError, PGOConfig, PoseGraph, PoseGraphError, SE2BetweenResidual, initialize, optimize,
-                               read_g2o, write_g2o)
-from robojac.lie import se2_compose, se2_exp, se2_log
+from robojac.posegraph import (G2OError, PGOConfig, PoseGraph, PoseGraphError, SE2BetweenResidual, covariances, initialize,
+                               optimize, read_g2o, write_g2o)
+from robojac.lie import se2_adjoint, se2_compose, se2_exp, se2_log, se3_adjoint
 
 from helpers import max_err, per_sample_hessian_fd
 
@@ -808,6 +808,48 @@ def test_fixed_vertices_keep_their_poses_from_every_initialization(init, name, t
     held = graph.fixed.nonzero().squeeze(1)
     assert held.tolist() == [0, 4] and result.converged
     assert torch.equal(result.poses.tensor()[held], graph.poses.detach().tensor()[held])
+
+
+# ---- graphs in map coordinates -------------------------------------------------------------------
+FAR = (4.0e6, -2.5e6, 312.5)  # a UTM-like northing and easting, 4,000 km from the origin
+
+
+def _far(name, device):
+    """``name``'s graph with every pose moved by ``FAR`` (a 2D graph in its plane): the same residuals."""
+    graph = read_g2o(_data(name)).to(device)
+    k = 2 if graph.dim == 2 else 3
+    c = torch.tensor(FAR[:k], dtype=graph.poses.dtype, device=device)
+    graph.poses.data.as_subclass(torch.Tensor)[:, :k] += c
+    return graph, c
+
+
+@pytest.mark.parametrize("init", ["file", "chordal"])
+@pytest.mark.parametrize("name", ["parking-garage", "manhattan"])
+def test_a_graph_in_map_coordinates_is_solved_as_the_same_graph_at_the_origin(name, init, device):
+    """The engine steps a pose on the left, which turns it about the world's origin.  4,000 km out,
+    parking-garage and manhattan stopped after 100 iterations, unconverged (manhattan at 70 times
+    its optimal cost), and their covariances were refused as singular.  Moving every pose by one
+    translation changes no residual: the answer is the same graph's, moved, in as many iterations;
+    the anchor keeps its own numbers; the covariances in each pose's frame are the same."""
+    near = read_g2o(_data(name)).to(device)
+    far, c = _far(name, device)
+    k = c.numel()
+    config = PGOConfig(init=init)
+    r_near, r_far = optimize(near, config), optimize(far, config)
+    assert r_far.converged and r_far.iterations == r_near.iterations
+    assert r_far.cost == pytest.approx(r_near.cost, rel=1e-9)
+    P_near, P_far = r_near.poses.tensor(), r_far.poses.tensor()
+    assert max_err(P_far[:, :k] - c, P_near[:, :k]) < 1e-6  # measured: up to 2.8e-8 m
+    assert max_err(P_far[:, 3:], P_near[:, 3:]) < 1e-8  # measured: up to 4e-10
+    assert torch.equal(P_far[0], far.poses.detach().tensor()[0])  # the held pose: its own numbers
+    which = torch.tensor([1, near.num_poses // 2, near.num_poses - 1], device=device)
+    C_near = covariances(near, r_near.poses, which=which)
+    C_far = covariances(far, r_far.poses, which=which)
+    assert max_err(C_far, C_near) < 1e-6 * float(C_near.abs().max())  # measured: up to 6e-8 of it
+    W_near, W_far = (covariances(g, r.poses, which=which, frame="world") for g, r in ((near, r_near), (far, r_far)))
+    u = torch.cat((c, c.new_zeros(1))) if k == 2 else torch.cat((c, c.new_tensor([0.0, 0.0, 0.0, 1.0])))
+    A = se2_adjoint(u) if k == 2 else se3_adjoint(u)  # the world frame moved by c
+    assert max_err(W_far, A @ W_near @ A.mT) < 1e-6 * float(W_far.abs().max())
 
 
 # ---- gradients through the optimum ---------------------------------------------------------------

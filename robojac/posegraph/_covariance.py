@@ -9,7 +9,7 @@ from torch import Tensor
 from .. import lie, optim
 from .._config import check_choice, check_instance, index_tensor
 from ._graph import PoseGraph
-from ._solve import SOLVE_DTYPE, _held
+from ._solve import SOLVE_DTYPE, _held, anchor_offset, moved
 
 __all__ = ["covariances"]
 
@@ -57,6 +57,8 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
             raise ValueError("poses: contains NaN or infinite values")
         P = P.detach().to(device=graph.poses.device)
     S = graph.state(P.to(SOLVE_DTYPE))  # as optimize solves: float64, whatever the graph's dtype
+    c = anchor_offset(graph, S)
+    S = moved(S, c, -1)  # about the anchor, as optimize solves (see anchor_offset)
     if which is None:
         entries = torch.arange(N, device=S.device)
     else:
@@ -76,5 +78,9 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
     elif frame == "body":
         T = S[entries]
         A = lie.se2_adjoint(lie.se2_inverse(T)) if graph.dim == 2 else lie.se3_adjoint(lie.se3_inverse(T))
+        C = A @ C @ A.mT
+    else:  # back from the anchor's frame to the world's: Ad of the translation c
+        A = (lie.se2_adjoint(torch.cat((c, c.new_zeros(1)))) if graph.dim == 2
+             else lie.se3_adjoint(torch.cat((c, c.new_tensor([0.0, 0.0, 0.0, 1.0])))))
         C = A @ C @ A.mT
     return C.to(graph.poses.dtype)
