@@ -112,7 +112,10 @@ def fpfh_features(points: Tensor, voxel_size: float, normal_radius: float = 2.0,
         import open3d as o3d
     except ImportError as e:  # pragma: no cover - open3d is a dependency
         raise ImportError("fpfh_features needs Open3D (pip install open3d)") from e
-    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.detach().double().cpu().numpy()))
+    # about the cloud's centre: Open3D's normals come from the raw moments E[p p^T] - E[p] E[p]^T, which
+    # 4,000 km out (map coordinates) cancel to noise (a bunny pair then found 11 RANSAC inliers, not 160)
+    P = points.detach().double().cpu()
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector((P - P.mean(0)).numpy()))
     pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=normal_radius * voxel_size, max_nn=30))
     f = o3d.pipelines.registration.compute_fpfh_feature(
         pc, o3d.geometry.KDTreeSearchParamHybrid(radius=feature_radius * voxel_size, max_nn=100))
