@@ -59,6 +59,41 @@ def test_from_a_rough_initial_guess(device):
     assert r.converged and mm.max() < 1.0 and deg.max() < 0.5, (mm, deg)
 
 
+@pytest.mark.parametrize("guess", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["rough guess", "no guess"])
+def test_scans_in_map_coordinates_register_as_at_the_origin(guess, device):
+    """An alignment's information matrix, taken about the world's origin, grows with the square of
+    the distance: the scans moved 4,000 km out (UTM's northings) gave matrices that were no
+    longer positive definite in float64, and the graph was refused (``PoseGraphError``).  The work
+    is done about scan 0's centre; the poses and pairs come back in the clouds' own frame."""
+    clouds, truth = scans(device)
+    pick = [0, 1, 5, 2] if guess else list(range(len(clouds)))  # bun000, 045, 315, 090: each overlaps two others
+    clouds, truth, n = [clouds[k] for k in pick], truth[pick], len(pick)
+    c = torch.tensor([4.0e6, -2.5e6, 312.5], dtype=torch.float64, device=device)
+    C = torch.cat((c, c.new_tensor([0.0, 0.0, 0.0, 1.0]))).expand(n, 7)
+    moved = lambda T: lie.se3_compose(C[: len(T)], lie.se3_compose(T, lie.se3_inverse(C[: len(T)])))  # noqa: E731
+    far = [x.double() + c for x in clouds]
+    init = None
+    if guess:
+        g = torch.Generator().manual_seed(0)
+        noise = torch.cat((torch.randn(n, 3, generator=g, dtype=torch.float64, device="cpu") * 0.005,
+                           torch.randn(n, 3, generator=g, dtype=torch.float64, device="cpu") * math.radians(2)), -1)
+        noise[0] = 0
+        init = moved(lie.se3_compose(lie.se3_exp(noise.to(device)), truth))
+    r = multiway_registration(far, init=init)
+    back = lie.se3_compose(lie.se3_inverse(C), lie.se3_compose(r.poses, C))
+    mm, deg = errors(back, truth)
+    assert r.converged and mm.max() < 1.0 and deg.max() < 0.5, (mm, deg)
+    v = MultiwayConfig().voxel_size  # the origin: scan 0's centre, to a whole voxel
+    assert float((r.origin - far[0].mean(0)).abs().max()) <= 0.5 * v + 1e-9
+    assert float((r.origin / v - torch.round(r.origin / v)).abs().max()) < 1e-6
+    assert r.graph.num_edges == len(r.kept)
+    for i, j in r.kept:  # each kept pair's T_i_j, in the clouds' frame
+        T_ij = r.pairs[(i, j)].T_target_source.tensor()
+        local = lie.se3_compose(lie.se3_inverse(C[0]), lie.se3_compose(T_ij, C[0]))
+        mm, deg = errors(local[None], lie.se3_compose(lie.se3_inverse(truth[i]), truth[j])[None])
+        assert mm.max() < 2.0 and deg.max() < 0.5, (i, j, mm, deg)
+
+
 def test_bad_input_and_disconnected_scans(device, tmp_path):
     clouds, _ = scans(device)
     with pytest.raises(ValueError, match="two or more point clouds"):
