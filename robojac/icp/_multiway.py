@@ -237,8 +237,8 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
     start = _spanning_tree(N, good, [float(pairs[e].fitness) for e in good], Z) if good else None
     if start is None:
         reached = "no pair" if not good else "some scans"
-        out = MultiwayResult(given_init if T0 is not None else lie.se3_exp(torch.zeros(N, 6, dtype=dtype, device=device)),
-                             None, _pairs_back(pairs, C), tuple(good), (), False,
+        kept_poses = given_init if T0 is not None else lie.se3_exp(torch.zeros(N, 6, dtype=dtype, device=device))
+        out = MultiwayResult(kept_poses, None, _pairs_back(pairs, C), tuple(good), (), False,
                              f"disconnected: {reached} overlaps enough to join every scan to scan 0 "
                              f"(min_fitness {cfg.min_fitness})", origin)
         return out if dtype == given else in_dtype(out, given)
