@@ -15,7 +15,7 @@ ALLOWED = {  # package -> the packages it may import
     "__main__": {"cli"},
     "ik": {"lie", "jacobian", "optim", "kinematics"},
     "calibration": {"lie", "jacobian", "optim", "kinematics"},
-    "posegraph": {"lie", "jacobian", "optim"},
+    "posegraph": {"lie", "jacobian", "optim", "trajectory"},
     "trajectory": {"lie"},
     "icp": {"lie", "jacobian", "optim", "posegraph", "trajectory"},
     "viz": {"lie", "jacobian", "optim", "kinematics", "models", "ik", "calibration", "posegraph", "trajectory", "icp"},

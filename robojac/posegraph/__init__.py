@@ -3,8 +3,9 @@ poses' marginal covariances."""
 
 from ._covariance import covariances
 from ._g2o import G2OError, read_g2o, write_g2o
-from ._graph import PoseGraph, PoseGraphError, SE2BetweenResidual, Sim3BetweenResidual
+from ._graph import PoseGraph, PoseGraphError, PositionPriorResidual, SE2BetweenResidual, Sim3BetweenResidual
 from ._solve import IterationRecord, PGOConfig, PGOResult, initialize, optimize
 
-__all__ = ["G2OError", "IterationRecord", "PGOConfig", "PGOResult", "PoseGraph", "PoseGraphError", "SE2BetweenResidual",
-           "Sim3BetweenResidual", "covariances", "initialize", "optimize", "read_g2o", "write_g2o"]
+__all__ = ["G2OError", "IterationRecord", "PGOConfig", "PGOResult", "PoseGraph", "PoseGraphError",
+           "PositionPriorResidual", "SE2BetweenResidual", "Sim3BetweenResidual", "covariances", "initialize", "optimize",
+           "read_g2o", "write_g2o"]

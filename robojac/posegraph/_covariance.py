@@ -9,7 +9,7 @@ from torch import Tensor
 from .. import lie, optim
 from .._config import check_choice, check_instance, index_tensor
 from ._graph import PoseGraph
-from ._solve import SOLVE_DTYPE, _held, anchor_offset, moved
+from ._solve import SOLVE_DTYPE, _held, anchor_offset, factors, moved
 
 __all__ = ["covariances"]
 
@@ -68,9 +68,7 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
             raise ValueError(f"which: expected a 1-D list of pose indices in [0, {N}) (positions in graph.poses, "
                              f"not vertex ids), got {shown}")
     X = optim.Variable(graph.group, S[None], fixed=_held(graph)[None].to(S.device), name="poses")
-    data = tuple(d.detach().to(SOLVE_DTYPE) for d in (graph.measurement_state(), graph.sqrt_information))
-    edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges, data=data, kernel=kernel, name="edges")
-    C = optim.covariances([X], [edges], [X.value], X, entries=entries)[0]  # (K, d, d), left perturbations
+    C = optim.covariances([X], factors(graph, X, c, kernel, False), [X.value], X, entries=entries)[0]  # left
     if graph.similarity:  # the state is T^-1: Exp(d) T^-1 = (T Exp(-d))^-1, T's own frame already
         if frame == "world":
             A = lie.sim3_adjoint(lie.sim3_inverse(S[entries]))  # Ad(T)

@@ -365,6 +365,9 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     """
     check_instance("graph", graph, PoseGraph, "a PoseGraph (the call is write_g2o(graph, path))")
     path = as_path(path, "g2o file to write")
+    if graph.num_priors:  # written without them, the file would hold another graph
+        raise ValueError(f"graph: its {graph.num_priors} position priors have no g2o form here yet; nothing was "
+                         f"written to {path}")
     X = graph.poses if poses is None else poses
     X = X.as_subclass(torch.Tensor) if hasattr(X, "ltype") else torch.as_tensor(X, device="cpu")
     width = 8 if graph.similarity else 7

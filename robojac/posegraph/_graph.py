@@ -9,12 +9,12 @@ from torch import Tensor, nn
 
 from .._config import index_tensor
 from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
-from ..lie import (require_values, se3_tensor, sim3_ad, sim3_adjoint, sim3_compose, sim3_inverse,
+from ..lie import (require_values, se3_tensor, sim3_ad, skew, sim3_adjoint, sim3_compose, sim3_inverse,
                    sim3_left_jacobian_inverse, sim3_log, wrap_lie)
 from ..optim import RobustKernel
 from ..lie import se2_ad, se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
-__all__ = ["PoseGraph", "SE2BetweenResidual", "Sim3BetweenResidual", "PoseGraphError"]
+__all__ = ["PoseGraph", "PositionPriorResidual", "SE2BetweenResidual", "Sim3BetweenResidual", "PoseGraphError"]
 
 
 class PoseGraphError(ValueError):
@@ -116,6 +116,51 @@ class Sim3BetweenResidual(_Between):
         return sim3_log(sim3_compose(sim3_inverse(Z), sim3_compose(Yi, sim3_inverse(Yj))))
 
 
+class PositionPriorResidual:
+    """A measured position of a pose (a GNSS fix, a surveyed point): ``r = L (t - p)`` ``(..., k)``
+    for a pose's position ``t`` (``k = 3``; ``k = 2`` for a planar pose ``[x, y, theta]``), its
+    measurement ``p`` and square-root information ``L``.  In the left tangent ``[rho, phi]`` of the
+    pose its block is ``L [I, -[t]x]`` (planar: ``L [I, J t]``, ``J`` the quarter turn), and
+    :meth:`curvature` gives the second-order term of ``t`` under ``Exp(d) T``, ``(1/2) phi x (phi
+    x t) + (1/2) phi x rho``, for the implicit backward.  GTSAM's ``GPSFactor`` and g2o's
+    ``EdgeSE3XYZPrior`` measure the same."""
+
+    @staticmethod
+    def _position(X: Tensor) -> Tensor:
+        return X[..., :2] if X.shape[-1] == 3 else X[..., :3]
+
+    def __call__(self, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
+        return whiten(self._position(X) - p, sqrt_info)
+
+    def value_and_jacobians(self, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None):
+        t = self._position(X)
+        if t.shape[-1] == 2:
+            turn = torch.stack((-t[..., 1], t[..., 0]), -1).unsqueeze(-1)  # J t
+            J = torch.cat((torch.eye(2, dtype=t.dtype, device=t.device).expand(t.shape[:-1] + (2, 2)), turn), -1)
+        else:
+            J = torch.cat((torch.eye(3, dtype=t.dtype, device=t.device).expand(t.shape[:-1] + (3, 3)), -skew(t)), -1)
+        if sqrt_info is not None:
+            J = sqrt_info @ J
+        return whiten(t - p, sqrt_info), (J,)
+
+    def curvature(self, v: Tensor, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
+        """``sum_k v_k d^2 r_k`` in the pose's left tangent: ``(..., 6, 6)`` (planar ``(..., 3, 3)``)."""
+        t = self._position(X)
+        w = v if sqrt_info is None else (sqrt_info.mT @ v.unsqueeze(-1)).squeeze(-1)
+        wt = (w * t).sum(-1)[..., None, None]
+        if t.shape[-1] == 2:  # (1/2) rho . J^T w theta - (1/2) (w . t) theta^2
+            H = torch.zeros(t.shape[:-1] + (3, 3), dtype=t.dtype, device=t.device)
+            side = 0.5 * torch.stack((w[..., 1], -w[..., 0]), -1)
+            H[..., :2, 2], H[..., 2, :2] = side, side
+            H[..., 2:, 2:] = -wt
+            return H
+        outer = w.unsqueeze(-1) * t.unsqueeze(-2)
+        eye = torch.eye(3, dtype=t.dtype, device=t.device)
+        top = torch.cat((torch.zeros_like(outer), 0.5 * skew(w)), -1)
+        bottom = torch.cat((-0.5 * skew(w), 0.5 * (outer + outer.mT) - wt * eye), -1)
+        return torch.cat((top, bottom), -2)
+
+
 class PoseGraph(nn.Module):
     """A pose graph: ``N`` poses, ``E`` edges ``(i, j)`` measuring ``Z_ij ~ T_i^-1 T_j``.
 
@@ -130,11 +175,18 @@ class PoseGraph(nn.Module):
       (``p -> s R p + t``), ``measurements (E, 8)`` of the same form, ``information (E, 7, 7)`` in
       sim3's ``[rho, phi, sigma]``; scales must be positive.  GTSAM's ``Similarity3`` holds
       ``(R, t / s, s)`` and orders its tangent ``[phi, rho, sigma]``.
+    * position priors (GNSS fixes, surveyed points; SE3 and 2D graphs): ``prior_index (P,)``, the
+      poses measured, ``prior_positions (P, k)`` their measured positions (``k = 3``; ``k = 2``, ``x,
+      y``, for a 2D graph) and ``prior_information (P, k, k)``; each adds ``r = L (t - p)``
+      (:class:`PositionPriorResidual`) to the cost.  The priors then hold the graph in the world
+      (no first pose is held, only ``FIX`` vertices), so without ``fixed`` poses they must fix its
+      rotation: positions not all on one line (3D), or at least two different ones (2D).
     """
 
     def __init__(self, poses, edges: Tensor, measurements, information: Tensor, *, vertex_ids: Tensor | None = None,
                  dim: int = 3, fixed: Tensor | None = None, name: str = "pose graph",
-                 edge_lines: list[int] | None = None, similarity: bool = False):
+                 edge_lines: list[int] | None = None, similarity: bool = False, prior_index: Tensor | None = None,
+                 prior_positions: Tensor | None = None, prior_information: Tensor | None = None):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
@@ -236,6 +288,63 @@ class PoseGraph(nn.Module):
         self.register_buffer("vertex_ids", ids)
         self.register_buffer("fixed", torch.zeros(N, dtype=torch.bool, device=device) if fixed is None
                              else torch.as_tensor(fixed, dtype=torch.bool, device=device))
+        self._set_priors(prior_index, prior_positions, prior_information, X.dtype, device)
+
+    def _set_priors(self, index, positions, information, dtype, device) -> None:
+        given = [a is not None for a in (index, positions, information)]
+        k = 2 if self.dim == 2 else 3
+        if any(given) and not all(given):
+            raise PoseGraphError("prior_index, prior_positions, prior_information: expected all three or none")
+        if not any(given):
+            index = torch.zeros(0, dtype=torch.long, device=device)
+            positions = torch.zeros(0, k, dtype=dtype, device=device)
+            information = torch.zeros(0, k, k, dtype=dtype, device=device)
+        elif self.similarity:
+            raise PoseGraphError("prior_index: position priors are for SE3 and 2D graphs, not similarity graphs")
+        try:
+            index = index_tensor(index, "prior_index", device)
+        except TypeError as e:
+            raise PoseGraphError(f"{e} (the measured poses, (P,))") from None
+        P, N = index.shape[0] if index.dim() == 1 else -1, self.num_poses
+        positions = torch.as_tensor(positions, device=device)
+        information = torch.as_tensor(information, device=device)
+        if (index.dim() != 1 or tuple(positions.shape) != (P, k) or tuple(information.shape) != (P, k, k)
+                or not positions.is_floating_point() or not information.is_floating_point()):
+            raise PoseGraphError(f"prior_index (P,), prior_positions (P, {k}), prior_information (P, {k}, {k}) "
+                                 f"expected (real numbers); got {tuple(index.shape)}, {tuple(positions.shape)}, "
+                                 f"{tuple(information.shape)}")
+        if P and (int(index.min()) < 0 or int(index.max()) >= N):
+            raise PoseGraphError(f"prior_index: expected indices of poses in [0, {N}), got "
+                                 f"{int(index.min())}..{int(index.max())}")
+        for what, T in (("prior_positions", positions), ("prior_information", information)):
+            ok = torch.isfinite(T.detach().flatten(1)).all(-1)
+            if not ok.all():
+                raise PoseGraphError(f"{what}: prior {int(torch.nonzero(~ok)[0])} has NaN or infinite values")
+        info = information.to(dtype)
+        info = 0.5 * (info + info.mT)
+        L, status = torch.linalg.cholesky_ex(info)
+        if (status != 0).any():
+            raise PoseGraphError(f"prior_information: {int((status != 0).sum())} of {P} matrices are not positive "
+                                 f"definite (the first: prior {int(torch.nonzero(status)[0])})")
+        if P and not bool(self.fixed.any()):
+            self._check_prior_gauge(positions.detach().double())
+        self.register_buffer("prior_index", index)
+        self.register_buffer("prior_positions", positions.to(dtype))
+        self.register_buffer("prior_information", info)
+        self.register_buffer("prior_sqrt_information", L.mT.contiguous())
+
+    def _check_prior_gauge(self, p: Tensor) -> None:
+        """Position priors alone hold a graph's rotation only if they are not all on one line (3D) or
+        at one point (2D): the graph could turn about that line, or point, and keep every cost."""
+        centred = p - p.mean(0)
+        s = torch.linalg.svdvals(centred) if len(p) > 1 else p.new_zeros(1)
+        scale = float(p.abs().max()) * 1e-12 + 1e-300  # the positions' rounding
+        if self.dim == 2 and not float(s[0]) > scale:
+            raise PoseGraphError(f"prior_positions: all {len(p)} priors are at one point, so the graph can turn "
+                                 "about it; measure at least two different positions, or FIX a pose")
+        if self.dim == 3 and not (len(s) > 1 and float(s[1]) > max(1e-9 * float(s[0]), scale)):
+            raise PoseGraphError(f"prior_positions: all {len(p)} priors lie on one line, so the graph can turn "
+                                 "about it; measure positions off that line, or FIX a pose")
 
     # ---- description -----------------------------------------------------------------
     @property
@@ -245,6 +354,10 @@ class PoseGraph(nn.Module):
     @property
     def num_edges(self) -> int:
         return self.edges.shape[0]
+
+    @property
+    def num_priors(self) -> int:
+        return self.prior_index.shape[0]
 
     @property
     def tangent_dim(self) -> int:
@@ -257,8 +370,9 @@ class PoseGraph(nn.Module):
 
     def extra_repr(self) -> str:
         sim = ", similarity=True" if self.similarity else ""
+        priors = f", priors={self.num_priors}" if self.num_priors else ""
         return (f"name={self.name!r}, dim={self.dim}{sim}, poses={self.num_poses}, edges={self.num_edges}, "
-                f"fixed={int(self.fixed.sum())}")
+                f"fixed={int(self.fixed.sum())}{priors}")
 
     @staticmethod
     def _vid(ids, k: int):
@@ -313,9 +427,17 @@ class PoseGraph(nn.Module):
         """Per-edge ``e^T Omega e``, ``(E,)``."""
         return self.residuals(poses).square().sum(-1)
 
+    def prior_residuals(self, poses: Tensor | None = None) -> Tensor:
+        """The position priors' whitened residuals ``L (t - p)``, ``(P, k)``."""
+        S = self.state(poses)
+        return PositionPriorResidual()(S[self.prior_index], self.prior_positions, self.prior_sqrt_information)
+
     def cost(self, poses: Tensor | None = None, kernel: RobustKernel | None = None) -> Tensor:
-        """``0.5 * sum rho(e^T Omega e)`` (plain least squares without a kernel: GTSAM's error)."""
+        """``0.5 * sum rho(e^T Omega e)`` over the edges and position priors (plain least squares
+        without a kernel: GTSAM's error)."""
         s = self.chi2(poses)
+        if self.num_priors:
+            s = torch.cat((s, self.prior_residuals(poses).square().sum(-1)))
         return 0.5 * (s if kernel is None else kernel.rho(s)).sum()
 
     # ---- structure -----------------------------------------------------------------------

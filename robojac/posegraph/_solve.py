@@ -26,7 +26,8 @@ from .._precision import PRECISIONS
 from .._threads import threads_for, torch_threads
 from ..lie import se2_compose
 from ..optim import RobustKernel
-from ._graph import PoseGraph, PoseGraphError
+from ..trajectory import align_umeyama
+from ._graph import PoseGraph, PoseGraphError, PositionPriorResidual
 from ._init import chordal_state, spanning_tree_state
 
 __all__ = ["PGOConfig", "PGOResult", "IterationRecord", "optimize", "initialize"]
@@ -149,8 +150,10 @@ SOLVE_DTYPE = torch.float64  # every pose graph is solved in it (see optimize)
 
 
 def _held(graph: PoseGraph) -> Tensor:
+    """The poses the solve holds: the ``FIX`` ones; without any, the first (the gauge), unless
+    position priors hold the graph in the world."""
     held = graph.fixed.clone()
-    if not held.any():
+    if not held.any() and not graph.num_priors:
         held[0] = True  # the gauge: the first pose (lowest vertex id) keeps its value
     return held
 
@@ -169,7 +172,34 @@ def anchor_offset(graph: PoseGraph, S: Tensor) -> Tensor | None:
     if graph.similarity:
         return None
     k = 2 if graph.dim == 2 else 3
-    return S[int(_held(graph).nonzero()[0]), :k].detach().clone()
+    held = _held(graph)
+    if not bool(held.any()):  # held by its position priors: about the first one
+        return graph.prior_positions[0].detach().to(S).clone()
+    return S[int(held.nonzero()[0]), :k].detach().clone()
+
+
+def factors(graph: PoseGraph, X: optim.Variable, c: Tensor | None, kernel: RobustKernel | None,
+            live: bool) -> list[optim.Factor]:
+    """The graph as factors on its poses ``X`` (a state moved by ``-c``): an edge factor and, where
+    the graph has them, a position-prior factor; their data differentiable where ``live``."""
+    def held(data):
+        return data if live else tuple(d.detach() for d in data)
+
+    data = (graph.measurement_state().to(SOLVE_DTYPE), graph.sqrt_information.to(SOLVE_DTYPE))
+    out = [optim.Factor(graph.residual_function(), [X, X], index=graph.edges, data=held(data), kernel=kernel,
+                        name="edges")]
+    if graph.num_priors:
+        p = graph.prior_positions.to(SOLVE_DTYPE)
+        data = (p if c is None else p - c, graph.prior_sqrt_information.to(SOLVE_DTYPE))
+        out.append(optim.Factor(PositionPriorResidual(), [X], index=graph.prior_index[:, None], data=held(data),
+                                kernel=kernel, name="priors"))
+    return out
+
+
+def _data_live(graph: PoseGraph) -> bool:
+    """Whether any of the graph's measurements require grad (and grad is on)."""
+    tensors = (graph.measurements, graph.sqrt_information, graph.prior_positions, graph.prior_sqrt_information)
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def moved(S: Tensor, c: Tensor | None, sign: int) -> Tensor:
@@ -195,25 +225,48 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
         if init == "file":
             return S.clone()
         held = _held(graph)
-        if bool(held.all()):  # every pose held (or a lone one): nothing to place
-            return S.clone()
-        Zs = graph.measurement_state()
-        if init == "odometry":
-            root = int(held.nonzero()[0])
-            T = spanning_tree_state(graph.num_poses, graph.edges, Zs, graph.dim, root)
-            # move the tree so that the root keeps its current pose
-            if graph.dim == 2:
-                from ..lie import se2_inverse
+        if not bool(held.any()):  # held by its priors: placed from the first pose, then moved onto them
+            return _onto_priors(graph, _placed(graph, init, S, torch.arange(graph.num_poses, device=S.device) == 0))
+        return _placed(graph, init, S, held)
 
-                offset = se2_compose(S[root], se2_inverse(T[root]))
-                T = se2_compose(offset.expand_as(T), T)
-            else:
-                offset = lie.se3_compose(S[root], lie.se3_inverse(T[root]))
-                T = lie.se3_compose(offset.expand_as(T), T)
-            # every held (FIXed) pose keeps its value, not only the tree's root: the solver holds
-            # them where the initialization leaves them
-            return torch.where(held[:, None], S, T)
-        return chordal_state(graph.num_poses, graph.edges, Zs, graph.information, graph.dim, held, S)
+
+def _onto_priors(graph: PoseGraph, S: Tensor) -> Tensor:
+    """The state ``S`` moved by the rigid motion that best fits its prior poses' positions to the
+    measured ones (least squares: Umeyama's in 3D, the angle of the cross-covariance in 2D)."""
+    a, b = S[graph.prior_index, : 2 if graph.dim == 2 else 3].double(), graph.prior_positions.detach().double()
+    if graph.dim == 2:
+        ac, bc = a - a.mean(0), b - b.mean(0)
+        angle = torch.atan2((ac[:, 0] * bc[:, 1] - ac[:, 1] * bc[:, 0]).sum(), (ac * bc).sum())
+        c, s = torch.cos(angle), torch.sin(angle)
+        t = b.mean(0) - torch.stack((c * a[:, 0].mean() - s * a[:, 1].mean(), s * a[:, 0].mean() + c * a[:, 1].mean()))
+        G = torch.cat((t, angle[None])).to(S)
+        return se2_compose(G.expand_as(S), S)
+    R, t, _ = align_umeyama(a, b)
+    G = torch.cat((t, lie.matrix_to_quat(R))).to(S)
+    return lie.se3_compose(G.expand_as(S), S)
+
+
+def _placed(graph: PoseGraph, init: Init, S: Tensor, held: Tensor) -> Tensor:
+    """The odometry or chordal state of ``graph``, the poses ``held`` keeping their values ``S``."""
+    if bool(held.all()):  # every pose held (or a lone one): nothing to place
+        return S.clone()
+    Zs = graph.measurement_state()
+    if init == "odometry":
+        root = int(held.nonzero()[0])
+        T = spanning_tree_state(graph.num_poses, graph.edges, Zs, graph.dim, root)
+        # move the tree so that the root keeps its current pose
+        if graph.dim == 2:
+            from ..lie import se2_inverse
+
+            offset = se2_compose(S[root], se2_inverse(T[root]))
+            T = se2_compose(offset.expand_as(T), T)
+        else:
+            offset = lie.se3_compose(S[root], lie.se3_inverse(T[root]))
+            T = lie.se3_compose(offset.expand_as(T), T)
+        # every held (FIXed) pose keeps its value, not only the tree's root: the solver holds
+        # them where the initialization leaves them
+        return torch.where(held[:, None], S, T)
+    return chordal_state(graph.num_poses, graph.edges, Zs, graph.information, graph.dim, held, S)
 
 
 def _similarities(graph: PoseGraph, init: Init) -> Tensor:
@@ -263,11 +316,8 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
     held = _held(graph).to(given.device)
     c = anchor_offset(graph, given)
     S = moved(given, c, -1)  # solved about the anchor (see anchor_offset)
-    live = (graph.measurements.requires_grad or graph.sqrt_information.requires_grad) and torch.is_grad_enabled()
     X = optim.Variable(graph.group, S[None], fixed=held[None], name="poses")
-    data = (graph.measurement_state().to(SOLVE_DTYPE), graph.sqrt_information.to(SOLVE_DTYPE))  # differentiable
-    edges = optim.Factor(graph.residual_function(), [X, X], index=graph.edges,
-                         data=data if live else tuple(d.detach() for d in data), kernel=config.kernel, name="edges")
+    problem = factors(graph, X, c, config.kernel, _data_live(graph))  # the data differentiable where they require grad
     t1 = time.perf_counter()
     history = []
 
@@ -287,7 +337,7 @@ def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
                                             step_tolerance=config.step_tolerance, gradient_tolerance=0.0),
         backward="implicit", linear_solver=solver, cg_tolerance=config.cg_tolerance,
         num_threads=torch.get_num_threads(), callback=report)  # optimize() has set them
-    result = optim.solve([X], [edges], cfg)
+    result = optim.solve([X], problem, cfg)
     solve_seconds = time.perf_counter() - t1
     initial_cost = _finite(graph, float(result.initial_cost[0]))
     cost, reason = float(result.cost[0]), result.reason[0]
