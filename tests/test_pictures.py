@@ -139,6 +139,29 @@ def test_a_similaritys_ellipse_is_its_scale_times_its_body_covariance():
         viz.plot_pose_graph(graph, covariances=C[:, :6, :6], view="2d")
 
 
+def test_position_priors_are_drawn_joined_to_their_poses_and_coloured_by_chi2():
+    """Three planar poses with two fixes, the second 30 m off: each fix a cross at its measured
+    position, joined to its pose by a segment whose value is that fix's chi^2 (the far one's the
+    larger, drawn red on the edges' scale), in 2D and 3D views."""
+    from robojac.posegraph import PoseGraph
+
+    poses = torch.tensor([[0, 0, 0, 0, 0, 0, 1.0], [1, 0, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0, 1]], dtype=torch.float64)
+    Z = torch.tensor([[1, 0, 0, 0, 0, 0, 1.0]] * 2, dtype=torch.float64)
+    fixes = torch.tensor([[0.1, 0.0], [2.0, 30.0]], dtype=torch.float64)
+    graph = PoseGraph(poses, torch.tensor([[0, 1], [1, 2]]), Z, torch.eye(3, dtype=torch.float64).expand(2, 3, 3),
+                      dim=2, prior_index=[0, 2], prior_positions=fixes, prior_information=torch.eye(2).expand(2, 2, 2))
+    ax = viz.plot_pose_graph(graph, view="2d")
+    crosses = [c for c in ax.collections if c.get_label() == "position priors"][0]
+    assert np.allclose(crosses.get_offsets(), fixes.numpy())
+    segments = [c for c in ax.collections if type(c).__name__ == "LineCollection" and len(c.get_segments()) == 2
+                and np.allclose(c.get_segments()[1][1], [2.0, 30.0])][0]
+    assert np.allclose(segments.get_segments()[0], [[0.0, 0.0], [0.1, 0.0]])
+    chi2 = segments.get_array()
+    assert np.isclose(chi2[1], 900.0) and chi2[1] > chi2[0]
+    ax3 = viz.plot_pose_graph(graph, view="3d", color_by_residual=False)
+    assert any(c.get_label() == "position priors" for c in ax3.collections)
+
+
 def test_kitti_error_bars_are_the_errors_per_length():
     """The bars' heights are each result's errors per segment length, side by side; results of
     different lengths, or not results at all, are refused by name."""

@@ -11,8 +11,8 @@ import torch
 from scipy.linalg import expm
 
 from robojac import data
-from robojac.posegraph import (PGOConfig, PoseGraph, PoseGraphError, PositionPriorResidual, covariances, optimize,
-                               read_g2o, write_g2o)
+from robojac.posegraph import (G2OError, PGOConfig, PoseGraph, PoseGraphError, PositionPriorResidual, covariances,
+                               optimize, read_g2o, write_g2o)
 
 from helpers import left_perturb, max_err, per_sample_hessian_fd
 from test_posegraph import _synthetic
@@ -251,7 +251,56 @@ def test_priors_that_cannot_hold_a_graph_and_bad_priors_are_refused(tmp_path):
     for kwargs, match in cases:
         with pytest.raises(PoseGraphError, match=match):
             PoseGraph(X, E, Z, info, **kwargs)
-    graph = PoseGraph(X, E, Z, info, prior_index=[0, 5, 9], prior_positions=good, prior_information=I3)
-    with pytest.raises(ValueError, match="position priors have no g2o form"):
-        write_g2o(graph, tmp_path / "g.g2o")
-    assert not (tmp_path / "g.g2o").exists()
+    with pytest.raises(PoseGraphError, match="not similarity graphs"):
+        PoseGraph(torch.cat((X.tensor(), torch.ones(12, 1, **KW)), -1), E,
+                  torch.cat((Z, torch.ones(len(E), 1, **KW)), -1), torch.eye(7, **KW).expand(len(E), 7, 7),
+                  similarity=True, prior_index=[0, 5, 9], prior_positions=good, prior_information=I3)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_priors_round_trip_through_g2o_and_the_command_line(dim, tmp_path, capsys):
+    """Written as g2o's ``EDGE_PRIOR_SE2_XY`` / ``EDGE_SE3_XYZ_PRIOR`` (the latter naming an identity
+    ``PARAMS_SE3OFFSET``), read back to the same numbers; ``robojac pgo`` optimizes the file."""
+    from robojac.cli import main
+
+    X, E, Z, info = _synthetic(dim, N=12, loops=((0, 7),), seed=7)
+    k = 2 if dim == 2 else 3
+    pos = torch.tensor([[0.0, 0, 0], [4, 1, 0.3], [7, 3, 0.1]], **KW)[:, :k] + FAR[:k]
+    A = torch.randn(3, k, k, generator=torch.Generator().manual_seed(0), **KW)
+    graph = PoseGraph(X, E, Z, info, dim=dim, prior_index=[0, 5, 9], prior_positions=pos,
+                      prior_information=A @ A.mT + torch.eye(k, **KW))
+    back = read_g2o(write_g2o(graph, tmp_path / "g.g2o"))
+    for name in ("prior_index", "prior_positions", "prior_information"):
+        assert torch.equal(getattr(back, name), getattr(graph, name)), name
+    assert float(back.cost().detach()) == float(graph.cost().detach())
+    assert main(["pgo", str(tmp_path / "g.g2o"), "-o", str(tmp_path / "out.g2o"), "-q"]) == 0
+    assert "3 position priors" in capsys.readouterr().out
+    assert read_g2o(tmp_path / "out.g2o").num_priors == 3
+
+
+def test_a_g2o_prior_reads_as_g2o_defines_it_and_bad_ones_name_their_line(tmp_path):
+    """``EDGE_SE3_XYZ_PRIOR id param x y z`` then the upper triangle of the 3x3 information, row by
+    row (g2o's ``EdgeSE3XYZPrior::read``); what cannot be read names its file and line."""
+    head = ["VERTEX_SE3:QUAT 0 0 0 0 0 0 0 1", "VERTEX_SE3:QUAT 1 1 0 0 0 0 0 1", "VERTEX_SE3:QUAT 2 1 1 0 0 0 0 1",
+            "EDGE_SE3:QUAT 0 1 1 0 0 0 0 0 1 " + " ".join(["1 0 0 0 0 0", "1 0 0 0 0", "1 0 0 0", "1 0 0", "1 0", "1"]),
+            "EDGE_SE3:QUAT 1 2 0 1 0 0 0 0 1 " + " ".join(["1 0 0 0 0 0", "1 0 0 0 0", "1 0 0 0", "1 0 0", "1 0", "1"]),
+            "PARAMS_SE3OFFSET 0 0 0 0 0 0 0 1"]
+    priors = ["EDGE_SE3_XYZ_PRIOR 0 0 10.5 20.25 -3 4 1 2 5 3 6", "EDGE_SE3_XYZ_PRIOR 1 0 11 20 -3 1 0 0 1 0 1",
+              "EDGE_SE3_XYZ_PRIOR 2 0 11 21 -3 1 0 0 1 0 1"]
+    path = tmp_path / "gnss.g2o"
+    path.write_text("\n".join(head + priors) + "\n")
+    g = read_g2o(path)
+    assert g.prior_index.tolist() == [0, 1, 2] and g.prior_positions[0].tolist() == [10.5, 20.25, -3.0]
+    assert g.prior_information[0].tolist() == [[4.0, 1, 2], [1, 5, 3], [2, 3, 6]]
+    bad = {"EDGE_SE3_XYZ_PRIOR 7 0 11 21 -3 1 0 0 1 0 1": ":9: the prior refers to vertex 7",
+           "EDGE_SE3_XYZ_PRIOR 2 0 11 21 -3 1 0 0 1 0": ":9: EDGE_SE3_XYZ_PRIOR needs 11 values",
+           "EDGE_SE3_XYZ_PRIOR 2 0 11 21 nan 1 0 0 1 0 1": ":9:",
+           "EDGE_SE3_XYZ_PRIOR 2 0 11 21 -3 -1 0 0 1 0 1": ":9: the prior's information matrix is not positive",
+           "EDGE_PRIOR_SE2_XY 2 11 21 1 0 1": ":9: EDGE_PRIOR_SE2_XY in a 3D file"}
+    for line, match in bad.items():
+        path.write_text("\n".join(head + priors[:2] + [line]) + "\n")
+        with pytest.raises(G2OError, match=match):
+            read_g2o(path)
+    path.write_text("\n".join(head + [p.replace("20.25", "20").replace(" 21 ", " 20 ") for p in priors]) + "\n")
+    with pytest.raises(G2OError, match="gnss.g2o: prior_positions: all 3 priors lie on one line"):
+        read_g2o(path)

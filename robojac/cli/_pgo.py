@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("pgo", help="optimize a g2o pose graph (2D, 3D or Sim3)",
                        description="Read a g2o pose graph, optimize it (sparse LM/GN), write the optimized graph.")
     p.add_argument("input", type=pathlib.Path, help="g2o file (VERTEX_SE2/EDGE_SE2, VERTEX_SE3:QUAT/EDGE_SE3:QUAT or "
-                                                    "VERTEX_SIM3:EXPMAP/EDGE_SIM3:EXPMAP)")
+                                                    "VERTEX_SIM3:EXPMAP/EDGE_SIM3:EXPMAP; position priors as "
+                                                    "EDGE_PRIOR_SE2_XY or EDGE_SE3_XYZ_PRIOR)")
     p.add_argument("-o", "--output", type=pathlib.Path, help="write the optimized graph here (g2o)")
     p.add_argument("--init", choices=("chordal", "odometry", "file"), default="chordal",
                    help="the start: chordal relaxation (default), the odometry edges composed, or the file's vertices")
@@ -47,7 +48,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     graph = read_g2o(args.input, information=args.information)
     kind = "Sim3" if graph.similarity else f"{graph.dim}D"
-    print(f"read {args.input}: {kind}, {graph.num_poses} poses, {graph.num_edges} edges "
+    priors = f", {graph.num_priors} position priors" if graph.num_priors else ""
+    print(f"read {args.input}: {kind}, {graph.num_poses} poses, {graph.num_edges} edges{priors} "
           f"({time.perf_counter() - t0:.2f} s); initial cost {float(graph.cost(kernel=kernel).detach()):.9g}")
 
     def progress(rec):

@@ -1,5 +1,9 @@
 """g2o files in and out: ``VERTEX_SE2``/``EDGE_SE2``, ``VERTEX_SE3:QUAT``/``EDGE_SE3:QUAT``,
-``VERTEX_SIM3:EXPMAP``/``EDGE_SIM3:EXPMAP`` (similarity graphs), ``FIX``.
+``VERTEX_SIM3:EXPMAP``/``EDGE_SIM3:EXPMAP`` (similarity graphs), ``FIX``, and position priors
+(GNSS fixes): ``EDGE_PRIOR_SE2_XY id x y`` and ``EDGE_SE3_XYZ_PRIOR id param x y z``, each followed
+by the upper triangle of its information (g2o's ``EdgeSE2XYPrior`` and ``EdgeSE3XYZPrior``, whose
+error ``t - p`` does not use the ``PARAMS_SE3OFFSET`` parameter the 3D one names; such lines are
+read and skipped, and written as the identity).
 
 Information matrices: 2D files store ``[x, y, theta]`` (robojac's order); 3D files store the
 upper triangle of a 6x6 matrix in the order ``[x, y, z, qx, qy, qz]``, which robojac (like GTSAM's
@@ -29,7 +33,7 @@ import torch
 from .._config import check_instance
 from .._files import as_path, read_text, write_text_atomic
 from .._precision import PRECISIONS
-from ._graph import PoseGraph
+from ._graph import PoseGraph, PoseGraphError
 from ..lie import se2_to_se3, se3_to_se2, sim3_exp, sim3_log
 
 __all__ = ["G2OError", "read_g2o", "write_g2o"]
@@ -45,6 +49,11 @@ _SPEC = {  # tag -> (dimension, number of values after the tag; a Sim3 vertex's 
     "VERTEX_SIM3:EXPMAP": (_SIM3, 8),
     "EDGE_SIM3:EXPMAP": (_SIM3, 37),
 }
+_PRIORS = {  # position priors (GNSS fixes): tag -> (dimension, values after the tag)
+    "EDGE_PRIOR_SE2_XY": (2, 6),  # g2o's EdgeSE2XYPrior: vertex, x y, the 2x2 information's upper triangle
+    "EDGE_SE3_XYZ_PRIOR": (3, 11),  # g2o's EdgeSE3XYZPrior: vertex, offset parameter, x y z, the 3x3's upper triangle
+}
+_OFFSET = "PARAMS_SE3OFFSET"  # the offset parameter an EDGE_SE3_XYZ_PRIOR names (g2o's error does not use it)
 _KIND = {2: "2D", 3: "3D", _SIM3: "Sim3"}
 _G2O_SIM3 = [3, 4, 5, 0, 1, 2, 6]  # g2o's [omega, upsilon, sigma] <-> robojac's [upsilon, omega, sigma] (an involution)
 _UNIT_TOL = 1e-6  # quaternions off unit length by more are normalized with a warning
@@ -104,6 +113,7 @@ class _Parsed:
     information: np.ndarray  # (E, 3, 3), (E, 6, 6) or (E, 7, 7)
     fixed: set[int]
     normalized: list[str]  # where quaternions were normalized (file order)
+    priors: list = None  # (line, vertex id, position, information) of each position prior
 
 
 _INFORMATION = ("refuse", "nearest_pd")
@@ -242,7 +252,7 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
     """The line-by-line reading: every check in file order, errors naming the line and token."""
     dim = None
     vertices: dict[int, tuple[int, list[float]]] = {}
-    edges, fixed, normalized = [], set(), []
+    edges, fixed, normalized, priors = [], set(), [], []
     for lineno, line in enumerate(lines, start=1):
         tokens = line.split()
         if not tokens or tokens[0].startswith("#"):
@@ -253,9 +263,16 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
                 raise G2OError(f"{where}: FIX needs at least one vertex id")
             fixed.update(_vertex_id(t, where, tag) for t in tokens[1:])
             continue
-        if tag not in _SPEC:
-            raise G2OError(f"{where}: unsupported element {tag!r}; supported: {sorted(_SPEC) + ['FIX']}")
-        tag_dim, count = _SPEC[tag]
+        if tag == _OFFSET:
+            if len(tokens) != 9:
+                raise G2OError(f"{where}: {tag} needs 8 values (an id, x y z qx qy qz qw), got {len(tokens) - 1}")
+            _vertex_id(tokens[1], where, tag)
+            _numbers(tokens[2:], where, tag)
+            continue
+        if tag not in _SPEC and tag not in _PRIORS:
+            raise G2OError(f"{where}: unsupported element {tag!r}; supported: "
+                           f"{sorted(_SPEC) + sorted(_PRIORS) + ['FIX', _OFFSET]}")
+        tag_dim, count = _SPEC[tag] if tag in _SPEC else _PRIORS[tag]
         if dim is None:
             dim = tag_dim
         elif dim != tag_dim:
@@ -263,7 +280,13 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
         cameras = tag == "VERTEX_SIM3:EXPMAP"  # g2o's Sim3 vertex: camera numbers follow the log
         if len(tokens) - 1 != count and not (cameras and len(tokens) - 1 > count):
             raise G2OError(f"{where}: {tag} needs {count} values{' or more' if cameras else ''}, got {len(tokens) - 1}")
-        if tag.startswith("VERTEX"):
+        if tag in _PRIORS:
+            vid = _vertex_id(tokens[1], where, tag)
+            if dim == 3:
+                _vertex_id(tokens[2], where, tag)  # the offset parameter's id
+            vals = _numbers(tokens[2 + (dim == 3):], where, tag)
+            priors.append((lineno, vid, vals[:dim], _upper_to_full(vals[dim:], dim)))
+        elif tag.startswith("VERTEX"):
             vid = _vertex_id(tokens[1], where, tag)
             vals = _numbers(tokens[2:], where, tag)
             if vid in vertices:
@@ -297,6 +320,7 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
         np.array([e[4] for e in edges], dtype=np.float64).reshape(-1, n, n),
         fixed,
         normalized,
+        priors,
     )
 
 
@@ -335,12 +359,33 @@ def _graph(path: pathlib.Path, f: _Parsed, dtype) -> PoseGraph:
         X = as_poses(torch.from_numpy(f.vertices[np.argsort(f.vertex_ids)]).to(dtype))
     else:
         X = _spanning_tree_poses(len(ids), E, Z, dim, fixed_mask, dtype)
-    graph = PoseGraph(X, E, Z, torch.from_numpy(f.information).to(dtype), vertex_ids=torch.from_numpy(ids),
-                      dim=dim, fixed=fixed_mask, name=path.name, edge_lines=f.edge_lines.tolist(),
-                      similarity=similarity)
+    try:
+        graph = PoseGraph(X, E, Z, torch.from_numpy(f.information).to(dtype), vertex_ids=torch.from_numpy(ids),
+                          dim=dim, fixed=fixed_mask, name=path.name, edge_lines=f.edge_lines.tolist(),
+                          similarity=similarity, **_prior_arguments(path, f, ids, dtype))
+    except PoseGraphError as e:  # a property of the whole graph (its priors on one line, say): said with its file
+        raise G2OError(f"{path}: {e}") from None
     graph.source = str(path)
     graph.has_initial_estimate = has_vertices
     return graph
+
+
+def _prior_arguments(path: pathlib.Path, f: _Parsed, ids: np.ndarray, dtype) -> dict:
+    """``PoseGraph``'s prior arguments from the file's prior lines (none: no arguments), each
+    checked with its line: the vertex it names, a positive definite information."""
+    if not f.priors:
+        return {}
+    index = []
+    for lineno, vid, _, info in f.priors:
+        k = int(np.searchsorted(ids, vid))
+        if k >= len(ids) or ids[k] != vid:
+            raise G2OError(f"{path}:{lineno}: the prior refers to vertex {vid}, which the file does not define")
+        if np.linalg.eigvalsh(info).min() <= 0:
+            raise G2OError(f"{path}:{lineno}: the prior's information matrix is not positive definite")
+        index.append(k)
+    return dict(prior_index=torch.tensor(index, dtype=torch.long),
+                prior_positions=torch.tensor(np.array([p[2] for p in f.priors]), dtype=dtype),
+                prior_information=torch.tensor(np.array([p[3] for p in f.priors]), dtype=dtype))
 
 
 def _spanning_tree_poses(N: int, edges: torch.Tensor, Z: torch.Tensor, dim: int, fixed: torch.Tensor, dtype) -> torch.Tensor:
@@ -365,9 +410,6 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     """
     check_instance("graph", graph, PoseGraph, "a PoseGraph (the call is write_g2o(graph, path))")
     path = as_path(path, "g2o file to write")
-    if graph.num_priors:  # written without them, the file would hold another graph
-        raise ValueError(f"graph: its {graph.num_priors} position priors have no g2o form here yet; nothing was "
-                         f"written to {path}")
     X = graph.poses if poses is None else poses
     X = X.as_subclass(torch.Tensor) if hasattr(X, "ltype") else torch.as_tensor(X, device="cpu")
     width = 8 if graph.similarity else 7
@@ -403,6 +445,15 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     tag = "EDGE_SIM3:EXPMAP" if graph.similarity else "EDGE_SE2" if graph.dim == 2 else "EDGE_SE3:QUAT"
     for (i, j), z, I in zip(graph.edges.cpu().tolist(), Zs.tolist(), info):
         lines.append(" ".join([tag, str(ids[i]), str(ids[j])] + [_fmt(a) for a in z] + [_fmt(a) for a in I[iu]]))
+    if graph.num_priors:  # g2o's EdgeSE2XYPrior / EdgeSE3XYZPrior (the latter naming an identity offset)
+        k = graph.prior_positions.shape[1]
+        tag, offset = ("EDGE_PRIOR_SE2_XY", []) if k == 2 else ("EDGE_SE3_XYZ_PRIOR", ["0"])
+        if offset:
+            lines.insert(0, f"{_OFFSET} 0 0 0 0 0 0 0 1")
+        pu = np.triu_indices(k)
+        for v, p, I in zip(graph.prior_index.cpu().tolist(), graph.prior_positions.detach().double().cpu().tolist(),
+                           graph.prior_information.detach().double().cpu().numpy()):
+            lines.append(" ".join([tag, str(ids[v])] + offset + [_fmt(a) for a in p] + [_fmt(a) for a in I[pu]]))
     fixed = [str(v) for v, f in zip(ids, graph.fixed.cpu().tolist()) if f]
     if fixed:
         lines.append("FIX " + " ".join(fixed))

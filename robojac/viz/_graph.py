@@ -22,6 +22,23 @@ def _edge_segments(P: np.ndarray, edges: np.ndarray, dims: int) -> np.ndarray:
     return np.stack((P[edges[:, 0], :dims], P[edges[:, 1], :dims]), axis=1)
 
 
+def _priors(ax, graph, X, P: np.ndarray, dims: int, coll_cls, colour: dict | None) -> None:
+    """The position priors: crosses at the measured positions, segments to their poses."""
+    fixes = as_numpy(graph.prior_positions)
+    if fixes.shape[1] < dims:
+        fixes = np.concatenate((fixes, np.zeros((len(fixes), dims - fixes.shape[1]))), 1)
+    segs = np.stack((P[as_numpy(graph.prior_index).astype(int), :dims], fixes[:, :dims]), axis=1)
+    if colour is None:
+        lines = coll_cls(segs, colors=PALETTE[3], linewidths=0.8, alpha=0.8)
+    else:
+        with torch.no_grad():
+            chi2 = graph.prior_residuals(_on_graph(graph, X)).square().sum(-1).cpu().numpy()
+        lines = coll_cls(segs, linewidths=0.8, alpha=0.9, **colour)
+        lines.set_array(np.clip(chi2, colour["norm"].vmin, None))
+    ax.add_collection(lines) if dims == 2 else ax.add_collection3d(lines)
+    ax.scatter(*fixes[:, :dims].T, marker="x", s=10, linewidths=0.8, color=PALETTE[3], label="position priors")
+
+
 def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_residual: bool = True,
                     cmap: str = "RdYlGn_r", vmax: float | None = None, title: str | None = None, colorbar: bool = True,
                     covariances=None, sigma: float = 3.0, ellipse_every: int = 1):
@@ -30,7 +47,9 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
 
     ``covariances``: the poses' marginal covariances, ``posegraph.covariances(graph, poses)``
     (``(N, d, d)``, each in its pose's frame), drawn as the ``sigma``-ellipses of the positions
-    in the x-y plane (a 2D view), every ``ellipse_every``-th pose."""
+    in the x-y plane (a 2D view), every ``ellipse_every``-th pose.  A graph's position priors
+    (GNSS fixes) are drawn as crosses, each joined to its pose by a segment coloured by its chi^2
+    on the edges' scale (a fix the answer leaves far away shows red)."""
     require("graph", graph, "posegraph", "PoseGraph", "a PoseGraph")
     from matplotlib.collections import LineCollection
     from matplotlib.colors import LogNorm
@@ -72,6 +91,8 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
         ax.add_collection(c) if dims == 2 else ax.add_collection3d(c)
     if color_by_residual and colorbar and drawn:
         ax.figure.colorbar(drawn[-1], ax=ax, fraction=0.046, pad=0.04, label="edge chi^2 = e^T Omega e")
+    if graph.num_priors:
+        _priors(ax, graph, X, P, dims, coll_cls, dict(cmap=cmap, norm=norm) if color_by_residual else None)
     if covariances is not None:
         _ellipses(ax, as_numpy(X), as_numpy(covariances, "covariances"), graph, sigma, ellipse_every)
     if dims == 2:
