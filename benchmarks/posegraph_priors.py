@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, gtsam_anchored, gtsam_values, table  # noqa: E402
+from _util import describe_machine, gtsam_lm, gtsam_anchored, gtsam_values, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.posegraph import PGOConfig, PoseGraph, initialize, optimize, read_g2o  # noqa: E402
@@ -58,7 +58,7 @@ def timed(graph: PoseGraph, fg, ids, repeat: int) -> list[str]:
         t0 = time.perf_counter()
         ours = optimize(graph, PGOConfig(init="chordal"))
         times["robojac"].append(time.perf_counter() - t0)
-        seconds, theirs, its = run_gtsam(fg, start_values)
+        seconds, theirs, its = gtsam_lm(fg, start_values)
         times["GTSAM"].append(seconds + chordal_s)
     P = ours.poses.tensor().detach()
     ours_cost, theirs_cost = fg.error(gtsam_values(3, P, ids)), fg.error(theirs)
@@ -81,19 +81,6 @@ def gtsam_graph(graph: PoseGraph):
     for k, p in zip(graph.prior_index.tolist(), graph.prior_positions.numpy()):
         fg.add(gtsam.GPSFactor(k, p, gtsam.noiseModel.Isotropic.Sigma(3, SIGMA)))
     return fg, ids
-
-
-def run_gtsam(fg, start):
-    import gtsam
-
-    params = gtsam.LevenbergMarquardtParams()
-    params.setRelativeErrorTol(1e-6)
-    params.setAbsoluteErrorTol(1e-12)
-    params.setMaxIterations(100)
-    t0 = time.perf_counter()
-    opt = gtsam.LevenbergMarquardtOptimizer(fg, start, params)
-    result = opt.optimize()
-    return time.perf_counter() - t0, result, opt.iterations()
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, table  # noqa: E402
+from _util import describe_machine, gtsam_lm, table  # noqa: E402
 
 from robojac.posegraph import PGOConfig, PoseGraph, initialize, optimize  # noqa: E402
 
@@ -83,19 +83,6 @@ def values_of(P: torch.Tensor):
     return values
 
 
-def run_gtsam(held, start):
-    import gtsam
-
-    params = gtsam.LevenbergMarquardtParams()
-    params.setRelativeErrorTol(1e-6)
-    params.setAbsoluteErrorTol(1e-12)
-    params.setMaxIterations(100)
-    t0 = time.perf_counter()
-    opt = gtsam.LevenbergMarquardtOptimizer(held, values_of(start), params)
-    result = opt.optimize()
-    return time.perf_counter() - t0, result, opt.iterations()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -120,7 +107,7 @@ def main() -> None:
             t0 = time.perf_counter()
             ours = optimize(graph, PGOConfig(init=init))
             times["robojac"].append(time.perf_counter() - t0)
-            seconds, theirs, its = run_gtsam(held, start)
+            seconds, theirs, its = gtsam_lm(held, values_of(start))
             times["GTSAM"].append(seconds + extra)
         ours_cost = plain.error(values_of(ours.poses.tensor().detach()))
         theirs_cost = plain.error(theirs)

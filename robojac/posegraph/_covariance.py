@@ -29,7 +29,8 @@ def covariances(graph: PoseGraph, poses=None, *, which=None, frame: str = "body"
       convention; its translation block is the position's covariance in the pose's axes);
       ``"world"``: on the left, ``Exp(xi) T``, the solver's.  ``C_body = Ad(T^-1) C_world Ad(T^-1)^T``.
     * The gauge is the one :func:`optimize` holds: the graph's FIXed poses, or else its first pose.
-      Those have zero covariance, and every other is relative to them.
+      Those have zero covariance, and every other is relative to them.  A graph its position
+      priors hold (no FIXed pose) holds none: every covariance is absolute.
     * ``kernel``: the robust kernel the answer was found with (its weights at ``poses`` scale the
       edges' information), as ``PGOConfig.kernel``.
 

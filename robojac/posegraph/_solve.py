@@ -159,8 +159,9 @@ def _held(graph: PoseGraph) -> Tensor:
 
 
 def anchor_offset(graph: PoseGraph, S: Tensor) -> Tensor | None:
-    """The position ``c`` of the first held pose in the state ``S``, about which the solve works
-    (``None`` for a similarity graph, whose state ``T^-1`` is stepped in each pose's own frame).
+    """The position ``c`` of the first held pose in the state ``S`` (of the first position prior,
+    for a graph its priors hold), about which the solve works (``None`` for a similarity graph,
+    whose state ``T^-1`` is stepped in each pose's own frame).
 
     The engine steps a pose on the left, ``Exp(d) T``, which turns it about the world's origin: a
     graph in map coordinates (UTM, 4,000 km out) has Jacobian entries ~4e6 times its rotations'
@@ -212,7 +213,9 @@ def moved(S: Tensor, c: Tensor | None, sign: int) -> Tensor:
 
 def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
     """The initial optimization state (2D ``(N, 3)``, 3D ``(N, 7)``, a similarity graph's inverse
-    similarities ``(N, 8)``: :meth:`PoseGraph.state`) of ``graph``."""
+    similarities ``(N, 8)``: :meth:`PoseGraph.state`) of ``graph``.  A graph its position priors
+    hold is placed from its first pose, then moved onto the priors by the rigid motion that fits
+    them best (``"file"``: the poses as they are)."""
     check_instance("graph", graph, PoseGraph, "a PoseGraph")
     if init not in ("file", "odometry", "chordal"):  # refused before any pose is held or placed
         raise ValueError(f"init: expected 'file', 'odometry' or 'chordal', got {init!r}")
@@ -287,7 +290,8 @@ def _similarities(graph: PoseGraph, init: Init) -> Tensor:
 def optimize(graph: PoseGraph, config: PGOConfig | None = None) -> PGOResult:
     """Minimize ``0.5 * sum rho(r^T Omega r)`` over the poses of ``graph``.
 
-    The gauge is fixed by the graph's ``FIX`` vertices or, without any, by its first pose.
+    The gauge is fixed by the graph's ``FIX`` vertices or, without any, by its position priors
+    or else its first pose.
     Returns a :class:`PGOResult`; the graph itself is not modified (use
     ``graph.poses.data.copy_(result.poses)`` to keep the result).  A disconnected graph raises
     :class:`PoseGraphError` naming its components.
