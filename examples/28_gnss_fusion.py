@@ -4,11 +4,12 @@ a city's reflections throw off.
 The drive is KITTI 00's (the optimum of ``data/posegraph/kitti_00.g2o``: 4,541 poses, 3.7 km), placed
 in UTM coordinates where Karlsruhe lies (easting 456 km, northing 5,429 km) and turned, as a map
 holds it.  The odometry is the graph's own (its 4,540 consecutive edges, loop closures left out):
-composed alone it drifts 101 m.  A GNSS receiver gives a fix every 10 poses with 2 m of noise, and
-4% of the fixes are 20-60 m off (multipath: signals reflected by buildings).
+composed alone it drifts 101 m.  A GNSS receiver, its antenna 0.8 m behind and 0.3 m left of each
+pose's origin, gives a fix every 10 poses with 2 m of noise, and 4% of the fixes are 20-60 m off
+(multipath: signals reflected by buildings).
 
-* ``PoseGraph(..., prior_index=, prior_positions=, prior_information=)`` adds the fixes as position
-  priors; they hold the graph in the map, so no pose is held.
+* ``PoseGraph(..., prior_index=, prior_positions=, prior_information=, prior_lever_arms=)`` adds the
+  fixes as position priors of the antenna; they hold the graph in the map, so no pose is held.
 * ``optimize`` starts from the odometry moved onto the fixes (a rigid fit), and solves about the
   first fix: 5,400 km from the origin, as at it.
 * Least squares follows the bad fixes; a Cauchy kernel (``PGOConfig(kernel="cauchy")``) lets them go.
@@ -31,6 +32,7 @@ from robojac import data, lie, posegraph, trajectory, viz  # noqa: E402
 from robojac.optim import RobustKernel  # noqa: E402
 
 UTM = torch.tensor([456_000.0, 5_429_000.0], dtype=torch.float64)  # Karlsruhe, UTM zone 32U (metres)
+ANTENNA = torch.tensor([-0.8, 0.3], dtype=torch.float64)  # in each pose's frame: behind, to the left
 
 
 def scenario(seed: int = 0, every: int = 10, sigma: float = 2.0, outliers: float = 0.04) -> dict:
@@ -43,7 +45,11 @@ def scenario(seed: int = 0, every: int = 10, sigma: float = 2.0, outliers: float
     truth = lie.se3_compose(T_map_odom.expand_as(local), local)
     odo = (graph.edges[:, 1] - graph.edges[:, 0]).abs() == 1
     index = torch.arange(0, len(truth), every)
-    fixes = truth[index, :2] + sigma * torch.randn(len(index), 2, dtype=torch.float64, generator=g)
+    at = truth[index]
+    heading = 2 * torch.atan2(at[:, 5], at[:, 6])
+    c, s_ = torch.cos(heading), torch.sin(heading)
+    antenna = at[:, :2] + torch.stack((c * ANTENNA[0] - s_ * ANTENNA[1], s_ * ANTENNA[0] + c * ANTENNA[1]), -1)
+    fixes = antenna + sigma * torch.randn(len(index), 2, dtype=torch.float64, generator=g)
     bad = torch.rand(len(index), generator=g) < outliers
     angle = 2 * math.pi * torch.rand(int(bad.sum()), generator=g, dtype=torch.float64)
     reach = 20 + 40 * torch.rand(int(bad.sum()), generator=g, dtype=torch.float64)
@@ -64,9 +70,11 @@ def main(out: pathlib.Path, seed: int) -> None:
     held[0] = True  # the odometry alone, from the true first pose
     alone = posegraph.PoseGraph(s["truth"], s["edges"], s["measurements"], s["information"], dim=2, fixed=held,
                                 name="odometry alone")
-    fused = posegraph.PoseGraph(s["truth"][0].expand(n, 7).clone(), s["edges"], s["measurements"], s["information"],
-                                dim=2, prior_index=s["index"], prior_positions=s["fixes"],
-                                prior_information=s["fix_information"], name="odometry + GNSS")
+    fixes = dict(dim=2, prior_index=s["index"], prior_positions=s["fixes"], prior_information=s["fix_information"])
+    start = s["truth"][0].expand(n, 7).clone()
+    fused = posegraph.PoseGraph(start, s["edges"], s["measurements"], s["information"], prior_lever_arms=ANTENNA,
+                                name="odometry + GNSS", **fixes)
+    no_arm = posegraph.PoseGraph(start, s["edges"], s["measurements"], s["information"], **fixes)
     runs = {"odometry alone": posegraph.optimize(alone, posegraph.PGOConfig(init="odometry")),
             "+ GNSS, least squares": posegraph.optimize(fused, posegraph.PGOConfig(init="odometry")),
             "+ GNSS, Cauchy kernel": posegraph.optimize(fused, posegraph.PGOConfig(init="odometry", kernel="cauchy"))}
@@ -75,11 +83,16 @@ def main(out: pathlib.Path, seed: int) -> None:
         res = trajectory.ate(truth, trajectory.Trajectory(r.poses.tensor().detach()), align=False)
         errors[name] = res.errors
         how = "composed" if r.iterations == 0 else f"{r.iterations} iterations ({r.reason})"
-        print(f"  {name:22s} ATE RMSE {res['rmse']:7.2f} m, max {res['max']:7.2f} m; {how}, {r.solve_seconds * 1e3:.0f} ms")
+        print(f"  {name:22s} ATE RMSE {res['rmse']:7.2f} m, max {res['max']:7.2f} m; {how}, "
+              f"{r.solve_seconds * 1e3:.0f} ms")
+    armless = posegraph.optimize(no_arm, posegraph.PGOConfig(init="odometry", kernel="cauchy")).poses.tensor().detach()
+    res = trajectory.ate(truth, trajectory.Trajectory(armless), align=False)
+    print(f"  (the Cauchy fusion with the antenna taken for the poses' origin: ATE RMSE {res['rmse']:.2f} m)")
     best = runs["+ GNSS, Cauchy kernel"]
     C = posegraph.covariances(fused, best.poses, kernel=RobustKernel("cauchy"))  # each in its pose's frame
     spread = C[:, :2, :2].diagonal(dim1=-2, dim2=-1).sum(-1).sqrt()  # the position's RMS uncertainty
-    print(f"  position uncertainty (1 sigma): {float(spread.min()):.2f}-{float(spread.max()):.2f} m, largest between fixes")
+    print(f"  position uncertainty (1 sigma): {float(spread.min()):.2f}-{float(spread.max()):.2f} m, "
+          "largest between fixes")
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.6), gridspec_kw={"width_ratios": [1.1, 1]})
     ax = axes[0]

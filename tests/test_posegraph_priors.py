@@ -26,17 +26,19 @@ def _se2_matrix(x: np.ndarray) -> np.ndarray:
     return np.array([[c, -s, x[0]], [s, c, x[1]], [0, 0, 1.0]])
 
 
-def _se2_left(x: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """The position of ``Exp(d) X`` for a planar pose, through scipy's matrix exponential."""
+def _se2_left(x: np.ndarray, d: np.ndarray, a=(0.0, 0.0)) -> np.ndarray:
+    """``Exp(d) X a`` for a planar pose and a point ``a`` in its frame, through scipy's matrix exponential."""
     D = np.array([[0, -d[2], d[0]], [d[2], 0, d[1]], [0, 0, 0.0]])
-    return (expm(D) @ _se2_matrix(x))[:2, 2]
+    return (expm(D) @ _se2_matrix(x) @ np.array([a[0], a[1], 1.0]))[:2]
 
 
+@pytest.mark.parametrize("arm", [False, True], ids=["origin", "lever arm"])
 @pytest.mark.parametrize("dim", [2, 3])
-def test_blocks_and_curvature_equal_central_differences(dim):
-    """``r = L (t - p)`` under a left step of its pose: the block against central differences, and
+def test_blocks_and_curvature_equal_central_differences(dim, arm):
+    """``r = L (T a - p)`` under a left step of its pose: the block against central differences, and
     ``curvature`` against second differences of ``v . r`` (pypose's Exp for SE3, scipy's ``expm`` of
-    the planar generator for SE2), at poses 300 m out."""
+    the planar generator for SE2), at poses 300 m out, for the pose's origin and a lever arm ``a``
+    of a metre or two."""
     g = torch.Generator().manual_seed(3)
     n, k, t = 5, dim, (3 if dim == 2 else 6)
     if dim == 3:
@@ -49,14 +51,16 @@ def test_blocks_and_curvature_equal_central_differences(dim):
     A = torch.randn(n, k, k, generator=g, **KW)
     L = torch.linalg.cholesky(A @ A.mT + torch.eye(k, **KW)).mT
     v = torch.randn(n, k, generator=g, **KW)
+    a = torch.randn(n, k, generator=g, **KW) if arm else torch.zeros(n, k, **KW)
     res = PositionPriorResidual()
-    r, (J,) = res.value_and_jacobians(state, p, L)
-    assert max_err(r, (L @ (state[:, :k] - p).unsqueeze(-1)).squeeze(-1)) < 1e-12
+    r, (J,) = res.value_and_jacobians(state, p, L, a)
 
-    def moved(d):  # (n, t) steps -> positions (n, k)
+    def moved(d):  # (n, t) steps -> the measured points T a (n, k), as 4x4 / 3x3 matrices act
         if dim == 3:
-            return left_perturb(pp.SE3(state), d).tensor()[:, :3]
-        return torch.tensor(np.stack([_se2_left(x, e) for x, e in zip(state.numpy(), d.numpy())]), **KW)
+            return (left_perturb(pp.SE3(state), d).matrix()[:, :3] @ torch.cat((a, torch.ones(n, 1, **KW)), -1)[..., None])[..., 0]
+        return torch.tensor(np.stack([_se2_left(x, e, b) for x, e, b in zip(state.numpy(), d.numpy(), a.numpy())]), **KW)
+
+    assert max_err(r, (L @ (moved(torch.zeros(n, t, **KW)) - p).unsqueeze(-1)).squeeze(-1)) < 1e-9
 
     def r_of(d):
         return (L @ (moved(d) - p).unsqueeze(-1)).squeeze(-1)
@@ -64,7 +68,7 @@ def test_blocks_and_curvature_equal_central_differences(dim):
     h = 1e-6
     fd = torch.stack([(r_of(h * e) - r_of(-h * e)) / (2 * h) for e in torch.eye(t, **KW).expand(n, t, t).unbind(1)], -1)
     assert max_err(J, fd) < 1e-6 * float(J.abs().max())  # measured: ~1e-9 of it
-    H = res.curvature(v, state, p, L)
+    H = res.curvature(v, state, p, L, a)
     ref = per_sample_hessian_fd(lambda d: (v * r_of(d)).sum(-1), torch.zeros(n, t, **KW), h=1e-3)
     assert max_err(H, H.mT) == 0.0
     assert max_err(H, ref) < 1e-5 * float(ref.abs().max()), (H[0], ref[0])
@@ -83,15 +87,23 @@ def _gnss_graph(name: str, every: int, sigma: float, seed: int = 1):
     return g, truth, idx, pos, info
 
 
-def test_gnss_fixes_reach_gtsams_optimum():
+@pytest.mark.parametrize("arm", [None, (0.3, -0.2, 1.2)], ids=["GPSFactor", "GPSFactorArm"])
+def test_gnss_fixes_reach_gtsams_optimum(arm):
     """parking-garage with a fix every 20 poses (0.5 m noise), 4,000 km out, against GTSAM's
-    ``BetweenFactorPose3`` + ``GPSFactor`` from the same start: GTSAM's ``graph.error()`` at
-    robojac's answer equals robojac's cost, and neither ends below the other (2026-12-07: robojac
-    30.838052206 in 15 Gauss-Newton iterations, GTSAM's LM 30.838052208; 0.6 mm apart)."""
+    ``BetweenFactorPose3`` + ``GPSFactor`` (``GPSFactorArm`` with an antenna 1.2 m up and off
+    centre) from the same start: GTSAM's ``graph.error()`` at robojac's answer equals robojac's
+    cost, and neither ends below the other (2026-12-07: robojac 30.838052206 in 15 Gauss-Newton
+    iterations, GTSAM's LM 30.838052208; 0.6 mm apart)."""
     gtsam = pytest.importorskip("gtsam")
     g, _, idx, pos, info = _gnss_graph("parking-garage", 20, 0.5)
+    extra = {}
+    if arm is not None:  # the fixes measure the antenna: the true poses' T a, with the same noise
+        a = torch.tensor(arm, **KW)
+        truth = optimize(g).poses.tensor()
+        pos = pos - truth[idx, :3] + pp.SE3(truth[idx]).Act(a.expand(len(idx), 3))
+        extra = dict(prior_lever_arms=a)
     graph = PoseGraph(g.poses.tensor(), g.edges, g.measurements, g.information, prior_index=idx,
-                      prior_positions=pos, prior_information=info)
+                      prior_positions=pos, prior_information=info, **extra)
     r = optimize(graph, PGOConfig(method="gn", relative_tolerance=1e-12))
     assert r.converged
 
@@ -110,7 +122,9 @@ def test_gnss_fixes_reach_gtsams_optimum():
         noise = gtsam.noiseModel.Gaussian.Information(I.numpy()[np.ix_(perm, perm)])
         fg.add(gtsam.BetweenFactorPose3(i, j, pose3(z), noise))
     for k, p in zip(idx.tolist(), pos):
-        fg.add(gtsam.GPSFactor(k, p.numpy(), gtsam.noiseModel.Isotropic.Sigma(3, 0.5)))
+        noise = gtsam.noiseModel.Isotropic.Sigma(3, 0.5)
+        fg.add(gtsam.GPSFactor(k, p.numpy(), noise) if arm is None
+               else gtsam.GPSFactorArm(k, p.numpy(), np.array(arm), noise))
     params = gtsam.LevenbergMarquardtParams()
     params.setRelativeErrorTol(1e-10)
     params.setAbsoluteErrorTol(1e-12)
@@ -160,6 +174,30 @@ def test_gnss_fixes_remove_a_drive_s_drift_in_map_coordinates(init):
                 T[k, 5], T[k, 6] = math.sin(th / 2), math.cos(th / 2)
                 slopes.append(float(graph.cost(T)))
             assert abs(slopes[0] - slopes[1]) / 2e-5 < 1e-3, (k, a)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_a_lever_arm_places_the_antenna_not_the_pose(dim):
+    """A drive whose fixes measure an antenna 1.5 m from each pose's origin, without noise: with the
+    lever arm the answer is the truth (to 1e-8 m); taken for the poses' own positions the fixes
+    pull every pose by up to the arm's length."""
+    X, E, Z, info = _synthetic(dim, N=30, loops=((0, 17), (4, 25)), seed=8)
+    k = 2 if dim == 2 else 3
+    idx = torch.arange(0, 30, 3, device="cpu")
+    a = torch.tensor([-0.9, 0.6, 1.0], **KW)[:k]  # |a| = 1.5 m in 3D
+    truth = X.tensor()
+    if dim == 3:
+        antenna = pp.SE3(truth[idx]).Act(a.expand(len(idx), 3))
+    else:
+        antenna = torch.tensor(np.stack([(_se2_matrix(np.array([x[0], x[1], 2 * math.atan2(x[5], x[6])]))
+                                          @ np.array([*a.tolist(), 1.0]))[:2] for x in truth[idx].numpy()]), **KW)
+    I = torch.eye(k, **KW).expand(len(idx), k, k) * 100
+    kw = dict(dim=dim, prior_index=idx, prior_positions=antenna + FAR[:k], prior_information=I)
+    with_arm = optimize(PoseGraph(X, E, Z, info, prior_lever_arms=a, **kw), PGOConfig(relative_tolerance=1e-14))
+    without = optimize(PoseGraph(X, E, Z, info, **kw))
+    err = lambda r: (r.poses.tensor()[:, :k] - FAR[:k] - truth[:, :k]).norm(dim=-1)  # noqa: E731
+    assert with_arm.converged and float(err(with_arm).max()) < 1e-8 and with_arm.cost < 1e-12
+    assert float(err(without).max()) > 0.3 * float(a.norm())
 
 
 @pytest.mark.parametrize("n", [40, 80], ids=["dense backward", "sparse backward"])
@@ -251,6 +289,16 @@ def test_priors_that_cannot_hold_a_graph_and_bad_priors_are_refused(tmp_path):
     for kwargs, match in cases:
         with pytest.raises(PoseGraphError, match=match):
             PoseGraph(X, E, Z, info, **kwargs)
+    with pytest.raises(PoseGraphError, match=r"prior_lever_arms: expected \(3, 3\) or \(3,\)"):
+        PoseGraph(X, E, Z, info, prior_index=[0, 5, 9], prior_positions=good, prior_information=I3,
+                  prior_lever_arms=torch.zeros(2, **KW))
+    with pytest.raises(PoseGraphError, match="prior_lever_arms: given without priors"):
+        PoseGraph(X, E, Z, info, prior_lever_arms=torch.zeros(3, **KW))
+    armed = PoseGraph(X, E, Z, info, prior_index=[0, 5, 9], prior_positions=good, prior_information=I3,
+                      prior_lever_arms=torch.tensor([0.0, 0, 1.0], **KW))
+    with pytest.raises(ValueError, match="lever arms, which g2o's"):
+        write_g2o(armed, tmp_path / "armed.g2o")
+    assert not (tmp_path / "armed.g2o").exists()
     with pytest.raises(PoseGraphError, match="not similarity graphs"):
         PoseGraph(torch.cat((X.tensor(), torch.ones(12, 1, **KW)), -1), E,
                   torch.cat((Z, torch.ones(len(E), 1, **KW)), -1), torch.eye(7, **KW).expand(len(E), 7, 7),

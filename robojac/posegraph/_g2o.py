@@ -445,6 +445,10 @@ def write_g2o(graph: PoseGraph, path, poses=None) -> pathlib.Path:
     tag = "EDGE_SIM3:EXPMAP" if graph.similarity else "EDGE_SE2" if graph.dim == 2 else "EDGE_SE3:QUAT"
     for (i, j), z, I in zip(graph.edges.cpu().tolist(), Zs.tolist(), info):
         lines.append(" ".join([tag, str(ids[i]), str(ids[j])] + [_fmt(a) for a in z] + [_fmt(a) for a in I[iu]]))
+    if graph.num_priors and bool((graph.prior_lever_arms != 0).any()):  # g2o's prior edges measure the origin
+        raise ValueError(f"graph: its position priors have lever arms, which g2o's EdgeSE2XYPrior and "
+                         f"EdgeSE3XYZPrior do not apply (the latter ignores its offset parameter); nothing was "
+                         f"written to {path}")
     if graph.num_priors:  # g2o's EdgeSE2XYPrior / EdgeSE3XYZPrior (the latter naming an identity offset)
         k = graph.prior_positions.shape[1]
         tag, offset = ("EDGE_PRIOR_SE2_XY", []) if k == 2 else ("EDGE_SE3_XYZ_PRIOR", ["0"])

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .._config import index_tensor
 from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
-from ..lie import (require_values, se3_tensor, sim3_ad, skew, sim3_adjoint, sim3_compose, sim3_inverse,
+from ..lie import (require_values, se3_act, se3_tensor, sim3_ad, skew, sim3_adjoint, sim3_compose, sim3_inverse,
                    sim3_left_jacobian_inverse, sim3_log, wrap_lie)
 from ..optim import RobustKernel
 from ..lie import se2_ad, se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
@@ -117,47 +117,56 @@ class Sim3BetweenResidual(_Between):
 
 
 class PositionPriorResidual:
-    """A measured position of a pose (a GNSS fix, a surveyed point): ``r = L (t - p)`` ``(..., k)``
-    for a pose's position ``t`` (``k = 3``; ``k = 2`` for a planar pose ``[x, y, theta]``), its
-    measurement ``p`` and square-root information ``L``.  In the left tangent ``[rho, phi]`` of the
-    pose its block is ``L [I, -[t]x]`` (planar: ``L [I, J t]``, ``J`` the quarter turn), and
-    :meth:`curvature` gives the second-order term of ``t`` under ``Exp(d) T``, ``(1/2) phi x (phi
-    x t) + (1/2) phi x rho``, for the implicit backward.  GTSAM's ``GPSFactor`` and g2o's
-    ``EdgeSE3XYZPrior`` measure the same."""
+    """A measured position of a point of a pose (a GNSS antenna, a surveyed marker):
+    ``r = L (T a - p)`` ``(..., k)`` for the point ``a`` in the pose's frame (its lever arm; the
+    pose's origin where ``a`` is left out), the measurement ``p`` and square-root information
+    ``L`` (``k = 3``; ``k = 2`` for a planar pose ``[x, y, theta]``).  With ``q = T a``, its block
+    in the pose's left tangent ``[rho, phi]`` is ``L [I, -[q]x]`` (planar: ``L [I, J q]``, ``J`` the
+    quarter turn), and :meth:`curvature` gives the second-order term of ``q`` under ``Exp(d) T``,
+    ``(1/2) phi x (phi x q) + (1/2) phi x rho``, for the implicit backward.  GTSAM's ``GPSFactor``
+    (``GPSFactorArm`` with a lever arm) and g2o's ``EdgeSE3XYZPrior`` measure the same."""
 
     @staticmethod
-    def _position(X: Tensor) -> Tensor:
-        return X[..., :2] if X.shape[-1] == 3 else X[..., :3]
+    def point(X: Tensor, a: Tensor | None = None) -> Tensor:
+        """``q = T a`` ``(..., k)`` of poses ``X`` (``(..., 7)``, or planar ``(..., 3)``)."""
+        if X.shape[-1] == 3:
+            t = X[..., :2]
+            if a is None:
+                return t
+            c, s = torch.cos(X[..., 2]), torch.sin(X[..., 2])
+            return t + torch.stack((c * a[..., 0] - s * a[..., 1], s * a[..., 0] + c * a[..., 1]), -1)
+        return X[..., :3] if a is None else se3_act(X[..., :7], a)
 
-    def __call__(self, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
-        return whiten(self._position(X) - p, sqrt_info)
+    def __call__(self, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None, a: Tensor | None = None) -> Tensor:
+        return whiten(self.point(X, a) - p, sqrt_info)
 
-    def value_and_jacobians(self, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None):
-        t = self._position(X)
-        if t.shape[-1] == 2:
-            turn = torch.stack((-t[..., 1], t[..., 0]), -1).unsqueeze(-1)  # J t
-            J = torch.cat((torch.eye(2, dtype=t.dtype, device=t.device).expand(t.shape[:-1] + (2, 2)), turn), -1)
+    def value_and_jacobians(self, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None, a: Tensor | None = None):
+        q = self.point(X, a)
+        if q.shape[-1] == 2:
+            turn = torch.stack((-q[..., 1], q[..., 0]), -1).unsqueeze(-1)  # J q
+            J = torch.cat((torch.eye(2, dtype=q.dtype, device=q.device).expand(q.shape[:-1] + (2, 2)), turn), -1)
         else:
-            J = torch.cat((torch.eye(3, dtype=t.dtype, device=t.device).expand(t.shape[:-1] + (3, 3)), -skew(t)), -1)
+            J = torch.cat((torch.eye(3, dtype=q.dtype, device=q.device).expand(q.shape[:-1] + (3, 3)), -skew(q)), -1)
         if sqrt_info is not None:
             J = sqrt_info @ J
-        return whiten(t - p, sqrt_info), (J,)
+        return whiten(q - p, sqrt_info), (J,)
 
-    def curvature(self, v: Tensor, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None) -> Tensor:
+    def curvature(self, v: Tensor, X: Tensor, p: Tensor, sqrt_info: Tensor | None = None,
+                  a: Tensor | None = None) -> Tensor:
         """``sum_k v_k d^2 r_k`` in the pose's left tangent: ``(..., 6, 6)`` (planar ``(..., 3, 3)``)."""
-        t = self._position(X)
+        q = self.point(X, a)
         w = v if sqrt_info is None else (sqrt_info.mT @ v.unsqueeze(-1)).squeeze(-1)
-        wt = (w * t).sum(-1)[..., None, None]
-        if t.shape[-1] == 2:  # (1/2) rho . J^T w theta - (1/2) (w . t) theta^2
-            H = torch.zeros(t.shape[:-1] + (3, 3), dtype=t.dtype, device=t.device)
+        wq = (w * q).sum(-1)[..., None, None]
+        if q.shape[-1] == 2:  # (1/2) rho . J^T w theta - (1/2) (w . q) theta^2
+            H = torch.zeros(q.shape[:-1] + (3, 3), dtype=q.dtype, device=q.device)
             side = 0.5 * torch.stack((w[..., 1], -w[..., 0]), -1)
             H[..., :2, 2], H[..., 2, :2] = side, side
-            H[..., 2:, 2:] = -wt
+            H[..., 2:, 2:] = -wq
             return H
-        outer = w.unsqueeze(-1) * t.unsqueeze(-2)
-        eye = torch.eye(3, dtype=t.dtype, device=t.device)
+        outer = w.unsqueeze(-1) * q.unsqueeze(-2)
+        eye = torch.eye(3, dtype=q.dtype, device=q.device)
         top = torch.cat((torch.zeros_like(outer), 0.5 * skew(w)), -1)
-        bottom = torch.cat((-0.5 * skew(w), 0.5 * (outer + outer.mT) - wt * eye), -1)
+        bottom = torch.cat((-0.5 * skew(w), 0.5 * (outer + outer.mT) - wq * eye), -1)
         return torch.cat((top, bottom), -2)
 
 
@@ -177,7 +186,9 @@ class PoseGraph(nn.Module):
       ``(R, t / s, s)`` and orders its tangent ``[phi, rho, sigma]``.
     * position priors (GNSS fixes, surveyed points; SE3 and 2D graphs): ``prior_index (P,)``, the
       poses measured, ``prior_positions (P, k)`` their measured positions (``k = 3``; ``k = 2``, ``x,
-      y``, for a 2D graph) and ``prior_information (P, k, k)``; each adds ``r = L (t - p)``
+      y``, for a 2D graph), ``prior_information (P, k, k)`` and, optionally, ``prior_lever_arms
+      (P, k)`` (or ``(k,)`` for all), the measured point in the pose's frame (a GNSS antenna's
+      place on the vehicle; the pose's origin by default); each adds ``r = L (T a - p)``
       (:class:`PositionPriorResidual`) to the cost.  The priors then hold the graph in the world
       (no first pose is held, only ``FIX`` vertices), so without ``fixed`` poses they must fix its
       rotation: positions not all on one line (3D), or at least two different ones (2D).
@@ -186,7 +197,8 @@ class PoseGraph(nn.Module):
     def __init__(self, poses, edges: Tensor, measurements, information: Tensor, *, vertex_ids: Tensor | None = None,
                  dim: int = 3, fixed: Tensor | None = None, name: str = "pose graph",
                  edge_lines: list[int] | None = None, similarity: bool = False, prior_index: Tensor | None = None,
-                 prior_positions: Tensor | None = None, prior_information: Tensor | None = None):
+                 prior_positions: Tensor | None = None, prior_information: Tensor | None = None,
+                 prior_lever_arms: Tensor | None = None):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
@@ -288,13 +300,16 @@ class PoseGraph(nn.Module):
         self.register_buffer("vertex_ids", ids)
         self.register_buffer("fixed", torch.zeros(N, dtype=torch.bool, device=device) if fixed is None
                              else torch.as_tensor(fixed, dtype=torch.bool, device=device))
-        self._set_priors(prior_index, prior_positions, prior_information, X.dtype, device)
+        self._set_priors(prior_index, prior_positions, prior_information, prior_lever_arms, X.dtype, device)
 
-    def _set_priors(self, index, positions, information, dtype, device) -> None:
+    def _set_priors(self, index, positions, information, arms, dtype, device) -> None:
         given = [a is not None for a in (index, positions, information)]
         k = 2 if self.dim == 2 else 3
         if any(given) and not all(given):
             raise PoseGraphError("prior_index, prior_positions, prior_information: expected all three or none")
+        if arms is not None and not any(given):
+            raise PoseGraphError("prior_lever_arms: given without priors (prior_index, prior_positions, "
+                                 "prior_information)")
         if not any(given):
             index = torch.zeros(0, dtype=torch.long, device=device)
             positions = torch.zeros(0, k, dtype=dtype, device=device)
@@ -326,8 +341,15 @@ class PoseGraph(nn.Module):
         if (status != 0).any():
             raise PoseGraphError(f"prior_information: {int((status != 0).sum())} of {P} matrices are not positive "
                                  f"definite (the first: prior {int(torch.nonzero(status)[0])})")
+        arms = torch.zeros(P, k, dtype=dtype, device=device) if arms is None else torch.as_tensor(arms, device=device)
+        if not arms.is_floating_point() or arms.shape not in ((k,), (P, k)):
+            raise PoseGraphError(f"prior_lever_arms: expected ({P}, {k}) or ({k},) real numbers (each measured point "
+                                 f"in its pose's frame), got {tuple(arms.shape)}, dtype {arms.dtype}")
+        if not bool(torch.isfinite(arms.detach()).all()):
+            raise PoseGraphError("prior_lever_arms: contains NaN or infinite values")
         if P and not bool(self.fixed.any()):
             self._check_prior_gauge(positions.detach().double())
+        self.register_buffer("prior_lever_arms", arms.to(dtype).expand(P, k))
         self.register_buffer("prior_index", index)
         self.register_buffer("prior_positions", positions.to(dtype))
         self.register_buffer("prior_information", info)
@@ -428,9 +450,10 @@ class PoseGraph(nn.Module):
         return self.residuals(poses).square().sum(-1)
 
     def prior_residuals(self, poses: Tensor | None = None) -> Tensor:
-        """The position priors' whitened residuals ``L (t - p)``, ``(P, k)``."""
+        """The position priors' whitened residuals ``L (T a - p)``, ``(P, k)``."""
         S = self.state(poses)
-        return PositionPriorResidual()(S[self.prior_index], self.prior_positions, self.prior_sqrt_information)
+        return PositionPriorResidual()(S[self.prior_index], self.prior_positions, self.prior_sqrt_information,
+                                       self.prior_lever_arms)
 
     def cost(self, poses: Tensor | None = None, kernel: RobustKernel | None = None) -> Tensor:
         """``0.5 * sum rho(e^T Omega e)`` over the edges and position priors (plain least squares

@@ -191,7 +191,8 @@ def factors(graph: PoseGraph, X: optim.Variable, c: Tensor | None, kernel: Robus
                         name="edges")]
     if graph.num_priors:
         p = graph.prior_positions.to(SOLVE_DTYPE)
-        data = (p if c is None else p - c, graph.prior_sqrt_information.to(SOLVE_DTYPE))
+        data = (p if c is None else p - c, graph.prior_sqrt_information.to(SOLVE_DTYPE),
+                graph.prior_lever_arms.to(SOLVE_DTYPE))
         out.append(optim.Factor(PositionPriorResidual(), [X], index=graph.prior_index[:, None], data=held(data),
                                 kernel=kernel, name="priors"))
     return out
@@ -199,7 +200,8 @@ def factors(graph: PoseGraph, X: optim.Variable, c: Tensor | None, kernel: Robus
 
 def _data_live(graph: PoseGraph) -> bool:
     """Whether any of the graph's measurements require grad (and grad is on)."""
-    tensors = (graph.measurements, graph.sqrt_information, graph.prior_positions, graph.prior_sqrt_information)
+    tensors = (graph.measurements, graph.sqrt_information, graph.prior_positions, graph.prior_sqrt_information,
+               graph.prior_lever_arms)
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
@@ -236,7 +238,8 @@ def initialize(graph: PoseGraph, init: Init = "chordal") -> Tensor:
 def _onto_priors(graph: PoseGraph, S: Tensor) -> Tensor:
     """The state ``S`` moved by the rigid motion that best fits its prior poses' positions to the
     measured ones (least squares: Umeyama's in 3D, the angle of the cross-covariance in 2D)."""
-    a, b = S[graph.prior_index, : 2 if graph.dim == 2 else 3].double(), graph.prior_positions.detach().double()
+    a = PositionPriorResidual.point(S[graph.prior_index], graph.prior_lever_arms.detach().to(S)).double()
+    b = graph.prior_positions.detach().double()
     if graph.dim == 2:
         ac, bc = a - a.mean(0), b - b.mean(0)
         angle = torch.atan2((ac[:, 0] * bc[:, 1] - ac[:, 1] * bc[:, 0]).sum(), (ac * bc).sum())

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..lie import se3_act
 from ._style import PALETTE, as_numpy, equal_3d, new_axes, require
 
 __all__ = ["plot_pose_graph", "plot_graph_before_after", "plot_cost_history", "plot_trajectories"]
@@ -23,11 +24,15 @@ def _edge_segments(P: np.ndarray, edges: np.ndarray, dims: int) -> np.ndarray:
 
 
 def _priors(ax, graph, X, P: np.ndarray, dims: int, coll_cls, colour: dict | None) -> None:
-    """The position priors: crosses at the measured positions, segments to their poses."""
+    """The position priors: crosses at the measured positions, segments to the points they measure."""
     fixes = as_numpy(graph.prior_positions)
     if fixes.shape[1] < dims:
         fixes = np.concatenate((fixes, np.zeros((len(fixes), dims - fixes.shape[1]))), 1)
-    segs = np.stack((P[as_numpy(graph.prior_index).astype(int), :dims], fixes[:, :dims]), axis=1)
+    arms = graph.prior_lever_arms.detach().double().cpu()
+    arms = torch.cat((arms, arms.new_zeros(len(arms), 3 - arms.shape[1])), 1)  # a planar graph's, in its plane
+    idx = graph.prior_index.cpu()
+    points = se3_act(torch.from_numpy(as_numpy(X)[:, :7])[idx], arms).numpy()  # the measured points, T a
+    segs = np.stack((points[:, :dims], fixes[:, :dims]), axis=1)
     if colour is None:
         lines = coll_cls(segs, colors=PALETTE[3], linewidths=0.8, alpha=0.8)
     else:
