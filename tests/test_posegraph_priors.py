@@ -57,8 +57,10 @@ def test_blocks_and_curvature_equal_central_differences(dim, arm):
 
     def moved(d):  # (n, t) steps -> the measured points T a (n, k), as 4x4 / 3x3 matrices act
         if dim == 3:
-            return (left_perturb(pp.SE3(state), d).matrix()[:, :3] @ torch.cat((a, torch.ones(n, 1, **KW)), -1)[..., None])[..., 0]
-        return torch.tensor(np.stack([_se2_left(x, e, b) for x, e, b in zip(state.numpy(), d.numpy(), a.numpy())]), **KW)
+            homogeneous = torch.cat((a, torch.ones(n, 1, **KW)), -1)[..., None]
+            return (left_perturb(pp.SE3(state), d).matrix()[:, :3] @ homogeneous)[..., 0]
+        rows = [_se2_left(x, e, b) for x, e, b in zip(state.numpy(), d.numpy(), a.numpy())]
+        return torch.tensor(np.stack(rows), **KW)
 
     assert max_err(r, (L @ (moved(torch.zeros(n, t, **KW)) - p).unsqueeze(-1)).squeeze(-1)) < 1e-9
 
