@@ -202,6 +202,30 @@ def test_a_lever_arm_places_the_antenna_not_the_pose(dim):
     assert float(err(without).max()) > 0.3 * float(a.norm())
 
 
+def test_a_straight_drive_with_fixes_starts_from_every_initialization():
+    """An odometry that runs dead straight places its fixed poses on one line, about which no
+    rotation fits them better than another (the fixes' noise alone decides the roll): the start
+    had raised ``TrajectoryError`` from inside ``optimize`` ("pass align=False").  Now it takes
+    one of those rotations, and every start reaches the same least squares, to its flat valley's
+    tolerance."""
+    N = 50
+    X = torch.zeros(N, 7, **KW)
+    X[:, 0], X[:, 6] = torch.arange(N, **KW), 1
+    E = torch.stack((torch.arange(N - 1, device="cpu"), torch.arange(1, N, device="cpu")), 1)
+    Z = torch.tensor([[1.0, 0, 0, 0, 0, 0, 1]], **KW).expand(N - 1, 7)
+    info = torch.eye(6, **KW).expand(N - 1, 6, 6) * 100
+    idx = torch.arange(0, N, 5, device="cpu")
+    noise = 0.5 * torch.randn(len(idx), 3, generator=torch.Generator().manual_seed(0), **KW)
+    graph = PoseGraph(X, E, Z, info, prior_index=idx, prior_positions=X[idx, :3] + noise + FAR,
+                      prior_information=torch.eye(3, **KW).expand(len(idx), 3, 3) * 4)
+    costs = []
+    for init in ("file", "odometry", "chordal"):
+        r = optimize(graph, PGOConfig(init=init))
+        assert r.converged, init
+        costs.append(r.cost)
+    assert max(costs) == pytest.approx(min(costs), rel=1e-5)  # measured: 11.2410690 and 11.2410764
+
+
 @pytest.mark.parametrize("n", [40, 80], ids=["dense backward", "sparse backward"])
 def test_gradients_through_the_answer_reach_the_fixes(n):
     """d(positions)/d(fix positions) on a 3D drive of 40 or 80 poses with loop closures and a fix

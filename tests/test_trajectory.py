@@ -219,6 +219,9 @@ def test_a_reference_on_a_line_to_rounding_is_refused_too(shape, far, seed, devi
             ate(Trajectory(ref), Trajectory(est), relation=relation)
     with pytest.raises(TrajectoryError, match="one line or at one point"):
         align_umeyama(est[:, :3], ref[:, :3])
+    if shape == "one line":  # asked for: one of the equally good turns, each point placed on the line
+        R, t, _ = align_umeyama(ref[:, :3] - start, ref[:, :3], degenerate_ok=True)
+        assert max_err((R @ (ref[:, :3] - start).T).T + t, ref[:, :3]) < 1e-9 * far
     # a real drive as far out: 20 m across, 1 mm up and down
     ref[:, :3] = start + 20 * torch.rand(n, 3, dtype=torch.float64, generator=g, device="cpu").to(device)
     ref[:, 2] = start[2] + 1e-3 * torch.rand(n, dtype=torch.float64, generator=g, device="cpu").to(device)

@@ -247,7 +247,7 @@ def _onto_priors(graph: PoseGraph, S: Tensor) -> Tensor:
         t = b.mean(0) - torch.stack((c * a[:, 0].mean() - s * a[:, 1].mean(), s * a[:, 0].mean() + c * a[:, 1].mean()))
         G = torch.cat((t, angle[None])).to(S)
         return se2_compose(G.expand_as(S), S)
-    R, t, _ = align_umeyama(a, b)
+    R, t, _ = align_umeyama(a, b, degenerate_ok=True)  # a straight drive's roll: the fixes' noise decides it
     G = torch.cat((t, lie.matrix_to_quat(R))).to(S)
     return lie.se3_compose(G.expand_as(S), S)
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import lie
-from .._config import check_choice, check_instance, check_real
+from .._config import check_bool, check_choice, check_instance, check_real
 from .._threads import on_threads
 from ._io import Trajectory, TrajectoryError, as_trajectory
 
@@ -35,7 +35,8 @@ def _pose_work(reference, *args, **kwargs):
 on_pose_threads = on_threads(_pose_work)
 
 
-def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -> tuple[Tensor, Tensor, float]:
+def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False,
+                  degenerate_ok: bool = False) -> tuple[Tensor, Tensor, float]:
     """``(R, t, s)`` minimizing ``sum |target_i - (s R source_i + t)|^2`` (Umeyama 1991).
 
     Raises :class:`TrajectoryError` where the points do not fix the rotation: when either set
@@ -43,12 +44,15 @@ def align_umeyama(source: Tensor, target: Tensor, *, with_scale: bool = False) -
     would be arbitrary (evo refuses these too).  The test: the covariance's second singular
     value is zero to float64's rounding, both of the first singular value and of what rounding
     the coordinates leaves across a line once centred (a set far from the origin, or at one
-    point, keeps ``1e-16`` of its coordinates there)."""
+    point, keeps ``1e-16`` of its coordinates there).  ``degenerate_ok=True`` takes one of the
+    equally good rotations instead (what it does to the points is the same for all of them): a
+    caller that only needs the points placed, such as a pose graph's start on a straight drive."""
     for name, x in (("source", source), ("target", target)):  # shapes: _umeyama's check, ate's too
         check_instance(name, x, Tensor, "points (N, 3) as a tensor")
         if not bool(torch.isfinite(x).all()):
             raise TrajectoryError(f"{name}: contains NaN or infinite coordinates")
-    return _umeyama(source, target, with_scale, degenerate_ok=False)
+    check_bool("align_umeyama", "degenerate_ok", degenerate_ok)
+    return _umeyama(source, target, with_scale, degenerate_ok=degenerate_ok)
 
 
 def _umeyama(source: Tensor, target: Tensor, with_scale: bool, *, degenerate_ok: bool):
