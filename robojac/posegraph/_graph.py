@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pypose as pp
 import torch
@@ -15,6 +17,9 @@ from ..optim import RobustKernel
 from ..lie import se2_ad, se2_adjoint, se2_compose, se2_inverse, se2_log, se2_right_jacobian_inverse, se2_to_se3, se3_to_se2
 
 __all__ = ["PoseGraph", "PositionPriorResidual", "SE2BetweenResidual", "Sim3BetweenResidual", "PoseGraphError"]
+
+log = logging.getLogger(__name__)
+_RESOLUTION = 1e-3  # metres: positions held more coarsely than this by their dtype are worth a warning
 
 
 class PoseGraphError(ValueError):
@@ -301,6 +306,21 @@ class PoseGraph(nn.Module):
         self.register_buffer("fixed", torch.zeros(N, dtype=torch.bool, device=device) if fixed is None
                              else torch.as_tensor(fixed, dtype=torch.bool, device=device))
         self._set_priors(prior_index, prior_positions, prior_information, prior_lever_arms, X.dtype, device)
+        self._check_resolution(X)
+
+    def _check_resolution(self, X: Tensor) -> None:
+        """Warn where the dtype holds positions more coarsely than a millimetre: float32 keeps 7
+        digits, so map coordinates (4,000 km out) are rounded to 0.5 m before any solve sees them."""
+        if self.poses.dtype == torch.float64 or X.device.type == "meta" or not X.numel():
+            return
+        k = 2 if self.dim == 2 else 3
+        far = max(float(X.detach()[:, :k].abs().max()) if X.numel() else 0.0,
+                  float(self.prior_positions.detach().abs().max()) if self.prior_positions.numel() else 0.0)
+        step = far * torch.finfo(self.poses.dtype).eps
+        if step > _RESOLUTION:
+            log.warning("%s: positions up to %.4g m from the origin are held in %s to %.2g m; use float64 "
+                        "(read_g2o(..., dtype=torch.float64)) or move the graph near its origin",
+                        self.name, far, self.poses.dtype, step)
 
     def _set_priors(self, index, positions, information, arms, dtype, device) -> None:
         given = [a is not None for a in (index, positions, information)]
