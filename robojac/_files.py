@@ -43,9 +43,12 @@ def read_bytes(path, what: str = "file") -> bytes:
 
 
 def read_text(path, what: str = "file") -> str:
-    """The UTF-8 text of ``path`` (see :func:`read_bytes`); undecodable bytes raise
-    ``ValueError`` naming the file, the line and the byte."""
+    """The UTF-8 text of ``path`` (see :func:`read_bytes`), without the byte-order mark that
+    Windows editors put first (a g2o file saved by Notepad had been refused at its first tag);
+    undecodable bytes raise ``ValueError`` naming the file, the line and the byte."""
     raw = read_bytes(path, what)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

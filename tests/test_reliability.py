@@ -800,6 +800,33 @@ def test_a_signal_during_a_write_leaves_no_half_file(tmp_path, signum):
     assert out.read_bytes() == before and _leftovers(tmp_path) == []
 
 
+def test_files_saved_with_a_byte_order_mark_read_as_without_one(tmp_path):
+    """Windows editors put a UTF-8 byte-order mark first: a g2o file so saved had been refused at
+    its first tag (``unsupported element '\\ufeffVERTEX_SE2'``). Every text reader takes such a file
+    as the same file without it, and a bad byte after it is still named by its line."""
+    import robojac
+    from robojac import trajectory
+    from robojac.posegraph import read_g2o
+
+    import gzip
+
+    bom = b"\xef\xbb\xbf"
+    g2o = data_path("posegraph/tinyGrid3D.g2o")
+    plain = gzip.decompress(g2o.read_bytes()) if g2o.suffix == ".gz" else g2o.read_bytes()
+    (tmp_path / "bom.g2o").write_bytes(bom + plain)
+    (tmp_path / "plain.g2o").write_bytes(plain)
+    a, b = read_g2o(tmp_path / "bom.g2o"), read_g2o(tmp_path / "plain.g2o")
+    assert torch.equal(a.poses.detach().tensor(), b.poses.detach().tensor()) and torch.equal(a.edges, b.edges)
+    (tmp_path / "t.tum").write_bytes(bom + b"0 1 2 3 0 0 0 1\n1 2 2 3 0 0 0 1\n")
+    assert trajectory.read_tum(tmp_path / "t.tum").positions[0].tolist() == [1.0, 2.0, 3.0]
+    urdf = data_path("robots/panda.urdf").read_bytes()
+    (tmp_path / "panda.urdf").write_bytes(bom + urdf)
+    assert robojac.Chain.from_urdf(tmp_path / "panda.urdf", tip="panda_hand").dof == 7
+    (tmp_path / "bad.g2o").write_bytes(bom + b"VERTEX_SE3:QUAT 0 0 0 0 0 0 0 1\n\xff\n")
+    with pytest.raises(ValueError, match="bad.g2o:2: byte 0xff is not UTF-8"):
+        read_g2o(tmp_path / "bad.g2o")
+
+
 def test_exit_codes_for_folders_permissions_and_the_unexpected(tmp_path, capsys, monkeypatch):
     from robojac.cli import main
 
