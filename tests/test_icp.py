@@ -180,7 +180,7 @@ def test_padded_batches_with_lengths_equal_lists(device):
         align(S, T, source_lengths=ns, target_lengths=[300, 999, 500], config=cfg)
     with pytest.raises(ValueError, match=r"target_lengths: only for a padded \(B, N, 3\) target"):
         align(S, targets, source_lengths=ns, target_lengths=nt, config=cfg)
-    with pytest.raises(ValueError, match=r"source\[0\]: 100 points have NaN"):  # padding read as points
+    with pytest.raises(ValueError, match=r"source\[0\]: 100 of 350 points have NaN"):  # padding read as points
         align(S, T, target_lengths=nt, config=cfg)
     with pytest.raises(ValueError, match=r"source\[1\]: the point cloud is empty"):
         align(S, T, source_lengths=[250, 0, 350], target_lengths=nt, config=cfg)
@@ -478,7 +478,8 @@ def test_bad_input_is_refused_and_no_overlap_is_not_success(device):
         align(torch.zeros(0, 3, device=device), pts)
     bad = pts.clone()
     bad[3, 1] = float("nan")
-    with pytest.raises(ValueError, match="target: 1 points have NaN or infinite coordinates"):
+    with pytest.raises(ValueError, match=r"target: 1 of 400 points have NaN or infinite coordinates .* keep the "
+                                         r"finite ones: points\[torch.isfinite\(points\).all\(-1\)\]"):
         align(pts, bad)
     with pytest.raises(ValueError, match=r"expected shape \(N, 3\)"):
         align(torch.zeros(10, 2, device=device), pts)

@@ -37,7 +37,9 @@ def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor
         cloud = cloud.double()
     if not torch.isfinite(cloud).all():
         bad = int((~torch.isfinite(cloud).all(-1)).sum())
-        raise ValueError(f"{name}: {bad} points have NaN or infinite coordinates")
+        raise ValueError(f"{name}: {bad} of {cloud.shape[0]} points have NaN or infinite coordinates (a depth "
+                         f"camera's organized cloud marks its invalid pixels so); keep the finite ones: "
+                         f"points[torch.isfinite(points).all(-1)]")
     return cloud.to(dtype=dtype or cloud.dtype, device=device or cloud.device)
 
 
