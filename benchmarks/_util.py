@@ -160,3 +160,22 @@ def gtsam_lm(graph, values, relative_tolerance: float = 1e-6):
     opt = gtsam.LevenbergMarquardtOptimizer(graph, values, params)
     result = opt.optimize()
     return time.perf_counter() - t0, result, opt.iterations()
+
+
+def forward_backward(build: Callable[[], object], solve: Callable[[object], torch.Tensor],
+                     repeat: int) -> tuple[float, float]:
+    """Medians over ``repeat`` runs of ``solve(build())`` (a scalar loss on a solver's answer; what
+    ``build`` makes, with inputs that require grad, is not timed) and of the loss's
+    ``backward()``: ``(forward seconds, backward seconds)``, after one untimed run (the first
+    backward in a process builds what the later ones reuse: ~0.4 s on parking-garage)."""
+    solve(build()).backward()
+    forward, backward = [], []
+    for _ in range(repeat):
+        problem = build()
+        t0 = time.perf_counter()
+        loss = solve(problem)
+        forward.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        loss.backward()
+        backward.append(time.perf_counter() - t0)
+    return statistics.median(forward), statistics.median(backward)

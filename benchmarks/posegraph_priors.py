@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, gtsam_lm, gtsam_anchored, gtsam_values, table  # noqa: E402
+from _util import describe_machine, forward_backward, gtsam_anchored, gtsam_lm, gtsam_values, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.posegraph import PGOConfig, PoseGraph, initialize, optimize, read_g2o  # noqa: E402
@@ -100,18 +100,14 @@ def main() -> None:
         pg, _ = gtsam_graph(plain)
         anchored = gtsam_anchored(pg, gtsam_values(3, initialize(plain, "chordal"), ids), 0, 3)
         rows.append([f"{name} without fixes, at the origin"] + timed(plain, anchored, ids, args.repeat))
-        forward, backward = [], []
-        for _ in range(args.repeat):
+        def build(graph=graph):  # the same graph, its fixes' positions live
             live = graph.prior_positions.clone().requires_grad_()
-            g = PoseGraph(graph.poses.tensor().detach(), graph.edges, graph.measurements, graph.information,
-                          prior_index=graph.prior_index, prior_positions=live, prior_information=graph.prior_information)
-            t0 = time.perf_counter()
-            loss = optimize(g, PGOConfig(init="chordal")).poses.tensor()[:, :3].sum()
-            forward.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            loss.backward()
-            backward.append(time.perf_counter() - t0)
-        f, b = statistics.median(forward), statistics.median(backward)
+            return PoseGraph(graph.poses.tensor().detach(), graph.edges, graph.measurements, graph.information,
+                             prior_index=graph.prior_index, prior_positions=live,
+                             prior_information=graph.prior_information)
+
+        f, b = forward_backward(build, lambda g: optimize(g, PGOConfig(init="chordal")).poses.tensor()[:, :3].sum(),
+                                args.repeat)
         grads.append([name, f"{f * 1e3:.0f} ms", f"{b * 1e3:.0f} ms", f"{b / f:.2f}x"])
     print(table(["graph", "robojac", "GTSAM LM", "GTSAM / robojac", "cost (robojac)", "cost (GTSAM)",
                  "largest position gap"], rows))

@@ -25,7 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, gtsam_lm, table  # noqa: E402
+from _util import describe_machine, forward_backward, gtsam_lm, table  # noqa: E402
 
 from robojac.posegraph import PGOConfig, PoseGraph, initialize, optimize  # noqa: E402
 
@@ -119,17 +119,12 @@ def main() -> None:
     print(table(["start", "robojac", "GTSAM LM", "GTSAM / robojac", "cost (robojac)", "cost (GTSAM)",
                  "largest position gap"], rows))
     # robojac alone: the gradient of the answer's positions with respect to every measurement
-    forward, backward = [], []
-    for _ in range(args.repeat):
-        live = s["measurements"].clone().requires_grad_()
-        g = PoseGraph(s["odometry"], s["edges"], live, s["information"], similarity=True)
-        t0 = time.perf_counter()
-        loss = optimize(g, PGOConfig(init="chordal")).poses.tensor()[:, :3].sum()
-        forward.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        loss.backward()
-        backward.append(time.perf_counter() - t0)
-    f, b = statistics.median(forward), statistics.median(backward)
+    def build():  # the graph of live measurements
+        return PoseGraph(s["odometry"], s["edges"], s["measurements"].clone().requires_grad_(), s["information"],
+                         similarity=True)
+
+    f, b = forward_backward(build, lambda g: optimize(g, PGOConfig(init="chordal")).poses.tensor()[:, :3].sum(),
+                            args.repeat)
     print(f"robojac, d(positions)/d(measurements) from the chordal start: forward {f * 1e3:.0f} ms, "
           f"backward {b * 1e3:.0f} ms ({b / f:.2f}x the forward)")
 
