@@ -369,7 +369,7 @@ class PoseGraph(nn.Module):
             raise PoseGraphError("prior_lever_arms: contains NaN or infinite values")
         if P and not bool(self.fixed.any()):
             self._check_prior_gauge(positions.detach().double())
-        self.register_buffer("prior_lever_arms", arms.to(dtype).expand(P, k))
+        self.register_buffer("prior_lever_arms", arms.to(dtype).expand(P, k).contiguous())
         self.register_buffer("prior_index", index)
         self.register_buffer("prior_positions", positions.to(dtype))
         self.register_buffer("prior_information", info)
