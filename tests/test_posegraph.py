@@ -13,8 +13,8 @@ from scipy.spatial.transform import Rotation
 from robojac.data import path as data_path
 from robojac import optim
 from robojac.optim import RobustKernel
-from robojac.posegraph import (G2OError, PGOConfig, PoseGraph, PoseGraphError, SE2BetweenResidual, covariances, initialize,
-                               optimize, read_g2o, write_g2o)
+from robojac.posegraph import (G2OError, PGOConfig, PoseGraph, PoseGraphError, SE2BetweenResidual, covariances,
+                               initialize, optimize, read_g2o, write_g2o)
 from robojac.lie import se2_adjoint, se2_compose, se2_exp, se2_log, se3_adjoint
 
 from helpers import max_err, per_sample_hessian_fd

@@ -106,9 +106,10 @@ class MultiwayResult:
     * ``kept`` / ``pruned``: the pairs in the graph, and those the optimization rejected.
     * ``converged``: the final optimization converged and every scan is connected to scan 0.
     * ``reason``: the final optimization's reason, or why the scans could not be joined.
-    * ``origin``: ``(3,)`` the centre of scan 0's points (to a whole voxel), about which the work is done: the
-      ``graph`` is in scan 0's frame moved there (its poses are ``Tr(-origin) T Tr(origin)``, its
-      information matrices the alignments' about the scans), ``poses`` and ``pairs`` are not.
+    * ``origin``: ``(3,)`` the centre of scan 0's points (to a whole voxel), about which the work
+      is done: the ``graph`` is in scan 0's frame moved there (its poses are
+      ``Tr(-origin) T Tr(origin)``, its information matrices the alignments' about the scans),
+      ``poses`` and ``pairs`` are not.
     """
 
     poses: Tensor

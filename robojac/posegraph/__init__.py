@@ -7,5 +7,5 @@ from ._graph import PoseGraph, PoseGraphError, PositionPriorResidual, SE2Between
 from ._solve import IterationRecord, PGOConfig, PGOResult, initialize, optimize
 
 __all__ = ["G2OError", "IterationRecord", "PGOConfig", "PGOResult", "PoseGraph", "PoseGraphError",
-           "PositionPriorResidual", "SE2BetweenResidual", "Sim3BetweenResidual", "covariances", "initialize", "optimize",
-           "read_g2o", "write_g2o"]
+           "PositionPriorResidual", "SE2BetweenResidual", "Sim3BetweenResidual", "covariances", "initialize",
+           "optimize", "read_g2o", "write_g2o"]
