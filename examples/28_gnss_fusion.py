@@ -45,10 +45,7 @@ def scenario(seed: int = 0, every: int = 10, sigma: float = 2.0, outliers: float
     truth = lie.se3_compose(T_map_odom.expand_as(local), local)
     odo = (graph.edges[:, 1] - graph.edges[:, 0]).abs() == 1
     index = torch.arange(0, len(truth), every)
-    at = truth[index]
-    heading = 2 * torch.atan2(at[:, 5], at[:, 6])
-    c, s_ = torch.cos(heading), torch.sin(heading)
-    antenna = at[:, :2] + torch.stack((c * ANTENNA[0] - s_ * ANTENNA[1], s_ * ANTENNA[0] + c * ANTENNA[1]), -1)
+    antenna = lie.se3_act(truth[index], torch.cat((ANTENNA, ANTENNA.new_zeros(1))))[:, :2]  # T a, in the plane
     fixes = antenna + sigma * torch.randn(len(index), 2, dtype=torch.float64, generator=g)
     bad = torch.rand(len(index), generator=g) < outliers
     angle = 2 * math.pi * torch.rand(int(bad.sum()), generator=g, dtype=torch.float64)

@@ -469,6 +469,11 @@ class PoseGraph(nn.Module):
         """Per-edge ``e^T Omega e``, ``(E,)``."""
         return self.residuals(poses).square().sum(-1)
 
+    def prior_points(self, poses: Tensor | None = None) -> Tensor:
+        """The points the position priors measure, ``T a`` of each measured pose and its lever arm,
+        ``(P, k)`` in the graph's world frame."""
+        return PositionPriorResidual.point(self.state(poses)[self.prior_index], self.prior_lever_arms)
+
     def prior_residuals(self, poses: Tensor | None = None) -> Tensor:
         """The position priors' whitened residuals ``L (T a - p)``, ``(P, k)``."""
         S = self.state(poses)

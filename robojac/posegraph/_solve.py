@@ -183,17 +183,17 @@ def factors(graph: PoseGraph, X: optim.Variable, c: Tensor | None, kernel: Robus
             live: bool) -> list[optim.Factor]:
     """The graph as factors on its poses ``X`` (a state moved by ``-c``): an edge factor and, where
     the graph has them, a position-prior factor; their data differentiable where ``live``."""
-    def held(data):
+    def carried(data):  # the data as the factors take them: with their graph only where live
         return data if live else tuple(d.detach() for d in data)
 
     data = (graph.measurement_state().to(SOLVE_DTYPE), graph.sqrt_information.to(SOLVE_DTYPE))
-    out = [optim.Factor(graph.residual_function(), [X, X], index=graph.edges, data=held(data), kernel=kernel,
+    out = [optim.Factor(graph.residual_function(), [X, X], index=graph.edges, data=carried(data), kernel=kernel,
                         name="edges")]
     if graph.num_priors:
         p = graph.prior_positions.to(SOLVE_DTYPE)
         data = (p if c is None else p - c, graph.prior_sqrt_information.to(SOLVE_DTYPE),
                 graph.prior_lever_arms.to(SOLVE_DTYPE))
-        out.append(optim.Factor(PositionPriorResidual(), [X], index=graph.prior_index[:, None], data=held(data),
+        out.append(optim.Factor(PositionPriorResidual(), [X], index=graph.prior_index[:, None], data=carried(data),
                                 kernel=kernel, name="priors"))
     return out
 

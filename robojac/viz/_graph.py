@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..lie import se3_act
 from ._style import PALETTE, as_numpy, equal_3d, new_axes, require
 
 __all__ = ["plot_pose_graph", "plot_graph_before_after", "plot_cost_history", "plot_trajectories"]
@@ -25,14 +24,13 @@ def _edge_segments(P: np.ndarray, edges: np.ndarray, dims: int) -> np.ndarray:
 
 def _priors(ax, graph, X, P: np.ndarray, dims: int, coll_cls, colour: dict | None) -> None:
     """The position priors: crosses at the measured positions, segments to the points they measure."""
-    fixes = as_numpy(graph.prior_positions)
-    if fixes.shape[1] < dims:
-        fixes = np.concatenate((fixes, np.zeros((len(fixes), dims - fixes.shape[1]))), 1)
-    arms = graph.prior_lever_arms.detach().double().cpu()
-    arms = torch.cat((arms, arms.new_zeros(len(arms), 3 - arms.shape[1])), 1)  # a planar graph's, in its plane
-    idx = graph.prior_index.cpu()
-    points = se3_act(torch.from_numpy(as_numpy(X)[:, :7])[idx], arms).numpy()  # the measured points, T a
-    segs = np.stack((points[:, :dims], fixes[:, :dims]), axis=1)
+    def padded(a: np.ndarray) -> np.ndarray:  # a planar graph's points, in its plane
+        return np.concatenate((a, np.zeros((len(a), max(0, dims - a.shape[1])))), 1)[:, :dims]
+
+    fixes = padded(as_numpy(graph.prior_positions))
+    with torch.no_grad():
+        points = padded(as_numpy(graph.prior_points(_on_graph(graph, X))))  # T a: what each fix measures
+    segs = np.stack((points, fixes), axis=1)
     if colour is None:
         lines = coll_cls(segs, colors=PALETTE[3], linewidths=0.8, alpha=0.8)
     else:
@@ -41,7 +39,7 @@ def _priors(ax, graph, X, P: np.ndarray, dims: int, coll_cls, colour: dict | Non
         lines = coll_cls(segs, linewidths=0.8, alpha=0.9, **colour)
         lines.set_array(np.clip(chi2, colour["norm"].vmin, None))
     ax.add_collection(lines) if dims == 2 else ax.add_collection3d(lines)
-    ax.scatter(*fixes[:, :dims].T, marker="x", s=10, linewidths=0.8, color=PALETTE[3], label="position priors")
+    ax.scatter(*fixes.T, marker="x", s=10, linewidths=0.8, color=PALETTE[3], label="position priors")
 
 
 def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_residual: bool = True,
