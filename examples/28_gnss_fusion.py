@@ -4,10 +4,12 @@ a city's reflections throw off.
 The drive is KITTI 00's (the optimum of ``data/posegraph/kitti_00.g2o``: 4,541 poses, 3.7 km), placed
 in UTM coordinates where Karlsruhe lies (easting 456 km, northing 5,429 km) and turned, as a map
 holds it.  The odometry is the graph's own (its 4,540 consecutive edges, loop closures left out):
-composed alone it drifts 101 m.  A GNSS receiver, its antenna 0.8 m behind and 0.3 m left of each
-pose's origin, gives a fix every 10 poses with 2 m of noise, and 4% of the fixes are 20-60 m off
-(multipath: signals reflected by buildings).
+composed alone it drifts 101 m.  The poses come at KITTI's 10.4 Hz.  A GNSS receiver, its antenna
+0.8 m behind and 0.3 m left of each pose's origin, gives a fix a second on its own clock, with 2 m of
+noise, and 4% of the fixes are 20-60 m off (multipath: signals reflected by buildings).
 
+* ``trajectory.match_times(pose_times, fix_times, max_difference)`` gives each fix the pose nearest
+  in time (here at most 0.052 s apart: under 0.7 m of motion, inside the fixes' noise).
 * ``PoseGraph(..., prior_index=, prior_positions=, prior_information=, prior_lever_arms=)`` adds the
   fixes as position priors of the antenna; they hold the graph in the map, so no pose is held.
 * ``optimize`` starts from the odometry moved onto the fixes (a rigid fit), and solves about the
@@ -33,10 +35,12 @@ from robojac.optim import RobustKernel  # noqa: E402
 
 UTM = torch.tensor([456_000.0, 5_429_000.0], dtype=torch.float64)  # Karlsruhe, UTM zone 32U (metres)
 ANTENNA = torch.tensor([-0.8, 0.3], dtype=torch.float64)  # in each pose's frame: behind, to the left
+FRAME = 0.10362  # s between KITTI 00's scans (4,541 in 470.5 s)
 
 
-def scenario(seed: int = 0, every: int = 10, sigma: float = 2.0, outliers: float = 0.04) -> dict:
-    """KITTI 00 in map coordinates, its odometry edges, and GNSS fixes (some thrown off)."""
+def scenario(seed: int = 0, rate: float = 1.0, sigma: float = 2.0, outliers: float = 0.04) -> dict:
+    """KITTI 00 in map coordinates with its poses' times, its odometry edges, and GNSS fixes
+    (``rate`` a second, some thrown off) matched to the poses by time."""
     g = torch.Generator().manual_seed(seed)
     graph = posegraph.read_g2o(data.path("posegraph/kitti_00.g2o"))
     local = posegraph.optimize(graph).poses.tensor().detach()
@@ -44,15 +48,19 @@ def scenario(seed: int = 0, every: int = 10, sigma: float = 2.0, outliers: float
     T_map_odom = torch.tensor([*UTM, 0.0, 0.0, 0.0, math.sin(heading / 2), math.cos(heading / 2)], dtype=torch.float64)
     truth = lie.se3_compose(T_map_odom.expand_as(local), local)
     odo = (graph.edges[:, 1] - graph.edges[:, 0]).abs() == 1
-    index = torch.arange(0, len(truth), every)
-    antenna = lie.se3_act(truth[index], torch.cat((ANTENNA, ANTENNA.new_zeros(1))))[:, :2]  # T a, in the plane
+    times = FRAME * torch.arange(len(truth), dtype=torch.float64) + 1_600_000_000.0  # Unix seconds
+    fix_times = torch.arange(float(times[0]) + 0.37, float(times[-1]), 1.0 / rate, dtype=torch.float64)  # its clock
+    at_fix = trajectory.interpolate(trajectory.Trajectory(truth, times), fix_times).poses  # where the car was
+    index, which = trajectory.match_times(times, fix_times, max_difference=FRAME / 2)
+    antenna = lie.se3_act(at_fix[which], torch.cat((ANTENNA, ANTENNA.new_zeros(1))))[:, :2]  # T a, in the plane
     fixes = antenna + sigma * torch.randn(len(index), 2, dtype=torch.float64, generator=g)
     bad = torch.rand(len(index), generator=g) < outliers
     angle = 2 * math.pi * torch.rand(int(bad.sum()), generator=g, dtype=torch.float64)
     reach = 20 + 40 * torch.rand(int(bad.sum()), generator=g, dtype=torch.float64)
     fixes[bad] += reach[:, None] * torch.stack((torch.cos(angle), torch.sin(angle)), -1)
+    gap = (times[index] - fix_times[which]).abs()
     return dict(truth=truth, edges=graph.edges[odo], measurements=graph.measurements[odo],
-                information=graph.information[odo], index=index, fixes=fixes, bad=bad,
+                information=graph.information[odo], index=index, fixes=fixes, bad=bad, gap=gap,
                 fix_information=torch.eye(2, dtype=torch.float64).expand(len(index), 2, 2) / sigma**2)
 
 
@@ -62,7 +70,8 @@ def main(out: pathlib.Path, seed: int) -> None:
     truth = trajectory.Trajectory(s["truth"])
     n, length = len(truth), float(trajectory.path_length(truth))
     print(f"KITTI 00 in UTM coordinates: {n} poses, {length / 1000:.1f} km, {len(s['edges'])} odometry edges; "
-          f"{len(s['index'])} GNSS fixes, {int(s['bad'].sum())} of them 20-60 m off")
+          f"{len(s['index'])} GNSS fixes, {int(s['bad'].sum())} of them 20-60 m off, matched to the poses "
+          f"nearest in time (at most {float(s['gap'].max()) * 1e3:.0f} ms apart)")
     held = torch.zeros(n, dtype=torch.bool)
     held[0] = True  # the odometry alone, from the true first pose
     alone = posegraph.PoseGraph(s["truth"], s["edges"], s["measurements"], s["information"], dim=2, fixed=held,

@@ -10,7 +10,7 @@ import torch
 
 from robojac.trajectory import (
     PoseRelation, Trajectory, TrajectoryError, align_umeyama, associate, ate, end_drift, in_time_range, interpolate,
-    path_length, project_to_plane, read_euroc, read_kitti, read_tum, rpe, write_kitti, write_tum,
+    match_times, path_length, project_to_plane, read_euroc, read_kitti, read_tum, rpe, write_kitti, write_tum,
 )
 
 from helpers import max_err
@@ -372,6 +372,54 @@ def test_in_time_range_and_associate_refuse_bad_input(device):
         associate(t, t, method="linear")
     with pytest.raises(TrajectoryError, match=r"no timestamps match within 0.01 s \(estimate shifted by 0.05 s\)"):
         associate(t, t, offset=0.05)  # halfway between the poses
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_match_times_pairs_each_query_with_its_nearest_time(device, order):
+    """GNSS fixes (1 Hz, jittered, some in gaps and past the ends) onto keyframe times (irregular,
+    ~10 Hz): each fix with the nearest keyframe time within ``max_difference`` (a brute-force
+    argmin over every pair is the reference), none without one; two fixes may take one keyframe;
+    ``offset`` counts on the query's clock.  Times in any order, as tensors or arrays."""
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.uniform(0.05, 0.15, 600)) + 1.7e9  # Unix seconds: float64 keeps 0.2 us
+    times = np.delete(times, np.arange(200, 260))  # a gap: a tunnel without keyframes
+    fixes = np.arange(times[0] - 3, times[-1] + 3, 1.0)
+    query = np.concatenate((fixes + rng.normal(0, 0.002, len(fixes)), [times[10] + 1e-3] * 2))  # two fixes at one keyframe
+    if order == "shuffled":
+        perm = rng.permutation(len(times))
+        times = times[perm]
+    gap = np.abs(times[:, None] - query[None, :])
+    ok = gap.min(0) <= 0.04
+    index, query_index = match_times(torch.tensor(times, dtype=torch.float64, device=device), query, 0.04)
+    assert index.device == torch.device(device) and index.dtype == query_index.dtype == torch.int64
+    np.testing.assert_array_equal(query_index.cpu().numpy(), np.flatnonzero(ok))
+    np.testing.assert_array_equal(index.cpu().numpy(), gap.argmin(0)[ok])
+    assert 20 < ok.sum() < len(query) - 5 and index[-1] == index[-2]  # some left out; a keyframe matched twice
+    late = match_times(times, query - 0.5, 0.04, offset=0.5)  # the fixes' clock 0.5 s behind
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(late, (index, query_index)))
+    # a tie: the earlier time (in order) or the one first in the array (out of order), as associate does
+    assert match_times([1.0, 3.0], [2.0], 1.0)[0].tolist() == [0]
+    assert match_times([3.0, 1.0], [2.0], 1.0)[0].tolist() == [0]
+
+
+def test_match_times_refuses_what_it_cannot_match(device):
+    kw = dict(dtype=torch.float64, device=device)
+    keyframes = torch.arange(100, **kw) * 0.1 + 1.7e9
+    with pytest.raises(TrajectoryError, match=r"match_times: no query time within 0.05 s of a time \(times: "
+                                              r"\[1700000000, 1700000009.9\d*\] s; query: \[1700000018"):
+        match_times(keyframes, keyframes[::10] + 18.0, 0.05)  # GPS time against UTC: 18 s apart
+    with pytest.raises(TrajectoryError, match="match_times: query: expected finite seconds; entry 1 is nan"):
+        match_times(keyframes, [0.0, float("nan")])
+    with pytest.raises(TrajectoryError, match=r"match_times: times: expected a 1-D array of seconds, got shape \(2, 50\)"):
+        match_times(keyframes.reshape(2, 50), [0.0])
+    with pytest.raises(TrajectoryError, match="match_times: times: expected times in seconds"):
+        match_times(_traj(device, 5), [0.0])
+    with pytest.raises(TrajectoryError, match="match_times: max_difference must be a non-negative number of seconds"):
+        match_times(keyframes, keyframes, -0.1)
+    with pytest.raises(TrajectoryError, match="match_times: offset must be a finite number of seconds"):
+        match_times(keyframes, keyframes, offset=float("inf"))
+    with pytest.raises(TrajectoryError, match=r"times: empty"):
+        match_times([], [1.0])
 
 
 @pytest.mark.parametrize("plane", ["xy", "xz", "yz"])

@@ -7,12 +7,13 @@ import numbers
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .. import lie
 from .._config import check_bool, check_choice
 from ._io import Trajectory, TrajectoryError, as_trajectory
 
-__all__ = ["associate", "in_time_range", "interpolate"]
+__all__ = ["associate", "in_time_range", "interpolate", "match_times"]
 
 SYNC_METHODS = ("nearest_time", "interpolation")
 
@@ -38,6 +39,81 @@ def _take(trajectory: Trajectory, index: np.ndarray) -> Trajectory:
                       trajectory.timestamps[index.to(trajectory.timestamps.device)])
 
 
+def _nearest(ts: np.ndarray, tl: np.ndarray, max_difference: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(ok, match)``: for each time of ``ts``, whether a time of ``tl`` lies within
+    ``max_difference`` of it, and the index of the nearest (evo's rule and ties: see
+    :func:`associate`)."""
+    if not len(tl):  # nothing to match against
+        return np.zeros(len(ts), dtype=bool), np.zeros(len(ts), dtype=np.int64)
+    if bool(np.all(np.diff(tl) >= 0)):  # evo's binary search, step by step: its ties and roundings
+        up = np.searchsorted(tl, ts, side="right").clip(max=len(tl) - 1)
+        d_up = tl[up] - ts  # signed: negative past the last time, which then wins
+        d_low = np.where(up > 0, ts - tl[(up - 1).clip(0)], np.inf)
+        take_up = (d_up <= max_difference) & (d_up < d_low)
+        ok = take_up | ((d_low <= max_difference) & (d_low <= d_up))
+        # a time outside the span is tested against the span widened by max_difference, rounded
+        # once (t <= t_last + max_difference): at a tie to a rounding (0.2 against 19 * 0.01) that
+        # is not the difference's test
+        ok &= (ts >= tl[0] - max_difference) & (ts <= tl[-1] + max_difference)
+        return ok, np.where(take_up, up, up - 1)
+    # not in order: evo's linear search (argmin); on a tie, the one first in the trajectory
+    order = np.argsort(tl, kind="stable")
+    sorted_l = tl[order]
+    upper = np.searchsorted(sorted_l, ts, side="right").clip(1, len(tl) - 1)  # unsorted: two times or more
+    lower = upper - 1
+    d_lower, d_upper = np.abs(sorted_l[lower] - ts), np.abs(sorted_l[upper] - ts)
+    first = order[np.searchsorted(sorted_l, sorted_l, side="left")]  # the first in the trajectory of equal times
+    lo, hi = first[lower], first[upper]
+    match = np.where(d_lower < d_upper, lo, np.where(d_upper < d_lower, hi, np.minimum(lo, hi)))
+    return np.minimum(d_lower, d_upper) <= max_difference, match
+
+
+def _check_max_difference(owner: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise TrajectoryError(f"{owner}: max_difference must be a non-negative number of seconds, got {value}")
+
+
+def _times(owner: str, name: str, value) -> np.ndarray:
+    """Seconds ``(N,)`` as float64 numpy, from a tensor, an array or a list."""
+    if isinstance(value, Trajectory):
+        raise TrajectoryError(f"{owner}: {name}: expected times in seconds (a trajectory's are its .timestamps)")
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy()
+    t = np.asarray(value, dtype=np.float64)
+    if t.ndim != 1:
+        raise TrajectoryError(f"{owner}: {name}: expected a 1-D array of seconds, got shape {t.shape}")
+    bad = np.flatnonzero(~np.isfinite(t))
+    if len(bad):
+        raise TrajectoryError(f"{owner}: {name}: expected finite seconds; entry {int(bad[0])} is {t[bad[0]]}")
+    return t
+
+
+def match_times(times, query, max_difference: float = 0.01, *, offset: float = 0.0) -> tuple[Tensor, Tensor]:
+    """``(index, query_index)``: each time of ``query`` matched to the nearest of ``times``, where
+    that is within ``max_difference`` seconds, as int64 tensors (on ``times``' device where it is a
+    tensor): ``times[index[k]]`` is the time nearest ``query[query_index[k]] + offset``.
+
+    The measurements of a slower clock (GNSS fixes at 1 Hz) onto the poses of a faster one
+    (keyframes): ``PoseGraph(..., prior_index=index, prior_positions=fixes[query_index], ...)``.
+    A query time with no time within ``max_difference`` is left out; two query times may match
+    one time.  ``query_index`` ascends.  Nearest and ties are :func:`associate`'s rule (evo's),
+    for times in any order.  Raises :class:`TrajectoryError` where nothing matches, naming both
+    spans of time (seconds against nanoseconds, or GPS time against UTC, 18 s apart, look so).
+    """
+    owner = "match_times"
+    t, q = _times(owner, "times", times), _times(owner, "query", query)
+    _check_max_difference(owner, max_difference)
+    offset = _seconds(owner, "offset", offset)
+    ok, match = _nearest(q + offset, t, max_difference)
+    if not ok.any():
+        span = lambda x: f"[{x.min():.17g}, {x.max():.17g}] s" if len(x) else "empty"  # noqa: E731
+        raise TrajectoryError(f"{owner}: no query time within {max_difference} s of a time (times: {span(t)}; "
+                              f"query{' + offset' if offset else ''}: {span(q + offset)})")
+    device = times.device if isinstance(times, torch.Tensor) else "cpu"
+    keep = np.flatnonzero(ok)
+    return tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device) for a in (match[keep], keep))
+
+
 def associate(reference: Trajectory, estimate: Trajectory, max_difference: float = 0.01, *, offset: float = 0.0,
               method: str = "nearest_time") -> tuple[Trajectory, Trajectory]:
     """Pairs of poses at (nearly) equal times, by evo's rule (``evo_ape --t_max_diff --t_offset
@@ -61,37 +137,14 @@ def associate(reference: Trajectory, estimate: Trajectory, max_difference: float
     the shortest arc (:func:`interpolate`, clamped at its ends).
     """
     reference, estimate = _stamped(reference, "reference"), _stamped(estimate, "estimate")
-    if isinstance(max_difference, bool) or not isinstance(max_difference, numbers.Real) or not max_difference >= 0:
-        raise TrajectoryError(f"associate: max_difference must be a non-negative number of seconds, got {max_difference}")
+    _check_max_difference("associate", max_difference)
     offset = _seconds("associate", "offset", offset)
     check_choice("associate", "method", method, SYNC_METHODS)
     estimate_longer = len(estimate) > len(reference)
     short, long_ = (reference, estimate) if estimate_longer else (estimate, reference)
     shift = offset if estimate_longer else -offset  # onto the short trajectory's clock
     ts, tl = short.timestamps.cpu().numpy(), long_.timestamps.cpu().numpy() + shift
-    if not len(tl):  # both empty (the sparser has no more poses than the denser)
-        ok, match = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    elif bool(np.all(np.diff(tl) >= 0)):  # evo's binary search, step by step: its ties and roundings
-        up = np.searchsorted(tl, ts, side="right").clip(max=len(tl) - 1)
-        d_up = tl[up] - ts  # signed: negative past the last time, which then wins
-        d_low = np.where(up > 0, ts - tl[(up - 1).clip(0)], np.inf)
-        take_up = (d_up <= max_difference) & (d_up < d_low)
-        ok = take_up | ((d_low <= max_difference) & (d_low <= d_up))
-        # a time outside the span is tested against the span widened by max_difference, rounded
-        # once (t <= t_last + max_difference): at a tie to a rounding (0.2 against 19 * 0.01) that
-        # is not the difference's test
-        ok &= (ts >= tl[0] - max_difference) & (ts <= tl[-1] + max_difference)
-        match = np.where(take_up, up, up - 1)
-    else:  # evo's linear search (argmin): on a tie, the one first in the trajectory
-        order = np.argsort(tl, kind="stable")
-        sorted_l = tl[order]
-        upper = np.searchsorted(sorted_l, ts, side="right").clip(1, len(tl) - 1)  # unsorted: two times or more
-        lower = upper - 1
-        d_lower, d_upper = np.abs(sorted_l[lower] - ts), np.abs(sorted_l[upper] - ts)
-        first = order[np.searchsorted(sorted_l, sorted_l, side="left")]  # the first in the trajectory of equal times
-        lo, hi = first[lower], first[upper]
-        match = np.where(d_lower < d_upper, lo, np.where(d_upper < d_lower, hi, np.minimum(lo, hi)))
-        ok = np.minimum(d_lower, d_upper) <= max_difference
+    ok, match = _nearest(ts, tl, max_difference)
     if not ok.any():
         raise TrajectoryError(f"associate: no timestamps match within {max_difference} s"
                               + (f" (estimate shifted by {offset} s)" if offset else ""))
