@@ -13,7 +13,7 @@ import dataclasses
 
 import torch
 
-__all__ = ["PRECISIONS", "working_dtype", "in_dtype"]
+__all__ = ["PRECISIONS", "working_dtype", "in_dtype", "spacing"]
 
 PRECISIONS = (torch.float32, torch.float64)  # what torch factors in: the solvers' own dtypes
 
@@ -22,6 +22,12 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     """``dtype`` itself where torch solves in it (:data:`PRECISIONS`), else ``float32`` (the
     half precisions)."""
     return dtype if dtype in PRECISIONS else torch.float32
+
+
+def spacing(magnitude: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The gap between neighbouring numbers of ``dtype`` at ``magnitude`` (a float64 tensor):
+    what a coordinate that far from the origin is rounded to (float32 4,000 km out: 0.25 m)."""
+    return torch.finfo(dtype).eps * torch.exp2(torch.floor(torch.log2(magnitude.clamp_min(torch.finfo(dtype).tiny))))
 
 
 def in_dtype(result, dtype: torch.dtype):

@@ -853,14 +853,14 @@ def test_a_graph_in_map_coordinates_is_solved_as_the_same_graph_at_the_origin(na
 
 
 def test_a_float32_graph_in_map_coordinates_says_what_its_dtype_holds(caplog, device):
-    """float32 keeps 7 digits: 4,000 km out a position is held to 0.48 m before any solve sees it,
+    """float32 keeps 7 digits: 4,000 km out a position is held to 0.25 m before any solve sees it,
     which is said once, with the remedy; float64, or float32 near the origin, says nothing."""
     near = read_g2o(_data("intel"), dtype=torch.float32).to(device)
     X = near.poses.detach().tensor().clone()
     X[:, 0] += 4.0e6
     with caplog.at_level("WARNING"):
         PoseGraph(X, near.edges, near.measurements, near.information, dim=2, name="far")
-        assert "far: positions up to 4e+06 m from the origin are held in torch.float32 to 0.48 m" in caplog.text
+        assert "far: positions up to 4e+06 m from the origin are held in torch.float32 to 0.25 m" in caplog.text
         caplog.clear()
         PoseGraph(X.double(), near.edges, near.measurements, near.information.double(), dim=2)
         read_g2o(_data("intel"), dtype=torch.float32)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .._config import index_tensor
+from .._precision import spacing
 from ..jacobian import SE3BetweenResidual, between_curvature, se3_between, whiten
 from ..lie import (require_values, se3_act, se3_tensor, sim3_ad, skew, sim3_adjoint, sim3_compose, sim3_inverse,
                    sim3_left_jacobian_inverse, sim3_log, wrap_lie)
@@ -310,13 +311,13 @@ class PoseGraph(nn.Module):
 
     def _check_resolution(self, X: Tensor) -> None:
         """Warn where the dtype holds positions more coarsely than a millimetre: float32 keeps 7
-        digits, so map coordinates (4,000 km out) are rounded to 0.5 m before any solve sees them."""
+        digits, so map coordinates (4,000 km out) are rounded to 0.25 m before any solve sees them."""
         if self.poses.dtype == torch.float64 or X.device.type == "meta" or not X.numel():
             return
         k = 2 if self.dim == 2 else 3
         far = max(float(X.detach()[:, :k].abs().max()) if X.numel() else 0.0,
                   float(self.prior_positions.detach().abs().max()) if self.prior_positions.numel() else 0.0)
-        step = far * torch.finfo(self.poses.dtype).eps
+        step = float(spacing(torch.tensor(far, dtype=torch.float64, device="cpu"), self.poses.dtype))
         if step > _RESOLUTION:
             log.warning("%s: positions up to %.4g m from the origin are held in %s to %.2g m; use float64 "
                         "(read_g2o(..., dtype=torch.float64)) or move the graph near its origin",
