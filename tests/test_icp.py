@@ -953,3 +953,37 @@ def test_pcd_fields_of_several_values_and_other_types(tmp_path):
         path = tmp_path / f"{kind}.pcd"
         path.write_bytes(raw)
         assert np.array_equal(read_point_cloud(path).numpy(), P.astype(np.float64)), kind
+
+
+def test_clouds_that_their_dtype_rounds_coarsely_say_so_once_a_call(caplog, device):
+    """float32 keeps 7 digits: 4,000 km out a coordinate is held to 0.25 m, which moves the LiDAR
+    pair's answer by 0.1 m (docs/icp.md) before any solve sees it.  ``align`` and
+    ``global_align`` say so once a call, naming the worst cloud, the rounding and the remedy;
+    float64 there, float32 near the origin, or a scan in its sensor's frame, say nothing."""
+    from robojac.icp import global_align, multiway_registration
+
+    kw = dict(dtype=torch.float64, device=device)
+    S, T = (voxel_downsample(read_point_cloud(data_path(f"pointclouds/lidar_small_gicp/{n}.ply.gz")).to(device), 1.0)
+            for n in ("source", "target"))
+    far = torch.tensor([4.0e6, -2.5e6, 312.5], **kw)
+    quick = ICPConfig(voxel_size=1.0, max_iterations=2)
+    with caplog.at_level("WARNING"):
+        align((S + far).float(), T.float(), config=quick)  # the source far, the target near: one named
+        assert caplog.text.count("WARNING") == 1
+        assert ("source: coordinates up to 4e+06 from the origin are held in torch.float32 to 0.25, "
+                "3.4e-03 of the cloud's extent (72.8") in caplog.text
+        assert "Use float64 (read_point_cloud's default)" in caplog.text
+        caplog.clear()
+        align([S.float(), S.float()], [T.float(), (T + far).float()], config=quick)  # a batch: the one named
+        assert caplog.text.count("WARNING") == 1 and "target[1]: coordinates up to 4e+06" in caplog.text
+        caplog.clear()
+        global_align((S + far).float()[::4], (T + far).float()[::4])
+        assert caplog.text.count("WARNING") == 1 and "source: coordinates up to 4e+06" in caplog.text
+        caplog.clear()
+        multiway_registration([(S + far).float(), (T + far).float()])
+        assert "clouds[0]: coordinates up to 4e+06" in caplog.text
+        caplog.clear()
+        align(S + far, T + far, config=quick)  # float64: held to 5e-10
+        align(S.float(), T.float(), config=quick)  # a scan in its sensor's frame
+        align((S + 1e4).float(), (T + 1e4).float(), config=quick)  # 10 km out: 1 mm of a 73 m scan
+    assert caplog.text == ""

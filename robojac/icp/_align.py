@@ -20,7 +20,7 @@ from .._precision import PRECISIONS, in_dtype, working_dtype
 from .._threads import threads_for, torch_threads
 from ..optim import History, RobustKernel, damped
 from . import _soa as soa
-from ._cloud import as_points, knn_covariances, knn_covariances_many, spatial_order, voxel_downsample
+from ._cloud import as_points, check_resolution, knn_covariances, knn_covariances_many, spatial_order, voxel_downsample
 from ._neighbors import NearestNeighbors, PaddedNeighbors
 
 __all__ = ["ICPConfig", "RegistrationResult", "PreparedCloud", "prepare", "align"]
@@ -275,20 +275,24 @@ def align(source, target, *, init=None, config: ICPConfig | None = None, source_
     src_live = [s.points if isinstance(s, PreparedCloud) else as_points(s, f"source[{b}]" if batch else "source")
                 for b, s in enumerate(srcs)]
     src_normals = [s._normals if isinstance(s, PreparedCloud) else None for s in srcs]
+    as_given = src_live
     given, device = src_live[0].dtype, src_live[0].device
     dtype = working_dtype(given)  # points in a half precision: registered in float32, answered in theirs
     if dtype != given:
         src_live = [s.to(dtype) for s in src_live]  # differentiable: gradients reach the points as given
         src_normals = [None if n is None else n.to(dtype) for n in src_normals]
-    tgt_live, seen = [], {}
+    tgt_live, seen, tgt_names = [], {}, []
     for b, t in enumerate(tgts):  # a target given for several pairs is checked and prepared once
         key = id(t)
         if key not in seen:
+            tgt_names.append(f"target[{b}]" if batch else "target")
             if isinstance(t, PreparedCloud) and t.points.dtype not in PRECISIONS:
                 t = t.points  # prepared in a half precision: prepared again here, in float32
             seen[key] = t if isinstance(t, PreparedCloud) else as_points(t, f"target[{b}]" if batch else "target",
                                                                            dtype=dtype)
         tgt_live.append(seen[key])
+    check_resolution(as_given + [t.points if isinstance(t, PreparedCloud) else t for t in seen.values()],
+                     [f"source[{b}]" if batch else "source" for b in range(B)] + tgt_names)
     # the iterations never see the points' graph: gradients come from the answer, not the steps
     live = torch.is_grad_enabled() and any(isinstance(c, Tensor) and c.requires_grad for c in src_live + tgt_live)
     src0 = [s.detach() for s in src_live]

@@ -35,7 +35,7 @@ from .._precision import in_dtype, working_dtype
 from ..optim import RobustKernel
 from ..posegraph import PGOConfig, PoseGraph, optimize
 from ._align import ICPConfig, RegistrationResult, align
-from ._cloud import as_points, voxel_downsample
+from ._cloud import as_points, check_resolution, voxel_downsample
 from ._global import GlobalConfig, describe, information_matrix, register_described
 from ._ply import write_ply
 
@@ -202,6 +202,7 @@ def multiway_registration(clouds: Sequence, *, init: Tensor | None = None, confi
         raise ValueError(f"clouds: expected a list of two or more point clouds, got "
                          f"{len(clouds) if isinstance(clouds, (list, tuple)) else type(clouds).__name__}")
     pts = [as_points(c, f"clouds[{k}]") for k, c in enumerate(clouds)]
+    check_resolution(pts, [f"clouds[{k}]" for k in range(len(pts))])
     given, device = pts[0].dtype, pts[0].device
     dtype = working_dtype(given)  # clouds in a half precision: registered in float32 (the graph stays in it)
     pts = [p.to(dtype=dtype, device=device).detach() for p in pts]
