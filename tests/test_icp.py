@@ -955,17 +955,21 @@ def test_pcd_fields_of_several_values_and_other_types(tmp_path):
         assert np.array_equal(read_point_cloud(path).numpy(), P.astype(np.float64)), kind
 
 
+def _lidar_pair(device, voxel=1.0):
+    files = (data_path(f"pointclouds/lidar_small_gicp/{n}.ply.gz") for n in ("source", "target"))
+    return tuple(voxel_downsample(read_point_cloud(f).to(device), voxel) for f in files)
+
+
+FAR = (4.0e6, -2.5e6, 312.5)  # UTM-like map coordinates (metres)
+
+
 def test_clouds_that_their_dtype_rounds_coarsely_say_so_once_a_call(caplog, device):
     """float32 keeps 7 digits: 4,000 km out a coordinate is held to 0.25 m, which moves the LiDAR
-    pair's answer by 0.1 m (docs/icp.md) before any solve sees it.  ``align`` and
-    ``global_align`` say so once a call, naming the worst cloud, the rounding and the remedy;
-    float64 there, float32 near the origin, or a scan in its sensor's frame, say nothing."""
-    from robojac.icp import global_align, multiway_registration
-
-    kw = dict(dtype=torch.float64, device=device)
-    S, T = (voxel_downsample(read_point_cloud(data_path(f"pointclouds/lidar_small_gicp/{n}.ply.gz")).to(device), 1.0)
-            for n in ("source", "target"))
-    far = torch.tensor([4.0e6, -2.5e6, 312.5], **kw)
+    pair's answer by 0.1 m (docs/icp.md) before any solve sees it.  ``align`` says so once a call,
+    naming the worst cloud, the rounding and the remedy; float64 there, float32 near the origin,
+    or a scan in its sensor's frame, say nothing."""
+    S, T = _lidar_pair(device)
+    far = torch.tensor(FAR, dtype=torch.float64, device=device)
     quick = ICPConfig(voxel_size=1.0, max_iterations=2)
     with caplog.at_level("WARNING"):
         align((S + far).float(), T.float(), config=quick)  # the source far, the target near: one named
@@ -977,13 +981,23 @@ def test_clouds_that_their_dtype_rounds_coarsely_say_so_once_a_call(caplog, devi
         align([S.float(), S.float()], [T.float(), (T + far).float()], config=quick)  # a batch: the one named
         assert caplog.text.count("WARNING") == 1 and "target[1]: coordinates up to 4e+06" in caplog.text
         caplog.clear()
-        global_align((S + far).float()[::4], (T + far).float()[::4])
-        assert caplog.text.count("WARNING") == 1 and "source: coordinates up to 4e+06" in caplog.text
-        caplog.clear()
-        multiway_registration([(S + far).float(), (T + far).float()])
-        assert "clouds[0]: coordinates up to 4e+06" in caplog.text
-        caplog.clear()
         align(S + far, T + far, config=quick)  # float64: held to 5e-10
         align(S.float(), T.float(), config=quick)  # a scan in its sensor's frame
         align((S + 1e4).float(), (T + 1e4).float(), config=quick)  # 10 km out: 1 mm of a 73 m scan
     assert caplog.text == ""
+
+
+@pytest.mark.open3d
+def test_global_and_multiway_registration_say_it_once_too(caplog, device):
+    """``global_align`` (which refines with ``align``) and ``multiway_registration`` (which works
+    about scan 0's centre, where the rounding no longer shows) name the coarse cloud once."""
+    from robojac.icp import global_align, multiway_registration
+
+    S, T = _lidar_pair(device)
+    far = torch.tensor(FAR, dtype=torch.float64, device=device)
+    with caplog.at_level("WARNING"):
+        global_align((S + far).float()[::4], (T + far).float()[::4])
+        assert caplog.text.count("WARNING") == 1 and "source: coordinates up to 4e+06" in caplog.text
+        caplog.clear()
+        multiway_registration([(S + far).float(), (T + far).float()])
+        assert caplog.text.count("WARNING") == 1 and "clouds[0]: coordinates up to 4e+06" in caplog.text
