@@ -258,6 +258,82 @@ def test_a_g2o_file_of_one_pose_reads_and_one_of_nothing_is_refused(tmp_path):
         read_g2o(empty)
 
 
+def _correlated_intel(seed=0):
+    """intel's vertex and edge numbers as its file writes them, each edge's information given
+    correlations (up to 0.2 between any two of x, y, theta), so that its order matters."""
+    rng = np.random.default_rng(seed)
+    vertices, edges = [], []
+    for line in gzip.open(data_path("posegraph/intel.g2o.gz"), "rt"):
+        tok = line.split()
+        if tok and tok[0] == "VERTEX_SE2":
+            vertices.append(tok[1:])
+        elif tok and tok[0] == "EDGE_SE2":
+            M = np.zeros((3, 3))
+            M[np.triu_indices(3)] = [float(v) for v in tok[6:]]
+            M = M + np.triu(M, 1).T
+            d = np.sqrt(np.diag(M))
+            C = np.eye(3)
+            C[[0, 0, 1], [1, 2, 2]] = C[[1, 2, 2], [0, 0, 1]] = rng.uniform(-0.2, 0.2, 3)
+            edges.append((tok[1:6], d[:, None] * C * d[None, :]))
+    return vertices, edges
+
+
+def _write_edge2(path, vertices, edges, order):
+    """A TORO file (``VERTEX2``/``EDGE2``), its information in TORO's order or the upper
+    triangle's (iSAM's), written here from each matrix's entries."""
+    index = {"toro": [(0, 0), (0, 1), (1, 1), (2, 2), (0, 2), (1, 2)],
+             "upper": [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]}[order]
+    lines = [" ".join(["VERTEX2", *v]) for v in vertices]
+    lines += [" ".join(["EDGE2", *e, *(repr(float(M[i, j])) for i, j in index)]) for e, M in edges]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_toro_graph_files_read_in_their_order(tmp_path):
+    """TORO's ``.graph`` lines, ``VERTEX2 id x y theta`` and ``EDGE2 i j dx dy dtheta I11 I12 I22
+    I33 I13 I23`` (g2o's own reader's "old order", GTSAM's ``NoiseFormatTORO``), give the graph
+    of the same numbers in g2o's lines, correlated information and all.  iSAM's files use the
+    tag with the upper triangle: read in TORO's order their matrices are not positive definite,
+    which is refused with the remedy (``edge2_order="upper"``), which reads them."""
+    vertices, edges = _correlated_intel()
+    g2o = tmp_path / "intel.g2o"
+    iu = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    g2o.write_text("\n".join([" ".join(["VERTEX_SE2", *v]) for v in vertices]
+                             + [" ".join(["EDGE_SE2", *e, *(repr(float(M[i, j])) for i, j in iu)]) for e, M in edges]))
+    reference = read_g2o(g2o)
+    for name, order, kw in (("intel.graph", "toro", {}), ("isam.txt", "upper", {"edge2_order": "upper"})):
+        graph = read_g2o(_write_edge2(tmp_path / name, vertices, edges, order), **kw)
+        assert torch.equal(graph.information, reference.information) and float(graph.information[:, 0, 2].abs().min()) > 0
+        assert torch.equal(graph.measurements, reference.measurements) and torch.equal(graph.poses.tensor(),
+                                                                                       reference.poses.tensor())
+        assert torch.equal(graph.edges, reference.edges) and torch.equal(graph.vertex_ids, reference.vertex_ids)
+    with pytest.raises(G2OError, match=r"isam.txt:\d+: EDGE2 information read in TORO's order .* is not positive "
+                                       r"definite.*edge2_order='upper'"):
+        read_g2o(tmp_path / "isam.txt")
+    mixed = tmp_path / "mixed.graph"  # VERTEX_SE2 and VERTEX2 in one file: read line by line, the same graph
+    text = (tmp_path / "intel.graph").read_text().replace("VERTEX2 0 ", "VERTEX_SE2 0 ")
+    mixed.write_text(text)
+    assert torch.equal(read_g2o(mixed).information, reference.information)
+    mixed.write_text(text.replace("EDGE2 0 1 ", "EDGE2 0 1 x "))
+    with pytest.raises(G2OError, match=r"mixed.graph:\d+: EDGE2"):
+        read_g2o(mixed)
+    with pytest.raises(ValueError, match=r"edge2_order: expected one of \('toro', 'upper'\), got 'isam'"):
+        read_g2o(g2o, edge2_order="isam")
+
+
+def test_toro_graph_files_cost_what_gtsam_reads_in_them(tmp_path):
+    """GTSAM's ``load2D`` with ``NoiseFormatTORO`` (and ``NoiseFormatG2O`` for the upper
+    triangle) reads the same files: its ``graph.error`` at the file's poses equals robojac's cost."""
+    gtsam = pytest.importorskip("gtsam")
+    vertices, edges = _correlated_intel(seed=1)
+    for name, order, fmt in (("intel.graph", "toro", gtsam.NoiseFormat.NoiseFormatTORO),
+                             ("isam.txt", "upper", gtsam.NoiseFormat.NoiseFormatG2O)):
+        path = _write_edge2(tmp_path / name, vertices, edges, order)
+        factors, values = gtsam.load2D(str(path), noiseFormat=fmt, smart=False)
+        graph = read_g2o(path, edge2_order=order)
+        assert float(graph.cost().detach()) == pytest.approx(factors.error(values), rel=1e-12)
+
+
 def test_fix_lines_hold_their_poses(device):
     X, E, Z, info = _synthetic(3, device=device)
     Zn = (pp.se3(0.05 * torch.randn(len(E), 6, dtype=torch.float64, device=device)).Exp() * pp.SE3(Z)).tensor()

@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--information", choices=("refuse", "nearest_pd"), default="refuse",
                    help="information matrices that are not positive definite: refuse the file (default), or replace "
                         "each by the nearest positive definite matrix, with a warning")
+    p.add_argument("--edge2-order", choices=("toro", "upper"), default="toro",
+                   help="the information's order on TORO's EDGE2 lines: TORO's I11 I12 I22 I33 I13 I23 (.graph "
+                        "files, the default), or the upper triangle row by row (iSAM's files)")
     p.add_argument("--method", choices=("lm", "gn"), default="lm",
                    help="Levenberg-Marquardt (default) or Gauss-Newton")
     p.add_argument("--kernel", choices=("none", "huber", "cauchy", "geman_mcclure", "tukey", "dcs"), default="none",
@@ -46,7 +49,7 @@ def run(args) -> int:
 
     kernel = RobustKernel(args.kernel, args.kernel_scale)
     t0 = time.perf_counter()
-    graph = read_g2o(args.input, information=args.information)
+    graph = read_g2o(args.input, information=args.information, edge2_order=args.edge2_order)
     kind = "Sim3" if graph.similarity else f"{graph.dim}D"
     priors = f", {graph.num_priors} position priors" if graph.num_priors else ""
     print(f"read {args.input}: {kind}, {graph.num_poses} poses, {graph.num_edges} edges{priors} "

@@ -18,6 +18,13 @@ not use (g2o writes four, ORB-SLAM3 its two cameras'); an edge ``i j`` holds ``L
 ``Log(measurement S_iw S_jw^-1)``, the same number), then the upper triangle of the 7x7
 information in that order.  robojac's tangent is ``[upsilon, omega, sigma]``: the file's
 vectors and matrices are permuted on the way in and out.
+
+TORO's 2D lines (``.graph`` files: intel, FR079, CSAIL, w10000) are read too: ``VERTEX2 id x y
+theta`` as ``VERTEX_SE2``, and ``EDGE2 i j dx dy dtheta`` followed by the information in TORO's
+order ``I11 I12 I22 I33 I13 I23`` (g2o's own reader and GTSAM's ``NoiseFormatTORO`` take it so).
+iSAM's files (city10000, manhattanOlson3500) use the same tag with the upper triangle row by row
+instead: ``read_g2o(path, edge2_order="upper")``.  A file read in TORO's order whose matrices are
+positive definite only in the other order is refused with that remedy.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ _SIM3 = 7  # the "dimension" code of a similarity file's elements (their tangent
 _SPEC = {  # tag -> (dimension, number of values after the tag; a Sim3 vertex's is the least, cameras follow)
     "VERTEX_SE2": (2, 4),
     "EDGE_SE2": (2, 11),
+    "VERTEX2": (2, 4),  # TORO's (and iSAM's) 2D lines
+    "EDGE2": (2, 11),
     "VERTEX_SE3:QUAT": (3, 8),
     "EDGE_SE3:QUAT": (3, 30),
     "VERTEX_SIM3:EXPMAP": (_SIM3, 8),
@@ -55,6 +64,8 @@ _PRIORS = {  # position priors (GNSS fixes): tag -> (dimension, values after the
 }
 _OFFSET = "PARAMS_SE3OFFSET"  # the offset parameter an EDGE_SE3_XYZ_PRIOR names (g2o's error does not use it)
 _KIND = {2: "2D", 3: "3D", _SIM3: "Sim3"}
+_EDGE2_ORDERS = ("toro", "upper")
+_TORO = [0, 1, 4, 2, 5, 3]  # TORO's I11 I12 I22 I33 I13 I23 in the upper triangle's order I11 I12 I13 I22 I23 I33
 _G2O_SIM3 = [3, 4, 5, 0, 1, 2, 6]  # g2o's [omega, upsilon, sigma] <-> robojac's [upsilon, omega, sigma] (an involution)
 _UNIT_TOL = 1e-6  # quaternions off unit length by more are normalized with a warning
 _REFUSE_TOL = 0.1  # ... and by more than this refused
@@ -114,13 +125,15 @@ class _Parsed:
     fixed: set[int]
     normalized: list[str]  # where quaternions were normalized (file order)
     priors: list = None  # (line, vertex id, position, information) of each position prior
+    toro: np.ndarray | None = None  # (E,) bool: the edges read from TORO-ordered EDGE2 lines
 
 
 _INFORMATION = ("refuse", "nearest_pd")
 _PD_FLOOR = 1e-6  # "nearest_pd": eigenvalues clipped to this fraction of the matrix's largest |eigenvalue|
 
 
-def read_g2o(path, *, dtype: torch.dtype = torch.float64, information: str = "refuse") -> PoseGraph:
+def read_g2o(path, *, dtype: torch.dtype = torch.float64, information: str = "refuse",
+             edge2_order: str = "toro") -> PoseGraph:
     """Read a 2D or 3D g2o pose graph (a name ending in ``.gz`` is decompressed as it is read).
 
     Vertices are sorted by id; a file without vertex lines gets its initial poses by composing
@@ -139,6 +152,10 @@ def read_g2o(path, *, dtype: torch.dtype = torch.float64, information: str = "re
       eigenvalue (symmetrize, ``eigh``, clip, rebuild), and log a warning that counts them.
       Positive definite matrices are kept as they are.
 
+    ``edge2_order``: the order of the information on TORO's ``EDGE2`` lines: ``"toro"`` (the
+    default: ``I11 I12 I22 I33 I13 I23``, TORO's ``.graph`` files) or ``"upper"`` (the upper
+    triangle row by row, as iSAM's files write it; see the module's note).
+
     Well-formed files are parsed a whole column at a time (6-10x faster than line by line, about
     GTSAM's ``readG2o``); at the first thing that is not plainly well formed the file is read
     again line by line, which names what is wrong and where.
@@ -146,16 +163,45 @@ def read_g2o(path, *, dtype: torch.dtype = torch.float64, information: str = "re
     path = as_path(path, "g2o file")
     if information not in _INFORMATION:
         raise ValueError(f"information: expected one of {_INFORMATION}, got {information!r}")
+    if edge2_order not in _EDGE2_ORDERS:
+        raise ValueError(f"edge2_order: expected one of {_EDGE2_ORDERS}, got {edge2_order!r}")
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype: expected torch.float32 or torch.float64 (the solver's precisions), got {dtype!r}")
     lines = read_text(path, "g2o file").split("\n")
-    parsed = _parse_columns(lines)
+    toro = edge2_order == "toro"
+    parsed = _parse_columns(lines, toro)
     if parsed is None:
-        parsed = _parse_lines(path, lines)
+        parsed = _parse_lines(path, lines, toro)
     else:
         parsed.normalized = [f"{path}:{n}" for n in parsed.normalized]
+    _check_edge2_order(path, parsed)
     parsed.information = _checked_information(path, parsed, information)
     return _graph(path, parsed, dtype)
+
+
+def _positive_definite(M: np.ndarray) -> np.ndarray:
+    _, status = torch.linalg.cholesky_ex(torch.from_numpy(0.5 * (M + np.swapaxes(M, -1, -2))))
+    return status.numpy() == 0
+
+
+def _check_edge2_order(path: pathlib.Path, f: _Parsed) -> None:
+    """Refuse TORO-ordered ``EDGE2`` information that is positive definite only in the upper
+    triangle's order (an iSAM file read as TORO's), naming the remedy."""
+    if f.toro is None or not f.toro.any():
+        return
+    M = f.information[f.toro]
+    if _positive_definite(M).all():
+        return
+    raw = M[:, [0, 0, 1, 2, 0, 1], [0, 1, 1, 2, 2, 2]]  # the numbers as the file holds them
+    upper = np.zeros_like(M)
+    iu = np.triu_indices(3)
+    upper[:, iu[0], iu[1]] = raw
+    upper[:, iu[1], iu[0]] = raw
+    if _positive_definite(upper).all():
+        at = int(f.edge_lines[np.flatnonzero(f.toro)[np.argmin(_positive_definite(M))]])
+        raise G2OError(f"{path}:{at}: EDGE2 information read in TORO's order (I11 I12 I22 I33 I13 I23) is not positive "
+                       "definite, and in the upper triangle's order (I11 I12 I13 I22 I23 I33, iSAM's files) every "
+                       "EDGE2's is: read_g2o(path, edge2_order='upper') (robojac pgo --edge2-order upper)")
 
 
 def _checked_information(path: pathlib.Path, f: _Parsed, rule: str) -> np.ndarray:
@@ -183,7 +229,7 @@ def _checked_information(path: pathlib.Path, f: _Parsed, rule: str) -> np.ndarra
     return info
 
 
-def _parse_columns(lines: list[str]) -> _Parsed | None:
+def _parse_columns(lines: list[str], toro: bool = True) -> _Parsed | None:
     """The fast reading of a well-formed file; ``None`` at anything unusual (the line-by-line
     reader then says what).  ``normalized`` holds line numbers here."""
     groups: dict[str, tuple[list[int], list[list[str]]]] = {}
@@ -208,8 +254,9 @@ def _parse_columns(lines: list[str]) -> _Parsed | None:
         group[0].append(lineno)
         group[1].append(tokens)
     dims = {_SPEC[tag][0] for tag in groups}
-    if len(dims) != 1:
-        return None
+    edge_tags, vertex_tags = (sum(t.startswith(kind) for t in groups) for kind in ("EDGE", "VERTEX"))
+    if len(dims) != 1 or edge_tags != 1 or vertex_tags > 1:
+        return None  # one vertex tag and one edge tag (VERTEX_SE2 with VERTEX2: line by line)
     dim = dims.pop()
     cols = {}
     for tag, (linenos, rows) in groups.items():
@@ -224,6 +271,8 @@ def _parse_columns(lines: list[str]) -> _Parsed | None:
             return None
         if not np.isfinite(vals).all():
             return None
+        if tag == "EDGE2" and toro:
+            vals[:, 3:] = vals[:, 3:][:, _TORO]
         cols["vertex" if n_ids == 1 else "edge"] = (ids, np.array(linenos), vals)
     if "edge" not in cols:
         return None
@@ -245,10 +294,12 @@ def _parse_columns(lines: list[str]) -> _Parsed | None:
     info[:, iu[0], iu[1]] = Ev[:, 7 if dim == 3 else 3 :]
     info[:, iu[1], iu[0]] = Ev[:, 7 if dim == 3 else 3 :]
     normalized = sorted(np.concatenate(flagged).tolist()) if flagged else []
-    return _Parsed(dim, vid[:, 0], vlines, V, eid, elines, Ev[:, : 7 if dim == 3 else 3], info, fixed, normalized)
+    toro_edges = np.full(len(Ev), toro and "EDGE2" in groups)
+    return _Parsed(dim, vid[:, 0], vlines, V, eid, elines, Ev[:, : 7 if dim == 3 else 3], info, fixed, normalized,
+                   toro=toro_edges)
 
 
-def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
+def _parse_lines(path: pathlib.Path, lines: list[str], toro: bool = True) -> _Parsed:
     """The line-by-line reading: every check in file order, errors naming the line and token."""
     dim = None
     vertices: dict[int, tuple[int, list[float]]] = {}
@@ -306,8 +357,9 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
                 meas = [vals[k] for k in _G2O_SIM3]
                 info = _upper_to_full(vals[7:], 7)[np.ix_(_G2O_SIM3, _G2O_SIM3)]
             else:
-                meas, info = vals[:3], _upper_to_full(vals[3:], 3)
-            edges.append((lineno, i, j, meas, info))
+                upper = [vals[3:][k] for k in _TORO] if tag == "EDGE2" and toro else vals[3:]
+                meas, info = vals[:3], _upper_to_full(upper, 3)
+            edges.append((lineno, i, j, meas, info, tag == "EDGE2" and toro))
     n, k = {None: (3, 3), 2: (3, 3), 3: (6, 7), _SIM3: (7, 7)}[dim]
     return _Parsed(
         dim,
@@ -321,6 +373,7 @@ def _parse_lines(path: pathlib.Path, lines: list[str]) -> _Parsed:
         fixed,
         normalized,
         priors,
+        np.array([e[5] for e in edges], dtype=bool),
     )
 
 
