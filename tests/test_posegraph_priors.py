@@ -289,6 +289,46 @@ def test_covariances_are_the_inverse_of_central_difference_normal_equations():
     assert max_err(C, C_ref) < 1e-6 * float(C_ref.abs().max())
 
 
+@pytest.mark.parametrize("arm", [None, (0.3, -0.2, 1.2)], ids=["GPSFactor", "GPSFactorArm"])
+def test_covariances_with_fixes_in_map_coordinates_equal_gtsams_marginals(arm):
+    """smallGrid3D with a 0.5 m fix every 7 poses (an antenna off centre or not), 4,000 km out:
+    every pose's covariance (in its own frame) equals GTSAM's ``Marginals`` of the same graph
+    (``BetweenFactorPose3`` + ``GPSFactor`` / ``GPSFactorArm``) at robojac's answer, to 1e-8 of
+    its size (2026-12-07: within 3.3e-10; at the origin 8e-14)."""
+    gtsam = pytest.importorskip("gtsam")
+    g, truth, idx, pos, info = _gnss_graph("smallGrid3D", 7, 0.5)
+    extra = {}
+    if arm is not None:
+        a = torch.tensor(arm, **KW)
+        pos = pos - truth[idx, :3] + pp.SE3(truth[idx]).Act(a.expand(len(idx), 3))
+        extra = dict(prior_lever_arms=a)
+    graph = PoseGraph(g.poses.tensor(), g.edges, g.measurements, g.information, prior_index=idx,
+                      prior_positions=pos, prior_information=info, **extra)
+    r = optimize(graph, PGOConfig(method="gn", relative_tolerance=1e-14))
+    assert r.converged
+    C = covariances(graph, r.poses)
+    fg, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+    perm = [3, 4, 5, 0, 1, 2]  # GTSAM's [phi, rho]
+
+    def pose3(x):
+        x = x.numpy()
+        return gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3])
+
+    for k, x in enumerate(r.poses.tensor()):
+        values.insert(k, pose3(x))
+    for (i, j), z, I in zip(graph.edges.tolist(), graph.measurements, graph.information):
+        noise = gtsam.noiseModel.Gaussian.Information(I.numpy()[np.ix_(perm, perm)])
+        fg.add(gtsam.BetweenFactorPose3(i, j, pose3(z), noise))
+    for k, p in zip(idx.tolist(), pos):
+        noise = gtsam.noiseModel.Isotropic.Sigma(3, 0.5)
+        fg.add(gtsam.GPSFactor(k, p.numpy(), noise) if arm is None
+               else gtsam.GPSFactorArm(k, p.numpy(), np.array(arm), noise))
+    marginals = gtsam.Marginals(fg, values)
+    theirs = torch.stack([torch.from_numpy(marginals.marginalCovariance(k)[np.ix_(perm, perm)])
+                          for k in range(graph.num_poses)])
+    assert max_err(C, theirs) < 1e-8 * float(theirs.abs().max())
+
+
 def test_a_whole_pose_prior_is_an_edge_from_a_fixed_vertex():
     """GTSAM's ``PriorFactorPose3(k, M, model)`` (a pose known whole: a relocalization in a map) is,
     in a ``PoseGraph``, a ``FIX``ed vertex at ``M`` and an edge from it to pose ``k`` measuring the
