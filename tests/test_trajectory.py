@@ -384,7 +384,7 @@ def test_match_times_pairs_each_query_with_its_nearest_time(device, order):
     times = np.cumsum(rng.uniform(0.05, 0.15, 600)) + 1.7e9  # Unix seconds: float64 keeps 0.2 us
     times = np.delete(times, np.arange(200, 260))  # a gap: a tunnel without keyframes
     fixes = np.arange(times[0] - 3, times[-1] + 3, 1.0)
-    query = np.concatenate((fixes + rng.normal(0, 0.002, len(fixes)), [times[10] + 1e-3] * 2))  # two fixes at one keyframe
+    query = np.concatenate((fixes + rng.normal(0, 0.002, len(fixes)), [times[10] + 1e-3] * 2))  # two at one time
     if order == "shuffled":
         perm = rng.permutation(len(times))
         times = times[perm]
@@ -410,7 +410,7 @@ def test_match_times_refuses_what_it_cannot_match(device):
         match_times(keyframes, keyframes[::10] + 18.0, 0.05)  # GPS time against UTC: 18 s apart
     with pytest.raises(TrajectoryError, match="match_times: query: expected finite seconds; entry 1 is nan"):
         match_times(keyframes, [0.0, float("nan")])
-    with pytest.raises(TrajectoryError, match=r"match_times: times: expected a 1-D array of seconds, got shape \(2, 50\)"):
+    with pytest.raises(TrajectoryError, match=r"times: expected a 1-D array of seconds, got shape \(2, 50\)"):
         match_times(keyframes.reshape(2, 50), [0.0])
     with pytest.raises(TrajectoryError, match="match_times: times: expected times in seconds"):
         match_times(_traj(device, 5), [0.0])
@@ -420,6 +420,14 @@ def test_match_times_refuses_what_it_cannot_match(device):
         match_times(keyframes, keyframes, offset=float("inf"))
     with pytest.raises(TrajectoryError, match=r"times: empty"):
         match_times([], [1.0])
+    with pytest.raises(TrajectoryError, match="match_times: times: expected numbers of seconds, got NoneType None"):
+        match_times(None, [1.0])
+    with pytest.raises(TrajectoryError, match="match_times: query: expected numbers of seconds, got list of <U"):
+        match_times(keyframes, ["12:00:01"])
+    # numpy datetimes are seconds since the epoch (their nanoseconds had been taken for seconds)
+    stamps = np.datetime64("2026-12-07T12:00:00", "ns") + np.arange(10) * np.timedelta64(100, "ms")
+    index, which = match_times(stamps, stamps[[2, 7]] + np.timedelta64(3, "ms"), 0.01)
+    assert index.tolist() == [2, 7] and which.tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("plane", ["xy", "xz", "yz"])

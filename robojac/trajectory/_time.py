@@ -74,12 +74,19 @@ def _check_max_difference(owner: str, value) -> None:
 
 
 def _times(owner: str, name: str, value) -> np.ndarray:
-    """Seconds ``(N,)`` as float64 numpy, from a tensor, an array or a list."""
+    """Seconds ``(N,)`` as float64 numpy, from a tensor, an array or a list (numpy datetimes:
+    seconds since the epoch)."""
     if isinstance(value, Trajectory):
         raise TrajectoryError(f"{owner}: {name}: expected times in seconds (a trajectory's are its .timestamps)")
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().double().numpy()
-    t = np.asarray(value, dtype=np.float64)
+    raw = np.asarray(value)
+    if raw.dtype.kind == "M":  # numpy datetimes: seconds since the epoch (float64 holds them to 0.24 us)
+        raw = raw.astype("datetime64[ns]").astype(np.int64) / 1e9
+    if raw.dtype.kind not in "biuf":
+        raise TrajectoryError(f"{owner}: {name}: expected numbers of seconds, got {type(value).__name__}"
+                              + (f" of {raw.dtype}" if raw.dtype != object or raw.ndim else f" {value!r}"))
+    t = raw.astype(np.float64)
     if t.ndim != 1:
         raise TrajectoryError(f"{owner}: {name}: expected a 1-D array of seconds, got shape {t.shape}")
     bad = np.flatnonzero(~np.isfinite(t))
@@ -91,7 +98,8 @@ def _times(owner: str, name: str, value) -> np.ndarray:
 def match_times(times, query, max_difference: float = 0.01, *, offset: float = 0.0) -> tuple[Tensor, Tensor]:
     """``(index, query_index)``: each time of ``query`` matched to the nearest of ``times``, where
     that is within ``max_difference`` seconds, as int64 tensors (on ``times``' device where it is a
-    tensor): ``times[index[k]]`` is the time nearest ``query[query_index[k]] + offset``.
+    tensor): ``times[index[k]]`` is the time nearest ``query[query_index[k]] + offset``.  Times
+    are seconds (tensors, arrays or lists of numbers) or numpy datetimes.
 
     The measurements of a slower clock (GNSS fixes at 1 Hz) onto the poses of a faster one
     (keyframes): ``PoseGraph(..., prior_index=index, prior_positions=fixes[query_index], ...)``.
