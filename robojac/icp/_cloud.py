@@ -20,7 +20,8 @@ from ._neighbors import NearestNeighbors, points_shaped
 from ._ply import PLYError, read_ply
 
 __all__ = ["PCDError", "PLYError", "as_points", "check_resolution", "read_point_cloud", "voxel_downsample",
-           "estimate_covariances", "knn_covariances", "knn_covariances_many", "normals_from_covariances", "spatial_order"]
+           "estimate_covariances", "knn_covariances", "knn_covariances_many", "normals_from_covariances",
+           "spatial_order"]
 
 
 def as_points(cloud, name: str = "points", *, dtype=None, device=None) -> Tensor:
