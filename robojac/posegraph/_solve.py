@@ -180,21 +180,38 @@ def anchor_offset(graph: PoseGraph, S: Tensor) -> Tensor | None:
 
 
 def factors(graph: PoseGraph, X: optim.Variable, c: Tensor | None, kernel: RobustKernel | None,
-            live: bool) -> list[optim.Factor]:
+            live: bool, weights: tuple[Tensor, Tensor] | None = None) -> list[optim.Factor]:
     """The graph as factors on its poses ``X`` (a state moved by ``-c``): an edge factor and, where
-    the graph has them, a position-prior factor; their data differentiable where ``live``."""
+    the graph has them, a position-prior factor; their data differentiable where ``live``.
+    ``weights``: ``(edges (E,), priors (P,))`` scaling each one's information (graduated
+    non-convexity's; held constant, as data without a graph)."""
     def carried(data):  # the data as the factors take them: with their graph only where live
         return data if live else tuple(d.detach() for d in data)
 
-    data = (graph.measurement_state().to(SOLVE_DTYPE), graph.sqrt_information.to(SOLVE_DTYPE))
-    out = [optim.Factor(graph.residual_function(), [X, X], index=graph.edges, data=carried(data), kernel=kernel,
+    def scaled(L: Tensor, w: Tensor | None) -> Tensor:
+        L = L.to(SOLVE_DTYPE)
+        return L if w is None else L * w.detach().to(L).clamp_min(0.0).sqrt()[:, None, None]
+
+    def kept(w: Tensor | None, n: int) -> Tensor | None:  # the entries a weight keeps (zero ones add nothing)
+        return None if w is None or bool((w > 0).all()) else torch.nonzero(w > 0).squeeze(-1).to(graph.edges.device)
+
+    w_edges, w_priors = weights if weights is not None else (None, None)
+    data = (graph.measurement_state().to(SOLVE_DTYPE), scaled(graph.sqrt_information, w_edges))
+    index, on = graph.edges, kept(w_edges, graph.num_edges)
+    if on is not None:  # edges of zero weight left out: nor their fill (a wrong loop closure joins far poses)
+        index, data = index[on], tuple(d[on] for d in data)
+    out = [optim.Factor(graph.residual_function(), [X, X], index=index, data=carried(data), kernel=kernel,
                         name="edges")]
     if graph.num_priors:
         p = graph.prior_positions.to(SOLVE_DTYPE)
-        data = (p if c is None else p - c, graph.prior_sqrt_information.to(SOLVE_DTYPE),
+        data = (p if c is None else p - c, scaled(graph.prior_sqrt_information, w_priors),
                 graph.prior_lever_arms.to(SOLVE_DTYPE))
-        out.append(optim.Factor(PositionPriorResidual(), [X], index=graph.prior_index[:, None], data=carried(data),
-                                kernel=kernel, name="priors"))
+        index, on = graph.prior_index[:, None], kept(w_priors, graph.num_priors)
+        if on is not None:
+            index, data = index[on], tuple(d[on] for d in data)
+        if index.shape[0]:
+            out.append(optim.Factor(PositionPriorResidual(), [X], index=index, data=carried(data), kernel=kernel,
+                                    name="priors"))
     return out
 
 
@@ -316,15 +333,18 @@ def optimize(graph: PoseGraph, config: PGOConfig | None = None) -> PGOResult:
         return _optimize(graph, config)
 
 
-def _optimize(graph: PoseGraph, config: PGOConfig) -> PGOResult:
+def _optimize(graph: PoseGraph, config: PGOConfig, start: Tensor | None = None,
+              weights: tuple[Tensor, Tensor] | None = None) -> PGOResult:
+    """:func:`optimize`'s work, from the state ``start`` where given (else ``config.init``'s),
+    with each edge's and prior's information scaled by ``weights`` where given."""
     t0 = time.perf_counter()
-    given = initialize(graph, config.init).to(SOLVE_DTYPE)  # see optimize(): float64, whatever the graph's
+    given = (initialize(graph, config.init) if start is None else start).to(SOLVE_DTYPE)  # see optimize(): float64
     init_seconds = time.perf_counter() - t0
     held = _held(graph).to(given.device)
     c = anchor_offset(graph, given)
     S = moved(given, c, -1)  # solved about the anchor (see anchor_offset)
     X = optim.Variable(graph.group, S[None], fixed=held[None], name="poses")
-    problem = factors(graph, X, c, config.kernel, _data_live(graph))  # the data differentiable where they require grad
+    problem = factors(graph, X, c, config.kernel, _data_live(graph), weights)  # the data live where they require grad
     t1 = time.perf_counter()
     history = []
 

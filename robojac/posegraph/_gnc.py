@@ -1,0 +1,254 @@
+"""Graduated non-convexity (GNC): pose graphs whose loop closures are many of them wrong.
+
+A robust kernel from the plain optimum keeps what a wrong loop closure has already bent; with a
+fifth of a graph's loop closures wrong, Cauchy's and Geman-McClure's minima stay metres off.  GNC
+(Yang, Antonante, Tzoumas, Carlone, "Graduated Non-Convexity for Robust Spatial Perception",
+RA-L 2020) minimizes a truncated least squares (TLS) or Geman-McClure cost through a sequence of
+surrogates, from a convex one to the cost itself, each solved as weighted least squares (the
+engine, warm-started from the last answer) with the weights the surrogate's Black-Rangarajan
+duality gives at the last residuals.  For TLS, with ``s`` an edge's ``e^T Omega e``, ``c2`` its
+inlier threshold and ``mu`` the surrogate's parameter (growing by ``mu_step``):
+
+* ``w = 1`` for ``s <= mu / (mu + 1) c2``, ``w = 0`` for ``s >= (mu + 1) / mu c2``, and
+  ``sqrt(c2 mu (mu + 1) / s) - mu`` between;
+* ``mu`` starts at ``c2 / (2 s_max - c2)`` over the plain optimum's residuals (the surrogate is
+  then convex), and the weights end binary: inliers and outliers.
+
+Geman-McClure: ``w = (mu c2 / (mu c2 + s))^2``, ``mu`` from ``2 s_max / c2`` down to 1.  As
+GTSAM's ``GncOptimizer`` (whose thresholds, ``0.5 chi2``, are on its ``0.5 s``), the threshold is
+the chi-square quantile of the factor's dimension at ``probability``, edges known to be right
+(the odometry) keep weight 1, and the run stops when the weighted cost changes by less than
+``relative_tolerance``, the TLS weights are binary within ``weight_tolerance``, or ``mu`` reaches
+1 (Geman-McClure).  Each solve starts from the plain solve's start, as GTSAM's do: warm-started
+from the last round's answer instead, smallGrid3D with 50 wrong loop closures kept 12-17 of its
+297 right edges out (ATE 0.13-0.15 m), from the start 3 (0.056 m, GTSAM's answer), in as many
+iterations.  ``mu``'s start comes from the plain optimum's residuals (the paper's; GTSAM's from
+the initial values': there 17 edges out).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .._config import check_choice, check_instance, check_int, check_real
+from ._graph import PoseGraph, PoseGraphError
+from ._solve import PGOConfig, _optimize, initialize
+
+__all__ = ["GNCConfig", "GNCRecord", "GNCResult", "optimize_gnc"]
+
+LOSSES = ("tls", "geman_mcclure")
+
+
+@dataclass(frozen=True)
+class GNCConfig:
+    """Options of :func:`optimize_gnc`.
+
+    * ``loss``: ``"tls"`` (truncated least squares: each edge an inlier, weight 1, or an outlier,
+      weight 0) or ``"geman_mcclure"``.
+    * ``probability``: each factor's inlier threshold is the chi-square quantile of its dimension
+      (3 or 6 for an edge, 2 or 3 for a position prior) at this probability: 0.99 gives
+      ``s <= 11.34`` for a 2D edge and ``16.81`` for a 3D one (GTSAM's default).
+    * ``mu_step``: the factor by which ``mu`` grows (TLS) or shrinks (Geman-McClure) each round.
+    * ``max_iterations``: rounds of weights and solve after the plain solve.
+    * ``relative_tolerance``: stop when the weighted cost changes by less than this fraction.
+    * ``weight_tolerance``: (TLS) stop when every weight is within this of 0 or 1.
+    * ``solver``: each weighted least-squares solve's :class:`PGOConfig` (its ``init`` starts the
+      first, plain solve; its ``kernel`` must be none: the weights are GNC's).
+    """
+
+    loss: Literal["tls", "geman_mcclure"] = "tls"
+    probability: float = 0.99
+    mu_step: float = 1.4
+    max_iterations: int = 100
+    relative_tolerance: float = 1e-5
+    weight_tolerance: float = 1e-4
+    solver: PGOConfig = field(default_factory=PGOConfig)
+
+    def __post_init__(self):
+        owner = "GNCConfig"
+        check_choice(owner, "loss", self.loss, LOSSES)
+        check_real(owner, "probability", self.probability, positive=True)
+        if not self.probability < 1:
+            raise ValueError(f"GNCConfig.probability: expected a probability in (0, 1), got {self.probability!r}")
+        check_real(owner, "mu_step", self.mu_step, positive=True)
+        if not self.mu_step > 1:
+            raise ValueError(f"GNCConfig.mu_step: expected a factor above 1, got {self.mu_step!r}")
+        check_int(owner, "max_iterations", self.max_iterations, minimum=0)
+        check_real(owner, "relative_tolerance", self.relative_tolerance)
+        check_real(owner, "weight_tolerance", self.weight_tolerance, maximum=0.5)
+        check_instance("GNCConfig.solver", self.solver, PGOConfig, "a PGOConfig")
+        if self.solver.kernel.name != "none":
+            raise ValueError(f"GNCConfig.solver: its kernel must be none (GNC weighs the edges itself), got "
+                             f"{self.solver.kernel.name!r}")
+
+
+@dataclass(frozen=True)
+class GNCRecord:
+    """One round of :func:`optimize_gnc`: its ``mu``, the weighted ``cost`` its solve reached, the
+    count of edges and priors weighing more than one half (``inliers``), the solve's
+    ``solver_iterations`` and the round's ``seconds``."""
+
+    iteration: int
+    mu: float
+    cost: float
+    inliers: int
+    solver_iterations: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GNCResult:
+    """The answer of :func:`optimize_gnc`, in :class:`~robojac.posegraph.PGOResult`'s vocabulary.
+
+    ``poses`` and ``vertex_ids`` as ``optimize`` gives them; ``weights (E,)`` and
+    ``prior_weights (P,)``: each edge's and position prior's last weight (1 and 0 for TLS once it
+    has converged), ``inliers``/``prior_inliers`` those above one half; ``cost``: the weighted
+    cost ``0.5 sum w s`` of the last solve, ``initial_cost`` the plain solve's start;
+    ``iterations``: rounds after the plain solve, ``solver_iterations`` every solve's iterations
+    together; ``converged`` and ``reason`` (``"weights_converged"``, ``"relative_tolerance"``,
+    ``"mu_converged"``, ``"all_inliers"`` where the plain optimum had no residual above its
+    threshold, ``"max_iterations"``, or the last solve's reason where it did not converge).
+    """
+
+    poses: object
+    vertex_ids: Tensor
+    weights: Tensor
+    inliers: Tensor
+    prior_weights: Tensor
+    prior_inliers: Tensor
+    cost: float
+    initial_cost: float
+    iterations: int
+    solver_iterations: int
+    converged: bool
+    reason: str
+    history: tuple[GNCRecord, ...]
+    init_seconds: float
+    solve_seconds: float
+
+
+def _known_inliers(graph: PoseGraph, known) -> Tensor:
+    """``(E,)`` bool: the edges held at weight 1."""
+    E, device = graph.num_edges, graph.edges.device
+    if isinstance(known, str):
+        check_choice("optimize_gnc", "known_inliers", known, ("odometry", "none"))
+        if known == "none":
+            return torch.zeros(E, dtype=torch.bool, device=device)
+        ids = graph.vertex_ids[graph.edges]
+        return (ids[:, 1] - ids[:, 0]).abs() == 1  # consecutive vertex ids: the odometry
+    if not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != (E,):
+        got = f"shape {tuple(known.shape)}, {known.dtype}" if isinstance(known, Tensor) else type(known).__name__
+        raise ValueError(f"known_inliers: expected 'odometry', 'none' or a bool tensor of shape ({E},) (one per edge), "
+                         f"got {got}")
+    return known.to(device)
+
+
+def _chi2_quantile(probability: float, dof: int) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(probability, dof))
+
+
+def _weights(loss: str, s: Tensor, c2: Tensor, mu: float) -> Tensor:
+    """The surrogate's weights at squared residuals ``s`` (the module's formulas)."""
+    if loss == "geman_mcclure":
+        return (mu * c2 / (mu * c2 + s)).square()
+    lower, upper = mu / (mu + 1) * c2, (mu + 1) / mu * c2
+    between = (torch.sqrt(c2 * mu * (mu + 1) / s.clamp_min(1e-300)) - mu).clamp(0.0, 1.0)
+    return torch.where(s <= lower, torch.ones_like(s), torch.where(s >= upper, torch.zeros_like(s), between))
+
+
+def _mu_start(loss: str, s: Tensor, c2: Tensor) -> float:
+    """``mu`` at which the surrogate is convex over the residuals ``s`` (of the factors GNC
+    weighs); ``-1`` where every one is under its threshold (TLS: nothing to do)."""
+    if loss == "geman_mcclure":
+        return float((2 * s / c2).max()) if s.numel() else -1.0
+    excess = 2 * s - c2
+    if not bool((excess > 0).any()):
+        return -1.0
+    return max(float((c2[excess > 0] / excess[excess > 0]).min()), 1e-6)
+
+
+def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inliers="odometry") -> GNCResult:
+    """Minimize a truncated least squares (or Geman-McClure) cost over the poses of ``graph`` by
+    graduated non-convexity (see the module): the plain optimum first, then rounds of weights and
+    weighted solves.  ``known_inliers``: ``"odometry"`` (the edges between consecutive vertex ids:
+    the default, as an odometry is rarely wrong), ``"none"``, or a bool tensor ``(E,)``; those keep
+    weight 1.  Position priors are weighed as the unknown edges are (a GNSS fix thrown off by a
+    reflection goes too).
+
+    Gradients (where the graph's data require grad) are the last weighted solve's, with the weights
+    held: each weight is a threshold decision, constant almost everywhere.  A disconnected graph
+    raises :class:`PoseGraphError`, as :func:`optimize` does.
+    """
+    config = config or GNCConfig()
+    check_instance("config", config, GNCConfig, "a GNCConfig")
+    check_instance("graph", graph, PoseGraph, "a PoseGraph")
+    known = _known_inliers(graph, known_inliers)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        start = initialize(graph, config.solver.init).to(torch.float64)  # every solve's start
+    plain = _optimize(graph, config.solver, start=start)  # the plain optimum: every weight 1
+    solver_iterations = plain.iterations
+    d, k = graph.tangent_dim, (2 if graph.dim == 2 else 3)
+    dtype, device = torch.float64, graph.edges.device
+    c2 = torch.full((graph.num_edges,), _chi2_quantile(config.probability, d), dtype=dtype, device=device)
+    c2p = torch.full((graph.num_priors,), _chi2_quantile(config.probability, k), dtype=dtype, device=device)
+    unknown = torch.cat((~known, torch.ones(graph.num_priors, dtype=torch.bool, device=device)))
+
+    def squared(poses) -> Tensor:  # every edge's and prior's s, at poses
+        with torch.no_grad():
+            P = poses.tensor().detach()
+            s = graph.chi2(P).to(dtype)
+            if graph.num_priors:
+                s = torch.cat((s, graph.prior_residuals(P).to(dtype).square().sum(-1)))
+            return s
+
+    c2_all = torch.cat((c2, c2p))
+    s = squared(plain.poses)
+    mu = _mu_start(config.loss, s[unknown], c2_all[unknown])
+    w = torch.ones_like(s)
+    history: list[GNCRecord] = []
+    result, reason = plain, "all_inliers"
+    if mu > 0 and bool(unknown.any()):
+        reason = "max_iterations"
+        prev = 0.5 * float(s.sum())
+        for it in range(1, config.max_iterations + 1):
+            t_round = time.perf_counter()
+            w = torch.where(unknown, _weights(config.loss, s, c2_all, mu), torch.ones_like(s))
+            E = graph.num_edges
+            try:
+                result = _optimize(graph, config.solver, start=start, weights=(w[:E], w[E:]))
+            except PoseGraphError as e:
+                raise PoseGraphError(f"{graph.name}: graduated non-convexity round {it} (mu {mu:.4g}): {e}") from e
+            solver_iterations += result.iterations
+            s = squared(result.poses)
+            cost = 0.5 * float((w * s).sum())
+            history.append(GNCRecord(it, mu, cost, int((w > 0.5).sum()), result.iterations,
+                                     time.perf_counter() - t_round))
+            if config.loss == "tls" and bool(((w - w.round()).abs() <= config.weight_tolerance).all()):
+                reason = "weights_converged"
+                break
+            if abs(cost - prev) / max(prev, 1e-7) < config.relative_tolerance:
+                reason = "relative_tolerance"
+                break
+            if config.loss == "geman_mcclure" and math.isclose(mu, 1.0, abs_tol=1e-9):
+                reason = "mu_converged"
+                break
+            prev = cost
+            mu = mu * config.mu_step if config.loss == "tls" else max(1.0, mu / config.mu_step)
+    converged = reason in ("weights_converged", "relative_tolerance", "mu_converged", "all_inliers")
+    if converged and not result.converged:  # the last solve's own answer did not settle
+        converged, reason = False, result.reason
+    E = graph.num_edges
+    final_cost = 0.5 * float((w * s).sum())
+    return GNCResult(result.poses, result.vertex_ids, w[:E].to(graph.poses.dtype), w[:E] > 0.5,
+                     w[E:].to(graph.poses.dtype), w[E:] > 0.5, final_cost, plain.initial_cost, len(history),
+                     solver_iterations, converged, reason, tuple(history), plain.init_seconds,
+                     time.perf_counter() - t0 - plain.init_seconds)
