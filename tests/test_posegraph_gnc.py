@@ -9,37 +9,18 @@ import pytest
 import torch
 
 from robojac import data, lie
-from robojac.posegraph import GNCConfig, PGOConfig, PoseGraph, PoseGraphError, optimize, optimize_gnc, read_g2o
+from robojac.posegraph import (GNCConfig, PGOConfig, PoseGraph, PoseGraphError, add_wrong_loop_closures, optimize,
+                               optimize_gnc, read_g2o)
 
 KW = dict(dtype=torch.float64, device="cpu")
 
 
 def _with_outliers(name: str, count: int, seed: int = 0):
-    """``name``'s graph with ``count`` wrong loop closures between random poses (random
-    measurements, the information of the graph's first loop closure), its own optimum (the
-    truth), and the mask of the wrong edges."""
+    """``name``'s graph with ``count`` wrong loop closures, its own optimum (the truth), and the
+    mask of the wrong edges."""
     g = read_g2o(data.path(f"posegraph/{name}.g2o"))
-    truth = optimize(g).poses.tensor().detach()
-    gen = torch.Generator().manual_seed(seed)
-    i = torch.randint(0, g.num_poses, (4 * count,), generator=gen)
-    j = torch.randint(0, g.num_poses, (4 * count,), generator=gen)
-    keep = (j - i).abs() > 1
-    pairs = torch.stack((i[keep], j[keep]), -1)[:count]
-    if g.dim == 2:
-        xyt = torch.cat((20 * torch.rand(count, 2, generator=gen, **KW) - 10,
-                         (2 * torch.rand(count, 1, generator=gen, **KW) - 1) * math.pi), -1)
-        Z = lie.se2_to_se3(xyt)
-    else:
-        twist = torch.cat((10 * torch.rand(count, 3, generator=gen, **KW) - 5,
-                           torch.rand(count, 3, generator=gen, **KW)), -1)
-        Z = lie.se3_exp(twist)
-    loop = (g.edges[:, 1] - g.edges[:, 0]).abs() != 1
-    info = g.information[loop][:1].expand(count, -1, -1)
-    graph = PoseGraph(g.poses.tensor().detach(), torch.cat((g.edges, pairs)), torch.cat((g.measurements, Z)),
-                      torch.cat((g.information, info)), dim=g.dim, name=f"{name} + {count} wrong")
-    wrong = torch.zeros(graph.num_edges, dtype=torch.bool)
-    wrong[g.num_edges:] = True
-    return graph, truth, wrong
+    graph, wrong = add_wrong_loop_closures(g, count, seed=seed)
+    return graph, optimize(g).poses.tensor().detach(), wrong
 
 
 def _rmse(P: torch.Tensor, truth: torch.Tensor) -> float:
@@ -188,3 +169,27 @@ def test_tls_weights_are_the_surrogates_slopes(mu):
     np.testing.assert_allclose(w[away], slopes[away], atol=1e-5)
     for edge in (lo, hi):  # continuous across them
         assert abs(surrogate(edge * (1 - 1e-9)) - surrogate(edge * (1 + 1e-9))) < 1e-6
+
+
+def test_wrong_loop_closures_are_added_as_a_place_recognizer_errs():
+    """``add_wrong_loop_closures``: ``count`` more edges between poses that are not consecutive, as
+    confident as the graph's first loop closure, the rest of the graph as it was (priors too), the
+    same draw for the same seed; similarity graphs and negative counts refused."""
+    g = read_g2o(data.path("posegraph/intel.g2o"))
+    more, wrong = add_wrong_loop_closures(g, 40, seed=3)
+    assert more.num_edges == g.num_edges + 40 and int(wrong.sum()) == 40 and bool(wrong[g.num_edges:].all())
+    added = more.edges[wrong]
+    assert bool(((added[:, 1] - added[:, 0]).abs() > 1).all())
+    first_loop = int(torch.nonzero((g.edges[:, 1] - g.edges[:, 0]).abs() != 1)[0])
+    assert torch.equal(more.information[wrong], g.information[first_loop].expand(40, 3, 3))
+    assert torch.equal(more.measurements[~wrong], g.measurements) and torch.equal(more.poses.tensor(), g.poses.tensor())
+    assert float(more.chi2(optimize(g).poses.tensor())[wrong].median()) > 1e3  # wrong indeed
+    again, _ = add_wrong_loop_closures(g, 40, seed=3)
+    assert torch.equal(again.edges, more.edges) and torch.equal(again.measurements, more.measurements)
+    with pytest.raises(ValueError, match="add_wrong_loop_closures.count"):
+        add_wrong_loop_closures(g, -1)
+    sim = PoseGraph(torch.tensor([[0.0, 0, 0, 0, 0, 0, 1, 1]] * 3, **KW), torch.tensor([[0, 1], [1, 2]]),
+                    torch.tensor([[1.0, 0, 0, 0, 0, 0, 1, 1]] * 2, **KW), torch.eye(7, **KW).expand(2, 7, 7),
+                    similarity=True)
+    with pytest.raises(ValueError, match="not similarity graphs"):
+        add_wrong_loop_closures(sim, 2)
