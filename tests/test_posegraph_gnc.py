@@ -24,7 +24,7 @@ def _with_outliers(name: str, count: int, seed: int = 0):
 
 
 def _rmse(P: torch.Tensor, truth: torch.Tensor) -> float:
-    return float((P[:, :3] - truth[:, :3]).norm(dim=-1).square().mean().sqrt())
+    return float((P[:, :3] - truth[:, :3]).detach().norm(dim=-1).square().mean().sqrt())
 
 
 def test_gnc_finds_the_wrong_loop_closures_that_least_squares_and_a_kernel_follow():
@@ -193,3 +193,24 @@ def test_wrong_loop_closures_are_added_as_a_place_recognizer_errs():
                     similarity=True)
     with pytest.raises(ValueError, match="not similarity graphs"):
         add_wrong_loop_closures(sim, 2)
+
+
+def test_cli_pgo_gnc_drops_the_wrong_edges(tmp_path, capsys):
+    """``robojac pgo --gnc tls`` on a g2o file holding wrong loop closures: it says how many edges it
+    dropped, writes the answer and its picture, exits 0; with a kernel too it is bad input (2)."""
+    from robojac.cli import main
+    from robojac.posegraph import write_g2o
+
+    graph, _ = add_wrong_loop_closures(read_g2o(data.path("posegraph/intel.g2o")), 30)
+    write_g2o(graph, tmp_path / "wrong.g2o")
+    code = main(["pgo", str(tmp_path / "wrong.g2o"), "--gnc", "tls", "--init", "odometry",
+                 "-o", str(tmp_path / "out.g2o"), "--plot", str(tmp_path / "gnc.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "GNC (tls):" in out and "(weights_converged)" in out and "dropped 30 of 2542 edges" in out
+    assert "  round   1  mu " in out
+    answer = read_g2o(tmp_path / "out.g2o")
+    clean = optimize(read_g2o(data.path("posegraph/intel.g2o"))).poses.tensor()
+    assert _rmse(answer.poses.tensor(), clean) < 1e-3
+    assert (tmp_path / "gnc.png").stat().st_size > 10_000
+    assert main(["pgo", str(tmp_path / "wrong.g2o"), "--gnc", "tls", "--kernel", "cauchy"]) == 2
+    assert "--gnc weighs the edges itself: leave --kernel (cauchy) out" in capsys.readouterr().err

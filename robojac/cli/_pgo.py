@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
                    help="robust kernel on each edge's whitened residual (default: none)")
     p.add_argument("--kernel-scale", type=real(positive=True), default=1.0,
                    help="robust kernel scale, in whitened residual units")
+    p.add_argument("--gnc", choices=("tls", "geman_mcclure"),
+                   help="graduated non-convexity (for many wrong loop closures): truncated least squares or "
+                        "Geman-McClure, the odometry held as inliers; each edge weighed 1 or 0 (TLS)")
     p.add_argument("--max-iterations", type=integer(minimum=0), default=100, help="the most steps (default 100)")
     p.add_argument("--tum", type=pathlib.Path,
                    help="also write the optimized poses as a TUM trajectory (time = vertex id; a Sim3 graph's "
@@ -45,8 +48,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..optim import RobustKernel
-    from ..posegraph import PGOConfig, optimize, read_g2o, write_g2o
+    from ..posegraph import GNCConfig, PGOConfig, optimize, optimize_gnc, read_g2o, write_g2o
 
+    if args.gnc and args.kernel != "none":
+        raise ValueError(f"--gnc weighs the edges itself: leave --kernel ({args.kernel}) out")
     kernel = RobustKernel(args.kernel, args.kernel_scale)
     t0 = time.perf_counter()
     graph = read_g2o(args.input, information=args.information, edge2_order=args.edge2_order)
@@ -61,12 +66,25 @@ def run(args) -> int:
             print(f"  iter {rec.iteration:3d}  cost {rec.cost:.10g}  lambda {rec.damping:.1e}  |step| {rec.step_norm:.2e}  "
                   f"{rec.seconds:.3f} s{flag}", flush=True)
 
-    config = PGOConfig(method=args.method, init=args.init, kernel=kernel,
-                       max_iterations=args.max_iterations, callback=progress)
-    result = optimize(graph, config)
-    print(f"{args.init} initialization {result.init_seconds:.3f} s: cost {result.initial_cost:.10g}")
-    print(f"final cost {result.cost:.10g} after {result.iterations} iterations ({result.reason}), "
-          f"{result.init_seconds + result.solve_seconds:.3f} s")
+    config = PGOConfig(method=args.method, init=args.init, kernel=kernel, max_iterations=args.max_iterations,
+                       callback=None if args.gnc else progress)
+    if args.gnc:
+        result = optimize_gnc(graph, GNCConfig(loss=args.gnc, solver=config))
+        for rec in result.history if not args.quiet else ():
+            print(f"  round {rec.iteration:3d}  mu {rec.mu:.3g}  weighted cost {rec.cost:.10g}  inliers {rec.inliers}  "
+                  f"{rec.solver_iterations} iterations, {rec.seconds:.3f} s")
+        print(f"{args.init} initialization {result.init_seconds:.3f} s: cost {result.initial_cost:.10g}")
+        dropped, priors = int((~result.inliers).sum()), ""
+        if graph.num_priors:
+            priors = f" and {int((~result.prior_inliers).sum())} of {graph.num_priors} position priors"
+        print(f"GNC ({args.gnc}): {result.iterations} rounds ({result.reason}), {result.solver_iterations} iterations, "
+              f"{result.init_seconds + result.solve_seconds:.3f} s; dropped {dropped} of {graph.num_edges} edges"
+              f"{priors}; weighted cost {result.cost:.10g}")
+    else:
+        result = optimize(graph, config)
+        print(f"{args.init} initialization {result.init_seconds:.3f} s: cost {result.initial_cost:.10g}")
+        print(f"final cost {result.cost:.10g} after {result.iterations} iterations ({result.reason}), "
+              f"{result.init_seconds + result.solve_seconds:.3f} s")
     if args.output:
         write_g2o(graph, args.output, result.poses)
         print(f"wrote {args.output}")
@@ -112,7 +130,8 @@ def run(args) -> int:
         viz.plot_pose_graph(graph, before, ax1, vmax=vmax, colorbar=False,
                             title=f"before ({args.input.name}), cost {float(graph.cost(kernel=kernel).detach()):.6g}")
         viz.plot_pose_graph(graph, result.poses, ax2, vmax=vmax, title=f"after, cost {result.cost:.6g}")
-        viz.plot_cost_history({f"{args.method.upper()} from {args.init}": result}, fig.add_subplot(1, 3, 3))
+        label = f"GNC ({args.gnc}) rounds, weighted cost" if args.gnc else f"{args.method.upper()} from {args.init}"
+        viz.plot_cost_history({label: result}, fig.add_subplot(1, 3, 3))
         fig.tight_layout()
         save_figure_atomic(fig, args.plot, dpi=110)
         plt.close(fig)
