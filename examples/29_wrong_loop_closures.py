@@ -83,7 +83,7 @@ def main(out: pathlib.Path, wrong_count: int) -> None:
     twin.set_ylabel("mu (the surrogate's parameter)", color="#777777")
     ax.set_title("from a convex surrogate to truncated least squares", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "wrong_loop_closures.png", dpi=90)
+    fig.savefig(out / "wrong_loop_closures.png", dpi=72)
     print(f"wrote {out / 'wrong_loop_closures.png'}")
 
 

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pypose as pp
 import torch
 from torch import Tensor
 
@@ -116,7 +117,7 @@ class GNCResult:
     threshold, ``"max_iterations"``, or the last solve's reason where it did not converge).
     """
 
-    poses: object
+    poses: pp.LieTensor
     vertex_ids: Tensor
     weights: Tensor
     inliers: Tensor
