@@ -89,6 +89,47 @@ def _gnss_graph(name: str, every: int, sigma: float, seed: int = 1):
     return g, truth, idx, pos, info
 
 
+def _gnss_pose_graph(name: str, every: int, arm) -> PoseGraph:
+    """``_gnss_graph``'s fixes (0.5 m) as a ``PoseGraph``: of the poses' origins, or with a lever
+    arm ``arm`` of the antenna (the true poses' ``T a``, with the same noise)."""
+    g, truth, idx, pos, info = _gnss_graph(name, every, 0.5)
+    extra = {}
+    if arm is not None:
+        a = torch.tensor(arm, **KW)
+        pos = pos - truth[idx, :3] + pp.SE3(truth[idx]).Act(a.expand(len(idx), 3))
+        extra = dict(prior_lever_arms=a)
+    return PoseGraph(g.poses.tensor(), g.edges, g.measurements, g.information, prior_index=idx,
+                     prior_positions=pos, prior_information=info, **extra)
+
+
+def _pose3(gtsam, x):
+    x = x.numpy()
+    return gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3])
+
+
+PERM = [3, 4, 5, 0, 1, 2]  # GTSAM's Pose3 tangent [phi, rho]
+
+
+def _gtsam_gnss(gtsam, graph: PoseGraph, arm):
+    """The same graph in GTSAM: ``BetweenFactorPose3`` and ``GPSFactor`` (``GPSFactorArm``), 0.5 m."""
+    fg = gtsam.NonlinearFactorGraph()
+    for (i, j), z, I in zip(graph.edges.tolist(), graph.measurements, graph.information):
+        noise = gtsam.noiseModel.Gaussian.Information(I.numpy()[np.ix_(PERM, PERM)])
+        fg.add(gtsam.BetweenFactorPose3(i, j, _pose3(gtsam, z), noise))
+    for k, p in zip(graph.prior_index.tolist(), graph.prior_positions):
+        noise = gtsam.noiseModel.Isotropic.Sigma(3, 0.5)
+        fg.add(gtsam.GPSFactor(k, p.numpy(), noise) if arm is None
+               else gtsam.GPSFactorArm(k, p.numpy(), np.array(arm), noise))
+    return fg
+
+
+def _gtsam_poses(gtsam, poses):
+    values = gtsam.Values()
+    for k, x in enumerate(poses):
+        values.insert(k, _pose3(gtsam, x))
+    return values
+
+
 @pytest.mark.parametrize("arm", [None, (0.3, -0.2, 1.2)], ids=["GPSFactor", "GPSFactorArm"])
 def test_gnss_fixes_reach_gtsams_optimum(arm):
     """parking-garage with a fix every 20 poses (0.5 m noise), 4,000 km out, against GTSAM's
@@ -97,36 +138,13 @@ def test_gnss_fixes_reach_gtsams_optimum(arm):
     cost, and neither ends below the other (2026-12-07: robojac 30.838052206 in 15 Gauss-Newton
     iterations, GTSAM's LM 30.838052208; 0.6 mm apart)."""
     gtsam = pytest.importorskip("gtsam")
-    g, _, idx, pos, info = _gnss_graph("parking-garage", 20, 0.5)
-    extra = {}
-    if arm is not None:  # the fixes measure the antenna: the true poses' T a, with the same noise
-        a = torch.tensor(arm, **KW)
-        truth = optimize(g).poses.tensor()
-        pos = pos - truth[idx, :3] + pp.SE3(truth[idx]).Act(a.expand(len(idx), 3))
-        extra = dict(prior_lever_arms=a)
-    graph = PoseGraph(g.poses.tensor(), g.edges, g.measurements, g.information, prior_index=idx,
-                      prior_positions=pos, prior_information=info, **extra)
+    graph = _gnss_pose_graph("parking-garage", 20, arm)
     r = optimize(graph, PGOConfig(method="gn", relative_tolerance=1e-12))
     assert r.converged
-
-    def pose3(x):
-        x = x.numpy()
-        return gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3])
-
-    fg, start, ours = gtsam.NonlinearFactorGraph(), gtsam.Values(), gtsam.Values()
     from robojac.posegraph import initialize
 
-    for k, (x0, x) in enumerate(zip(initialize(graph, "chordal"), r.poses.tensor())):
-        start.insert(k, pose3(x0))
-        ours.insert(k, pose3(x))
-    perm = [3, 4, 5, 0, 1, 2]  # GTSAM's [phi, rho]
-    for (i, j), z, I in zip(graph.edges.tolist(), graph.measurements, graph.information):
-        noise = gtsam.noiseModel.Gaussian.Information(I.numpy()[np.ix_(perm, perm)])
-        fg.add(gtsam.BetweenFactorPose3(i, j, pose3(z), noise))
-    for k, p in zip(idx.tolist(), pos):
-        noise = gtsam.noiseModel.Isotropic.Sigma(3, 0.5)
-        fg.add(gtsam.GPSFactor(k, p.numpy(), noise) if arm is None
-               else gtsam.GPSFactorArm(k, p.numpy(), np.array(arm), noise))
+    fg = _gtsam_gnss(gtsam, graph, arm)
+    start, ours = _gtsam_poses(gtsam, initialize(graph, "chordal")), _gtsam_poses(gtsam, r.poses.tensor())
     params = gtsam.LevenbergMarquardtParams()
     params.setRelativeErrorTol(1e-10)
     params.setAbsoluteErrorTol(1e-12)
@@ -296,35 +314,12 @@ def test_covariances_with_fixes_in_map_coordinates_equal_gtsams_marginals(arm):
     (``BetweenFactorPose3`` + ``GPSFactor`` / ``GPSFactorArm``) at robojac's answer, to 1e-8 of
     its size (2026-12-07: within 3.3e-10; at the origin 8e-14)."""
     gtsam = pytest.importorskip("gtsam")
-    g, truth, idx, pos, info = _gnss_graph("smallGrid3D", 7, 0.5)
-    extra = {}
-    if arm is not None:
-        a = torch.tensor(arm, **KW)
-        pos = pos - truth[idx, :3] + pp.SE3(truth[idx]).Act(a.expand(len(idx), 3))
-        extra = dict(prior_lever_arms=a)
-    graph = PoseGraph(g.poses.tensor(), g.edges, g.measurements, g.information, prior_index=idx,
-                      prior_positions=pos, prior_information=info, **extra)
+    graph = _gnss_pose_graph("smallGrid3D", 7, arm)
     r = optimize(graph, PGOConfig(method="gn", relative_tolerance=1e-14))
     assert r.converged
     C = covariances(graph, r.poses)
-    fg, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-    perm = [3, 4, 5, 0, 1, 2]  # GTSAM's [phi, rho]
-
-    def pose3(x):
-        x = x.numpy()
-        return gtsam.Pose3(gtsam.Rot3.Quaternion(x[6], x[3], x[4], x[5]), x[:3])
-
-    for k, x in enumerate(r.poses.tensor()):
-        values.insert(k, pose3(x))
-    for (i, j), z, I in zip(graph.edges.tolist(), graph.measurements, graph.information):
-        noise = gtsam.noiseModel.Gaussian.Information(I.numpy()[np.ix_(perm, perm)])
-        fg.add(gtsam.BetweenFactorPose3(i, j, pose3(z), noise))
-    for k, p in zip(idx.tolist(), pos):
-        noise = gtsam.noiseModel.Isotropic.Sigma(3, 0.5)
-        fg.add(gtsam.GPSFactor(k, p.numpy(), noise) if arm is None
-               else gtsam.GPSFactorArm(k, p.numpy(), np.array(arm), noise))
-    marginals = gtsam.Marginals(fg, values)
-    theirs = torch.stack([torch.from_numpy(marginals.marginalCovariance(k)[np.ix_(perm, perm)])
+    marginals = gtsam.Marginals(_gtsam_gnss(gtsam, graph, arm), _gtsam_poses(gtsam, r.poses.tensor()))
+    theirs = torch.stack([torch.from_numpy(marginals.marginalCovariance(k)[np.ix_(PERM, PERM)])
                           for k in range(graph.num_poses)])
     assert max_err(C, theirs) < 1e-8 * float(theirs.abs().max())
 
