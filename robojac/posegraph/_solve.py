@@ -192,12 +192,12 @@ def factors(graph: PoseGraph, X: optim.Variable, c: Tensor | None, kernel: Robus
         L = L.to(SOLVE_DTYPE)
         return L if w is None else L * w.detach().to(L).clamp_min(0.0).sqrt()[:, None, None]
 
-    def kept(w: Tensor | None, n: int) -> Tensor | None:  # the entries a weight keeps (zero ones add nothing)
+    def kept(w: Tensor | None) -> Tensor | None:  # the entries a weight keeps (zero ones add nothing)
         return None if w is None or bool((w > 0).all()) else torch.nonzero(w > 0).squeeze(-1).to(graph.edges.device)
 
     w_edges, w_priors = weights if weights is not None else (None, None)
     data = (graph.measurement_state().to(SOLVE_DTYPE), scaled(graph.sqrt_information, w_edges))
-    index, on = graph.edges, kept(w_edges, graph.num_edges)
+    index, on = graph.edges, kept(w_edges)
     if on is not None:  # edges of zero weight left out: nor their fill (a wrong loop closure joins far poses)
         index, data = index[on], tuple(d[on] for d in data)
     out = [optim.Factor(graph.residual_function(), [X, X], index=index, data=carried(data), kernel=kernel,
@@ -206,7 +206,7 @@ def factors(graph: PoseGraph, X: optim.Variable, c: Tensor | None, kernel: Robus
         p = graph.prior_positions.to(SOLVE_DTYPE)
         data = (p if c is None else p - c, scaled(graph.prior_sqrt_information, w_priors),
                 graph.prior_lever_arms.to(SOLVE_DTYPE))
-        index, on = graph.prior_index[:, None], kept(w_priors, graph.num_priors)
+        index, on = graph.prior_index[:, None], kept(w_priors)
         if on is not None:
             index, data = index[on], tuple(d[on] for d in data)
         if index.shape[0]:
