@@ -87,38 +87,41 @@ def test_gnc_equals_gtsams_gnc_optimizer():
     assert gap < 1e-5
 
 
-def test_gnc_drops_gnss_fixes_thrown_off_and_keeps_a_clean_graph_as_it_is():
+def test_gnc_drops_gnss_fixes_thrown_off_and_keeps_a_clean_graph_as_it_is(device):
     """A drive around a 10 m square (2D) held by a fix every 5 poses, two of them thrown 30 m off:
     GNC weighs the fixes too and drops those two.  A graph with nothing wrong (the same drive, its
-    fixes right) ends after the plain solve ("all_inliers"), every weight 1, at optimize's answer."""
-    steps = torch.tensor([[1.0, 0, math.pi / 2 if k % 10 == 9 else 0] for k in range(39)], **KW)
-    truth = [torch.zeros(3, **KW)]
+    fixes right) ends after the plain solve ("all_inliers"), every weight 1, at optimize's answer.
+    On the test's device: the weights, masks and answer on the graph's."""
+    kw = dict(dtype=torch.float64, device=device)
+    steps = torch.tensor([[1.0, 0, math.pi / 2 if k % 10 == 9 else 0] for k in range(39)], **kw)
+    truth = [torch.zeros(3, **kw)]
     for step in steps:
         truth.append(lie.se2_compose(truth[-1], step))
     truth = torch.stack(truth)
-    noise = torch.Generator().manual_seed(2)
-    odometry = lie.se2_to_se3(steps + 0.01 * torch.randn(39, 3, generator=noise, **KW))
-    info = torch.diag(torch.tensor([400.0, 400, 1e4], **KW)).expand(39, 3, 3)
-    edges = torch.tensor([[k, k + 1] for k in range(39)])
-    fixes = torch.arange(0, 40, 5)
-    positions = truth[fixes, :2] + 0.2 * torch.randn(8, 2, generator=noise, **KW)
-    clean = dict(dim=2, prior_index=fixes, prior_information=torch.eye(2, **KW).expand(8, 2, 2) * 4)
-    graph = PoseGraph(lie.se2_to_se3(torch.zeros(40, 3, **KW)), edges, odometry, info, prior_positions=positions,
+    noise = torch.Generator(device).manual_seed(2)
+    odometry = lie.se2_to_se3(steps + 0.01 * torch.randn(39, 3, generator=noise, **kw))
+    info = torch.diag(torch.tensor([400.0, 400, 1e4], **kw)).expand(39, 3, 3)
+    edges = torch.tensor([[k, k + 1] for k in range(39)], device=device)
+    fixes = torch.arange(0, 40, 5, device=device)
+    positions = truth[fixes, :2] + 0.2 * torch.randn(8, 2, generator=noise, **kw)
+    clean = dict(dim=2, prior_index=fixes, prior_information=torch.eye(2, **kw).expand(8, 2, 2) * 4)
+    graph = PoseGraph(lie.se2_to_se3(torch.zeros(40, 3, **kw)), edges, odometry, info, prior_positions=positions,
                       **clean)
     r = optimize_gnc(graph)
     assert r.converged and r.reason == "all_inliers" and r.iterations == 0
     assert bool((r.weights == 1).all()) and bool((r.prior_weights == 1).all())
     assert torch.equal(r.poses.tensor(), optimize(graph).poses.tensor())
     thrown = positions.clone()
-    thrown[[2, 5]] += torch.tensor([[30.0, 0.0], [0.0, -30.0]], **KW)
-    graph = PoseGraph(lie.se2_to_se3(torch.zeros(40, 3, **KW)), edges, odometry, info, prior_positions=thrown,
+    thrown[[2, 5]] += torch.tensor([[30.0, 0.0], [0.0, -30.0]], **kw)
+    graph = PoseGraph(lie.se2_to_se3(torch.zeros(40, 3, **kw)), edges, odometry, info, prior_positions=thrown,
                       **clean)
     r = optimize_gnc(graph)
     assert r.converged and r.prior_inliers.tolist() == [True, True, False, True, True, False, True, True]
+    assert r.weights.device == r.prior_inliers.device == r.poses.device == torch.device(device)
     assert bool(r.inliers.all())  # the odometry: known inliers
-    kept = torch.tensor([0, 1, 3, 4, 6, 7])  # the answer is least squares' without the two thrown fixes
-    without = PoseGraph(lie.se2_to_se3(torch.zeros(40, 3, **KW)), edges, odometry, info, dim=2, prior_index=fixes[kept],
-                        prior_positions=thrown[kept], prior_information=torch.eye(2, **KW).expand(6, 2, 2) * 4)
+    kept = torch.tensor([0, 1, 3, 4, 6, 7], device=device)  # the answer is least squares' without the two thrown fixes
+    without = PoseGraph(lie.se2_to_se3(torch.zeros(40, 3, **kw)), edges, odometry, info, dim=2, prior_index=fixes[kept],
+                        prior_positions=thrown[kept], prior_information=torch.eye(2, **kw).expand(6, 2, 2) * 4)
     reference = optimize(without, PGOConfig(relative_tolerance=1e-12)).poses.tensor()
     assert float((r.poses.tensor()[:, :2] - reference[:, :2]).norm(dim=-1).max()) < 1e-5
     assert float((reference[:, :2] - truth[:, :2]).norm(dim=-1).max()) < 0.6  # and the drive within its noise
