@@ -52,8 +52,11 @@ def test_gnc_finds_the_wrong_loop_closures_that_least_squares_and_a_kernel_follo
 
 def test_gnc_equals_gtsams_gnc_optimizer():
     """smallGrid3D (3D) with 50 wrong loop closures: GTSAM's ``GncLMOptimizer`` (TLS, the odometry
-    known inliers, its default 0.99 thresholds) from the same start keeps the same edges, and the
-    poses agree to 1e-5 m (2026-12-07: 7.6e-7 m; both drop the 50 wrong edges and 3 right ones)."""
+    known inliers, its default 0.99 thresholds) from the same start keeps the same edges (both drop
+    the 50 wrong ones and 3 right ones).  Each answer lies within its solver's tolerance of the
+    least-squares optimum with those weights, solved tight here (2026-12-07: robojac 6.2e-5 m,
+    GTSAM 5.3e-5 m: smallGrid3D's weak directions at a relative decrease of 1e-6 and 1e-5), and
+    the two within 1e-4 m of each other (1.1e-5 m)."""
     gtsam = pytest.importorskip("gtsam")
     graph, truth, wrong = _with_outliers("smallGrid3D", 50)
     config = GNCConfig(solver=PGOConfig(init="odometry"))
@@ -84,7 +87,15 @@ def test_gnc_equals_gtsams_gnc_optimizer():
     assert torch.equal(w > 0.5, r.inliers)
     gap = max(float(np.linalg.norm(theirs.atPose3(k).translation() - r.poses.tensor()[k, :3].numpy()))
               for k in range(graph.num_poses))
-    assert gap < 1e-5
+    assert gap < 1e-4
+    from robojac.posegraph._solve import _optimize
+
+    tight = PGOConfig(method="gn", relative_tolerance=1e-14, absolute_tolerance=0.0)
+    exact = _optimize(graph, tight, start=graph.state(r.poses.tensor()), weights=(r.weights, r.prior_weights))
+    E = exact.poses.tensor()[:, :3]
+    assert float((r.poses.tensor()[:, :3] - E).norm(dim=-1).max()) < 1e-4
+    theirs_P = np.stack([theirs.atPose3(k).translation() for k in range(graph.num_poses)])
+    assert float(np.linalg.norm(theirs_P - E.numpy(), axis=1).max()) < 1e-4
 
 
 def test_gnc_drops_gnss_fixes_thrown_off_and_keeps_a_clean_graph_as_it_is(device):
