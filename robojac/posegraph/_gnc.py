@@ -19,11 +19,12 @@ GTSAM's ``GncOptimizer`` (whose thresholds, ``0.5 chi2``, are on its ``0.5 s``),
 the chi-square quantile of the factor's dimension at ``probability``, edges known to be right
 (the odometry) keep weight 1, and the run stops when the weighted cost changes by less than
 ``relative_tolerance``, the TLS weights are binary within ``weight_tolerance``, or ``mu`` reaches
-1 (Geman-McClure).  Each solve starts from the plain solve's start, as GTSAM's do: warm-started
-from the last round's answer instead, smallGrid3D with 50 wrong loop closures kept 12-17 of its
-297 right edges out (ATE 0.13-0.15 m), from the start 3 (0.056 m, GTSAM's answer), in as many
-iterations.  ``mu``'s start comes from the plain optimum's residuals (the paper's; GTSAM's from
-the initial values': there 17 edges out).
+1 (Geman-McClure).  Each round's solve starts from the plain solve's start, as GTSAM's do:
+warm-started from the last round's answer instead, smallGrid3D with 50 wrong loop closures kept
+12-17 of its 297 right edges out (RMSE 0.13-0.15 m), from the start 3 (0.056 m, GTSAM's answer),
+in about as many iterations.  The last round's answer is then polished, from where it ended, with
+the final weights.  ``mu``'s start comes from the plain optimum's residuals (the paper's; GTSAM's
+from the initial values').
 """
 
 from __future__ import annotations
