@@ -136,6 +136,16 @@ def test_gnc_drops_gnss_fixes_thrown_off_and_keeps_a_clean_graph_as_it_is(device
     reference = optimize(without, PGOConfig(relative_tolerance=1e-12)).poses.tensor()
     assert float((r.poses.tensor()[:, :2] - reference[:, :2]).norm(dim=-1).max()) < 1e-5
     assert float((reference[:, :2] - truth[:, :2]).norm(dim=-1).max()) < 0.6  # and the drive within its noise
+    trusted = optimize_gnc(graph, known_prior_inliers="all")  # every fix known right: nothing to weigh
+    assert trusted.converged and trusted.reason == "all_known" and bool(trusted.prior_inliers.all())
+    assert torch.equal(trusted.poses.tensor(), optimize(graph).poses.tensor())
+    one = torch.zeros(8, dtype=torch.bool, device=device)
+    one[2] = True  # a thrown fix held at weight 1: it stays, and bends the drive (other fixes go instead)
+    r = optimize_gnc(graph, known_prior_inliers=one)
+    assert r.converged and float(r.prior_weights[2]) == 1.0 and bool(r.prior_inliers[2])
+    assert float((r.poses.tensor()[10, :2] - truth[10, :2]).norm()) > 5  # pose 10 carries the held fix
+    with pytest.raises(ValueError, match=r"known_prior_inliers: expected 'none', 'all' or a bool tensor of shape \(8"):
+        optimize_gnc(graph, known_prior_inliers=one[:3])
 
 
 def test_gnc_refuses_bad_input():

@@ -124,7 +124,8 @@ class GNCResult:
     ``iterations``: rounds after the plain solve, ``solver_iterations`` every solve's iterations
     together; ``converged`` and ``reason`` (``"weights_converged"``, ``"relative_tolerance"``,
     ``"mu_converged"``, ``"all_inliers"`` where the plain optimum had no residual above its
-    threshold, ``"max_iterations"``, or the last solve's reason where it did not converge).
+    threshold, ``"all_known"`` where nothing was left to weigh, ``"max_iterations"``, or the last
+    solve's reason where it did not converge).
     """
 
     poses: pp.LieTensor
@@ -153,11 +154,23 @@ def _known_inliers(graph: PoseGraph, known) -> Tensor:
             return torch.zeros(E, dtype=torch.bool, device=device)
         ids = graph.vertex_ids[graph.edges]
         return (ids[:, 1] - ids[:, 0]).abs() == 1  # consecutive vertex ids: the odometry
-    if not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != (E,):
+    return _mask(known, E, "known_inliers", "'odometry', 'none'", "edge").to(device)
+
+
+def _known_prior_inliers(graph: PoseGraph, known) -> Tensor:
+    """``(P,)`` bool: the position priors held at weight 1."""
+    P, device = graph.num_priors, graph.edges.device
+    if isinstance(known, str):
+        check_choice("optimize_gnc", "known_prior_inliers", known, ("none", "all"))
+        return torch.full((P,), known == "all", dtype=torch.bool, device=device)
+    return _mask(known, P, "known_prior_inliers", "'none', 'all'", "position prior").to(device)
+
+
+def _mask(known, n: int, name: str, words: str, each: str) -> Tensor:
+    if not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != (n,):
         got = f"shape {tuple(known.shape)}, {known.dtype}" if isinstance(known, Tensor) else type(known).__name__
-        raise ValueError(f"known_inliers: expected 'odometry', 'none' or a bool tensor of shape ({E},) (one per edge), "
-                         f"got {got}")
-    return known.to(device)
+        raise ValueError(f"{name}: expected {words} or a bool tensor of shape ({n},) (one per {each}), got {got}")
+    return known
 
 
 def _chi2_quantile(probability: float, dof: int) -> float:
@@ -194,13 +207,16 @@ def _round(graph: PoseGraph, solver: PGOConfig, start: Tensor, w: Tensor, E: int
         raise PoseGraphError(f"{graph.name}: graduated non-convexity, {what}: {e}") from e
 
 
-def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inliers="odometry") -> GNCResult:
+def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inliers="odometry",
+                 known_prior_inliers="none") -> GNCResult:
     """Minimize a truncated least squares (or Geman-McClure) cost over the poses of ``graph`` by
     graduated non-convexity (see the module): the plain optimum first, then rounds of weights and
     weighted solves.  ``known_inliers``: ``"odometry"`` (the edges between consecutive vertex ids:
     the default, as an odometry is rarely wrong), ``"none"``, or a bool tensor ``(E,)``; those keep
     weight 1.  Position priors are weighed as the unknown edges are (a GNSS fix thrown off by a
-    reflection goes too).
+    reflection goes too), unless ``known_prior_inliers`` is ``"all"`` (an RTK fix or a surveyed
+    marker) or a bool tensor ``(P,)``.  Where every edge and prior is known, the plain optimum is
+    the answer (``reason="all_known"``).
 
     Gradients (where the graph's data require grad) are the last weighted solve's, with the weights
     held: each weight is a threshold decision, constant almost everywhere.  A disconnected graph
@@ -209,7 +225,7 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
     config = config or GNCConfig()
     check_instance("config", config, GNCConfig, "a GNCConfig")
     check_instance("graph", graph, PoseGraph, "a PoseGraph")
-    known = _known_inliers(graph, known_inliers)
+    known = torch.cat((_known_inliers(graph, known_inliers), _known_prior_inliers(graph, known_prior_inliers)))
     t0 = time.perf_counter()
     with torch.no_grad():
         start = initialize(graph, config.solver.init).to(torch.float64)  # every solve's start
@@ -220,7 +236,7 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
     dtype, device = torch.float64, graph.edges.device
     c2 = torch.full((graph.num_edges,), _chi2_quantile(config.probability, d), dtype=dtype, device=device)
     c2p = torch.full((graph.num_priors,), _chi2_quantile(config.probability, k), dtype=dtype, device=device)
-    unknown = torch.cat((~known, torch.ones(graph.num_priors, dtype=torch.bool, device=device)))
+    unknown = ~known
 
     def squared(poses) -> Tensor:  # every edge's and prior's s, at poses
         with torch.no_grad():
@@ -235,7 +251,7 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
     mu = _mu_start(config.loss, s[unknown], c2_all[unknown])
     w = torch.ones_like(s)
     history: list[GNCRecord] = []
-    result, reason = plain, "all_inliers"
+    result, reason = plain, ("all_inliers" if bool(unknown.any()) else "all_known")
     rounds = dataclasses.replace(config.solver, relative_tolerance=max(config.round_tolerance,
                                                                       config.solver.relative_tolerance))
     E = graph.num_edges
@@ -268,7 +284,7 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
         solver_iterations += polish.iterations
         result = dataclasses.replace(polish, converged=polish.converged and result.converged)
         s = squared(result.poses)
-    converged = reason in ("weights_converged", "relative_tolerance", "mu_converged", "all_inliers")
+    converged = reason in ("weights_converged", "relative_tolerance", "mu_converged", "all_inliers", "all_known")
     if converged and not result.converged:  # the last solve's own answer did not settle
         converged, reason = False, result.reason
     final_cost = 0.5 * float((w * s).sum())
