@@ -240,11 +240,7 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
 
     def squared(poses) -> Tensor:  # every edge's and prior's s, at poses
         with torch.no_grad():
-            P = poses.tensor().detach()
-            s = graph.chi2(P).to(dtype)
-            if graph.num_priors:
-                s = torch.cat((s, graph.prior_residuals(P).to(dtype).square().sum(-1)))
-            return s
+            return graph.squared_residuals(poses.tensor().detach()).to(dtype)
 
     c2_all = torch.cat((c2, c2p))
     s = squared(plain.poses)

@@ -481,12 +481,15 @@ class PoseGraph(nn.Module):
         return PositionPriorResidual()(S[self.prior_index], self.prior_positions, self.prior_sqrt_information,
                                        self.prior_lever_arms)
 
+    def squared_residuals(self, poses: Tensor | None = None) -> Tensor:
+        """``(E + P,)``: each edge's ``e^T Omega e`` (:meth:`chi2`), then each position prior's."""
+        s = self.chi2(poses)
+        return torch.cat((s, self.prior_residuals(poses).square().sum(-1))) if self.num_priors else s
+
     def cost(self, poses: Tensor | None = None, kernel: RobustKernel | None = None) -> Tensor:
         """``0.5 * sum rho(e^T Omega e)`` over the edges and position priors (plain least squares
         without a kernel: GTSAM's error)."""
-        s = self.chi2(poses)
-        if self.num_priors:
-            s = torch.cat((s, self.prior_residuals(poses).square().sum(-1)))
+        s = self.squared_residuals(poses)
         return 0.5 * (s if kernel is None else kernel.rho(s)).sum()
 
     # ---- structure -----------------------------------------------------------------------
