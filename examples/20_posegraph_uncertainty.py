@@ -39,7 +39,7 @@ def main(path: pathlib.Path, out: pathlib.Path) -> None:
           f"(pose {int(result.vertex_ids[worst])}); heading sigma up to "
           f"{float(C[:, 2, 2].max().sqrt()) * 180 / torch.pi:.2f} deg")
 
-    odo = (graph.edges[:, 1] - graph.edges[:, 0]).abs() == 1  # the odometry chain alone
+    odo = graph.odometry  # the odometry chain alone
     chain = PoseGraph(result.poses.tensor(), graph.edges[odo], graph.measurements[odo], graph.information[odo], dim=2,
                       name="odometry only")
     sigma_chain = position_sigma(covariances(chain), 2)  # at the same poses

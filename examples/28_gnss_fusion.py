@@ -47,7 +47,7 @@ def scenario(seed: int = 0, rate: float = 1.0, sigma: float = 2.0, outliers: flo
     heading = 0.7  # the map's east is not the drive's first heading
     T_map_odom = torch.tensor([*UTM, 0.0, 0.0, 0.0, math.sin(heading / 2), math.cos(heading / 2)], dtype=torch.float64)
     truth = lie.se3_compose(T_map_odom.expand_as(local), local)
-    odo = (graph.edges[:, 1] - graph.edges[:, 0]).abs() == 1
+    odo = graph.odometry
     times = FRAME * torch.arange(len(truth), dtype=torch.float64) + 1_600_000_000.0  # Unix seconds
     fix_times = torch.arange(float(times[0]) + 0.37, float(times[-1]), 1.0 / rate, dtype=torch.float64)  # its clock
     at_fix = trajectory.interpolate(trajectory.Trajectory(truth, times), fix_times).poses  # where the car was

@@ -63,7 +63,7 @@ def main(out: pathlib.Path, wrong_count: int) -> None:
     ax = axes[1]
     P = gnc.poses.tensor().detach()
     ax.plot(P[:, 0], P[:, 1], color="#444444", lw=0.8)
-    loops = (graph.edges[:, 1] - graph.edges[:, 0]).abs() != 1
+    loops = ~graph.odometry
     for mask, color, label, width in ((loops & gnc.inliers, "#1b9e77", "loop closures kept", 0.6),
                                       (~gnc.inliers, "#d62728", "dropped (weight 0)", 0.5)):
         segments = P[graph.edges[mask]][:, :, :2].numpy()

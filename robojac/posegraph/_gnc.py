@@ -152,8 +152,7 @@ def _known_inliers(graph: PoseGraph, known) -> Tensor:
         check_choice("optimize_gnc", "known_inliers", known, ("odometry", "none"))
         if known == "none":
             return torch.zeros(E, dtype=torch.bool, device=device)
-        ids = graph.vertex_ids[graph.edges]
-        return (ids[:, 1] - ids[:, 0]).abs() == 1  # consecutive vertex ids: the odometry
+        return graph.odometry
     return _mask(known, E, "known_inliers", "'odometry', 'none'", "edge").to(device)
 
 
@@ -211,8 +210,8 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
                  known_prior_inliers="none") -> GNCResult:
     """Minimize a truncated least squares (or Geman-McClure) cost over the poses of ``graph`` by
     graduated non-convexity (see the module): the plain optimum first, then rounds of weights and
-    weighted solves.  ``known_inliers``: ``"odometry"`` (the edges between consecutive vertex ids:
-    the default, as an odometry is rarely wrong), ``"none"``, or a bool tensor ``(E,)``; those keep
+    weighted solves.  ``known_inliers``: ``"odometry"`` (:attr:`PoseGraph.odometry`, the edges
+    between consecutive poses: the default, as an odometry is rarely wrong), ``"none"``, or a bool tensor ``(E,)``; those keep
     weight 1.  Position priors are weighed as the unknown edges are (a GNSS fix thrown off by a
     reflection goes too), unless ``known_prior_inliers`` is ``"all"`` (an RTK fix or a surveyed
     marker) or a bool tensor ``(P,)``.  Where every edge and prior is known, the plain optimum is

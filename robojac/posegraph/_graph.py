@@ -403,6 +403,12 @@ class PoseGraph(nn.Module):
         return self.prior_index.shape[0]
 
     @property
+    def odometry(self) -> Tensor:
+        """``(E,)`` bool: the edges between consecutive poses (in vertex-id order), an odometry's;
+        the others are loop closures."""
+        return (self.edges[:, 1] - self.edges[:, 0]).abs() == 1
+
+    @property
     def tangent_dim(self) -> int:
         return 3 if self.dim == 2 else 7 if self.similarity else 6
 

@@ -44,7 +44,7 @@ def add_wrong_loop_closures(graph: PoseGraph, count: int, *, seed: int = 0,
         twist = torch.cat((reach * (2 * torch.rand(count, 3, generator=gen, **kw) - 1),
                            2 * torch.rand(count, 3, generator=gen, **kw) - 1), -1)
         Z = lie.se3_exp(twist)
-    loops = torch.nonzero((graph.edges[:, 1] - graph.edges[:, 0]).abs() != 1).squeeze(-1)
+    loops = torch.nonzero(~graph.odometry).squeeze(-1)
     first = int(loops[0]) if len(loops) else 0
     device, dtype = graph.edges.device, graph.measurements.dtype
     info = graph.information[first].detach().expand(count, -1, -1)

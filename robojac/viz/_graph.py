@@ -66,7 +66,7 @@ def plot_pose_graph(graph, poses=None, ax=None, *, view: str = "auto", color_by_
     P = as_numpy(X)[:, :3]
     e = graph.edges.cpu().numpy()
     dims = 2 if view == "2d" else 3
-    odo = np.abs(e[:, 0] - e[:, 1]) == 1
+    odo = graph.odometry.cpu().numpy()
     if color_by_residual:
         with torch.no_grad():
             chi2 = graph.chi2(_on_graph(graph, X)).cpu().numpy()
