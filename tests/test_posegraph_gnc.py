@@ -33,9 +33,11 @@ def test_gnc_finds_the_wrong_loop_closures_that_least_squares_and_a_kernel_follo
     its residual is under the threshold at the answer), landing on the clean graph's optimum to
     0.23 m RMSE, where least squares is 20 m off and Cauchy's kernel 0.63 m."""
     graph, truth, wrong = _with_outliers("intel", 100)
-    config = GNCConfig(solver=PGOConfig(init="odometry"))
+    seen = []  # each round as it ends
+    config = GNCConfig(solver=PGOConfig(init="odometry"), callback=seen.append)
     r = optimize_gnc(graph, config)
     assert r.converged and r.reason == "weights_converged" and r.iterations >= 3
+    assert tuple(seen) == r.history
     assert torch.equal(r.weights, r.weights.round())  # binary: inliers and outliers
     assert bool(r.inliers[~wrong].all())  # no right edge lost
     assert int((~r.inliers[wrong]).sum()) >= 98
@@ -157,6 +159,8 @@ def test_gnc_refuses_bad_input():
         GNCConfig(solver=PGOConfig(kernel="cauchy"))
     with pytest.raises(ValueError, match=r"GNCConfig.probability: expected a probability in \(0, 1\)"):
         GNCConfig(probability=1.0)
+    with pytest.raises(ValueError, match="GNCConfig.callback: expected a callable or None, got 3"):
+        GNCConfig(callback=3)
     with pytest.raises(ValueError, match="GNCConfig.mu_step: expected a factor above 1"):
         GNCConfig(mu_step=1.0)
     with pytest.raises(ValueError, match=r"GNCConfig.loss: expected one of \('tls', 'geman_mcclure'\)"):

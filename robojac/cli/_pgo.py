@@ -69,10 +69,12 @@ def run(args) -> int:
     config = PGOConfig(method=args.method, init=args.init, kernel=kernel, max_iterations=args.max_iterations,
                        callback=None if args.gnc else progress)
     if args.gnc:
-        result = optimize_gnc(graph, GNCConfig(loss=args.gnc, solver=config))
-        for rec in result.history if not args.quiet else ():
-            print(f"  round {rec.iteration:3d}  mu {rec.mu:.3g}  weighted cost {rec.cost:.10g}  inliers {rec.inliers}  "
-                  f"{rec.solver_iterations} iterations, {rec.seconds:.3f} s")
+        def rounds(rec):
+            if not args.quiet:
+                print(f"  round {rec.iteration:3d}  mu {rec.mu:.3g}  weighted cost {rec.cost:.10g}  "
+                      f"inliers {rec.inliers}  {rec.solver_iterations} iterations, {rec.seconds:.3f} s", flush=True)
+
+        result = optimize_gnc(graph, GNCConfig(loss=args.gnc, solver=config, callback=rounds))
         print(f"{args.init} initialization {result.init_seconds:.3f} s: cost {result.initial_cost:.10g}")
         dropped, priors = int((~result.inliers).sum()), ""
         if graph.num_priors:

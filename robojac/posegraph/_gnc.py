@@ -33,7 +33,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import pypose as pp
 import torch
@@ -69,6 +69,8 @@ class GNCConfig:
       the solver's own: 41, 0.25 m, 556 iterations).
     * ``solver``: each weighted least-squares solve's :class:`PGOConfig` (its ``init`` starts the
       first, plain solve; its ``kernel`` must be none: the weights are GNC's).
+    * ``callback``: called with each round's :class:`GNCRecord` as it ends (the CLI prints a
+      progress line).
     """
 
     loss: Literal["tls", "geman_mcclure"] = "tls"
@@ -79,6 +81,7 @@ class GNCConfig:
     weight_tolerance: float = 1e-4
     round_tolerance: float = 1e-4
     solver: PGOConfig = field(default_factory=PGOConfig)
+    callback: Callable[[GNCRecord], None] | None = None
 
     def __post_init__(self):
         owner = "GNCConfig"
@@ -94,6 +97,8 @@ class GNCConfig:
         check_real(owner, "weight_tolerance", self.weight_tolerance, maximum=0.5)
         check_real(owner, "round_tolerance", self.round_tolerance)
         check_instance("GNCConfig.solver", self.solver, PGOConfig, "a PGOConfig")
+        if self.callback is not None and not callable(self.callback):
+            raise ValueError(f"GNCConfig.callback: expected a callable or None, got {self.callback!r}")
         if self.solver.kernel.name != "none":
             raise ValueError(f"GNCConfig.solver: its kernel must be none (GNC weighs the edges itself), got "
                              f"{self.solver.kernel.name!r}")
@@ -211,10 +216,10 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
     """Minimize a truncated least squares (or Geman-McClure) cost over the poses of ``graph`` by
     graduated non-convexity (see the module): the plain optimum first, then rounds of weights and
     weighted solves.  ``known_inliers``: ``"odometry"`` (:attr:`PoseGraph.odometry`, the edges
-    between consecutive poses: the default, as an odometry is rarely wrong), ``"none"``, or a bool tensor ``(E,)``; those keep
-    weight 1.  Position priors are weighed as the unknown edges are (a GNSS fix thrown off by a
-    reflection goes too), unless ``known_prior_inliers`` is ``"all"`` (an RTK fix or a surveyed
-    marker) or a bool tensor ``(P,)``.  Where every edge and prior is known, the plain optimum is
+    between consecutive poses: the default, as an odometry is rarely wrong), ``"none"``, or a
+    bool tensor ``(E,)``; those keep weight 1.  Position priors are weighed as the unknown edges
+    are (a GNSS fix thrown off by a reflection goes too), unless ``known_prior_inliers`` is
+    ``"all"`` (an RTK fix or a surveyed marker) or a bool tensor ``(P,)``.  Where every edge and prior is known, the plain optimum is
     the answer (``reason="all_known"``).
 
     Gradients (where the graph's data require grad) are the last weighted solve's, with the weights
@@ -262,6 +267,8 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
             cost = 0.5 * float((w * s).sum())
             history.append(GNCRecord(it, mu, cost, int((w > 0.5).sum()), result.iterations,
                                      time.perf_counter() - t_round))
+            if config.callback is not None:
+                config.callback(history[-1])
             if config.loss == "tls" and bool(((w - w.round()).abs() <= config.weight_tolerance).all()):
                 reason = "weights_converged"
                 break
