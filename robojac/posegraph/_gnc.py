@@ -219,8 +219,8 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
     between consecutive poses: the default, as an odometry is rarely wrong), ``"none"``, or a
     bool tensor ``(E,)``; those keep weight 1.  Position priors are weighed as the unknown edges
     are (a GNSS fix thrown off by a reflection goes too), unless ``known_prior_inliers`` is
-    ``"all"`` (an RTK fix or a surveyed marker) or a bool tensor ``(P,)``.  Where every edge and prior is known, the plain optimum is
-    the answer (``reason="all_known"``).
+    ``"all"`` (an RTK fix or a surveyed marker) or a bool tensor ``(P,)``.  Where every edge and
+    prior is known, the plain optimum is the answer (``reason="all_known"``).
 
     Gradients (where the graph's data require grad) are the last weighted solve's, with the weights
     held: each weight is a threshold decision, constant almost everywhere.  A disconnected graph
