@@ -2,6 +2,7 @@
 
 from ._chain import Chain
 from ._dh import DHRow, chain_from_dh
+from ._inertial import Inertial
 from ._mjcf import MjcfError, chain_from_mjcf
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy, rpy_to_quat
 from ._transform import PoseTransform
@@ -11,6 +12,7 @@ from ._urdf import UrdfError, parse_urdf, quat_to_rpy, write_urdf
 __all__ = [
     "Chain",
     "DHRow",
+    "Inertial",
     "Joint",
     "JointLimits",
     "JointType",

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -18,6 +18,8 @@ from ._fk import Plan, compile_program, jacobian_from, origin_constants, plan_ja
 from .. import lie
 from .._threads import on_threads
 from ..lie import wrap_lie
+from ._inertial import (Inertial, center_of_mass, center_of_mass_and_jacobian, check_inertials, known_mass,
+                        mass_constants)
 from ._joint import Joint
 from ._tree import TreeLayout, layout, path_joints
 
@@ -49,11 +51,14 @@ class Chain(nn.Module):
     mimic) are the entries of a configuration ``q`` of shape ``(..., dof)`` in the order
     :attr:`joint_names` gives.  All
     poses are in the root frame, as pypose SE3 ``[t, qx, qy, qz, qw]``.  Constants are buffers,
-    so ``.to(device)`` works; computations follow the device and dtype of ``q``.
+    so ``.to(device)`` works; computations follow the device and dtype of ``q``.  Links may carry
+    a mass (``inertials={link: Inertial}``, or a description's ``<inertial>`` elements), for
+    :meth:`center_of_mass` and its Jacobian.
     """
 
     def __init__(self, joints: Sequence[Joint], *, links: Sequence[str] | None = None, root: str | None = None,
-                 name: str = "chain", _sources: Sequence[Joint] = (), _joint_lines: dict[str, str] | None = None):
+                 name: str = "chain", inertials: Mapping[str, Inertial] | None = None, _sources: Sequence[Joint] = (),
+                 _joint_lines: dict[str, str] | None = None, _unknown_masses: Sequence[str] = ()):
         super().__init__()
         if isinstance(joints, (str, bytes)) or not isinstance(joints, Sequence):
             raise TypeError(f"joints: expected a sequence of robojac Joints, got {type(joints).__name__}")
@@ -64,7 +69,10 @@ class Chain(nn.Module):
             raise ValueError("joints: expected at least one joint (or links= for a chain of a single frame)")
         self.name = name
         self.tree: TreeLayout = layout(list(joints), links, root, _joint_lines, _sources)
-        self._built = dict(links=links, root=root, name=name, _sources=tuple(_sources), _joint_lines=_joint_lines)
+        self._inertials = check_inertials(inertials, self.tree.frames)
+        self.unknown_masses: tuple[str, ...] = tuple(f for f in _unknown_masses if f in self.tree.frames)
+        self._built = dict(links=links, root=root, name=name, _sources=tuple(_sources), _joint_lines=_joint_lines,
+                           inertials=self._inertials, _unknown_masses=self.unknown_masses)
         self.urdf_source: tuple[str, str] | None = None  # (text, file name) of the URDF it was read from
         self.origin_joints: tuple[str, ...] = ()  # joints whose origin is the parameter joint_origins
         self.offset_joints: tuple[str, ...] = ()  # actuated joints whose offset is joint_offsets
@@ -78,6 +86,9 @@ class Chain(nn.Module):
         self.register_buffer("lower", torch.tensor([j.limits.lower for j in act], **on_cpu), persistent=False)
         self.register_buffer("upper", torch.tensor([j.limits.upper for j in act], **on_cpu), persistent=False)
         self.register_buffer("velocity", torch.tensor([j.limits.velocity for j in act], **on_cpu), persistent=False)
+        masses, centres = mass_constants(self.tree.frames, self._inertials)
+        self.register_buffer("link_masses", masses, persistent=False)  # (F,) kg, frame_names order
+        self.register_buffer("link_coms", centres, persistent=False)  # (F, 3) m, each in its own frame
         self._cache: dict = {}
         self._plans = threading.local()
         self._paths: dict[int, list[int]] = {}
@@ -125,6 +136,19 @@ class Chain(nn.Module):
         """Velocity limits of the actuated joints (``inf`` where the description has none)."""
         return self.velocity
 
+    @property
+    def inertials(self) -> dict[str, Inertial]:
+        """``{link: Inertial}``: the mass and centre of mass of each link that has them (a URDF's or
+        MJCF's ``<inertial>`` elements, or ``Chain(..., inertials=)``)."""
+        return dict(self._inertials)
+
+    @property
+    def mass(self) -> float:
+        """The total mass (kg) of the links this chain holds (0 if none has an :class:`Inertial`).
+        Raises ``ValueError`` while :attr:`unknown_masses` names bodies whose mass an MJCF left to
+        their geoms."""
+        return known_mass(self)
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dof={self.dof}, frames={len(self.tree.frames)}, root={self.root!r}"
 
@@ -171,7 +195,9 @@ class Chain(nn.Module):
         joints = path_joints(self.tree, root, tip)
         sources = [j for j in self._joints + self._sources if j.type.movable]
         links = None if joints else [root]
-        out = Chain(joints, links=links, root=root, name=f"{self.name}:{root}->{tip}", _sources=sources)
+        out = Chain(joints, links=links, root=root, name=f"{self.name}:{root}->{tip}", _sources=sources,
+                    inertials={f: i for f, i in self._inertials.items() if f == root or f in {j.child for j in joints}},
+                    _unknown_masses=self.unknown_masses)
         out.urdf_source = self.urdf_source
         return out
 
@@ -257,7 +283,7 @@ class Chain(nn.Module):
         n = len(self._joints)
         b = self._built
         out = Chain(joints[:n], links=b["links"], root=b["root"], name=b["name"], _sources=joints[n:],
-                    _joint_lines=b["_joint_lines"])
+                    _joint_lines=b["_joint_lines"], inertials=b["inertials"], _unknown_masses=b["_unknown_masses"])
         out.urdf_source = self.urdf_source
         return out.to(self.lower.device)
 
@@ -383,14 +409,15 @@ class Chain(nn.Module):
     #: used dropped first); a workspace larger than this is used for its call and not kept.
     workspace_budget: int = 256 << 20
 
-    def _plan(self, C: dict[str, Tensor], B: int, frames: tuple[int, ...], jac: tuple[int, ...]) -> Plan:
+    def _plan(self, C: dict[str, Tensor], B: int, frames: tuple[int, ...], jac: tuple[int, ...],
+              axes: tuple[int, ...] = ()) -> Plan:
         plans = getattr(self._plans, "od", None)
         if plans is None:
             plans = self._plans.od = OrderedDict()
-        key = (B, C["RQ"].dtype, C["RQ"].device, frames, jac, id(C))
+        key = (B, C["RQ"].dtype, C["RQ"].device, frames, jac, axes, id(C))
         plan = plans.get(key)
         if plan is None:
-            plan = Plan(self._program, C, B, list(frames), list(jac))
+            plan = Plan(self._program, C, B, list(frames), list(jac), list(axes))
             if plan.nbytes > self.workspace_budget:
                 return plan  # too big to keep: this call's alone
             plans[key] = plan
@@ -443,8 +470,8 @@ class Chain(nn.Module):
             raise ValueError(f"frame {frame!r} does not exist; frames: {self.frame_names}")
         return self.tree.frames.index(frame)
 
-    def _evaluate(self, q: Tensor, frames: list[int], jac: list[int]) -> _Evaluation:
-        """Poses of ``frames`` (and joint axes for the Jacobians of ``jac``) for ``q``."""
+    def _evaluate(self, q: Tensor, frames: list[int], jac: list[int], axes: list[int] = ()) -> _Evaluation:
+        """Poses of ``frames`` (and joint axes for the Jacobians of ``jac``, and above ``axes``) for ``q``."""
         self.check_configuration(q)
         batch = q.shape[:-1]
         q2 = q.reshape(batch.numel(), self.dof)  # explicit: -1 is ambiguous for an empty batch or 0 joints
@@ -452,11 +479,11 @@ class Chain(nn.Module):
         needed = self._with_ancestors(frames + jac)
         q2 = self._offset(q2)
         if _plain(q) and not self.origin_joints and not self.offset_joints:
-            plan = self._plan(C, q2.shape[0], tuple(needed), tuple(jac))
+            plan = self._plan(C, q2.shape[0], tuple(needed), tuple(jac), tuple(axes))
             plan.run(q2)
             return _Evaluation(batch, plan.soa.__getitem__, lambda g: plan.Z[:, self._program.slot[g]], plan.soa, plan)
-        poses, axes = run_autograd(self._program, C, q2, needed, jac)
-        return _Evaluation(batch, poses.__getitem__, axes.__getitem__, None, None)
+        poses, found = run_autograd(self._program, C, q2, needed, jac, axes)
+        return _Evaluation(batch, poses.__getitem__, found.__getitem__, None, None)
 
     @_on_threads
     def forward_kinematics_tensor(self, q: Tensor, frames: Sequence[str] | None = None) -> Tensor:
@@ -577,6 +604,23 @@ class Chain(nn.Module):
             Rt = quat_to_matrix(X[:, 3:]).transpose(-1, -2)
             J = torch.cat((Rt @ J[:, :3], Rt @ J[:, 3:]), dim=1)
         return J.reshape(batch + (6, self.dof))
+
+    @_on_threads
+    def center_of_mass(self, q: Tensor) -> Tensor:
+        """The centre of mass ``(..., 3)`` of the links this chain holds, in the root frame.
+
+        Every link with an :class:`Inertial` counts, the root link's too (Pinocchio's
+        ``centerOfMass`` of a fixed-base model leaves the root link out).  Differentiable in
+        ``q``.  Raises ``ValueError`` for a chain with no mass, or whose MJCF left some bodies'
+        masses to their geoms (:attr:`unknown_masses`)."""
+        return center_of_mass(self, q)
+
+    @_on_threads
+    def center_of_mass_and_jacobian(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """``(centre of mass (..., 3), its Jacobian d c / d q (..., 3, dof))`` from one pass, in the
+        root frame (Pinocchio's ``jacobianCenterOfMass``, the root link counted as in
+        :meth:`center_of_mass`)."""
+        return center_of_mass_and_jacobian(self, q)
 
     def manipulability(self, q: Tensor, frame: str | None = None, *,
                        rows: Literal["all", "linear", "angular"] | Sequence[int] = "all") -> Tensor:

@@ -129,7 +129,8 @@ class Plan:
     computed frame's pose as ``(F, 7, B)`` (translation rows then quaternion rows).
     """
 
-    def __init__(self, prog: Program, C: dict[str, Tensor], B: int, frames: list[int], jac_frames: list[int]):
+    def __init__(self, prog: Program, C: dict[str, Tensor], B: int, frames: list[int], jac_frames: list[int],
+                 axis_of: list[int] = ()):
         self.prog, self.B, self.dof = prog, B, prog.dof
         dt, dev = C["RQ"].dtype, C["RQ"].device
         F = prog.num_frames
@@ -147,7 +148,7 @@ class Plan:
         self.Z = torch.zeros(3, max(n, 1), B, dtype=dt, device=dev)  # joint axes in the root frame
         self.C = C
         wanted = set(frames)
-        needs_axis = axis_frames(prog, jac_frames)
+        needs_axis = axis_frames(prog, list(jac_frames) + list(axis_of))  # axis_of: axes above these too
         self.axis_frames = needs_axis
         self.jac = {}
         for f in jac_frames:  # per Jacobian frame: its columns and a (6, n, B) buffer
@@ -279,8 +280,10 @@ def fold_columns(C: dict[str, Tensor], J: Tensor, rows: Tensor, dof: int) -> Ten
     return out.index_add_(-1, C["theta_src"][rows], J * C["theta_mult"][rows, 0])
 
 
-def run_autograd(prog: Program, C: dict[str, Tensor], q: Tensor, frames: list[int], jac_frames: list[int]):
-    """The same computation without ``out=`` (so autograd flows): ``(poses, axes)`` dicts.
+def run_autograd(prog: Program, C: dict[str, Tensor], q: Tensor, frames: list[int], jac_frames: list[int],
+                 axis_of: list[int] = ()):
+    """The same computation without ``out=`` (so autograd flows): ``(poses, axes)`` dicts (axes
+    above ``jac_frames`` and ``axis_of``).
 
     ``poses[f]`` is ``(7, B)``; ``axes[f]`` the ``(3, B)`` root-frame axis of movable frame ``f``.
     """
@@ -293,7 +296,7 @@ def run_autograd(prog: Program, C: dict[str, Tensor], q: Tensor, frames: list[in
     qs, ts = {0: one[3:].expand(4, B)}, {0: one[:3].expand(3, B)}
     axes = {}
     wanted = set(frames)
-    need_axis = axis_frames(prog, jac_frames)
+    need_axis = axis_frames(prog, list(jac_frames) + list(axis_of))
     for p in sorted({prog.parent[f] for f in wanted if f > 0} | (need_axis & wanted)):
         qp = qs[p]
         m = (qp.unsqueeze(1) * qp.unsqueeze(0)).reshape(16, B)

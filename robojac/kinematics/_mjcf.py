@@ -1,9 +1,13 @@
 """MJCF (MuJoCo's XML) in, as a kinematic tree.
 
-The reader is kinematics-only and needs no MuJoCo: bodies, hinge and slide joints, sites,
-frames, default classes, ``<include>`` and the ``<compiler>`` settings that change kinematics
-(``angle``, ``eulerseq``, ``autolimits``).  Geoms, inertials, actuators, tendons, equality
-constraints and assets are ignored.  Errors name the file and line.
+The reader needs no MuJoCo.  It takes the kinematics (bodies, hinge and slide joints, sites,
+frames, default classes, ``<include>`` and the ``<compiler>`` settings that change kinematics:
+``angle``, ``eulerseq``, ``autolimits``) and each body's mass and centre of mass from its
+``<inertial>`` (with ``<compiler settotalmass boundmass>``).  MuJoCo gives a body with geoms but
+no ``<inertial>`` (or every body, under ``inertiafromgeom="true"``) the mass of its geoms, which
+this reader does not measure: such bodies are listed in ``Chain.unknown_masses``, and the centre
+of mass is refused while there are any.  Geoms, actuators, tendons, equality constraints and
+assets are otherwise ignored.  Errors name the file and line.
 
 How MuJoCo's bodies become a :class:`~robojac.kinematics.Chain`:
 
@@ -32,6 +36,7 @@ import torch
 
 from .. import lie
 from .._files import read_text
+from ._inertial import Inertial
 from ._joint import Joint, JointLimits, JointType
 from ._tree import KinematicTreeError
 from ._xml import number, numbers, parse_xml
@@ -97,6 +102,7 @@ def _splice_includes(parent: ET.Element, folder: str | None, where: dict, chain:
 class _Compiler:
     def __init__(self, root: ET.Element, where: dict):
         self.degrees, self.eulerseq, self.autolimits = True, "xyz", True
+        self.from_geoms, self.total_mass, self.bound_mass = "auto", -1.0, 0.0  # MuJoCo's defaults
         for el in root.iter("compiler"):
             w = where[el]
             angle = el.get("angle", "degree" if self.degrees else "radian")
@@ -108,6 +114,12 @@ class _Compiler:
                 raise MjcfError(f"{w}: <compiler eulerseq={seq!r}>: expected three of x, y, z, X, Y, Z")
             self.eulerseq = seq
             self.autolimits = _boolean(el, "autolimits", self.autolimits, w)
+            self.from_geoms = el.get("inertiafromgeom", self.from_geoms)
+            if self.from_geoms not in ("auto", "true", "false"):
+                raise MjcfError(f"{w}: <compiler inertiafromgeom={self.from_geoms!r}>: expected 'auto', 'true' or "
+                                "'false'")
+            self.total_mass = number(el.get("settotalmass"), "settotalmass", self.total_mass, w, MjcfError)
+            self.bound_mass = number(el.get("boundmass"), "boundmass", self.bound_mass, w, MjcfError)
             if el.get("coordinate", "local") != "local":
                 raise MjcfError(f"{w}: <compiler coordinate={el.get('coordinate')!r}>: only 'local' coordinates "
                                 "exist (MuJoCo removed 'global' in 2.3.3)")
@@ -258,6 +270,8 @@ class _Builder:
         self.lines: dict[str, str] = {}
         self.body_names: set[str] = {"world"}
         self.sites: list[tuple[ET.Element, str, torch.Tensor, str]] = []
+        self.inertials: dict[str, Inertial] = {}
+        self.unknown_masses: list[str] = []  # bodies whose mass MuJoCo takes from their geoms
         self.n_bodies, self.n_joints, self.n_sites = 1, 0, 0
 
     def attrs(self, el: ET.Element, tag: str, childclass: str) -> dict[str, str]:
@@ -346,7 +360,35 @@ class _Builder:
         if frame != name:
             label = "offset" if frame != parent else "weld"
             self.add(Joint(f"{name}:{label}", JointType.FIXED, frame, name, pending), w)
+        self.mass_of(el, name)
         self.walk(el, name, _IDENTITY.clone(), childclass)
+
+    def mass_of(self, el: ET.Element, name: str) -> None:
+        """Body ``name``'s mass and centre of mass from its ``<inertial>``, or a note that MuJoCo
+        takes them from its geoms."""
+        inertial = el.find("inertial")
+        if _has_geoms(el) and (self.compiler.from_geoms == "true" or
+                               (self.compiler.from_geoms == "auto" and inertial is None)):
+            self.unknown_masses.append(name)
+            return
+        if inertial is None:
+            return  # massless (inertiafromgeom="false", or no geoms)
+        w = self.where[inertial]
+        for attr in ("mass", "pos"):
+            if inertial.get(attr) is None:
+                raise MjcfError(f"{w}: the <inertial> of body {name!r} has no {attr} (MuJoCo requires it)")
+        mass = number(inertial.get("mass"), "mass", 0.0, w, MjcfError)
+        if mass < 0:
+            raise MjcfError(f"{w}: body {name!r} has mass {mass}; expected at least 0 kg")
+        self.inertials[name] = Inertial(max(mass, self.compiler.bound_mass), _vec(inertial.attrib, "pos", 3, None, w))
+
+    def masses(self) -> dict[str, Inertial]:
+        """The bodies' inertials, scaled to ``<compiler settotalmass>`` where it is set (as MuJoCo does)."""
+        total = sum(i.mass for i in self.inertials.values())
+        if self.compiler.total_mass <= 0 or total <= 0 or self.unknown_masses:
+            return self.inertials
+        k = self.compiler.total_mass / total
+        return {b: Inertial(i.mass * k, i.com) for b, i in self.inertials.items()}
 
     def limits(self, attrs: dict, hinge: bool, jname: str, where: str) -> tuple[float, float]:
         limited = attrs.get("limited", "auto")
@@ -372,6 +414,14 @@ class _Builder:
         for el, name, pose, body in self.sites:
             frame = name if name not in self.frames else f"{name}:site"
             self.add(Joint(f"{name}:site", JointType.FIXED, body, frame, pose), self.where[el])
+
+
+def _has_geoms(body: ET.Element) -> bool:
+    """Whether a body holds geoms (directly, or inside its ``<frame>`` elements, not its child bodies)."""
+    for child in body:
+        if child.tag == "geom" or (child.tag == "frame" and _has_geoms(child)):
+            return True
+    return False
 
 
 def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, free_joints: str = "refuse"):
@@ -411,7 +461,7 @@ def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, 
     build.place_sites()
     try:
         chain = Chain(build.joints, links=build.frames, root="world", name=model.get("model", "mujoco"),
-                      _joint_lines=build.lines)
+                      inertials=build.masses(), _joint_lines=build.lines, _unknown_masses=build.unknown_masses)
     except KinematicTreeError as e:
         raise MjcfError(str(e)) from None
     if root is None and tip is None:

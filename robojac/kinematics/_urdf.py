@@ -1,8 +1,9 @@
 """URDF in and out.
 
-The reader is kinematics-only: links, joints, origins, axes, limits, mimic relations.  Visual,
-collision, inertial, transmission and gazebo elements are ignored, so meshes that are not on
-disk do not matter.  Errors name the file and line.  The writer puts a chain's joint origins
+The reader takes the kinematics (links, joints, origins, axes, limits, mimic relations) and each
+link's mass and centre of mass (``<inertial>``'s ``<mass>`` and ``<origin xyz>``; the rotational
+inertia is not kept).  Visual, collision, transmission and gazebo elements are ignored, so meshes
+that are not on disk do not matter.  Errors name the file and line.  The writer puts a chain's joint origins
 back into the file it was read from, everything else as it was.
 """
 
@@ -18,6 +19,7 @@ import torch
 
 from .._config import check_instance
 from .._files import read_text, write_text_atomic
+from ._inertial import Inertial
 from ._joint import Joint, JointLimits, JointType, Mimic, _numbers_of, origin_from_xyz_rpy
 from ._tree import KinematicTreeError
 from ._xml import number, numbers, parse_xml
@@ -76,14 +78,29 @@ def _rate(el, attr: str, where: str) -> float:
 
 def parse_urdf(source):
     """``(robot name, link names, joints, {joint: "file:line"})`` of a URDF path or string."""
-    return _parse(*_read(source))
+    return _parse(*_read(source))[:4]
+
+
+def _inertial(el, link: str, name: str, lines) -> Inertial:
+    """A link's ``<inertial>``: its ``<mass value>`` (required, as URDF has it) and ``<origin xyz>``."""
+    where = f"{name}:{lines[el]}"
+    mass = el.find("mass")
+    if mass is None or mass.get("value") is None:
+        raise UrdfError(f"{where}: the <inertial> of link {link!r} has no <mass value=...> (URDF requires it)")
+    mw = f"{name}:{lines[mass]}"
+    value = _float(mass, "value", 0.0, mw)
+    if value < 0:
+        raise UrdfError(f"{mw}: link {link!r} has mass {value}; expected at least 0 kg")
+    origin = el.find("origin")
+    com = _floats(origin, "xyz", 3, (0.0, 0.0, 0.0), f"{name}:{lines[origin]}" if origin is not None else where)
+    return Inertial(value, com)
 
 
 def _parse(text: str, name: str):
     root, lines = _parse_xml(text, name)
     if root.tag != "robot":
         raise UrdfError(f"{name}:{lines[root]}: the root element is <{root.tag}>, expected <robot>")
-    links, known = [], set()
+    links, known, inertials = [], set(), {}
     for el in root.findall("link"):
         link = el.get("name")
         if not link:
@@ -92,6 +109,8 @@ def _parse(text: str, name: str):
             raise UrdfError(f"{name}:{lines[el]}: link {link!r} is defined twice")
         links.append(link)
         known.add(link)
+        if el.find("inertial") is not None:
+            inertials[link] = _inertial(el.find("inertial"), link, name, lines)
     joints, where_of = [], {}
     for el in root.findall("joint"):
         where = f"{name}:{lines[el]}"
@@ -142,16 +161,16 @@ def _parse(text: str, name: str):
         except ValueError as e:
             raise UrdfError(f"{where}: {e}") from None
         where_of[jname] = where
-    return root.get("name", "robot"), links, joints, where_of
+    return root.get("name", "robot"), links, joints, where_of, inertials
 
 
 def chain_from_urdf(source, *, root: str | None = None, tip: str | None = None):
     from ._chain import Chain
 
     text, name = _read(source)
-    robot, links, joints, where_of = _parse(text, name)
+    robot, links, joints, where_of, inertials = _parse(text, name)
     try:
-        chain = Chain(joints, links=links, name=robot, _joint_lines=where_of)
+        chain = Chain(joints, links=links, name=robot, inertials=inertials, _joint_lines=where_of)
     except KinematicTreeError as e:
         raise UrdfError(str(e)) from None
     chain.urdf_source = (text, name)
@@ -203,8 +222,14 @@ def _urdf_type(j) -> JointType:
 
 def _fresh_urdf(chain) -> ET.Element:
     robot = ET.Element("robot", name=chain.name)
+    inertials = chain.inertials
     for f in chain.frame_names:
-        ET.SubElement(robot, "link", name=f)
+        link = ET.SubElement(robot, "link", name=f)
+        if f in inertials:  # a point mass: Inertial keeps no rotational inertia, so none is written
+            el = ET.SubElement(link, "inertial")
+            ET.SubElement(el, "origin", xyz=_numbers(inertials[f].com), rpy="0 0 0")
+            ET.SubElement(el, "mass", value=repr(inertials[f].mass))
+            ET.SubElement(el, "inertia", ixx="0", ixy="0", ixz="0", iyy="0", iyz="0", izz="0")
     for j in chain.joints:
         kind = _urdf_type(j)
         el = ET.SubElement(robot, "joint", name=j.name, type=kind.value)
@@ -230,7 +255,8 @@ def write_urdf(chain, path) -> None:
     calibration) is written as that file with each of its joints' ``<origin>`` replaced by the
     chain's (``xyz`` and ``rpy`` to full precision); links, visuals, collisions, inertials,
     limits, mimic tags, other joints and comments stay as they were.  Any other chain is written
-    from its joints.  Reading the file back gives the chain's kinematics to rounding (~1e-15).
+    from its joints, each link's :class:`~robojac.kinematics.Inertial` as a point mass (a zero
+    ``<inertia>``).  Reading the file back gives the chain's kinematics to rounding (~1e-15).
     A chain with parameters is written with their current values (see ``Chain.frozen``)."""
     from ._chain import Chain
 
