@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .. import lie
-from ._fk import PRISMATIC, REVOLUTE, fold_columns
+from ._fk import FIXED, PRISMATIC, REVOLUTE, fold_columns
 
 __all__ = ["Inertial", "check_inertials", "known_mass", "mass_constants", "center_of_mass", "center_of_mass_and_jacobian"]
 
@@ -78,25 +78,63 @@ def mass_constants(frames: tuple[str, ...], inertials: dict[str, Inertial]) -> t
     return m, c.reshape(len(frames), 3)
 
 
-def _layout(chain) -> tuple[list[int], list[int], list[float], Tensor]:
-    """``(links, joints, mass below each joint, below (joints, links))``: the frames with mass,
-    the movable frames above any of them, and ``below[g, i] = m_i`` where link ``i`` hangs below
-    joint ``g`` (float64, on the CPU).  The tree and its masses never change: once per chain."""
+def _layout(chain) -> dict:
+    """The constants of the centre of mass, float64 on the CPU, once per chain (its tree and masses
+    never change): ``bodies``, the frames that carry mass; ``mass (L,)`` and ``local (L, 3)``,
+    each one's mass and centre in its frame; ``joints``, the movable frames above any body;
+    ``below (n, L)``, ``m_i`` where body ``i`` hangs below joint ``g``; ``below_mass (n,)``.
+
+    A link fixed to its parent (a sensor, a gripper of a reduced model) adds its mass to the
+    nearest frame above it that moves, at its centre moved by the fixed origins between them:
+    one pose fewer to compute each (TALOS' 60 links are 33 bodies).  A chain whose joint origins
+    are parameters keeps every link, so that gradients reach those origins."""
     found = chain.__dict__.get("_mass_layout")
     if found is not None:
         return found
-    prog, masses = chain._program, chain.link_masses.detach().cpu().tolist()
-    links = [f for f, m in enumerate(masses) if m > 0]
-    joints = sorted({g for f in links for g in chain._path(f) if prog.kind[g] in (REVOLUTE, PRISMATIC)})
+    prog, tree = chain._program, chain.tree
+    masses, coms = chain.link_masses.detach().cpu().tolist(), chain.link_coms.detach().cpu()
+    merge = not chain.origin_joints
+    held: dict[int, list] = {}  # body frame -> [mass, first moment (3,)]
+    for f, m in enumerate(masses):
+        if m <= 0:
+            continue
+        g, p = f, coms[f].to(torch.float64)
+        while merge and prog.kind[g] == FIXED:  # up through fixed joints: p in the parent's frame
+            p = lie.se3_act(tree.joint_of[g].origin.to(torch.float64), p)
+            g = prog.parent[g]
+        entry = held.setdefault(g, [0.0, torch.zeros(3, dtype=torch.float64, device="cpu")])
+        entry[0] += m
+        entry[1] = entry[1] + m * p
+    bodies = sorted(held)
+    mass = torch.tensor([held[g][0] for g in bodies], dtype=torch.float64, device="cpu")
+    local = torch.stack([held[g][1] / held[g][0] for g in bodies]) if bodies else torch.zeros(0, 3, dtype=torch.float64)
+    joints = sorted({g for f in bodies for g in chain._path(f) if prog.kind[g] in (REVOLUTE, PRISMATIC)})
     row = {g: k for k, g in enumerate(joints)}
-    below = torch.zeros(len(joints), len(links), dtype=torch.float64, device="cpu")
-    for i, f in enumerate(links):
+    below = torch.zeros(len(joints), len(bodies), dtype=torch.float64, device="cpu")
+    for i, f in enumerate(bodies):
         for g in chain._path(f):
             if g in row:
-                below[row[g], i] = masses[f]
-    found = (links, joints, below.sum(1).tolist(), below)
+                below[row[g], i] = mass[i]
+    found = dict(bodies=bodies, mass=mass, local=local, joints=joints, below=below, below_mass=below.sum(1),
+                 prismatic=torch.tensor([prog.kind[g] == PRISMATIC for g in joints], dtype=torch.bool),
+                 slots=torch.tensor([prog.slot[g] for g in joints], dtype=torch.long), tensors={})
     chain.__dict__["_mass_layout"] = found
     return found
+
+
+def _constants(chain, dtype, device) -> dict:
+    """:func:`_layout`'s tensors in ``dtype`` on ``device`` (kept per dtype and device)."""
+    layout = _layout(chain)
+    key = (dtype, torch.device(device))
+    out = layout["tensors"].get(key)
+    if out is None:
+        out = {k: layout[k].to(device=device, dtype=dtype if layout[k].is_floating_point() else None)
+               for k in ("mass", "local", "below", "below_mass", "prismatic", "slots")}
+        out["body_index"] = torch.tensor(layout["bodies"], dtype=torch.long, device=device)
+        out["rotation_form"] = lie.quat_rotation_form(out["local"])  # (L, 3, 16)
+        out["joint_index"] = torch.tensor(layout["joints"], dtype=torch.long, device=device)
+        layout["tensors"][key] = out
+    return out
 
 
 def known_mass(chain) -> float:
@@ -115,41 +153,58 @@ def _total(chain) -> float:
     return M
 
 
-def _centres(chain, ev, links: list[int], dtype, device) -> Tensor:
-    """``(B, L, 3)``: each link's centre of mass in the root frame, from the pass ``ev``."""
-    X = ev.stack(links).permute(2, 0, 1)  # (B, L, 7)
-    local = chain.link_coms.to(dtype=dtype, device=device)[links]
-    return lie.se3_act(X, local)
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """``a x b`` along dim 0 (``(3, ...)`` each, broadcast): rows of a structure-of-arrays batch."""
+    a0, a1, a2 = a.unbind(0)
+    b0, b1, b2 = b.unbind(0)
+    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0))
+
+
+def _rows(ev, frames: list[int], index: Tensor, rows: slice) -> Tensor:
+    """``(F, len(rows), B)``: rows of the poses of ``frames`` from the pass ``ev``."""
+    if ev.plan is not None:
+        return ev.plan.soa[:, rows].index_select(0, index)
+    return torch.stack([ev.pose(f)[rows] for f in frames])
+
+
+def _centres(chain, ev, K: dict) -> Tensor:
+    """``(3, L, B)``: each body's centre of mass in the root frame, ``t + R(q) l``, from the pass
+    ``ev``.  ``R(q) l`` is a quadratic form in the quaternion: ``W_l vec(q q^T)``
+    (:func:`~robojac.lie.quat_rotation_form`), one batched product for every body."""
+    X = _rows(ev, _layout(chain)["bodies"], K["body_index"], slice(0, 7))  # (L, 7, B)
+    q = X[:, 3:]
+    qq = (q.unsqueeze(2) * q.unsqueeze(1)).flatten(1, 2)  # (L, 16, B)
+    return torch.baddbmm(X[:, :3], K["rotation_form"], qq).transpose(0, 1)
 
 
 def center_of_mass(chain, q: Tensor) -> Tensor:
     """``(..., 3)``: the chain's centre of mass in the root frame for configurations ``q``."""
     M = _total(chain)
-    links, _, _, _ = _layout(chain)
-    ev = chain._evaluate(q, links, [])
-    c = _centres(chain, ev, links, q.dtype, q.device)
-    m = chain.link_masses.to(dtype=q.dtype, device=q.device)[links]
-    return ((m[:, None] * c).sum(-2) / M).reshape(ev.batch + (3,))
+    K = _constants(chain, q.dtype, q.device)
+    ev = chain._evaluate(q, _layout(chain)["bodies"], [])
+    c = _centres(chain, ev, K)
+    com = torch.einsum("l,clb->bc", K["mass"], c) / M
+    return com.reshape(ev.batch + (3,))
 
 
 def center_of_mass_and_jacobian(chain, q: Tensor) -> tuple[Tensor, Tensor]:
     """``(c (..., 3), J (..., 3, dof))``: the centre of mass and its Jacobian ``dc/dq`` from one pass."""
     M = _total(chain)
-    links, joints, below_mass, below = _layout(chain)
-    ev = chain._evaluate(q, links, [], axes=links)
-    dt, dev = q.dtype, q.device
-    c = _centres(chain, ev, links, dt, dev)  # (B, L, 3)
-    m = chain.link_masses.to(dtype=dt, device=dev)[links]
-    com = (m[:, None] * c).sum(-2) / M
+    layout = _layout(chain)
+    K = _constants(chain, q.dtype, q.device)
+    bodies, joints = layout["bodies"], layout["joints"]
+    ev = chain._evaluate(q, bodies, [], axes=bodies)
+    c = _centres(chain, ev, K)  # (3, L, B)
+    com = (torch.einsum("l,clb->bc", K["mass"], c) / M).reshape(ev.batch + (3,))
     if not joints:
-        return com.reshape(ev.batch + (3,)), c.new_zeros(ev.batch + (3, chain.dof))
-    Z = torch.stack([ev.axis(g) for g in joints])  # (n, 3, B)
-    P = torch.stack([ev.pose(g)[:3] for g in joints])  # (n, 3, B)
-    Mg = torch.tensor(below_mass, dtype=dt, device=dev)[:, None, None]
-    W = torch.einsum("gi,bic->gcb", below.to(dtype=dt, device=dev), c)  # (n, 3, B): sum of m_i c_i below g
-    cols = torch.linalg.cross(Z, W - Mg * P, dim=1)
-    prismatic = torch.tensor([chain._program.kind[g] == PRISMATIC for g in joints], device=dev)[:, None, None]
-    cols = torch.where(prismatic, Mg * Z, cols) / M
-    rows = torch.tensor([chain._program.slot[g] for g in joints], device=dev)
-    J = fold_columns(chain._consts(dt, dev), cols.permute(2, 1, 0), rows, chain.dof)  # (B, 3, dof)
-    return com.reshape(ev.batch + (3,)), J.reshape(ev.batch + (3, chain.dof))
+        return com, c.new_zeros(ev.batch + (3, chain.dof))
+    if ev.plan is not None:
+        Z = ev.plan.Z.index_select(1, K["slots"])  # (3, n, B)
+    else:
+        Z = torch.stack([ev.axis(g) for g in joints], 1)
+    P = _rows(ev, joints, K["joint_index"], slice(0, 3)).transpose(0, 1)  # (3, n, B)
+    Mg = K["below_mass"][:, None]
+    W = torch.matmul(K["below"], c)  # (3, n, B): the sum of m_i c_i below each joint
+    cols = torch.where(K["prismatic"][:, None], Mg * Z, _cross(Z, W - Mg * P)) / M
+    J = fold_columns(chain._consts(q.dtype, q.device), cols.permute(2, 0, 1), K["slots"], chain.dof)  # (B, 3, dof)
+    return com, J.reshape(ev.batch + (3, chain.dof))
