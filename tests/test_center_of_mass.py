@@ -205,3 +205,55 @@ def test_mjcf_masses_left_to_geoms_are_named_not_guessed(device):
     bad = xml.replace('mass="3.0"', "")
     with pytest.raises(MjcfError, match=r"<mjcf string>:3: the <inertial> of body 'upper' has no mass"):
         Chain.from_mjcf(bad)
+
+
+def _zyx_quaternion(yaw, pitch, roll):
+    """``[x, y, z, w]`` of ``Rz(yaw) Ry(pitch) Rx(roll)``, written out (not through robojac)."""
+    cy, sy, cp, sp, cr, sr = (f(a / 2) for a in (yaw, pitch, roll) for f in (math.cos, math.sin))
+    return [sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy,
+            cr * cp * cy + sr * sp * sy]
+
+
+def test_floating_base_equals_pinocchios_free_flyer(device):
+    pin = pytest.importorskip("pinocchio")
+    path = data_path("robots/talos_reduced.urdf")
+    fixed = Chain.from_urdf(path)
+    chain = fixed.with_floating_base().to(device)
+    assert chain.joint_names[:6] == ["floating_x", "floating_y", "floating_z", "floating_yaw", "floating_pitch",
+                                     "floating_roll"]
+    assert chain.dof == fixed.dof + 6 and chain.root == "world" and chain.mass == pytest.approx(fixed.mass, rel=1e-15)
+    model = pin.buildModelFromUrdf(str(path), pin.JointModelFreeFlyer())
+    data = model.createData()
+    q = chain.random_configuration(3, generator=torch.Generator().manual_seed(4), device=device)
+    c, J = chain.center_of_mass_and_jacobian(q)
+    X = chain.forward_kinematics_tensor(q)
+    for b in range(3):
+        qb = q[b].cpu()
+        qp = pin.neutral(model)
+        qp[:3] = qb[:3].numpy()
+        qp[3:7] = _zyx_quaternion(*qb[3:6].tolist())
+        joints = pinocchio_configuration(pin, model, fixed, qb[6:])
+        qp[7:] = joints[7:]
+        pin.framesForwardKinematics(model, data, qp)
+        for frame in fixed.frame_names:
+            k = chain.frame_names.index(frame)
+            assert np.abs(X[b, k, :3].cpu().numpy() - data.oMf[model.getFrameId(frame)].translation).max() < 1e-12
+        assert np.abs(c[b].cpu().numpy() - pin.centerOfMass(model, data, qp)).max() < 1e-12
+    eye = torch.eye(3, dtype=q.dtype, device=device).expand(3, 3, 3)
+    assert max_err(J[..., :3], eye) < 1e-15  # the base's translation moves the centre of mass one to one
+
+
+def test_floating_base_is_kept_by_copies_and_refuses_taken_names(device):
+    chain = Chain.from_urdf(data_path("robots/panda.urdf")).with_floating_base("ground").to(device)
+    assert chain.floating_joints == tuple(chain.joint_names[:6]) and chain.frozen().floating_joints == chain.floating_joints
+    assert chain.subchain(tip="panda_hand").floating_joints == chain.floating_joints
+    assert chain.subchain("panda_link0", "panda_hand").floating_joints == ()
+    with pytest.raises(ValueError, match=r"this chain already has a floating base: \['floating_x', 'floating_y'"):
+        chain.with_floating_base("sky")
+    panda = Chain.from_urdf(data_path("robots/panda.urdf"))
+    with pytest.raises(ValueError, match=r"root: the frames \['panda_link8'\] already exist in this chain"):
+        panda.with_floating_base("panda_link8")
+    eye = torch.tensor([0.0, 0, 0, 0, 0, 0, 1], device="cpu")
+    slider = Chain([Joint("floating_x", JointType.PRISMATIC, "a", "b", eye, (1, 0, 0), JointLimits(-1, 1))])
+    with pytest.raises(ValueError, match=r"this chain already has joints named \['floating_x'\]"):
+        slider.with_floating_base()

@@ -20,7 +20,7 @@ from .._threads import on_threads, torch_threads
 from ..lie import wrap_lie
 from ._inertial import (Inertial, center_of_mass, center_of_mass_and_jacobian, check_inertials, known_mass,
                         mass_constants)
-from ._joint import Joint
+from ._joint import Joint, JointLimits, JointType
 from ._tree import TreeLayout, layout, path_joints
 
 __all__ = ["Chain"]
@@ -76,6 +76,7 @@ class Chain(nn.Module):
         self.urdf_source: tuple[str, str] | None = None  # (text, file name) of the URDF it was read from
         self.origin_joints: tuple[str, ...] = ()  # joints whose origin is the parameter joint_origins
         self.offset_joints: tuple[str, ...] = ()  # actuated joints whose offset is joint_offsets
+        self.floating_joints: tuple[str, ...] = ()  # the six joints of with_floating_base, if made by it
         self._joints = tuple(joints)
         self._sources = tuple(_sources)
         self._program = compile_program(self.tree)
@@ -199,7 +200,43 @@ class Chain(nn.Module):
                     inertials={f: i for f, i in self._inertials.items() if f == root or f in {j.child for j in joints}},
                     _unknown_masses=self.unknown_masses)
         out.urdf_source = self.urdf_source
+        out.floating_joints = tuple(j.name for j in joints if j.name in self.floating_joints)
         return out
+
+    def with_floating_base(self, root: str = "world") -> Chain:
+        """A copy of this chain that moves freely in a new root frame ``root``: six joints from
+        ``root`` to this chain's root, three prismatic along x, y and z, then three revolute
+        about z, y and x (yaw, pitch, roll; Z-Y-X Euler angles), all unlimited.
+
+        ``q = [x, y, z, yaw, pitch, roll, *this chain's q]``, the first six named
+        ``floating_x`` ... ``floating_roll``.  A humanoid fixed at its pelvis becomes one whose
+        pelvis IK and the centre of mass may move: targets for both feet then hold it up.  The
+        angles are singular at pitch ``+-pi/2`` (a base turned to vertical), far from a standing
+        robot.  Masses and mimic relations are kept; joint parameters are folded in first
+        (:meth:`frozen`).  Raises ``ValueError`` if ``root`` or a joint name is already taken.
+        """
+        if self.floating_joints:
+            raise ValueError(f"this chain already has a floating base: {list(self.floating_joints)}")
+        base = self.frozen() if (self.origin_joints or self.offset_joints) else self
+        names = [f"floating_{a}" for a in ("x", "y", "z", "yaw", "pitch", "roll")]
+        frames = [root] + [f"{root}:{n}" for n in names[:-1]] + [base.root]
+        taken = set(base.frame_names) & set(frames[:-1])
+        if taken:
+            raise ValueError(f"root: the frames {sorted(taken)} already exist in this chain; name another root")
+        taken = set(names) & {j.name for j in base._joints + base._sources}
+        if taken:
+            raise ValueError(f"this chain already has joints named {sorted(taken)}")
+        eye = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64, device="cpu")
+        axes = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1), (0, 1, 0), (1, 0, 0)]
+        kinds = [JointType.PRISMATIC] * 3 + [JointType.CONTINUOUS] * 3
+        floating = [Joint(n, k, frames[i], frames[i + 1], eye, a, JointLimits())
+                    for i, (n, k, a) in enumerate(zip(names, kinds, axes))]
+        b = base._built
+        links = None if b["links"] is None else frames[:-1] + list(b["links"])
+        out = Chain(floating + list(base._joints), links=links, root=root, name=base.name, _sources=b["_sources"],
+                    _joint_lines=b["_joint_lines"], inertials=b["inertials"], _unknown_masses=b["_unknown_masses"])
+        out.floating_joints = tuple(names)
+        return out.to(self.lower.device)
 
     # ---- parameters (calibration) ------------------------------------------------------
     def with_parameters(self, origins: str | Sequence[str] | None = "all",
@@ -285,6 +322,7 @@ class Chain(nn.Module):
         out = Chain(joints[:n], links=b["links"], root=b["root"], name=b["name"], _sources=joints[n:],
                     _joint_lines=b["_joint_lines"], inertials=b["inertials"], _unknown_masses=b["_unknown_masses"])
         out.urdf_source = self.urdf_source
+        out.floating_joints = self.floating_joints
         return out.to(self.lower.device)
 
     def to_urdf(self, path) -> None:

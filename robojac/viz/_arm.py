@@ -41,7 +41,7 @@ def _rotation(quat: np.ndarray) -> np.ndarray:
 
 def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None, color: str | None = None,
              alpha: float = 1.0, label: str | None = None, show_frame_axes: bool = True, axis_length: float | None = None,
-             target=None, annotate: bool = False):
+             target=None, annotate: bool = False, center_of_mass: bool = False):
     """Draw the arm at configuration ``q`` (``(dof,)``) as a stick figure; returns ``ax``.
 
     Links are segments between parent and child frame origins, joints are dots, the base a
@@ -49,6 +49,10 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
     hands and feet) gets its x/y/z axes in red/green/blue.  ``view`` is ``"2d"`` (the xy
     plane), ``"3d"``, or ``"auto"`` (2d for a planar arm).  ``target`` (a point or pose
     ``[x, y, z, ...]``, or several as rows ``(K, 3|7)``) is drawn as a star each.
+    ``center_of_mass=True`` marks the chain's centre of mass (a black and white disc; in 3d with
+    a dotted drop to the height of the lowest frame, where a standing robot's feet are).  The
+    six joints of a floating base (:meth:`~robojac.kinematics.Chain.with_floating_base`) are
+    not drawn: the base's square is where the robot's own root is.
     """
     require("chain", chain, "kinematics", "Chain", "a robojac Chain")
     if view == "auto":
@@ -61,15 +65,30 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
     names = chain.frame_names
     pts = np.array([poses[n][:3] for n in names])
     dims = 2 if view == "2d" else 3
-    reach = float(np.ptp(pts, axis=0).max()) or 1.0
+    virtual = {i for i, j in enumerate(chain.tree.joint_of) if j is not None and j.name in chain.floating_joints}
+    base = max(virtual) if virtual else 0
+    drawn = pts[[i for i in range(len(pts)) if not virtual or (i not in virtual and i > 0) or i == base]]
+    reach = float(np.ptp(drawn, axis=0).max()) or 1.0
+    first = True
     for i, parent in enumerate(chain.tree.parent):
-        if parent < 0:
+        if parent < 0 or i in virtual:
             continue
         seg = pts[[parent, i], :dims].T
-        ax.plot(*seg, color=color, lw=3, alpha=alpha, solid_capstyle="round", label=label if i == 1 else None)
-    movable = [i for i, j in enumerate(chain.tree.joint_of) if j is not None and j.type.movable]
+        ax.plot(*seg, color=color, lw=3, alpha=alpha, solid_capstyle="round", label=label if first else None)
+        first = False
+    movable = [i for i, j in enumerate(chain.tree.joint_of) if j is not None and j.type.movable and i not in virtual]
     ax.scatter(*pts[movable, :dims].T, s=40, color="white", edgecolors=color, linewidths=2, zorder=3, alpha=alpha)
-    ax.scatter(*pts[:1, :dims].T, s=120, marker="s", color="#444444", zorder=3, alpha=alpha)
+    ax.scatter(*pts[base : base + 1, :dims].T, s=120, marker="s", color="#444444", zorder=3, alpha=alpha)
+    if center_of_mass:
+        with torch.no_grad():
+            c = chain.center_of_mass(torch.as_tensor(q, dtype=torch.float64, device=chain.lower.device)).cpu().numpy()
+        if dims == 3:
+            floor = drawn[:, 2].min()
+            ax.plot([c[0], c[0]], [c[1], c[1]], [c[2], floor], color="black", lw=1, ls=":", alpha=alpha)
+            ax.scatter(c[0], c[1], floor, marker="x", s=60, color="black", alpha=alpha, zorder=4)
+        ax.scatter(*c[:dims], s=160, color="white", edgecolors="black", linewidths=2, zorder=5, alpha=alpha,
+                   label="centre of mass")
+        ax.scatter(*c[:dims], s=30, color="black", zorder=6, alpha=alpha)
     if annotate:
         for i in movable:
             ax.text(*pts[i, :dims], f" {chain.tree.joint_of[i].name}", fontsize=7, alpha=alpha)
@@ -100,7 +119,7 @@ def plot_arm(chain, q, ax=None, *, view: str = "auto", frame: str | None = None,
         ax.set_xlabel("x [m]")
         ax.set_ylabel("y [m]")
         ax.set_zlabel("z [m]")
-        equal_3d(ax, pts)
+        equal_3d(ax, drawn)
     return ax
 
 
