@@ -1,11 +1,11 @@
-"""The centre of mass and its Jacobian, side by side with Pinocchio (and MuJoCo).
+"""The centre of mass and its Jacobian, side by side with Pinocchio.
 
 robojac's ``Chain.center_of_mass_and_jacobian`` on a batch of configurations against
-Pinocchio's ``centerOfMass`` + ``jacobianCenterOfMass`` and MuJoCo's ``mj_kinematics`` +
-``mj_comPos`` + ``mj_jacSubtreeCom``, each called per configuration from Python (as a
-batched user calls them), on TALOS (32 joints, 60 links, fixed at the pelvis) and the Panda;
-robojac in float64 and float32, Pinocchio in float64.  The answers are compared first (Pinocchio's with the root link's mass added back:
-its fixed-base ``centerOfMass`` leaves that link out).  Medians; ratios are robojac's time over
+Pinocchio's ``jacobianCenterOfMass`` (which computes the centre of mass too), called per
+configuration from Python (as a batched user calls it), on TALOS (32 joints, 60 links, fixed
+at the pelvis) and the Panda; robojac in float64 and float32, Pinocchio in float64.  The
+answers are compared first (Pinocchio's with the root link's mass added back: its fixed-base
+``centerOfMass`` leaves that link out).  Medians; ratios are robojac's time over
 the peer's (below 1: robojac is faster).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/center_of_mass.py [--batches 1 1000 100000]

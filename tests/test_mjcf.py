@@ -418,7 +418,8 @@ def test_the_urdf_command_converts_an_mjcf(tmp_path, capsys):
     pin = pytest.importorskip("pinocchio")
     path = data_path("robots/kuka_iiwa14.xml")
     assert main(["urdf", str(path), str(tmp_path / "iiwa.urdf")]) == 0
-    assert "lbr_iiwa: 7 joints" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "lbr_iiwa: 7 joints" in out and "17.5 kg in 7 links" in out
     model = pin.buildModelFromUrdf(str(tmp_path / "iiwa.urdf"))
     chain = Chain.from_mjcf(path)
     q = chain.random_configuration(1, generator=torch.Generator().manual_seed(4))
@@ -426,6 +427,9 @@ def test_the_urdf_command_converts_an_mjcf(tmp_path, capsys):
     pin.framesForwardKinematics(model, dat, q[0].numpy())
     T = chain.forward_kinematics_tensor(q, ["lbr_iiwa_link_7"])[0, 0]
     assert np.abs(dat.oMf[model.getFrameId("lbr_iiwa_link_7")].translation - T[:3].numpy()).max() < 1e-12
+    # the masses went with it: Pinocchio's centre of mass of the written file is MuJoCo's body masses'
+    c = pin.centerOfMass(model, dat, q[0].numpy())
+    assert np.abs(c - chain.center_of_mass(q[0]).numpy()).max() < 1e-12 and dat.mass[0] == pytest.approx(17.5)
     floating = tmp_path / "floating.xml"
     floating.write_text('<mujoco><worldbody><body name="base" pos="0 0 1"><freejoint/>'
                         '<body name="arm"><joint name="j" range="-1 1"/></body></body></worldbody></mujoco>')

@@ -8,7 +8,7 @@ import pathlib
 def add_parser(sub) -> None:
     p = sub.add_parser("urdf", help="write a robot description (URDF or MJCF) as a URDF, and list its joints",
                        description="Read a URDF or an MJCF (MuJoCo XML) model, kinematics only, and write it as a "
-                                   "URDF (joints, origins, axes, limits; no meshes).  With --root/--tip, the serial "
+                                   "URDF (joints, origins, axes, limits, each link's mass and centre of mass; no meshes).  With --root/--tip, the serial "
                                    "chain between them.")
     p.add_argument("model", type=pathlib.Path, help="robot description: a URDF, or an MJCF (MuJoCo XML) model")
     p.add_argument("out", type=pathlib.Path, help="the URDF to write")
@@ -23,5 +23,10 @@ def run(args) -> int:
 
     chain = load_chain(args.model, args.root, args.tip, args.free_joints)
     chain.to_urdf(args.out)
-    print(f"{chain.name}: {chain.dof} joints {chain.joint_names}, {len(chain.frame_names)} frames; wrote {args.out}")
+    if chain.unknown_masses:
+        mass = f"mass unknown: {list(chain.unknown_masses)} take theirs from their geoms in MuJoCo"
+    else:
+        mass = f"{chain.mass:.6g} kg in {len(chain.inertials)} links"
+    print(f"{chain.name}: {chain.dof} joints {chain.joint_names}, {len(chain.frame_names)} frames, {mass}; "
+          f"wrote {args.out}")
     return 0
