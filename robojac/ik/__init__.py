@@ -1,10 +1,12 @@
 """Inverse kinematics: ``solve(chain, target)`` (batched damped least squares with restarts and
 joint limits, on the solver engine for throughput and a numpy path for latency) and closed-form
-solvers for planar 2- and 3-link arms."""
+solvers for planar 2- and 3-link arms; whole-body tasks (frames at targets, the centre of mass
+over a point) as factors of the solver engine."""
 
 from ._io import read_targets
 from ._planar import planar_2link_ik, planar_3link_ik
 from ._solve import IKConfig, IKResult, solve
 from ._targets import pose_errors
+from ._tasks import CenterOfMassTask, FramesTask
 
-__all__ = ["IKConfig", "IKResult", "planar_2link_ik", "planar_3link_ik", "pose_errors", "read_targets", "solve"]
+__all__ = ["CenterOfMassTask", "FramesTask", "IKConfig", "IKResult", "planar_2link_ik", "planar_3link_ik", "pose_errors", "read_targets", "solve"]

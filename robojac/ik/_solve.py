@@ -501,7 +501,8 @@ def _held(chain: Chain, drive: np.ndarray | None, q0: np.ndarray | None,
     if q0 is not None:
         return off, q0[:, off]
     lo, hi, _ = _limits(chain, torch.float64, "cpu", True)  # in numpy: a lone target is latency-bound
-    middle = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), 0.0).clip(lo, hi)  # as _middle
+    with np.errstate(invalid="ignore"):  # -inf + inf, of an unlimited joint, is masked below
+        middle = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), 0.0).clip(lo, hi)  # as _middle
     return off, np.broadcast_to(middle[off], (B, len(off)))
 
 
