@@ -190,21 +190,63 @@ def test_mjcf_masses_follow_mujocos_compiler(compiler, device, tmp_path, monkeyp
     assert np.abs(chain.center_of_mass(q).cpu().numpy() - data.subtree_com[0]).max() < 1e-12
 
 
-def test_mjcf_masses_left_to_geoms_are_named_not_guessed(device):
-    xml = _GEOMS.format(compiler="", m1=3.0, lower='<geom type="sphere" size="0.1" pos="0 0 -0.3"/>')
+def test_mjcf_masses_from_geoms_equal_mujocos(device, tmp_path, monkeypatch):
+    """Bodies without <inertial> weigh their geoms: every primitive shape, by mass or density
+    (a default class's), placed by pos, fromto or inside a <frame>; a geom outside
+    inertiagrouprange weighs nothing."""
+    mujoco = pytest.importorskip("mujoco")
+    monkeypatch.chdir(tmp_path)
+    xml = ('<mujoco><compiler angle="radian" inertiagrouprange="0 3"/><default><geom density="800"/>'
+           '<default class="heavy"><geom density="3000" type="box" size="0.1 0.05 0.02"/></default></default>'
+           '<worldbody><geom type="plane" size="1 1 0.1"/>'
+           '<body name="a" pos="0 0 1"><joint name="j1" axis="0 1 0"/>'
+           '<geom type="capsule" size="0.05" fromto="0 0 0 0.1 0 -0.4"/>'
+           '<geom type="sphere" size="0.07" pos="0.02 0.03 -0.1" mass="2"/>'
+           '<frame pos="0.1 0 0" euler="0 0.5 0.3"><geom class="heavy" pos="0.05 0.02 0"/></frame>'
+           '<body name="b" pos="0 0 -0.4"><joint name="j2" axis="1 0 0"/>'
+           '<geom type="cylinder" size="0.04 0.1" pos="0 0.1 0"/>'
+           '<geom type="ellipsoid" size="0.04 0.05 0.06" pos="0 0 -0.2"/>'
+           '<geom type="ellipsoid" size="0.03" fromto="0 0 0 0.1 0.1 0.1"/>'
+           '<geom type="box" size="0.02" fromto="0 0 0 0 0.2 -0.2"/>'
+           '<geom type="sphere" size="0.3" group="4"/>'
+           '</body></body></worldbody></mujoco>')
+    chain = Chain.from_mjcf(xml).to(device)
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    assert chain.unknown_masses == ()
+    for k, body in enumerate(("a", "b"), start=1):
+        assert chain.inertials[body].mass == pytest.approx(float(model.body_mass[k]), rel=1e-13)
+        assert np.abs(np.array(chain.inertials[body].com) - model.body_ipos[k]).max() < 1e-13
+    q = torch.tensor([[0.3, -0.7], [-1.2, 2.0]], dtype=torch.float64, device=device)
+    c, J = chain.center_of_mass_and_jacobian(q)
+    for b in range(2):
+        data.qpos[:] = q[b].cpu().numpy()
+        mujoco.mj_forward(model, data)
+        ref = np.zeros((3, model.nv))
+        mujoco.mj_jacSubtreeCom(model, data, ref, 0)
+        assert np.abs(c[b].cpu().numpy() - data.subtree_com[0]).max() < 1e-12
+        assert np.abs(J[b].cpu().numpy() - ref).max() < 1e-12
+
+
+def test_mjcf_masses_this_reader_cannot_measure_are_named_not_guessed(device):
+    xml = _GEOMS.format(compiler="", m1=3.0, lower='<geom type="mesh" mesh="shin" pos="0 0 -0.3"/>')
     chain = Chain.from_mjcf(xml).to(device)
     assert chain.unknown_masses == ("lower",)
     q = torch.zeros(2, dtype=torch.float64, device=device)
     for call in (lambda: chain.mass, lambda: chain.center_of_mass(q), lambda: chain.center_of_mass_and_jacobian(q)):
-        with pytest.raises(ValueError, match=r"the masses of \['lower'\] are not known: MuJoCo takes them from"):
+        with pytest.raises(ValueError, match=r"the masses of \['lower'\] are not known: MuJoCo weighs their mesh"):
             call()
     everything = Chain.from_mjcf(xml.replace("<mujoco>", '<mujoco><compiler inertiafromgeom="true"/>'))
-    assert everything.unknown_masses == ("upper", "lower")
+    assert everything.unknown_masses == ("lower",)  # "upper"'s capsule is measured, its <inertial> set aside
+    assert everything.subchain(tip="upper").mass == pytest.approx(math.pi * 0.05**2 * (0.4 + 4 / 3 * 0.05) * 1000)
     arm = chain.subchain(tip="upper")  # the sub-chain above the body of unknown mass is whole
     assert arm.unknown_masses == () and arm.mass == 3.0
     bad = xml.replace('mass="3.0"', "")
     with pytest.raises(MjcfError, match=r"<mjcf string>:3: the <inertial> of body 'upper' has no mass"):
         Chain.from_mjcf(bad)
+    with pytest.raises(MjcfError, match=r"a capsule geom needs 2 sizes of at least 0, got size='0.05'"):
+        Chain.from_mjcf(xml.replace('<geom type="mesh" mesh="shin" pos="0 0 -0.3"/>',
+                                    '<geom type="capsule" size="0.05" pos="0 0 -0.3"/>'))
 
 
 def _zyx_quaternion(yaw, pitch, roll):

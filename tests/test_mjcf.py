@@ -104,12 +104,28 @@ class _RandomModel:
         name = f' name="b{self.n_bodies}"' if r.random() < 0.85 else ""
         cc = f' childclass="{r.choice(["arm", "wrist"])}"' if r.random() < 0.2 else ""
         inner = [self.joint() for _ in range(r.choice([0, 1, 1, 1, 2, 3]))]
-        inner.append('<geom size="0.05" mass="1"/>')
+        inner.append(self.geom())
         inner += [self.site() for _ in range(r.integers(0, 3))]
         if depth < 4:
             for _ in range(r.integers(0, 3)):
                 inner.append(self.placed(depth + 1))
         return f'<body{name}{cc} pos="{_fmt(r.normal(size=3))}"{self.orientation()}>{"".join(inner)}</body>'
+
+    def geom(self) -> str:
+        """A geom MuJoCo weighs: each primitive shape, placed by pos or fromto, by mass or density,
+        sometimes inside a <frame> (the body's mass and centre then come from its geoms)."""
+        r = self.rng
+        kind = r.choice(["sphere", "capsule", "cylinder", "ellipsoid", "box"])
+        size = r.uniform(0.02, 0.1, 3)
+        if kind in ("capsule", "cylinder", "box", "ellipsoid") and r.random() < 0.4:
+            place = f' fromto="{_fmt(r.normal(scale=0.2, size=6))}" size="{size[0]:.6g}"'
+        else:
+            place = f' pos="{_fmt(r.normal(scale=0.2, size=3))}" size="{_fmt(size)}"'
+        weight = f' mass="{r.uniform(0.1, 3):.6g}"' if r.random() < 0.5 else f' density="{r.uniform(200, 3000):.6g}"'
+        g = f'<geom type="{kind}"{place}{weight}/>'
+        if r.random() < 0.2:
+            return f'<frame pos="{_fmt(r.normal(size=3))}"{self.orientation()}>{g}</frame>'
+        return g
 
     def placed(self, depth: int) -> str:
         if self.rng.random() < 0.2:  # a <frame> around the body
@@ -151,7 +167,8 @@ def _frame_of(name: str, kind: str, index: int) -> str:
 
 
 def _compare(xml: str, chain: Chain, n_configurations: int = 4, seed: int = 0):
-    """Largest position and rotation differences between the chain's frames and MuJoCo's."""
+    """Largest position and rotation differences between the chain's frames and MuJoCo's, of the
+    sites' Jacobians, and of the centre of mass (MuJoCo's ``subtree_com`` of the world body)."""
     model = mujoco.MjModel.from_xml_string(xml)
     assert model.nq == chain.dof == model.nv
     assert chain.joint_names == [_frame_of(model.joint(i).name, "joint", i) for i in range(model.njnt)]
@@ -165,9 +182,13 @@ def _compare(xml: str, chain: Chain, n_configurations: int = 4, seed: int = 0):
     bodies = set(names[: model.nbody])
     names[model.nbody:] = [n if n not in bodies else f"{n}:site" for n in names[model.nbody:]]
     T = chain.forward_kinematics_tensor(q, names)
-    worst_t = worst_r = worst_j = 0.0
+    worst_t = worst_r = worst_j = worst_c = 0.0
+    centres = chain.center_of_mass(q) if model.body_mass.sum() > 0 and not chain.unknown_masses else None
     for b in range(n_configurations):
         body, site, data = _mujoco_poses(model, q[b].numpy())
+        if centres is not None:
+            mujoco.mj_comPos(model, data)
+            worst_c = max(worst_c, float(np.abs(centres[b].numpy() - data.subtree_com[0]).max()))
         ref = list(body.values()) + list(site.values())
         R = _matrices(T[b, :, 3:])
         for k, (p, Rm) in enumerate(ref):
@@ -178,7 +199,7 @@ def _compare(xml: str, chain: Chain, n_configurations: int = 4, seed: int = 0):
             mujoco.mj_jacSite(model, data, jacp, jacr, k)
             J = chain.jacobian(q[b], names[model.nbody + k]).numpy()
             worst_j = max(worst_j, float(np.abs(J - np.vstack((jacp, jacr))).max()))
-    return worst_t, worst_r, worst_j
+    return worst_t, worst_r, worst_j, worst_c
 
 
 def _matrices(quat: torch.Tensor) -> np.ndarray:
@@ -194,11 +215,13 @@ def _matrices(quat: torch.Tensor) -> np.ndarray:
 def test_random_models_pose_every_body_and_site_as_mujoco(seed):
     """Any model of bodies, frames, sites, hinges and slides (each orientation attribute, joint
     pos and ref, ranges in degrees or radians, default classes and childclass on bodies and
-    frames): every frame's pose and every site's Jacobian equal MuJoCo's."""
+    frames, geoms of every primitive shape): every frame's pose, every site's Jacobian and the
+    centre of mass equal MuJoCo's."""
     xml = _RandomModel(seed).xml()
     chain = Chain.from_mjcf(xml)
-    t, r, j = _compare(xml, chain, seed=seed)
-    assert t < 1e-9 and r < 1e-9 and j < 1e-9, (t, r, j, xml)
+    assert chain.mass == pytest.approx(float(mujoco.MjModel.from_xml_string(xml).body_mass.sum()), rel=1e-12)
+    t, r, j, c = _compare(xml, chain, seed=seed)
+    assert t < 1e-9 and r < 1e-9 and j < 1e-9 and c < 1e-9, (t, r, j, c, xml)
 
 
 def test_limits_and_joint_kinds_are_mujocos():
@@ -224,8 +247,8 @@ def test_the_iiwa_file_matches_mujoco_and_pinocchio():
     path = data_path("robots/kuka_iiwa14.xml")
     chain = Chain.from_mjcf(path)
     assert chain.dof == 7 and chain.tip == "lbr_iiwa_link_7"
-    t, r, _ = _compare(path.read_text(), chain, n_configurations=8)
-    assert t < 1e-12 and r < 1e-12
+    t, r, _, c = _compare(path.read_text(), chain, n_configurations=8)
+    assert t < 1e-12 and r < 1e-12 and c < 1e-12
     model = pin.buildModelFromMJCF(str(path))
     data = model.createData()
     q = chain.random_configuration(8, generator=torch.Generator().manual_seed(3))
@@ -293,7 +316,7 @@ def test_includes_are_read_relative_to_the_model(tmp_path):
     chain = Chain.from_mjcf(tmp_path / "robot.xml")
     assert chain.joint_names == ["j"] and chain.name == "r"
     model = mujoco.MjModel.from_xml_path(str(tmp_path / "robot.xml"))
-    t, r, _ = _compare(open(tmp_path / "robot.xml").read().replace(
+    t, r, _, _ = _compare(open(tmp_path / "robot.xml").read().replace(
         '<include file="defaults.xml"/>', '<compiler angle="radian"/>').replace(
         '<include file="parts/arm.xml"/>', (tmp_path / "parts" / "arm.xml").read_text()[8:-9]), chain)
     assert model.nq == 1 and t < 1e-12 and r < 1e-12

@@ -146,8 +146,8 @@ class Chain(nn.Module):
     @property
     def mass(self) -> float:
         """The total mass (kg) of the links this chain holds (0 if none has an :class:`Inertial`).
-        Raises ``ValueError`` while :attr:`unknown_masses` names bodies whose mass an MJCF left to
-        their geoms."""
+        Raises ``ValueError`` while :attr:`unknown_masses` names bodies whose mass an MJCF leaves
+        to geoms this reader does not measure (meshes, height fields, shells)."""
         return known_mass(self)
 
     def extra_repr(self) -> str:
@@ -648,8 +648,8 @@ class Chain(nn.Module):
 
         Every link with an :class:`Inertial` counts, the root link's too (Pinocchio's
         ``centerOfMass`` of a fixed-base model leaves the root link out).  Differentiable in
-        ``q``.  Raises ``ValueError`` for a chain with no mass, or whose MJCF left some bodies'
-        masses to their geoms (:attr:`unknown_masses`)."""
+        ``q``.  Raises ``ValueError`` for a chain with no mass, or whose MJCF leaves some bodies'
+        masses to geoms this reader does not measure (:attr:`unknown_masses`)."""
         return _in_pieces(self, q, center_of_mass)
 
     def center_of_mass_and_jacobian(self, q: Tensor) -> tuple[Tensor, Tensor]:

@@ -140,8 +140,9 @@ def _constants(chain, dtype, device) -> dict:
 def known_mass(chain) -> float:
     """The chain's total mass (kg), refused while some of it is unknown (:attr:`Chain.unknown_masses`)."""
     if chain.unknown_masses:
-        raise ValueError(f"the masses of {list(chain.unknown_masses)} are not known: MuJoCo takes them from their "
-                         "geoms (no <inertial>), which this reader does not measure; give those bodies an <inertial>")
+        raise ValueError(f"the masses of {list(chain.unknown_masses)} are not known: MuJoCo weighs their mesh, "
+                         "height-field or shell geoms (they have no <inertial>), which this reader does not measure; "
+                         "give those bodies an <inertial>")
     return float(chain.link_masses.sum())
 
 

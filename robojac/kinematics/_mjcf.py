@@ -2,12 +2,14 @@
 
 The reader needs no MuJoCo.  It takes the kinematics (bodies, hinge and slide joints, sites,
 frames, default classes, ``<include>`` and the ``<compiler>`` settings that change kinematics:
-``angle``, ``eulerseq``, ``autolimits``) and each body's mass and centre of mass from its
-``<inertial>`` (with ``<compiler settotalmass boundmass>``).  MuJoCo gives a body with geoms but
-no ``<inertial>`` (or every body, under ``inertiafromgeom="true"``) the mass of its geoms, which
-this reader does not measure: such bodies are listed in ``Chain.unknown_masses``, and the centre
-of mass is refused while there are any.  Geoms, actuators, tendons, equality constraints and
-assets are otherwise ignored.  Errors name the file and line.
+``angle``, ``eulerseq``, ``autolimits``) and each body's mass and centre of mass as MuJoCo's
+compiler makes them: from its ``<inertial>``, or, for a body without one (every body, under
+``inertiafromgeom="true"``), from its geoms: spheres, capsules, cylinders, ellipsoids and
+boxes, by ``mass`` or ``density`` times volume, within ``inertiagrouprange``; then
+``<compiler settotalmass boundmass>``.  Meshes, height fields and shells are not measured: a
+body that needs them is listed in ``Chain.unknown_masses``, and the centre of mass is refused
+while there are any.  Actuators, tendons, equality constraints and assets are ignored.  Errors
+name the file and line.
 
 How MuJoCo's bodies become a :class:`~robojac.kinematics.Chain`:
 
@@ -103,6 +105,7 @@ class _Compiler:
     def __init__(self, root: ET.Element, where: dict):
         self.degrees, self.eulerseq, self.autolimits = True, "xyz", True
         self.from_geoms, self.total_mass, self.bound_mass = "auto", -1.0, 0.0  # MuJoCo's defaults
+        self.group_range = (0, 5)
         for el in root.iter("compiler"):
             w = where[el]
             angle = el.get("angle", "degree" if self.degrees else "radian")
@@ -120,6 +123,8 @@ class _Compiler:
                                 "'false'")
             self.total_mass = number(el.get("settotalmass"), "settotalmass", self.total_mass, w, MjcfError)
             self.bound_mass = number(el.get("boundmass"), "boundmass", self.bound_mass, w, MjcfError)
+            self.group_range = tuple(int(v) for v in numbers(el.get("inertiagrouprange"), "inertiagrouprange", 2,
+                                                             self.group_range, w, MjcfError))
             if el.get("coordinate", "local") != "local":
                 raise MjcfError(f"{w}: <compiler coordinate={el.get('coordinate')!r}>: only 'local' coordinates "
                                 "exist (MuJoCo removed 'global' in 2.3.3)")
@@ -360,16 +365,22 @@ class _Builder:
         if frame != name:
             label = "offset" if frame != parent else "weld"
             self.add(Joint(f"{name}:{label}", JointType.FIXED, frame, name, pending), w)
-        self.mass_of(el, name)
+        self.mass_of(el, name, childclass)
         self.walk(el, name, _IDENTITY.clone(), childclass)
 
-    def mass_of(self, el: ET.Element, name: str) -> None:
-        """Body ``name``'s mass and centre of mass from its ``<inertial>``, or a note that MuJoCo
-        takes them from its geoms."""
+    def mass_of(self, el: ET.Element, name: str, childclass: str) -> None:
+        """Body ``name``'s mass and centre of mass, as MuJoCo's compiler makes them: from its
+        ``<inertial>``, or (with none, or under ``inertiafromgeom="true"``) from its geoms."""
         inertial = el.find("inertial")
-        if _has_geoms(el) and (self.compiler.from_geoms == "true" or
-                               (self.compiler.from_geoms == "auto" and inertial is None)):
-            self.unknown_masses.append(name)
+        from_geoms = self.compiler.from_geoms == "true" or (self.compiler.from_geoms == "auto" and inertial is None)
+        if from_geoms and _has_geoms(el):
+            found = self.geom_mass(el, _IDENTITY.clone(), childclass)
+            if found is None:
+                self.unknown_masses.append(name)
+                return
+            mass, moment = found
+            centre = (moment / mass).tolist() if mass > 0 else (0.0, 0.0, 0.0)
+            self.inertials[name] = Inertial(max(mass, self.compiler.bound_mass), centre)
             return
         if inertial is None:
             return  # massless (inertiafromgeom="false", or no geoms)
@@ -381,6 +392,46 @@ class _Builder:
         if mass < 0:
             raise MjcfError(f"{w}: body {name!r} has mass {mass}; expected at least 0 kg")
         self.inertials[name] = Inertial(max(mass, self.compiler.bound_mass), _vec(inertial.attrib, "pos", 3, None, w))
+
+    def geom_mass(self, el: ET.Element, placed: torch.Tensor, childclass: str):
+        """``(mass, first moment (3,))`` of the geoms of a body (or of a ``<frame>`` in it, placed at
+        ``placed`` in the body's frame), or ``None`` when one of them has a shape this reader does
+        not measure (a mesh, a height field, a shell).  A geom's mass is its ``mass``, or its
+        ``density`` (1000 by default) times its volume; its centre is its ``pos`` (a ``fromto``'s
+        midpoint).  Geoms outside ``<compiler inertiagrouprange>`` weigh nothing, as in MuJoCo."""
+        mass, moment = 0.0, torch.zeros(3, **_CPU64)
+        for child in el:
+            w = self.where[child]
+            if child.tag == "frame":
+                inner = lie.se3_compose(placed, _pose(child.attrib, self.compiler, w))
+                found = self.geom_mass(child, inner, child.get("childclass", childclass))
+                if found is None:
+                    return None
+                mass, moment = mass + found[0], moment + found[1]
+                continue
+            if child.tag != "geom":
+                continue
+            attrs = self.attrs(child, "geom", childclass)
+            group = int(number(attrs.get("group"), "group", 0.0, w, MjcfError))
+            lo, hi = self.compiler.group_range
+            if not lo <= group <= hi:
+                continue
+            if "mass" in attrs:
+                m = number(attrs["mass"], "mass", 0.0, w, MjcfError)
+            else:
+                volume = _volume(attrs, w)
+                if volume is None:
+                    return None
+                m = number(attrs.get("density"), "density", 1000.0, w, MjcfError) * volume
+            if m < 0:
+                raise MjcfError(f"{w}: a geom of mass {m}; expected at least 0 kg")
+            if "fromto" in attrs:
+                v = _vec(attrs, "fromto", 6, None, w)
+                centre = torch.tensor([0.5 * (a + b) for a, b in zip(v[:3], v[3:])], **_CPU64)
+            else:
+                centre = torch.tensor(_vec(attrs, "pos", 3, (0.0, 0.0, 0.0), w), **_CPU64)
+            mass, moment = mass + m, moment + m * lie.se3_act(placed, centre)
+        return mass, moment
 
     def masses(self) -> dict[str, Inertial]:
         """The bodies' inertials, scaled to ``<compiler settotalmass>`` where it is set (as MuJoCo does)."""
@@ -414,6 +465,35 @@ class _Builder:
         for el, name, pose, body in self.sites:
             frame = name if name not in self.frames else f"{name}:site"
             self.add(Joint(f"{name}:site", JointType.FIXED, body, frame, pose), self.where[el])
+
+
+def _volume(attrs: dict, where: str) -> float | None:
+    """A geom's volume from its ``type`` and ``size`` (half sizes; a ``fromto`` gives the half
+    length along its axis), as MuJoCo's compiler measures it; ``None`` for a mesh, a height
+    field, a plane or a shell (``shellinertia``), which this reader does not measure."""
+    kind = attrs.get("type", "sphere")
+    if kind not in ("sphere", "capsule", "cylinder", "ellipsoid", "box") or attrs.get("shellinertia") == "true":
+        return None
+    raw = attrs.get("size", "")
+    try:
+        size = [float(v) for v in raw.split()]
+    except ValueError:
+        raise MjcfError(f"{where}: size={raw!r} is not numbers") from None
+    if "fromto" in attrs:
+        v = _vec(attrs, "fromto", 6, None, where)
+        # the segment is the long axis; a box's or ellipsoid's two others are both size[0], as in MuJoCo
+        size = size[:1] * (1 if kind in ("sphere", "capsule", "cylinder") else 2) + [0.5 * math.dist(v[:3], v[3:])]
+    need = {"sphere": 1, "capsule": 2, "cylinder": 2}.get(kind, 3)
+    if len(size) < need or not all(math.isfinite(x) and x >= 0 for x in size[:need]):
+        raise MjcfError(f"{where}: a {kind} geom needs {need} sizes of at least 0, got size={raw!r}")
+    r = size[0]
+    if kind == "sphere":
+        return 4.0 / 3.0 * math.pi * r**3
+    if kind == "capsule":
+        return math.pi * r * r * 2 * size[1] + 4.0 / 3.0 * math.pi * r**3
+    if kind == "cylinder":
+        return math.pi * r * r * 2 * size[1]
+    return (4.0 / 3.0 * math.pi if kind == "ellipsoid" else 8.0) * r * size[1] * size[2]
 
 
 def _has_geoms(body: ET.Element) -> bool:
