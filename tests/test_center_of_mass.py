@@ -69,10 +69,10 @@ def _slider_arm(device):
     """A revolute, a prismatic and a mimic joint, with masses on the root, the middle and the tip."""
     eye = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
     joints = [
-        Joint("turn", JointType.REVOLUTE, "base", "a", torch.tensor([0.1, 0, 0.2, 0, 0, 0, 1.0], device="cpu"), (0, 0, 1),
-              JointLimits(-3, 3)),
-        Joint("slide", JointType.PRISMATIC, "a", "b", torch.tensor([0.3, 0, 0, 0, 0.3826834, 0, 0.9238795], device="cpu"),
-              (1, 0, 0), JointLimits(-0.5, 0.5)),
+        Joint("turn", JointType.REVOLUTE, "base", "a", torch.tensor([0.1, 0, 0.2, 0, 0, 0, 1.0], device="cpu"),
+              (0, 0, 1), JointLimits(-3, 3)),
+        Joint("slide", JointType.PRISMATIC, "a", "b",
+              torch.tensor([0.3, 0, 0, 0, 0.3826834, 0, 0.9238795], device="cpu"), (1, 0, 0), JointLimits(-0.5, 0.5)),
         Joint("follow", JointType.REVOLUTE, "b", "c", torch.tensor([0.2, 0.1, 0, *eye[3:]], device="cpu"), (0, 1, 0),
               JointLimits(-9, 9), mimic=Mimic("turn", -1.5, 0.2)),
     ]
@@ -287,7 +287,8 @@ def test_floating_base_equals_pinocchios_free_flyer(device):
 
 def test_floating_base_is_kept_by_copies_and_refuses_taken_names(device):
     chain = Chain.from_urdf(data_path("robots/panda.urdf")).with_floating_base("ground").to(device)
-    assert chain.floating_joints == tuple(chain.joint_names[:6]) and chain.frozen().floating_joints == chain.floating_joints
+    assert chain.floating_joints == tuple(chain.joint_names[:6])
+    assert chain.frozen().floating_joints == chain.floating_joints
     assert chain.subchain(tip="panda_hand").floating_joints == chain.floating_joints
     assert chain.subchain("panda_link0", "panda_hand").floating_joints == ()
     with pytest.raises(ValueError, match=r"this chain already has a floating base: \['floating_x', 'floating_y'"):

@@ -26,7 +26,8 @@ def test_closed_forms_equal_autodiff(talos, device):
     T = chain.forward_kinematics_tensor(chain.random_configuration(3, 2, generator=gen, device=device), FEET + HANDS)
     tasks = [(ik.FramesTask(chain, FEET + HANDS, position_only=[False, True, False, True], weights=[2.0, 1.0, 0.5, 3.0],
                             orientation_weight=0.3), T),
-             (ik.CenterOfMassTask(chain, "xz", weight=4.0), torch.randn(3, 2, 2, dtype=torch.float64, generator=gen).to(device))]
+             (ik.CenterOfMassTask(chain, "xz", weight=4.0),
+              torch.randn(3, 2, 2, dtype=torch.float64, generator=gen).to(device))]
     for task, data in tasks:
         r, (J,) = task.value_and_jacobians(Q, data)
         assert max_err(r, task(Q, data)) == 0.0

@@ -7,9 +7,9 @@ import pathlib
 
 def add_parser(sub) -> None:
     p = sub.add_parser("urdf", help="write a robot description (URDF or MJCF) as a URDF, and list its joints",
-                       description="Read a URDF or an MJCF (MuJoCo XML) model, kinematics only, and write it as a "
-                                   "URDF (joints, origins, axes, limits, each link's mass and centre of mass; no meshes).  With --root/--tip, the serial "
-                                   "chain between them.")
+                       description="Read a URDF or an MJCF (MuJoCo XML) model and write it as a URDF (joints, "
+                                   "origins, axes, limits, each link's mass and centre of mass; no meshes).  With "
+                                   "--root/--tip, the serial chain between them.")
     p.add_argument("model", type=pathlib.Path, help="robot description: a URDF, or an MJCF (MuJoCo XML) model")
     p.add_argument("out", type=pathlib.Path, help="the URDF to write")
     p.add_argument("--root", help="first frame of a serial sub-chain (default: the model's root)")

@@ -9,4 +9,5 @@ from ._solve import IKConfig, IKResult, solve
 from ._targets import pose_errors
 from ._tasks import CenterOfMassTask, FramesTask
 
-__all__ = ["CenterOfMassTask", "FramesTask", "IKConfig", "IKResult", "planar_2link_ik", "planar_3link_ik", "pose_errors", "read_targets", "solve"]
+__all__ = ["CenterOfMassTask", "FramesTask", "IKConfig", "IKResult", "planar_2link_ik", "planar_3link_ik",
+           "pose_errors", "read_targets", "solve"]

@@ -111,7 +111,8 @@ class CenterOfMassTask:
     def __init__(self, chain: Chain, axes: str = "xy", *, weight: float = 1.0):
         check_instance("chain", chain, Chain, "a robojac Chain")
         if not isinstance(axes, str) or not axes or any(a not in _AXES for a in axes) or len(set(axes)) != len(axes):
-            raise ValueError(f"CenterOfMassTask.axes: expected some of 'x', 'y', 'z', each once (as 'xy'), got {axes!r}")
+            raise ValueError(f"CenterOfMassTask.axes: expected some of 'x', 'y', 'z', each once (as 'xy'), "
+                             f"got {axes!r}")
         if not chain.mass > 0:  # (an MJCF's masses left to geoms are refused here, by name)
             raise ValueError(f"CenterOfMassTask.chain: chain {chain.name!r} has no mass: none of its links has an "
                              "Inertial")

@@ -28,7 +28,8 @@ from torch import Tensor
 from .. import lie
 from ._fk import FIXED, PRISMATIC, REVOLUTE, fold_columns
 
-__all__ = ["Inertial", "check_inertials", "known_mass", "mass_constants", "center_of_mass", "center_of_mass_and_jacobian"]
+__all__ = ["Inertial", "check_inertials", "known_mass", "mass_constants", "center_of_mass",
+           "center_of_mass_and_jacobian"]
 
 
 @dataclass(frozen=True)
