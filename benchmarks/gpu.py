@@ -2,8 +2,9 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
 
-Seven cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
-forward kinematics of the Panda at batch 1,000,000; IK of 10,000 Panda targets (the torch engine);
+Nine cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+forward kinematics of the Panda at batch 1,000,000; TALOS' centre of mass and its Jacobian at
+batch 100,000; IK of 10,000 Panda targets (the torch engine);
 IK of 1,000 sets of TALOS's hands and feet (several frames at once);
 100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
 the batched multifrontal Cholesky; example 27's Sim3 graph (KITTI 00 seen by a monocular
@@ -58,6 +59,18 @@ def fk(device, n):
     return [f"FK, Panda hand, batch {n:,} (float32)", f"{t_cpu * 1e3:.1f} ms", f"{t_gpu * 1e3:.2f} ms",
             f"{t_cpu / t_gpu:.1f}x",
             f"{n / t_gpu / 1e6:.1f} M configs/s on the GPU; max position difference from the CPU {err:.1e} m"]
+
+
+def center_of_mass(device, n):
+    talos = robojac.Chain.from_urdf(data.path("robots/talos_reduced.urdf"))
+    q = talos.random_configuration(n, generator=torch.Generator().manual_seed(0)).float()
+    gpu_chain, q_gpu = talos.to(device), q.to(device)
+    t_gpu, (c, J) = timed(lambda: gpu_chain.center_of_mass_and_jacobian(q_gpu), device)
+    t_cpu, (c_cpu, J_cpu) = timed(lambda: talos.cpu().center_of_mass_and_jacobian(q), torch.device("cpu"), repeat=3)
+    err = max(float((c.cpu() - c_cpu).abs().max()), float((J.cpu() - J_cpu).abs().max()))
+    return [f"centre of mass and its Jacobian, TALOS, batch {n:,} (float32)", f"{t_cpu * 1e3:.1f} ms",
+            f"{t_gpu * 1e3:.2f} ms", f"{t_cpu / t_gpu:.1f}x",
+            f"{n / t_gpu / 1e6:.2f} M configs/s on the GPU; max difference from the CPU {err:.1e}"]
 
 
 def ik_batch(device, n):
@@ -168,6 +181,7 @@ def main() -> None:
     print(f"# robojac GPU modes on {gpu_name}; {describe_machine()}", flush=True)
     cases = [
         lambda: fk(device, 10_000 if args.quick else 1_000_000),
+        lambda: center_of_mass(device, 10_000 if args.quick else 100_000),
         lambda: ik_batch(device, 500 if args.quick else 10_000),
         lambda: ik_frames(device, 50 if args.quick else 1_000),
         lambda: icp_batch(device, 10 if args.quick else 100),
