@@ -236,3 +236,25 @@ def test_a_humanoid_is_drawn_with_each_named_frames_axes_and_each_target():
     assert stars.shape == (3, 3) and np.abs(stars - (X[:, :3].numpy() + 0.01)).max() < 1e-12
     with pytest.raises(ValueError, match="frame: 'left_hand' is not a frame of the chain"):
         viz.plot_arm(talos, q, frame=["left_sole_link", "left_hand"])
+
+
+def test_a_floating_humanoid_is_drawn_without_its_six_joints_and_with_its_centre_of_mass():
+    """``plot_arm(center_of_mass=True)`` of a chain on a floating base: no segment of the six
+    virtual joints (the base's square where the pelvis is), the centre of mass where the chain
+    computes it, and its drop to the lowest frame."""
+    from robojac.data import path as data_path
+    from robojac.kinematics import Chain
+
+    talos = Chain.from_urdf(data_path("robots/talos_reduced.urdf")).with_floating_base()
+    q = talos.random_configuration(generator=torch.Generator().manual_seed(1))
+    ax = viz.plot_arm(talos, q, show_frame_axes=False, center_of_mass=True)
+    segments = [line for line in ax.lines if line.get_linestyle() == "-"]
+    assert len(segments) == len(talos.frame_names) - 1 - 6  # every link but the floating base's six
+    c = talos.center_of_mass(q).numpy()
+    discs = [np.asarray(s._offsets3d).T for s in ax.collections if s.get_label() == "centre of mass"]
+    assert len(discs) == 1 and np.abs(discs[0][0] - c).max() < 1e-12
+    base = np.asarray(ax.collections[1]._offsets3d).T[0]  # the square
+    assert np.abs(base - talos.forward_kinematics_tensor(q, ["base_link"])[0, :3].numpy()).max() < 1e-12
+    drop = [line.get_data_3d() for line in ax.lines if line.get_linestyle() == ":"]
+    lowest = talos.forward_kinematics_tensor(q)[7:, 2].min()  # frames 1-6 are the floating base's
+    assert len(drop) == 1 and abs(drop[0][2][1] - float(lowest)) < 1e-12
