@@ -108,7 +108,8 @@ def _layout(chain) -> dict:
         entry[1] = entry[1] + m * p
     bodies = sorted(held)
     mass = torch.tensor([held[g][0] for g in bodies], dtype=torch.float64, device="cpu")
-    local = torch.stack([held[g][1] / held[g][0] for g in bodies]) if bodies else torch.zeros(0, 3, dtype=torch.float64)
+    local = (torch.stack([held[g][1] / held[g][0] for g in bodies]) if bodies
+             else torch.zeros(0, 3, dtype=torch.float64, device="cpu"))
     joints = sorted({g for f in bodies for g in chain._path(f) if prog.kind[g] in (REVOLUTE, PRISMATIC)})
     row = {g: k for k, g in enumerate(joints)}
     below = torch.zeros(len(joints), len(bodies), dtype=torch.float64, device="cpu")
@@ -117,8 +118,8 @@ def _layout(chain) -> dict:
             if g in row:
                 below[row[g], i] = mass[i]
     found = dict(bodies=bodies, mass=mass, local=local, joints=joints, below=below, below_mass=below.sum(1),
-                 prismatic=torch.tensor([prog.kind[g] == PRISMATIC for g in joints], dtype=torch.bool),
-                 slots=torch.tensor([prog.slot[g] for g in joints], dtype=torch.long), tensors={})
+                 prismatic=torch.tensor([prog.kind[g] == PRISMATIC for g in joints], dtype=torch.bool, device="cpu"),
+                 slots=torch.tensor([prog.slot[g] for g in joints], dtype=torch.long, device="cpu"), tensors={})
     chain.__dict__["_mass_layout"] = found
     return found
 
