@@ -241,3 +241,36 @@ def test_cli_pgo_gnc_drops_the_wrong_edges(tmp_path, capsys):
     assert (tmp_path / "gnc.png").stat().st_size > 10_000
     assert main(["pgo", str(tmp_path / "wrong.g2o"), "--gnc", "tls", "--kernel", "cauchy"]) == 2
     assert "--gnc weighs the edges itself: leave --kernel (cauchy) out" in capsys.readouterr().err
+
+
+def test_gnc_gradients_equal_central_differences_of_the_whole_gnc():
+    """Truncated least squares settles on binary weights, a decision that a small change of a
+    measurement does not flip: the whole GNC's derivative is then the last weighted solve's.
+    d(poses)/d(measurements) through ``optimize_gnc`` against central differences of running all
+    of GNC again at +-h (the weights checked to be the same there), relative < 1e-5."""
+    from test_reliability import _small_graph
+
+    X, E, Z, info = _small_graph(40, 2, 0.02, seed=11)
+    loops = torch.tensor([[0, 20], [5, 30], [12, 36]], device="cpu")
+    Zl = lie.se3_compose(lie.se3_inverse(torch.as_tensor(X)[loops[:, 0]]), torch.as_tensor(X)[loops[:, 1]])
+    base, wrong = add_wrong_loop_closures(PoseGraph(X, torch.cat((E, loops)), torch.cat((Z, Zl)),
+                                                    torch.cat((info, info[:3])), dim=2), 4, seed=2)
+    Z0 = base.measurements.detach().clone()
+    config = GNCConfig(solver=PGOConfig(relative_tolerance=1e-14))  # the final polish to rounding
+
+    def run(measurements):
+        return optimize_gnc(PoseGraph(X, base.edges, measurements, base.information, dim=2), config)
+
+    live = Z0.clone().requires_grad_()
+    r = run(live)
+    assert r.converged and torch.equal(r.weights, r.weights.round()) and bool((~r.inliers[wrong]).all())
+    w = torch.randn(40, 4, generator=torch.Generator().manual_seed(3), **KW)
+    (r.poses.tensor()[:, :4] * w).sum().backward()
+    for at in [(3, 0), (20, 2), (41, 1), (base.num_edges - 5, 0)]:  # odometry, a loop closure, the last right one
+        h = 1e-6
+        d = torch.zeros_like(Z0)
+        d[at] = h
+        plus, minus = run(Z0 + d), run(Z0 - d)
+        assert torch.equal(plus.weights, r.weights.detach()) and torch.equal(minus.weights, r.weights.detach())
+        fd = float(((plus.poses.tensor()[:, :4] - minus.poses.tensor()[:, :4]) * w).sum()) / (2 * h)
+        assert abs(float(live.grad[at]) - fd) <= 1e-5 * max(abs(fd), 1e-2), (at, float(live.grad[at]), fd)

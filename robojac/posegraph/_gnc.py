@@ -5,8 +5,8 @@ fifth of a graph's loop closures wrong, Cauchy's and Geman-McClure's minima stay
 (Yang, Antonante, Tzoumas, Carlone, "Graduated Non-Convexity for Robust Spatial Perception",
 RA-L 2020) minimizes a truncated least squares (TLS) or Geman-McClure cost through a sequence of
 surrogates, from a convex one to the cost itself, each solved as weighted least squares (the
-engine, warm-started from the last answer) with the weights the surrogate's Black-Rangarajan
-duality gives at the last residuals.  For TLS, with ``s`` an edge's ``e^T Omega e``, ``c2`` its
+engine, from the plain solve's start) with the weights the surrogate's Black-Rangarajan duality
+gives at the last residuals.  For TLS, with ``s`` an edge's ``e^T Omega e``, ``c2`` its
 inlier threshold and ``mu`` the surrogate's parameter (growing by ``mu_step``):
 
 * ``w = 1`` for ``s <= mu / (mu + 1) c2``, ``w = 0`` for ``s >= (mu + 1) / mu c2``, and
@@ -223,7 +223,8 @@ def optimize_gnc(graph: PoseGraph, config: GNCConfig | None = None, *, known_inl
     prior is known, the plain optimum is the answer (``reason="all_known"``).
 
     Gradients (where the graph's data require grad) are the last weighted solve's, with the weights
-    held: each weight is a threshold decision, constant almost everywhere.  A disconnected graph
+    held: each weight is a threshold decision, constant almost everywhere (TLS's binary weights
+    are; the tests hold the gradient to central differences of the whole run).  A disconnected graph
     raises :class:`PoseGraphError`, as :func:`optimize` does.
     """
     config = config or GNCConfig()
