@@ -243,11 +243,8 @@ def test_cli_pgo_gnc_drops_the_wrong_edges(tmp_path, capsys):
     assert "--gnc weighs the edges itself: leave --kernel (cauchy) out" in capsys.readouterr().err
 
 
-def test_gnc_gradients_equal_central_differences_of_the_whole_gnc():
-    """Truncated least squares settles on binary weights, a decision that a small change of a
-    measurement does not flip: the whole GNC's derivative is then the last weighted solve's.
-    d(poses)/d(measurements) through ``optimize_gnc`` against central differences of running all
-    of GNC again at +-h (the weights checked to be the same there), relative < 1e-5."""
+def _small_graph_with_wrong_closures():
+    """A 40-pose 2D chain with 4 right loop closures and 4 wrong ones: ``(X, graph, wrong)``."""
     from test_reliability import _small_graph
 
     X, E, Z, info = _small_graph(40, 2, 0.02, seed=11)
@@ -255,6 +252,15 @@ def test_gnc_gradients_equal_central_differences_of_the_whole_gnc():
     Zl = lie.se3_compose(lie.se3_inverse(torch.as_tensor(X)[loops[:, 0]]), torch.as_tensor(X)[loops[:, 1]])
     base, wrong = add_wrong_loop_closures(PoseGraph(X, torch.cat((E, loops)), torch.cat((Z, Zl)),
                                                     torch.cat((info, info[:3])), dim=2), 4, seed=2)
+    return X, base, wrong
+
+
+def test_gnc_gradients_equal_central_differences_of_the_whole_gnc():
+    """Truncated least squares settles on binary weights, a decision that a small change of a
+    measurement does not flip: the whole GNC's derivative is then the last weighted solve's.
+    d(poses)/d(measurements) through ``optimize_gnc`` against central differences of running all
+    of GNC again at +-h (the weights checked to be the same there), relative < 1e-5."""
+    X, base, wrong = _small_graph_with_wrong_closures()
     Z0 = base.measurements.detach().clone()
     config = GNCConfig(solver=PGOConfig(relative_tolerance=1e-14))  # the final polish to rounding
 
@@ -274,3 +280,22 @@ def test_gnc_gradients_equal_central_differences_of_the_whole_gnc():
         assert torch.equal(plus.weights, r.weights.detach()) and torch.equal(minus.weights, r.weights.detach())
         fd = float(((plus.poses.tensor()[:, :4] - minus.poses.tensor()[:, :4]) * w).sum()) / (2 * h)
         assert abs(float(live.grad[at]) - fd) <= 1e-5 * max(abs(fd), 1e-2), (at, float(live.grad[at]), fd)
+
+
+def test_gnc_takes_mu_from_the_start_where_gauss_newton_is_thrown_off():
+    """Gauss-Newton's plain solve on a graph with wrong loop closures can end far above its start
+    (here 25-fold).  mu's start and the first weights then come from the start's residuals: from
+    wherever the plain solve ended, the edges GNC kept had depended on changes of 1e-6 in one
+    measurement (one run dropped every right loop closure)."""
+    X, base, wrong = _small_graph_with_wrong_closures()
+    config = GNCConfig(solver=PGOConfig(method="gn", relative_tolerance=1e-15), round_tolerance=1e-15)
+    plain = optimize(base, config.solver)
+    assert not plain.converged and plain.cost > 10 * plain.initial_cost
+    runs = []
+    for h in (0.0, 1e-6, -1e-6):
+        Z = base.measurements.detach().clone()
+        Z[3, 0] += h
+        runs.append(optimize_gnc(PoseGraph(X, base.edges, Z, base.information, dim=2), config))
+    for r in runs:
+        assert r.converged and torch.equal(~r.inliers, wrong)
+        assert r.history[0].mu == pytest.approx(runs[0].history[0].mu, rel=1e-6)
