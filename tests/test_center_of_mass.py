@@ -55,6 +55,12 @@ def test_iiwa_mjcf_equals_mujocos_subtree_com(device, tmp_path, monkeypatch):
     data = mujoco.MjData(model)
     assert chain.mass == pytest.approx(float(model.body_mass.sum()), rel=1e-14)
     q = chain.random_configuration(5, generator=torch.Generator().manual_seed(1), device=device)
+    _assert_mujocos(mujoco, model, data, chain, q)
+
+
+def _assert_mujocos(mujoco, model, data, chain, q):
+    """The chain's centre of mass and its Jacobian equal MuJoCo's ``subtree_com`` of the world body
+    and ``mj_jacSubtreeCom`` at every configuration of ``q (B, dof)``, to 1e-12."""
     c, J = chain.center_of_mass_and_jacobian(q)
     for b in range(q.shape[0]):
         data.qpos[:] = q[b].cpu().numpy()
@@ -184,10 +190,7 @@ def test_mjcf_masses_follow_mujocos_compiler(compiler, device, tmp_path, monkeyp
     model = mujoco.MjModel.from_xml_string(xml)
     data = mujoco.MjData(model)
     assert chain.mass == pytest.approx(float(model.body_mass.sum()), rel=1e-14)
-    q = torch.tensor([0.7, -1.2], dtype=torch.float64, device=device)
-    data.qpos[:] = q.cpu().numpy()
-    mujoco.mj_forward(model, data)
-    assert np.abs(chain.center_of_mass(q).cpu().numpy() - data.subtree_com[0]).max() < 1e-12
+    _assert_mujocos(mujoco, model, data, chain, torch.tensor([[0.7, -1.2]], dtype=torch.float64, device=device))
 
 
 def test_mjcf_masses_from_geoms_equal_mujocos(device, tmp_path, monkeypatch):
@@ -217,15 +220,8 @@ def test_mjcf_masses_from_geoms_equal_mujocos(device, tmp_path, monkeypatch):
     for k, body in enumerate(("a", "b"), start=1):
         assert chain.inertials[body].mass == pytest.approx(float(model.body_mass[k]), rel=1e-13)
         assert np.abs(np.array(chain.inertials[body].com) - model.body_ipos[k]).max() < 1e-13
-    q = torch.tensor([[0.3, -0.7], [-1.2, 2.0]], dtype=torch.float64, device=device)
-    c, J = chain.center_of_mass_and_jacobian(q)
-    for b in range(2):
-        data.qpos[:] = q[b].cpu().numpy()
-        mujoco.mj_forward(model, data)
-        ref = np.zeros((3, model.nv))
-        mujoco.mj_jacSubtreeCom(model, data, ref, 0)
-        assert np.abs(c[b].cpu().numpy() - data.subtree_com[0]).max() < 1e-12
-        assert np.abs(J[b].cpu().numpy() - ref).max() < 1e-12
+    _assert_mujocos(mujoco, model, data, chain, torch.tensor([[0.3, -0.7], [-1.2, 2.0]], dtype=torch.float64,
+                                                             device=device))
 
 
 def test_mjcf_masses_this_reader_cannot_measure_are_named_not_guessed(device):
