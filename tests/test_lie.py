@@ -409,7 +409,7 @@ _OPERAND_SHAPES = {
 }
 # the rest of lie's names: conversions and maps with their own checks (tested above), and helpers
 _NOT_PLAIN_OPS = {
-    "GroupSpec", "SE3_to_matrix", "as_SE3", "group_spec", "is_lie_group", "matrix_to_SE3", "raw_autograd",
+    "GroupSpec", "SE3_to_matrix", "as_SE3", "cross_rows", "group_spec", "is_lie_group", "matrix_to_SE3", "raw_autograd",
     "raw_autograd_enabled", "raw_from_tangent", "require_values", "retract_first_order", "se3_tensor",
     "tangent_from_raw", "tolerance", "unit_tolerance", "wrap_angle", "wrap_lie", "wxyz_to_xyzw", "xyzw_to_wxyz",
 }

@@ -15,12 +15,7 @@ import functools
 import torch
 from torch import Tensor
 
-
-def cross(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise cross product of ``(..., 3, N)`` arrays."""
-    a0, a1, a2 = a.unbind(-2)
-    b0, b1, b2 = b.unbind(-2)
-    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0), dim=-2)
+from ..lie import cross_rows
 
 
 def transform(R: Tensor, t: Tensor, P: Tensor) -> Tensor:
@@ -151,7 +146,7 @@ def gicp_system(q: Tensor, Mr: Tensor, M: Tensor, w: Tensor) -> tuple[Tensor, Te
 
 def plane_system(q: Tensor, n: Tensor, r: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """Point-to-plane: ``J = [n; q x n]`` per point (``r = n . (q - p)``)."""
-    J = torch.cat((n, cross(q, n)), dim=-2)  # (R, 6, N)
+    J = torch.cat((n, cross_rows(q, n)), dim=-2)  # (R, 6, N)
     Jw = J * w.unsqueeze(-2)
     return Jw @ J.transpose(-1, -2), (Jw * r.unsqueeze(-2)).sum(-1)
 
@@ -181,7 +176,7 @@ def normals(C: Tensor) -> Tensor:
     r0 = torch.stack((a00 - lam, a01, a02))
     r1 = torch.stack((a01, a11 - lam, a12))
     r2 = torch.stack((a02, a12, a22 - lam))
-    c0, c1, c2 = cross(r0, r1), cross(r0, r2), cross(r1, r2)
+    c0, c1, c2 = cross_rows(r0, r1), cross_rows(r0, r2), cross_rows(r1, r2)
     s0, s1, s2 = (c0 * c0).sum(0), (c1 * c1).sum(0), (c2 * c2).sum(0)
     use1 = (s1 > s0) & (s1 >= s2)  # the best-conditioned cross product, without argmax
     use2 = (s2 > s0) & (s2 > s1)

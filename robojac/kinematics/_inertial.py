@@ -143,8 +143,8 @@ def known_mass(chain) -> float:
     """The chain's total mass (kg), refused while some of it is unknown (:attr:`Chain.unknown_masses`)."""
     if chain.unknown_masses:
         raise ValueError(f"the masses of {list(chain.unknown_masses)} are not known: MuJoCo weighs their mesh, "
-                         "height-field or shell geoms (they have no <inertial>), which this reader does not measure; "
-                         "give those bodies an <inertial>")
+                         "height-field or shell geoms, which this reader does not measure; expected an <inertial> "
+                         "for each of those bodies (and inertiafromgeom other than 'true')")
     return float(chain.link_masses.sum())
 
 
@@ -156,13 +156,6 @@ def _total(chain) -> float:
     return M
 
 
-def _cross(a: Tensor, b: Tensor) -> Tensor:
-    """``a x b`` along dim 0 (``(3, ...)`` each, broadcast): rows of a structure-of-arrays batch."""
-    a0, a1, a2 = a.unbind(0)
-    b0, b1, b2 = b.unbind(0)
-    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0))
-
-
 def _rows(ev, frames: list[int], index: Tensor, rows: slice) -> Tensor:
     """``(F, len(rows), B)``: rows of the poses of ``frames`` from the pass ``ev``."""
     if ev.plan is not None:
@@ -170,44 +163,40 @@ def _rows(ev, frames: list[int], index: Tensor, rows: slice) -> Tensor:
     return torch.stack([ev.pose(f)[rows] for f in frames])
 
 
-def _centres(chain, ev, K: dict) -> Tensor:
-    """``(3, L, B)``: each body's centre of mass in the root frame, ``t + R(q) l``, from the pass
-    ``ev``.  ``R(q) l`` is a quadratic form in the quaternion: ``W_l vec(q q^T)``
-    (:func:`~robojac.lie.quat_rotation_form`), one batched product for every body."""
-    X = _rows(ev, _layout(chain)["bodies"], K["body_index"], slice(0, 7))  # (L, 7, B)
-    q = X[:, 3:]
-    qq = (q.unsqueeze(2) * q.unsqueeze(1)).flatten(1, 2)  # (L, 16, B)
-    return torch.baddbmm(X[:, :3], K["rotation_form"], qq).transpose(0, 1)
+def _pass(chain, q: Tensor, axes: bool):
+    """``(M, constants, pass, centres (L, 3, B), centre of mass (..., 3))``: one kinematics pass
+    over the bodies (with the joint axes above them when ``axes``).  Each body's centre is
+    ``t + R(q) l``, where ``R(q) l`` is a quadratic form in the quaternion, ``W_l vec(q q^T)``
+    (:func:`~robojac.lie.quat_rotation_form`): one batched product for every body."""
+    M = _total(chain)
+    K = _constants(chain, q.dtype, q.device)
+    bodies = _layout(chain)["bodies"]
+    ev = chain._evaluate(q, bodies, [], axes=bodies if axes else ())
+    X = _rows(ev, bodies, K["body_index"], slice(0, 7))  # (L, 7, B)
+    quat = X[:, 3:]
+    c = torch.baddbmm(X[:, :3], K["rotation_form"], (quat.unsqueeze(2) * quat.unsqueeze(1)).flatten(1, 2))
+    com = torch.einsum("l,lcb->bc", K["mass"], c) / M
+    return M, K, ev, c, com.reshape(ev.batch + (3,))
 
 
 def center_of_mass(chain, q: Tensor) -> Tensor:
     """``(..., 3)``: the chain's centre of mass in the root frame for configurations ``q``."""
-    M = _total(chain)
-    K = _constants(chain, q.dtype, q.device)
-    ev = chain._evaluate(q, _layout(chain)["bodies"], [])
-    c = _centres(chain, ev, K)
-    com = torch.einsum("l,clb->bc", K["mass"], c) / M
-    return com.reshape(ev.batch + (3,))
+    return _pass(chain, q, axes=False)[4]
 
 
 def center_of_mass_and_jacobian(chain, q: Tensor) -> tuple[Tensor, Tensor]:
     """``(c (..., 3), J (..., 3, dof))``: the centre of mass and its Jacobian ``dc/dq`` from one pass."""
-    M = _total(chain)
-    layout = _layout(chain)
-    K = _constants(chain, q.dtype, q.device)
-    bodies, joints = layout["bodies"], layout["joints"]
-    ev = chain._evaluate(q, bodies, [], axes=bodies)
-    c = _centres(chain, ev, K)  # (3, L, B)
-    com = (torch.einsum("l,clb->bc", K["mass"], c) / M).reshape(ev.batch + (3,))
+    M, K, ev, c, com = _pass(chain, q, axes=True)
+    joints = _layout(chain)["joints"]
     if not joints:
         return com, c.new_zeros(ev.batch + (3, chain.dof))
     if ev.plan is not None:
-        Z = ev.plan.Z.index_select(1, K["slots"])  # (3, n, B)
+        Z = ev.plan.Z.index_select(1, K["slots"]).transpose(0, 1)  # (n, 3, B)
     else:
-        Z = torch.stack([ev.axis(g) for g in joints], 1)
-    P = _rows(ev, joints, K["joint_index"], slice(0, 3)).transpose(0, 1)  # (3, n, B)
-    Mg = K["below_mass"][:, None]
-    W = torch.matmul(K["below"], c)  # (3, n, B): the sum of m_i c_i below each joint
-    cols = torch.where(K["prismatic"][:, None], Mg * Z, _cross(Z, W - Mg * P)) / M
-    J = fold_columns(chain._consts(q.dtype, q.device), cols.permute(2, 0, 1), K["slots"], chain.dof)  # (B, 3, dof)
+        Z = torch.stack([ev.axis(g) for g in joints])
+    P = _rows(ev, joints, K["joint_index"], slice(0, 3))  # (n, 3, B)
+    Mg = K["below_mass"][:, None, None]
+    W = torch.matmul(K["below"], c.flatten(1)).unflatten(1, c.shape[1:])  # (n, 3, B): sum of m_i c_i below
+    cols = torch.where(K["prismatic"][:, None, None], Mg * Z, lie.cross_rows(Z, W - Mg * P)) / M
+    J = fold_columns(chain._consts(q.dtype, q.device), cols.permute(2, 1, 0), K["slots"], chain.dof)  # (B, 3, dof)
     return com, J.reshape(ev.batch + (3, chain.dof))

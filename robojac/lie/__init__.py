@@ -17,6 +17,7 @@ from ._convert import (
     xyzw_to_wxyz,
 )
 from ._ops import (
+    cross_rows,
     matrix_to_quat,
     matrix_to_se3,
     quat_conj,
@@ -66,6 +67,7 @@ from ._raw_autograd import raw_autograd, raw_autograd_enabled
 from ._tangent import GroupSpec, group_spec, is_lie_group, raw_from_tangent, retract_first_order, skew, tangent_from_raw
 
 __all__ = [
+    "cross_rows",
     "GroupSpec",
     "SE3_to_matrix",
     "as_SE3",
