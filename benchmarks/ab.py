@@ -226,6 +226,23 @@ def case_kinematics(calls: int) -> dict:
     return out
 
 
+def case_center_of_mass(calls: int) -> dict:
+    import torch
+
+    from robojac import Chain, data
+
+    out = {}
+    for robot in ("talos_reduced", "panda"):  # benchmarks/center_of_mass.py's
+        chain = Chain.from_urdf(data.path(f"robots/{robot}.urdf"))
+        for dtype in (torch.float32, torch.float64):
+            for B in (1000, 100000):
+                q = chain.random_configuration(B, generator=torch.Generator().manual_seed(0)).to(dtype)
+                t, (c, J) = _timed(lambda: chain.center_of_mass_and_jacobian(q), calls * (1 if B == 100000 else 10))
+                out[f"{robot}, {B:,} configurations, {str(dtype)[6:]}"] = [
+                    t, f"norms {float(c.double().norm()):.7g} {float(J.double().norm()):.7g}"]
+    return out
+
+
 def case_trajectory(calls: int) -> dict:
     from robojac import data
     from robojac.posegraph import initialize, optimize, read_g2o
@@ -248,7 +265,7 @@ def case_trajectory(calls: int) -> dict:
 
 CASES = {"posegraph": case_posegraph, "ik": case_ik, "calibration": case_calibration, "odometry": case_odometry,
          "icp": case_icp, "jacobian": case_jacobian, "covariances": case_covariances, "kinematics": case_kinematics,
-         "trajectory": case_trajectory, "multifrontal": case_multifrontal}
+         "trajectory": case_trajectory, "multifrontal": case_multifrontal, "center_of_mass": case_center_of_mass}
 
 
 def run_in(tree: pathlib.Path, case: str, calls: int) -> dict:
