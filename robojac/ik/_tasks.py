@@ -1,5 +1,5 @@
 """Tasks of whole-body IK as factors of the solver engine: frames at targets, the centre of mass
-over a point.  ``solve`` places frames; these let a problem hold more (a humanoid's balance, a
+over a point, shapes clear of obstacles and of each other.  ``solve`` places frames; these let a problem hold more (a humanoid's balance, a
 gaze, several configurations of one trajectory) on :func:`robojac.optim.solve`, each with its
 Jacobian in closed form from the chain's.
 
@@ -15,11 +15,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .. import lie
 from .._config import check_instance
+from ..collision import Obstacles, RobotCollision, capsule_capsule
 from ..kinematics import Chain
 from ._frames import FramesResidual
 
-__all__ = ["CenterOfMassTask", "FramesTask"]
+__all__ = ["CenterOfMassTask", "CollisionTask", "FramesTask"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
 
@@ -43,6 +45,17 @@ def _data(owner: str, name: str, value: Tensor, Q: Tensor, tail: tuple[int, ...]
         raise ValueError(f"{owner}: expected {name} {tuple(Q.shape[:2]) + tail} (the configurations' (B, F) "
                          f"first), got {got}")
     return value
+
+
+def _below(chain: Chain, joint: str) -> set[str]:
+    """The links a joint moves (its child and everything under it)."""
+    tree = chain.tree
+    start = next(f for f, j in enumerate(tree.joint_of) if j is not None and j.name == joint)
+    out = {start}
+    for f in range(start + 1, len(tree.frames)):  # parents come before children
+        if tree.parent[f] in out:
+            out.add(f)
+    return {tree.frames[f] for f in out}
 
 
 class FramesTask:
@@ -129,3 +142,97 @@ class CenterOfMassTask:
         c = _data("CenterOfMassTask", "points c", c, Q, (len(self.axes),))
         com, J = self.chain.center_of_mass_and_jacobian(Q)
         return self.weight * (com[..., self._rows] - c), (self.weight * J[..., self._rows, :],)
+
+
+class CollisionTask:
+    """A robot's shapes clear of obstacles and of each other: ``Q (B, F, dof) -> (B, F, M)``,
+    ``w max(0, margin - d)`` for each signed distance ``d`` of
+    :meth:`~robojac.collision.RobotCollision.distances` (each shape that a joint moves to each
+    obstacle, when ``obstacles`` are given: a base on the floor is no task) and of :meth:`~robojac.collision.RobotCollision.self_distances`
+    (when ``self_collision``).  A pair farther apart than ``margin`` costs nothing and pulls on
+    nothing; a closer one is pushed apart along the line of its closest points.  Its Jacobian
+    comes from the links' geometric Jacobians (:meth:`value_and_jacobians`).  Use it as
+    ``optim.Factor(CollisionTask(model, obstacles), [q])``.
+
+    A least-squares cost is soft: beside a frame task that pulls into an obstacle, the answer
+    stops where the two balance, a little inside ``margin`` (more so for a small ``weight``).
+    It declares no ``satisfied``: clear of everything is not done while other tasks are not."""
+
+    def __init__(self, model: RobotCollision, obstacles: Obstacles | None = None, *, margin: float = 0.02,
+                 self_collision: bool = True, weight: float = 1.0):
+        check_instance("model", model, RobotCollision, "a robojac.collision.RobotCollision")
+        if obstacles is not None:
+            check_instance("obstacles", obstacles, Obstacles, "robojac.collision.Obstacles or None")
+        if not isinstance(self_collision, bool):
+            raise TypeError(f"CollisionTask.self_collision: expected a bool, got {self_collision!r}")
+        if obstacles is None and not (self_collision and len(model.pairs)):
+            raise ValueError("CollisionTask: nothing to keep apart: no obstacles and no self-collision pairs")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+            raise ValueError(f"CollisionTask.margin: expected a finite number >= 0 (m), got {margin!r}")
+        self.model, self.obstacles, self.self_collision = model, obstacles, self_collision and len(model.pairs) > 0
+        self.margin, self.weight = float(margin), _weight("CollisionTask", "weight", weight)
+        self.chain = model.chain
+        moving = {f for j in self.chain.joint_names for f in _below(self.chain, j)}
+        self._moving = torch.tensor([k for k, link in enumerate(model.links) if link in moving], dtype=torch.long,
+                                    device="cpu")  # shapes some joint moves: the others' distances are constants
+        if obstacles is not None and not len(self._moving) and not self.self_collision:
+            raise ValueError("CollisionTask: no joint moves any of the model's shapes")
+
+    def distances(self, Q: Tensor) -> Tensor:
+        """The signed distances ``(B, F, M)`` the residual reads: to the obstacles (shape by shape),
+        then the self-collision pairs."""
+        Q = _configurations("CollisionTask", self.chain, Q)
+        a, b, r = self.model.shapes_in_world(Q)
+        parts = []
+        if self.obstacles is not None and len(self._moving):
+            m = self._moving.to(Q.device)
+            parts.append(self.obstacles.distances(a[..., m, :], b[..., m, :], r[m]).flatten(-2))
+        if self.self_collision:
+            parts.append(self.model.pair_distances(a, b, r))
+        return torch.cat(parts, -1)
+
+    def __call__(self, Q: Tensor) -> Tensor:
+        return self.weight * (self.margin - self.distances(Q)).clamp(min=0)
+
+    def value_and_jacobians(self, Q: Tensor) -> tuple[Tensor, tuple[Tensor]]:
+        """The residual and its Jacobian ``(B, F, M, dof)``: each distance's derivative in its
+        capsules' ends (a small backward through the distance alone), times the ends' Jacobians
+        ``J_v - [p - o]x J_w`` from the links' geometric Jacobians (one kinematics pass)."""
+        Q = _configurations("CollisionTask", self.chain, Q)
+        B, F, n = Q.shape
+        model, dev = self.model, Q.device
+        X, J = self.chain.poses_and_jacobians(Q.reshape(B * F, n).detach(), list(model.carriers))
+        c = model.carrier.to(dev)
+        X, J = X[:, c], J[:, c]  # (N, G, 7), (N, G, 6, n)
+        seg = model.segments.to(dtype=Q.dtype, device=dev)
+        r = model.radii.to(dtype=Q.dtype, device=dev)
+        a, b = lie.se3_act(X, seg[:, 0]), lie.se3_act(X, seg[:, 1])
+        Jv, Jw = J[..., :3, :], J[..., 3:, :]
+        Ja = Jv - lie.skew(a - X[..., :3]) @ Jw  # a point fixed on the link: v + w x (p - o)
+        Jb = Jv - lie.skew(b - X[..., :3]) @ Jw
+        values, rows = [], []
+        with torch.enable_grad():
+            if self.obstacles is not None and len(self._moving):
+                m = self._moving.to(dev)
+                O = len(self.obstacles)
+                A = a[:, m, None, :].expand(-1, -1, O, -1).clone().requires_grad_()
+                Bv = b[:, m, None, :].expand(-1, -1, O, -1).clone().requires_grad_()
+                d = self.obstacles.grouped_distances(A, Bv, r[m, None])
+                gA, gB = torch.autograd.grad(d.sum(), (A, Bv))
+                order = self.obstacles.order.to(dev)
+                d, gA, gB = d[..., order], gA[:, :, order], gB[:, :, order]
+                values.append(d.flatten(1))
+                rows.append((gA[..., None, :] @ Ja[:, m, None] + gB[..., None, :] @ Jb[:, m, None]).flatten(1, 3))
+            if self.self_collision:
+                i, j = (model.pairs[:, k].to(dev) for k in (0, 1))
+                ends = [x.clone().requires_grad_() for x in (a[:, i], b[:, i], a[:, j], b[:, j])]
+                d = capsule_capsule(ends[0], ends[1], r[i], ends[2], ends[3], r[j])
+                g = torch.autograd.grad(d.sum(), ends)
+                values.append(d)
+                rows.append((g[0][..., None, :] @ Ja[:, i] + g[1][..., None, :] @ Jb[:, i]
+                             + g[2][..., None, :] @ Ja[:, j] + g[3][..., None, :] @ Jb[:, j])[..., 0, :])
+        d, Jd = torch.cat(values, 1), torch.cat(rows, 1)  # (N, M), (N, M, n)
+        gap = self.margin - d
+        res = self.weight * gap.clamp(min=0)
+        Jr = torch.where((gap > 0)[..., None], -self.weight * Jd, torch.zeros_like(Jd))
+        return res.reshape(B, F, -1), (Jr.reshape(B, F, -1, n),)

@@ -1,0 +1,287 @@
+"""Collision geometry: signed distances against coal (Pinocchio's collision library) and against
+brute force, their gradients against central differences, a robot's shapes against Pinocchio's
+kinematics with coal, and the collision task on the solver engine."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robojac import data, ik, optim
+from robojac.collision import (Box, Capsule, HalfSpace, Obstacles, RobotCollision, Sphere, capsule_box,
+                               capsule_capsule, capsule_halfspace, point_box)
+from robojac.kinematics import Chain
+
+from helpers import pinocchio_configuration
+
+F64 = dict(dtype=torch.float64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def panda():
+    return Chain.from_urdf(data.path("robots/panda.urdf"))
+
+
+def _random_capsules(rng, n, spread=0.3):
+    """Segments of every kind: general, parallel, point-like, crossing."""
+    out = []
+    for k in range(n):
+        a1, b1, a2, b2 = rng.normal(size=(4, 3)) * spread
+        if k % 5 == 0:
+            b2 = a2 + (b1 - a1) * rng.uniform(-2, 2)  # parallel
+        if k % 7 == 0:
+            b1 = a1.copy()  # a sphere
+        if k % 11 == 0:
+            b2 = a2.copy()
+        r1, r2 = rng.uniform(0.01, 0.2, 2)
+        out.append((a1, b1, r1, a2, b2, r2))
+    return out
+
+
+def _t(x):
+    return torch.as_tensor(np.asarray(x), **F64)
+
+
+def _brute(a1, b1, r1, a2, b2, r2, n=401):
+    s = np.linspace(0, 1, n)[:, None]
+    p1, p2 = a1 + s * (b1 - a1), a2 + s * (b2 - a2)
+    return np.sqrt(((p1[:, None] - p2[None]) ** 2).sum(-1)).min() - r1 - r2
+
+
+def test_capsule_distances_equal_brute_force_on_a_fine_grid():
+    rng = np.random.default_rng(0)
+    cases = _random_capsules(rng, 300)
+    d = capsule_capsule(*(_t(np.stack([c[k] for c in cases])) for k in range(6)))
+    ref = np.array([_brute(*c) for c in cases])
+    # the grid's points lie at most half a step (1/800 of a segment) from the closest ones
+    assert np.abs(d.numpy() - ref).max() < 2e-3
+    assert (d.numpy() <= ref + 1e-12).all()  # the exact minimum is never above a sampled one
+
+
+def test_capsule_distances_equal_coal_apart_and_overlapping():
+    coal = pytest.importorskip("coal")
+    rng = np.random.default_rng(1)
+    worst, overlapping = 0.0, 0
+    for spread in (0.3, 0.08):
+        for a1, b1, r1, a2, b2, r2 in _random_capsules(rng, 300, spread):
+            g1, T1 = _coal_capsule(coal, a1, b1, r1)
+            g2, T2 = _coal_capsule(coal, a2, b2, r2)
+            ref = coal.distance(g1, T1, g2, T2, coal.DistanceRequest(), coal.DistanceResult())
+            overlapping += ref < 0
+            worst = max(worst, abs(float(capsule_capsule(*map(_t, (a1, b1, r1, a2, b2, r2)))) - ref))
+    assert overlapping > 200
+    assert worst < 1e-12
+
+
+def _coal_capsule(coal, a, b, r):
+    d = b - a
+    L = float(np.linalg.norm(d))
+    z = d / L if L > 0 else np.array([0.0, 0.0, 1.0])
+    x = np.cross(z, [1.0, 0.0, 0.0])
+    if np.linalg.norm(x) < 1e-6:
+        x = np.cross(z, [0.0, 1.0, 0.0])
+    x /= np.linalg.norm(x)
+    return coal.Capsule(r, L), coal.Transform3s(np.stack([x, np.cross(z, x), z], 1), (a + b) / 2)
+
+
+def _random_box(rng, spread):
+    quat = rng.normal(size=4)
+    return _t(np.concatenate((rng.normal(size=3) * spread, quat / np.linalg.norm(quat)))), _t(rng.uniform(0.05, 0.3, 3))
+
+
+def test_capsule_to_box_and_half_space_equal_coal():
+    coal = pytest.importorskip("coal")
+    import pypose as pp
+    rng = np.random.default_rng(2)
+    cases, ref_box, ref_plane = [], [], []
+    for k in range(600):
+        spread = 0.4 if k % 2 else 0.1
+        a, b = rng.normal(size=(2, 3)) * spread
+        r = rng.uniform(0.01, 0.15)
+        X, h = _random_box(rng, 0.2)
+        n = rng.normal(size=3)
+        n /= np.linalg.norm(n)
+        o = rng.normal() * 0.2
+        g, T = _coal_capsule(coal, a, b, r)
+        M = pp.SE3(X).matrix().numpy()
+        ref_box.append(coal.distance(g, T, coal.Box(*(2 * h.numpy())), coal.Transform3s(M[:3, :3], M[:3, 3]),
+                                     coal.DistanceRequest(), coal.DistanceResult()))
+        ref_plane.append(coal.distance(g, T, coal.Halfspace(n, o), coal.Transform3s(), coal.DistanceRequest(),
+                                       coal.DistanceResult()))
+        cases.append((_t(a), _t(b), _t(r), X, h, _t(n), _t(o)))
+    a, b, r, X, h, n, o = (torch.stack(c) for c in zip(*cases))
+    ref_box, ref_plane = np.array(ref_box), np.array(ref_plane)
+    assert (ref_box < -r.numpy()).sum() > 50  # segments that enter their box: the separating-axis depth
+    assert np.abs(capsule_box(a, b, r, X, h).numpy() - ref_box).max() < 1e-9
+    assert np.abs(capsule_halfspace(a, b, r, n, o).numpy() - ref_plane).max() < 1e-12
+
+
+def test_distance_gradients_equal_central_differences():
+    rng = np.random.default_rng(3)
+    checked = 0
+    cases = _random_capsules(rng, 40, 0.2) + _random_capsules(rng, 40, 0.05)
+    for k, case in enumerate(cases):
+        a1, b1, r1, a2, b2, r2 = (_t(x) for x in case)
+        X, h = _random_box(rng, 0.1 if k % 3 else 0.02)
+        n = _t(rng.normal(size=3))
+        n = n / n.norm()
+        for f in (lambda a, b: capsule_capsule(a, b, r1, a2, b2, r2),
+                  lambda a, b: capsule_box(a, b, r1, X, h),
+                  lambda a, b: capsule_halfspace(a, b, r1, n, _t(0.1))):
+            x = torch.cat((a1, b1)).requires_grad_()
+            d = f(x[:3], x[3:])
+            if abs(float(d.detach()) + r1 + r2) < 1e-3 or (b1 - a1).norm() < 1e-9 or k % 40 % 5 == 0:
+                continue  # crossing centre lines, a sphere's two equal ends, parallel segments: a kink
+            (g,) = torch.autograd.grad(d, x)
+            step = 1e-6 * torch.eye(6, **F64)
+            x = x.detach()
+            fd = (f((x + step)[:, :3], (x + step)[:, 3:]) - f((x - step)[:, :3], (x - step)[:, 3:])) / 2e-6
+            assert (g - fd).abs().max() < 1e-6, (k, g, fd)
+            checked += 1
+    assert checked > 150
+
+
+def test_point_box_is_the_distance_to_the_box_surface():
+    h = _t([0.1, 0.2, 0.3])
+    X = _t([1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0])
+    p = _t([[1.0, 2.0, 3.0], [1.5, 2.0, 3.0], [1.3, 2.5, 3.0], [1.05, 2.0, 3.0]])
+    assert torch.allclose(point_box(p, X, h), _t([-0.1, 0.4, math.hypot(0.2, 0.3), -0.05]), atol=1e-15)
+
+
+def test_shapes_and_obstacles_refuse_bad_input_by_name(panda):
+    with pytest.raises(ValueError, match="Sphere.radius"):
+        Sphere(-1.0)
+    with pytest.raises(ValueError, match="Capsule.a"):
+        Capsule(0.1, (0, 0, math.nan), (0, 0, 1))
+    with pytest.raises(ValueError, match="Box.half_extents"):
+        Box((0.1, 0.0, 0.1))
+    with pytest.raises(ValueError, match="Box.pose"):
+        Box((0.1, 0.1, 0.1), (0, 0, 0, 0, 0, 0, 2))
+    with pytest.raises(ValueError, match="HalfSpace.normal"):
+        HalfSpace((0, 0, 0))
+    with pytest.raises(ValueError, match="no link of chain"):
+        RobotCollision(panda, {"hand": Sphere(0.1)})
+    with pytest.raises(TypeError, match=r"shapes\['panda_hand'\]\[1\]"):
+        RobotCollision(panda, {"panda_hand": [Sphere(0.1), Box((0.1, 0.1, 0.1))]})
+    with pytest.raises(ValueError, match=r"ignore\[0\]"):
+        RobotCollision(panda, {"panda_hand": Sphere(0.1)}, ignore=[("panda_hand", "nope")])
+    with pytest.raises(TypeError, match=r"Obstacles.shapes\[1\]"):
+        Obstacles([Sphere(0.1), "table"])
+    with pytest.raises(ValueError, match="CollisionTask.margin"):
+        ik.CollisionTask(RobotCollision.from_skeleton(panda, 0.05), Obstacles([Sphere(0.1)]), margin=-1)
+    with pytest.raises(ValueError, match="nothing to keep apart"):
+        ik.CollisionTask(RobotCollision(panda, {"panda_hand": Sphere(0.1)}))
+
+
+def test_a_robots_distances_equal_pinocchio_with_coal(panda):
+    """The skeleton's capsules as Pinocchio geometry objects on the same links: Pinocchio's
+    kinematics and coal's distances give every pair's and every obstacle's distance."""
+    pin = pytest.importorskip("pinocchio")
+    coal = pytest.importorskip("coal")
+    model_c = RobotCollision.from_skeleton(panda, 0.05)
+    obstacles = [Sphere(0.1, (0.4, 0.1, 0.5)), Capsule(0.05, (0.3, -0.4, 0.2), (0.5, 0.4, 0.3)),
+                 Box((0.1, 0.2, 0.05), (0.5, 0.0, 0.2, 0.0, 0.0, 0.3826834, 0.9238795)), HalfSpace((0, 0, 1), 0.05)]
+    world = Obstacles(obstacles)
+    model = pin.buildModelFromUrdf(str(data.path("robots/panda.urdf")))
+    gm = pin.GeometryModel()
+    for k, (link, (a, b), r) in enumerate(zip(model_c.links, model_c.segments.tolist(), model_c.radii.tolist())):
+        fid = model.getFrameId(link)
+        g, T = _coal_capsule(coal, np.array(a), np.array(b), r)
+        placement = model.frames[fid].placement * pin.SE3(T.getRotation(), T.getTranslation())
+        gm.addGeometryObject(pin.GeometryObject(f"shape{k}", model.frames[fid].parentJoint, fid, placement, g))
+    G = len(model_c.links)
+    for k, s in enumerate(obstacles):
+        if isinstance(s, (Sphere, Capsule)):
+            a, b = (np.array(s.center),) * 2 if isinstance(s, Sphere) else (np.array(s.a), np.array(s.b))
+            g, T = _coal_capsule(coal, a, b, s.radius)
+            M = pin.SE3(T.getRotation(), T.getTranslation())
+        elif isinstance(s, Box):
+            import pypose as pp
+            g = coal.Box(*(2 * np.array(s.half_extents)))
+            H = pp.SE3(_t(s.pose)).matrix().numpy()
+            M = pin.SE3(H[:3, :3], H[:3, 3])
+        else:
+            g, M = coal.Halfspace(np.array(s.normal), s.offset), pin.SE3.Identity()
+        gm.addGeometryObject(pin.GeometryObject(f"obstacle{k}", 0, 0, M, g))
+    for i, j in model_c.pairs.tolist():
+        gm.addCollisionPair(pin.CollisionPair(i, j))
+    for i in range(G):
+        for k in range(len(obstacles)):
+            gm.addCollisionPair(pin.CollisionPair(i, G + k))
+    gd, pd = pin.GeometryData(gm), model.createData()
+    q = panda.random_configuration(12, generator=torch.Generator(device="cpu").manual_seed(4))
+    ours = torch.cat((model_c.self_distances(q), model_c.distances(q, world).flatten(1)), 1)
+    for n in range(len(q)):
+        pin.computeDistances(model, pd, gm, gd, pinocchio_configuration(pin, model, panda, q[n]))
+        ref = np.array([res.min_distance for res in gd.distanceResults])
+        assert np.abs(ours[n].numpy() - ref).max() < 1e-9
+
+
+def test_the_skeleton_ignores_pairs_that_touch_by_design_and_keeps_real_collisions(panda):
+    model = RobotCollision.from_skeleton(panda, 0.05, samples=128)
+    q = panda.random_configuration(512, generator=torch.Generator(device="cpu").manual_seed(5))
+    d = model.self_distances(q)
+    assert not (d < 0).all(0).any()  # no pair left that overlaps everywhere
+    assert (d < 0).any()  # the arm can fold into itself: such configurations are seen
+    bare = RobotCollision.from_skeleton(panda, 0.05, samples=0)
+    assert len(bare.pairs) > len(model.pairs)
+    assert (bare.self_distances(q) < 0).all(0).any()  # what was ignored does touch everywhere
+    links = set(model.links)
+    for u, v in model.pair_names:  # parents and children are never pairs
+        assert panda.tree.parent[panda.frame_names.index(u)] != panda.frame_names.index(v)
+    assert links <= set(panda.frame_names)
+
+
+def test_distances_follow_q_dtype_and_batch_shape(panda):
+    model = RobotCollision.from_skeleton(panda, 0.05)
+    world = Obstacles([Sphere(0.1, (0.4, 0.1, 0.5)), Box((0.1, 0.1, 0.1), (0.5, 0, 0.2, 0, 0, 0, 1)),
+                       HalfSpace((0, 0, 1), 0.0)])
+    q = panda.random_configuration(2, 3, generator=torch.Generator(device="cpu").manual_seed(6))
+    d64 = model.distances(q, world)
+    d32 = model.distances(q.float(), world)
+    assert d64.shape == (2, 3, model.num_shapes, 3) and d32.dtype == torch.float32
+    assert (d32.double() - d64).abs().max() < 1e-5
+    assert model.self_distances(q).shape == (2, 3, len(model.pairs))
+
+
+@pytest.mark.parametrize("shapes", ["skeleton", "off the links' origins"])
+def test_the_task_jacobian_equals_autodiff_of_its_residual(panda, shapes):
+    model = RobotCollision.from_skeleton(panda, 0.05)
+    if shapes != "skeleton":
+        model = RobotCollision(panda, {"panda_link3": Capsule(0.06, (0.05, 0.02, -0.1), (0.08, -0.03, 0.0)),
+                                       "panda_link5": [Sphere(0.07, (0.0, 0.05, -0.1)), Sphere(0.05, (0.0, 0.08, 0.0))],
+                                       "panda_hand": Capsule(0.04, (0.0, -0.08, 0.05), (0.0, 0.08, 0.05)),
+                                       "panda_link1": Sphere(0.08, (0.0, -0.04, -0.05))})
+    world = Obstacles([Sphere(0.12, (0.45, 0.0, 0.45)), Box((0.1, 0.1, 0.1), (0.3, 0.3, 0.3, 0, 0, 0, 1)),
+                       HalfSpace((0, 0, 1), 0.0)])
+    task = ik.CollisionTask(model, world, margin=0.1, weight=2.0)
+    Q = panda.random_configuration(4, 2, generator=torch.Generator(device="cpu").manual_seed(7))
+    r, (J,) = task.value_and_jacobians(Q)
+    assert torch.allclose(r, task(Q), atol=1e-14)
+    auto = torch.autograd.functional.jacobian(lambda x: task(x).sum((0, 1)), Q)  # (M, B, F, dof)
+    auto = auto.permute(1, 2, 0, 3)
+    assert (r > 0).sum() >= 10  # pairs within the margin: rows that are not zero
+    assert (J - auto).abs().max() < 1e-9
+
+
+def test_the_collision_task_keeps_reaches_clear_of_a_ball_where_ik_alone_goes_through(panda):
+    model = RobotCollision.from_skeleton(panda, 0.05)
+    world = Obstacles([Sphere(0.12, (0.45, 0.0, 0.45)), HalfSpace((0, 0, 1), 0.0)])
+    B = 4
+    target = torch.zeros(B, 3, **F64)
+    target[:, 0], target[:, 1], target[:, 2] = 0.6, torch.tensor([-0.3, -0.2, 0.2, 0.3], **F64), 0.3
+    cfg = ik.IKConfig(frame="panda_hand_tcp")
+    plain = ik.solve(panda, target, config=cfg)
+    task = ik.CollisionTask(model, world, margin=0.02)
+    assert (task.distances(plain.q[:, None]).amin((1, 2)) < 0).any()  # IK alone passes through
+    lo, hi = panda.joint_limits
+    q = optim.Variable("Rn", plain.q[:, None].clone(), lower=lo, upper=hi)
+    T = torch.cat((target, _t([0, 0, 0, 1.0]).expand(B, 4)), -1)
+    reach = optim.Factor(ik.FramesTask(panda, ["panda_hand_tcp"], position_only=True), [q], data=(T[:, None, None],))
+    result = optim.solve([q], [reach, optim.Factor(task, [q])])
+    qs = result.values[0][:, 0]
+    assert result.converged.all()
+    assert (task.distances(qs[:, None]).amin((1, 2)) > 0.02 - 1e-6).all()
+    tip = panda.forward_kinematics_tensor(qs, ["panda_hand_tcp"])[:, 0, :3]
+    assert ((tip - target).norm(dim=-1) < 1e-9).all()
