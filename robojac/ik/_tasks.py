@@ -1,7 +1,8 @@
 """Tasks of whole-body IK as factors of the solver engine: frames at targets, the centre of mass
-over a point, shapes clear of obstacles and of each other.  ``solve`` places frames; these let a problem hold more (a humanoid's balance, a
-gaze, several configurations of one trajectory) on :func:`robojac.optim.solve`, each with its
-Jacobian in closed form from the chain's.
+over a point, shapes clear of obstacles and of each other.  ``solve`` places frames; these let a
+problem hold more (a humanoid's balance, a gaze, a robot clear of obstacles, several
+configurations of one trajectory) on :func:`robojac.optim.solve`, each with its Jacobian in closed
+form from the chain's.
 
 A residual here reads configurations ``Q (B, F, dof)`` (``F`` factors per problem, each reading
 one entry of a ``Variable("Rn", (B, N, dof))``) and its data with the same leading ``(B, F)``.
@@ -148,8 +149,8 @@ class CollisionTask:
     """A robot's shapes clear of obstacles and of each other: ``Q (B, F, dof) -> (B, F, M)``,
     ``w max(0, margin - d)`` for each signed distance ``d`` of
     :meth:`~robojac.collision.RobotCollision.distances` (each shape that a joint moves to each
-    obstacle, when ``obstacles`` are given: a base on the floor is no task) and of :meth:`~robojac.collision.RobotCollision.self_distances`
-    (when ``self_collision``).  A pair farther apart than ``margin`` costs nothing and pulls on
+    obstacle, when ``obstacles`` are given: a base on the floor is no task) and of
+    :meth:`~robojac.collision.RobotCollision.self_distances` (when ``self_collision``).  A pair farther apart than ``margin`` costs nothing and pulls on
     nothing; a closer one is pushed apart along the line of its closest points.  Its Jacobian
     comes from the links' geometric Jacobians (:meth:`value_and_jacobians`).  Use it as
     ``optim.Factor(CollisionTask(model, obstacles), [q])``.
