@@ -150,8 +150,8 @@ class CollisionTask:
     ``w max(0, margin - d)`` for each signed distance ``d`` of
     :meth:`~robojac.collision.RobotCollision.distances` (each shape that a joint moves to each
     obstacle, when ``obstacles`` are given: a base on the floor is no task) and of
-    :meth:`~robojac.collision.RobotCollision.self_distances` (when ``self_collision``).  A pair farther apart than ``margin`` costs nothing and pulls on
-    nothing; a closer one is pushed apart along the line of its closest points.  Its Jacobian
+    :meth:`~robojac.collision.RobotCollision.self_distances` (when ``self_collision``).  A pair
+    farther apart than ``margin`` costs nothing and pulls on nothing; a closer one is pushed apart along the line of its closest points.  Its Jacobian
     comes from the links' geometric Jacobians (:meth:`value_and_jacobians`).  Use it as
     ``optim.Factor(CollisionTask(model, obstacles), [q])``.
 
