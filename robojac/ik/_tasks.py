@@ -152,8 +152,8 @@ class CollisionTask:
     obstacle, when ``obstacles`` are given: a base on the floor is no task) and of
     :meth:`~robojac.collision.RobotCollision.self_distances` (when ``self_collision``).  A pair
     farther apart than ``margin`` costs nothing and pulls on nothing; a closer one is pushed apart
-    along the line of its closest points.  Its Jacobian comes from the links' geometric Jacobians (:meth:`value_and_jacobians`).  Use it as
-    ``optim.Factor(CollisionTask(model, obstacles), [q])``.
+    along the line of its closest points.  Its Jacobian comes from the links' geometric Jacobians
+    (:meth:`value_and_jacobians`).  Use it as ``optim.Factor(CollisionTask(model, obstacles), [q])``.
 
     A least-squares cost is soft: beside a frame task that pulls into an obstacle, the answer
     stops where the two balance, a little inside ``margin`` (more so for a small ``weight``).
