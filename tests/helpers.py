@@ -101,3 +101,54 @@ def pinocchio_configuration(pin, model, chain, q):
         else:
             qp[j.idx_q] = v
     return qp
+
+
+def coal_capsule(coal, a, b, r):
+    """``(coal.Capsule, coal.Transform3s)`` of the capsule ``a``-``b`` of radius ``r`` (coal's
+    capsules lie along their own z, about their centre)."""
+    import numpy as np
+
+    d = b - a
+    length = float(np.linalg.norm(d))
+    z = d / length if length > 0 else np.array([0.0, 0.0, 1.0])
+    x = np.cross(z, [1.0, 0.0, 0.0])
+    if np.linalg.norm(x) < 1e-6:
+        x = np.cross(z, [0.0, 1.0, 0.0])
+    x /= np.linalg.norm(x)
+    return coal.Capsule(r, length), coal.Transform3s(np.stack([x, np.cross(z, x), z], 1), (a + b) / 2)
+
+
+def pinocchio_collision(pin, coal, urdf: str, model_c, world):
+    """``(model, geometry_model)``: Pinocchio's model of ``urdf`` with a ``RobotCollision``'s
+    shapes as geometry objects on the same links, then ``world``'s obstacles on the universe,
+    and collision pairs in robojac's order: the self-collision pairs, then each shape with each
+    obstacle (``distances(q, world).flatten(-2)``'s order)."""
+    import numpy as np
+
+    model = pin.buildModelFromUrdf(urdf)
+    gm = pin.GeometryModel()
+    for k, (link, (a, b), r) in enumerate(zip(model_c.links, model_c.segments.tolist(), model_c.radii.tolist())):
+        fid = model.getFrameId(link)
+        g, T = coal_capsule(coal, np.array(a), np.array(b), r)
+        placement = model.frames[fid].placement * pin.SE3(T.getRotation(), T.getTranslation())
+        gm.addGeometryObject(pin.GeometryObject(f"shape{k}", model.frames[fid].parentJoint, fid, placement, g))
+    for k, s in enumerate(world.shapes):
+        kind = type(s).__name__
+        if kind in ("Sphere", "Capsule"):
+            a, b = (np.array(s.center),) * 2 if kind == "Sphere" else (np.array(s.a), np.array(s.b))
+            g, T = coal_capsule(coal, a, b, s.radius)
+            M = pin.SE3(T.getRotation(), T.getTranslation())
+        elif kind == "Box":
+            g = coal.Box(*(2 * np.array(s.half_extents)))
+            H = pp.SE3(torch.tensor(s.pose, dtype=torch.float64)).matrix().numpy()
+            M = pin.SE3(H[:3, :3], H[:3, 3])
+        else:
+            g, M = coal.Halfspace(np.array(s.normal), s.offset), pin.SE3.Identity()
+        gm.addGeometryObject(pin.GeometryObject(f"obstacle{k}", 0, 0, M, g))
+    for i, j in model_c.pairs.tolist():
+        gm.addCollisionPair(pin.CollisionPair(i, j))
+    G = len(model_c.links)
+    for i in range(G):
+        for k in range(len(world.shapes)):
+            gm.addCollisionPair(pin.CollisionPair(i, G + k))
+    return model, gm

@@ -13,7 +13,7 @@ from robojac.collision import (Box, Capsule, HalfSpace, Obstacles, RobotCollisio
                                capsule_capsule, capsule_halfspace, point_box)
 from robojac.kinematics import Chain
 
-from helpers import pinocchio_configuration
+from helpers import coal_capsule as _coal_capsule, pinocchio_collision, pinocchio_configuration
 
 F64 = dict(dtype=torch.float64, device="cpu")
 
@@ -72,17 +72,6 @@ def test_capsule_distances_equal_coal_apart_and_overlapping():
             worst = max(worst, abs(float(capsule_capsule(*map(_t, (a1, b1, r1, a2, b2, r2)))) - ref))
     assert overlapping > 200
     assert worst < 1e-12
-
-
-def _coal_capsule(coal, a, b, r):
-    d = b - a
-    L = float(np.linalg.norm(d))
-    z = d / L if L > 0 else np.array([0.0, 0.0, 1.0])
-    x = np.cross(z, [1.0, 0.0, 0.0])
-    if np.linalg.norm(x) < 1e-6:
-        x = np.cross(z, [0.0, 1.0, 0.0])
-    x /= np.linalg.norm(x)
-    return coal.Capsule(r, L), coal.Transform3s(np.stack([x, np.cross(z, x), z], 1), (a + b) / 2)
 
 
 def _random_box(rng, spread):
@@ -183,32 +172,7 @@ def test_a_robots_distances_equal_pinocchio_with_coal(panda):
     obstacles = [Sphere(0.1, (0.4, 0.1, 0.5)), Capsule(0.05, (0.3, -0.4, 0.2), (0.5, 0.4, 0.3)),
                  Box((0.1, 0.2, 0.05), (0.5, 0.0, 0.2, 0.0, 0.0, 0.3826834, 0.9238795)), HalfSpace((0, 0, 1), 0.05)]
     world = Obstacles(obstacles)
-    model = pin.buildModelFromUrdf(str(data.path("robots/panda.urdf")))
-    gm = pin.GeometryModel()
-    for k, (link, (a, b), r) in enumerate(zip(model_c.links, model_c.segments.tolist(), model_c.radii.tolist())):
-        fid = model.getFrameId(link)
-        g, T = _coal_capsule(coal, np.array(a), np.array(b), r)
-        placement = model.frames[fid].placement * pin.SE3(T.getRotation(), T.getTranslation())
-        gm.addGeometryObject(pin.GeometryObject(f"shape{k}", model.frames[fid].parentJoint, fid, placement, g))
-    G = len(model_c.links)
-    for k, s in enumerate(obstacles):
-        if isinstance(s, (Sphere, Capsule)):
-            a, b = (np.array(s.center),) * 2 if isinstance(s, Sphere) else (np.array(s.a), np.array(s.b))
-            g, T = _coal_capsule(coal, a, b, s.radius)
-            M = pin.SE3(T.getRotation(), T.getTranslation())
-        elif isinstance(s, Box):
-            import pypose as pp
-            g = coal.Box(*(2 * np.array(s.half_extents)))
-            H = pp.SE3(_t(s.pose)).matrix().numpy()
-            M = pin.SE3(H[:3, :3], H[:3, 3])
-        else:
-            g, M = coal.Halfspace(np.array(s.normal), s.offset), pin.SE3.Identity()
-        gm.addGeometryObject(pin.GeometryObject(f"obstacle{k}", 0, 0, M, g))
-    for i, j in model_c.pairs.tolist():
-        gm.addCollisionPair(pin.CollisionPair(i, j))
-    for i in range(G):
-        for k in range(len(obstacles)):
-            gm.addCollisionPair(pin.CollisionPair(i, G + k))
+    model, gm = pinocchio_collision(pin, coal, str(data.path("robots/panda.urdf")), model_c, world)
     gd, pd = pin.GeometryData(gm), model.createData()
     q = panda.random_configuration(12, generator=torch.Generator(device="cpu").manual_seed(4))
     ours = torch.cat((model_c.self_distances(q), model_c.distances(q, world).flatten(1)), 1)
@@ -285,3 +249,27 @@ def test_the_collision_task_keeps_reaches_clear_of_a_ball_where_ik_alone_goes_th
     assert (task.distances(qs[:, None]).amin((1, 2)) > 0.02 - 1e-6).all()
     tip = panda.forward_kinematics_tensor(qs, ["panda_hand_tcp"])[:, 0, :3]
     assert ((tip - target).norm(dim=-1) < 1e-9).all()
+
+
+def test_the_picture_marks_the_overlapping_shapes_and_names_bad_arguments(panda):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from robojac import viz
+
+    model = RobotCollision.from_skeleton(panda, 0.05)
+    q = torch.tensor([0.0, 0.3, 0.0, -1.5, 0.0, 1.8, 0.8, 0.02], **F64)
+    tip = panda.forward_kinematics_tensor(q, ["panda_link7"])[0, :3]
+
+    def reds(world):
+        ax = viz.plot_collision(model, q, obstacles=world)
+        colours = [c.get_facecolors()[:, :3].mean(0) for c in ax.collections[:model.num_shapes]]
+        plt.close(ax.figure)
+        return sum(bool(r > 2 * g and r > 2 * b) for r, g, b in colours)  # red, however shaded
+
+    assert reds(Obstacles([Sphere(0.1, tuple(tip.tolist()))])) >= 1  # a ball on the wrist
+    assert reds(Obstacles([Sphere(0.1, (3.0, 3.0, 3.0))])) == 0
+    with pytest.raises(TypeError, match="model"):
+        viz.plot_collision(panda, q)

@@ -13,12 +13,12 @@ Any minimizer gives the same value, and the gradient there is the slope at the o
 * Capsule to capsule: the closest points of two segments, in closed form (clamped to the
   segments, with the parallel and point-like cases taken apart), then ``|p1 - p2| - r1 - r2``.
 * Capsule to half-space ``{x : n.x <= o}``: ``min(n.a, n.b) - o - r``.
-* Capsule to box, apart: the box's signed distance function is convex, so along a segment it
-  has one minimum; a golden-section search finds it (45 steps narrow ``[0, 1]`` to 4e-10 of the
-  segment), and the two ends are compared with it.  Where the segment enters the box, the
-  depth is the shortest move that separates them (not the deepest point's depth): the least
-  overlap of their projections on the box's three axes and the three crossings of the segment
-  with them (the separating axes of a box and a segment).
+* Capsule to box, apart: in the box's frame, the squared distance of the segment's point outside
+  the box is convex and quadratic between the (at most six) points where a coordinate crosses a
+  face's plane: the least of each piece's clamped minimum is the closest point, exactly.  Where
+  the segment enters the box, the depth is the shortest move that separates them (not the
+  deepest point's depth): the least overlap of their projections on the box's three axes and
+  the three crossings of the segment with them (the separating axes of a box and a segment).
 
 Where two segments cross (the distance is ``-(r1 + r2)``), the direction to push them apart is
 undefined: the gradient there is zero, not NaN.
@@ -34,9 +34,6 @@ from torch import Tensor
 from .. import lie
 
 __all__ = ["capsule_box", "capsule_capsule", "capsule_halfspace", "point_box", "segment_parameters"]
-
-_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
-_GOLDEN_STEPS = 45
 
 
 def _dot(u: Tensor, v: Tensor) -> Tensor:
@@ -103,34 +100,47 @@ def point_box(p: Tensor, X_world_box: Tensor, half_extents: Tensor) -> Tensor:
 
 def capsule_box(a: Tensor, b: Tensor, r: Tensor, X_world_box: Tensor, half_extents: Tensor) -> Tensor:
     """Signed distance between capsule ``(a, b, r)`` and a box (:func:`point_box`'s)."""
-    shape = torch.broadcast_shapes(a.shape, b.shape, X_world_box.shape[:-1] + (3,), half_extents.shape)
-    a_, d_ = a.detach().expand(shape), (b - a).detach().expand(shape)
-    X_, h_ = X_world_box.detach().expand(shape[:-1] + (7,)), half_extents.detach().expand(shape)
-
-    def f(s: Tensor) -> Tensor:
-        return point_box(a_ + s[..., None] * d_, X_, h_)
-
-    lo = a_.new_zeros(shape[:-1])
-    hi = torch.ones_like(lo)
-    x1, x2 = hi - _INV_PHI, lo + _INV_PHI
-    f1, f2 = f(x1), f(x2)
-    for _ in range(_GOLDEN_STEPS):  # a convex function of s: keep the part holding the minimum
-        left = f1 < f2
-        hi, lo = torch.where(left, x2, hi), torch.where(left, lo, x1)
-        new = torch.where(left, hi - _INV_PHI * (hi - lo), lo + _INV_PHI * (hi - lo))
-        fn = f(new)
-        x1, x2, f1, f2 = (torch.where(left, new, x2), torch.where(left, x1, new),
-                          torch.where(left, fn, f2), torch.where(left, f1, fn))
-    s = torch.where(f1 < f2, x1, x2)
-    best = torch.minimum(f1, f2)
-    for end in (lo.new_zeros(()), lo.new_ones(())):  # the minimum may sit at an end
-        fe = f(end.expand_as(lo))
-        s, best = torch.where(fe <= best, end, s), torch.minimum(fe, best)
+    s, inside = _segment_box_parameter(a, b, X_world_box, half_extents)
     apart = point_box(a + s[..., None] * (b - a), X_world_box, half_extents)
-    inside = best < 0
     if not bool(inside.any()):
         return apart - r
     return torch.where(inside, -_segment_box_depth(a, b, X_world_box, half_extents), apart) - r
+
+
+def _segment_box_parameter(a: Tensor, b: Tensor, X_world_box: Tensor, half_extents: Tensor) -> tuple[Tensor, Tensor]:
+    """``(s, inside)``: where along the segment it comes closest to the box, and whether it
+    reaches it (no graph).  In the box's frame the point is ``u + s v``; its squared distance
+    outside, ``sum_i max(|u_i + s v_i| - h_i, 0)^2``, is convex and quadratic between the (at
+    most six) ``s`` where a coordinate crosses a face's plane.  Each piece's minimum, clamped to
+    the piece, is a candidate (the middle of a piece inside the box, where it is 0); the least is
+    the answer, exactly."""
+    shape = torch.broadcast_shapes(a.shape, b.shape, X_world_box.shape[:-1] + (3,), half_extents.shape)
+    inv = lie.se3_inverse(X_world_box.detach())
+    u = lie.se3_act(inv, a.detach()).expand(shape)
+    v = (lie.se3_act(inv, b.detach()) - lie.se3_act(inv, a.detach())).expand(shape)
+    h = half_extents.detach().expand(shape)
+    moving = v.abs() > 0
+    v_ = torch.where(moving, v, torch.ones_like(v))
+    cross = torch.cat(((h - u) / v_, (-h - u) / v_), -1)  # (..., 6): where each coordinate meets +-h
+    cross = torch.where(torch.cat((moving, moving), -1), cross, torch.zeros_like(cross)).clamp(0, 1)
+    ends = torch.stack((torch.zeros_like(cross[..., 0]), torch.ones_like(cross[..., 0])), -1)
+    knots = torch.cat((ends, cross), -1).sort(-1).values  # (..., 8)
+    lo, hi = knots[..., :-1], knots[..., 1:]  # (..., 7) pieces
+    mid = (lo + hi) / 2
+    x_mid = u[..., None, :] + mid[..., None] * v[..., None, :]  # (..., 7, 3)
+    sign = torch.where(x_mid >= 0, 1.0, -1.0).to(u.dtype)
+    active = (x_mid.abs() > h[..., None, :]).to(u.dtype)
+    c = active * (sign * u[..., None, :] - h[..., None, :])
+    d = active * sign * v[..., None, :]
+    dd = (d * d).sum(-1)
+    stationary = -(c * d).sum(-1) / torch.where(dd > 0, dd, torch.ones_like(dd))
+    best = torch.where(dd > 0, stationary, mid).minimum(hi).maximum(lo)  # a piece inside the box: its middle
+    cand = torch.cat((best, knots), -1)  # (..., 15)
+    x = u[..., None, :] + cand[..., None] * v[..., None, :]
+    g = ((x.abs() - h[..., None, :]).clamp(min=0) ** 2).sum(-1)
+    k = g.argmin(-1, keepdim=True)
+    s = cand.gather(-1, k)[..., 0]
+    return s, g.gather(-1, k)[..., 0] <= 0
 
 
 def _segment_box_depth(a: Tensor, b: Tensor, X_world_box: Tensor, half_extents: Tensor) -> Tensor:

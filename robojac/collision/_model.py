@@ -54,6 +54,16 @@ def _bodies(chain: Chain) -> list[int]:
     return body
 
 
+def _moved(chain: Chain) -> set[str]:
+    """The links some joint moves (every link below a movable joint)."""
+    tree = chain.tree
+    moved: set[int] = set()
+    for f in range(1, len(tree.frames)):  # parents come before children
+        if tree.joint_of[f].type.movable or tree.parent[f] in moved:
+            moved.add(f)
+    return {tree.frames[f] for f in moved}
+
+
 class RobotCollision(nn.Module):
     """Spheres and capsules on a chain's links.
 
@@ -93,6 +103,8 @@ class RobotCollision(nn.Module):
         self.register_buffer("radii", torch.tensor(radii, **_CPU), persistent=False)  # (G,)
         self.register_buffer("carrier", torch.tensor([self.carriers.index(n) for n in links], dtype=torch.long,
                                                      device="cpu"), persistent=False)
+        moved = _moved(chain)
+        self.moving: tuple[bool, ...] = tuple(link in moved for link in links)  # does any joint move each shape?
         skip = set()
         for k, pair in enumerate(ignore):
             if isinstance(pair, (str, bytes)) or len(tuple(pair)) != 2 or any(p not in frames for p in pair):

@@ -48,17 +48,6 @@ def _data(owner: str, name: str, value: Tensor, Q: Tensor, tail: tuple[int, ...]
     return value
 
 
-def _below(chain: Chain, joint: str) -> set[str]:
-    """The links a joint moves (its child and everything under it)."""
-    tree = chain.tree
-    start = next(f for f, j in enumerate(tree.joint_of) if j is not None and j.name == joint)
-    out = {start}
-    for f in range(start + 1, len(tree.frames)):  # parents come before children
-        if tree.parent[f] in out:
-            out.add(f)
-    return {tree.frames[f] for f in out}
-
-
 class FramesTask:
     """Frames of a chain at targets: ``(Q (B, F, dof), T (B, F, K, 7)) -> (B, F, 6 K)``, the
     weighted errors ``[w_p (p* - p); w_o Log(R* R^T)]`` of each frame (``solve``'s error), with
@@ -173,8 +162,7 @@ class CollisionTask:
         self.model, self.obstacles, self.self_collision = model, obstacles, self_collision and len(model.pairs) > 0
         self.margin, self.weight = float(margin), _weight("CollisionTask", "weight", weight)
         self.chain = model.chain
-        moving = {f for j in self.chain.joint_names for f in _below(self.chain, j)}
-        self._moving = torch.tensor([k for k, link in enumerate(model.links) if link in moving], dtype=torch.long,
+        self._moving = torch.tensor([k for k, m in enumerate(model.moving) if m], dtype=torch.long,
                                     device="cpu")  # shapes some joint moves: the others' distances are constants
         if obstacles is not None and not len(self._moving) and not self.self_collision:
             raise ValueError("CollisionTask: no joint moves any of the model's shapes")
