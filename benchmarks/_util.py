@@ -82,6 +82,19 @@ def run_with_timeout(target: Callable, args: tuple = (), timeout_s: float = 120.
     return ("timeout", timeout_s)
 
 
+def batch_arguments(doc: str):
+    """The options of a batched-against-per-call benchmark: ``--batches``, ``--dtypes``,
+    ``--repeats`` (``doc`` is the script's help)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 1000, 100_000], help="batch sizes to time")
+    ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"],
+                    help="robojac's dtypes")
+    ap.add_argument("--repeats", type=int, default=15, help="timed calls per figure (the median is quoted)")
+    return ap.parse_args()
+
+
 def describe_machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")

@@ -13,7 +13,6 @@ the peer's (below 1: robojac is faster).
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _util import describe_machine, fmt_time, median_time, table  # noqa: E402
+from _util import batch_arguments, describe_machine, fmt_time, median_time, table  # noqa: E402
 
 from robojac import data  # noqa: E402
 from robojac.kinematics import Chain  # noqa: E402
@@ -58,11 +57,7 @@ def _pinocchio(pin, chain: Chain, path: pathlib.Path, q: np.ndarray):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 1000, 100_000])
-    ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
-    ap.add_argument("--repeats", type=int, default=15)
-    args = ap.parse_args()
+    args = batch_arguments(__doc__)
     try:
         import pinocchio as pin
     except ImportError:

@@ -14,7 +14,6 @@ robojac is faster).
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-from _util import describe_machine, fmt_time, median_time, table  # noqa: E402
+from _util import batch_arguments, describe_machine, fmt_time, median_time, table  # noqa: E402
 from helpers import pinocchio_collision, pinocchio_configuration  # noqa: E402  (the test's own comparison)
 
 from robojac import collision, data  # noqa: E402
@@ -33,11 +32,7 @@ PER_CALL = 2000  # configurations the per-configuration peer is timed on (scaled
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 1000, 100_000])
-    ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
-    ap.add_argument("--repeats", type=int, default=15)
-    args = ap.parse_args()
+    args = batch_arguments(__doc__)
     try:
         import coal
         import pinocchio as pin
