@@ -101,10 +101,17 @@ def point_box(p: Tensor, X_world_box: Tensor, half_extents: Tensor) -> Tensor:
 def capsule_box(a: Tensor, b: Tensor, r: Tensor, X_world_box: Tensor, half_extents: Tensor) -> Tensor:
     """Signed distance between capsule ``(a, b, r)`` and a box (:func:`point_box`'s)."""
     s, inside = _segment_box_parameter(a, b, X_world_box, half_extents)
-    apart = point_box(a + s[..., None] * (b - a), X_world_box, half_extents)
-    if not bool(inside.any()):
-        return apart - r
-    return torch.where(inside, -_segment_box_depth(a, b, X_world_box, half_extents), apart) - r
+    d = point_box(a + s[..., None] * (b - a), X_world_box, half_extents)
+    rows = inside.flatten().nonzero()[:, 0]
+    if len(rows):  # the depth of the few segments inside, on those rows alone
+        shape = d.shape
+
+        def pick(x: Tensor, n: int) -> Tensor:
+            return x.expand(shape + (n,)).reshape(-1, n).index_select(0, rows)
+
+        depth = _segment_box_depth(pick(a, 3), pick(b, 3), pick(X_world_box, 7), pick(half_extents, 3))
+        d = d.flatten().index_put((rows,), -depth).reshape(shape)
+    return d - r
 
 
 def _segment_box_parameter(a: Tensor, b: Tensor, X_world_box: Tensor, half_extents: Tensor) -> tuple[Tensor, Tensor]:
