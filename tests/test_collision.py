@@ -273,3 +273,93 @@ def test_the_picture_marks_the_overlapping_shapes_and_names_bad_arguments(panda)
     assert reds(Obstacles([Sphere(0.1, (3.0, 3.0, 3.0))])) == 0
     with pytest.raises(TypeError, match="model"):
         viz.plot_collision(panda, q)
+
+
+def _scene(panda):
+    model = RobotCollision.from_skeleton(panda, 0.05)
+    world = Obstacles([Sphere(0.12, (0.45, 0.0, 0.50)), Box((0.20, 0.40, 0.10), (0.65, 0.0, 0.10, 0.0, 0.0, 0.0, 1.0)),
+                       HalfSpace((0.0, 0.0, 1.0), 0.0)])
+    return model, world
+
+
+def test_ik_solve_with_avoid_reaches_clear_where_ik_alone_collides(panda):
+    model, world = _scene(panda)
+    task = ik.CollisionTask(model, world, margin=0.02)
+    target = torch.tensor([[0.55, y, 0.32] for y in (-0.21, -0.13, 0.04, 0.13)], **F64)
+    cfg = ik.IKConfig(frame="panda_hand_tcp")
+    plain = ik.solve(panda, target, config=cfg)
+    assert plain.clearance is None
+    assert (task.distances(plain.q[:, None]).amin((1, 2)) < 0).all()  # IK alone: every one overlaps
+    result = ik.solve(panda, target, config=cfg, avoid=task)
+    assert result.converged.all() and result.reason == ("tolerance",) * 4
+    d = task.distances(result.q[:, None]).amin((1, 2))
+    assert torch.allclose(result.clearance, d) and (d > 0.02 - 1e-4).all()
+    tip = panda.forward_kinematics_tensor(result.q, ["panda_hand_tcp"])[:, 0, :3]
+    assert ((tip - target).norm(dim=-1) < 1e-4).all() and torch.allclose(result.pos_err, (tip - target).norm(dim=-1))
+    assert panda.within_limits(result.q).all()
+    assert result.history.shape == (2, 4) and (result.iterations > plain.iterations).all()
+
+
+def test_ik_solve_with_avoid_says_when_it_cannot_be_clear(panda):
+    """A target inside the ball: reached or clear, never both, and never called converged."""
+    model, world = _scene(panda)
+    task = ik.CollisionTask(model, world, margin=0.02)
+    target = torch.tensor([[0.45, 0.0, 0.50], [0.55, 0.2, 0.32]], **F64)
+    result = ik.solve(panda, target, config=ik.IKConfig(frame="panda_hand_tcp", avoid_starts=4), avoid=task)
+    assert result.converged.tolist() == [False, True]
+    assert result.reason[0] in ("in_collision", "not_reached") and result.reason[1] == "tolerance"
+    assert result.clearance[0] < 0.02 - 1e-4 or result.pos_err[0] > 1e-4
+
+
+def test_ik_solve_with_avoid_takes_poses_mappings_and_q0_and_refuses_another_chain(panda):
+    model, world = _scene(panda)
+    task = ik.CollisionTask(model, world, margin=0.02)
+    qs = panda.random_configuration(256, generator=torch.Generator(device="cpu").manual_seed(8))
+    q_ref = qs[int((task.distances(qs[:, None]).amin((1, 2)) > 0.03).nonzero()[0])]  # a clear pose
+    X = panda.forward_kinematics_tensor(q_ref, ["panda_hand_tcp"])[0]
+    cfg = ik.IKConfig(frame="panda_hand_tcp", avoid_starts=2)
+    pose = ik.solve(panda, X, q0=q_ref, config=cfg, avoid=task)
+    assert bool(pose.converged) and pose.q.shape == (panda.dof,) and pose.rot_err < 1e-3
+    both = ik.solve(panda, {"panda_hand_tcp": X[None], "panda_link4": X[None, :3] * 0 + panda.forward_kinematics_tensor(
+        q_ref, ["panda_link4"])[0, :3]}, config=ik.IKConfig(avoid_starts=2), avoid=task)
+    assert both.pos_err.shape == (1, 2) and bool(both.converged.all())
+    other = Chain.from_urdf(data.path("robots/panda.urdf"))
+    with pytest.raises(ValueError, match="avoid: its collision model is of chain"):
+        ik.solve(other, X, config=cfg, avoid=task)
+    with pytest.raises(TypeError, match="avoid"):
+        ik.solve(panda, X, config=cfg, avoid=model)
+    with pytest.raises(ValueError, match="IKConfig.avoid_starts"):
+        ik.IKConfig(avoid_starts=0)
+
+
+def test_ik_solve_with_avoid_is_differentiable_in_the_targets(panda):
+    """Reached, the hand follows its target one to one, through the joints' derivative."""
+    model, world = _scene(panda)
+    task = ik.CollisionTask(model, world, margin=0.02)
+    target = torch.tensor([[0.55, -0.13, 0.32], [0.55, 0.21, 0.32]], **F64, requires_grad=True)
+    cfg = ik.IKConfig(frame="panda_hand_tcp", avoid_starts=8)
+    result = ik.solve(panda, target, config=cfg, avoid=task)
+    assert result.converged.all()
+    tip = panda.forward_kinematics_tensor(result.q, ["panda_hand_tcp"])[:, 0, :3]
+    (g,) = torch.autograd.grad(tip[:, 1].sum(), target, retain_graph=True)
+    assert torch.allclose(g, torch.tensor([[0.0, 1.0, 0.0]] * 2, **F64), atol=1e-6)
+    # the joints' derivative: the hand's Jacobian times it is the identity (a redundant arm's q is
+    # not a function of the target alone: its self-motion; the damped least-norm derivative)
+    G = torch.stack([torch.autograd.grad(result.q[0, k], target, retain_graph=True)[0] for k in range(panda.dof)])
+    J = panda.jacobian(result.q[0].detach(), "panda_hand_tcp")[:3]  # (3, dof)
+    assert torch.allclose(J @ G[:, 0], torch.eye(3, **F64), atol=1e-6)
+    assert G[:, 1].abs().max() == 0  # another target's answer does not move with this one
+
+
+def test_the_engines_gradient_of_a_redundant_arm_is_the_damped_least_norm_one(panda):
+    """Seven joints for three residuals: the undamped Hessian is singular.  The hand still follows
+    its target (the gradient had been zero, silently)."""
+    target = torch.tensor([[0.5, 0.2, 0.4], [0.4, -0.2, 0.5]], **F64)
+    start = ik.solve(panda, target, config=ik.IKConfig(frame="panda_hand_tcp")).q
+    q = optim.Variable("Rn", start[:, None].clone())
+    T = torch.cat((target, _t([0, 0, 0, 1.0]).expand(2, 4)), -1).requires_grad_()
+    reach = optim.Factor(ik.FramesTask(panda, ["panda_hand_tcp"], position_only=True), [q], data=(T[:, None, None],))
+    result = optim.solve([q], [reach])
+    tip = panda.forward_kinematics_tensor(result.values[0][:, 0], ["panda_hand_tcp"])[:, 0, :3]
+    (g,) = torch.autograd.grad(tip[:, 0].sum(), T)
+    assert torch.allclose(g[:, :3], torch.tensor([[1.0, 0.0, 0.0]] * 2, **F64), atol=1e-6)

@@ -24,6 +24,7 @@ from ._rounds import Best, random_source, seeded
 from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND, Problem
 from ._table import StartTable, rotation_scale
 from ._targets import TargetResidual, parse_targets, pose_errors
+from ._avoid import solve_avoiding
 
 __all__ = ["IKConfig", "IKResult", "solve"]
 
@@ -75,6 +76,11 @@ class IKConfig:
       arm; 10,000 targets run twice as fast on one thread as on two here, with
       ``OMP_WAIT_POLICY=PASSIVE``: waking the second thread costs more per op than it saves)
       and torch's setting above.
+    * ``avoid_starts`` and ``avoid_iterations``: with ``solve(..., avoid=CollisionTask(...))``,
+      each target is solved from ``avoid_starts`` of IK's answers (from as many random starts,
+      the first at ``q0``), each then given at most ``avoid_iterations`` steps of the frames and
+      the collision task together on the solver engine; the best is kept (see
+      :mod:`robojac.ik._avoid`).
     * ``frame_weights``: for a mapping of targets, ``{frame: weight}`` (default 1 each), which
       multiplies ``position_weight`` and ``orientation_weight`` for that frame: where the frames
       cannot all be reached, the heavier ones come closer (feet before hands).  The
@@ -100,12 +106,15 @@ class IKConfig:
     seed: int | None = 0
     num_threads: int | None = None
     frame_weights: Mapping[str, float] | None = None
+    avoid_starts: int = 8
+    avoid_iterations: int = 60
 
     def __post_init__(self):
         owner = "IKConfig"
         if self.frame is not None and not isinstance(self.frame, str):
             raise ValueError(f"IKConfig.frame: expected a frame name or None, got {self.frame!r}")
-        for name in ("max_iterations", "restarts", "fill", "rounds", "patience", "candidates"):
+        for name in ("max_iterations", "restarts", "fill", "rounds", "patience", "candidates", "avoid_starts",
+                     "avoid_iterations"):
             check_int(owner, name, getattr(self, name), minimum=1)
         check_int(owner, "start_table", self.start_table, minimum=0)
         for name in ("position_weight", "orientation_weight", "position_tolerance", "orientation_tolerance",
@@ -144,6 +153,13 @@ class IKResult:
       (no joint moves the frame, and it is not at the target);
     * ``history`` ``(rounds, *batch)``: the best cost after each round (a round runs a target's
       restarts together; a target already solved keeps its cost).
+
+    With ``avoid`` (a :class:`CollisionTask`): ``clearance`` ``(...)``, the smallest of its
+    signed distances at ``q`` (m); ``converged`` also asks for a clearance of at least the
+    task's ``margin`` less ``position_tolerance``; ``reason`` may be ``"in_collision"`` (the
+    frames reached, not that clear); ``history`` ``(2, *batch)`` is the chosen start's cost
+    after IK alone and at the end; ``iterations`` counts both.  Without it ``clearance`` is
+    ``None``.
     """
 
     q: Tensor
@@ -154,6 +170,7 @@ class IKResult:
     cost: Tensor
     reason: tuple[str, ...]
     history: Tensor
+    clearance: Tensor | None = None
 
 
 _DEFAULT = IKConfig()
@@ -355,7 +372,8 @@ def _middle(chain: Chain, B: int, device) -> Tensor:
     return chain.clamp(mid.expand(B, chain.dof))
 
 
-def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | None = None) -> IKResult:
+def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | None = None,
+          avoid=None) -> IKResult:
     """Joint values placing ``config.frame`` (default the tip) at ``target``.
 
     ``target``: SE3 poses (LieTensor ``(..., 7)`` in pypose order, or ``(..., 4, 4)``), or
@@ -372,8 +390,15 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     turn when that lands inside; joints still outside are frozen and the step re-solved for the
     others; what remains is clamped.  Unreachable targets come back with ``converged=False``
     and their smallest errors (never an exception or NaN).
+
+    ``avoid``: an :class:`~robojac.ik.CollisionTask` (a robot's collision shapes, obstacles,
+    a margin) that every answer must also keep: the targets are then solved from several starts
+    with the task on the solver engine, and the best kept (:mod:`robojac.ik._avoid`;
+    ``IKConfig.avoid_starts``).
     """
     cfg = config or _DEFAULT
+    if avoid is not None:
+        return solve_avoiding(chain, cfg, target, q0, avoid, solve, IKResult)
     if isinstance(target, Mapping):
         return _solve_frames(chain, cfg, target, q0)
     frame, flat, batch, position_only, q0 = _check(chain, cfg, target, q0)

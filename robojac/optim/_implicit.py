@@ -21,6 +21,14 @@ from ._problem import DENSE_MAX, Linearization, Problem, hold_fixed, sparse_gaus
 __all__ = ["Context", "Implicit"]
 
 
+#: The damping (of the Hessian's largest diagonal entry) that makes a minimum that is not isolated
+#: give the damped least-norm derivative, as ``ik.solve``'s gradient does.
+NOT_ISOLATED = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-3}
+#: A solve whose answer is this many times ``|gbar| / max|diag H|`` met a numerically singular
+#: ``H`` (LU without an exact zero pivot): it is solved again, damped.
+_HUGE = {torch.float64: 1e12, torch.float32: 1e6, torch.float16: 1e3, torch.bfloat16: 1e3}
+
+
 class Context:
     """What the backward needs: the problem, the minimum, which problems converged (the others
     pass zero gradients) and the damping of a minimum that is not isolated."""
@@ -165,11 +173,25 @@ def _dense_hessian(grad: Tensor, delta: Tensor, n: int) -> Tensor:
 
 def _dense_solve(H: Tensor, gbar: Tensor, damping: float) -> tuple[Tensor, Tensor]:
     """``(H^-1 gbar, info)`` for a batch of dense ``H (B, n, n)``, ``damping`` times each one's
-    largest diagonal entry added to its diagonal (the damped least-norm derivative)."""
+    largest diagonal entry added to its diagonal (the damped least-norm derivative).  Without
+    ``damping``, a problem whose ``H`` is singular (a minimum that is not isolated: a redundant
+    arm's self-motion) is solved again with :data:`NOT_ISOLATED` of it, rather than passing no
+    gradient."""
+    B, n = gbar.shape
+
+    def damped(d: float) -> Tensor:
+        return H + d * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
+
     if damping:
-        B, n = gbar.shape
-        H = H + damping * torch.diag_embed(H.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).expand(B, n))
-    return torch.linalg.solve_ex(H, gbar)
+        return torch.linalg.solve_ex(damped(damping), gbar)
+    lam, info = torch.linalg.solve_ex(H, gbar)
+    scale = H.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp(min=torch.finfo(H.dtype).tiny)
+    failed = (info != 0) | ~torch.isfinite(lam).all(-1) | (lam.abs().amax(-1) * scale > _HUGE[H.dtype] *
+                                                          gbar.abs().amax(-1).clamp(min=torch.finfo(H.dtype).tiny))
+    if not bool(failed.any()):
+        return lam, info
+    lam2, info2 = torch.linalg.solve_ex(damped(NOT_ISOLATED[H.dtype]), gbar)
+    return torch.where(failed[:, None], lam2, lam), torch.where(failed, info2, info)
 
 
 def _kept(lam: Tensor, info: Tensor, converged: Tensor) -> Tensor:
