@@ -363,3 +363,61 @@ def test_the_engines_gradient_of_a_redundant_arm_is_the_damped_least_norm_one(pa
     tip = panda.forward_kinematics_tensor(result.values[0][:, 0], ["panda_hand_tcp"])[:, 0, :3]
     (g,) = torch.autograd.grad(tip[:, 0].sum(), T)
     assert torch.allclose(g[:, :3], torch.tensor([[1.0, 0.0, 0.0]] * 2, **F64), atol=1e-6)
+
+
+_URDF = """<robot name="capsules">
+  <link name="base"><collision><origin xyz="0 0 0.05"/>
+    <geometry><cylinder radius="0.08" length="0.1"/></geometry></collision></link>
+  <link name="upper">
+    <collision><origin xyz="0 0 0.2" rpy="0.3 -0.2 0.1"/>
+      <geometry><cylinder radius="0.05" length="0.3"/></geometry></collision>
+    <collision><origin xyz="0.02 0 0.4"/><geometry><sphere radius="0.06"/></geometry></collision>
+  </link>
+  <link name="lower">
+    <collision><origin xyz="0.1 0.02 0" rpy="0 1.5707963 0"/>
+      <geometry><cylinder radius="0.04" length="0.25"/></geometry></collision>
+    <collision><geometry><box size="0.1 0.1 0.1"/></geometry></collision>
+    <collision><geometry><mesh filename="package://nowhere/hand.stl"/></geometry></collision>
+  </link>
+  <joint name="shoulder" type="revolute"><parent link="base"/><child link="upper"/>
+    <origin xyz="0 0 0.1" rpy="0 0 0.4"/><axis xyz="0 1 0"/>
+    <limit lower="-2" upper="2" effort="1" velocity="1"/></joint>
+  <joint name="elbow" type="revolute"><parent link="upper"/><child link="lower"/>
+    <origin xyz="0 0 0.45" rpy="0.2 0 0"/><axis xyz="0 1 0"/>
+    <limit lower="-2" upper="2" effort="1" velocity="1"/></joint>
+</robot>"""
+
+
+def test_a_urdfs_collision_shapes_sit_where_pinocchio_puts_them():
+    """Spheres and cylinders (as the capsules containing them) on their links, at configurations:
+    each sphere's centre and each cylinder's axis ends where Pinocchio's URDF geometry places them."""
+    pin = pytest.importorskip("pinocchio")
+    chain = Chain.from_urdf(_URDF)
+    model = RobotCollision.from_urdf(chain, _URDF)
+    assert [e.kind for e in model.unmodelled] == ["box", "mesh"] and model.unmodelled[0].where.endswith(":12")
+    assert model.links == ("base", "upper", "upper", "lower") and len(model.pairs) == 1  # upper-lower: adjacent
+    text = "\n".join(line for line in _URDF.splitlines() if "<mesh" not in line)  # a mesh Pinocchio would load
+    pmodel = pin.buildModelFromXML(text)
+    geom = pin.buildGeomFromUrdfString(pmodel, text, pin.GeometryType.COLLISION)
+    pdata, gdata = pmodel.createData(), pin.GeometryData(geom)
+    objects = [o for o in geom.geometryObjects if type(o.geometry).__name__ in ("Sphere", "Cylinder")]
+    assert len(objects) == model.num_shapes
+    q = chain.random_configuration(5, generator=torch.Generator(device="cpu").manual_seed(9))
+    a, b, r = model.shapes_in_world(q)
+    for n in range(len(q)):
+        pin.updateGeometryPlacements(pmodel, pdata, geom, gdata, q[n].numpy())
+        for k, o in enumerate(objects):
+            M = gdata.oMg[geom.getGeometryId(o.name)]
+            half = o.geometry.halfLength if hasattr(o.geometry, "halfLength") else 0.0
+            ends = [M.translation - half * M.rotation[:, 2], M.translation + half * M.rotation[:, 2]]
+            assert np.abs(a[n, k].numpy() - ends[0]).max() < 1e-12 and np.abs(b[n, k].numpy() - ends[1]).max() < 1e-12
+            assert abs(float(r[k]) - o.geometry.radius) < 1e-15
+
+
+def test_a_urdf_without_spheres_or_cylinders_is_refused_naming_what_it_has(panda):
+    with pytest.raises(ValueError, match=r"17 elements: box, mesh"):
+        RobotCollision.from_urdf(panda, data.path("robots/panda.urdf"))
+    from robojac.kinematics import UrdfError
+    with pytest.raises(UrdfError, match=r":3: <sphere> needs radius"):
+        RobotCollision.from_urdf(panda, '<robot name="x">\n<link name="panda_link1"><collision><geometry>\n'
+                                        '<sphere radius="-1"/></geometry></collision></link></robot>')

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import lie
-from ..kinematics import Chain
+from ..kinematics import Chain, read_urdf_collisions
 from ._distance import capsule_box, capsule_capsule, capsule_halfspace
 from ._shapes import Box, Capsule, HalfSpace, Sphere, segment_of
 
@@ -112,6 +112,7 @@ class RobotCollision(nn.Module):
                                  f"{chain.name!r}, got {pair!r}")
             skip.add(frozenset(pair))
         self.ignored: frozenset = frozenset(skip)
+        self.unmodelled: tuple = ()  # a description's collision elements that are no sphere or capsule
         body, parent = _bodies(chain), chain.tree.parent
         index = {f: i for i, f in enumerate(frames)}
 
@@ -175,6 +176,41 @@ class RobotCollision(nn.Module):
                         if a}
             if touching:
                 model = cls(chain, shapes, ignore=list(model.ignored) + sorted(touching))
+        return model
+
+    @classmethod
+    def from_urdf(cls, chain: Chain, source, *, ignore: Iterable[tuple[str, str]] = ()) -> RobotCollision:
+        """The spheres, cylinders and capsules of a URDF's ``<collision>`` elements (``source``:
+        a path or the XML), on ``chain``'s links (a link the chain does not have is skipped: a
+        subchain).  A cylinder becomes the capsule that contains it (its axis as the segment, its
+        radius): ``radius`` more at each end, a conservative model.  Boxes and meshes cannot be
+        spheres or capsules: they are listed in :attr:`unmodelled` (the elements, with their
+        ``file:line``), and a description with nothing else is refused, naming what it has."""
+        if not isinstance(chain, Chain):
+            raise TypeError(f"RobotCollision.from_urdf.chain: expected a robojac Chain, got {type(chain).__name__}")
+        frames = set(chain.frame_names)
+        shapes: dict[str, list] = {}
+        unmodelled = []
+        for el in read_urdf_collisions(source):
+            if el.link not in frames:
+                continue
+            if el.kind in ("box", "mesh"):
+                unmodelled.append(el)
+                continue
+            X = torch.tensor(el.origin, **_CPU)
+            if el.kind == "sphere":
+                shape = Sphere(el.size[0], tuple(X[:3].tolist()))
+            else:  # a cylinder or a capsule: its axis is the origin's z
+                half = lie.se3_act(X, torch.tensor([[0.0, 0.0, -el.size[1] / 2], [0.0, 0.0, el.size[1] / 2]], **_CPU))
+                shape = Capsule(el.size[0], tuple(half[0].tolist()), tuple(half[1].tolist()))
+            shapes.setdefault(el.link, []).append(shape)
+        if not shapes:
+            kinds = sorted({e.kind for e in unmodelled})
+            raise ValueError(f"RobotCollision.from_urdf: no sphere, cylinder or capsule on chain {chain.name!r}'s links"
+                             f" ({len(unmodelled)} elements: {', '.join(kinds) or 'none'}); give the shapes in code, "
+                             "or use RobotCollision.from_skeleton")
+        model = cls(chain, shapes, ignore=ignore)
+        model.unmodelled = tuple(unmodelled)
         return model
 
     @property

@@ -7,10 +7,11 @@ from ._mjcf import MjcfError, chain_from_mjcf
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy, rpy_to_quat
 from ._transform import PoseTransform
 from ._tree import KinematicTreeError
-from ._urdf import UrdfError, parse_urdf, quat_to_rpy, write_urdf
+from ._urdf import CollisionElement, UrdfError, parse_urdf, quat_to_rpy, read_urdf_collisions, write_urdf
 
 __all__ = [
     "Chain",
+    "CollisionElement",
     "DHRow",
     "Inertial",
     "Joint",
@@ -26,6 +27,7 @@ __all__ = [
     "origin_from_xyz_rpy",
     "parse_urdf",
     "quat_to_rpy",
+    "read_urdf_collisions",
     "rpy_to_quat",
     "write_urdf",
 ]

@@ -3,7 +3,9 @@
 The reader takes the kinematics (links, joints, origins, axes, limits, mimic relations) and each
 link's mass and centre of mass (``<inertial>``'s ``<mass>`` and ``<origin xyz>``; the rotational
 inertia is not kept).  Visual, collision, transmission and gazebo elements are ignored, so meshes
-that are not on disk do not matter.  Errors name the file and line.  The writer puts a chain's joint origins
+that are not on disk do not matter; :func:`read_urdf_collisions` reads the ``<collision>``
+elements' shapes on their own (for :mod:`robojac.collision`).  Errors name the file and line.
+The writer puts a chain's joint origins
 back into the file it was read from, everything else as it was.
 """
 
@@ -13,6 +15,7 @@ import logging
 import math
 import os
 import sys
+from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
 import torch
@@ -24,7 +27,8 @@ from ._joint import Joint, JointLimits, JointType, Mimic, _numbers_of, origin_fr
 from ._tree import KinematicTreeError
 from ._xml import number, numbers, parse_xml
 
-__all__ = ["UrdfError", "chain_from_urdf", "parse_urdf", "quat_to_rpy", "write_urdf"]
+__all__ = ["CollisionElement", "UrdfError", "chain_from_urdf", "parse_urdf", "quat_to_rpy", "read_urdf_collisions",
+           "write_urdf"]
 
 _TYPES = {t.value: t for t in JointType}
 log = logging.getLogger(__name__)
@@ -79,6 +83,61 @@ def _rate(el, attr: str, where: str) -> float:
 def parse_urdf(source):
     """``(robot name, link names, joints, {joint: "file:line"})`` of a URDF path or string."""
     return _parse(*_read(source))[:4]
+
+
+@dataclass(frozen=True)
+class CollisionElement:
+    """One ``<collision>`` of a URDF link: ``kind`` (``"sphere"``, ``"cylinder"``, ``"capsule"``,
+    ``"box"`` or ``"mesh"``), its ``size`` (``(radius,)``, ``(radius, length)``, ``(radius,
+    length)``, ``(x, y, z)`` or ``()`` for a mesh, in metres), its ``origin`` ``[t, qx, qy, qz,
+    qw]`` in the link's frame, and ``where`` (``file:line``).  ``<capsule radius length>`` is not
+    URDF's own (some tools write it); it is read as Drake and Pinocchio read it, along the
+    origin's z axis."""
+
+    link: str
+    kind: str
+    size: tuple[float, ...]
+    origin: tuple[float, ...]
+    where: str
+
+
+_SIZES = {"sphere": ("radius",), "cylinder": ("radius", "length"), "capsule": ("radius", "length")}
+
+
+def read_urdf_collisions(source) -> list[CollisionElement]:
+    """Every ``<collision>`` element of a URDF path or string, in file order (a link's
+    ``<collision>`` with no ``<geometry>`` is refused, naming its line)."""
+    text, name = _read(source)
+    root, lines = _parse_xml(text, name)
+    out = []
+    for link in root.findall("link"):
+        for el in link.findall("collision"):
+            where = f"{name}:{lines[el]}"
+            geometry = el.find("geometry")
+            shape = None if geometry is None else next(iter(geometry), None)
+            if shape is None:
+                raise UrdfError(f"{where}: the <collision> of link {link.get('name')!r} has no <geometry> shape")
+            swhere = f"{name}:{lines[shape]}"
+            if shape.tag in _SIZES:
+                size = tuple(_float(shape, a, math.nan, swhere) for a in _SIZES[shape.tag])
+                if not all(math.isfinite(v) and v >= 0 for v in size) or size[0] <= 0:
+                    raise UrdfError(f"{swhere}: <{shape.tag}> needs {' and '.join(_SIZES[shape.tag])} >= 0 "
+                                    f"(a radius > 0), got {dict(shape.attrib)}")
+            elif shape.tag == "box":
+                size = _floats(shape, "size", 3, None, swhere)
+                if size is None or not all(v > 0 for v in size):
+                    raise UrdfError(f"{swhere}: <box> needs size='x y z' > 0, got {shape.get('size')!r}")
+            elif shape.tag == "mesh":
+                size = ()
+            else:
+                raise UrdfError(f"{swhere}: <{shape.tag}> is no URDF geometry (sphere, cylinder, box, mesh; or "
+                                "capsule)")
+            origin = el.find("origin")
+            owhere = f"{name}:{lines[origin]}" if origin is not None else where
+            pose = origin_from_xyz_rpy(_floats(origin, "xyz", 3, (0.0, 0.0, 0.0), owhere),
+                                       _floats(origin, "rpy", 3, (0.0, 0.0, 0.0), owhere))
+            out.append(CollisionElement(link.get("name"), shape.tag, size, tuple(pose.tolist()), swhere))
+    return out
 
 
 def _inertial(el, link: str, name: str, lines) -> Inertial:
