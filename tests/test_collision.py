@@ -421,3 +421,103 @@ def test_a_urdf_without_spheres_or_cylinders_is_refused_naming_what_it_has(panda
     with pytest.raises(UrdfError, match=r":3: <sphere> needs radius"):
         RobotCollision.from_urdf(panda, '<robot name="x">\n<link name="panda_link1"><collision><geometry>\n'
                                         '<sphere radius="-1"/></geometry></collision></link></robot>')
+
+
+
+_XML = """<mujoco model="geoms">
+  <compiler angle="degree"/>
+  <default><default class="arm"><geom type="capsule" size="0.04 0.1" rgba="1 0 0 1"/></default></default>
+  <worldbody>
+    <geom name="floor" type="plane" size="2 2 0.1" pos="0 0 -0.05" euler="5 -3 0"/>
+    <geom name="table" type="box" size="0.2 0.3 0.05" pos="0.6 0.1 0.3" euler="0 0 20"/>
+    <geom name="ball" type="sphere" size="0.1" pos="0.3 -0.4 0.7"/>
+    <geom name="post" type="capsule" fromto="-0.4 0.3 0 -0.4 0.3 0.9" size="0.05"/>
+    <geom name="deco" type="sphere" size="0.3" contype="0" conaffinity="0"/>
+    <body name="link1" pos="0 0 0.2">
+      <joint name="j1" axis="0 0 1" range="-170 170"/>
+      <geom class="arm" pos="0 0 0.1"/>
+      <body name="link2" pos="0 0 0.25" euler="90 0 0">
+        <joint name="j2" axis="0 0 1" pos="0 0 0.02" range="-120 120"/>
+        <geom class="arm" fromto="0 0 0 0.35 0 0"/>
+        <frame pos="0.2 0.05 0" euler="0 30 0"><geom type="cylinder" size="0.03 0.08"/></frame>
+        <body name="link3" pos="0.35 0 0">
+          <joint name="j3" axis="0 0 1" range="-150 150"/>
+          <geom class="arm" size="0.035 0.12" pos="0.12 0 0" zaxis="1 0 0"/>
+          <geom type="sphere" size="0.05" pos="0.28 0 0"/>
+          <geom type="box" size="0.02 0.02 0.02" pos="0.3 0 0"/>
+        </body>
+      </body>
+    </body>
+  </worldbody>
+</mujoco>"""
+
+
+def test_an_mjcfs_geoms_and_distances_equal_mujocos():
+    """Geoms under default classes, in a <frame>, by fromto and zaxis, on hinges with a pos; the
+    worldbody's plane, box, sphere and capsule as obstacles: each shape where MuJoCo's kinematics
+    puts it, and each distance equal to MuJoCo's mj_geomDistance."""
+    mujoco = pytest.importorskip("mujoco")
+    chain = Chain.from_mjcf(_XML)
+    model = RobotCollision.from_mjcf(chain, _XML)
+    world = Obstacles.from_mjcf(_XML)
+    assert model.links == ("link1", "link2", "link2", "link3", "link3")
+    assert [g.kind for g in model.unmodelled] == ["box"]
+    assert [type(s).__name__ for s in world.shapes] == ["HalfSpace", "Box", "Sphere", "Capsule"]  # "deco" left out
+    m = mujoco.MjModel.from_xml_string(_XML)
+    d = mujoco.MjData(m)
+    names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, i) for i in range(m.ngeom)]
+    robot = [i for i in range(m.ngeom) if m.geom_bodyid[i] != 0 and m.geom_type[i] in (2, 3, 5)]  # round ones
+    obstacles = [names.index(n) for n in ("floor", "table", "ball", "post")]
+    q = chain.random_configuration(20, generator=torch.Generator(device="cpu").manual_seed(10))
+    a, b, _ = model.shapes_in_world(q)
+    dist = model.distances(q, world)
+    compared = 0
+    for k in range(len(q)):
+        d.qpos[:] = q[k].numpy()
+        mujoco.mj_kinematics(m, d)
+        for s, g in enumerate(robot):
+            half = m.geom_size[g][1] if m.geom_type[g] != 2 else 0.0
+            z = d.geom_xmat[g].reshape(3, 3)[:, 2]
+            ends = np.stack([d.geom_xpos[g] + sign * half * z for sign in (-1, 1)])  # either way round
+            ours = np.stack([a[k, s].numpy(), b[k, s].numpy()])
+            assert min(np.abs(ours - ends).max(), np.abs(ours[::-1] - ends).max()) < 1e-12
+            if m.geom_type[g] == 5:
+                continue  # a cylinder: ours is the capsule containing it
+            for o, h in enumerate(obstacles):
+                ref = mujoco.mj_geomDistance(m, d, g, h, 10.0, np.zeros(6))
+                assert abs(ref - float(dist[k, s, o])) < 1e-9
+                compared += 1
+    assert compared == 20 * 4 * 4
+
+
+def test_random_models_geoms_sit_where_mujoco_puts_them():
+    """``read_mjcf_geoms`` on random models (every primitive shape, fromto, frames, default
+    classes, each orientation attribute): each geom's pose in its body, put in the world by the
+    chain's kinematics, is MuJoCo's ``geom_xpos`` and ``geom_xmat``, and its size MuJoCo's."""
+    mujoco = pytest.importorskip("mujoco")
+    from test_mjcf import _RandomModel
+
+    from robojac.kinematics import read_mjcf_geoms
+    from robojac.lie import quat_to_matrix, se3_compose
+
+    compared = 0
+    for seed in range(25):
+        xml = _RandomModel(seed).xml()
+        chain = Chain.from_mjcf(xml)
+        geoms = read_mjcf_geoms(xml)
+        m = mujoco.MjModel.from_xml_string(xml)
+        d = mujoco.MjData(m)
+        assert len(geoms) == m.ngeom
+        q = chain.random_configuration(3, generator=torch.Generator(device="cpu").manual_seed(seed))
+        X = chain.forward_kinematics_tensor(q, [g.body for g in geoms])  # (3, G, 7)
+        W = se3_compose(X, torch.tensor([g.pose for g in geoms], **F64))
+        for k in range(len(q)):
+            d.qpos[:] = q[k].numpy()
+            mujoco.mj_kinematics(m, d)
+            for i, g in enumerate(geoms):
+                assert np.abs(W[k, i, :3].numpy() - d.geom_xpos[i]).max() < 1e-9, (seed, g)
+                assert np.abs(quat_to_matrix(W[k, i, 3:]).numpy() - d.geom_xmat[i].reshape(3, 3)).max() < 1e-9
+                n = len(g.size)
+                assert np.abs(np.array(g.size) - m.geom_size[i][:n]).max() < 1e-12, (seed, g)
+                compared += 1
+    assert compared > 300

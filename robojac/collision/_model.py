@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import lie
-from ..kinematics import Chain, read_urdf_collisions
+from ..kinematics import Chain, read_mjcf_geoms, read_urdf_collisions
 from ._distance import capsule_box, capsule_capsule, capsule_halfspace
 from ._shapes import Box, Capsule, HalfSpace, Sphere, segment_of
 
@@ -52,6 +52,18 @@ def _bodies(chain: Chain) -> list[int]:
             g = tree.parent[g]
         body.append(g)
     return body
+
+
+def _round_geom(g) -> Sphere | Capsule | None:
+    """An MJCF geom as a sphere or a capsule (a cylinder as the capsule containing it), in its
+    body's frame; ``None`` for any other shape."""
+    X = torch.tensor(g.pose, **_CPU)
+    if g.kind == "sphere":
+        return Sphere(g.size[0], tuple(X[:3].tolist()))
+    if g.kind in ("capsule", "cylinder"):
+        ends = lie.se3_act(X, torch.tensor([[0.0, 0.0, -g.size[1]], [0.0, 0.0, g.size[1]]], **_CPU))
+        return Capsule(g.size[0], tuple(ends[0].tolist()), tuple(ends[1].tolist()))
+    return None
 
 
 def _moved(chain: Chain) -> set[str]:
@@ -213,6 +225,36 @@ class RobotCollision(nn.Module):
         model.unmodelled = tuple(unmodelled)
         return model
 
+    @classmethod
+    def from_mjcf(cls, chain: Chain, source, *, ignore: Iterable[tuple[str, str]] = ()) -> RobotCollision:
+        """The sphere, capsule and cylinder geoms of an MJCF model (``source``: a path or the XML)
+        on ``chain``'s bodies other than the world (the worldbody's geoms are obstacles:
+        :meth:`Obstacles.from_mjcf`).  A geom that collides with nothing (``contype`` and
+        ``conaffinity`` both 0: a visual one) is left out.  A cylinder becomes the capsule that
+        contains it, as in :meth:`from_urdf`; boxes, ellipsoids, meshes and other shapes are
+        listed in :attr:`unmodelled`."""
+        if not isinstance(chain, Chain):
+            raise TypeError(f"RobotCollision.from_mjcf.chain: expected a robojac Chain, got {type(chain).__name__}")
+        frames = set(chain.frame_names) - {chain.root}
+        shapes: dict[str, list] = {}
+        unmodelled = []
+        for g in read_mjcf_geoms(source, free_joints="fixed"):
+            if g.body not in frames or (g.contype == 0 and g.conaffinity == 0):
+                continue
+            shape = _round_geom(g)
+            if shape is None:
+                unmodelled.append(g)
+            else:
+                shapes.setdefault(g.body, []).append(shape)
+        if not shapes:
+            kinds = sorted({g.kind for g in unmodelled})
+            raise ValueError(f"RobotCollision.from_mjcf: no sphere, capsule or cylinder geom on chain {chain.name!r}'s "
+                             f"bodies ({len(unmodelled)} others: {', '.join(kinds) or 'none'}); give the shapes in "
+                             "code, or use RobotCollision.from_skeleton")
+        model = cls(chain, shapes, ignore=ignore)
+        model.unmodelled = tuple(unmodelled)
+        return model
+
     @property
     def num_shapes(self) -> int:
         return len(self.links)
@@ -292,6 +334,31 @@ class Obstacles(nn.Module):
         self.register_buffer("offsets", torch.tensor([s.offset for _, s in planes], **_CPU), persistent=False)
         order = [k for k, _ in round_] + [k for k, _ in boxes] + [k for k, _ in planes]
         self.register_buffer("order", torch.tensor(order, dtype=torch.long, device="cpu").argsort(), persistent=False)
+
+    @classmethod
+    def from_mjcf(cls, source) -> Obstacles:
+        """The worldbody's geoms of an MJCF model (``source``: a path or the XML): spheres,
+        capsules, cylinders (as the capsules containing them), boxes and planes (the half-space
+        below the plane, its normal the geom's z).  A geom that collides with nothing
+        (``contype`` and ``conaffinity`` both 0) is left out; another shape (a mesh, a height
+        field) is refused, naming its ``file:line``."""
+        shapes = []
+        for g in read_mjcf_geoms(source, free_joints="fixed"):
+            if g.body != "world" or (g.contype == 0 and g.conaffinity == 0):
+                continue
+            shape = _round_geom(g)
+            if shape is None and g.kind == "box":
+                shape = Box(g.size, g.pose)
+            elif shape is None and g.kind == "plane":
+                normal = lie.quat_rotate(torch.tensor(g.pose[3:], **_CPU), torch.tensor([0.0, 0.0, 1.0], **_CPU))
+                shape = HalfSpace(tuple(normal.tolist()), float(normal @ torch.tensor(g.pose[:3], **_CPU)))
+            elif shape is None:
+                raise ValueError(f"{g.where}: a {g.kind} geom in the worldbody: an obstacle here is a sphere, "
+                                 "capsule, cylinder, box or plane")
+            shapes.append(shape)
+        if not shapes:
+            raise ValueError("Obstacles.from_mjcf: the worldbody has no geom that collides")
+        return cls(shapes)
 
     def __len__(self) -> int:
         return len(self.shapes)

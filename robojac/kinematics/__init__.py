@@ -3,7 +3,7 @@
 from ._chain import Chain
 from ._dh import DHRow, chain_from_dh
 from ._inertial import Inertial
-from ._mjcf import MjcfError, chain_from_mjcf
+from ._mjcf import GeomElement, MjcfError, chain_from_mjcf, read_mjcf_geoms
 from ._joint import Joint, JointLimits, JointType, Mimic, origin_from_xyz_rpy, rpy_to_quat
 from ._transform import PoseTransform
 from ._tree import KinematicTreeError
@@ -13,6 +13,7 @@ __all__ = [
     "Chain",
     "CollisionElement",
     "DHRow",
+    "GeomElement",
     "Inertial",
     "Joint",
     "JointLimits",
@@ -27,6 +28,7 @@ __all__ = [
     "origin_from_xyz_rpy",
     "parse_urdf",
     "quat_to_rpy",
+    "read_mjcf_geoms",
     "read_urdf_collisions",
     "rpy_to_quat",
     "write_urdf",

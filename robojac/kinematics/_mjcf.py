@@ -31,6 +31,7 @@ their order), so a configuration means the same thing to both.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 import os
 from xml.etree import ElementTree as ET
 
@@ -43,7 +44,7 @@ from ._joint import Joint, JointLimits, JointType
 from ._tree import KinematicTreeError
 from ._xml import number, numbers, parse_xml
 
-__all__ = ["MjcfError", "chain_from_mjcf"]
+__all__ = ["GeomElement", "MjcfError", "chain_from_mjcf", "read_mjcf_geoms"]
 
 _ORIENTATIONS = ("quat", "axisangle", "euler", "xyaxes", "zaxis")
 _GENERATING = {"composite", "flexcomp", "replicate", "attach"}  # elements that make bodies MuJoCo-side
@@ -267,6 +268,28 @@ def _defaults(root: ET.Element, where: dict) -> dict[str, dict[str, dict[str, st
 
 
 # ---- the body tree ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GeomElement:
+    """One ``<geom>`` of an MJCF model, as :func:`read_mjcf_geoms` gives it: its ``body`` (a
+    frame of the model's chain; ``"world"`` for the worldbody's), ``name`` (or ``None``),
+    ``kind`` (MuJoCo's ``type``: ``"sphere"``, ``"capsule"``, ``"cylinder"``, ``"box"``,
+    ``"plane"``, ``"mesh"``, ...), ``size`` (MuJoCo's half sizes: ``(r,)``, ``(r, half
+    length)``, ``(x, y, z)``; a ``fromto``'s half length is taken from it), its ``pose``
+    ``[t, qx, qy, qz, qw]`` in the body's frame (a capsule's or cylinder's axis along its z),
+    ``contype``, ``conaffinity``, ``group`` and ``where`` (``file:line``), with its default
+    class applied."""
+
+    body: str
+    name: str | None
+    kind: str
+    size: tuple[float, ...]
+    pose: tuple[float, ...]
+    contype: int
+    conaffinity: int
+    group: int
+    where: str
+
+
 class _Builder:
     def __init__(self, compiler: _Compiler, classes: dict, where: dict, free_joints: str):
         self.compiler, self.classes, self.where, self.free_joints = compiler, classes, where, free_joints
@@ -278,6 +301,7 @@ class _Builder:
         self.inertials: dict[str, Inertial] = {}
         self.unknown_masses: list[str] = []  # bodies whose mass MuJoCo takes from their geoms
         self.n_bodies, self.n_joints, self.n_sites = 1, 0, 0
+        self.geoms: list[GeomElement] | None = None  # collected for read_mjcf_geoms only
 
     def attrs(self, el: ET.Element, tag: str, childclass: str) -> dict[str, str]:
         cls = el.get("class", childclass)
@@ -366,7 +390,40 @@ class _Builder:
             label = "offset" if frame != parent else "weld"
             self.add(Joint(f"{name}:{label}", JointType.FIXED, frame, name, pending), w)
         self.mass_of(el, name, childclass)
+        if self.geoms is not None:
+            self.collect_geoms(el, name, _IDENTITY.clone(), childclass)
         self.walk(el, name, _IDENTITY.clone(), childclass)
+
+    def collect_geoms(self, el: ET.Element, body: str, placed: torch.Tensor, childclass: str) -> None:
+        """The geoms of a body (or of a ``<frame>`` in it, placed at ``placed``), as
+        :class:`GeomElement`s in the body's frame."""
+        for child in el:
+            w = self.where[child]
+            if child.tag == "frame":
+                inner = lie.se3_compose(placed, _pose(child.attrib, self.compiler, w))
+                self.collect_geoms(child, body, inner, child.get("childclass", childclass))
+                continue
+            if child.tag != "geom":
+                continue
+            attrs = self.attrs(child, "geom", childclass)
+            kind = attrs.get("type", "sphere")
+            raw = attrs.get("size", "")
+            try:
+                size = tuple(float(v) for v in raw.split())
+            except ValueError:
+                raise MjcfError(f"{w}: size={raw!r} is not numbers") from None
+            if "fromto" in attrs:  # the segment is the long axis; a box's two others both size[0], as in MuJoCo
+                v = _vec(attrs, "fromto", 6, None, w)
+                size = size[:1] * (1 if kind in ("sphere", "capsule", "cylinder") else 2) + (0.5 * math.dist(v[:3],
+                                                                                                          v[3:]),)
+            need = {"sphere": 1, "capsule": 2, "cylinder": 2, "box": 3, "plane": 0}.get(kind, 0)
+            if len(size) < need or not all(math.isfinite(x) and x >= 0 for x in size[:need]):
+                raise MjcfError(f"{w}: a {kind} geom needs {need} sizes of at least 0, got size={raw!r}")
+            ints = {k: int(number(attrs.get(k), k, d, w, MjcfError)) for k, d in
+                    (("contype", 1.0), ("conaffinity", 1.0), ("group", 0.0))}
+            pose = lie.se3_compose(placed, _pose(attrs, self.compiler, w))
+            self.geoms.append(GeomElement(body, attrs.get("name"), kind, size[:need] if need else size,
+                                          tuple(pose.tolist()), ints["contype"], ints["conaffinity"], ints["group"], w))
 
     def mass_of(self, el: ET.Element, name: str, childclass: str) -> None:
         """Body ``name``'s mass and centre of mass, as MuJoCo's compiler makes them: from its
@@ -504,7 +561,15 @@ def _has_geoms(body: ET.Element) -> bool:
     return False
 
 
-def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, free_joints: str = "refuse"):
+def read_mjcf_geoms(source, *, free_joints: str = "refuse") -> list[GeomElement]:
+    """Every ``<geom>`` of an MJCF file path or XML string, in the order MuJoCo reads them, each in
+    its body's frame (see :class:`GeomElement`); the model is read as :func:`chain_from_mjcf`
+    reads it, so its bodies are the frames of that chain."""
+    return chain_from_mjcf(source, free_joints=free_joints, _want_geoms=True)
+
+
+def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, free_joints: str = "refuse",
+                    _want_geoms: bool = False):
     """A :class:`~robojac.kinematics.Chain` from an MJCF file path or XML string (kinematics only).
 
     Needs no MuJoCo.  Bodies become frames of their names under the root frame ``world``;
@@ -536,9 +601,15 @@ def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, 
     if not bodies:
         raise MjcfError(f"{where[model]}: <mujoco> has no <worldbody>")
     build = _Builder(_Compiler(model, where), _defaults(model, where), where, free_joints)
+    if _want_geoms:
+        build.geoms = []
     for wb in bodies:
+        if _want_geoms:
+            build.collect_geoms(wb, "world", _IDENTITY.clone(), "main")
         build.walk(wb, "world", _IDENTITY.clone(), "main")
     build.place_sites()
+    if _want_geoms:
+        return build.geoms
     try:
         chain = Chain(build.joints, links=build.frames, root="world", name=model.get("model", "mujoco"),
                       inertials=build.masses(), _joint_lines=build.lines, _unknown_masses=build.unknown_masses)
