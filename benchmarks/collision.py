@@ -9,6 +9,9 @@ Pinocchio 4 with coal: the same shapes as geometry objects on the same links,
 answers are compared first.  Medians; ratios are robojac's time over the peer's (below 1:
 robojac is faster).
 
+Then ``ik.solve(..., avoid=CollisionTask)`` on the same scene (the hand over the table, under the
+ball; no peer in this run): IK alone and clear, how many targets each leaves clear, and the time.
+
     OMP_WAIT_POLICY=PASSIVE python benchmarks/collision.py [--batches 1 1000 100000]
 """
 
@@ -25,7 +28,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 from _util import batch_arguments, describe_machine, fmt_time, median_time, table  # noqa: E402
 from helpers import pinocchio_collision, pinocchio_configuration  # noqa: E402  (the test's own comparison)
 
-from robojac import collision, data  # noqa: E402
+from robojac import collision, data, ik  # noqa: E402
 from robojac.kinematics import Chain  # noqa: E402
 
 PER_CALL = 2000  # configurations the per-configuration peer is timed on (scaled to the batch)
@@ -84,6 +87,24 @@ def main() -> None:
             rows.append(row)
     print(table(["robojac dtype", "batch", "robojac", "robojac k/s", "Pinocchio + coal (per call)",
                  "Pinocchio k/s", "robojac / Pinocchio"], rows))
+
+    task = ik.CollisionTask(model, world, margin=0.02)
+    cfg = ik.IKConfig(frame="panda_hand_tcp")
+    rows = []
+    for B in (8, 64):
+        g = torch.Generator().manual_seed(1)
+        target = torch.stack((0.45 + 0.2 * torch.rand(B, generator=g, dtype=torch.float64),
+                              -0.3 + 0.6 * torch.rand(B, generator=g, dtype=torch.float64),
+                              0.28 + 0.08 * torch.rand(B, generator=g, dtype=torch.float64)), -1)
+        plain = ik.solve(panda, target, config=cfg)
+        clear = ik.solve(panda, target, config=cfg, avoid=task)
+        t_plain = median_time(lambda: ik.solve(panda, target, config=cfg), repeat=5)
+        t_clear = median_time(lambda: ik.solve(panda, target, config=cfg, avoid=task), repeat=3)
+        overlap = int((task.distances(plain.q[:, None]).amin((1, 2)) < 0).sum())
+        rows.append([f"{B}", f"{overlap} of {B}", fmt_time(t_plain), f"{int(clear.converged.sum())} of {B}",
+                     f"{sorted(set(clear.reason))}", fmt_time(t_clear)])
+    print(table(["targets", "IK alone: overlapping", "IK alone", f"avoid ({cfg.avoid_starts} starts): converged",
+                 "reasons", "avoid"], rows))
 
 
 if __name__ == "__main__":

@@ -112,8 +112,9 @@ def solve_avoiding(chain: Chain, cfg, target, q0, avoid, solve, result_type):
     cost = 0.5 * cfg.position_weight ** 2 * (scale * scale * (pe * pe + (cfg.orientation_weight / cfg.position_weight
                                                                           * re) ** 2)).sum(-1)
     iters = first.iterations.reshape(S * B).index_select(0, best) + result.iterations.index_select(0, best)
-    reason = tuple("tolerance" if o else "in_collision" if r else "not_reached"
-                   for o, r in zip(ok.tolist(), reached.tolist()))
+    clear = clearance >= avoid.margin - cfg.position_tolerance
+    reason = tuple("tolerance" if o else "not_reached" if c else "in_collision" for o, c in zip(ok.tolist(),
+                                                                                                clear.tolist()))
     shape = batch + ((K,) if mapping else ())
     history = torch.stack((first.cost.reshape(S * B).double().index_select(0, best), cost)).to(dt)
     return result_type(q_best.reshape(batch + (n,)), ok.reshape(batch), pe.to(dt).reshape(shape),

@@ -156,10 +156,11 @@ class IKResult:
 
     With ``avoid`` (a :class:`CollisionTask`): ``clearance`` ``(...)``, the smallest of its
     signed distances at ``q`` (m); ``converged`` also asks for a clearance of at least the
-    task's ``margin`` less ``position_tolerance``; ``reason`` may be ``"in_collision"`` (the
-    frames reached, not that clear); ``history`` ``(2, *batch)`` is the chosen start's cost
-    after IK alone and at the end; ``iterations`` counts both.  Without it ``clearance`` is
-    ``None``.
+    task's ``margin`` less ``position_tolerance``; ``reason`` may be ``"in_collision"`` (not
+    that clear, the frames reached or not) or ``"not_reached"`` (clear, a frame beyond the
+    tolerances: where both cannot be met, the answer is where the two tasks balance);
+    ``history`` ``(2, *batch)`` is the chosen start's cost after IK alone and at the end;
+    ``iterations`` counts both.  Without it ``clearance`` is ``None``.
     """
 
     q: Tensor
