@@ -202,7 +202,7 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: np.n
     host = _HostTargets(cfg, frames, T, position_only, drive)
     gen = random_source(cfg.seed)
     best = Best(B, dof, (len(frames),))
-    for rnd, todo, R in best.rounds(cfg):
+    for rnd, todo, R in best.rounds(cfg, seeded=q0 is not None):
         n = todo.size
         on_numpy = paths is not None and (cfg.engine == "numpy" or n * R <= NUMPY_MAX_ROUND)
         if on_numpy:
@@ -217,10 +217,14 @@ def rounds(chain: Chain, cfg, frames, T: Tensor, position_only: Tensor, q0: np.n
                 _, pe, re = frame_pose_errors(X, Tr.repeat_interleave(K, 0), position_only)
                 return closeness(pe, re, cfg, frames).cpu().numpy()
 
-        first = rnd == 0
-        qi = host.table_starts(chain, table, gen, todo, R) if first and table is not None else starts(gen, n, R,
-                                                                                                      distance)
-        qi = seeded(qi, todo, R, held, q0, first)
+        alone = rnd < 0  # the round of q0 alone: no other start
+        if alone:
+            qi = np.empty((n, dof))
+        elif rnd == 0 and table is not None:
+            qi = host.table_starts(chain, table, gen, todo, R)
+        else:
+            qi = starts(gen, n, R, distance)
+        qi = seeded(qi, todo, R, held, q0, alone)
         if on_numpy:
             q, pe, re, ok, it = host.attempt(paths, problem(torch.float64, R, True), qi, todo, R)
         else:

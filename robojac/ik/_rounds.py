@@ -31,10 +31,19 @@ class Best:
         """The targets not done yet."""
         return np.nonzero(~self.done)[0]
 
-    def rounds(self, cfg):
+    def rounds(self, cfg, seeded: bool = False):
         """``(round, the targets not done, restarts per target)`` for each round of ``cfg`` (an
-        ``IKConfig``) until every target is done: ``restarts``, or fewer when fewer fill ``fill``."""
-        for rnd in range(cfg.rounds):
+        ``IKConfig``) until every target is done: ``restarts``, or fewer when fewer fill ``fill``.
+        ``seeded`` (a ``q0`` was given) first yields round ``-1``, the first of the ``rounds``: one
+        attempt per target from ``q0`` alone.  Run beside other starts, the ``q0`` attempt was stopped as soon as another
+        solved the target (a start table's entry, in two steps), and the answer jumped to another
+        branch of the arm's solutions: a path tracked from the last answer moved a joint by up to
+        3 rad between waypoints (``examples/09_ik_target_path.py``)."""
+        if seeded:  # the first of the ``rounds``
+            todo = self.todo()
+            if todo.size:
+                yield -1, todo, 1
+        for rnd in range(cfg.rounds - seeded):
             todo = self.todo()
             if todo.size == 0:
                 return
@@ -62,7 +71,8 @@ def seeded(q: np.ndarray, todo: np.ndarray, R: int, held, q0: np.ndarray | None,
     """The starts ``q (n R, dof)`` of the targets ``todo`` (``R`` each; changed in place and
     returned) with the joints ``held[0]`` that move no target frame at their values ``held[1]
     (B, len(held[0]))`` (``held`` ``None``: every joint moves one), and in the ``first`` round each
-    target's first attempt at ``q0 (B, dof)`` (float64, or ``None``)."""
+    target's first attempt at ``q0 (B, dof)`` (float64, or ``None``; the round of ``q0`` alone,
+    ``R = 1``, is all of them)."""
     if held is not None:
         q[:, held[0]] = held[1][todo.repeat(R)]
     if first and q0 is not None:

@@ -38,7 +38,9 @@ class IKConfig:
     * ``frame``: the frame to place (default: the chain's tip).
     * Attempts: each attempt runs at most ``max_iterations`` damped least-squares steps from
       one start (the first round's from the start table below, later rounds' uniform inside the
-      limits; the first attempt of a target starts at ``q0`` when given).  Targets still
+      limits).  A target given ``q0`` is first tried from ``q0`` alone, one attempt, so that its
+      answer is the one that start leads to (a path tracked from the last answer stays on its
+      branch); the rounds follow where that attempt fails.  Targets still
       unsolved get a fresh round of attempts, up to ``rounds`` rounds.  A round gives each
       unsolved target ``ceil(fill / unsolved)`` restarts (at most ``restarts``), run together;
       a target's restarts stop as soon as one solves it.  A lone target thus tries many starts
@@ -382,7 +384,7 @@ def solve(chain: Chain, target, *, q0: Tensor | None = None, config: IKConfig | 
     any device, any batch shape.  Or a mapping ``{frame: target}`` (each a pose or a position, in
     one batch shape, dtype and device) that places every frame at once: a humanoid's hands and
     feet (``config.frame`` must then be ``None``; see :mod:`robojac.ik._frames`).  ``q0``
-    (``(..., dof)`` or ``(dof,)``) starts each target's first attempt.
+    (``(..., dof)`` or ``(dof,)``) starts each target's first attempt, made alone.
 
     Each step solves ``(J^T W J + lambda diag(J^T W J)) dq = J^T W e`` (Levenberg-Marquardt,
     ``lambda`` per problem: /3 after a step that lowers the cost, x3 and retry after one that
@@ -454,7 +456,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
     q0_host = None if q0 is None else q0.detach().to("cpu", torch.float64).numpy()
     held = _held(chain, _drive(chain, frame, "cpu", True), q0_host, B)
     measured = True  # every round ran the float64 numpy engine: its errors are the float64 re-check's
-    for rnd, todo, R in best.rounds(cfg):
+    for rnd, todo, R in best.rounds(cfg, seeded=q0 is not None):
         n = todo.size
         # torch for large rounds (float32 at full width), numpy for the few: a lone target's
         # starts, the last hard targets of a batch
@@ -465,11 +467,14 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
         near, near_eval = _table(chain, frame, cfg.start_table).starts(
             chain, gen, np_targets, todo, R, rotation_scale(cfg.position_weight, cfg.orientation_weight, position_only),
             evaluated=use_numpy and (q0 is None)) if rnd == 0 and cfg.start_table else (None, None)
+        alone = rnd < 0  # the round of q0 alone: no other start
+        if alone:
+            near = np.empty((n, chain.dof))
         if use_numpy:
             sel = todo.repeat(R)
             qi = near if near is not None else _starts(
                 chain, cfg, gen, n, R, lambda q: _distance_np(path, q, np_targets, sel, cfg, position_only))
-            qi = seeded(qi, todo, R, held, q0_host, rnd == 0)
+            qi = seeded(qi, todo, R, held, q0_host, alone)
             step = R * max(1, NUMPY_CHUNK // R)  # whole groups per chunk, cache-sized arrays
             outs = [lm_numpy(path, np_targets[0][sel[c : c + step]], np_targets[1][sel[c : c + step]], qi[c : c + step],
                              pb, None if near_eval is None else tuple(a[c : c + step] for a in near_eval))
@@ -481,7 +486,7 @@ def _solve_in_rounds(chain: Chain, cfg: IKConfig, frame: str, flat: Tensor, batc
             if near is None:
                 near = _starts(chain, cfg, gen, n, R,
                                lambda q: _distance_torch(chain, frame, q, Tr, cfg, position_only, work_dt))
-            q_init = torch.from_numpy(seeded(near, todo, R, held, q0_host, rnd == 0)).to(dtype=work_dt, device=dev)
+            q_init = torch.from_numpy(seeded(near, todo, R, held, q0_host, alone)).to(dtype=work_dt, device=dev)
             out = lm_engine(chain, frame, Tr, q_init, pb)
             q, pe, re, ok, it = (a.detach().cpu().numpy() for a in out)
         # the attempts ranked by the cost they minimize (what result.cost and history report)
