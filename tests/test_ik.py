@@ -637,3 +637,23 @@ def test_the_target_factor_jacobian_equals_automatic_differentiation(position_on
     auto = batch_jacobian(lambda Q: f(Q[:, None], target[:, None])[:, 0], q[:, :7].clone())
     assert max_err(r[:, 0], f(q[:, None, :7], target[:, None])[:, 0]) < 1e-14
     assert max_err(J[:, 0], auto) < 1e-10
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_a_path_tracked_from_the_last_answer_stays_on_its_branch(engine):
+    """Each waypoint of a figure eight solved from the last answer (``q0``): the q0 attempt is
+    made alone first, so a redundant arm follows its path without jumping to another branch of
+    its solutions (it had jumped by up to 3 rad, when the table's starts beside q0 solved first)."""
+    arm = planar_arm((1.0, 0.8, 0.5))
+    s = torch.linspace(0, 2 * math.pi, 61, dtype=torch.float64, device="cpu")
+    eight = torch.stack((1.3 + 0.45 * torch.sin(s), 0.6 * torch.sin(s) * torch.cos(s), torch.zeros_like(s)), -1)
+    q = torch.tensor([0.3, 0.6, 0.6], dtype=torch.float64, device="cpu")
+    cfg = ik.IKConfig(position_tolerance=1e-6, engine=engine)
+    steps = []
+    for target in eight:
+        r = ik.solve(arm, target, q0=q, config=cfg)
+        assert bool(r.converged)
+        d = r.q - q
+        steps.append(float(torch.atan2(torch.sin(d), torch.cos(d)).abs().max()))
+        q = r.q
+    assert max(steps[1:]) < 0.3, max(steps[1:])  # between waypoints (the first comes from the rest pose)
