@@ -2,9 +2,10 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
 
-Nine cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+Ten cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
 forward kinematics of the Panda at batch 1,000,000; TALOS' centre of mass and its Jacobian at
-batch 100,000; IK of 10,000 Panda targets (the torch engine);
+batch 100,000; the Panda's skeleton capsules' signed distances to each other and to a ball, a
+box and the floor at batch 100,000; IK of 10,000 Panda targets (the torch engine);
 IK of 1,000 sets of TALOS's hands and feet (several frames at once);
 100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
 the batched multifrontal Cholesky; example 27's Sim3 graph (KITTI 00 seen by a monocular
@@ -29,7 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, table  # noqa: E402
 
 import robojac  # noqa: E402
-from robojac import data, ik  # noqa: E402
+from robojac import collision, data, ik  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf, voxel_downsample  # noqa: E402
 from robojac.posegraph import PGOConfig, PoseGraph, covariances, optimize, read_g2o  # noqa: E402
 
@@ -71,6 +72,26 @@ def center_of_mass(device, n):
     return [f"centre of mass and its Jacobian, TALOS, batch {n:,} (float32)", f"{t_cpu * 1e3:.1f} ms",
             f"{t_gpu * 1e3:.2f} ms", f"{t_cpu / t_gpu:.1f}x",
             f"{n / t_gpu / 1e6:.2f} M configs/s on the GPU; max difference from the CPU {err:.1e}"]
+
+
+def collision_distances(device, n):
+    panda = robojac.Chain.from_urdf(data.path("robots/panda.urdf"))
+    model = collision.RobotCollision.from_skeleton(panda, 0.05)
+    world = collision.Obstacles([collision.Sphere(0.12, (0.45, 0.0, 0.50)),
+                                 collision.Box((0.20, 0.40, 0.10), (0.65, 0.0, 0.10, 0.0, 0.0, 0.0, 1.0)),
+                                 collision.HalfSpace((0.0, 0.0, 1.0), 0.0)])
+    q = panda.random_configuration(n, generator=torch.Generator().manual_seed(0)).float()
+
+    def run(m, w, x):
+        return torch.cat((m.self_distances(x), m.distances(x, w).flatten(-2)), -1)
+
+    t_cpu, d_cpu = timed(lambda: run(model, world, q), torch.device("cpu"), repeat=3)
+    gpu_model, gpu_world, q_gpu = model.to(device), world.to(device), q.to(device)
+    t_gpu, d = timed(lambda: run(gpu_model, gpu_world, q_gpu), device)
+    err = float((d.cpu() - d_cpu).abs().max())
+    return [f"collision distances, Panda capsules, batch {n:,} (float32, {d.shape[-1]} each)", f"{t_cpu * 1e3:.1f} ms",
+            f"{t_gpu * 1e3:.2f} ms", f"{t_cpu / t_gpu:.1f}x",
+            f"{n / t_gpu / 1e6:.2f} M configs/s on the GPU; max difference from the CPU {err:.1e} m"]
 
 
 def ik_batch(device, n):
@@ -182,6 +203,7 @@ def main() -> None:
     cases = [
         lambda: fk(device, 10_000 if args.quick else 1_000_000),
         lambda: center_of_mass(device, 10_000 if args.quick else 100_000),
+        lambda: collision_distances(device, 10_000 if args.quick else 100_000),
         lambda: ik_batch(device, 500 if args.quick else 10_000),
         lambda: ik_frames(device, 50 if args.quick else 1_000),
         lambda: icp_batch(device, 10 if args.quick else 100),

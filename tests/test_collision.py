@@ -521,3 +521,32 @@ def test_random_models_geoms_sit_where_mujoco_puts_them():
                 assert np.abs(np.array(g.size) - m.geom_size[i][:n]).max() < 1e-12, (seed, g)
                 compared += 1
     assert compared > 300
+
+
+def test_every_path_runs_on_the_devices_and_dtypes_of_its_inputs(panda, device):
+    """Distances (a box entered included), the task's Jacobian and ``ik.solve(..., avoid=)`` on
+    ``device`` (``--device cuda``; ``--default-device meta`` finds a tensor made without one),
+    equal to the CPU's; float32 follows."""
+    model, world = _scene(panda)
+    q = panda.random_configuration(64, generator=torch.Generator(device="cpu").manual_seed(11))
+    ref = (model.self_distances(q), model.distances(q, world))
+    assert (ref[1][..., 1] < -0.05).any()  # some capsules inside the table: the depth's rows
+    m, w = model.to(device), world.to(device)
+    for dt, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        qd = q.to(device=device, dtype=dt)
+        out = (m.self_distances(qd), m.distances(qd, w))
+        for a, b in zip(out, ref):
+            assert a.device.type == torch.device(device).type and a.dtype == dt
+            assert (a.cpu().double() - b).abs().max() < tol
+    task = ik.CollisionTask(m, w, margin=0.1)
+    r, (J,) = task.value_and_jacobians(q.to(device)[:, None])
+    r_cpu, (J_cpu,) = ik.CollisionTask(model.cpu(), world.cpu(), margin=0.1).value_and_jacobians(q[:, None])
+    assert (r.cpu() - r_cpu).abs().max() < 1e-9 and (J.cpu() - J_cpu).abs().max() < 1e-9
+    m, w = model.to(device), world.to(device)
+    target = torch.tensor([[0.55, -0.13, 0.32], [0.55, 0.21, 0.32]], dtype=torch.float64, device=device)
+    result = ik.solve(panda.to(device), target, config=ik.IKConfig(frame="panda_hand_tcp", avoid_starts=4),
+                      avoid=ik.CollisionTask(m, w, margin=0.02))
+    assert result.q.device.type == torch.device(device).type and bool(result.converged.all())
+    panda.cpu()
+    model.cpu()
+    world.cpu()
