@@ -216,14 +216,7 @@ class RobotCollision(nn.Module):
                 half = lie.se3_act(X, torch.tensor([[0.0, 0.0, -el.size[1] / 2], [0.0, 0.0, el.size[1] / 2]], **_CPU))
                 shape = Capsule(el.size[0], tuple(half[0].tolist()), tuple(half[1].tolist()))
             shapes.setdefault(el.link, []).append(shape)
-        if not shapes:
-            kinds = sorted({e.kind for e in unmodelled})
-            raise ValueError(f"RobotCollision.from_urdf: no sphere, cylinder or capsule on chain {chain.name!r}'s links"
-                             f" ({len(unmodelled)} elements: {', '.join(kinds) or 'none'}); give the shapes in code, "
-                             "or use RobotCollision.from_skeleton")
-        model = cls(chain, shapes, ignore=ignore)
-        model.unmodelled = tuple(unmodelled)
-        return model
+        return cls._described(chain, shapes, unmodelled, "from_urdf", ignore)
 
     @classmethod
     def from_mjcf(cls, chain: Chain, source, *, ignore: Iterable[tuple[str, str]] = ()) -> RobotCollision:
@@ -246,11 +239,17 @@ class RobotCollision(nn.Module):
                 unmodelled.append(g)
             else:
                 shapes.setdefault(g.body, []).append(shape)
+        return cls._described(chain, shapes, unmodelled, "from_mjcf", ignore)
+
+    @classmethod
+    def _described(cls, chain: Chain, shapes: dict, unmodelled: list, reader: str, ignore) -> RobotCollision:
+        """The model of a description's round shapes, its other shapes kept in :attr:`unmodelled`;
+        a description with no round shape on the chain is refused, naming what it has."""
         if not shapes:
-            kinds = sorted({g.kind for g in unmodelled})
-            raise ValueError(f"RobotCollision.from_mjcf: no sphere, capsule or cylinder geom on chain {chain.name!r}'s "
-                             f"bodies ({len(unmodelled)} others: {', '.join(kinds) or 'none'}); give the shapes in "
-                             "code, or use RobotCollision.from_skeleton")
+            kinds = sorted({e.kind for e in unmodelled})
+            raise ValueError(f"RobotCollision.{reader}: no sphere, cylinder or capsule on chain {chain.name!r}'s links "
+                             f"({len(unmodelled)} elements: {', '.join(kinds) or 'none'}); give the shapes in code, "
+                             "or use RobotCollision.from_skeleton")
         model = cls(chain, shapes, ignore=ignore)
         model.unmodelled = tuple(unmodelled)
         return model

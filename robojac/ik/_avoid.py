@@ -30,7 +30,7 @@ from .. import optim
 from .._config import check_instance
 from ..kinematics import Chain
 from ._frames import frame_pose_errors, frame_scales, parse_frame_targets
-from ._targets import parse_targets
+from ._targets import one_frame_targets
 from ._tasks import CollisionTask, FramesTask
 
 __all__ = ["solve_avoiding"]
@@ -41,17 +41,9 @@ _IDENTITY = (0.0, 0.0, 0.0, 1.0)
 def _targets(chain: Chain, cfg, target) -> tuple[tuple[str, ...], Tensor, tuple, Tensor, bool]:
     """``(frames, T (B, K, 7), batch, position_only (K,), mapping)``."""
     if isinstance(target, Mapping):
-        if cfg.frame is not None:
-            raise ValueError(f"IKConfig.frame: the targets name their frames ({list(target)!r}); expected None, "
-                             f"got {cfg.frame!r}")
-        frames, T, batch, flags = parse_frame_targets(chain, target)
+        frames, T, batch, flags = parse_frame_targets(chain, target, cfg)
         return frames, T, batch, flags, True
-    if cfg.frame_weights is not None:
-        raise ValueError("IKConfig.frame_weights: weighs the frames of a mapping of targets {frame: target}; "
-                         "this target is one frame's")
-    frame = cfg.frame or chain.tip
-    chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
-    flat, batch, position_only = parse_targets(target)
+    frame, flat, batch, position_only = one_frame_targets(chain, cfg, target)
     if position_only:
         flat = torch.cat((flat, flat.new_tensor(_IDENTITY).expand(flat.shape[0], 4)), -1)
     return (frame,), flat[:, None], batch, torch.tensor([position_only], device=flat.device), False

@@ -38,9 +38,13 @@ __all__ = ["FramesResidual", "parse_frame_targets", "frame_pose_errors"]
 _IDENTITY_QUAT = (0.0, 0.0, 0.0, 1.0)
 
 
-def parse_frame_targets(chain: Chain, targets: Mapping) -> tuple[tuple[str, ...], Tensor, tuple, Tensor]:
+def parse_frame_targets(chain: Chain, targets: Mapping, cfg=None) -> tuple[tuple[str, ...], Tensor, tuple, Tensor]:
     """``(frames, targets (B, K, 7), batch shape, position_only (K,) bool)`` of a mapping
-    ``{frame: target}``; a position target gets the identity rotation (its rotation rows weigh nothing)."""
+    ``{frame: target}``; a position target gets the identity rotation (its rotation rows weigh nothing).
+    ``cfg`` (an ``IKConfig``) must then name no ``frame``."""
+    if cfg is not None and cfg.frame is not None:
+        raise ValueError(f"IKConfig.frame: the targets name their frames ({list(targets)!r}); expected None, "
+                         f"got {cfg.frame!r}")
     if not isinstance(targets, Mapping) or not targets:
         raise ValueError("target: expected a non-empty mapping {frame name: target}")
     frames, flats, kinds, batch, ref = [], [], [], None, None

@@ -23,7 +23,7 @@ from ._path import FramePaths, SerialPath, quat_to_matrix_np
 from ._rounds import Best, random_source, seeded
 from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND, Problem
 from ._table import StartTable, rotation_scale
-from ._targets import TargetResidual, parse_targets, pose_errors
+from ._targets import TargetResidual, one_frame_targets, pose_errors
 from ._avoid import solve_avoiding
 
 __all__ = ["IKConfig", "IKResult", "solve"]
@@ -280,12 +280,7 @@ def _problem(chain: Chain, cfg: IKConfig, frame: str, position_only: bool, dtype
 
 def _check(chain, cfg, target, q0):
     _check_chain(chain)
-    if cfg.frame_weights is not None:
-        raise ValueError("IKConfig.frame_weights: weighs the frames of a mapping of targets {frame: target}; "
-                         "this target is one frame's")
-    frame = cfg.frame or chain.tip
-    chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
-    flat, batch, position_only = parse_targets(target)
+    frame, flat, batch, position_only = one_frame_targets(chain, cfg, target)
     _check_engine(cfg, flat)
     return frame, flat, batch, position_only, _check_start(chain, cfg, q0, flat, batch)
 
@@ -320,10 +315,7 @@ def _check_start(chain: Chain, cfg: IKConfig, q0, flat: Tensor, batch: tuple) ->
 def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult:
     """:func:`solve` of a mapping ``{frame: target}``: every frame at its target at once (see :mod:`._frames`)."""
     _check_chain(chain)
-    if cfg.frame is not None:
-        raise ValueError(f"IKConfig.frame: the targets name their frames ({list(targets)!r}); expected None, "
-                         f"got {cfg.frame!r}")
-    frames, T, batch, position_only = _frames.parse_frame_targets(chain, targets)
+    frames, T, batch, position_only = _frames.parse_frame_targets(chain, targets, cfg)
     _check_engine(cfg, T)
     unknown = sorted(set(cfg.frame_weights or ()) - set(frames))
     if unknown:

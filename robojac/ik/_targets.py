@@ -35,6 +35,17 @@ def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
                      f"position (..., 3); got {shape}")
 
 
+def one_frame_targets(chain, cfg, target) -> tuple[str, Tensor, tuple[int, ...], bool]:
+    """``(frame, flat targets, batch shape, position_only)`` of one frame's targets for ``cfg``
+    (an ``IKConfig``, whose ``frame_weights`` belong to a mapping of targets)."""
+    if cfg.frame_weights is not None:
+        raise ValueError("IKConfig.frame_weights: weighs the frames of a mapping of targets {frame: target}; "
+                         "this target is one frame's")
+    frame = cfg.frame or chain.tip
+    chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
+    return (frame, *parse_targets(target))
+
+
 def pose_errors(X: Tensor, target: Tensor, position_only: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``(error (P, 6|3), position error (P,), rotation error (P,))`` of poses ``X (P, 7)``:
     ``[p* - p; Log(R* R^T)]``, the world-frame error the geometric Jacobian linearises."""
