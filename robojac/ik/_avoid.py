@@ -12,7 +12,8 @@ each target is solved from ``IKConfig.avoid_starts`` starts, all in one batch:
 2. from each, the frames and the collision task together on the solver engine
    (:class:`FramesTask` and the :class:`CollisionTask`, both with closed-form Jacobians), at
    most ``IKConfig.avoid_iterations`` steps;
-3. per target, the best: reached and clear first, then the lowest cost of both tasks.
+3. per target, the best: reached and clear first, then reached, then the rest, each by the
+   cost of both tasks.
 
 The answer is differentiable in the targets through the engine's implicit gradient (the last
 solve, with the chosen start held).
