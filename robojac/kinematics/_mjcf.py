@@ -301,7 +301,7 @@ class _Builder:
         self.inertials: dict[str, Inertial] = {}
         self.unknown_masses: list[str] = []  # bodies whose mass MuJoCo takes from their geoms
         self.n_bodies, self.n_joints, self.n_sites = 1, 0, 0
-        self.geoms: list[GeomElement] | None = None  # collected for read_mjcf_geoms only
+        self.geoms_read: list[GeomElement] | None = None  # collected for read_mjcf_geoms only
 
     def attrs(self, el: ET.Element, tag: str, childclass: str) -> dict[str, str]:
         cls = el.get("class", childclass)
@@ -390,40 +390,31 @@ class _Builder:
             label = "offset" if frame != parent else "weld"
             self.add(Joint(f"{name}:{label}", JointType.FIXED, frame, name, pending), w)
         self.mass_of(el, name, childclass)
-        if self.geoms is not None:
+        if self.geoms_read is not None:
             self.collect_geoms(el, name, _IDENTITY.clone(), childclass)
         self.walk(el, name, _IDENTITY.clone(), childclass)
 
-    def collect_geoms(self, el: ET.Element, body: str, placed: torch.Tensor, childclass: str) -> None:
-        """The geoms of a body (or of a ``<frame>`` in it, placed at ``placed``), as
-        :class:`GeomElement`s in the body's frame."""
+    def geoms(self, el: ET.Element, placed: torch.Tensor, childclass: str):
+        """``(attributes, placed, where)`` of each geom of a body or of a ``<frame>`` in it (and
+        in frames inside those), ``placed`` its frame's pose in the body, its default class
+        applied."""
         for child in el:
             w = self.where[child]
             if child.tag == "frame":
-                inner = lie.se3_compose(placed, _pose(child.attrib, self.compiler, w))
-                self.collect_geoms(child, body, inner, child.get("childclass", childclass))
-                continue
-            if child.tag != "geom":
-                continue
-            attrs = self.attrs(child, "geom", childclass)
-            kind = attrs.get("type", "sphere")
-            raw = attrs.get("size", "")
-            try:
-                size = tuple(float(v) for v in raw.split())
-            except ValueError:
-                raise MjcfError(f"{w}: size={raw!r} is not numbers") from None
-            if "fromto" in attrs:  # the segment is the long axis; a box's two others both size[0], as in MuJoCo
-                v = _vec(attrs, "fromto", 6, None, w)
-                size = size[:1] * (1 if kind in ("sphere", "capsule", "cylinder") else 2) + (0.5 * math.dist(v[:3],
-                                                                                                          v[3:]),)
-            need = {"sphere": 1, "capsule": 2, "cylinder": 2, "box": 3, "plane": 0}.get(kind, 0)
-            if len(size) < need or not all(math.isfinite(x) and x >= 0 for x in size[:need]):
-                raise MjcfError(f"{w}: a {kind} geom needs {need} sizes of at least 0, got size={raw!r}")
+                yield from self.geoms(child, lie.se3_compose(placed, _pose(child.attrib, self.compiler, w)),
+                                      child.get("childclass", childclass))
+            elif child.tag == "geom":
+                yield self.attrs(child, "geom", childclass), placed, w
+
+    def collect_geoms(self, el: ET.Element, body: str, placed: torch.Tensor, childclass: str) -> None:
+        """The geoms of a body, as :class:`GeomElement`s in the body's frame."""
+        for attrs, at, w in self.geoms(el, placed, childclass):
             ints = {k: int(number(attrs.get(k), k, d, w, MjcfError)) for k, d in
                     (("contype", 1.0), ("conaffinity", 1.0), ("group", 0.0))}
-            pose = lie.se3_compose(placed, _pose(attrs, self.compiler, w))
-            self.geoms.append(GeomElement(body, attrs.get("name"), kind, size[:need] if need else size,
-                                          tuple(pose.tolist()), ints["contype"], ints["conaffinity"], ints["group"], w))
+            pose = lie.se3_compose(at, _pose(attrs, self.compiler, w))
+            self.geoms_read.append(GeomElement(body, attrs.get("name"), attrs.get("type", "sphere"), _sizes(attrs, w),
+                                               tuple(pose.tolist()), ints["contype"], ints["conaffinity"],
+                                               ints["group"], w))
 
     def mass_of(self, el: ET.Element, name: str, childclass: str) -> None:
         """Body ``name``'s mass and centre of mass, as MuJoCo's compiler makes them: from its
@@ -457,20 +448,9 @@ class _Builder:
         ``density`` (1000 by default) times its volume; its centre is its ``pos`` (a ``fromto``'s
         midpoint).  Geoms outside ``<compiler inertiagrouprange>`` weigh nothing, as in MuJoCo."""
         mass, moment = 0.0, torch.zeros(3, **_CPU64)
-        for child in el:
-            w = self.where[child]
-            if child.tag == "frame":
-                inner = lie.se3_compose(placed, _pose(child.attrib, self.compiler, w))
-                found = self.geom_mass(child, inner, child.get("childclass", childclass))
-                if found is None:
-                    return None
-                mass, moment = mass + found[0], moment + found[1]
-                continue
-            if child.tag != "geom":
-                continue
-            attrs = self.attrs(child, "geom", childclass)
+        lo, hi = self.compiler.group_range
+        for attrs, at, w in self.geoms(el, placed, childclass):
             group = int(number(attrs.get("group"), "group", 0.0, w, MjcfError))
-            lo, hi = self.compiler.group_range
             if not lo <= group <= hi:
                 continue
             if "mass" in attrs:
@@ -487,7 +467,7 @@ class _Builder:
                 centre = torch.tensor([0.5 * (a + b) for a, b in zip(v[:3], v[3:])], **_CPU64)
             else:
                 centre = torch.tensor(_vec(attrs, "pos", 3, (0.0, 0.0, 0.0), w), **_CPU64)
-            mass, moment = mass + m, moment + m * lie.se3_act(placed, centre)
+            mass, moment = mass + m, moment + m * lie.se3_act(at, centre)
         return mass, moment
 
     def masses(self) -> dict[str, Inertial]:
@@ -524,13 +504,14 @@ class _Builder:
             self.add(Joint(f"{name}:site", JointType.FIXED, body, frame, pose), self.where[el])
 
 
-def _volume(attrs: dict, where: str) -> float | None:
-    """A geom's volume from its ``type`` and ``size`` (half sizes; a ``fromto`` gives the half
-    length along its axis), as MuJoCo's compiler measures it; ``None`` for a mesh, a height
-    field, a plane or a shell (``shellinertia``), which this reader does not measure."""
+_SIZES = {"sphere": 1, "capsule": 2, "cylinder": 2, "ellipsoid": 3, "box": 3}  # the half sizes each type needs
+
+
+def _sizes(attrs: dict, where: str) -> tuple[float, ...]:
+    """A geom's half sizes as MuJoCo reads them: its ``size``, with the numbers its ``type``
+    needs (all of them for another type: a plane's, a mesh's); a ``fromto`` gives the half
+    length along its axis, the long one (a box's or ellipsoid's two others are both ``size[0]``)."""
     kind = attrs.get("type", "sphere")
-    if kind not in ("sphere", "capsule", "cylinder", "ellipsoid", "box") or attrs.get("shellinertia") == "true":
-        return None
     raw = attrs.get("size", "")
     try:
         size = [float(v) for v in raw.split()]
@@ -538,11 +519,23 @@ def _volume(attrs: dict, where: str) -> float | None:
         raise MjcfError(f"{where}: size={raw!r} is not numbers") from None
     if "fromto" in attrs:
         v = _vec(attrs, "fromto", 6, None, where)
-        # the segment is the long axis; a box's or ellipsoid's two others are both size[0], as in MuJoCo
         size = size[:1] * (1 if kind in ("sphere", "capsule", "cylinder") else 2) + [0.5 * math.dist(v[:3], v[3:])]
-    need = {"sphere": 1, "capsule": 2, "cylinder": 2}.get(kind, 3)
+    need = _SIZES.get(kind)
+    if need is None:
+        return tuple(size)
     if len(size) < need or not all(math.isfinite(x) and x >= 0 for x in size[:need]):
         raise MjcfError(f"{where}: a {kind} geom needs {need} sizes of at least 0, got size={raw!r}")
+    return tuple(size[:need])
+
+
+def _volume(attrs: dict, where: str) -> float | None:
+    """A geom's volume from its ``type`` and :func:`_sizes`, as MuJoCo's compiler measures it;
+    ``None`` for a mesh, a height field, a plane or a shell (``shellinertia``), which this reader
+    does not measure."""
+    kind = attrs.get("type", "sphere")
+    if kind not in _SIZES or attrs.get("shellinertia") == "true":
+        return None
+    size = _sizes(attrs, where)
     r = size[0]
     if kind == "sphere":
         return 4.0 / 3.0 * math.pi * r**3
@@ -602,14 +595,14 @@ def chain_from_mjcf(source, *, root: str | None = None, tip: str | None = None, 
         raise MjcfError(f"{where[model]}: <mujoco> has no <worldbody>")
     build = _Builder(_Compiler(model, where), _defaults(model, where), where, free_joints)
     if _want_geoms:
-        build.geoms = []
+        build.geoms_read = []
     for wb in bodies:
         if _want_geoms:
             build.collect_geoms(wb, "world", _IDENTITY.clone(), "main")
         build.walk(wb, "world", _IDENTITY.clone(), "main")
     build.place_sites()
     if _want_geoms:
-        return build.geoms
+        return build.geoms_read
     try:
         chain = Chain(build.joints, links=build.frames, root="world", name=model.get("model", "mujoco"),
                       inertials=build.masses(), _joint_lines=build.lines, _unknown_masses=build.unknown_masses)
