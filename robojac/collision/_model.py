@@ -13,13 +13,13 @@ fixed joint are one body) nor parent and child, less the link pairs in ``ignore`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .. import lie
+from .._config import check_int, check_real
 from ..kinematics import Chain, read_mjcf_geoms, read_urdf_collisions
 from ._distance import capsule_box, capsule_capsule, capsule_halfspace
 from ._shapes import Box, Capsule, HalfSpace, Sphere, segment_of
@@ -157,14 +157,11 @@ class RobotCollision(nn.Module):
         for f in chosen:
             if f not in frames:
                 raise ValueError(f"RobotCollision.from_skeleton.links: {f!r} is no link of chain {chain.name!r}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-            raise ValueError(f"RobotCollision.from_skeleton.samples: expected an integer >= 0, got {samples!r}")
+        check_int("RobotCollision.from_skeleton", "samples", samples, minimum=0)
 
         def radius_of(f: str) -> float | None:
             r = radius.get(f) if isinstance(radius, Mapping) else radius
-            if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r)
-                                  or r <= 0):
-                raise ValueError(f"RobotCollision.from_skeleton.radius: expected a number > 0 (m), got {r!r}")
+            check_real("RobotCollision.from_skeleton", "radius", r, positive=True, optional=True)
             return None if r is None else float(r)
 
         shapes: dict[str, list] = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .._config import check_real
+
 __all__ = ["Box", "Capsule", "HalfSpace", "Sphere", "segment_of"]
 
 
@@ -25,13 +27,9 @@ def _point(owner: str, name: str, value) -> tuple[float, float, float]:
     return p
 
 
-def _positive(owner: str, name: str, value, *, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}.{name}: expected a number (m), got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not zero):
-        raise ValueError(f"{owner}.{name}: expected a finite number {'>= 0' if zero else '> 0'} (m), got {value!r}")
-    return v
+def _positive(owner: str, name: str, value) -> float:
+    check_real(owner, name, value, positive=True)
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .. import lie
-from .._config import check_instance
+from .._config import check_bool, check_instance, check_real
 from ..collision import Obstacles, RobotCollision, capsule_capsule
 from ..kinematics import Chain
 from ._frames import FramesResidual
@@ -153,12 +153,10 @@ class CollisionTask:
         check_instance("model", model, RobotCollision, "a robojac.collision.RobotCollision")
         if obstacles is not None:
             check_instance("obstacles", obstacles, Obstacles, "robojac.collision.Obstacles or None")
-        if not isinstance(self_collision, bool):
-            raise TypeError(f"CollisionTask.self_collision: expected a bool, got {self_collision!r}")
+        check_bool("CollisionTask", "self_collision", self_collision)
         if obstacles is None and not (self_collision and len(model.pairs)):
             raise ValueError("CollisionTask: nothing to keep apart: no obstacles and no self-collision pairs")
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
-            raise ValueError(f"CollisionTask.margin: expected a finite number >= 0 (m), got {margin!r}")
+        check_real("CollisionTask", "margin", margin)
         self.model, self.obstacles, self.self_collision = model, obstacles, self_collision and len(model.pairs) > 0
         self.margin, self.weight = float(margin), _weight("CollisionTask", "weight", weight)
         self.chain = model.chain
