@@ -123,8 +123,9 @@ def _segment_box_parameter(a: Tensor, b: Tensor, X_world_box: Tensor, half_exten
     the answer, exactly."""
     shape = torch.broadcast_shapes(a.shape, b.shape, X_world_box.shape[:-1] + (3,), half_extents.shape)
     inv = lie.se3_inverse(X_world_box.detach())
-    u = lie.se3_act(inv, a.detach()).expand(shape)
-    v = (lie.se3_act(inv, b.detach()) - lie.se3_act(inv, a.detach())).expand(shape)
+    u = lie.se3_act(inv, a.detach())
+    v = (lie.se3_act(inv, b.detach()) - u).expand(shape)
+    u = u.expand(shape)
     h = half_extents.detach().expand(shape)
     moving = v.abs() > 0
     v_ = torch.where(moving, v, torch.ones_like(v))
@@ -153,10 +154,7 @@ def _segment_box_parameter(a: Tensor, b: Tensor, X_world_box: Tensor, half_exten
 def _segment_box_depth(a: Tensor, b: Tensor, X_world_box: Tensor, half_extents: Tensor) -> Tensor:
     """The shortest move separating a segment from a box it enters: the least overlap of their
     projections on the separating axes (the box's axes, and the segment's direction crossed
-    with each)."""
-    shape = torch.broadcast_shapes(a.shape, b.shape, X_world_box.shape[:-1] + (3,), half_extents.shape)
-    a, b, half_extents = a.expand(shape), b.expand(shape), half_extents.expand(shape)
-    X_world_box = X_world_box.expand(shape[:-1] + (7,))
+    with each), for rows of one shape ``(N, 3)``, ``(N, 7)``."""
     R = lie.quat_to_matrix(X_world_box[..., 3:])  # (..., 3, 3): the box's axes as columns
     axes = R.transpose(-1, -2)  # (..., 3, 3): rows
     d = b - a
