@@ -9,7 +9,8 @@ reaches the same points with every capsule at least 2 cm from the ball, the tabl
 the arm's other links: from several of IK's answers at once, each then solved with the frames and
 the collision task together on ``robojac.optim`` (both with closed-form Jacobians), the best kept.
 
-Writes ``collision.png`` (one reach: IK alone against clear, the capsules near contact in red)
+Writes ``collision.png`` (one reach: IK alone against clear, the capsules that overlap in red,
+those within the margin in orange)
 and ``collision_clearance.png`` (each reach's smallest distance to anything, both ways).
 
     python examples/31_collision_avoidance.py --out out/collision
