@@ -31,7 +31,7 @@ from .. import optim
 from .._config import check_instance
 from ..kinematics import Chain
 from ._frames import frame_pose_errors, frame_scales, parse_frame_targets
-from ._targets import one_frame_targets
+from ._targets import check_start, one_frame_targets
 from ._tasks import CollisionTask, FramesTask
 
 __all__ = ["solve_avoiding"]
@@ -68,11 +68,9 @@ def solve_avoiding(chain: Chain, cfg, target, q0, avoid, solve, result_type):
     gen = torch.Generator(device="cpu")
     gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
     starts = chain.random_configuration(S, B, generator=gen, dtype=dt, device=dev)
+    q0 = check_start(chain, cfg, q0, T[:, 0], batch)
     if q0 is not None:
-        q0 = chain.check_configuration(torch.as_tensor(q0, dtype=dt, device=dev), "q0")
-        if q0.dim() > 1 and tuple(q0.shape[:-1]) != batch:
-            raise ValueError(f"q0: expected shape ({n},) or {batch + (n,)} (one per target), got {tuple(q0.shape)}")
-        starts[0] = chain.clamp(q0.expand(batch + (n,)).reshape(B, n))
+        starts[0] = q0
     with torch.no_grad():  # the starts: IK alone (its gradients are not wanted)
         first = solve(chain, _repeat(T, frames, flags, mapping, S), q0=starts.reshape(S * B, n),
                       config=replace(cfg, frame=None if mapping else frames[0], start_table=0, restarts=1))

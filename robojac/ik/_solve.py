@@ -23,7 +23,7 @@ from ._path import FramePaths, SerialPath, quat_to_matrix_np
 from ._rounds import Best, random_source, seeded
 from ._step import NUMPY_CHUNK, NUMPY_MAX_ROUND, Problem
 from ._table import StartTable, rotation_scale
-from ._targets import TargetResidual, one_frame_targets, pose_errors
+from ._targets import TargetResidual, check_start, one_frame_targets, pose_errors
 from ._avoid import solve_avoiding
 
 __all__ = ["IKConfig", "IKResult", "solve"]
@@ -282,7 +282,7 @@ def _check(chain, cfg, target, q0):
     _check_chain(chain)
     frame, flat, batch, position_only = one_frame_targets(chain, cfg, target)
     _check_engine(cfg, flat)
-    return frame, flat, batch, position_only, _check_start(chain, cfg, q0, flat, batch)
+    return frame, flat, batch, position_only, check_start(chain, cfg, q0, flat, batch)
 
 
 def _check_engine(cfg: IKConfig, targets: Tensor) -> None:
@@ -296,22 +296,6 @@ def _check_chain(chain) -> None:
         raise TypeError(f"chain: expected a robojac Chain, got {type(chain).__name__}")
 
 
-def _check_start(chain: Chain, cfg: IKConfig, q0, flat: Tensor, batch: tuple) -> Tensor | None:
-    """``q0`` as ``(B, dof)`` inside the limits (or ``None``), after checking it and the rest pose."""
-    B = flat.shape[0]
-    if q0 is not None:
-        q0 = chain.check_configuration(torch.as_tensor(q0, dtype=flat.dtype, device=flat.device), "q0")
-        if q0.dim() == 1:
-            q0 = q0.expand(batch + (chain.dof,))
-        elif tuple(q0.shape[:-1]) != batch:
-            raise ValueError(f"q0: expected shape ({chain.dof},) or {batch + (chain.dof,)} (one per target), "
-                             f"got {tuple(q0.shape)}")
-        q0 = chain.clamp(q0.reshape(B, chain.dof))
-    if cfg.rest_pose is not None and tuple(np.shape(cfg.rest_pose)) != (chain.dof,):
-        raise ValueError(f"IKConfig.rest_pose: expected shape ({chain.dof},), got {tuple(np.shape(cfg.rest_pose))}")
-    return q0
-
-
 def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult:
     """:func:`solve` of a mapping ``{frame: target}``: every frame at its target at once (see :mod:`._frames`)."""
     _check_chain(chain)
@@ -320,7 +304,7 @@ def _solve_frames(chain: Chain, cfg: IKConfig, targets: Mapping, q0) -> IKResult
     unknown = sorted(set(cfg.frame_weights or ()) - set(frames))
     if unknown:
         raise ValueError(f"IKConfig.frame_weights: {unknown[0]!r} is not one of the targets' frames {list(frames)}")
-    q0 = _check_start(chain, cfg, q0, T[:, 0], batch)
+    q0 = check_start(chain, cfg, q0, T[:, 0], batch)
     B, K, dt, dev = T.shape[0], len(frames), T.dtype, T.device
     if B == 0 or not len(_frames.drive_of(chain, frames, dev)):  # nothing to solve for, or nothing to solve with
         q = (_middle(chain, B, dev) if q0 is None else q0).to(dt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pypose as pp
 import torch
 from torch import Tensor
@@ -44,6 +45,22 @@ def one_frame_targets(chain, cfg, target) -> tuple[str, Tensor, tuple[int, ...],
     frame = cfg.frame or chain.tip
     chain._frame_index(frame)  # refuses a frame that does not exist, naming the candidates
     return (frame, *parse_targets(target))
+
+
+def check_start(chain, cfg, q0, flat: Tensor, batch: tuple) -> Tensor | None:
+    """``q0`` as ``(B, dof)`` inside the limits (or ``None``), after checking it and the rest pose."""
+    B = flat.shape[0]
+    if q0 is not None:
+        q0 = chain.check_configuration(torch.as_tensor(q0, dtype=flat.dtype, device=flat.device), "q0")
+        if q0.dim() == 1:
+            q0 = q0.expand(batch + (chain.dof,))
+        elif tuple(q0.shape[:-1]) != batch:
+            raise ValueError(f"q0: expected shape ({chain.dof},) or {batch + (chain.dof,)} (one per target), "
+                             f"got {tuple(q0.shape)}")
+        q0 = chain.clamp(q0.reshape(B, chain.dof))
+    if cfg.rest_pose is not None and tuple(np.shape(cfg.rest_pose)) != (chain.dof,):
+        raise ValueError(f"IKConfig.rest_pose: expected shape ({chain.dof},), got {tuple(np.shape(cfg.rest_pose))}")
+    return q0
 
 
 def pose_errors(X: Tensor, target: Tensor, position_only: bool) -> tuple[Tensor, Tensor, Tensor]:
