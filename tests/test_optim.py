@@ -744,6 +744,27 @@ def test_bounded_vectors_stop_at_their_bounds_and_come_back_by_a_period(device):
         optim.Variable("Rn", torch.zeros(1, 1, 2, device=device), lower=1.0, upper=0.0)
 
 
+def test_a_coordinate_on_an_active_bound_stays_there_and_does_not_move_with_the_data(device):
+    """min (x - t)^2 + (x + y - 2 t)^2 with x <= 0.5 and t = 1: the free minimum (1, 1) is
+    outside, so x sits on its bound (the cost pushes it out) and y = 2 t - x = 1.5.  With t
+    requiring grad the answer is polished and differentiated with x held: dx/dt = 0 and
+    dy/dt = 2 (the unconstrained derivative would be 1 and 1, and its Gauss-Newton polish would
+    step x off the bound and y with it).  From the other side, x = -1 is inside and free."""
+    for t0, x_ref, y_ref, dx, dy in ((1.0, 0.5, 1.5, 0.0, 2.0), (-1.0, -1.0, -1.0, 1.0, 1.0)):
+        t = torch.tensor([[t0]], dtype=torch.float64, device=device, requires_grad=True)
+        X = optim.Variable("Rn", torch.zeros(1, 1, 2, dtype=torch.float64, device=device), upper=torch.tensor(
+            [0.5, math.inf], dtype=torch.float64, device=device))
+        f = optim.Factor(lambda x, t: torch.cat((x[..., :1], x.sum(-1, keepdim=True)), -1) - t[..., None] * torch.tensor(
+            [1.0, 2.0], dtype=x.dtype, device=x.device), [X], data=(t,))
+        r = optim.solve([X], [f])
+        x, y = r.values[0][0, 0]
+        assert bool(r.converged.all())
+        assert abs(x.item() - x_ref) < 1e-12 and abs(y.item() - y_ref) < 1e-9
+        (gx,) = torch.autograd.grad(x, t, retain_graph=True)
+        (gy,) = torch.autograd.grad(y, t)
+        assert abs(gx.item() - dx) < 1e-9 and abs(gy.item() - dy) < 1e-9
+
+
 def test_a_rest_value_pulls_inside_the_null_space_only(device):
     """x1 + x2 = 1 has a line of solutions.  From the origin, Gauss-Newton's least-norm step lands
     on (0.5, 0.5); with a rest value (2, 0) the pull, in the damped null space of the residual,

@@ -38,6 +38,7 @@ class Context:
         self.preconditioner = None  # one large problem: the solver's last Gauss-Newton factor (its solve)
         self.gauss_newton = False  # the Hessian of the backward: the exact one, or J^T W J
         self.threads = None  # torch's CPU threads for the backward: the solve's (None: the caller's)
+        self.active = None  # (B, n) bool: coordinates held on an active bound (they do not move with the data)
 
 
 # the implicit backward of one large problem stops its conjugate gradients at this relative
@@ -264,6 +265,8 @@ class Implicit(torch.autograd.Function):
             # fixed entries, and those no factor weighs (their answer does not move with the data)
             with torch.no_grad():
                 held = problem.held | problem.unweighed(values)
+                if ctx.context.active is not None:
+                    held = held | ctx.context.active
             gbar = gbar.masked_fill(held, 0.0).detach()
             if ctx.context.gauss_newton and not (B == 1 and n > DENSE_MAX):
                 return (None,) + _gauss_newton_grads(problem, values, held, gbar, converged, damping, thetas)

@@ -595,6 +595,25 @@ class Problem:
             return out.index_copy(0, rows, v.outside(v.wrap(y[rows])))
         return self._per_coordinate(values, False, part)
 
+    def at_bounds(self, values: tuple[Tensor, ...], gradient: Tensor) -> Tensor:
+        """``(B, size)``: the bounded coordinates that sit on a bound the cost's ``gradient``
+        ``(B, size)`` pushes them against (on the upper bound with a negative gradient, on the
+        lower with a positive one): an active bound, where the minimum is not a stationary point
+        of the cost and the coordinate does not move with the data."""
+        def part(v, x):
+            if not v.bounded:
+                return None
+            o = self.offset[id(v)]
+            g = gradient[:, o : o + v.count * v.group.tangent_dim].reshape(x.shape)
+            tol = 4 * torch.finfo(x.dtype).eps
+            on = torch.zeros_like(x, dtype=torch.bool)
+            if v.upper is not None:
+                on = on | ((x >= v.upper - tol * v.upper.abs().clamp(min=1)) & (g < 0))
+            if v.lower is not None:
+                on = on | ((x <= v.lower + tol * v.lower.abs().clamp(min=1)) & (g > 0))
+            return on
+        return self._per_coordinate(values, False, part)
+
     def to_bounds(self, values: tuple[Tensor, ...], step: Tensor, rows: Tensor) -> Tensor:
         """``(R, size)`` for the problems ``rows``: for each bounded coordinate that ``step`` takes
         past a bound, the step onto that bound (zero elsewhere, and for ``at_bound="hold"``)."""
