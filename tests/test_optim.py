@@ -765,6 +765,30 @@ def test_a_coordinate_on_an_active_bound_stays_there_and_does_not_move_with_the_
         assert abs(gx.item() - dx) < 1e-9 and abs(gy.item() - dy) < 1e-9
 
 
+def test_fixed_values_that_require_grad_pass_their_gradients_through_the_answer(device):
+    """x0 = a and x2 = b held, x1 free: min (x1 - x0)^2 + (x2 - x1)^2 + (x1 - c)^2 puts x1 at
+    (a + b + c) / 3.  With a and b requiring grad, d x1 / d a = d x1 / d b = 1/3 (through the
+    minimum) and the held entries' own derivative is 1; a value that is only a start passes
+    nothing (x1's start)."""
+    kw = dict(dtype=torch.float64, device=device)
+    a, b, s = (torch.tensor(v, **kw, requires_grad=True) for v in (1.0, 4.0, 7.0))
+    c = torch.tensor([[[2.0]]], **kw, requires_grad=True)
+    X = optim.Variable("Rn", torch.stack((a, s, b)).reshape(1, 3, 1), fixed=torch.tensor([True, False, True],
+                                                                                          device=device))
+    steps = optim.Factor(lambda u, v: v - u, [X, X], torch.tensor([[0, 1], [1, 2]], device=device))
+    prior = optim.Factor(lambda x, c: x - c, [X], torch.tensor([1], device=device), data=(c[0],))
+    x = optim.solve([X], [steps, prior]).values[0][0, :, 0]
+    assert abs(x[1].item() - 7.0 / 3.0) < 1e-12
+    ga, gb, gc, gs = torch.autograd.grad(x[1], (a, b, c, s), allow_unused=True)
+    assert abs(ga.item() - 1 / 3) < 1e-12 and abs(gb.item() - 1 / 3) < 1e-12 and abs(gc.item() - 1 / 3) < 1e-12
+    assert gs is None or gs.item() == 0.0
+    x = optim.solve([X], [steps, prior]).values[0][0, :, 0]
+    ga, gb = torch.autograd.grad(x.sum(), (a, b))
+    assert abs(ga.item() - 4 / 3) < 1e-12 and abs(gb.item() - 4 / 3) < 1e-12
+    none = optim.solve([X], [steps, prior], optim.SolverConfig(backward="none")).values[0]
+    assert not none.requires_grad
+
+
 def test_a_rest_value_pulls_inside_the_null_space_only(device):
     """x1 + x2 = 1 has a line of solutions.  From the origin, Gauss-Newton's least-norm step lands
     on (0.5, 0.5); with a rest value (2, 0) the pull, in the damped null space of the residual,

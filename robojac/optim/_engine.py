@@ -32,7 +32,7 @@ from .._threads import threads_for, torch_threads
 from ._linear import SparseLDL, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._small import cholesky_soa, cholesky_solve_soa, soa_pays
-from ._implicit import Context, Implicit
+from ._implicit import Context, Implicit, held_sources
 from ._problem import DENSE_MAX, Factor, Linearization, Problem, SparseSystem, hold_fixed
 from ._variables import Variable
 
@@ -303,7 +303,10 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     Each problem steps, damps and stops on its own.  A problem whose residuals turn NaN, or
     whose system cannot be solved at any damping, ends with ``converged=False`` and its reason,
     its values those of its last finite state.  Gradients reach the answer from factor data that
-    require grad (see :class:`SolverConfig`); a problem that did not converge passes none (its
+    require grad (see :class:`SolverConfig`), and, with ``backward="implicit"``, from the values
+    of fixed entries whose variable's ``value`` requires grad (a trajectory's start and end: the
+    answer moves with them by the same implicit function theorem, and a fixed entry's answer is
+    its value); a problem that did not converge passes none through its minimum (its
     gradient is zero: there is no solution to differentiate).  Those gradients are taken at the
     minimum itself: with ``backward="implicit"`` and data that require grad, the values returned
     are polished by a Gauss-Newton step (chord steps for one large problem) past what the
@@ -312,21 +315,22 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     cfg = config or SolverConfig()
     problem = Problem(variables, factors)
     thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
+    held = held_sources(problem) if cfg.backward == "implicit" else {}
     threads = threads_for(problem.block_entries, problem.held.device, cfg.num_threads)
     with torch_threads(threads):
         if cfg.backward == "unroll" and thetas:
             return _run(problem, cfg, differentiable=True)[0]
         with torch.no_grad():
             result, sparse = _run(problem, cfg, differentiable=False)
-    if cfg.backward == "implicit" and thetas and torch.is_grad_enabled():
+    if cfg.backward == "implicit" and (thetas or held) and torch.is_grad_enabled():
         with torch.no_grad(), torch_threads(threads):
             polished, active = _polish(problem, result.values, result.converged, sparse)
         context = Context(problem, polished, result.converged, 0.0)
-        context.active = active
+        context.active, context.sources = active, tuple(held)
         context.threads = threads
         if sparse is not None and sparse.factor is not None:  # the last factorization preconditions the backward
             context.preconditioner = sparse.factor.solve
-        values = Implicit.apply(context, *thetas)
+        values = Implicit.apply(context, *thetas, *held.values())
         result = SolveResult(tuple(values), result.converged, result.iterations, result.cost, result.reason,
                              result.history, result.initial_cost)
     return result

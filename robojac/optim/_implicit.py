@@ -18,7 +18,7 @@ from ._linear import SparseLDL
 from ._multifrontal import MultifrontalCholesky
 from ._problem import DENSE_MAX, Linearization, Problem, hold_fixed, sparse_gauss_newton
 
-__all__ = ["Context", "Implicit"]
+__all__ = ["Context", "Implicit", "held_sources"]
 
 
 #: The damping (of the Hessian's largest diagonal entry) that makes a minimum that is not isolated
@@ -27,6 +27,13 @@ NOT_ISOLATED = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-3, 
 #: A solve whose answer is this many times ``|gbar| / max|diag H|`` met a numerically singular
 #: ``H`` (LU without an exact zero pivot): it is solved again, damped.
 _HUGE = {torch.float64: 1e12, torch.float32: 1e6, torch.float16: 1e3, torch.bfloat16: 1e3}
+
+
+def held_sources(problem: Problem) -> dict[int, Tensor]:
+    """``{variable's position: its value}`` for the variables with fixed entries whose value
+    requires grad: the fixed entries are data of the problem (the rest of such a value is only
+    the start, and passes nothing)."""
+    return {i: v.value for i, v in enumerate(problem.variables) if v.value.requires_grad and bool(v.fixed.any())}
 
 
 class Context:
@@ -39,6 +46,7 @@ class Context:
         self.gauss_newton = False  # the Hessian of the backward: the exact one, or J^T W J
         self.threads = None  # torch's CPU threads for the backward: the solve's (None: the caller's)
         self.active = None  # (B, n) bool: coordinates held on an active bound (they do not move with the data)
+        self.sources = ()  # positions of the variables whose fixed values come last among the inputs (held_sources)
 
 
 # the implicit backward of one large problem stops its conjugate gradients at this relative
@@ -238,21 +246,31 @@ class Implicit(torch.autograd.Function):
     theorem (see the module's docstring)."""
 
     @staticmethod
-    def forward(ctx, context: Context, *thetas):
+    def forward(ctx, context: Context, *inputs):
         ctx.context = context
         ctx.threads = context.threads
-        ctx.save_for_backward(*thetas)
+        ctx.save_for_backward(*inputs)
         return tuple(v.detach().clone() for v in context.values)
 
     @staticmethod
     @backward_on_forward_threads
     def backward(ctx, *grad_values):
         problem, converged, damping = ctx.context.problem, ctx.context.converged, ctx.context.damping
-        thetas = ctx.saved_tensors
+        inputs = ctx.saved_tensors
+        sources = ctx.context.sources
+        thetas = inputs[: len(inputs) - len(sources)]
         values = tuple(v.detach() for v in ctx.context.values)
+        # the fixed entries' own values flow straight to the answer's fixed entries
+        direct = [None if grad_values[i] is None else grad_values[i] * problem.variables[i].fixed[..., None]
+                  for i in sources]
         B, n = problem.batch, problem.size
-        nothing = (None,) + (None,) * len(thetas)
+        nothing = (None,) + tuple(None for _ in thetas) + tuple(direct)
         with torch.enable_grad():
+            if sources:  # the fixed entries live in the cost: its gradient moves with them
+                live = list(values)
+                for i, src in zip(sources, inputs[len(thetas):]):
+                    live[i] = torch.where(problem.variables[i].fixed[..., None], src, values[i])
+                values = tuple(live)
             delta = values[0].new_zeros(B, n, requires_grad=True)
             # the upstream gradient in tangent coordinates: d(values)/d(delta) at delta = 0
             moved = problem.retract(values, delta)
@@ -268,7 +286,7 @@ class Implicit(torch.autograd.Function):
                 if ctx.context.active is not None:
                     held = held | ctx.context.active
             gbar = gbar.masked_fill(held, 0.0).detach()
-            if ctx.context.gauss_newton and not (B == 1 and n > DENSE_MAX):
+            if ctx.context.gauss_newton and not (B == 1 and n > DENSE_MAX):  # (attach_gradients: no sources)
                 return (None,) + _gauss_newton_grads(problem, values, held, gbar, converged, damping, thetas)
             # grad_d c with the data live
             costs = _factor_costs(problem, values, delta)
@@ -292,5 +310,9 @@ class Implicit(torch.autograd.Function):
             else:
                 lam, info = _dense_solve(hold_fixed(_dense_hessian(grad, delta, n), held), gbar, damping)
             lam = _kept(lam, info, converged)
-            grads = torch.autograd.grad((grad * lam).sum(), thetas, allow_unused=True)
-        return (None,) + tuple(None if g is None else -g for g in grads)
+            grads = torch.autograd.grad((grad * lam).sum(), inputs, allow_unused=True)
+        out = [None if g is None else -g for g in grads]
+        for k, d in enumerate(direct):
+            j = len(thetas) + k
+            out[j] = out[j] if d is None else d if out[j] is None else out[j] + d
+        return (None,) + tuple(out)

@@ -213,7 +213,9 @@ class Variable:
     appears in error messages.
 
     The value may be a pypose LieTensor or require grad: the solver reads it as the starting
-    point (gradients reach the answer through the problem's data, never through the start).
+    point (gradients reach the answer through the problem's data, never through the start),
+    except at fixed entries, which are data: with ``backward="implicit"`` their gradients pass
+    through the answer (a trajectory's start and end, a graph's anchor).
 
     Vectors (``"Rn"``) may also carry, each broadcastable to ``(N, dim)`` and shared by the
     problems (a robot's joints):
