@@ -331,6 +331,25 @@ def test_ik_solve_with_avoid_takes_poses_mappings_and_q0_and_refuses_another_cha
         ik.IKConfig(avoid_starts=0)
 
 
+def test_ik_solve_with_avoid_given_q0_keeps_the_clear_answer_nearest_it(panda):
+    """A position target a few centimetres from a clear configuration q0: of the clear answers
+    from several starts (q0 among them) the one kept is the nearest q0 (most within 0.5 rad of
+    it); without q0, the one of least cost, anywhere."""
+    model, world = _scene(panda)
+    task = ik.CollisionTask(model, world, margin=0.02)
+    qs = panda.random_configuration(256, generator=torch.Generator(device="cpu").manual_seed(8))
+    clear = (task.distances(qs[:, None]).amin((1, 2)) > 0.03).nonzero().flatten()[:6]
+    q0 = qs[clear]
+    target = panda.forward_kinematics_tensor(q0, ["panda_hand_tcp"])[:, 0, :3] + torch.tensor([0.03, -0.02, 0.02], **F64)
+    cfg = ik.IKConfig(frame="panda_hand_tcp", avoid_starts=6)
+    near = ik.solve(panda, target, q0=q0, config=cfg, avoid=task)
+    free = ik.solve(panda, target, config=cfg, avoid=task)
+    assert near.converged.all() and free.converged.all()
+    gap_near, gap_free = (near.q - q0).norm(dim=-1), (free.q - q0).norm(dim=-1)
+    assert (gap_near < gap_free).all() and float(gap_near.median()) < 0.5
+    assert (gap_free > 3.0).all()  # the rule matters: by cost alone the answers were 3-6.5 rad away
+
+
 def test_ik_solve_with_avoid_is_differentiable_in_the_targets(panda):
     """Reached, the hand follows its target one to one, through the joints' derivative."""
     model, world = _scene(panda)

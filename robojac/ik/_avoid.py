@@ -13,7 +13,8 @@ each target is solved from ``IKConfig.avoid_starts`` starts, all in one batch:
    (:class:`FramesTask` and the :class:`CollisionTask`, both with closed-form Jacobians), at
    most ``IKConfig.avoid_iterations`` steps;
 3. per target, the best: reached and clear first, then reached, then the rest, each by the
-   cost of both tasks.
+   cost of both tasks, or, for a target given ``q0``, by the distance from ``q0`` (the answer
+   nearest the configuration it was asked from: a trajectory's goal, a path's next point).
 
 The answer is differentiable in the targets through the engine's implicit gradient (the last
 solve, with the chosen start held).
@@ -95,6 +96,8 @@ def solve_avoiding(chain: Chain, cfg, target, q0, avoid, solve, result_type):
         # reached and clear first; then reached (but within the margin); then the rest; each by its cost
         rank = (~ok).double() + (~reached).double()  # 0, 1 or 2
         cost_all = result.cost.double()
+        if q0 is not None:  # the answer nearest q0 among the equally good (q0 is the first start)
+            cost_all = (Qd.reshape(S, B, n) - q0.detach().double()).norm(dim=-1).reshape(S * B)
         score = rank * (cost_all.max() + 1) + cost_all
         best = score.reshape(S, B).argmin(0) * B + torch.arange(B, device=dev)
     q_best = Q.index_select(0, best)
