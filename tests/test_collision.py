@@ -568,3 +568,43 @@ def test_every_path_runs_on_the_devices_and_dtypes_of_its_inputs(panda, device):
     panda.cpu()
     model.cpu()
     world.cpu()
+
+
+def test_the_tasks_let_the_engine_run_its_last_problems_on_their_own(panda):
+    """``CollisionTask`` and ``FramesTask`` say how they read a subset of the problems (they hold
+    nothing per problem), so the engine runs its last few running problems as a smaller batch;
+    the answers, iterations and reasons equal those of the same residuals that cannot be cut."""
+    model, world = _scene(panda)
+    task = ik.CollisionTask(model, world, margin=0.02)
+    reach = ik.FramesTask(panda, ["panda_hand_tcp"], position_only=True)
+    assert task.subset(torch.arange(3)) is task and reach.subset(torch.arange(3)) is reach
+
+    class Uncut:  # the same residual without subset
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, *a):
+            return self.inner(*a)
+
+        def value_and_jacobians(self, *a):
+            return self.inner.value_and_jacobians(*a)
+
+    B = 40
+    g = torch.Generator(device="cpu").manual_seed(2)
+    q0 = panda.random_configuration(B, generator=g)
+    T = torch.zeros(B, 1, 1, 7, **F64)
+    T[..., :3] = torch.tensor([0.55, 0.0, 0.32], **F64) + 0.1 * torch.randn(B, 1, 1, 3, generator=g, **F64)
+    T[..., 6] = 1.0
+    out = []
+    for wrap in (lambda r: r, Uncut):
+        q = optim.Variable("Rn", q0[:, None].clone(), lower=panda.lower, upper=panda.upper)
+        cfg = optim.SolverConfig(termination=optim.TerminationConfig(max_iterations=60), backward="none")
+        out.append(optim.solve([q], [optim.Factor(wrap(reach), [q], data=(T,)), optim.Factor(wrap(task), [q])], cfg))
+    cut, whole = out
+    assert int(cut.iterations.min()) < int(cut.iterations.max())  # they stop at different steps
+    assert torch.equal(cut.iterations, whole.iterations) and cut.reason == whole.reason
+    # equal to rounding (a batch of another size sums in another order), which the problems that
+    # crawl to max_iterations on a hinge amplify the most
+    ok = cut.converged
+    assert ((cut.cost - whole.cost).abs() <= 1e-10 * whole.cost.clamp(min=1e-9)).all()
+    assert (cut.values[0] - whole.values[0])[ok].abs().max() < 1e-4

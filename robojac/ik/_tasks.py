@@ -80,6 +80,11 @@ class FramesTask:
                                dtype=torch.float64, device="cpu")  # (K, 6)
         self._flags = torch.tensor(flags, device="cpu")
 
+    def subset(self, rows):
+        """The same task for a subset of the engine's problems (the targets are the factor's data,
+        which the engine slices)."""
+        return self
+
     def _residual(self, Q: Tensor) -> FramesResidual:
         """``ik.solve``'s factor of these frames over every joint, for the rows of ``Q``."""
         dev = Q.device
@@ -164,6 +169,11 @@ class CollisionTask:
                                     device="cpu")  # shapes some joint moves: the others' distances are constants
         if obstacles is not None and not len(self._moving) and not self.self_collision:
             raise ValueError("CollisionTask: no joint moves any of the model's shapes")
+
+    def subset(self, rows):
+        """The same task for a subset of the engine's problems (it holds nothing per problem:
+        the engine runs its last few running problems on their own)."""
+        return self
 
     def distances(self, Q: Tensor) -> Tensor:
         """The signed distances ``(B, F, M)`` the residual reads: to the obstacles (shape by shape),
