@@ -7,7 +7,9 @@ subpackage:
 * :mod:`robojac.lie` -- tangent maps, conversions, plain-tensor SO3/SE3 operations
 * :mod:`robojac.jacobian` -- ``modjac``, functional Jacobians, per-sample and block-sparse Jacobians
 * :mod:`robojac.kinematics` -- ``Chain`` (URDF, DH), joints, ``PoseTransform``
-* :mod:`robojac.ik` -- ``solve`` with ``IKConfig``
+* :mod:`robojac.ik` -- ``solve`` with ``IKConfig``; whole-body tasks
+* :mod:`robojac.collision` -- capsules, boxes, half-spaces; a robot's shapes and their distances
+* :mod:`robojac.motion` -- ``trajopt``: smooth trajectories clear of obstacles
 * :mod:`robojac.icp` -- ``align`` with ``ICPConfig``, point-cloud files
 * :mod:`robojac.posegraph` -- g2o files, ``PoseGraph``, ``optimize`` with ``PGOConfig``
 * :mod:`robojac.trajectory` -- TUM/KITTI files, ATE/RPE
@@ -26,8 +28,8 @@ __version__ = "0.1.0"
 
 _malloc.tune()  # glibc keeps torch's megabyte temporaries' pages (see robojac._malloc)
 
-_SUBMODULES = ("lie", "jacobian", "optim", "kinematics", "models", "data", "ik", "calibration", "icp", "posegraph",
-               "trajectory", "viz", "cli")
+_SUBMODULES = ("lie", "jacobian", "optim", "kinematics", "models", "data", "collision", "ik", "motion", "calibration",
+               "icp", "posegraph", "trajectory", "viz", "cli")
 
 # top-level name -> the subpackage that defines it
 _NAMES = {

@@ -15,13 +15,15 @@ ALLOWED = {  # package -> the packages it may import
     "data": set(),
     "__main__": {"cli"},
     "ik": {"lie", "jacobian", "optim", "kinematics", "collision"},
+    "motion": {"lie", "optim", "kinematics", "ik"},
     "calibration": {"lie", "jacobian", "optim", "kinematics"},
     "posegraph": {"lie", "jacobian", "optim", "trajectory"},
     "trajectory": {"lie"},
     "icp": {"lie", "jacobian", "optim", "posegraph", "trajectory"},
-    "viz": {"lie", "jacobian", "optim", "kinematics", "collision", "models", "ik", "calibration", "posegraph", "trajectory", "icp"},
-    "cli": {"lie", "jacobian", "optim", "kinematics", "collision", "models", "data", "ik", "calibration", "posegraph", "trajectory",
-            "icp", "viz"},
+    "viz": {"lie", "jacobian", "optim", "kinematics", "collision", "models", "ik", "motion", "calibration", "posegraph",
+            "trajectory", "icp"},
+    "cli": {"lie", "jacobian", "optim", "kinematics", "collision", "models", "data", "ik", "motion", "calibration",
+            "posegraph", "trajectory", "icp", "viz"},
 }
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ._style import PALETTE, equal_3d, new_axes, require
 
-__all__ = ["plot_collision"]
+__all__ = ["draw_obstacles", "plot_collision"]
 
 _RED, _ORANGE = "#d62728", "#ff9f1c"
 
@@ -56,6 +56,34 @@ def _box_faces(pose: np.ndarray, h: np.ndarray) -> np.ndarray:
     return pp.SE3(torch.as_tensor(pose, dtype=torch.float64)).Act(local).numpy()
 
 
+def draw_obstacles(ax, obstacles, base: np.ndarray, floor_extent: float) -> list[np.ndarray]:
+    """Draw ``obstacles`` (:class:`~robojac.collision.Obstacles`) in grey on the 3D ``ax``; a
+    half-space as a square of ``floor_extent`` metres about the foot of ``base (3,)`` on its
+    plane.  Returns points that bound what was drawn (for the axes' limits)."""
+    pts = []
+    grey = "#7f7f7f"
+    for s in obstacles.shapes:
+        kind = type(s).__name__
+        if kind in ("Sphere", "Capsule"):
+            sa, sb = (np.array(s.center),) * 2 if kind == "Sphere" else (np.array(s.a), np.array(s.b))
+            ax.plot_surface(*_capsule_surface(sa, sb, s.radius, 20), color=grey, alpha=0.5, linewidth=0)
+            pts += [sa[None] - s.radius, sb[None] + s.radius]
+        elif kind == "Box":
+            from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+            faces = _box_faces(np.array(s.pose), np.array(s.half_extents))
+            ax.add_collection3d(Poly3DCollection(faces, facecolor=grey, edgecolor="#555555", alpha=0.35, lw=0.8))
+            pts.append(faces.reshape(-1, 3))
+        else:
+            n, o = np.array(s.normal), s.offset
+            centre = base - (n @ base - o) * n  # the base's foot on the plane
+            x, y = _frame(n)
+            g = np.linspace(-1, 1, 2) * floor_extent / 2
+            P = centre + g[:, None, None] * x + g[None, :, None] * y
+            ax.plot_surface(P[..., 0], P[..., 1], P[..., 2], color="#c8c8c8", alpha=0.3, linewidth=0)
+    return pts
+
+
 def plot_collision(model, q, ax=None, *, obstacles=None, margin: float = 0.0, color: str | None = None,
                    alpha: float = 0.35, floor_extent: float = 0.6):
     """Draw a :class:`~robojac.collision.RobotCollision`'s shapes at one configuration ``q
@@ -89,25 +117,6 @@ def plot_collision(model, q, ax=None, *, obstacles=None, margin: float = 0.0, co
         ax.plot_surface(X, Y, Z, color=c, alpha=alpha, linewidth=0, shade=True)
     pts = [a.reshape(-1, 3), b.reshape(-1, 3)]
     if obstacles is not None:
-        grey = "#7f7f7f"
-        for s in obstacles.shapes:
-            kind = type(s).__name__
-            if kind in ("Sphere", "Capsule"):
-                sa, sb = (np.array(s.center),) * 2 if kind == "Sphere" else (np.array(s.a), np.array(s.b))
-                ax.plot_surface(*_capsule_surface(sa, sb, s.radius, 20), color=grey, alpha=0.5, linewidth=0)
-                pts += [sa[None] - s.radius, sb[None] + s.radius]
-            elif kind == "Box":
-                from mpl_toolkits.mplot3d.art3d import Poly3DCollection
-
-                faces = _box_faces(np.array(s.pose), np.array(s.half_extents))
-                ax.add_collection3d(Poly3DCollection(faces, facecolor=grey, edgecolor="#555555", alpha=0.35, lw=0.8))
-                pts.append(faces.reshape(-1, 3))
-            else:
-                n, o = np.array(s.normal), s.offset
-                centre = a[0] - (n @ a[0] - o) * n  # the base's foot on the plane
-                x, y = _frame(n)
-                g = np.linspace(-1, 1, 2) * floor_extent / 2
-                P = centre + g[:, None, None] * x + g[None, :, None] * y
-                ax.plot_surface(P[..., 0], P[..., 1], P[..., 2], color="#c8c8c8", alpha=0.3, linewidth=0)
+        pts += draw_obstacles(ax, obstacles, a[0], floor_extent)
     equal_3d(ax, np.concatenate(pts))
     return ax
