@@ -32,7 +32,8 @@ from .._threads import threads_for, torch_threads
 from ._linear import SparseLDL, conjugate_gradient
 from ._multifrontal import MultifrontalCholesky
 from ._small import cholesky_soa, cholesky_solve_soa, soa_pays
-from ._implicit import Context, Implicit, held_sources
+from ._constraints import Augmented, Constraint, ConstraintConfig, Stiff
+from ._implicit import Context, Implicit, held_sources, newton_steps
 from ._problem import DENSE_MAX, Factor, Linearization, Problem, SparseSystem, hold_fixed
 from ._variables import Variable
 
@@ -209,6 +210,8 @@ class SolverConfig:
       setting above.
     * ``callback``: called after every iteration with an :class:`IterationRecord` (a progress
       line, a plot); ``None`` keeps the solve quiet.
+    * ``constraints``: the augmented Lagrangian's rounds, for :func:`solve`'s ``constraints``
+      (:class:`ConstraintConfig`).
     """
 
     trust_region: TrustRegionConfig = field(default_factory=TrustRegionConfig)
@@ -218,6 +221,7 @@ class SolverConfig:
     cg_tolerance: float = 1e-12
     num_threads: int | None = None
     callback: Callable[[IterationRecord], None] | None = None
+    constraints: ConstraintConfig = field(default_factory=ConstraintConfig)
 
     def __post_init__(self):
         if not isinstance(self.trust_region, TrustRegionConfig):
@@ -230,6 +234,8 @@ class SolverConfig:
         check_int("SolverConfig", "num_threads", self.num_threads, minimum=1, optional=True)
         if self.callback is not None and not callable(self.callback):
             raise ValueError(f"SolverConfig.callback: expected a callable or None, got {self.callback!r}")
+        if not isinstance(self.constraints, ConstraintConfig):
+            raise ValueError(f"SolverConfig.constraints: expected a ConstraintConfig, got {self.constraints!r}")
 
 
 _SOLVERS = ("auto", "dense", "sparse", "ldl", "multifrontal", "cg")
@@ -269,6 +275,12 @@ class SolveResult:
     kernel does beyond its scale); ``iterations``, ``cost``
     (``0.5 sum rho(|r|^2)``), ``reason`` (the test that stopped it), ``history``,
     ``initial_cost`` (the cost at the given values).
+
+    With ``constraints``: ``constraint_violation (B,)``, the largest violation at the answer
+    (an equality's ``|c|``, an inequality's positive part); ``converged`` also asks it to be
+    within ``ConstraintConfig.tolerance`` (else the reason is ``"constraint_violation"``);
+    ``cost`` is the factors' own; ``iterations`` and ``history`` run over every round (the
+    history's cost is each round's augmented one).  ``None`` without constraints.
     """
 
     values: tuple[Tensor, ...]
@@ -278,6 +290,7 @@ class SolveResult:
     reason: tuple[str, ...]
     history: History
     initial_cost: Tensor
+    constraint_violation: Tensor | None = None
 
 
 _CONVERGED = ("satisfied", "absolute_tolerance", "relative_tolerance", "step_tolerance", "gradient_tolerance")
@@ -297,8 +310,11 @@ def _no_weight(problem: Problem, values: tuple[Tensor, ...], reason: list[str]) 
             reason[b] = "no_weight"
 
 
-def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: SolverConfig | None = None) -> SolveResult:
-    """Minimize ``0.5 sum_factors rho(|r|^2)`` over ``variables`` for every problem of the batch.
+def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: SolverConfig | None = None,
+          constraints: Sequence[Constraint] = ()) -> SolveResult:
+    """Minimize ``0.5 sum_factors rho(|r|^2)`` over ``variables`` for every problem of the batch,
+    subject to ``constraints`` (:class:`Constraint`: equalities and inequalities, by an augmented
+    Lagrangian; see :mod:`robojac.optim._constraints`).
 
     Each problem steps, damps and stops on its own.  A problem whose residuals turn NaN, or
     whose system cannot be solved at any damping, ends with ``converged=False`` and its reason,
@@ -313,6 +329,9 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
     stopping tests resolve; ``cost`` is the one the iterations ended with.
     """
     cfg = config or SolverConfig()
+    constraints = tuple(constraints)
+    if constraints:
+        return _solve_constrained(tuple(variables), tuple(factors), constraints, cfg)
     problem = Problem(variables, factors)
     thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
     held = held_sources(problem) if cfg.backward == "implicit" else {}
@@ -323,17 +342,161 @@ def solve(variables: Sequence[Variable], factors: Sequence[Factor], config: Solv
         with torch.no_grad():
             result, sparse = _run(problem, cfg, differentiable=False)
     if cfg.backward == "implicit" and (thetas or held) and torch.is_grad_enabled():
-        with torch.no_grad(), torch_threads(threads):
-            polished, active = _polish(problem, result.values, result.converged, sparse)
-        context = Context(problem, polished, result.converged, 0.0)
-        context.active, context.sources = active, tuple(held)
-        context.threads = threads
-        if sparse is not None and sparse.factor is not None:  # the last factorization preconditions the backward
-            context.preconditioner = sparse.factor.solve
-        values = Implicit.apply(context, *thetas, *held.values())
+        values = _with_gradients(problem, result.values, result.converged, sparse, threads)
         result = SolveResult(tuple(values), result.converged, result.iterations, result.cost, result.reason,
                              result.history, result.initial_cost)
     return result
+
+
+def _with_gradients(problem: Problem, values: tuple[Tensor, ...], converged: Tensor, sparse, threads) -> tuple:
+    """``values`` (a minimum of ``problem``), polished and with the implicit gradients attached."""
+    held = held_sources(problem)
+    thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
+    with torch.no_grad(), torch_threads(threads):
+        polished, active = _polish(problem, values, converged, sparse)
+    context = Context(problem, polished, converged, 0.0)
+    context.active, context.sources = active, tuple(held)
+    context.threads = threads
+    if sparse is not None and sparse.factor is not None:  # the last factorization preconditions the backward
+        context.preconditioner = sparse.factor.solve
+    return tuple(Implicit.apply(context, *thetas, *held.values()))
+
+
+def _rebound(variables: tuple[Variable, ...], factors, values: tuple[Tensor, ...]):
+    """Copies of ``variables`` at ``values`` and of ``factors`` (or constraints' factors) reading
+    those copies: a round's problem, starting where the last one ended."""
+    made = {}
+    for v, x in zip(variables, values):
+        w = Variable.__new__(Variable)
+        w.__dict__.update(v.__dict__)
+        w.value = x
+        made[id(v)] = w
+    out = []
+    for f in factors:
+        g = Factor.__new__(Factor)
+        g.__dict__.update(f.__dict__)
+        g.variables = tuple(made[id(v)] for v in f.variables)
+        g._per_slot = {}
+        out.append(g)
+    return [made[id(v)] for v in variables], out
+
+
+def _with_data(f: Factor, residual, extra: tuple[Tensor, ...], name: str) -> Factor:
+    """``f`` with another residual and more data (each with leading ``(B, F)``)."""
+    g = Factor.__new__(Factor)
+    g.__dict__.update(f.__dict__)
+    g.residual, g.data, g.name, g._per_slot = residual, f.data + extra, name, {}
+    g.pulled_back = False
+    return g
+
+
+def _evaluate(f: Factor, variables: tuple[Variable, ...], values: tuple[Tensor, ...]) -> Tensor:
+    """``f``'s residuals ``(B, F, m)`` at ``values`` (of ``variables``, in order)."""
+    at = {id(v): x for v, x in zip(variables, values)}
+    X = [at[id(v)][:, f.index[:, k]] for k, v in enumerate(f.variables)]
+    return f.residual(*X, *f.data)
+
+
+def _scale(lin: Linearization, which: list[int]) -> Tensor:
+    """``(B,)``: the largest squared row norm of the Jacobians of the factors ``which``."""
+    out = None
+    for i in which:
+        s = torch.stack([(J.detach() ** 2).sum(-1).flatten(1).amax(1) for J in lin.jacobians(i)]).sum(0)
+        out = s if out is None else torch.maximum(out, s)
+    return out
+
+
+def _solve_constrained(variables: tuple[Variable, ...], factors: tuple[Factor, ...], constraints: tuple,
+                       cfg: SolverConfig) -> SolveResult:
+    """The augmented Lagrangian's rounds (see :mod:`robojac.optim._constraints`)."""
+    for c in constraints:
+        if not isinstance(c, Constraint):
+            raise TypeError(f"constraints: expected robojac.optim.Constraint objects, got {type(c).__name__}")
+        for v in c.factor.variables:
+            if not any(v is w for w in variables):
+                raise ValueError(f"constraints: {c.name} reads variable {v.name!r}, which is not among the variables")
+    cc = cfg.constraints
+    values = tuple(v.value.detach() for v in variables)
+    with torch.no_grad():
+        cs = [_evaluate(c.factor, variables, values) for c in constraints]
+    B, dt, dev = values[0].shape[0], values[0].dtype, values[0].device
+    lams = [torch.zeros_like(c) for c in cs]
+    mu = torch.full((B,), cc.initial_penalty, dtype=dt, device=dev)
+    before = torch.stack([c.violation(x) for c, x in zip(constraints, cs)]).amax(0)
+    inner = dataclasses.replace(cfg, backward="none")
+    iterations = torch.zeros(B, dtype=torch.long, device=dev)
+    costs, damping, accepted = [], [], []
+    initial = None
+    for _ in range(cc.max_rounds):
+        vs, fs = _rebound(variables, factors + tuple(c.factor for c in constraints), values)
+        base, own = fs[: len(factors)], fs[len(factors):]
+        terms = [_with_data(f, Augmented(f.residual, c.kind), (lam, mu[:, None, None].expand(B, f.count, 1)),
+                            f"{c.name} (augmented)") for f, c, lam in zip(own, constraints, lams)]
+        result = solve(vs, list(base) + terms, inner)
+        values = tuple(v.detach() for v in result.values)
+        iterations = iterations + result.iterations
+        initial = result.initial_cost if initial is None else initial
+        costs.append(result.history.cost)
+        damping.append(result.history.damping)
+        accepted.append(result.history.accepted)
+        with torch.no_grad():
+            cs = [_evaluate(c.factor, variables, values) for c in constraints]
+            for i, (c, x) in enumerate(zip(constraints, cs)):
+                lams[i] = lams[i] + mu[:, None, None] * x
+                if c.kind == "leq":
+                    lams[i] = lams[i].clamp(min=0)
+            now = torch.stack([c.violation(x, lam) for c, x, lam in zip(constraints, cs, lams)]).amax(0)
+            feasible = now <= cc.tolerance
+            grow = ~feasible & (now > 0.25 * before)
+            mu = torch.where(grow, (mu * cc.penalty_growth).clamp(max=cc.max_penalty), mu)
+            before = now
+        if bool((feasible & result.converged).all()):
+            break
+    converged = result.converged & feasible
+    reason = tuple(r if f else "constraint_violation" for r, f in zip(result.reason, feasible.tolist()))
+    history = History(torch.cat(costs), torch.cat(damping), torch.cat(accepted))
+    # the active constraints held stiffly: a Gauss-Newton step to the constrained minimum itself
+    # (the rounds stop where the augmented cost stops resolving progress, ~sqrt(eps) of the
+    # values along the constraints' surfaces), and the problem the backward differentiates
+    live = tuple(torch.where(v.fixed[..., None], v.value, x) if v.value.requires_grad else x
+                 for v, x in zip(variables, values))  # the fixed entries with their graphs
+    vs, fs = _rebound(variables, factors + tuple(c.factor for c in constraints), live)
+    base, own = list(fs[: len(factors)]), fs[len(factors):]
+    with torch.no_grad():
+        lin = Linearization(Problem(vs, list(fs)), values, closed_forms=True)
+        s_f = _scale(lin, list(range(len(base)))) if base else torch.ones(B, dtype=dt, device=dev)
+        s_c = _scale(lin, list(range(len(base), len(fs))))
+        # the active constraints this much stiffer than the factors: the KKT system's derivative
+        # to ~1 / STIFF, rounding at ~STIFF eps
+        w = STIFF[dt] * s_f.clamp(min=1.0) / s_c.clamp(min=torch.finfo(dt).tiny)
+    stiff = []
+    for f, c, lam in zip(own, constraints, lams):
+        active = torch.ones_like(lam) if c.kind == "eq" else (lam > 0).to(dt)
+        stiff.append(_with_data(f, Stiff(f.residual), (w[:, None, None].expand(B, f.count, 1), active, lam),
+                                f"{c.name} (active)"))
+    problem = Problem(vs, base + stiff)
+    sparse = _SparseSteps(problem, cfg) if B == 1 and problem.size > DENSE_MAX and not problem.bounded else None
+    threads = threads_for(problem.block_entries, problem.held.device, cfg.num_threads)
+    if sparse is None:  # the Lagrangian's curvature: Newton steps to the constrained minimum
+        with torch_threads(threads):
+            values = tuple(v.detach() for v in newton_steps(problem, values, converged))
+    thetas = [d for f in problem.factors for d in f.data if d.requires_grad]
+    if cfg.backward == "implicit" and torch.is_grad_enabled() and (thetas or held_sources(problem)):
+        values = _with_gradients(problem, values, converged, sparse, threads)
+    else:
+        with torch.no_grad(), torch_threads(threads):
+            values, _ = _polish(problem, values, converged, sparse)
+    with torch.no_grad():
+        cs = [_evaluate(c.factor, variables, values) for c in constraints]
+        before = torch.stack([c.violation(x, lam) for c, x, lam in zip(constraints, cs, lams)]).amax(0)
+        vs, fs = _rebound(variables, factors, values)
+        cost = Linearization(Problem(vs, fs), values).cost() if fs else values[0].new_zeros(B)
+    return SolveResult(tuple(values), converged, iterations, cost, reason, history, initial, before)
+
+
+#: how much stiffer than the factors the active constraints are held in the backward (their
+#: derivative is the KKT system's to about 1 / STIFF)
+STIFF = {torch.float64: 1e8, torch.float32: 1e3}
 
 
 def attach_gradients(variables: Sequence[Variable], factors: Sequence[Factor], values: Sequence[Tensor],

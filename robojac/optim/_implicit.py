@@ -18,7 +18,7 @@ from ._linear import SparseLDL
 from ._multifrontal import MultifrontalCholesky
 from ._problem import DENSE_MAX, Linearization, Problem, hold_fixed, sparse_gauss_newton
 
-__all__ = ["Context", "Implicit", "held_sources"]
+__all__ = ["Context", "Implicit", "held_sources", "newton_steps"]
 
 
 #: The damping (of the Hessian's largest diagonal entry) that makes a minimum that is not isolated
@@ -178,6 +178,42 @@ def _dense_hessian(grad: Tensor, delta: Tensor, n: int) -> Tensor:
     except RuntimeError:
         cols = [torch.autograd.grad(grad[:, i].sum(), delta, retain_graph=True)[0] for i in range(n)]
         return torch.stack(cols, -1).detach()
+
+
+def newton_steps(problem: Problem, values: tuple[Tensor, ...], converged: Tensor, steps: int = 2) -> tuple:
+    """Newton steps with the cost's exact Hessian (many small problems; those ``converged``,
+    fixed entries and coordinates on an active bound held): where Gauss-Newton's model lacks the
+    residuals' curvature that an answer cannot do without.  A constraint's stiff augmented term
+    (``robojac.optim._constraints.Stiff``) is such a residual: at the constrained minimum it is
+    ``lambda / sqrt(w)``, not zero, and its curvature times that is the multiplier times the
+    constraint's curvature, the Lagrangian's (a Gauss-Newton step from a point 6e-7 off the
+    unit sphere's minimum along it left 4e-7; a Newton step, rounding).  A step whose system is not
+    positive definite, or that raises the cost, is not taken."""
+    B, n = problem.batch, problem.size
+    for _ in range(steps):
+        with torch.enable_grad():
+            delta = values[0].new_zeros(B, n, requires_grad=True)
+            costs = sum(_factor_costs(problem, values, delta))
+            grad = torch.autograd.grad(costs.sum(), delta, create_graph=True)[0]
+            H = _dense_hessian(grad, delta, n)
+        g = grad.detach()
+        held = problem.held
+        if problem.bounded:
+            held = held | problem.at_bounds(values, g)
+        g = g.masked_fill(held, 0.0)
+        if not bool((converged & (g.abs().amax(-1) > 0)).any()):
+            break
+        L, info = torch.linalg.cholesky_ex(hold_fixed(H, held))
+        ok = converged & (info == 0)
+        step = torch.cholesky_solve(-g[..., None], L)[..., 0]
+        ok = ok & torch.isfinite(step).all(-1)
+        trial = problem.retract(values, torch.where(ok[:, None], step, torch.zeros_like(step)))
+        with torch.no_grad():
+            zero = values[0].new_zeros(B, n)
+            before, after = (sum(_factor_costs(problem, v, zero)) for v in (values, trial))
+        take = ok & (after <= before)
+        values = tuple(torch.where(take.reshape((B,) + (1,) * (x.dim() - 1)), t, x) for t, x in zip(trial, values))
+    return values
 
 
 def _dense_solve(H: Tensor, gbar: Tensor, damping: float) -> tuple[Tensor, Tensor]:
