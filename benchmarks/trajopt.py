@@ -7,7 +7,8 @@ waypoints over 2 s, the ends held.  Three ways to the trajectory, each from the 
 minimum-acceleration blend between the ends (which crosses the wall):
 
 * ``robojac``: ``motion.trajopt`` with ``end=`` (so no IK in the time), one initial trajectory
-  and the default four;
+  and the default four; and with ``constraints="hard"`` (the clearance and the velocity limits as
+  the engine's inequality constraints: SLSQP's problem below);
 * ``scipy least_squares``: SciPy's trust-region reflective solver (``method="trf"``, the joint
   limits as bounds) on the very same residuals and closed-form Jacobians (robojac's factors,
   stacked densely): an independent solver of the same cost, whose optimum ours must equal;
@@ -34,7 +35,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 from _util import describe_machine, fmt_time, median_time, table  # noqa: E402
+from helpers import Stacked  # noqa: E402  (the tests' own comparison with SciPy)
 
 from robojac import collision, data, ik, motion  # noqa: E402
 from robojac.kinematics import Chain  # noqa: E402
@@ -58,32 +61,6 @@ def scene():
     return panda, model, world, task, q_start, q_end, X
 
 
-class Stacked:
-    """robojac's factors of one trajectory stacked densely over its free waypoints ``x ((T-2) n,)``:
-    residuals ``r (m,)`` and Jacobian ``J (m, (T-2) n)`` from their closed forms."""
-
-    def __init__(self, spec, q_start, q_end, T):
-        self.spec, self.a, self.b, self.T, self.n = spec, q_start, q_end, T, q_start.numel()
-
-    def waypoints(self, x):
-        mid = torch.as_tensor(x, dtype=torch.float64).reshape(self.T - 2, self.n)
-        return torch.cat((self.a[None], mid, self.b[None]))
-
-    def __call__(self, x):
-        Q = self.waypoints(x)
-        rs, Js = [], []
-        for residual, idx in self.spec:
-            r, blocks = residual.value_and_jacobians(*(Q[idx[:, k]][None] for k in range(idx.shape[1])))
-            F, m = r.shape[1:]
-            J = torch.zeros(F, m, self.T, self.n, dtype=torch.float64)
-            for k, Jk in enumerate(blocks):
-                J[torch.arange(F), :, idx[:, k]] += Jk[0]
-            rs.append(r[0].reshape(-1))
-            Js.append(J.reshape(F * m, self.T * self.n))
-        J = torch.cat(Js)[:, self.n : -self.n]
-        return torch.cat(rs).detach().numpy(), J.detach().numpy()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=32, help="waypoints")
@@ -94,13 +71,14 @@ def main() -> None:
 
     print(f"# trajectory optimization; {describe_machine()}; scipy {scipy.__version__}")
     panda, model, world, task, q_start, q_end, X = scene()
-    T, n, duration = args.steps, panda.dof, 2.0
+    T, duration = args.steps, 2.0
     h = duration / (T - 1)
     cfg = motion.TrajOptConfig(steps=T, duration=duration)
     s = torch.linspace(0.0, 1.0, T, dtype=torch.float64)[:, None]
     blend = q_start + (3 * s * s - 2 * s ** 3) * (q_end - q_start)
+    gap = float(task.distances(blend[None]).min())
     print(f"# {model.num_shapes} capsules, {len(model.pairs)} self pairs, a wall and the floor; {T} waypoints over "
-          f"{duration:.0f} s; the straight blend's closest approach {float(task.distances(blend[None]).min()) * 100:+.1f} cm")
+          f"{duration:.0f} s; the straight blend's closest approach {gap * 100:+.1f} cm")
 
     rows = []
 
@@ -108,6 +86,13 @@ def main() -> None:
         return motion.trajopt(panda, q_start, end=q_end, avoid=task, config=motion.TrajOptConfig(
             steps=T, duration=duration, starts=starts))
 
+    r = motion.trajopt(panda, q_start, end=q_end, avoid=task, config=motion.TrajOptConfig(
+        steps=T, duration=duration, starts=1, constraints="hard"))
+    t_hard = median_time(lambda: motion.trajopt(panda, q_start, end=q_end, avoid=task, config=motion.TrajOptConfig(
+        steps=T, duration=duration, starts=1, constraints="hard")), repeat=args.repeats, budget_s=60)
+    hard_row = ["robojac trajopt, hard constraints, 1 start", fmt_time(t_hard), f"{float(r.cost):.4f}",
+                f"{float(r.clearance) * 100:+.2f}", f"{float(r.speed):.2f}", r.reason[0], str(int(r.iterations))]
+    hard_result = r
     mine = {}
     for S in (1, 4):
         r = ours(S)
@@ -139,29 +124,21 @@ def main() -> None:
     rows.append(["scipy least_squares (trf), same cost", fmt_time(t_ls), f"{ls.cost:.4f}", f"{gap_ls * 100:+.2f}",
                  f"{speed_ls:.2f}", ls.message[:40], str(ls.nfev)])
 
-    # scikit-robot's formulation: smoothness as the cost, the rest as constraints (SLSQP)
+    # scikit-robot's formulation: smoothness as the cost, the rest as constraints (SLSQP), the
+    # problem trajopt's constraints="hard" solves
     smooth = Stacked(spec[:2], q_start, q_end, T)
-    far = ik.CollisionTask(model, world, margin=10.0)  # every pair's hinge active: its residual is 10 - d
-    clear_fn = Stacked([(motion.SweptClearance(far, cfg.substeps), pairs)], q_start, q_end, T)
-    D = np.zeros(((T - 1) * n, (T - 2) * n))  # q_{t+1} - q_t over the free waypoints
-    for t in range(T - 1):
-        if t + 1 <= T - 2:
-            D[t * n : (t + 1) * n, t * n : (t + 1) * n] = np.eye(n)
-        if t >= 1:
-            D[t * n : (t + 1) * n, (t - 1) * n : t * n] = -np.eye(n)
-    ends = np.zeros((T - 1) * n)
-    ends[:n], ends[-n:] = -q_start.numpy(), q_end.numpy()
-    vdt = np.tile(v_max.numpy() * h, T - 1)
+    speed = Stacked([(motion.VelocityBound(h, v_max), pairs)], q_start, q_end, T)
+    clear = Stacked([(motion.SweptClearance(task.constraint(), cfg.substeps), pairs)], q_start, q_end, T)
 
     def slsqp():
         def f(x):
             r, J = smooth(x)
             return 0.5 * r @ r, J.T @ r
 
-        cons = [{"type": "ineq", "fun": lambda x: (10.0 - clear_fn(x)[0]) - task.margin,
-                 "jac": lambda x: -clear_fn(x)[1]},
-                {"type": "ineq", "fun": lambda x: vdt - (D @ x + ends), "jac": lambda x: -D},
-                {"type": "ineq", "fun": lambda x: vdt + (D @ x + ends), "jac": lambda x: D}]
+        # the velocity rows in radians per step (as scikit-robot writes them): SLSQP's stopping
+        # test is scale-sensitive, and in rad/s it ran to its 500-iteration limit (43 s, the same answer)
+        cons = [{"type": "ineq", "fun": lambda x: -h * speed(x)[0], "jac": lambda x: -h * speed(x)[1]},
+                {"type": "ineq", "fun": lambda x: -clear(x)[0], "jac": lambda x: -clear(x)[1]}]
         return minimize(f, x0, jac=True, method="SLSQP", bounds=list(zip(lo, hi)), constraints=cons,
                         options={"maxiter": 500, "ftol": 1e-10})
 
@@ -173,9 +150,14 @@ def main() -> None:
     Q_sq = cost_fn.waypoints(sq.x)
     gap_sq = float(task.distances(Q_sq[None]).min())
     speed_sq = float(((Q_sq[1:] - Q_sq[:-1]).abs() / h / v_max).max())
-    rows.append(["scipy SLSQP, hard constraints (skrobot's)", fmt_time(t_sq), f"{float(0.5 * (cost_fn(sq.x)[0] ** 2).sum()):.4f}",
-                 f"{gap_sq * 100:+.2f}", f"{speed_sq:.2f}", sq.message[:40], str(sq.nit)])
+    rows.append(["scipy SLSQP, hard constraints (skrobot's)", fmt_time(t_sq),
+                 f"{float(0.5 * (smooth(sq.x)[0] ** 2).sum()):.4f}", f"{gap_sq * 100:+.2f}", f"{speed_sq:.2f}",
+                 sq.message[:40], str(sq.nit)])
+    rows.append(hard_row)
     print(table(["solver", "time", "cost (robojac's)", "closest [cm]", "speed / limit", "stopped", "iterations"], rows))
+    print(f"# hard constraints: robojac / SLSQP {t_hard / t_sq:.3f}x; smoothness cost robojac "
+          f"{float(hard_result.cost):.6f}, SLSQP {float(0.5 * (smooth(sq.x)[0] ** 2).sum()):.6f}; max waypoint "
+          f"difference {float((hard_result.q - cost_fn.waypoints(sq.x)).abs().max()):.1e} rad")
     t1 = mine[1][0]
     print(f"# robojac 1 start / scipy least_squares: {t1 / t_ls:.3f}x; / SLSQP: {t1 / t_sq:.3f}x; optimum: "
           f"robojac {float(mine[1][1].cost):.6f} against least_squares {ls.cost:.6f} "

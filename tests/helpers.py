@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pypose as pp
 import torch
 
@@ -152,3 +153,38 @@ def pinocchio_collision(pin, coal, urdf: str, model_c, world):
         for k in range(len(world.shapes)):
             gm.addCollisionPair(pin.CollisionPair(i, G + k))
     return model, gm
+
+
+class Stacked:
+    """robojac's factors of one trajectory (``spec``: ``(residual, index (F, K))`` pairs, as
+    ``motion.trajopt`` builds them) stacked densely over its free waypoints ``x ((T-2) n,)``, the
+    ends held at ``q_start`` and ``q_end``: residuals ``r (m,)`` and Jacobian ``J (m, (T-2) n)``
+    from their closed forms, in numpy, for SciPy's solvers."""
+
+    def __init__(self, spec, q_start, q_end, T):
+        self.spec, self.a, self.b, self.T, self.n = spec, q_start, q_end, T, q_start.numel()
+        self._last = (None, None)  # SciPy asks for the residuals and the Jacobian at one x in two calls
+
+    def __call__(self, x):
+        key = np.asarray(x, dtype=np.float64).tobytes()
+        if self._last[0] != key:
+            self._last = (key, self._evaluate(x))
+        return self._last[1]
+
+    def waypoints(self, x):
+        mid = torch.as_tensor(x, dtype=torch.float64, device="cpu").reshape(self.T - 2, self.n)
+        return torch.cat((self.a[None], mid, self.b[None]))
+
+    def _evaluate(self, x):
+        Q = self.waypoints(x)
+        rs, Js = [], []
+        for residual, idx in self.spec:
+            r, blocks = residual.value_and_jacobians(*(Q[idx[:, k]][None] for k in range(idx.shape[1])))
+            F, m = r.shape[1:]
+            J = torch.zeros(F, m, self.T, self.n, dtype=torch.float64, device="cpu")
+            for k, Jk in enumerate(blocks):
+                J[torch.arange(F, device="cpu"), :, idx[:, k]] += Jk[0]
+            rs.append(r[0].reshape(-1))
+            Js.append(J.reshape(F * m, self.T * self.n))
+        J = torch.cat(Js)[:, self.n : -self.n]
+        return torch.cat(rs).detach().numpy(), J.detach().numpy()

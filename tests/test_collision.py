@@ -226,6 +226,11 @@ def test_the_task_jacobian_equals_autodiff_of_its_residual(panda, shapes):
     auto = auto.permute(1, 2, 0, 3)
     assert (r > 0).sum() >= 10  # pairs within the margin: rows that are not zero
     assert (J - auto).abs().max() < 1e-9
+    # the clearance as a constraint, margin - d, every row (the inactive ones too)
+    c, (Jc,) = task.constraint().value_and_jacobians(Q)
+    assert torch.allclose(c, task.margin - task.distances(Q), atol=1e-14)
+    auto = torch.autograd.functional.jacobian(lambda x: task.constraint()(x).sum((0, 1)), Q).permute(1, 2, 0, 3)
+    assert (c < 0).sum() >= 10 and (Jc - auto).abs().max() < 1e-9
 
 
 def test_the_collision_task_keeps_reaches_clear_of_a_ball_where_ik_alone_goes_through(panda):

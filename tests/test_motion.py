@@ -3,6 +3,7 @@ minimum-acceleration curve solved by numpy, the continuous one, Pinocchio's kine
 coal's distances, the velocity limits, and central differences for the gradients."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from torch import Tensor
 from robojac import collision, data, ik, lie, motion
 from robojac.kinematics import Chain
 
-from helpers import pinocchio_collision, pinocchio_configuration
+from helpers import Stacked, pinocchio_collision, pinocchio_configuration
 
 HAND = "panda_hand_tcp"
 READY = torch.tensor([0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4], dtype=torch.float64)
@@ -107,6 +108,50 @@ def test_over_a_wall_the_trajectory_is_clear_by_pinocchio_and_coal(panda):
     assert panda.within_limits(r.q).all()
 
 
+def test_hard_constraints_hold_the_margin_exactly_and_reach_slsqps_optimum(panda):
+    """``constraints="hard"``: the clearance and the velocity limits as the engine's inequality
+    constraints.  Every constrained configuration (the waypoints and ``substeps`` between) is at
+    least the margin clear, to 1e-7 (soft: 0.6 mm inside it); the answer is SciPy's SLSQP's on
+    the same problem (scikit-robot's formulation: the smoothness as the cost, the rest as
+    constraints, robojac's residuals stacked for it), to 1e-9 in cost and 1e-6 rad."""
+    scipy = pytest.importorskip("scipy.optimize")
+    _, _, task, q_start = _wall(panda)
+    X = panda.forward_kinematics_tensor(q_start, [HAND])[0].clone()
+    X[1] = 0.3
+    q_end = ik.solve(panda, X, q0=q_start, avoid=task, config=ik.IKConfig(frame=HAND)).q
+    T, duration = 12, 2.0
+    cfg = motion.TrajOptConfig(steps=T, duration=duration, starts=1, constraints="hard")
+    r = motion.trajopt(panda, q_start, end=q_end, avoid=task, config=cfg)
+    soft = motion.trajopt(panda, q_start, end=q_end, avoid=task, config=replace(cfg, constraints="soft"))
+    assert bool(r.converged) and r.reason == ("tolerance",)
+    s = torch.arange(1, cfg.substeps + 2, dtype=torch.float64) / (cfg.substeps + 1)
+    checked = torch.cat([r.q[t] + s[:, None] * (r.q[t + 1] - r.q[t]) for t in range(T - 1)])
+    assert float(task.distances(checked[None]).min()) >= task.margin - 1e-7
+    soft_checked = torch.cat([soft.q[t] + s[:, None] * (soft.q[t + 1] - soft.q[t]) for t in range(T - 1)])
+    assert float(task.distances(soft_checked[None]).min()) < task.margin - 4e-4  # the soft one dips into it
+    h = duration / (T - 1)
+    idx = torch.arange(T)
+    pairs = torch.stack((idx[:-1], idx[1:]), 1)
+    smooth = Stacked([(motion.Acceleration(h, 1.0), torch.stack((idx[:-2], idx[1:-1], idx[2:]), 1)),
+                      (motion.RestAtEnds(h, 1.0), torch.tensor([[0, 1], [T - 2, T - 1]]))], q_start, q_end, T)
+    hard = Stacked([(motion.VelocityBound(h, panda.velocity_limits.double()), pairs),
+                    (motion.SweptClearance(task.constraint(), cfg.substeps), pairs)], q_start, q_end, T)
+    lo, hi = (np.tile(x.numpy(), T - 2) for x in panda.limits_for(torch.float64))
+    sigma = (3 * s.new_tensor(np.linspace(0, 1, T)) ** 2 - 2 * s.new_tensor(np.linspace(0, 1, T)) ** 3)[:, None]
+    x0 = (q_start + sigma * (q_end - q_start))[1:-1].reshape(-1).numpy()
+
+    def f(x):
+        res, J = smooth(x)
+        return 0.5 * res @ res, J.T @ res
+
+    ref = scipy.minimize(f, x0, jac=True, method="SLSQP", bounds=list(zip(lo, hi)),
+                         constraints=[{"type": "ineq", "fun": lambda x: -hard(x)[0], "jac": lambda x: -hard(x)[1]}],
+                         options={"maxiter": 500, "ftol": 1e-12})
+    assert ref.success
+    assert abs(float(r.cost) - ref.fun) < 1e-9 * ref.fun  # (measured: 2e-14)
+    assert np.abs(r.q[1:-1].reshape(-1).numpy() - ref.x).max() < 1e-6  # (6e-8 rad)
+
+
 def test_velocity_limits_hold_or_the_answer_says_too_fast(panda):
     """Joint 1 turns 2 rad, its limit 2.175 rad/s: in 1.2 s the smooth blend would peak at 1.15x
     the limit, and the answer flattens it to the limit; in 0.9 s no trajectory can (2.22 rad/s
@@ -123,6 +168,10 @@ def test_velocity_limits_hold_or_the_answer_says_too_fast(panda):
     too = motion.trajopt(panda, a, end=b, config=motion.TrajOptConfig(duration=0.9, starts=1))
     for r in (slow, too):
         assert not bool(r.converged) and r.reason == ("too_fast",) and float(r.speed) > 1.001
+    hard = motion.trajopt(panda, a, end=b, config=motion.TrajOptConfig(duration=1.2, starts=1, constraints="hard"))
+    assert bool(hard.converged) and abs(float(hard.speed) - 1.0) < 1e-9  # the limit itself, to rounding
+    too = motion.trajopt(panda, a, end=b, config=motion.TrajOptConfig(duration=0.9, starts=1, constraints="hard"))
+    assert not bool(too.converged) and too.reason == ("too_fast",)
 
 
 def _central_differences(f, x: Tensor, eps: float = 1e-6) -> Tensor:
@@ -136,26 +185,33 @@ def _central_differences(f, x: Tensor, eps: float = 1e-6) -> Tensor:
 
 def test_the_trajectory_is_differentiable_in_its_start_and_end(panda):
     """``d q / d start`` and ``d q / d end`` through the engine's implicit gradient (the ends are
-    fixed entries of the variable) equal central differences of re-solved trajectories: to 1e-6
-    with nothing active but the smoothness, and to 1e-3 with the wall's clearance active (a
-    hinge)."""
+    fixed entries of the variable), along two random directions each, equal central differences
+    of re-solved trajectories: to 1e-8 with nothing active but the smoothness, to 1e-3 with the
+    wall's clearance active as a cost (a hinge: measured 6e-5), and to 1e-5 with it a hard
+    constraint (the constrained minimum's derivative: measured 6e-7)."""
     _, _, task, q_start = _wall(panda)
     W = torch.randn(16, 7, dtype=torch.float64, generator=torch.Generator(device="cpu").manual_seed(0))
+    U = torch.randn(2, 7, dtype=torch.float64, generator=torch.Generator(device="cpu").manual_seed(1))
     X = panda.forward_kinematics_tensor(q_start, [HAND])[0].clone()
     X[1] = 0.3
     q_end = ik.solve(panda, X, q0=q_start, avoid=task, config=ik.IKConfig(frame=HAND)).q
-    for avoid, duration, tol in ((None, 20.0, 1e-6), (task, 2.0, 1e-3)):
-        cfg = motion.TrajOptConfig(steps=16, starts=1, duration=duration)
+    for avoid, duration, mode, tol in ((None, 20.0, "soft", 1e-8), (task, 2.0, "soft", 1e-3), (task, 2.0, "hard", 1e-5)):
+        cfg = motion.TrajOptConfig(steps=16, starts=1, duration=duration, constraints=mode)
         a, b = q_start.clone().requires_grad_(), q_end.clone().requires_grad_()
         r = motion.trajopt(panda, a, end=b, avoid=avoid, config=cfg)
         assert bool(r.converged)
         ga, gb = torch.autograd.grad((r.q * W).sum(), (a, b))
-        fa = _central_differences(lambda x: float((motion.trajopt(panda, x, end=q_end, avoid=avoid,
-                                                                  config=cfg).q * W).sum()), q_start)
-        fb = _central_differences(lambda x: float((motion.trajopt(panda, q_start, end=x, avoid=avoid,
-                                                                  config=cfg).q * W).sum()), q_end)
-        assert float((ga - fa).norm() / fa.norm()) < tol and float((gb - fb).norm() / fb.norm()) < tol
-        if avoid is not None:
+
+        def loss(start, end):
+            return float((motion.trajopt(panda, start, end=end, avoid=avoid, config=cfg).q * W).sum())
+
+        eps = 1e-6
+        for u in U:
+            fa = (loss(q_start + eps * u, q_end) - loss(q_start - eps * u, q_end)) / (2 * eps)
+            fb = (loss(q_start, q_end + eps * u) - loss(q_start, q_end - eps * u)) / (2 * eps)
+            scale_a, scale_b = float(ga.norm() * u.norm()), float(gb.norm() * u.norm())
+            assert abs(float(ga @ u) - fa) < tol * scale_a and abs(float(gb @ u) - fb) < tol * scale_b
+        if mode == "soft" and avoid is not None:
             assert float(r.clearance) < 0.0199  # the clearance's hinge is active
 
 

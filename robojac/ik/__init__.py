@@ -7,7 +7,7 @@ from ._io import read_targets
 from ._planar import planar_2link_ik, planar_3link_ik
 from ._solve import IKConfig, IKResult, solve
 from ._targets import pose_errors
-from ._tasks import CenterOfMassTask, CollisionTask, FramesTask
+from ._tasks import CenterOfMassTask, ClearanceConstraint, CollisionTask, FramesTask
 
-__all__ = ["CenterOfMassTask", "CollisionTask", "FramesTask", "IKConfig", "IKResult", "planar_2link_ik", "planar_3link_ik",
-           "pose_errors", "read_targets", "solve"]
+__all__ = ["CenterOfMassTask", "ClearanceConstraint", "CollisionTask", "FramesTask", "IKConfig", "IKResult",
+           "planar_2link_ik", "planar_3link_ik", "pose_errors", "read_targets", "solve"]

@@ -22,7 +22,7 @@ from ..collision import Obstacles, RobotCollision, capsule_capsule
 from ..kinematics import Chain
 from ._frames import FramesResidual
 
-__all__ = ["CenterOfMassTask", "CollisionTask", "FramesTask"]
+__all__ = ["CenterOfMassTask", "ClearanceConstraint", "CollisionTask", "FramesTask"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
 
@@ -192,9 +192,24 @@ class CollisionTask:
         return self.weight * (self.margin - self.distances(Q)).clamp(min=0)
 
     def value_and_jacobians(self, Q: Tensor) -> tuple[Tensor, tuple[Tensor]]:
-        """The residual and its Jacobian ``(B, F, M, dof)``: each distance's derivative in its
-        capsules' ends (a small backward through the distance alone), times the ends' Jacobians
-        ``J_v - [p - o]x J_w`` from the links' geometric Jacobians (one kinematics pass)."""
+        """The residual and its Jacobian ``(B, F, M, dof)`` (from :meth:`distances_and_jacobians`)."""
+        d, Jd = self.distances_and_jacobians(Q)
+        gap = self.margin - d
+        res = self.weight * gap.clamp(min=0)
+        Jr = torch.where((gap > 0)[..., None], -self.weight * Jd, torch.zeros_like(Jd))
+        return res, (Jr,)
+
+    def constraint(self) -> "ClearanceConstraint":
+        """The clearance as a constraint, ``margin - d <= 0`` for every distance: use it as
+        ``optim.Constraint(task.constraint(), [q], kind="leq")`` to hold the margin exactly
+        (the task as a factor is a cost: it stops where its pull and the others' balance)."""
+        return ClearanceConstraint(self)
+
+    def distances_and_jacobians(self, Q: Tensor) -> tuple[Tensor, Tensor]:
+        """The signed distances ``(B, F, M)`` of :meth:`distances` and their Jacobians ``(B, F, M,
+        dof)``: each distance's derivative in its capsules' ends (a small backward through the
+        distance alone), times the ends' Jacobians ``J_v - [p - o]x J_w`` from the links'
+        geometric Jacobians (one kinematics pass)."""
         Q = _configurations("CollisionTask", self.chain, Q)
         B, F, n = Q.shape
         model, dev = self.model, Q.device
@@ -229,7 +244,24 @@ class CollisionTask:
                 rows.append((g[0][..., None, :] @ Ja[:, i] + g[1][..., None, :] @ Jb[:, i]
                              + g[2][..., None, :] @ Ja[:, j] + g[3][..., None, :] @ Jb[:, j])[..., 0, :])
         d, Jd = torch.cat(values, 1), torch.cat(rows, 1)  # (N, M), (N, M, n)
-        gap = self.margin - d
-        res = self.weight * gap.clamp(min=0)
-        Jr = torch.where((gap > 0)[..., None], -self.weight * Jd, torch.zeros_like(Jd))
-        return res.reshape(B, F, -1), (Jr.reshape(B, F, -1, n),)
+        return d.reshape(B, F, -1), Jd.reshape(B, F, -1, n)
+
+
+class ClearanceConstraint:
+    """``margin - d`` ``(B, F, M)`` for each signed distance of a :class:`CollisionTask` (at most
+    zero where every pair is at least ``margin`` apart), with its Jacobian: the task as an
+    inequality constraint (:meth:`CollisionTask.constraint`)."""
+
+    def __init__(self, task: CollisionTask):
+        check_instance("task", task, CollisionTask, "an ik.CollisionTask")
+        self.task = task
+
+    def subset(self, rows):
+        return self
+
+    def __call__(self, Q: Tensor) -> Tensor:
+        return self.task.margin - self.task.distances(Q)
+
+    def value_and_jacobians(self, Q: Tensor) -> tuple[Tensor, tuple[Tensor]]:
+        d, Jd = self.task.distances_and_jacobians(Q)
+        return self.task.margin - d, (-Jd,)

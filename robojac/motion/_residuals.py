@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ik import CollisionTask
+from ..ik import ClearanceConstraint, CollisionTask
 
-__all__ = ["Acceleration", "RestAtEnds", "SweptClearance", "VelocityLimit"]
+__all__ = ["Acceleration", "RestAtEnds", "SweptClearance", "VelocityBound", "VelocityLimit"]
 
 
 def _eye_blocks(like: Tensor, scale: float) -> Tensor:
@@ -82,14 +82,40 @@ class VelocityLimit:
         return self.weight * over.clamp(min=0), (-J, J)
 
 
+class VelocityBound:
+    """``[v - v_max; -v - v_max]`` ``(B, F, 2 dof)`` with ``v = (q_b - q_a) / dt``: a step's
+    velocity within the limits ``v_max (dof,)`` as a constraint (``<= 0``; linear, so its
+    Jacobian is constant).  A joint without a limit takes a large finite one (an infinite
+    residual has no place in the augmented terms)."""
+
+    def __init__(self, dt: float, limit: Tensor):
+        self.dt, self.limit = dt, limit.clamp(max=1e6)
+
+    def subset(self, rows):
+        """The same residual for a subset of the problems (it holds nothing per problem)."""
+        return self
+
+    def __call__(self, Qa: Tensor, Qb: Tensor) -> Tensor:
+        v = (Qb - Qa) / self.dt
+        lim = self.limit.to(v)
+        return torch.cat((v - lim, -v - lim), -1)
+
+    def value_and_jacobians(self, Qa: Tensor, Qb: Tensor):
+        B, F, n = Qa.shape
+        eye = torch.eye(n, dtype=Qa.dtype, device=Qa.device) / self.dt
+        J = torch.cat((eye, -eye)).expand(B, F, 2 * n, n)
+        return self(Qa, Qb), (-J, J)
+
+
 class SweptClearance:
-    """A :class:`~robojac.ik.CollisionTask` (times ``weight``) at ``substeps`` configurations
+    """A :class:`~robojac.ik.CollisionTask` (times ``weight``), or its constraint
+    (:meth:`~robojac.ik.CollisionTask.constraint`), at ``substeps`` configurations
     evenly between two waypoints, ``q_a + s (q_b - q_a)`` with ``s = 1/(k+1), ..., k/(k+1)``, and
     at ``q_b`` itself (``s = 1``): the arm kept clear between the waypoints, not only at them.
     ``(Qa, Qb) -> (B, F, (k + 1) M)``; the blocks are the task's Jacobian at each configuration
     times ``1 - s`` and ``s``."""
 
-    def __init__(self, task: CollisionTask, substeps: int, weight: float = 1.0):
+    def __init__(self, task: CollisionTask | ClearanceConstraint, substeps: int, weight: float = 1.0):
         self.task, self.substeps, self.weight = task, substeps, weight
 
     def _between(self, Qa: Tensor, Qb: Tensor) -> tuple[Tensor, Tensor]:

@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pypose as pp
 import torch
 from torch import Tensor
 
 from .. import ik, optim
-from .._config import check_instance, check_int, check_real
+from .._config import check_choice, check_instance, check_int, check_real
 from ..kinematics import Chain
 from ..lie import require_values, se3_tensor
-from ._residuals import Acceleration, RestAtEnds, SweptClearance, VelocityLimit
+from ._residuals import Acceleration, RestAtEnds, SweptClearance, VelocityBound, VelocityLimit
 
 __all__ = ["TrajOptConfig", "TrajOptResult", "trajopt"]
 
@@ -59,6 +60,11 @@ class TrajOptConfig:
     * ``velocity_weight``: ``w max(0, |q'| - v_max)`` per joint and step.
     * ``velocity_scale``: the fraction of the chain's velocity limits allowed (its
       ``velocity_limits``; a joint without one is not limited).
+    * ``constraints``: ``"soft"`` (the clearance and the velocity limits are costs: the margin a
+      cushion the answer may dip into) or ``"hard"`` (they are inequality constraints on the
+      engine, :class:`robojac.optim.Constraint`: every checked configuration at least ``margin``
+      clear and every step within the limits, exactly, in rounds of an augmented Lagrangian; the
+      ``*_weight`` of those two are then unused).
     * ``substeps``: configurations between each two waypoints where the clearance is a cost (0:
       at the waypoints only).
     * ``check_substeps``: configurations between each two waypoints where the answer's clearance
@@ -77,6 +83,7 @@ class TrajOptConfig:
     collision_weight: float = 100.0
     velocity_weight: float = 1000.0
     velocity_scale: float = 1.0
+    constraints: Literal["soft", "hard"] = "soft"
     substeps: int = 2
     check_substeps: int = 8
     starts: int = 4
@@ -89,6 +96,7 @@ class TrajOptConfig:
         for name in ("duration", "acceleration_weight", "collision_weight", "velocity_weight",
                      "velocity_scale"):
             check_real("TrajOptConfig", name, getattr(self, name), positive=True)
+        check_choice("TrajOptConfig", "constraints", self.constraints, ("soft", "hard"))
         check_int("TrajOptConfig", "substeps", self.substeps, minimum=0)
         check_int("TrajOptConfig", "check_substeps", self.check_substeps, minimum=0)
         check_int("TrajOptConfig", "starts", self.starts, minimum=1)
@@ -266,14 +274,22 @@ def trajopt(chain: Chain, start: Tensor, target=None, *, end: Tensor | None = No
     ]
     pairs = torch.stack((idx[:-1], idx[1:]), 1)
     v_max = chain.velocity_limits.to(dtype=dt, device=dev) * cfg.velocity_scale
+    constraints = []
     if bool(torch.isfinite(v_max).any()):
-        factors.append(optim.Factor(VelocityLimit(h, v_max, cfg.velocity_weight), [q, q], pairs, name="velocity"))
+        if cfg.constraints == "hard":
+            constraints.append(optim.Constraint(VelocityBound(h, v_max), [q, q], pairs, kind="leq", name="velocity"))
+        else:
+            factors.append(optim.Factor(VelocityLimit(h, v_max, cfg.velocity_weight), [q, q], pairs, name="velocity"))
     if avoid is not None:
-        clear = SweptClearance(avoid, cfg.substeps, cfg.collision_weight)
-        factors.append(optim.Factor(clear, [q, q], pairs, name="clearance"))
+        if cfg.constraints == "hard":
+            constraints.append(optim.Constraint(SweptClearance(avoid.constraint(), cfg.substeps), [q, q], pairs,
+                                                kind="leq", name="clearance"))
+        else:
+            factors.append(optim.Factor(SweptClearance(avoid, cfg.substeps, cfg.collision_weight), [q, q], pairs,
+                                        name="clearance"))
     solver = optim.SolverConfig(termination=optim.TerminationConfig(max_iterations=cfg.max_iterations),
                                 linear_solver="dense")  # the bounds need it
-    result = optim.solve([q], factors, solver)
+    result = optim.solve([q], factors, solver, constraints=constraints)
     Q = result.values[0]  # (S B, T, n)
 
     with torch.no_grad():
