@@ -195,7 +195,8 @@ def test_the_trajectory_is_differentiable_in_its_start_and_end(panda):
     X = panda.forward_kinematics_tensor(q_start, [HAND])[0].clone()
     X[1] = 0.3
     q_end = ik.solve(panda, X, q0=q_start, avoid=task, config=ik.IKConfig(frame=HAND)).q
-    for avoid, duration, mode, tol in ((None, 20.0, "soft", 1e-8), (task, 2.0, "soft", 1e-3), (task, 2.0, "hard", 1e-5)):
+    cases = ((None, 20.0, "soft", 1e-8), (task, 2.0, "soft", 1e-3), (task, 2.0, "hard", 1e-5))
+    for avoid, duration, mode, tol in cases:
         cfg = motion.TrajOptConfig(steps=16, starts=1, duration=duration, constraints=mode)
         a, b = q_start.clone().requires_grad_(), q_end.clone().requires_grad_()
         r = motion.trajopt(panda, a, end=b, avoid=avoid, config=cfg)
