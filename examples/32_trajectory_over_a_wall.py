@@ -65,9 +65,10 @@ def main() -> int:
     blend_gap = float(task.distances(blend[None]).min())
     print(f"Panda skeleton: {model.num_shapes} capsules, {len(model.pairs)} self-collision pairs; a wall and the floor")
     print(f"straight blend between the ends: closest {blend_gap * 100:+.1f} cm (through the wall)")
+    closest, fastest = float(result.clearance) * 100, float(result.speed) * 100
     print(f"trajopt: {cfg.steps} waypoints over {cfg.duration:.1f} s in {seconds:.2f} s ({int(result.iterations)} "
-          f"iterations, {cfg.starts} initial trajectories): {result.reason[0]}, closest {float(result.clearance) * 100:+.2f} "
-          f"cm, fastest joint at {float(result.speed) * 100:.0f}% of its limit, goal off by {float(result.pos_err):.1e} m")
+          f"iterations, {cfg.starts} initial trajectories): {result.reason[0]}, closest {closest:+.2f} cm, fastest "
+          f"joint at {fastest:.0f}% of its limit, goal off by {float(result.pos_err):.1e} m")
 
     # the planner inside a model: how the arm's peak height moves with the goal's position
     goal_g = goal.clone().requires_grad_()
@@ -91,8 +92,8 @@ def main() -> int:
     k = int(task.distances(blend[None])[0].amin(-1).argmin())
     viz.plot_collision(model, blend[k], ax, obstacles=world, margin=task.margin, floor_extent=1.0)
     viz.plot_end_effector_path(panda, blend, ax, frame=HAND, view="3d")
-    ax.set_title(f"the straight blend at t = {float(result.times[k]):.2f} s: {blend_gap * 100:+.1f} cm (red: overlapping)",
-                 fontsize=10)
+    when = float(result.times[k])
+    ax.set_title(f"the straight blend at t = {when:.2f} s: {blend_gap * 100:+.1f} cm (red: overlapping)", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out / "trajopt_blend.png", dpi=72)
     plt.close(fig)
