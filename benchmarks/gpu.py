@@ -2,10 +2,11 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
 
-Ten cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+Eleven cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
 forward kinematics of the Panda at batch 1,000,000; TALOS' centre of mass and its Jacobian at
 batch 100,000; the Panda's skeleton capsules' signed distances to each other and to a ball, a
-box and the floor at batch 100,000; IK of 10,000 Panda targets (the torch engine);
+box and the floor at batch 100,000; 256 Panda trajectories over a wall (``motion.trajopt``, one
+batch); IK of 10,000 Panda targets (the torch engine);
 IK of 1,000 sets of TALOS's hands and feet (several frames at once);
 100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
 the batched multifrontal Cholesky; example 27's Sim3 graph (KITTI 00 seen by a monocular
@@ -30,7 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _util import describe_machine, table  # noqa: E402
 
 import robojac  # noqa: E402
-from robojac import collision, data, ik  # noqa: E402
+from robojac import collision, data, ik, motion  # noqa: E402
 from robojac.icp import ICPConfig, align, read_point_cloud, read_stanford_conf, voxel_downsample  # noqa: E402
 from robojac.posegraph import PGOConfig, PoseGraph, covariances, optimize, read_g2o  # noqa: E402
 
@@ -92,6 +93,41 @@ def collision_distances(device, n):
     return [f"collision distances, Panda capsules, batch {n:,} (float32, {d.shape[-1]} each)", f"{t_cpu * 1e3:.1f} ms",
             f"{t_gpu * 1e3:.2f} ms", f"{t_cpu / t_gpu:.1f}x",
             f"{n / t_gpu / 1e6:.2f} M configs/s on the GPU; max difference from the CPU {err:.1e} m"]
+
+
+def trajectories(device, n):
+    """``motion.trajopt`` of ``n`` trajectories at once (float32, 16 waypoints, the wall of
+    example 32, one start each) from configurations on one side to the other."""
+    panda = robojac.Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand_tcp")
+    model = collision.RobotCollision.from_skeleton(panda, 0.05)
+    world = collision.Obstacles([collision.Box((0.2, 0.05, 0.25), (0.5, 0.0, 0.25, 0.0, 0.0, 0.0, 1.0)),
+                                 collision.HalfSpace((0.0, 0.0, 1.0), 0.0)])
+    task = ik.CollisionTask(model, world, margin=0.02)
+    ready = torch.tensor([0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4], dtype=torch.float64)
+    X = panda.forward_kinematics_tensor(ready, ["panda_hand_tcp"])[0].expand(2, n, 7).clone()
+    X[0, :, :3] = torch.tensor([0.5, -0.3, 0.25], dtype=torch.float64)
+    X[1, :, :3] = torch.tensor([0.5, 0.3, 0.25], dtype=torch.float64)
+    X[:, :, 0] += torch.linspace(-0.1, 0.1, n, dtype=torch.float64)
+    cfg = ik.IKConfig(frame="panda_hand_tcp")
+    ends = ik.solve(panda, X, q0=ready, avoid=task, config=cfg).q.float()  # (2, n, 7)
+    conf = motion.TrajOptConfig(steps=16, starts=1)
+
+    def run(chain, t, a, b):
+        return motion.trajopt(chain, a, end=b, avoid=t, config=conf)
+
+    t_cpu, r_cpu = timed(lambda: run(panda, task, ends[0], ends[1]), torch.device("cpu"), repeat=1)
+    gpu_chain = panda.to(device)
+    gpu_task = ik.CollisionTask(model.to(device), world.to(device), margin=0.02)
+    a, b = ends[0].to(device), ends[1].to(device)
+    t_gpu, r = timed(lambda: run(gpu_chain, gpu_task, a, b), device, repeat=3)
+    panda.cpu()
+    model.cpu()
+    world.cpu()
+    return [f"trajopt, {n} Panda trajectories over a wall (float32, 16 waypoints, 1 start)", f"{t_cpu:.2f} s",
+            f"{t_gpu:.2f} s", f"{t_cpu / t_gpu:.1f}x",
+            f"{int(r.converged.sum())}/{n} feasible on the GPU ({int(r_cpu.converged.sum())} on the CPU); closest "
+            f"{float(r.clearance.min()) * 100:+.2f} cm; waypoints within {float((r.q.cpu() - r_cpu.q).abs().max()):.0e} "
+            "rad of the CPU's"]
 
 
 def ik_batch(device, n):
@@ -204,6 +240,7 @@ def main() -> None:
         lambda: fk(device, 10_000 if args.quick else 1_000_000),
         lambda: center_of_mass(device, 10_000 if args.quick else 100_000),
         lambda: collision_distances(device, 10_000 if args.quick else 100_000),
+        lambda: trajectories(device, 8 if args.quick else 256),
         lambda: ik_batch(device, 500 if args.quick else 10_000),
         lambda: ik_frames(device, 50 if args.quick else 1_000),
         lambda: icp_batch(device, 10 if args.quick else 100),

@@ -150,12 +150,12 @@ def test_bad_constraints_are_refused_by_name(device):
         optim.solve([x], [f], constraints=[f])
     with pytest.raises(ValueError, match="reads variable"):
         optim.solve([x], [f], constraints=[optim.Constraint(lambda y: y, [y], name="c")])
-    with pytest.raises(ValueError, match="ConstraintConfig.penalty_growth"):
-        optim.ConstraintConfig(penalty_growth=1.0)
-    with pytest.raises(ValueError, match="ConstraintConfig.tolerance"):
-        optim.ConstraintConfig(tolerance=0.0)
-    with pytest.raises(ValueError, match="SolverConfig.constraints"):
-        optim.SolverConfig(constraints=3)
+    for make, match in ((lambda: optim.ConstraintConfig(penalty_growth=1.0), "ConstraintConfig.penalty_growth"),
+                        (lambda: optim.ConstraintConfig(tolerance=0.0), "ConstraintConfig.tolerance"),
+                        (lambda: optim.ConstraintConfig(max_rounds=0), "ConstraintConfig.max_rounds"),
+                        (lambda: optim.SolverConfig(constraints=3), "SolverConfig.constraints")):
+        with pytest.raises(ValueError, match=match):
+            make()
 
 
 def test_one_large_sparse_problem_with_an_equality_equals_its_kkt_solution(device):

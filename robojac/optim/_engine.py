@@ -277,7 +277,8 @@ class SolveResult:
     ``initial_cost`` (the cost at the given values).
 
     With ``constraints``: ``constraint_violation (B,)``, the largest violation at the answer
-    (an equality's ``|c|``, an inequality's positive part); ``converged`` also asks it to be
+    (an equality's ``|c|``, an inequality's positive part, or its ``|c|`` where it binds: its
+    multiplier is positive, so it must be zero); ``converged`` also asks it to be
     within ``ConstraintConfig.tolerance`` (else the reason is ``"constraint_violation"``);
     ``cost`` is the factors' own; ``iterations`` and ``history`` run over every round (the
     history's cost is each round's augmented one).  ``None`` without constraints.
