@@ -32,7 +32,7 @@ def _wall(panda, device="cpu"):
                                  collision.HalfSpace((0.0, 0.0, 1.0), 0.0)]).to(device)
     task = ik.CollisionTask(model, world, margin=0.02)
     X = panda.forward_kinematics_tensor(READY, [HAND])[0].clone()  # the hand pointing down
-    X[:3] = torch.tensor([0.5, -0.3, 0.25], dtype=torch.float64)
+    X[:3] = torch.tensor([0.5, -0.3, 0.25], dtype=torch.float64, device="cpu")
     q_start = ik.solve(panda, X.to(device), q0=READY.to(device), avoid=task, config=ik.IKConfig(frame=HAND)).q
     return model, world, task, q_start
 

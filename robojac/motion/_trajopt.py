@@ -176,9 +176,9 @@ def _profile(T: int, dtype, device) -> tuple[Tensor, Tensor]:
 
 
 def _goal_configuration(chain: Chain, T_goal: Tensor, q_start: Tensor, avoid, cfg: TrajOptConfig):
-    """IK's answer ``ik.IKResult`` for each goal from its start (the branch nearest the start);
-    with ``avoid``, the goals whose answer is not reached and clear by the margin solved again
-    with the collision task."""
+    """``(q (B, dof), pos_err, rot_err)``: IK's answer for each goal from its start (the branch
+    nearest the start); with ``avoid``, the goals whose answer is not reached and clear by the
+    margin solved again with the collision task (its answer nearest the start)."""
     found = ik.solve(chain, T_goal, q0=q_start, config=cfg.ik)
     if avoid is None:
         return found.q, found.pos_err, found.rot_err
@@ -200,7 +200,8 @@ def trajopt(chain: Chain, start: Tensor, target=None, *, end: Tensor | None = No
     LieTensor, a ``(..., 7)`` tensor or ``(..., 4, 4)`` matrices, or its position ``(..., 3)``;
     or ``end``, a configuration ``(..., dof)``.  ``avoid``, an :class:`robojac.ik.CollisionTask`
     of this chain, keeps the arm clear of its obstacles and of itself along the way (its
-    ``margin`` a cushion: the answer's ``clearance`` says how clear).
+    ``margin`` a cushion by default, held exactly with ``constraints="hard"``: the answer's
+    ``clearance`` says how clear).
 
     Differentiable in ``start``, ``end`` and a pose or position ``target`` (the engine's implicit
     gradient at the kept trajectory, through IK's for a pose); the obstacles are held.  See
