@@ -10,12 +10,15 @@ each round from the last one's answer.  Between rounds the multipliers move by t
 (``lambda <- lambda + mu c``, held at zero or above for an inequality) and, in a problem whose
 largest violation did not fall below a quarter of the round before's, the penalty ``mu`` grows
 (Nocedal and Wright's algorithm 17.4, as jaxls and pyroki run it).  Each problem of a batch
-keeps its own multipliers and penalty, and stops on its own once it is feasible.
+keeps its own multipliers and penalty and is judged feasible on its own; the rounds go on until
+every problem is (a feasible one's next round starts at its minimum and stops at once).
 
-Gradients through the answer (``backward="implicit"``) are those of the constrained minimum: the
-implicit function theorem on the factors with the active constraints (every equality, the
-inequalities whose multiplier is positive) held by a stiff quadratic, the limit of the KKT
-system's derivative (:func:`_stiff_weight`).
+The rounds end where the augmented cost stops resolving progress, about ``sqrt(eps)`` of the
+values along the constraints' surfaces.  The answer is finished by Newton steps on the factors
+with the active constraints (every equality, the inequalities whose multiplier is positive) held
+by a stiff augmented term (:class:`Stiff`).  Gradients through the answer
+(``backward="implicit"``) are the implicit function theorem's on that same problem: the KKT
+system's derivative, to about the inverse of the stiffness (``_engine.STIFF``).
 """
 
 from __future__ import annotations
