@@ -334,6 +334,8 @@ def test_ik_solve_with_avoid_takes_poses_mappings_and_q0_and_refuses_another_cha
         ik.solve(panda, X, config=cfg, avoid=model)
     with pytest.raises(ValueError, match="IKConfig.avoid_starts"):
         ik.IKConfig(avoid_starts=0)
+    none = ik.solve(panda, torch.zeros(0, 3, **F64), config=cfg, avoid=task)  # no targets: an empty answer
+    assert none.q.shape == (0, panda.dof) and none.reason == () and none.clearance.shape == (0,)
 
 
 def test_ik_solve_with_avoid_given_q0_keeps_the_clear_answer_nearest_it(panda):
@@ -345,7 +347,8 @@ def test_ik_solve_with_avoid_given_q0_keeps_the_clear_answer_nearest_it(panda):
     qs = panda.random_configuration(256, generator=torch.Generator(device="cpu").manual_seed(8))
     clear = (task.distances(qs[:, None]).amin((1, 2)) > 0.03).nonzero().flatten()[:6]
     q0 = qs[clear]
-    target = panda.forward_kinematics_tensor(q0, ["panda_hand_tcp"])[:, 0, :3] + torch.tensor([0.03, -0.02, 0.02], **F64)
+    hand = panda.forward_kinematics_tensor(q0, ["panda_hand_tcp"])[:, 0, :3]
+    target = hand + torch.tensor([0.03, -0.02, 0.02], **F64)
     cfg = ik.IKConfig(frame="panda_hand_tcp", avoid_starts=6)
     near = ik.solve(panda, target, q0=q0, config=cfg, avoid=task)
     free = ik.solve(panda, target, config=cfg, avoid=task)

@@ -266,6 +266,9 @@ def test_a_batch_equals_its_problems_solved_alone(panda):
             assert (one.q - r.q[i, j]).abs().max() < 1e-8
     shared = motion.trajopt(panda, a[0, 0], end=b, config=cfg)  # one start, many goals
     assert shared.q.shape == (2, 3, 12, 7) and (shared.q[0, 0] - r.q[0, 0]).abs().max() < 1e-8
+    _, _, task, _ = _wall(panda)
+    none = motion.trajopt(panda, a[:0, 0], torch.zeros(0, 3, dtype=torch.float64), avoid=task, config=cfg)
+    assert none.q.shape == (0, 12, 7) and none.reason == () and none.clearance.shape == (0,)  # no problems, no error
 
 
 def test_float32_follows_the_start(panda):

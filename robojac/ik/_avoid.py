@@ -66,6 +66,12 @@ def solve_avoiding(chain: Chain, cfg, target, q0, avoid, solve, result_type):
     frames, T, batch, flags, mapping = _targets(chain, cfg, target)
     B, K, S, n = T.shape[0], len(frames), cfg.avoid_starts, chain.dof
     dt, dev = T.dtype, T.device
+    if B == 0:  # no targets: an empty answer, as solve gives without avoid
+        shape = batch + ((K,) if mapping else ())
+        empty = T.new_zeros(batch)
+        return result_type(T.new_zeros(batch + (n,)), torch.zeros(batch, dtype=torch.bool, device=dev),
+                           T.new_zeros(shape), T.new_zeros(shape), torch.zeros(batch, dtype=torch.long, device=dev),
+                           empty, (), T.new_zeros((2,) + batch), empty)
     gen = torch.Generator(device="cpu")
     gen.manual_seed(cfg.seed) if cfg.seed is not None else gen.seed()
     starts = chain.random_configuration(S, B, generator=gen, dtype=dt, device=dev)

@@ -238,6 +238,13 @@ def trajopt(chain: Chain, start: Tensor, target=None, *, end: Tensor | None = No
     n, T, S = chain.dof, cfg.steps, cfg.starts
     dt, dev = start.dtype, start.device
     B = math.prod(batch)
+    h = cfg.duration / (T - 1)
+    if B == 0:  # no problems: an empty answer in the batch's shape
+        zeros = start.new_zeros(batch)
+        return TrajOptResult(start.new_zeros(batch + (T, n)), torch.arange(T, dtype=dt, device=dev) * h,
+                             torch.zeros(batch, dtype=torch.bool, device=dev), (), zeros, zeros,
+                             None if avoid is None else zeros, zeros, zeros,
+                             torch.zeros(batch, dtype=torch.long, device=dev), start.new_zeros((1,) + batch))
     q_start = start.expand(batch + (n,)).reshape(B, n)
     if end is None:
         T_goal = T_goal.expand(batch + T_goal.shape[-1:]).reshape(B, -1)
@@ -265,7 +272,6 @@ def trajopt(chain: Chain, start: Tensor, target=None, *, end: Tensor | None = No
     fixed = torch.zeros(T, dtype=torch.bool, device=dev)
     fixed[0] = fixed[-1] = True
     q = optim.Variable("Rn", Q0, lower=lo, upper=hi, fixed=fixed, name="q")
-    h = cfg.duration / (T - 1)
     idx = torch.arange(T, device=dev)
     factors = [
         optim.Factor(Acceleration(h, cfg.acceleration_weight), [q, q, q],
