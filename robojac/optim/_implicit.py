@@ -186,9 +186,10 @@ def newton_steps(problem: Problem, values: tuple[Tensor, ...], converged: Tensor
     residuals' curvature that an answer cannot do without.  A constraint's stiff augmented term
     (``robojac.optim._constraints.Stiff``) is such a residual: at the constrained minimum it is
     ``lambda / sqrt(w)``, not zero, and its curvature times that is the multiplier times the
-    constraint's curvature, the Lagrangian's (a Gauss-Newton step from a point 6e-7 off the
-    unit sphere's minimum along it left 4e-7; a Newton step, rounding).  A step whose system is not
-    positive definite, or that raises the cost, is not taken."""
+    constraint's curvature, the Lagrangian's (the unit ball's projection of ``(2, 1, -2)``: from
+    3.3e-7 off the minimum along the sphere a Gauss-Newton step went to 6.6e-7, one Newton step
+    to 3.1e-8 and two to 6.8e-14).  A step whose system is not positive definite, or that raises
+    the cost, is not taken."""
     B, n = problem.batch, problem.size
     for _ in range(steps):
         with torch.enable_grad():
