@@ -6,8 +6,8 @@ over a point) as factors of the solver engine."""
 from ._io import read_targets
 from ._planar import planar_2link_ik, planar_3link_ik
 from ._solve import IKConfig, IKResult, solve
-from ._targets import pose_errors
+from ._targets import parse_targets, pose_errors
 from ._tasks import CenterOfMassTask, ClearanceConstraint, CollisionTask, FramesTask
 
 __all__ = ["CenterOfMassTask", "ClearanceConstraint", "CollisionTask", "FramesTask", "IKConfig", "IKResult",
-           "planar_2link_ik", "planar_3link_ik", "pose_errors", "read_targets", "solve"]
+           "parse_targets", "planar_2link_ik", "planar_3link_ik", "pose_errors", "read_targets", "solve"]

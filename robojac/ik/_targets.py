@@ -18,7 +18,9 @@ __all__ = ["AttemptResidual", "TargetResidual", "parse_targets", "pose_errors"]
 
 
 def parse_targets(target) -> tuple[Tensor, tuple[int, ...], bool]:
-    """``(flat targets (B, 7) or (B, 3), batch shape, position_only)``."""
+    """``(flat targets (B, 7) or (B, 3), batch shape, position_only)`` of one frame's targets:
+    an SE3 LieTensor, ``(..., 7)`` poses or ``(..., 4, 4)`` transforms (checked as rotations), or
+    ``(..., 3)`` positions; anything else is refused naming ``target``."""
     if isinstance(target, pp.LieTensor) or (isinstance(target, Tensor) and target.shape[-1:] == (7,)) or (
         isinstance(target, Tensor) and target.dim() >= 2 and target.shape[-2:] == (4, 4)
     ):

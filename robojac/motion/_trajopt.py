@@ -33,19 +33,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-import pypose as pp
 import torch
 from torch import Tensor
 
 from .. import ik, optim
 from .._config import check_choice, check_instance, check_int, check_real
 from ..kinematics import Chain
-from ..lie import require_values, se3_tensor
 from ._residuals import Acceleration, RestAtEnds, SweptClearance, VelocityBound, VelocityLimit
 
 __all__ = ["TrajOptConfig", "TrajOptResult", "trajopt"]
-
-_IDENTITY = (0.0, 0.0, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -143,21 +139,6 @@ class TrajOptResult:
 _DEFAULT = TrajOptConfig()
 
 
-def _goal_pose(target) -> tuple[Tensor, bool]:
-    """``(target (..., 7|3), position_only)``."""
-    if isinstance(target, pp.LieTensor) or (isinstance(target, Tensor) and (
-            target.shape[-1:] == (7,) or (target.dim() >= 2 and target.shape[-2:] == (4, 4)))):
-        return se3_tensor(target, name="target"), False
-    if isinstance(target, Tensor) and target.shape[-1:] == (3,) and target.is_floating_point():
-        require_values(target, "target")
-        if not torch.isfinite(target).all():
-            raise ValueError("target: contains NaN or infinite values")
-        return target, True
-    shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-    raise ValueError(f"target: expected an SE3 pose (..., 7) [t, qx, qy, qz, qw], a (..., 4, 4) transform or a "
-                     f"position (..., 3) of the goal frame; got {shape}")
-
-
 def _inside(chain: Chain, q: Tensor, name: str) -> Tensor:
     q = chain.check_configuration(q, name)
     out = ~((q >= chain.lower.to(q)) & (q <= chain.upper.to(q)))
@@ -230,11 +211,12 @@ def trajopt(chain: Chain, start: Tensor, target=None, *, end: Tensor | None = No
         end = _inside(chain, end, "end")
         batch = torch.broadcast_shapes(start.shape[:-1], end.shape[:-1])
     else:
-        T_goal, position_only = _goal_pose(target)
+        flat, goal_batch, _ = ik.parse_targets(target)  # a pose or a position alike: IK places it
+        T_goal = flat.reshape(goal_batch + flat.shape[-1:])
         if T_goal.dtype != start.dtype or T_goal.device != start.device:
             raise ValueError(f"target: expected the start's dtype and device ({start.dtype}, {start.device}), got "
                              f"{T_goal.dtype} on {T_goal.device}")
-        batch = torch.broadcast_shapes(start.shape[:-1], T_goal.shape[:-1])
+        batch = torch.broadcast_shapes(start.shape[:-1], goal_batch)
     n, T, S = chain.dof, cfg.steps, cfg.starts
     dt, dev = start.dtype, start.device
     B = math.prod(batch)
