@@ -30,6 +30,7 @@ def test_an_equality_projects_onto_its_plane_in_every_problem(device):
     assert bool(r.converged.all()) and max_err(r.values[0][:, 0], ref) < 1e-8
     assert float(r.constraint_violation.max()) <= 1e-8
     assert max_err(r.cost, 0.5 * ((ref - a) ** 2).sum(-1)) < 1e-8  # the factors' own cost
+    assert max_err(r.initial_cost, 0.5 * (a ** 2).sum(-1)) < 1e-12  # at the start (x = 0), no constraint term
     assert optim.solve([x], [near]).constraint_violation is None
 
 

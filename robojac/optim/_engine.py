@@ -280,8 +280,9 @@ class SolveResult:
     (an equality's ``|c|``, an inequality's positive part, or its ``|c|`` where it binds: its
     multiplier is positive, so it must be zero); ``converged`` also asks it to be
     within ``ConstraintConfig.tolerance`` (else the reason is ``"constraint_violation"``);
-    ``cost`` is the factors' own; ``iterations`` and ``history`` run over every round (the
-    history's cost is each round's augmented one).  ``None`` without constraints.
+    ``cost`` and ``initial_cost`` are the factors' own; ``iterations`` and ``history`` run over
+    every round (the history's cost is each round's augmented one).  ``None`` without
+    constraints.
     """
 
     values: tuple[Tensor, ...]
@@ -407,6 +408,13 @@ def _scale(lin: Linearization, which: list[int]) -> Tensor:
     return out
 
 
+def _own_cost(variables: tuple[Variable, ...], factors: tuple[Factor, ...], values: tuple[Tensor, ...]) -> Tensor:
+    """``(B,)``: the factors' own cost ``0.5 sum rho(|r|^2)`` at ``values`` (no constraint terms)."""
+    vs, fs = _rebound(variables, factors, values)
+    with torch.no_grad():
+        return Linearization(Problem(vs, fs), values).cost() if fs else values[0].new_zeros(values[0].shape[0])
+
+
 def _solve_constrained(variables: tuple[Variable, ...], factors: tuple[Factor, ...], constraints: tuple,
                        cfg: SolverConfig) -> SolveResult:
     """The augmented Lagrangian's rounds (see :mod:`robojac.optim._constraints`)."""
@@ -427,7 +435,7 @@ def _solve_constrained(variables: tuple[Variable, ...], factors: tuple[Factor, .
     inner = dataclasses.replace(cfg, backward="none")
     iterations = torch.zeros(B, dtype=torch.long, device=dev)
     costs, damping, accepted = [], [], []
-    initial = None
+    initial = _own_cost(variables, factors, values)
     for _ in range(cc.max_rounds):
         vs, fs = _rebound(variables, factors + tuple(c.factor for c in constraints), values)
         base, own = fs[: len(factors)], fs[len(factors):]
@@ -436,7 +444,6 @@ def _solve_constrained(variables: tuple[Variable, ...], factors: tuple[Factor, .
         result = solve(vs, list(base) + terms, inner)
         values = tuple(v.detach() for v in result.values)
         iterations = iterations + result.iterations
-        initial = result.initial_cost if initial is None else initial
         costs.append(result.history.cost)
         damping.append(result.history.damping)
         accepted.append(result.history.accepted)
@@ -490,8 +497,7 @@ def _solve_constrained(variables: tuple[Variable, ...], factors: tuple[Factor, .
     with torch.no_grad():
         cs = [_evaluate(c.factor, variables, values) for c in constraints]
         before = torch.stack([c.violation(x, lam) for c, x, lam in zip(constraints, cs, lams)]).amax(0)
-        vs, fs = _rebound(variables, factors, values)
-        cost = Linearization(Problem(vs, fs), values).cost() if fs else values[0].new_zeros(B)
+    cost = _own_cost(variables, factors, values)
     return SolveResult(tuple(values), converged, iterations, cost, reason, history, initial, before)
 
 
