@@ -141,6 +141,23 @@ def test_infeasible_constraints_say_so_without_nan(device):
     assert torch.isfinite(r.values[0]).all() and float(r.constraint_violation[0]) > 0.4
 
 
+def test_a_finish_that_leaves_the_constraint_is_not_called_converged(monkeypatch):
+    """Whatever the finish after the rounds does (here a stand-in that moves every answer 1e-3
+    off the plane), ``converged`` and ``reason`` are judged at the answer returned."""
+    import robojac.optim._engine as engine
+
+    a = torch.tensor([[0.2, 0.7], [1.5, -0.3]], dtype=torch.float64)
+    x = _vector(torch.zeros(2, 2), "cpu")
+    near = optim.Factor(lambda x, a: x - a, [x], data=(a[:, None],))
+    plane = optim.Constraint(lambda x: x.sum(-1, keepdim=True) - 1.0, [x], kind="eq", name="plane")
+    assert bool(optim.solve([x], [near], constraints=[plane]).converged.all())
+    monkeypatch.setattr(engine, "_polish", lambda problem, values, converged, sparse:
+                        (tuple(v + 5e-4 for v in values), None))
+    r = optim.solve([x], [near], constraints=[plane])
+    assert float(r.constraint_violation.min()) > 9e-4
+    assert not bool(r.converged.any()) and r.reason == ("constraint_violation", "constraint_violation")
+
+
 def test_bad_constraints_are_refused_by_name(device):
     x = _vector([[0.5]], device)
     y = _vector([[0.5]], device)
