@@ -158,6 +158,23 @@ def test_a_finish_that_leaves_the_constraint_is_not_called_converged(monkeypatch
     assert not bool(r.converged.any()) and r.reason == ("constraint_violation", "constraint_violation")
 
 
+def test_a_feasible_answer_off_the_minimum_is_not_called_converged(monkeypatch):
+    """A finish that leaves each answer on the plane but 1e-3 along it from the projection (a
+    stand-in for a solve stalled there): feasible, not stationary, and said so."""
+    import robojac.optim._engine as engine
+
+    a = torch.tensor([[0.2, 0.7], [1.5, -0.3]], dtype=torch.float64)
+    x = _vector(torch.zeros(2, 2), "cpu")
+    near = optim.Factor(lambda x, a: x - a, [x], data=(a[:, None],))
+    plane = optim.Constraint(lambda x: x.sum(-1, keepdim=True) - 1.0, [x], kind="eq", name="plane")
+    along = torch.tensor([1e-3, -1e-3], dtype=torch.float64)
+    monkeypatch.setattr(engine, "_polish", lambda problem, values, converged, sparse:
+                        (tuple(v + along for v in values), None))
+    r = optim.solve([x], [near], constraints=[plane])
+    assert float(r.constraint_violation.max()) < 1e-8
+    assert not bool(r.converged.any()) and r.reason == ("not_stationary", "not_stationary")
+
+
 def test_bad_constraints_are_refused_by_name(device):
     x = _vector([[0.5]], device)
     y = _vector([[0.5]], device)

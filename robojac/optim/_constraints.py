@@ -48,6 +48,11 @@ class ConstraintConfig:
     * ``max_penalty``: ``mu`` grows no further (a problem still infeasible there is reported so).
     * ``tolerance``: a problem is feasible when every equality's residual is within this of zero
       and every inequality's at most this (in the constraint's own units).
+    * ``stationarity``: a feasible answer is a minimum (converged) where the Lagrangian's gradient
+      (the factors' plus each active constraint's times its multiplier; coordinates held, or on
+      a bound the gradient pushes against, left out) is at most this times ``max(1, the
+      factors' own gradient)`` (else ``reason="not_stationary"``).  Many small problems only:
+      one large sparse problem is not checked.
     """
 
     max_rounds: int = 20
@@ -55,10 +60,11 @@ class ConstraintConfig:
     penalty_growth: float = 10.0
     max_penalty: float = 1e10
     tolerance: float = 1e-8
+    stationarity: float = 1e-4
 
     def __post_init__(self):
         check_int("ConstraintConfig", "max_rounds", self.max_rounds, minimum=1)
-        for name in ("initial_penalty", "max_penalty", "tolerance"):
+        for name in ("initial_penalty", "max_penalty", "tolerance", "stationarity"):
             check_real("ConstraintConfig", name, getattr(self, name), positive=True)
         check_real("ConstraintConfig", "penalty_growth", self.penalty_growth, positive=True)
         if self.penalty_growth <= 1:

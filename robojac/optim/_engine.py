@@ -501,8 +501,28 @@ def _solve_constrained(variables: tuple[Variable, ...], factors: tuple[Factor, .
     if bool(off.any()):
         converged = converged & ~off
         reason = tuple("constraint_violation" if o else r for r, o in zip(reason, off.tolist()))
+    if sparse is None:
+        moving = converged & (_stationarity(problem, Problem(vs, base), values) > cc.stationarity)
+        if bool(moving.any()):
+            converged = converged & ~moving
+            reason = tuple("not_stationary" if m else r for r, m in zip(reason, moving.tolist()))
     cost = _own_cost(variables, factors, values)
     return SolveResult(tuple(values), converged, iterations, cost, reason, history, initial, before)
+
+
+def _stationarity(problem: Problem, own: Problem, values: tuple[Tensor, ...]) -> Tensor:
+    """``(B,)``: the largest entry of the Lagrangian's gradient at ``values`` (``problem``'s: the
+    factors and the active constraints' stiff terms, ``J_c^T (lambda + w c)``), coordinates held
+    or on a bound the gradient pushes against left out, over ``max(1, the factors' own)``."""
+    with torch.no_grad():
+        x = tuple(v.detach() for v in values)
+        g = Linearization(problem, x, closed_forms=True).normal_equations()[1]
+        free = ~(problem.held | problem.at_bounds(x, g)) if problem.bounded else ~problem.held
+        scale = torch.ones_like(g[:, 0])
+        if own.factors:
+            gf = Linearization(own, x, closed_forms=True).normal_equations()[1]
+            scale = (gf * free).abs().amax(-1).clamp(min=1.0)
+        return (g * free).abs().amax(-1) / scale
 
 
 #: how much stiffer than the factors the active constraints are held in the backward (their
