@@ -10,11 +10,18 @@ closed form.  The hips move back while the hands still reach.  Every reach dista
 problem of one batch.  The same residuals written as plain functions, which the engine
 differentiates through the Jacobian core, reach the same tasks about 5x slower.
 
+Holding the centre of mass at one point moves the body more than balance needs.  The third answer
+keeps it anywhere inside the support polygon, 3 cm from its edges (``ik.BalanceConstraint``, an
+inequality constraint of the engine), with the soles and hands as equality constraints
+(``ik.FramesTask``), and otherwise stays as near the standing posture as it can
+(``ik.PostureTask``): near reaches leave the constraint slack, far ones stop at its margin.
+
 The support polygon is drawn from an assumed sole of 0.20 m by 0.10 m about each sole frame
 (TALOS' URDF names its feet's meshes but they are not shipped here).
 
-Writes ``balance.png`` (the farthest reach: IK alone against balanced, side view, the centre of
-mass dropped to the ground) and ``balance_sweep.png`` (the centre of mass's x over the reach).
+Writes ``balance.png`` (the farthest reach: IK alone, the centre of mass held over the middle of
+the feet, and kept inside the polygon; side view, the centre of mass dropped to the ground) and
+``balance_sweep.png`` (the centre of mass's x over the reach).
 
     python examples/30_humanoid_balance.py --out out/balance
 """
@@ -35,25 +42,14 @@ from robojac.kinematics import Chain  # noqa: E402
 FEET = ["left_sole_link", "right_sole_link"]
 HANDS = ["gripper_left_base_link", "gripper_right_base_link"]
 SOLE = (0.20, 0.10)  # an assumed sole, length by width (m), centred on each sole frame
+MARGIN = 0.03  # the centre of mass kept this far inside the support polygon's edges (m)
 
 
 def support_polygon(soles: torch.Tensor) -> torch.Tensor:
-    """``(N, 2)``: the convex hull of both soles' rectangles on the ground (a closed loop)."""
+    """``(V, 2)``: the convex hull of both soles' rectangles on the ground, counter-clockwise."""
     L, W = SOLE[0] / 2, SOLE[1] / 2
     corners = torch.tensor([[L, W, 0.0], [-L, W, 0.0], [-L, -W, 0.0], [L, -W, 0.0]], dtype=soles.dtype)
-    pts = lie.se3_act(soles[:, None, :], corners[None]).reshape(-1, 3)[:, :2]
-    hull = [int(pts[:, 0].argmin())]  # gift wrapping: 8 points
-    while True:
-        p = hull[-1]
-        cand = (p + 1) % len(pts)
-        for k in range(len(pts)):
-            a, b = pts[cand] - pts[p], pts[k] - pts[p]
-            if a[0] * b[1] - a[1] * b[0] < 0:
-                cand = k
-        if cand == hull[0]:
-            break
-        hull.append(cand)
-    return pts[hull + hull[:1]]
+    return ik.support_polygon(lie.se3_act(soles[:, None, :], corners[None]).reshape(-1, 3))
 
 
 def main() -> int:
@@ -94,45 +90,88 @@ def main() -> int:
     balanced = optim.solve([q], [frames, balance], config)
     q_bal = balanced.values[0][:, 0].detach()
 
-    c_plain, c_bal = talos.center_of_mass(plain.q), talos.center_of_mass(q_bal)
-    Xb = talos.forward_kinematics_tensor(q_bal, FEET + HANDS)
-    hand_err = (Xb[:, 2:, :3] - hand_targets).norm(dim=-1).max(-1).values
-    sole_err = (Xb[:, :2, :3] - soles[:, :3]).norm(dim=-1).max(-1).values
-    print(f"{'reach':>7s}  {'IK alone: com x':>16s}  {'balanced: com x':>16s}  {'pelvis x':>9s}  "
-          f"{'hands off':>10s}  {'soles off':>10s}")
-    for k in range(B):
-        print(f"{float(reach[k]):6.2f} m  {float(c_plain[k, 0]):+14.3f} m  {float(c_bal[k, 0]):+14.3f} m  "
-              f"{float(q_bal[k, 0]):+7.3f} m  {float(hand_err[k]):8.1e} m  {float(sole_err[k]):8.1e} m")
-    tipping = int((c_plain[:, 0] > front).sum())
-    ok = bool(plain.converged.all() and balanced.converged.all() and hand_err.max() < 1e-6 and sole_err.max() < 1e-6)
-    print(f"IK alone: {tipping} of {B} reaches put the centre of mass in front of the toes; balanced: the centre of "
-          f"mass within {float((c_bal[:, :2] - middle).norm(dim=-1).max()):.1e} m of the middle of the feet, "
-          f"converged {balanced.converged.tolist()}, {balanced.iterations.max()} iterations at most")
+    # nearest the standing posture (the pelvis' place free), soles and hands as equalities, with
+    # the centre of mass held over the middle of the feet (an equality) or kept anywhere inside
+    # the polygon, MARGIN from its edges (an inequality)
+    free = torch.ones(talos.dof, dtype=torch.float64)
+    free[:3] = 0.0
 
-    fig = plt.figure(figsize=(12, 6))
-    for i, (title, qk) in enumerate((("IK alone: hands and soles placed", plain.q[-1]),
-                                     ("balanced: + the centre of mass over the feet", q_bal[-1]))):
-        ax = fig.add_subplot(1, 2, i + 1, projection="3d")
-        P = polygon.numpy()
+    def nearest_standing(rule: optim.Constraint | None, q_var: optim.Variable) -> optim.SolveResult:
+        posture = optim.Factor(ik.PostureTask(talos, weights=free), [q_var], data=(standing.expand(B, 1, -1),),
+                               name="posture")
+        frames_eq = optim.Constraint(frames.residual, [q_var], data=(T[:, None],), kind="eq", name="soles and hands")
+        return optim.solve([q_var], [posture], constraints=[frames_eq, rule])
+
+    q_mid = optim.Variable("Rn", plain.q[:, None].clone(), lower=lo, upper=hi, name="q")
+    held = nearest_standing(optim.Constraint(ik.CenterOfMassTask(talos, "xy"), [q_mid],
+                                             data=(middle.expand(B, 1, 2),), kind="eq", name="centre of mass"), q_mid)
+    q_in = optim.Variable("Rn", plain.q[:, None].clone(), lower=lo, upper=hi, name="q")
+    inside = nearest_standing(optim.Constraint(ik.BalanceConstraint(talos, margin=MARGIN), [q_in],
+                                               data=(polygon.expand(B, 1, -1, -1),), kind="leq",
+                                               name="support polygon"), q_in)
+
+    answers = {"IK alone": plain.q, "balanced (a task)": q_bal, "held over the middle": held.values[0][:, 0].detach(),
+               "inside the polygon": inside.values[0][:, 0].detach()}
+    com = {k: talos.center_of_mass(v) for k, v in answers.items()}
+    err = []
+    for k in list(answers)[1:]:
+        Xk = talos.forward_kinematics_tensor(answers[k], FEET + HANDS)
+        err.append(torch.maximum((Xk[:, 2:, :3] - hand_targets).norm(dim=-1).amax(-1),
+                                 (Xk[:, :2, :3] - soles[:, :3]).norm(dim=-1).amax(-1)))
+    err = torch.stack(err).amax(0)
+    moved = {k: (answers[k][:, 6:] - standing[6:]).norm(dim=-1) for k in answers}  # the joints, not the pelvis
+    print(f"{'reach':>7s}  {'com x: IK alone':>16s}  {'a task':>8s}  {'inside':>8s}  {'pelvis x (task)':>15s}  "
+          f"{'joints moved: held over the middle':>35s}  {'inside':>7s}  {'frames off':>10s}")
+    for k in range(B):
+        print(f"{float(reach[k]):6.2f} m  {float(com['IK alone'][k, 0]):+14.3f} m  "
+              f"{float(com['balanced (a task)'][k, 0]):+6.3f} m  {float(com['inside the polygon'][k, 0]):+6.3f} m  "
+              f"{float(q_bal[k, 0]):+13.3f} m  {float(moved['held over the middle'][k]):31.3f} rad  "
+              f"{float(moved['inside the polygon'][k]):5.3f} rad  {float(err[k]):8.1e} m")
+    tipping = int((com["IK alone"][:, 0] > front).sum())
+    slack = int((com["inside the polygon"][:, 0] < front - MARGIN - 1e-6).sum())
+    ok = bool(plain.converged.all() and balanced.converged.all() and held.converged.all() and inside.converged.all()
+              and float(err.max()) < 1e-6 and float(com["inside the polygon"][:, 0].max()) <= front - MARGIN + 1e-8)
+    print(f"IK alone: {tipping} of {B} reaches put the centre of mass in front of the toes.  Balanced by a task: "
+          f"within {float((com['balanced (a task)'][:, :2] - middle).norm(dim=-1).max()):.1e} m of the middle of the "
+          f"feet, {int(balanced.iterations.max())} iterations at most.  Nearest standing, inside the polygon: "
+          f"{slack} of {B} reaches leave the constraint slack, the others stop {MARGIN * 100:.0f} cm behind the toes, "
+          f"moving the joints {float((moved['inside the polygon'] / moved['held over the middle']).mean()):.2f}x as "
+          f"much as holding the centre of mass over the middle; converged {int(inside.converged.sum())} and "
+          f"{int(held.converged.sum())} of {B}, {int(inside.iterations.max())} and {int(held.iterations.max())} "
+          "iterations at most")
+
+    fig = plt.figure(figsize=(15, 6))
+    titles = {"IK alone": "IK alone: hands and soles placed",
+              "held over the middle": "nearest standing, the centre of mass over the middle",
+              "inside the polygon": f"nearest standing, inside the polygon ({MARGIN * 100:.0f} cm margin)"}
+    for i, name in enumerate(titles):
+        qs = answers[name]
+        ax = fig.add_subplot(1, 3, i + 1, projection="3d")
+        P = torch.cat((polygon, polygon[:1])).numpy()
         ax.plot(P[:, 0], P[:, 1], 0 * P[:, 0], color="#2ca02c", lw=2, label="support polygon")
-        viz.plot_arm(talos, qk, ax, frame=HANDS + FEET, target=hand_targets[-1], axis_length=0.08, center_of_mass=True)
-        c = talos.center_of_mass(qk)
+        viz.plot_arm(talos, qs[-1], ax, frame=HANDS + FEET, target=hand_targets[-1], axis_length=0.08,
+                     center_of_mass=True)
+        c = com[name][-1]
         where = "over the feet" if float(c[0]) <= front else "in front of the toes"
-        ax.set_title(f"{title}\ncentre of mass at x = {float(c[0]):+.2f} m ({where})", fontsize=10)
+        ax.set_title(f"{titles[name]}\ncentre of mass at x = {float(c[0]):+.2f} m ({where})\n"
+                     f"joints moved {float(moved[name][-1]):.2f} rad from standing", fontsize=10)
         ax.view_init(elev=6, azim=-72)
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(f"TALOS reaching {float(reach[-1]):.2f} m forward, both soles on the ground")
-    fig.tight_layout()
-    fig.savefig(args.out / "balance.png", dpi=90)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(args.out / "balance.png", dpi=80)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.axhspan(float(polygon[:, 0].min()), front, color="#2ca02c", alpha=0.15, label="the soles (support polygon)")
-    ax.plot(reach.numpy(), c_plain[:, 0].numpy(), "o-", color="#d62728", label="IK alone")
-    ax.plot(reach.numpy(), c_bal[:, 0].numpy(), "s-", color="#1f77b4", label="balanced (centre-of-mass task)")
-    ax.plot(reach.numpy(), q_bal[:, 0].numpy(), "--", color="#1f77b4", alpha=0.6, label="balanced: pelvis x")
+    ax.axhline(front - MARGIN, color="#2ca02c", lw=1, ls=":", label=f"{MARGIN * 100:.0f} cm inside the toes")
+    ax.plot(reach.numpy(), com["IK alone"][:, 0].numpy(), "o-", color="#d62728", label="IK alone")
+    ax.plot(reach.numpy(), com["balanced (a task)"][:, 0].numpy(), "s-", color="#1f77b4",
+            label="held over the middle (a centre-of-mass task or constraint)")
+    ax.plot(reach.numpy(), com["inside the polygon"][:, 0].numpy(), "^-", color="#9467bd",
+            label="inside the polygon (balance constraint)")
     ax.set_xlabel("hands' reach forward [m]")
-    ax.set_ylabel("x [m]")
+    ax.set_ylabel("centre of mass x [m]")
     ax.set_title("Centre of mass over the reach")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -188,3 +188,73 @@ class Stacked:
             Js.append(J.reshape(F * m, self.T * self.n))
         J = torch.cat(Js)[:, self.n : -self.n]
         return torch.cat(rs).detach().numpy(), J.detach().numpy()
+
+
+TALOS_FEET = ["left_sole_link", "right_sole_link"]
+TALOS_HANDS = ["gripper_left_base_link", "gripper_right_base_link"]
+#: an assumed sole of 0.20 m by 0.10 m about each sole frame (TALOS' foot meshes are not shipped)
+TALOS_SOLE = ((0.1, 0.05, 0.0), (-0.1, 0.05, 0.0), (-0.1, -0.05, 0.0), (0.1, -0.05, 0.0))
+
+
+def talos_standing(talos):
+    """``(stand (dof,), X (4, 7), polygon (V, 2))``: TALOS on a floating base standing with its
+    soles on the ground (z = 0), its soles' and hands' poses, and the soles' support polygon."""
+    from robojac import ik, lie
+
+    stand = torch.zeros(talos.dof, dtype=torch.float64)
+    stand[2] = -float(talos.forward_kinematics_tensor(stand, TALOS_FEET)[0, 2])
+    X = talos.forward_kinematics_tensor(stand, TALOS_FEET + TALOS_HANDS)
+    sole = torch.tensor(TALOS_SOLE, dtype=torch.float64)
+    return stand, X, ik.support_polygon(lie.se3_act(X[:2, None, :], sole[None]).reshape(-1, 3))
+
+
+def nearest_standing(talos, stand, T, polygon, q0, *, margin=0.03, balance=True, config=None):
+    """TALOS' whole-body problem on robojac's engine: the joints nearest ``stand`` (the pelvis'
+    position free), the soles at ``T[:, :2]`` and the hands at ``T[:, 2:, :3]`` (equalities), the
+    centre of mass ``margin`` inside ``polygon (B, 1, V, 2)`` (an inequality, unless not
+    ``balance``), from ``q0 (B, dof)``."""
+    from robojac import ik, optim
+
+    B = len(q0)
+    lo, hi = talos.joint_limits
+    q = optim.Variable("Rn", q0[:, None].clone(), lower=lo, upper=hi, name="q")
+    w = torch.ones(talos.dof, dtype=torch.float64)
+    w[:3] = 0.0
+    posture = optim.Factor(ik.PostureTask(talos, weights=w), [q], data=(stand.expand(B, 1, -1),))
+    cons = [optim.Constraint(ik.FramesTask(talos, TALOS_FEET + TALOS_HANDS, position_only=[False, False, True, True]),
+                             [q], data=(T[:, None],), kind="eq", name="frames")]
+    if balance:
+        cons.append(optim.Constraint(ik.BalanceConstraint(talos, margin=margin), [q], data=(polygon,), kind="leq",
+                                     name="balance"))
+    return optim.solve([q], [posture], config or optim.SolverConfig(), constraints=cons)
+
+
+def slsqp_nearest_standing(talos, stand, T, polygon, q0, *, margin=0.03):
+    """The same problem for one target set (``T (4, 7)``, ``polygon (V, 2)``, ``q0 (dof,)``) by
+    SciPy's SLSQP, the constraints' values and Jacobians from robojac's closed forms (the hands'
+    zero rotation rows left out): ``scipy.optimize.OptimizeResult``."""
+    from scipy import optimize
+
+    from robojac import ik
+
+    w = torch.ones(talos.dof, dtype=torch.float64)
+    w[:3] = 0.0
+    frames = ik.FramesTask(talos, TALOS_FEET + TALOS_HANDS, position_only=[False, False, True, True])
+    balance = ik.BalanceConstraint(talos, margin=margin)
+    rows = [k for k in range(24) if k not in (15, 16, 17, 21, 22, 23)]
+    T, P = T[None, None], polygon[None, None]
+
+    def at(z):
+        return torch.as_tensor(z, dtype=torch.float64)[None, None]
+
+    def cost(z):
+        r = w * (torch.as_tensor(z) - stand)
+        return 0.5 * float(r @ r), (w * r).numpy()
+
+    cons = [{"type": "eq", "fun": lambda z: frames(at(z), T)[0, 0, rows].numpy(),
+             "jac": lambda z: frames.value_and_jacobians(at(z), T)[1][0][0, 0, rows].numpy()},
+            {"type": "ineq", "fun": lambda z: -balance(at(z), P)[0, 0].numpy(),
+             "jac": lambda z: -balance.value_and_jacobians(at(z), P)[1][0][0, 0].numpy()}]
+    lo, hi = talos.joint_limits
+    return optimize.minimize(cost, q0.numpy(), jac=True, method="SLSQP", constraints=cons,
+                             bounds=list(zip(lo.numpy(), hi.numpy())), options={"ftol": 1e-14, "maxiter": 500})

@@ -279,7 +279,9 @@ class SolveResult:
     With ``constraints``: ``constraint_violation (B,)``, the largest violation at the answer
     (an equality's ``|c|``, an inequality's positive part, or its ``|c|`` where it binds: its
     multiplier is positive, so it must be zero); ``converged`` also asks it to be
-    within ``ConstraintConfig.tolerance`` (else the reason is ``"constraint_violation"``);
+    within ``ConstraintConfig.tolerance`` (else the reason is ``"constraint_violation"``) and
+    the Lagrangian's gradient within ``ConstraintConfig.stationarity`` (else
+    ``"not_stationary"``), both at the answer returned;
     ``cost`` and ``initial_cost`` are the factors' own; ``iterations`` and ``history`` run over
     every round (the history's cost is each round's augmented one).  ``None`` without
     constraints.
