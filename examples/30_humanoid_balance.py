@@ -14,7 +14,8 @@ Holding the centre of mass at one point moves the body more than balance needs. 
 keeps it anywhere inside the support polygon, 3 cm from its edges (``ik.BalanceConstraint``, an
 inequality constraint of the engine), with the soles and hands as equality constraints
 (``ik.FramesTask``), and otherwise stays as near the standing posture as it can
-(``ik.PostureTask``): near reaches leave the constraint slack, far ones stop at its margin.
+(``ik.PostureTask``): ``ik.solve_balanced`` in one call.  Near reaches leave the constraint
+slack, far ones stop at its margin.
 
 The support polygon is drawn from an assumed sole of 0.20 m by 0.10 m about each sole frame
 (TALOS' URDF names its feet's meshes but they are not shipped here).
@@ -90,28 +91,24 @@ def main() -> int:
     balanced = optim.solve([q], [frames, balance], config)
     q_bal = balanced.values[0][:, 0].detach()
 
-    # nearest the standing posture (the pelvis' place free), soles and hands as equalities, with
-    # the centre of mass held over the middle of the feet (an equality) or kept anywhere inside
-    # the polygon, MARGIN from its edges (an inequality)
+    # nearest the standing posture (the pelvis' place free), soles and hands on their targets,
+    # the centre of mass kept anywhere inside the polygon, MARGIN from its edges: one call
+    inside = ik.solve_balanced(talos, targets, polygon, posture=standing, config=ik.BalanceConfig(margin=MARGIN))
+
+    # the same posture cost and frames (as equality constraints, on the engine), with the centre
+    # of mass held over the middle of the feet by an equality instead
     free = torch.ones(talos.dof, dtype=torch.float64)
     free[:3] = 0.0
-
-    def nearest_standing(rule: optim.Constraint | None, q_var: optim.Variable) -> optim.SolveResult:
-        posture = optim.Factor(ik.PostureTask(talos, weights=free), [q_var], data=(standing.expand(B, 1, -1),),
-                               name="posture")
-        frames_eq = optim.Constraint(frames.residual, [q_var], data=(T[:, None],), kind="eq", name="soles and hands")
-        return optim.solve([q_var], [posture], constraints=[frames_eq, rule])
-
     q_mid = optim.Variable("Rn", plain.q[:, None].clone(), lower=lo, upper=hi, name="q")
-    held = nearest_standing(optim.Constraint(ik.CenterOfMassTask(talos, "xy"), [q_mid],
-                                             data=(middle.expand(B, 1, 2),), kind="eq", name="centre of mass"), q_mid)
-    q_in = optim.Variable("Rn", plain.q[:, None].clone(), lower=lo, upper=hi, name="q")
-    inside = nearest_standing(optim.Constraint(ik.BalanceConstraint(talos, margin=MARGIN), [q_in],
-                                               data=(polygon.expand(B, 1, -1, -1),), kind="leq",
-                                               name="support polygon"), q_in)
+    posture = optim.Factor(ik.PostureTask(talos, weights=free), [q_mid], data=(standing.expand(B, 1, -1),),
+                           name="posture")
+    frames_eq = optim.Constraint(frames.residual, [q_mid], data=(T[:, None],), kind="eq", name="soles and hands")
+    over_middle = optim.Constraint(ik.CenterOfMassTask(talos, "xy"), [q_mid], data=(middle.expand(B, 1, 2),),
+                                   kind="eq", name="centre of mass")
+    held = optim.solve([q_mid], [posture], constraints=[frames_eq, over_middle])
 
     answers = {"IK alone": plain.q, "balanced (a task)": q_bal, "held over the middle": held.values[0][:, 0].detach(),
-               "inside the polygon": inside.values[0][:, 0].detach()}
+               "inside the polygon": inside.q}
     com = {k: talos.center_of_mass(v) for k, v in answers.items()}
     err = []
     for k in list(answers)[1:]:

@@ -201,10 +201,10 @@ def talos_standing(talos):
     soles on the ground (z = 0), its soles' and hands' poses, and the soles' support polygon."""
     from robojac import ik, lie
 
-    stand = torch.zeros(talos.dof, dtype=torch.float64)
+    stand = torch.zeros(talos.dof, dtype=torch.float64, device="cpu")
     stand[2] = -float(talos.forward_kinematics_tensor(stand, TALOS_FEET)[0, 2])
     X = talos.forward_kinematics_tensor(stand, TALOS_FEET + TALOS_HANDS)
-    sole = torch.tensor(TALOS_SOLE, dtype=torch.float64)
+    sole = torch.tensor(TALOS_SOLE, dtype=torch.float64, device="cpu")
     return stand, X, ik.support_polygon(lie.se3_act(X[:2, None, :], sole[None]).reshape(-1, 3))
 
 
@@ -218,7 +218,7 @@ def nearest_standing(talos, stand, T, polygon, q0, *, margin=0.03, balance=True,
     B = len(q0)
     lo, hi = talos.joint_limits
     q = optim.Variable("Rn", q0[:, None].clone(), lower=lo, upper=hi, name="q")
-    w = torch.ones(talos.dof, dtype=torch.float64)
+    w = torch.ones(talos.dof, dtype=torch.float64, device="cpu")
     w[:3] = 0.0
     posture = optim.Factor(ik.PostureTask(talos, weights=w), [q], data=(stand.expand(B, 1, -1),))
     cons = [optim.Constraint(ik.FramesTask(talos, TALOS_FEET + TALOS_HANDS, position_only=[False, False, True, True]),
@@ -237,7 +237,7 @@ def slsqp_nearest_standing(talos, stand, T, polygon, q0, *, margin=0.03):
 
     from robojac import ik
 
-    w = torch.ones(talos.dof, dtype=torch.float64)
+    w = torch.ones(talos.dof, dtype=torch.float64, device="cpu")
     w[:3] = 0.0
     frames = ik.FramesTask(talos, TALOS_FEET + TALOS_HANDS, position_only=[False, False, True, True])
     balance = ik.BalanceConstraint(talos, margin=margin)

@@ -43,7 +43,7 @@ def test_the_hull_is_scipys(device):
     spatial = pytest.importorskip("scipy.spatial")
     gen = torch.Generator().manual_seed(3)
     for n in (3, 4, 9, 40):
-        P = torch.rand(n, 3, dtype=torch.float64, generator=gen)
+        P = torch.rand(n, 3, dtype=torch.float64, generator=gen, device="cpu")
         P = torch.cat((P, P[:2], 0.5 * (P[:1] + P[1:2])))  # repeated points and a midpoint
         H = ik.support_polygon(P.to(device))
         assert H.device.type == torch.device(device).type and H.dtype == P.dtype
@@ -66,7 +66,7 @@ def test_the_value_is_the_distance_to_each_edge(talos, device):
     poly = square[None, None] + c[..., None, :] - 0.25  # the centre of mass at (0.25, 0.25) of the square
     task = ik.BalanceConstraint(chain, margin=0.1)
     r = task(Q, poly)
-    want = torch.tensor([-0.25, -0.75, -0.75, -0.25], dtype=torch.float64) + 0.1  # to y=0, x=1, y=1, x=0
+    want = torch.tensor([-0.25, -0.75, -0.75, -0.25], dtype=torch.float64, device="cpu") + 0.1  # to y=0, x=1, y=1, x=0
     assert max_err(r, want.expand(3, 2, 4).to(device)) < 1e-12
     back = task(Q, poly.flip(-2))  # clockwise: edges v3->v2 (y=1), v2->v1 (x=1), v1->v0 (y=0), v0->v3 (x=0)
     assert max_err(back, want[[2, 1, 0, 3]].expand(3, 2, 4).to(device)) < 1e-12
@@ -176,3 +176,59 @@ def test_bad_input_is_refused_by_name(talos):
         ik.PostureTask(talos, weights=-torch.ones(talos.dof))
     with pytest.raises(ValueError, match="PostureTask: expected reference q_ref"):
         ik.PostureTask(talos)(Q, torch.zeros(1, 1, 3, dtype=torch.float64))
+
+
+def test_solve_balanced_is_the_problem_assembled_by_hand(talos, scene, device):
+    """``ik.solve_balanced`` in one call: the same answers as the problem built from its pieces
+    (``helpers.nearest_standing``), in the targets' batch shape, dtype and device; the result's
+    figures are the answer's own; the bound centre of mass follows the polygon one to one."""
+    stand, X, polygon = scene
+    reach = torch.tensor([[0.15, 0.35], [0.5, 0.6]], dtype=torch.float64, device="cpu")  # batch (2, 2)
+    T = X.expand(2, 2, 4, 7).clone()
+    T[..., 2:, 0] += reach[..., None]
+    goals = {f: (T[..., k, :] if k < 2 else T[..., k, :3]).to(device) for k, f in enumerate(FEET + HANDS)}
+    support = polygon.to(device).clone().requires_grad_()  # (not the fixture's own tensor)
+    r = ik.solve_balanced(talos.to(device), goals, support, posture=stand.to(device))
+    assert r.q.device.type == torch.device(device).type and r.q.dtype == torch.float64
+    (g,) = torch.autograd.grad(r.com[1, 1, 0], support)
+    assert abs(float(g[:, 0].sum()) - 1.0) < 1e-5 and float(g[:, 1].abs().max()) < 1e-5
+    r = ik.BalanceResult(**{k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in vars(r).items()})
+    assert r.q.shape == (2, 2, talos.dof) and r.converged.shape == (2, 2) and r.pos_err.shape == (2, 2, 4)
+    assert bool(r.converged.all()) and r.reason == ("tolerance",) * 4
+    by_hand, _, _ = _whole_body(talos, scene, reach.reshape(-1))
+    assert max_err(r.q.reshape(4, -1), by_hand.values[0][:, 0]) < 1e-9
+    com = talos.center_of_mass(r.q)
+    assert max_err(r.com, com) < 1e-12
+    front = float(polygon[:, 0].max())
+    assert max_err(r.support_margin[1], torch.full((2,), 0.03, dtype=torch.float64, device="cpu")) < 1e-8  # they bind
+    assert abs(float(r.support_margin[0, 0]) - min(front - float(com[0, 0, 0]), 0.135 - abs(float(com[0, 0, 1])),
+                                                   float(com[0, 0, 0]) + 0.12)) < 1e-9
+    assert float(r.pos_err.max()) < 1e-8 and float(r.rot_err[..., :2].max()) < 1e-8 and (r.rot_err[..., 2:] == 0).all()
+
+
+def test_solve_balanced_says_why_and_refuses_bad_input_by_name(talos, scene):
+    stand, X, polygon = scene
+    goals = {FEET[0]: X[0], FEET[1]: X[1], HANDS[0]: X[2, :3] + 0.3, HANDS[1]: X[3, :3]}
+    cfg = ik.BalanceConfig(margin=0.2, solver=optim.SolverConfig(constraints=optim.ConstraintConfig(max_rounds=5)))
+    r = ik.solve_balanced(talos, goals, polygon, posture=stand, config=cfg)  # no point is 0.2 m inside
+    assert r.converged.shape == () and not bool(r.converged) and r.reason == ("off_balance",)
+    assert float(r.support_margin) < 0.2 and torch.isfinite(r.q).all()
+    with pytest.raises(ValueError, match=r"support: expected a polygon \(V, 2\) or \(..., V, 2\)"):
+        ik.solve_balanced(talos, goals, polygon[:, 0], posture=stand)
+    with pytest.raises(ValueError, match="support: the polygon is not convex"):
+        ik.solve_balanced(talos, goals, torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 0.3], [1.0, 1.0]],
+                                                     dtype=torch.float64), posture=stand)
+    with pytest.raises(ValueError, match="support: its batch shape"):
+        ik.solve_balanced(talos, goals, polygon.expand(3, -1, -1), posture=stand)
+    with pytest.raises(ValueError, match="target: every frame's targets need the same batch shape"):
+        ik.solve_balanced(talos, {FEET[0]: X[:1], FEET[1]: X[1]}, polygon)
+    with pytest.raises(ValueError, match="target: expected a mapping"):
+        ik.solve_balanced(talos, X[0], polygon)
+    with pytest.raises(ValueError, match="posture: expected"):
+        ik.solve_balanced(talos, goals, polygon, posture=stand[:5])
+    with pytest.raises(ValueError, match="BalanceConfig.posture_weights: expected 38 weights"):
+        ik.solve_balanced(talos, goals, polygon, config=ik.BalanceConfig(posture_weights=(1.0, 2.0)))
+    with pytest.raises(ValueError, match="BalanceConfig.posture_weights: expected finite weights >= 0"):
+        ik.BalanceConfig(posture_weights=(1.0, -2.0))
+    with pytest.raises(ValueError, match="BalanceConfig.margin"):
+        ik.BalanceConfig(margin=-0.1)
