@@ -2,11 +2,12 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gpu.py [--device cuda] [--quick]
 
-Eleven cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
+Twelve cases, each checked against the CPU's answer (a GPU figure for a wrong answer means nothing):
 forward kinematics of the Panda at batch 1,000,000; TALOS' centre of mass and its Jacobian at
 batch 100,000; the Panda's skeleton capsules' signed distances to each other and to a ball, a
 box and the floor at batch 100,000; 256 Panda trajectories over a wall (``motion.trajopt``, one
-batch); IK of 10,000 Panda targets (the torch engine);
+batch); 128 TALOS reaches balanced over its soles (``ik.solve_balanced``, one batch); IK of
+10,000 Panda targets (the torch engine);
 IK of 1,000 sets of TALOS's hands and feet (several frames at once);
 100 ICP pairs of 800 points in one batched call (the padded brute-force search); pose graphs with
 the batched multifrontal Cholesky; example 27's Sim3 graph (KITTI 00 seen by a monocular
@@ -130,6 +131,35 @@ def trajectories(device, n):
             "rad of the CPU's"]
 
 
+def balanced(device, n):
+    """``ik.solve_balanced`` of ``n`` TALOS reaches at once (float64): soles and hands at their
+    targets, the centre of mass 3 cm inside the soles' polygon, nearest standing (example 30)."""
+    talos = robojac.Chain.from_urdf(data.path("robots/talos_reduced.urdf")).with_floating_base()
+    feet, hands = ["left_sole_link", "right_sole_link"], ["gripper_left_base_link", "gripper_right_base_link"]
+    stand = torch.zeros(talos.dof, dtype=torch.float64)
+    stand[2] = -float(talos.forward_kinematics_tensor(stand, feet)[0, 2])
+    X = talos.forward_kinematics_tensor(stand, feet + hands)
+    sole = torch.tensor([[0.1, 0.05, 0.0], [-0.1, 0.05, 0.0], [-0.1, -0.05, 0.0], [0.1, -0.05, 0.0]],
+                        dtype=torch.float64)  # an assumed sole, 0.2 m by 0.1 m
+    polygon = ik.support_polygon(robojac.lie.se3_act(X[:2, None, :], sole[None]).reshape(-1, 3))
+    T = X.expand(n, 4, 7).clone()
+    T[:, 2:, 0] += torch.linspace(0.1, 0.6, n, dtype=torch.float64)[:, None]
+    goals = {f: T[:, k] if k < 2 else T[:, k, :3] for k, f in enumerate(feet + hands)}
+
+    def run(chain, g, p, s):
+        return ik.solve_balanced(chain, g, p, posture=s)
+
+    t_cpu, r_cpu = timed(lambda: run(talos, goals, polygon, stand), torch.device("cpu"), repeat=1)
+    gpu_chain = talos.to(device)
+    on = ({f: t.to(device) for f, t in goals.items()}, polygon.to(device), stand.to(device))
+    t_gpu, r = timed(lambda: run(gpu_chain, *on), device, repeat=1)
+    talos.cpu()
+    return [f"solve_balanced, {n} TALOS reaches (float64; frames, support polygon, posture)", f"{t_cpu:.2f} s",
+            f"{t_gpu:.2f} s", f"{t_cpu / t_gpu:.1f}x",
+            f"{int(r.converged.sum())}/{n} converged on the GPU ({int(r_cpu.converged.sum())} on the CPU); answers "
+            f"within {float((r.q.cpu() - r_cpu.q).abs().max()):.0e} rad of the CPU's"]
+
+
 def ik_batch(device, n):
     panda = robojac.Chain.from_urdf(data.path("robots/panda.urdf"), tip="panda_hand")
     q = panda.random_configuration(n, generator=torch.Generator().manual_seed(2026))
@@ -241,6 +271,7 @@ def main() -> None:
         lambda: center_of_mass(device, 10_000 if args.quick else 100_000),
         lambda: collision_distances(device, 10_000 if args.quick else 100_000),
         lambda: trajectories(device, 8 if args.quick else 256),
+        lambda: balanced(device, 4 if args.quick else 128),
         lambda: ik_batch(device, 500 if args.quick else 10_000),
         lambda: ik_frames(device, 50 if args.quick else 1_000),
         lambda: icp_batch(device, 10 if args.quick else 100),

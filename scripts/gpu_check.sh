@@ -59,5 +59,5 @@ echo
 echo "| case | CPU (this machine) | cuda | speed-up | check |"
 echo "|---|---|---|---|---|"
 echo "| pytest --device cuda | - | - | - | ${suite_line:-no summary, see suite.log} (exit $suite) |"
-grep -E '^\| (FK|IK|ICP|PGO|centre|collision|trajopt)' "$out/bench.log" || echo "| benchmarks/gpu.py | - | - | - | no table (exit $bench), see bench.log |"
+grep -E '^\| (FK|IK|ICP|PGO|centre|collision|trajopt|solve_balanced)' "$out/bench.log" || echo "| benchmarks/gpu.py | - | - | - | no table (exit $bench), see bench.log |"
 [ "$suite" -eq 0 ] && [ "$bench" -eq 0 ]
