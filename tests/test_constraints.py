@@ -175,6 +175,24 @@ def test_a_feasible_answer_off_the_minimum_is_not_called_converged(monkeypatch):
     assert not bool(r.converged.any()) and r.reason == ("not_stationary", "not_stationary")
 
 
+def test_loose_early_rounds_reach_the_same_minimum_in_fewer_iterations(device):
+    """The rounds far from feasible stop their solves early (``early_relative_tolerance``); the
+    answer is still the minimum to rounding, even with those rounds solved to 1e-2, and the
+    default takes fewer iterations than rounds solved to 1e-12 throughout."""
+    a = torch.tensor([[2.0, 1.0, -2.0], [0.0, 3.0, 4.0]], dtype=torch.float64, device=device)
+    ref = a / a.norm(dim=-1, keepdim=True)
+    its = {}
+    for early in (1e-2, 1e-6, 1e-12):
+        x = _vector(torch.zeros(2, 3, device="cpu"), device)
+        near = optim.Factor(lambda x, a: x - a, [x], data=(a[:, None],))
+        ball = optim.Constraint(lambda x: (x * x).sum(-1, keepdim=True) - 1.0, [x], kind="leq")
+        cfg = optim.SolverConfig(constraints=optim.ConstraintConfig(early_relative_tolerance=early))
+        r = optim.solve([x], [near], cfg, constraints=[ball])
+        assert bool(r.converged.all()) and max_err(r.values[0][:, 0], ref) < 1e-11
+        its[early] = int(r.iterations.sum())
+    assert its[1e-6] < its[1e-12]
+
+
 def test_bad_constraints_are_refused_by_name(device):
     x = _vector([[0.5]], device)
     y = _vector([[0.5]], device)

@@ -212,7 +212,7 @@ def newton_steps(problem: Problem, values: tuple[Tensor, ...], converged: Tensor
         with torch.no_grad():
             zero = values[0].new_zeros(B, n)
             before, after = (sum(_factor_costs(problem, v, zero)) for v in (values, trial))
-        take = ok & (after <= before)
+        take = ok & (after <= before + 1e-12 * before.abs())  # (a step to the minimum may read as a rounding rise)
         values = tuple(torch.where(take.reshape((B,) + (1,) * (x.dim() - 1)), t, x) for t, x in zip(trial, values))
     return values
 
