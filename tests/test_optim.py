@@ -770,11 +770,11 @@ def test_a_coordinate_on_its_bound_leaves_it_where_its_gradient_points_inside(de
     (0, 0): the gradient pushes y against its bound and pulls x inside.  The minimum (KKT: y on
     its bound, d/dx = 0) is (0.8, 0).  The unbounded step, (-0.1, -1), takes both outside;
     judged from it both were held, a zero step, and the solve stopped at (0, 0) as converged."""
-    R = torch.linalg.cholesky(torch.tensor([[1.0, -0.9], [-0.9, 1.0]], dtype=torch.float64)).T.to(device)
+    R = torch.linalg.cholesky(torch.tensor([[1.0, -0.9], [-0.9, 1.0]], dtype=torch.float64, device="cpu")).T.to(device)
     a = torch.tensor([-0.1, -1.0], dtype=torch.float64, device=device)
     z = optim.Variable("Rn", torch.zeros(1, 1, 2, dtype=torch.float64, device=device), lower=0.0)
     r = optim.solve([z], [optim.Factor(lambda z: (z - a) @ R.T, [z])], optim.SolverConfig(backward="none"))
-    assert bool(r.converged.all()) and max_err(r.values[0][0, 0], torch.tensor([0.8, 0.0], dtype=torch.float64)) < 1e-9
+    assert bool(r.converged.all()) and max_err(r.values[0][0, 0].cpu(), torch.tensor([0.8, 0.0], dtype=torch.float64, device="cpu")) < 1e-9
 
 
 def test_fixed_values_that_require_grad_pass_their_gradients_through_the_answer(device):
