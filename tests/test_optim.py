@@ -774,7 +774,8 @@ def test_a_coordinate_on_its_bound_leaves_it_where_its_gradient_points_inside(de
     a = torch.tensor([-0.1, -1.0], dtype=torch.float64, device=device)
     z = optim.Variable("Rn", torch.zeros(1, 1, 2, dtype=torch.float64, device=device), lower=0.0)
     r = optim.solve([z], [optim.Factor(lambda z: (z - a) @ R.T, [z])], optim.SolverConfig(backward="none"))
-    assert bool(r.converged.all()) and max_err(r.values[0][0, 0].cpu(), torch.tensor([0.8, 0.0], dtype=torch.float64, device="cpu")) < 1e-9
+    want = torch.tensor([0.8, 0.0], dtype=torch.float64, device="cpu")
+    assert bool(r.converged.all()) and max_err(r.values[0][0, 0].cpu(), want) < 1e-9
 
 
 def test_fixed_values_that_require_grad_pass_their_gradients_through_the_answer(device):
