@@ -29,7 +29,9 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 from _util import describe_machine, table  # noqa: E402
+from helpers import TALOS_FEET, TALOS_HANDS, talos_standing  # noqa: E402  (the balance tests' scene)
 
 import robojac  # noqa: E402
 from robojac import collision, data, ik, motion  # noqa: E402
@@ -135,13 +137,8 @@ def balanced(device, n):
     """``ik.solve_balanced`` of ``n`` TALOS reaches at once (float64): soles and hands at their
     targets, the centre of mass 3 cm inside the soles' polygon, nearest standing (example 30)."""
     talos = robojac.Chain.from_urdf(data.path("robots/talos_reduced.urdf")).with_floating_base()
-    feet, hands = ["left_sole_link", "right_sole_link"], ["gripper_left_base_link", "gripper_right_base_link"]
-    stand = torch.zeros(talos.dof, dtype=torch.float64)
-    stand[2] = -float(talos.forward_kinematics_tensor(stand, feet)[0, 2])
-    X = talos.forward_kinematics_tensor(stand, feet + hands)
-    sole = torch.tensor([[0.1, 0.05, 0.0], [-0.1, 0.05, 0.0], [-0.1, -0.05, 0.0], [0.1, -0.05, 0.0]],
-                        dtype=torch.float64)  # an assumed sole, 0.2 m by 0.1 m
-    polygon = ik.support_polygon(robojac.lie.se3_act(X[:2, None, :], sole[None]).reshape(-1, 3))
+    feet, hands = TALOS_FEET, TALOS_HANDS
+    stand, X, polygon = talos_standing(talos)  # the tests' scene: soles on the ground, their polygon
     T = X.expand(n, 4, 7).clone()
     T[:, 2:, 0] += torch.linspace(0.1, 0.6, n, dtype=torch.float64)[:, None]
     goals = {f: T[:, k] if k < 2 else T[:, k, :3] for k, f in enumerate(feet + hands)}
