@@ -71,7 +71,7 @@ class BalanceResult:
       constrained minimum (the engine's test: feasible and stationary).
     * ``reason``, one per target set in flattened order: ``"tolerance"`` (converged),
       ``"not_reached"`` (a frame off its target), ``"off_balance"`` (the centre of mass outside
-      the margin), or the engine's (``"not_stationary"``, ``"max_iterations"``, ...).
+      the margin), ``"outside_limits"`` (a joint past its limit), or the engine's (``"not_stationary"``, ``"max_iterations"``, ...).
     * ``pos_err``, ``rot_err (..., K)``: each frame's errors, in the targets' order (m, rad; 0
       rotation error for a position target).
     * ``com (..., 3)``: the centre of mass; ``support_margin (...)``: its distance inside the
